@@ -1,0 +1,208 @@
+"""The engines the runner times, each built for one workload at one thread count (a "column").
+
+A column offers the same four things whatever the engine:
+  prep(x)        the input in the engine's own form (tensors, per-step views), made once;
+  enter()        set the engine's process-wide settings (torch, fastrnn threads) before it runs;
+  output(inp)    its output on `inp` as a NumPy array (the correctness check);
+  rep(inp)       one timed repetition: one call (seq) or len(inp) stream steps, the state carried on.
+`inp` comes from prep(x), so no conversion is timed.
+For a stream, x is (steps, B, F), output() returns (steps, B, out) from a fresh state, and rep()
+continues the running state (a long-running stream, as a service keeps one).
+
+Streaming peers are driven as a service would: torch calls the module on (B, 1, F) with the carried
+(h, c); onnxruntime / openvino run a T=1 graph that takes and returns the states.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import partial
+
+import numpy as np
+
+import workloads as W
+
+PEERS = ("torch", "torch-nodnn", "onnxruntime", "openvino")
+MODULE = {"torch-nodnn": "torch"}        # engine -> the package it needs, when the names differ
+
+
+class Column:
+    def __init__(self, engine, threads, prep, output, rep, enter=lambda: None):
+        self.engine, self.threads = engine, threads
+        self.prep, self.output, self.rep, self.enter = prep, output, rep, enter
+
+
+class CarriedState:
+    """Stream through a step function f(x_t, state) -> (y_t, state), state carried between calls."""
+
+    def __init__(self, step, zero_state):
+        self.step, self.zero_state = step, zero_state
+        self.state = zero_state()
+
+    def rep(self, xs):
+        step, st = self.step, self.state
+        for x in xs:
+            _, st = step(x, st)
+        self.state = st
+
+    def output(self, xs):
+        step, st, ys = self.step, self.zero_state(), []
+        for x in xs:
+            y, st = step(x, st)
+            ys.append(np.array(y).reshape(y.shape[0], -1))     # (B, 1, H) -> (B, H)
+        return np.stack(ys)
+
+
+# ---------------------------------------------------------------- fastrnn
+
+def fastrnn_column(fastrnn, ctx, threads):
+    m = fastrnn.Model(ctx.layers)
+    enter = partial(fastrnn.set_num_threads, threads)
+    if ctx.wl.kind == "seq":
+        return Column("fastrnn", threads, lambda x: x, m.predict, m.predict, enter)
+    s = m.stream(batch_size=ctx.wl.batch)
+    out = np.empty((ctx.wl.batch, ctx.wl.net.out_size), np.float32)
+
+    def rep(xs):
+        step_into = s.step_into
+        for x in xs:
+            step_into(x, out)
+
+    def output(xs):
+        s.reset()
+        ys = np.stack([np.array(s.step(x)) for x in xs])
+        s.reset()
+        return ys
+
+    return Column("fastrnn", threads, list, output, rep, enter)
+
+
+# ---------------------------------------------------------------- torch
+
+def torch_column(ctx, threads, onednn=True):
+    """torch eager. onednn=False ("torch-nodnn") turns off torch's oneDNN (mkldnn) RNN path, which
+    torch takes by default on CPU: faster for whole sequences, much slower for single steps."""
+    import torch
+
+    name = "torch" if onednn else "torch-nodnn"
+    net = ctx.torch_module()
+
+    def enter():
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = onednn
+
+    if ctx.wl.kind == "seq":
+        @torch.inference_mode()
+        def call(x):
+            return net(x)[0]
+        return Column(name, threads, torch.from_numpy, lambda x: call(x).numpy(), call, enter)
+
+    n, B, H = ctx.wl.net.layers * ctx.wl.net.dirs, ctx.wl.batch, ctx.wl.net.hidden
+
+    def zero_state():
+        h = torch.zeros(n, B, H)
+        return (h, torch.zeros(n, B, H)) if ctx.wl.net.cell == "lstm" else h
+
+    stream = CarriedState(net, zero_state)
+    run = torch.inference_mode()
+    return Column(name, threads, lambda xs: [torch.from_numpy(x[:, None]) for x in xs],
+                  run(stream.output), run(stream.rep), enter)
+
+
+# ---------------------------------------------------------------- onnxruntime / openvino
+
+def _onnx_feed_stream(engine, threads, ctx, infer):
+    """A stream over a T=1 graph: infer(feed) -> [y, *states] in graph output order."""
+    net, B = ctx.wl.net, ctx.wl.batch
+    names = [n for l in range(net.layers) for n in ([f"h0_l{l}"] + [f"c0_l{l}"] * (net.cell == "lstm"))]
+    shape = (net.dirs, B, net.hidden)
+
+    def zero_state():   # the state is the feed dict itself, updated in place step after step
+        return {n: np.zeros(shape, np.float32) for n in names}
+
+    def step(x, feed):
+        feed["x"] = x
+        y, *st = infer(feed)
+        feed.update(zip(names, st))
+        return y, feed
+
+    stream = CarriedState(step, zero_state)
+    return Column(engine, threads, lambda xs: [x[:, None] for x in xs], stream.output, stream.rep)
+
+
+def ort_column(ctx, threads):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    model = ctx.onnx_model(stream=ctx.wl.kind == "stream")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    if ctx.wl.kind == "seq":
+        def call(x):
+            return sess.run(["y"], {"x": x})[0]
+        return Column("onnxruntime", threads, lambda x: x, call, call)
+    return _onnx_feed_stream("onnxruntime", threads, ctx, partial(sess.run, None))
+
+
+def ov_column(ctx, threads):
+    import openvino as ov
+
+    model = ov.convert_model(ctx.onnx_path(stream=ctx.wl.kind == "stream"))
+    compiled = ov.Core().compile_model(model, "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    req = compiled.create_infer_request()
+    if ctx.wl.kind == "seq":
+        def call(x):
+            return req.infer({"x": x}, share_inputs=True).to_tuple()[0]
+        return Column("openvino", threads, lambda x: x, call, call)
+    return _onnx_feed_stream("openvino", threads, ctx,
+                             lambda feed: req.infer(feed, share_inputs=True).to_tuple())
+
+
+BUILDERS = {"torch": torch_column, "torch-nodnn": partial(torch_column, onednn=False),
+            "onnxruntime": ort_column, "openvino": ov_column}
+
+
+# ---------------------------------------------------------------- per-workload context
+
+class Context:
+    """One workload's weights, IR layers and (lazily, shared by columns) torch / ONNX models."""
+
+    def __init__(self, wl, ir):
+        self.wl = wl
+        self.sd = W.make_weights(wl.net)
+        self.layers = W.ir_layers(wl.net, self.sd, ir)
+        self._cache = {}
+        self._tmp = None
+
+    def _cached(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def torch_module(self):
+        return W.torch_module(self.wl.net, self.sd)
+
+    def onnx_model(self, stream):
+        T = 1 if stream else self.wl.T
+        return self._cached(("onnx", stream), lambda: W.onnx_model(
+            self.wl.net, self.sd, self.wl.batch, T, with_state=stream))
+
+    def onnx_path(self, stream):
+        """The ONNX model written to a file (openvino's convert_model takes a path)."""
+        def write():
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="fastrnn-bench-")
+            path = os.path.join(self._tmp.name, f"{self.wl.name}{'_step' if stream else ''}.onnx")
+            with open(path, "wb") as f:
+                f.write(self.onnx_model(stream).SerializeToString())
+            return path
+        return self._cached(("path", stream), write)
+
+    def close(self):
+        if self._tmp is not None:
+            self._tmp.cleanup()

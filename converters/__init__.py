@@ -1,0 +1,56 @@
+"""Importers from other frameworks into the fastrnn IR (installed as fastrnn.converters).
+
+convert(src, **opts) recognises the source by content (files) or type (in-memory objects) and
+hands it to the Keras, PyTorch or ONNX importer. Converters only ever produce ir layers + a
+Model; they never touch kernels.
+
+Status: the importers themselves land with their own work items (Keras, PyTorch, ONNX); until
+then convert() recognises the source and says plainly that its importer is not available yet.
+"""
+import os
+
+from fastrnn.errors import ModelFormatError, UnsupportedError
+
+
+def sniff(path):
+    """The kind of model file at `path` from its first bytes: 'keras' (zip with config.json),
+    'h5', 'onnx', 'torch' (zip/pickle), 'frnn' (safetensors) or None."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "h5"
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except zipfile.BadZipFile:
+            return None
+        if "config.json" in names:
+            return "keras"
+        return "torch"
+    if head[:1] == b"\x80":   # pickle protocol 2+ (legacy torch.save)
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "frnn"
+    if head[:1] == b"\x08":   # protobuf field 1 varint: ModelProto.ir_version
+        return "onnx"
+    return None
+
+
+def convert(src, **opts):
+    kind = None
+    if isinstance(src, (str, os.PathLike)):
+        if not os.path.exists(src):
+            raise FileNotFoundError(src)
+        kind = sniff(src)
+        if kind is None:
+            raise ModelFormatError(f"{os.fspath(src)}: not a Keras, PyTorch, ONNX or fastrnn model file")
+        if kind == "frnn":
+            from fastrnn import load
+            return load(src)
+    else:
+        mod = type(src).__module__.split(".")[0]
+        kind = {"keras": "keras", "tf_keras": "keras", "torch": "torch", "onnx": "onnx"}.get(mod)
+        if kind is None:
+            raise UnsupportedError(f"convert: cannot convert a {type(src).__module__}.{type(src).__name__}")
+    raise UnsupportedError(f"convert: the {kind} importer is not available in this version of fastrnn")

@@ -1,0 +1,42 @@
+"""fastrnn: run trained recurrent networks (RNN, LSTM, GRU; stacked, bidirectional; Embedding and
+Dense heads) on the CPU, fast, from Python. See README.md and docs/.
+
+    m = fastrnn.load("model.frnn")          # or fastrnn.convert(...), or fastrnn.Model(layers)
+    y = m.predict(x)                        # batch-major
+    s = m.stream(batch_size=1); y_t = s.step(x_t)
+
+FASTRNN_ISA=scalar|avx2|avx512 (read at import) forces the kernels new models use.
+"""
+import os as _os
+
+from .errors import FastRNNError, ModelFormatError, ShapeError, UnsupportedError
+from . import ir
+from .ir import Act, Activation, Dense, Embedding, Masking, Recurrent
+from . import _engine
+from ._engine import Stream, get_num_threads, set_num_threads
+from .model import Model
+from .fileformat import load
+
+__version__ = "0.1.0"
+
+_isa = _os.environ.get("FASTRNN_ISA", "").strip().lower()
+if _isa:
+    _engine.set_isa(_isa)   # raises FastRNNError naming what this CPU can run
+
+
+def cpu_info():
+    """Which kernels run: {'isa': in use for new models, 'available': [...], 'kernels': [...],
+    'threads': set_num_threads value}."""
+    return {"isa": _engine.isa_current(), "available": list(_engine.isa_available()),
+            "kernels": list(_engine.kernel_names()), "threads": get_num_threads()}
+
+
+def convert(src, **opts):
+    """Convert a Keras / PyTorch / ONNX model (path or in-memory object) into a Model."""
+    from .converters import convert as _convert
+    return _convert(src, **opts)
+
+
+__all__ = ["Model", "Stream", "load", "convert", "cpu_info", "set_num_threads", "get_num_threads",
+           "Embedding", "Masking", "Dense", "Activation", "Recurrent", "Act", "ir",
+           "FastRNNError", "ModelFormatError", "ShapeError", "UnsupportedError"]

@@ -1,0 +1,438 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Thin Cython layer over the C engine (src_c/fastrnn.h).
+
+Checks first, then `with nogil:` around every C call. On the streaming hot path (Stream.step_into)
+NumPy buffers are read directly (PyArray_DATA / DIMS / STRIDES / TYPE, all macros), never through
+typed memoryviews, which cost ~0.2 us each. The C engine copies and packs every weight when a
+layer is added, so nothing here keeps weight arrays alive.
+
+Thread safety: a CModel is immutable after build and shared freely. A Stream must be used by one
+thread at a time; a second thread entering a stream that is busy gets a FastRNNError (the busy
+flag is tested and set while holding the GIL, so the test itself cannot race).
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+from .errors import FastRNNError, ShapeError, UnsupportedError
+
+cnp.import_array()
+
+cdef extern from "fastrnn.h" nogil:
+    ctypedef int frnn_status
+    ctypedef struct frnn_act:
+        int kind
+        float alpha, beta
+    ctypedef struct frnn_rec_weights:
+        const float *W_ih
+        const float *W_hh
+        const float *b_ih
+        const float *b_hh
+        const float *P
+        const float *W_hr
+    ctypedef struct frnn_rec_desc:
+        int cell, direction, merge
+        int input_size, hidden_size, proj_size
+        float clip
+        int input_forget, linear_before_reset, return_sequences, masked_output_zero
+        frnn_act acts[2][3]
+        frnn_rec_weights w[2]
+    ctypedef struct frnn_model:
+        pass
+    ctypedef struct frnn_stream:
+        pass
+    int FRNN_OK, FRNN_ENOMEM, FRNN_EINVAL, FRNN_EIDRANGE, FRNN_ESTATE, FRNN_EUNSUPPORTED, FRNN_EISA
+    int FRNN_DT_F32, FRNN_DT_F64, FRNN_DT_I8, FRNN_DT_I16, FRNN_DT_I32, FRNN_DT_I64
+    int FRNN_DT_U8, FRNN_DT_U16, FRNN_DT_U32, FRNN_DT_U64
+    int FRNN_ISA_COUNT
+    int frnn_isa_best()
+    int frnn_isa_current()
+    frnn_status frnn_isa_set(int isa)
+    const char *frnn_isa_name(int isa)
+    int frnn_kernel_count()
+    const char *frnn_kernel_name(int i)
+    void frnn_set_num_threads(int n)
+    int frnn_get_num_threads()
+    frnn_status frnn_model_new(frnn_model **out)
+    void frnn_model_free(frnn_model *m)
+    frnn_status frnn_model_add_embedding(frnn_model *m, int vocab, int dim, const float *table, int mask_zero)
+    frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value)
+    frnn_status frnn_model_add_dense(frnn_model *m, int inp, int out, const float *W, const float *b, frnn_act act)
+    frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act)
+    frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d)
+    frnn_status frnn_model_finalize(frnn_model *m, int input_size)
+    int frnn_model_num_states(const frnn_model *m)
+    void frnn_model_state_dims(const frnn_model *m, int i, int *dirs, int *width)
+    int frnn_model_output_size(const frnn_model *m)
+    int frnn_model_output_is_sequence(const frnn_model *m)
+    int frnn_model_can_stream(const frnn_model *m)
+    const char *frnn_model_isa(const frnn_model *m)
+    frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const int64_t *lengths,
+                             const float *const *init, float *y, float *const *final)
+    frnn_status frnn_stream_new(const frnn_model *m, int B, frnn_stream **out)
+    void frnn_stream_free(frnn_stream *s)
+    void frnn_stream_reset(frnn_stream *s)
+    frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t sb, int64_t sf, float *y)
+    void frnn_stream_get_state(const frnn_stream *s, int i, float *dst)
+    void frnn_stream_set_state(frnn_stream *s, int i, const float *src)
+
+
+cdef object _raise(frnn_status st, str what):
+    if st == FRNN_ENOMEM:
+        raise MemoryError(f"fastrnn: out of memory ({what})")
+    if st == FRNN_EIDRANGE:
+        raise ShapeError(f"{what}: a token id is outside [0, vocab_size)")
+    if st == FRNN_EUNSUPPORTED:
+        raise UnsupportedError(what)
+    raise FastRNNError(f"{what}: engine status {st}")
+
+
+# ---- ISA, threads -------------------------------------------------------------------------
+ISA_NAMES = tuple(frnn_isa_name(i).decode() for i in range(FRNN_ISA_COUNT))
+
+
+def isa_available():
+    """Names of the ISAs this CPU runs, slowest first."""
+    return ISA_NAMES[:frnn_isa_best() + 1]
+
+
+def isa_current():
+    return frnn_isa_name(frnn_isa_current()).decode()
+
+
+def set_isa(name):
+    """Use `name`'s kernels for models built from now on (models keep the ISA they were built with)."""
+    if name not in ISA_NAMES:
+        raise FastRNNError(f"unknown ISA {name!r}; known: {', '.join(ISA_NAMES)}")
+    if frnn_isa_set(ISA_NAMES.index(name)) != FRNN_OK:
+        raise FastRNNError(f"this CPU cannot run {name} kernels (available: {', '.join(isa_available())})")
+
+
+def kernel_names():
+    return tuple(frnn_kernel_name(i).decode() for i in range(frnn_kernel_count()))
+
+
+def set_num_threads(int n):
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    frnn_set_num_threads(n)
+
+
+def get_num_threads():
+    return frnn_get_num_threads()
+
+
+# ---- models -------------------------------------------------------------------------------
+cdef const float *_fptr(object a) except? NULL:
+    """Data pointer of a float32 C-contiguous array (ir.py guarantees the layout), NULL for None."""
+    if a is None:
+        return NULL
+    cdef cnp.ndarray arr = a
+    if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+        raise FastRNNError("internal: weights must be float32 C-contiguous")
+    return <const float *>cnp.PyArray_DATA(arr)
+
+
+cdef frnn_act _act(object a):
+    cdef frnn_act r
+    r.kind = a.code
+    r.alpha = a.alpha
+    r.beta = a.beta
+    return r
+
+
+_CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
+_DIRS = {"forward": 0, "reverse": 1, "bidirectional": 2}
+_MERGES = {"concat": 0, "sum": 1, "mul": 2, "ave": 3}
+
+
+cdef class CModel:
+    """The packed, immutable engine model built from a list of ir layers."""
+    cdef frnn_model *m
+    cdef readonly int num_states, output_size, output_is_sequence, can_stream
+    cdef readonly int input_ids, input_size
+    cdef readonly str isa
+
+    def __cinit__(self):
+        self.m = NULL
+
+    def __dealloc__(self):
+        frnn_model_free(self.m)
+
+    def __init__(self, layers, int input_size):
+        from . import ir
+        cdef frnn_status st = frnn_model_new(&self.m)
+        if st:
+            _raise(st, "model")
+        cdef frnn_rec_desc d
+        cdef int i, j
+        for L in layers:
+            t = type(L)
+            if t is ir.Embedding:
+                st = frnn_model_add_embedding(self.m, L.weight.shape[0], L.weight.shape[1],
+                                              _fptr(L.weight), L.mask_zero)
+            elif t is ir.Masking:
+                st = frnn_model_add_masking(self.m, L.size, L.mask_value)
+            elif t is ir.Dense:
+                st = frnn_model_add_dense(self.m, L.input_size, L.output_size, _fptr(L.weight),
+                                          _fptr(L.bias), _act(L.activation))
+            elif t is ir.Activation:
+                st = frnn_model_add_activation(self.m, L.size, _act(L.activation))
+            else:
+                memset(&d, 0, sizeof(d))
+                d.cell = _CELLS[L.cell]
+                d.direction = _DIRS[L.direction]
+                d.merge = _MERGES[L.merge_mode]
+                d.input_size = L.input_size
+                d.hidden_size = L.hidden_size
+                d.proj_size = L.proj_size
+                d.clip = L.clip if L.clip is not None else 0.0
+                d.input_forget = L.input_forget
+                d.linear_before_reset = L.linear_before_reset
+                d.return_sequences = L.return_sequences
+                d.masked_output_zero = L.masked_output == "zero"
+                for i in range(L.num_directions):
+                    for j, a in enumerate(L.activations[i]):
+                        d.acts[i][j] = _act(a)
+                    w = L.weights[i]
+                    d.w[i].W_ih = _fptr(w["W_ih"])
+                    d.w[i].W_hh = _fptr(w["W_hh"])
+                    d.w[i].b_ih = _fptr(w.get("b_ih"))
+                    d.w[i].b_hh = _fptr(w.get("b_hh"))
+                    d.w[i].P = _fptr(w.get("P"))
+                    d.w[i].W_hr = _fptr(w.get("W_hr"))
+                st = frnn_model_add_recurrent(self.m, &d)
+            if st:
+                _raise(st, f"adding {type(L).__name__}")
+        st = frnn_model_finalize(self.m, input_size)
+        if st:
+            _raise(st, "finalizing the model")
+        self.num_states = frnn_model_num_states(self.m)
+        self.output_size = frnn_model_output_size(self.m)
+        self.output_is_sequence = frnn_model_output_is_sequence(self.m)
+        self.can_stream = frnn_model_can_stream(self.m)
+        self.input_ids = isinstance(layers[0], ir.Embedding)
+        self.input_size = input_size
+        self.isa = frnn_model_isa(self.m).decode()
+
+    def state_dims(self, int i):
+        """(directions, width) of state tensor i."""
+        cdef int dirs = 0, width = 0
+        frnn_model_state_dims(self.m, i, &dirs, &width)
+        return dirs, width
+
+    def forward(self, cnp.ndarray x, object lengths, object init, bint want_final):
+        """x: C-contiguous float32 (B, T, F) or int64 (B, T); lengths: int64 (B,) or None;
+        init: None or a list of num_states float32 C-contiguous (dirs, B, width) arrays or None.
+        Returns (y, final_states or None). The caller (model.py) has validated everything."""
+        cdef int B = x.shape[0], T = x.shape[1], i
+        cdef int ns = self.num_states
+        if self.output_is_sequence:
+            shape = (B, T, self.output_size)
+        else:
+            shape = (B, self.output_size)
+        cdef cnp.ndarray y = np.empty(shape, np.float32)
+        cdef const int64_t *lp = NULL
+        cdef cnp.ndarray larr
+        if lengths is not None:
+            larr = lengths
+            lp = <const int64_t *>cnp.PyArray_DATA(larr)
+        finals = None
+        cdef const float **ip = NULL
+        cdef float **fp = NULL
+        cdef frnn_status st
+        try:
+            if init is not None and ns:
+                ip = <const float **>malloc(ns * sizeof(float *))
+                if ip == NULL:
+                    raise MemoryError()
+                for i in range(ns):
+                    ip[i] = _fptr(init[i])
+            if want_final and ns:
+                fp = <float **>malloc(ns * sizeof(float *))
+                if fp == NULL:
+                    raise MemoryError()
+                finals = []
+                for i in range(ns):
+                    dirs, width = self.state_dims(i)
+                    f = np.empty((dirs, B, width), np.float32)
+                    finals.append(f)
+                    fp[i] = <float *>cnp.PyArray_DATA(<cnp.ndarray>f)
+            with nogil:
+                st = frnn_forward(self.m, B, T, cnp.PyArray_DATA(x), lp, ip, <float *>cnp.PyArray_DATA(y), fp)
+            if st:
+                _raise(st, "predict")
+        finally:
+            free(ip)
+            free(fp)
+        return y, (finals if want_final else None)
+
+
+# ---- streams ------------------------------------------------------------------------------
+cdef int _dtype_code(int typenum):
+    if typenum == cnp.NPY_FLOAT32: return FRNN_DT_F32
+    if typenum == cnp.NPY_FLOAT64: return FRNN_DT_F64
+    if typenum == cnp.NPY_INT8: return FRNN_DT_I8
+    if typenum == cnp.NPY_INT16: return FRNN_DT_I16
+    if typenum == cnp.NPY_INT32: return FRNN_DT_I32
+    if typenum == cnp.NPY_INT64: return FRNN_DT_I64
+    if typenum == cnp.NPY_UINT8: return FRNN_DT_U8
+    if typenum == cnp.NPY_UINT16: return FRNN_DT_U16
+    if typenum == cnp.NPY_UINT32: return FRNN_DT_U32
+    if typenum == cnp.NPY_UINT64: return FRNN_DT_U64
+    if typenum == cnp.NPY_LONGLONG: return FRNN_DT_I64
+    if typenum == cnp.NPY_ULONGLONG: return FRNN_DT_U64
+    return -1
+
+
+cdef class Stream:
+    """A stream over a model: owns its state; step() feeds one time step of `batch_size` rows.
+
+    step(x_t) / step_into(x_t, out): x_t is (batch, features) floats or (batch,) integer ids, any
+    view (non-contiguous is fine); returns / writes this step's output (batch, output_size).
+    `state` is a snapshot (a list of copies, native layout: per recurrent layer h (1, batch, width)
+    then c for an LSTM); assigning it restores one. reset() zeros the state.
+    """
+    cdef frnn_stream *s
+    cdef CModel cm
+    cdef readonly object model
+    cdef readonly int batch_size
+    cdef int out_size, ids, in_size, busy
+
+    def __cinit__(self):
+        self.s = NULL
+
+    def __dealloc__(self):
+        frnn_stream_free(self.s)
+
+    def __init__(self, model, CModel cm, int batch_size):
+        if batch_size < 1:
+            raise ShapeError(f"stream: batch_size must be >= 1, got {batch_size}")
+        if not cm.can_stream:
+            raise UnsupportedError(
+                "this model cannot stream: it has a reverse or bidirectional recurrent layer, whose "
+                "output at step t depends on steps after t; use predict() on whole sequences")
+        cdef frnn_status st = frnn_stream_new(cm.m, batch_size, &self.s)
+        if st:
+            _raise(st, "stream")
+        self.cm = cm
+        self.model = model
+        self.batch_size = batch_size
+        self.out_size = cm.output_size
+        self.ids = cm.input_ids
+        self.in_size = cm.input_size
+
+    cdef int _check_in(self, cnp.ndarray x) except -1:
+        cdef int code = _dtype_code(cnp.PyArray_TYPE(x))
+        if self.ids:
+            if cnp.PyArray_NDIM(x) != 1 or cnp.PyArray_DIMS(x)[0] != self.batch_size:
+                raise ShapeError(f"step: expected token ids of shape ({self.batch_size},), got {(<object>x).shape}")
+            if code < FRNN_DT_I8:
+                raise ShapeError(f"step: token ids must be integers, got dtype {x.dtype}")
+        else:
+            if (cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_DIMS(x)[0] != self.batch_size
+                    or cnp.PyArray_DIMS(x)[1] != self.in_size):
+                raise ShapeError(
+                    f"step: expected x of shape ({self.batch_size}, {self.in_size}), got {(<object>x).shape}")
+            if code > FRNN_DT_F64 or code < 0:
+                raise ShapeError(f"step: expected float input, got dtype {x.dtype}")
+        return code
+
+    cdef object _coerce(self, object x):
+        """Slow path: anything that is not an ndarray of a dtype the C step reads directly."""
+        a = np.asarray(x)
+        if self.ids:
+            if a.dtype.kind not in "iu":
+                raise ShapeError(f"step: token ids must be integers, got dtype {a.dtype}")
+            return a
+        if a.dtype.kind != "f" and a.dtype.kind not in "iub":
+            raise ShapeError(f"step: expected float input, got dtype {a.dtype}")
+        if _dtype_code(cnp.PyArray_TYPE(a)) not in (FRNN_DT_F32, FRNN_DT_F64):
+            a = a.astype(np.float32)   # float16 / ints / bools: converted (documented)
+        return a
+
+    cdef int _step(self, object x, cnp.ndarray out) except -1:
+        cdef cnp.ndarray xa
+        if cnp.PyArray_Check(x) and _dtype_code(cnp.PyArray_TYPE(x)) >= 0:
+            xa = <cnp.ndarray>x
+        else:
+            xa = self._coerce(x)
+        cdef int code = self._check_in(xa)
+        cdef const void *xp = cnp.PyArray_DATA(xa)
+        cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
+        cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
+        cdef float *yp = <float *>cnp.PyArray_DATA(out)
+        cdef frnn_status st
+        if self.busy:
+            raise FastRNNError("this Stream is being stepped by another thread; use one Stream per thread")
+        self.busy = 1
+        with nogil:
+            st = frnn_stream_step(self.s, xp, code, sb, sf, yp)
+        self.busy = 0
+        if st:
+            _raise(st, "step")
+        return 0
+
+    def step_into(self, x, cnp.ndarray out not None):
+        """One step; writes the output into `out` (float32 C-contiguous (batch, output_size))."""
+        if (cnp.PyArray_TYPE(out) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(out) != 2
+                or cnp.PyArray_DIMS(out)[0] != self.batch_size or cnp.PyArray_DIMS(out)[1] != self.out_size
+                or not cnp.PyArray_ISCARRAY(out)):
+            raise ShapeError(f"step_into: out must be a writeable C-contiguous float32 array of shape "
+                             f"({self.batch_size}, {self.out_size}), got {out.dtype} {(<object>out).shape}")
+        self._step(x, out)
+
+    def _c_loop(self, x, cnp.ndarray out not None, long n):
+        """Bench hook: n steps in one C loop (no Python per step), to measure the C floor that
+        step_into adds its overhead to. Same checks as step_into; returns seconds."""
+        import time
+        self.step_into(x, out)
+        cdef cnp.ndarray xa = np.ascontiguousarray(x)
+        cdef int code = self._check_in(xa)
+        cdef const void *xp = cnp.PyArray_DATA(xa)
+        cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
+        cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
+        cdef float *yp = <float *>cnp.PyArray_DATA(out)
+        cdef long i
+        t0 = time.perf_counter()
+        with nogil:
+            for i in range(n):
+                frnn_stream_step(self.s, xp, code, sb, sf, yp)
+        return time.perf_counter() - t0
+
+    def step(self, x):
+        """One step; returns a new (batch, output_size) float32 array."""
+        cdef cnp.ndarray out = np.empty((self.batch_size, self.out_size), np.float32)
+        self._step(x, out)
+        return out
+
+    def reset(self):
+        """Zero every state (as a new stream)."""
+        if self.busy:
+            raise FastRNNError("this Stream is being stepped by another thread")
+        frnn_stream_reset(self.s)
+
+    @property
+    def state(self):
+        """A snapshot of the state: list of float32 arrays, per recurrent layer h (1, B, width),
+        then c (1, B, hidden) for an LSTM. Copies, never views of live buffers."""
+        out = []
+        cdef cnp.ndarray a
+        for i in range(self.cm.num_states):
+            dirs, width = self.cm.state_dims(i)
+            a = np.empty((dirs, self.batch_size, width), np.float32)
+            frnn_stream_get_state(self.s, i, <float *>cnp.PyArray_DATA(a))
+            out.append(a)
+        return out
+
+    @state.setter
+    def state(self, value):
+        if self.busy:
+            raise FastRNNError("this Stream is being stepped by another thread")
+        arrs = self.model._check_states(value, self.batch_size, "state")
+        cdef cnp.ndarray a
+        for i in range(self.cm.num_states):
+            a = arrs[i]
+            frnn_stream_set_state(self.s, i, <const float *>cnp.PyArray_DATA(a))

@@ -1,0 +1,171 @@
+"""The .frnn file: a safetensors container of the IR (no pickle, versioned, memory-mappable).
+
+Layout (safetensors): 8-byte little-endian header length N, N bytes of JSON header, then the
+tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: weight, bias, or
+"<direction>.W_ih" ...). The header's "__metadata__" holds three strings:
+  format          "fastrnn"
+  format_version  "1"   (a file with a higher major version is refused, not misread)
+  spec            JSON: {"input_size": int|null, "meta": {...},
+                         "layers": [{"type": ..., "options": {...}, "tensors": [names]}]}
+
+Writing uses the safetensors package. Reading parses the container here, so that every field and
+offset is validated before use (as safetensors' own Metadata::validate does) and the tensors are
+read-only views of one np.memmap: no copy until the engine packs them. Anything malformed,
+truncated or hostile raises ModelFormatError; nothing in a file is ever executed or unpickled.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+
+import numpy as np
+
+from . import ir
+from .errors import ModelFormatError, ShapeError
+
+FORMAT = "fastrnn"
+VERSION = 1
+MAX_HEADER = 64 << 20            # a header over 64 MiB is not one we wrote
+_DTYPES = {"F32": np.dtype("<f4")}
+
+
+def save(model, path):
+    """Write `model` to `path` (.frnn)."""
+    from safetensors.numpy import save_file
+    tensors, layers = {}, []
+    for i, layer in enumerate(model.layers):
+        names = []
+        for name, arr in layer.tensors().items():
+            tensors[f"layers.{i}.{name}"] = np.ascontiguousarray(arr, dtype=np.float32)
+            names.append(name)
+        layers.append({"type": ir.TYPE_NAMES[type(layer)], "options": layer.options(), "tensors": names})
+    spec = {"input_size": model.input_size, "meta": model.meta, "layers": layers}
+    try:
+        spec_json = json.dumps(spec, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ModelFormatError(f"model meta is not JSON-serialisable: {e}") from None
+    save_file(tensors, os.fspath(path), metadata={
+        "format": FORMAT, "format_version": str(VERSION), "spec": spec_json})
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _fail(path, msg):
+    raise ModelFormatError(f"{os.fspath(path)}: not a valid .frnn file: {msg}")
+
+
+def read_container(path):
+    """Parse and validate a safetensors file. Returns (metadata: dict[str, str], tensors: dict)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                _fail(path, f"{size} bytes, too short for a header")
+            (n,) = struct.unpack("<Q", head)
+            if n < 2 or n > min(MAX_HEADER, size - 8):
+                _fail(path, f"header length {n} does not fit a {size}-byte file")
+            raw = f.read(n)
+    except OSError as e:
+        raise ModelFormatError(f"{os.fspath(path)}: cannot read: {e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        _fail(path, f"header is not JSON ({type(e).__name__})")
+    if not isinstance(header, dict):
+        _fail(path, "header is not a JSON object")
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        _fail(path, "__metadata__ must map strings to strings")
+    data_start, data_len = 8 + n, size - 8 - n
+    spans, entries = [], {}
+    for name, e in header.items():
+        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            _fail(path, f"tensor {name!r}: entry must have dtype, shape, data_offsets")
+        dt, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
+        if dt not in _DTYPES:
+            _fail(path, f"tensor {name!r}: dtype {dt!r} (fastrnn files hold F32 only)")
+        if (not isinstance(shape, list) or len(shape) > 8
+                or not all(type(d) is int and 0 <= d < 2**40 for d in shape)):
+            _fail(path, f"tensor {name!r}: bad shape {shape!r}")
+        if not isinstance(offs, list) or len(offs) != 2 or not all(type(o) is int for o in offs):
+            _fail(path, f"tensor {name!r}: bad data_offsets {offs!r}")
+        a, b = offs
+        nbytes = math.prod(shape) * _DTYPES[dt].itemsize
+        if not (0 <= a <= b <= data_len) or b - a != nbytes:
+            _fail(path, f"tensor {name!r}: data_offsets {offs} do not hold shape {shape} "
+                        f"within {data_len} data bytes")
+        spans.append((a, b, name))
+        entries[name] = (dt, tuple(shape), a)
+    spans.sort()
+    pos = 0
+    for a, b, name in spans:   # contiguous, no overlap, no hole (as safetensors requires)
+        if a != pos:
+            _fail(path, f"tensor {name!r} starts at {a}, expected {pos} (overlap or gap)")
+        pos = b
+    if pos != data_len:
+        _fail(path, f"{data_len - pos} trailing bytes after the last tensor")
+    tensors = {}
+    if entries:
+        mm = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_len,))
+        for name, (dt, shape, a) in entries.items():
+            count = math.prod(shape)
+            arr = np.frombuffer(mm, dtype=_DTYPES[dt], count=count, offset=a).reshape(shape)
+            tensors[name] = arr
+    return meta, tensors
+
+
+def load(path):
+    """Read a .frnn file into a fastrnn.Model (weights memory-mapped read-only until packed)."""
+    from .model import Model
+    meta, tensors = read_container(path)
+    if meta.get("format") != FORMAT:
+        _fail(path, f"format is {meta.get('format')!r}, expected {FORMAT!r} "
+                    f"(to convert a model from another framework use fastrnn.convert)")
+    ver = meta.get("format_version", "")
+    if not ver.isdigit():
+        _fail(path, f"bad format_version {ver!r}")
+    if int(ver) > VERSION:
+        raise ModelFormatError(f"{os.fspath(path)}: format version {ver} was written by a newer "
+                               f"fastrnn (this one reads up to {VERSION}); upgrade fastrnn")
+    try:
+        spec = json.loads(meta.get("spec", ""), parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        _fail(path, "spec is not JSON (NaN and Infinity are not allowed)")
+    if not isinstance(spec, dict) or set(spec) != {"input_size", "meta", "layers"}:
+        _fail(path, "spec must have exactly input_size, meta, layers")
+    if not isinstance(spec["layers"], list) or not spec["layers"]:
+        _fail(path, "spec.layers must be a non-empty list")
+    if not isinstance(spec["meta"], dict):
+        _fail(path, "spec.meta must be an object")
+    in_size = spec["input_size"]
+    if in_size is not None and (type(in_size) is not int or in_size < 1):
+        _fail(path, f"bad input_size {in_size!r}")
+    layers, used = [], set()
+    for i, ls in enumerate(spec["layers"]):
+        if not isinstance(ls, dict) or set(ls) != {"type", "options", "tensors"}:
+            _fail(path, f"layer {i}: must have exactly type, options, tensors")
+        names = ls["tensors"]
+        if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
+            _fail(path, f"layer {i}: tensors must be a list of names")
+        parts = {}
+        for t in names:
+            key = f"layers.{i}.{t}"
+            if key not in tensors or key in used:
+                _fail(path, f"layer {i}: tensor {key!r} missing or listed twice")
+            used.add(key)
+            parts[t] = tensors[key]
+        try:
+            layers.append(ir.layer_from_parts(ls["type"], ls["options"], parts))
+        except ModelFormatError as e:
+            _fail(path, f"layer {i}: {e}")
+    if used != set(tensors):
+        _fail(path, f"tensors not used by any layer: {sorted(set(tensors) - used)[:5]}")
+    try:
+        return Model(layers, input_size=in_size, meta=spec["meta"])
+    except (ModelFormatError, ShapeError) as e:
+        _fail(path, str(e))

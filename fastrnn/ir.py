@@ -1,0 +1,496 @@
+"""The IR: a model is a linear pipeline of layer specs holding float32 NumPy weights.
+
+Every converter produces these objects; the .frnn file stores them (fastrnn/fileformat.py); the
+engine packs their weights once at load (fastrnn/_engine.pyx); fastrnn/reference.py runs them in
+float64 as the executable spec. docs/layers.md is the user-facing description.
+
+Canonical weight layout (PyTorch's, whatever the source):
+  Recurrent, per direction d (forward first), gate order LSTM i,f,g,o; GRU r,z,n; RNN one gate:
+    W_ih (G*H, I)     input weights
+    W_hh (G*H, R)     recurrent weights; R = H, or proj_size for an LSTM with projection
+    b_ih, b_hh (G*H)  kept apart (GRU's n gate needs them apart); both present or both absent
+    P    (3, H)       LSTM peepholes, rows in the order i, f, o (ONNX stores i, o, f)
+    W_hr (proj, H)    LSTM projection (torch proj_size)
+  Dense: weight (out, in), bias (out,) or none.  Embedding: weight (vocab, dim).
+
+Equations (per direction, x_t the input, h/c the state; f, g, h the activations in ONNX's naming):
+  rnn : h' = f(W_ih x + b_ih + W_hh h + b_hh)
+  lstm: i = f(.), f_ = f(.) (or 1 - i with input_forget), g_ = g(.), c' = f_*c + i*g_,
+        o = f(. + P_o*c'), h' = o*h(c') [then W_hr h' with projection]; peepholes add P_i*c, P_f*c
+        to the i and f pre-activations; clip bounds every gate pre-activation to [-clip, clip].
+  gru : r = f(.), z = f(.), n = g(W_in x + b_in + r*(W_hn h + b_hn))   (linear_before_reset=True,
+        torch and Keras reset_after=True) or n = g(W_in x + b_in + W_hn (r*h) + b_hn) (False);
+        h' = (1-z)*n + z*h
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ModelFormatError
+
+# Activation kinds. The numeric codes are shared with the C engine (src_c/fastrnn.h, FRNN_ACT_*).
+# name -> (code, default alpha, default beta)
+ACTIVATIONS = {
+    "linear": (0, 0.0, 0.0),
+    "sigmoid": (1, 0.0, 0.0),
+    "tanh": (2, 0.0, 0.0),
+    "relu": (3, 0.0, 0.0),
+    "hard_sigmoid": (4, 0.2, 0.5),      # clip(alpha*x + beta, 0, 1); Keras 3: alpha=1/6
+    "elu": (5, 1.0, 0.0),               # x if x > 0 else alpha*(exp(x) - 1)
+    "softsign": (6, 0.0, 0.0),          # x / (1 + |x|)
+    "softplus": (7, 0.0, 0.0),          # log(1 + exp(x))
+    "affine": (8, 1.0, 0.0),            # alpha*x + beta (ONNX Affine)
+    "leaky_relu": (9, 0.01, 0.0),       # x if x >= 0 else alpha*x
+    "thresholded_relu": (10, 1.0, 0.0),  # x if x > alpha else 0
+    "scaled_tanh": (11, 1.0, 1.0),      # alpha*tanh(beta*x) (ONNX ScaledTanh)
+    "selu": (12, 0.0, 0.0),             # Klambauer et al. constants
+    "exponential": (13, 0.0, 0.0),      # exp(x)
+    "silu": (14, 0.0, 0.0),             # x*sigmoid(x) (Keras swish)
+    "relu6": (15, 0.0, 0.0),            # min(max(x, 0), 6)
+    "softmax": (32, 0.0, 0.0),          # over the feature axis; Dense and Activation only
+    "log_softmax": (33, 0.0, 0.0),
+}
+ALIASES = {"swish": "silu", "identity": "linear", "none": "linear"}
+ROW_WISE = ("softmax", "log_softmax")
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@dataclass(frozen=True)
+class Act:
+    """An activation: a kind from ACTIVATIONS and its alpha/beta (ignored by kinds without them)."""
+    kind: str
+    alpha: float = math.nan
+    beta: float = math.nan
+
+    def __post_init__(self):
+        kind = ALIASES.get(self.kind, self.kind)
+        if kind not in ACTIVATIONS:
+            raise ModelFormatError(
+                f"unknown activation {self.kind!r}; known: {', '.join(sorted(ACTIVATIONS))}")
+        _, da, db = ACTIVATIONS[kind]
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "alpha", float(da if math.isnan(self.alpha) else self.alpha))
+        object.__setattr__(self, "beta", float(db if math.isnan(self.beta) else self.beta))
+        if not (math.isfinite(self.alpha) and math.isfinite(self.beta)):
+            raise ModelFormatError(f"activation {kind}: alpha/beta must be finite")
+
+    @property
+    def code(self) -> int:
+        return ACTIVATIONS[self.kind][0]
+
+    def to_json(self):
+        return {"kind": self.kind, "alpha": self.alpha, "beta": self.beta}
+
+    @staticmethod
+    def of(a) -> "Act":
+        """Normalise a name, dict or Act into an Act."""
+        if isinstance(a, Act):
+            return a
+        if isinstance(a, str):
+            return Act(a)
+        if isinstance(a, dict):
+            extra = set(a) - {"kind", "alpha", "beta"}
+            if extra or "kind" not in a:
+                raise ModelFormatError(f"activation must have 'kind' (+ alpha, beta), got {a!r}")
+            if not isinstance(a["kind"], str):
+                raise ModelFormatError(f"activation kind must be a string, got {a['kind']!r}")
+            try:
+                return Act(a["kind"], float(a.get("alpha", math.nan)), float(a.get("beta", math.nan)))
+            except (TypeError, ValueError):
+                raise ModelFormatError(f"activation alpha/beta must be numbers, got {a!r}") from None
+        raise ModelFormatError(f"an activation is a name, a dict or an Act, got {type(a).__name__}")
+
+
+def _f32(name, a, ndim):
+    """A weight as a float32 C-contiguous array (read-only memory maps pass through uncopied)."""
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except Exception as e:  # noqa: BLE001 - anything array-like that fails is a format error
+            raise ModelFormatError(f"{name}: not an array ({e})") from None
+    if a.dtype.kind not in "fiu":
+        raise ModelFormatError(f"{name}: expected a float array, got dtype {a.dtype}")
+    if a.ndim != ndim:
+        raise ModelFormatError(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
+    if a.dtype != np.float32 or not (a.flags.c_contiguous and a.flags.aligned):
+        a = np.require(a, np.float32, ["C", "A"])
+    return a
+
+
+def _shape(name, a, shape):
+    if a.shape != tuple(shape):
+        raise ModelFormatError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
+
+
+CELLS = {"rnn": (1, 1), "lstm": (4, 3), "gru": (3, 2)}   # cell -> (gates, activations)
+DEFAULT_ACTS = {"rnn": ("tanh",), "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}
+DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+MERGE_MODES = ("concat", "sum", "mul", "ave")
+
+
+@dataclass(eq=False)
+class Embedding:
+    """Token ids (batch, time) -> vectors. mask_zero: id 0 masks its step (Keras semantics)."""
+    weight: np.ndarray
+    mask_zero: bool = False
+
+    def __post_init__(self):
+        self.weight = _f32("Embedding.weight", self.weight, 2)
+        if self.weight.shape[0] < 1 or self.weight.shape[1] < 1:
+            raise ModelFormatError(f"Embedding.weight: empty shape {self.weight.shape}")
+        self.mask_zero = bool(self.mask_zero)
+
+    vocab_size = property(lambda self: self.weight.shape[0])
+    output_size = property(lambda self: self.weight.shape[1])
+    input_size = None
+
+    def tensors(self):
+        return {"weight": self.weight}
+
+    def options(self):
+        return {"mask_zero": self.mask_zero}
+
+
+@dataclass(eq=False)
+class Masking:
+    """Keras Masking: a step whose features all equal mask_value is masked. size: features."""
+    size: int
+    mask_value: float = 0.0
+
+    def __post_init__(self):
+        self.size = _pos_int("Masking.size", self.size)
+        self.mask_value = float(self.mask_value)
+
+    input_size = property(lambda self: self.size)
+    output_size = property(lambda self: self.size)
+
+    def tensors(self):
+        return {}
+
+    def options(self):
+        return {"size": self.size, "mask_value": self.mask_value}
+
+
+@dataclass(eq=False)
+class Dense:
+    """y = activation(x W^T + b) on the last axis; per step when its input is a sequence."""
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    activation: Act | str = "linear"
+
+    def __post_init__(self):
+        self.weight = _f32("Dense.weight", self.weight, 2)
+        if min(self.weight.shape) < 1:
+            raise ModelFormatError(f"Dense.weight: empty shape {self.weight.shape}")
+        if self.bias is not None:
+            self.bias = _f32("Dense.bias", self.bias, 1)
+            _shape("Dense.bias", self.bias, (self.weight.shape[0],))
+        self.activation = Act.of(self.activation)
+
+    input_size = property(lambda self: self.weight.shape[1])
+    output_size = property(lambda self: self.weight.shape[0])
+
+    def tensors(self):
+        return {"weight": self.weight} | ({"bias": self.bias} if self.bias is not None else {})
+
+    def options(self):
+        return {"activation": self.activation.to_json()}
+
+
+@dataclass(eq=False)
+class Activation:
+    """An activation alone (size: features)."""
+    size: int
+    activation: Act | str = "linear"
+
+    def __post_init__(self):
+        self.size = _pos_int("Activation.size", self.size)
+        self.activation = Act.of(self.activation)
+
+    input_size = property(lambda self: self.size)
+    output_size = property(lambda self: self.size)
+
+    def tensors(self):
+        return {}
+
+    def options(self):
+        return {"size": self.size, "activation": self.activation.to_json()}
+
+
+def _pos_int(name, v, lo=1):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ModelFormatError(f"{name}: expected an integer >= {lo}, got {v!r}")
+    return int(v)
+
+
+@dataclass(eq=False)
+class Recurrent:
+    """One recurrent layer (rnn | lstm | gru), one or two directions. See the module note for the
+    weight layout and equations.
+
+    weights: a list with one dict per direction (forward first) of W_ih, W_hh and optionally
+        b_ih + b_hh, P (LSTM peepholes), W_hr (LSTM projection).
+    activations: per direction, the cell's activations in ONNX order (rnn: f; lstm: f, g, h;
+        gru: f, g); one list is used for both directions. Default: the cell's standard ones.
+    clip: bound on every gate pre-activation (ONNX clip), None for none.
+    input_forget: LSTM couples the forget gate to the input gate (f = 1 - i).
+    linear_before_reset: GRU applies the reset gate after the recurrent matmul (torch; Keras
+        reset_after=True) or before it (False; ONNX default, Keras reset_after=False).
+    return_sequences: output every step (batch, time, features) or only the last (batch, features).
+        The "last" output of a reverse direction is its final state (after it reached step 0).
+    masked_output: under a Keras mask (Embedding mask_zero / Masking) a masked step keeps the
+        state; its output is the previous output ('carry', Keras) or zeros ('zero').
+    """
+    cell: str
+    weights: list
+    direction: str = "forward"
+    merge_mode: str = "concat"
+    activations: list | None = None
+    clip: float | None = None
+    input_forget: bool = False
+    linear_before_reset: bool = True
+    return_sequences: bool = True
+    masked_output: str = "carry"
+    hidden_size: int = field(init=False)
+    input_size: int = field(init=False)
+    proj_size: int = field(init=False)
+    use_bias: bool = field(init=False)
+    peepholes: bool = field(init=False)
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ModelFormatError(f"Recurrent.cell: expected one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.direction not in DIRECTIONS:
+            raise ModelFormatError(
+                f"Recurrent.direction: expected one of {sorted(DIRECTIONS)}, got {self.direction!r}")
+        if self.merge_mode not in MERGE_MODES:
+            raise ModelFormatError(
+                f"Recurrent.merge_mode: expected one of {MERGE_MODES}, got {self.merge_mode!r}")
+        if self.masked_output not in ("carry", "zero"):
+            raise ModelFormatError(f"Recurrent.masked_output: 'carry' or 'zero', got {self.masked_output!r}")
+        gates, nact = CELLS[self.cell]
+        ndir = DIRECTIONS[self.direction]
+        if isinstance(self.weights, dict):
+            self.weights = [self.weights]
+        if not isinstance(self.weights, (list, tuple)) or len(self.weights) != ndir:
+            raise ModelFormatError(
+                f"Recurrent.weights: expected a list of {ndir} dict(s) for direction "
+                f"{self.direction!r}, got {type(self.weights).__name__} of length "
+                f"{len(self.weights) if hasattr(self.weights, '__len__') else '?'}")
+        for d, w in enumerate(self.weights):
+            if not isinstance(w, dict):
+                raise ModelFormatError(f"Recurrent.weights[{d}]: expected a dict of arrays")
+        w0 = self.weights[0]
+        for k in ("W_ih", "W_hh"):
+            if k not in w0:
+                raise ModelFormatError(f"Recurrent.weights[0]: missing {k}")
+        W_ih = _f32("W_ih", w0["W_ih"], 2)
+        if W_ih.shape[0] % gates or W_ih.shape[0] == 0 or W_ih.shape[1] == 0:
+            raise ModelFormatError(
+                f"{self.cell} W_ih: rows must be a positive multiple of {gates} gates, got {W_ih.shape}")
+        H, I = W_ih.shape[0] // gates, W_ih.shape[1]
+        has_proj = "W_hr" in w0
+        if has_proj and self.cell != "lstm":
+            raise ModelFormatError("W_hr (projection) is an LSTM option only")
+        P = _f32("W_hr", w0["W_hr"], 2).shape[0] if has_proj else 0
+        if has_proj and P < 1:
+            raise ModelFormatError("W_hr: projection size must be >= 1")
+        R = P or H
+        self.hidden_size, self.input_size, self.proj_size = H, I, P
+        self.use_bias = "b_ih" in w0 or "b_hh" in w0
+        self.peepholes = "P" in w0
+        if self.peepholes and self.cell != "lstm":
+            raise ModelFormatError("peepholes (P) are an LSTM option only")
+        allowed = {"W_ih", "W_hh", "b_ih", "b_hh", "P", "W_hr"}
+        norm = []
+        for d, w in enumerate(self.weights):
+            extra = set(w) - allowed
+            if extra:
+                raise ModelFormatError(f"Recurrent.weights[{d}]: unknown tensors {sorted(extra)}")
+            expect = {"W_ih": (gates * H, I), "W_hh": (gates * H, R)}
+            if self.use_bias:
+                expect |= {"b_ih": (gates * H,), "b_hh": (gates * H,)}
+            if self.peepholes:
+                expect["P"] = (3, H)
+            if has_proj:
+                expect["W_hr"] = (P, H)
+            if set(w) != set(expect):
+                raise ModelFormatError(
+                    f"Recurrent.weights[{d}]: expected tensors {sorted(expect)}, got {sorted(w)}")
+            nd = {}
+            for k, shp in expect.items():
+                nd[k] = _f32(f"{self.cell} weights[{d}].{k}", w[k], len(shp))
+                _shape(f"{self.cell} weights[{d}].{k}", nd[k], shp)
+            norm.append(nd)
+        self.weights = norm
+        acts = self.activations
+        if acts is None:
+            acts = [list(DEFAULT_ACTS[self.cell])]
+        if not isinstance(acts, (list, tuple)) or not acts:
+            raise ModelFormatError("Recurrent.activations: expected a list (per direction) of lists")
+        if not isinstance(acts[0], (list, tuple)):
+            acts = [acts]
+        if len(acts) == 1:
+            acts = [acts[0]] * ndir
+        if len(acts) != ndir:
+            raise ModelFormatError(f"Recurrent.activations: expected {ndir} direction lists, got {len(acts)}")
+        out = []
+        for d, al in enumerate(acts):
+            if not isinstance(al, (list, tuple)) or len(al) != nact:
+                raise ModelFormatError(
+                    f"Recurrent.activations[{d}]: a {self.cell} takes {nact} activations, got {al!r}")
+            al = [Act.of(a) for a in al]
+            for a in al:
+                if a.kind in ROW_WISE:
+                    raise ModelFormatError(f"{a.kind} is not an elementwise activation")
+            out.append(al)
+        self.activations = out
+        if self.clip is not None:
+            self.clip = float(self.clip)
+            if not (self.clip > 0) or math.isinf(self.clip):
+                raise ModelFormatError(f"Recurrent.clip must be a positive finite number, got {self.clip}")
+        self.input_forget = bool(self.input_forget)
+        if self.input_forget and self.cell != "lstm":
+            raise ModelFormatError("input_forget is an LSTM option only")
+        self.linear_before_reset = bool(self.linear_before_reset)
+        self.return_sequences = bool(self.return_sequences)
+
+    @property
+    def num_directions(self):
+        return DIRECTIONS[self.direction]
+
+    @property
+    def gates(self):
+        return CELLS[self.cell][0]
+
+    @property
+    def state_size(self):
+        """Width of h (proj_size for a projected LSTM, else hidden_size)."""
+        return self.proj_size or self.hidden_size
+
+    @property
+    def output_size(self):
+        n = self.state_size
+        return 2 * n if self.direction == "bidirectional" and self.merge_mode == "concat" else n
+
+    def state_shapes(self, batch):
+        """Shapes of this layer's states in the native layout: h, then c for an LSTM."""
+        nd = self.num_directions
+        s = [(nd, batch, self.state_size)]
+        if self.cell == "lstm":
+            s.append((nd, batch, self.hidden_size))
+        return s
+
+    def tensors(self):
+        return {f"{d}.{k}": v for d, w in enumerate(self.weights) for k, v in w.items()}
+
+    def options(self):
+        return {
+            "cell": self.cell, "direction": self.direction, "merge_mode": self.merge_mode,
+            "activations": [[a.to_json() for a in al] for al in self.activations],
+            "clip": self.clip, "input_forget": self.input_forget,
+            "linear_before_reset": self.linear_before_reset,
+            "return_sequences": self.return_sequences, "masked_output": self.masked_output,
+        }
+
+
+LAYER_TYPES = {"embedding": Embedding, "masking": Masking, "dense": Dense,
+               "activation": Activation, "recurrent": Recurrent}
+TYPE_NAMES = {v: k for k, v in LAYER_TYPES.items()}
+
+
+_NUM = (int, float)
+# the JSON options of each layer type and their types (exactly these keys; see options())
+OPTION_TYPES = {
+    "embedding": {"mask_zero": bool},
+    "masking": {"size": int, "mask_value": _NUM},
+    "dense": {"activation": dict},
+    "activation": {"size": int, "activation": dict},
+    "recurrent": {"cell": str, "direction": str, "merge_mode": str, "activations": list,
+                  "clip": _NUM + (type(None),), "input_forget": bool, "linear_before_reset": bool,
+                  "return_sequences": bool, "masked_output": str},
+}
+
+
+def layer_from_parts(type_name, options, tensors):
+    """Rebuild a layer from its JSON options and named tensors (the inverse of options()/tensors()).
+    Every option must be present with its JSON type: a file is never guessed at."""
+    cls = LAYER_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        raise ModelFormatError(f"unknown layer type {type_name!r}")
+    if not isinstance(options, dict):
+        raise ModelFormatError(f"{type_name}: options must be an object")
+    types = OPTION_TYPES[type_name]
+    if set(options) != set(types):
+        raise ModelFormatError(f"{type_name}: options must be exactly {sorted(types)}, got {sorted(options)}")
+    for k, t in types.items():
+        v = options[k]
+        if not isinstance(v, t) or (isinstance(v, bool) and t is not bool):
+            raise ModelFormatError(f"{type_name}: option {k}={v!r} has the wrong type")
+    try:
+        if cls is Recurrent:
+            o = dict(options)
+            nd = DIRECTIONS.get(o.get("direction"), 0)
+            w = [{} for _ in range(nd)]
+            for name, arr in tensors.items():
+                d, _, k = name.partition(".")
+                if not d.isdigit() or int(d) >= nd:
+                    raise ModelFormatError(f"recurrent: unexpected tensor {name!r}")
+                w[int(d)][k] = arr
+            return Recurrent(weights=w, **o)
+        if cls is Embedding:
+            return Embedding(weight=tensors.get("weight"), **options) if set(tensors) == {"weight"} \
+                else _bad(type_name, tensors)
+        if cls is Dense:
+            if not set(tensors) <= {"weight", "bias"} or "weight" not in tensors:
+                _bad(type_name, tensors)
+            return Dense(weight=tensors["weight"], bias=tensors.get("bias"), **options)
+        if tensors:
+            _bad(type_name, tensors)
+        return cls(**options)
+    except TypeError as e:  # unknown / missing option names
+        raise ModelFormatError(f"{type_name}: bad options {sorted(options)}: {e}") from None
+
+
+def _bad(type_name, tensors):
+    raise ModelFormatError(f"{type_name}: unexpected tensors {sorted(tensors)}")
+
+
+def check_pipeline(layers, input_size=None):
+    """Validate that layers chain; returns (input_kind, input_size, output_size, sequence_out).
+
+    input_kind is 'ids' when the first layer is an Embedding, else 'float'.
+    """
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise ModelFormatError("a model needs a non-empty list of layers")
+    for i, l in enumerate(layers):
+        if type(l) not in TYPE_NAMES:
+            raise ModelFormatError(f"layer {i}: not a fastrnn layer spec ({type(l).__name__})")
+    first = layers[0]
+    kind = "ids" if isinstance(first, Embedding) else "float"
+    size = first.output_size if kind == "ids" else first.input_size
+    if kind == "float" and input_size is not None and size is not None and input_size != size:
+        raise ModelFormatError(f"input_size {input_size} does not match layer 0 input {size}")
+    in_size = size if kind == "float" else None
+    seq = True
+    start = 1 if kind == "ids" else 0
+    for i, l in enumerate(layers[start:], start):
+        if isinstance(l, Embedding):
+            raise ModelFormatError(f"layer {i}: an Embedding can only be the first layer")
+        if l.input_size != size:
+            raise ModelFormatError(
+                f"layer {i} ({TYPE_NAMES[type(l)]}): expects {l.input_size} input features, "
+                f"the previous layer gives {size}")
+        if isinstance(l, Recurrent):
+            if not seq:
+                raise ModelFormatError(
+                    f"layer {i}: a recurrent layer needs a sequence, but an earlier recurrent "
+                    f"layer has return_sequences=False")
+            seq = l.return_sequences
+        size = l.output_size
+    return kind, in_size, size, seq

@@ -1,0 +1,189 @@
+"""Model: a pipeline of ir layers, packed once into the C engine; predict() and stream().
+
+Every input is checked here, before C sees it, with a message naming what was expected and
+what came (ShapeError). Conventions (DESIGN.md section 1):
+- predict is batch-major: float32 (batch, time, features), or integer ids (batch, time) when the
+  first layer is an Embedding. Other float dtypes are converted to float32; token ids may be any
+  integer dtype.
+- lengths: packed-sequence semantics (outputs past a row's length are 0; final states are those at
+  its last valid step; a reverse direction starts at its last valid step).
+- States use the native layout unless a converter recorded the source's layout: per recurrent
+  layer h (directions, batch, width), then c (directions, batch, hidden) for an LSTM.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _engine, ir
+from .errors import ShapeError, UnsupportedError
+
+_MAX_ROWS = 2**31 - 1
+
+
+class Model:
+    """A runnable model. Build one from ir layer specs (see docs/layers.md), from a converter
+    (fastrnn.convert) or from a file (fastrnn.load).
+
+    layers: list of fastrnn.Embedding / Masking / Dense / Activation / Recurrent.
+    input_size: features of a float input; needed only when the first layer (Masking,
+        Activation) does not say it.
+    meta: free-form JSON-able dict saved with the model (converters record the source here).
+    """
+
+    def __init__(self, layers, input_size=None, *, meta=None):
+        layers = list(layers)
+        kind, in_size, _, _ = ir.check_pipeline(layers, input_size)
+        if kind == "float" and in_size is None:
+            in_size = input_size
+        if kind == "float" and in_size is None:
+            raise ShapeError("input_size is needed when the first layer does not fix it")
+        self.layers = layers
+        self.meta = dict(meta or {})
+        self._cm = _engine.CModel(layers, in_size or 0)
+        self._in_size = in_size
+
+    # ---- description ---------------------------------------------------------------------
+    @property
+    def input_kind(self):
+        """'ids' (the model starts with an Embedding) or 'float'."""
+        return "ids" if self._cm.input_ids else "float"
+
+    @property
+    def input_size(self):
+        """Features per step of a float input (None for ids)."""
+        return self._in_size
+
+    @property
+    def output_size(self):
+        return self._cm.output_size
+
+    @property
+    def output_is_sequence(self):
+        """True: predict returns (batch, time, out); False: (batch, out) (the last step)."""
+        return bool(self._cm.output_is_sequence)
+
+    @property
+    def isa(self):
+        """Which kernels this model runs ('scalar', 'avx2', 'avx512')."""
+        return self._cm.isa
+
+    def state_shapes(self, batch_size):
+        """Shapes of the states predict/stream take and return, in order."""
+        return [(d, batch_size, w) for d, w in (self._cm.state_dims(i) for i in range(self._cm.num_states))]
+
+    def __repr__(self):
+        names = ", ".join(_describe(l) for l in self.layers)
+        return f"fastrnn.Model([{names}], isa={self.isa!r})"
+
+    # ---- checks --------------------------------------------------------------------------
+    def _check_x(self, x):
+        if self._cm.input_ids:
+            a = np.asarray(x)
+            if a.dtype.kind not in "iu":
+                raise ShapeError(f"predict: this model starts with an Embedding and takes integer token "
+                                 f"ids of shape (batch, time); got dtype {a.dtype}")
+            if a.ndim != 2:
+                raise ShapeError(f"predict: expected token ids of shape (batch, time), got shape {a.shape}"
+                                 + (" (for one sequence use x[None])" if a.ndim == 1 else ""))
+            if a.size:
+                vocab = self.layers[0].vocab_size
+                lo, hi = a.min(), a.max()
+                if lo < 0 or hi >= vocab:
+                    bad = lo if lo < 0 else hi
+                    pos = tuple(int(i) for i in np.argwhere(a == bad)[0])
+                    raise ShapeError(f"predict: token id {int(bad)} at {pos} is outside [0, {vocab})")
+            return np.ascontiguousarray(a, dtype=np.int64)
+        a = np.asarray(x)
+        if a.dtype.kind != "f":
+            raise ShapeError(f"predict: expected float input of shape (batch, time, {self._in_size}), "
+                             f"got dtype {a.dtype}")
+        if a.ndim != 3 or a.shape[2] != self._in_size:
+            raise ShapeError(f"predict: expected x of shape (batch, time, {self._in_size}), got shape {a.shape}"
+                             + (" (for one sequence use x[None])" if a.ndim == 2 else ""))
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def _check_states(self, states, batch, what):
+        n = self._cm.num_states
+        if not isinstance(states, (list, tuple)):
+            raise ShapeError(f"{what}: expected a list of {n} arrays, got {type(states).__name__}")
+        if len(states) != n:
+            raise ShapeError(f"{what}: expected {n} arrays ({self._state_names()}), got {len(states)}")
+        out = []
+        for i, (s, shp) in enumerate(zip(states, self.state_shapes(batch))):
+            if s is None:
+                out.append(np.zeros(shp, np.float32))
+                continue
+            a = np.asarray(s)
+            if a.dtype.kind not in "fiu":
+                raise ShapeError(f"{what}[{i}]: expected a float array, got dtype {a.dtype}")
+            if a.shape != shp:
+                raise ShapeError(f"{what}[{i}]: expected shape {shp}, got {a.shape}")
+            out.append(np.ascontiguousarray(a, dtype=np.float32))
+        return out
+
+    def _state_names(self):
+        names = []
+        for i, l in enumerate(x for x in self.layers if isinstance(x, ir.Recurrent)):
+            names += [f"h{i}"] + ([f"c{i}"] if l.cell == "lstm" else [])
+        return ", ".join(names)
+
+    # ---- running -------------------------------------------------------------------------
+    def predict(self, x, lengths=None, initial_state=None, return_state=False):
+        """Run whole sequences. x: (batch, time, features) floats or (batch, time) ids.
+
+        Returns y ((batch, time, out), or (batch, out) when the model ends on its last step),
+        or (y, states) with return_state=True. lengths: (batch,) valid steps per row.
+        initial_state: list of arrays shaped as state_shapes(batch) (None entries = zeros).
+        """
+        a = self._check_x(x)
+        B, T = a.shape[0], a.shape[1]
+        if T == 0:
+            raise ShapeError("predict: sequences need at least one time step")
+        if B * T > _MAX_ROWS:
+            raise ShapeError(f"predict: batch*time = {B * T} is over the limit {_MAX_ROWS}; split the batch")
+        lens = None
+        if lengths is not None:
+            lens = np.asarray(lengths)
+            if lens.dtype.kind not in "iu":
+                raise ShapeError(f"predict: lengths must be integers, got dtype {lens.dtype}")
+            if lens.shape != (B,):
+                raise ShapeError(f"predict: expected lengths of shape ({B},), got {lens.shape}")
+            if B and (lens.min() < 0 or lens.max() > T):
+                bad = lens.min() if lens.min() < 0 else lens.max()
+                raise ShapeError(f"predict: length {int(bad)} is outside [0, {T}] (time steps of x)")
+            lens = np.ascontiguousarray(lens, dtype=np.int64)
+        init = None if initial_state is None else self._check_states(initial_state, B, "initial_state")
+        if B == 0:
+            shape = (0, T, self.output_size) if self.output_is_sequence else (0, self.output_size)
+            y = np.zeros(shape, np.float32)
+            states = [np.zeros(s, np.float32) for s in self.state_shapes(0)]
+        else:
+            y, states = self._cm.forward(a, lens, init, bool(return_state))
+        return (y, states) if return_state else y
+
+    def stream(self, batch_size=1):
+        """A Stream of `batch_size` rows over this model (its own state; one thread at a time)."""
+        return _engine.Stream(self, self._cm, batch_size)
+
+    def run(self, output_names, feeds):
+        """onnxruntime's InferenceSession.run for models converted from ONNX."""
+        raise UnsupportedError("run() needs a model converted from ONNX (fastrnn.convert of an .onnx file); "
+                               "this model has no ONNX graph signature: use predict()")
+
+    def save(self, path):
+        """Write a .frnn file (safetensors; the spec as versioned JSON metadata)."""
+        from .fileformat import save
+        save(self, path)
+
+
+def _describe(l):
+    if isinstance(l, ir.Recurrent):
+        d = "" if l.direction == "forward" else f", {l.direction}"
+        return f"{l.cell.upper()}({l.input_size}->{l.hidden_size}{d})"
+    if isinstance(l, ir.Embedding):
+        return f"Embedding({l.vocab_size}, {l.output_size})"
+    if isinstance(l, ir.Dense):
+        return f"Dense({l.input_size}->{l.output_size}, {l.activation.kind})"
+    if isinstance(l, ir.Activation):
+        return f"Activation({l.activation.kind})"
+    return f"Masking({l.mask_value})"

@@ -1,0 +1,201 @@
+"""float64 NumPy reference of every layer and option: the executable spec and the test oracle.
+
+Written straight from the equations in fastrnn/ir.py, one step at a time, with no attempt at
+speed. `run(layers, x, lengths=None, initial_state=None)` mirrors the engine's semantics:
+
+- x: float (batch, time, features) or int ids (batch, time) when layers[0] is an Embedding.
+- lengths (packed-sequence semantics): for every recurrent layer, row b is active at steps
+  t < lengths[b]; an inactive step keeps the state and outputs zeros; a reverse direction starts at
+  lengths[b] - 1.
+- Keras masks (Embedding mask_zero, Masking): a masked step keeps the state; its output is the
+  previous output ('carry') or zeros ('zero'), per Recurrent.masked_output. The mask flows through
+  Dense/Activation/recurrent layers that return sequences and ends at one that does not.
+- States are the native layout: per recurrent layer h (dirs, B, state_size), then c for an LSTM.
+Returns (y, final_states).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import SELU_ALPHA, SELU_SCALE, Activation, Dense, Embedding, Masking, Recurrent
+
+
+def _sigmoid(x):
+    # both branches evaluated on safe inputs: no overflow warnings, exact for large |x|
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def act(a, x):
+    """Apply an ir.Act to a float64 array (softmax kinds over the last axis)."""
+    k, al, be = a.kind, a.alpha, a.beta
+    with np.errstate(over="ignore", invalid="ignore"):
+        if k == "linear":
+            return x
+        if k == "sigmoid":
+            return _sigmoid(x)
+        if k == "tanh":
+            return np.tanh(x)
+        if k == "relu":
+            return np.maximum(x, 0.0)   # keeps NaN, relu(-inf) = 0
+        if k == "hard_sigmoid":
+            return np.clip(al * x + be, 0.0, 1.0)
+        if k == "elu":
+            return np.where(x > 0, x, al * np.expm1(np.minimum(x, 0)))
+        if k == "softsign":
+            return x / (1.0 + np.abs(x))
+        if k == "softplus":
+            return np.logaddexp(0.0, x)
+        if k == "affine":
+            return al * x + be
+        if k == "leaky_relu":
+            return np.where(x >= 0, x, al * x)
+        if k == "thresholded_relu":
+            return np.where(x > al, x, 0.0)
+        if k == "scaled_tanh":
+            return al * np.tanh(be * x)
+        if k == "selu":
+            return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+        if k == "exponential":
+            return np.exp(x)
+        if k == "silu":
+            return x * _sigmoid(x)
+        if k == "relu6":
+            return np.clip(x, 0.0, 6.0)
+        if k == "softmax":
+            e = np.exp(x - x.max(axis=-1, keepdims=True))
+            return e / e.sum(axis=-1, keepdims=True)
+        if k == "log_softmax":
+            s = x - x.max(axis=-1, keepdims=True)
+            return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+    raise ValueError(f"unknown activation {k}")
+
+
+def _cell_step(layer, w, acts, x, h, c):
+    """One step of one direction for all rows. x (B, I), h (B, R), c (B, H) or None."""
+    H = layer.hidden_size
+    clip = layer.clip
+    cl = (lambda v: np.clip(v, -clip, clip)) if clip is not None else (lambda v: v)
+    bi = w["b_ih"] if layer.use_bias else 0.0
+    bh = w["b_hh"] if layer.use_bias else 0.0
+    xi = x @ w["W_ih"].T + bi
+    if layer.cell == "rnn":
+        return act(acts[0], cl(xi + h @ w["W_hh"].T + bh)), None
+    if layer.cell == "lstm":
+        g = xi + h @ w["W_hh"].T + bh
+        gi, gf, gg, go = (g[:, k * H:(k + 1) * H] for k in range(4))
+        if layer.peepholes:
+            gi = gi + w["P"][0] * c
+            gf = gf + w["P"][1] * c
+        i = act(acts[0], cl(gi))
+        f = 1.0 - i if layer.input_forget else act(acts[0], cl(gf))
+        c2 = f * c + i * act(acts[1], cl(gg))
+        if layer.peepholes:
+            go = go + w["P"][2] * c2
+        o = act(acts[0], cl(go))
+        h2 = o * act(acts[2], c2)
+        if layer.proj_size:
+            h2 = h2 @ w["W_hr"].T
+        return h2, c2
+    # gru, gates r, z, n
+    Wh = w["W_hh"]
+    bh = bh if layer.use_bias else np.zeros(3 * H)
+    hr = h @ Wh[:2 * H].T + bh[:2 * H]
+    r = act(acts[0], cl(xi[:, :H] + hr[:, :H]))
+    z = act(acts[0], cl(xi[:, H:2 * H] + hr[:, H:]))
+    if layer.linear_before_reset:
+        n = act(acts[1], cl(xi[:, 2 * H:] + r * (h @ Wh[2 * H:].T + bh[2 * H:])))
+    else:
+        n = act(acts[1], cl(xi[:, 2 * H:] + (r * h) @ Wh[2 * H:].T + bh[2 * H:]))
+    return (1.0 - z) * n + z * h, None
+
+
+def _recurrent(layer, x, active, len_ok, carry, init):
+    """x (B, T, I); active (B, T) bool or None: the step runs (lengths and Keras mask); len_ok
+    (B, T) bool or None: within the row's length (outside it the output is 0 whatever the mask
+    mode); init: list of state arrays or None."""
+    B, T, _ = x.shape
+    R, H = layer.state_size, layer.hidden_size
+    lstm = layer.cell == "lstm"
+    outs, hs, cs = [], [], []
+    for d in range(layer.num_directions):
+        w = {k: v.astype(np.float64) for k, v in layer.weights[d].items()}
+        acts = layer.activations[d]
+        h = np.zeros((B, R)) if init is None else init[0][d].astype(np.float64)
+        c = (np.zeros((B, H)) if init is None else init[1][d].astype(np.float64)) if lstm else None
+        y = np.zeros((B, T, R))
+        reverse = layer.direction == "reverse" or d == 1
+        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+            h2, c2 = _cell_step(layer, w, acts, x[:, t].astype(np.float64), h, c)
+            if active is None:
+                h, c = h2, c2
+                y[:, t] = h
+            else:
+                a = active[:, t][:, None]
+                h = np.where(a, h2, h)
+                if lstm:
+                    c = np.where(a, c2, c)
+                y[:, t] = np.where(a, h, h if carry else 0.0)
+                if len_ok is not None:
+                    y[:, t] = np.where(len_ok[:, t][:, None], y[:, t], 0.0)
+        outs.append(y)
+        hs.append(h)
+        cs.append(c)
+    if layer.return_sequences:
+        parts = outs
+    else:
+        parts = hs
+    if len(parts) == 1:
+        out = parts[0]
+    else:
+        m = layer.merge_mode
+        out = (np.concatenate(parts, axis=-1) if m == "concat" else parts[0] + parts[1] if m == "sum"
+               else parts[0] * parts[1] if m == "mul" else (parts[0] + parts[1]) / 2)
+    states = [np.stack(hs)] + ([np.stack(cs)] if lstm else [])
+    return out, states
+
+
+def run(layers, x, lengths=None, initial_state=None):
+    """Run the pipeline in float64. Returns (y, final_states) (native state layout)."""
+    first = layers[0]
+    mask = None
+    if isinstance(first, Embedding):
+        ids = np.asarray(x)
+        h = first.weight.astype(np.float64)[ids]
+        if first.mask_zero:
+            mask = ids != 0
+        rest = layers[1:]
+    else:
+        h = np.asarray(x, dtype=np.float64)
+        rest = layers
+    B = h.shape[0]
+    T = h.shape[1]
+    len_active = None
+    if lengths is not None:
+        len_active = np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+    states_out = []
+    si = 0
+    for layer in rest:
+        if isinstance(layer, Masking):
+            mask = np.any(h != layer.mask_value, axis=-1)
+        elif isinstance(layer, Dense):
+            w = layer.weight.astype(np.float64)
+            h = h @ w.T
+            if layer.bias is not None:
+                h = h + layer.bias
+            h = act(layer.activation, h)
+        elif isinstance(layer, Activation):
+            h = act(layer.activation, h)
+        elif isinstance(layer, Recurrent):
+            n = 2 if layer.cell == "lstm" else 1
+            init = None if initial_state is None else initial_state[si:si + n]
+            si += n
+            active = mask
+            if len_active is not None:
+                active = len_active if active is None else active & len_active
+            h, st = _recurrent(layer, h, active, len_active, layer.masked_output == "carry", init)
+            states_out += st
+            if not layer.return_sequences:
+                mask = None
+    assert B == h.shape[0]
+    return h, states_out

@@ -1,0 +1,46 @@
+/* act/impl.h - the activation kernel of the table: act_rows, over the vector functions of
+ * act/vec.h (which rec/impl.h inlines into the recurrent epilogues). */
+#ifndef FRNN_ACT_IMPL_H
+#define FRNN_ACT_IMPL_H
+#include "vec.h"
+
+/* In place over `rows` rows of `cols` floats, row stride ld. Softmax kinds work per row. */
+void ISA_SUFFIX(act_rows)(frnn_act a, float *x, int rows, int cols, int64_t ld) {
+    const int full = cols - cols % VW, tail = cols - full;
+    for (int r = 0; r < rows; r++) {
+        float *p = x + (int64_t)r * ld;
+        if (a.kind != FRNN_ACT_SOFTMAX && a.kind != FRNN_ACT_LOG_SOFTMAX) {
+            if (a.kind == FRNN_ACT_LINEAR) continue;
+            for (int j = 0; j < full; j += VW) v_store(p + j, act_generic(a, v_load(p + j)));
+            if (tail) v_store_n(p + full, act_generic(a, v_load_n(p + full, tail)), tail);
+            continue;
+        }
+        /* row max (NaN-propagating through the sum below, not through the max) */
+        float mx = p[0];
+        for (int j = 1; j < cols; j++) mx = p[j] > mx ? p[j] : mx;
+        vf vm = v_set1(mx), acc = v_zero();
+        for (int j = 0; j < full; j += VW) {
+            vf e = v_exp(v_sub(v_load(p + j), vm));
+            acc = v_add(acc, e);
+            if (a.kind == FRNN_ACT_SOFTMAX) v_store(p + j, e);
+        }
+        float sum = v_hsum(acc);
+        for (int j = full; j < cols; j++) {
+            vf e = v_exp(v_set1(p[j] - mx));
+            float ef; v_store_n(&ef, e, 1);
+            sum += ef;
+            if (a.kind == FRNN_ACT_SOFTMAX) p[j] = ef;
+        }
+        if (a.kind == FRNN_ACT_SOFTMAX) {
+            vf inv = v_set1(1.0f / sum);
+            for (int j = 0; j < full; j += VW) v_store(p + j, v_mul(v_load(p + j), inv));
+            for (int j = full; j < cols; j++) p[j] *= 1.0f / sum;
+        } else {
+            /* log(sum): sum >= 1 (the max term is 1); log(sum) = log1p(sum - 1) is not unit-range,
+             * so use the scalar libm log here: one per row */
+            float ls = logf(sum);
+            for (int j = 0; j < cols; j++) p[j] = (p[j] - mx) - ls;
+        }
+    }
+}
+#endif

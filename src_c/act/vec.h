@@ -1,0 +1,114 @@
+/* act/vec.h - vectorised activations, written once against the vector API of simd/<isa>.h.
+ *
+ * Accuracy (checked against float64 in tests/test_kernels.py, all ISAs):
+ *   v_exp: Cody-Waite reduction to |r| <= ln2/2, degree-7 Taylor polynomial; relative error
+ *          <= 2 ulp on [-87.3, 88]; inputs are clamped to that range (so exp saturates at
+ *          1.65e38 instead of overflowing to inf, and underflows to 1.2e-38, never to a denormal).
+ *   sigmoid = 1/(1+exp(-x)): absolute error <= 1.5e-7.
+ *   tanh: |x| < 0.55: x*P(x^2), the Taylor series to x^15 (relative error < 3e-8 + rounding);
+ *         else sign(x)(1-e)/(1+e), e = exp(-2|x|): absolute error <= 2e-7 everywhere.
+ *   log1p (softplus) via log(m) = 2 atanh((m-1)/(m+1)) on m in [sqrt(1/2), sqrt(2)]: <= 2e-7 abs.
+ *   the unbounded kinds (elu, selu, softplus, silu, exponential, ...): |err| <= 4e-7 |y| + 2e-7.
+ * NaN propagates through every kind (bounds are applied as v_max(bound, x), which returns x for
+ * a NaN x), except thresholded_relu, whose definition (x > alpha ? x : 0) maps NaN to 0, like
+ * NumPy's and onnxruntime's.
+ */
+#ifndef FRNN_ACT_VEC_H
+#define FRNN_ACT_VEC_H
+#include <math.h>
+#include "../fastrnn.h"
+
+#define FRNN_INLINE static inline __attribute__((always_inline))
+
+FRNN_INLINE vf v_exp(vf x) {
+    x = v_min(v_set1(0x1.6p+6f), v_max(v_set1(-0x1.5d58a0p+6f), x));   /* [-87.3365, 88] */
+    vf n = v_round(v_mul(x, v_set1(0x1.715476p+0f)));                   /* x / ln2 */
+    vf r = v_fma(n, v_set1(-0x1.63p-1f), x);                             /* x - n*ln2_hi */
+    r = v_fma(n, v_set1(0x1.bd0106p-13f), r);                            /* - n*ln2_lo */
+    vf p = v_set1(0x1.a01a02p-13f);                                      /* 1/7! */
+    p = v_fma(p, r, v_set1(0x1.6c16c2p-10f));                            /* 1/6! */
+    p = v_fma(p, r, v_set1(0x1.111112p-7f));                             /* 1/5! */
+    p = v_fma(p, r, v_set1(0x1.555556p-5f));                             /* 1/4! */
+    p = v_fma(p, r, v_set1(0x1.555556p-3f));                             /* 1/3! */
+    p = v_fma(p, r, v_set1(0x1.0p-1f));                                  /* 1/2! */
+    p = v_fma(p, r, v_set1(1.0f));
+    p = v_fma(p, r, v_set1(1.0f));
+    return v_mul(p, v_pow2(n));
+}
+
+FRNN_INLINE vf v_sigmoid(vf x) {
+    return v_div(v_set1(1.0f), v_add(v_set1(1.0f), v_exp(v_sub(v_zero(), x))));
+}
+
+FRNN_INLINE vf v_tanh(vf x) {
+    vf a = v_abs(x);
+    vf e = v_exp(v_mul(a, v_set1(-2.0f)));
+    vf big = v_copysign(v_div(v_sub(v_set1(1.0f), e), v_add(v_set1(1.0f), e)), x);
+    vf x2 = v_mul(x, x);
+    vf p = v_set1(-0x1.7da364p-10f);            /* -929569/638512875 */
+    p = v_fma(p, x2, v_set1(0x1.d6d3d0p-9f));   /* 21844/6081075 */
+    p = v_fma(p, x2, v_set1(-0x1.226e36p-7f));  /* -1382/155925 */
+    p = v_fma(p, x2, v_set1(0x1.664f48p-6f));   /* 62/2835 */
+    p = v_fma(p, x2, v_set1(-0x1.ba1ba2p-5f));  /* -17/315 */
+    p = v_fma(p, x2, v_set1(0x1.111112p-3f));   /* 2/15 */
+    p = v_fma(p, x2, v_set1(-0x1.555556p-2f));  /* -1/3 */
+    vf small = v_fma(v_mul(p, x2), x, x);
+    return v_select(v_lt(a, v_set1(0.55f)), small, big);
+}
+
+/* log(1 + y) for y in [0, 1] (softplus's tail), absolute error <= 2e-7 */
+FRNN_INLINE vf v_log1p_unit(vf y) {
+    vf u = v_add(v_set1(1.0f), y);
+    vf e, m = v_getmant(u, &e);                          /* u = m 2^e, m in [1, 2) */
+    vmask hi = v_gt(m, v_set1(0x1.6a09e6p+0f));          /* m > sqrt(2): halve it */
+    m = v_select(hi, v_mul(m, v_set1(0.5f)), m);
+    e = v_select(hi, v_add(e, v_set1(1.0f)), e);
+    vf s = v_div(v_sub(m, v_set1(1.0f)), v_add(m, v_set1(1.0f)));
+    vf s2 = v_mul(s, s);
+    vf p = v_set1(1.0f / 9.0f);
+    p = v_fma(p, s2, v_set1(1.0f / 7.0f));
+    p = v_fma(p, s2, v_set1(1.0f / 5.0f));
+    p = v_fma(p, s2, v_set1(1.0f / 3.0f));
+    p = v_fma(p, s2, v_set1(1.0f));
+    vf lg = v_fma(v_mul(v_set1(2.0f), s), p, v_mul(e, v_set1(0x1.62e430p-1f)));
+    /* u = 1 + y rounded: add back what the rounding lost, (y - (u - 1)) / u */
+    return v_add(lg, v_div(v_sub(y, v_sub(u, v_set1(1.0f))), u));
+}
+
+/* any elementwise kind (not the row-wise softmax ones) */
+static vf act_generic(frnn_act a, vf x) {
+    vf one = v_set1(1.0f), zero = v_zero();
+    switch (a.kind) {
+    case FRNN_ACT_SIGMOID: return v_sigmoid(x);
+    case FRNN_ACT_TANH: return v_tanh(x);
+    case FRNN_ACT_RELU: return v_max(zero, x);
+    case FRNN_ACT_HARD_SIGMOID:
+        return v_min(one, v_max(zero, v_fma(v_set1(a.alpha), x, v_set1(a.beta))));
+    case FRNN_ACT_ELU:
+        return v_select(v_gt(x, zero), x, v_mul(v_set1(a.alpha), v_sub(v_exp(x), one)));
+    case FRNN_ACT_SOFTSIGN: return v_div(x, v_add(one, v_abs(x)));
+    case FRNN_ACT_SOFTPLUS:
+        return v_add(v_max(zero, x), v_log1p_unit(v_exp(v_sub(zero, v_abs(x)))));
+    case FRNN_ACT_AFFINE: return v_fma(v_set1(a.alpha), x, v_set1(a.beta));
+    case FRNN_ACT_LEAKY_RELU: return v_select(v_ge(x, zero), x, v_mul(v_set1(a.alpha), x));
+    case FRNN_ACT_THRESHOLDED_RELU: return v_select(v_gt(x, v_set1(a.alpha)), x, zero);
+    case FRNN_ACT_SCALED_TANH: return v_mul(v_set1(a.alpha), v_tanh(v_mul(v_set1(a.beta), x)));
+    case FRNN_ACT_SELU:
+        return v_mul(v_set1(1.0507009873554805f),
+                     v_select(v_gt(x, zero), x,
+                              v_mul(v_set1(1.6732632423543772f), v_sub(v_exp(x), one))));
+    case FRNN_ACT_EXPONENTIAL: return v_exp(x);
+    case FRNN_ACT_SILU: return v_mul(x, v_sigmoid(x));
+    case FRNN_ACT_RELU6: return v_min(v_set1(6.0f), v_max(zero, x));
+    default: return x;   /* linear */
+    }
+}
+
+/* The recurrent epilogues call this: the common kinds inline, the rest through the switch. */
+FRNN_INLINE vf act_apply(const frnn_act *a, vf x) {
+    if (a->kind == FRNN_ACT_SIGMOID) return v_sigmoid(x);
+    if (a->kind == FRNN_ACT_TANH) return v_tanh(x);
+    if (a->kind == FRNN_ACT_LINEAR) return x;
+    return act_generic(*a, x);
+}
+#endif

@@ -1,0 +1,720 @@
+/* engine.c - models, weight packing, the whole-sequence driver and streams (ISA-independent:
+ * every flop goes through the kernel table the model bound at creation, see dispatch.c).
+ *
+ * Whole sequences, per recurrent layer: ONE packed GEMM computes the input part of every gate
+ * for every step, row and direction (xp, biases folded in), then the recurrence runs step by step
+ * (rec_step: recurrent GEMV/GEMM with the gate math in its epilogue). Layers read their input in
+ * place and write into two ping-pong buffers; everything stays batch-major (row b*T + t), the
+ * recurrence reads xp and writes outputs through row strides, so nothing is ever transposed.
+ *
+ * Inactive steps (lengths: t >= lengths[b]; Keras masks) keep the state (h and c copied back) and
+ * output zeros (lengths, or masked_output=zero) or the carried output (Keras default).
+ *
+ * Streams own a context (buffers + state) allocated once; a step is run(T=1) over it: no
+ * allocation, no Python, one call for the whole pipeline.
+ *
+ * Threads: frnn_forward splits the batch rows into chunks run by pthreads, each with its own
+ * context, when the work is large enough; rows are independent, so results do not depend on the
+ * thread count (every kernel sums in a fixed order).
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fastrnn.h"
+#include "kernels.h"
+
+enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC };
+
+typedef struct {
+    int type, in, out;
+    /* embedding */
+    float *table; int vocab, mask_zero;
+    /* masking */
+    float mask_value;
+    /* dense / activation */
+    float *Wp, *bp; frnn_act act;
+    /* recurrent */
+    frnn_rec_desc d;               /* options; weight pointers cleared */
+    int G, H, R, Hp, Rp, ndir, nx, state0, slot0;
+    float *Wih_p, *bih_p;          /* both directions in one GEMM: N = nx = ndir*G*Hp */
+    float *Whh_p[2], *Whh_n_p[2], *bhn[2], *peep[2], *Whr_p[2];
+} layer;
+
+struct frnn_model {
+    const frnn_kernels *k;
+    int isa, vw, finalized;
+    int nlayers, cap;
+    layer *L;
+    int input_ids, input_size, output_size, output_seq;
+    int nstates, nslots, can_stream;
+    int max_w, max_nx, max_Hp, max_Rp, max_merge;
+};
+
+/* ---- allocation ------------------------------------------------------------------------ */
+static void *amalloc(size_t n) {
+    void *p = NULL;
+    if (n == 0) n = 64;
+    if (posix_memalign(&p, 64, (n + 63) & ~(size_t)63)) return NULL;
+    return p;
+}
+static void *azalloc(size_t n) {
+    void *p = amalloc(n);
+    if (p) memset(p, 0, n);
+    return p;
+}
+static int rup(int x, int m) { return (x + m - 1) / m * m; }
+/* caller-provided inputs may be unaligned (NumPy allows it): read through memcpy */
+static float ld_f32(const char *p) { float v; memcpy(&v, p, 4); return v; }
+static double ld_f64(const char *p) { double v; memcpy(&v, p, 8); return v; }
+
+/* ---- packing (once, at add time, for the model's ISA) ---------------------------------- */
+/* B (N, K) row-major -> panels of nr columns (gemm/impl.h). rowmap(n) gives the source row of
+ * packed column n or -1 for a zero column. */
+typedef int (*rowmap_fn)(const layer *L, int n);
+static float *pack_gemm(const float *W, int N, int K, int nr, const layer *L, rowmap_fn map) {
+    int Np = rup(N, nr);
+    float *P = azalloc((size_t)Np * K * sizeof(float));
+    if (!P) return NULL;
+    for (int n = 0; n < N; n++) {
+        int src = map ? map(L, n) : n;
+        if (src < 0) continue;
+        float *dst = P + (size_t)(n / nr) * K * nr + n % nr;
+        const float *s = W + (size_t)src * K;
+        for (int k = 0; k < K; k++) dst[(size_t)k * nr] = s[k];
+    }
+    return P;
+}
+
+/* W_hh rows of gates g0..g0+G-1 -> tiles of vw units: [tile][k][gate][lane] */
+static float *pack_rec(const float *W, int H, int K, int g0, int G, int vw) {
+    int Hp = rup(H, vw);
+    float *P = azalloc((size_t)Hp * K * G * sizeof(float));
+    if (!P) return NULL;
+    for (int u = 0; u < H; u++)
+        for (int g = 0; g < G; g++) {
+            const float *s = W + (size_t)((g0 + g) * H + u) * K;
+            float *dst = P + ((size_t)(u / vw) * K * G + g) * vw + u % vw;
+            for (int k = 0; k < K; k++) dst[(size_t)k * G * vw] = s[k];
+        }
+    return P;
+}
+
+/* ---- model building -------------------------------------------------------------------- */
+frnn_status frnn_model_new(frnn_model **out) {
+    frnn_model *m = calloc(1, sizeof *m);
+    if (!m) return FRNN_ENOMEM;
+    m->isa = frnn_isa_current();
+    m->k = frnn_kernels_for(m->isa);
+    m->vw = m->k->vw();
+    *out = m;
+    return FRNN_OK;
+}
+
+static void layer_free(layer *L) {
+    free(L->table); free(L->Wp); free(L->bp); free(L->Wih_p); free(L->bih_p);
+    for (int d = 0; d < 2; d++) {
+        free(L->Whh_p[d]); free(L->Whh_n_p[d]); free(L->bhn[d]); free(L->peep[d]); free(L->Whr_p[d]);
+    }
+}
+
+void frnn_model_free(frnn_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->nlayers; i++) layer_free(&m->L[i]);
+    free(m->L);
+    free(m);
+}
+
+static layer *new_layer(frnn_model *m, int type) {
+    if (m->finalized) return NULL;
+    if (m->nlayers == m->cap) {
+        int cap = m->cap ? 2 * m->cap : 8;
+        layer *L = realloc(m->L, (size_t)cap * sizeof *L);
+        if (!L) return NULL;
+        m->L = L; m->cap = cap;
+    }
+    layer *L = &m->L[m->nlayers];
+    memset(L, 0, sizeof *L);
+    L->type = type;
+    return L;
+}
+#define NEW_LAYER(L, m, type)                                           \
+    if ((m)->finalized) return FRNN_ESTATE;                             \
+    layer *L = new_layer(m, type);                                      \
+    if (!L) return FRNN_ENOMEM;
+
+frnn_status frnn_model_add_embedding(frnn_model *m, int vocab, int dim, const float *table,
+                                     int mask_zero) {
+    if (vocab < 1 || dim < 1 || !table || m->nlayers) return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_EMB)
+    L->table = amalloc((size_t)vocab * dim * sizeof(float));
+    if (!L->table) return FRNN_ENOMEM;
+    memcpy(L->table, table, (size_t)vocab * dim * sizeof(float));
+    L->vocab = vocab; L->out = dim; L->mask_zero = mask_zero;
+    m->nlayers++;
+    return FRNN_OK;
+}
+
+frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value) {
+    if (size < 1) return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_MASK)
+    L->in = L->out = size; L->mask_value = mask_value;
+    m->nlayers++;
+    return FRNN_OK;
+}
+
+static int act_ok(frnn_act a, int rowwise_ok) {
+    return (a.kind >= 0 && a.kind <= FRNN_ACT_RELU6) ||
+           (rowwise_ok && (a.kind == FRNN_ACT_SOFTMAX || a.kind == FRNN_ACT_LOG_SOFTMAX));
+}
+
+frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W, const float *b,
+                                 frnn_act act) {
+    if (in < 1 || out < 1 || !W || !act_ok(act, 1)) return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_DENSE)
+    int nr = 2 * m->vw;
+    L->in = in; L->out = out; L->act = act;
+    L->Wp = pack_gemm(W, out, in, nr, NULL, NULL);
+    if (!L->Wp) return FRNN_ENOMEM;
+    if (b) {
+        L->bp = azalloc((size_t)rup(out, nr) * sizeof(float));
+        if (!L->bp) { free(L->Wp); return FRNN_ENOMEM; }
+        memcpy(L->bp, b, (size_t)out * sizeof(float));
+    }
+    m->nlayers++;
+    return FRNN_OK;
+}
+
+frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act) {
+    if (size < 1 || !act_ok(act, 1)) return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_ACT)
+    L->in = L->out = size; L->act = act;
+    m->nlayers++;
+    return FRNN_OK;
+}
+
+/* packed column n of the xp GEMM -> row of W_ih (both directions' W_ih are concatenated) */
+static int rec_rowmap(const layer *L, int n) {
+    int per_dir = L->G * L->Hp, d = n / per_dir, g = (n % per_dir) / L->Hp, u = n % L->Hp;
+    return u < L->H ? (d * L->G + g) * L->H + u : -1;
+}
+
+frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
+    static const int gates[] = {1, 4, 3};
+    if (!d || d->cell < 0 || d->cell > 2 || d->direction < 0 || d->direction > 2 ||
+        d->merge < 0 || d->merge > 3 || d->input_size < 1 || d->hidden_size < 1 || d->proj_size < 0 ||
+        (d->proj_size && d->cell != FRNN_CELL_LSTM))
+        return FRNN_EINVAL;
+    int ndir = d->direction == FRNN_DIR_BIDIRECTIONAL ? 2 : 1;
+    for (int i = 0; i < ndir; i++) {
+        const frnn_rec_weights *w = &d->w[i];
+        if (!w->W_ih || !w->W_hh || (!w->b_ih) != (!w->b_hh) || (!w->b_ih) != (!d->w[0].b_ih) ||
+            (!w->P) != (!d->w[0].P) || (w->P && d->cell != FRNN_CELL_LSTM) ||
+            (!w->W_hr) != (d->proj_size == 0))
+            return FRNN_EINVAL;
+        for (int a = 0; a < 3; a++)
+            if (!act_ok(d->acts[i][a], 0)) return FRNN_EINVAL;
+    }
+    NEW_LAYER(L, m, L_REC)
+    int vw = m->vw, nr = 2 * vw, G = gates[d->cell], H = d->hidden_size, I = d->input_size;
+    int R = d->proj_size ? d->proj_size : H;
+    L->d = *d;
+    memset(L->d.w, 0, sizeof L->d.w);
+    L->G = G; L->H = H; L->R = R; L->Hp = rup(H, vw); L->Rp = rup(R, vw); L->ndir = ndir;
+    L->nx = ndir * G * L->Hp;
+    L->in = I;
+    L->out = ndir == 2 && d->merge == FRNN_MERGE_CONCAT ? 2 * R : R;
+    int gru_lbr = d->cell == FRNN_CELL_GRU && d->linear_before_reset;
+    /* W_ih of both directions stacked (ndir*G*H, I), packed with padded gate blocks */
+    float *Wcat = amalloc((size_t)ndir * G * H * I * sizeof(float));
+    L->bih_p = azalloc((size_t)rup(L->nx, nr) * sizeof(float));
+    if (!Wcat || !L->bih_p) { free(Wcat); layer_free(L); return FRNN_ENOMEM; }
+    for (int i = 0; i < ndir; i++) {
+        const frnn_rec_weights *w = &d->w[i];
+        memcpy(Wcat + (size_t)i * G * H * I, w->W_ih, (size_t)G * H * I * sizeof(float));
+        if (w->b_ih)   /* fold b_hh into xp, except GRU's n gate with linear_before_reset */
+            for (int g = 0; g < G; g++)
+                for (int u = 0; u < H; u++)
+                    L->bih_p[(i * G + g) * L->Hp + u] =
+                        w->b_ih[g * H + u] + (gru_lbr && g == 2 ? 0.0f : w->b_hh[g * H + u]);
+    }
+    L->Wih_p = pack_gemm(Wcat, L->nx, I, nr, L, rec_rowmap);
+    free(Wcat);
+    if (!L->Wih_p) { layer_free(L); return FRNN_ENOMEM; }
+    for (int i = 0; i < ndir; i++) {
+        const frnn_rec_weights *w = &d->w[i];
+        int ok = 1;
+        if (d->cell == FRNN_CELL_GRU && !d->linear_before_reset) {
+            ok &= !!(L->Whh_p[i] = pack_rec(w->W_hh, H, R, 0, 2, vw));
+            ok &= !!(L->Whh_n_p[i] = pack_rec(w->W_hh, H, R, 2, 1, vw));
+        } else {
+            ok &= !!(L->Whh_p[i] = pack_rec(w->W_hh, H, R, 0, G, vw));
+        }
+        if (gru_lbr) {
+            ok &= !!(L->bhn[i] = azalloc((size_t)L->Hp * sizeof(float)));
+            if (ok && w->b_hh) memcpy(L->bhn[i], w->b_hh + 2 * H, (size_t)H * sizeof(float));
+        }
+        if (ok && w->P) {
+            ok &= !!(L->peep[i] = azalloc((size_t)3 * L->Hp * sizeof(float)));
+            for (int g = 0; ok && g < 3; g++)
+                memcpy(L->peep[i] + g * L->Hp, w->P + g * H, (size_t)H * sizeof(float));
+        }
+        if (ok && w->W_hr) ok &= !!(L->Whr_p[i] = pack_gemm(w->W_hr, R, H, nr, NULL, NULL));
+        if (!ok) { layer_free(L); return FRNN_ENOMEM; }
+    }
+    m->nlayers++;
+    return FRNN_OK;
+}
+
+static int imax(int a, int b) { return a > b ? a : b; }
+
+frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
+    if (m->finalized) return FRNN_ESTATE;
+    if (m->nlayers == 0) return FRNN_EINVAL;
+    m->input_ids = m->L[0].type == L_EMB;
+    m->input_size = m->input_ids ? 1 : input_size;
+    int w = m->input_ids ? m->L[0].out : input_size, seq = 1;
+    if (w < 1) return FRNN_EINVAL;
+    m->can_stream = 1;
+    for (int i = m->input_ids; i < m->nlayers; i++) {
+        layer *L = &m->L[i];
+        if (L->type == L_EMB || L->in != w) return FRNN_EINVAL;
+        if (L->type == L_REC) {
+            if (!seq) return FRNN_EINVAL;
+            seq = L->d.return_sequences;
+            L->state0 = m->nstates;
+            L->slot0 = m->nslots;
+            m->nstates += L->d.cell == FRNN_CELL_LSTM ? 2 : 1;
+            m->nslots += L->ndir;
+            if (L->d.direction != FRNN_DIR_FORWARD) m->can_stream = 0;
+            m->max_nx = imax(m->max_nx, L->nx);
+            m->max_Hp = imax(m->max_Hp, L->Hp);
+            m->max_Rp = imax(m->max_Rp, L->Rp);
+            if (L->ndir == 2 && L->d.merge != FRNN_MERGE_CONCAT) m->max_merge = imax(m->max_merge, 2 * L->R);
+        }
+        w = L->out;
+        m->max_w = imax(m->max_w, w);
+    }
+    m->max_w = imax(m->max_w, m->L[0].out);
+    m->output_size = w;
+    m->output_seq = seq;
+    m->finalized = 1;
+    return FRNN_OK;
+}
+
+int frnn_model_num_states(const frnn_model *m) { return m->nstates; }
+int frnn_model_output_size(const frnn_model *m) { return m->output_size; }
+int frnn_model_output_is_sequence(const frnn_model *m) { return m->output_seq; }
+int frnn_model_can_stream(const frnn_model *m) { return m->can_stream; }
+const char *frnn_model_isa(const frnn_model *m) { return m->k->isa; }
+
+static const layer *state_layer(const frnn_model *m, int i, int *is_c) {
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type != L_REC) continue;
+        int n = L->d.cell == FRNN_CELL_LSTM ? 2 : 1;
+        if (i >= L->state0 && i < L->state0 + n) { *is_c = i - L->state0; return L; }
+    }
+    return NULL;
+}
+
+void frnn_model_state_dims(const frnn_model *m, int i, int *dirs, int *width) {
+    int is_c = 0;
+    const layer *L = state_layer(m, i, &is_c);
+    *dirs = L ? L->ndir : 0;
+    *width = L ? (is_c ? L->H : L->R) : 0;
+}
+
+/* ---- running context ------------------------------------------------------------------- */
+typedef struct {
+    int B, T;
+    float *seq[2], *xp, *merge, *hfull, *scratch, *xin;
+    uint8_t *mask, *lenok;
+    int64_t *ids;
+    float **h[2], **c[2];   /* per slot (layer, direction): double-buffered states */
+    int *cur;
+    void *block;            /* everything above lives in one allocation */
+} ctx;
+
+static void ctx_free(ctx *c) { free(c->block); memset(c, 0, sizeof *c); }
+
+/* carve one aligned block: sizes in bytes, each part 64-byte aligned */
+static frnn_status ctx_alloc(const frnn_model *m, int B, int T, ctx *c) {
+    memset(c, 0, sizeof *c);
+    c->B = B; c->T = T;
+    size_t BT = (size_t)B * T, S = (size_t)m->nslots;
+    size_t sz[16]; int n = 0;
+#define PART(bytes) (sz[n++] = (((size_t)(bytes)) + 63) & ~(size_t)63)
+    PART(BT * m->max_w * 4); PART(BT * m->max_w * 4);          /* seq[0], seq[1] */
+    PART(BT * m->max_nx * 4);                                  /* xp */
+    PART(BT * m->max_merge * 4);                               /* merge */
+    PART((size_t)B * m->max_Hp * 4);                           /* hfull */
+    PART((size_t)2 * B * m->max_Hp * 4);                       /* scratch */
+    PART((size_t)B * (m->input_ids ? 0 : m->input_size) * 4); /* xin (streams) */
+    PART(BT); PART(BT);                                        /* mask, lenok */
+    PART((size_t)B * 8);                                       /* ids (streams) */
+    PART(S * 4 * sizeof(float *));                             /* h[0], h[1], c[0], c[1] */
+    PART(S * sizeof(int));                                     /* cur */
+    size_t states = 0;
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type == L_REC)
+            states += (size_t)L->ndir * 2 * (((size_t)B * L->Rp * 4 + 63) / 64 * 64 +
+                                             ((size_t)B * L->Hp * 4 + 63) / 64 * 64);
+    }
+    PART(states);
+#undef PART
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += sz[i];
+    char *p = azalloc(total);
+    if (!p) return FRNN_ENOMEM;
+    c->block = p;
+    c->seq[0] = (float *)p; p += sz[0];
+    c->seq[1] = (float *)p; p += sz[1];
+    c->xp = (float *)p; p += sz[2];
+    c->merge = (float *)p; p += sz[3];
+    c->hfull = (float *)p; p += sz[4];
+    c->scratch = (float *)p; p += sz[5];
+    c->xin = (float *)p; p += sz[6];
+    c->mask = (uint8_t *)p; p += sz[7];
+    c->lenok = (uint8_t *)p; p += sz[8];
+    c->ids = (int64_t *)p; p += sz[9];
+    float **ptrs = (float **)p; p += sz[10];
+    c->h[0] = ptrs; c->h[1] = ptrs + S; c->c[0] = ptrs + 2 * S; c->c[1] = ptrs + 3 * S;
+    c->cur = (int *)p; p += sz[11];
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type != L_REC) continue;
+        for (int d = 0; d < L->ndir; d++)
+            for (int b = 0; b < 2; b++) {
+                c->h[b][L->slot0 + d] = (float *)p; p += ((size_t)B * L->Rp * 4 + 63) / 64 * 64;
+                c->c[b][L->slot0 + d] = (float *)p; p += ((size_t)B * L->Hp * 4 + 63) / 64 * 64;
+            }
+    }
+    return FRNN_OK;
+}
+
+/* states <-> the (dirs, Btot, width) arrays of the API, rows b0.. of this context */
+static void states_io(const frnn_model *m, ctx *c, int Btot, int b0, const float *const *in,
+                      float *const *out) {
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type != L_REC) continue;
+        int lstm = L->d.cell == FRNN_CELL_LSTM;
+        for (int d = 0; d < L->ndir; d++) {
+            int s = L->slot0 + d, cur = c->cur[s];
+            for (int which = 0; which <= lstm; which++) {
+                int width = which ? L->H : L->R, stride = which ? L->Hp : L->Rp;
+                float *buf = which ? c->c[cur][s] : c->h[cur][s];
+                const float *src = in ? in[L->state0 + which] : NULL;
+                float *dst = out ? out[L->state0 + which] : NULL;
+                for (int b = 0; b < c->B; b++) {
+                    size_t api = ((size_t)d * Btot + b0 + b) * width;
+                    if (in) {
+                        if (src) memcpy(buf + (size_t)b * stride, src + api, (size_t)width * 4);
+                        else memset(buf + (size_t)b * stride, 0, (size_t)width * 4);
+                    }
+                    if (dst) memcpy(dst + api, buf + (size_t)b * stride, (size_t)width * 4);
+                }
+            }
+        }
+    }
+}
+
+static void merge_dirs(int mode, const float *src, int64_t rows, int R, float *dst) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = src + r * 2 * R, *b = a + R;
+        float *o = dst + r * R;
+        for (int u = 0; u < R; u++)
+            o[u] = mode == FRNN_MERGE_SUM ? a[u] + b[u] : mode == FRNN_MERGE_MUL ? a[u] * b[u]
+                                                                                  : (a[u] + b[u]) * 0.5f;
+    }
+}
+
+/* One recurrent layer over T steps. in: rows b*T+t, stride ld_in. */
+static void run_rec(const frnn_model *m, const layer *L, ctx *c, const float *in, int64_t ld_in,
+                    const uint8_t *mask, const uint8_t *lenok, float *out) {
+    const frnn_kernels *k = m->k;
+    const int B = c->B, T = c->T, R = L->R, G = L->G;
+    const int seq_out = L->d.return_sequences, bimerge = L->ndir == 2 && L->d.merge != FRNN_MERGE_CONCAT;
+    const int zero_masked = L->d.masked_output_zero;
+    float *dst = bimerge ? c->merge : out;
+    const int64_t dst_ld = bimerge ? 2 * R : L->out;
+    k->gemm(B * T, L->nx, L->in, in, ld_in, L->Wih_p, L->bih_p, c->xp, L->nx);
+    frnn_rec_args a;
+    memset(&a, 0, sizeof a);
+    a.cell = L->d.cell; a.B = B; a.H = L->H; a.R = R; a.Hp = L->Hp;
+    a.clip = L->d.clip; a.input_forget = L->d.input_forget; a.lbr = L->d.linear_before_reset;
+    a.xp_stride = (int64_t)T * L->nx;
+    a.h_stride = L->Rp;
+    a.scratch = c->scratch;
+    for (int d = 0; d < L->ndir; d++) {
+        const int s = L->slot0 + d;
+        const int rev = L->d.direction == FRNN_DIR_REVERSE || d == 1;
+        a.Whh = L->Whh_p[d]; a.Whh_n = L->Whh_n_p[d]; a.b_hn = L->bhn[d]; a.peep = L->peep[d];
+        for (int i = 0; i < 3; i++) a.act[i] = L->d.acts[d][i];
+        for (int st = 0; st < T; st++) {
+            const int t = rev ? T - 1 - st : st, cur = c->cur[s];
+            float *hp = c->h[cur][s], *hn = c->h[cur ^ 1][s], *cp = c->c[cur][s], *cn = c->c[cur ^ 1][s];
+            a.xp = c->xp + (int64_t)t * L->nx + (int64_t)d * G * L->Hp;
+            a.h = hp; a.c = cp; a.c_out = cn;
+            a.h_out = L->Whr_p[d] ? c->hfull : hn;
+            a.h_out_stride = L->Whr_p[d] ? L->Hp : L->Rp;
+            k->rec_step(&a);
+            if (L->Whr_p[d]) k->gemm(B, R, L->H, c->hfull, L->Hp, L->Whr_p[d], NULL, hn, L->Rp);
+            c->cur[s] = cur ^ 1;
+            for (int b = 0; b < B; b++) {
+                const int64_t bt = (int64_t)b * T + t;
+                const int len_ok = !lenok || lenok[bt], active = len_ok && (!mask || mask[bt]);
+                if (!active) {   /* keep the state */
+                    memcpy(hn + (size_t)b * L->Rp, hp + (size_t)b * L->Rp, (size_t)L->Rp * 4);
+                    memcpy(cn + (size_t)b * L->Hp, cp + (size_t)b * L->Hp, (size_t)L->Hp * 4);
+                }
+                if (!seq_out) continue;
+                float *o = dst + bt * dst_ld + (int64_t)d * R;
+                if (!len_ok || (!active && zero_masked)) memset(o, 0, (size_t)R * 4);
+                else memcpy(o, hn + (size_t)b * L->Rp, (size_t)R * 4);
+            }
+        }
+        if (!seq_out) {
+            const float *h = c->h[c->cur[s]][s];
+            for (int b = 0; b < B; b++)
+                memcpy(dst + (int64_t)b * dst_ld + (int64_t)d * R, h + (size_t)b * L->Rp, (size_t)R * 4);
+        }
+    }
+    if (bimerge) merge_dirs(L->d.merge, c->merge, seq_out ? (int64_t)B * T : B, R, out);
+}
+
+/* The whole pipeline over the context's B rows and T steps; x float (B*T, input_size) or ids. */
+static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_t *ids,
+                       const int64_t *lengths, float *y) {
+    const int B = c->B, T = c->T;
+    const int64_t BT = (int64_t)B * T;
+    const float *cur = x;
+    int64_t ld = m->input_size;
+    int seq = 1, has_mask = 0, nb = 0;
+    const uint8_t *lenok = NULL;
+    if (lengths) {
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) c->lenok[(int64_t)b * T + t] = t < lengths[b];
+        lenok = c->lenok;
+    }
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        float *out = c->seq[nb];
+        const int64_t rows = seq ? BT : B;
+        switch (L->type) {
+        case L_EMB:
+            for (int64_t i = 0; i < BT; i++) {
+                int64_t id = ids[i];
+                if (id < 0 || id >= L->vocab) return FRNN_EIDRANGE;
+                memcpy(out + i * L->out, L->table + id * L->out, (size_t)L->out * 4);
+                if (L->mask_zero) c->mask[i] = id != 0;
+            }
+            has_mask = L->mask_zero;
+            break;
+        case L_MASK:
+            if (seq) {
+                for (int64_t i = 0; i < BT; i++) {
+                    int any = 0;
+                    for (int f = 0; f < L->in; f++) any |= cur[i * ld + f] != L->mask_value;
+                    c->mask[i] = (uint8_t)any;
+                }
+                has_mask = 1;
+            }
+            for (int64_t i = 0; i < rows; i++) memcpy(out + i * L->out, cur + i * ld, (size_t)L->out * 4);
+            break;
+        case L_DENSE:
+            m->k->gemm((int)rows, L->out, L->in, cur, ld, L->Wp, L->bp, out, L->out);
+            m->k->act_rows(L->act, out, (int)rows, L->out, L->out);
+            break;
+        case L_ACT:
+            for (int64_t i = 0; i < rows; i++) memcpy(out + i * L->out, cur + i * ld, (size_t)L->out * 4);
+            m->k->act_rows(L->act, out, (int)rows, L->out, L->out);
+            break;
+        default:
+            run_rec(m, L, c, cur, ld, has_mask ? c->mask : NULL, lenok, out);
+            if (!L->d.return_sequences) { seq = 0; has_mask = 0; }
+            break;
+        }
+        cur = out; ld = L->out; nb ^= 1;
+    }
+    memcpy(y, cur, (size_t)(seq ? BT : B) * m->output_size * 4);
+    return FRNN_OK;
+}
+
+/* ---- whole sequences ------------------------------------------------------------------- */
+typedef struct {
+    const frnn_model *m;
+    int Btot, b0, nb, T;
+    const void *x; const int64_t *lengths;
+    const float *const *init; float *y; float *const *final;
+    frnn_status st;
+} chunk;
+
+static void *run_chunk(void *arg) {
+    chunk *ch = arg;
+    const frnn_model *m = ch->m;
+    ctx c;
+    ch->st = ctx_alloc(m, ch->nb, ch->T, &c);
+    if (ch->st) return NULL;
+    if (ch->init) states_io(m, &c, ch->Btot, ch->b0, ch->init, NULL);   /* else zeros */
+    const int64_t rows0 = (int64_t)ch->b0 * ch->T;
+    const float *xf = m->input_ids ? NULL : (const float *)ch->x + rows0 * m->input_size;
+    const int64_t *ids = m->input_ids ? (const int64_t *)ch->x + rows0 : NULL;
+    float *y = ch->y + (m->output_seq ? rows0 : ch->b0) * (int64_t)m->output_size;
+    ch->st = run(m, &c, xf, ids, ch->lengths ? ch->lengths + ch->b0 : NULL, y);
+    if (!ch->st && ch->final) states_io(m, &c, ch->Btot, ch->b0, NULL, ch->final);
+    ctx_free(&c);
+    return NULL;
+}
+
+static double model_flops_per_row_step(const frnn_model *m) {
+    double f = 0;
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type == L_DENSE) f += 2.0 * L->in * L->out;
+        if (L->type == L_REC) f += 2.0 * L->ndir * L->G * L->H * (L->in + L->R);
+    }
+    return f;
+}
+
+frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const int64_t *lengths,
+                         const float *const *init, float *y, float *const *final) {
+    if (!m || !m->finalized || B < 1 || T < 1 || !x || !y || (int64_t)B * T > INT32_MAX)
+        return FRNN_EINVAL;
+    if (lengths)
+        for (int b = 0; b < B; b++)
+            if (lengths[b] < 0 || lengths[b] > T) return FRNN_EINVAL;
+    int nt = frnn_get_num_threads();
+    /* a thread only pays off above ~1 ms of work (2 GFLOP/s per thread, conservatively) */
+    double work = model_flops_per_row_step(m) * B * T;
+    if (nt > B) nt = B;
+    if (nt > 1 && work < 2e6 * nt) nt = 1;
+    chunk ch[64];
+    if (nt > 64) nt = 64;
+    pthread_t th[64];
+    int started[64] = {0};
+    for (int i = 0; i < nt; i++) {
+        int b0 = (int)((int64_t)B * i / nt), b1 = (int)((int64_t)B * (i + 1) / nt);
+        ch[i] = (chunk){m, B, b0, b1 - b0, T, x, lengths, init, y, final, FRNN_OK};
+    }
+    for (int i = 1; i < nt; i++) started[i] = !pthread_create(&th[i], NULL, run_chunk, &ch[i]);
+    run_chunk(&ch[0]);
+    for (int i = 1; i < nt; i++) {
+        if (started[i]) pthread_join(th[i], NULL);
+        else run_chunk(&ch[i]);   /* could not start a thread: run it here */
+    }
+    for (int i = 0; i < nt; i++)
+        if (ch[i].st) return ch[i].st;
+    return FRNN_OK;
+}
+
+/* ---- streams --------------------------------------------------------------------------- */
+struct frnn_stream {
+    const frnn_model *m;
+    ctx c;
+};
+
+frnn_status frnn_stream_new(const frnn_model *m, int B, frnn_stream **out) {
+    if (!m || !m->finalized || B < 1) return FRNN_EINVAL;
+    if (!m->can_stream) return FRNN_EUNSUPPORTED;
+    frnn_stream *s = calloc(1, sizeof *s);
+    if (!s) return FRNN_ENOMEM;
+    s->m = m;
+    frnn_status st = ctx_alloc(m, B, 1, &s->c);
+    if (st) { free(s); return st; }
+    *out = s;
+    return FRNN_OK;
+}
+
+void frnn_stream_free(frnn_stream *s) {
+    if (!s) return;
+    ctx_free(&s->c);
+    free(s);
+}
+
+void frnn_stream_reset(frnn_stream *s) {
+    const frnn_model *m = s->m;
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type != L_REC) continue;
+        for (int d = 0; d < L->ndir; d++)
+            for (int b = 0; b < 2; b++) {
+                memset(s->c.h[b][L->slot0 + d], 0, (size_t)s->c.B * L->Rp * 4);
+                memset(s->c.c[b][L->slot0 + d], 0, (size_t)s->c.B * L->Hp * 4);
+            }
+    }
+}
+
+frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t sb, int64_t sf,
+                             float *y) {
+    const frnn_model *m = s->m;
+    const int B = s->c.B;
+    const char *p = x;
+    if (m->input_ids) {
+        for (int b = 0; b < B; b++, p += sb) {
+            int64_t v;
+            switch (dtype) {
+#define LD(T) do { T t_; memcpy(&t_, p, sizeof t_); v = (int64_t)t_; } while (0)
+            case FRNN_DT_I8: LD(int8_t); break;
+            case FRNN_DT_I16: LD(int16_t); break;
+            case FRNN_DT_I32: LD(int32_t); break;
+            case FRNN_DT_I64: LD(int64_t); break;
+            case FRNN_DT_U8: LD(uint8_t); break;
+            case FRNN_DT_U16: LD(uint16_t); break;
+            case FRNN_DT_U32: LD(uint32_t); break;
+            case FRNN_DT_U64: {
+                uint64_t u;
+                memcpy(&u, p, 8);
+                v = u > (uint64_t)INT64_MAX ? -1 : (int64_t)u;   /* -1: out of range */
+                break;
+            }
+#undef LD
+            default: return FRNN_EINVAL;
+            }
+            s->c.ids[b] = v;
+        }
+        return run(m, &s->c, NULL, s->c.ids, NULL, y);
+    }
+    const int F = m->input_size;
+    float *xin = s->c.xin;
+    if (dtype == FRNN_DT_F32 && sf == 4) {
+        for (int b = 0; b < B; b++) memcpy(xin + (size_t)b * F, p + b * sb, (size_t)F * 4);
+    } else if (dtype == FRNN_DT_F32) {
+        for (int b = 0; b < B; b++)
+            for (int f = 0; f < F; f++) xin[(size_t)b * F + f] = ld_f32(p + b * sb + f * sf);
+    } else if (dtype == FRNN_DT_F64) {
+        for (int b = 0; b < B; b++)
+            for (int f = 0; f < F; f++)
+                xin[(size_t)b * F + f] = (float)ld_f64(p + b * sb + f * sf);
+    } else {
+        return FRNN_EINVAL;
+    }
+    return run(m, &s->c, xin, NULL, NULL, y);
+}
+
+void frnn_stream_get_state(const frnn_stream *s, int i, float *dst) {
+    int is_c = 0;
+    const layer *L = state_layer(s->m, i, &is_c);
+    if (!L) return;
+    int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
+    for (int d = 0; d < L->ndir; d++) {
+        const float *buf = is_c ? s->c.c[s->c.cur[L->slot0 + d]][L->slot0 + d]
+                                : s->c.h[s->c.cur[L->slot0 + d]][L->slot0 + d];
+        for (int b = 0; b < s->c.B; b++)
+            memcpy(dst + ((size_t)d * s->c.B + b) * width, buf + (size_t)b * stride, (size_t)width * 4);
+    }
+}
+
+void frnn_stream_set_state(frnn_stream *s, int i, const float *src) {
+    int is_c = 0;
+    const layer *L = state_layer(s->m, i, &is_c);
+    if (!L) return;
+    int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
+    for (int d = 0; d < L->ndir; d++) {
+        float *buf = is_c ? s->c.c[s->c.cur[L->slot0 + d]][L->slot0 + d]
+                          : s->c.h[s->c.cur[L->slot0 + d]][L->slot0 + d];
+        for (int b = 0; b < s->c.B; b++)
+            memcpy(buf + (size_t)b * stride, src + ((size_t)d * s->c.B + b) * width, (size_t)width * 4);
+    }
+}

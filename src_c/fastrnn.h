@@ -1,0 +1,137 @@
+/* fastrnn.h - the whole C API of the fastrnn engine.
+ *
+ * A model is built layer by layer (frnn_model_add_*), then frnn_model_finalize() packs every
+ * weight once into the layout of the kernels of the ISA in use (see frnn_isa_*). After finalize the
+ * model is immutable: any number of threads may run frnn_forward / their own streams on it.
+ *
+ * Conventions: float32 everywhere; matrices row-major; weights in the canonical layout of
+ * fastrnn/ir.py (PyTorch's: LSTM gates i,f,g,o; GRU r,z,n; W (out, in)). Every function returns an
+ * frnn_status; nothing aborts or prints. Arguments are marked IN / OUT.
+ */
+#ifndef FASTRNN_H
+#define FASTRNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    FRNN_OK = 0,
+    FRNN_ENOMEM = 1,        /* allocation failed */
+    FRNN_EINVAL = 2,        /* bad argument (caller should have checked) */
+    FRNN_EIDRANGE = 3,      /* a token id outside [0, vocab) */
+    FRNN_ESTATE = 4,        /* call out of order (e.g. adding a layer after finalize) */
+    FRNN_EUNSUPPORTED = 5,  /* e.g. streaming a bidirectional/reverse layer */
+    FRNN_EISA = 6           /* requested ISA not available on this CPU */
+} frnn_status;
+
+/* Activation kinds; codes shared with fastrnn/ir.py ACTIVATIONS. */
+enum {
+    FRNN_ACT_LINEAR = 0, FRNN_ACT_SIGMOID = 1, FRNN_ACT_TANH = 2, FRNN_ACT_RELU = 3,
+    FRNN_ACT_HARD_SIGMOID = 4, FRNN_ACT_ELU = 5, FRNN_ACT_SOFTSIGN = 6, FRNN_ACT_SOFTPLUS = 7,
+    FRNN_ACT_AFFINE = 8, FRNN_ACT_LEAKY_RELU = 9, FRNN_ACT_THRESHOLDED_RELU = 10,
+    FRNN_ACT_SCALED_TANH = 11, FRNN_ACT_SELU = 12, FRNN_ACT_EXPONENTIAL = 13, FRNN_ACT_SILU = 14,
+    FRNN_ACT_RELU6 = 15,
+    FRNN_ACT_SOFTMAX = 32, FRNN_ACT_LOG_SOFTMAX = 33   /* row-wise, Dense/Activation only */
+};
+
+typedef struct { int kind; float alpha, beta; } frnn_act;
+
+enum { FRNN_CELL_RNN = 0, FRNN_CELL_LSTM = 1, FRNN_CELL_GRU = 2 };
+enum { FRNN_DIR_FORWARD = 0, FRNN_DIR_REVERSE = 1, FRNN_DIR_BIDIRECTIONAL = 2 };
+enum { FRNN_MERGE_CONCAT = 0, FRNN_MERGE_SUM = 1, FRNN_MERGE_MUL = 2, FRNN_MERGE_AVE = 3 };
+
+/* Weights of one direction of a recurrent layer (IN; copied at add time; NULL = absent). */
+typedef struct {
+    const float *W_ih;   /* (G*H, I) */
+    const float *W_hh;   /* (G*H, R)  R = proj or H */
+    const float *b_ih;   /* (G*H) or NULL (then b_hh must be NULL too) */
+    const float *b_hh;   /* (G*H) or NULL */
+    const float *P;      /* (3, H) peepholes i,f,o, LSTM only, or NULL */
+    const float *W_hr;   /* (proj, H), LSTM projection, or NULL */
+} frnn_rec_weights;
+
+typedef struct {
+    int cell, direction, merge;
+    int input_size, hidden_size, proj_size;   /* proj_size 0 = none */
+    float clip;                               /* <= 0: no clip */
+    int input_forget, linear_before_reset, return_sequences;
+    int masked_output_zero;                   /* Keras mask: 1 = zeros, 0 = carry previous output */
+    frnn_act acts[2][3];                      /* per direction: rnn f; lstm f,g,h; gru f,g */
+    frnn_rec_weights w[2];
+} frnn_rec_desc;
+
+/* ---- ISA dispatch ---------------------------------------------------------------------- */
+enum { FRNN_ISA_SCALAR = 0, FRNN_ISA_AVX2 = 1, FRNN_ISA_AVX512 = 2, FRNN_ISA_COUNT = 3 };
+int frnn_isa_best(void);                 /* best this CPU supports (CPUID + XGETBV) */
+int frnn_isa_current(void);              /* the one new models will use */
+frnn_status frnn_isa_set(int isa);       /* FRNN_EISA if the CPU lacks it */
+const char *frnn_isa_name(int isa);
+int frnn_kernel_count(void);
+const char *frnn_kernel_name(int i);     /* the kernel list (src_c/kernels.inc) */
+
+/* ---- threads --------------------------------------------------------------------------- */
+void frnn_set_num_threads(int n);        /* >= 1; used by frnn_forward on large batches */
+int frnn_get_num_threads(void);
+
+/* ---- model ----------------------------------------------------------------------------- */
+typedef struct frnn_model frnn_model;
+
+frnn_status frnn_model_new(frnn_model **out);
+void frnn_model_free(frnn_model *m);
+frnn_status frnn_model_add_embedding(frnn_model *m, int vocab, int dim, const float *table,
+                                     int mask_zero);
+frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value);
+frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W, const float *b,
+                                 frnn_act act);
+frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act);
+frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d);
+/* input_size: features of a float input (ignored when the first layer is an Embedding). */
+frnn_status frnn_model_finalize(frnn_model *m, int input_size);
+/* Number of state tensors (per recurrent layer: h, then c for an LSTM) and the shape of one:
+ * (dirs, batch, width). */
+int frnn_model_num_states(const frnn_model *m);
+void frnn_model_state_dims(const frnn_model *m, int i, int *dirs, int *width);
+int frnn_model_output_size(const frnn_model *m);
+int frnn_model_output_is_sequence(const frnn_model *m);
+int frnn_model_can_stream(const frnn_model *m);   /* 0 when some layer is reverse/bidirectional */
+const char *frnn_model_isa(const frnn_model *m);
+
+/* Whole sequences.
+ *   x        IN  float32 (B, T, input_size) or int64 ids (B, T), C-contiguous
+ *   lengths  IN  (B) int64 in [0, T], or NULL
+ *   init     IN  NULL, or num_states pointers (each NULL = zeros) to (dirs, B, width)
+ *   y        OUT (B, T, out) if the output is a sequence, else (B, out)
+ *   final    OUT NULL, or num_states pointers (each may be NULL) to (dirs, B, width)
+ * Ids are range-checked (FRNN_EIDRANGE, nothing else written meaningfully). */
+frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const int64_t *lengths,
+                         const float *const *init, float *y, float *const *final);
+
+/* ---- streams --------------------------------------------------------------------------- */
+typedef struct frnn_stream frnn_stream;
+
+enum { FRNN_DT_F32 = 0, FRNN_DT_F64 = 1, FRNN_DT_I8 = 2, FRNN_DT_I16 = 3, FRNN_DT_I32 = 4,
+       FRNN_DT_I64 = 5, FRNN_DT_U8 = 6, FRNN_DT_U16 = 7, FRNN_DT_U32 = 8, FRNN_DT_U64 = 9 };
+
+/* A stream of B rows over m (which must outlive it). All memory is allocated here; steps allocate
+ * nothing. FRNN_EUNSUPPORTED if !frnn_model_can_stream(m). */
+frnn_status frnn_stream_new(const frnn_model *m, int B, frnn_stream **out);
+void frnn_stream_free(frnn_stream *s);
+void frnn_stream_reset(frnn_stream *s);
+/* One step of the whole pipeline.
+ *   x   IN  B rows of this step's input, any strides in bytes: floats (F32/F64, B x input_size)
+ *           or ids (any integer dtype, B); rows at x + b*sb, features at + f*sf
+ *   y   OUT (B, out) C-contiguous float32 */
+frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t sb, int64_t sf,
+                             float *y);
+/* Copy state tensor i to/from (dirs=1, B, width). */
+void frnn_stream_get_state(const frnn_stream *s, int i, float *dst);
+void frnn_stream_set_state(frnn_stream *s, int i, const float *src);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,41 @@
+/* kernels.h - internal: the per-ISA kernel table and the argument block of a recurrent step. */
+#ifndef FRNN_KERNELS_H
+#define FRNN_KERNELS_H
+#include <stdint.h>
+#include "fastrnn.h"
+
+/* One time step of one direction of a recurrent layer for B rows (rec/impl.h).
+ * Packed weights come from frnn_pack_rec (engine.c). Strides are in floats. */
+typedef struct {
+    int cell, B;
+    int H, R;            /* hidden units; width of h (R = proj or H) */
+    int Hp;              /* H rounded up to the ISA's VW: gate block stride in xp, c row stride */
+    const float *Whh;    /* tiles of VW units: [H/VW][R][G'][VW]; G' = 2 (r,z) for GRU lbr=0 */
+    const float *Whh_n;  /* GRU lbr=0 only: n gate, [H/VW][H][VW] */
+    const float *b_hn;   /* GRU lbr=1: (Hp) recurrent bias of n, applied inside r*(.) */
+    const float *peep;   /* LSTM: (3, Hp) i, f, o, or NULL */
+    frnn_act act[3];
+    float clip;          /* <= 0: none */
+    int input_forget, lbr;
+    const float *xp; int64_t xp_stride;  /* input part of gate pre-activations (+ biases) */
+    const float *h; int64_t h_stride;    /* previous h, R (padded to Hp for GRU) per row */
+    const float *c;                      /* previous c, stride Hp */
+    float *h_out; int64_t h_out_stride;  /* new h (LSTM with projection: o*h(c), pre-projection) */
+    float *c_out;                        /* new c, stride Hp */
+    float *scratch;                      /* GRU lbr=0: 2*B*Hp floats */
+} frnn_rec_args;
+
+#define X(name, ret, args) typedef ret (*frnn_##name##_fn) args;
+#include "kernels.inc"
+#undef X
+
+typedef struct {
+    const char *isa;
+#define X(name, ret, args) frnn_##name##_fn name;
+#include "kernels.inc"
+#undef X
+} frnn_kernels;
+
+extern const frnn_kernels frnn_kernels_scalar, frnn_kernels_avx2, frnn_kernels_avx512;
+const frnn_kernels *frnn_kernels_for(int isa);
+#endif

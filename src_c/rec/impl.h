@@ -1,0 +1,221 @@
+/* rec/impl.h - one time step of a recurrent layer (one direction, B rows), written once against
+ * simd/<isa>.h; args in kernels.h (frnn_rec_args).
+ *
+ * Fused: for each tile of VW hidden units and each block of up to V_RB batch rows, the G gate
+ * accumulators (recurrent GEMV/GEMM: h_prev x W_hh^T) stay in registers for the whole K loop;
+ * the epilogue then adds the precomputed input part (x W_ih^T + biases), applies the gate
+ * activations and the state update for those units at once, and stores h and c. The packed tile
+ * of W_hh (gates interleaved per k) is read once per block of V_RB rows: at batch 1 the step
+ * streams W_hh exactly once.
+ *   LSTM (+ peepholes, clip, input_forget; projection is a GEMM the driver runs afterwards);
+ *   GRU linear_before_reset=1: n = g(xn + r*(W_hn h + b_hn)), one pass;
+ *   GRU linear_before_reset=0: pass 1 computes r, z and r*h; pass 2 the n-gate GEMV over r*h;
+ *   RNN.
+ * Padded lanes (units H..Hp-1) see zero weights and biases and are never copied out.
+ */
+#ifndef FRNN_REC_IMPL_H
+#define FRNN_REC_IMPL_H
+#include "../act/vec.h"
+
+FRNN_INLINE vf clipv(vf x, float clip) {
+    return clip > 0 ? v_min(v_set1(clip), v_max(v_set1(-clip), x)) : x;
+}
+
+/* acc[g][r] = sum_k W[k][g][:] * h[r][k] for G gates and nb rows (both compile-time constants).
+ *
+ * Summation order: K is cut into NB contiguous blocks (NB depends on G only: 8, 4, 4, 2 for
+ * G = 1..4), each summed in k order from zero, and the block sums are added left to right to
+ * zero. The
+ * order never depends on nb, so a row's result does not depend on which rows share its tile (batch
+ * composition, thread chunks, stream pools): batch-invariant, bit for bit.
+ * Speed: FMA latency x 2 ports wants >= 8 independent chains. With few accumulators (batch 1) the
+ * NB blocks run in lockstep as separate chains (G*nb*NB of them); with many, one block at a time. */
+FRNN_INLINE void rec_gemv(const int G, const int nb, int K, const float *W, const float *h,
+                          int64_t hs, vf acc[4][V_RB]) {
+    const int NB = G == 1 ? 8 : G == 4 ? 2 : 4;
+    const int PAR = G * nb * NB <= 24;
+    const int64_t ws = (int64_t)G * VW;   /* floats per k in the packed tile */
+    const float *hr[V_RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < nb; r++) hr[r] = h + r * hs;
+    int kb[9];
+#pragma GCC unroll 9
+    for (int s = 0; s <= NB; s++) kb[s] = (int)((int64_t)s * K / NB);
+    if (PAR) {
+        vf part[8][4][V_RB];
+#pragma GCC unroll 8
+        for (int s = 0; s < NB; s++)
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+                for (int r = 0; r < nb; r++) part[s][g][r] = v_zero();
+        const int len = K / NB;   /* every block has len or len + 1 elements */
+        for (int i = 0; i <= len; i++) {
+#pragma GCC unroll 8
+            for (int s = 0; s < NB; s++) {
+                const int k = kb[s] + i;
+                if (i == len && k >= kb[s + 1]) continue;
+                const float *w = W + k * ws;
+#pragma GCC unroll 8
+                for (int r = 0; r < nb; r++) {
+                    vf x = v_set1(hr[r][k]);
+#pragma GCC unroll 4
+                    for (int g = 0; g < G; g++) part[s][g][r] = v_fma(v_load(w + g * VW), x, part[s][g][r]);
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+            for (int r = 0; r < nb; r++) {
+                vf t = v_zero();
+#pragma GCC unroll 8
+                for (int s = 0; s < NB; s++) t = v_add(t, part[s][g][r]);
+                acc[g][r] = t;
+            }
+        return;
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+        for (int r = 0; r < nb; r++) acc[g][r] = v_zero();
+    for (int s = 0; s < NB; s++) {
+        vf p[4][V_RB];
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+            for (int r = 0; r < nb; r++) p[g][r] = v_zero();
+        const float *w = W + kb[s] * ws;
+        for (int k = kb[s]; k < kb[s + 1]; k++, w += ws) {
+            vf wv[4];
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) wv[g] = v_load(w + g * VW);
+#pragma GCC unroll 8
+            for (int r = 0; r < nb; r++) {
+                vf x = v_set1(hr[r][k]);
+#pragma GCC unroll 4
+                for (int g = 0; g < G; g++) p[g][r] = v_fma(wv[g], x, p[g][r]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+            for (int r = 0; r < nb; r++) acc[g][r] = v_add(acc[g][r], p[g][r]);
+    }
+}
+
+FRNN_INLINE void lstm_epi(const frnn_rec_args *a, int b, int j, vf ai, vf af, vf ag, vf ao) {
+    const int64_t Hp = a->Hp;
+    const float *xp = a->xp + b * a->xp_stride + j;
+    vf cp = v_load(a->c + b * Hp + j);
+    vf gi = v_add(ai, v_load(xp)), gf = v_add(af, v_load(xp + Hp));
+    vf gg = v_add(ag, v_load(xp + 2 * Hp)), go = v_add(ao, v_load(xp + 3 * Hp));
+    if (a->peep) {
+        gi = v_fma(v_load(a->peep + j), cp, gi);
+        gf = v_fma(v_load(a->peep + Hp + j), cp, gf);
+    }
+    vf i = act_apply(&a->act[0], clipv(gi, a->clip));
+    vf f = a->input_forget ? v_sub(v_set1(1.0f), i) : act_apply(&a->act[0], clipv(gf, a->clip));
+    vf g = act_apply(&a->act[1], clipv(gg, a->clip));
+    vf cn = v_fma(f, cp, v_mul(i, g));
+    if (a->peep) go = v_fma(v_load(a->peep + 2 * Hp + j), cn, go);
+    vf o = act_apply(&a->act[0], clipv(go, a->clip));
+    v_store(a->c_out + b * Hp + j, cn);
+    v_store(a->h_out + b * a->h_out_stride + j, v_mul(o, act_apply(&a->act[2], cn)));
+}
+
+FRNN_INLINE void gru_epi(const frnn_rec_args *a, int b, int j, vf ar, vf az, vf an) {
+    const int64_t Hp = a->Hp;
+    const float *xp = a->xp + b * a->xp_stride + j;
+    vf hp = v_load(a->h + b * a->h_stride + j);
+    vf r = act_apply(&a->act[0], clipv(v_add(ar, v_load(xp)), a->clip));
+    vf z = act_apply(&a->act[0], clipv(v_add(az, v_load(xp + Hp)), a->clip));
+    vf n = act_apply(&a->act[1],
+                     clipv(v_fma(r, v_add(an, v_load(a->b_hn + j)), v_load(xp + 2 * Hp)), a->clip));
+    v_store(a->h_out + b * a->h_out_stride + j, v_fma(z, v_sub(hp, n), n));   /* (1-z)n + zh */
+}
+
+/* GRU linear_before_reset=0, pass 1: r and z; keeps r*h and z in scratch */
+FRNN_INLINE void gru0_epi1(const frnn_rec_args *a, int b, int j, vf ar, vf az) {
+    const int64_t Hp = a->Hp;
+    const float *xp = a->xp + b * a->xp_stride + j;
+    vf hp = v_load(a->h + b * a->h_stride + j);
+    vf r = act_apply(&a->act[0], clipv(v_add(ar, v_load(xp)), a->clip));
+    vf z = act_apply(&a->act[0], clipv(v_add(az, v_load(xp + Hp)), a->clip));
+    v_store(a->scratch + b * Hp + j, v_mul(r, hp));
+    v_store(a->scratch + ((int64_t)a->B + b) * Hp + j, z);
+}
+
+FRNN_INLINE void gru0_epi2(const frnn_rec_args *a, int b, int j, vf an) {
+    const int64_t Hp = a->Hp;
+    vf hp = v_load(a->h + b * a->h_stride + j);
+    vf z = v_load(a->scratch + ((int64_t)a->B + b) * Hp + j);
+    vf n = act_apply(&a->act[1], clipv(v_add(an, v_load(a->xp + b * a->xp_stride + j + 2 * Hp)), a->clip));
+    v_store(a->h_out + b * a->h_out_stride + j, v_fma(z, v_sub(hp, n), n));
+}
+
+FRNN_INLINE void rnn_epi(const frnn_rec_args *a, int b, int j, vf acc) {
+    vf x = v_add(acc, v_load(a->xp + b * a->xp_stride + j));
+    v_store(a->h_out + b * a->h_out_stride + j, act_apply(&a->act[0], clipv(x, a->clip)));
+}
+
+/* One block: nb rows from b0 for the tile at unit j; W points at the tile. */
+#define FRNN_BLOCK(NAME, G, K, HIN, HS, EPI_CALL)                                               \
+    FRNN_INLINE void NAME(const frnn_rec_args *a, const int nb, int b0, int j, const float *W) { \
+        vf acc[4][V_RB];                                                                         \
+        rec_gemv(G, nb, K, W, (HIN) + b0 * (HS), HS, acc);                                       \
+        _Pragma("GCC unroll 8") for (int r = 0; r < nb; r++) EPI_CALL;                           \
+    }
+FRNN_BLOCK(lstm_block, 4, a->R, a->h, a->h_stride,
+           lstm_epi(a, b0 + r, j, acc[0][r], acc[1][r], acc[2][r], acc[3][r]))
+FRNN_BLOCK(gru_block, 3, a->H, a->h, a->h_stride, gru_epi(a, b0 + r, j, acc[0][r], acc[1][r], acc[2][r]))
+FRNN_BLOCK(gru0_block1, 2, a->H, a->h, a->h_stride, gru0_epi1(a, b0 + r, j, acc[0][r], acc[1][r]))
+FRNN_BLOCK(gru0_block2, 1, a->H, a->scratch, (int64_t)a->Hp, gru0_epi2(a, b0 + r, j, acc[0][r]))
+FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi(a, b0 + r, j, acc[0][r]))
+
+/* every tile, every block of rows, with the row count a compile-time constant */
+#if V_RB >= 6
+#define FRNN_NB_CASES(F) case 6: F(6); break; case 5: F(5); break; case 4: F(4); break; \
+                         case 3: F(3); break; case 2: F(2); break; case 1: F(1); break;
+#elif V_RB >= 4
+#define FRNN_NB_CASES(F) case 4: F(4); break; case 3: F(3); break; case 2: F(2); break; \
+                         case 1: F(1); break;
+#else
+#define FRNN_NB_CASES(F) case 3: F(3); break; case 2: F(2); break; case 1: F(1); break;
+#endif
+#define FRNN_TILES(BLOCK, G, K, WBASE)                                                     \
+    for (int j = 0; j < a->Hp; j += VW) {                                                  \
+        const float *W = (WBASE) + (int64_t)(j / VW) * (K) * (G) * VW;                      \
+        for (int b0 = 0; b0 < a->B; b0 += V_RB) {                                          \
+            int nb = a->B - b0 < V_RB ? a->B - b0 : V_RB;                                   \
+            switch (nb) {                                                                   \
+                FRNN_NB_CASES(FRNN_CALL_##BLOCK)                                            \
+            default: break;                                                                 \
+            }                                                                               \
+        }                                                                                   \
+    }
+#define FRNN_CALL_lstm_block(N) lstm_block(a, N, b0, j, W)
+#define FRNN_CALL_gru_block(N) gru_block(a, N, b0, j, W)
+#define FRNN_CALL_gru0_block1(N) gru0_block1(a, N, b0, j, W)
+#define FRNN_CALL_gru0_block2(N) gru0_block2(a, N, b0, j, W)
+#define FRNN_CALL_rnn_block(N) rnn_block(a, N, b0, j, W)
+
+void ISA_SUFFIX(rec_step)(const frnn_rec_args *a) {
+    switch (a->cell) {
+    case FRNN_CELL_LSTM:
+        FRNN_TILES(lstm_block, 4, a->R, a->Whh)
+        break;
+    case FRNN_CELL_GRU:
+        if (a->lbr) {
+            FRNN_TILES(gru_block, 3, a->H, a->Whh)
+        } else {
+            FRNN_TILES(gru0_block1, 2, a->H, a->Whh)
+            FRNN_TILES(gru0_block2, 1, a->H, a->Whh_n)
+        }
+        break;
+    default:
+        FRNN_TILES(rnn_block, 1, a->R, a->Whh)
+        break;
+    }
+}
+#endif

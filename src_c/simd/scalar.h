@@ -1,0 +1,57 @@
+/* simd/scalar.h - the "vector" of one float: the portable fallback (baseline x86-64 or any CPU).
+ * The kernel bodies (<family>/impl.h) are written once against this small vector API; each ISA file
+ * defines it and includes them. Semantics every ISA keeps:
+ *   v_max(a, b) / v_min(a, b) return b when either is NaN (x86 maxps/minps), so kernels write
+ *   v_max(bound, x) to let a NaN x through.  VW: lanes; V_RB: batch rows per recurrent tile;
+ *   G_MR x G_NR: the GEMM micro-tile (G_NR = 2 vectors). */
+#ifndef FRNN_SIMD_SCALAR_H
+#define FRNN_SIMD_SCALAR_H
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define ISA_SUFFIX(name) frnn_##name##_scalar
+#define VW 1
+#define V_RB 4
+#define G_MR 4
+
+typedef float vf;
+typedef int32_t vi;
+typedef int vmask;
+
+static inline vf v_zero(void) { return 0.0f; }
+static inline vf v_set1(float a) { return a; }
+static inline vf v_load(const float *p) { return *p; }
+static inline void v_store(float *p, vf v) { *p = v; }
+static inline vf v_load_n(const float *p, int n) { return n > 0 ? *p : 0.0f; }
+static inline void v_store_n(float *p, vf v, int n) { if (n > 0) *p = v; }
+static inline vf v_add(vf a, vf b) { return a + b; }
+static inline vf v_sub(vf a, vf b) { return a - b; }
+static inline vf v_mul(vf a, vf b) { return a * b; }
+static inline vf v_div(vf a, vf b) { return a / b; }
+static inline vf v_fma(vf a, vf b, vf c) { return a * b + c; }   /* a*b + c (not fused here) */
+static inline vf v_max(vf a, vf b) { return a > b ? a : b; }    /* NaN in either -> b */
+static inline vf v_min(vf a, vf b) { return a < b ? a : b; }
+static inline vf v_abs(vf a) { return fabsf(a); }
+static inline vf v_copysign(vf mag, vf sgn) { return copysignf(mag, sgn); }
+static inline vmask v_lt(vf a, vf b) { return a < b; }
+static inline vmask v_gt(vf a, vf b) { return a > b; }
+static inline vmask v_ge(vf a, vf b) { return a >= b; }
+static inline vmask v_ne(vf a, vf b) { return a != b; }    /* true for NaN */
+static inline vf v_select(vmask m, vf t, vf f) { return m ? t : f; }
+static inline int v_any(vmask m) { return m != 0; }
+static inline vf v_round(vf a) { return nearbyintf(a); }
+/* 2^n for integral-valued float n in [-126, 127] */
+static inline vf v_pow2(vf n) {
+    if (n != n) return n;   /* NaN: avoid the undefined float->int conversion */
+    int32_t e = ((int32_t)n + 127) << 23; float r; memcpy(&r, &e, 4); return r;
+}
+/* split a > 0 into mantissa m in [1, 2) and exponent e (as float): a = m * 2^e */
+static inline vf v_getmant(vf a, vf *e) {
+    uint32_t u; memcpy(&u, &a, 4);
+    *e = (float)((int32_t)(u >> 23) - 127);
+    u = (u & 0x007fffffu) | 0x3f800000u; float m; memcpy(&m, &u, 4); return m;
+}
+static inline float v_hsum(vf a) { return a; }
+static inline float v_hmax(vf a) { return a; }
+#endif

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command (README): installs fastrnn with its test dependencies (editable, so the
+# compiled extension sits next to the sources), runs the whole suite under the best ISA, then the
+# kernel/engine tests again under every other ISA this CPU has (FASTRNN_ISA).
+# FASTRNN_WERROR=1 (set by .ci/run) makes C warnings errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OPENBLAS_NUM_THREADS=1   # NumPy's BLAS threads would compete with ours on 2 cores
+python -m pip install -q --disable-pip-version-check -e ".[test]"
+python -m pytest -q "$@"
+best=$(python -c "import fastrnn; print(fastrnn.cpu_info()['isa'])")
+for isa in $(python -c "import fastrnn; print(' '.join(fastrnn.cpu_info()['available']))"); do
+    [ "$isa" = "$best" ] && continue
+    echo "== kernel and engine tests under FASTRNN_ISA=$isa"
+    FASTRNN_ISA=$isa python -m pytest -q tests/test_engine.py tests/test_kernels.py tests/test_stream.py \
+        tests/test_properties.py
+done

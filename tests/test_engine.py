@@ -1,0 +1,195 @@
+"""The C engine against the float64 reference (fastrnn/reference.py), at awkward sizes, for every
+cell and option. This file runs under each ISA the machine has: .ci/run repeats it with
+FASTRNN_ISA=scalar|avx2|avx512, and test_isa_matrix below also builds models under every ISA in
+one process."""
+import numpy as np
+import pytest
+from conftest import close, dense, rec
+
+import fastrnn
+from fastrnn import _engine, ir, reference
+
+SIZES = [1, 15, 16, 17, 33]
+SHAPES = [(1, 1), (7, 37), (1, 37), (7, 1)]   # (batch, time)
+
+
+def check(layers, x, lengths=None, init=None):
+    m = fastrnn.Model(layers, input_size=None if layers[0].input_size else x.shape[-1])
+    y, st = m.predict(x, lengths=lengths, initial_state=init, return_state=True)
+    yr, sr = reference.run(layers, x, lengths=lengths, initial_state=init)
+    assert y.dtype == np.float32 and y.shape == yr.shape
+    close(y, yr, "output")
+    assert len(st) == len(sr)
+    for i, (a, b) in enumerate(zip(st, sr)):
+        assert a.shape == b.shape
+        close(a, b, f"state {i}")
+    return m, y
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("H", SIZES)
+@pytest.mark.parametrize("BT", SHAPES, ids=lambda s: f"B{s[0]}T{s[1]}")
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_cells_sizes(rng, cell, H, BT, direction):
+    B, T = BT
+    I = int(rng.choice([1, 5, 16]))
+    layers = [rec(rng, cell, I, H, direction)]
+    x = rng.normal(size=(B, T, I)).astype(np.float32)
+    check(layers, x)
+    check(layers, x, lengths=rng.integers(0, T + 1, B))
+
+
+@pytest.mark.parametrize("H", [1, 17, 33])
+@pytest.mark.parametrize("opts", [
+    dict(peepholes=True), dict(proj=5), dict(proj=1, peepholes=True), dict(clip=0.3),
+    dict(input_forget=True), dict(bias=False), dict(peepholes=True, clip=1.0, input_forget=True),
+    dict(activations=[ir.Act("hard_sigmoid", 1 / 6, 0.5), "softsign", ir.Act("scaled_tanh", 0.7, 1.3)]),
+    dict(activations=[ir.Act("hard_sigmoid", 0.2, 0.5), "relu6", "tanh"]),
+], ids=lambda o: "-".join(f"{k}" for k in o))
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_lstm_options(rng, H, opts, direction):
+    x = rng.normal(size=(3, 9, 4)).astype(np.float32)
+    layers = [rec(rng, "lstm", 4, H, direction, **opts)]
+    init = [rng.normal(size=s).astype(np.float32) for s in layers[0].state_shapes(3)]
+    check(layers, x)
+    check(layers, x, lengths=np.array([9, 1, 4]), init=init)
+
+
+@pytest.mark.parametrize("H", [1, 16, 33])
+@pytest.mark.parametrize("lbr", [True, False])
+@pytest.mark.parametrize("opts", [{}, dict(bias=False), dict(clip=0.5),
+                                  dict(activations=[ir.Act("hard_sigmoid"), "softsign"])],
+                         ids=["default", "nobias", "clip", "acts"])
+def test_gru_options(rng, H, lbr, opts):
+    x = rng.normal(size=(4, 11, 3)).astype(np.float32)
+    for direction in ("forward", "reverse", "bidirectional"):
+        layers = [rec(rng, "gru", 3, H, direction, linear_before_reset=lbr, **opts)]
+        init = [rng.normal(size=s).astype(np.float32) for s in layers[0].state_shapes(4)]
+        check(layers, x, init=init)
+        check(layers, x, lengths=np.array([11, 0, 5, 1]))
+
+
+# every elementwise activation as the RNN's (bounded input scale keeps exp-like kinds O(1))
+ELEMENTWISE = [k for k in ir.ACTIVATIONS if k not in ir.ROW_WISE]
+
+
+@pytest.mark.parametrize("kind", ELEMENTWISE)
+def test_rnn_every_activation(rng, kind):
+    a = {"elu": ir.Act("elu", 0.7), "leaky_relu": ir.Act("leaky_relu", 0.1),
+         "thresholded_relu": ir.Act("thresholded_relu", 0.2), "affine": ir.Act("affine", 0.8, 0.1),
+         "scaled_tanh": ir.Act("scaled_tanh", 1.5, 0.8),
+         "hard_sigmoid": ir.Act("hard_sigmoid", 1 / 6, 0.5)}.get(kind, kind)
+    layer = ir.Recurrent("rnn", [{k: v * 0.5 for k, v in rec(rng, "rnn", 3, 17).weights[0].items()}],
+                         activations=[a], clip=3.0)
+    x = rng.normal(size=(2, 12, 3)).astype(np.float32)
+    check([layer], x)
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave"])
+@pytest.mark.parametrize("seq", [True, False])
+def test_bidirectional_merge(rng, merge, seq):
+    layers = [rec(rng, "lstm", 6, 17, "bidirectional", merge_mode=merge, return_sequences=seq)]
+    x = rng.normal(size=(5, 8, 6)).astype(np.float32)
+    check(layers, x)
+    check(layers, x, lengths=np.array([8, 3, 1, 0, 7]))
+
+
+def test_stacked_with_heads(rng):
+    """Embedding -> bi-GRU -> LSTM(proj) -> LSTM(last step) -> Dense(softmax) -> Activation."""
+    E = ir.Embedding(rng.normal(size=(20, 7)).astype(np.float32))
+    layers = [E, rec(rng, "gru", 7, 16, "bidirectional"), rec(rng, "lstm", 32, 9, proj=4),
+              rec(rng, "lstm", 4, 33, return_sequences=False), dense(rng, 33, 5, "softmax"),
+              ir.Activation(5, "log_softmax")]
+    x = rng.integers(0, 20, (7, 37))
+    m, y = check(layers, x)
+    assert y.shape == (7, 5)
+    check(layers, x, lengths=rng.integers(0, 38, 7))
+
+
+@pytest.mark.parametrize("kind", ["linear", "sigmoid", "tanh", "relu", "softmax", "log_softmax",
+                                  "silu", "selu", "exponential", "softplus", "elu", "relu6"])
+@pytest.mark.parametrize("out", [1, 15, 16, 17, 33])
+def test_dense_heads(rng, kind, out):
+    layers = [rec(rng, "gru", 4, 16), dense(rng, 16, out, kind, bias=out % 2 == 1)]
+    check(layers, rng.normal(size=(3, 5, 4)).astype(np.float32))
+
+
+@pytest.mark.parametrize("masked_output", ["carry", "zero"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_keras_mask_semantics(rng, masked_output, direction):
+    """Embedding(mask_zero) / Masking: a masked step keeps the state; its output is carried or 0."""
+    E = ir.Embedding(rng.normal(size=(6, 4)).astype(np.float32), mask_zero=True)
+    layers = [E, rec(rng, "lstm", 4, 17, direction, masked_output=masked_output),
+              rec(rng, "gru", 34 if direction == "bidirectional" else 17, 5, return_sequences=False)]
+    ids = rng.integers(0, 6, (6, 10))
+    ids[0, 5:] = 0      # trailing padding
+    ids[1, :3] = 0      # leading padding
+    ids[2, :] = 0       # all masked
+    check(layers, ids)
+    M = ir.Masking(3, mask_value=0.0)
+    x = rng.normal(size=(4, 9, 3)).astype(np.float32)
+    x[0, 4:] = 0
+    x[1, ::2] = 0
+    check([M, rec(rng, "rnn", 3, 16, direction, masked_output=masked_output)], x)
+
+
+def test_input_size_one_and_single_step(rng):
+    for cell in ("rnn", "lstm", "gru"):
+        check([rec(rng, cell, 1, 1)], rng.normal(size=(1, 1, 1)).astype(np.float32))
+
+
+def test_nan_inf_propagate(rng):
+    """NaN/Inf inputs flow through the arithmetic like any value: no crash, NaN where they reach."""
+    layers = [rec(rng, "lstm", 3, 17), dense(rng, 17, 4, "softmax")]
+    m = fastrnn.Model(layers)
+    x = rng.normal(size=(3, 6, 3)).astype(np.float32)
+    x[0, 2, 1] = np.nan
+    x[1, 3, 0] = np.inf
+    x[2, 1, 2] = -np.inf
+    y = m.predict(x)
+    assert np.isnan(y[0, 2:]).all() and np.isfinite(y[0, :2]).all()
+    assert np.isfinite(y[2, :1]).all()
+    yr, _ = reference.run(layers, x)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(yr))
+
+
+def test_batch_threads_give_serial_results(rng):
+    """set_num_threads splits large batches by rows: results equal the 1-thread run exactly."""
+    layers = [rec(rng, "lstm", 32, 64, "bidirectional"), dense(rng, 128, 3)]
+    m = fastrnn.Model(layers)
+    x = rng.normal(size=(33, 60, 32)).astype(np.float32)
+    lens = rng.integers(0, 61, 33)
+    init = [rng.normal(size=s).astype(np.float32) for s in m.state_shapes(33)]
+    try:
+        fastrnn.set_num_threads(1)
+        y1, s1 = m.predict(x, lengths=lens, initial_state=init, return_state=True)
+        fastrnn.set_num_threads(3)
+        y3, s3 = m.predict(x, lengths=lens, initial_state=init, return_state=True)
+    finally:
+        fastrnn.set_num_threads(1)
+    np.testing.assert_array_equal(y1, y3)
+    for a, b in zip(s1, s3):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("isa_name", _engine.ISA_NAMES)
+def test_isa_matrix(rng, isa_name):
+    """Every ISA this CPU has, in one process (models keep the ISA they were built with)."""
+    if isa_name not in _engine.isa_available():
+        pytest.skip(f"this CPU has no {isa_name}")
+    before = _engine.isa_current()
+    try:
+        _engine.set_isa(isa_name)
+        layers = [rec(rng, "lstm", 5, 17, "bidirectional", peepholes=True, proj=3),
+                  rec(rng, "gru", 6, 33, linear_before_reset=False), dense(rng, 33, 4, "softmax")]
+        m, _ = check(layers, rng.normal(size=(7, 37, 5)).astype(np.float32))
+        assert m.isa == isa_name
+    finally:
+        _engine.set_isa(before)
+
+
+def test_cpu_info_reports_isa():
+    info = fastrnn.cpu_info()
+    assert info["isa"] in info["available"]
+    assert info["available"][0] == "scalar"
+    assert {"gemm", "rec_step", "act_rows"} <= set(info["kernels"])

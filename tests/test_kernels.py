@@ -1,0 +1,70 @@
+"""Kernel-level accuracy: every activation against float64 on a dense grid including extremes,
+through an Activation layer (act_rows) and through the recurrent epilogue (rec_step), with the
+error bounds stated in src_c/act/vec.h. Runs under each ISA (.ci/run sets FASTRNN_ISA)."""
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import ir, reference
+
+GRID = np.concatenate([np.linspace(-12, 12, 4801), np.linspace(-0.7, 0.7, 1401),
+                       [-100.0, -87.5, -30.0, -1e-6, -1e-30, 0.0, 1e-30, 1e-6, 30.0, 80.0, 100.0]])
+PARAMS = {"hard_sigmoid": (1 / 6, 0.5), "elu": (0.7, 0), "affine": (0.8, -0.3), "leaky_relu": (0.1, 0),
+          "thresholded_relu": (0.25, 0), "scaled_tanh": (1.7, 0.66)}
+# absolute error bounds (|y| <= ~1) and relative ones for unbounded kinds
+ABS = {"sigmoid": 2e-7, "tanh": 3e-7, "softsign": 2e-7, "hard_sigmoid": 1e-7, "scaled_tanh": 6e-7}
+REL = 4e-7
+
+
+def apply(kind, x):
+    a = ir.Act(kind, *PARAMS.get(kind, ()))
+    m = fastrnn.Model([ir.Activation(x.shape[-1], a)])
+    y = m.predict(x.astype(np.float32)[None, None])[0, 0]
+    return y, reference.act(a, x.astype(np.float32).astype(np.float64))
+
+
+@pytest.mark.parametrize("kind", [k for k in ir.ACTIVATIONS if k not in ir.ROW_WISE])
+def test_elementwise_accuracy(kind):
+    x = GRID
+    if kind in ("exponential", "selu", "elu", "silu", "softplus"):
+        x = x[x < 80]   # exp saturates at 1.65e38 above 88 (documented); keep results finite
+    y, want = apply(kind, x)
+    err = np.abs(y - want)
+    if kind in ABS:
+        assert err.max() <= ABS[kind], (kind, x[err.argmax()], err.max())
+    else:
+        bound = REL * np.abs(want) + 2e-7   # relative, plus absolute near 0 (exp(x) - 1)
+        bad = err > bound
+        assert not bad.any(), (kind, x[bad][:5], y[bad][:5], want[bad][:5])
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("n", [1, 7, 16, 17, 33, 100])
+def test_rowwise_accuracy(kind, n):
+    rng = np.random.default_rng(n)
+    x = (rng.normal(size=(5, n)) * 6).astype(np.float32)
+    m = fastrnn.Model([ir.Activation(n, kind)])
+    y = m.predict(x[:, None])[:, 0]
+    np.testing.assert_allclose(y, reference.act(ir.Act(kind), x.astype(np.float64)), rtol=1e-6, atol=1e-7)
+
+
+def test_nonfinite_inputs():
+    x = np.array([np.nan, np.inf, -np.inf, 0.0], np.float32)
+    for kind in [k for k in ir.ACTIVATIONS if k not in ir.ROW_WISE]:
+        y, want = apply(kind, x.astype(np.float64))
+        assert np.isnan(y[0]) == np.isnan(want[0]), kind   # NaN propagates (thresholded_relu: 0)
+        # +-inf: finite where the function is bounded; exp-like kinds saturate at 1.65e38 (documented)
+        for i in (1, 2):
+            if np.isfinite(want[i]):
+                assert abs(y[i] - want[i]) <= 1e-6 * max(1, abs(want[i])) or np.isnan(want[i]), (kind, x[i], y[i])
+
+
+def test_recurrent_epilogue_activations():
+    """sigmoid/tanh as inlined in rec_step: a 1-unit RNN with weight 1 is the activation itself."""
+    for kind in ("tanh", "sigmoid"):
+        x = GRID.astype(np.float32)
+        layer = ir.Recurrent("rnn", [{"W_ih": np.ones((1, 1), np.float32), "W_hh": np.zeros((1, 1), np.float32)}],
+                             activations=[kind])
+        y = fastrnn.Model([layer]).predict(x[:, None, None])[:, 0, 0]
+        want = reference.act(ir.Act(kind), x.astype(np.float64))
+        assert np.abs(y - want).max() <= ABS[kind]
