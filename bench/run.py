@@ -244,6 +244,8 @@ def run_workload(wl, engine_names, threads, args, fastrnn, ir, reference):
             except Exception as e:  # noqa: BLE001
                 r.update(status="error", reason=reason(e))
         results.append(r)
+    order = {(n, e): i for i, (n, e) in enumerate((n, e) for n in threads for e in engine_names)}
+    results.sort(key=lambda r: order[r["threads"], r["engine"]])
     for r in results:
         cell = (f"{r['median']:.4g} {wl.unit} ±{spread(r):.0f}% (n={r['reps']})" if "median" in r
                 else f"{r['status']}: {r['reason']}")
@@ -315,7 +317,7 @@ def print_tables(out, engine_names, threads):
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="short timings: the suite in about a minute")
+    p.add_argument("--quick", action="store_true", help="short timings: the whole suite in under two minutes")
     p.add_argument("--only", help="comma-separated workload names or globs (see --list)")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2 (default 1)")
     p.add_argument("--peers", default=",".join(E.PEERS),

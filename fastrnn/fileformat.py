@@ -8,9 +8,10 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}]}
 
-Writing uses the safetensors package. Reading parses the container here, so that every field and
-offset is validated before use (as safetensors' own Metadata::validate does) and the tensors are
-read-only views of one np.memmap: no copy until the engine packs them. Anything malformed,
+Both directions are implemented here (the container is simple): writing so that the bytes are
+deterministic, reading so that every field and offset is validated before use (as safetensors'
+own Metadata::validate does) and the tensors are read-only views of one np.memmap: no copy until
+the engine packs them. The safetensors package reads our files (tests check it). Anything malformed,
 truncated or hostile raises ModelFormatError; nothing in a file is ever executed or unpickled.
 """
 from __future__ import annotations
@@ -32,13 +33,14 @@ _DTYPES = {"F32": np.dtype("<f4")}
 
 
 def save(model, path):
-    """Write `model` to `path` (.frnn)."""
-    from safetensors.numpy import save_file
+    """Write `model` to `path` (.frnn). Deterministic: the same model always gives the same bytes
+    (sorted JSON keys, tensors in name order), which the safetensors package's own writer does
+    not promise; the result is a standard safetensors file (tests read it back with it)."""
     tensors, layers = {}, []
     for i, layer in enumerate(model.layers):
         names = []
         for name, arr in layer.tensors().items():
-            tensors[f"layers.{i}.{name}"] = np.ascontiguousarray(arr, dtype=np.float32)
+            tensors[f"layers.{i}.{name}"] = np.ascontiguousarray(arr, dtype="<f4")
             names.append(name)
         layers.append({"type": ir.TYPE_NAMES[type(layer)], "options": layer.options(), "tensors": names})
     spec = {"input_size": model.input_size, "meta": model.meta, "layers": layers}
@@ -46,8 +48,21 @@ def save(model, path):
         spec_json = json.dumps(spec, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ModelFormatError(f"model meta is not JSON-serialisable: {e}") from None
-    save_file(tensors, os.fspath(path), metadata={
-        "format": FORMAT, "format_version": str(VERSION), "spec": spec_json})
+    header = {"__metadata__": {"format": FORMAT, "format_version": str(VERSION), "spec": spec_json}}
+    pos = 0
+    for name in sorted(tensors):
+        a = tensors[name]
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
+        pos += a.nbytes
+    h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)            # 8-byte aligned data, as safetensors pads
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:           # write aside, then rename: a crash never leaves half a file
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for name in sorted(tensors):
+            f.write(tensors[name].tobytes())
+    os.replace(tmp, path)
 
 
 def _no_constant(name):

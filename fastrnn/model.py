@@ -25,18 +25,13 @@ class Model:
     (fastrnn.convert) or from a file (fastrnn.load).
 
     layers: list of fastrnn.Embedding / Masking / Dense / Activation / Recurrent.
-    input_size: features of a float input; needed only when the first layer (Masking,
-        Activation) does not say it.
+    input_size: optional check: features of a float input (every layer knows its own).
     meta: free-form JSON-able dict saved with the model (converters record the source here).
     """
 
     def __init__(self, layers, input_size=None, *, meta=None):
         layers = list(layers)
-        kind, in_size, _, _ = ir.check_pipeline(layers, input_size)
-        if kind == "float" and in_size is None:
-            in_size = input_size
-        if kind == "float" and in_size is None:
-            raise ShapeError("input_size is needed when the first layer does not fix it")
+        _, in_size, _, _ = ir.check_pipeline(layers, input_size)
         self.layers = layers
         self.meta = dict(meta or {})
         self._cm = _engine.CModel(layers, in_size or 0)

@@ -1,0 +1,156 @@
+"""Bad input gets a clear error naming what was expected and what came, never a crash."""
+import numpy as np
+import pytest
+from conftest import dense, rec
+
+import fastrnn
+from fastrnn import ir
+
+
+@pytest.fixture
+def fm(rng):   # float model: 3 features in, LSTM 5
+    return fastrnn.Model([rec(rng, "lstm", 3, 5), dense(rng, 5, 2)])
+
+
+@pytest.fixture
+def im(rng):   # ids model, vocab 10
+    return fastrnn.Model([ir.Embedding(rng.normal(size=(10, 4)).astype(np.float32)), rec(rng, "gru", 4, 6)])
+
+
+@pytest.mark.parametrize("x, match", [
+    (np.zeros((2, 4, 4), np.float32), r"expected x of shape \(batch, time, 3\), got shape \(2, 4, 4\)"),
+    (np.zeros((4, 3), np.float32), r"got shape \(4, 3\) \(for one sequence use x\[None\]\)"),
+    (np.zeros((1, 2, 3, 1), np.float32), "got shape"),
+    (np.zeros((2, 4, 3), np.int64), "expected float input.*got dtype int64"),
+    (np.zeros((2, 0, 3), np.float32), "at least one time step"),
+    (np.array([["a"]]), "dtype"),
+])
+def test_predict_bad_x(fm, x, match):
+    with pytest.raises(fastrnn.ShapeError, match=match):
+        fm.predict(x)
+
+
+def test_predict_ids(im):
+    with pytest.raises(fastrnn.ShapeError, match=r"token id 10 at \(1, 2\) is outside \[0, 10\)"):
+        im.predict(np.array([[1, 2, 3], [4, 5, 10]]))
+    with pytest.raises(fastrnn.ShapeError, match=r"token id -1 at \(0, 0\)"):
+        im.predict(np.array([[-1, 2, 3]]))
+    with pytest.raises(fastrnn.ShapeError, match="integer token ids"):
+        im.predict(np.zeros((2, 3), np.float32))
+    with pytest.raises(fastrnn.ShapeError, match=r"x\[None\]"):
+        im.predict(np.array([1, 2, 3]))
+    assert im.predict(np.zeros((0, 3), np.int64)).shape == (0, 3, 6)   # empty batch is fine
+
+
+@pytest.mark.parametrize("lengths, match", [
+    ([1, -1], r"length -1 is outside \[0, 4\]"),
+    ([5, 1], r"length 5 is outside \[0, 4\]"),
+    ([1, 2, 3], r"expected lengths of shape \(2,\)"),
+    ([1.0, 2.0], "lengths must be integers"),
+])
+def test_bad_lengths(fm, lengths, match):
+    with pytest.raises(fastrnn.ShapeError, match=match):
+        fm.predict(np.zeros((2, 4, 3), np.float32), lengths=np.array(lengths))
+
+
+def test_bad_initial_state(fm):
+    x = np.zeros((2, 4, 3), np.float32)
+    with pytest.raises(fastrnn.ShapeError, match=r"expected 2 arrays \(h0, c0\), got 1"):
+        fm.predict(x, initial_state=[np.zeros((1, 2, 5))])
+    with pytest.raises(fastrnn.ShapeError, match=r"initial_state\[1\]: expected shape \(1, 2, 5\), got \(2, 5\)"):
+        fm.predict(x, initial_state=[np.zeros((1, 2, 5)), np.zeros((2, 5))])
+    with pytest.raises(fastrnn.ShapeError, match="expected a list"):
+        fm.predict(x, initial_state=np.zeros((1, 2, 5)))
+
+
+def test_stream_bad_inputs(fm, im):
+    s = fm.stream(2)
+    out = np.empty((2, 2), np.float32)
+    with pytest.raises(fastrnn.ShapeError, match=r"expected x of shape \(2, 3\), got \(1, 3\)"):
+        s.step(np.zeros((1, 3), np.float32))
+    with pytest.raises(fastrnn.ShapeError, match="expected float input"):
+        s.step(np.zeros((2, 3), np.int32))
+    with pytest.raises(fastrnn.ShapeError, match="out must be"):
+        s.step_into(np.zeros((2, 3), np.float32), np.empty((2, 2), np.float64))
+    with pytest.raises(fastrnn.ShapeError, match="out must be"):
+        s.step_into(np.zeros((2, 3), np.float32), np.empty((2, 4), np.float32)[:, ::2])
+    ro = np.empty((2, 2), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(fastrnn.ShapeError, match="out must be"):
+        s.step_into(np.zeros((2, 3), np.float32), ro)
+    with pytest.raises(TypeError):
+        s.step_into(np.zeros((2, 3), np.float32), None)
+    s.step_into(np.zeros((2, 3), np.float32), out)
+    si = im.stream(2)
+    with pytest.raises(fastrnn.ShapeError, match=r"outside \[0, vocab_size\)"):
+        si.step(np.array([1, 10]))
+    with pytest.raises(fastrnn.ShapeError, match=r"outside \[0, vocab_size\)"):
+        si.step(np.array([1, -3], np.int8))
+    with pytest.raises(fastrnn.ShapeError, match=r"outside \[0, vocab_size\)"):
+        si.step(np.array([1, 2**63 + 5], np.uint64))
+    with pytest.raises(fastrnn.ShapeError, match="token ids must be integers"):
+        si.step(np.array([1.0, 2.0]))
+    with pytest.raises(fastrnn.ShapeError, match=r"shape \(2,\)"):
+        si.step(np.array([[1], [2]]))
+    si.step(np.array([1, 2], np.uint8))      # still usable after errors
+    with pytest.raises(fastrnn.ShapeError, match="batch_size must be >= 1"):
+        im.stream(0)
+
+
+def test_nan_inf_input_propagates(fm):
+    x = np.zeros((2, 3, 3), np.float32)
+    x[0, 1, 0] = np.nan
+    x[1, 0, 2] = np.inf
+    y = fm.predict(x)
+    assert np.isnan(y[0, 1:]).all() and not np.isnan(y[0, 0]).any()
+    s = fm.stream(2)
+    assert np.isnan(s.step(np.array([[np.nan, 0, 0], [0, 0, 0]], np.float32))[0]).all()
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda r: ir.Recurrent("lstm", [{"W_ih": np.zeros((8, 3)), "W_hh": np.zeros((8, 3))}]),
+     r"W_hh: expected shape \(8, 2\)"),
+    (lambda r: ir.Recurrent("lstm", [{"W_ih": np.zeros((7, 3)), "W_hh": np.zeros((7, 3))}]),
+     "multiple of 4 gates"),
+    (lambda r: ir.Recurrent("gru", [{"W_ih": np.zeros((3, 1)), "W_hh": np.zeros((3, 1))}], direction="bidirectional"),
+     "expected a list of 2"),
+    (lambda r: ir.Recurrent("rnn", [{"W_ih": np.zeros((1, 1)), "W_hh": np.zeros((1, 1)), "P": np.zeros((3, 1))}]),
+     "LSTM option"),
+    (lambda r: ir.Recurrent("rnn", [{"W_ih": np.zeros((1, 1)), "W_hh": np.zeros((1, 1))}], activations=["softmax"]),
+     "not an elementwise"),
+    (lambda r: ir.Recurrent("lstm", [{"W_ih": np.zeros((4, 1)), "W_hh": np.zeros((4, 1))}], activations=["tanh"]),
+     "takes 3 activations"),
+    (lambda r: ir.Dense(np.zeros((2, 3)), np.zeros(3)), r"Dense.bias: expected shape \(2,\)"),
+    (lambda r: ir.Act("swishy"), "unknown activation"),
+    (lambda r: ir.Recurrent("lstm", [{"W_ih": np.zeros((4, 1)), "W_hh": np.zeros((4, 1))}], clip=-1),
+     "clip must be a positive"),
+])
+def test_bad_specs(rng, make, match):
+    with pytest.raises(fastrnn.ModelFormatError, match=match):
+        make(rng)
+
+
+def test_bad_pipelines(rng):
+    with pytest.raises(fastrnn.ModelFormatError, match="expects 4 input features, the previous layer gives 5"):
+        fastrnn.Model([rec(rng, "lstm", 3, 5), rec(rng, "gru", 4, 2)])
+    with pytest.raises(fastrnn.ModelFormatError, match="needs a sequence"):
+        fastrnn.Model([rec(rng, "lstm", 3, 5, return_sequences=False), rec(rng, "gru", 5, 2)])
+    with pytest.raises(fastrnn.ModelFormatError, match="only be the first layer"):
+        fastrnn.Model([rec(rng, "lstm", 3, 4), ir.Embedding(np.zeros((5, 4)))])
+    with pytest.raises(fastrnn.ModelFormatError, match="non-empty list"):
+        fastrnn.Model([])
+    with pytest.raises(fastrnn.ModelFormatError, match="input_size 4 does not match layer 0 input 3"):
+        fastrnn.Model([ir.Activation(3, "tanh")], input_size=4)
+    m = fastrnn.Model([ir.Activation(3, "tanh")])
+    assert m.predict(np.zeros((1, 1, 3), np.float32)).shape == (1, 1, 3)
+
+
+def test_exception_hierarchy():
+    assert issubclass(fastrnn.ShapeError, (fastrnn.FastRNNError, ValueError))
+    assert issubclass(fastrnn.ModelFormatError, (fastrnn.FastRNNError, ValueError))
+    assert issubclass(fastrnn.UnsupportedError, (fastrnn.FastRNNError, NotImplementedError))
+
+
+def test_run_needs_onnx_model(fm):
+    with pytest.raises(fastrnn.UnsupportedError, match="converted from ONNX"):
+        fm.run(None, {"X": np.zeros((1, 1, 3), np.float32)})

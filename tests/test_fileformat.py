@@ -1,0 +1,110 @@
+"""The .frnn file: save -> load round trips bit-identically, weights come back as read-only memory
+maps (and run as such), the format is versioned and validated. (Fuzzing: test_fuzz_loader.py.)"""
+import json
+import struct
+
+import numpy as np
+import pytest
+from conftest import dense, rec
+
+import fastrnn
+from fastrnn import ir
+
+
+def every_layer_kind(rng):
+    return [ir.Embedding(rng.normal(size=(12, 6)).astype(np.float32), mask_zero=True),
+            rec(rng, "lstm", 6, 9, "bidirectional", peepholes=True, proj=4, clip=2.0, merge_mode="sum",
+                activations=[[ir.Act("hard_sigmoid", 1 / 6, 0.5), "tanh", "softsign"],
+                             ["sigmoid", ir.Act("scaled_tanh", 0.5, 2.0), "tanh"]]),
+            rec(rng, "gru", 4, 16, linear_before_reset=False, bias=False, masked_output="zero"),
+            rec(rng, "rnn", 16, 5, "forward", activations=[ir.Act("leaky_relu", 0.2)]),
+            ir.Masking(5, 0.5),
+            dense(rng, 5, 7, "log_softmax"), ir.Activation(7, ir.Act("affine", 2.0, -1.0))]
+
+
+def test_round_trip_bit_identical(rng, tmp_path):
+    m = fastrnn.Model(every_layer_kind(rng), meta={"source": "test", "n": 1})
+    p1, p2 = tmp_path / "a.frnn", tmp_path / "b.frnn"
+    m.save(p1)
+    m2 = fastrnn.load(p1)
+    assert m2.meta == {"source": "test", "n": 1}
+    x = rng.integers(0, 12, (3, 11))
+    np.testing.assert_array_equal(m.predict(x), m2.predict(x))
+    m2.save(p2)
+    assert p1.read_bytes() == p2.read_bytes()
+    for a, b in zip(m.layers, m2.layers):
+        assert type(a) is type(b) and a.options() == b.options()
+        for (k, u), (k2, v) in zip(sorted(a.tensors().items()), sorted(b.tensors().items())):
+            assert k == k2 and u.tobytes() == v.tobytes()
+
+
+def test_files_are_standard_safetensors(rng, tmp_path):
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+    m = fastrnn.Model(every_layer_kind(rng))
+    m.save(tmp_path / "m.frnn")
+    loaded = load_file(str(tmp_path / "m.frnn"))
+    assert loaded["layers.0.weight"].tobytes() == m.layers[0].weight.tobytes()
+    assert len(loaded) == sum(len(l.tensors()) for l in m.layers)
+    with safe_open(str(tmp_path / "m.frnn"), "np") as f:
+        assert f.metadata()["format"] == "fastrnn"
+
+
+def test_weights_are_readonly_memory_maps(rng, tmp_path):
+    m = fastrnn.Model([rec(rng, "lstm", 3, 17), dense(rng, 17, 2)])
+    m.save(tmp_path / "m.frnn")
+    m2 = fastrnn.load(tmp_path / "m.frnn")
+    w = m2.layers[0].weights[0]["W_ih"]
+    assert not w.flags.writeable
+    base = w
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    assert isinstance(base, np.memmap) or "mmap" in type(base).__name__
+    x = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(m2.predict(x), m.predict(x))
+
+
+def test_readonly_weights_from_python(rng):
+    layer = rec(rng, "gru", 3, 16)
+    for w in layer.weights[0].values():
+        w.flags.writeable = False
+    x = rng.normal(size=(2, 4, 3)).astype(np.float32)
+    fastrnn.Model([layer]).predict(x)
+
+
+def _rewrite_meta(src, dst, **changes):
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"].update(changes)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    dst.write_bytes(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+
+
+def test_version_and_format_checked(rng, tmp_path):
+    m = fastrnn.Model([rec(rng, "rnn", 2, 3)])
+    m.save(tmp_path / "m.frnn")
+    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v2.frnn", format_version="2")
+    with pytest.raises(fastrnn.ModelFormatError, match="newer fastrnn"):
+        fastrnn.load(tmp_path / "v2.frnn")
+    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "other.frnn", format="pt")
+    with pytest.raises(fastrnn.ModelFormatError, match="expected 'fastrnn'"):
+        fastrnn.load(tmp_path / "other.frnn")
+    # a plain safetensors file of someone else's weights
+    from safetensors.numpy import save_file
+    save_file({"w": np.zeros(3, np.float32)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(fastrnn.ModelFormatError, match="format is None"):
+        fastrnn.load(tmp_path / "plain.safetensors")
+
+
+def test_truncated_files(rng, tmp_path):
+    m = fastrnn.Model([rec(rng, "lstm", 3, 4)])
+    m.save(tmp_path / "m.frnn")
+    raw = (tmp_path / "m.frnn").read_bytes()
+    for cut in (0, 4, 8, 20, len(raw) // 2, len(raw) - 1):
+        (tmp_path / "t.frnn").write_bytes(raw[:cut])
+        with pytest.raises(fastrnn.ModelFormatError):
+            fastrnn.load(tmp_path / "t.frnn")
+    with pytest.raises(fastrnn.ModelFormatError, match="cannot read"):
+        fastrnn.load(tmp_path / "missing.frnn")
