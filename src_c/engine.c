@@ -333,12 +333,46 @@ typedef struct {
     float **h[2], **c[2];   /* per slot (layer, direction): double-buffered states */
     int *cur;
     void *block;            /* everything above lives in one allocation */
+    size_t size;
+    int cached;             /* the block comes from / returns to this thread's cache */
 } ctx;
 
-static void ctx_free(ctx *c) { free(c->block); memset(c, 0, sizeof *c); }
+/* Workspace blocks: the calling thread of frnn_forward keeps its last block (thread-local) and
+ * reuses it when big enough: large fresh allocations come from mmap and cost a page fault per
+ * 4 KiB on every call otherwise. A block is never shared between threads; a thread keeps at most
+ * one (the largest it needed, until it exits or a smaller call finds it big enough). */
+static __thread void *tl_block;
+static __thread size_t tl_size;
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+static void tl_destroy(void *p) { free(p); }
+static void tl_init(void) { (void)pthread_key_create(&tl_key, tl_destroy); }
 
-/* carve one aligned block: sizes in bytes, each part 64-byte aligned */
-static frnn_status ctx_alloc(const frnn_model *m, int B, int T, ctx *c) {
+static void *block_get(size_t n, int cached) {
+    if (!cached) return amalloc(n);
+    if (tl_block && tl_size >= n) {
+        void *p = tl_block;
+        tl_block = NULL;
+        return p;
+    }
+    return amalloc(n);
+}
+
+static void block_put(void *p, size_t n, int cached) {
+    if (!cached || !p) { free(p); return; }
+    pthread_once(&tl_once, tl_init);
+    if (tl_block && tl_size >= n) { free(p); return; }
+    free(tl_block);
+    tl_block = p;
+    tl_size = n;
+    (void)pthread_setspecific(tl_key, p);   /* freed at thread exit */
+}
+
+static void ctx_free(ctx *c) { block_put(c->block, c->size, c->cached); memset(c, 0, sizeof *c); }
+
+/* carve one aligned block: sizes in bytes, each part 64-byte aligned. Only the states (and the
+ * step counters) are zeroed: every other buffer is written before it is read. */
+static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx *c) {
     memset(c, 0, sizeof *c);
     c->B = B; c->T = T;
     size_t BT = (size_t)B * T, S = (size_t)m->nslots;
@@ -365,9 +399,12 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, ctx *c) {
 #undef PART
     size_t total = 0;
     for (int i = 0; i < n; i++) total += sz[i];
-    char *p = azalloc(total);
+    char *p = block_get(total, cached);
     if (!p) return FRNN_ENOMEM;
     c->block = p;
+    c->size = total;
+    c->cached = cached;
+    memset(p + (total - sz[n - 1] - sz[n - 2]), 0, sz[n - 1] + sz[n - 2]);   /* cur, states */
     c->seq[0] = (float *)p; p += sz[0];
     c->seq[1] = (float *)p; p += sz[1];
     c->xp = (float *)p; p += sz[2];
@@ -555,7 +592,7 @@ static void *run_chunk(void *arg) {
     chunk *ch = arg;
     const frnn_model *m = ch->m;
     ctx c;
-    ch->st = ctx_alloc(m, ch->nb, ch->T, &c);
+    ch->st = ctx_alloc(m, ch->nb, ch->T, ch->b0 == 0, &c);
     if (ch->st) return NULL;
     if (ch->init) states_io(m, &c, ch->Btot, ch->b0, ch->init, NULL);   /* else zeros */
     const int64_t rows0 = (int64_t)ch->b0 * ch->T;
@@ -621,7 +658,7 @@ frnn_status frnn_stream_new(const frnn_model *m, int B, frnn_stream **out) {
     frnn_stream *s = calloc(1, sizeof *s);
     if (!s) return FRNN_ENOMEM;
     s->m = m;
-    frnn_status st = ctx_alloc(m, B, 1, &s->c);
+    frnn_status st = ctx_alloc(m, B, 1, 0, &s->c);
     if (st) { free(s); return st; }
     *out = s;
     return FRNN_OK;
