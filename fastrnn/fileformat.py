@@ -102,7 +102,7 @@ def read_container(path):
         if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
             _fail(path, f"tensor {name!r}: entry must have dtype, shape, data_offsets")
         dt, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
-        if dt not in _DTYPES:
+        if not isinstance(dt, str) or dt not in _DTYPES:
             _fail(path, f"tensor {name!r}: dtype {dt!r} (fastrnn files hold F32 only)")
         if (not isinstance(shape, list) or len(shape) > 8
                 or not all(type(d) is int and 0 <= d < 2**40 for d in shape)):

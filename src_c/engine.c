@@ -24,6 +24,7 @@
 #include "kernels.h"
 
 enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC };
+#define FRNN_EMB_FUSE_MAX_BYTES (64.0 * 1024 * 1024)
 
 typedef struct {
     int type, in, out;
@@ -37,6 +38,9 @@ typedef struct {
     frnn_rec_desc d;               /* options; weight pointers cleared */
     int G, H, R, Hp, Rp, ndir, nx, state0, slot0;
     float *Wih_p, *bih_p;          /* both directions in one GEMM: N = nx = ndir*G*Hp */
+    float *emb_xp;                 /* first recurrent layer right after the Embedding: the input
+                                      projection of every token, (vocab, nx), computed at load */
+    int fused;                     /* embedding: its output goes only into the layer's emb_xp */
     float *Whh_p[2], *Whh_n_p[2], *bhn[2], *peep[2], *Whr_p[2];
 } layer;
 
@@ -111,7 +115,7 @@ frnn_status frnn_model_new(frnn_model **out) {
 }
 
 static void layer_free(layer *L) {
-    free(L->table); free(L->Wp); free(L->bp); free(L->Wih_p); free(L->bih_p);
+    free(L->table); free(L->Wp); free(L->bp); free(L->Wih_p); free(L->bih_p); free(L->emb_xp);
     for (int d = 0; d < 2; d++) {
         free(L->Whh_p[d]); free(L->Whh_n_p[d]); free(L->bhn[d]); free(L->peep[d]); free(L->Whr_p[d]);
     }
@@ -295,6 +299,18 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
         m->max_w = imax(m->max_w, w);
     }
     m->max_w = imax(m->max_w, m->L[0].out);
+    /* Embedding -> recurrent: project every token once, here, so that the layer's input GEMM
+     * becomes a row lookup (bit-identical: the GEMM is batch-invariant). Only when the table
+     * stays small. */
+    if (m->input_ids && m->nlayers > 1 && m->L[1].type == L_REC &&
+        (double)m->L[0].vocab * m->L[1].nx * 4 <= FRNN_EMB_FUSE_MAX_BYTES) {
+        layer *E = &m->L[0], *R = &m->L[1];
+        R->emb_xp = amalloc((size_t)E->vocab * R->nx * sizeof(float));
+        if (R->emb_xp) {
+            m->k->gemm(E->vocab, R->nx, E->out, E->table, E->out, R->Wih_p, R->bih_p, R->emb_xp, R->nx);
+            E->fused = 1;
+        }   /* else: out of memory for the table, run unfused */
+    }
     m->output_size = w;
     m->output_seq = seq;
     m->finalized = 1;
@@ -469,14 +485,19 @@ static void merge_dirs(int mode, const float *src, int64_t rows, int R, float *d
 
 /* One recurrent layer over T steps. in: rows b*T+t, stride ld_in. */
 static void run_rec(const frnn_model *m, const layer *L, ctx *c, const float *in, int64_t ld_in,
-                    const uint8_t *mask, const uint8_t *lenok, float *out) {
+                    const int64_t *ids, const uint8_t *mask, const uint8_t *lenok, float *out) {
     const frnn_kernels *k = m->k;
     const int B = c->B, T = c->T, R = L->R, G = L->G;
     const int seq_out = L->d.return_sequences, bimerge = L->ndir == 2 && L->d.merge != FRNN_MERGE_CONCAT;
     const int zero_masked = L->d.masked_output_zero;
     float *dst = bimerge ? c->merge : out;
     const int64_t dst_ld = bimerge ? 2 * R : L->out;
-    k->gemm(B * T, L->nx, L->in, in, ld_in, L->Wih_p, L->bih_p, c->xp, L->nx);
+    if (L->emb_xp) {   /* token ids, validated by the Embedding layer */
+        for (int64_t i = 0; i < (int64_t)B * T; i++)
+            memcpy(c->xp + i * L->nx, L->emb_xp + ids[i] * L->nx, (size_t)L->nx * 4);
+    } else {
+        k->gemm(B * T, L->nx, L->in, in, ld_in, L->Wih_p, L->bih_p, c->xp, L->nx);
+    }
     frnn_rec_args a;
     memset(&a, 0, sizeof a);
     a.cell = L->d.cell; a.B = B; a.H = L->H; a.R = R; a.Hp = L->Hp;
@@ -544,7 +565,7 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             for (int64_t i = 0; i < BT; i++) {
                 int64_t id = ids[i];
                 if (id < 0 || id >= L->vocab) return FRNN_EIDRANGE;
-                memcpy(out + i * L->out, L->table + id * L->out, (size_t)L->out * 4);
+                if (!L->fused) memcpy(out + i * L->out, L->table + id * L->out, (size_t)L->out * 4);
                 if (L->mask_zero) c->mask[i] = id != 0;
             }
             has_mask = L->mask_zero;
@@ -569,7 +590,7 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             m->k->act_rows(L->act, out, (int)rows, L->out, L->out);
             break;
         default:
-            run_rec(m, L, c, cur, ld, has_mask ? c->mask : NULL, lenok, out);
+            run_rec(m, L, c, cur, ld, ids, has_mask ? c->mask : NULL, lenok, out);
             if (!L->d.return_sequences) { seq = 0; has_mask = 0; }
             break;
         }

@@ -37,13 +37,13 @@ FRNN_INLINE vf v_exp(vf x) {
 }
 
 FRNN_INLINE vf v_sigmoid(vf x) {
-    return v_div(v_set1(1.0f), v_add(v_set1(1.0f), v_exp(v_sub(v_zero(), x))));
+    return v_rcp(v_add(v_set1(1.0f), v_exp(v_sub(v_zero(), x))));   /* 1 + e is finite, >= 1 */
 }
 
 FRNN_INLINE vf v_tanh(vf x) {
     vf a = v_abs(x);
     vf e = v_exp(v_mul(a, v_set1(-2.0f)));
-    vf big = v_copysign(v_div(v_sub(v_set1(1.0f), e), v_add(v_set1(1.0f), e)), x);
+    vf big = v_copysign(v_mul(v_sub(v_set1(1.0f), e), v_rcp(v_add(v_set1(1.0f), e))), x);
     vf x2 = v_mul(x, x);
     vf p = v_set1(-0x1.7da364p-10f);            /* -929569/638512875 */
     p = v_fma(p, x2, v_set1(0x1.d6d3d0p-9f));   /* 21844/6081075 */

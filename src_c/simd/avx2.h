@@ -26,6 +26,12 @@ static inline vf v_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 static inline vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 static inline vf v_div(vf a, vf b) { return _mm256_div_ps(a, b); }
 static inline vf v_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+/* 1/x for finite x != 0: 12-bit estimate + two Newton steps (relative error < 2^-23) */
+static inline vf v_rcp(vf x) {
+    vf r = _mm256_rcp_ps(x), one = _mm256_set1_ps(1.0f);
+    r = _mm256_fmadd_ps(r, _mm256_fnmadd_ps(x, r, one), r);
+    return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(x, r, one), r);
+}
 static inline vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
 static inline vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
 static inline vf v_abs(vf a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }

@@ -30,6 +30,7 @@ static inline vf v_sub(vf a, vf b) { return a - b; }
 static inline vf v_mul(vf a, vf b) { return a * b; }
 static inline vf v_div(vf a, vf b) { return a / b; }
 static inline vf v_fma(vf a, vf b, vf c) { return a * b + c; }   /* a*b + c (not fused here) */
+static inline vf v_rcp(vf x) { return 1.0f / x; }                 /* 1/x for finite x != 0 */
 static inline vf v_max(vf a, vf b) { return a > b ? a : b; }    /* NaN in either -> b */
 static inline vf v_min(vf a, vf b) { return a < b ? a : b; }
 static inline vf v_abs(vf a) { return fabsf(a); }
