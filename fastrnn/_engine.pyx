@@ -239,7 +239,7 @@ cdef class CModel:
         if lengths is not None:
             larr = lengths
             lp = <const int64_t *>cnp.PyArray_DATA(larr)
-        finals = None
+        finals = []
         cdef const float **ip = NULL
         cdef float **fp = NULL
         cdef frnn_status st
@@ -271,7 +271,7 @@ cdef class CModel:
 
 
 # ---- streams ------------------------------------------------------------------------------
-cdef int _dtype_code(int typenum):
+cdef inline int _dtype_code(int typenum) noexcept:
     if typenum == cnp.NPY_FLOAT32: return FRNN_DT_F32
     if typenum == cnp.NPY_FLOAT64: return FRNN_DT_F64
     if typenum == cnp.NPY_INT8: return FRNN_DT_I8
@@ -324,8 +324,7 @@ cdef class Stream:
         self.ids = cm.input_ids
         self.in_size = cm.input_size
 
-    cdef int _check_in(self, cnp.ndarray x) except -1:
-        cdef int code = _dtype_code(cnp.PyArray_TYPE(x))
+    cdef inline int _check_in(self, cnp.ndarray x, int code) except -1:
         if self.ids:
             if cnp.PyArray_NDIM(x) != 1 or cnp.PyArray_DIMS(x)[0] != self.batch_size:
                 raise ShapeError(f"step: expected token ids of shape ({self.batch_size},), got {(<object>x).shape}")
@@ -347,19 +346,23 @@ cdef class Stream:
             if a.dtype.kind not in "iu":
                 raise ShapeError(f"step: token ids must be integers, got dtype {a.dtype}")
             return a
-        if a.dtype.kind != "f" and a.dtype.kind not in "iub":
+        if a.dtype.kind != "f":
             raise ShapeError(f"step: expected float input, got dtype {a.dtype}")
         if _dtype_code(cnp.PyArray_TYPE(a)) not in (FRNN_DT_F32, FRNN_DT_F64):
-            a = a.astype(np.float32)   # float16 / ints / bools: converted (documented)
+            a = a.astype(np.float32)   # float16, longdouble: converted (documented)
         return a
 
     cdef int _step(self, object x, cnp.ndarray out) except -1:
         cdef cnp.ndarray xa
-        if cnp.PyArray_Check(x) and _dtype_code(cnp.PyArray_TYPE(x)) >= 0:
+        cdef int code = -1
+        if cnp.PyArray_Check(x):
+            code = _dtype_code(cnp.PyArray_TYPE(<cnp.ndarray>x))
+        if code >= 0:
             xa = <cnp.ndarray>x
         else:
             xa = self._coerce(x)
-        cdef int code = self._check_in(xa)
+            code = _dtype_code(cnp.PyArray_TYPE(xa))
+        self._check_in(xa, code)
         cdef const void *xp = cnp.PyArray_DATA(xa)
         cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
         cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
@@ -390,7 +393,8 @@ cdef class Stream:
         import time
         self.step_into(x, out)
         cdef cnp.ndarray xa = np.ascontiguousarray(x)
-        cdef int code = self._check_in(xa)
+        cdef int code = _dtype_code(cnp.PyArray_TYPE(xa))
+        self._check_in(xa, code)
         cdef const void *xp = cnp.PyArray_DATA(xa)
         cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
         cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0

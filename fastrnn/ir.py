@@ -60,6 +60,10 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
+def _isnan(v):
+    return isinstance(v, float) and math.isnan(v)
+
+
 @dataclass(frozen=True)
 class Act:
     """An activation: a kind from ACTIVATIONS and its alpha/beta (ignored by kinds without them)."""
@@ -74,10 +78,10 @@ class Act:
                 f"unknown activation {self.kind!r}; known: {', '.join(sorted(ACTIVATIONS))}")
         _, da, db = ACTIVATIONS[kind]
         object.__setattr__(self, "kind", kind)
-        object.__setattr__(self, "alpha", float(da if math.isnan(self.alpha) else self.alpha))
-        object.__setattr__(self, "beta", float(db if math.isnan(self.beta) else self.beta))
-        if not (math.isfinite(self.alpha) and math.isfinite(self.beta)):
-            raise ModelFormatError(f"activation {kind}: alpha/beta must be finite")
+        alpha = _float(f"activation {kind} alpha", self.alpha) if not _isnan(self.alpha) else da
+        beta = _float(f"activation {kind} beta", self.beta) if not _isnan(self.beta) else db
+        object.__setattr__(self, "alpha", float(alpha))
+        object.__setattr__(self, "beta", float(beta))
 
     @property
     def code(self) -> int:
@@ -99,10 +103,7 @@ class Act:
                 raise ModelFormatError(f"activation must have 'kind' (+ alpha, beta), got {a!r}")
             if not isinstance(a["kind"], str):
                 raise ModelFormatError(f"activation kind must be a string, got {a['kind']!r}")
-            try:
-                return Act(a["kind"], float(a.get("alpha", math.nan)), float(a.get("beta", math.nan)))
-            except (TypeError, ValueError):
-                raise ModelFormatError(f"activation alpha/beta must be numbers, got {a!r}") from None
+            return Act(a["kind"], a.get("alpha", math.nan), a.get("beta", math.nan))
         raise ModelFormatError(f"an activation is a name, a dict or an Act, got {type(a).__name__}")
 
 
@@ -164,7 +165,7 @@ class Masking:
 
     def __post_init__(self):
         self.size = _pos_int("Masking.size", self.size)
-        self.mask_value = float(self.mask_value)
+        self.mask_value = _float("Masking.mask_value", self.mask_value)
 
     input_size = property(lambda self: self.size)
     output_size = property(lambda self: self.size)
@@ -222,10 +223,21 @@ class Activation:
         return {"size": self.size, "activation": self.activation.to_json()}
 
 
-def _pos_int(name, v, lo=1):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ModelFormatError(f"{name}: expected an integer >= {lo}, got {v!r}")
+def _pos_int(name, v, lo=1, hi=2**31 - 1):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise ModelFormatError(f"{name}: expected an integer in [{lo}, {hi}], got {v!r}")
     return int(v)
+
+
+def _float(name, v):
+    """A finite float, or ModelFormatError (huge JSON integers overflow float())."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        raise ModelFormatError(f"{name}: expected a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise ModelFormatError(f"{name}: expected a finite number, got {v!r}")
+    return f
 
 
 @dataclass(eq=False)
@@ -351,8 +363,8 @@ class Recurrent:
             out.append(al)
         self.activations = out
         if self.clip is not None:
-            self.clip = float(self.clip)
-            if not (self.clip > 0) or math.isinf(self.clip):
+            self.clip = _float("Recurrent.clip", self.clip)
+            if not self.clip > 0:
                 raise ModelFormatError(f"Recurrent.clip must be a positive finite number, got {self.clip}")
         self.input_forget = bool(self.input_forget)
         if self.input_forget and self.cell != "lstm":
@@ -435,7 +447,9 @@ def layer_from_parts(type_name, options, tensors):
     try:
         if cls is Recurrent:
             o = dict(options)
-            nd = DIRECTIONS.get(o.get("direction"), 0)
+            if o["direction"] not in DIRECTIONS:
+                raise ModelFormatError(f"recurrent: unknown direction {o['direction']!r}")
+            nd = DIRECTIONS[o["direction"]]
             w = [{} for _ in range(nd)]
             for name, arr in tensors.items():
                 d, _, k = name.partition(".")

@@ -119,6 +119,9 @@ void ISA_SUFFIX(gemm)(int M, int N, int K, const float *A, int64_t lda, const fl
 #if G_MR > 6
         FRNN_TAIL(6) FRNN_TAIL(7)
 #endif
+#if G_MR > 8
+        FRNN_TAIL(8) FRNN_TAIL(9) FRNN_TAIL(10) FRNN_TAIL(11)
+#endif
 #undef FRNN_TAIL
         default: break;
         }
