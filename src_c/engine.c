@@ -558,7 +558,7 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
     }
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        float *out = c->seq[nb];
+        float *out = l == m->nlayers - 1 ? y : c->seq[nb];   /* the last layer writes y itself */
         const int64_t rows = seq ? BT : B;
         switch (L->type) {
         case L_EMB:
@@ -596,7 +596,6 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
         }
         cur = out; ld = L->out; nb ^= 1;
     }
-    memcpy(y, cur, (size_t)(seq ? BT : B) * m->output_size * 4);
     return FRNN_OK;
 }
 

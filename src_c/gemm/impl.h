@@ -101,29 +101,34 @@ gemm_tile(const int mr, int K, const float *A, int64_t lda, const float *Bp, con
     }
 }
 
+/* Loop order: blocks of MC rows of A (sized to stay in L2, ~256 KiB) outside, the packed panels
+ * inside, so A is read from memory once and each panel once per block (rather than all of A
+ * once per panel). Results do not depend on the blocking (gemm_tile is batch-invariant). */
 void ISA_SUFFIX(gemm)(int M, int N, int K, const float *A, int64_t lda, const float *Bp,
-                             const float *bias, float *C, int64_t ldc) {
-    for (int n0 = 0; n0 < N; n0 += G_NR) {
-        const float *panel = Bp + (int64_t)n0 * K;
-        const float *bp = bias ? bias + n0 : NULL;
-        int nc = N - n0;
-        int m = 0;
-        for (; m + G_MR <= M; m += G_MR)
-            gemm_tile(G_MR, K, A + m * lda, lda, panel, bp, C + m * ldc + n0, ldc, nc);
-        switch (M - m) {   /* the last rows, with a constant row count each */
+                      const float *bias, float *C, int64_t ldc) {
+    int MC = (int)((256 * 1024) / ((int64_t)(K > 0 ? K : 1) * 4)) / G_MR * G_MR;
+    if (MC < G_MR) MC = G_MR;
+    for (int m0 = 0; m0 < M; m0 += MC) {
+        const int mend = M - m0 < MC ? M : m0 + MC;
+        for (int n0 = 0; n0 < N; n0 += G_NR) {
+            const float *panel = Bp + (int64_t)n0 * K;
+            const float *bp = bias ? bias + n0 : NULL;
+            int nc = N - n0;
+            int m = m0;
+            for (; m + G_MR <= mend; m += G_MR)
+                gemm_tile(G_MR, K, A + m * lda, lda, panel, bp, C + m * ldc + n0, ldc, nc);
+            switch (mend - m) {   /* the last rows, with a constant row count each */
 #define FRNN_TAIL(R) case R: gemm_tile(R, K, A + m * lda, lda, panel, bp, C + m * ldc + n0, ldc, nc); break;
-        FRNN_TAIL(1) FRNN_TAIL(2) FRNN_TAIL(3)
+            FRNN_TAIL(1) FRNN_TAIL(2) FRNN_TAIL(3)
 #if G_MR > 4
-        FRNN_TAIL(4) FRNN_TAIL(5)
+            FRNN_TAIL(4) FRNN_TAIL(5)
 #endif
 #if G_MR > 6
-        FRNN_TAIL(6) FRNN_TAIL(7)
-#endif
-#if G_MR > 8
-        FRNN_TAIL(8) FRNN_TAIL(9) FRNN_TAIL(10) FRNN_TAIL(11)
+            FRNN_TAIL(6) FRNN_TAIL(7)
 #endif
 #undef FRNN_TAIL
-        default: break;
+            default: break;
+            }
         }
     }
 }
