@@ -400,10 +400,14 @@ cdef class Stream:
         cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
         cdef float *yp = <float *>cnp.PyArray_DATA(out)
         cdef long i
+        if self.busy:
+            raise FastRNNError("this Stream is being stepped by another thread")
+        self.busy = 1
         t0 = time.perf_counter()
         with nogil:
             for i in range(n):
                 frnn_stream_step(self.s, xp, code, sb, sf, yp)
+        self.busy = 0
         return time.perf_counter() - t0
 
     def step(self, x):
@@ -422,6 +426,8 @@ cdef class Stream:
     def state(self):
         """A snapshot of the state: list of float32 arrays, per recurrent layer h (1, B, width),
         then c (1, B, hidden) for an LSTM. Copies, never views of live buffers."""
+        if self.busy:
+            raise FastRNNError("this Stream is being stepped by another thread")
         out = []
         cdef cnp.ndarray a
         for i in range(self.cm.num_states):

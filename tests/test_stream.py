@@ -145,3 +145,42 @@ def test_state_setter_checks(rng):
     s.state = [np.ones((1, 2, 5)), None]        # None: zeros
     st = s.state
     assert np.all(st[0] == 1) and np.all(st[1] == 0)
+
+
+def test_a_stream_stepped_by_two_threads_raises(rng):
+    """Misuse (one Stream, two threads at once) gives FastRNNError, never a crash or torn state."""
+    import time
+    m = fastrnn.Model([rec(rng, "lstm", 128, 256)])
+    s = m.stream(16)
+    x = np.ones((16, 128), np.float32)
+    stop = threading.Event()
+
+    def stepper():
+        while not stop.is_set():
+            try:
+                s.step(x)
+            except fastrnn.FastRNNError:
+                pass
+
+    t = threading.Thread(target=stepper)
+    t.start()
+    seen = set()
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and len(seen) < 2:
+            try:
+                s.step(x)
+            except fastrnn.FastRNNError as e:
+                assert "another thread" in str(e)
+                seen.add("step")
+            try:
+                s.state
+            except fastrnn.FastRNNError as e:
+                assert "another thread" in str(e)
+                seen.add("state")
+    finally:
+        stop.set()
+        t.join()
+    assert seen == {"step", "state"}
+    s.reset()                      # still a working stream
+    np.testing.assert_array_equal(s.step(x), m.stream(16).step(x))
