@@ -114,10 +114,11 @@ def kernel_names():
     return tuple(frnn_kernel_name(i).decode() for i in range(frnn_kernel_count()))
 
 
-def set_num_threads(int n):
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    frnn_set_num_threads(n)
+def set_num_threads(n):
+    """Threads predict may use on large batches (default 1; at most 64 are used)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 4096:
+        raise ValueError(f"set_num_threads: n must be an integer in [1, 4096], got {n!r}")
+    frnn_set_num_threads(int(n))
 
 
 def get_num_threads():
@@ -163,6 +164,8 @@ cdef class CModel:
 
     def __init__(self, layers, int input_size):
         from . import ir
+        if self.m != NULL:
+            raise FastRNNError("a CModel is built once")
         cdef frnn_status st = frnn_model_new(&self.m)
         if st:
             _raise(st, "model")
@@ -220,6 +223,8 @@ cdef class CModel:
     def state_dims(self, int i):
         """(directions, width) of state tensor i."""
         cdef int dirs = 0, width = 0
+        if self.m == NULL:
+            raise FastRNNError("CModel not built")
         frnn_model_state_dims(self.m, i, &dirs, &width)
         return dirs, width
 
@@ -227,6 +232,8 @@ cdef class CModel:
         """x: C-contiguous float32 (B, T, F) or int64 (B, T); lengths: int64 (B,) or None;
         init: None or a list of num_states float32 C-contiguous (dirs, B, width) arrays or None.
         Returns (y, final_states or None). The caller (model.py) has validated everything."""
+        if self.m == NULL:
+            raise FastRNNError("CModel not built")
         cdef int B = x.shape[0], T = x.shape[1], i
         cdef int ns = self.num_states
         if self.output_is_sequence:
@@ -307,7 +314,11 @@ cdef class Stream:
     def __dealloc__(self):
         frnn_stream_free(self.s)
 
-    def __init__(self, model, CModel cm, int batch_size):
+    def __init__(self, model, CModel cm not None, int batch_size):
+        if self.s != NULL:
+            raise FastRNNError("a Stream is initialised once")
+        if cm.m == NULL:
+            raise FastRNNError("CModel not built")
         if batch_size < 1:
             raise ShapeError(f"stream: batch_size must be >= 1, got {batch_size}")
         if not cm.can_stream:
@@ -341,7 +352,12 @@ cdef class Stream:
 
     cdef object _coerce(self, object x):
         """Slow path: anything that is not an ndarray of a dtype the C step reads directly."""
-        a = np.asarray(x)
+        try:
+            a = np.asarray(x)
+        except (ValueError, TypeError) as e:
+            raise ShapeError(f"step: x is not an array: {e}") from None
+        if not a.dtype.isnative:
+            a = a.astype(a.dtype.newbyteorder("="))   # byte-swapped input: read as numbers
         if self.ids:
             if a.dtype.kind not in "iu":
                 raise ShapeError(f"step: token ids must be integers, got dtype {a.dtype}")
@@ -355,7 +371,9 @@ cdef class Stream:
     cdef int _step(self, object x, cnp.ndarray out) except -1:
         cdef cnp.ndarray xa
         cdef int code = -1
-        if cnp.PyArray_Check(x):
+        if self.s == NULL:
+            raise FastRNNError("this Stream was not made by Model.stream()")
+        if cnp.PyArray_Check(x) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
             code = _dtype_code(cnp.PyArray_TYPE(<cnp.ndarray>x))
         if code >= 0:
             xa = <cnp.ndarray>x
@@ -418,6 +436,8 @@ cdef class Stream:
 
     def reset(self):
         """Zero every state (as a new stream)."""
+        if self.s == NULL:
+            raise FastRNNError("this Stream was not made by Model.stream()")
         if self.busy:
             raise FastRNNError("this Stream is being stepped by another thread")
         frnn_stream_reset(self.s)
@@ -426,23 +446,34 @@ cdef class Stream:
     def state(self):
         """A snapshot of the state: list of float32 arrays, per recurrent layer h (1, B, width),
         then c (1, B, hidden) for an LSTM. Copies, never views of live buffers."""
+        if self.s == NULL:
+            raise FastRNNError("this Stream was not made by Model.stream()")
         if self.busy:
             raise FastRNNError("this Stream is being stepped by another thread")
         out = []
         cdef cnp.ndarray a
-        for i in range(self.cm.num_states):
-            dirs, width = self.cm.state_dims(i)
-            a = np.empty((dirs, self.batch_size, width), np.float32)
-            frnn_stream_get_state(self.s, i, <float *>cnp.PyArray_DATA(a))
-            out.append(a)
+        self.busy = 1   # held while Python code (allocations) runs between the copies
+        try:
+            for i in range(self.cm.num_states):
+                dirs, width = self.cm.state_dims(i)
+                a = np.empty((dirs, self.batch_size, width), np.float32)
+                frnn_stream_get_state(self.s, i, <float *>cnp.PyArray_DATA(a))
+                out.append(a)
+        finally:
+            self.busy = 0
         return out
 
     @state.setter
     def state(self, value):
-        if self.busy:
-            raise FastRNNError("this Stream is being stepped by another thread")
-        arrs = self.model._check_states(value, self.batch_size, "state")
+        if self.s == NULL:
+            raise FastRNNError("this Stream was not made by Model.stream()")
+        arrs = self.model._check_states(value, self.batch_size, "state")   # Python code first,
         cdef cnp.ndarray a
+        cdef int i
+        if self.busy:                                                      # then test-and-set
+            raise FastRNNError("this Stream is being stepped by another thread")
+        self.busy = 1                                                      # with no Python between
         for i in range(self.cm.num_states):
             a = arrs[i]
             frnn_stream_set_state(self.s, i, <const float *>cnp.PyArray_DATA(a))
+        self.busy = 0

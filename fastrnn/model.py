@@ -12,6 +12,8 @@ what came (ShapeError). Conventions (DESIGN.md section 1):
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import _engine, ir
@@ -30,7 +32,9 @@ class Model:
     """
 
     def __init__(self, layers, input_size=None, *, meta=None):
-        layers = list(layers)
+        # layer specs are mutable dataclasses: validate (copies of) them now, so that a weight
+        # replaced after construction can never reach C with the wrong size
+        layers = [dataclasses.replace(l) if type(l) in ir.TYPE_NAMES else l for l in layers]
         _, in_size, _, _ = ir.check_pipeline(layers, input_size)
         self.layers = layers
         self.meta = dict(meta or {})
@@ -72,8 +76,11 @@ class Model:
 
     # ---- checks --------------------------------------------------------------------------
     def _check_x(self, x):
-        if self._cm.input_ids:
+        try:
             a = np.asarray(x)
+        except (ValueError, TypeError) as e:
+            raise ShapeError(f"predict: x is not an array: {e}") from None
+        if self._cm.input_ids:
             if a.dtype.kind not in "iu":
                 raise ShapeError(f"predict: this model starts with an Embedding and takes integer token "
                                  f"ids of shape (batch, time); got dtype {a.dtype}")
@@ -88,7 +95,6 @@ class Model:
                     pos = tuple(int(i) for i in np.argwhere(a == bad)[0])
                     raise ShapeError(f"predict: token id {int(bad)} at {pos} is outside [0, {vocab})")
             return np.ascontiguousarray(a, dtype=np.int64)
-        a = np.asarray(x)
         if a.dtype.kind != "f":
             raise ShapeError(f"predict: expected float input of shape (batch, time, {self._in_size}), "
                              f"got dtype {a.dtype}")
@@ -158,7 +164,10 @@ class Model:
 
     def stream(self, batch_size=1):
         """A Stream of `batch_size` rows over this model (its own state; one thread at a time)."""
-        return _engine.Stream(self, self._cm, batch_size)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or not 1 <= batch_size <= 2**31 - 1:
+            raise ShapeError(f"stream: batch_size must be an integer >= 1, got {batch_size!r}")
+        return _engine.Stream(self, self._cm, int(batch_size))
 
     def run(self, output_names, feeds):
         """onnxruntime's InferenceSession.run for models converted from ONNX."""

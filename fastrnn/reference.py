@@ -178,6 +178,7 @@ def run(layers, x, lengths=None, initial_state=None):
     for layer in rest:
         if isinstance(layer, Masking):
             mask = np.any(h != layer.mask_value, axis=-1)
+            h = h * mask[..., None]      # Keras: masked steps are zeroed
         elif isinstance(layer, Dense):
             w = layer.weight.astype(np.float64)
             h = h @ w.T

@@ -362,7 +362,8 @@ static __thread size_t tl_size;
 static pthread_key_t tl_key;
 static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
 static void tl_destroy(void *p) { free(p); }
-static void tl_init(void) { (void)pthread_key_create(&tl_key, tl_destroy); }
+static int tl_ok;
+static void tl_init(void) { tl_ok = pthread_key_create(&tl_key, tl_destroy) == 0; }
 
 static void *block_get(size_t n, int cached) {
     if (!cached) return amalloc(n);
@@ -377,6 +378,7 @@ static void *block_get(size_t n, int cached) {
 static void block_put(void *p, size_t n, int cached) {
     if (!cached || !p) { free(p); return; }
     pthread_once(&tl_once, tl_init);
+    if (!tl_ok) { free(p); return; }   /* no key: no cache */
     if (tl_block && tl_size >= n) { free(p); return; }
     free(tl_block);
     tl_block = p;
@@ -579,7 +581,12 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
                 }
                 has_mask = 1;
             }
-            for (int64_t i = 0; i < rows; i++) memcpy(out + i * L->out, cur + i * ld, (size_t)L->out * 4);
+            for (int64_t i = 0; i < rows; i++) {   /* Keras: output = x * mask */
+                if (seq && !c->mask[i])
+                    for (int f = 0; f < L->out; f++) out[i * L->out + f] = cur[i * ld + f] * 0.0f;
+                else
+                    memcpy(out + i * L->out, cur + i * ld, (size_t)L->out * 4);
+            }
             break;
         case L_DENSE:
             m->k->gemm((int)rows, L->out, L->in, cur, ld, L->Wp, L->bp, out, L->out);

@@ -93,7 +93,7 @@ def test_stream_bad_inputs(fm, im):
     with pytest.raises(fastrnn.ShapeError, match=r"shape \(2,\)"):
         si.step(np.array([[1], [2]]))
     si.step(np.array([1, 2], np.uint8))      # still usable after errors
-    with pytest.raises(fastrnn.ShapeError, match="batch_size must be >= 1"):
+    with pytest.raises(fastrnn.ShapeError, match="batch_size must be an integer >= 1"):
         im.stream(0)
 
 
@@ -154,3 +154,61 @@ def test_exception_hierarchy():
 def test_run_needs_onnx_model(fm):
     with pytest.raises(fastrnn.UnsupportedError, match="converted from ONNX"):
         fm.run(None, {"X": np.zeros((1, 1, 3), np.float32)})
+
+
+def test_byte_swapped_inputs_are_read_as_numbers(rng, fm, im):
+    x = rng.normal(size=(2, 3)).astype(np.float32)
+    s1, s2 = fm.stream(2), fm.stream(2)
+    np.testing.assert_array_equal(s1.step(x.astype(">f4")), s2.step(x))
+    np.testing.assert_array_equal(s1.step(x.astype(">f8")), s2.step(x))
+    ids = np.array([1, 9])
+    np.testing.assert_array_equal(im.stream(2).step(ids.astype(">i2")), im.stream(2).step(ids))
+    np.testing.assert_array_equal(fm.predict(x[:, None].astype(">f4")), fm.predict(x[:, None]))
+
+
+def test_layers_mutated_after_construction_are_revalidated(rng):
+    layer = rec(rng, "rnn", 3, 600)
+    layer.weights[0]["W_hh"] = np.zeros((1, 1), np.float32)     # would read 600*600 floats
+    with pytest.raises(fastrnn.ModelFormatError, match="W_hh"):
+        fastrnn.Model([layer])
+    d = dense(rng, 4, 3)
+    d.bias = np.zeros(1, np.float32)
+    with pytest.raises(fastrnn.ModelFormatError, match="bias"):
+        fastrnn.Model([d])
+
+
+def test_unbuilt_objects_raise_instead_of_crashing(fm):
+    from fastrnn import _engine
+    s = _engine.Stream.__new__(_engine.Stream)
+    for call in (s.reset, lambda: s.step(np.zeros((1, 3), np.float32)), lambda: s.state):
+        with pytest.raises(fastrnn.FastRNNError):
+            call()
+    with pytest.raises(fastrnn.FastRNNError):
+        _engine.CModel.__new__(_engine.CModel).state_dims(0)
+    with pytest.raises(fastrnn.FastRNNError, match="built once"):
+        fm._cm.__init__(fm.layers, 3)
+    st = fm.stream(1)
+    with pytest.raises(fastrnn.FastRNNError, match="initialised once"):
+        st.__init__(fm, fm._cm, 1)
+
+
+def test_odd_arguments_raise_documented_errors(fm):
+    with pytest.raises(fastrnn.ShapeError, match="not an array"):
+        fm.predict([[[1, 2, 3]], [[1, 2]]])
+    with pytest.raises(fastrnn.ShapeError, match="batch_size"):
+        fm.stream(2**31)
+    with pytest.raises(ValueError, match=r"\[1, 4096\]"):
+        fastrnn.set_num_threads(2**40)
+    with pytest.raises(ValueError):
+        fastrnn.set_num_threads(0)
+
+
+def test_masking_zeroes_masked_steps_like_keras(rng):
+    """Keras Masking outputs x * mask: a Dense right after it sees zeros at masked steps."""
+    d = dense(rng, 3, 2)
+    m = fastrnn.Model([ir.Masking(3, mask_value=0.5), d])
+    x = rng.normal(size=(1, 4, 3)).astype(np.float32)
+    x[0, 1] = 0.5
+    y = m.predict(x)
+    np.testing.assert_allclose(y[0, 1], d.bias, rtol=0, atol=0)
+    np.testing.assert_allclose(y[0, 0], x[0, 0] @ d.weight.T + d.bias, rtol=1e-6, atol=1e-6)
