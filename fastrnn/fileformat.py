@@ -142,7 +142,7 @@ def load(path):
         _fail(path, f"format is {meta.get('format')!r}, expected {FORMAT!r} "
                     f"(to convert a model from another framework use fastrnn.convert)")
     ver = meta.get("format_version", "")
-    if not (ver.isascii() and ver.isdigit()):
+    if not (ver.isascii() and ver.isdigit() and len(ver) <= 9):
         _fail(path, f"bad format_version {ver!r}")
     if int(ver) > VERSION:
         raise ModelFormatError(f"{os.fspath(path)}: format version {ver} was written by a newer "

@@ -108,3 +108,11 @@ def test_truncated_files(rng, tmp_path):
             fastrnn.load(tmp_path / "t.frnn")
     with pytest.raises(fastrnn.ModelFormatError, match="cannot read"):
         fastrnn.load(tmp_path / "missing.frnn")
+
+
+def test_absurd_version_strings(rng, tmp_path):
+    fastrnn.Model([rec(rng, "rnn", 2, 3)]).save(tmp_path / "m.frnn")
+    for v in ("9" * 5000, "²", "-1", "1.0", ""):
+        _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v.frnn", format_version=v)
+        with pytest.raises(fastrnn.ModelFormatError, match="format_version"):
+            fastrnn.load(tmp_path / "v.frnn")
