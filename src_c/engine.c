@@ -757,28 +757,24 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
     return run(m, &s->c, xin, NULL, NULL, y);
 }
 
-void frnn_stream_get_state(const frnn_stream *s, int i, float *dst) {
+/* state tensor i of a stream <-> api (dirs, B, width), contiguous */
+static void stream_state_copy(const frnn_stream *s, int i, float *api, int to_api) {
     int is_c = 0;
     const layer *L = state_layer(s->m, i, &is_c);
     if (!L) return;
-    int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
+    const int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
     for (int d = 0; d < L->ndir; d++) {
-        const float *buf = is_c ? s->c.c[s->c.cur[L->slot0 + d]][L->slot0 + d]
-                                : s->c.h[s->c.cur[L->slot0 + d]][L->slot0 + d];
-        for (int b = 0; b < s->c.B; b++)
-            memcpy(dst + ((size_t)d * s->c.B + b) * width, buf + (size_t)b * stride, (size_t)width * 4);
+        const int slot = L->slot0 + d, cur = s->c.cur[slot];
+        float *buf = is_c ? s->c.c[cur][slot] : s->c.h[cur][slot];
+        for (int b = 0; b < s->c.B; b++) {
+            float *x = api + ((size_t)d * s->c.B + b) * width, *y = buf + (size_t)b * stride;
+            memcpy(to_api ? x : y, to_api ? y : x, (size_t)width * 4);
+        }
     }
 }
 
+void frnn_stream_get_state(const frnn_stream *s, int i, float *dst) { stream_state_copy(s, i, dst, 1); }
+
 void frnn_stream_set_state(frnn_stream *s, int i, const float *src) {
-    int is_c = 0;
-    const layer *L = state_layer(s->m, i, &is_c);
-    if (!L) return;
-    int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
-    for (int d = 0; d < L->ndir; d++) {
-        float *buf = is_c ? s->c.c[s->c.cur[L->slot0 + d]][L->slot0 + d]
-                          : s->c.h[s->c.cur[L->slot0 + d]][L->slot0 + d];
-        for (int b = 0; b < s->c.B; b++)
-            memcpy(buf + (size_t)b * stride, src + ((size_t)d * s->c.B + b) * width, (size_t)width * 4);
-    }
+    stream_state_copy(s, i, (float *)src, 0);   /* only read when to_api == 0 */
 }
