@@ -368,27 +368,41 @@ cdef class Stream:
             a = a.astype(np.float32)   # float16, longdouble: converted (documented)
         return a
 
-    cdef int _step(self, object x, cnp.ndarray out) except -1:
+    cdef cnp.ndarray _input(self, object x, int *code):
+        """x as an array the C step reads directly (native byte order, a dtype it knows), checked;
+        ndarrays that already qualify pass through uncopied (the hot path)."""
         cdef cnp.ndarray xa
-        cdef int code = -1
-        if self.s == NULL:
-            raise FastRNNError("this Stream was not made by Model.stream()")
+        code[0] = -1
         if cnp.PyArray_Check(x) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
-            code = _dtype_code(cnp.PyArray_TYPE(<cnp.ndarray>x))
-        if code >= 0:
+            code[0] = _dtype_code(cnp.PyArray_TYPE(<cnp.ndarray>x))
+        if code[0] >= 0:
             xa = <cnp.ndarray>x
         else:
             xa = self._coerce(x)
-            code = _dtype_code(cnp.PyArray_TYPE(xa))
-        self._check_in(xa, code)
+            code[0] = _dtype_code(cnp.PyArray_TYPE(xa))
+        self._check_in(xa, code[0])
+        return xa
+
+    cdef inline int _acquire(self) except -1:
+        """Test-and-set the busy flag (under the GIL, with no Python code in between)."""
+        if self.s == NULL:
+            raise FastRNNError("this Stream was not made by Model.stream()")
+        if self.busy:
+            raise FastRNNError("this Stream is being stepped by another thread; use one Stream per thread")
+        self.busy = 1
+        return 0
+
+    cdef int _step(self, object x, cnp.ndarray out) except -1:
+        cdef int code
+        if self.s == NULL:
+            raise FastRNNError("this Stream was not made by Model.stream()")
+        cdef cnp.ndarray xa = self._input(x, &code)
         cdef const void *xp = cnp.PyArray_DATA(xa)
         cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
         cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
         cdef float *yp = <float *>cnp.PyArray_DATA(out)
         cdef frnn_status st
-        if self.busy:
-            raise FastRNNError("this Stream is being stepped by another thread; use one Stream per thread")
-        self.busy = 1
+        self._acquire()
         with nogil:
             st = frnn_stream_step(self.s, xp, code, sb, sf, yp)
         self.busy = 0
@@ -409,18 +423,15 @@ cdef class Stream:
         """Bench hook: n steps in one C loop (no Python per step), to measure the C floor that
         step_into adds its overhead to. Same checks as step_into; returns seconds."""
         import time
-        self.step_into(x, out)
-        cdef cnp.ndarray xa = np.ascontiguousarray(x)
-        cdef int code = _dtype_code(cnp.PyArray_TYPE(xa))
-        self._check_in(xa, code)
+        self.step_into(x, out)             # checks out, and x, as step_into does
+        cdef int code
+        cdef cnp.ndarray xa = self._input(x, &code)
         cdef const void *xp = cnp.PyArray_DATA(xa)
         cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
         cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
         cdef float *yp = <float *>cnp.PyArray_DATA(out)
         cdef long i
-        if self.busy:
-            raise FastRNNError("this Stream is being stepped by another thread")
-        self.busy = 1
+        self._acquire()
         t0 = time.perf_counter()
         with nogil:
             for i in range(n):
@@ -436,23 +447,17 @@ cdef class Stream:
 
     def reset(self):
         """Zero every state (as a new stream)."""
-        if self.s == NULL:
-            raise FastRNNError("this Stream was not made by Model.stream()")
-        if self.busy:
-            raise FastRNNError("this Stream is being stepped by another thread")
+        self._acquire()
         frnn_stream_reset(self.s)
+        self.busy = 0
 
     @property
     def state(self):
         """A snapshot of the state: list of float32 arrays, per recurrent layer h (1, B, width),
         then c (1, B, hidden) for an LSTM. Copies, never views of live buffers."""
-        if self.s == NULL:
-            raise FastRNNError("this Stream was not made by Model.stream()")
-        if self.busy:
-            raise FastRNNError("this Stream is being stepped by another thread")
         out = []
         cdef cnp.ndarray a
-        self.busy = 1   # held while Python code (allocations) runs between the copies
+        self._acquire()   # held while Python code (allocations) runs between the copies
         try:
             for i in range(self.cm.num_states):
                 dirs, width = self.cm.state_dims(i)
@@ -470,9 +475,7 @@ cdef class Stream:
         arrs = self.model._check_states(value, self.batch_size, "state")   # Python code first,
         cdef cnp.ndarray a
         cdef int i
-        if self.busy:                                                      # then test-and-set
-            raise FastRNNError("this Stream is being stepped by another thread")
-        self.busy = 1                                                      # with no Python between
+        self._acquire()                                                    # then test-and-set
         for i in range(self.cm.num_states):
             a = arrs[i]
             frnn_stream_set_state(self.s, i, <const float *>cnp.PyArray_DATA(a))

@@ -448,29 +448,33 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     return FRNN_OK;
 }
 
-/* states <-> the (dirs, Btot, width) arrays of the API, rows b0.. of this context */
+/* State tensor i (h, or c when is_c) of layer L in context c <-> the API's (dirs, Btot, width)
+ * array, for the context's rows, which are rows b0.. of the API's batch. api NULL when reading
+ * into the context means zeros. */
+static void state_copy(const layer *L, int is_c, ctx *c, int Btot, int b0, float *api, int to_api) {
+    const int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
+    for (int d = 0; d < L->ndir; d++) {
+        const int slot = L->slot0 + d, cur = c->cur[slot];
+        float *buf = is_c ? c->c[cur][slot] : c->h[cur][slot];
+        for (int b = 0; b < c->B; b++) {
+            float *x = api ? api + ((size_t)d * Btot + b0 + b) * width : NULL, *y = buf + (size_t)b * stride;
+            if (to_api) memcpy(x, y, (size_t)width * 4);
+            else if (x) memcpy(y, x, (size_t)width * 4);
+            else memset(y, 0, (size_t)width * 4);
+        }
+    }
+}
+
+/* every state: in (NULL entries = zeros) into the context, or the context out (NULL entries
+ * skipped) */
 static void states_io(const frnn_model *m, ctx *c, int Btot, int b0, const float *const *in,
                       float *const *out) {
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
         if (L->type != L_REC) continue;
-        int lstm = L->d.cell == FRNN_CELL_LSTM;
-        for (int d = 0; d < L->ndir; d++) {
-            int s = L->slot0 + d, cur = c->cur[s];
-            for (int which = 0; which <= lstm; which++) {
-                int width = which ? L->H : L->R, stride = which ? L->Hp : L->Rp;
-                float *buf = which ? c->c[cur][s] : c->h[cur][s];
-                const float *src = in ? in[L->state0 + which] : NULL;
-                float *dst = out ? out[L->state0 + which] : NULL;
-                for (int b = 0; b < c->B; b++) {
-                    size_t api = ((size_t)d * Btot + b0 + b) * width;
-                    if (in) {
-                        if (src) memcpy(buf + (size_t)b * stride, src + api, (size_t)width * 4);
-                        else memset(buf + (size_t)b * stride, 0, (size_t)width * 4);
-                    }
-                    if (dst) memcpy(dst + api, buf + (size_t)b * stride, (size_t)width * 4);
-                }
-            }
+        for (int is_c = 0; is_c <= (L->d.cell == FRNN_CELL_LSTM); is_c++) {
+            if (in) state_copy(L, is_c, c, Btot, b0, (float *)in[L->state0 + is_c], 0);   /* read only */
+            if (out && out[L->state0 + is_c]) state_copy(L, is_c, c, Btot, b0, out[L->state0 + is_c], 1);
         }
     }
 }
@@ -757,24 +761,14 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
     return run(m, &s->c, xin, NULL, NULL, y);
 }
 
-/* state tensor i of a stream <-> api (dirs, B, width), contiguous */
-static void stream_state_copy(const frnn_stream *s, int i, float *api, int to_api) {
+void frnn_stream_get_state(const frnn_stream *s, int i, float *dst) {
     int is_c = 0;
     const layer *L = state_layer(s->m, i, &is_c);
-    if (!L) return;
-    const int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
-    for (int d = 0; d < L->ndir; d++) {
-        const int slot = L->slot0 + d, cur = s->c.cur[slot];
-        float *buf = is_c ? s->c.c[cur][slot] : s->c.h[cur][slot];
-        for (int b = 0; b < s->c.B; b++) {
-            float *x = api + ((size_t)d * s->c.B + b) * width, *y = buf + (size_t)b * stride;
-            memcpy(to_api ? x : y, to_api ? y : x, (size_t)width * 4);
-        }
-    }
+    if (L) state_copy(L, is_c, (ctx *)&s->c, s->c.B, 0, dst, 1);   /* to_api: ctx only read */
 }
 
-void frnn_stream_get_state(const frnn_stream *s, int i, float *dst) { stream_state_copy(s, i, dst, 1); }
-
 void frnn_stream_set_state(frnn_stream *s, int i, const float *src) {
-    stream_state_copy(s, i, (float *)src, 0);   /* only read when to_api == 0 */
+    int is_c = 0;
+    const layer *L = state_layer(s->m, i, &is_c);
+    if (L && src) state_copy(L, is_c, &s->c, s->c.B, 0, (float *)src, 0);   /* api only read */
 }
