@@ -4,8 +4,8 @@ convert(src, **opts) recognises the source by content (files) or type (in-memory
 hands it to the Keras, PyTorch or ONNX importer. Converters only ever produce ir layers + a
 Model; they never touch kernels.
 
-Status: the importers themselves land with their own work items (Keras, PyTorch, ONNX); until
-then convert() recognises the source and says plainly that its importer is not available yet.
+Importers: converters/keras.py (.keras, .h5, keras.Model). PyTorch and ONNX: not available yet
+(convert() recognises them and says so).
 """
 import os
 
@@ -53,4 +53,7 @@ def convert(src, **opts):
         kind = {"keras": "keras", "tf_keras": "keras", "torch": "torch", "onnx": "onnx"}.get(mod)
         if kind is None:
             raise UnsupportedError(f"convert: cannot convert a {type(src).__module__}.{type(src).__name__}")
+    if kind in ("keras", "h5"):
+        from . import keras
+        return keras.convert(src, **opts)
     raise UnsupportedError(f"convert: the {kind} importer is not available in this version of fastrnn")

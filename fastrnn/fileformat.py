@@ -6,7 +6,9 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
   format          "fastrnn"
   format_version  "1"   (a file with a higher major version is refused, not misread)
   spec            JSON: {"input_size": int|null, "meta": {...},
-                         "layers": [{"type": ..., "options": {...}, "tensors": [names]}]}
+                         "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
+                         "signature": {...}}   (fastrnn/signature.py; optional, added in
+                                                version 1 before any release)
 
 Both directions are implemented here (the container is simple): writing so that the bytes are
 deterministic, reading so that every field and offset is validated before use (as safetensors'
@@ -24,6 +26,7 @@ import struct
 import numpy as np
 
 from . import ir
+from . import signature as sig_
 from .errors import ModelFormatError, ShapeError
 
 FORMAT = "fastrnn"
@@ -43,7 +46,8 @@ def save(model, path):
             tensors[f"layers.{i}.{name}"] = np.ascontiguousarray(arr, dtype="<f4")
             names.append(name)
         layers.append({"type": ir.TYPE_NAMES[type(layer)], "options": layer.options(), "tensors": names})
-    spec = {"input_size": model.input_size, "meta": model.meta, "layers": layers}
+    spec = {"input_size": model.input_size, "meta": model.meta, "layers": layers,
+            "signature": sig_.to_json(model.signature)}
     try:
         spec_json = json.dumps(spec, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -151,8 +155,9 @@ def load(path):
         spec = json.loads(meta.get("spec", ""), parse_constant=_no_constant)
     except (ValueError, RecursionError):
         _fail(path, "spec is not JSON (NaN and Infinity are not allowed)")
-    if not isinstance(spec, dict) or set(spec) != {"input_size", "meta", "layers"}:
-        _fail(path, "spec must have exactly input_size, meta, layers")
+    if not isinstance(spec, dict) or not {"input_size", "meta", "layers"} <= set(spec) \
+            <= {"input_size", "meta", "layers", "signature"}:
+        _fail(path, "spec must have exactly input_size, meta, layers (and optionally signature)")
     if not isinstance(spec["layers"], list) or not spec["layers"]:
         _fail(path, "spec.layers must be a non-empty list")
     if not isinstance(spec["meta"], dict):
@@ -181,6 +186,6 @@ def load(path):
     if used != set(tensors):
         _fail(path, f"tensors not used by any layer: {sorted(set(tensors) - used)[:5]}")
     try:
-        return Model(layers, input_size=in_size, meta=spec["meta"])
+        return Model(layers, input_size=in_size, meta=spec["meta"], signature=spec.get("signature"))
     except (ModelFormatError, ShapeError) as e:
         _fail(path, str(e))

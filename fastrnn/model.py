@@ -7,8 +7,10 @@ what came (ShapeError). Conventions (DESIGN.md section 1):
   integer dtype.
 - lengths: packed-sequence semantics (outputs past a row's length are 0; final states are those at
   its last valid step; a reverse direction starts at its last valid step).
-- States use the native layout unless a converter recorded the source's layout: per recurrent
-  layer h (directions, batch, width), then c (directions, batch, hidden) for an LSTM.
+- Outputs and states: what the source model returns (fastrnn/signature.py, recorded by the
+  converter). Without a signature, predict returns the pipeline's output and states use the
+  native layout: per recurrent layer h (directions, batch, width), then c (directions, batch,
+  hidden) for an LSTM. Stream.state always uses the native layout.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from . import _engine, ir
+from . import _engine, ir, signature as sig_
 from .errors import ShapeError, UnsupportedError
 
 _MAX_ROWS = 2**31 - 1
@@ -29,9 +31,10 @@ class Model:
     layers: list of fastrnn.Embedding / Masking / Dense / Activation / Recurrent.
     input_size: optional check: features of a float input (every layer knows its own).
     meta: free-form JSON-able dict saved with the model (converters record the source here).
+    signature: how the source presents outputs and states (fastrnn/signature.py); None = native.
     """
 
-    def __init__(self, layers, input_size=None, *, meta=None):
+    def __init__(self, layers, input_size=None, *, meta=None, signature=None):
         # layer specs are mutable dataclasses: validate (copies of) them now, so that a weight
         # replaced after construction can never reach C with the wrong size
         layers = [dataclasses.replace(l) if type(l) in ir.TYPE_NAMES else l for l in layers]
@@ -40,6 +43,8 @@ class Model:
         self.meta = dict(meta or {})
         self._cm = _engine.CModel(layers, in_size or 0)
         self._in_size = in_size
+        self._dims = [self._cm.state_dims(i) for i in range(self._cm.num_states)]
+        self.signature = sig_.check(signature, self._dims, self.output_size, self.output_is_sequence)
 
     # ---- description ---------------------------------------------------------------------
     @property
@@ -67,8 +72,19 @@ class Model:
         return self._cm.isa
 
     def state_shapes(self, batch_size):
-        """Shapes of the states predict/stream take and return, in order."""
-        return [(d, batch_size, w) for d, w in (self._cm.state_dims(i) for i in range(self._cm.num_states))]
+        """Shapes of the states predict takes (initial_state) and returns (return_state=True),
+        in the source's layout (the native one for models built from ir layers)."""
+        return sig_.shapes(self.signature, self._dims, batch_size)
+
+    def native_state_shapes(self, batch_size):
+        """Shapes of the native states (Stream.state): per recurrent layer h, then c."""
+        return [(d, batch_size, w) for d, w in self._dims]
+
+    @property
+    def num_outputs(self):
+        """1, or the length of the list predict returns for a multi-output source model."""
+        outs = self.signature["outputs"]
+        return 1 if outs is None else len(outs)
 
     def __repr__(self):
         names = ", ".join(_describe(l) for l in self.layers)
@@ -104,23 +120,11 @@ class Model:
         return np.ascontiguousarray(a, dtype=np.float32)
 
     def _check_states(self, states, batch, what):
+        """Native states (Stream.state setter)."""
         n = self._cm.num_states
-        if not isinstance(states, (list, tuple)):
-            raise ShapeError(f"{what}: expected a list of {n} arrays, got {type(states).__name__}")
-        if len(states) != n:
+        if isinstance(states, (list, tuple)) and len(states) != n:
             raise ShapeError(f"{what}: expected {n} arrays ({self._state_names()}), got {len(states)}")
-        out = []
-        for i, (s, shp) in enumerate(zip(states, self.state_shapes(batch))):
-            if s is None:
-                out.append(np.zeros(shp, np.float32))
-                continue
-            a = np.asarray(s)
-            if a.dtype.kind not in "fiu":
-                raise ShapeError(f"{what}[{i}]: expected a float array, got dtype {a.dtype}")
-            if a.shape != shp:
-                raise ShapeError(f"{what}[{i}]: expected shape {shp}, got {a.shape}")
-            out.append(np.ascontiguousarray(a, dtype=np.float32))
-        return out
+        return sig_.check_states_shape(states, self.native_state_shapes(batch), what)
 
     def _state_names(self):
         names = []
@@ -132,8 +136,9 @@ class Model:
     def predict(self, x, lengths=None, initial_state=None, return_state=False):
         """Run whole sequences. x: (batch, time, features) floats or (batch, time) ids.
 
-        Returns y ((batch, time, out), or (batch, out) when the model ends on its last step),
-        or (y, states) with return_state=True. lengths: (batch,) valid steps per row.
+        Returns y ((batch, time, out), or (batch, out) when the model ends on its last step) -- a
+        list of arrays for a multi-output source model (Keras return_state=True, merge_mode=None)
+        -- or (y, states) with return_state=True. lengths: (batch,) valid steps per row.
         initial_state: list of arrays shaped as state_shapes(batch) (None entries = zeros).
         """
         a = self._check_x(x)
@@ -153,20 +158,30 @@ class Model:
                 bad = lens.min() if lens.min() < 0 else lens.max()
                 raise ShapeError(f"predict: length {int(bad)} is outside [0, {T}] (time steps of x)")
             lens = np.ascontiguousarray(lens, dtype=np.int64)
-        init = None if initial_state is None else self._check_states(initial_state, B, "initial_state")
+        init = None
+        if initial_state is not None:
+            if self.signature["states"] is None:
+                init = self._check_states(initial_state, B, "initial_state")
+            else:
+                init = sig_.from_source(self.signature, sig_.check_states_shape(
+                    initial_state, self.state_shapes(B), "initial_state"), self._dims, B)
+        want = bool(return_state) or sig_.uses_states(self.signature)
         if B == 0:
             shape = (0, T, self.output_size) if self.output_is_sequence else (0, self.output_size)
             y = np.zeros(shape, np.float32)
-            states = [np.zeros(s, np.float32) for s in self.state_shapes(0)]
+            states = [np.zeros(s, np.float32) for s in self.native_state_shapes(0)]
         else:
-            y, states = self._cm.forward(a, lens, init, bool(return_state))
-        return (y, states) if return_state else y
+            y, states = self._cm.forward(a, lens, init, want)
+        y = sig_.outputs(self.signature, y, states)
+        return (y, sig_.to_source(self.signature, states)) if return_state else y
 
     def stream(self, batch_size=1):
         """A Stream of `batch_size` rows over this model (its own state; one thread at a time)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or not 1 <= batch_size <= 2**31 - 1:
             raise ShapeError(f"stream: batch_size must be an integer >= 1, got {batch_size!r}")
+        if self.num_outputs > 1:
+            return _MultiOutputStream(self, self._cm, int(batch_size))
         return _engine.Stream(self, self._cm, int(batch_size))
 
     def run(self, output_names, feeds):
@@ -178,6 +193,21 @@ class Model:
         """Write a .frnn file (safetensors; the spec as versioned JSON metadata)."""
         from .fileformat import save
         save(self, path)
+
+
+class _MultiOutputStream(_engine.Stream):
+    """A Stream over a multi-output source model (e.g. Keras return_state=True): step() returns
+    the list the source model returns for this step; step_into() writes the main output only."""
+
+    def step(self, x):
+        y = _engine.Stream.step(self, x)
+        sig = self.model.signature
+        native = self.state if sig_.uses_states(sig) else None
+        if not self.model.output_is_sequence:
+            return sig_.outputs(sig, y, native)
+        # a one-step sequence: the time axis added for the signature is dropped again
+        return [a[:, 0] if o["kind"] == "y" else a
+                for o, a in zip(sig["outputs"], sig_.outputs(sig, y[:, None], native))]
 
 
 def _describe(l):

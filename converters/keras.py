@@ -1,0 +1,853 @@
+"""Keras importer: .keras archives, legacy HDF5 .h5 full models (Keras 3 and Keras 2 / tf.keras)
+and in-memory keras.Model objects -> fastrnn ir layers + a signature.
+
+Reads files with json + zipfile + h5py only: converting never imports TensorFlow or Keras.
+
+Sources and where their weights live:
+  .keras (Keras 3)      zip: config.json (the model config), model.weights.h5; a layer's variables
+                        are under layers/<snake_case(class)>[_<n>]/[cell|layer|forward_layer|
+                        backward_layer/...]vars/<i>, named by class in model order (Keras's
+                        saving_lib names by class, never by layer.name).
+  .keras (Keras 2.13+)  the same zip and the same naming (Bidirectional also holds an empty
+                        "layer" template group).
+  .h5 (Keras 2 and 3)   root attrs model_config (JSON), keras_version; group model_weights/<name>
+                        with attr weight_names listing the layer's weights in layer.weights order.
+  keras.Model           model.get_config(); layer.get_weights().
+
+Config differences handled (Keras 2 -> 3): Sequential config a list (Keras <= 2.2) or
+{"layers": [...]}; InputLayer batch_input_shape -> batch_shape; input_shape/batch_input_shape on
+the first layer; functional inbound_nodes as nested lists [[name, node, tensor, kwargs]] (2) or
+{"args": [keras tensors with keras_history]} (3); class names CuDNNLSTM/CuDNNGRU are refused.
+
+Framework quirks, each handled where noted below:
+- Kernels are stored (in, units*G) and are transposed to torch's (G*H, in).
+- LSTM gate order i,f,c,o = torch's i,f,g,o; one bias (b_ih), b_hh = 0.
+- GRU gate order z,r,h -> torch r,z,n. reset_after=True keeps an input and a recurrent bias
+  (bias shape (2, 3H)) = torch / linear_before_reset; reset_after=False (Keras 1 default) has one
+  bias and applies r before the recurrent matmul = linear_before_reset=False.
+- hard_sigmoid is clip(0.2x + 0.5) in Keras 2 and clip(x/6 + 0.5) in Keras 3 (relu6(x+3)/6); the
+  file's keras_version decides. leaky_relu as an activation name: slope 0.2 (Keras 3) / 0.3 (2).
+- go_backwards: the layer reads the sequence from the end and returns its outputs in that
+  (reversed) order; the next layer reads them in that order. fastrnn keeps a "parity": the
+  tensor flowing in Keras is the time-flip of the IR's. A recurrent layer runs in IR direction
+  reverse iff go_backwards xor parity, and its output's parity is the same bit. Layers that act
+  per step ignore parity; a model output with parity 1 is flipped back (signature flip).
+- Bidirectional: the backward layer's output is flipped back into time order by Keras; under
+  parity 1 Keras's forward layer becomes the IR's reverse direction, so the concat halves are
+  swapped -- carried as a pending column permutation folded into the next Dense/recurrent input
+  weights, or into the output signature.
+- Masks (Embedding mask_zero, Masking): a masked step carries state and the previous output;
+  Bidirectional forces zero_output_for_mask=return_sequences on its layers (Keras 2 and 3), and
+  Keras 3 stores zero_output_for_mask in the config. A go_backwards layer returns its sequence
+  reversed but passes the mask on unreversed; a later masked recurrent layer would read the
+  misaligned mask, which fastrnn cannot express: refused.
+- return_state=True: outputs [y, h(, c)] per direction (Bidirectional: forward states, then
+  backward). For return_sequences=False, state h *is* y: a layer may consume either.
+- stateful=True: the model carries state from one predict call to the next; in fastrnn that is a
+  Stream (one step at a time), or predict(x, initial_state=s, return_state=True). Recorded in meta.
+- time_major=True (Keras 2): input is (time, batch, features); fastrnn's predict stays batch-major
+  (DESIGN section 1); recorded in meta so --check feeds Keras the transposed input.
+- Identity at inference: Dropout, SpatialDropout1D, GaussianNoise, GaussianDropout, AlphaDropout,
+  ActivityRegularization; dropout/recurrent_dropout, unroll, implementation, use_cudnn.
+Anything else is refused with UnsupportedError naming the layer, its class and the option.
+"""
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+
+import numpy as np
+
+from fastrnn import ir
+from fastrnn.errors import ModelFormatError, UnsupportedError
+
+IDENTITY = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+            "ActivityRegularization"}
+RECURRENT = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+CELL_CLASSES = {"SimpleRNNCell": "rnn", "LSTMCell": "lstm", "GRUCell": "gru"}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+# config keys that do not change inference (initialisers, regularisers, training-only)
+_IGNORED = {"name", "trainable", "dtype", "kernel_initializer", "recurrent_initializer",
+            "bias_initializer", "embeddings_initializer", "unit_forget_bias", "kernel_regularizer",
+            "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
+            "embeddings_regularizer", "kernel_constraint", "recurrent_constraint",
+            "bias_constraint", "embeddings_constraint", "dropout", "recurrent_dropout", "seed",
+            "unroll", "implementation", "use_cudnn", "batch_input_shape", "input_shape",
+            "batch_size", "input_dtype", "input_length", "sparse", "ragged", "build_config",
+            "zero_output_for_mask", "return_sequences", "return_state", "go_backwards", "stateful",
+            "time_major", "units", "activation", "recurrent_activation", "use_bias", "reset_after",
+            "noise_shape", "rate", "stddev", "l1", "l2", "synchronized", "registered_name"}
+
+
+def _snake(name):
+    # keras.src.utils.naming.to_snake_case
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the source: (config, keras_version, weight reader)
+
+class _H5Weights:
+    """Legacy .h5: model_weights/<layer name> with attr weight_names."""
+
+    def __init__(self, f, path):
+        self.f, self.path = f, path
+        if "model_weights" not in f:
+            raise ModelFormatError(f"{path}: an HDF5 file without model_weights: a weights-only file "
+                                   f"(save_weights) has no architecture; save the whole model")
+        self.g = f["model_weights"]
+
+    def get(self, layer):
+        name = layer["name"]
+        if name not in self.g:
+            return []
+        g = self.g[name]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in g.attrs.get("weight_names", [])]
+        out = []
+        for n in names:
+            if n not in g:
+                raise ModelFormatError(f"{self.path}: weight {n!r} of layer {name!r} is missing")
+            out.append(np.asarray(g[n][()]))
+        return out
+
+
+class _ZipWeights:
+    """.keras archive: model.weights.h5, variables under layers/<snake_case class>[_n]."""
+
+    _ORDER = ("cell", "layer", "forward_layer", "backward_layer")
+
+    def __init__(self, h5, path):
+        self.h5, self.path = h5, path
+        self.used = {}
+
+    def _collect(self, g, out):
+        if "vars" in g:
+            v = g["vars"]
+            for i in range(len(v)):
+                if str(i) not in v:
+                    raise ModelFormatError(f"{self.path}: {v.name} lacks variable {i}")
+                out.append(np.asarray(v[str(i)][()]))
+        kids = [k for k in g if k != "vars" and hasattr(g[k], "keys")]
+        kids.sort(key=lambda k: (self._ORDER.index(k) if k in self._ORDER else len(self._ORDER), k))
+        for k in kids:
+            self._collect(g[k], out)
+
+    def key(self, layer):
+        base = _snake(layer["class_name"])
+        n = self.used.get(base)
+        self.used[base] = 0 if n is None else n + 1
+        return base if n is None else f"{base}_{n + 1}"
+
+    def get(self, layer):
+        k = layer["_wkey"]
+        root = self.h5["layers"] if "layers" in self.h5 else self.h5
+        if k not in root:
+            return []
+        out = []
+        self._collect(root[k], out)
+        return out
+
+
+class _LiveWeights:
+    def __init__(self, model):
+        self.model = model
+
+    def get(self, layer):
+        return [np.asarray(w) for w in self.model.get_layer(layer["name"]).get_weights()]
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise UnsupportedError("reading Keras files needs h5py: pip install h5py") from None
+    return h5py
+
+
+def load_source(src):
+    """-> (model config dict {class_name, config}, keras major version, weight reader, closer)."""
+    if not isinstance(src, (str, bytes)) and not hasattr(src, "__fspath__"):
+        return _live(src)
+    import os
+    path = os.fspath(src)
+    h5py = _h5py()
+    if zipfile.is_zipfile(path):
+        try:
+            z = zipfile.ZipFile(path)
+            names = set(z.namelist())
+            cfg = json.loads(z.read("config.json"))
+            meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+        except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError, OSError) as e:
+            raise ModelFormatError(f"{path}: not a readable .keras archive ({e})") from None
+        version = str(meta.get("keras_version", "3"))
+        if "model.weights.h5" not in names:
+            raise UnsupportedError(f"{path}: weights stored as {sorted(n for n in names if 'weights' in n)}; "
+                                   f"only model.weights.h5 archives are read")
+        import io
+        try:
+            h5 = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
+        except (OSError, zipfile.BadZipFile) as e:
+            raise ModelFormatError(f"{path}: model.weights.h5 is not HDF5 ({e})") from None
+        return cfg, _major(version), _ZipWeights(h5, path), h5.close
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ModelFormatError(f"{path}: not a readable HDF5 file ({e})") from None
+    try:
+        raw = f.attrs.get("model_config")
+        if raw is None:
+            raise ModelFormatError(f"{path}: an HDF5 file without model_config: not a Keras full-model "
+                                   f"file (a weights-only file has no architecture; save the whole model)")
+        cfg = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+        v = f.attrs.get("keras_version", b"2")
+        version = v.decode() if isinstance(v, bytes) else str(v)
+        return cfg, _major(version), _H5Weights(f, path), f.close
+    except (ValueError, UnicodeDecodeError) as e:
+        f.close()
+        raise ModelFormatError(f"{path}: model_config is not JSON ({e})") from None
+    except Exception:
+        f.close()
+        raise
+
+
+def _major(version):
+    m = re.match(r"\s*(\d+)", version)
+    return int(m.group(1)) if m else 3
+
+
+def _live(model):
+    mod = type(model).__module__.split(".")[0]
+    if mod == "tf_keras" or mod == "tensorflow":
+        import tf_keras as k  # noqa: F401 - Keras 2 object
+        version = 2
+    else:
+        import keras
+        version = _major(keras.__version__)
+    if not hasattr(model, "get_config") or not hasattr(model, "get_layer"):
+        raise UnsupportedError(f"convert: a {type(model).__name__} is not a keras.Model")
+    cfg = {"class_name": type(model).__name__, "config": model.get_config()}
+    if cfg["class_name"] not in ("Sequential", "Functional", "Model"):
+        cfg["class_name"] = "Functional" if "input_layers" in cfg["config"] else cfg["class_name"]
+    return cfg, version, _LiveWeights(model), lambda: None
+
+
+# ---------------------------------------------------------------------------------------------
+# the model config -> a chain of layers and the model outputs
+
+def _history(obj):
+    """Every keras tensor reference (layer_name, node_index, tensor_index) in a Keras 3 inbound
+    node structure, in order."""
+    out = []
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            h = obj.get("config", {}).get("keras_history")
+            if isinstance(h, list) and len(h) == 3:
+                out.append((h[0], h[1], h[2]))
+            return out
+        for v in obj.values():
+            out += _history(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out += _history(v)
+    return out
+
+
+def _inbound(layer):
+    """-> list (one per call of the layer) of lists of (name, node, tensor) it reads."""
+    nodes = layer.get("inbound_nodes") or []
+    calls = []
+    for node in nodes:
+        if isinstance(node, dict):                        # Keras 3
+            calls.append(_history(node.get("args", [])) + _history(node.get("kwargs", {})))
+        elif isinstance(node, list):                      # Keras 2: [[name, node, tensor, kwargs], ...]
+            refs = []
+            for ref in node:
+                if isinstance(ref, list) and len(ref) >= 3 and isinstance(ref[0], str):
+                    refs.append((ref[0], ref[1], ref[2]))
+                    if len(ref) > 3 and isinstance(ref[3], dict):
+                        refs += _k2_kwarg_refs(ref[3])
+            calls.append(refs)
+    return calls
+
+
+def _k2_kwarg_refs(kw):
+    out = []
+    for v in kw.values():
+        if isinstance(v, list) and len(v) >= 3 and isinstance(v[0], str) and isinstance(v[1], int):
+            out.append((v[0], v[1], v[2]))
+        elif isinstance(v, list):
+            for x in v:
+                if isinstance(x, list):
+                    out += _k2_kwarg_refs({"_": x})
+    return out
+
+
+def _refs(v):
+    """output_layers / input_layers: [[name, node, tensor], ...] or a single [name, node, tensor]."""
+    if isinstance(v, list) and len(v) == 3 and isinstance(v[0], str):
+        return [tuple(v)]
+    if not isinstance(v, list):
+        raise ModelFormatError(f"bad input/output layer list {v!r}")
+    return [tuple(x) for x in v]
+
+
+def _chain(cfg):
+    """-> (layers in order (dicts with class_name, config, name), outputs [(chain index, tensor)],
+    input layer config or None)."""
+    cls = cfg.get("class_name")
+    c = cfg.get("config")
+    if cls == "Sequential":
+        layers = c if isinstance(c, list) else c.get("layers") if isinstance(c, dict) else None
+        if not isinstance(layers, list):
+            raise ModelFormatError("Sequential config without a list of layers")
+        out = []
+        for lc in layers:
+            if not isinstance(lc, dict) or "class_name" not in lc or not isinstance(lc.get("config"), dict):
+                raise ModelFormatError(f"bad layer entry in the model config: {str(lc)[:120]}")
+            out.append({"class_name": lc["class_name"], "config": lc["config"],
+                        "name": lc["config"].get("name", lc["class_name"])})
+        if not out:
+            raise ModelFormatError("the model has no layers")
+        inp = out[0]["config"] if out[0]["class_name"] == "InputLayer" else None
+        body = [l for l in out if l["class_name"] != "InputLayer"]
+        if not body:
+            raise UnsupportedError("the model has no layers after its input")
+        return out, body, [(len(body) - 1, 0)], inp
+    if cls not in ("Functional", "Model") or not isinstance(c, dict) or "layers" not in c:
+        raise UnsupportedError(f"model class {cls!r}: only Sequential and functional models convert")
+    layers = c["layers"]
+    if not isinstance(layers, list):
+        raise ModelFormatError("functional config: layers is not a list")
+    by_name = {}
+    for lc in layers:
+        if not isinstance(lc, dict) or not isinstance(lc.get("config"), dict):
+            raise ModelFormatError(f"bad layer entry in the model config: {str(lc)[:120]}")
+        name = lc.get("name") or lc["config"].get("name")
+        by_name[name] = {"class_name": lc["class_name"], "config": lc["config"], "name": name,
+                         "calls": _inbound(lc)}
+    ins = _refs(c.get("input_layers", []))
+    outs = _refs(c.get("output_layers", []))
+    if len(ins) != 1:
+        raise UnsupportedError(f"the model has {len(ins)} inputs ({', '.join(i[0] for i in ins)}); "
+                               f"fastrnn models take one input")
+    # walk from the input: each next layer reads exactly one tensor of the previous one
+    consumers = {}
+    for l in by_name.values():
+        if len(l["calls"]) > 1:
+            raise UnsupportedError(f"layer {l['name']!r} ({l['class_name']}) is called {len(l['calls'])} "
+                                   f"times (a shared layer): not a chain")
+        for call in l["calls"]:
+            srcs = {r[0] for r in call}
+            if len(srcs) > 1 or len(call) > 1:
+                raise UnsupportedError(
+                    f"layer {l['name']!r} ({l['class_name']}) takes several inputs "
+                    f"({', '.join(r[0] for r in call)}; e.g. initial_state): not a chain")
+            for r in call:
+                consumers.setdefault(r[0], []).append((l["name"], r[2]))
+    order, reads = [], []
+    cur = ins[0][0]
+    if cur not in by_name:
+        raise ModelFormatError(f"input layer {cur!r} is not in the config")
+    seen = {cur}
+    while True:
+        nxt = consumers.get(cur, [])
+        if not nxt:
+            break
+        if len(nxt) > 1:
+            raise UnsupportedError(f"the output of layer {cur!r} feeds {len(nxt)} layers "
+                                   f"({', '.join(n for n, _ in nxt)}): not a chain")
+        cur, t = nxt[0]
+        if cur in seen:
+            raise ModelFormatError(f"the model config has a cycle at {cur!r}")
+        seen.add(cur)
+        order.append(by_name[cur])
+        reads.append(t)
+    for name, l in by_name.items():
+        if name not in seen:
+            raise UnsupportedError(f"layer {name!r} ({l['class_name']}) is not on the chain from the "
+                                   f"input to the outputs")
+    first = by_name[ins[0][0]]
+    inp = first["config"] if first["class_name"] == "InputLayer" else None
+    body = ([] if inp is not None else [first]) + order
+    idx = {l["name"]: i for i, l in enumerate(body)}
+    for l, t in zip(order, reads):
+        l["reads"] = t
+    out = []
+    for name, _, t in outs:
+        if name not in idx:
+            raise UnsupportedError(f"model output {name!r} is the input itself")
+        out.append((idx[name], t))
+    if not body:
+        raise UnsupportedError("the model has no layers after its input")
+    return list(by_name.values()), body, out, inp
+
+
+# ---------------------------------------------------------------------------------------------
+# layers
+
+def _act(name, version, where, allow_rowwise=False):
+    """A Keras activation (name or serialised dict) -> ir.Act."""
+    if isinstance(name, dict):
+        inner = name.get("config")
+        if name.get("class_name") in ("function", "Function") and isinstance(inner, str):
+            name = inner
+        elif isinstance(inner, dict) and isinstance(inner.get("name"), str) \
+                and name.get("class_name") in ("function",):
+            name = inner["name"]
+        else:
+            raise UnsupportedError(f"{where}: activation {name.get('class_name')!r} (a custom or "
+                                   f"layer activation) is not supported")
+    if name is None:
+        name = "linear"
+    if not isinstance(name, str):
+        raise ModelFormatError(f"{where}: bad activation {name!r}")
+    n = name.lower()
+    if n == "hard_sigmoid":
+        # Keras 3: relu6(x + 3) / 6; Keras 2 (tf.keras backend): clip(0.2 x + 0.5, 0, 1)
+        return ir.Act("hard_sigmoid", 1.0 / 6.0 if version >= 3 else 0.2, 0.5)
+    if n == "leaky_relu":
+        return ir.Act("leaky_relu", 0.2 if version >= 3 else 0.3)
+    if n == "elu":
+        return ir.Act("elu", 1.0)
+    simple = {"linear", "sigmoid", "tanh", "relu", "softsign", "softplus", "selu", "exponential",
+              "relu6", "swish", "silu"}
+    if n in simple:
+        return ir.Act(n)
+    if n in ("softmax", "log_softmax"):
+        if not allow_rowwise:
+            raise UnsupportedError(f"{where}: activation {name!r} inside a recurrent cell is not supported")
+        return ir.Act(n)
+    raise UnsupportedError(f"{where}: activation {name!r} is not supported "
+                           f"(supported: {', '.join(sorted(simple | {'hard_sigmoid', 'leaky_relu', 'elu', 'softmax', 'log_softmax'}))})")
+
+
+def _where(l):
+    return f"layer {l['name']!r} ({l['class_name']})"
+
+
+def _check_dtype(l):
+    dt = l["config"].get("dtype")
+    name = dt.get("config", {}).get("name") if isinstance(dt, dict) else dt
+    if isinstance(name, str) and not (name in ("float32", "float16", "bfloat16", "float64")
+                                      or name.startswith("mixed_")):
+        raise UnsupportedError(f"{_where(l)}: option dtype={name!r} (a quantized layer) is not supported")
+
+
+def _refuse_extras(l, cfg, allowed):
+    for k, v in cfg.items():
+        if k in allowed or k in _IGNORED:
+            continue
+        if k in ("lora_rank", "quantization_config") and not v:
+            continue
+        if k in ("mask_zero",):
+            continue
+        raise UnsupportedError(f"{_where(l)}: option {k}={v!r} is not supported")
+
+
+def _weights(l, arrs, shapes):
+    """Check a layer's weight list against expected shapes (None = any)."""
+    if len(arrs) != len(shapes):
+        raise ModelFormatError(f"{_where(l)}: expected {len(shapes)} weight arrays, the file has {len(arrs)}"
+                               + ("" if arrs else " (weights missing from the file)"))
+    for i, (a, s) in enumerate(zip(arrs, shapes)):
+        if a.dtype.kind not in "fiu":
+            raise ModelFormatError(f"{_where(l)}: weight {i} has dtype {a.dtype}")
+        if s is not None and tuple(a.shape) != tuple(s):
+            raise ModelFormatError(f"{_where(l)}: weight {i} has shape {a.shape}, expected {tuple(s)}")
+    return [np.asarray(a, np.float32) for a in arrs]
+
+
+def _gru_reorder(a, H):
+    # Keras stores GRU gates z, r, h along the last axis; torch (canonical) wants r, z, n
+    return np.concatenate([a[..., H:2 * H], a[..., :H], a[..., 2 * H:]], axis=-1)
+
+
+def _cell_weights(l, cell, c, arrs, I, version):
+    """One direction's Keras weights [kernel, recurrent_kernel, (bias)] -> canonical dict."""
+    H = int(c["units"])
+    G = GATES[cell]
+    use_bias = bool(c.get("use_bias", True))
+    reset_after = cell == "gru" and bool(c.get("reset_after", version >= 2))
+    shapes = [(I, G * H), (H, G * H)]
+    if use_bias:
+        shapes.append((2, G * H) if reset_after else (G * H,))
+    k, rk, *b = _weights(l, arrs, shapes)
+    if cell == "gru":
+        k, rk = _gru_reorder(k, H), _gru_reorder(rk, H)
+        if b:
+            b = [_gru_reorder(b[0], H)]
+    w = {"W_ih": np.ascontiguousarray(k.T), "W_hh": np.ascontiguousarray(rk.T)}
+    if use_bias:
+        if reset_after:
+            # Keras reset_after: bias[0] is the input bias, bias[1] the recurrent one (as torch)
+            w["b_ih"], w["b_hh"] = b[0][0].copy(), b[0][1].copy()
+        else:
+            # one Keras bias, added with the input projection; torch's b_hh is then zero
+            w["b_ih"], w["b_hh"] = b[0].copy(), np.zeros(G * H, np.float32)
+    return w, H, reset_after
+
+
+def _rnn_conf(l):
+    """-> (cell kind, merged config) for SimpleRNN/LSTM/GRU or RNN(cell=...)."""
+    cls, c = l["class_name"], l["config"]
+    if cls in RECURRENT:
+        return RECURRENT[cls], c
+    if cls == "RNN":
+        cell = c.get("cell")
+        if not isinstance(cell, dict) or cell.get("class_name") not in CELL_CLASSES:
+            what = cell.get("class_name") if isinstance(cell, dict) else type(cell).__name__
+            raise UnsupportedError(f"{_where(l)}: option cell={what!r} (only SimpleRNNCell, LSTMCell, "
+                                   f"GRUCell) is not supported")
+        merged = dict(cell.get("config", {}))
+        for k in ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",
+                  "time_major", "zero_output_for_mask"):
+            if k in c:
+                merged[k] = c[k]
+        for k, v in c.items():
+            if k not in merged and k not in ("cell", "name"):
+                merged[k] = v
+        return CELL_CLASSES[cell["class_name"]], merged
+    return None, None
+
+
+class _Builder:
+    def __init__(self, version, reader):
+        self.version = version
+        self.reader = reader
+        self.layers = []
+        self.width = None          # features of the current tensor (None: ids)
+        self.ids = False
+        self.seq = True
+        self.parity = False        # Keras tensor = time-flip of the IR tensor
+        self.cols = None           # Keras feature order as IR column ranges (None = identity)
+        self.masked = False
+        self.mask_flipped = False  # the Keras mask is not aligned with the IR tensor
+        self.nstates = 0           # native states so far
+        self.rec = {}              # chain index -> info of a recurrent layer
+        self.state_layout = []     # Keras order of all recurrent states: [native k, dir]
+        self.time_major = None
+        self.stateful = False
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _need_width(self, l, n):
+        if self.width is None and not self.ids:
+            self.width = n
+        if self.width != n:
+            raise ModelFormatError(f"{_where(l)}: its weights take {n} features, the previous layer "
+                                   f"gives {self.width}")
+
+    def _permute_in(self, W):
+        """Fold a pending column permutation into input weights W (out, in)."""
+        if self.cols is None:
+            return W
+        idx = np.concatenate([np.arange(a, b) for a, b in self.cols])
+        W2 = np.empty_like(W)
+        W2[:, idx] = W     # Keras column j is IR column idx[j]
+        self.cols = None
+        return W2
+
+    # -- layers -----------------------------------------------------------------------------
+    def add(self, i, l):
+        cls, c = l["class_name"], l["config"]
+        _check_dtype(l)
+        if cls in IDENTITY:
+            return
+        if cls == "Embedding":
+            return self._embedding(l, c)
+        if self.ids:
+            raise UnsupportedError(f"{_where(l)}: the model takes token ids, so its first layer must be "
+                                   f"an Embedding")
+        if cls == "Masking":
+            _refuse_extras(l, c, {"mask_value"})
+            if self.width is None:
+                raise UnsupportedError(f"{_where(l)}: the input feature size is unknown")
+            mv = c.get("mask_value", 0.0)
+            self.layers.append(ir.Masking(self.width, float(mv)))
+            self.masked, self.mask_flipped = True, self.parity
+            return
+        if cls == "Activation":
+            _refuse_extras(l, c, set())
+            a = _act(c.get("activation"), self.version, _where(l), allow_rowwise=True)
+            if self.width is None:
+                raise UnsupportedError(f"{_where(l)}: the input feature size is unknown")
+            if a.kind != "linear":
+                self.layers.append(ir.Activation(self.width, a))
+            return
+        if cls == "Flatten" and not self.seq:
+            return
+        if cls == "TimeDistributed":
+            inner = c.get("layer")
+            if not isinstance(inner, dict) or inner.get("class_name") not in ("Dense", "Activation") \
+                    and inner.get("class_name") not in IDENTITY:
+                what = inner.get("class_name") if isinstance(inner, dict) else inner
+                raise UnsupportedError(f"{_where(l)}: option layer={what!r} (only Dense, Activation and "
+                                       f"dropout-like layers) is not supported")
+            sub = {"class_name": inner["class_name"], "config": inner.get("config", {}), "name": l["name"],
+                   "_wkey": l.get("_wkey")}
+            return self.add(i, sub)
+        if cls == "Dense":
+            return self._dense(l, c)
+        if cls == "Bidirectional":
+            return self._bidirectional(i, l, c)
+        cell, rc = _rnn_conf(l)
+        if cell is not None:
+            return self._recurrent(i, l, cell, rc)
+        if cls in ("CuDNNLSTM", "CuDNNGRU"):
+            raise UnsupportedError(f"{_where(l)}: class {cls} (a Keras 1/2 GPU-only layer) is not supported; "
+                                   f"rebuild it as {cls[5:]} and load its weights")
+        raise UnsupportedError(f"{_where(l)}: class {cls} is not supported (fastrnn converts Embedding, "
+                               f"Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), "
+                               f"Activation and dropout-like layers)")
+
+    def _embedding(self, l, c):
+        if self.layers or self.width is not None:
+            raise UnsupportedError(f"{_where(l)}: an Embedding must be the model's first layer")
+        _refuse_extras(l, c, {"input_dim", "output_dim", "mask_zero"})
+        V, D = int(c["input_dim"]), int(c["output_dim"])
+        (E,) = _weights(l, self.reader.get(l), [(V, D)])
+        self.layers.append(ir.Embedding(E, mask_zero=bool(c.get("mask_zero", False))))
+        self.ids, self.width = False, D
+        self.masked = bool(c.get("mask_zero", False))
+        self._started_ids = True
+
+    def _dense(self, l, c):
+        _refuse_extras(l, c, {"units"})
+        U = int(c["units"])
+        use_bias = bool(c.get("use_bias", True))
+        arrs = self.reader.get(l)
+        I = arrs[0].shape[0] if arrs and arrs[0].ndim == 2 else self.width
+        shapes = [(I, U)] + ([(U,)] if use_bias else [])
+        k, *b = _weights(l, arrs, shapes)
+        self._need_width(l, I)
+        W = self._permute_in(np.ascontiguousarray(k.T))    # Keras kernel (in, out); ir (out, in)
+        a = _act(c.get("activation"), self.version, _where(l), allow_rowwise=True)
+        self.layers.append(ir.Dense(W, b[0] if b else None, a))
+        self.width = U
+
+    def _rec_common(self, l, c):
+        tm = bool(c.get("time_major", False))
+        if self.time_major is None:
+            self.time_major = tm
+        elif self.time_major != tm:
+            raise UnsupportedError(f"{_where(l)}: option time_major={tm} differs from an earlier "
+                                   f"recurrent layer")
+        self.stateful |= bool(c.get("stateful", False))
+        if not self.seq:
+            raise UnsupportedError(f"{_where(l)}: a recurrent layer after one with "
+                                   f"return_sequences=False (needs RepeatVector) is not supported")
+        if self.masked and (self.parity or self.mask_flipped):
+            raise UnsupportedError(
+                f"{_where(l)}: option go_backwards on an earlier masked layer: Keras returns that layer's "
+                f"sequence reversed but passes the mask on unreversed, which fastrnn cannot express")
+
+    def _acts(self, l, cell, c):
+        w = _where(l)
+        if cell == "rnn":
+            return [_act(c.get("activation", "tanh"), self.version, w)]
+        f = _act(c.get("recurrent_activation", "sigmoid"), self.version, w)
+        g = _act(c.get("activation", "tanh"), self.version, w)
+        return [f, g, g] if cell == "lstm" else [f, g]
+
+    def _check_rec_options(self, l, c):
+        _refuse_extras(l, c, {"cell"})
+
+    def _recurrent(self, i, l, cell, c):
+        self._check_rec_options(l, c)
+        self._rec_common(l, c)
+        arrs = self.reader.get(l)
+        I = arrs[0].shape[0] if arrs and arrs[0].ndim == 2 else self.width
+        w, H, reset_after = _cell_weights(l, cell, c, arrs, I, self.version)
+        self._need_width(l, I)
+        w["W_ih"] = self._permute_in(w["W_ih"])
+        if not bool(c.get("use_bias", True)):
+            w = {k: v for k, v in w.items() if k in ("W_ih", "W_hh")}
+        rev = bool(c.get("go_backwards", False)) ^ self.parity
+        rs = bool(c.get("return_sequences", False))
+        zero = bool(c.get("zero_output_for_mask", False))
+        self.layers.append(ir.Recurrent(
+            cell, [w], direction="reverse" if rev else "forward", activations=self._acts(l, cell, c),
+            linear_before_reset=reset_after, return_sequences=rs,
+            masked_output="zero" if zero else "carry"))
+        ks = [self.nstates] + ([self.nstates + 1] if cell == "lstm" else [])
+        self.rec[i] = {"states": [[k, 0] for k in ks], "rs": rs, "bidi": False}
+        self.state_layout += [[k, 0] for k in ks]
+        self.nstates += len(ks)
+        self._after_rec(rs, rev, H)
+
+    def _after_rec(self, rs, rev, width):
+        self.width = width
+        self.seq = rs
+        self.parity = rev if rs else False
+        if not rs:
+            self.masked = False
+
+    def _bidirectional(self, i, l, c):
+        _refuse_extras(l, c, {"layer", "backward_layer", "merge_mode"})
+        fl = c.get("layer")
+        bl = c.get("backward_layer")
+        if not isinstance(fl, dict):
+            raise ModelFormatError(f"{_where(l)}: no wrapped layer in the config")
+        fcell, fc = _rnn_conf({"class_name": fl.get("class_name"), "config": fl.get("config", {}),
+                               "name": l["name"]})
+        if fcell is None:
+            raise UnsupportedError(f"{_where(l)}: option layer={fl.get('class_name')!r} (only SimpleRNN, "
+                                   f"LSTM, GRU, RNN) is not supported")
+        if isinstance(bl, dict):
+            bcell, bc = _rnn_conf({"class_name": bl.get("class_name"), "config": bl.get("config", {}),
+                                   "name": l["name"]})
+            if bcell != fcell:
+                raise UnsupportedError(f"{_where(l)}: option backward_layer={bl.get('class_name')!r} differs "
+                                       f"from the forward layer's class")
+        else:
+            # Keras builds the backward layer from the forward one's config, go_backwards flipped
+            bc = dict(fc)
+            bc["go_backwards"] = not bool(fc.get("go_backwards", False))
+        for cc in (fc, bc):
+            self._check_rec_options(l, cc)
+        self._rec_common(l, fc)
+        mm = c.get("merge_mode", "concat")
+        rs = bool(fc.get("return_sequences", False))
+        if bool(bc.get("return_sequences", False)) != rs:
+            raise UnsupportedError(f"{_where(l)}: option return_sequences differs between the two layers")
+        for k in ("units", "use_bias", "reset_after"):
+            if k in fc and fc.get(k) != bc.get(k, fc.get(k)):
+                raise UnsupportedError(f"{_where(l)}: option {k} differs between the forward "
+                                       f"({fc.get(k)!r}) and backward ({bc.get(k)!r}) layers")
+        arrs = self.reader.get(l)
+        n = len(arrs) // 2
+        I = arrs[0].shape[0] if arrs and arrs[0].ndim == 2 else self.width
+        wf, H, ra = _cell_weights(l, fcell, fc, arrs[:n], I, self.version)
+        wb, _, _ = _cell_weights(l, fcell, bc, arrs[n:], I, self.version)
+        self._need_width(l, I)
+        pend = self.cols
+        wf["W_ih"] = self._permute_in(wf["W_ih"])
+        self.cols = pend
+        wb["W_ih"] = self._permute_in(wb["W_ih"])
+        if not bool(fc.get("use_bias", True)):
+            wf = {k: v for k, v in wf.items() if k in ("W_ih", "W_hh")}
+            wb = {k: v for k, v in wb.items() if k in ("W_ih", "W_hh")}
+        rev_f = bool(fc.get("go_backwards", False)) ^ self.parity
+        rev_b = bool(bc.get("go_backwards", True)) ^ self.parity
+        if rev_f == rev_b:
+            raise UnsupportedError(f"{_where(l)}: option go_backwards is the same on both layers "
+                                   f"(both read the sequence the same way)")
+        # IR direction 0 runs forward in time, 1 in reverse: the Keras forward layer is 1 when it
+        # reads the IR tensor backwards (go_backwards xor parity)
+        dirs = [wb, wf] if rev_f else [wf, wb]
+        acts_f, acts_b = self._acts(l, fcell, fc), self._acts(l, fcell, bc)
+        acts = [acts_b, acts_f] if rev_f else [acts_f, acts_b]
+        # Keras forces zero_output_for_mask = return_sequences on both wrapped layers
+        zero = rs
+        merge = "concat" if mm is None else mm
+        if merge not in ir.MERGE_MODES:
+            raise UnsupportedError(f"{_where(l)}: option merge_mode={mm!r} is not supported")
+        self.layers.append(ir.Recurrent(
+            fcell, dirs, direction="bidirectional", merge_mode=merge, activations=acts,
+            linear_before_reset=ra, return_sequences=rs, masked_output="zero" if zero else "carry"))
+        fdir, bdir = (1, 0) if rev_f else (0, 1)
+        ks = [self.nstates] + ([self.nstates + 1] if fcell == "lstm" else [])
+        st = [[k, fdir] for k in ks] + [[k, bdir] for k in ks]
+        self.rec[i] = {"states": st, "rs": rs, "bidi": True, "merge_none": mm is None,
+                       "H": H, "fdir": fdir}
+        self.state_layout += st
+        self.nstates += len(ks)
+        out_w = 2 * H if merge == "concat" else H
+        self._after_rec(rs, rev_f, out_w)
+        if merge == "concat" and rev_f:
+            self.cols = [[H, 2 * H], [0, H]]     # Keras [forward, backward] = IR [dir 1, dir 0]
+
+
+def _signature(b, body, outputs):
+    """The output list of a Keras model as a fastrnn signature."""
+    last = len(body) - 1
+    sig_out = []
+    for idx, t in outputs:
+        l = body[idx]
+        info = b.rec.get(idx)
+        if idx == last and info is not None and info.get("merge_none") and t in (0, 1):
+            H, fdir = info["H"], info["fdir"]
+            rng = [fdir * H, (fdir + 1) * H] if t == 0 else [(1 - fdir) * H, (2 - fdir) * H]
+            sig_out.append({"kind": "y", "flip": bool(b.parity), "cols": [rng]})
+            continue
+        if idx == last and t == 0:
+            sig_out.append({"kind": "y", "flip": bool(b.parity), "cols": b.cols})
+            continue
+        if info is not None and t >= 1:
+            states = info["states"]
+            k = t - (2 if info.get("merge_none") else 1)
+            if 0 <= k < len(states):
+                sig_out.append({"kind": "state", "state": states[k][0], "dir": states[k][1]})
+                continue
+        raise UnsupportedError(f"model output {t} of {_where(l)} is an intermediate tensor of the chain; "
+                               f"fastrnn returns the last layer's output and recurrent states")
+    return sig_out
+
+
+def _reads_ok(body, b):
+    """Each functional layer must read output 0 of the previous one (or its state h when that
+    equals the output: a unidirectional layer with return_sequences=False)."""
+    for i, l in enumerate(body[1:], 1):
+        t = l.get("reads", 0)
+        if t == 0:
+            continue
+        info = b.rec.get(i - 1)
+        if t == 1 and info is not None and not info["rs"] and not info["bidi"]:
+            continue
+        raise UnsupportedError(f"{_where(l)} reads output {t} of {_where(body[i - 1])} (a state): "
+                               f"not a chain")
+
+
+def convert(src, **opts):
+    """Keras model (path to .keras/.h5 or keras.Model) -> fastrnn.Model."""
+    if opts:
+        raise TypeError(f"convert: options {sorted(opts)} do not apply to Keras models")
+    from fastrnn import Model
+    cfg, version, reader, close = load_source(src)
+    try:
+        if not isinstance(cfg, dict):
+            raise ModelFormatError("the model config is not an object")
+        all_layers, body, outputs, inp = _chain(cfg)
+        if isinstance(reader, _ZipWeights):
+            for l in all_layers:
+                l["_wkey"] = reader.key(l)
+        b = _Builder(version, reader)
+        in_dtype = None
+        if inp is not None:
+            shape = inp.get("batch_shape") or inp.get("batch_input_shape")
+            in_dtype = inp.get("dtype")
+            if isinstance(shape, list) and shape and isinstance(shape[-1], int) and len(shape) == 3:
+                b.width = shape[-1]
+        else:
+            c0 = body[0]["config"]
+            shape = c0.get("batch_input_shape") or c0.get("batch_shape")
+            if isinstance(shape, list) and len(shape) == 3 and isinstance(shape[-1], int):
+                b.width = shape[-1]
+        if isinstance(shape, list) and shape and isinstance(shape[0], int):
+            batch = shape[0]
+        else:
+            batch = None
+        for i, l in enumerate(body):
+            try:
+                b.add(i, l)
+            except (KeyError, TypeError, ValueError) as e:
+                if isinstance(e, (ModelFormatError, UnsupportedError)):
+                    raise
+                raise ModelFormatError(f"{_where(l)}: bad config ({type(e).__name__}: {e})") from None
+        if not b.layers:
+            raise UnsupportedError("the model has no layer fastrnn can run (only identity layers)")
+        _reads_ok(body, b)
+        sig_out = _signature(b, body, outputs)
+        simple = len(sig_out) == 1 and sig_out[0] == {"kind": "y", "flip": False, "cols": None}
+        meta = {"source": "keras", "keras_version": version, "class_name": cfg.get("class_name"),
+                "input_dtype": in_dtype if isinstance(in_dtype, str) else None,
+                "time_major": bool(b.time_major), "stateful": b.stateful, "batch_size": batch,
+                "outputs": len(sig_out)}
+        signature = {"outputs": None if simple else sig_out,
+                     "states": [{"parts": [p], "stack": False} for p in b.state_layout]}
+        return Model(b.layers, meta=meta, signature=signature)
+    finally:
+        close()

@@ -1,0 +1,181 @@
+"""The source model's signature: how predict's outputs and states look to the user.
+
+The engine computes one thing per call: the pipeline's output y ((B, T, out) or (B, out)) and the
+native states (per recurrent layer h (dirs, B, width), then c (dirs, B, hidden) for an LSTM).
+A converter records here how the source framework presents them, so that predict returns what
+the source model returns (DESIGN.md section 1, conventions 2 and 3):
+
+  outputs: None (y alone), or a list; predict then returns a list with one array per entry:
+    {"kind": "y", "flip": bool, "cols": [[start, stop], ...] | None}
+        the pipeline output; flip reverses the time axis (Keras go_backwards returns its
+        sequence in processing order); cols concatenates those feature ranges (Keras
+        Bidirectional(merge_mode=None) returns the two directions as two outputs).
+    {"kind": "state", "state": k, "dir": d}
+        native state k, direction d, shape (B, width) (Keras return_state=True).
+  states: None (native layout), or a list of entries, one array per entry, for
+    predict(initial_state=...) and predict(return_state=True):
+    {"parts": [[k, d], ...], "stack": bool}
+        stack=False: one part, shape (B, width) (Keras: h, c of each layer and direction);
+        stack=True: the parts stacked on a new first axis (torch: (layers*dirs, B, H)).
+    Together the parts must name every (state, direction) of the model exactly once.
+
+The signature is plain JSON and is saved in the .frnn file with the layers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ModelFormatError, ShapeError
+
+
+def _int(v):
+    return type(v) is int
+
+
+def check(sig, state_dims, output_size, output_is_sequence):
+    """Validate (and normalise) a signature dict against a model. state_dims: list of
+    (dirs, width) per native state. Raises ModelFormatError."""
+    if sig is None:
+        return {"outputs": None, "states": None}
+    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states"}:
+        raise ModelFormatError(f"signature must be a dict with outputs and/or states, got {sig!r}")
+    outs, states = sig.get("outputs"), sig.get("states")
+    if outs is not None:
+        if not isinstance(outs, list) or not outs:
+            raise ModelFormatError("signature outputs must be a non-empty list")
+        norm = []
+        for i, o in enumerate(outs):
+            if not isinstance(o, dict):
+                raise ModelFormatError(f"signature output {i}: expected a dict, got {o!r}")
+            if o.get("kind") == "y" and set(o) <= {"kind", "flip", "cols"}:
+                flip, cols = o.get("flip", False), o.get("cols")
+                if type(flip) is not bool or (flip and not output_is_sequence):
+                    raise ModelFormatError(f"signature output {i}: bad flip {flip!r}")
+                if cols is not None:
+                    if not isinstance(cols, list) or not cols or not all(
+                            isinstance(c, list) and len(c) == 2 and _int(c[0]) and _int(c[1])
+                            and 0 <= c[0] < c[1] <= output_size for c in cols):
+                        raise ModelFormatError(f"signature output {i}: bad cols {cols!r} "
+                                               f"(ranges within [0, {output_size}])")
+                norm.append({"kind": "y", "flip": flip, "cols": cols})
+            elif o.get("kind") == "state" and set(o) == {"kind", "state", "dir"}:
+                k, d = o["state"], o["dir"]
+                if not (_int(k) and _int(d) and 0 <= k < len(state_dims) and 0 <= d < state_dims[k][0]):
+                    raise ModelFormatError(f"signature output {i}: no state {k!r} direction {d!r}")
+                norm.append({"kind": "state", "state": k, "dir": d})
+            else:
+                raise ModelFormatError(f"signature output {i}: unknown form {o!r}")
+        outs = norm
+    if states is not None:
+        if not isinstance(states, list):
+            raise ModelFormatError("signature states must be a list")
+        seen, norm = set(), []
+        for i, e in enumerate(states):
+            if not isinstance(e, dict) or set(e) != {"parts", "stack"} or type(e["stack"]) is not bool \
+                    or not isinstance(e["parts"], list) or not e["parts"]:
+                raise ModelFormatError(f"signature state {i}: expected {{'parts': [[k, d], ...], 'stack': bool}}")
+            parts = []
+            for p in e["parts"]:
+                if not (isinstance(p, list) and len(p) == 2 and _int(p[0]) and _int(p[1])
+                        and 0 <= p[0] < len(state_dims) and 0 <= p[1] < state_dims[p[0]][0]):
+                    raise ModelFormatError(f"signature state {i}: no state/direction {p!r}")
+                if tuple(p) in seen:
+                    raise ModelFormatError(f"signature state {i}: {p!r} named twice")
+                seen.add(tuple(p))
+                parts.append((p[0], p[1]))
+            if not e["stack"] and len(parts) != 1:
+                raise ModelFormatError(f"signature state {i}: an unstacked entry has one part")
+            if len({state_dims[k][1] for k, _ in parts}) != 1:
+                raise ModelFormatError(f"signature state {i}: stacked parts differ in width")
+            norm.append({"parts": [list(p) for p in parts], "stack": e["stack"]})
+        need = {(k, d) for k, (dirs, _) in enumerate(state_dims) for d in range(dirs)}
+        if seen != need:
+            raise ModelFormatError(f"signature states must name every state and direction once; "
+                                   f"missing {sorted(need - seen)[:4]}")
+        states = norm
+    return {"outputs": outs, "states": states}
+
+
+def to_json(sig):
+    return {k: v for k, v in sig.items() if v is not None}
+
+
+def outputs(sig, y, native):
+    """predict's return value from the engine's y and native states (list)."""
+    outs = sig["outputs"]
+    if outs is None:
+        return y
+    res = []
+    for o in outs:
+        if o["kind"] == "state":
+            res.append(native[o["state"]][o["dir"]].copy())
+            continue
+        a = y
+        if o["cols"] is not None:
+            a = np.concatenate([a[..., c0:c1] for c0, c1 in o["cols"]], axis=-1)
+        if o["flip"]:
+            a = a[:, ::-1]
+        res.append(np.ascontiguousarray(a) if a is not y else y)
+    return res
+
+
+def uses_states(sig):
+    """True when some output is a state (predict must ask the engine for the final states)."""
+    return sig["outputs"] is not None and any(o["kind"] == "state" for o in sig["outputs"])
+
+
+def shapes(sig, state_dims, batch):
+    """Shapes of the states predict takes and returns, in the signature's layout."""
+    if sig["states"] is None:
+        return [(d, batch, w) for d, w in state_dims]
+    out = []
+    for e in sig["states"]:
+        w = state_dims[e["parts"][0][0]][1]
+        out.append((len(e["parts"]), batch, w) if e["stack"] else (batch, w))
+    return out
+
+
+def to_source(sig, native):
+    """Native state list -> the source's layout."""
+    if sig["states"] is None:
+        return native
+    out = []
+    for e in sig["states"]:
+        if e["stack"]:
+            out.append(np.stack([native[k][d] for k, d in e["parts"]]))
+        else:
+            k, d = e["parts"][0]
+            out.append(native[k][d].copy())
+    return out
+
+
+def from_source(sig, states, state_dims, batch):
+    """States in the source's layout (already shape-checked, float32) -> native list."""
+    if sig["states"] is None:
+        return states
+    native = [np.empty((d, batch, w), np.float32) for d, w in state_dims]
+    for e, a in zip(sig["states"], states):
+        for j, (k, d) in enumerate(e["parts"]):
+            native[k][d] = a[j] if e["stack"] else a
+    return native
+
+
+def check_states_shape(states, shps, what):
+    """Common shape/dtype check of a list of state arrays; returns float32 contiguous arrays
+    (None entries become zeros)."""
+    if not isinstance(states, (list, tuple)):
+        raise ShapeError(f"{what}: expected a list of {len(shps)} arrays, got {type(states).__name__}")
+    if len(states) != len(shps):
+        raise ShapeError(f"{what}: expected {len(shps)} arrays, got {len(states)}")
+    out = []
+    for i, (s, shp) in enumerate(zip(states, shps)):
+        if s is None:
+            out.append(np.zeros(shp, np.float32))
+            continue
+        a = np.asarray(s)
+        if a.dtype.kind not in "fiu":
+            raise ShapeError(f"{what}[{i}]: expected a float array, got dtype {a.dtype}")
+        if a.shape != shp:
+            raise ShapeError(f"{what}[{i}]: expected shape {shp}, got {a.shape}")
+        out.append(np.ascontiguousarray(a, dtype=np.float32))
+    return out
