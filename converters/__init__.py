@@ -57,3 +57,14 @@ def convert(src, **opts):
         from . import keras
         return keras.convert(src, **opts)
     raise UnsupportedError(f"convert: the {kind} importer is not available in this version of fastrnn")
+
+
+def run_source(src, x, **opts):
+    """Run the source model in its own framework on batch-major x (for --check); returns a list
+    of output arrays. Raises UnsupportedError when that framework is not installed."""
+    kind = sniff(src) if isinstance(src, (str, os.PathLike)) else \
+        {"keras": "keras", "tf_keras": "keras"}.get(type(src).__module__.split(".")[0])
+    if kind in ("keras", "h5"):
+        from . import keras
+        return keras.run_source(src, x)
+    raise UnsupportedError(f"--check: running {kind} models is not available in this version of fastrnn")

@@ -26,7 +26,8 @@ Framework quirks, each handled where noted below:
   (bias shape (2, 3H)) = torch / linear_before_reset; reset_after=False (Keras 1 default) has one
   bias and applies r before the recurrent matmul = linear_before_reset=False.
 - hard_sigmoid is clip(0.2x + 0.5) in Keras 2 and clip(x/6 + 0.5) in Keras 3 (relu6(x+3)/6); the
-  file's keras_version decides. leaky_relu as an activation name: slope 0.2 (Keras 3) / 0.3 (2).
+  file's keras_version decides. leaky_relu as an activation name has slope 0.2 in both
+  (Keras 2 resolves it to tf.nn.leaky_relu).
 - go_backwards: the layer reads the sequence from the end and returns its outputs in that
   (reversed) order; the next layer reads them in that order. fastrnn keeps a "parity": the
   tensor flowing in Keras is the time-flip of the IR's. A recurrent layer runs in IR direction
@@ -50,12 +51,18 @@ Framework quirks, each handled where noted below:
 - Identity at inference: Dropout, SpatialDropout1D, GaussianNoise, GaussianDropout, AlphaDropout,
   ActivityRegularization; dropout/recurrent_dropout, unroll, implementation, use_cudnn.
 Anything else is refused with UnsupportedError naming the layer, its class and the option.
+
+Trust: HDF5 is parsed by libhdf5 (through h5py). Damaged files raise ModelFormatError, but a
+deliberately crafted HDF5 file can make libhdf5 itself loop or misbehave, as it can Keras: convert
+files you trust, offline; services load the .frnn result, whose reader is fastrnn's own and
+validates every field (fastrnn/fileformat.py).
 """
 from __future__ import annotations
 
 import json
 import re
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -219,6 +226,15 @@ def _major(version):
     return int(m.group(1)) if m else 3
 
 
+def _plain(v):
+    """A live get_config() as its JSON form (tuples become lists, as in a file)."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
 def _live(model):
     mod = type(model).__module__.split(".")[0]
     if mod == "tf_keras" or mod == "tensorflow":
@@ -229,7 +245,7 @@ def _live(model):
         version = _major(keras.__version__)
     if not hasattr(model, "get_config") or not hasattr(model, "get_layer"):
         raise UnsupportedError(f"convert: a {type(model).__name__} is not a keras.Model")
-    cfg = {"class_name": type(model).__name__, "config": model.get_config()}
+    cfg = {"class_name": type(model).__name__, "config": _plain(model.get_config())}
     if cfg["class_name"] not in ("Sequential", "Functional", "Model"):
         cfg["class_name"] = "Functional" if "input_layers" in cfg["config"] else cfg["class_name"]
     return cfg, version, _LiveWeights(model), lambda: None
@@ -410,7 +426,7 @@ def _act(name, version, where, allow_rowwise=False):
         # Keras 3: relu6(x + 3) / 6; Keras 2 (tf.keras backend): clip(0.2 x + 0.5, 0, 1)
         return ir.Act("hard_sigmoid", 1.0 / 6.0 if version >= 3 else 0.2, 0.5)
     if n == "leaky_relu":
-        return ir.Act("leaky_relu", 0.2 if version >= 3 else 0.3)
+        return ir.Act("leaky_relu", 0.2)
     if n == "elu":
         return ir.Act("elu", 1.0)
     simple = {"linear", "sigmoid", "tanh", "relu", "softsign", "softplus", "selu", "exponential",
@@ -805,49 +821,97 @@ def convert(src, **opts):
     """Keras model (path to .keras/.h5 or keras.Model) -> fastrnn.Model."""
     if opts:
         raise TypeError(f"convert: options {sorted(opts)} do not apply to Keras models")
-    from fastrnn import Model
-    cfg, version, reader, close = load_source(src)
+    close = None
     try:
-        if not isinstance(cfg, dict):
-            raise ModelFormatError("the model config is not an object")
-        all_layers, body, outputs, inp = _chain(cfg)
-        if isinstance(reader, _ZipWeights):
-            for l in all_layers:
-                l["_wkey"] = reader.key(l)
-        b = _Builder(version, reader)
-        in_dtype = None
-        if inp is not None:
-            shape = inp.get("batch_shape") or inp.get("batch_input_shape")
-            in_dtype = inp.get("dtype")
-            if isinstance(shape, list) and shape and isinstance(shape[-1], int) and len(shape) == 3:
-                b.width = shape[-1]
-        else:
-            c0 = body[0]["config"]
-            shape = c0.get("batch_input_shape") or c0.get("batch_shape")
-            if isinstance(shape, list) and len(shape) == 3 and isinstance(shape[-1], int):
-                b.width = shape[-1]
-        if isinstance(shape, list) and shape and isinstance(shape[0], int):
-            batch = shape[0]
-        else:
-            batch = None
-        for i, l in enumerate(body):
-            try:
-                b.add(i, l)
-            except (KeyError, TypeError, ValueError) as e:
-                if isinstance(e, (ModelFormatError, UnsupportedError)):
-                    raise
-                raise ModelFormatError(f"{_where(l)}: bad config ({type(e).__name__}: {e})") from None
-        if not b.layers:
-            raise UnsupportedError("the model has no layer fastrnn can run (only identity layers)")
-        _reads_ok(body, b)
-        sig_out = _signature(b, body, outputs)
-        simple = len(sig_out) == 1 and sig_out[0] == {"kind": "y", "flip": False, "cols": None}
-        meta = {"source": "keras", "keras_version": version, "class_name": cfg.get("class_name"),
-                "input_dtype": in_dtype if isinstance(in_dtype, str) else None,
-                "time_major": bool(b.time_major), "stateful": b.stateful, "batch_size": batch,
-                "outputs": len(sig_out)}
-        signature = {"outputs": None if simple else sig_out,
-                     "states": [{"parts": [p], "stack": False} for p in b.state_layout]}
-        return Model(b.layers, meta=meta, signature=signature)
+        cfg, version, reader, close = load_source(src)
+        return _convert(cfg, version, reader)
+    except (ModelFormatError, UnsupportedError):
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError, RuntimeError,
+            EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # a malformed config or weights file: wrong types, missing keys, a damaged archive, or
+        # HDF5 that h5py cannot read (it raises OSError, RuntimeError, KeyError or ValueError)
+        where = f"{src}: " if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__") else ""
+        raise ModelFormatError(f"{where}malformed Keras model ({type(e).__name__}: {e})") from None
     finally:
-        close()
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing a corrupt HDF5 file may fail too
+                pass
+
+
+def _convert(cfg, version, reader):
+    from fastrnn import Model
+    if not isinstance(cfg, dict):
+        raise ModelFormatError("the model config is not an object")
+    all_layers, body, outputs, inp = _chain(cfg)
+    if isinstance(reader, _ZipWeights):
+        for l in all_layers:
+            l["_wkey"] = reader.key(l)
+    b = _Builder(version, reader)
+    in_dtype = None
+    if inp is not None:
+        shape = inp.get("batch_shape") or inp.get("batch_input_shape")
+        in_dtype = inp.get("dtype")
+        if isinstance(shape, list) and shape and isinstance(shape[-1], int) and len(shape) == 3:
+            b.width = shape[-1]
+    else:
+        c0 = body[0]["config"]
+        shape = c0.get("batch_input_shape") or c0.get("batch_shape")
+        if isinstance(shape, list) and len(shape) == 3 and isinstance(shape[-1], int):
+            b.width = shape[-1]
+    dims = [d if isinstance(d, int) else None for d in shape] if isinstance(shape, list) else []
+    dims += [None] * (2 - len(dims))
+    batch, steps = dims[0], dims[1]
+    for i, l in enumerate(body):
+        try:
+            b.add(i, l)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, (ModelFormatError, UnsupportedError)):
+                raise
+            raise ModelFormatError(f"{_where(l)}: bad config ({type(e).__name__}: {e})") from None
+    if not b.layers:
+        raise UnsupportedError("the model has no layer fastrnn can run (only identity layers)")
+    _reads_ok(body, b)
+    if b.time_major:
+        batch, steps = steps, batch        # a time-major Input's first axis is time
+    sig_out = _signature(b, body, outputs)
+    simple = len(sig_out) == 1 and sig_out[0] == {"kind": "y", "flip": False, "cols": None}
+    meta = {"source": "keras", "keras_version": version, "class_name": cfg.get("class_name"),
+            "input_dtype": in_dtype if isinstance(in_dtype, str) else None,
+            "time_major": bool(b.time_major), "stateful": b.stateful, "batch_size": batch,
+            "time_steps": steps,
+            "outputs": len(sig_out)}
+    signature = {"outputs": None if simple else sig_out,
+                 "states": [{"parts": [p], "stack": False} for p in b.state_layout]}
+    return Model(b.layers, meta=meta, signature=signature)
+
+
+def run_source(src, x):
+    """Run the Keras model itself (Keras must be installed) on batch-major x; returns the list of
+    its outputs, batch-major. For `fastrnn-convert --check` and tests."""
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        import keras
+    except ImportError:
+        raise UnsupportedError("Keras is not installed (pip install keras; KERAS_BACKEND=torch "
+                               "runs it without TensorFlow)") from None
+    if not isinstance(src, (str, os.PathLike)):
+        model = src
+    else:
+        try:
+            model = keras.saving.load_model(src, compile=False)
+        except Exception as e:  # noqa: BLE001 - whatever Keras raises, say it in one line
+            raise UnsupportedError(f"Keras {keras.__version__} cannot load {os.fspath(src)} "
+                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    tm = any(bool(getattr(l, "time_major", False)) for l in model.layers)
+    xin = np.swapaxes(x, 0, 1) if tm else x
+    ys = model(xin, training=False)
+    ys = ys if isinstance(ys, (list, tuple)) else [ys]
+    out = []
+    for y in ys:
+        a = keras.ops.convert_to_numpy(y)
+        out.append(np.swapaxes(a, 0, 1) if tm and a.ndim == 3 else a)
+    return out

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OPENBLAS_NUM_THREADS=1   # NumPy's BLAS threads would compete with ours on 2 cores
+export KERAS_BACKEND=torch      # the Keras tests run Keras 3 on torch: no TensorFlow needed
 python -m pip install -q --disable-pip-version-check -e ".[test]"
 python -m pytest -q "$@"
 best=$(python -c "import fastrnn; print(fastrnn.cpu_info()['isa'])")
