@@ -174,3 +174,21 @@ def test_keras_config_fuzz(tmp_path, name):
                 pass
     with zipfile.ZipFile(ksrc) as z:
         assert "config.json" in z.namelist()
+
+
+def test_keras22_sequential_list_config(tmp_path):
+    """Keras <= 2.2 wrote a Sequential config as a bare list of layers, with batch_input_shape on
+    the first layer and no InputLayer: rewrite a Keras 2.15 file that way and convert it."""
+    import shutil
+    import h5py
+    p = tmp_path / "old.h5"
+    shutil.copy(os.path.join(HERE, "reuters_simplernn.h5"), p)
+    with h5py.File(p, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        layers = [l for l in cfg["config"]["layers"] if l["class_name"] != "InputLayer"]
+        layers[0]["config"]["batch_input_shape"] = [None, 49, 1]
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": layers})
+        f.attrs["keras_version"] = "2.2.4"
+    m = fastrnn.convert(str(p))
+    assert m.input_size == 1 and m.meta["time_steps"] == 49
+    _exact(m.predict(EXPECTED["reuters_simplernn.x"]), EXPECTED["reuters_simplernn.y0"], "list config")
