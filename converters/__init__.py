@@ -4,8 +4,9 @@ convert(src, **opts) recognises the source by content (files) or type (in-memory
 hands it to the Keras, PyTorch or ONNX importer. Converters only ever produce ir layers + a
 Model; they never touch kernels.
 
-Importers: converters/keras.py (.keras, .h5, keras.Model). PyTorch and ONNX: not available yet
-(convert() recognises them and says so).
+Importers: converters/keras.py (.keras, .h5, keras.Model); converters/torch.py (bare nn.RNN /
+LSTM / GRU modules, state_dicts, TorchScript, pickled modules with allow_pickle=True). ONNX: not
+available yet (convert() recognises it and says so).
 """
 import os
 
@@ -37,6 +38,26 @@ def sniff(path):
     return None
 
 
+def _kind_of(obj):
+    """The framework of an in-memory model: by isinstance against the frameworks already imported
+    (a user's subclass lives in the user's module), else by the type's module."""
+    import sys
+    checks = (("torch", "nn.Module", "torch"), ("keras", "Model", "keras"), ("tf_keras", "Model", "keras"),
+              ("onnx", "ModelProto", "onnx"))
+    for mod, attr, kind in checks:
+        m = sys.modules.get(mod)
+        try:
+            cls = m
+            for a in attr.split("."):
+                cls = getattr(cls, a)
+        except AttributeError:
+            continue
+        if m is not None and isinstance(cls, type) and isinstance(obj, cls):
+            return kind
+    return {"keras": "keras", "tf_keras": "keras", "torch": "torch", "onnx": "onnx"}.get(
+        type(obj).__module__.split(".")[0])
+
+
 def convert(src, **opts):
     kind = None
     if isinstance(src, (str, os.PathLike)):
@@ -49,22 +70,26 @@ def convert(src, **opts):
             from fastrnn import load
             return load(src)
     else:
-        mod = type(src).__module__.split(".")[0]
-        kind = {"keras": "keras", "tf_keras": "keras", "torch": "torch", "onnx": "onnx"}.get(mod)
+        kind = _kind_of(src)
         if kind is None:
             raise UnsupportedError(f"convert: cannot convert a {type(src).__module__}.{type(src).__name__}")
     if kind in ("keras", "h5"):
         from . import keras
         return keras.convert(src, **opts)
+    if kind == "torch":
+        from . import torch
+        return torch.convert(src, **opts)
     raise UnsupportedError(f"convert: the {kind} importer is not available in this version of fastrnn")
 
 
 def run_source(src, x, **opts):
     """Run the source model in its own framework on batch-major x (for --check); returns a list
     of output arrays. Raises UnsupportedError when that framework is not installed."""
-    kind = sniff(src) if isinstance(src, (str, os.PathLike)) else \
-        {"keras": "keras", "tf_keras": "keras"}.get(type(src).__module__.split(".")[0])
+    kind = sniff(src) if isinstance(src, (str, os.PathLike)) else _kind_of(src)
     if kind in ("keras", "h5"):
         from . import keras
-        return keras.run_source(src, x)
+        return keras.run_source(src, x, **opts)
+    if kind == "torch":
+        from . import torch
+        return torch.run_source(src, x, **opts)
     raise UnsupportedError(f"--check: running {kind} models is not available in this version of fastrnn")

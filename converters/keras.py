@@ -819,8 +819,9 @@ def _reads_ok(body, b):
 
 def convert(src, **opts):
     """Keras model (path to .keras/.h5 or keras.Model) -> fastrnn.Model."""
+    opts.pop("allow_pickle", None)       # nothing in a Keras file is unpickled
     if opts:
-        raise TypeError(f"convert: options {sorted(opts)} do not apply to Keras models")
+        raise UnsupportedError(f"convert: options {', '.join(sorted(opts))} do not apply to Keras models")
     close = None
     try:
         cfg, version, reader, close = load_source(src)
@@ -888,7 +889,7 @@ def _convert(cfg, version, reader):
     return Model(b.layers, meta=meta, signature=signature)
 
 
-def run_source(src, x):
+def run_source(src, x, **opts):
     """Run the Keras model itself (Keras must be installed) on batch-major x; returns the list of
     its outputs, batch-major. For `fastrnn-convert --check` and tests."""
     import os

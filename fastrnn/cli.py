@@ -1,7 +1,7 @@
 """fastrnn-convert: the command-line face of fastrnn.convert + Model.save.
 
-    fastrnn-convert SRC [-o OUT] [--check] [--allow-pickle] [--batch N] [--steps T] [--seed S]
-                        [--tolerance TOL]
+    fastrnn-convert SRC [-o OUT] [--check] [--allow-pickle] [--batch-first] [--nonlinearity F]
+                        [--batch N] [--steps T] [--seed S] [--tolerance TOL]
 
 Converts the model file SRC (.keras, .h5, ...; recognised by content, not extension) and writes
 OUT (default: SRC with its suffix replaced by .frnn), then prints `wrote OUT: <the model>`.
@@ -15,7 +15,8 @@ else 3; steps = --steps, else the source's fixed input length, else 16. The tole
 (DESIGN.md section 4: 1e-5 where outputs are O(1)).
 
 --allow-pickle lets fastrnn.convert read a file that only full unpickling can read (a pickled
-torch module); only do that for files you trust.
+torch module); only do that for files you trust. --batch-first and --nonlinearity describe a
+PyTorch state_dict's module, which the file cannot say (docs/pytorch.md).
 
 Exit codes: 0 converted (and, with --check, outputs agree); 1 an error (one line on stderr,
 `fastrnn-convert: error: ...`, no traceback) or --check found a difference over the tolerance
@@ -57,13 +58,18 @@ def _parser():
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Convert a Keras / PyTorch / ONNX recurrent model into a fastrnn .frnn file.")
-    p.add_argument("src", metavar="SRC", help="model file (.keras, .h5; recognised by content)")
+    p.add_argument("src", metavar="SRC", help="model file (.keras, .h5, .pt/.pth; recognised by content)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output .frnn file (default: SRC with its suffix replaced by .frnn)")
     p.add_argument("--check", action="store_true",
                    help="run the source framework and fastrnn on random inputs and compare")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow files that only full unpickling can read (trusted files only)")
+    p.add_argument("--batch-first", action="store_true",
+                   help="a PyTorch state_dict's module was built with batch_first=True (recorded in the "
+                        "model; used by --check)")
+    p.add_argument("--nonlinearity", choices=("tanh", "relu"),
+                   help="a PyTorch nn.RNN state_dict's nonlinearity (default tanh, torch's)")
     p.add_argument("--batch", type=_positive_int, metavar="N",
                    help="--check batch size (default: the model's fixed batch size, else 3)")
     p.add_argument("--steps", type=_positive_int, metavar="T",
@@ -119,6 +125,16 @@ def _max_diff(a, b):
     return float(d.max())
 
 
+def _opts(args):
+    """convert / run_source options from the command line (only those given)."""
+    opts = {"allow_pickle": True} if args.allow_pickle else {}
+    if args.batch_first:
+        opts["batch_first"] = True
+    if args.nonlinearity:
+        opts["nonlinearity"] = args.nonlinearity
+    return opts
+
+
 def _check(args, model):
     """Returns True when fastrnn and the source framework agree."""
     from .converters import run_source
@@ -133,7 +149,7 @@ def _check(args, model):
     try:
         with warnings.catch_warnings():     # the framework's own warnings are not this tool's output
             warnings.simplefilter("ignore")
-            theirs = run_source(args.src, x)
+            theirs = run_source(args.src, x, **_opts(args))
     except (FastRNNError, OSError, _Error):
         raise
     except Exception as e:  # noqa: BLE001 - whatever the framework raises, in one line
@@ -164,8 +180,7 @@ def _convert(args):
     if not os.path.exists(args.src):
         raise _Error(f"{args.src}: no such file")
     out = args.output or _default_output(args.src)
-    opts = {"allow_pickle": True} if args.allow_pickle else {}
-    model = fastrnn.convert(args.src, **opts)
+    model = fastrnn.convert(args.src, **_opts(args))
     model.save(out)
     line = f"wrote {out}: {model!r}"
     if model.num_outputs > 1:

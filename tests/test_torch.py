@@ -1,0 +1,233 @@
+"""PyTorch (2.13, CPU) -> fastrnn, against real torch on the same inputs.
+
+Bare nn.RNN / nn.LSTM / nn.GRU with every constructor option, as modules, state_dict files
+(zip and legacy pickle), checkpoint dicts, TorchScript archives (scripted and traced) and pickled
+modules (allow_pickle=True only); packed lengths, h0/c0, torch's state layout, streaming, the
+seed example, refusals and the command line.
+"""
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fastrnn
+
+torch.set_num_threads(1)
+
+KINDS = {"rnn_tanh": (torch.nn.RNN, {"nonlinearity": "tanh"}), "rnn_relu": (torch.nn.RNN, {"nonlinearity": "relu"}),
+         "lstm": (torch.nn.LSTM, {}), "gru": (torch.nn.GRU, {})}
+
+
+def _module(kind, I=5, H=7, seed=0, scale=1.5, **opts):
+    """A module with non-trivial weights: torch's uniform(+-1/sqrt(H)) init scaled up."""
+    cls, extra = KINDS[kind]
+    torch.manual_seed(seed)
+    m = cls(I, H, **extra, **opts)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(scale)
+    return m.eval()
+
+
+def _torch_run(m, x, lengths=None, init=None):
+    """torch on batch-major numpy x -> (out batch-major, [h_n(, c_n)])."""
+    xt = torch.from_numpy(x)
+    if not m.batch_first:
+        xt = xt.transpose(0, 1)
+    inp = xt
+    if lengths is not None:
+        inp = pack_padded_sequence(xt, torch.as_tensor(lengths), batch_first=m.batch_first, enforce_sorted=False)
+    hx = None
+    if init is not None:
+        hx = tuple(torch.from_numpy(a) for a in init) if len(init) == 2 else torch.from_numpy(init[0])
+    with torch.no_grad():
+        out, h = m(inp, hx)
+    if lengths is not None:
+        out, _ = pad_packed_sequence(out, batch_first=m.batch_first, total_length=x.shape[1])
+    if not m.batch_first:
+        out = out.transpose(0, 1)
+    hs = list(h) if isinstance(h, tuple) else [h]
+    return out.numpy(), [a.numpy() for a in hs]
+
+
+def _close(got, want, what=""):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=what)
+
+
+def _compare(f, m, x, lengths=None, init=None):
+    y, st = f.predict(x, lengths=lengths, initial_state=init, return_state=True)
+    out, hs = _torch_run(m, x, lengths, init)
+    _close(y, out, "output")
+    assert len(st) == len(hs)
+    for i, (a, b) in enumerate(zip(st, hs)):
+        assert a.shape == b.shape, (i, a.shape, b.shape)
+        _close(a, b, f"state {i}")
+
+
+MATRIX = [(k, L, bi, bias, bf) for k, L, bi, bias, bf in
+          itertools.product(KINDS, (1, 3), (False, True), (True, False), (False, True))]
+
+
+@pytest.mark.parametrize("kind,L,bi,bias,bf", MATRIX, ids=[
+    f"{k}-L{L}-{'bi' if bi else 'uni'}-{'bias' if bias else 'nobias'}-{'bf' if bf else 'tm'}"
+    for k, L, bi, bias, bf in MATRIX])
+def test_module_options(kind, L, bi, bias, bf):
+    m = _module(kind, num_layers=L, bidirectional=bi, bias=bias, batch_first=bf, dropout=0.3 if L > 1 else 0.0)
+    f = fastrnn.convert(m)
+    rng = np.random.default_rng(L * 10 + bi)
+    B, T = 4, 9
+    x = rng.normal(size=(B, T, 5)).astype(np.float32)
+    _compare(f, m, x)
+    # h0 (and c0) in torch's layout (layers*directions, B, H)
+    init = [rng.normal(0, 0.5, s).astype(np.float32) for s in f.state_shapes(B)]
+    _compare(f, m, x, init=init)
+    # packed lengths (unsorted, one full row, one of length 1)
+    _compare(f, m, x, lengths=np.array([T, 3, 1, 6]), init=init)
+
+
+@pytest.mark.parametrize("bi,L", [(False, 1), (True, 1), (True, 3), (False, 2)])
+def test_lstm_proj_size(bi, L):
+    m = _module("lstm", H=8, proj_size=3, num_layers=L, bidirectional=bi)
+    f = fastrnn.convert(m)
+    D = 2 if bi else 1
+    assert f.state_shapes(2) == [(L * D, 2, 3), (L * D, 2, 8)]
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 6, 5)).astype(np.float32)
+    init = [rng.normal(0, 0.5, s).astype(np.float32) for s in f.state_shapes(2)]
+    _compare(f, m, x)
+    _compare(f, m, x, lengths=np.array([2, 6]), init=init)
+
+
+def test_seed_example():
+    """torch.nn.RNN(20, 50, 2) on a (100, 32, 20) time-major input with h_0 (2, 32, 50)."""
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(20, 50, 2).eval()
+    inp = torch.randn(100, 32, 20)
+    h0 = torch.randn(2, 32, 50)
+    with torch.no_grad():
+        out, hn = rnn(inp, h0)
+    f = fastrnn.convert(rnn)
+    y, (h,) = f.predict(inp.numpy().transpose(1, 0, 2), initial_state=[h0.numpy()], return_state=True)
+    _close(y.transpose(1, 0, 2), out.numpy(), "output")   # predict is batch-major
+    _close(h, hn.numpy(), "h_n")
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_stream_unidirectional(kind):
+    m = _module(kind, num_layers=2, batch_first=True)
+    f = fastrnn.convert(m)
+    x = np.random.default_rng(2).normal(size=(3, 8, 5)).astype(np.float32)
+    out, hs = _torch_run(m, x)
+    s = f.stream(3)
+    for t in range(8):
+        _close(s.step(x[:, t]), out[:, t], f"step {t}")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("torch")
+    m = _module("lstm", num_layers=2, bidirectional=True, proj_size=4, batch_first=True)
+    r = _module("rnn_relu", num_layers=2)
+    g = _module("gru", num_layers=1)
+    p = {}
+    torch.save(m.state_dict(), d / "sd.pt")
+    torch.save(m.state_dict(), d / "sd_legacy.pth", _use_new_zipfile_serialization=False)
+    torch.save({"epoch": 3, "state_dict": m.state_dict()}, d / "ckpt.pt")
+    torch.save({"model_state_dict": g.state_dict(), "optimizer": {}}, d / "ckpt_gru.tar")
+    torch.save(r.state_dict(), d / "relu.bin")
+    torch.jit.save(torch.jit.script(m), d / "scripted.pt")
+    x0 = torch.zeros(2, 3, 5)
+    torch.jit.save(torch.jit.trace(g, (x0.transpose(0, 1),)), d / "traced.pt")
+    torch.jit.save(torch.jit.trace(m, (torch.zeros(2, 3, 5),)), d / "traced_lstm.pt")   # batch_first
+    torch.jit.save(torch.jit.trace(r, (x0.transpose(0, 1),)), d / "traced_relu.pt")
+    torch.save(m, d / "whole.pt")
+    for k in ("sd.pt", "sd_legacy.pth", "ckpt.pt", "ckpt_gru.tar", "relu.bin", "scripted.pt", "traced.pt",
+              "traced_lstm.pt", "traced_relu.pt", "whole.pt"):
+        p[k] = str(d / k)
+    return p, {"lstm": m, "relu": r, "gru": g}
+
+
+@pytest.mark.parametrize("name,mod,opts", [
+    ("sd.pt", "lstm", {"batch_first": True}), ("sd_legacy.pth", "lstm", {"batch_first": True}),
+    ("ckpt.pt", "lstm", {}), ("ckpt_gru.tar", "gru", {}), ("relu.bin", "relu", {"nonlinearity": "relu"}),
+    ("scripted.pt", "lstm", {}), ("traced.pt", "gru", {}), ("traced_lstm.pt", "lstm", {}),
+    ("traced_relu.pt", "relu", {}), ("whole.pt", "lstm", {"allow_pickle": True})])
+def test_files(files, name, mod, opts):
+    paths, mods = files
+    m = mods[mod]
+    f = fastrnn.convert(paths[name], **opts)
+    x = np.random.default_rng(3).normal(size=(3, 6, 5)).astype(np.float32)
+    _compare(f, m, x, lengths=np.array([6, 2, 4]))
+    kind = "torchscript" if "traced" in name or "scripted" in name else "pickle" if name == "whole.pt" \
+        else "state_dict"
+    assert f.meta["kind"] == kind
+    assert f.meta["batch_first"] == m.batch_first or kind == "state_dict" and "batch_first" not in opts
+
+
+def test_pickled_module_refused(files):
+    paths, _ = files
+    with pytest.raises(fastrnn.ModelFormatError, match="allow_pickle=True") as e:
+        fastrnn.convert(paths["whole.pt"])
+    assert "runs code" in str(e.value)
+
+
+def test_relu_state_dict_needs_nonlinearity(files):
+    """The file cannot say tanh or relu: without nonlinearity= it is torch's default, tanh."""
+    paths, mods = files
+    x = np.random.default_rng(4).normal(size=(2, 5, 5)).astype(np.float32)
+    f = fastrnn.convert(paths["relu.bin"])
+    assert f.layers[0].activations[0][0].kind == "tanh"
+    assert not np.allclose(f.predict(x), _torch_run(mods["relu"], x)[0], atol=1e-3)
+
+
+def test_unsupported(tmp_path):
+    class Custom(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.lstm(self.emb(x))[0]
+    with pytest.raises(fastrnn.UnsupportedError, match="Custom"):
+        fastrnn.convert(Custom())
+    torch.save(Custom().state_dict(), tmp_path / "c.pt")
+    with pytest.raises(fastrnn.UnsupportedError, match="custom modules"):
+        fastrnn.convert(str(tmp_path / "c.pt"))
+    with pytest.raises(fastrnn.UnsupportedError, match="state_dict files only"):
+        fastrnn.convert(torch.nn.LSTM(2, 2), batch_first=True)
+
+
+def test_damaged_files(tmp_path, files):
+    paths, _ = files
+    for name in ("sd.pt", "scripted.pt", "sd_legacy.pth"):
+        data = open(paths[name], "rb").read()
+        for cut in (0.2, 0.6, 0.95):
+            p = tmp_path / f"{cut}{name}"
+            p.write_bytes(data[: int(len(data) * cut)])
+            try:
+                fastrnn.convert(str(p))
+            except fastrnn.FastRNNError:
+                pass
+
+
+def test_cli_state_dict_check(files, tmp_path):
+    paths, _ = files
+    out = tmp_path / "m.frnn"
+    r = subprocess.run(["fastrnn-convert", paths["sd.pt"], "-o", str(out), "--check", "--batch-first"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout
+    r = subprocess.run(["fastrnn-convert", paths["relu.bin"], "-o", str(out), "--check", "--nonlinearity", "relu"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "fastrnn.cli", paths["whole.pt"], "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "allow" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(["fastrnn-convert", paths["whole.pt"], "-o", str(out), "--allow-pickle", "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
