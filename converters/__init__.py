@@ -42,7 +42,8 @@ def _kind_of(obj):
     """The framework of an in-memory model: by isinstance against the frameworks already imported
     (a user's subclass lives in the user's module), else by the type's module."""
     import sys
-    checks = (("torch", "nn.Module", "torch"), ("keras", "Model", "keras"), ("tf_keras", "Model", "keras"),
+    # keras first: a Keras 3 model on the torch backend is also a torch.nn.Module
+    checks = (("keras", "Model", "keras"), ("tf_keras", "Model", "keras"), ("torch", "nn.Module", "torch"),
               ("onnx", "ModelProto", "onnx"))
     for mod, attr, kind in checks:
         m = sys.modules.get(mod)

@@ -1,9 +1,9 @@
 """PyTorch importer: nn.RNN / nn.LSTM / nn.GRU modules, their state_dict files, TorchScript
 archives and (with allow_pickle=True) pickled whole modules -> fastrnn ir layers + a signature.
 
-Status: bare recurrent modules in every form. Custom nn.Modules (Embedding -> LSTM -> Linear and
-the like, captured from forward) and state_dicts holding more than one recurrent module are not
-converted yet: they raise UnsupportedError saying so.
+Status: bare recurrent modules in every form; custom nn.Modules captured from forward with
+torch.fx (see "custom modules" below). Not yet: state_dicts and TorchScript archives of custom
+modules (UnsupportedError says so).
 
 Sources, recognised by content (DESIGN.md section 1, convention 8):
   module             an nn.RNN / nn.LSTM / nn.GRU instance (or a TorchScript module of one).
@@ -285,10 +285,14 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
                                    "(a module knows them)")
         cfg = _rnn_config(obj)
         if cfg is None:
-            name = getattr(obj, "original_name", None) or type(obj).__name__
-            raise UnsupportedError(
-                f"convert: a {name} module: custom modules (forward captured with example_input=) "
-                f"are not converted yet; bare nn.RNN / nn.LSTM / nn.GRU are")
+            if isinstance(obj, torch.jit.ScriptModule):
+                name = getattr(obj, "original_name", None) or type(obj).__name__
+                raise UnsupportedError(
+                    f"convert: a TorchScript {name}: TorchScript archives of custom modules are not "
+                    f"converted yet (bare nn.RNN / LSTM / GRU are); convert the module itself")
+            model = capture(obj, example_input)
+            model.meta["kind"] = kind
+            return model
         sd, prefix = obj.state_dict(), ""
     layers = _from_state(sd, prefix, cfg)
     meta = {"source": "torch", "kind": kind, "module": cfg, "batch_first": bool(cfg["batch_first"])}
@@ -314,14 +318,429 @@ def run_source(src, x, **opts):
         mod.load_state_dict(obj)
     else:
         mod = obj
-    bf = bool(getattr(mod, "batch_first", False))
+    cfg = _rnn_config(mod)
+    if cfg is not None:
+        in_bf = out_bf = bool(cfg["batch_first"])
+        extra = ()
+    else:                                    # a custom module: what capture() recorded
+        meta = convert(mod).meta
+        in_bf, out_bf = meta["input_layout"] == "batch_first", meta["output_layout"] == "batch_first"
+        extra = (torch.full((x.shape[0],), x.shape[1], dtype=torch.int64),) if meta["takes_lengths"] else ()
     xt = torch.from_numpy(np.ascontiguousarray(x))
     training = getattr(mod, "training", False)
     try:
         with torch.no_grad():
-            out = mod.eval()(xt if bf else xt.transpose(0, 1))
+            out = mod.eval()(xt if in_bf else xt.transpose(0, 1), *extra)
     finally:
         mod.train(training)
     y = out[0] if isinstance(out, (tuple, list)) else out
-    y = y if bf else y.transpose(0, 1)
+    y = y if out_bf or y.ndim != 3 else y.transpose(0, 1)
     return [y.contiguous().numpy()]
+
+
+# ---------------------------------------------------------------------------------------------
+# custom modules: forward captured with torch.fx
+#
+# Why torch.fx (symbolic tracing): it records forward as a graph of module calls and functions
+# without running it, keeps nn.RNN/LSTM/GRU/Embedding/Linear as single nodes (leaf modules)
+# whose weights we read directly, and names every op it cannot reduce. TorchScript tracing would
+# inline the RNN into aten calls and bake shapes in; torch.export needs example shapes and
+# decomposes the same way. example_input, when given, is run through both the module and the
+# converted model as a check.
+#
+# Each fx node gets an abstract value: the pipeline tensor it stands for (a sequence, with the
+# meaning of each axis; or a last-step (batch, features) tensor), an RNN's output tuple, its h_n /
+# c_n, rows of h_n, the lengths input. Ops that add a layer must act on the current end of the
+# pipeline; anything that would branch it, or any op not listed, raises UnsupportedError naming
+# the node and the source line.
+
+class _Seq:
+    """A (.., .., features) sequence at pipeline end `pos`; axes: labels of the first two axes
+    ('B', 'T', or the input's own 'x0'/'x1' before an RNN fixes them)."""
+    def __init__(self, pos, axes, width, packed=False):
+        self.pos, self.axes, self.width, self.packed = pos, list(axes), width, packed
+
+
+class _Last:
+    """A (batch, features) tensor at pipeline end `pos` (the last recurrent layer's final step)."""
+    def __init__(self, pos, width):
+        self.pos, self.width = pos, width
+
+
+class _Ret:
+    def __init__(self, out, states):
+        self.out, self.states = out, states
+
+
+class _HN:
+    """h_n / c_n of the torch RNN module whose last IR layer is layers[idx]."""
+    def __init__(self, idx, L, D, width, pos):
+        self.idx, self.L, self.D, self.width, self.pos = idx, L, D, width, pos
+
+
+class _Row:
+    def __init__(self, hn, layer, d):
+        self.hn, self.layer, self.d = hn, layer, d
+
+
+class _Lengths:
+    pass
+
+
+ACT_FUNCS = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "softmax": "softmax",
+             "log_softmax": "log_softmax", "elu": "elu", "selu": "selu", "silu": "silu",
+             "softplus": "softplus", "softsign": "softsign", "relu6": "relu6", "leaky_relu": "leaky_relu"}
+ACT_MODULES = {"Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu", "Softmax": "softmax",
+               "LogSoftmax": "log_softmax", "ELU": "elu", "SELU": "selu", "SiLU": "silu",
+               "Softplus": "softplus", "Softsign": "softsign", "ReLU6": "relu6", "LeakyReLU": "leaky_relu"}
+IDENTITY_MODULES = {"Dropout", "Identity", "AlphaDropout", "Dropout1d"}
+
+
+class _Capture:
+    def __init__(self, module):
+        self.m = module
+        self.layers = []
+        self.states = []          # torch signature states, per RNN module: h (and c) stacks
+        self.nstates = 0
+        self.input_layout = None  # 'batch_first' | 'time_major' for the source's input
+        self.input_ids = None
+        self.takes_lengths = False
+
+    def fail(self, node, why):
+        where = ""
+        lines = (node.meta.get("stack_trace") or "").strip().splitlines() if hasattr(node, "meta") else []
+        user = [i for i, ln in enumerate(lines) if ln.strip().startswith("File ")
+                and f"{os.sep}torch{os.sep}" not in ln]
+        if user and user[-1] + 1 < len(lines):
+            i = user[-1]
+            where = f" ({lines[i].strip()}: {lines[i + 1].strip()})"
+        raise UnsupportedError(f"convert: {node.op} {node.target!r} (node {node.name}){where}: {why}")
+
+    # -- pipeline helpers -------------------------------------------------------------------
+    def _at_end(self, node, v):
+        if v.pos != len(self.layers):
+            self.fail(node, "reads a tensor from earlier in the model while later layers exist "
+                            "(a branch): fastrnn runs a linear pipeline")
+
+    def _width(self, node, v):
+        if isinstance(v, (_Seq, _Last)):
+            if isinstance(v, _Seq) and v.width is None:
+                self.fail(node, "the input's feature size is unknown here")
+            return v.width
+        self.fail(node, f"expects a tensor of the pipeline, got {type(v).__name__.strip('_')}")
+
+    def _finalise_last(self, node, rows):
+        """h_n rows of the last layer of the latest RNN -> its final-step output."""
+        hn = rows[0].hn
+        if hn.idx != len(self.layers) - 1 or hn.pos != len(self.layers):
+            self.fail(node, "uses the final state of an RNN that is not the last layer so far")
+        if any(r.layer != hn.L - 1 for r in rows):
+            self.fail(node, "uses the final state of a layer below the top of a stacked RNN")
+        dirs = [r.d for r in rows]
+        if dirs != list(range(hn.D)):
+            self.fail(node, "uses h_n rows that are not the top layer's directions in order "
+                            "(h_n[-1] for one direction; torch.cat([h_n[-2], h_n[-1]], 1) for two)")
+        self.layers[-1].return_sequences = False
+        return _Last(len(self.layers), hn.width * hn.D)
+
+    def _as_tensor(self, node, v):
+        """A value used as a pipeline tensor (rows of h_n become the final step)."""
+        if isinstance(v, _Row):
+            return self._finalise_last(node, [v])
+        if isinstance(v, _HN) and v.L * v.D == 1:
+            return self._finalise_last(node, [_Row(v, 0, 0)])
+        return v
+
+    # -- ops ----------------------------------------------------------------------------------
+    def module(self, node, mod, args, kwargs):
+        torch = _torch()
+        nm = type(mod).__name__
+        if nm in IDENTITY_MODULES:
+            return args[0]
+        if isinstance(mod, torch.nn.Embedding):
+            x = args[0]
+            if not isinstance(x, _Seq) or x.pos != 0 or self.layers:
+                self.fail(node, "an Embedding must read the model's input first")
+            if mod.max_norm is not None:
+                self.fail(node, "Embedding(max_norm=...) renormalises rows at lookup: not supported")
+            self.input_ids = True
+            self.layers.append(ir.Embedding(_np(mod.weight, node.name + ".weight")))
+            return _Seq(1, x.axes, mod.embedding_dim)
+        if isinstance(mod, torch.nn.RNNBase):
+            return self._rnn(node, mod, args, kwargs)
+        if isinstance(mod, torch.nn.Linear):
+            x = self._as_tensor(node, args[0])
+            self._at_end(node, x)
+            if isinstance(x, _Seq) and x.packed:
+                self.fail(node, "a Linear on a PackedSequence")
+            if self._width(node, x) != mod.in_features:
+                self.fail(node, f"Linear expects {mod.in_features} features, gets {x.width}")
+            b = _np(mod.bias, node.name + ".bias") if mod.bias is not None else None
+            self.layers.append(ir.Dense(_np(mod.weight, node.name + ".weight"), b))
+            return self._same(x, mod.out_features)
+        if nm in ACT_MODULES:
+            dim = getattr(mod, "dim", None)
+            alpha = getattr(mod, "alpha", None) if nm == "ELU" else getattr(mod, "negative_slope", None)
+            return self._act(node, args[0], ACT_MODULES[nm], dim, alpha)
+        if nm == "Flatten":
+            x = self._as_tensor(node, args[0])
+            if isinstance(x, _Last):
+                return x
+        self.fail(node, f"module {nm} is not supported (fastrnn converts Embedding, RNN/LSTM/GRU, "
+                        f"Linear, activations and dropout)")
+
+    def _same(self, x, width):
+        if isinstance(x, _Seq):
+            return _Seq(len(self.layers), x.axes, width)
+        return _Last(len(self.layers), width)
+
+    def _act(self, node, x, kind, dim=None, alpha=None):
+        x = self._as_tensor(node, x)
+        self._at_end(node, x)
+        w = self._width(node, x)
+        if kind in ("softmax", "log_softmax"):
+            nd = 3 if isinstance(x, _Seq) else 2
+            if dim is None or dim not in (-1, nd - 1):
+                self.fail(node, f"{kind} over dim={dim}: only the feature (last) axis is supported")
+        a = ir.Act(kind, alpha) if alpha is not None else ir.Act(kind)
+        if kind == "leaky_relu" and alpha is None:
+            a = ir.Act("leaky_relu", 0.01)
+        if kind == "elu" and alpha is None:
+            a = ir.Act("elu", 1.0)
+        last = self.layers[-1] if self.layers else None
+        if isinstance(last, ir.Dense) and last.activation.kind == "linear":
+            last.activation = a          # Linear then activation: one Dense layer
+        else:
+            self.layers.append(ir.Activation(w, a))
+        return self._same(x, w)
+
+    def _rnn(self, node, mod, args, kwargs):
+        x = args[0] if args else None
+        if len(args) > 1 or kwargs:
+            self.fail(node, "an RNN called with an initial state: pass initial_state= to predict instead")
+        if not isinstance(x, _Seq):
+            self.fail(node, "an RNN must read a sequence of the pipeline")
+        self._at_end(node, x)
+        cfg = _rnn_config(mod)
+        if x.width is None:
+            x.width = cfg["input_size"]
+        if x.width != cfg["input_size"]:
+            self.fail(node, f"{type(mod).__name__} expects {cfg['input_size']} features, gets {x.width}")
+        want = ["B", "T"] if cfg["batch_first"] else ["T", "B"]
+        if x.axes != want:
+            if self.input_layout is None and sorted(x.axes) == ["x0", "x1"]:
+                # the first RNN fixes which input axis is batch and which is time
+                b_axis = x.axes[want.index("B")]
+                self.input_layout = "batch_first" if b_axis == "x0" else "time_major"
+            else:
+                self.fail(node, f"{type(mod).__name__}(batch_first={cfg['batch_first']}) reads a tensor "
+                                f"whose axes are {x.axes} (expected {want})")
+        elif self.input_layout is None:
+            self.input_layout = "batch_first" if cfg["batch_first"] else "time_major"
+        layers = _from_state(mod.state_dict(), "", cfg)
+        sig = _signature(layers, self.nstates)["states"]
+        self.layers += layers
+        self.states += sig
+        self.nstates += sum(2 if l.cell == "lstm" else 1 for l in layers)
+        D = 2 if cfg["bidirectional"] else 1
+        pos = len(self.layers)
+        width = layers[-1].state_size
+        hn = _HN(len(self.layers) - 1, cfg["num_layers"], D, width, pos)
+        states = (hn, _HN(hn.idx, hn.L, D, cfg["hidden_size"], pos)) if cfg["mode"] == "LSTM" else hn
+        out = _Seq(pos, want, width * D, packed=x.packed)
+        return _Ret(out, states)
+
+    def function(self, node, fn, args, kwargs):
+        import operator
+        torch = _torch()
+        name = getattr(fn, "__name__", str(fn))
+        if fn is operator.getitem:
+            return self._getitem(node, args[0], args[1])
+        if name == "pack_padded_sequence":
+            x = args[0]
+            if not isinstance(x, _Seq) or not isinstance(args[1] if len(args) > 1 else kwargs.get("lengths"), _Lengths):
+                self.fail(node, "pack_padded_sequence of something other than the pipeline and the lengths input")
+            bf = kwargs.get("batch_first", args[2] if len(args) > 2 else False)
+            if x.axes[0 if bf else 1] not in ("B", "x0", "x1"):
+                self.fail(node, "pack_padded_sequence batch_first does not match the tensor")
+            return _Seq(x.pos, x.axes, x.width, packed=True)
+        if name == "pad_packed_sequence":
+            x = args[0]
+            if not isinstance(x, _Seq) or not x.packed:
+                self.fail(node, "pad_packed_sequence of something that is not a packed RNN output")
+            bf = kwargs.get("batch_first", args[1] if len(args) > 1 else False)
+            axes = ["B", "T"] if bf else ["T", "B"]
+            return (_Seq(x.pos, axes, x.width), _Lengths())
+        if fn in (torch.cat, torch.concat, getattr(torch, "concatenate", None)):
+            parts = args[0] if args else kwargs.get("tensors")
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            if isinstance(parts, (list, tuple)) and parts and all(isinstance(p, _Row) for p in parts) \
+                    and dim in (1, -1):
+                return self._finalise_last(node, list(parts))
+            self.fail(node, "torch.cat of tensors other than the top layer's h_n rows")
+        if name in ACT_FUNCS and getattr(fn, "__module__", "") in ("torch", "torch.nn.functional",
+                                                                   "torch._C._nn", "torch._C._VariableFunctions") \
+                or fn in (torch.sigmoid, torch.tanh, torch.relu):
+            dim = kwargs.get("dim", args[1] if len(args) > 1 and name in ("softmax", "log_softmax") else None)
+            alpha = None
+            if name == "leaky_relu":
+                alpha = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
+            if name == "elu":
+                alpha = kwargs.get("alpha", args[1] if len(args) > 1 else 1.0)
+            return self._act(node, args[0], ACT_FUNCS[name], dim, alpha)
+        if name in ("dropout", "alpha_dropout", "feature_alpha_dropout"):
+            return args[0]
+        self.fail(node, f"function {name} is not supported")
+
+    def method(self, node, name, args, kwargs):
+        x = args[0]
+        if name in ("contiguous", "float", "detach", "clone", "cpu") or (name == "to" and not kwargs.get("dtype")):
+            return x
+        if name in ("sigmoid", "tanh", "relu", "softmax", "log_softmax"):
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+            return self._act(node, x, name, dim)
+        if name in ("permute", "transpose", "swapaxes", "swapdims") and isinstance(x, _Seq):
+            if name == "permute":
+                perm = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+            else:
+                a, b = (args[1], args[2]) if len(args) > 2 else (kwargs.get("dim0"), kwargs.get("dim1"))
+                perm = [0, 1, 2]
+                perm[a % 3], perm[b % 3] = perm[b % 3], perm[a % 3]
+            perm = [p % 3 for p in perm]
+            if perm[2] != 2:
+                self.fail(node, "a permutation that moves the feature axis")
+            x2 = _Seq(x.pos, [x.axes[perm[0]], x.axes[perm[1]]], x.width, x.packed)
+            return x2
+        if name == "squeeze" and isinstance(x, _HN):
+            return self._as_tensor(node, x)
+        if name in ("view", "reshape", "flatten") and isinstance(x, _Last):
+            return x
+        self.fail(node, f"method .{name}() is not supported here")
+
+    def _getitem(self, node, v, idx):
+        if isinstance(v, (tuple, list)):
+            return v[idx]
+        if isinstance(v, _Ret):
+            return (v.out, v.states)[idx]
+        if isinstance(v, _HN) and isinstance(idx, int):
+            n = v.L * v.D
+            if not -n <= idx < n:
+                self.fail(node, f"h_n has {n} rows")
+            i = idx % n
+            return _Row(v, i // v.D, i % v.D)
+        if isinstance(v, _Seq) and not v.packed:
+            idx = idx if isinstance(idx, tuple) else (idx,)
+            full = slice(None)
+            t_axis = v.axes.index("T") if "T" in v.axes else None
+            if t_axis is not None and len(idx) > t_axis and idx[t_axis] == -1 \
+                    and all(i == full for j, i in enumerate(idx) if j != t_axis) and len(idx) <= 3:
+                return self._last_step(node, v)
+        self.fail(node, f"indexing {type(v).__name__.strip('_')} with {idx!r} is not supported "
+                        f"(supported: output[:, -1] / output[-1], h_n[k], tuple items)")
+
+    def _last_step(self, node, v):
+        """output[:, -1] of the latest RNN: its final step (for one direction the final state;
+        with lengths, each row's last valid step -- packed semantics)."""
+        self._at_end(node, v)
+        last = self.layers[-1] if self.layers else None
+        if not isinstance(last, ir.Recurrent):
+            self.fail(node, "output[:, -1] after per-step layers: apply them after taking the last step")
+        if last.direction == "bidirectional":
+            self.fail(node, "output[:, -1] of a bidirectional RNN mixes the forward final state with "
+                            "the backward first step; use torch.cat([h_n[-2], h_n[-1]], 1)")
+        last.return_sequences = False
+        return _Last(len(self.layers), v.width)
+
+
+def capture(module, example_input=None):
+    """Convert a custom nn.Module by tracing its forward with torch.fx."""
+    import torch.fx as fx
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    from fastrnn import Model
+    try:
+        tracer = fx.Tracer(autowrap_functions=(pack_padded_sequence, pad_packed_sequence))
+        tracer.record_stack_traces = True    # error messages name the source line
+        graph = tracer.trace(module)
+    except Exception as e:  # noqa: BLE001 - fx raises many kinds on untraceable forwards
+        raise UnsupportedError(f"convert: torch.fx cannot trace {type(module).__name__}.forward "
+                               f"({_line(e)}); data-dependent control flow is not supported") from None
+    cap = _Capture(module)
+    nodes = list(graph.nodes)
+    out_node = next(n for n in nodes if n.op == "output")
+    result = out_node.args[0]
+    first = result[0] if isinstance(result, (tuple, list)) else result
+    need = set()
+
+    def mark(a):
+        if isinstance(a, fx.Node) and a not in need:
+            need.add(a)
+            for b in a.all_input_nodes:
+                mark(b)
+    mark(first)
+    env = {}
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if not placeholders or len(placeholders) > 2:
+        raise UnsupportedError(f"convert: {type(module).__name__}.forward takes {len(placeholders)} inputs; "
+                               f"fastrnn models take x (and optionally lengths)")
+    for n in nodes:
+        if n.op == "placeholder":
+            if n is placeholders[0]:
+                env[n] = _Seq(0, ["x0", "x1"], None)
+            else:
+                env[n] = _Lengths()
+                cap.takes_lengths = True
+            continue
+        if n not in need or n.op == "output":
+            continue
+        args = fx.node.map_arg(n.args, lambda a: env[a])
+        kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
+        if n.op == "call_module":
+            env[n] = cap.module(n, module.get_submodule(n.target), args, kwargs)
+        elif n.op == "call_function":
+            env[n] = cap.function(n, n.target, args, kwargs)
+        elif n.op == "call_method":
+            env[n] = cap.method(n, n.target, args, kwargs)
+        elif n.op == "get_attr":
+            cap.fail(n, "reads a parameter or buffer directly (only module calls are supported)")
+    y = cap._as_tensor(out_node, env[first])
+    if not isinstance(y, (_Seq, _Last)) or y.pos != len(cap.layers) or not cap.layers:
+        raise UnsupportedError(f"convert: {type(module).__name__}.forward returns "
+                               f"{type(y).__name__.strip('_')}, not the end of a layer pipeline")
+    if isinstance(y, _Seq) and y.packed:
+        raise UnsupportedError("convert: forward returns a PackedSequence; pad it (pad_packed_sequence)")
+    if isinstance(y, _Seq) and y.axes not in (["B", "T"], ["T", "B"]):
+        raise UnsupportedError("convert: forward returns its input unchanged")
+    meta = {"source": "torch", "kind": "module", "class": type(module).__name__,
+            "input_layout": cap.input_layout or "batch_first",
+            "output_layout": ("batch_first" if isinstance(y, _Last) or y.axes == ["B", "T"] else "time_major"),
+            "takes_lengths": cap.takes_lengths, "batch_first": (cap.input_layout or "batch_first") == "batch_first"}
+    model = Model(cap.layers, meta=meta, signature={"outputs": None, "states": cap.states})
+    if example_input is not None:
+        _check_example(module, model, example_input)
+    return model
+
+
+def _check_example(module, model, example_input):
+    """Run the module and the converted model on example_input; refuse on a mismatch."""
+    torch = _torch()
+    ex = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    with torch.no_grad():
+        training = module.training
+        try:
+            ref = module.eval()(*ex)
+        finally:
+            module.train(training)
+    ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+    x = ex[0].detach().cpu().numpy()
+    if model.meta["input_layout"] == "time_major":
+        x = np.swapaxes(x, 0, 1)
+    lengths = ex[1].detach().cpu().numpy() if len(ex) > 1 else None
+    y = model.predict(x, lengths=lengths)
+    r = ref.detach().cpu().float().numpy()
+    if model.meta["output_layout"] == "time_major" and r.ndim == 3:
+        r = np.swapaxes(r, 0, 1)
+    if r.shape != y.shape or not np.allclose(y, r, rtol=1e-4, atol=1e-4):
+        diff = float(np.abs(y - r).max()) if r.shape == y.shape else f"shapes {y.shape} vs {r.shape}"
+        raise UnsupportedError(f"convert: the converted {type(module).__name__} does not reproduce "
+                               f"forward(example_input) (difference {diff}); its forward does something "
+                               f"fastrnn did not capture")

@@ -193,8 +193,6 @@ def test_unsupported(tmp_path):
 
         def forward(self, x):
             return self.lstm(self.emb(x))[0]
-    with pytest.raises(fastrnn.UnsupportedError, match="Custom"):
-        fastrnn.convert(Custom())
     torch.save(Custom().state_dict(), tmp_path / "c.pt")
     with pytest.raises(fastrnn.UnsupportedError, match="custom modules"):
         fastrnn.convert(str(tmp_path / "c.pt"))
@@ -231,3 +229,215 @@ def test_cli_state_dict_check(files, tmp_path):
     r = subprocess.run(["fastrnn-convert", paths["whole.pt"], "-o", str(out), "--allow-pickle", "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# ---- custom modules, captured from forward with torch.fx --------------------------------------
+
+class EmbLstmLast(torch.nn.Module):
+    """Embedding -> LSTM -> Linear on out[:, -1] -> sigmoid (a sentiment classifier)."""
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 8)
+        self.lstm = torch.nn.LSTM(8, 16, batch_first=True)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(self.emb(x))
+        return torch.sigmoid(self.fc(out[:, -1]))
+
+
+class EmbLstmHn(torch.nn.Module):
+    """Time-major 2-layer LSTM, Linear on h_n[-1], log_softmax."""
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 8)
+        self.lstm = torch.nn.LSTM(8, 16, 2, dropout=0.1)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        _, (h, c) = self.lstm(self.emb(x).transpose(0, 1))
+        return torch.nn.functional.log_softmax(self.fc(h[-1]), dim=-1)
+
+
+class Tagger(torch.nn.Module):
+    """Embedding -> bi-GRU -> per-step Linear."""
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 8)
+        self.drop = torch.nn.Dropout(0.2)
+        self.gru = torch.nn.GRU(8, 6, batch_first=True, bidirectional=True)
+        self.fc = torch.nn.Linear(12, 5)
+
+    def forward(self, x):
+        out, _ = self.gru(self.drop(self.emb(x)))
+        return self.fc(out)
+
+
+class Regressor(torch.nn.Module):
+    """A 2-layer LSTM regressor on float features."""
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(3, 10, 2, batch_first=True)
+        self.head = torch.nn.Linear(10, 1)
+        self.act = torch.nn.Tanh()
+
+    def forward(self, x):
+        out, (h, c) = self.lstm(x)
+        return self.act(self.head(h[-1]))
+
+
+class PackedBi(torch.nn.Module):
+    """forward(x, lengths) with pack_padded_sequence; bi-LSTM final states concatenated."""
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 8)
+        self.lstm = torch.nn.LSTM(8, 5, batch_first=True, bidirectional=True)
+        self.fc = torch.nn.Linear(10, 2)
+
+    def forward(self, x, lengths):
+        p = pack_padded_sequence(self.emb(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h, c) = self.lstm(p)
+        return torch.softmax(self.fc(torch.cat([h[-2], h[-1]], dim=1)), dim=1)
+
+
+class TimeMajorSeq(torch.nn.Module):
+    """A time-major input (T, B, F), GRU stack, relu head per step; returns a tuple."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.RNN(4, 6, nonlinearity="relu")
+        self.gru = torch.nn.GRU(6, 5)
+        self.fc = torch.nn.Linear(5, 2)
+
+    def forward(self, x):
+        a, _ = self.rnn(x)
+        b, h = self.gru(a)
+        return torch.relu(self.fc(b)), h
+
+
+CUSTOM = {"emb_lstm_last": EmbLstmLast, "emb_lstm_hn": EmbLstmHn, "tagger": Tagger, "regressor": Regressor,
+          "packed_bi": PackedBi, "time_major_seq": TimeMajorSeq}
+
+
+def _custom_case(name):
+    torch.manual_seed(len(name))
+    m = CUSTOM[name]().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(1.5)
+    rng = np.random.default_rng(len(name))
+    if name == "regressor":
+        x = rng.normal(size=(4, 9, 3)).astype(np.float32)
+    elif name == "time_major_seq":
+        x = rng.normal(size=(4, 9, 4)).astype(np.float32)          # batch-major for predict
+    else:
+        x = rng.integers(0, 50, (4, 9))
+    lens = np.array([9, 4, 1, 7]) if name == "packed_bi" else None
+    return m, x, lens
+
+
+def _torch_custom(m, name, x, lens):
+    xt = torch.from_numpy(x)
+    if name == "time_major_seq":
+        xt = xt.transpose(0, 1)
+    args = (xt, torch.from_numpy(lens)) if lens is not None else (xt,)
+    with torch.no_grad():
+        r = m(*args)
+    r = r[0] if isinstance(r, tuple) else r
+    return (r.transpose(0, 1) if name == "time_major_seq" else r).numpy(), args
+
+
+@pytest.mark.parametrize("source", ["module", "pickle"])
+@pytest.mark.parametrize("name", sorted(CUSTOM))
+def test_custom_module(name, source, tmp_path):
+    m, x, lens = _custom_case(name)
+    want, args = _torch_custom(m, name, x, lens)
+    if source == "module":
+        f = fastrnn.convert(m, example_input=args)
+    else:
+        torch.save(m, tmp_path / "m.pt")
+        with pytest.raises(fastrnn.ModelFormatError, match="allow_pickle"):
+            fastrnn.convert(str(tmp_path / "m.pt"))
+        f = fastrnn.convert(str(tmp_path / "m.pt"), allow_pickle=True)
+    assert f.meta["input_layout"] == ("time_major" if name in ("emb_lstm_hn", "time_major_seq") else "batch_first") \
+        or name == "emb_lstm_hn"
+    _close(f.predict(x, lengths=lens), want, "predict")
+    if all(l.direction == "forward" for l in f.layers if isinstance(l, fastrnn.Recurrent)):
+        s = f.stream(x.shape[0])
+        steps = [s.step(x[:, t]) for t in range(x.shape[1])]
+        if want.ndim == 3:
+            _close(np.stack(steps, axis=1), want, "stream")
+        else:
+            _close(steps[-1], want, "stream, last step")
+
+
+def test_custom_module_states():
+    """return_state gives torch's h_n, c_n of each RNN module, in module order."""
+    m, x, _ = _custom_case("time_major_seq")
+    f = fastrnn.convert(m)
+    y, st = f.predict(x, return_state=True)
+    with torch.no_grad():
+        a, h1 = m.rnn(torch.from_numpy(x).transpose(0, 1))
+        _, h2 = m.gru(a)
+    assert [s.shape for s in st] == [(1, 4, 6), (1, 4, 5)]
+    _close(st[0], h1.numpy(), "rnn h_n")
+    _close(st[1], h2.numpy(), "gru h_n")
+
+
+class _Conv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 4, 3)
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(self.conv(x.transpose(1, 2)).transpose(1, 2))[0]
+
+
+class _Branch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.fc(out) + out
+
+
+class _BiLast(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True, bidirectional=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0][:, -1]
+
+
+class _Branchy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.lstm(x)[0]
+        return x
+
+
+@pytest.mark.parametrize("cls,word", [(_Conv, "transpose"), (_Branch, "add"), (_BiLast, "bidirectional"),
+                                      (_Branchy, "trace")])
+def test_custom_unsupported(cls, word):
+    with pytest.raises(fastrnn.UnsupportedError) as e:
+        fastrnn.convert(cls())
+    assert word in str(e.value).lower(), str(e.value)
+
+
+def test_custom_cli_check(tmp_path):
+    m, x, _ = _custom_case("tagger")
+    torch.save(m, tmp_path / "tagger.pt")
+    import os
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__))    # unpickling imports this module
+    r = subprocess.run(["fastrnn-convert", str(tmp_path / "tagger.pt"), "--allow-pickle", "--check"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout
