@@ -237,8 +237,7 @@ def _plain(v):
 
 def _live(model):
     mod = type(model).__module__.split(".")[0]
-    if mod == "tf_keras" or mod == "tensorflow":
-        import tf_keras as k  # noqa: F401 - Keras 2 object
+    if mod in ("tf_keras", "tensorflow"):
         version = 2
     else:
         import keras
@@ -459,8 +458,6 @@ def _refuse_extras(l, cfg, allowed):
             continue
         if k in ("lora_rank", "quantization_config") and not v:
             continue
-        if k in ("mask_zero",):
-            continue
         raise UnsupportedError(f"{_where(l)}: option {k}={v!r} is not supported")
 
 
@@ -535,13 +532,13 @@ class _Builder:
         self.version = version
         self.reader = reader
         self.layers = []
-        self.width = None          # features of the current tensor (None: ids)
-        self.ids = False
+        self.width = None          # features of the current tensor (None: not known yet)
         self.seq = True
         self.parity = False        # Keras tensor = time-flip of the IR tensor
         self.cols = None           # Keras feature order as IR column ranges (None = identity)
         self.masked = False
-        self.mask_flipped = False  # the Keras mask is not aligned with the IR tensor
+        self.mask_parity = False   # the parity when the mask was made: Keras passes a mask on
+                                   # unreversed, so it lines up only while the parity is the same
         self.nstates = 0           # native states so far
         self.rec = {}              # chain index -> info of a recurrent layer
         self.state_layout = []     # Keras order of all recurrent states: [native k, dir]
@@ -550,21 +547,29 @@ class _Builder:
 
     # -- helpers ----------------------------------------------------------------------------
     def _need_width(self, l, n):
-        if self.width is None and not self.ids:
+        if self.width is None:
             self.width = n
         if self.width != n:
             raise ModelFormatError(f"{_where(l)}: its weights take {n} features, the previous layer "
                                    f"gives {self.width}")
 
-    def _permute_in(self, W):
-        """Fold a pending column permutation into input weights W (out, in)."""
+    def _in_features(self, arrs):
+        """Input features of a layer: rows of its first (kernel) weight, else the current width."""
+        return arrs[0].shape[0] if arrs and arrs[0].ndim == 2 else self.width
+
+    def _permute_in(self, *Ws):
+        """Fold a pending column permutation into the input weights (out, in) of the layer that
+        reads it (both directions of a Bidirectional); the permutation is then used up."""
         if self.cols is None:
-            return W
+            return Ws
         idx = np.concatenate([np.arange(a, b) for a, b in self.cols])
-        W2 = np.empty_like(W)
-        W2[:, idx] = W     # Keras column j is IR column idx[j]
         self.cols = None
-        return W2
+        out = []
+        for W in Ws:
+            W2 = np.empty_like(W)
+            W2[:, idx] = W     # Keras column j is IR column idx[j]
+            out.append(W2)
+        return out
 
     # -- layers -----------------------------------------------------------------------------
     def add(self, i, l):
@@ -574,16 +579,13 @@ class _Builder:
             return
         if cls == "Embedding":
             return self._embedding(l, c)
-        if self.ids:
-            raise UnsupportedError(f"{_where(l)}: the model takes token ids, so its first layer must be "
-                                   f"an Embedding")
         if cls == "Masking":
             _refuse_extras(l, c, {"mask_value"})
             if self.width is None:
                 raise UnsupportedError(f"{_where(l)}: the input feature size is unknown")
             mv = c.get("mask_value", 0.0)
             self.layers.append(ir.Masking(self.width, float(mv)))
-            self.masked, self.mask_flipped = True, self.parity
+            self.masked, self.mask_parity = True, self.parity
             return
         if cls == "Activation":
             _refuse_extras(l, c, set())
@@ -626,20 +628,19 @@ class _Builder:
         V, D = int(c["input_dim"]), int(c["output_dim"])
         (E,) = _weights(l, self.reader.get(l), [(V, D)])
         self.layers.append(ir.Embedding(E, mask_zero=bool(c.get("mask_zero", False))))
-        self.ids, self.width = False, D
+        self.width = D
         self.masked = bool(c.get("mask_zero", False))
-        self._started_ids = True
 
     def _dense(self, l, c):
         _refuse_extras(l, c, {"units"})
         U = int(c["units"])
         use_bias = bool(c.get("use_bias", True))
         arrs = self.reader.get(l)
-        I = arrs[0].shape[0] if arrs and arrs[0].ndim == 2 else self.width
+        I = self._in_features(arrs)
         shapes = [(I, U)] + ([(U,)] if use_bias else [])
         k, *b = _weights(l, arrs, shapes)
         self._need_width(l, I)
-        W = self._permute_in(np.ascontiguousarray(k.T))    # Keras kernel (in, out); ir (out, in)
+        (W,) = self._permute_in(np.ascontiguousarray(k.T))    # Keras kernel (in, out); ir (out, in)
         a = _act(c.get("activation"), self.version, _where(l), allow_rowwise=True)
         self.layers.append(ir.Dense(W, b[0] if b else None, a))
         self.width = U
@@ -655,7 +656,7 @@ class _Builder:
         if not self.seq:
             raise UnsupportedError(f"{_where(l)}: a recurrent layer after one with "
                                    f"return_sequences=False (needs RepeatVector) is not supported")
-        if self.masked and (self.parity or self.mask_flipped):
+        if self.masked and self.mask_parity != self.parity:
             raise UnsupportedError(
                 f"{_where(l)}: option go_backwards on an earlier masked layer: Keras returns that layer's "
                 f"sequence reversed but passes the mask on unreversed, which fastrnn cannot express")
@@ -675,12 +676,10 @@ class _Builder:
         self._check_rec_options(l, c)
         self._rec_common(l, c)
         arrs = self.reader.get(l)
-        I = arrs[0].shape[0] if arrs and arrs[0].ndim == 2 else self.width
+        I = self._in_features(arrs)
         w, H, reset_after = _cell_weights(l, cell, c, arrs, I, self.version)
         self._need_width(l, I)
-        w["W_ih"] = self._permute_in(w["W_ih"])
-        if not bool(c.get("use_bias", True)):
-            w = {k: v for k, v in w.items() if k in ("W_ih", "W_hh")}
+        (w["W_ih"],) = self._permute_in(w["W_ih"])
         rev = bool(c.get("go_backwards", False)) ^ self.parity
         rs = bool(c.get("return_sequences", False))
         zero = bool(c.get("zero_output_for_mask", False))
@@ -735,17 +734,11 @@ class _Builder:
                                        f"({fc.get(k)!r}) and backward ({bc.get(k)!r}) layers")
         arrs = self.reader.get(l)
         n = len(arrs) // 2
-        I = arrs[0].shape[0] if arrs and arrs[0].ndim == 2 else self.width
+        I = self._in_features(arrs)
         wf, H, ra = _cell_weights(l, fcell, fc, arrs[:n], I, self.version)
         wb, _, _ = _cell_weights(l, fcell, bc, arrs[n:], I, self.version)
         self._need_width(l, I)
-        pend = self.cols
-        wf["W_ih"] = self._permute_in(wf["W_ih"])
-        self.cols = pend
-        wb["W_ih"] = self._permute_in(wb["W_ih"])
-        if not bool(fc.get("use_bias", True)):
-            wf = {k: v for k, v in wf.items() if k in ("W_ih", "W_hh")}
-            wb = {k: v for k, v in wb.items() if k in ("W_ih", "W_hh")}
+        wf["W_ih"], wb["W_ih"] = self._permute_in(wf["W_ih"], wb["W_ih"])
         rev_f = bool(fc.get("go_backwards", False)) ^ self.parity
         rev_b = bool(bc.get("go_backwards", True)) ^ self.parity
         if rev_f == rev_b:
@@ -882,8 +875,7 @@ def _convert(cfg, version, reader):
     meta = {"source": "keras", "keras_version": version, "class_name": cfg.get("class_name"),
             "input_dtype": in_dtype if isinstance(in_dtype, str) else None,
             "time_major": bool(b.time_major), "stateful": b.stateful, "batch_size": batch,
-            "time_steps": steps,
-            "outputs": len(sig_out)}
+            "time_steps": steps}
     signature = {"outputs": None if simple else sig_out,
                  "states": [{"parts": [p], "stack": False} for p in b.state_layout]}
     return Model(b.layers, meta=meta, signature=signature)

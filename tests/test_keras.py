@@ -88,6 +88,12 @@ for _c, _mk in CELLS.items():
                                                      mk(return_sequences=True), mk()), "ids", 1.0)
     MODELS[f"{_c}_masking"] = (lambda mk=_mk: _seq(FLOAT, L.Masking(0.0), mk(return_sequences=True),
                                                    L.Dense(2)), "masked", 1.0)
+    # a Masking after a go_backwards layer masks the reversed sequence it sees, so the mask lines up
+    # (zero trailing inputs give exactly zero outputs from a bias-free layer, which mask steps)
+    MODELS[f"{_c}_back_then_masking"] = (lambda mk=_mk: _seq(FLOAT, mk(use_bias=False, go_backwards=True,
+                                                                      return_sequences=True),
+                                                             L.Masking(0.0), mk(return_sequences=True)),
+                                         "masked", 1.0)
     MODELS[f"{_c}_mask_back"] = (lambda mk=_mk: _seq(IDS, L.Embedding(20, 5, mask_zero=True),
                                                      mk(go_backwards=True, return_sequences=True)), "ids", 1.0)
     # Bidirectional: every merge mode, sequences and last step
