@@ -35,6 +35,7 @@ Framework facts used (canonical layout is torch's own, so weights are copied as 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import zipfile
 
@@ -82,7 +83,7 @@ def load(path, allow_pickle=False):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError for a module, others for damage
-        if not isinstance(e, __import__("pickle").UnpicklingError) or "Weights only load failed" not in str(e):
+        if not isinstance(e, pickle.UnpicklingError) or "Weights only load failed" not in str(e):
             raise ModelFormatError(f"{path}: not a readable torch.save file ({_line(e)})") from None
         if not allow_pickle:
             raise ModelFormatError(
@@ -300,7 +301,9 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
 
 
 def run_source(src, x, **opts):
-    """Run the torch module itself on batch-major x; returns [output] batch-major (for --check)."""
+    """Run the torch module itself on batch-major x; returns [output] batch-major (for --check).
+    opts: those of convert, and meta= (the converted model's, so a custom module is not
+    captured again to learn its input and output layouts)."""
     torch = _torch()
     if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__"):
         obj, kind = load(src, allow_pickle=opts.get("allow_pickle", False))
@@ -323,7 +326,7 @@ def run_source(src, x, **opts):
         in_bf = out_bf = bool(cfg["batch_first"])
         extra = ()
     else:                                    # a custom module: what capture() recorded
-        meta = convert(mod).meta
+        meta = opts.get("meta") or convert(mod).meta
         in_bf, out_bf = meta["input_layout"] == "batch_first", meta["output_layout"] == "batch_first"
         extra = (torch.full((x.shape[0],), x.shape[1], dtype=torch.int64),) if meta["takes_lengths"] else ()
     xt = torch.from_numpy(np.ascontiguousarray(x))
@@ -396,9 +399,21 @@ ACT_MODULES = {"Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu", "Softmax": 
 IDENTITY_MODULES = {"Dropout", "Identity", "AlphaDropout", "Dropout1d"}
 
 
+def _act_functions():
+    """The activation functions forward may call (torch.*, torch.nn.functional.*) -> ir kind."""
+    torch = _torch()
+    table = {}
+    for n, kind in ACT_FUNCS.items():
+        for mod in (torch, torch.nn.functional):
+            f = getattr(mod, n, None)
+            if f is not None:
+                table[f] = kind
+    return table
+
+
 class _Capture:
-    def __init__(self, module):
-        self.m = module
+    def __init__(self):
+        self.act_fns = _act_functions()
         self.layers = []
         self.states = []          # torch signature states, per RNN module: h (and c) stacks
         self.nstates = 0
@@ -502,11 +517,7 @@ class _Capture:
             nd = 3 if isinstance(x, _Seq) else 2
             if dim is None or dim not in (-1, nd - 1):
                 self.fail(node, f"{kind} over dim={dim}: only the feature (last) axis is supported")
-        a = ir.Act(kind, alpha) if alpha is not None else ir.Act(kind)
-        if kind == "leaky_relu" and alpha is None:
-            a = ir.Act("leaky_relu", 0.01)
-        if kind == "elu" and alpha is None:
-            a = ir.Act("elu", 1.0)
+        a = ir.Act(kind, alpha) if alpha is not None else ir.Act(kind)   # ir defaults = torch's
         last = self.layers[-1] if self.layers else None
         if isinstance(last, ir.Dense) and last.activation.kind == "linear":
             last.activation = a          # Linear then activation: one Dense layer
@@ -578,16 +589,14 @@ class _Capture:
                     and dim in (1, -1):
                 return self._finalise_last(node, list(parts))
             self.fail(node, "torch.cat of tensors other than the top layer's h_n rows")
-        if name in ACT_FUNCS and getattr(fn, "__module__", "") in ("torch", "torch.nn.functional",
-                                                                   "torch._C._nn", "torch._C._VariableFunctions") \
-                or fn in (torch.sigmoid, torch.tanh, torch.relu):
+        if fn in self.act_fns:
             dim = kwargs.get("dim", args[1] if len(args) > 1 and name in ("softmax", "log_softmax") else None)
             alpha = None
             if name == "leaky_relu":
                 alpha = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
             if name == "elu":
                 alpha = kwargs.get("alpha", args[1] if len(args) > 1 else 1.0)
-            return self._act(node, args[0], ACT_FUNCS[name], dim, alpha)
+            return self._act(node, args[0], self.act_fns[fn], dim, alpha)
         if name in ("dropout", "alpha_dropout", "feature_alpha_dropout"):
             return args[0]
         self.fail(node, f"function {name} is not supported")
@@ -664,11 +673,14 @@ def capture(module, example_input=None):
     except Exception as e:  # noqa: BLE001 - fx raises many kinds on untraceable forwards
         raise UnsupportedError(f"convert: torch.fx cannot trace {type(module).__name__}.forward "
                                f"({_line(e)}); data-dependent control flow is not supported") from None
-    cap = _Capture(module)
+    cap = _Capture()
     nodes = list(graph.nodes)
     out_node = next(n for n in nodes if n.op == "output")
     result = out_node.args[0]
-    first = result[0] if isinstance(result, (tuple, list)) else result
+    first = result[0] if isinstance(result, (tuple, list)) and result else result
+    if not isinstance(first, fx.Node):
+        raise UnsupportedError(f"convert: {type(module).__name__}.forward returns a {type(first).__name__}, "
+                               f"not a tensor (or a tuple whose first item is one)")
     need = set()
 
     def mark(a):
@@ -694,14 +706,19 @@ def capture(module, example_input=None):
             continue
         args = fx.node.map_arg(n.args, lambda a: env[a])
         kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
-        if n.op == "call_module":
-            env[n] = cap.module(n, module.get_submodule(n.target), args, kwargs)
-        elif n.op == "call_function":
-            env[n] = cap.function(n, n.target, args, kwargs)
-        elif n.op == "call_method":
-            env[n] = cap.method(n, n.target, args, kwargs)
-        elif n.op == "get_attr":
-            cap.fail(n, "reads a parameter or buffer directly (only module calls are supported)")
+        try:
+            if n.op == "call_module":
+                env[n] = cap.module(n, module.get_submodule(n.target), args, kwargs)
+            elif n.op == "call_function":
+                env[n] = cap.function(n, n.target, args, kwargs)
+            elif n.op == "call_method":
+                env[n] = cap.method(n, n.target, args, kwargs)
+            else:
+                cap.fail(n, "reads a parameter or buffer directly (only module calls are supported)")
+        except (IndexError, TypeError, KeyError, AttributeError) as e:
+            # e.g. an index past the end of an RNN's (output, h_n) tuple, an argument of a form
+            # the interpretation does not expect
+            cap.fail(n, f"cannot be interpreted ({_line(e)})")
     y = cap._as_tensor(out_node, env[first])
     if not isinstance(y, (_Seq, _Last)) or y.pos != len(cap.layers) or not cap.layers:
         raise UnsupportedError(f"convert: {type(module).__name__}.forward returns "

@@ -149,7 +149,7 @@ def _check(args, model):
     try:
         with warnings.catch_warnings():     # the framework's own warnings are not this tool's output
             warnings.simplefilter("ignore")
-            theirs = run_source(args.src, x, **_opts(args))
+            theirs = run_source(args.src, x, meta=model.meta, **_opts(args))
     except (FastRNNError, OSError, _Error):
         raise
     except Exception as e:  # noqa: BLE001 - whatever the framework raises, in one line

@@ -45,6 +45,7 @@ class Model:
         self._in_size = in_size
         self._dims = [self._cm.state_dims(i) for i in range(self._cm.num_states)]
         self.signature = sig_.check(signature, self._dims, self.output_size, self.output_is_sequence)
+        self._outputs_states = sig_.uses_states(self.signature)   # decided once, not per call/step
 
     # ---- description ---------------------------------------------------------------------
     @property
@@ -165,7 +166,7 @@ class Model:
             else:
                 init = sig_.from_source(self.signature, sig_.check_states_shape(
                     initial_state, self.state_shapes(B), "initial_state"), self._dims, B)
-        want = bool(return_state) or sig_.uses_states(self.signature)
+        want = bool(return_state) or self._outputs_states
         if B == 0:
             shape = (0, T, self.output_size) if self.output_is_sequence else (0, self.output_size)
             y = np.zeros(shape, np.float32)
@@ -202,7 +203,7 @@ class _MultiOutputStream(_engine.Stream):
     def step(self, x):
         y = _engine.Stream.step(self, x)
         sig = self.model.signature
-        native = self.state if sig_.uses_states(sig) else None
+        native = self.state if self.model._outputs_states else None
         if not self.model.output_is_sequence:
             return sig_.outputs(sig, y, native)
         # a one-step sequence: the time axis added for the signature is dropped again

@@ -136,7 +136,7 @@ def test_check_h5_from_keras3(models, tmp_path, capsys, name):
 
 
 def test_check_fails_on_a_difference(models, tmp_path, capsys, monkeypatch):
-    def off(src, x):
+    def off(src, x, **opts):
         return [y + np.float32(1e-3) for y in _as_list(fastrnn.convert(src).predict(x))]
     monkeypatch.setattr(fastrnn.converters, "run_source", off)
     rc, out, err = run(capsys, models["multi"], "-o", tmp_path / "m.frnn", "--check")
@@ -150,17 +150,17 @@ def test_check_fails_on_a_difference(models, tmp_path, capsys, monkeypatch):
 
 def test_check_fails_on_output_count_or_shape(models, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fastrnn.converters, "run_source",
-                        lambda src, x: _as_list(fastrnn.convert(src).predict(x))[:2])
+                        lambda src, x, **opts: _as_list(fastrnn.convert(src).predict(x))[:2])
     rc, out, err = run(capsys, models["multi"], "-o", tmp_path / "m.frnn", "--check")
     assert rc == 1 and "FAIL" in out and "3 outputs" in out and "gives 2" in out
     monkeypatch.setattr(fastrnn.converters, "run_source",
-                        lambda src, x: [y[:, :1] for y in _as_list(fastrnn.convert(src).predict(x))])
+                        lambda src, x, **opts: [y[:, :1] for y in _as_list(fastrnn.convert(src).predict(x))])
     rc, out, err = run(capsys, models["multi"], "-o", tmp_path / "m.frnn", "--check")
     assert rc == 1 and "FAIL" in out and "shape" in out
 
 
 def test_check_when_source_framework_unavailable(models, tmp_path, capsys, monkeypatch):
-    def missing(src, x):
+    def missing(src, x, **opts):
         raise fastrnn.UnsupportedError("Keras is not installed (pip install keras)")
     monkeypatch.setattr(fastrnn.converters, "run_source", missing)
     rc, out, err = run(capsys, models["ids_keras"], "-o", tmp_path / "m.frnn", "--check")
@@ -170,7 +170,7 @@ def test_check_when_source_framework_unavailable(models, tmp_path, capsys, monke
 
 
 def test_check_when_source_framework_crashes(models, tmp_path, capsys, monkeypatch):
-    def crash(src, x):
+    def crash(src, x, **opts):
         raise RuntimeError("boom\nsecond line")
     monkeypatch.setattr(fastrnn.converters, "run_source", crash)
     rc, out, err = run(capsys, models["ids_keras"], "-o", tmp_path / "m.frnn", "--check")

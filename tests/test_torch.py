@@ -424,8 +424,26 @@ class _Branchy(torch.nn.Module):
         return x
 
 
+class _BadIndex(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[2]
+
+
+class _DictOut(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+
+    def forward(self, x):
+        return {"y": self.lstm(x)[0]}
+
+
 @pytest.mark.parametrize("cls,word", [(_Conv, "transpose"), (_Branch, "add"), (_BiLast, "bidirectional"),
-                                      (_Branchy, "trace")])
+                                      (_Branchy, "trace"), (_BadIndex, "getitem"), (_DictOut, "dict")])
 def test_custom_unsupported(cls, word):
     with pytest.raises(fastrnn.UnsupportedError) as e:
         fastrnn.convert(cls())
