@@ -183,21 +183,22 @@ def load_source(src):
     path = os.fspath(src)
     h5py = _h5py()
     if zipfile.is_zipfile(path):
+        import io
         try:
-            z = zipfile.ZipFile(path)
-            names = set(z.namelist())
-            cfg = json.loads(z.read("config.json"))
-            meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+            with zipfile.ZipFile(path) as z:     # read what is needed, then close the archive
+                names = set(z.namelist())
+                cfg = json.loads(z.read("config.json"))
+                meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+                weights = z.read("model.weights.h5") if "model.weights.h5" in names else None
         except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError, OSError) as e:
             raise ModelFormatError(f"{path}: not a readable .keras archive ({e})") from None
         version = str(meta.get("keras_version", "3"))
-        if "model.weights.h5" not in names:
+        if weights is None:
             raise UnsupportedError(f"{path}: weights stored as {sorted(n for n in names if 'weights' in n)}; "
                                    f"only model.weights.h5 archives are read")
-        import io
         try:
-            h5 = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
-        except (OSError, zipfile.BadZipFile) as e:
+            h5 = h5py.File(io.BytesIO(weights), "r")
+        except OSError as e:
             raise ModelFormatError(f"{path}: model.weights.h5 is not HDF5 ({e})") from None
         return cfg, _major(version), _ZipWeights(h5, path), h5.close
     try:
