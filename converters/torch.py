@@ -359,15 +359,26 @@ def run_source(src, x, **opts):
 
 class _Seq:
     """A (.., .., features) sequence at pipeline end `pos`; axes: labels of the first two axes
-    ('B', 'T', or the input's own 'x0'/'x1' before an RNN fixes them)."""
-    def __init__(self, pos, axes, width, packed=False):
-        self.pos, self.axes, self.width, self.packed = pos, list(axes), width, packed
+    ('B', 'T', or the input's own 'x0'/'x1' before an RNN fixes them). packed: a PackedSequence;
+    padded: pad_packed_sequence's output: "longest" (max(lengths) steps long, signature time
+    "longest") or "T" (total_length = the input's time length); None otherwise."""
+    def __init__(self, pos, axes, width, packed=False, padded=None):
+        self.pos, self.axes, self.width, self.packed, self.padded = pos, list(axes), width, packed, padded
 
 
 class _Last:
-    """A (batch, features) tensor at pipeline end `pos` (the last recurrent layer's final step)."""
-    def __init__(self, pos, width):
-        self.pos, self.width = pos, width
+    """A (batch, features) tensor at pipeline end `pos`: the last recurrent layer's final step
+    (step=None), or the last step of a pipeline that runs every step: out[:, -1] of a
+    bidirectional RNN or of a padded sequence; step is then the signature time that takes it
+    ("last", or "longest_last" for pad_packed_sequence's max(lengths)-long output)."""
+    def __init__(self, pos, width, step=None):
+        self.pos, self.width, self.step = pos, width, step
+
+
+class _Dim:
+    """x.size(axis) of the pipeline input: the length of the axis labelled `label`."""
+    def __init__(self, label):
+        self.label = label
 
 
 class _Ret:
@@ -506,8 +517,8 @@ class _Capture:
 
     def _same(self, x, width):
         if isinstance(x, _Seq):
-            return _Seq(len(self.layers), x.axes, width)
-        return _Last(len(self.layers), width)
+            return _Seq(len(self.layers), x.axes, width, padded=x.padded)
+        return _Last(len(self.layers), width, x.step)
 
     def _act(self, node, x, kind, dim=None, alpha=None):
         x = self._as_tensor(node, x)
@@ -531,6 +542,9 @@ class _Capture:
             self.fail(node, "an RNN called with an initial state: pass initial_state= to predict instead")
         if not isinstance(x, _Seq):
             self.fail(node, "an RNN must read a sequence of the pipeline")
+        if x.padded:
+            self.fail(node, "an RNN reading pad_packed_sequence's output unpacked runs over the padding; "
+                            "pack it again (pack_padded_sequence)")
         self._at_end(node, x)
         cfg = _rnn_config(mod)
         if x.width is None:
@@ -581,7 +595,11 @@ class _Capture:
                 self.fail(node, "pad_packed_sequence of something that is not a packed RNN output")
             bf = kwargs.get("batch_first", args[1] if len(args) > 1 else False)
             axes = ["B", "T"] if bf else ["T", "B"]
-            return (_Seq(x.pos, axes, x.width), _Lengths())
+            total = kwargs.get("total_length", args[3] if len(args) > 3 else None)
+            if total is not None and not (isinstance(total, _Dim) and total.label in ("T", self._time_label())):
+                self.fail(node, "pad_packed_sequence(total_length=...) other than the input's time length")
+            # without total_length the output is max(lengths) long: signature time "longest"
+            return (_Seq(x.pos, axes, x.width, padded="longest" if total is None else "T"), _Lengths())
         if fn in (torch.cat, torch.concat, getattr(torch, "concatenate", None)):
             parts = args[0] if args else kwargs.get("tensors")
             dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
@@ -624,6 +642,8 @@ class _Capture:
             return self._as_tensor(node, x)
         if name in ("view", "reshape", "flatten") and isinstance(x, _Last):
             return x
+        if name == "size" and isinstance(x, _Seq) and len(args) == 2 and args[1] in (0, 1, -2):
+            return _Dim(x.axes[args[1] % 3])
         self.fail(node, f"method .{name}() is not supported here")
 
     def _getitem(self, node, v, idx):
@@ -648,17 +668,22 @@ class _Capture:
                         f"(supported: output[:, -1] / output[-1], h_n[k], tuple items)")
 
     def _last_step(self, node, v):
-        """output[:, -1] of the latest RNN: its final step (for one direction the final state;
-        with lengths, each row's last valid step -- packed semantics)."""
+        """output[:, -1]. Of a unidirectional RNN's own output: its final state (the same thing).
+        Otherwise (a bidirectional RNN: forward final state + the backward direction's first
+        step; pad_packed_sequence's output: step max(lengths)-1; per-step layers in between) the
+        pipeline runs every step and predict takes the last (signature time "last")."""
         self._at_end(node, v)
         last = self.layers[-1] if self.layers else None
-        if not isinstance(last, ir.Recurrent):
-            self.fail(node, "output[:, -1] after per-step layers: apply them after taking the last step")
-        if last.direction == "bidirectional":
-            self.fail(node, "output[:, -1] of a bidirectional RNN mixes the forward final state with "
-                            "the backward first step; use torch.cat([h_n[-2], h_n[-1]], 1)")
-        last.return_sequences = False
-        return _Last(len(self.layers), v.width)
+        if not any(isinstance(l, ir.Recurrent) for l in self.layers):
+            self.fail(node, "output[:, -1] before any RNN")
+        if isinstance(last, ir.Recurrent) and last.direction != "bidirectional" and not v.padded:
+            last.return_sequences = False
+            return _Last(len(self.layers), v.width)
+        return _Last(len(self.layers), v.width, "longest_last" if v.padded == "longest" else "last")
+
+    def _time_label(self):
+        """The input's own label ('x0'/'x1') of the time axis, once an RNN has fixed it."""
+        return {"batch_first": "x1", "time_major": "x0"}.get(self.input_layout)
 
 
 def capture(module, example_input=None):
@@ -731,7 +756,9 @@ def capture(module, example_input=None):
             "input_layout": cap.input_layout or "batch_first",
             "output_layout": ("batch_first" if isinstance(y, _Last) or y.axes == ["B", "T"] else "time_major"),
             "takes_lengths": cap.takes_lengths, "batch_first": (cap.input_layout or "batch_first") == "batch_first"}
-    model = Model(cap.layers, meta=meta, signature={"outputs": None, "states": cap.states})
+    time = (y.step if isinstance(y, _Last) else
+            "longest" if isinstance(y, _Seq) and y.padded == "longest" else None)
+    model = Model(cap.layers, meta=meta, signature={"outputs": None, "states": cap.states, "time": time})
     if example_input is not None:
         _check_example(module, model, example_input)
     return model

@@ -44,7 +44,7 @@ class Model:
         self._cm = _engine.CModel(layers, in_size or 0)
         self._in_size = in_size
         self._dims = [self._cm.state_dims(i) for i in range(self._cm.num_states)]
-        self.signature = sig_.check(signature, self._dims, self.output_size, self.output_is_sequence)
+        self.signature = sig_.check(signature, self._dims, self.output_size, bool(self._cm.output_is_sequence))
         self._outputs_states = sig_.uses_states(self.signature)   # decided once, not per call/step
 
     # ---- description ---------------------------------------------------------------------
@@ -65,7 +65,7 @@ class Model:
     @property
     def output_is_sequence(self):
         """True: predict returns (batch, time, out); False: (batch, out) (the last step)."""
-        return bool(self._cm.output_is_sequence)
+        return bool(self._cm.output_is_sequence) and self.signature["time"] in (None, "longest")
 
     @property
     def isa(self):
@@ -173,6 +173,7 @@ class Model:
             states = [np.zeros(s, np.float32) for s in self.native_state_shapes(0)]
         else:
             y, states = self._cm.forward(a, lens, init, want)
+            y = sig_.cut_time(self.signature, y, lens)
         y = sig_.outputs(self.signature, y, states)
         return (y, sig_.to_source(self.signature, states)) if return_state else y
 

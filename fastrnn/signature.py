@@ -12,6 +12,14 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
         Bidirectional(merge_mode=None) returns the two directions as two outputs).
     {"kind": "state", "state": k, "dir": d}
         native state k, direction d, shape (B, width) (Keras return_state=True).
+  time: None (y as the engine computes it), or how the source cuts y's time axis when the
+    pipeline runs every step (before outputs apply):
+    "last"          y[:, T-1]: torch's out[:, -1] of a bidirectional RNN (the forward final
+                    state and the backward direction's first step), the layers after it run
+                    per step, which is the same thing.
+    "longest"       y[:, :n], n = max(lengths) (T without lengths): pad_packed_sequence pads to
+                    the longest row, not to T.
+    "longest_last"  y[:, n-1]: out[:, -1] of pad_packed_sequence's output.
   states: None (native layout), or a list of entries, one array per entry, for
     predict(initial_state=...) and predict(return_state=True):
     {"parts": [[k, d], ...], "stack": bool}
@@ -34,12 +42,17 @@ def _int(v):
 
 def check(sig, state_dims, output_size, output_is_sequence):
     """Validate (and normalise) a signature dict against a model. state_dims: list of
-    (dirs, width) per native state. Raises ModelFormatError."""
+    (dirs, width) per native state; output_is_sequence: the engine's y. Raises ModelFormatError."""
     if sig is None:
-        return {"outputs": None, "states": None}
-    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states"}:
-        raise ModelFormatError(f"signature must be a dict with outputs and/or states, got {sig!r}")
-    outs, states = sig.get("outputs"), sig.get("states")
+        return {"outputs": None, "states": None, "time": None}
+    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time"}:
+        raise ModelFormatError(f"signature must be a dict with outputs, states and/or time, got {sig!r}")
+    outs, states, time = sig.get("outputs"), sig.get("states"), sig.get("time")
+    if time is not None:
+        if time not in ("last", "longest", "longest_last") or not output_is_sequence:
+            raise ModelFormatError(f"signature time must be 'last', 'longest' or 'longest_last' on a model "
+                                   f"that outputs every step, got {time!r}")
+        output_is_sequence = time == "longest"
     if outs is not None:
         if not isinstance(outs, list) or not outs:
             raise ModelFormatError("signature outputs must be a non-empty list")
@@ -93,15 +106,26 @@ def check(sig, state_dims, output_size, output_is_sequence):
             raise ModelFormatError(f"signature states must name every state and direction once; "
                                    f"missing {sorted(need - seen)[:4]}")
         states = norm
-    return {"outputs": outs, "states": states}
+    return {"outputs": outs, "states": states, "time": time}
 
 
 def to_json(sig):
     return {k: v for k, v in sig.items() if v is not None}
 
 
+def cut_time(sig, y, lengths):
+    """The source's time axis from the engine's y (B, T, out): sig["time"] (see above)."""
+    if sig["time"] is None:
+        return y
+    t = sig["time"]
+    n = y.shape[1] if t == "last" or lengths is None or not len(lengths) else max(int(lengths.max()), 1)
+    if t != "longest":
+        return np.ascontiguousarray(y[:, n - 1])
+    return y if n == y.shape[1] else np.ascontiguousarray(y[:, :n])
+
+
 def outputs(sig, y, native):
-    """predict's return value from the engine's y and native states (list)."""
+    """predict's return value from the engine's y (after cut_time) and native states (list)."""
     outs = sig["outputs"]
     if outs is None:
         return y

@@ -212,3 +212,24 @@ def test_masking_zeroes_masked_steps_like_keras(rng):
     y = m.predict(x)
     np.testing.assert_allclose(y[0, 1], d.bias, rtol=0, atol=0)
     np.testing.assert_allclose(y[0, 0], x[0, 0] @ d.weight.T + d.bias, rtol=1e-6, atol=1e-6)
+
+
+def test_signature_time_cuts_the_time_axis(rng):
+    """signature time: how a source cuts y's time axis (torch out[:, -1] of a bidirectional RNN,
+    pad_packed_sequence's max(lengths)-long output); checked against slicing the plain output."""
+    layers = [rec(rng, "gru", 3, 4, "bidirectional"), dense(rng, 8, 2)]
+    plain = fastrnn.Model(layers)
+    x = rng.normal(size=(3, 6, 3)).astype(np.float32)
+    lens = np.array([2, 4, 1])
+    y, yl = plain.predict(x), plain.predict(x, lengths=lens)
+    cases = {"last": (y[:, -1], yl[:, -1]), "longest": (y, yl[:, :4]), "longest_last": (y[:, -1], yl[:, 3])}
+    for time, (want, want_l) in cases.items():
+        m = fastrnn.Model(layers, signature={"time": time})
+        assert m.output_is_sequence == (time == "longest")
+        np.testing.assert_array_equal(m.predict(x), want)
+        np.testing.assert_array_equal(m.predict(x, lengths=lens), want_l)
+    for bad in ("first", 1):
+        with pytest.raises(fastrnn.ModelFormatError, match="signature time"):
+            fastrnn.Model(layers, signature={"time": bad})
+    with pytest.raises(fastrnn.ModelFormatError, match="signature time"):
+        fastrnn.Model([rec(rng, "gru", 3, 4, return_sequences=False)], signature={"time": "last"})

@@ -314,8 +314,55 @@ class TimeMajorSeq(torch.nn.Module):
         return torch.relu(self.fc(b)), h
 
 
+class BiLast(torch.nn.Module):
+    """out[:, -1] of a bi-LSTM: the forward final state and the backward direction's first step."""
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(3, 5, batch_first=True, bidirectional=True)
+        self.fc = torch.nn.Linear(10, 4)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return torch.log_softmax(self.fc(out[:, -1]), dim=-1)
+
+
+class PackedLast(torch.nn.Module):
+    """out[:, -1] of pad_packed_sequence's output, max(lengths) long: padding for shorter rows."""
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 8)
+        self.gru = torch.nn.GRU(8, 6, batch_first=True)
+        self.fc = torch.nn.Linear(6, 2)
+
+    def forward(self, x, lengths):
+        out, _ = self.gru(pack_padded_sequence(self.emb(x), lengths, batch_first=True, enforce_sorted=False))
+        out, _ = pad_packed_sequence(out, batch_first=True)
+        return torch.sigmoid(self.fc(out)[:, -1])
+
+
+class PackedTagger(torch.nn.Module):
+    """A per-step head on pad_packed_sequence's output: max(lengths) steps, or x.size(1) given."""
+    def __init__(self, total=False):
+        super().__init__()
+        self.total = total
+        self.emb = torch.nn.Embedding(50, 8)
+        self.lstm = torch.nn.LSTM(8, 6, batch_first=True, bidirectional=True)
+        self.fc = torch.nn.Linear(12, 5)
+
+    def forward(self, x, lengths):
+        out, _ = self.lstm(pack_padded_sequence(self.emb(x), lengths, batch_first=True, enforce_sorted=False))
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1) if self.total else None)
+        return self.fc(out)
+
+
+class PackedTaggerT(PackedTagger):
+    def __init__(self):
+        super().__init__(total=True)
+
+
 CUSTOM = {"emb_lstm_last": EmbLstmLast, "emb_lstm_hn": EmbLstmHn, "tagger": Tagger, "regressor": Regressor,
-          "packed_bi": PackedBi, "time_major_seq": TimeMajorSeq}
+          "packed_bi": PackedBi, "time_major_seq": TimeMajorSeq, "bi_last": BiLast, "packed_last": PackedLast,
+          "packed_tagger": PackedTagger, "packed_tagger_t": PackedTaggerT}
 
 
 def _custom_case(name):
@@ -325,14 +372,15 @@ def _custom_case(name):
         for p in m.parameters():
             p.mul_(1.5)
     rng = np.random.default_rng(len(name))
-    if name == "regressor":
+    if name in ("regressor", "bi_last"):
         x = rng.normal(size=(4, 9, 3)).astype(np.float32)
     elif name == "time_major_seq":
         x = rng.normal(size=(4, 9, 4)).astype(np.float32)          # batch-major for predict
     else:
         x = rng.integers(0, 50, (4, 9))
-    lens = np.array([9, 4, 1, 7]) if name == "packed_bi" else None
-    return m, x, lens
+    lens = {"packed_bi": [9, 4, 1, 7], "packed_last": [6, 4, 1, 3], "packed_tagger": [2, 7, 1, 5],
+            "packed_tagger_t": [2, 7, 1, 5]}.get(name)
+    return m, x, None if lens is None else np.array(lens)
 
 
 def _torch_custom(m, name, x, lens):
@@ -361,9 +409,13 @@ def test_custom_module(name, source, tmp_path):
     assert f.meta["input_layout"] == ("time_major" if name in ("emb_lstm_hn", "time_major_seq") else "batch_first") \
         or name == "emb_lstm_hn"
     _close(f.predict(x, lengths=lens), want, "predict")
+    f.save(tmp_path / "m.frnn")
+    _close(fastrnn.load(tmp_path / "m.frnn").predict(x, lengths=lens), want, "saved and loaded")
     if all(l.direction == "forward" for l in f.layers if isinstance(l, fastrnn.Recurrent)):
         s = f.stream(x.shape[0])
         steps = [s.step(x[:, t]) for t in range(x.shape[1])]
+        if lens is not None:               # a stream has no lengths: every row is x.shape[1] long
+            want = _torch_custom(m, name, x, np.full(x.shape[0], x.shape[1]))[0]
         if want.ndim == 3:
             _close(np.stack(steps, axis=1), want, "stream")
         else:
@@ -404,13 +456,15 @@ class _Branch(torch.nn.Module):
         return self.fc(out) + out
 
 
-class _BiLast(torch.nn.Module):
+class _PadThenRnn(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.lstm = torch.nn.LSTM(4, 4, batch_first=True, bidirectional=True)
+        self.a = torch.nn.LSTM(4, 4, batch_first=True)
+        self.b = torch.nn.LSTM(4, 4, batch_first=True)
 
-    def forward(self, x):
-        return self.lstm(x)[0][:, -1]
+    def forward(self, x, lengths):
+        out, _ = self.a(pack_padded_sequence(x, lengths, batch_first=True))
+        return self.b(pad_packed_sequence(out, batch_first=True)[0])[0]
 
 
 class _Branchy(torch.nn.Module):
@@ -442,7 +496,7 @@ class _DictOut(torch.nn.Module):
         return {"y": self.lstm(x)[0]}
 
 
-@pytest.mark.parametrize("cls,word", [(_Conv, "transpose"), (_Branch, "add"), (_BiLast, "bidirectional"),
+@pytest.mark.parametrize("cls,word", [(_Conv, "transpose"), (_Branch, "add"), (_PadThenRnn, "padding"),
                                       (_Branchy, "trace"), (_BadIndex, "getitem"), (_DictOut, "dict")])
 def test_custom_unsupported(cls, word):
     with pytest.raises(fastrnn.UnsupportedError) as e:
