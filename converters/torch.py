@@ -1,9 +1,10 @@
 """PyTorch importer: nn.RNN / nn.LSTM / nn.GRU modules, their state_dict files, TorchScript
 archives and (with allow_pickle=True) pickled whole modules -> fastrnn ir layers + a signature.
 
-Status: bare recurrent modules in every form; custom nn.Modules captured from forward with
-torch.fx (see "custom modules" below). Not yet: state_dicts and TorchScript archives of custom
-modules (UnsupportedError says so).
+Every form of every source: bare recurrent modules; custom nn.Modules captured from forward
+with torch.fx ("custom modules" below); their TorchScript archives, interpreted graph node by
+node ("TorchScript archives" below); their state_dicts, read as a pipeline with options for
+what the file cannot say (_pipeline; docs/pytorch.md).
 
 Sources, recognised by content (DESIGN.md section 1, convention 8):
   module             an nn.RNN / nn.LSTM / nn.GRU instance (or a TorchScript module of one).
@@ -42,7 +43,7 @@ import zipfile
 import numpy as np
 
 from fastrnn import ir
-from fastrnn.errors import ModelFormatError, UnsupportedError
+from fastrnn.errors import FastRNNError, ModelFormatError, UnsupportedError
 
 MODES = {"LSTM": ("lstm", "tanh"), "GRU": ("gru", "tanh"), "RNN_TANH": ("rnn", "tanh"),
          "RNN_RELU": ("rnn", "relu")}
@@ -212,26 +213,41 @@ def _signature(layers, first_state=0):
     return {"outputs": None, "states": states}
 
 
+def _groups(sd):
+    """The state_dict's modules in registration order (the order of their first key):
+    [(prefix, "rnn", [key matches]) | (prefix, "other", {name: tensor})]."""
+    out, where = [], {}
+    for k in sd:
+        if not isinstance(k, str):
+            raise ModelFormatError(f"the state_dict has a non-string key {k!r}")
+        m = _KEY.match(k)
+        prefix, kind = (m.group(1), "rnn") if m else (k.rpartition(".")[0] + "." if "." in k else "", "other")
+        if (prefix, kind) not in where:
+            where[(prefix, kind)] = len(out)
+            out.append((prefix, kind, [] if m else {}))
+        g = out[where[(prefix, kind)]][2]
+        if m:
+            g.append(m)
+        else:
+            g[k[len(prefix):]] = sd[k]
+    return out
+
+
 def _infer(sd, nonlinearity):
     """A bare recurrent module's options from its state_dict keys and shapes (module note)."""
-    groups = {}
-    other = []
-    for k in sd:
-        m = _KEY.match(k) if isinstance(k, str) else None
-        if m:
-            groups.setdefault(m.group(1), []).append(m)
-        else:
-            other.append(k)
-    if not groups:
+    groups = _groups(sd)
+    rnns = [g for g in groups if g[1] == "rnn"]
+    if not rnns:
         raise ModelFormatError(f"the state_dict has no recurrent weights (weight_ih_l0 ...); keys: "
                                f"{', '.join(map(str, list(sd)[:6]))}")
-    if len(groups) > 1 or other:
-        raise UnsupportedError(
-            f"the state_dict holds more than one recurrent module ({', '.join(repr(p) for p in groups)}"
-            + (f"; other tensors: {', '.join(map(str, other[:4]))}" if other else "")
-            + "): state_dicts of custom modules (Embedding/Linear around the RNN) are not converted yet; "
-              "convert the module itself or a TorchScript archive of a bare RNN")
-    prefix, ms = next(iter(groups.items()))
+    if len(groups) > 1:
+        raise UnsupportedError("the state_dict holds more than one module: "
+                               + ", ".join(repr(p or "(top)") for p, _, _ in groups))
+    return _infer_rnn(sd, rnns[0][0], rnns[0][2], nonlinearity)
+
+
+def _infer_rnn(sd, prefix, ms, nonlinearity):
+    """One recurrent module's options from its keys (matches of _KEY) and shapes."""
     L = max(int(m.group(4)) for m in ms) + 1
     D = 2 if any(m.group(5) for m in ms) else 1
     bias = any(m.group(2) == "bias" for m in ms)
@@ -265,7 +281,109 @@ def _infer(sd, nonlinearity):
                     "bias": bias, "batch_first": False, "bidirectional": D == 2, "proj_size": proj}
 
 
-def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, allow_pickle=False):
+def _act_kind(name, where):
+    kind = ACT_FUNCS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise UnsupportedError(f"{where}: unknown activation {name!r} (one of {', '.join(sorted(ACT_FUNCS))})")
+    return kind
+
+
+def _pipeline(sd, nonlinearity=None, head=None, head_activation=None):
+    """A custom module's state_dict -> (modules, ir layers, signature). The rules (module note,
+    docs/pytorch.md): modules in registration order; an optional Embedding first (one 2-D
+    `weight`); one or more RNN/LSTM/GRU modules, each reading the one before; then Linear layers
+    (`weight` (out, in) and optional `bias`). What forward does with them is not in the file:
+    head= says whether the Linears act on every step ("sequence") or on the last one ("last": the
+    final states, h_n[-1], or torch.cat([h_n[-2], h_n[-1]], 1) for a bidirectional RNN), and
+    head_activation= names the activation after the last Linear (or one per Linear, a list).
+    modules: [(prefix, "embedding" | "rnn" | "linear", cfg or activation kind)]."""
+    groups = _groups(sd)
+    if not any(kind == "rnn" for _, kind, _ in groups):
+        raise ModelFormatError(f"the state_dict has no recurrent weights (weight_ih_l0 ...); keys: "
+                               f"{', '.join(map(str, list(sd)[:6]))}")
+    if head not in (None, "last", "sequence"):
+        raise UnsupportedError(f"convert: head must be 'last' or 'sequence', got {head!r}")
+    mods, layers, states, nstates, width = [], [], [], 0, None
+    relu_used = False
+    for i, (prefix, kind, g) in enumerate(groups):
+        name = repr(prefix[:-1] or "(top)")
+        if kind == "rnn":
+            cell_is_rnn = _gates(sd, prefix) == 1
+            _, cfg = _infer_rnn(sd, prefix, g, nonlinearity if cell_is_rnn else None)
+            relu_used |= cell_is_rnn
+            if width is not None and width != cfg["input_size"]:
+                raise UnsupportedError(f"state_dict module {name} ({cfg['mode']}) reads {cfg['input_size']} "
+                                       f"features but the module before it gives {width}; fastrnn needs the "
+                                       f"modules registered in the order forward uses them")
+            ls = _from_state(sd, prefix, cfg)
+            states += _signature(ls, nstates)["states"]
+            nstates += sum(2 if l.cell == "lstm" else 1 for l in ls)
+            layers += ls
+            mods.append((prefix, "rnn", cfg))
+            width = ls[-1].output_size
+            continue
+        extra = sorted(set(g) - {"weight", "bias"})
+        if extra or "weight" not in g or getattr(g["weight"], "ndim", 0) != 2:
+            raise UnsupportedError(
+                f"state_dict module {name} holds {', '.join(sorted(g))}: not an Embedding or a Linear "
+                f"(fastrnn reads state_dicts of Embedding -> RNN/LSTM/GRU ... -> Linear ... modules; "
+                f"convert the module itself or a TorchScript archive for anything else)")
+        W = g["weight"]
+        if not layers and "bias" not in g and i + 1 < len(groups) and groups[i + 1][1] == "rnn":
+            # an Embedding: (vocab, dim) with dim = the RNN's input size (checked with the RNN)
+            layers.append(ir.Embedding(_np(W, prefix + "weight")))
+            mods.append((prefix, "embedding", None))
+            width = int(W.shape[1])
+            continue
+        if not layers or any(k == "rnn" for _, k, _ in groups[i + 1:]):
+            raise UnsupportedError(f"state_dict module {name} (a Linear) before or between recurrent "
+                                   f"modules: its activation is not in the file; convert the module itself")
+        if int(W.shape[1]) != width:
+            raise UnsupportedError(f"state_dict module {name} (Linear {W.shape[1]} -> {W.shape[0]}) reads "
+                                   f"{W.shape[1]} features but the module before it gives {width}")
+        b = _np(g["bias"], prefix + "bias") if "bias" in g else None
+        layers.append(ir.Dense(_np(W, prefix + "weight"), b))
+        mods.append((prefix, "linear", "linear"))
+        width = int(W.shape[0])
+    if nonlinearity is not None and not relu_used:
+        raise UnsupportedError("convert: nonlinearity= applies to nn.RNN modules only; this state_dict has none")
+    linears = [i for i, m in enumerate(mods) if m[1] == "linear"]
+    if linears and head is None:
+        raise UnsupportedError(
+            f"convert: the state_dict has Linear {mods[linears[0]][0][:-1]!r} after the RNN; whether forward "
+            f"applies it to every step or to the last one is not in the file: pass head='sequence' or "
+            f"head='last' (fastrnn-convert --head), and head_activation= for what follows it")
+    if head_activation is not None and not linears:
+        raise UnsupportedError("convert: head_activation= needs a Linear after the RNN in the state_dict")
+    acts = head_activation if isinstance(head_activation, (list, tuple)) else \
+        [None] * (len(linears) - 1) + [head_activation] if linears else []
+    if len(acts) != len(linears):
+        raise UnsupportedError(f"convert: head_activation lists {len(acts)} activations for {len(linears)} "
+                               f"Linear layers")
+    dense = [l for l in layers if isinstance(l, ir.Dense)]
+    for i, d, a in zip(linears, dense, acts):
+        if a is not None:
+            kind = _act_kind(a, "head_activation")
+            mods[i] = (mods[i][0], "linear", kind)
+            d.activation = ir.Act(kind)
+    if head == "last":
+        rec = [l for l in layers if isinstance(l, ir.Recurrent)][-1]
+        rec.return_sequences = False
+    return mods, layers, {"outputs": None, "states": states}
+
+
+def _gates(sd, prefix):
+    """Gates of a recurrent module in a state_dict: rows of weight_ih_l0 / hidden size."""
+    try:
+        W_ih = sd[prefix + "weight_ih_l0"]
+        H = sd[prefix + "weight_hr_l0"].shape[1] if prefix + "weight_hr_l0" in sd else sd[prefix + "weight_hh_l0"].shape[1]
+        return int(W_ih.shape[0]) // int(H)
+    except (KeyError, AttributeError, IndexError, ZeroDivisionError, TypeError):
+        return 0
+
+
+def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, allow_pickle=False, head=None,
+            head_activation=None):
     """PyTorch module or file -> fastrnn.Model (module note)."""
     from fastrnn import Model
     torch = _torch()
@@ -274,11 +392,21 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
     else:
         obj, kind = src, "module"
     if kind == "state_dict":
+        groups = _groups(obj)
+        if len(groups) > 1 or head is not None or head_activation is not None:
+            mods, layers, sig = _pipeline(obj, nonlinearity, head, head_activation)
+            meta = {"source": "torch", "kind": "state_dict", "batch_first": bool(batch_first),
+                    "input_layout": "batch_first" if batch_first else "time_major",
+                    "head": head or "sequence", "modules": [[p, k, c] for p, k, c in mods]}
+            return Model(layers, meta=meta, signature=sig)
         prefix, cfg = _infer(obj, nonlinearity)
         if batch_first is not None:
             cfg["batch_first"] = bool(batch_first)
         sd = obj
     else:
+        if head is not None or head_activation is not None:
+            raise UnsupportedError("convert: head= and head_activation= apply to state_dict files only "
+                                   "(a module's forward says what they say)")
         if not isinstance(obj, (torch.nn.Module, torch.jit.ScriptModule)):
             raise UnsupportedError(f"convert: cannot convert a {type(obj).__name__}")
         if nonlinearity is not None or batch_first is not None:
@@ -287,10 +415,7 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
         cfg = _rnn_config(obj)
         if cfg is None:
             if isinstance(obj, torch.jit.ScriptModule):
-                name = getattr(obj, "original_name", None) or type(obj).__name__
-                raise UnsupportedError(
-                    f"convert: a TorchScript {name}: TorchScript archives of custom modules are not "
-                    f"converted yet (bare nn.RNN / LSTM / GRU are); convert the module itself")
+                return capture_script(obj, example_input)
             model = capture(obj, example_input)
             model.meta["kind"] = kind
             return model
@@ -309,15 +434,12 @@ def run_source(src, x, **opts):
         obj, kind = load(src, allow_pickle=opts.get("allow_pickle", False))
     else:
         obj, kind = src, "module"
+    if kind == "state_dict" and (len(_groups(obj)) > 1 or opts.get("head") or opts.get("head_activation")):
+        return [_run_pipeline(obj, x, **opts)]
     if kind == "state_dict":
         _, cfg = _infer(obj, opts.get("nonlinearity"))
         cfg["batch_first"] = bool(opts.get("batch_first") or False)
-        mode = cfg.pop("mode")
-        cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
-        kw = {k: v for k, v in cfg.items() if k != "proj_size" or mode == "LSTM"}
-        if cls is torch.nn.RNN:
-            kw["nonlinearity"] = "relu" if mode == "RNN_RELU" else "tanh"
-        mod = cls(**kw)
+        mod = _rnn_module(cfg)
         mod.load_state_dict(obj)
     else:
         mod = obj
@@ -339,6 +461,54 @@ def run_source(src, x, **opts):
     y = out[0] if isinstance(out, (tuple, list)) else out
     y = y if out_bf or y.ndim != 3 else y.transpose(0, 1)
     return [y.contiguous().numpy()]
+
+
+def _rnn_module(cfg):
+    """An nn.RNN / LSTM / GRU built from a config of _infer_rnn / _rnn_config."""
+    torch = _torch()
+    cfg = dict(cfg)
+    mode = cfg.pop("mode")
+    cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
+    kw = {k: v for k, v in cfg.items() if k != "proj_size" or mode == "LSTM"}
+    if cls is torch.nn.RNN:
+        kw["nonlinearity"] = "relu" if mode == "RNN_RELU" else "tanh"
+    return cls(**kw)
+
+
+def _run_pipeline(sd, x, *, nonlinearity=None, head=None, head_activation=None, batch_first=None, **_):
+    """--check for a custom module's state_dict: rebuild it in torch as _pipeline reads it (each
+    module loads its own tensors, strictly), run it on batch-major x."""
+    torch = _torch()
+    F = torch.nn.functional
+    mods, _, _ = _pipeline(sd, nonlinearity, head, head_activation)
+    h = torch.from_numpy(np.ascontiguousarray(x))
+    bf = bool(batch_first)
+    n_rnn, seen = sum(k == "rnn" for _, k, _ in mods), 0
+    with torch.no_grad():
+        for prefix, kind, c in mods:
+            own = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            if kind == "embedding":
+                m = torch.nn.Embedding(*own["weight"].shape)
+            elif kind == "rnn":
+                m = _rnn_module(dict(c, batch_first=bf))
+            else:
+                m = torch.nn.Linear(own["weight"].shape[1], own["weight"].shape[0], bias="bias" in own)
+            m.load_state_dict(own, strict=True)
+            m.eval()
+            if kind == "rnn":
+                out, hn = m(h if bf else h.transpose(0, 1))
+                seen += 1
+                hn = hn[0] if isinstance(hn, tuple) else hn
+                if seen == n_rnn and head == "last":
+                    h = torch.cat([hn[-2], hn[-1]], 1) if c["bidirectional"] else hn[-1]
+                else:
+                    h = out if bf else out.transpose(0, 1)     # batch-major between modules
+                continue
+            h = m(h)
+            if kind == "linear" and c != "linear":
+                f = getattr(F, c)
+                h = f(h, dim=-1) if c in ("softmax", "log_softmax") else f(h)
+    return h.contiguous().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,7 +603,7 @@ class _Capture:
         self.takes_lengths = False
 
     def fail(self, node, why):
-        where = ""
+        where = getattr(node, "where", "")
         lines = (node.meta.get("stack_trace") or "").strip().splitlines() if hasattr(node, "meta") else []
         user = [i for i, ln in enumerate(lines) if ln.strip().startswith("File ")
                 and f"{os.sep}torch{os.sep}" not in ln]
@@ -484,26 +654,13 @@ class _Capture:
         if nm in IDENTITY_MODULES:
             return args[0]
         if isinstance(mod, torch.nn.Embedding):
-            x = args[0]
-            if not isinstance(x, _Seq) or x.pos != 0 or self.layers:
-                self.fail(node, "an Embedding must read the model's input first")
             if mod.max_norm is not None:
                 self.fail(node, "Embedding(max_norm=...) renormalises rows at lookup: not supported")
-            self.input_ids = True
-            self.layers.append(ir.Embedding(_np(mod.weight, node.name + ".weight")))
-            return _Seq(1, x.axes, mod.embedding_dim)
+            return self.embedding(node, args[0], mod.weight, node.name + ".weight")
         if isinstance(mod, torch.nn.RNNBase):
             return self._rnn(node, mod, args, kwargs)
         if isinstance(mod, torch.nn.Linear):
-            x = self._as_tensor(node, args[0])
-            self._at_end(node, x)
-            if isinstance(x, _Seq) and x.packed:
-                self.fail(node, "a Linear on a PackedSequence")
-            if self._width(node, x) != mod.in_features:
-                self.fail(node, f"Linear expects {mod.in_features} features, gets {x.width}")
-            b = _np(mod.bias, node.name + ".bias") if mod.bias is not None else None
-            self.layers.append(ir.Dense(_np(mod.weight, node.name + ".weight"), b))
-            return self._same(x, mod.out_features)
+            return self.dense(node, args[0], mod.weight, mod.bias, node.name)
         if nm in ACT_MODULES:
             dim = getattr(mod, "dim", None)
             alpha = getattr(mod, "alpha", None) if nm == "ELU" else getattr(mod, "negative_slope", None)
@@ -514,6 +671,24 @@ class _Capture:
                 return x
         self.fail(node, f"module {nm} is not supported (fastrnn converts Embedding, RNN/LSTM/GRU, "
                         f"Linear, activations and dropout)")
+
+    def embedding(self, node, x, W, name):
+        if not isinstance(x, _Seq) or x.pos != 0 or self.layers:
+            self.fail(node, "an Embedding must read the model's input first")
+        self.input_ids = True
+        self.layers.append(ir.Embedding(_np(W, name)))
+        return _Seq(1, x.axes, int(W.shape[1]))
+
+    def dense(self, node, x, W, b, name):
+        x = self._as_tensor(node, x)
+        self._at_end(node, x)
+        if isinstance(x, _Seq) and x.packed:
+            self.fail(node, "a Linear on a PackedSequence")
+        if getattr(W, "ndim", 0) != 2 or self._width(node, x) != W.shape[1]:
+            self.fail(node, f"Linear of weight shape {tuple(getattr(W, 'shape', ()))} on {x.width} features")
+        b = _np(b, name + ".bias") if b is not None else None
+        self.layers.append(ir.Dense(_np(W, name + ".weight"), b))
+        return self._same(x, int(W.shape[0]))
 
     def _same(self, x, width):
         if isinstance(x, _Seq):
@@ -690,7 +865,6 @@ def capture(module, example_input=None):
     """Convert a custom nn.Module by tracing its forward with torch.fx."""
     import torch.fx as fx
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-    from fastrnn import Model
     try:
         tracer = fx.Tracer(autowrap_functions=(pack_padded_sequence, pad_packed_sequence))
         tracer.record_stack_traces = True    # error messages name the source line
@@ -744,15 +918,21 @@ def capture(module, example_input=None):
             # e.g. an index past the end of an RNN's (output, h_n) tuple, an argument of a form
             # the interpretation does not expect
             cap.fail(n, f"cannot be interpreted ({_line(e)})")
-    y = cap._as_tensor(out_node, env[first])
+    return _finish(cap, env[first], type(module).__name__, "module", module, example_input, out_node)
+
+
+def _finish(cap, value, name, kind, module, example_input, out_node):
+    """The Model from a capture whose forward returned `value` (both capture paths)."""
+    from fastrnn import Model
+    y = cap._as_tensor(out_node, value)
     if not isinstance(y, (_Seq, _Last)) or y.pos != len(cap.layers) or not cap.layers:
-        raise UnsupportedError(f"convert: {type(module).__name__}.forward returns "
+        raise UnsupportedError(f"convert: {name}.forward returns "
                                f"{type(y).__name__.strip('_')}, not the end of a layer pipeline")
     if isinstance(y, _Seq) and y.packed:
         raise UnsupportedError("convert: forward returns a PackedSequence; pad it (pad_packed_sequence)")
     if isinstance(y, _Seq) and y.axes not in (["B", "T"], ["T", "B"]):
         raise UnsupportedError("convert: forward returns its input unchanged")
-    meta = {"source": "torch", "kind": "module", "class": type(module).__name__,
+    meta = {"source": "torch", "kind": kind, "class": name,
             "input_layout": cap.input_layout or "batch_first",
             "output_layout": ("batch_first" if isinstance(y, _Last) or y.axes == ["B", "T"] else "time_major"),
             "takes_lengths": cap.takes_lengths, "batch_first": (cap.input_layout or "batch_first") == "batch_first"}
@@ -788,3 +968,252 @@ def _check_example(module, model, example_input):
         raise UnsupportedError(f"convert: the converted {type(module).__name__} does not reproduce "
                                f"forward(example_input) (difference {diff}); its forward does something "
                                f"fastrnn did not capture")
+
+
+# ---------------------------------------------------------------------------------------------
+# custom modules from TorchScript archives: the scripted or traced graph, interpreted
+#
+# A TorchScript archive holds no Python class, only graphs: the module's forward and, for each
+# submodule, its own. The interpreter walks forward's graph node by node with the same abstract
+# values and the same _Capture as torch.fx capture, so both accept the same models:
+#   prim::CallMethod on a submodule      an RNN/LSTM/GRU submodule is one _Capture._rnn call;
+#                                        any other submodule's graph is interpreted in turn
+#   aten::embedding / F.embedding        Embedding;  aten::linear: Linear (Dense)
+#   activations, dropout, transpose/permute, slice/select (out[:, -1], h_n[k]), cat,
+#   pack_padded_sequence / pad_packed_sequence (scripted; calls to the functions)
+#   tuples, lists and constants
+# A traced RNN submodule returns what the trace used of (output, h_n[, c_n]): its graph's
+# return values are matched to the outputs of its aten::lstm/gru/rnn_* node. Anything else
+# (prim::If, prim::Loop, other aten ops) raises UnsupportedError naming the op and the line.
+
+_TS_ACTS = {"sigmoid", "tanh", "relu", "softmax", "log_softmax", "elu", "selu", "silu", "softplus",
+            "softsign", "relu6", "leaky_relu", "hardtanh"}
+_TS_RNN_OPS = ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
+
+
+class _TSNode:
+    """A TorchScript node as _Capture.fail names it: op, target, name and where (file, line)."""
+    def __init__(self, node, site):
+        self.op, self.target = "node", node.kind()
+        outs = list(node.outputs())
+        self.name = outs[0].debugName() if outs else node.kind()
+        m = re.search(r"# (.+):(\d+):\d+\s*$", str(node).splitlines()[0])
+        user = m and f"{os.sep}torch{os.sep}" not in m.group(1)
+        self.where = f" (File \"{m.group(1)}\", line {m.group(2)})" if user else site
+        self.meta = {}
+
+    @classmethod
+    def named(cls, op, target):
+        self = cls.__new__(cls)
+        self.op, self.target, self.name, self.where, self.meta = op, target, target, "", {}
+        return self
+
+
+class _Mod:
+    def __init__(self, mod, path):
+        self.mod, self.path = mod, path
+
+
+class _Fn:
+    """A function constant: name, and its qualified type (torch's own functions are
+    __torch__.torch.*, or plain Function before saving)."""
+    def __init__(self, name, qual):
+        self.__name__, self.qual = name, qual
+
+
+def _ts_const(node):
+    out = node.output()
+    if "name" in node.attributeNames() and "value" not in node.attributeNames():
+        return _Fn(node.s("name"), str(out.type()))
+    return out.toIValue()
+
+
+def _full_slice(args):
+    _, _, start, end, step = (list(args) + [None] * 5)[:5]
+    return start in (None, 0) and (end is None or end >= 2**62) and step in (None, 1)
+
+
+class _ScriptCapture:
+    def __init__(self, cap):
+        self.cap = cap
+        self.act_fns = {f.__name__: f for f in cap.act_fns if hasattr(f, "__name__")}
+
+    def run(self, graph, inputs, site=""):
+        """Interpret `graph` on abstract `inputs`; site: where its caller is (for errors)."""
+        env = dict(zip(graph.inputs(), inputs))
+        self.block(graph.nodes(), env, site)
+        ret = [env[v] for v in graph.return_node().inputs()]
+        return ret[0] if len(ret) == 1 else tuple(ret)
+
+    def block(self, nodes, env, site):
+        for n in nodes:
+            kind = n.kind()
+            node = _TSNode(n, site)
+            outs = list(n.outputs())
+            if kind == "prim::Constant":
+                env[outs[0]] = _ts_const(n)
+                continue
+            try:
+                args = [env[v] for v in n.inputs()]
+            except KeyError:
+                self.cap.fail(node, "reads a value from an enclosing block")
+            if kind == "prim::If" and isinstance(args[0], bool):
+                # a condition known when converting (a module attribute, a constant): its branch
+                b = list(n.blocks())[0 if args[0] else 1]
+                self.block(b.nodes(), env, site)
+                env.update(zip(outs, [env[v] for v in b.returnNode().inputs()]))
+                continue
+            try:
+                res = self.node(node, n, kind, args, site)
+            except FastRNNError:
+                raise
+            except (IndexError, TypeError, KeyError, AttributeError, ValueError, RuntimeError) as e:
+                self.cap.fail(node, f"cannot be interpreted ({_line(e)})")
+            if len(outs) == 1:
+                env[outs[0]] = res
+            else:
+                if not isinstance(res, (tuple, list)) or len(res) != len(outs):
+                    self.cap.fail(node, f"gives {len(outs)} values where fastrnn has "
+                                        f"{type(res).__name__.strip('_')}")
+                env.update(zip(outs, res))
+
+    def node(self, node, n, kind, a, site):
+        cap, torch = self.cap, _torch()
+        op = kind.split("::", 1)[1]
+        if kind == "prim::GetAttr":
+            parent = a[0]
+            if not isinstance(parent, _Mod):
+                cap.fail(node, "an attribute of something that is not a module")
+            v = getattr(parent.mod, n.s("name"))
+            if isinstance(v, torch.nn.Module):
+                return _Mod(v, parent.path + n.s("name") + ".")
+            return v                               # a parameter, or a plain attribute (training, p)
+        if kind == "prim::CallMethod":
+            return self.call(node, n, a, site)
+        if kind == "prim::CallFunction":
+            return self.function(node, a[0], a[1:])
+        if kind in ("prim::TupleConstruct", "prim::ListConstruct"):
+            return tuple(a) if kind == "prim::TupleConstruct" else list(a)
+        if kind in ("prim::TupleUnpack", "prim::ListUnpack"):
+            v = a[0]
+            return (v.out, v.states) if isinstance(v, _Ret) else tuple(v)
+        if kind in ("prim::TupleIndex", "aten::__getitem__"):
+            return cap._getitem(node, a[0], a[1])
+        if kind in ("prim::If", "prim::Loop"):
+            cap.fail(node, "data-dependent control flow is not supported")
+        if kind == "aten::embedding":             # traced: (weight, input, padding_idx, ...)
+            return cap.embedding(node, a[1], a[0], node.name)
+        if kind == "aten::linear":
+            return cap.dense(node, a[0], a[1], a[2] if len(a) > 2 else None, node.name)
+        if op in ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
+                  "contiguous", "detach", "clone", "cpu", "to"):
+            return a[0]
+        if op in _TS_ACTS and kind.startswith("aten::"):
+            return self.act(node, op, a)
+        if kind == "aten::slice" and _full_slice(a):
+            return a[0]
+        if kind == "aten::select":
+            x, dim, i = a
+            if isinstance(x, _HN) and dim == 0:
+                return cap._getitem(node, x, i)
+            if isinstance(x, _Seq) and dim in (0, 1):
+                return cap._getitem(node, x, (slice(None),) * dim + (i,))
+        if kind == "aten::cat":
+            return cap.function(node, torch.cat, (a[0], a[1]), {})
+        if op in ("transpose", "permute", "squeeze", "view", "reshape", "flatten", "size") and kind.startswith("aten::"):
+            return cap.method(node, op, a, {})
+        if kind in ("aten::sort", "aten::_pack_padded_sequence", "aten::_pad_packed_sequence"):
+            cap.fail(node, "a traced pack_padded_sequence (the trace records its sorting and packing as "
+                           "tensor ops, for the example's lengths): save torch.jit.script(module) instead, "
+                           "or convert the module itself")
+        cap.fail(node, "is not supported (fastrnn reads Embedding, RNN/LSTM/GRU, Linear, activations, "
+                       "dropout, the last step and pack/pad)")
+
+    def act(self, node, op, a):
+        cap = self.cap
+        dim = a[1] if op in ("softmax", "log_softmax") and len(a) > 1 else None
+        alpha = None
+        if op == "leaky_relu":
+            alpha = a[1] if len(a) > 1 else 0.01
+        if op == "elu":
+            if len(a) > 2 and (a[2] != 1 or (len(a) > 3 and a[3] != 1)):
+                cap.fail(node, "elu with scale or input_scale other than 1")
+            alpha = a[1] if len(a) > 1 else 1.0
+        if op == "hardtanh":
+            cap.fail(node, "hardtanh is not supported")
+        return cap._act(node, a[0], ACT_FUNCS[op], dim, alpha)
+
+    def function(self, node, fn, a):
+        """A scripted call of a Python function (F.log_softmax, pack_padded_sequence, ...)."""
+        cap = self.cap
+        if not isinstance(fn, _Fn) or not (fn.qual == "Function" or fn.qual.startswith("__torch__.torch.")):
+            cap.fail(node, f"a call of {getattr(fn, 'qual', fn)!r}: not one of torch's own functions")
+        name = fn.__name__
+        if name in ("pack_padded_sequence", "pad_packed_sequence"):
+            return cap.function(node, fn, tuple(a), {})
+        if name == "embedding":                    # F.embedding(input, weight, padding_idx, max_norm, ...)
+            if len(a) > 3 and a[3] is not None:
+                cap.fail(node, "Embedding(max_norm=...) renormalises rows at lookup: not supported")
+            return cap.embedding(node, a[0], a[1], node.name)
+        if name == "linear":
+            return cap.dense(node, a[0], a[1], a[2] if len(a) > 2 else None, node.name)
+        if name in ("dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d"):
+            return a[0]
+        if name in ("softmax", "log_softmax"):     # F.softmax(input, dim, _stacklevel, dtype)
+            return cap._act(node, a[0], name, a[1] if len(a) > 1 else None)
+        if name in _TS_ACTS:
+            return self.act(node, name, a)
+        cap.fail(node, f"a call of {name or fn!r} is not supported")
+
+    def call(self, node, n, a, site):
+        cap = self.cap
+        sub = a[0]
+        if not isinstance(sub, _Mod):
+            cap.fail(node, "a method of something that is not a submodule")
+        here = node.where or site
+        mod = sub.mod
+        if _rnn_config(mod) is not None:
+            args = list(a[1:])
+            while args and args[-1] is None:     # scripted: forward(input, hx=None)
+                args.pop()
+            ret = cap._rnn(node, mod, args, {})
+            if hasattr(mod, "mode"):              # scripted: forward returns (output, h_n[, c_n])
+                return ret
+            g = getattr(mod, n.s("name")).graph
+            rnn = [m for m in g.nodes() if m.kind() in _TS_RNN_OPS]
+            if not rnn:
+                cap.fail(node, f"a traced {mod.original_name} without its aten call")
+            outs = list(rnn[0].outputs())         # traced: (output, h_n[, c_n]) of the aten call
+            vals = [ret.out] + (list(ret.states) if isinstance(ret.states, tuple) else [ret.states])
+
+            def pick(v):
+                if v in outs:
+                    return vals[outs.index(v)]
+                p = v.node()
+                if p.kind() == "prim::TupleConstruct":
+                    return tuple(pick(i) for i in p.inputs())
+                cap.fail(node, f"a traced {mod.original_name} whose forward returns {p.kind()}")
+            r = [pick(v) for v in g.return_node().inputs()]
+            return r[0] if len(r) == 1 else tuple(r)
+        method = getattr(mod, n.s("name"), None)
+        if method is None or not hasattr(method, "graph"):
+            cap.fail(node, f"calls {n.s('name')} of {getattr(mod, 'original_name', type(mod).__name__)}")
+        return self.run(method.graph, [sub] + list(a[1:]), here)
+
+
+def capture_script(module, example_input=None):
+    """Convert a TorchScript module of a custom nn.Module by interpreting its graph."""
+    cap = _Capture()
+    graph = module.forward.graph
+    ins = list(graph.inputs())[1:]
+    name = getattr(module, "original_name", None) or type(module).__name__
+    if not ins or len(ins) > 2:
+        raise UnsupportedError(f"convert: TorchScript {name}.forward takes {len(ins)} inputs; "
+                               f"fastrnn models take x (and optionally lengths)")
+    vals = [_Mod(module, ""), _Seq(0, ["x0", "x1"], None)]
+    if len(ins) == 2:
+        vals.append(_Lengths())
+        cap.takes_lengths = True
+    out = _ScriptCapture(cap).run(graph, vals)
+    first = out[0] if isinstance(out, tuple) and out else out
+    return _finish(cap, first, name, "torchscript", module, example_input, _TSNode.named("return", name))

@@ -1,7 +1,7 @@
 """fastrnn-convert: the command-line face of fastrnn.convert + Model.save.
 
     fastrnn-convert SRC [-o OUT] [--check] [--allow-pickle] [--batch-first] [--nonlinearity F]
-                        [--batch N] [--steps T] [--seed S] [--tolerance TOL]
+                        [--head last|sequence] [--head-activation A[,A...]] [--batch N] [--steps T] [--seed S] [--tolerance TOL]
 
 Converts the model file SRC (.keras, .h5, ...; recognised by content, not extension) and writes
 OUT (default: SRC with its suffix replaced by .frnn), then prints `wrote OUT: <the model>`.
@@ -15,8 +15,11 @@ else 3; steps = --steps, else the source's fixed input length, else 16. The tole
 (DESIGN.md section 4: 1e-5 where outputs are O(1)).
 
 --allow-pickle lets fastrnn.convert read a file that only full unpickling can read (a pickled
-torch module); only do that for files you trust. --batch-first and --nonlinearity describe a
-PyTorch state_dict's module, which the file cannot say (docs/pytorch.md).
+torch module); only do that for files you trust. --batch-first, --nonlinearity, --head and
+--head-activation describe a PyTorch state_dict's module, which the file cannot say
+(docs/pytorch.md): --head says whether the Linear layers after the RNN act on every step or on
+the last one, --head-activation names the activation after the last Linear (or, comma-separated,
+one per Linear; "none" for none).
 
 Exit codes: 0 converted (and, with --check, outputs agree); 1 an error (one line on stderr,
 `fastrnn-convert: error: ...`, no traceback) or --check found a difference over the tolerance
@@ -70,6 +73,11 @@ def _parser():
                         "model; used by --check)")
     p.add_argument("--nonlinearity", choices=("tanh", "relu"),
                    help="a PyTorch nn.RNN state_dict's nonlinearity (default tanh, torch's)")
+    p.add_argument("--head", choices=("last", "sequence"),
+                   help="a PyTorch state_dict's Linear layers after the RNN act on the last step or on every step")
+    p.add_argument("--head-activation", metavar="A[,A...]",
+                   help="a PyTorch state_dict's activation after its last Linear (sigmoid, softmax, "
+                        "log_softmax, tanh, relu, ...), or one per Linear, comma-separated ('none' for none)")
     p.add_argument("--batch", type=_positive_int, metavar="N",
                    help="--check batch size (default: the model's fixed batch size, else 3)")
     p.add_argument("--steps", type=_positive_int, metavar="T",
@@ -132,6 +140,11 @@ def _opts(args):
         opts["batch_first"] = True
     if args.nonlinearity:
         opts["nonlinearity"] = args.nonlinearity
+    if args.head:
+        opts["head"] = args.head
+    if args.head_activation:
+        acts = [None if a.strip().lower() == "none" else a.strip() for a in args.head_activation.split(",")]
+        opts["head_activation"] = acts if len(acts) > 1 else acts[0]
     return opts
 
 

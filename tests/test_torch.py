@@ -184,7 +184,7 @@ def test_relu_state_dict_needs_nonlinearity(files):
     assert not np.allclose(f.predict(x), _torch_run(mods["relu"], x)[0], atol=1e-3)
 
 
-def test_unsupported(tmp_path):
+def test_state_dict_options(tmp_path):
     class Custom(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -193,11 +193,15 @@ def test_unsupported(tmp_path):
 
         def forward(self, x):
             return self.lstm(self.emb(x))[0]
-    torch.save(Custom().state_dict(), tmp_path / "c.pt")
-    with pytest.raises(fastrnn.UnsupportedError, match="custom modules"):
-        fastrnn.convert(str(tmp_path / "c.pt"))
+    c = Custom().eval()
+    torch.save(c.state_dict(), tmp_path / "c.pt")
+    x = np.random.default_rng(0).integers(0, 10, (2, 5))
+    with torch.no_grad():        # no Linear: no head= needed, the output is the LSTM's
+        _close(fastrnn.convert(str(tmp_path / "c.pt")).predict(x), c(torch.from_numpy(x)).numpy())
     with pytest.raises(fastrnn.UnsupportedError, match="state_dict files only"):
         fastrnn.convert(torch.nn.LSTM(2, 2), batch_first=True)
+    with pytest.raises(fastrnn.UnsupportedError, match="state_dict files only"):
+        fastrnn.convert(c, head="last")
 
 
 def test_damaged_files(tmp_path, files):
@@ -394,20 +398,47 @@ def _torch_custom(m, name, x, lens):
     return (r.transpose(0, 1) if name == "time_major_seq" else r).numpy(), args
 
 
-@pytest.mark.parametrize("source", ["module", "pickle"])
-@pytest.mark.parametrize("name", sorted(CUSTOM))
+# what a state_dict cannot say, given as options (docs/pytorch.md); the other cases (out[:, -1]
+# of a bidirectional or padded output, a max(lengths)-long output) are not expressible by them
+STATE_DICT_OPTS = {"emb_lstm_last": {"head": "last", "head_activation": "sigmoid", "batch_first": True},
+                   "emb_lstm_hn": {"head": "last", "head_activation": "log_softmax"},
+                   "tagger": {"head": "sequence", "batch_first": True},
+                   "regressor": {"head": "last", "head_activation": ["tanh"], "batch_first": True},
+                   "packed_bi": {"head": "last", "head_activation": "softmax", "batch_first": True},
+                   "time_major_seq": {"head": "sequence", "head_activation": "relu", "nonlinearity": "relu"},
+                   "packed_tagger_t": {"head": "sequence", "batch_first": True}}
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name, source", [(n, s) for n in sorted(CUSTOM)
+                                          for s in ("module", "pickle", "state_dict", "script", "trace")
+                                          if s != "state_dict" or n in STATE_DICT_OPTS])
 def test_custom_module(name, source, tmp_path):
     m, x, lens = _custom_case(name)
     want, args = _torch_custom(m, name, x, lens)
+    path = str(tmp_path / "m.pt")
     if source == "module":
         f = fastrnn.convert(m, example_input=args)
+    elif source == "state_dict":
+        torch.save(m.state_dict(), path)
+        f = fastrnn.convert(path, **STATE_DICT_OPTS[name])
+        assert f.meta["kind"] == "state_dict"
+    elif source in ("script", "trace"):
+        torch.jit.save(torch.jit.script(m) if source == "script" else torch.jit.trace(m, args), path)
+        if source == "trace" and name.startswith("packed"):
+            with pytest.raises(fastrnn.UnsupportedError, match="traced pack_padded_sequence"):
+                fastrnn.convert(path)
+            return
+        f = fastrnn.convert(path)
+        assert f.meta["kind"] == "torchscript"
     else:
         torch.save(m, tmp_path / "m.pt")
         with pytest.raises(fastrnn.ModelFormatError, match="allow_pickle"):
             fastrnn.convert(str(tmp_path / "m.pt"))
         f = fastrnn.convert(str(tmp_path / "m.pt"), allow_pickle=True)
-    assert f.meta["input_layout"] == ("time_major" if name in ("emb_lstm_hn", "time_major_seq") else "batch_first") \
-        or name == "emb_lstm_hn"
+    if source != "state_dict":
+        assert f.meta["input_layout"] == ("time_major" if name == "time_major_seq" else "batch_first"), \
+            f.meta["input_layout"]
     _close(f.predict(x, lengths=lens), want, "predict")
     f.save(tmp_path / "m.frnn")
     _close(fastrnn.load(tmp_path / "m.frnn").predict(x, lengths=lens), want, "saved and loaded")
@@ -513,3 +544,121 @@ def test_custom_cli_check(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert "ok" in r.stdout
+
+
+class _TwoHeads(torch.nn.Module):
+    """Embedding -> GRU -> Linear -> ReLU -> Linear -> softmax, per step."""
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(20, 4)
+        self.gru = torch.nn.GRU(4, 6, batch_first=True)
+        self.fc1 = torch.nn.Linear(6, 5)
+        self.fc2 = torch.nn.Linear(5, 3, bias=False)
+
+    def forward(self, x):
+        return torch.softmax(self.fc2(torch.relu(self.fc1(self.gru(self.emb(x))[0]))), dim=-1)
+
+
+def test_state_dict_head_activations_per_linear(tmp_path):
+    torch.manual_seed(3)
+    m = _TwoHeads().eval()
+    x = np.random.default_rng(3).integers(0, 20, (3, 7))
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    torch.save({"model_state_dict": m.state_dict(), "epoch": 3}, tmp_path / "ckpt.pth")
+    f = fastrnn.convert(str(tmp_path / "ckpt.pth"), head="sequence", head_activation=["relu", "softmax"])
+    _close(f.predict(x), want)
+    r = subprocess.run(["fastrnn-convert", str(tmp_path / "ckpt.pth"), "--head", "sequence",
+                        "--head-activation", "relu,softmax", "--batch-first", "--check"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+    f2 = fastrnn.load(tmp_path / "ckpt.frnn")
+    _close(f2.predict(x), want)
+
+
+class _Norm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 6, batch_first=True)
+        self.norm = torch.nn.LayerNorm(6)
+
+
+class _Between(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.GRU(4, 6, batch_first=True)
+        self.proj = torch.nn.Linear(6, 6)
+        self.b = torch.nn.GRU(6, 6, batch_first=True)
+
+
+class _Unordered(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b = torch.nn.GRU(6, 5, batch_first=True)
+        self.a = torch.nn.GRU(4, 6, batch_first=True)
+
+
+@pytest.mark.parametrize("mod, opts, match", [
+    (_TwoHeads, {}, "head='sequence' or head='last'"),
+    (_TwoHeads, {"head": "middle"}, "head must be"),
+    (_TwoHeads, {"head": "last", "head_activation": ["relu"]}, "1 activations for 2 Linear"),
+    (_TwoHeads, {"head": "last", "head_activation": "swish"}, "unknown activation"),
+    (_TwoHeads, {"head": "last", "nonlinearity": "relu"}, "nn.RNN modules only"),
+    (_Norm, {}, "not an Embedding or a Linear"),
+    (_Between, {}, "between recurrent modules"),
+    (_Unordered, {}, "registered in the order"),
+])
+def test_state_dict_custom_refusals(tmp_path, mod, opts, match):
+    torch.save(mod().state_dict(), tmp_path / "m.pt")
+    with pytest.raises(fastrnn.UnsupportedError, match=match):
+        fastrnn.convert(str(tmp_path / "m.pt"), **opts)
+
+
+class _ScriptAdd(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return out + 1
+
+
+class _ScriptIf(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        if bool(x.sum() > 0):
+            out = torch.relu(out)
+        return out
+
+
+def my_squash(x):
+    return torch.sigmoid(x) * 2
+
+
+class _ScriptUserFn(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+
+    def forward(self, x):
+        return my_squash(self.lstm(x)[0])
+
+
+@pytest.mark.parametrize("cls, match", [(_ScriptAdd, "aten::add.*line"), (_ScriptIf, "aten::sum.*line"),
+                                        (_ScriptUserFn, "my_squash.*not one of torch's own")])
+def test_script_unsupported(tmp_path, cls, match):
+    torch.jit.save(torch.jit.script(cls()), tmp_path / "s.pt")
+    with pytest.raises(fastrnn.UnsupportedError, match=match):
+        fastrnn.convert(str(tmp_path / "s.pt"))
+
+
+def test_script_cli_check(tmp_path):
+    m, x, _ = _custom_case("emb_lstm_hn")
+    torch.jit.save(torch.jit.script(m), tmp_path / "s.pt")
+    r = subprocess.run(["fastrnn-convert", str(tmp_path / "s.pt"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
