@@ -924,6 +924,8 @@ def capture(module, example_input=None):
 def _finish(cap, value, name, kind, module, example_input, out_node):
     """The Model from a capture whose forward returned `value` (both capture paths)."""
     from fastrnn import Model
+    if isinstance(value, _Ret):          # forward returns an RNN's (output, h_n): its first element
+        value = value.out
     y = cap._as_tensor(out_node, value)
     if not isinstance(y, (_Seq, _Last)) or y.pos != len(cap.layers) or not cap.layers:
         raise UnsupportedError(f"convert: {name}.forward returns "

@@ -662,3 +662,39 @@ def test_script_cli_check(tmp_path):
     torch.jit.save(torch.jit.script(m), tmp_path / "s.pt")
     r = subprocess.run(["fastrnn-convert", str(tmp_path / "s.pt"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(8, 16, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("source", ["module", "script", "trace"])
+@pytest.mark.parametrize("which", ["nested", "bare_rnn"])
+def test_sequential_stacks(tmp_path, source, which):
+    """nn.Sequential stacks: of an Embedding, a submodule wrapping an LSTM and a Linear; of a
+    lone GRU (whose (output, h_n) tuple gives output)."""
+    torch.manual_seed(5)
+    rng = np.random.default_rng(5)
+    if which == "nested":
+        net = torch.nn.Sequential(torch.nn.Embedding(30, 8), _Encoder(), torch.nn.Linear(16, 2), torch.nn.Sigmoid())
+        x = rng.integers(0, 30, (3, 6))
+    else:
+        net = torch.nn.Sequential(torch.nn.GRU(8, 16, batch_first=True, num_layers=2))
+        x = rng.normal(size=(3, 6, 8)).astype(np.float32)
+    net.eval()
+    with torch.no_grad():
+        want = net(torch.from_numpy(x))
+    want = (want[0] if isinstance(want, tuple) else want).numpy()
+    if source == "module":
+        f = fastrnn.convert(net)
+    else:
+        s = torch.jit.script(net) if source == "script" else torch.jit.trace(net, (torch.from_numpy(x),))
+        torch.jit.save(s, tmp_path / "s.pt")
+        f = fastrnn.convert(str(tmp_path / "s.pt"))
+    _close(f.predict(x), want)
