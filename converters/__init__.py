@@ -5,8 +5,8 @@ hands it to the Keras, PyTorch or ONNX importer. Converters only ever produce ir
 Model; they never touch kernels.
 
 Importers: converters/keras.py (.keras, .h5, keras.Model); converters/torch.py (bare nn.RNN /
-LSTM / GRU modules, state_dicts, TorchScript, pickled modules with allow_pickle=True). ONNX: not
-available yet (convert() recognises it and says so).
+LSTM / GRU modules, state_dicts, TorchScript, pickled modules with allow_pickle=True);
+converters/onnx.py (.onnx files and onnx.ModelProto).
 """
 import os
 
@@ -80,6 +80,11 @@ def convert(src, **opts):
     if kind == "torch":
         from . import torch
         return torch.convert(src, **opts)
+    if kind == "onnx":
+        if opts:
+            raise UnsupportedError(f"convert: options {', '.join(sorted(opts))} do not apply to ONNX models")
+        from . import onnx
+        return onnx.convert(src)
     raise UnsupportedError(f"convert: the {kind} importer is not available in this version of fastrnn")
 
 
@@ -93,4 +98,7 @@ def run_source(src, x, **opts):
     if kind == "torch":
         from . import torch
         return torch.run_source(src, x, **opts)
+    if kind == "onnx":
+        from . import onnx
+        return onnx.run_source(src, x)
     raise UnsupportedError(f"--check: running {kind} models is not available in this version of fastrnn")

@@ -156,7 +156,12 @@ def _check(args, model):
     batch = args.batch or meta.get("batch_size") or 3
     steps = args.steps or meta.get("time_steps") or 16
     x = _random_input(model, int(batch), int(steps), args.seed)
-    ours = model.predict(x)
+    if model.signature["graph"] is not None:     # ONNX: the graph's own feeds, run() vs onnxruntime
+        from .converters.onnx import feeds_for
+        x = feeds_for(model, x, args.seed)
+        ours = model.run(None, x)
+    else:
+        ours = model.predict(x)
     ours = list(ours) if isinstance(ours, (list, tuple)) else [ours]
     source = meta.get("source", "the source framework")
     try:

@@ -187,14 +187,103 @@ class Model:
         return _engine.Stream(self, self._cm, int(batch_size))
 
     def run(self, output_names, feeds):
-        """onnxruntime's InferenceSession.run for models converted from ONNX."""
-        raise UnsupportedError("run() needs a model converted from ONNX (fastrnn.convert of an .onnx file); "
-                               "this model has no ONNX graph signature: use predict()")
+        """onnxruntime's InferenceSession.run for models converted from ONNX: feeds by the graph's
+        own input names, in its own layouts; returns a list of arrays in graph output order, or
+        in the order of output_names."""
+        g = self.signature["graph"]
+        if g is None:
+            raise UnsupportedError("run() needs a model converted from ONNX (fastrnn.convert of an .onnx file); "
+                                   "this model has no ONNX graph signature: use predict()")
+        return _onnx_run(self, g, output_names, feeds)
 
     def save(self, path):
         """Write a .frnn file (safetensors; the spec as versioned JSON metadata)."""
         from .fileformat import save
         save(self, path)
+
+
+def _to_axes(a, have, want):
+    """Array `a` whose axes are labelled `have` -> labels `want` ('1' = a unit axis)."""
+    core = [l for l in want if l != "1"]
+    a = np.transpose(a, [have.index(l) for l in core])
+    shape = [1 if l == "1" else a.shape[core.index(l)] for l in want]
+    return np.ascontiguousarray(a.reshape(shape))
+
+
+def _from_axes(a, have, want, what):
+    """A fed array labelled `have` (unit axes '1' dropped) -> labels `want`."""
+    if a.ndim != len(have):
+        raise ShapeError(f"run: input {what!r}: expected rank {len(have)} ({', '.join(have)}), got shape {a.shape}")
+    for i, l in enumerate(have):
+        if l == "1" and a.shape[i] != 1:
+            raise ShapeError(f"run: input {what!r}: axis {i} must have size 1, got shape {a.shape}")
+    keep = [i for i, l in enumerate(have) if l != "1"]
+    a = a.reshape([a.shape[i] for i in keep])
+    have = [have[i] for i in keep]
+    return np.transpose(a, [have.index(l) for l in want])
+
+
+def _onnx_run(model, g, output_names, feeds):
+    if not isinstance(feeds, dict):
+        raise ShapeError(f"run: feeds must be a dict of input name -> array, got {type(feeds).__name__}")
+    names = [e["name"] for e in g["inputs"]]
+    missing = [n for n in names if n not in feeds]
+    extra = [n for n in feeds if n not in names]
+    if missing or extra:
+        raise ShapeError("run: " + "; ".join(
+            ([f"missing input(s) {', '.join(map(repr, missing))}"] if missing else [])
+            + ([f"unknown input(s) {', '.join(map(repr, extra))} (the graph's inputs: {', '.join(names)})"]
+               if extra else [])))
+    xe = next(e for e in g["inputs"] if e["role"] == "x")
+    try:
+        x = np.asarray(feeds[xe["name"]])
+    except (ValueError, TypeError) as e:
+        raise ShapeError(f"run: input {xe['name']!r} is not an array: {e}") from None
+    x = _from_axes(x, xe["axes"], ["B", "T", "F"] if "F" in xe["axes"] else ["B", "T"], xe["name"])
+    B = x.shape[0]
+    lens, init = None, None
+    for e in g["inputs"]:
+        a = feeds[e["name"]]
+        if e["role"] == "lengths":
+            lens = np.asarray(a)
+            if lens.shape != (B,):
+                raise ShapeError(f"run: input {e['name']!r}: expected sequence lengths of shape ({B},), got {lens.shape}")
+        elif e["role"] == "state":
+            a = _from_axes(np.asarray(a), e["axes"], ["S", "B", "F"], e["name"])
+            if init is None:
+                init = [np.zeros(s, np.float32) for s in model.native_state_shapes(B)]
+            w = model._dims[e["parts"][0][0]][1]
+            if a.shape != (len(e["parts"]), B, w) or a.dtype.kind != "f":
+                raise ShapeError(f"run: input {e['name']!r}: expected float states of shape "
+                                 f"{(len(e['parts']), B, w)} in axes (S, B, F), got {a.dtype} {a.shape}")
+            for r, (k, d) in enumerate(e["parts"]):
+                init[k][d] = a[r]
+    try:
+        y, states = model.predict(x, lengths=lens, initial_state=init, return_state=True)
+    except ShapeError as e:
+        raise ShapeError(f"run: input {xe['name']!r}: {e}") from None
+    outs = {}
+    for o in g["outputs"]:
+        if o["kind"] == "y":
+            have = ["B", "F"] if o["last"] else ["B", "T", "F"]
+            a = y
+            if "D" in o["axes"]:
+                a = a.reshape(a.shape[:-1] + (o["dirs"], a.shape[-1] // o["dirs"]))
+                have = have[:-1] + ["D", "F"]
+        else:
+            a = np.stack([states[k][d] for k, d in o["parts"]])
+            have = ["S", "B", "F"]
+            if "S" not in o["axes"]:
+                a, have = a[0], ["B", "F"]
+        outs[o["name"]] = _to_axes(a, have, o["axes"])
+    order = [o["name"] for o in g["outputs"]]
+    if output_names is None:
+        return [outs[n] for n in order]
+    unknown = [n for n in output_names if n not in outs]
+    if unknown:
+        raise ShapeError(f"run: unknown output name(s) {', '.join(map(repr, unknown))} (the graph's outputs: "
+                         f"{', '.join(order)})")
+    return [outs[n] for n in output_names]
 
 
 class _MultiOutputStream(_engine.Stream):

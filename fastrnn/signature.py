@@ -27,6 +27,15 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
         stack=True: the parts stacked on a new first axis (torch: (layers*dirs, B, H)).
     Together the parts must name every (state, direction) of the model exactly once.
 
+  graph: None, or an ONNX graph's own inputs and outputs, for Model.run (converters/onnx.py):
+    {"inputs": [{"name", "role": "x", "axes": [...]},          the sequence; axes label its
+                {"name", "role": "lengths"},                   dims (B, T, F; 1 a unit axis)
+                {"name", "role": "state", "axes": [...],       initial states; row r of axis S
+                 "parts": [[k, d], ...]}],                     initialises native state k, dir d
+     "outputs": [{"name", "kind": "y", "axes": [...], "dirs": D, "last": None | "final" | "step"},
+                 {"name", "kind": "state", "axes": [...], "parts": [[k, d], ...]}]}
+    y's features split into (D, F) when its axes hold D; "last": the output has no T axis.
+
 The signature is plain JSON and is saved in the .frnn file with the layers.
 """
 from __future__ import annotations
@@ -45,8 +54,9 @@ def check(sig, state_dims, output_size, output_is_sequence):
     (dirs, width) per native state; output_is_sequence: the engine's y. Raises ModelFormatError."""
     if sig is None:
         return {"outputs": None, "states": None, "time": None}
-    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time"}:
-        raise ModelFormatError(f"signature must be a dict with outputs, states and/or time, got {sig!r}")
+    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph"}:
+        raise ModelFormatError(f"signature must be a dict with outputs, states, time and/or graph, got {sig!r}")
+    graph = _check_graph(sig.get("graph"), state_dims) if sig.get("graph") is not None else None
     outs, states, time = sig.get("outputs"), sig.get("states"), sig.get("time")
     if time is not None:
         if time not in ("last", "longest", "longest_last") or not output_is_sequence:
@@ -106,7 +116,58 @@ def check(sig, state_dims, output_size, output_is_sequence):
             raise ModelFormatError(f"signature states must name every state and direction once; "
                                    f"missing {sorted(need - seen)[:4]}")
         states = norm
-    return {"outputs": outs, "states": states, "time": time}
+    return {"outputs": outs, "states": states, "time": time, "graph": graph}
+
+
+_LABELS = {"x": {"B", "T", "F", "1"}, "state": {"S", "B", "F", "1"}, "y": {"B", "T", "D", "F", "1"}}
+
+
+def _check_graph(g, state_dims):
+    """Validate the ONNX inputs/outputs entry (a hostile .frnn must not reach run() malformed)."""
+    def bad(why):
+        raise ModelFormatError(f"signature graph: {why}")
+    if not isinstance(g, dict) or set(g) != {"inputs", "outputs"} or not isinstance(g["inputs"], list) \
+            or not isinstance(g["outputs"], list):
+        bad("expected {'inputs': [...], 'outputs': [...]}")
+
+    def parts_ok(parts):
+        return isinstance(parts, list) and parts and all(
+            isinstance(p, list) and len(p) == 2 and _int(p[0]) and _int(p[1]) and 0 <= p[0] < len(state_dims)
+            and 0 <= p[1] < state_dims[p[0]][0] for p in parts)
+
+    def axes_ok(axes, kind, need):
+        return isinstance(axes, list) and all(isinstance(l, str) and l in _LABELS[kind] for l in axes) \
+            and all(axes.count(l) == 1 for l in need) and all(axes.count(l) <= 1 for l in axes if l != "1")
+    names = set()
+    for e in g["inputs"]:
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str) or e["name"] in names:
+            bad(f"input {e!r}")
+        names.add(e["name"])
+        role = e.get("role")
+        if role == "x" and set(e) == {"name", "role", "axes"} and axes_ok(e["axes"], "x", "BT"):
+            continue
+        if role == "lengths" and set(e) == {"name", "role"}:
+            continue
+        if role == "state" and set(e) == {"name", "role", "axes", "parts"} and axes_ok(e["axes"], "state", "SBF") \
+                and parts_ok(e["parts"]):
+            continue
+        bad(f"input {e!r}")
+    if sum(e["role"] == "x" for e in g["inputs"]) != 1:
+        bad("exactly one input must be the sequence")
+    names = set()
+    for e in g["outputs"]:
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str) or e["name"] in names:
+            bad(f"output {e!r}")
+        names.add(e["name"])
+        if e.get("kind") == "y" and set(e) == {"name", "kind", "axes", "dirs", "last"} \
+                and e["last"] in (None, "final", "step") and _int(e["dirs"]) and e["dirs"] in (1, 2) \
+                and axes_ok(e["axes"], "y", "BF" if e["last"] else "BTF") and ("T" in e["axes"]) == (not e["last"]):
+            continue
+        if e.get("kind") == "state" and set(e) == {"name", "kind", "axes", "parts"} and parts_ok(e["parts"]) \
+                and axes_ok(e["axes"], "state", "BF") and ("S" in e["axes"] or len(e["parts"]) == 1):
+            continue
+        bad(f"output {e!r}")
+    return g
 
 
 def to_json(sig):

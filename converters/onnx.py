@@ -1,0 +1,795 @@
+"""ONNX importer: graphs built around the LSTM / GRU / RNN operators -> fastrnn ir layers + the
+graph's own inputs and outputs (for Model.run, onnxruntime's InferenceSession.run).
+
+The graph is interpreted node by node with abstract values, as the PyTorch importer interprets
+forward (converters/torch.py): each tensor is a constant (initializers, Constant, and anything
+computed from constants only, folded with NumPy), a pipeline tensor (the model's data, with a
+label per axis: B batch, T time, D direction, F features, 1 a unit axis; the input's own x0/x1
+until a recurrent node says which is batch and which is time), the final states of recurrent
+nodes (Y_h / Y_c, stacked as torch's exporter stacks layers), a shape vector of such labels
+(Shape -> Gather -> Concat, from which ConstantOfShape builds zero initial states), or the
+sequence_lens input. Ops that add a layer must read the current end of the pipeline; anything
+that would branch it, and any op not listed in docs/onnx.md, raises UnsupportedError naming the
+node (name, op type, index).
+
+Framework facts used (canonical layout is torch's, DESIGN.md section 2):
+- W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H] = [Wb, Rb], P [D, 3*H]; direction 0 forward.
+- gate orders: ONNX LSTM i,o,f,c -> torch i,f,g,o; ONNX GRU z,r,h -> torch r,z,n; P i,o,f ->
+  ir i,f,o. Wb and Rb are kept apart (b_ih, b_hh), as GRU's n gate needs them apart.
+- GRU linear_before_reset defaults to 0 (ir linear_before_reset=False); torch exports 1.
+- activations: per direction [f] (RNN), [f, g] (GRU), [f, g, h] (LSTM); activation_alpha and
+  activation_beta are consumed in order by the activations that take them (see _activations).
+- layout 0: X [T, B, I], Y [T, D, B, H], Y_h/Y_c [D, B, H]; layout 1 (opset 14+): X [B, T, I],
+  Y [B, T, D, H], Y_h/Y_c [B, D, H].
+- sequence_lens: outputs past a row's length are 0; Y_h is the state at its last valid step;
+  the reverse direction starts there (fastrnn's lengths semantics, DESIGN.md convention 4).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fastrnn import ir
+from fastrnn.errors import FastRNNError, ModelFormatError, UnsupportedError
+
+# ONNX activation name -> (ir kind, takes alpha, takes beta, spec default alpha, default beta)
+ACTS = {"Relu": ("relu", False, False, 0, 0), "Tanh": ("tanh", False, False, 0, 0),
+        "Sigmoid": ("sigmoid", False, False, 0, 0), "Affine": ("affine", True, True, 1.0, 0.0),
+        "LeakyRelu": ("leaky_relu", True, False, 0.01, 0), "ThresholdedRelu": ("thresholded_relu", True, False, 1.0, 0),
+        "ScaledTanh": ("scaled_tanh", True, True, 1.0, 1.0), "HardSigmoid": ("hard_sigmoid", True, True, 0.2, 0.5),
+        "Elu": ("elu", True, False, 1.0, 0), "Softsign": ("softsign", False, False, 0, 0),
+        "Softplus": ("softplus", False, False, 0, 0)}
+CELLS = {"RNN": ("rnn", 1, ["Tanh"]), "GRU": ("gru", 3, ["Sigmoid", "Tanh"]),
+         "LSTM": ("lstm", 4, ["Sigmoid", "Tanh", "Tanh"])}
+GATE_ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 2, 3, 1]}   # torch gate g <- ONNX block
+HEAD_ACTS = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Softmax": "softmax",
+             "LogSoftmax": "log_softmax", "Softsign": "softsign", "Softplus": "softplus", "Elu": "elu",
+             "LeakyRelu": "leaky_relu", "Selu": "selu"}
+PASS = ("Identity", "Dropout")
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise UnsupportedError("reading ONNX models needs the onnx package (pip install onnx)") from None
+    return onnx
+
+
+def load(src):
+    """A path or ModelProto -> ModelProto."""
+    onnx = _onnx()
+    if isinstance(src, onnx.ModelProto):
+        return src
+    path = os.fspath(src)
+    try:
+        return onnx.load(path)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others on damage
+        raise ModelFormatError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# abstract values
+
+class _P:
+    """A pipeline tensor at pipeline end `pos`: axes labels, width = size of F, dirs = size of D
+    (when a D axis is present). last: None (has a T axis), "final" (the last layer's final
+    state, return_sequences=False) or "step" (T-1 of a pipeline that runs every step)."""
+    def __init__(self, pos, axes, width, dirs=1, last=None):
+        self.pos, self.axes, self.width, self.dirs, self.last = pos, list(axes), width, dirs, last
+
+
+class _S:
+    """Final states: parts [(native state k, direction d)], stacked on axis S (absent when one
+    part was squeezed or gathered out); axes from S, B, F, 1."""
+    def __init__(self, parts, axes, width, top):
+        self.parts, self.axes, self.width, self.top = list(parts), list(axes), width, top
+
+
+class _SIn:
+    """A graph input of initial states, (rows, B, F) in axes order; rows: indices taken so far."""
+    def __init__(self, name, axes, rows, width):
+        self.name, self.axes, self.rows, self.width = name, list(axes), list(rows), width
+
+
+class _Shape:
+    """A shape vector: ints and axis labels."""
+    def __init__(self, dims):
+        self.dims = list(dims)
+
+
+class _Zeros:
+    pass
+
+
+class _Lens:
+    def __init__(self, name):
+        self.name = name
+
+
+def _attrs(node):
+    onnx = _onnx()
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _s(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class _Graph:
+    def __init__(self, model):
+        onnx = _onnx()
+        self.model = model
+        g = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        if self.opset is None:
+            raise ModelFormatError("the model imports no ai.onnx opset")
+        self.env = {}
+        for t in g.initializer:
+            self.env[t.name] = onnx.numpy_helper.to_array(t)
+        self.layers, self.nstates = [], 0
+        self.subst = {}                         # x0/x1 -> B/T once a recurrent node fixes them
+        self.inputs = []                        # graph inputs: [name, role, info]
+        self.state_feeds = {}                   # graph state input name -> {row: (k, d)}
+        self.lens_name = None
+        for vi in g.input:
+            if vi.name in self.env:
+                continue                        # an initializer listed as an input (IR < 4)
+            tt = vi.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            elem = tt.elem_type
+            self.inputs.append([vi.name, None, {"dims": dims, "elem": elem}])
+            self.env[vi.name] = ("input", vi.name, dims, elem)
+
+    # -- errors -------------------------------------------------------------------------------
+    def fail(self, node, why):
+        raise UnsupportedError(f"convert: ONNX node {node.name or '(unnamed)'!r} ({node.op_type}, "
+                               f"node {self.index}): {why}")
+
+    def val(self, node, name):
+        if name == "":
+            return None
+        if name not in self.env:
+            self.fail(node, f"reads {name!r}, which no earlier node makes")
+        v = self.env[name]
+        if isinstance(v, tuple) and v[0] == "input":
+            v = self._bind_input(node, v)
+        return v
+
+    def _bind_input(self, node, v):
+        """A graph input's role, by position and type: the first is the sequence (float
+        (.., .., F), or integer ids (.., ..)); an integer vector is sequence_lens; other float
+        rank-3 inputs are initial states (rows, B, H)."""
+        _, name, dims, elem = v
+        onnx = _onnx()
+        entry = next(e for e in self.inputs if e[0] == name)
+        first = entry is self.inputs[0]
+        is_int = elem in (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+        if first and is_int and len(dims) == 2:
+            v, entry[1] = _P(0, ["x0", "x1"], None), "x"
+        elif first and not is_int and len(dims) == 3:
+            v, entry[1] = _P(0, ["x0", "x1", "F"], dims[2]), "x"
+        elif not first and is_int and len(dims) == 1:
+            v, entry[1] = _Lens(name), "lengths"
+            self.lens_name = name
+        elif not first and not is_int and len(dims) == 3:
+            v, entry[1] = _SIn(name, ["S", "B", "F"], range(dims[0]) if dims[0] else [], dims[2]), "state"
+        else:
+            self.fail(node, f"graph input {name!r} (shape {dims}) has no role fastrnn knows: the "
+                            f"sequence (first), sequence_lens (integers (B,)) or initial states (float, rank 3)")
+        entry[2]["value"] = v
+        self.env[name] = v
+        return v
+
+    def const(self, node, name, what):
+        v = self.val(node, name)
+        if not isinstance(v, np.ndarray):
+            self.fail(node, f"{what} must be a constant")
+        return v
+
+    # -- run ----------------------------------------------------------------------------------
+    def run(self):
+        g = self.model.graph
+        for self.index, node in enumerate(g.node):
+            try:
+                outs = self.node(node)
+            except FastRNNError:
+                raise
+            except (IndexError, KeyError, TypeError, ValueError) as e:
+                self.fail(node, f"cannot be interpreted ({type(e).__name__}: {e})")
+            if not isinstance(outs, (list, tuple)):
+                outs = [outs]
+            for name, v in zip(node.output, outs):
+                if name:
+                    self.env[name] = v
+
+    def node(self, node):
+        op, a = node.op_type, _attrs(node)
+        if node.domain not in ("", "ai.onnx"):
+            self.fail(node, f"operator domain {node.domain!r} is not supported")
+        if op == "Constant":
+            onnx = _onnx()
+            if "value" in a:
+                return onnx.numpy_helper.to_array(a["value"])
+            for k in ("value_float", "value_int"):
+                if k in a:
+                    return np.array(a[k])
+            for k in ("value_floats", "value_ints"):
+                if k in a:
+                    return np.array(a[k])
+            self.fail(node, "a Constant of a kind fastrnn does not read")
+        if op in CELLS:
+            return self.recurrent(node, a)
+        ins = [self.val(node, n) for n in node.input]
+        if all(isinstance(v, np.ndarray) or v is None for v in ins):
+            return self.fold(node, op, a, ins)
+        if op in PASS or op == "Cast" and isinstance(ins[0], (_P, _S, _Shape, _Lens)):
+            if op == "Dropout" and len(node.output) > 1 and node.output[1]:
+                self.fail(node, "Dropout's mask output")
+            return ins[0]
+        handler = getattr(self, "op_" + op, None)
+        if handler is None:
+            self.fail(node, "is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: "
+                            "docs/onnx.md)")
+        return handler(node, a, ins)
+
+    # -- constants ----------------------------------------------------------------------------
+    def fold(self, node, op, a, ins):
+        """An op on constants only, computed with NumPy (the shape arithmetic exporters emit)."""
+        x = ins[0] if ins else None
+        if op in PASS:
+            return x
+        if op == "Cast":
+            return x.astype(_np_dtype(a["to"]))
+        if op == "Shape":
+            return np.array(x.shape, np.int64)
+        if op == "Gather":
+            return np.take(x, ins[1], axis=a.get("axis", 0))
+        if op in ("Unsqueeze", "Squeeze"):
+            axes = a.get("axes") if "axes" in a else (list(ins[1]) if len(ins) > 1 and ins[1] is not None else None)
+            if op == "Squeeze":
+                return np.squeeze(x, tuple(axes)) if axes is not None else np.squeeze(x)
+            for ax in sorted(int(v) % (x.ndim + len(axes)) for v in axes):
+                x = np.expand_dims(x, ax)
+            return x
+        if op == "Concat":
+            return np.concatenate(ins, axis=a["axis"])
+        if op == "Reshape":
+            shape = [x.shape[i] if s == 0 and not a.get("allowzero") else s for i, s in enumerate(ins[1])]
+            return x.reshape(shape)
+        if op == "Transpose":
+            return np.transpose(x, a.get("perm"))
+        if op == "ConstantOfShape":
+            v = _onnx().numpy_helper.to_array(a["value"]) if "value" in a else np.zeros(1, np.float32)
+            return np.full(tuple(int(s) for s in x), v.reshape(-1)[0], v.dtype)
+        if op in ("Add", "Sub", "Mul", "Div"):
+            f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+                 "Div": (lambda p, q: p // q if p.dtype.kind in "iu" else p / q)}[op]
+            return f(ins[0], ins[1])
+        if op == "Slice":
+            return _slice(x, a, ins, self.opset)
+        if op == "Expand":
+            return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(s) for s in ins[1]))).copy()
+        if op == "Range":
+            return np.arange(ins[0], ins[1], ins[2])
+        self.fail(node, "on constants is not supported")
+
+    # -- recurrent ops ------------------------------------------------------------------------
+    def recurrent(self, node, a):
+        cell, G, default_acts = CELLS[node.op_type]
+        ins = list(node.input) + [""] * (8 - len(node.input))
+        X = self.val(node, ins[0])
+        W, R = self.const(node, ins[1], "W"), self.const(node, ins[2], "R")
+        B = self.const(node, ins[3], "B") if ins[3] else None
+        P = self.const(node, ins[7], "P") if cell == "lstm" and ins[7] else None
+        direction = _s(a.get("direction", b"forward"))
+        D = 2 if direction == "bidirectional" else 1
+        if direction not in ("forward", "reverse", "bidirectional"):
+            self.fail(node, f"direction {direction!r}")
+        if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
+            self.fail(node, f"W {W.shape} / R {R.shape} do not have {D} direction(s)")
+        H = int(a.get("hidden_size", R.shape[2]))
+        if R.shape[1:] != (G * H, H) or W.shape[1] != G * H:
+            self.fail(node, f"W {W.shape} / R {R.shape} do not match hidden_size {H} with {G} gate(s)")
+        layout = int(a.get("layout", 0))
+        if layout not in (0, 1):
+            self.fail(node, f"layout {layout}")
+        want = ["B", "T", "F"] if layout else ["T", "B", "F"]
+        if not isinstance(X, _P) or X.last is not None or len(X.axes) != 3:
+            self.fail(node, "X must be a sequence of the pipeline")
+        if X.pos != len(self.layers):
+            self.fail(node, "reads a tensor from earlier in the model while later layers exist (a branch)")
+        axes = [self.subst.get(l, l) for l in X.axes]
+        if axes != want:
+            free = [l for l in axes if l in ("x0", "x1")]
+            if sorted(free) == ["x0", "x1"] and axes[2] == "F":
+                for l, w in zip(axes[:2], want[:2]):
+                    self.subst[l] = w
+            else:
+                self.fail(node, f"X has axes {axes}, expected {want} (layout {layout})")
+        I = int(W.shape[2])
+        if X.width is not None and X.width != I:
+            self.fail(node, f"X has {X.width} features, W expects {I}")
+        order = GATE_ORDER[cell]
+
+        def gates(m):           # ONNX gate blocks -> torch order
+            return np.concatenate([m[g * H:(g + 1) * H] for g in order], axis=0).astype(np.float32)
+        ws = []
+        for d in range(D):
+            w = {"W_ih": gates(W[d]), "W_hh": gates(R[d])}
+            if B is not None:
+                if B.shape != (D, 2 * G * H):
+                    self.fail(node, f"B has shape {B.shape}, expected {(D, 2 * G * H)}")
+                w["b_ih"], w["b_hh"] = gates(B[d, :G * H]), gates(B[d, G * H:])
+            if P is not None:
+                if P.shape != (D, 3 * H):
+                    self.fail(node, f"P has shape {P.shape}, expected {(D, 3 * H)}")
+                p = P[d].astype(np.float32)
+                w["P"] = np.stack([p[:H], p[2 * H:], p[H:2 * H]])     # ONNX i,o,f -> ir i,f,o
+            ws.append(w)
+        acts = self._activations(node, a, default_acts, D)
+        clip = a.get("clip")
+        opts = {"activations": acts, "clip": float(clip) if clip is not None else None}
+        if cell == "lstm":
+            opts["input_forget"] = bool(a.get("input_forget", 0))
+        if cell == "gru":
+            opts["linear_before_reset"] = bool(a.get("linear_before_reset", 0))
+        try:
+            layer = ir.Recurrent(cell, ws, direction=direction, return_sequences=True, **opts)
+        except ModelFormatError as e:
+            self.fail(node, str(e))
+        # sequence_lens and initial states
+        lens = self.val(node, ins[4]) if ins[4] else None
+        if lens is not None and not isinstance(lens, _Lens):
+            if isinstance(lens, np.ndarray):
+                self.fail(node, "a constant sequence_lens (give lengths as a graph input)")
+            self.fail(node, "sequence_lens must be a graph input")
+        k = self.nstates
+        self._init_state(node, ins[5], k, D)
+        if cell == "lstm":
+            self._init_state(node, ins[6], k + 1, D)
+        self.layers.append(layer)
+        self.nstates += 2 if cell == "lstm" else 1
+        pos = len(self.layers)
+        y_axes = ["B", "T", "D", "F"] if layout else ["T", "D", "B", "F"]
+        s_axes = ["B", "S", "F"] if layout else ["S", "B", "F"]
+        top = len(self.layers) - 1
+        Y = _P(pos, y_axes, H, D)
+        Yh = _S([(k, d) for d in range(D)], s_axes, H, top)
+        Yc = _S([(k + 1, d) for d in range(D)], s_axes, H, top) if cell == "lstm" else None
+        return [Y, Yh, Yc]
+
+    def _activations(self, node, a, default, D):
+        names = [_s(n) for n in a.get("activations", [])] or default * D
+        n = len(default)
+        if len(names) == n and D == 2:
+            names = names * 2
+        if len(names) != n * D:
+            self.fail(node, f"activations lists {len(names)} functions, expected {n * D}")
+        alphas, betas = list(a.get("activation_alpha", [])), list(a.get("activation_beta", []))
+        out = []
+        for name in names:
+            key = next((k for k in ACTS if k.lower() == name.lower()), None)
+            if key is None:
+                self.fail(node, f"activation {name!r} (supported: {', '.join(ACTS)})")
+            kind, ta, tb, da, db = ACTS[key]
+            al = alphas.pop(0) if ta and alphas else da
+            be = betas.pop(0) if tb and betas else db
+            out.append(ir.Act(kind, float(al), float(be)))
+        return [out[i * n:(i + 1) * n] for i in range(D)]
+
+    def _init_state(self, node, name, k, D):
+        if not name:
+            return
+        v = self.val(node, name)
+        if isinstance(v, _Zeros) or isinstance(v, np.ndarray) and not v.any():
+            return
+        if isinstance(v, np.ndarray):
+            self.fail(node, "a constant non-zero initial state (give it as a graph input)")
+        if not isinstance(v, _SIn) or len(v.rows) != D or v.axes not in (["S", "B", "F"], ["B", "S", "F"]):
+            self.fail(node, "initial states must be a graph input (or rows of one) of shape "
+                            "(directions, batch, hidden), or zeros")
+        feeds = self.state_feeds.setdefault(v.name, {"axes": v.axes, "rows": {}})
+        for d, r in enumerate(v.rows):
+            if r in feeds["rows"]:
+                self.fail(node, f"row {r} of {v.name!r} initialises two states")
+            feeds["rows"][r] = (k, d)
+
+    # -- glue ---------------------------------------------------------------------------------
+    def _end(self, node, v):
+        if isinstance(v, _P) and v.pos != len(self.layers):
+            self.fail(node, "reads a tensor from earlier in the model while later layers exist (a branch)")
+
+    def op_Transpose(self, node, a, ins):
+        v = ins[0]
+        if isinstance(v, (_P, _S, _SIn)):
+            perm = a.get("perm") or list(range(len(v.axes)))[::-1]
+            axes = [v.axes[p] for p in perm]
+            if isinstance(v, _P):
+                return _P(v.pos, axes, v.width, v.dirs, v.last)
+            if isinstance(v, _S):
+                return _S(v.parts, axes, v.width, v.top)
+            return _SIn(v.name, axes, v.rows, v.width)
+        self.fail(node, "of this value")
+
+    def _axes_arg(self, node, a, ins):
+        if "axes" in a:
+            return [int(x) for x in a["axes"]]
+        if len(ins) > 1 and ins[1] is not None:
+            if not isinstance(ins[1], np.ndarray):
+                self.fail(node, "axes must be a constant")
+            return [int(x) for x in ins[1].reshape(-1)]
+        return None
+
+    def op_Squeeze(self, node, a, ins):
+        v = ins[0]
+        axes = self._axes_arg(node, a, ins)
+        if isinstance(v, _Shape):
+            return v
+        if not isinstance(v, (_P, _S)):
+            self.fail(node, "of this value")
+        n = len(v.axes)
+        idx = sorted({x % n for x in axes}) if axes is not None else \
+            [i for i, l in enumerate(v.axes) if l == "1" or l == "D" and v.dirs == 1
+             or l == "S" and len(v.parts) == 1]
+        for i in idx:
+            l = v.axes[i]
+            ok = l == "1" or (l == "D" and isinstance(v, _P) and v.dirs == 1) or \
+                (l == "S" and isinstance(v, _S) and len(v.parts) == 1)
+            if not ok:
+                self.fail(node, f"squeezes axis {i} ({l}), which is not of size 1")
+        axes_left = [l for i, l in enumerate(v.axes) if i not in idx]
+        if isinstance(v, _P):
+            return _P(v.pos, axes_left, v.width, v.dirs, v.last)
+        return _S(v.parts, axes_left, v.width, v.top)
+
+    def op_Unsqueeze(self, node, a, ins):
+        v = ins[0]
+        axes = self._axes_arg(node, a, ins)
+        if isinstance(v, _Shape):
+            return v                       # a shape scalar made a vector (for Concat)
+        if not isinstance(v, (_P, _S)):
+            self.fail(node, "of this value")
+        out = list(v.axes)
+        for ax in sorted(x % (len(v.axes) + len(axes)) for x in axes):
+            out.insert(ax, "1")
+        if isinstance(v, _P):
+            return _P(v.pos, out, v.width, v.dirs, v.last)
+        return _S(v.parts, out, v.width, v.top)
+
+    def op_Reshape(self, node, a, ins):
+        """Reshapes that merge D and F (directions side by side: [fwd, bwd] features, the
+        engine's concat) or S and F of final states, or that only add/remove unit axes."""
+        v, shape = ins[0], ins[1]
+        if not isinstance(v, (_P, _S)):
+            self.fail(node, "of this value")
+        dims = shape.dims if isinstance(shape, _Shape) else [int(s) for s in np.asarray(shape).reshape(-1)]
+        core = [l for l in v.axes if l != "1"]
+        if isinstance(v, _P) and "D" in core and core.index("D") == len(core) - 2 and len(dims) == len(core) - 1:
+            return _P(v.pos, [l for l in v.axes if l not in ("D", "1")], v.width * v.dirs, 1, v.last)
+        if isinstance(v, _S) and core[-2:] == ["S", "F"] and len(dims) == len(core) - 1:
+            if [p[0] for p in v.parts] != [v.parts[0][0]] * len(v.parts) or v.top != len(self.layers) - 1:
+                self.fail(node, "merges final states that are not the last layer's directions")
+            return self._final(node, v)
+        if len(dims) == len(core) and all(isinstance(d, str) or d in (0, -1) or d > 0 for d in dims):
+            axes = core
+            if isinstance(v, _P):
+                return _P(v.pos, axes, v.width, v.dirs, v.last)
+            return _S(v.parts, axes, v.width, v.top)
+        self.fail(node, f"reshapes axes {v.axes} to {dims}: only merging directions into features, "
+                        f"or removing unit axes, is supported")
+
+    def _final(self, node, s):
+        """Final states of the last layer's directions, in order, as its final output."""
+        layer = self.layers[s.top]
+        k = s.parts[0][0]
+        if [d for _, d in s.parts] != list(range(layer.num_directions)):
+            self.fail(node, "uses final states that are not the last layer's directions in order")
+        if s.top != len(self.layers) - 1 or k != self.nstates - (2 if layer.cell == "lstm" else 1):
+            self.fail(node, "uses the final state of a layer that is not the last so far, or c")
+        layer.return_sequences = False
+        return _P(len(self.layers), ["B", "F"], s.width * len(s.parts), 1, "final")
+
+    def op_Shape(self, node, a, ins):
+        v = ins[0]
+        if isinstance(v, (_P, _S, _SIn)):
+            dims = [self.subst.get(l, l) for l in v.axes]
+            dims = [(v.width if l == "F" else 1 if l == "1" else
+                     (v.dirs if isinstance(v, _P) else None) if l == "D" else l) for l in dims]
+            start, end = a.get("start", 0), a.get("end")
+            return _Shape(dims[start:end])
+        self.fail(node, "of this value")
+
+    def op_Gather(self, node, a, ins):
+        v, idx = ins
+        axis = a.get("axis", 0)
+        if isinstance(v, np.ndarray) and isinstance(idx, _P) and v.ndim == 2 and idx.width is None:
+            # an initializer indexed by the ids input: an Embedding
+            if idx.pos != 0 or self.layers:
+                self.fail(node, "an Embedding must read the model's input first")
+            self.layers.append(ir.Embedding(v.astype(np.float32)))
+            return _P(1, idx.axes + ["F"], int(v.shape[1]))
+        if not isinstance(idx, np.ndarray) or idx.ndim > 1:
+            self.fail(node, "indices must be a constant scalar or vector")
+        if isinstance(v, _Shape):
+            sel = [v.dims[int(i)] for i in np.atleast_1d(idx)]
+            return _Shape(sel) if idx.ndim else _Shape(sel)
+        if isinstance(v, (_S, _SIn)) and v.axes[axis % len(v.axes)] == "S":
+            return self._take_rows(node, v, [int(i) for i in np.atleast_1d(idx)], keep=idx.ndim == 1)
+        if isinstance(v, _P) and idx.ndim == 0 and self.subst.get(v.axes[axis % len(v.axes)], v.axes[axis % len(v.axes)]) == "T" \
+                and int(idx) in (-1,):
+            return self._last_step(node, v, axis % len(v.axes), keep=False)
+        self.fail(node, f"gathers {idx.tolist()} on axis {axis} of this value")
+
+    def _take_rows(self, node, v, rows, keep):
+        src = v.parts if isinstance(v, _S) else v.rows
+        n = len(src)
+        try:
+            sel = [src[r] for r in rows]
+        except IndexError:
+            self.fail(node, f"row {rows} of {n}")
+        axes = v.axes if keep else [l for l in v.axes if l != "S"]
+        if isinstance(v, _SIn):
+            return _SIn(v.name, axes, sel, v.width)
+        return _S(sel, axes, v.width, v.top)
+
+    def _last_step(self, node, v, axis, keep):
+        self._end(node, v)
+        last = self.layers[-1] if self.layers else None
+        if not isinstance(last, ir.Recurrent):
+            form = "step"
+        elif v.dirs == 1 and last.direction == "forward" and self.lens_name is None and v.axes.count("D") == 0:
+            last.return_sequences = False
+            form = "final"
+        else:
+            form = "step"
+        axes = list(v.axes)
+        if keep:
+            axes[axis] = "1"
+        else:
+            del axes[axis]
+        return _P(v.pos, axes, v.width, v.dirs, form)
+
+    def op_Slice(self, node, a, ins):
+        v = ins[0]
+        if self.opset < 10:
+            starts, ends, axes = a["starts"], a["ends"], a.get("axes")
+            steps = None
+        else:
+            starts, ends = [int(x) for x in ins[1]], [int(x) for x in ins[2]]
+            axes = [int(x) for x in ins[3]] if len(ins) > 3 and ins[3] is not None else None
+            steps = [int(x) for x in ins[4]] if len(ins) > 4 and ins[4] is not None else None
+        axes = list(range(len(starts))) if axes is None else axes
+        if steps and any(s != 1 for s in steps):
+            self.fail(node, "a slice with a step")
+        if len(axes) != 1:
+            self.fail(node, "a slice over several axes")
+        ax, st, en = axes[0], starts[0], ends[0]
+        if isinstance(v, (_S, _SIn)) and v.axes[ax % len(v.axes)] == "S":
+            n = len(v.parts if isinstance(v, _S) else v.rows)
+            return self._take_rows(node, v, list(range(n))[slice(st, en)], keep=True)
+        if isinstance(v, _Shape):
+            return _Shape(v.dims[st:en])
+        if isinstance(v, _P):
+            ax %= len(v.axes)
+            if self.subst.get(v.axes[ax], v.axes[ax]) == "T" and st == -1 and en >= 2**31 - 1:
+                return self._last_step(node, v, ax, keep=True)
+        self.fail(node, f"slices [{st}:{en}] on axis {ax} of this value")
+
+    def op_Concat(self, node, a, ins):
+        axis = a["axis"]
+        if all(isinstance(v, (_Shape, np.ndarray)) for v in ins):
+            dims = []
+            for v in ins:
+                dims += v.dims if isinstance(v, _Shape) else [int(x) for x in np.asarray(v).reshape(-1)]
+            return _Shape(dims)
+        if all(isinstance(v, _S) for v in ins) and len({tuple(v.axes) for v in ins}) == 1 \
+                and ins[0].axes[axis % len(ins[0].axes)] == "S":
+            parts = [p for v in ins for p in v.parts]
+            return _S(parts, ins[0].axes, ins[0].width, max(v.top for v in ins))
+        if all(isinstance(v, _S) for v in ins) and ins[0].axes[axis % len(ins[0].axes)] == "F" \
+                and "S" not in ins[0].axes:
+            s = _S([v.parts[0] for v in ins], ["S"] + ins[0].axes, ins[0].width, max(v.top for v in ins))
+            return self._final(node, s)
+        self.fail(node, "concatenates values that are not final states or shapes")
+
+    def op_ConstantOfShape(self, node, a, ins):
+        val = _onnx().numpy_helper.to_array(a["value"]) if "value" in a else np.zeros(1)
+        if isinstance(ins[0], _Shape) and not val.any():
+            return _Zeros()
+        self.fail(node, "a ConstantOfShape that is not zeros of a shape fastrnn follows")
+
+    def op_Expand(self, node, a, ins):
+        if isinstance(ins[0], (_Zeros, np.ndarray)) and not np.asarray(0 if isinstance(ins[0], _Zeros) else ins[0]).any():
+            return _Zeros()
+        self.fail(node, "an Expand of something other than zeros")
+
+    def _dense(self, node, x, Wt, b):
+        """Dense on the pipeline end: Wt (in, out) as MatMul stores it."""
+        if not isinstance(x, _P) or "D" in x.axes:
+            self.fail(node, "a matrix product of something other than the pipeline's features")
+        self._end(node, x)
+        if x.axes[-1] != "F" or Wt.ndim != 2 or Wt.shape[0] != x.width:
+            self.fail(node, f"a weight of shape {Wt.shape} on {x.width} features")
+        self.layers.append(ir.Dense(np.ascontiguousarray(Wt.T, np.float32),
+                                    None if b is None else np.asarray(b, np.float32).reshape(-1)))
+        return _P(len(self.layers), x.axes, int(Wt.shape[1]), 1, x.last)
+
+    def op_MatMul(self, node, a, ins):
+        x, W = ins
+        if not isinstance(W, np.ndarray):
+            self.fail(node, "the weight must be a constant")
+        return self._dense(node, x, W, None)
+
+    def op_Gemm(self, node, a, ins):
+        x, W = ins[0], ins[1]
+        C = ins[2] if len(ins) > 2 else None
+        if not isinstance(W, np.ndarray) or (C is not None and not isinstance(C, np.ndarray)):
+            self.fail(node, "weights must be constants")
+        if a.get("transA", 0):
+            self.fail(node, "transA=1")
+        alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
+        Wt = (W.T if a.get("transB", 0) else W) * alpha
+        b = None if C is None else np.broadcast_to(C * beta, (Wt.shape[1],))
+        return self._dense(node, x, Wt, b)
+
+    def op_Add(self, node, a, ins):
+        x, b = ins
+        if isinstance(x, np.ndarray):
+            x, b = b, x
+        last = self.layers[-1] if self.layers else None
+        if isinstance(x, _P) and isinstance(b, np.ndarray) and isinstance(last, ir.Dense) \
+                and last.bias is None and x.pos == len(self.layers) and b.size == last.output_size \
+                and last.activation.kind == "linear":
+            last.bias = np.asarray(b, np.float32).reshape(-1)      # MatMul + Add: one Dense
+            return x
+        self.fail(node, "an Add other than the bias after a MatMul")
+
+    def _head(self, node, a, ins, kind):
+        x = ins[0]
+        if not isinstance(x, _P):
+            self.fail(node, "an activation of something other than the pipeline")
+        self._end(node, x)
+        if kind in ("softmax", "log_softmax"):
+            axis = a.get("axis", -1 if self.opset >= 13 else 1)
+            if axis % len(x.axes) != len(x.axes) - 1:
+                self.fail(node, f"{kind} over axis {axis}: only the feature (last) axis is supported")
+        alpha = a.get("alpha")
+        act = ir.Act(kind, float(alpha)) if alpha is not None and kind in ("elu", "leaky_relu") else ir.Act(kind)
+        last = self.layers[-1] if self.layers else None
+        if isinstance(last, ir.Dense) and last.activation.kind == "linear":
+            last.activation = act
+        else:
+            self.layers.append(ir.Activation(x.width * x.dirs, act))
+        return _P(len(self.layers), x.axes, x.width, x.dirs, x.last)
+
+    def __getattr__(self, name):
+        if name.startswith("op_") and name[3:] in HEAD_ACTS:
+            kind = HEAD_ACTS[name[3:]]
+            return lambda node, a, ins: self._head(node, a, ins, kind)
+        raise AttributeError(name)
+
+
+def _np_dtype(to):
+    onnx = _onnx()
+    return onnx.helper.tensor_dtype_to_np_dtype(to)
+
+
+def _slice(x, a, ins, opset):
+    if opset < 10:
+        starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+    else:
+        starts, ends = ins[1], ins[2]
+        axes = ins[3] if len(ins) > 3 else None
+        steps = ins[4] if len(ins) > 4 else None
+    axes = list(range(len(starts))) if axes is None else list(axes)
+    sl = [slice(None)] * x.ndim
+    for i, ax in enumerate(axes):
+        sl[int(ax)] = slice(int(starts[i]), int(ends[i]), int(steps[i]) if steps is not None else 1)
+    return x[tuple(sl)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the graph's own inputs and outputs (Model.run)
+
+def _io(g, model):
+    """The signature's "graph" entry: how run() maps feeds and outputs (fastrnn/signature.py)."""
+    inputs = []
+    for name, role, info in g.inputs:
+        if role is None:
+            continue                      # an input the graph never reads
+        e = {"name": name, "role": role}
+        if role == "x":
+            v = info["value"]
+            e["axes"] = [g.subst.get(l, l) for l in v.axes]
+            if any(l in ("x0", "x1") for l in e["axes"]):
+                raise UnsupportedError(f"convert: the graph input {name!r} never reaches a recurrent node")
+        elif role == "state":
+            feeds = g.state_feeds.get(name)
+            v = info["value"]
+            if feeds is None:
+                raise UnsupportedError(f"convert: the state input {name!r} is read but initialises no state")
+            n = info["dims"][0] or (max(feeds["rows"]) + 1)
+            if sorted(feeds["rows"]) != list(range(n)):
+                raise UnsupportedError(f"convert: the state input {name!r} has rows that initialise no state")
+            e["axes"] = v.axes
+            e["parts"] = [list(feeds["rows"][r]) for r in range(n)]
+        inputs.append(e)
+    outputs = []
+    for vi in model.graph.output:
+        v = g.env.get(vi.name)
+        if isinstance(v, tuple) and v[0] == "input":
+            raise UnsupportedError(f"convert: graph output {vi.name!r} is a graph input")
+        if isinstance(v, _P):
+            if v.pos != len(g.layers):
+                raise UnsupportedError(f"convert: graph output {vi.name!r} is an intermediate tensor of the "
+                                       f"pipeline (only the end of the pipeline and final states can be outputs)")
+            axes = [g.subst.get(l, l) for l in v.axes]
+            outputs.append({"name": vi.name, "kind": "y", "axes": axes, "dirs": v.dirs, "last": v.last})
+        elif isinstance(v, _S):
+            outputs.append({"name": vi.name, "kind": "state", "axes": v.axes,
+                            "parts": [list(p) for p in v.parts]})
+        else:
+            raise UnsupportedError(f"convert: graph output {vi.name!r} is "
+                                   f"{'a constant' if isinstance(v, np.ndarray) else type(v).__name__.strip('_')}, "
+                                   f"not the pipeline's output or final states")
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def convert(src):
+    """An ONNX model (path or ModelProto) -> fastrnn.Model with run()."""
+    from fastrnn import Model
+    model = load(src)
+    g = _Graph(model)
+    g.index = -1
+    g.run()
+    if not any(isinstance(l, ir.Recurrent) for l in g.layers):
+        raise UnsupportedError("convert: the graph has no LSTM, GRU or RNN node")
+    io = _io(g, model)
+    ys = [o for o in io["outputs"] if o["kind"] == "y"]
+    time = "last" if any(o["last"] == "step" for o in ys) else None
+    if ys and len({o["last"] for o in ys}) > 1:
+        raise UnsupportedError("convert: graph outputs take the pipeline both per step and at its last step")
+    meta = {"source": "onnx", "opset": g.opset, "producer": model.producer_name or None}
+    xe = next(e for e in g.inputs if e[1] == "x")
+    for label, key in (("B", "batch_size"), ("T", "time_steps")):     # static dims (for --check)
+        ax = next(e for e in io["inputs"] if e["role"] == "x")["axes"]
+        dims = [d for d, l in zip(xe[2]["dims"], ax) if l != "1"] if len(xe[2]["dims"]) == len(ax) else []
+        core = [l for l in ax if l != "1"]
+        if label in core and dims and dims[core.index(label)]:
+            meta[key] = int(dims[core.index(label)])
+    return Model(g.layers, meta=meta, signature={"outputs": None, "states": None, "time": time, "graph": io})
+
+
+def feeds_for(model, x, seed):
+    """Feeds for --check from batch-major x: x in the graph's layout, random lengths in [1, T]
+    (one row full), random initial states."""
+    from fastrnn.model import _to_axes
+    rng = np.random.default_rng(seed)
+    g = model.signature["graph"]
+    B, T = x.shape[0], x.shape[1]
+    feeds = {}
+    for e in g["inputs"]:
+        if e["role"] == "x":
+            feeds[e["name"]] = _to_axes(x, ["B", "T", "F"] if x.ndim == 3 else ["B", "T"], e["axes"])
+        elif e["role"] == "lengths":
+            lens = rng.integers(1, T + 1, B).astype(np.int32)
+            lens[0] = T
+            feeds[e["name"]] = lens
+        else:
+            w = model._dims[e["parts"][0][0]][1]
+            st = rng.normal(size=(len(e["parts"]), B, w)).astype(np.float32)
+            feeds[e["name"]] = _to_axes(st, ["S", "B", "F"], e["axes"])
+    return feeds
+
+
+def run_source(src, feeds):
+    """onnxruntime on the model itself (for --check): the list of outputs."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UnsupportedError("--check of an ONNX model needs onnxruntime (pip install onnxruntime)") from None
+    model = load(src)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
