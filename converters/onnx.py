@@ -174,7 +174,11 @@ class _Graph:
             v, entry[1] = _Lens(name), "lengths"
             self.lens_name = name
         elif not first and not is_int and len(dims) == 3:
-            v, entry[1] = _SIn(name, ["S", "B", "F"], range(dims[0]) if dims[0] else [], dims[2]), "state"
+            # (rows, B, H); read directly by a layout=1 node: (B, rows, H)
+            bm = node.op_type in CELLS and _attrs(node).get("layout", 0) == 1
+            rows = dims[1] if bm else dims[0]
+            v, entry[1] = _SIn(name, ["B", "S", "F"] if bm else ["S", "B", "F"], range(rows) if rows else [],
+                               dims[2]), "state"
         else:
             self.fail(node, f"graph input {name!r} (shape {dims}) has no role fastrnn knows: the "
                             f"sequence (first), sequence_lens (integers (B,)) or initial states (float, rank 3)")
@@ -346,14 +350,14 @@ class _Graph:
                 self.fail(node, "a constant sequence_lens (give lengths as a graph input)")
             self.fail(node, "sequence_lens must be a graph input")
         k = self.nstates
-        self._init_state(node, ins[5], k, D)
+        s_axes = ["B", "S", "F"] if layout else ["S", "B", "F"]
+        self._init_state(node, ins[5], k, D, s_axes)
         if cell == "lstm":
-            self._init_state(node, ins[6], k + 1, D)
+            self._init_state(node, ins[6], k + 1, D, s_axes)
         self.layers.append(layer)
         self.nstates += 2 if cell == "lstm" else 1
         pos = len(self.layers)
         y_axes = ["B", "T", "D", "F"] if layout else ["T", "D", "B", "F"]
-        s_axes = ["B", "S", "F"] if layout else ["S", "B", "F"]
         top = len(self.layers) - 1
         Y = _P(pos, y_axes, H, D)
         Yh = _S([(k, d) for d in range(D)], s_axes, H, top)
@@ -379,7 +383,7 @@ class _Graph:
             out.append(ir.Act(kind, float(al), float(be)))
         return [out[i * n:(i + 1) * n] for i in range(D)]
 
-    def _init_state(self, node, name, k, D):
+    def _init_state(self, node, name, k, D, axes):
         if not name:
             return
         v = self.val(node, name)
@@ -387,9 +391,9 @@ class _Graph:
             return
         if isinstance(v, np.ndarray):
             self.fail(node, "a constant non-zero initial state (give it as a graph input)")
-        if not isinstance(v, _SIn) or len(v.rows) != D or v.axes not in (["S", "B", "F"], ["B", "S", "F"]):
-            self.fail(node, "initial states must be a graph input (or rows of one) of shape "
-                            "(directions, batch, hidden), or zeros")
+        if not isinstance(v, _SIn) or len(v.rows) != D or v.axes != axes:
+            self.fail(node, f"initial states must be a graph input (or rows of one) with axes "
+                            f"{axes} ({D} direction(s), batch, hidden), or zeros")
         feeds = self.state_feeds.setdefault(v.name, {"axes": v.axes, "rows": {}})
         for d, r in enumerate(v.rows):
             if r in feeds["rows"]:
@@ -710,7 +714,7 @@ def _io(g, model):
             v = info["value"]
             if feeds is None:
                 raise UnsupportedError(f"convert: the state input {name!r} is read but initialises no state")
-            n = info["dims"][0] or (max(feeds["rows"]) + 1)
+            n = len(v.rows) or (max(feeds["rows"]) + 1)
             if sorted(feeds["rows"]) != list(range(n)):
                 raise UnsupportedError(f"convert: the state input {name!r} has rows that initialise no state")
             e["axes"] = v.axes

@@ -239,6 +239,10 @@ def _onnx_run(model, g, output_names, feeds):
         x = np.asarray(feeds[xe["name"]])
     except (ValueError, TypeError) as e:
         raise ShapeError(f"run: input {xe['name']!r} is not an array: {e}") from None
+    if "F" in xe["axes"] and x.ndim == len(xe["axes"]) and x.shape[xe["axes"].index("F")] != model.input_size:
+        want = tuple(model.input_size if l == "F" else 1 if l == "1" else l for l in xe["axes"])
+        raise ShapeError(f"run: input {xe['name']!r}: expected shape {want} (axes {', '.join(xe['axes'])}), "
+                         f"got {x.shape}")
     x = _from_axes(x, xe["axes"], ["B", "T", "F"] if "F" in xe["axes"] else ["B", "T"], xe["name"])
     B = x.shape[0]
     lens, init = None, None
