@@ -53,7 +53,7 @@ def check(sig, state_dims, output_size, output_is_sequence):
     """Validate (and normalise) a signature dict against a model. state_dims: list of
     (dirs, width) per native state; output_is_sequence: the engine's y. Raises ModelFormatError."""
     if sig is None:
-        return {"outputs": None, "states": None, "time": None}
+        return {"outputs": None, "states": None, "time": None, "graph": None}
     if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph"}:
         raise ModelFormatError(f"signature must be a dict with outputs, states, time and/or graph, got {sig!r}")
     graph = _check_graph(sig.get("graph"), state_dims) if sig.get("graph") is not None else None
