@@ -228,6 +228,9 @@ class _Graph:
         ins = [self.val(node, n) for n in node.input]
         if all(isinstance(v, np.ndarray) or v is None for v in ins):
             return self.fold(node, op, a, ins)
+        if isinstance(ins[0], _Zeros) and op in ("Unsqueeze", "Squeeze", "Transpose", "Reshape", "Cast",
+                                                  "Expand", "Identity", "Tile"):
+            return ins[0]                       # zeros stay zeros (tf2onnx shapes its zero states)
         if op in PASS or op == "Cast" and isinstance(ins[0], (_P, _S, _Shape, _Lens)):
             if op == "Dropout" and len(node.output) > 1 and node.output[1]:
                 self.fail(node, "Dropout's mask output")

@@ -26,6 +26,7 @@ What is tested, and against which oracle:
 Tolerance: rtol 1e-4, atol 1e-5 (the accuracy contract, tests/conftest.py).
 """
 import io
+import os
 import zlib
 
 import numpy as np
@@ -900,3 +901,21 @@ def test_random_configs(i):
     op, kw = _random_config(np.random.default_rng(1000 + i))
     m, f, p = build(op, **kw)
     check(m, f, p, what=f"{op} {kw}")
+
+
+# --- tf2onnx exports of Keras models (committed fixtures, tests/tf2onnx/make_fixtures.py) --------
+
+_TF2ONNX = os.path.join(os.path.dirname(__file__), "tf2onnx")
+
+
+@pytest.mark.parametrize("name", ["lstm_seq", "gru_last", "emb_lstm_sigmoid"])
+def test_tf2onnx_keras_exports(name):
+    path = os.path.join(_TF2ONNX, name + ".onnx")
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 30, (3, 7)).astype(np.int32) if name.startswith("emb") else \
+        rng.normal(size=(3, 7, 4)).astype(np.float32)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = fastrnn.convert(path).run(None, {"x": x})
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
