@@ -8,9 +8,18 @@ Importers: converters/keras.py (.keras, .h5, keras.Model); converters/torch.py (
 LSTM / GRU modules, state_dicts, TorchScript, pickled modules with allow_pickle=True);
 converters/onnx.py (.onnx files and onnx.ModelProto).
 """
+import importlib
 import os
 
 from fastrnn.errors import ModelFormatError, UnsupportedError
+
+
+def require(module, purpose):
+    """Import an optional framework package, or raise UnsupportedError saying what needs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UnsupportedError(f"{purpose} needs {module} (pip install {module})") from None
 
 
 def sniff(path):

@@ -69,6 +69,8 @@ import numpy as np
 from fastrnn import ir
 from fastrnn.errors import ModelFormatError, UnsupportedError
 
+from . import require
+
 IDENTITY = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
             "ActivityRegularization"}
 RECURRENT = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
@@ -168,11 +170,7 @@ class _LiveWeights:
 
 
 def _h5py():
-    try:
-        import h5py
-    except ImportError:
-        raise UnsupportedError("reading Keras files needs h5py: pip install h5py") from None
-    return h5py
+    return require("h5py", "reading Keras files")
 
 
 def load_source(src):

@@ -33,6 +33,8 @@ import numpy as np
 from fastrnn import ir
 from fastrnn.errors import FastRNNError, ModelFormatError, UnsupportedError
 
+from . import require
+
 # ONNX activation name -> (ir kind, takes alpha, takes beta, spec default alpha, default beta)
 ACTS = {"Relu": ("relu", False, False, 0, 0), "Tanh": ("tanh", False, False, 0, 0),
         "Sigmoid": ("sigmoid", False, False, 0, 0), "Affine": ("affine", True, True, 1.0, 0.0),
@@ -50,11 +52,7 @@ PASS = ("Identity", "Dropout")
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise UnsupportedError("reading ONNX models needs the onnx package (pip install onnx)") from None
-    return onnx
+    return require("onnx", "reading ONNX models")
 
 
 def load(src):
@@ -133,6 +131,7 @@ class _Graph:
         self.inputs = []                        # graph inputs: [name, role, info]
         self.state_feeds = {}                   # graph state input name -> {row: (k, d)}
         self.lens_name = None
+        self.index = -1                         # the node being interpreted (for errors)
         for vi in g.input:
             if vi.name in self.env:
                 continue                        # an initializer listed as an input (IR < 4)
@@ -200,7 +199,7 @@ class _Graph:
                 outs = self.node(node)
             except FastRNNError:
                 raise
-            except (IndexError, KeyError, TypeError, ValueError) as e:
+            except (IndexError, KeyError, TypeError, ValueError, AttributeError) as e:
                 self.fail(node, f"cannot be interpreted ({type(e).__name__}: {e})")
             if not isinstance(outs, (list, tuple)):
                 outs = [outs]
@@ -235,6 +234,8 @@ class _Graph:
             if op == "Dropout" and len(node.output) > 1 and node.output[1]:
                 self.fail(node, "Dropout's mask output")
             return ins[0]
+        if op in HEAD_ACTS:
+            return self._head(node, a, ins, HEAD_ACTS[op])
         handler = getattr(self, "op_" + op, None)
         if handler is None:
             self.fail(node, "is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: "
@@ -254,7 +255,7 @@ class _Graph:
         if op == "Gather":
             return np.take(x, ins[1], axis=a.get("axis", 0))
         if op in ("Unsqueeze", "Squeeze"):
-            axes = a.get("axes") if "axes" in a else (list(ins[1]) if len(ins) > 1 and ins[1] is not None else None)
+            axes = self._axes_arg(node, a, ins)
             if op == "Squeeze":
                 return np.squeeze(x, tuple(axes)) if axes is not None else np.squeeze(x)
             for ax in sorted(int(v) % (x.ndim + len(axes)) for v in axes):
@@ -275,7 +276,11 @@ class _Graph:
                  "Div": (lambda p, q: p // q if p.dtype.kind in "iu" else p / q)}[op]
             return f(ins[0], ins[1])
         if op == "Slice":
-            return _slice(x, a, ins, self.opset)
+            starts, ends, axes, steps = _slice_args(a, ins, self.opset)
+            sl = [slice(None)] * x.ndim
+            for ax, st, en, sp in zip(axes, starts, ends, steps):
+                sl[ax] = slice(st, en, sp)
+            return x[tuple(sl)]
         if op == "Expand":
             return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(s) for s in ins[1]))).copy()
         if op == "Range":
@@ -520,8 +525,7 @@ class _Graph:
         if not isinstance(idx, np.ndarray) or idx.ndim > 1:
             self.fail(node, "indices must be a constant scalar or vector")
         if isinstance(v, _Shape):
-            sel = [v.dims[int(i)] for i in np.atleast_1d(idx)]
-            return _Shape(sel) if idx.ndim else _Shape(sel)
+            return _Shape([v.dims[int(i)] for i in np.atleast_1d(idx)])
         if isinstance(v, (_S, _SIn)) and v.axes[axis % len(v.axes)] == "S":
             return self._take_rows(node, v, [int(i) for i in np.atleast_1d(idx)], keep=idx.ndim == 1)
         if isinstance(v, _P) and idx.ndim == 0 and self.subst.get(v.axes[axis % len(v.axes)], v.axes[axis % len(v.axes)]) == "T" \
@@ -560,15 +564,8 @@ class _Graph:
 
     def op_Slice(self, node, a, ins):
         v = ins[0]
-        if self.opset < 10:
-            starts, ends, axes = a["starts"], a["ends"], a.get("axes")
-            steps = None
-        else:
-            starts, ends = [int(x) for x in ins[1]], [int(x) for x in ins[2]]
-            axes = [int(x) for x in ins[3]] if len(ins) > 3 and ins[3] is not None else None
-            steps = [int(x) for x in ins[4]] if len(ins) > 4 and ins[4] is not None else None
-        axes = list(range(len(starts))) if axes is None else axes
-        if steps and any(s != 1 for s in steps):
+        starts, ends, axes, steps = _slice_args(a, ins, self.opset)
+        if any(s != 1 for s in steps):
             self.fail(node, "a slice with a step")
         if len(axes) != 1:
             self.fail(node, "a slice over several axes")
@@ -671,11 +668,6 @@ class _Graph:
             self.layers.append(ir.Activation(x.width * x.dirs, act))
         return _P(len(self.layers), x.axes, x.width, x.dirs, x.last)
 
-    def __getattr__(self, name):
-        if name.startswith("op_") and name[3:] in HEAD_ACTS:
-            kind = HEAD_ACTS[name[3:]]
-            return lambda node, a, ins: self._head(node, a, ins, kind)
-        raise AttributeError(name)
 
 
 def _np_dtype(to):
@@ -683,18 +675,22 @@ def _np_dtype(to):
     return onnx.helper.tensor_dtype_to_np_dtype(to)
 
 
-def _slice(x, a, ins, opset):
+def _slice_args(a, ins, opset):
+    """Slice's starts, ends, axes, steps as int lists: attributes before opset 10, constant
+    inputs after (a non-constant raises TypeError, which names the node)."""
+    def ints(v):
+        if v is None:
+            return None
+        if not isinstance(v, (np.ndarray, list, tuple)):
+            raise TypeError("starts, ends, axes and steps must be constants")
+        return [int(x) for x in np.asarray(v).reshape(-1)]
     if opset < 10:
-        starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+        starts, ends, axes, steps = ints(a["starts"]), ints(a["ends"]), ints(a.get("axes")), None
     else:
-        starts, ends = ins[1], ins[2]
-        axes = ins[3] if len(ins) > 3 else None
-        steps = ins[4] if len(ins) > 4 else None
-    axes = list(range(len(starts))) if axes is None else list(axes)
-    sl = [slice(None)] * x.ndim
-    for i, ax in enumerate(axes):
-        sl[int(ax)] = slice(int(starts[i]), int(ends[i]), int(steps[i]) if steps is not None else 1)
-    return x[tuple(sl)]
+        extra = list(ins[3:5]) + [None, None]
+        starts, ends, axes, steps = ints(ins[1]), ints(ins[2]), ints(extra[0]), ints(extra[1])
+    axes = list(range(len(starts))) if axes is None else axes
+    return starts, ends, axes, steps or [1] * len(axes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -749,7 +745,6 @@ def convert(src):
     from fastrnn import Model
     model = load(src)
     g = _Graph(model)
-    g.index = -1
     g.run()
     if not any(isinstance(l, ir.Recurrent) for l in g.layers):
         raise UnsupportedError("convert: the graph has no LSTM, GRU or RNN node")
@@ -759,13 +754,11 @@ def convert(src):
     if ys and len({o["last"] for o in ys}) > 1:
         raise UnsupportedError("convert: graph outputs take the pipeline both per step and at its last step")
     meta = {"source": "onnx", "opset": g.opset, "producer": model.producer_name or None}
-    xe = next(e for e in g.inputs if e[1] == "x")
+    dims = next(e for e in g.inputs if e[1] == "x")[2]["dims"]
+    axes = next(e for e in io["inputs"] if e["role"] == "x")["axes"]
     for label, key in (("B", "batch_size"), ("T", "time_steps")):     # static dims (for --check)
-        ax = next(e for e in io["inputs"] if e["role"] == "x")["axes"]
-        dims = [d for d, l in zip(xe[2]["dims"], ax) if l != "1"] if len(xe[2]["dims"]) == len(ax) else []
-        core = [l for l in ax if l != "1"]
-        if label in core and dims and dims[core.index(label)]:
-            meta[key] = int(dims[core.index(label)])
+        if len(dims) == len(axes) and dims[axes.index(label)]:
+            meta[key] = int(dims[axes.index(label)])
     return Model(g.layers, meta=meta, signature={"outputs": None, "states": None, "time": time, "graph": io})
 
 

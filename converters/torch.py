@@ -45,17 +45,15 @@ import numpy as np
 from fastrnn import ir
 from fastrnn.errors import FastRNNError, ModelFormatError, UnsupportedError
 
+from . import require
+
 MODES = {"LSTM": ("lstm", "tanh"), "GRU": ("gru", "tanh"), "RNN_TANH": ("rnn", "tanh"),
          "RNN_RELU": ("rnn", "relu")}
 _KEY = re.compile(r"^(.*?)(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise UnsupportedError("reading PyTorch models needs torch (pip install torch)") from None
-    return torch
+    return require("torch", "reading PyTorch models")
 
 
 def file_kind(path):
@@ -243,11 +241,15 @@ def _infer(sd, nonlinearity):
     if len(groups) > 1:
         raise UnsupportedError("the state_dict holds more than one module: "
                                + ", ".join(repr(p or "(top)") for p, _, _ in groups))
-    return _infer_rnn(sd, rnns[0][0], rnns[0][2], nonlinearity)
+    prefix, cfg = _infer_rnn(sd, rnns[0][0], rnns[0][2], nonlinearity)
+    if nonlinearity is not None and not cfg["mode"].startswith("RNN"):
+        raise UnsupportedError("convert: nonlinearity= applies to an nn.RNN state_dict only")
+    return prefix, cfg
 
 
 def _infer_rnn(sd, prefix, ms, nonlinearity):
-    """One recurrent module's options from its keys (matches of _KEY) and shapes."""
+    """One recurrent module's options from its keys (matches of _KEY) and shapes; nonlinearity
+    applies to an nn.RNN (one gate) and is ignored for an LSTM / GRU."""
     L = max(int(m.group(4)) for m in ms) + 1
     D = 2 if any(m.group(5) for m in ms) else 1
     bias = any(m.group(2) == "bias" for m in ms)
@@ -274,9 +276,7 @@ def _infer_rnn(sd, prefix, ms, nonlinearity):
             raise ModelFormatError(f"nonlinearity must be 'tanh' or 'relu', got {nl!r}")
         mode = "RNN_TANH" if nl == "tanh" else "RNN_RELU"
     else:
-        if nonlinearity is not None:
-            raise UnsupportedError("convert: nonlinearity= applies to an nn.RNN state_dict only")
-        mode = "LSTM" if G == 4 else "GRU"
+        mode = "LSTM" if G == 4 else "GRU"          # nonlinearity= is for nn.RNN: callers check
     return prefix, {"mode": mode, "input_size": int(W_ih.shape[1]), "hidden_size": H, "num_layers": L,
                     "bias": bias, "batch_first": False, "bidirectional": D == 2, "proj_size": proj}
 
@@ -304,13 +304,10 @@ def _pipeline(sd, nonlinearity=None, head=None, head_activation=None):
     if head not in (None, "last", "sequence"):
         raise UnsupportedError(f"convert: head must be 'last' or 'sequence', got {head!r}")
     mods, layers, states, nstates, width = [], [], [], 0, None
-    relu_used = False
     for i, (prefix, kind, g) in enumerate(groups):
         name = repr(prefix[:-1] or "(top)")
         if kind == "rnn":
-            cell_is_rnn = _gates(sd, prefix) == 1
-            _, cfg = _infer_rnn(sd, prefix, g, nonlinearity if cell_is_rnn else None)
-            relu_used |= cell_is_rnn
+            _, cfg = _infer_rnn(sd, prefix, g, nonlinearity)
             if width is not None and width != cfg["input_size"]:
                 raise UnsupportedError(f"state_dict module {name} ({cfg['mode']}) reads {cfg['input_size']} "
                                        f"features but the module before it gives {width}; fastrnn needs the "
@@ -345,7 +342,7 @@ def _pipeline(sd, nonlinearity=None, head=None, head_activation=None):
         layers.append(ir.Dense(_np(W, prefix + "weight"), b))
         mods.append((prefix, "linear", "linear"))
         width = int(W.shape[0])
-    if nonlinearity is not None and not relu_used:
+    if nonlinearity is not None and not any(k == "rnn" and c["mode"].startswith("RNN") for _, k, c in mods):
         raise UnsupportedError("convert: nonlinearity= applies to nn.RNN modules only; this state_dict has none")
     linears = [i for i, m in enumerate(mods) if m[1] == "linear"]
     if linears and head is None:
@@ -372,14 +369,10 @@ def _pipeline(sd, nonlinearity=None, head=None, head_activation=None):
     return mods, layers, {"outputs": None, "states": states}
 
 
-def _gates(sd, prefix):
-    """Gates of a recurrent module in a state_dict: rows of weight_ih_l0 / hidden size."""
-    try:
-        W_ih = sd[prefix + "weight_ih_l0"]
-        H = sd[prefix + "weight_hr_l0"].shape[1] if prefix + "weight_hr_l0" in sd else sd[prefix + "weight_hh_l0"].shape[1]
-        return int(W_ih.shape[0]) // int(H)
-    except (KeyError, AttributeError, IndexError, ZeroDivisionError, TypeError):
-        return 0
+
+def _is_pipeline(sd, head, head_activation):
+    """A state_dict read by _pipeline (a custom module's), not as one bare RNN."""
+    return len(_groups(sd)) > 1 or head is not None or head_activation is not None
 
 
 def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, allow_pickle=False, head=None,
@@ -392,8 +385,7 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
     else:
         obj, kind = src, "module"
     if kind == "state_dict":
-        groups = _groups(obj)
-        if len(groups) > 1 or head is not None or head_activation is not None:
+        if _is_pipeline(obj, head, head_activation):
             mods, layers, sig = _pipeline(obj, nonlinearity, head, head_activation)
             meta = {"source": "torch", "kind": "state_dict", "batch_first": bool(batch_first),
                     "input_layout": "batch_first" if batch_first else "time_major",
@@ -434,7 +426,7 @@ def run_source(src, x, **opts):
         obj, kind = load(src, allow_pickle=opts.get("allow_pickle", False))
     else:
         obj, kind = src, "module"
-    if kind == "state_dict" and (len(_groups(obj)) > 1 or opts.get("head") or opts.get("head_activation")):
+    if kind == "state_dict" and _is_pipeline(obj, opts.get("head"), opts.get("head_activation")):
         return [_run_pipeline(obj, x, **opts)]
     if kind == "state_dict":
         _, cfg = _infer(obj, opts.get("nonlinearity"))
@@ -988,8 +980,6 @@ def _check_example(module, model, example_input):
 # return values are matched to the outputs of its aten::lstm/gru/rnn_* node. Anything else
 # (prim::If, prim::Loop, other aten ops) raises UnsupportedError naming the op and the line.
 
-_TS_ACTS = {"sigmoid", "tanh", "relu", "softmax", "log_softmax", "elu", "selu", "silu", "softplus",
-            "softsign", "relu6", "leaky_relu", "hardtanh"}
 _TS_RNN_OPS = ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
 
 
@@ -1012,8 +1002,9 @@ class _TSNode:
 
 
 class _Mod:
-    def __init__(self, mod, path):
-        self.mod, self.path = mod, path
+    """A submodule, as prim::GetAttr returns it."""
+    def __init__(self, mod):
+        self.mod = mod
 
 
 class _Fn:
@@ -1038,7 +1029,6 @@ def _full_slice(args):
 class _ScriptCapture:
     def __init__(self, cap):
         self.cap = cap
-        self.act_fns = {f.__name__: f for f in cap.act_fns if hasattr(f, "__name__")}
 
     def run(self, graph, inputs, site=""):
         """Interpret `graph` on abstract `inputs`; site: where its caller is (for errors)."""
@@ -1088,7 +1078,7 @@ class _ScriptCapture:
                 cap.fail(node, "an attribute of something that is not a module")
             v = getattr(parent.mod, n.s("name"))
             if isinstance(v, torch.nn.Module):
-                return _Mod(v, parent.path + n.s("name") + ".")
+                return _Mod(v)
             return v                               # a parameter, or a plain attribute (training, p)
         if kind == "prim::CallMethod":
             return self.call(node, n, a, site)
@@ -1110,7 +1100,7 @@ class _ScriptCapture:
         if op in ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
                   "contiguous", "detach", "clone", "cpu", "to"):
             return a[0]
-        if op in _TS_ACTS and kind.startswith("aten::"):
+        if op in ACT_FUNCS and kind.startswith("aten::"):
             return self.act(node, op, a)
         if kind == "aten::slice" and _full_slice(a):
             return a[0]
@@ -1141,8 +1131,6 @@ class _ScriptCapture:
             if len(a) > 2 and (a[2] != 1 or (len(a) > 3 and a[3] != 1)):
                 cap.fail(node, "elu with scale or input_scale other than 1")
             alpha = a[1] if len(a) > 1 else 1.0
-        if op == "hardtanh":
-            cap.fail(node, "hardtanh is not supported")
         return cap._act(node, a[0], ACT_FUNCS[op], dim, alpha)
 
     def function(self, node, fn, a):
@@ -1161,9 +1149,7 @@ class _ScriptCapture:
             return cap.dense(node, a[0], a[1], a[2] if len(a) > 2 else None, node.name)
         if name in ("dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d"):
             return a[0]
-        if name in ("softmax", "log_softmax"):     # F.softmax(input, dim, _stacklevel, dtype)
-            return cap._act(node, a[0], name, a[1] if len(a) > 1 else None)
-        if name in _TS_ACTS:
+        if name in ACT_FUNCS:                      # F.softmax(input, dim, _stacklevel, dtype), ...
             return self.act(node, name, a)
         cap.fail(node, f"a call of {name or fn!r} is not supported")
 
@@ -1212,7 +1198,7 @@ def capture_script(module, example_input=None):
     if not ins or len(ins) > 2:
         raise UnsupportedError(f"convert: TorchScript {name}.forward takes {len(ins)} inputs; "
                                f"fastrnn models take x (and optionally lengths)")
-    vals = [_Mod(module, ""), _Seq(0, ["x0", "x1"], None)]
+    vals = [_Mod(module), _Seq(0, ["x0", "x1"], None)]
     if len(ins) == 2:
         vals.append(_Lengths())
         cap.takes_lengths = True

@@ -250,8 +250,12 @@ def _onnx_run(model, g, output_names, feeds):
         a = feeds[e["name"]]
         if e["role"] == "lengths":
             lens = np.asarray(a)
-            if lens.shape != (B,):
-                raise ShapeError(f"run: input {e['name']!r}: expected sequence lengths of shape ({B},), got {lens.shape}")
+            if lens.shape != (B,) or lens.dtype.kind not in "iu":
+                raise ShapeError(f"run: input {e['name']!r}: expected integer sequence lengths of shape ({B},), "
+                                 f"got {lens.dtype} {lens.shape}")
+            if B and (lens.min() < 0 or lens.max() > x.shape[1]):
+                raise ShapeError(f"run: input {e['name']!r}: lengths must lie in [0, {x.shape[1]}] (time steps), "
+                                 f"got {lens.min()}..{lens.max()}")
         elif e["role"] == "state":
             a = _from_axes(np.asarray(a), e["axes"], ["S", "B", "F"], e["name"])
             if init is None:
@@ -264,8 +268,8 @@ def _onnx_run(model, g, output_names, feeds):
                 init[k][d] = a[r]
     try:
         y, states = model.predict(x, lengths=lens, initial_state=init, return_state=True)
-    except ShapeError as e:
-        raise ShapeError(f"run: input {xe['name']!r}: {e}") from None
+    except ShapeError as e:      # predict names what is wrong (ids, lengths, steps): say run()
+        raise ShapeError(f"run: {e}") from None
     outs = {}
     for o in g["outputs"]:
         if o["kind"] == "y":

@@ -56,7 +56,10 @@ def check(sig, state_dims, output_size, output_is_sequence):
         return {"outputs": None, "states": None, "time": None, "graph": None}
     if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph"}:
         raise ModelFormatError(f"signature must be a dict with outputs, states, time and/or graph, got {sig!r}")
-    graph = _check_graph(sig.get("graph"), state_dims) if sig.get("graph") is not None else None
+    graph = None
+    if sig.get("graph") is not None:
+        seq = output_is_sequence and sig.get("time") in (None, "longest")     # what predict returns
+        graph = _check_graph(sig["graph"], state_dims, output_size, seq)
     outs, states, time = sig.get("outputs"), sig.get("states"), sig.get("time")
     if time is not None:
         if time not in ("last", "longest", "longest_last") or not output_is_sequence:
@@ -122,8 +125,10 @@ def check(sig, state_dims, output_size, output_is_sequence):
 _LABELS = {"x": {"B", "T", "F", "1"}, "state": {"S", "B", "F", "1"}, "y": {"B", "T", "D", "F", "1"}}
 
 
-def _check_graph(g, state_dims):
-    """Validate the ONNX inputs/outputs entry (a hostile .frnn must not reach run() malformed)."""
+def _check_graph(g, state_dims, output_size, output_is_sequence):
+    """Validate the ONNX inputs/outputs entry (a hostile .frnn must not reach run() malformed):
+    y outputs match predict's output (time axis, directions dividing the features), state parts
+    of one entry share a width."""
     def bad(why):
         raise ModelFormatError(f"signature graph: {why}")
     if not isinstance(g, dict) or set(g) != {"inputs", "outputs"} or not isinstance(g["inputs"], list) \
@@ -133,7 +138,8 @@ def _check_graph(g, state_dims):
     def parts_ok(parts):
         return isinstance(parts, list) and parts and all(
             isinstance(p, list) and len(p) == 2 and _int(p[0]) and _int(p[1]) and 0 <= p[0] < len(state_dims)
-            and 0 <= p[1] < state_dims[p[0]][0] for p in parts)
+            and 0 <= p[1] < state_dims[p[0]][0] for p in parts) \
+            and len({state_dims[p[0]][1] for p in parts}) == 1
 
     def axes_ok(axes, kind, need):
         return isinstance(axes, list) and all(isinstance(l, str) and l in _LABELS[kind] for l in axes) \
@@ -161,6 +167,7 @@ def _check_graph(g, state_dims):
         names.add(e["name"])
         if e.get("kind") == "y" and set(e) == {"name", "kind", "axes", "dirs", "last"} \
                 and e["last"] in (None, "final", "step") and _int(e["dirs"]) and e["dirs"] in (1, 2) \
+                and output_size % e["dirs"] == 0 and (e["last"] is None) == output_is_sequence \
                 and axes_ok(e["axes"], "y", "BF" if e["last"] else "BTF") and ("T" in e["axes"]) == (not e["last"]):
             continue
         if e.get("kind") == "state" and set(e) == {"name", "kind", "axes", "parts"} and parts_ok(e["parts"]) \

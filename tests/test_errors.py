@@ -233,3 +233,28 @@ def test_signature_time_cuts_the_time_axis(rng):
             fastrnn.Model(layers, signature={"time": bad})
     with pytest.raises(fastrnn.ModelFormatError, match="signature time"):
         fastrnn.Model([rec(rng, "gru", 3, 4, return_sequences=False)], signature={"time": "last"})
+
+
+def test_signature_graph_is_validated(rng):
+    """The ONNX inputs/outputs entry of a signature (saved in .frnn files) is checked before
+    run() can use it: a malformed one raises ModelFormatError, never a NumPy error in run()."""
+    layers = [rec(rng, "gru", 3, 4, "bidirectional")]
+    x_in = {"name": "X", "role": "x", "axes": ["T", "B", "F"]}
+    good = {"inputs": [x_in], "outputs": [{"name": "Y", "kind": "y", "axes": ["T", "D", "B", "F"], "dirs": 2,
+                                           "last": None}]}
+    m = fastrnn.Model(layers, signature={"graph": good})
+    x = rng.normal(size=(5, 2, 3)).astype(np.float32)
+    y = m.run(None, {"X": x})[0]
+    np.testing.assert_array_equal(y, m.predict(x.transpose(1, 0, 2)).reshape(2, 5, 2, 4).transpose(1, 2, 0, 3))
+    bad_outputs = [
+        {"name": "Y", "kind": "y", "axes": ["T", "D", "B", "F"], "dirs": 3, "last": None},   # 8 % 3
+        {"name": "Y", "kind": "y", "axes": ["B", "F"], "dirs": 1, "last": "final"},        # y is a sequence
+        {"name": "Y", "kind": "y", "axes": ["T", "T", "F"], "dirs": 1, "last": None},
+        {"name": "H", "kind": "state", "axes": ["S", "B", "F"], "parts": [[0, 2]]},        # no direction 2
+        {"name": "H", "kind": "state", "axes": ["S", "B", "F"], "parts": [[1, 0]]},        # no state 1
+    ]
+    for o in bad_outputs:
+        with pytest.raises(fastrnn.ModelFormatError, match="signature graph"):
+            fastrnn.Model(layers, signature={"graph": {"inputs": [x_in], "outputs": [o]}})
+    with pytest.raises(fastrnn.ModelFormatError, match="signature graph"):
+        fastrnn.Model(layers, signature={"graph": {"inputs": [], "outputs": good["outputs"]}})
