@@ -73,9 +73,26 @@ def load(src):
 class _P:
     """A pipeline tensor at pipeline end `pos`: axes labels, width = size of F, dirs = size of D
     (when a D axis is present). last: None (has a T axis), "final" (the last layer's final
-    state, return_sequences=False) or "step" (T-1 of a pipeline that runs every step)."""
-    def __init__(self, pos, axes, width, dirs=1, last=None):
+    state, return_sequences=False) or "step" (T-1 of a pipeline that runs every step). flip: the
+    sequence is in reversed time order (Keras go_backwards=True: tf2onnx reverses the input and
+    runs a forward node, which is fastrnn's reverse direction with its output flipped)."""
+    def __init__(self, pos, axes, width, dirs=1, last=None, flip=False):
         self.pos, self.axes, self.width, self.dirs, self.last = pos, list(axes), width, dirs, last
+        self.flip = flip          # time-reversed (ReverseSequence over the whole sequence)
+
+    def with_axes(self, axes):
+        return _P(self.pos, axes, self.width, self.dirs, self.last, self.flip)
+
+
+class _Dir:
+    """One direction d of a bidirectional layer's Y (the pipeline end), sliced out by the glue of
+    Keras Bidirectional(return_sequences=False) exports: only its final step can be used (the
+    forward direction's last step, the backward direction's first), which is a final state."""
+    def __init__(self, pos, axes, width, d):
+        self.pos, self.axes, self.width, self.d = pos, list(axes), width, d
+
+    def with_axes(self, axes):
+        return _Dir(self.pos, axes, self.width, self.d)
 
 
 class _S:
@@ -84,11 +101,17 @@ class _S:
     def __init__(self, parts, axes, width, top):
         self.parts, self.axes, self.width, self.top = list(parts), list(axes), width, top
 
+    def with_axes(self, axes):
+        return _S(self.parts, axes, self.width, self.top)
+
 
 class _SIn:
     """A graph input of initial states, (rows, B, F) in axes order; rows: indices taken so far."""
     def __init__(self, name, axes, rows, width):
         self.name, self.axes, self.rows, self.width = name, list(axes), list(rows), width
+
+    def with_axes(self, axes):
+        return _SIn(self.name, axes, self.rows, self.width)
 
 
 class _Shape:
@@ -194,6 +217,12 @@ class _Graph:
     # -- run ----------------------------------------------------------------------------------
     def run(self):
         g = self.model.graph
+        for self.index, node in enumerate(g.node):     # before their condition arithmetic fails
+            if node.op_type in ("Loop", "Scan", "If") and node.domain in ("", "ai.onnx"):
+                self.fail(node, "control flow is not supported: fastrnn reads recurrences written as "
+                                "LSTM/GRU/RNN nodes (tf2onnx writes a Loop for Keras layers it cannot map onto them: "
+                                "SimpleRNN, GRU(reset_after=False), masking, other activations; "
+                                "convert the Keras file itself instead)")
         for self.index, node in enumerate(g.node):
             try:
                 outs = self.node(node)
@@ -320,6 +349,10 @@ class _Graph:
                     self.subst[l] = w
             else:
                 self.fail(node, f"X has axes {axes}, expected {want} (layout {layout})")
+        if X.flip:      # a forward node over reversed time: fastrnn's reverse direction, Y reversed
+            if D == 2 or ins[4]:
+                self.fail(node, "a bidirectional node, or sequence_lens, over a reversed sequence")
+            direction = "reverse" if direction == "forward" else "forward"
         I = int(W.shape[2])
         if X.width is not None and X.width != I:
             self.fail(node, f"X has {X.width} features, W expects {I}")
@@ -367,7 +400,7 @@ class _Graph:
         pos = len(self.layers)
         y_axes = ["B", "T", "D", "F"] if layout else ["T", "D", "B", "F"]
         top = len(self.layers) - 1
-        Y = _P(pos, y_axes, H, D)
+        Y = _P(pos, y_axes, H, D, flip=X.flip)
         Yh = _S([(k, d) for d in range(D)], s_axes, H, top)
         Yc = _S([(k + 1, d) for d in range(D)], s_axes, H, top) if cell == "lstm" else None
         return [Y, Yh, Yc]
@@ -409,20 +442,18 @@ class _Graph:
             feeds["rows"][r] = (k, d)
 
     # -- glue ---------------------------------------------------------------------------------
-    def _end(self, node, v):
+    def _end(self, node, v, flip_ok=False):
         if isinstance(v, _P) and v.pos != len(self.layers):
             self.fail(node, "reads a tensor from earlier in the model while later layers exist (a branch)")
+        if isinstance(v, _P) and v.flip and not flip_ok:
+            self.fail(node, "uses a sequence in reversed time order (Keras go_backwards=True with "
+                            "return_sequences=True): only its last step, or another recurrent layer, may read it")
 
     def op_Transpose(self, node, a, ins):
         v = ins[0]
-        if isinstance(v, (_P, _S, _SIn)):
+        if isinstance(v, (_P, _S, _SIn, _Dir)):
             perm = a.get("perm") or list(range(len(v.axes)))[::-1]
-            axes = [v.axes[p] for p in perm]
-            if isinstance(v, _P):
-                return _P(v.pos, axes, v.width, v.dirs, v.last)
-            if isinstance(v, _S):
-                return _S(v.parts, axes, v.width, v.top)
-            return _SIn(v.name, axes, v.rows, v.width)
+            return v.with_axes([v.axes[p] for p in perm])
         self.fail(node, "of this value")
 
     def _axes_arg(self, node, a, ins):
@@ -434,45 +465,44 @@ class _Graph:
             return [int(x) for x in ins[1].reshape(-1)]
         return None
 
+    @staticmethod
+    def _unit(v, l):
+        """Whether axis label l of v has size 1."""
+        return l == "1" or (l == "D" and isinstance(v, _P) and v.dirs == 1) or \
+            (l == "S" and isinstance(v, _S) and len(v.parts) == 1)
+
     def op_Squeeze(self, node, a, ins):
         v = ins[0]
         axes = self._axes_arg(node, a, ins)
         if isinstance(v, _Shape):
             return v
-        if not isinstance(v, (_P, _S)):
+        if not isinstance(v, (_P, _S, _Dir)):
             self.fail(node, "of this value")
         n = len(v.axes)
         idx = sorted({x % n for x in axes}) if axes is not None else \
-            [i for i, l in enumerate(v.axes) if l == "1" or l == "D" and v.dirs == 1
-             or l == "S" and len(v.parts) == 1]
+            [i for i, l in enumerate(v.axes) if self._unit(v, l)]
         for i in idx:
-            l = v.axes[i]
-            ok = l == "1" or (l == "D" and isinstance(v, _P) and v.dirs == 1) or \
-                (l == "S" and isinstance(v, _S) and len(v.parts) == 1)
-            if not ok:
-                self.fail(node, f"squeezes axis {i} ({l}), which is not of size 1")
-        axes_left = [l for i, l in enumerate(v.axes) if i not in idx]
-        if isinstance(v, _P):
-            return _P(v.pos, axes_left, v.width, v.dirs, v.last)
-        return _S(v.parts, axes_left, v.width, v.top)
+            if not self._unit(v, v.axes[i]):
+                self.fail(node, f"squeezes axis {i} ({v.axes[i]}), which is not of size 1")
+        return v.with_axes([l for i, l in enumerate(v.axes) if i not in idx])
 
     def op_Unsqueeze(self, node, a, ins):
         v = ins[0]
         axes = self._axes_arg(node, a, ins)
         if isinstance(v, _Shape):
             return v                       # a shape scalar made a vector (for Concat)
-        if not isinstance(v, (_P, _S)):
+        if not isinstance(v, (_P, _S, _Dir)):
             self.fail(node, "of this value")
         out = list(v.axes)
         for ax in sorted(x % (len(v.axes) + len(axes)) for x in axes):
             out.insert(ax, "1")
-        if isinstance(v, _P):
-            return _P(v.pos, out, v.width, v.dirs, v.last)
-        return _S(v.parts, out, v.width, v.top)
+        return v.with_axes(out)
 
     def op_Reshape(self, node, a, ins):
         """Reshapes that merge D and F (directions side by side: [fwd, bwd] features, the
-        engine's concat) or S and F of final states, or that only add/remove unit axes."""
+        engine's concat) or S and F of final states; that flatten the batch and time axes into
+        rows and back (tf2onnx's Tensordot around a Dense on a sequence); or that only add or
+        remove unit axes."""
         v, shape = ins[0], ins[1]
         if not isinstance(v, (_P, _S)):
             self.fail(node, "of this value")
@@ -483,17 +513,47 @@ class _Graph:
         if isinstance(v, _S) and core[-2:] == ["S", "F"] and len(dims) == len(core) - 1:
             if [p[0] for p in v.parts] != [v.parts[0][0]] * len(v.parts) or v.top != len(self.layers) - 1:
                 self.fail(node, "merges final states that are not the last layer's directions")
-            return self._final(node, v)
+            return self._final(node, v, [l for l in v.axes if l != "1"])
+        if isinstance(v, _P):
+            rows = self._rows_reshape(core, [self.subst.get(d, d) if isinstance(d, str) else d for d in dims],
+                                      v.width)
+            if rows is not None:
+                return v.with_axes(rows)
         if len(dims) == len(core) and all(isinstance(d, str) or d in (0, -1) or d > 0 for d in dims):
-            axes = core
-            if isinstance(v, _P):
-                return _P(v.pos, axes, v.width, v.dirs, v.last)
-            return _S(v.parts, axes, v.width, v.top)
+            return v.with_axes(core)
         self.fail(node, f"reshapes axes {v.axes} to {dims}: only merging directions into features, "
-                        f"or removing unit axes, is supported")
+                        f"flattening batch and time into rows and back, or removing unit axes, is supported")
 
-    def _final(self, node, s):
-        """Final states of the last layer's directions, in order, as its final output."""
+    def _rows_reshape(self, core, dims, width):
+        """(a, b, F) -> (a*b, F) and back: the new axes, or None. Back needs a and b as labels
+        (Shape of the sequence) or as the graph's static sizes, one of them may be -1."""
+        lab = [self.subst.get(l, l) for l in core]
+        seq = {"B", "T", "x0", "x1"}
+        merged = "*".join(lab[:2])
+        if len(core) == 3 and lab[2] == "F" and set(lab[:2]) <= seq and len(dims) == 2 \
+                and dims[0] in (-1, 0, merged) and dims[1] in (width, -1) and list(dims).count(-1) <= 1:
+            return [core[0] + "*" + core[1], "F"]
+        if len(core) == 2 and "*" in core[0] and len(dims) == 3 and dims[2] in (width, -1):
+            parts = core[0].split("*")
+            static = self._static_sizes()
+
+            def fits(d, l):
+                l = self.subst.get(l, l)
+                return d == -1 or (self.subst.get(d, d) == l if isinstance(d, str) else static.get(l) == d)
+            if all(fits(d, l) for d, l in zip(dims[:2], parts)) and list(dims).count(-1) <= 1:
+                return parts + ["F"]
+        return None
+
+    def _static_sizes(self):
+        """{axis label: size} of the sequence input's static dims."""
+        entry = next((e for e in self.inputs if e[1] == "x"), None)
+        if entry is None:
+            return {}
+        return {self.subst.get(l, l): d for l, d in zip(entry[2]["value"].axes, entry[2]["dims"]) if d}
+
+    def _final(self, node, s, axes, merge="concat"):
+        """Final states of the last layer's directions, in order, as its final output, merged
+        as merge_mode (concat: side by side)."""
         layer = self.layers[s.top]
         k = s.parts[0][0]
         if [d for _, d in s.parts] != list(range(layer.num_directions)):
@@ -501,7 +561,9 @@ class _Graph:
         if s.top != len(self.layers) - 1 or k != self.nstates - (2 if layer.cell == "lstm" else 1):
             self.fail(node, "uses the final state of a layer that is not the last so far, or c")
         layer.return_sequences = False
-        return _P(len(self.layers), ["B", "F"], s.width * len(s.parts), 1, "final")
+        layer.merge_mode = merge
+        width = s.width * (len(s.parts) if merge == "concat" else 1)
+        return _P(len(self.layers), [l for l in axes if l != "S"], width, 1, "final")
 
     def op_Shape(self, node, a, ins):
         v = ins[0]
@@ -528,10 +590,33 @@ class _Graph:
             return _Shape([v.dims[int(i)] for i in np.atleast_1d(idx)])
         if isinstance(v, (_S, _SIn)) and v.axes[axis % len(v.axes)] == "S":
             return self._take_rows(node, v, [int(i) for i in np.atleast_1d(idx)], keep=idx.ndim == 1)
-        if isinstance(v, _P) and idx.ndim == 0 and self.subst.get(v.axes[axis % len(v.axes)], v.axes[axis % len(v.axes)]) == "T" \
-                and int(idx) in (-1,):
-            return self._last_step(node, v, axis % len(v.axes), keep=False)
+        if isinstance(v, (_P, _Dir)) and idx.size == 1:
+            ax = axis % len(v.axes)
+            picked = self._pick(node, v, ax, int(idx.reshape(-1)[0]), keep=idx.ndim == 1)
+            if picked is not None:
+                return picked
         self.fail(node, f"gathers {idx.tolist()} on axis {axis} of this value")
+
+    def _pick(self, node, v, ax, i, keep):
+        """Index i of axis ax of the pipeline end: a step of T (the last one, or the first of a
+        reverse layer) or a direction of D; None when it is neither."""
+        label = self.subst.get(v.axes[ax], v.axes[ax])
+        if label == "T":
+            return self._step(node, v, ax, i, keep)
+        if label == "D" and isinstance(v, _P):
+            self._end(node, v)
+            if v.dirs == 1 and i in (0, -1):
+                return v.with_axes(self._drop(v.axes, ax, keep))
+            layer = self.layers[-1] if self.layers else None
+            if v.dirs == 2 and isinstance(layer, ir.Recurrent) and v.pos == len(self.layers) and i in (0, 1, -1):
+                d = _Dir(v.pos, self._drop(v.axes, ax, keep), v.width, i % 2)
+                return self._dir_final(node, d, None, -1, False) if v.last == "step" else d
+        return None
+
+    @staticmethod
+    def _drop(axes, ax, keep):
+        """axes without axis ax (Gather), or with it made a unit axis (Slice, keep)."""
+        return axes[:ax] + (["1"] if keep else []) + axes[ax + 1:]
 
     def _take_rows(self, node, v, rows, keep):
         src = v.parts if isinstance(v, _S) else v.rows
@@ -545,22 +630,41 @@ class _Graph:
             return _SIn(v.name, axes, sel, v.width)
         return _S(sel, axes, v.width, v.top)
 
-    def _last_step(self, node, v, axis, keep):
-        self._end(node, v)
+    def _step(self, node, v, axis, i, keep):
+        """Step i of the time axis: -1, or 0 of a direction that runs backwards. The forward
+        direction's last step is its final state unless sequence_lens pads short rows; otherwise
+        every step is run and T-1 taken ("step")."""
+        if isinstance(v, _Dir):
+            return self._dir_final(node, v, axis, i, keep)
+        self._end(node, v, flip_ok=True)
         last = self.layers[-1] if self.layers else None
-        if not isinstance(last, ir.Recurrent):
-            form = "step"
-        elif v.dirs == 1 and last.direction == "forward" and self.lens_name is None and v.axes.count("D") == 0:
+        if v.flip:                              # step i of reversed time is step -1 - i
+            if i not in (0, -1):
+                self.fail(node, f"takes step {i} of a sequence in reversed time order")
+            i = -1 - i
+        rec = isinstance(last, ir.Recurrent) and v.pos == len(self.layers) and v.last is None
+        if rec and v.dirs == 1 and "D" not in v.axes and (
+                i == -1 and last.direction == "forward" and self.lens_name is None
+                or i == 0 and last.direction == "reverse"):
             last.return_sequences = False
             form = "final"
-        else:
+        elif i == -1 and not v.flip:
             form = "step"
-        axes = list(v.axes)
-        if keep:
-            axes[axis] = "1"
         else:
-            del axes[axis]
-        return _P(v.pos, axes, v.width, v.dirs, form)
+            self.fail(node, f"takes step {i} of the sequence (only the last step, or the first of a "
+                            f"reverse layer, which is its final state, is supported)")
+        return _P(v.pos, self._drop(v.axes, axis, keep), v.width, v.dirs, form)
+
+    def _dir_final(self, node, v, axis, i, keep):
+        """A step of one direction of a bidirectional layer: its final state when that step is
+        the direction's last."""
+        layer = self.layers[-1]
+        if not (v.d == 1 and i == 0 or v.d == 0 and i == -1 and self.lens_name is None):
+            self.fail(node, f"takes step {i} of direction {v.d} of a bidirectional layer (only each "
+                            f"direction's final step is supported: forward -1 without sequence_lens, backward 0)")
+        k = self.nstates - (2 if layer.cell == "lstm" else 1)
+        axes = v.axes if axis is None else self._drop(v.axes, axis, keep)
+        return _S([(k, v.d)], axes, v.width, len(self.layers) - 1)
 
     def op_Slice(self, node, a, ins):
         v = ins[0]
@@ -575,10 +679,12 @@ class _Graph:
             return self._take_rows(node, v, list(range(n))[slice(st, en)], keep=True)
         if isinstance(v, _Shape):
             return _Shape(v.dims[st:en])
-        if isinstance(v, _P):
+        if isinstance(v, (_P, _Dir)):
             ax %= len(v.axes)
-            if self.subst.get(v.axes[ax], v.axes[ax]) == "T" and st == -1 and en >= 2**31 - 1:
-                return self._last_step(node, v, ax, keep=True)
+            i = st if en == st + 1 and st != -1 or st == -1 and en >= 2**31 - 1 else None
+            picked = None if i is None else self._pick(node, v, ax, i, keep=True)
+            if picked is not None:
+                return picked
         self.fail(node, f"slices [{st}:{en}] on axis {ax} of this value")
 
     def op_Concat(self, node, a, ins):
@@ -588,6 +694,8 @@ class _Graph:
             for v in ins:
                 dims += v.dims if isinstance(v, _Shape) else [int(x) for x in np.asarray(v).reshape(-1)]
             return _Shape(dims)
+        if all(isinstance(v, _Zeros) or isinstance(v, np.ndarray) and not v.any() for v in ins):
+            return _Zeros()                     # zero states of two directions (tf2onnx)
         if all(isinstance(v, _S) for v in ins) and len({tuple(v.axes) for v in ins}) == 1 \
                 and ins[0].axes[axis % len(ins[0].axes)] == "S":
             parts = [p for v in ins for p in v.parts]
@@ -595,7 +703,10 @@ class _Graph:
         if all(isinstance(v, _S) for v in ins) and ins[0].axes[axis % len(ins[0].axes)] == "F" \
                 and "S" not in ins[0].axes:
             s = _S([v.parts[0] for v in ins], ["S"] + ins[0].axes, ins[0].width, max(v.top for v in ins))
-            return self._final(node, s)
+            return self._final(node, s, ins[0].axes)
+        if all(isinstance(v, _Dir) for v in ins) and ins[0].axes[axis % len(ins[0].axes)] == "F" \
+                and [v.d for v in ins] == [0, 1]:
+            return self._merge_dirs(node, ins, "concat")
         self.fail(node, "concatenates values that are not final states or shapes")
 
     def op_ConstantOfShape(self, node, a, ins):
@@ -604,7 +715,40 @@ class _Graph:
             return _Zeros()
         self.fail(node, "a ConstantOfShape that is not zeros of a shape fastrnn follows")
 
+    def op_ReduceProd(self, node, a, ins):
+        """The product of a shape vector (tf2onnx's Tensordot: rows = batch * time)."""
+        v = ins[0]
+        if not isinstance(v, _Shape) or a.get("keepdims", 1) and len(v.dims) != 1:
+            self.fail(node, "a product of something other than a shape vector")
+        ints = [d for d in v.dims if not isinstance(d, str)]
+        labels = [d for d in v.dims if isinstance(d, str)]
+        if labels and any(d != 1 for d in ints):
+            self.fail(node, f"a product of shape dims {v.dims}")
+        return _Shape(["*".join(labels)] if labels else [int(np.prod(ints))])
+
+    def op_ReverseSequence(self, node, a, ins):
+        """The whole sequence reversed in time (lengths = the time size): Keras go_backwards."""
+        v, lens = ins
+        if not isinstance(v, _P) or v.last is not None or v.axes[-1] != "F" or len(v.axes) != 3:
+            self.fail(node, "reverses something other than the pipeline's sequence")
+        self._end(node, v, flip_ok=True)
+        t, b = a.get("time_axis", 0), a.get("batch_axis", 1)
+        labels = [self.subst.get(l, l) for l in v.axes]
+        for ax, want in ((t, "T"), (b, "B")):
+            if labels[ax] in ("x0", "x1"):
+                self.subst[labels[ax]] = labels[ax] = want
+            elif labels[ax] != want:
+                self.fail(node, f"axis {ax} is {labels[ax]}, not {want}")
+        full = isinstance(lens, _Shape) and [self.subst.get(d, d) for d in lens.dims] == ["T"] or \
+            isinstance(lens, np.ndarray) and self._static_sizes().get("T") is not None \
+            and (lens == self._static_sizes()["T"]).all()
+        if not full:
+            self.fail(node, "reverses rows by lengths other than the whole sequence")
+        return _P(v.pos, v.axes, v.width, v.dirs, None, not v.flip)
+
     def op_Expand(self, node, a, ins):
+        if isinstance(ins[0], _Shape) and len(ins[0].dims) == 1:
+            return ins[0]                       # a size broadcast to every row (full lengths)
         if isinstance(ins[0], (_Zeros, np.ndarray)) and not np.asarray(0 if isinstance(ins[0], _Zeros) else ins[0]).any():
             return _Zeros()
         self.fail(node, "an Expand of something other than zeros")
@@ -638,7 +782,37 @@ class _Graph:
         b = None if C is None else np.broadcast_to(C * beta, (Wt.shape[1],))
         return self._dense(node, x, Wt, b)
 
+    def _merge_dirs(self, node, ins, mode):
+        """The two directions of the last layer merged as Keras Bidirectional's merge_mode:
+        sequences (_Dir, concatenated or added / multiplied step by step) or final states."""
+        u, w = ins
+        if len({tuple(v.axes) for v in ins}) != 1 or {u.d if isinstance(u, _Dir) else u.parts[0][1],
+                                                       w.d if isinstance(w, _Dir) else w.parts[0][1]} != {0, 1}:
+            self.fail(node, f"merges values that are not the two directions of one layer ({mode})")
+        if isinstance(u, _S):
+            if len(u.parts) != 1 or len(w.parts) != 1 or "S" in u.axes:
+                self.fail(node, f"merges stacked final states ({mode})")
+            s = _S(sorted(u.parts + w.parts, key=lambda p: p[1]), ["S"] + u.axes, u.width, max(u.top, w.top))
+            out = self._final(node, s, u.axes, mode)
+        else:
+            self._end(node, u)
+            self.layers[-1].merge_mode = mode
+            out = _P(u.pos, u.axes, u.width * (2 if mode == "concat" else 1))
+        self.summed = out if mode == "sum" else None
+        return out
+
+    def op_Mul(self, node, a, ins):
+        if all(isinstance(v, _Dir) for v in ins) or all(isinstance(v, _S) for v in ins):
+            return self._merge_dirs(node, ins, "mul")
+        x, c = ins if isinstance(ins[1], np.ndarray) else ins[::-1]
+        if x is getattr(self, "summed", None) and isinstance(c, np.ndarray) and c.size == 1 and float(c) == 0.5:
+            self.layers[-1].merge_mode = "ave"            # Keras merge_mode="ave": (fwd + bwd) * 0.5
+            return x
+        self.fail(node, "a Mul other than merging a bidirectional layer's directions")
+
     def op_Add(self, node, a, ins):
+        if all(isinstance(v, _Dir) for v in ins) or all(isinstance(v, _S) for v in ins):
+            return self._merge_dirs(node, ins, "sum")
         x, b = ins
         if isinstance(x, np.ndarray):
             x, b = b, x
@@ -725,6 +899,9 @@ def _io(g, model):
         if isinstance(v, tuple) and v[0] == "input":
             raise UnsupportedError(f"convert: graph output {vi.name!r} is a graph input")
         if isinstance(v, _P):
+            if v.flip:
+                raise UnsupportedError(f"convert: graph output {vi.name!r} is a sequence in reversed time order "
+                                       f"(Keras go_backwards=True with return_sequences=True)")
             if v.pos != len(g.layers):
                 raise UnsupportedError(f"convert: graph output {vi.name!r} is an intermediate tensor of the "
                                        f"pipeline (only the end of the pipeline and final states can be outputs)")
@@ -740,6 +917,26 @@ def _io(g, model):
     return {"inputs": inputs, "outputs": outputs}
 
 
+def _final_first(g, io):
+    """A graph that outputs final states only (Y_h, h_n[-1], no sequence): when its first output
+    is the last layer's h, every direction in order, that output becomes the pipeline's
+    (return_sequences=False), so predict and stream return it, as for the source model whose
+    forward returns it. Other outputs stay states."""
+    outs = io["outputs"]
+    if not outs or any(o["kind"] == "y" for o in outs):
+        return
+    o, layer = outs[0], g.layers[-1]
+    if not isinstance(layer, ir.Recurrent):
+        return
+    k = g.nstates - (2 if layer.cell == "lstm" else 1)
+    D = layer.num_directions
+    if o["parts"] != [[k, d] for d in range(D)] or ("S" not in o["axes"] and D != 1):
+        return
+    layer.return_sequences = False
+    axes = [("D" if D > 1 else "1") if l == "S" else l for l in o["axes"]]
+    outs[0] = {"name": o["name"], "kind": "y", "axes": axes, "dirs": D, "last": "final"}
+
+
 def convert(src):
     """An ONNX model (path or ModelProto) -> fastrnn.Model with run()."""
     from fastrnn import Model
@@ -749,6 +946,7 @@ def convert(src):
     if not any(isinstance(l, ir.Recurrent) for l in g.layers):
         raise UnsupportedError("convert: the graph has no LSTM, GRU or RNN node")
     io = _io(g, model)
+    _final_first(g, io)
     ys = [o for o in io["outputs"] if o["kind"] == "y"]
     time = "last" if any(o["last"] == "step" for o in ys) else None
     if ys and len({o["last"] for o in ys}) > 1:

@@ -27,6 +27,7 @@ Tolerance: rtol 1e-4, atol 1e-5 (the accuracy contract, tests/conftest.py).
 """
 import io
 import os
+import re
 import zlib
 
 import numpy as np
@@ -494,6 +495,26 @@ def test_output_subsets(op, outputs):
     check(m, f, p, what=f"{op} {outputs}")
 
 
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("direction", DIRS)
+@pytest.mark.parametrize("op", OPS)
+def test_final_states_only(op, direction, layout):
+    """A graph that outputs Y_h (and Y_c) but no Y: predict returns Y_h batch-major, directions
+    side by side (B, D*H), as a module returning h_n would; a forward one streams it."""
+    outputs = ("", "Y_h", "Y_c") if op == "LSTM" else ("", "Y_h")
+    lens = [4, 2, 3]
+    m, f, p = build(op, direction=direction, layout=layout, outputs=outputs, seq_lens=lens)
+    check(m, f, p, what=f"{op} {direction} layout={layout} final only")
+    conv = fastrnn.convert(m)
+    assert not conv.output_is_sequence
+    ref = ort_run(*build(op, direction=direction, outputs=outputs, seq_lens=lens)[:2])[0]   # [D, B, H]
+    x_bm = p["X"].swapaxes(0, 1)
+    got = conv.predict(x_bm, lengths=np.array(lens))
+    np.testing.assert_allclose(got, ref.transpose(1, 0, 2).reshape(3, -1), rtol=RTOL, atol=ATOL)
+    if direction == "forward":
+        check_stream(m, x_bm, f"{op} final only")
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_run_output_names(op):
     m, f, p = build(op, outputs=ALL_OUTS[op], seq_lens=[2, 4, 3], init_h=True)
@@ -908,14 +929,51 @@ def test_random_configs(i):
 _TF2ONNX = os.path.join(os.path.dirname(__file__), "tf2onnx")
 
 
-@pytest.mark.parametrize("name", ["lstm_seq", "gru_last", "emb_lstm_sigmoid"])
-def test_tf2onnx_keras_exports(name):
+# name -> (unidirectional: streams too, the refusal's reason or None)
+TF2ONNX = {
+    "lstm_seq": (True, None), "gru_last": (True, None), "emb_lstm_sigmoid": (True, None),
+    "bilstm_dense": (False, None), "stacked_gru": (True, None), "bigru_seq_dense": (False, None),
+    "bilstm_sum": (False, None), "bilstm_ave_last": (False, None), "bilstm_mul_last": (False, None),
+    "lstm_backwards": (False, None), "stacked_lstm_relu": (True, None), "lstm_states": (True, None),
+    "bigru_bilstm": (False, None), "lstm_timedist": (True, None),
+    # tf2onnx writes Loop graphs for these; the refusal names the Loop node
+    "gru_v1_last": (True, "(Loop, node"), "simplernn": (True, "(Loop, node"),
+    "emb_mask_lstm": (True, "(Loop, node"), "gru_hard": (True, "(Loop, node"),
+    "lstm_backwards_seq": (False, "reversed time order"),
+}
+
+
+def _tf2onnx_x(name, B, seed=7):
+    rng = np.random.default_rng(seed)
+    if name.startswith("emb"):
+        return rng.integers(0, 30, (B, 7)).astype(np.int32)
+    return rng.normal(size=(B, 7, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(TF2ONNX))
+def test_tf2onnx_keras_exports(name, tmp_path):
+    """Every output of run() equals onnxruntime's, for two batch sizes; predict gives the
+    first output; the saved model runs the same; unidirectional models stream."""
     path = os.path.join(_TF2ONNX, name + ".onnx")
-    rng = np.random.default_rng(7)
-    x = rng.integers(0, 30, (3, 7)).astype(np.int32) if name.startswith("emb") else \
-        rng.normal(size=(3, 7, 4)).astype(np.float32)
-    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    got = fastrnn.convert(path).run(None, {"x": x})
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    uni, refused = TF2ONNX[name]
+    if refused:
+        with pytest.raises(fastrnn.UnsupportedError, match=re.escape(refused)):
+            fastrnn.convert(path)
+        return
+    conv = fastrnn.convert(path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for B in (3, 1):
+        x = _tf2onnx_x(name, B)
+        want = sess.run(None, {"x": x})
+        got = conv.run(None, {"x": x})
+        assert len(got) == len(want)
+        for g, w, o in zip(got, want, sess.get_outputs()):
+            np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=f"{name} {o.name} B={B}")
+    y = conv.predict(x)
+    np.testing.assert_allclose(y[0] if isinstance(y, (list, tuple)) else y, want[0], rtol=RTOL, atol=ATOL)
+    conv.save(tmp_path / "m.frnn")
+    again = fastrnn.load(tmp_path / "m.frnn").run(None, {"x": x})
+    for g, w in zip(again, got):
+        np.testing.assert_array_equal(g, w)
+    if uni:
+        check_stream(path, _tf2onnx_x(name, 2, seed=8), name)
