@@ -26,6 +26,7 @@ Framework facts used (canonical layout is torch's, DESIGN.md section 2):
 """
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -70,7 +71,23 @@ def load(src):
 # ---------------------------------------------------------------------------------------------
 # abstract values
 
-class _P:
+class _Val:
+    """Base of the abstract values that carry data rows. perm: the rows are in a permuted batch
+    order (torch's export of pack_padded_sequence(enforce_sorted=False) sorts rows by length
+    with TopK and restores them with the inverse permutation; every layer works row by row, so
+    fastrnn runs rows in their own order and only checks that each graph output is restored)."""
+    perm = False
+
+    def derive(self, **changes):
+        out = copy.copy(self)
+        out.__dict__.update(changes)
+        return out
+
+    def with_axes(self, axes):
+        return self.derive(axes=list(axes))
+
+
+class _P(_Val):
     """A pipeline tensor at pipeline end `pos`: axes labels, width = size of F, dirs = size of D
     (when a D axis is present). last: None (has a T axis), "final" (the last layer's final
     state, return_sequences=False) or "step" (T-1 of a pipeline that runs every step). flip: the
@@ -78,40 +95,29 @@ class _P:
     runs a forward node, which is fastrnn's reverse direction with its output flipped)."""
     def __init__(self, pos, axes, width, dirs=1, last=None, flip=False):
         self.pos, self.axes, self.width, self.dirs, self.last = pos, list(axes), width, dirs, last
-        self.flip = flip          # time-reversed (ReverseSequence over the whole sequence)
-
-    def with_axes(self, axes):
-        return _P(self.pos, axes, self.width, self.dirs, self.last, self.flip)
+        self.flip = flip
 
 
-class _Dir:
+class _Dir(_Val):
     """One direction d of a bidirectional layer's Y (the pipeline end), sliced out by the glue of
-    Keras Bidirectional(return_sequences=False) exports: only its final step can be used (the
-    forward direction's last step, the backward direction's first), which is a final state."""
+    Keras Bidirectional exports: its final step (the forward direction's last step, the
+    backward direction's first) is a final state; the two directions merge again as
+    merge_mode."""
     def __init__(self, pos, axes, width, d):
         self.pos, self.axes, self.width, self.d = pos, list(axes), width, d
 
-    def with_axes(self, axes):
-        return _Dir(self.pos, axes, self.width, self.d)
 
-
-class _S:
+class _S(_Val):
     """Final states: parts [(native state k, direction d)], stacked on axis S (absent when one
     part was squeezed or gathered out); axes from S, B, F, 1."""
     def __init__(self, parts, axes, width, top):
         self.parts, self.axes, self.width, self.top = list(parts), list(axes), width, top
 
-    def with_axes(self, axes):
-        return _S(self.parts, axes, self.width, self.top)
 
-
-class _SIn:
+class _SIn(_Val):
     """A graph input of initial states, (rows, B, F) in axes order; rows: indices taken so far."""
     def __init__(self, name, axes, rows, width):
         self.name, self.axes, self.rows, self.width = name, list(axes), list(rows), width
-
-    def with_axes(self, axes):
-        return _SIn(self.name, axes, self.rows, self.width)
 
 
 class _Shape:
@@ -124,9 +130,21 @@ class _Zeros:
     pass
 
 
-class _Lens:
+class _Lens(_Val):
     def __init__(self, name):
         self.name = name
+
+
+class _Perm:
+    """TopK's indices of the lengths: a batch permutation (rows sorted by length)."""
+
+
+class _Inv:
+    """The inverse of a _Perm (ScatterElements of 0..B-1 at its indices)."""
+
+
+class _Iota:
+    """Range(0, B): the row numbers."""
 
 
 def _attrs(node):
@@ -223,6 +241,13 @@ class _Graph:
                                 "LSTM/GRU/RNN nodes (tf2onnx writes a Loop for Keras layers it cannot map onto them: "
                                 "SimpleRNN, GRU(reset_after=False), masking, other activations; "
                                 "convert the Keras file itself instead)")
+        if not any(n.op_type in CELLS and n.domain in ("", "ai.onnx") for n in g.node):
+            raise UnsupportedError(
+                "convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as "
+                "those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh "
+                "nodes (Keras 3's model.export(format='onnx'), torch's dynamo exporter for "
+                "nn.RNN(nonlinearity='relu')) writes a graph fastrnn cannot read: convert the source "
+                "model itself (the .keras file, the torch module)")
         for self.index, node in enumerate(g.node):
             try:
                 outs = self.node(node)
@@ -257,9 +282,9 @@ class _Graph:
         if all(isinstance(v, np.ndarray) or v is None for v in ins):
             return self.fold(node, op, a, ins)
         if isinstance(ins[0], _Zeros) and op in ("Unsqueeze", "Squeeze", "Transpose", "Reshape", "Cast",
-                                                  "Expand", "Identity", "Tile"):
+                                                  "Expand", "Identity", "Tile", "Slice", "Gather"):
             return ins[0]                       # zeros stay zeros (tf2onnx shapes its zero states)
-        if op in PASS or op == "Cast" and isinstance(ins[0], (_P, _S, _Shape, _Lens)):
+        if op in PASS or op == "Cast" and isinstance(ins[0], (_P, _S, _Shape, _Lens, _Perm, _Inv, _Iota)):
             if op == "Dropout" and len(node.output) > 1 and node.output[1]:
                 self.fail(node, "Dropout's mask output")
             return ins[0]
@@ -390,19 +415,21 @@ class _Graph:
             if isinstance(lens, np.ndarray):
                 self.fail(node, "a constant sequence_lens (give lengths as a graph input)")
             self.fail(node, "sequence_lens must be a graph input")
+        if lens is not None and lens.perm != X.perm:
+            self.fail(node, "sequence_lens and X are rows in different orders")
         k = self.nstates
         s_axes = ["B", "S", "F"] if layout else ["S", "B", "F"]
-        self._init_state(node, ins[5], k, D, s_axes)
+        self._init_state(node, ins[5], k, D, s_axes, X.perm)
         if cell == "lstm":
-            self._init_state(node, ins[6], k + 1, D, s_axes)
+            self._init_state(node, ins[6], k + 1, D, s_axes, X.perm)
         self.layers.append(layer)
         self.nstates += 2 if cell == "lstm" else 1
         pos = len(self.layers)
         y_axes = ["B", "T", "D", "F"] if layout else ["T", "D", "B", "F"]
         top = len(self.layers) - 1
-        Y = _P(pos, y_axes, H, D, flip=X.flip)
-        Yh = _S([(k, d) for d in range(D)], s_axes, H, top)
-        Yc = _S([(k + 1, d) for d in range(D)], s_axes, H, top) if cell == "lstm" else None
+        Y = _P(pos, y_axes, H, D, flip=X.flip).derive(perm=X.perm)
+        Yh = _S([(k, d) for d in range(D)], s_axes, H, top).derive(perm=X.perm)
+        Yc = _S([(k + 1, d) for d in range(D)], s_axes, H, top).derive(perm=X.perm) if cell == "lstm" else None
         return [Y, Yh, Yc]
 
     def _activations(self, node, a, default, D):
@@ -424,7 +451,7 @@ class _Graph:
             out.append(ir.Act(kind, float(al), float(be)))
         return [out[i * n:(i + 1) * n] for i in range(D)]
 
-    def _init_state(self, node, name, k, D, axes):
+    def _init_state(self, node, name, k, D, axes, perm):
         if not name:
             return
         v = self.val(node, name)
@@ -435,6 +462,8 @@ class _Graph:
         if not isinstance(v, _SIn) or len(v.rows) != D or v.axes != axes:
             self.fail(node, f"initial states must be a graph input (or rows of one) with axes "
                             f"{axes} ({D} direction(s), batch, hidden), or zeros")
+        if v.perm != perm:
+            self.fail(node, "initial states and X are rows in different orders")
         feeds = self.state_feeds.setdefault(v.name, {"axes": v.axes, "rows": {}})
         for d, r in enumerate(v.rows):
             if r in feeds["rows"]:
@@ -509,7 +538,7 @@ class _Graph:
         dims = shape.dims if isinstance(shape, _Shape) else [int(s) for s in np.asarray(shape).reshape(-1)]
         core = [l for l in v.axes if l != "1"]
         if isinstance(v, _P) and "D" in core and core.index("D") == len(core) - 2 and len(dims) == len(core) - 1:
-            return _P(v.pos, [l for l in v.axes if l not in ("D", "1")], v.width * v.dirs, 1, v.last)
+            return v.derive(axes=[l for l in v.axes if l not in ("D", "1")], width=v.width * v.dirs, dirs=1)
         if isinstance(v, _S) and core[-2:] == ["S", "F"] and len(dims) == len(core) - 1:
             if [p[0] for p in v.parts] != [v.parts[0][0]] * len(v.parts) or v.top != len(self.layers) - 1:
                 self.fail(node, "merges final states that are not the last layer's directions")
@@ -563,10 +592,12 @@ class _Graph:
         layer.return_sequences = False
         layer.merge_mode = merge
         width = s.width * (len(s.parts) if merge == "concat" else 1)
-        return _P(len(self.layers), [l for l in axes if l != "S"], width, 1, "final")
+        return _P(len(self.layers), [l for l in axes if l != "S"], width, 1, "final").derive(perm=s.perm)
 
     def op_Shape(self, node, a, ins):
         v = ins[0]
+        if isinstance(v, (_Lens, _Perm, _Inv, _Iota)):
+            return _Shape(["B"])
         if isinstance(v, (_P, _S, _SIn)):
             dims = [self.subst.get(l, l) for l in v.axes]
             dims = [(v.width if l == "F" else 1 if l == "1" else
@@ -583,7 +614,9 @@ class _Graph:
             if idx.pos != 0 or self.layers:
                 self.fail(node, "an Embedding must read the model's input first")
             self.layers.append(ir.Embedding(v.astype(np.float32)))
-            return _P(1, idx.axes + ["F"], int(v.shape[1]))
+            return idx.derive(pos=1, axes=idx.axes + ["F"], width=int(v.shape[1]))
+        if isinstance(idx, (_Perm, _Inv)):
+            return self._permute(node, v, axis, idx)
         if not isinstance(idx, np.ndarray) or idx.ndim > 1:
             self.fail(node, "indices must be a constant scalar or vector")
         if isinstance(v, _Shape):
@@ -626,9 +659,7 @@ class _Graph:
         except IndexError:
             self.fail(node, f"row {rows} of {n}")
         axes = v.axes if keep else [l for l in v.axes if l != "S"]
-        if isinstance(v, _SIn):
-            return _SIn(v.name, axes, sel, v.width)
-        return _S(sel, axes, v.width, v.top)
+        return v.derive(axes=axes, **{"parts" if isinstance(v, _S) else "rows": sel})
 
     def _step(self, node, v, axis, i, keep):
         """Step i of the time axis: -1, or 0 of a direction that runs backwards. The forward
@@ -653,7 +684,7 @@ class _Graph:
         else:
             self.fail(node, f"takes step {i} of the sequence (only the last step, or the first of a "
                             f"reverse layer, which is its final state, is supported)")
-        return _P(v.pos, self._drop(v.axes, axis, keep), v.width, v.dirs, form)
+        return v.derive(axes=self._drop(v.axes, axis, keep), last=form, flip=False)
 
     def _dir_final(self, node, v, axis, i, keep):
         """A step of one direction of a bidirectional layer: its final state when that step is
@@ -664,7 +695,7 @@ class _Graph:
                             f"direction's final step is supported: forward -1 without sequence_lens, backward 0)")
         k = self.nstates - (2 if layer.cell == "lstm" else 1)
         axes = v.axes if axis is None else self._drop(v.axes, axis, keep)
-        return _S([(k, v.d)], axes, v.width, len(self.layers) - 1)
+        return _S([(k, v.d)], axes, v.width, len(self.layers) - 1).derive(perm=v.perm)
 
     def op_Slice(self, node, a, ins):
         v = ins[0]
@@ -698,11 +729,13 @@ class _Graph:
             return _Zeros()                     # zero states of two directions (tf2onnx)
         if all(isinstance(v, _S) for v in ins) and len({tuple(v.axes) for v in ins}) == 1 \
                 and ins[0].axes[axis % len(ins[0].axes)] == "S":
+            self._same_perm(node, ins)
             parts = [p for v in ins for p in v.parts]
-            return _S(parts, ins[0].axes, ins[0].width, max(v.top for v in ins))
+            return ins[0].derive(parts=parts, top=max(v.top for v in ins))
         if all(isinstance(v, _S) for v in ins) and ins[0].axes[axis % len(ins[0].axes)] == "F" \
                 and "S" not in ins[0].axes:
-            s = _S([v.parts[0] for v in ins], ["S"] + ins[0].axes, ins[0].width, max(v.top for v in ins))
+            self._same_perm(node, ins)
+            s = ins[0].derive(parts=[v.parts[0] for v in ins], axes=["S"] + ins[0].axes, top=max(v.top for v in ins))
             return self._final(node, s, ins[0].axes)
         if all(isinstance(v, _Dir) for v in ins) and ins[0].axes[axis % len(ins[0].axes)] == "F" \
                 and [v.d for v in ins] == [0, 1]:
@@ -714,6 +747,51 @@ class _Graph:
         if isinstance(ins[0], _Shape) and not val.any():
             return _Zeros()
         self.fail(node, "a ConstantOfShape that is not zeros of a shape fastrnn follows")
+
+    def _same_perm(self, node, ins):
+        if len({v.perm for v in ins}) > 1:
+            self.fail(node, "combines rows in different orders")
+
+    def op_TopK(self, node, a, ins):
+        """Lengths sorted, longest first: torch's export of pack_padded_sequence sorts the rows."""
+        v, k = ins
+        all_rows = isinstance(k, _Shape) and [self.subst.get(d, d) for d in k.dims] == ["B"] or \
+            isinstance(k, np.ndarray) and self._static_sizes().get("B") == int(k.reshape(-1)[0])
+        if not isinstance(v, _Lens) or v.perm or not a.get("largest", 1) or a.get("axis", -1) not in (0, -1) \
+                or not all_rows:
+            self.fail(node, "a TopK other than sorting all of sequence_lens")
+        return [v.derive(perm=True), _Perm()]
+
+    def op_Range(self, node, a, ins):
+        start, limit, delta = ins
+        if isinstance(limit, _Shape) and len(limit.dims) == 1 and isinstance(start, np.ndarray) \
+                and isinstance(delta, np.ndarray) and int(start) == 0 and int(delta) == 1:
+            return _Iota()
+        self.fail(node, "a Range other than 0 .. batch")
+
+    def op_ScatterElements(self, node, a, ins):
+        data, idx, upd = ins       # a static batch folds Range and ConstantOfShape to constants
+        zeros = isinstance(data, _Zeros) or isinstance(data, np.ndarray) and data.ndim == 1 and not data.any()
+        iota = isinstance(upd, _Iota) or isinstance(upd, np.ndarray) and (upd == np.arange(upd.size)).all()
+        if zeros and isinstance(idx, _Perm) and iota and a.get("axis", 0) == 0 \
+                and a.get("reduction", "none") in ("none", b"none"):
+            return _Inv()
+        self.fail(node, "a ScatterElements other than inverting a sort permutation")
+
+    def _permute(self, node, v, axis, idx):
+        """Gather of rows by a sort permutation (perm) or by its inverse (restores the order)."""
+        if not isinstance(v, (_P, _S, _SIn, _Dir)):
+            self.fail(node, "reorders something other than data rows")
+        ax = axis % len(v.axes)
+        label = self.subst.get(v.axes[ax], v.axes[ax])
+        if label in ("x0", "x1"):
+            other = "x1" if label == "x0" else "x0"
+            self.subst[label], self.subst[other] = "B", "T"
+        elif label != "B":
+            self.fail(node, f"reorders axis {ax} ({label}), not the batch")
+        if v.perm != isinstance(idx, _Inv):
+            self.fail(node, "applies a row permutation twice" if v.perm else "restores a row order that was not permuted")
+        return v.derive(perm=not v.perm)
 
     def op_ReduceProd(self, node, a, ins):
         """The product of a shape vector (tf2onnx's Tensordot: rows = batch * time)."""
@@ -744,7 +822,7 @@ class _Graph:
             and (lens == self._static_sizes()["T"]).all()
         if not full:
             self.fail(node, "reverses rows by lengths other than the whole sequence")
-        return _P(v.pos, v.axes, v.width, v.dirs, None, not v.flip)
+        return v.derive(flip=not v.flip)
 
     def op_Expand(self, node, a, ins):
         if isinstance(ins[0], _Shape) and len(ins[0].dims) == 1:
@@ -753,8 +831,18 @@ class _Graph:
             return _Zeros()
         self.fail(node, "an Expand of something other than zeros")
 
+    def _as_pipe(self, node, v):
+        """A final state read by a head layer (torch's fc(h_n[-1])): the last layer's h of a
+        single direction becomes the pipeline's output (return_sequences=False)."""
+        if isinstance(v, _S) and len(v.parts) == 1 and self.layers and v.top == len(self.layers) - 1 \
+                and self.layers[-1].num_directions == 1:
+            axes = [l for l in v.axes if l != "S"]
+            return self._final(node, v.derive(axes=["S"] + axes), axes)
+        return v
+
     def _dense(self, node, x, Wt, b):
         """Dense on the pipeline end: Wt (in, out) as MatMul stores it."""
+        x = self._as_pipe(node, x)
         if not isinstance(x, _P) or "D" in x.axes:
             self.fail(node, "a matrix product of something other than the pipeline's features")
         self._end(node, x)
@@ -762,7 +850,7 @@ class _Graph:
             self.fail(node, f"a weight of shape {Wt.shape} on {x.width} features")
         self.layers.append(ir.Dense(np.ascontiguousarray(Wt.T, np.float32),
                                     None if b is None else np.asarray(b, np.float32).reshape(-1)))
-        return _P(len(self.layers), x.axes, int(Wt.shape[1]), 1, x.last)
+        return x.derive(pos=len(self.layers), width=int(Wt.shape[1]), dirs=1)
 
     def op_MatMul(self, node, a, ins):
         x, W = ins
@@ -786,18 +874,20 @@ class _Graph:
         """The two directions of the last layer merged as Keras Bidirectional's merge_mode:
         sequences (_Dir, concatenated or added / multiplied step by step) or final states."""
         u, w = ins
+        self._same_perm(node, ins)
         if len({tuple(v.axes) for v in ins}) != 1 or {u.d if isinstance(u, _Dir) else u.parts[0][1],
                                                        w.d if isinstance(w, _Dir) else w.parts[0][1]} != {0, 1}:
             self.fail(node, f"merges values that are not the two directions of one layer ({mode})")
         if isinstance(u, _S):
             if len(u.parts) != 1 or len(w.parts) != 1 or "S" in u.axes:
                 self.fail(node, f"merges stacked final states ({mode})")
-            s = _S(sorted(u.parts + w.parts, key=lambda p: p[1]), ["S"] + u.axes, u.width, max(u.top, w.top))
+            s = u.derive(parts=sorted(u.parts + w.parts, key=lambda p: p[1]), axes=["S"] + u.axes,
+                         top=max(u.top, w.top))
             out = self._final(node, s, u.axes, mode)
         else:
             self._end(node, u)
             self.layers[-1].merge_mode = mode
-            out = _P(u.pos, u.axes, u.width * (2 if mode == "concat" else 1))
+            out = _P(u.pos, u.axes, u.width * (2 if mode == "concat" else 1)).derive(perm=u.perm)
         self.summed = out if mode == "sum" else None
         return out
 
@@ -825,7 +915,7 @@ class _Graph:
         self.fail(node, "an Add other than the bias after a MatMul")
 
     def _head(self, node, a, ins, kind):
-        x = ins[0]
+        x = self._as_pipe(node, ins[0])
         if not isinstance(x, _P):
             self.fail(node, "an activation of something other than the pipeline")
         self._end(node, x)
@@ -840,7 +930,7 @@ class _Graph:
             last.activation = act
         else:
             self.layers.append(ir.Activation(x.width * x.dirs, act))
-        return _P(len(self.layers), x.axes, x.width, x.dirs, x.last)
+        return x.derive(pos=len(self.layers))
 
 
 
@@ -898,6 +988,9 @@ def _io(g, model):
         v = g.env.get(vi.name)
         if isinstance(v, tuple) and v[0] == "input":
             raise UnsupportedError(f"convert: graph output {vi.name!r} is a graph input")
+        if isinstance(v, _Val) and v.perm:
+            raise UnsupportedError(f"convert: graph output {vi.name!r} has its rows sorted by length "
+                                   f"(the graph never restores their order)")
         if isinstance(v, _P):
             if v.flip:
                 raise UnsupportedError(f"convert: graph output {vi.name!r} is a sequence in reversed time order "
@@ -943,8 +1036,6 @@ def convert(src):
     model = load(src)
     g = _Graph(model)
     g.run()
-    if not any(isinstance(l, ir.Recurrent) for l in g.layers):
-        raise UnsupportedError("convert: the graph has no LSTM, GRU or RNN node")
     io = _io(g, model)
     _final_first(g, io)
     ys = [o for o in io["outputs"] if o["kind"] == "y"]

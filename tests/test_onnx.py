@@ -612,7 +612,9 @@ def _rnn_wrapper(cell, *, batch_first, bidirectional, num_layers, with_h0, I=3, 
     return Wrap().eval()
 
 
-def torch_export(module, args, input_names, output_names, *, dynamo=False):
+def torch_export(module, args, input_names, output_names, *, dynamo=False, batch_axes=None):
+    """torch.onnx.export to a ModelProto. batch_axes: {input name: its batch axis}, made dynamic
+    (TorchScript exporter; the dynamo exporter keeps the example's shapes)."""
     torch = _torch()
     import warnings
     with warnings.catch_warnings(), torch.no_grad():
@@ -623,7 +625,8 @@ def torch_export(module, args, input_names, output_names, *, dynamo=False):
             return ep.model_proto
         f = io.BytesIO()
         torch.onnx.export(module, args, f, dynamo=False, opset_version=14,
-                          input_names=input_names, output_names=output_names)
+                          input_names=input_names, output_names=output_names,
+                          dynamic_axes={n: {ax: "batch"} for n, ax in (batch_axes or {}).items()})
         return onnx.load_from_string(f.getvalue())
 
 
@@ -743,6 +746,75 @@ def test_torch_dynamo_export_classifier():
     check_stream(proto, feeds["ids"], "dynamo classifier", ort_run(proto, feeds)[0])
 
 
+# The custom modules of the PyTorch converter's tests (tests/test_torch.py), exported by both
+# exporters. torch cannot export some of them: PackedBi (h_n of a packed bidirectional LSTM:
+# the TorchScript exporter fails inside torch) and, with the dynamo exporter, every module that
+# packs (torch.export refuses pack_padded_sequence). The dynamo exporter unrolls
+# nn.RNN(nonlinearity="relu") into per-step MatMul/Relu nodes, which fastrnn refuses.
+TORCH_CUSTOM_EXPORTS = [(n, d) for n in ("bi_last", "emb_lstm_hn", "emb_lstm_last", "packed_last", "packed_tagger",
+                                         "packed_tagger_t", "regressor", "tagger", "time_major_seq")
+                        for d in (False, True) if not (d and n.startswith("packed"))]
+
+
+@pytest.mark.parametrize("name,dynamo", TORCH_CUSTOM_EXPORTS,
+                         ids=lambda v: v if isinstance(v, str) else ("dynamo" if v else "ts"))
+def test_torch_custom_module_exports(name, dynamo):
+    """Every output equals onnxruntime's; predict equals the torch module itself (where the
+    export keeps torch's semantics: not after pad_packed_sequence, whose export returns x's
+    length instead of max(lengths)); TorchScript exports also run at another batch size."""
+    _torch()
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    from test_torch import _custom_case, _torch_custom
+    m, x, lens = _custom_case(name)
+    if lens is not None:
+        lens[0] = x.shape[1]               # one full row: torch's max(lengths) == x's length
+    want_torch, args = _torch_custom(m, name, x, lens)
+    names = ["x", "lengths"][:len(args)]
+    batch_axes = {"x": 1 if name == "time_major_seq" else 0, "lengths": 0}
+    if dynamo and name == "time_major_seq":
+        with pytest.raises(fastrnn.UnsupportedError, match=r"\(Slice, node"):
+            fastrnn.convert(torch_export(m, args, names, None, dynamo=True))
+        return
+    proto = torch_export(m, args, names, None, dynamo=dynamo, batch_axes={n: batch_axes[n] for n in names})
+    feeds = {i.name: a.numpy() for i, a in zip(proto.graph.input, args)}
+    check_exported(proto, feeds, f"{name} {'dynamo' if dynamo else 'ts'}")
+    conv = fastrnn.convert(proto)
+    y = conv.predict(x, lengths=lens)
+    np.testing.assert_allclose(y[0] if isinstance(y, list) else y, want_torch, rtol=RTOL, atol=ATOL,
+                               err_msg=f"{name}: predict vs the torch module")
+    if not dynamo:
+        sub = {k: (v[:, :2] if k == "x" and name == "time_major_seq" else v[:2]) for k, v in feeds.items()}
+        check_exported(proto, sub, f"{name} batch 2")
+
+
+def test_torch_packed_export_row_order_is_checked():
+    """The sort of a packed export must be undone before an output: a graph that drops the
+    restoring Gather, or sorts twice, is refused."""
+    _torch()
+    from test_torch import _custom_case, _torch_custom
+    m, x, lens = _custom_case("packed_tagger")
+    _, args = _torch_custom(m, "packed_tagger", x, lens)
+    proto = torch_export(m, args, ["x", "lengths"], None)
+    nodes = list(proto.graph.node)
+    scatter = next(n for n in nodes if n.op_type == "ScatterElements")
+    restore = next(n for n in nodes if n.op_type == "Gather" and n.input[1] == scatter.output[0])
+    fastrnn.convert(proto)                                   # as exported: converts
+    twice = onnx.ModelProto()
+    twice.CopyFrom(proto)
+    g = next(n for n in twice.graph.node if n.output[0] == restore.output[0])
+    g.input[1] = scatter.input[1]                            # the sort again instead of its inverse
+    with pytest.raises(fastrnn.UnsupportedError, match="permutation twice"):
+        fastrnn.convert(twice)
+    kept = onnx.ModelProto()
+    kept.CopyFrom(proto)
+    g = next(n for n in kept.graph.node if n.output[0] == restore.output[0])
+    g.op_type, g.input[:] = "Identity", [g.input[0]]
+    del g.attribute[:]
+    with pytest.raises(fastrnn.UnsupportedError, match="sorted by length"):
+        fastrnn.convert(kept)
+
+
 # --------------------------------------------------------------------------------------------
 # 4. errors
 
@@ -802,6 +874,25 @@ def test_unsupported_graphs(make, node_names):
         fastrnn.convert(model)
     msg = str(e.value)
     assert any(repr(n) in msg or n in msg for n in node_names), msg
+
+
+def test_unrolled_graph_refused_with_advice():
+    """A recurrence unrolled into per-step nodes (as Keras 3's ONNX export writes it): the graph
+    has no recurrent node, and the refusal says so and what to convert instead."""
+    rng = np.random.default_rng(0)
+    W, R = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(4, 4)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["X", "t0"], ["x0"], axis=1),
+             helper.make_node("MatMul", ["x0", "W"], ["p0"]), helper.make_node("Tanh", ["p0"], ["h0"]),
+             helper.make_node("Gather", ["X", "t1"], ["x1"], axis=1),
+             helper.make_node("MatMul", ["x1", "W"], ["p1"]), helper.make_node("MatMul", ["h0", "R"], ["q1"]),
+             helper.make_node("Add", ["p1", "q1"], ["s1"]), helper.make_node("Tanh", ["s1"], ["H"])]
+    inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
+             numpy_helper.from_array(np.array(0, np.int64), "t0"), numpy_helper.from_array(np.array(1, np.int64), "t1")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [_vi("X", [2, 2, 3])], [_vi("H", [2, 4])], inits),
+                              opset_imports=[helper.make_opsetid("", 14)])
+    ort_run(model, {"X": np.ones((2, 2, 3), np.float32)})
+    with pytest.raises(fastrnn.UnsupportedError, match=r"no LSTM, GRU or RNN node.*\.keras file"):
+        fastrnn.convert(model)
 
 
 def test_unsupported_error_is_a_fastrnn_error():
