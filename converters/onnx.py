@@ -700,11 +700,14 @@ class _Graph:
     def op_Slice(self, node, a, ins):
         v = ins[0]
         starts, ends, axes, steps = _slice_args(a, ins, self.opset)
-        if any(s != 1 for s in steps):
-            self.fail(node, "a slice with a step")
         if len(axes) != 1:
             self.fail(node, "a slice over several axes")
         ax, st, en = axes[0], starts[0], ends[0]
+        if steps == [-1] and isinstance(v, _P) and st in (-1, 2**63 - 1, 2**31 - 1) and en <= -2**31 \
+                and self.subst.get(v.axes[ax % len(v.axes)], v.axes[ax % len(v.axes)]) in ("T", "x0", "x1"):
+            return self._reverse(node, v, ax % len(v.axes), None)          # torch.flip on time
+        if any(s != 1 for s in steps):
+            self.fail(node, "a slice with a step other than reversing the whole time axis")
         if isinstance(v, (_S, _SIn)) and v.axes[ax % len(v.axes)] == "S":
             n = len(v.parts if isinstance(v, _S) else v.rows)
             return self._take_rows(node, v, list(range(n))[slice(st, en)], keep=True)
@@ -717,6 +720,40 @@ class _Graph:
             if picked is not None:
                 return picked
         self.fail(node, f"slices [{st}:{en}] on axis {ax} of this value")
+
+    def op_Split(self, node, a, ins):
+        """Split of the direction axis (one output per direction), of stacked final states into
+        layers / directions, or of a shape vector."""
+        v, axis, n = ins[0], a.get("axis", 0), len(node.output)
+        if isinstance(v, _Shape):
+            total = len(v.dims)
+        elif isinstance(v, (_S, _SIn)) and v.axes[axis % len(v.axes)] == "S":
+            total = len(v.parts if isinstance(v, _S) else v.rows)
+        elif isinstance(v, _P) and self.subst.get(v.axes[axis % len(v.axes)], v.axes[axis % len(v.axes)]) == "D":
+            total = v.dirs
+        else:
+            self.fail(node, f"splits axis {axis} of this value (only directions, stacked states or shapes)")
+        if len(ins) > 1 and ins[1] is not None:
+            sizes = [int(x) for x in self.const(node, node.input[1], "split").reshape(-1)]
+        elif "split" in a:
+            sizes = [int(x) for x in a["split"]]
+        else:
+            sizes = [-(-total // n)] * (n - 1) + [total - -(-total // n) * (n - 1)]
+        if sum(sizes) != total or len(sizes) != n:
+            self.fail(node, f"splits {total} into {sizes}")
+        outs, o = [], 0
+        for sz in sizes:
+            if isinstance(v, _Shape):
+                outs.append(_Shape(v.dims[o:o + sz]))
+            elif isinstance(v, _P):
+                picked = self._pick(node, v, axis % len(v.axes), o, keep=True) if sz == 1 else None
+                if picked is None:
+                    self.fail(node, f"splits the directions into {sizes}")
+                outs.append(picked)
+            else:
+                outs.append(self._take_rows(node, v, list(range(o, o + sz)), keep=True))
+            o += sz
+        return outs
 
     def op_Concat(self, node, a, ins):
         axis = a["axis"]
@@ -732,11 +769,12 @@ class _Graph:
             self._same_perm(node, ins)
             parts = [p for v in ins for p in v.parts]
             return ins[0].derive(parts=parts, top=max(v.top for v in ins))
-        if all(isinstance(v, _S) for v in ins) and ins[0].axes[axis % len(ins[0].axes)] == "F" \
-                and "S" not in ins[0].axes:
-            self._same_perm(node, ins)
-            s = ins[0].derive(parts=[v.parts[0] for v in ins], axes=["S"] + ins[0].axes, top=max(v.top for v in ins))
-            return self._final(node, s, ins[0].axes)
+        if all(isinstance(v, _S) and len(v.parts) == 1 for v in ins) and len({tuple(v.axes) for v in ins}) == 1 \
+                and ins[0].axes[axis % len(ins[0].axes)] == "F":
+            self._same_perm(node, ins)         # directions side by side; a split-off S is a unit axis
+            axes = ["1" if l == "S" else l for l in ins[0].axes]
+            s = ins[0].derive(parts=[v.parts[0] for v in ins], axes=["S"] + axes, top=max(v.top for v in ins))
+            return self._final(node, s, axes)
         if all(isinstance(v, _Dir) for v in ins) and ins[0].axes[axis % len(ins[0].axes)] == "F" \
                 and [v.d for v in ins] == [0, 1]:
             return self._merge_dirs(node, ins, "concat")
@@ -807,21 +845,36 @@ class _Graph:
     def op_ReverseSequence(self, node, a, ins):
         """The whole sequence reversed in time (lengths = the time size): Keras go_backwards."""
         v, lens = ins
-        if not isinstance(v, _P) or v.last is not None or v.axes[-1] != "F" or len(v.axes) != 3:
-            self.fail(node, "reverses something other than the pipeline's sequence")
-        self._end(node, v, flip_ok=True)
-        t, b = a.get("time_axis", 0), a.get("batch_axis", 1)
-        labels = [self.subst.get(l, l) for l in v.axes]
-        for ax, want in ((t, "T"), (b, "B")):
-            if labels[ax] in ("x0", "x1"):
-                self.subst[labels[ax]] = labels[ax] = want
-            elif labels[ax] != want:
-                self.fail(node, f"axis {ax} is {labels[ax]}, not {want}")
-        full = isinstance(lens, _Shape) and [self.subst.get(d, d) for d in lens.dims] == ["T"] or \
+        full = isinstance(lens, _Shape) and len(lens.dims) == 1 or \
             isinstance(lens, np.ndarray) and self._static_sizes().get("T") is not None \
             and (lens == self._static_sizes()["T"]).all()
         if not full:
             self.fail(node, "reverses rows by lengths other than the whole sequence")
+        out = self._reverse(node, v, a.get("time_axis", 0), a.get("batch_axis", 1))
+        if isinstance(lens, _Shape) and self.subst.get(lens.dims[0], lens.dims[0]) != "T":
+            self.fail(node, "reverses rows by lengths other than the whole sequence")
+        return out
+
+    def _reverse(self, node, v, t, b):
+        """The sequence v reversed on its time axis t (b: its batch axis, when known)."""
+        if not isinstance(v, _P) or v.last is not None or v.axes[-1] != "F" or len(v.axes) not in (3, 4):
+            self.fail(node, "reverses something other than the pipeline's sequence")
+        self._end(node, v, flip_ok=True)
+        labels = [self.subst.get(l, l) for l in v.axes]
+        free = [l for l in ("x0", "x1") if l in labels]
+        for ax, want in ((t, "T"), (b, "B")):
+            if ax is None:
+                continue
+            if labels[ax] in ("x0", "x1"):
+                self.subst[labels[ax]] = want
+                free.remove(labels[ax])
+                labels[ax] = want
+            elif labels[ax] != want:
+                self.fail(node, f"axis {ax} is {labels[ax]}, not {want}")
+        if len(free) == 1:                      # the other of x0/x1
+            self.subst[free[0]] = "B" if "T" in labels else "T"
+        if v.dirs != 1:
+            self.fail(node, "reverses a bidirectional layer's output")
         return v.derive(flip=not v.flip)
 
     def op_Expand(self, node, a, ins):

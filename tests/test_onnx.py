@@ -815,6 +815,106 @@ def test_torch_packed_export_row_order_is_checked():
         fastrnn.convert(kept)
 
 
+# --- hand-built glue around one recurrent node (patterns of tf2onnx and torch exports) ---------
+
+INT64_MIN = -2**63
+
+
+def glue_graph(op, glue, outputs, *, direction="bidirectional", T=5, B=3, I=3, H=4, lens=None, seed=0,
+               pre=()):
+    """X (T, B, I) [+ sequence_lens] -> `pre` nodes -> `op` node on X (or on the output of the last
+    `pre` node), outputs Y, Y_h -> `glue` nodes -> `outputs` (names; shapes left to
+    onnxruntime). glue, pre: (op_type, inputs, outputs, attrs) tuples; constant inputs are lists
+    of ints, made initializers named c_<values>."""
+    rng = np.random.default_rng(seed)
+    D, G = (2 if direction == "bidirectional" else 1), GATES[op]
+    inits = {"W": rng.uniform(-0.7, 0.7, (D, G * H, I)), "R": rng.uniform(-0.7, 0.7, (D, G * H, H)),
+             "B": rng.uniform(-0.7, 0.7, (D, 2 * G * H))}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()]
+    x_in = pre[-1][2][0] if pre else "X"
+    rec = helper.make_node(op, [x_in, "W", "R", "B", "sequence_lens" if lens else ""], ["Y", "Y_h"],
+                           hidden_size=H, direction=direction)
+    nodes, consts = [], {}
+    for i, node in enumerate(list(pre) + [None] + list(glue)):
+        if node is None:
+            nodes.append(rec)
+            continue
+        typ, ins, outs, attrs = node
+        names = []
+        for v in ins:
+            if isinstance(v, str):
+                names.append(v)
+            else:
+                name = "c_" + "_".join(map(str, v)).replace("-", "m")
+                consts[name] = np.array(v, np.int64)
+                names.append(name)
+        nodes.append(helper.make_node(typ, names, outs, name=f"glue{i}", **attrs))
+    inits += [numpy_helper.from_array(v, k) for k, v in consts.items()]
+    ins = [_vi("X", [T, B, I])] + ([_vi("sequence_lens", [B], TensorProto.INT32)] if lens else [])
+    graph = helper.make_graph(nodes, "g", ins, [helper.make_empty_tensor_value_info(o) for o in outputs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    feeds = {"X": rng.uniform(-2, 2, (T, B, I)).astype(np.float32)}
+    if lens:
+        feeds["sequence_lens"] = np.array(lens, np.int32)
+    return model, feeds
+
+
+_SPLIT_DIRS = [("Split", ["Y", [1, 1]], ["yf4", "yb4"], {"axis": 1}),
+               ("Squeeze", ["yf4", [1]], ["yf"], {}), ("Squeeze", ["yb4", [1]], ["yb"], {})]
+_SLICE_DIRS = [("Slice", ["Y", [0], [1], [1]], ["yf4"], {}), ("Slice", ["Y", [1], [2], [1]], ["yb4"], {}),
+               ("Squeeze", ["yf4", [1]], ["yf"], {}), ("Squeeze", ["yb4", [1]], ["yb"], {})]
+_FINAL_STEPS = [("Gather", ["yf", [-1][0:1]], ["lf1"], {"axis": 0}), ("Gather", ["yb", [0]], ["lb1"], {"axis": 0}),
+                ("Squeeze", ["lf1", [0]], ["lf"], {}), ("Squeeze", ["lb1", [0]], ["lb"], {})]
+GLUE_CASES = {
+    # directions apart, then merged as Keras merge_mode, per step
+    "split_concat": (_SPLIT_DIRS + [("Concat", ["yf", "yb"], ["out"], {"axis": 2})], ["out"]),
+    "slice_sum": (_SLICE_DIRS + [("Add", ["yf", "yb"], ["out"], {})], ["out"]),
+    "slice_ave": (_SLICE_DIRS + [("Add", ["yf", "yb"], ["s"], {}), ("Mul", ["s", "half"], ["out"], {})], ["out"]),
+    "split_mul": (_SPLIT_DIRS + [("Mul", ["yf", "yb"], ["out"], {})], ["out"]),
+    # each direction's final step, side by side / added
+    "final_steps_concat": (_SLICE_DIRS + _FINAL_STEPS + [("Concat", ["lf", "lb"], ["out"], {"axis": 1})], ["out"]),
+    "final_steps_sum": (_SPLIT_DIRS + _FINAL_STEPS + [("Add", ["lb", "lf"], ["out"], {})], ["out"]),
+    # Y_h split per direction, concatenated on features (a unit axis left in front)
+    "split_hn": ([("Split", ["Y_h"], ["hf", "hb"], {"axis": 0}),
+                  ("Concat", ["hf", "hb"], ["out"], {"axis": 2})], ["out", "Y_h"]),
+}
+
+
+@pytest.mark.parametrize("lens", [None, [5, 2, 4]], ids=["full", "lens"])
+@pytest.mark.parametrize("case", sorted(GLUE_CASES))
+@pytest.mark.parametrize("op", ["GRU", "LSTM"])
+def test_direction_glue(op, case, lens):
+    glue, outputs = GLUE_CASES[case]
+    model, feeds = glue_graph(op, glue, outputs, lens=lens)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "half"))
+    if lens and case.startswith("final_steps"):
+        # under sequence_lens the forward direction's step T-1 is 0 for short rows, not its final state
+        with pytest.raises(fastrnn.UnsupportedError, match="final step"):
+            fastrnn.convert(model)
+        return
+    check_exported(model, feeds, f"{op} {case} lens={lens}")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_time_flip_glue(op):
+    """torch.flip / Keras go_backwards as a Slice with step -1: a forward node over reversed
+    time is fastrnn's reverse direction; flipping Y back gives it in time order, and its last
+    step (in reversed order) is the final state."""
+    pre = [("Slice", ["X", [-1], [INT64_MIN], [0], [-1]], ["Xr"], {})]
+    squeeze = [("Squeeze", ["Y", [1]], ["y"], {})]
+    for glue, outputs in (([("Slice", ["y", [-1], [INT64_MIN], [0], [-1]], ["out"], {})], ["out", "Y_h"]),
+                          ([("Gather", ["y", [-1][0:1]], ["l1"], {"axis": 0}), ("Squeeze", ["l1", [0]], ["out"], {})],
+                           ["out"])):
+        model, feeds = glue_graph(op, squeeze + glue, outputs, direction="forward", pre=pre)
+        check_exported(model, feeds, f"{op} flipped -> {outputs}")
+        conv = fastrnn.convert(model)
+        assert conv.layers[0].direction == "reverse"
+    # the node's output still in reversed time order is not something fastrnn produces
+    model, _ = glue_graph(op, squeeze, ["y"], direction="forward", pre=pre)
+    with pytest.raises(fastrnn.UnsupportedError, match="reversed time order"):
+        fastrnn.convert(model)
+
+
 # --------------------------------------------------------------------------------------------
 # 4. errors
 
