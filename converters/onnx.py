@@ -1134,4 +1134,6 @@ def run_source(src, feeds):
         raise UnsupportedError("--check of an ONNX model needs onnxruntime (pip install onnxruntime)") from None
     model = load(src)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input}
+    feeds = {k: v.astype(_np_dtype(types[k])) if types.get(k) else v for k, v in feeds.items()}
+    return sess.run(None, feeds)      # (ids and lengths in the graph's own integer type)

@@ -135,6 +135,18 @@ def test_check_h5_from_keras3(models, tmp_path, capsys, name):
     assert diff <= 1e-5 and verdict == "ok" and (n, batch, steps) == (1, 3, 16)
 
 
+@pytest.mark.parametrize("name,n", [("emb_lstm_sigmoid", 1), ("bilstm_dense", 1), ("lstm_states", 3)])
+def test_check_onnx(tmp_path, capsys, name, n):
+    """--check of tf2onnx exports against onnxruntime: int32 ids (the graph's own type), the
+    graph's static time steps, every output."""
+    pytest.importorskip("onnxruntime")
+    src = os.path.join(os.path.dirname(__file__), "tf2onnx", name + ".onnx")
+    rc, out, err = run(capsys, src, "-o", tmp_path / "m.frnn", "--check")
+    assert rc == 0, out + err
+    diff, outs, batch, steps, verdict = check_line(out)
+    assert diff <= 1e-5 and verdict == "ok" and outs == n and steps == 7
+
+
 def test_check_fails_on_a_difference(models, tmp_path, capsys, monkeypatch):
     def off(src, x, **opts):
         return [y + np.float32(1e-3) for y in _as_list(fastrnn.convert(src).predict(x))]
