@@ -18,10 +18,16 @@ What is tested, and against which oracle:
    implementation is itself checked against onnxruntime on the variants onnxruntime does run.
 3. Exporter glue: torch.onnx.export (TorchScript exporter, dynamo=False; and the dynamo exporter
    when onnxscript is importable) of nn.LSTM / nn.GRU / nn.RNN wrappers and of a small
-   Embedding -> LSTM -> Linear -> softmax classifier. Oracle: onnxruntime on the same exported
-   proto and feeds, every output. Unidirectional models also stream: Stream.step equals predict.
-4. Errors: Loop / Scan nodes and an Add between two recurrent outputs -> UnsupportedError naming
-   the node; missing / extra feeds and wrong shapes -> ShapeError naming the input.
+   Embedding -> LSTM -> Linear -> softmax classifier, and of the custom modules of
+   tests/test_torch.py (h_n heads, packed sequences, time-major stacks); hand-built glue graphs
+   (direction Split/Slice and merges, time flips). Oracle: onnxruntime on the same proto and
+   feeds, every output; predict also against the torch module. Unidirectional models also
+   stream: Stream.step equals predict.
+4. Errors: Loop / Scan nodes, graphs without a recurrent node (unrolled exports) and an Add
+   between two recurrent outputs -> UnsupportedError naming the node; missing / extra feeds and
+   wrong shapes -> ShapeError naming the input.
+5. tf2onnx exports of Keras models (committed fixtures, tests/tf2onnx): every output against
+   onnxruntime, save/load, streaming; the Loop graphs tf2onnx writes are refused by name.
 
 Tolerance: rtol 1e-4, atol 1e-5 (the accuracy contract, tests/conftest.py).
 """
