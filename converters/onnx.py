@@ -172,6 +172,8 @@ class _Graph:
         self.inputs = []                        # graph inputs: [name, role, info]
         self.state_feeds = {}                   # graph state input name -> {row: (k, d)}
         self.lens_name = None
+        self.summed = None                      # the last sum of a layer's directions (Mul 0.5: ave)
+        self.fused = []                         # values a later node changed by fusing into their layer
         self.index = -1                         # the node being interpreted (for errors)
         for vi in g.input:
             if vi.name in self.env:
@@ -195,7 +197,20 @@ class _Graph:
         v = self.env[name]
         if isinstance(v, tuple) and v[0] == "input":
             v = self._bind_input(node, v)
+        if self.is_fused(v):
+            self.fail(node, f"reads {name!r}, whose layer a later node has changed by fusing into it "
+                            f"(a bias, an activation or a merge of directions): the value before that "
+                            f"node is not kept")
         return v
+
+    def is_fused(self, v):
+        return any(v is f for f in self.fused)
+
+    def _fuse(self, v):
+        """v's layer is changed in place by the node reading v (MatMul + Add, Dense + activation,
+        sum of directions * 0.5): v itself no longer exists; the result is a new value."""
+        self.fused.append(v)
+        return v.derive()
 
     def _bind_input(self, node, v):
         """A graph input's role, by position and type: the first is the sequence (float
@@ -253,7 +268,7 @@ class _Graph:
                 outs = self.node(node)
             except FastRNNError:
                 raise
-            except (IndexError, KeyError, TypeError, ValueError, AttributeError) as e:
+            except (IndexError, KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as e:
                 self.fail(node, f"cannot be interpreted ({type(e).__name__}: {e})")
             if not isinstance(outs, (list, tuple)):
                 outs = [outs]
@@ -364,8 +379,7 @@ class _Graph:
         want = ["B", "T", "F"] if layout else ["T", "B", "F"]
         if not isinstance(X, _P) or X.last is not None or len(X.axes) != 3:
             self.fail(node, "X must be a sequence of the pipeline")
-        if X.pos != len(self.layers):
-            self.fail(node, "reads a tensor from earlier in the model while later layers exist (a branch)")
+        self._end(node, X, flip_ok=True)
         axes = [self.subst.get(l, l) for l in X.axes]
         if axes != want:
             free = [l for l in axes if l in ("x0", "x1")]
@@ -472,8 +486,15 @@ class _Graph:
 
     # -- glue ---------------------------------------------------------------------------------
     def _end(self, node, v, flip_ok=False):
-        if isinstance(v, _P) and v.pos != len(self.layers):
+        """v (a pipeline value) must be the end of the pipeline, and its steps still exist."""
+        if not isinstance(v, (_P, _Dir)):
+            return
+        if v.pos != len(self.layers):
             self.fail(node, "reads a tensor from earlier in the model while later layers exist (a branch)")
+        last = self.layers[-1] if self.layers else None
+        if (isinstance(v, _Dir) or v.last is None) and isinstance(last, ir.Recurrent) and not last.return_sequences:
+            self.fail(node, "uses every step of a layer whose final state another node already takes as "
+                            "the output (fastrnn runs that layer without its per-step output)")
         if isinstance(v, _P) and v.flip and not flip_ok:
             self.fail(node, "uses a sequence in reversed time order (Keras go_backwards=True with "
                             "return_sequences=True): only its last step, or another recurrent layer, may read it")
@@ -689,6 +710,7 @@ class _Graph:
     def _dir_final(self, node, v, axis, i, keep):
         """A step of one direction of a bidirectional layer: its final state when that step is
         the direction's last."""
+        self._end(node, v)
         layer = self.layers[-1]
         if not (v.d == 1 and i == 0 or v.d == 0 and i == -1 and self.lens_name is None):
             self.fail(node, f"takes step {i} of direction {v.d} of a bidirectional layer (only each "
@@ -948,9 +970,10 @@ class _Graph:
         if all(isinstance(v, _Dir) for v in ins) or all(isinstance(v, _S) for v in ins):
             return self._merge_dirs(node, ins, "mul")
         x, c = ins if isinstance(ins[1], np.ndarray) else ins[::-1]
-        if x is getattr(self, "summed", None) and isinstance(c, np.ndarray) and c.size == 1 and float(c) == 0.5:
+        if x is self.summed and isinstance(c, np.ndarray) and c.size == 1 and float(c) == 0.5:
+            self._end(node, x)
             self.layers[-1].merge_mode = "ave"            # Keras merge_mode="ave": (fwd + bwd) * 0.5
-            return x
+            return self._fuse(x)
         self.fail(node, "a Mul other than merging a bidirectional layer's directions")
 
     def op_Add(self, node, a, ins):
@@ -964,7 +987,7 @@ class _Graph:
                 and last.bias is None and x.pos == len(self.layers) and b.size == last.output_size \
                 and last.activation.kind == "linear":
             last.bias = np.asarray(b, np.float32).reshape(-1)      # MatMul + Add: one Dense
-            return x
+            return self._fuse(x)
         self.fail(node, "an Add other than the bias after a MatMul")
 
     def _head(self, node, a, ins, kind):
@@ -981,6 +1004,7 @@ class _Graph:
         last = self.layers[-1] if self.layers else None
         if isinstance(last, ir.Dense) and last.activation.kind == "linear":
             last.activation = act
+            x = self._fuse(x)
         else:
             self.layers.append(ir.Activation(x.width * x.dirs, act))
         return x.derive(pos=len(self.layers))
@@ -1041,6 +1065,9 @@ def _io(g, model):
         v = g.env.get(vi.name)
         if isinstance(v, tuple) and v[0] == "input":
             raise UnsupportedError(f"convert: graph output {vi.name!r} is a graph input")
+        if g.is_fused(v):
+            raise UnsupportedError(f"convert: graph output {vi.name!r} is a value whose layer a later node "
+                                   f"changed by fusing into it (a bias, an activation or a merge of directions)")
         if isinstance(v, _Val) and v.perm:
             raise UnsupportedError(f"convert: graph output {vi.name!r} has its rows sorted by length "
                                    f"(the graph never restores their order)")

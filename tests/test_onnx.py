@@ -982,6 +982,34 @@ def test_unsupported_graphs(make, node_names):
     assert any(repr(n) in msg or n in msg for n in node_names), msg
 
 
+_SQ = [("Squeeze", ["Y", [1]], ["y"], {})]
+_DENSE = _SQ + [("MatMul", ["y", "Wd"], ["mm"], {}), ("Add", ["mm", "bd"], ["o"], {})]
+
+
+@pytest.mark.parametrize("glue,outputs,direction,match", [
+    (_DENSE, ["mm", "o"], "forward", "fusing"),                                  # MatMul and MatMul + Add
+    (_DENSE + [("Sigmoid", ["o"], ["s"], {})], ["o", "s"], "forward", "fusing"),  # Dense and its activation
+    (_DENSE + [("Relu", ["mm"], ["s"], {})], ["o", "s"], "forward", "fusing"),   # a second reader of MatMul
+    (_SQ + [("Gather", ["y", [-1][0:1]], ["l"], {"axis": 0}), ("MatMul", ["y", "Wd"], ["o"], {})], ["o"],
+     "forward", "final state"),                                                  # steps after the last step
+    ([("Slice", ["Y", [0], [1], [1]], ["f"], {}), ("Slice", ["Y", [1], [2], [1]], ["b"], {}),
+      ("Add", ["f", "b"], ["sum"], {}), ("Mul", ["sum", "half"], ["ave"], {})], ["sum", "ave"],
+     "bidirectional", "fusing"),                                                 # sum and ave of directions
+], ids=["bias", "activation", "second-reader", "steps-after-final", "sum-and-ave"])
+def test_values_changed_by_fusion_are_refused(glue, outputs, direction, match):
+    """fastrnn fuses a bias, an activation or `* 0.5` into the layer before it; a graph that also
+    reads or outputs the value before the fusion would get the fused numbers: it is refused.
+    (onnxruntime runs these graphs: they are valid.)"""
+    model, feeds = glue_graph("LSTM", glue, outputs, direction=direction)
+    model.graph.initializer.extend([numpy_helper.from_array(np.ones((8 if direction == "bidirectional" else 4, 2),
+                                                                    np.float32), "Wd"),
+                                    numpy_helper.from_array(np.ones(2, np.float32), "bd"),
+                                    numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    ort_run(model, feeds)
+    with pytest.raises(fastrnn.UnsupportedError, match=match):
+        fastrnn.convert(model)
+
+
 def test_unrolled_graph_refused_with_advice():
     """A recurrence unrolled into per-step nodes (as Keras 3's ONNX export writes it): the graph
     has no recurrent node, and the refusal says so and what to convert instead."""
