@@ -13,15 +13,18 @@
  * Streams own a context (buffers + state) allocated once; a step is run(T=1) over it: no
  * allocation, no Python, one call for the whole pipeline.
  *
- * Threads: frnn_forward splits the batch rows into chunks run by pthreads, each with its own
- * context, when the work is large enough; rows are independent, so results do not depend on the
- * thread count (every kernel sums in a fixed order).
+ * Threads (set_num_threads, the workers of pool.c): a big batch is cut into one chunk of rows
+ * per thread, each with its own context; a small batch (and every stream step) runs as one chunk
+ * whose recurrent layers split their work (run_rec: directions on threads, or the hidden units
+ * of each step). Rows are independent and every kernel sums in a fixed order per output, so the
+ * results never depend on the thread count or the split.
  */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fastrnn.h"
 #include "kernels.h"
+#include "pool.h"
 
 enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC };
 #define FRNN_EMB_FUSE_MAX_BYTES (64.0 * 1024 * 1024)
@@ -351,6 +354,7 @@ typedef struct {
     void *block;            /* everything above lives in one allocation */
     size_t size;
     int cached;             /* the block comes from / returns to this thread's cache */
+    int par;                /* threads a layer may use (1 inside a batch chunk) */
 } ctx;
 
 /* Workspace blocks: the calling thread of frnn_forward keeps its last block (thread-local) and
@@ -399,8 +403,8 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     PART(BT * m->max_w * 4); PART(BT * m->max_w * 4);          /* seq[0], seq[1] */
     PART(BT * m->max_nx * 4);                                  /* xp */
     PART(BT * m->max_merge * 4);                               /* merge */
-    PART((size_t)B * m->max_Hp * 4);                           /* hfull */
-    PART((size_t)2 * B * m->max_Hp * 4);                       /* scratch */
+    PART((size_t)2 * B * m->max_Hp * 4);                       /* hfull, per direction */
+    PART((size_t)4 * B * m->max_Hp * 4);                       /* scratch, per direction */
     PART((size_t)B * (m->input_ids ? 0 : m->input_size) * 4); /* xin (streams) */
     PART(BT); PART(BT);                                        /* mask, lenok */
     PART((size_t)B * 8);                                       /* ids (streams) */
@@ -489,62 +493,149 @@ static void merge_dirs(int mode, const float *src, int64_t rows, int R, float *d
     }
 }
 
-/* One recurrent layer over T steps. in: rows b*T+t, stride ld_in. */
-static void run_rec(const frnn_model *m, const layer *L, ctx *c, const float *in, int64_t ld_in,
-                    const int64_t *ids, const uint8_t *mask, const uint8_t *lenok, float *out) {
-    const frnn_kernels *k = m->k;
-    const int B = c->B, T = c->T, R = L->R, G = L->G;
-    const int seq_out = L->d.return_sequences, bimerge = L->ndir == 2 && L->d.merge != FRNN_MERGE_CONCAT;
-    const int zero_masked = L->d.masked_output_zero;
-    float *dst = bimerge ? c->merge : out;
-    const int64_t dst_ld = bimerge ? 2 * R : L->out;
-    if (L->emb_xp) {   /* token ids, validated by the Embedding layer */
-        for (int64_t i = 0; i < (int64_t)B * T; i++)
-            memcpy(c->xp + i * L->nx, L->emb_xp + ids[i] * L->nx, (size_t)L->nx * 4);
-    } else {
-        k->gemm(B * T, L->nx, L->in, in, ld_in, L->Wih_p, L->bih_p, c->xp, L->nx);
+/* One recurrent layer over T steps, as one parallel region (pool.c) of up to nt parts:
+ *   the input GEMM: the parts split its output panels (or the rows of the Embedding lookup);
+ *   the recurrence: DIRS, each direction of a bidirectional layer in its own part (no sync);
+ *   or TILES, the parts split the hidden units of every step, one barrier per step (h of the
+ *   step before is read whole by everyone); each part also does the state carry and output
+ *   copies for its own units. Results are the same bits in every mode (every kernel's sum order
+ *   is fixed per unit). */
+enum { PAR_SERIAL, PAR_DIRS, PAR_TILES };
+typedef struct {
+    const frnn_model *m;
+    const layer *L;
+    ctx *c;
+    const float *in; int64_t ld_in;
+    const int64_t *ids;
+    const uint8_t *mask, *lenok;
+    float *dst; int64_t dst_ld;
+    int mode;
+    frnn_barrier bar;
+} rec_job;
+
+/* [lo, hi) of n items (in units of q) for part tid of nt */
+static void share(int n, int q, int tid, int nt, int *lo, int *hi) {
+    int u = (n + q - 1) / q;
+    *lo = (int)((int64_t)u * tid / nt) * q;
+    *hi = (int)((int64_t)u * (tid + 1) / nt) * q;
+    if (*hi > n) *hi = n;
+    if (*lo > n) *lo = n;
+}
+
+/* After a step, for units [u0, u1) of every row: inactive rows keep their state, outputs. */
+static void step_rows(const layer *L, const rec_job *J, int d, int t, const float *hp, float *hn,
+                      const float *cp, float *cn, int h0, int h1, int c0, int c1) {
+    const int B = J->c->B, T = J->c->T, R = L->R, seq_out = L->d.return_sequences;
+    const int o1 = h1 < R ? h1 : R;
+    for (int b = 0; b < B; b++) {
+        const int64_t bt = (int64_t)b * T + t;
+        const int len_ok = !J->lenok || J->lenok[bt], active = len_ok && (!J->mask || J->mask[bt]);
+        if (!active) {   /* keep the state */
+            memcpy(hn + (size_t)b * L->Rp + h0, hp + (size_t)b * L->Rp + h0, (size_t)(h1 - h0) * 4);
+            memcpy(cn + (size_t)b * L->Hp + c0, cp + (size_t)b * L->Hp + c0, (size_t)(c1 - c0) * 4);
+        }
+        if (!seq_out || o1 <= h0) continue;
+        float *o = J->dst + bt * J->dst_ld + (int64_t)d * R + h0;
+        if (!len_ok || (!active && L->d.masked_output_zero)) memset(o, 0, (size_t)(o1 - h0) * 4);
+        else memcpy(o, hn + (size_t)b * L->Rp + h0, (size_t)(o1 - h0) * 4);
     }
+}
+
+static void rec_part(void *arg, int tid, int nt) {
+    rec_job *J = arg;
+    const frnn_model *m = J->m;
+    const layer *L = J->L;
+    ctx *c = J->c;
+    const frnn_kernels *k = m->k;
+    const int B = c->B, T = c->T, R = L->R, G = L->G, vw = m->vw;
+    const int mode = nt == 1 ? PAR_SERIAL : J->mode;
+    int cur0[2];
+    for (int d = 0; d < L->ndir; d++) cur0[d] = c->cur[L->slot0 + d];
+    if (L->emb_xp) {   /* token ids, validated by the Embedding layer */
+        int i0, i1;
+        share(B * T, 1, tid, nt, &i0, &i1);
+        for (int64_t i = i0; i < i1; i++)
+            memcpy(c->xp + i * L->nx, L->emb_xp + J->ids[i] * L->nx, (size_t)L->nx * 4);
+    } else {
+        int n0, n1;
+        share(L->nx, 2 * vw, tid, nt, &n0, &n1);
+        if (n1 > n0)
+            k->gemm(B * T, n1 - n0, L->in, J->in, J->ld_in, L->Wih_p + (int64_t)n0 * L->in,
+                    L->bih_p + n0, c->xp + n0, L->nx);
+    }
+    frnn_barrier_wait(&J->bar);   /* xp complete */
+    int d0 = 0, d1 = L->ndir, j0 = 0, j1 = L->Hp;
+    if (mode == PAR_DIRS) {
+        if (tid >= L->ndir) return;
+        d0 = tid; d1 = tid + 1;
+    } else if (mode == PAR_TILES) {
+        share(L->Hp, vw, tid, nt, &j0, &j1);
+    }
+    /* units this part carries: all of h (R wide) and c in the serial/DIRS modes; its tiles in
+     * TILES (no projection there: R = H, Rp = Hp) */
+    const int h0 = mode == PAR_TILES ? j0 : 0, h1 = mode == PAR_TILES ? j1 : L->Rp;
     frnn_rec_args a;
     memset(&a, 0, sizeof a);
-    a.cell = L->d.cell; a.B = B; a.H = L->H; a.R = R; a.Hp = L->Hp;
+    a.cell = L->d.cell; a.B = B; a.H = L->H; a.R = R; a.Hp = L->Hp; a.j0 = j0; a.j1 = j1;
     a.clip = L->d.clip; a.input_forget = L->d.input_forget; a.lbr = L->d.linear_before_reset;
     a.xp_stride = (int64_t)T * L->nx;
     a.h_stride = L->Rp;
-    a.scratch = c->scratch;
-    for (int d = 0; d < L->ndir; d++) {
+    for (int d = d0; d < d1; d++) {
         const int s = L->slot0 + d;
         const int rev = L->d.direction == FRNN_DIR_REVERSE || d == 1;
+        float *hfull = c->hfull + (size_t)d * B * L->Hp;
+        a.scratch = c->scratch + (size_t)d * 2 * B * L->Hp;
         a.Whh = L->Whh_p[d]; a.Whh_n = L->Whh_n_p[d]; a.b_hn = L->bhn[d]; a.peep = L->peep[d];
         for (int i = 0; i < 3; i++) a.act[i] = L->d.acts[d][i];
+        int cur = cur0[d];
         for (int st = 0; st < T; st++) {
-            const int t = rev ? T - 1 - st : st, cur = c->cur[s];
+            const int t = rev ? T - 1 - st : st;
             float *hp = c->h[cur][s], *hn = c->h[cur ^ 1][s], *cp = c->c[cur][s], *cn = c->c[cur ^ 1][s];
             a.xp = c->xp + (int64_t)t * L->nx + (int64_t)d * G * L->Hp;
             a.h = hp; a.c = cp; a.c_out = cn;
-            a.h_out = L->Whr_p[d] ? c->hfull : hn;
+            a.h_out = L->Whr_p[d] ? hfull : hn;
             a.h_out_stride = L->Whr_p[d] ? L->Hp : L->Rp;
             k->rec_step(&a);
-            if (L->Whr_p[d]) k->gemm(B, R, L->H, c->hfull, L->Hp, L->Whr_p[d], NULL, hn, L->Rp);
-            c->cur[s] = cur ^ 1;
-            for (int b = 0; b < B; b++) {
-                const int64_t bt = (int64_t)b * T + t;
-                const int len_ok = !lenok || lenok[bt], active = len_ok && (!mask || mask[bt]);
-                if (!active) {   /* keep the state */
-                    memcpy(hn + (size_t)b * L->Rp, hp + (size_t)b * L->Rp, (size_t)L->Rp * 4);
-                    memcpy(cn + (size_t)b * L->Hp, cp + (size_t)b * L->Hp, (size_t)L->Hp * 4);
-                }
-                if (!seq_out) continue;
-                float *o = dst + bt * dst_ld + (int64_t)d * R;
-                if (!len_ok || (!active && zero_masked)) memset(o, 0, (size_t)R * 4);
-                else memcpy(o, hn + (size_t)b * L->Rp, (size_t)R * 4);
-            }
+            if (L->Whr_p[d]) k->gemm(B, R, L->H, hfull, L->Hp, L->Whr_p[d], NULL, hn, L->Rp);
+            step_rows(L, J, d, t, hp, hn, cp, cn, h0, h1, j0, j1);
+            cur ^= 1;
+            if (mode == PAR_TILES) frnn_barrier_wait(&J->bar);   /* h of step t complete */
         }
-        if (!seq_out) {
-            const float *h = c->h[c->cur[s]][s];
-            for (int b = 0; b < B; b++)
-                memcpy(dst + (int64_t)b * dst_ld + (int64_t)d * R, h + (size_t)b * L->Rp, (size_t)R * 4);
+        if (!L->d.return_sequences) {
+            const float *h = c->h[cur][s];
+            const int o1 = h1 < R ? h1 : R;
+            for (int b = 0; o1 > h0 && b < B; b++)
+                memcpy(J->dst + (int64_t)b * J->dst_ld + (int64_t)d * R + h0, h + (size_t)b * L->Rp + h0,
+                       (size_t)(o1 - h0) * 4);
         }
+        if (mode != PAR_TILES || tid == 0) c->cur[s] = cur;   /* the others read cur0 before */
     }
+}
+
+/* The parallel mode of a layer at nt threads: DIRS for two directions; TILES when each step is
+ * big enough to pay for a barrier (~0.3 µs against >= ~5 µs of work) and splits into >= 2 tiles
+ * per part (not with a projection or GRU linear_before_reset=0: their steps read whole vectors
+ * mid-step). */
+static int rec_mode(const frnn_model *m, const layer *L, int B, int T, int nt) {
+    const double step = 2.0 * L->ndir * L->G * L->H * (double)(L->in + L->R) * B;
+    if (nt < 2 || step * T < 5e5) return PAR_SERIAL;
+    if (L->ndir == 2) return PAR_DIRS;
+    if (L->Whr_p[0] || (L->d.cell == FRNN_CELL_GRU && !L->d.linear_before_reset)) return PAR_SERIAL;
+    if (L->Hp / m->vw < 2 * nt || step < 2.5e5) return PAR_SERIAL;
+    return PAR_TILES;
+}
+
+static void run_rec(const frnn_model *m, const layer *L, ctx *c, const float *in, int64_t ld_in,
+                    const int64_t *ids, const uint8_t *mask, const uint8_t *lenok, float *out) {
+    const int B = c->B, T = c->T, R = L->R;
+    const int seq_out = L->d.return_sequences, bimerge = L->ndir == 2 && L->d.merge != FRNN_MERGE_CONCAT;
+    rec_job J = {m, L, c, in, ld_in, ids, mask, lenok, bimerge ? c->merge : out,
+                 bimerge ? 2 * R : L->out, PAR_SERIAL, {0}};
+    int nt = c->par;
+    J.mode = rec_mode(m, L, B, T, nt);
+    if (J.mode == PAR_SERIAL) nt = 1;
+    if (J.mode == PAR_DIRS) nt = 2;
+    frnn_parallel(nt, rec_part, &J, &J.bar);
     if (bimerge) merge_dirs(L->d.merge, c->merge, seq_out ? (int64_t)B * T : B, R, out);
 }
 
@@ -613,18 +704,18 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
 /* ---- whole sequences ------------------------------------------------------------------- */
 typedef struct {
     const frnn_model *m;
-    int Btot, b0, nb, T;
+    int Btot, b0, nb, T, par;
     const void *x; const int64_t *lengths;
     const float *const *init; float *y; float *const *final;
     frnn_status st;
 } chunk;
 
-static void *run_chunk(void *arg) {
-    chunk *ch = arg;
+static void run_chunk(chunk *ch) {
     const frnn_model *m = ch->m;
     ctx c;
-    ch->st = ctx_alloc(m, ch->nb, ch->T, ch->b0 == 0, &c);
-    if (ch->st) return NULL;
+    ch->st = ctx_alloc(m, ch->nb, ch->T, 1, &c);
+    if (ch->st) return;
+    c.par = ch->par;
     if (ch->init) states_io(m, &c, ch->Btot, ch->b0, ch->init, NULL);   /* else zeros */
     const int64_t rows0 = (int64_t)ch->b0 * ch->T;
     const float *xf = m->input_ids ? NULL : (const float *)ch->x + rows0 * m->input_size;
@@ -633,7 +724,12 @@ static void *run_chunk(void *arg) {
     ch->st = run(m, &c, xf, ids, ch->lengths ? ch->lengths + ch->b0 : NULL, y);
     if (!ch->st && ch->final) states_io(m, &c, ch->Btot, ch->b0, NULL, ch->final);
     ctx_free(&c);
-    return NULL;
+}
+
+typedef struct { chunk *ch; int n; } chunks;
+static void chunks_part(void *arg, int tid, int nt) {   /* every chunk runs, whatever nt */
+    chunks *cs = arg;
+    for (int i = tid; i < cs->n; i += nt) run_chunk(&cs->ch[i]);
 }
 
 static double model_flops_per_row_step(const frnn_model *m) {
@@ -646,6 +742,9 @@ static double model_flops_per_row_step(const frnn_model *m) {
     return f;
 }
 
+/* Threads: at >= 8 rows per thread, the batch is cut into one chunk per thread (no sync at all);
+ * below that, one chunk whose layers split their own work (rec_mode). Below ~1 ms of work
+ * (2 GFLOP/s per thread, conservatively), no threads. */
 frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const int64_t *lengths,
                          const float *const *init, float *y, float *const *final) {
     if (!m || !m->finalized || B < 1 || T < 1 || !x || !y || (int64_t)B * T > INT32_MAX)
@@ -654,25 +753,18 @@ frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const
         for (int b = 0; b < B; b++)
             if (lengths[b] < 0 || lengths[b] > T) return FRNN_EINVAL;
     int nt = frnn_get_num_threads();
-    /* a thread only pays off above ~1 ms of work (2 GFLOP/s per thread, conservatively) */
-    double work = model_flops_per_row_step(m) * B * T;
-    if (nt > B) nt = B;
-    if (nt > 1 && work < 2e6 * nt) nt = 1;
-    chunk ch[64];
     if (nt > 64) nt = 64;
-    pthread_t th[64];
-    int started[64] = {0};
-    for (int i = 0; i < nt; i++) {
-        int b0 = (int)((int64_t)B * i / nt), b1 = (int)((int64_t)B * (i + 1) / nt);
-        ch[i] = (chunk){m, B, b0, b1 - b0, T, x, lengths, init, y, final, FRNN_OK};
+    if (nt > 1 && model_flops_per_row_step(m) * B * T < 2e6 * nt) nt = 1;
+    const int n = B >= 8 * nt ? nt : 1;
+    chunk ch[64];
+    for (int i = 0; i < n; i++) {
+        int b0 = (int)((int64_t)B * i / n), b1 = (int)((int64_t)B * (i + 1) / n);
+        ch[i] = (chunk){m, B, b0, b1 - b0, T, n > 1 ? 1 : nt, x, lengths, init, y, final, FRNN_OK};
     }
-    for (int i = 1; i < nt; i++) started[i] = !pthread_create(&th[i], NULL, run_chunk, &ch[i]);
-    run_chunk(&ch[0]);
-    for (int i = 1; i < nt; i++) {
-        if (started[i]) pthread_join(th[i], NULL);
-        else run_chunk(&ch[i]);   /* could not start a thread: run it here */
-    }
-    for (int i = 0; i < nt; i++)
+    chunks cs = {ch, n};
+    if (n > 1) frnn_parallel(n, chunks_part, &cs, NULL);
+    else run_chunk(&ch[0]);
+    for (int i = 0; i < n; i++)
         if (ch[i].st) return ch[i].st;
     return FRNN_OK;
 }
@@ -742,6 +834,7 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
             }
             s->c.ids[b] = v;
         }
+        s->c.par = frnn_get_num_threads();
         return run(m, &s->c, NULL, s->c.ids, NULL, y);
     }
     const int F = m->input_size;
@@ -758,6 +851,7 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
     } else {
         return FRNN_EINVAL;
     }
+    s->c.par = frnn_get_num_threads();
     return run(m, &s->c, xin, NULL, NULL, y);
 }
 

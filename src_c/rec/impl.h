@@ -184,7 +184,7 @@ FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi(a, b0 + r, j, acc[0][r
 #define FRNN_NB_CASES(F) case 3: F(3); break; case 2: F(2); break; case 1: F(1); break;
 #endif
 #define FRNN_TILES(BLOCK, G, K, WBASE)                                                     \
-    for (int j = 0; j < a->Hp; j += VW) {                                                  \
+    for (int j = a->j0; j < a->j1; j += VW) {                                              \
         const float *W = (WBASE) + (int64_t)(j / VW) * (K) * (G) * VW;                      \
         for (int b0 = 0; b0 < a->B; b0 += V_RB) {                                          \
             int nb = a->B - b0 < V_RB ? a->B - b0 : V_RB;                                   \
