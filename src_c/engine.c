@@ -53,7 +53,7 @@ struct frnn_model {
     int nlayers, cap;
     layer *L;
     int input_ids, input_size, output_size, output_seq;
-    int nstates, nslots, can_stream;
+    int nstates, nslots, can_stream, emb_fused;
     int max_w, max_nx, max_Hp, max_Rp, max_merge;
 };
 
@@ -312,6 +312,10 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
         if (R->emb_xp) {
             m->k->gemm(E->vocab, R->nx, E->out, E->table, E->out, R->Wih_p, R->bih_p, R->emb_xp, R->nx);
             E->fused = 1;
+            m->emb_fused = 1;
+            m->max_nx = 0;   /* that layer reads the table's rows in place: no xp buffer */
+            for (int i = 2; i < m->nlayers; i++)
+                if (m->L[i].type == L_REC) m->max_nx = imax(m->max_nx, m->L[i].nx);
         }   /* else: out of memory for the table, run unfused */
     }
     m->output_size = w;
@@ -347,6 +351,7 @@ void frnn_model_state_dims(const frnn_model *m, int i, int *dirs, int *width) {
 typedef struct {
     int B, T;
     float *seq[2], *xp, *merge, *hfull, *scratch, *xin;
+    const float **xrows;    /* Embedding folded into the first layer: each token's projected row */
     uint8_t *mask, *lenok;
     int64_t *ids;
     float **h[2], **c[2];   /* per slot (layer, direction): double-buffered states */
@@ -408,6 +413,7 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     PART((size_t)B * (m->input_ids ? 0 : m->input_size) * 4); /* xin (streams) */
     PART(BT); PART(BT);                                        /* mask, lenok */
     PART((size_t)B * 8);                                       /* ids (streams) */
+    PART(m->emb_fused ? BT * sizeof(float *) : 0);             /* xrows */
     PART(S * 4 * sizeof(float *));                             /* h[0], h[1], c[0], c[1] */
     PART(S * sizeof(int));                                     /* cur */
     size_t states = 0;
@@ -437,9 +443,10 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     c->mask = (uint8_t *)p; p += sz[7];
     c->lenok = (uint8_t *)p; p += sz[8];
     c->ids = (int64_t *)p; p += sz[9];
-    float **ptrs = (float **)p; p += sz[10];
+    c->xrows = (const float **)p; p += sz[10];
+    float **ptrs = (float **)p; p += sz[11];
     c->h[0] = ptrs; c->h[1] = ptrs + S; c->c[0] = ptrs + 2 * S; c->c[1] = ptrs + 3 * S;
-    c->cur = (int *)p; p += sz[11];
+    c->cur = (int *)p; p += sz[12];
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
         if (L->type != L_REC) continue;
@@ -551,11 +558,10 @@ static void rec_part(void *arg, int tid, int nt) {
     const int mode = nt == 1 ? PAR_SERIAL : J->mode;
     int cur0[2];
     for (int d = 0; d < L->ndir; d++) cur0[d] = c->cur[L->slot0 + d];
-    if (L->emb_xp) {   /* token ids, validated by the Embedding layer */
+    if (L->emb_xp) {   /* token ids, validated by the Embedding layer: point at their rows */
         int i0, i1;
         share(B * T, 1, tid, nt, &i0, &i1);
-        for (int64_t i = i0; i < i1; i++)
-            memcpy(c->xp + i * L->nx, L->emb_xp + J->ids[i] * L->nx, (size_t)L->nx * 4);
+        for (int64_t i = i0; i < i1; i++) c->xrows[i] = L->emb_xp + J->ids[i] * L->nx;
     } else {
         int n0, n1;
         share(L->nx, 2 * vw, tid, nt, &n0, &n1);
@@ -591,7 +597,13 @@ static void rec_part(void *arg, int tid, int nt) {
         for (int st = 0; st < T; st++) {
             const int t = rev ? T - 1 - st : st;
             float *hp = c->h[cur][s], *hn = c->h[cur ^ 1][s], *cp = c->c[cur][s], *cn = c->c[cur ^ 1][s];
-            a.xp = c->xp + (int64_t)t * L->nx + (int64_t)d * G * L->Hp;
+            if (L->emb_xp) {
+                a.xp_rows = c->xrows + t;
+                a.xp_off = (int64_t)d * G * L->Hp;
+                a.xp_stride = T;
+            } else {
+                a.xp = c->xp + (int64_t)t * L->nx + (int64_t)d * G * L->Hp;
+            }
             a.h = hp; a.c = cp; a.c_out = cn;
             a.h_out = L->Whr_p[d] ? hfull : hn;
             a.h_out_stride = L->Whr_p[d] ? L->Hp : L->Rp;

@@ -20,6 +20,8 @@ typedef struct {
     float clip;          /* <= 0: none */
     int input_forget, lbr;
     const float *xp; int64_t xp_stride;  /* input part of gate pre-activations (+ biases) */
+    const float *const *xp_rows;         /* NULL, or row b's xp is xp_rows[b * xp_stride] + xp_off */
+    int64_t xp_off;
     const float *h; int64_t h_stride;    /* previous h, R (padded to Hp for GRU) per row */
     const float *c;                      /* previous c, stride Hp */
     float *h_out; int64_t h_out_stride;  /* new h (LSTM with projection: o*h(c), pre-projection) */

@@ -104,9 +104,15 @@ FRNN_INLINE void rec_gemv(const int G, const int nb, int K, const float *W, cons
     }
 }
 
+/* row b's input part of this step: in the xp buffer, or (Embedding folded into the layer) the
+ * projected token's row of the table */
+FRNN_INLINE const float *xp_row(const frnn_rec_args *a, int b) {
+    return a->xp_rows ? a->xp_rows[b * a->xp_stride] + a->xp_off : a->xp + b * a->xp_stride;
+}
+
 FRNN_INLINE void lstm_epi(const frnn_rec_args *a, int b, int j, vf ai, vf af, vf ag, vf ao) {
     const int64_t Hp = a->Hp;
-    const float *xp = a->xp + b * a->xp_stride + j;
+    const float *xp = xp_row(a, b) + j;
     vf cp = v_load(a->c + b * Hp + j);
     vf gi = v_add(ai, v_load(xp)), gf = v_add(af, v_load(xp + Hp));
     vf gg = v_add(ag, v_load(xp + 2 * Hp)), go = v_add(ao, v_load(xp + 3 * Hp));
@@ -126,7 +132,7 @@ FRNN_INLINE void lstm_epi(const frnn_rec_args *a, int b, int j, vf ai, vf af, vf
 
 FRNN_INLINE void gru_epi(const frnn_rec_args *a, int b, int j, vf ar, vf az, vf an) {
     const int64_t Hp = a->Hp;
-    const float *xp = a->xp + b * a->xp_stride + j;
+    const float *xp = xp_row(a, b) + j;
     vf hp = v_load(a->h + b * a->h_stride + j);
     vf r = act_apply(&a->act[0], clipv(v_add(ar, v_load(xp)), a->clip));
     vf z = act_apply(&a->act[0], clipv(v_add(az, v_load(xp + Hp)), a->clip));
@@ -138,7 +144,7 @@ FRNN_INLINE void gru_epi(const frnn_rec_args *a, int b, int j, vf ar, vf az, vf 
 /* GRU linear_before_reset=0, pass 1: r and z; keeps r*h and z in scratch */
 FRNN_INLINE void gru0_epi1(const frnn_rec_args *a, int b, int j, vf ar, vf az) {
     const int64_t Hp = a->Hp;
-    const float *xp = a->xp + b * a->xp_stride + j;
+    const float *xp = xp_row(a, b) + j;
     vf hp = v_load(a->h + b * a->h_stride + j);
     vf r = act_apply(&a->act[0], clipv(v_add(ar, v_load(xp)), a->clip));
     vf z = act_apply(&a->act[0], clipv(v_add(az, v_load(xp + Hp)), a->clip));
@@ -150,12 +156,12 @@ FRNN_INLINE void gru0_epi2(const frnn_rec_args *a, int b, int j, vf an) {
     const int64_t Hp = a->Hp;
     vf hp = v_load(a->h + b * a->h_stride + j);
     vf z = v_load(a->scratch + ((int64_t)a->B + b) * Hp + j);
-    vf n = act_apply(&a->act[1], clipv(v_add(an, v_load(a->xp + b * a->xp_stride + j + 2 * Hp)), a->clip));
+    vf n = act_apply(&a->act[1], clipv(v_add(an, v_load(xp_row(a, b) + j + 2 * Hp)), a->clip));
     v_store(a->h_out + b * a->h_out_stride + j, v_fma(z, v_sub(hp, n), n));
 }
 
 FRNN_INLINE void rnn_epi(const frnn_rec_args *a, int b, int j, vf acc) {
-    vf x = v_add(acc, v_load(a->xp + b * a->xp_stride + j));
+    vf x = v_add(acc, v_load(xp_row(a, b) + j));
     v_store(a->h_out + b * a->h_out_stride + j, act_apply(&a->act[0], clipv(x, a->clip)));
 }
 
