@@ -165,10 +165,23 @@ FRNN_INLINE void rnn_epi(const frnn_rec_args *a, int b, int j, vf acc) {
     v_store(a->h_out + b * a->h_out_stride + j, act_apply(&a->act[0], clipv(x, a->clip)));
 }
 
+/* The epilogue's xp lines of a block, requested before its GEMV (thousands of cycles): xp rows
+ * are a whole step apart (4 KiB and more), so the hardware prefetcher does not follow them, and at
+ * large B*T they come from memory. */
+FRNN_INLINE void prefetch_xp(const frnn_rec_args *a, const int G, const int nb, int b0, int j) {
+#pragma GCC unroll 8
+    for (int r = 0; r < nb; r++) {
+        const float *xp = xp_row(a, b0 + r) + j;
+        const int ng = G == 2 ? 3 : G;   /* GRU lbr=0 pass 1: pass 2's n gate too */
+        for (int g = 0; g < ng; g++) __builtin_prefetch(xp + g * a->Hp);
+    }
+}
+
 /* One block: nb rows from b0 for the tile at unit j; W points at the tile. */
 #define FRNN_BLOCK(NAME, G, K, HIN, HS, EPI_CALL)                                               \
     FRNN_INLINE void NAME(const frnn_rec_args *a, const int nb, int b0, int j, const float *W) { \
         vf acc[4][V_RB];                                                                         \
+        prefetch_xp(a, G, nb, b0, j);                                                            \
         rec_gemv(G, nb, K, W, (HIN) + b0 * (HS), HS, acc);                                       \
         _Pragma("GCC unroll 8") for (int r = 0; r < nb; r++) EPI_CALL;                           \
     }
