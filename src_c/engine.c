@@ -178,7 +178,7 @@ frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W,
                                  frnn_act act) {
     if (in < 1 || out < 1 || !W || !act_ok(act, 1)) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_DENSE)
-    int nr = 2 * m->vw;
+    int nr = m->k->gemm_nr(in);
     L->in = in; L->out = out; L->act = act;
     L->Wp = pack_gemm(W, out, in, nr, NULL, NULL);
     if (!L->Wp) return FRNN_ENOMEM;
@@ -222,7 +222,8 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
             if (!act_ok(d->acts[i][a], 0)) return FRNN_EINVAL;
     }
     NEW_LAYER(L, m, L_REC)
-    int vw = m->vw, nr = 2 * vw, G = gates[d->cell], H = d->hidden_size, I = d->input_size;
+    int vw = m->vw, nr = m->k->gemm_nr(d->input_size), G = gates[d->cell], H = d->hidden_size;
+    int I = d->input_size;
     int R = d->proj_size ? d->proj_size : H;
     L->d = *d;
     memset(L->d.w, 0, sizeof L->d.w);
@@ -265,7 +266,8 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
             for (int g = 0; ok && g < 3; g++)
                 memcpy(L->peep[i] + g * L->Hp, w->P + g * H, (size_t)H * sizeof(float));
         }
-        if (ok && w->W_hr) ok &= !!(L->Whr_p[i] = pack_gemm(w->W_hr, R, H, nr, NULL, NULL));
+        if (ok && w->W_hr)
+            ok &= !!(L->Whr_p[i] = pack_gemm(w->W_hr, R, H, m->k->gemm_nr(H), NULL, NULL));
         if (!ok) { layer_free(L); return FRNN_ENOMEM; }
     }
     m->nlayers++;
@@ -564,7 +566,7 @@ static void rec_part(void *arg, int tid, int nt) {
         for (int64_t i = i0; i < i1; i++) c->xrows[i] = L->emb_xp + J->ids[i] * L->nx;
     } else {
         int n0, n1;
-        share(L->nx, 2 * vw, tid, nt, &n0, &n1);
+        share(L->nx, k->gemm_nr(L->in), tid, nt, &n0, &n1);
         if (n1 > n0)
             k->gemm(B * T, n1 - n0, L->in, J->in, J->ld_in, L->Wih_p + (int64_t)n0 * L->in,
                     L->bih_p + n0, c->xp + n0, L->nx);

@@ -8,6 +8,7 @@
 #define VW 16
 #define V_RB 6
 #define G_MR 8
+#define G_MR4 6   /* rows of the 4-vector GEMM tile (gemm/impl.h, panel_nv) */
 
 typedef __m512 vf;
 typedef __mmask16 vmask;
