@@ -362,6 +362,7 @@ typedef struct {
     size_t size;
     int cached;             /* the block comes from / returns to this thread's cache */
     int par;                /* threads a layer may use (1 inside a batch chunk) */
+    unsigned zig;           /* steps run so far (streams): the parity of the next tile order */
 } ctx;
 
 /* Workspace blocks: the calling thread of frnn_forward keeps its last block (thread-local) and
@@ -607,6 +608,7 @@ static void rec_part(void *arg, int tid, int nt) {
                 a.xp = c->xp + (int64_t)t * L->nx + (int64_t)d * G * L->Hp;
             }
             a.h = hp; a.c = cp; a.c_out = cn;
+            a.zig = (c->zig + st) & 1;
             a.h_out = L->Whr_p[d] ? hfull : hn;
             a.h_out_stride = L->Whr_p[d] ? L->Hp : L->Rp;
             k->rec_step(&a);
@@ -849,6 +851,7 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
             s->c.ids[b] = v;
         }
         s->c.par = frnn_get_num_threads();
+        s->c.zig++;
         return run(m, &s->c, NULL, s->c.ids, NULL, y);
     }
     const int F = m->input_size;
@@ -866,6 +869,7 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
         return FRNN_EINVAL;
     }
     s->c.par = frnn_get_num_threads();
+    s->c.zig++;
     return run(m, &s->c, xin, NULL, NULL, y);
 }
 

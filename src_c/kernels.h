@@ -12,6 +12,10 @@ typedef struct {
     int Hp;              /* H rounded up to the ISA's VW: gate block stride in xp, c row stride */
     int j0, j1;          /* the units this call computes: [j0, j1), multiples of VW, j1 <= Hp
                             (a thread's share of the tiles; 0, Hp for all) */
+    int zig;             /* 1: tiles in descending order. Alternated step by step, so that each
+                            step starts on the weights the last one read most recently: when
+                            W_hh is about the cache's size, LRU keeps them instead of evicting
+                            exactly the next ones. The order of tiles never changes a result. */
     const float *Whh;    /* tiles of VW units: [H/VW][R][G'][VW]; G' = 2 (r,z) for GRU lbr=0 */
     const float *Whh_n;  /* GRU lbr=0 only: n gate, [H/VW][H][VW] */
     const float *b_hn;   /* GRU lbr=1: (Hp) recurrent bias of n, applied inside r*(.) */

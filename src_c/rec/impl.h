@@ -203,7 +203,8 @@ FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi(a, b0 + r, j, acc[0][r
 #define FRNN_NB_CASES(F) case 3: F(3); break; case 2: F(2); break; case 1: F(1); break;
 #endif
 #define FRNN_TILES(BLOCK, G, K, WBASE)                                                     \
-    for (int j = a->j0; j < a->j1; j += VW) {                                              \
+    for (int jj = a->j0; jj < a->j1; jj += VW) {                                           \
+        const int j = a->zig ? a->j1 - VW - (jj - a->j0) : jj;                               \
         const float *W = (WBASE) + (int64_t)(j / VW) * (K) * (G) * VW;                      \
         for (int b0 = 0; b0 < a->B; b0 += V_RB) {                                          \
             int nb = a->B - b0 < V_RB ? a->B - b0 : V_RB;                                   \
