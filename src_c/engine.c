@@ -572,7 +572,7 @@ static void rec_part(void *arg, int tid, int nt) {
             k->gemm(B * T, n1 - n0, L->in, J->in, J->ld_in, L->Wih_p + (int64_t)n0 * L->in,
                     L->bih_p + n0, c->xp + n0, L->nx);
     }
-    frnn_barrier_wait(&J->bar);   /* xp complete */
+    frnn_barrier_wait(&J->bar, 0);   /* xp complete */
     int d0 = 0, d1 = L->ndir, j0 = 0, j1 = L->Hp;
     if (mode == PAR_DIRS) {
         if (tid >= L->ndir) return;
@@ -615,7 +615,7 @@ static void rec_part(void *arg, int tid, int nt) {
             if (L->Whr_p[d]) k->gemm(B, R, L->H, hfull, L->Hp, L->Whr_p[d], NULL, hn, L->Rp);
             step_rows(L, J, d, t, hp, hn, cp, cn, h0, h1, j0, j1);
             cur ^= 1;
-            if (mode == PAR_TILES) frnn_barrier_wait(&J->bar);   /* h of step t complete */
+            if (mode == PAR_TILES) frnn_barrier_wait(&J->bar, 1);   /* h of step t complete */
         }
         if (!L->d.return_sequences) {
             const float *h = c->h[cur][s];

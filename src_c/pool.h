@@ -13,7 +13,9 @@ typedef struct {
     atomic_int count, phase;
     int n;
 } frnn_barrier;
-void frnn_barrier_wait(frnn_barrier *b);
+/* watch: the parts arrive within ~1 µs of each other when each has a core (per-step barriers);
+ * a long wait there means they do not, and the pool runs serially for a while (pool.c). */
+void frnn_barrier_wait(frnn_barrier *b, int watch);
 
 /* Run fn(arg, tid, n) for every tid in [0, n) at once, n <= nt, the caller taking tid 0; returns
  * when every part has returned. n is nt unless the pool is busy (a region already running: nested
