@@ -55,24 +55,27 @@ static struct {
  * (measured with a competing process on one of 2 cores: LSTM 256 batch 1, 2 threads, 26 ms per
  * call with 200 µs of spinning per wait, 1 thread 3.6 ms). */
 #define FRNN_YIELD_NS 20000L
-/* returns 1 once the wait has become long (it yields from then on) */
-static int backoff(int i, long *t0) {
+static void backoff(int i, long *t0) {
     cpu_relax();
     if (i % 64 == 0) {
         if (!*t0) *t0 = now_ns();
-        else if (now_ns() - *t0 > FRNN_YIELD_NS) {
-            sched_yield();
-            return 1;
-        }
+        else if (now_ns() - *t0 > FRNN_YIELD_NS) sched_yield();
     }
-    return 0;
 }
 
-/* A region whose watched barrier waited long (a part had lost its core) makes the regions of the
- * next FRNN_SERIAL_NS run serially: with a competing process on one of 2 cores, LSTM 256 batch 1
- * at 2 threads took 26 ms per call spinning, 5.5-7 ms yielding, against 2.3 ms on 1 thread. */
+/* Contention: the parts of a region wait for each other at the per-step barriers ("watched"),
+ * about 1 µs when every part has a core. When another process takes one, a part stalls for a
+ * scheduler slice (ms) and the others wait. The pool keeps a moving average of the fraction of
+ * the regions' time spent waiting there; above 1/4 it runs the regions of the next
+ * FRNN_SERIAL_NS serially, then tries threads again. An isolated hiccup (an interrupt, the
+ * hypervisor) moves the average by little. Measured with a competing busy process on one of 2
+ * cores, LSTM 256 batch 1 at 2 threads: 26 ms per call spinning, 5.5-7 ms yielding, against
+ * 2.3 ms on 1 thread. */
 #define FRNN_SERIAL_NS 100000000L
-static atomic_int slow;
+static atomic_long wait_ns;        /* waits at watched barriers in the current region */
+static atomic_int watched;         /* watched waits in the current region */
+static double wait_avg;            /* under P.busy */
+static atomic_long serial_until;
 static atomic_long serial_until;
 
 /* P.gen is a sequence lock over the region fields: odd while frnn_parallel writes them, even
@@ -118,8 +121,10 @@ static void after_fork_child(void) {
     P.nworkers = 0;
     atomic_store(&P.sleepers, 0);
     atomic_store(&P.pending, 0);
-    atomic_store(&slow, 0);
+    atomic_store(&wait_ns, 0);
+    atomic_store(&watched, 0);
     atomic_store(&serial_until, 0);
+    wait_avg = 0;
 }
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void fork_init(void) { pthread_atfork(NULL, NULL, after_fork_child); }
@@ -161,6 +166,7 @@ void frnn_parallel(int nt, frnn_task_fn fn, void *arg, frnn_barrier *bar) {
         return;
     }
     barrier_init(bar, nt);
+    const long t_start = now_ns();
     atomic_fetch_add(&P.gen, 1);                       /* odd: being written */
     P.fn = fn; P.arg = arg; P.nt = nt;
     atomic_store(&P.pending, nt - 1);
@@ -173,7 +179,15 @@ void frnn_parallel(int nt, frnn_task_fn fn, void *arg, frnn_barrier *bar) {
     fn(arg, 0, nt);
     long t0 = 0;
     for (int i = 1; atomic_load_explicit(&P.pending, memory_order_acquire) > 0; i++) backoff(i, &t0);
-    if (atomic_exchange(&slow, 0)) atomic_store(&serial_until, now_ns() + FRNN_SERIAL_NS);
+    if (atomic_exchange(&watched, 0)) {
+        const long t1 = now_ns();
+        const double frac = (double)atomic_exchange(&wait_ns, 0) / ((double)(t1 - t_start) * nt);
+        wait_avg = 0.9 * wait_avg + 0.1 * frac;
+        if (wait_avg > 0.25) {
+            atomic_store(&serial_until, t1 + FRNN_SERIAL_NS);
+            wait_avg = 0;
+        }
+    }
     pthread_mutex_unlock(&P.busy);
 }
 
@@ -186,8 +200,10 @@ void frnn_barrier_wait(frnn_barrier *b, int watch) {
         return;
     }
     long t0 = 0;
-    int waited = 0;
-    for (int i = 1; atomic_load_explicit(&b->phase, memory_order_acquire) == ph; i++)
-        waited |= backoff(i, &t0);
-    if (waited && watch) atomic_store(&slow, 1);
+    const long arrived = watch ? now_ns() : 0;
+    for (int i = 1; atomic_load_explicit(&b->phase, memory_order_acquire) == ph; i++) backoff(i, &t0);
+    if (watch) {
+        atomic_fetch_add_explicit(&wait_ns, now_ns() - arrived, memory_order_relaxed);
+        atomic_store_explicit(&watched, 1, memory_order_relaxed);
+    }
 }
