@@ -10,7 +10,8 @@ For a stream, x is (steps, B, F), output() returns (steps, B, out) from a fresh 
 continues the running state (a long-running stream, as a service keeps one).
 
 Streaming peers are driven as a service would: torch calls the module on (B, 1, F) with the carried
-(h, c); onnxruntime / openvino run a T=1 graph that takes and returns the states.
+(h, c); onnxruntime / openvino run a T=1 graph that takes and returns the states; TFLite runs a T=1
+step model that does the same (made by bench/tflite_convert.py, as the whole-sequence models).
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from functools import partial
 
 import numpy as np
 
+import tflite_convert
 import workloads as W
 
-PEERS = ("torch", "torch-nodnn", "onnxruntime", "openvino")
-MODULE = {"torch-nodnn": "torch"}        # engine -> the package it needs, when the names differ
+PEERS = ("torch", "torch-nodnn", "onnxruntime", "openvino", "tflite")
+MODULE = {"torch-nodnn": "torch",        # engine -> the package it needs, when the names differ
+          "tflite": "ai_edge_litert"}
 
 
 class Column:
@@ -163,14 +166,60 @@ def ov_column(ctx, threads):
                              lambda feed: req.infer(feed, share_inputs=True).to_tuple())
 
 
+# ---------------------------------------------------------------- tflite
+
+def tflite_column(ctx, threads):
+    """The ai-edge-litert interpreter (its default XNNPACK delegate), num_threads = threads, on
+    the .tflite model converted from the same weights (tflite_convert.py). Tensors are found by
+    the model's signature names, then each call is set_tensor / invoke / get_tensor."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    is_stream = ctx.wl.kind == "stream"
+    it = Interpreter(model_path=str(ctx.tflite_path(is_stream)), num_threads=threads)
+    it.allocate_tensors()
+    runner = it.get_signature_runner()
+    ins = {k: d["index"] for k, d in runner.get_input_details().items()}
+    outs = {k: d["index"] for k, d in runner.get_output_details().items()}
+    del runner            # invoke() refuses to run while anything else holds the interpreter
+    set_tensor, invoke, get_tensor = it.set_tensor, it.invoke, it.get_tensor
+    if not is_stream:
+        (x_in,), (y_out,) = ins.values(), outs.values()
+
+        def call(x):
+            it.reset_all_variables()     # the fused LSTM op keeps its final state: a new sequence
+            set_tensor(x_in, x)
+            invoke()
+            return get_tensor(y_out)
+        return Column("tflite", threads, lambda x: x, call, call)
+
+    net, x_in = ctx.wl.net, ins["x"]
+    kinds = ("h", "c") if net.cell == "lstm" else ("h",)
+    st_in = [ins[f"{k}0_l{l}"] for l in range(net.layers) for k in kinds]     # the step model's
+    st_out = [outs[f"{k}_l{l}"] for l in range(net.layers) for k in kinds]    # names
+    y_at = (net.layers - 1) * len(kinds)                                      # the last layer's h
+    shape = (ctx.wl.batch, net.hidden)
+
+    def step(x, st):
+        set_tensor(x_in, x)
+        for i, s in zip(st_in, st):
+            set_tensor(i, s)
+        invoke()
+        st = [get_tensor(o) for o in st_out]
+        return st[y_at], st
+
+    stream = CarriedState(step, lambda: [np.zeros(shape, np.float32) for _ in st_in])
+    return Column("tflite", threads, list, stream.output, stream.rep)
+
+
 BUILDERS = {"torch": torch_column, "torch-nodnn": partial(torch_column, onednn=False),
-            "onnxruntime": ort_column, "openvino": ov_column}
+            "onnxruntime": ort_column, "openvino": ov_column, "tflite": tflite_column}
 
 
 # ---------------------------------------------------------------- per-workload context
 
 class Context:
-    """One workload's weights, IR layers and (lazily, shared by columns) torch / ONNX models."""
+    """One workload's weights, IR layers and (lazily, shared by columns) torch / ONNX / TFLite
+    models."""
 
     def __init__(self, wl, ir):
         self.wl = wl
@@ -202,6 +251,11 @@ class Context:
                 f.write(self.onnx_model(stream).SerializeToString())
             return path
         return self._cached(("path", stream), write)
+
+    def tflite_path(self, stream):
+        """The cached .tflite file (converted on first use; raises with the reason if it cannot)."""
+        return self._cached(("tflite", stream), lambda: tflite_convert.model_path(
+            self.wl, self.sd, stream))
 
     def close(self):
         if self._tmp is not None:

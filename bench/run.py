@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Time fastrnn against torch, onnxruntime and openvino in one process, same weights, same inputs.
+"""Time fastrnn against torch, onnxruntime, openvino and TFLite in one process, same weights, same
+inputs.
 
 For every workload (bench/workloads.py) and thread count, each engine is built from one set of
 weights; every output is checked against the baseline (fastrnn at the first thread count; torch
@@ -27,7 +28,10 @@ import time
 import types
 from pathlib import Path
 
-import numpy as np
+# NumPy's BLAS threads (only the float64 reference check uses them) spin after each call and
+# would take the second core from whichever engine runs next at 2 threads
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 
 import engines as E
 import workloads as W
@@ -40,7 +44,7 @@ TIMING = {                 # warm-up: >= warm_s seconds and >= 1 rep; then reps 
     "quick": dict(warm_s=0.1, budget_s=0.4, min_reps=3, max_reps=50),
 }
 SHORT = {"fastrnn": "fastrnn", "torch": "torch", "torch-nodnn": "tnd", "onnxruntime": "ort",
-         "openvino": "ov"}
+         "openvino": "ov", "tflite": "tfl"}          # the short names are accepted by --peers too
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -121,6 +125,9 @@ def versions(fastrnn, peers):
         v["onnx"] = onnx.__version__
     except ImportError:
         pass
+    if "ai_edge_litert" in peers:       # what makes the .tflite files (its own virtualenv)
+        tfc = E.tflite_convert
+        v["tflite converter"] = tfc.TF_PYTHON or " ".join(tfc.TF_REQUIREMENTS)
     return v
 
 
@@ -321,7 +328,8 @@ def parse_args(argv):
     p.add_argument("--only", help="comma-separated workload names or globs (see --list)")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2 (default 1)")
     p.add_argument("--peers", default=",".join(E.PEERS),
-                   help=f"comma-separated peers to time (default {','.join(E.PEERS)}; ort, ov accepted)")
+                   help=f"comma-separated peers to time (default {','.join(E.PEERS)}; "
+                        "tnd, ort, ov, tfl accepted)")
     p.add_argument("--json", metavar="PATH", help="write every result and the machine info here")
     p.add_argument("--peers-only", action="store_true",
                    help="no fastrnn engine: check the peers against torch + the float64 reference "
@@ -347,7 +355,7 @@ def main(argv=None):
         assert threads and min(threads) >= 1
     except (ValueError, AssertionError):
         raise SystemExit(f"bench: --threads wants positive integers like 1,2, got {args.threads!r}")
-    alias = {"ort": "onnxruntime", "ov": "openvino"}
+    alias = {short: engine for engine, short in SHORT.items()}
     wanted = [alias.get(p.strip(), p.strip()) for p in args.peers.split(",") if p.strip()]
     if bad := [p for p in wanted if p not in E.PEERS]:
         raise SystemExit(f"bench: unknown peer(s) {bad}; known: {', '.join(E.PEERS)}")
