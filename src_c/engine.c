@@ -39,7 +39,7 @@ typedef struct {
     float *Wp, *bp; frnn_act act;
     /* recurrent */
     frnn_rec_desc d;               /* options; weight pointers cleared */
-    int G, H, R, Hp, Rp, ndir, nx, state0, slot0;
+    int G, H, R, Hp, Rp, ndir, nx, nr, state0, slot0;   /* nr: W_ih's panel width */
     float *Wih_p, *bih_p;          /* both directions in one GEMM: N = nx = ndir*G*Hp */
     float *emb_xp;                 /* first recurrent layer right after the Embedding: the input
                                       projection of every token, (vocab, nx), computed at load */
@@ -227,7 +227,7 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
     int R = d->proj_size ? d->proj_size : H;
     L->d = *d;
     memset(L->d.w, 0, sizeof L->d.w);
-    L->G = G; L->H = H; L->R = R; L->Hp = rup(H, vw); L->Rp = rup(R, vw); L->ndir = ndir;
+    L->G = G; L->H = H; L->R = R; L->Hp = rup(H, vw); L->Rp = rup(R, vw); L->ndir = ndir; L->nr = nr;
     L->nx = ndir * G * L->Hp;
     L->in = I;
     L->out = ndir == 2 && d->merge == FRNN_MERGE_CONCAT ? 2 * R : R;
@@ -567,7 +567,7 @@ static void rec_part(void *arg, int tid, int nt) {
         for (int64_t i = i0; i < i1; i++) c->xrows[i] = L->emb_xp + J->ids[i] * L->nx;
     } else {
         int n0, n1;
-        share(L->nx, k->gemm_nr(L->in), tid, nt, &n0, &n1);
+        share(L->nx, L->nr, tid, nt, &n0, &n1);
         if (n1 > n0)
             k->gemm(B * T, n1 - n0, L->in, J->in, J->ld_in, L->Wih_p + (int64_t)n0 * L->in,
                     L->bih_p + n0, c->xp + n0, L->nx);
@@ -587,7 +587,8 @@ static void rec_part(void *arg, int tid, int nt) {
     memset(&a, 0, sizeof a);
     a.cell = L->d.cell; a.B = B; a.H = L->H; a.R = R; a.Hp = L->Hp; a.j0 = j0; a.j1 = j1;
     a.clip = L->d.clip; a.input_forget = L->d.input_forget; a.lbr = L->d.linear_before_reset;
-    a.xp_stride = (int64_t)T * L->nx;
+    /* xp rows are T * nx floats apart; with the Embedding folded in, xrows[b * T + t] */
+    a.xp_stride = L->emb_xp ? T : (int64_t)T * L->nx;
     a.h_stride = L->Rp;
     for (int d = d0; d < d1; d++) {
         const int s = L->slot0 + d;
@@ -595,18 +596,14 @@ static void rec_part(void *arg, int tid, int nt) {
         float *hfull = c->hfull + (size_t)d * B * L->Hp;
         a.scratch = c->scratch + (size_t)d * 2 * B * L->Hp;
         a.Whh = L->Whh_p[d]; a.Whh_n = L->Whh_n_p[d]; a.b_hn = L->bhn[d]; a.peep = L->peep[d];
+        a.xp_off = (int64_t)d * G * L->Hp;
         for (int i = 0; i < 3; i++) a.act[i] = L->d.acts[d][i];
         int cur = cur0[d];
         for (int st = 0; st < T; st++) {
             const int t = rev ? T - 1 - st : st;
             float *hp = c->h[cur][s], *hn = c->h[cur ^ 1][s], *cp = c->c[cur][s], *cn = c->c[cur ^ 1][s];
-            if (L->emb_xp) {
-                a.xp_rows = c->xrows + t;
-                a.xp_off = (int64_t)d * G * L->Hp;
-                a.xp_stride = T;
-            } else {
-                a.xp = c->xp + (int64_t)t * L->nx + (int64_t)d * G * L->Hp;
-            }
+            if (L->emb_xp) a.xp_rows = c->xrows + t;
+            else a.xp = c->xp + (int64_t)t * L->nx + a.xp_off;
             a.h = hp; a.c = cp; a.c_out = cn;
             a.zig = (c->zig + st) & 1;
             a.h_out = L->Whr_p[d] ? hfull : hn;
@@ -633,8 +630,9 @@ static void rec_part(void *arg, int tid, int nt) {
  * per part (not with a projection or GRU linear_before_reset=0: their steps read whole vectors
  * mid-step). */
 static int rec_mode(const frnn_model *m, const layer *L, int B, int T, int nt) {
+    if (nt < 2) return PAR_SERIAL;
     const double step = 2.0 * L->ndir * L->G * L->H * (double)(L->in + L->R) * B;
-    if (nt < 2 || step * T < 5e5) return PAR_SERIAL;
+    if (step * T < 5e5) return PAR_SERIAL;
     if (L->ndir == 2) return PAR_DIRS;
     if (L->Whr_p[0] || (L->d.cell == FRNN_CELL_GRU && !L->d.linear_before_reset)) return PAR_SERIAL;
     if (L->Hp / m->vw < 2 * nt || step < 2.5e5) return PAR_SERIAL;
@@ -827,6 +825,8 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
     const frnn_model *m = s->m;
     const int B = s->c.B;
     const char *p = x;
+    s->c.par = frnn_get_num_threads();
+    s->c.zig++;   /* the next step's tile order (rec/impl.h, zig) */
     if (m->input_ids) {
         for (int b = 0; b < B; b++, p += sb) {
             int64_t v;
@@ -850,8 +850,6 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
             }
             s->c.ids[b] = v;
         }
-        s->c.par = frnn_get_num_threads();
-        s->c.zig++;
         return run(m, &s->c, NULL, s->c.ids, NULL, y);
     }
     const int F = m->input_size;
@@ -868,8 +866,6 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
     } else {
         return FRNN_EINVAL;
     }
-    s->c.par = frnn_get_num_threads();
-    s->c.zig++;
     return run(m, &s->c, xin, NULL, NULL, y);
 }
 

@@ -76,7 +76,6 @@ static atomic_long wait_ns;        /* waits at watched barriers in the current r
 static atomic_int watched;         /* watched waits in the current region */
 static double wait_avg;            /* under P.busy */
 static atomic_long serial_until;
-static atomic_long serial_until;
 
 /* P.gen is a sequence lock over the region fields: odd while frnn_parallel writes them, even
  * once published. A worker that reads them and then sees gen moved on was not a part of that
