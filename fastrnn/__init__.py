@@ -4,6 +4,7 @@ Dense heads) on the CPU, fast, from Python. See README.md and docs/.
     m = fastrnn.load("model.frnn")          # or fastrnn.convert(...), or fastrnn.Model(layers)
     y = m.predict(x)                        # batch-major
     s = m.stream(batch_size=1); y_t = s.step(x_t)
+    pool = fastrnn.StreamPool(m, capacity); y = pool.step(slots, x)   # many conversations
 
 FASTRNN_ISA=scalar|avx2|avx512 (read at import) forces the kernels new models use.
 """
@@ -13,7 +14,7 @@ from .errors import FastRNNError, ModelFormatError, ShapeError, UnsupportedError
 from . import ir
 from .ir import Act, Activation, Dense, Embedding, Masking, Recurrent
 from . import _engine
-from ._engine import Stream, get_num_threads, set_num_threads
+from ._engine import Stream, StreamPool, get_num_threads, set_num_threads
 from .model import Model
 from .fileformat import load
 
@@ -37,6 +38,6 @@ def convert(src, **opts):
     return _convert(src, **opts)
 
 
-__all__ = ["Model", "Stream", "load", "convert", "cpu_info", "set_num_threads", "get_num_threads",
+__all__ = ["Model", "Stream", "StreamPool", "load", "convert", "cpu_info", "set_num_threads", "get_num_threads",
            "Embedding", "Masking", "Dense", "Activation", "Recurrent", "Act", "ir",
            "FastRNNError", "ModelFormatError", "ShapeError", "UnsupportedError"]

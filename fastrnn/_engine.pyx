@@ -43,6 +43,8 @@ cdef extern from "fastrnn.h" nogil:
         pass
     ctypedef struct frnn_stream:
         pass
+    ctypedef struct frnn_streampool:
+        pass
     int FRNN_OK, FRNN_ENOMEM, FRNN_EINVAL, FRNN_EIDRANGE, FRNN_ESTATE, FRNN_EUNSUPPORTED, FRNN_EISA
     int FRNN_DT_F32, FRNN_DT_F64, FRNN_DT_I8, FRNN_DT_I16, FRNN_DT_I32, FRNN_DT_I64
     int FRNN_DT_U8, FRNN_DT_U16, FRNN_DT_U32, FRNN_DT_U64
@@ -77,6 +79,18 @@ cdef extern from "fastrnn.h" nogil:
     frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t sb, int64_t sf, float *y)
     void frnn_stream_get_state(const frnn_stream *s, int i, float *dst)
     void frnn_stream_set_state(frnn_stream *s, int i, const float *src)
+    frnn_status frnn_streampool_new(const frnn_model *m, int capacity, frnn_streampool **out)
+    void frnn_streampool_free(frnn_streampool *p)
+    int frnn_streampool_capacity(const frnn_streampool *p)
+    int frnn_streampool_num_open(const frnn_streampool *p)
+    int frnn_streampool_is_open(const frnn_streampool *p, int64_t slot)
+    int frnn_streampool_open(frnn_streampool *p)
+    frnn_status frnn_streampool_close(frnn_streampool *p, int64_t slot)
+    frnn_status frnn_streampool_reset(frnn_streampool *p, int64_t slot)
+    frnn_status frnn_streampool_step(frnn_streampool *p, int n, const void *slots, int sdtype, int64_t ss,
+                                     const void *x, int dtype, int64_t sb, int64_t sf, float *y)
+    frnn_status frnn_streampool_get_state(const frnn_streampool *p, int64_t slot, int i, float *dst)
+    frnn_status frnn_streampool_set_state(frnn_streampool *p, int64_t slot, int i, const float *src)
 
 
 cdef object _raise(frnn_status st, str what):
@@ -294,6 +308,65 @@ cdef inline int _dtype_code(int typenum) noexcept:
     return -1
 
 
+cdef int _check_in(cnp.ndarray x, int code, int ids, Py_ssize_t B, int in_size, str what) except -1:
+    if ids:
+        if cnp.PyArray_NDIM(x) != 1 or cnp.PyArray_DIMS(x)[0] != B:
+            raise ShapeError(f"{what}: expected token ids of shape ({B},), got {(<object>x).shape}")
+        if code < FRNN_DT_I8:
+            raise ShapeError(f"{what}: token ids must be integers, got dtype {x.dtype}")
+    else:
+        if (cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_DIMS(x)[0] != B
+                or cnp.PyArray_DIMS(x)[1] != in_size):
+            raise ShapeError(f"{what}: expected x of shape ({B}, {in_size}), got {(<object>x).shape}")
+        if code > FRNN_DT_F64 or code < 0:
+            raise ShapeError(f"{what}: expected float input, got dtype {x.dtype}")
+    return code
+
+
+cdef object _coerce(object x, int ids, str what):
+    """Slow path: anything that is not an ndarray of a dtype the C step reads directly."""
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise ShapeError(f"{what}: x is not an array: {e}") from None
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))   # byte-swapped input: read as numbers
+    if ids:
+        if a.dtype.kind not in "iu":
+            raise ShapeError(f"{what}: token ids must be integers, got dtype {a.dtype}")
+        return a
+    if a.dtype.kind != "f":
+        raise ShapeError(f"{what}: expected float input, got dtype {a.dtype}")
+    if _dtype_code(cnp.PyArray_TYPE(a)) not in (FRNN_DT_F32, FRNN_DT_F64):
+        a = a.astype(np.float32)   # float16, longdouble: converted (documented)
+    return a
+
+
+cdef cnp.ndarray _step_input(object x, int *code, int ids, Py_ssize_t B, int in_size, str what):
+    """x as an array the C step reads directly (native byte order, a dtype it knows), checked;
+    ndarrays that already qualify pass through uncopied (the hot path)."""
+    cdef cnp.ndarray xa
+    code[0] = -1
+    if cnp.PyArray_Check(x) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
+        code[0] = _dtype_code(cnp.PyArray_TYPE(<cnp.ndarray>x))
+    if code[0] >= 0:
+        xa = <cnp.ndarray>x
+    else:
+        xa = _coerce(x, ids, what)
+        code[0] = _dtype_code(cnp.PyArray_TYPE(xa))
+    _check_in(xa, code[0], ids, B, in_size, what)
+    return xa
+
+
+cdef int _check_out(cnp.ndarray out, Py_ssize_t B, int out_size) except -1:
+    if (cnp.PyArray_TYPE(out) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(out) != 2
+            or cnp.PyArray_DIMS(out)[0] != B or cnp.PyArray_DIMS(out)[1] != out_size
+            or not cnp.PyArray_ISCARRAY(out)):
+        raise ShapeError(f"step_into: out must be a writeable C-contiguous float32 array of shape "
+                         f"({B}, {out_size}), got {out.dtype} {(<object>out).shape}")
+    return 0
+
+
 cdef class Stream:
     """A stream over a model: owns its state; step() feeds one time step of `batch_size` rows.
 
@@ -335,54 +408,6 @@ cdef class Stream:
         self.ids = cm.input_ids
         self.in_size = cm.input_size
 
-    cdef inline int _check_in(self, cnp.ndarray x, int code) except -1:
-        if self.ids:
-            if cnp.PyArray_NDIM(x) != 1 or cnp.PyArray_DIMS(x)[0] != self.batch_size:
-                raise ShapeError(f"step: expected token ids of shape ({self.batch_size},), got {(<object>x).shape}")
-            if code < FRNN_DT_I8:
-                raise ShapeError(f"step: token ids must be integers, got dtype {x.dtype}")
-        else:
-            if (cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_DIMS(x)[0] != self.batch_size
-                    or cnp.PyArray_DIMS(x)[1] != self.in_size):
-                raise ShapeError(
-                    f"step: expected x of shape ({self.batch_size}, {self.in_size}), got {(<object>x).shape}")
-            if code > FRNN_DT_F64 or code < 0:
-                raise ShapeError(f"step: expected float input, got dtype {x.dtype}")
-        return code
-
-    cdef object _coerce(self, object x):
-        """Slow path: anything that is not an ndarray of a dtype the C step reads directly."""
-        try:
-            a = np.asarray(x)
-        except (ValueError, TypeError) as e:
-            raise ShapeError(f"step: x is not an array: {e}") from None
-        if not a.dtype.isnative:
-            a = a.astype(a.dtype.newbyteorder("="))   # byte-swapped input: read as numbers
-        if self.ids:
-            if a.dtype.kind not in "iu":
-                raise ShapeError(f"step: token ids must be integers, got dtype {a.dtype}")
-            return a
-        if a.dtype.kind != "f":
-            raise ShapeError(f"step: expected float input, got dtype {a.dtype}")
-        if _dtype_code(cnp.PyArray_TYPE(a)) not in (FRNN_DT_F32, FRNN_DT_F64):
-            a = a.astype(np.float32)   # float16, longdouble: converted (documented)
-        return a
-
-    cdef cnp.ndarray _input(self, object x, int *code):
-        """x as an array the C step reads directly (native byte order, a dtype it knows), checked;
-        ndarrays that already qualify pass through uncopied (the hot path)."""
-        cdef cnp.ndarray xa
-        code[0] = -1
-        if cnp.PyArray_Check(x) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
-            code[0] = _dtype_code(cnp.PyArray_TYPE(<cnp.ndarray>x))
-        if code[0] >= 0:
-            xa = <cnp.ndarray>x
-        else:
-            xa = self._coerce(x)
-            code[0] = _dtype_code(cnp.PyArray_TYPE(xa))
-        self._check_in(xa, code[0])
-        return xa
-
     cdef inline int _acquire(self) except -1:
         """Test-and-set the busy flag (under the GIL, with no Python code in between)."""
         if self.s == NULL:
@@ -396,7 +421,7 @@ cdef class Stream:
         cdef int code
         if self.s == NULL:
             raise FastRNNError("this Stream was not made by Model.stream()")
-        cdef cnp.ndarray xa = self._input(x, &code)
+        cdef cnp.ndarray xa = _step_input(x, &code, self.ids, self.batch_size, self.in_size, "step")
         cdef const void *xp = cnp.PyArray_DATA(xa)
         cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
         cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
@@ -412,11 +437,7 @@ cdef class Stream:
 
     def step_into(self, x, cnp.ndarray out not None):
         """One step; writes the output into `out` (float32 C-contiguous (batch, output_size))."""
-        if (cnp.PyArray_TYPE(out) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(out) != 2
-                or cnp.PyArray_DIMS(out)[0] != self.batch_size or cnp.PyArray_DIMS(out)[1] != self.out_size
-                or not cnp.PyArray_ISCARRAY(out)):
-            raise ShapeError(f"step_into: out must be a writeable C-contiguous float32 array of shape "
-                             f"({self.batch_size}, {self.out_size}), got {out.dtype} {(<object>out).shape}")
+        _check_out(out, self.batch_size, self.out_size)
         self._step(x, out)
 
     def _c_loop(self, x, cnp.ndarray out not None, long n):
@@ -425,7 +446,7 @@ cdef class Stream:
         import time
         self.step_into(x, out)             # checks out, and x, as step_into does
         cdef int code
-        cdef cnp.ndarray xa = self._input(x, &code)
+        cdef cnp.ndarray xa = _step_input(x, &code, self.ids, self.batch_size, self.in_size, "step")
         cdef const void *xp = cnp.PyArray_DATA(xa)
         cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
         cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
@@ -479,4 +500,220 @@ cdef class Stream:
         for i in range(self.cm.num_states):
             a = arrs[i]
             frnn_stream_set_state(self.s, i, <const float *>cnp.PyArray_DATA(a))
+        self.busy = 0
+
+
+# ---- stream pools -------------------------------------------------------------------------
+cdef class StreamPool:
+    """Many conversations over one model, any subset of them stepped as ONE batch.
+
+        pool = fastrnn.StreamPool(model, capacity)
+        slot = pool.open()                    # the lowest free slot, with a zero state
+        y = pool.step(slots, x)               # slots: 1-D integers (distinct, open); x: (n, features)
+                                              # floats or (n,) ids, row i feeding slots[i]
+        pool.step_into(slots, x, out)         # out: float32 C-contiguous (n, output_size)
+        pool.reset(slot); pool.close(slot)
+        st = pool.state(slot); pool.set_state(slot, st)
+
+    Each slot behaves exactly as its own batch-1 Stream (bit for bit): the stepped slots' states
+    are gathered into one batch in C, run by one call into the engine (the GIL released), and
+    scattered back. Closing a slot zeroes its state; a reopened slot starts from zeros. A pool is
+    used by one thread at a time (a second thread entering a busy pool gets a FastRNNError).
+    For a multi-output source model (e.g. Keras return_state) step returns the main output only.
+    Slot arguments that are not open, out of range, repeated in one step or not integers raise
+    ShapeError; open() on a full pool raises FastRNNError.
+    """
+    cdef frnn_streampool *p
+    cdef CModel cm
+    cdef readonly object model
+    cdef int out_size, ids, in_size, busy
+
+    def __cinit__(self):
+        self.p = NULL
+
+    def __dealloc__(self):
+        frnn_streampool_free(self.p)
+
+    def __init__(self, model, capacity):
+        if self.p != NULL:
+            raise FastRNNError("a StreamPool is initialised once")
+        cm = getattr(model, "_cm", None)
+        if not isinstance(cm, CModel) or (<CModel>cm).m == NULL:
+            raise TypeError(f"StreamPool: expected a fastrnn.Model, got {type(model).__name__}")
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) \
+                or not 1 <= capacity <= 2**31 - 1:
+            raise ShapeError(f"StreamPool: capacity must be an integer in [1, 2**31 - 1], got {capacity!r}")
+        if not (<CModel>cm).can_stream:
+            raise UnsupportedError(
+                "this model cannot stream: it has a reverse or bidirectional recurrent layer, whose "
+                "output at step t depends on steps after t; use predict() on whole sequences")
+        cdef frnn_status st = frnn_streampool_new((<CModel>cm).m, int(capacity), &self.p)
+        if st:
+            _raise(st, "StreamPool")
+        self.cm = cm
+        self.model = model
+        self.out_size = self.cm.output_size
+        self.ids = self.cm.input_ids
+        self.in_size = self.cm.input_size
+
+    @property
+    def capacity(self):
+        return frnn_streampool_capacity(self.p) if self.p != NULL else 0
+
+    @property
+    def num_open(self):
+        """How many slots are open."""
+        return frnn_streampool_num_open(self.p) if self.p != NULL else 0
+
+    def __len__(self):
+        return self.num_open
+
+    def __repr__(self):
+        return f"<fastrnn.StreamPool {self.num_open}/{self.capacity} slots open over {self.model!r}>"
+
+    cdef inline int _acquire(self) except -1:
+        if self.p == NULL:
+            raise FastRNNError("this StreamPool is not initialised")
+        if self.busy:
+            raise FastRNNError("this StreamPool is being used by another thread; use one pool per thread")
+        self.busy = 1
+        return 0
+
+    cdef int64_t _slot(self, object slot, str what) except -1:
+        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)):
+            raise ShapeError(f"{what}: a slot is an integer, got {slot!r}")
+        if not 0 <= slot < frnn_streampool_capacity(self.p):
+            raise ShapeError(f"{what}: slot {slot} is outside [0, {frnn_streampool_capacity(self.p)})")
+        if not frnn_streampool_is_open(self.p, slot):
+            raise ShapeError(f"{what}: slot {slot} is not open")
+        return slot
+
+    def is_open(self, slot):
+        """True when `slot` is an open slot of this pool."""
+        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)):
+            return False
+        return self.p != NULL and bool(frnn_streampool_is_open(self.p, slot))
+
+    def open_slots(self):
+        """The open slots, ascending (int64 array)."""
+        cap = self.capacity
+        return np.fromiter((i for i in range(cap) if frnn_streampool_is_open(self.p, i)), np.int64)
+
+    def open(self):
+        """Open the lowest free slot (its state zero) and return it."""
+        self._acquire()
+        cdef int slot = frnn_streampool_open(self.p)
+        self.busy = 0
+        if slot < 0:
+            raise FastRNNError(f"StreamPool is full: all {self.capacity} slots are open; close one first")
+        return slot
+
+    def close(self, slot):
+        """Close `slot` (its state is zeroed; open() may hand it out again)."""
+        cdef int64_t s = self._slot(slot, "close")
+        self._acquire()
+        frnn_streampool_close(self.p, s)
+        self.busy = 0
+
+    def reset(self, slot):
+        """Zero the state of `slot` (as a new conversation)."""
+        cdef int64_t s = self._slot(slot, "reset")
+        self._acquire()
+        frnn_streampool_reset(self.p, s)
+        self.busy = 0
+
+    cdef int _step(self, object slots, object x, cnp.ndarray out, Py_ssize_t n) except -1:
+        cdef int code, scode
+        cdef cnp.ndarray sa = <cnp.ndarray>slots
+        cdef cnp.ndarray xa = _step_input(x, &code, self.ids, n, self.in_size, "step")
+        scode = _dtype_code(cnp.PyArray_TYPE(sa))
+        cdef const void *sp = cnp.PyArray_DATA(sa)
+        cdef int64_t ss = cnp.PyArray_STRIDES(sa)[0]
+        cdef const void *xp = cnp.PyArray_DATA(xa)
+        cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
+        cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
+        cdef float *yp = <float *>cnp.PyArray_DATA(out)
+        cdef frnn_status st
+        self._acquire()
+        with nogil:
+            st = frnn_streampool_step(self.p, <int>n, sp, scode, ss, xp, code, sb, sf, yp)
+        self.busy = 0
+        if st == FRNN_EINVAL:
+            self._diagnose(sa)
+        if st:
+            _raise(st, "step")
+        return 0
+
+    cdef object _slots(self, object slots):
+        """slots as a 1-D native integer ndarray (ndarrays that qualify pass uncopied)."""
+        if self.p == NULL:
+            raise FastRNNError("this StreamPool is not initialised")
+        if not (cnp.PyArray_Check(slots) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>slots)
+                and _dtype_code(cnp.PyArray_TYPE(<cnp.ndarray>slots)) >= FRNN_DT_I8):
+            try:
+                slots = np.asarray(slots)
+            except (ValueError, TypeError) as e:
+                raise ShapeError(f"step: slots is not an array: {e}") from None
+            if slots.dtype.kind not in "iu":
+                if slots.size:
+                    raise ShapeError(f"step: slots must be integers, got dtype {slots.dtype}")
+                slots = slots.astype(np.int64)   # [] is float64 to NumPy
+            if not slots.dtype.isnative:
+                slots = slots.astype(slots.dtype.newbyteorder("="))
+        if cnp.PyArray_NDIM(<cnp.ndarray>slots) != 1:
+            raise ShapeError(f"step: slots must be 1-D, got shape {slots.shape}")
+        if cnp.PyArray_DIMS(<cnp.ndarray>slots)[0] > frnn_streampool_capacity(self.p):
+            raise ShapeError(f"step: {len(slots)} slots given, the pool has {self.capacity}")
+        return slots
+
+    def _diagnose(self, cnp.ndarray slots):
+        seen = set()
+        for v in slots.tolist():
+            self._slot(v, "step")
+            if v in seen:
+                raise ShapeError(f"step: slot {v} is given twice")
+            seen.add(v)
+
+    def step(self, slots, x):
+        """Step `slots` (1-D integers, distinct, open) with x (row i feeds slots[i]); returns a new
+        (len(slots), output_size) float32 array."""
+        slots = self._slots(slots)
+        cdef Py_ssize_t n = cnp.PyArray_DIMS(<cnp.ndarray>slots)[0]
+        cdef cnp.ndarray out = np.empty((n, self.out_size), np.float32)
+        self._step(slots, x, out, n)
+        return out
+
+    def step_into(self, slots, x, cnp.ndarray out not None):
+        """step, writing into `out` (float32 C-contiguous (len(slots), output_size))."""
+        slots = self._slots(slots)
+        cdef Py_ssize_t n = cnp.PyArray_DIMS(<cnp.ndarray>slots)[0]
+        _check_out(out, n, self.out_size)
+        self._step(slots, x, out, n)
+
+    def state(self, slot):
+        """A snapshot of the slot's state: as a batch-1 Stream's `state` (copies)."""
+        cdef int64_t s = self._slot(slot, "state")
+        out = []
+        cdef cnp.ndarray a
+        self._acquire()
+        try:
+            for i in range(self.cm.num_states):
+                dirs, width = self.cm.state_dims(i)
+                a = np.empty((dirs, 1, width), np.float32)
+                frnn_streampool_get_state(self.p, s, i, <float *>cnp.PyArray_DATA(a))
+                out.append(a)
+        finally:
+            self.busy = 0
+        return out
+
+    def set_state(self, slot, state):
+        """Restore a slot's state from a snapshot (state(slot), or a batch-1 Stream's state)."""
+        cdef int64_t s = self._slot(slot, "set_state")
+        arrs = self.model._check_states(state, 1, "set_state")
+        cdef cnp.ndarray a
+        cdef int i
+        self._acquire()
+        for i in range(self.cm.num_states):
+            a = arrs[i]
+            frnn_streampool_set_state(self.p, s, i, <const float *>cnp.PyArray_DATA(a))
         self.busy = 0

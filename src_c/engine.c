@@ -820,40 +820,43 @@ void frnn_stream_reset(frnn_stream *s) {
     }
 }
 
-frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t sb, int64_t sf,
-                             float *y) {
-    const frnn_model *m = s->m;
-    const int B = s->c.B;
-    const char *p = x;
-    s->c.par = frnn_get_num_threads();
-    s->c.zig++;   /* the next step's tile order (rec/impl.h, zig) */
-    if (m->input_ids) {
-        for (int b = 0; b < B; b++, p += sb) {
-            int64_t v;
-            switch (dtype) {
-#define LD(T) do { T t_; memcpy(&t_, p, sizeof t_); v = (int64_t)t_; } while (0)
-            case FRNN_DT_I8: LD(int8_t); break;
-            case FRNN_DT_I16: LD(int16_t); break;
-            case FRNN_DT_I32: LD(int32_t); break;
-            case FRNN_DT_I64: LD(int64_t); break;
-            case FRNN_DT_U8: LD(uint8_t); break;
-            case FRNN_DT_U16: LD(uint16_t); break;
-            case FRNN_DT_U32: LD(uint32_t); break;
-            case FRNN_DT_U64: {
-                uint64_t u;
-                memcpy(&u, p, 8);
-                v = u > (uint64_t)INT64_MAX ? -1 : (int64_t)u;   /* -1: out of range */
-                break;
-            }
+/* One integer of dtype at p (unaligned) into *v; -1 for a dtype that is not an integer. A u64
+ * above INT64_MAX reads as -1 (out of every range). */
+static int ld_int(const char *p, int dtype, int64_t *v) {
+    switch (dtype) {
+#define LD(T) do { T t_; memcpy(&t_, p, sizeof t_); *v = (int64_t)t_; } while (0)
+    case FRNN_DT_I8: LD(int8_t); return 0;
+    case FRNN_DT_I16: LD(int16_t); return 0;
+    case FRNN_DT_I32: LD(int32_t); return 0;
+    case FRNN_DT_I64: LD(int64_t); return 0;
+    case FRNN_DT_U8: LD(uint8_t); return 0;
+    case FRNN_DT_U16: LD(uint16_t); return 0;
+    case FRNN_DT_U32: LD(uint32_t); return 0;
 #undef LD
-            default: return FRNN_EINVAL;
-            }
-            s->c.ids[b] = v;
-        }
-        return run(m, &s->c, NULL, s->c.ids, NULL, y);
+    case FRNN_DT_U64: {
+        uint64_t u;
+        memcpy(&u, p, 8);
+        *v = u > (uint64_t)INT64_MAX ? -1 : (int64_t)u;
+        return 0;
+    }
+    default: return -1;
+    }
+}
+
+/* One step of the pipeline over the first B rows of c (T = 1): the input (see frnn_stream_step)
+ * is read into c's own buffers, then run. */
+static frnn_status stream_run(const frnn_model *m, ctx *c, int B, const void *x, int dtype,
+                                int64_t sb, int64_t sf, float *y) {
+    const char *p = x;
+    c->par = frnn_get_num_threads();
+    c->zig++;   /* the next step's tile order (rec/impl.h, zig) */
+    if (m->input_ids) {
+        for (int b = 0; b < B; b++, p += sb)
+            if (ld_int(p, dtype, &c->ids[b])) return FRNN_EINVAL;
+        return run(m, c, NULL, c->ids, NULL, y);
     }
     const int F = m->input_size;
-    float *xin = s->c.xin;
+    float *xin = c->xin;
     if (dtype == FRNN_DT_F32 && sf == 4) {
         for (int b = 0; b < B; b++) memcpy(xin + (size_t)b * F, p + b * sb, (size_t)F * 4);
     } else if (dtype == FRNN_DT_F32) {
@@ -866,7 +869,12 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
     } else {
         return FRNN_EINVAL;
     }
-    return run(m, &s->c, xin, NULL, NULL, y);
+    return run(m, c, xin, NULL, NULL, y);
+}
+
+frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t sb, int64_t sf,
+                             float *y) {
+    return stream_run(s->m, &s->c, s->c.B, x, dtype, sb, sf, y);
 }
 
 void frnn_stream_get_state(const frnn_stream *s, int i, float *dst) {
@@ -879,4 +887,176 @@ void frnn_stream_set_state(frnn_stream *s, int i, const float *src) {
     int is_c = 0;
     const layer *L = state_layer(s->m, i, &is_c);
     if (L && src) state_copy(L, is_c, &s->c, s->c.B, 0, (float *)src, 0);   /* api only read */
+}
+
+/* ---- stream pools ---------------------------------------------------------------------- */
+/* Each slot's state lives in the pool's own arrays (per (layer, direction): capacity rows of h,
+ * and of c). A step gathers the stepped slots' rows into the first n rows of one context (built
+ * for capacity rows, T = 1), runs the pipeline once on those n rows and scatters the new states
+ * back. Rows are independent and every kernel sums in a fixed order per output whatever the
+ * batch, so a slot's results are those of its own batch-1 stream, bit for bit. */
+struct frnn_streampool {
+    const frnn_model *m;
+    ctx c;
+    int cap, nfree;
+    float **sh, **sc;      /* per state slot (layer, direction): (cap, Rp) h and (cap, Hp) c */
+    uint8_t *open;         /* (cap) */
+    uint32_t *mark;        /* (cap) the stamp of the step that last took the slot */
+    uint32_t stamp;
+    int *free;             /* (cap) stack of closed slots, the lowest on top */
+    int64_t *rows;         /* (cap) the slots of the step being run */
+};
+
+frnn_status frnn_streampool_new(const frnn_model *m, int capacity, frnn_streampool **out) {
+    if (!m || !m->finalized || capacity < 1) return FRNN_EINVAL;
+    if (!m->can_stream) return FRNN_EUNSUPPORTED;
+    frnn_streampool *p = calloc(1, sizeof *p);
+    if (!p) return FRNN_ENOMEM;
+    p->m = m;
+    p->cap = capacity;
+    const size_t S = m->nslots ? (size_t)m->nslots : 1, cap = (size_t)capacity;
+    p->sh = calloc(S, sizeof *p->sh);
+    p->sc = calloc(S, sizeof *p->sc);
+    p->open = calloc(cap, 1);
+    p->mark = calloc(cap, sizeof *p->mark);
+    p->free = malloc(cap * sizeof *p->free);
+    p->rows = malloc(cap * sizeof *p->rows);
+    frnn_status st = FRNN_ENOMEM;
+    if (!p->sh || !p->sc || !p->open || !p->mark || !p->free || !p->rows) goto fail;
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type != L_REC) continue;
+        for (int d = 0; d < L->ndir; d++) {
+            if (!(p->sh[L->slot0 + d] = azalloc(cap * L->Rp * 4))) goto fail;
+            if (!(p->sc[L->slot0 + d] = azalloc(cap * L->Hp * 4))) goto fail;
+        }
+    }
+    if ((st = ctx_alloc(m, capacity, 1, 0, &p->c))) goto fail;
+    for (int i = 0; i < capacity; i++) p->free[i] = capacity - 1 - i;
+    p->nfree = capacity;
+    *out = p;
+    return FRNN_OK;
+fail:
+    frnn_streampool_free(p);
+    return st;
+}
+
+void frnn_streampool_free(frnn_streampool *p) {
+    if (!p) return;
+    for (int i = 0; p->sh && p->sc && i < p->m->nslots; i++) { free(p->sh[i]); free(p->sc[i]); }
+    free(p->sh); free(p->sc); free(p->open); free(p->mark); free(p->free); free(p->rows);
+    if (p->c.block) ctx_free(&p->c);
+    free(p);
+}
+
+int frnn_streampool_capacity(const frnn_streampool *p) { return p->cap; }
+int frnn_streampool_num_open(const frnn_streampool *p) { return p->cap - p->nfree; }
+int frnn_streampool_is_open(const frnn_streampool *p, int64_t slot) {
+    return slot >= 0 && slot < p->cap && p->open[slot];
+}
+
+static void slot_zero(frnn_streampool *p, int64_t slot) {
+    const frnn_model *m = p->m;
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type != L_REC) continue;
+        for (int d = 0; d < L->ndir; d++) {
+            memset(p->sh[L->slot0 + d] + slot * L->Rp, 0, (size_t)L->Rp * 4);
+            memset(p->sc[L->slot0 + d] + slot * L->Hp, 0, (size_t)L->Hp * 4);
+        }
+    }
+}
+
+int frnn_streampool_open(frnn_streampool *p) {
+    if (!p->nfree) return -1;
+    const int slot = p->free[--p->nfree];
+    p->open[slot] = 1;
+    slot_zero(p, slot);   /* closing zeroes too; this keeps a reused slot clean whatever happened */
+    return slot;
+}
+
+frnn_status frnn_streampool_close(frnn_streampool *p, int64_t slot) {
+    if (!frnn_streampool_is_open(p, slot)) return FRNN_EINVAL;
+    slot_zero(p, slot);
+    p->open[slot] = 0;
+    /* keep the stack sorted, lowest on top: open() hands out the lowest free slot */
+    int i = p->nfree++;
+    while (i > 0 && p->free[i - 1] < slot) { p->free[i] = p->free[i - 1]; i--; }
+    p->free[i] = (int)slot;
+    return FRNN_OK;
+}
+
+frnn_status frnn_streampool_reset(frnn_streampool *p, int64_t slot) {
+    if (!frnn_streampool_is_open(p, slot)) return FRNN_EINVAL;
+    slot_zero(p, slot);
+    return FRNN_OK;
+}
+
+/* rows[i] <-> row i of the context's current state buffers, for every state slot */
+static void pool_move(frnn_streampool *p, int n, int to_pool) {
+    const frnn_model *m = p->m;
+    ctx *c = &p->c;
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type != L_REC) continue;
+        const int lstm = L->d.cell == FRNN_CELL_LSTM;
+        for (int d = 0; d < L->ndir; d++) {
+            const int s = L->slot0 + d, cur = c->cur[s];
+            float *ch = c->h[cur][s], *cc = c->c[cur][s], *ph = p->sh[s], *pc = p->sc[s];
+            for (int i = 0; i < n; i++) {
+                float *a = ch + (size_t)i * L->Rp, *b = ph + p->rows[i] * L->Rp;
+                memcpy(to_pool ? b : a, to_pool ? a : b, (size_t)L->Rp * 4);
+                if (!lstm) continue;
+                a = cc + (size_t)i * L->Hp; b = pc + p->rows[i] * L->Hp;
+                memcpy(to_pool ? b : a, to_pool ? a : b, (size_t)L->Hp * 4);
+            }
+        }
+    }
+}
+
+frnn_status frnn_streampool_step(frnn_streampool *p, int n, const void *slots, int sdtype,
+                                 int64_t ss, const void *x, int dtype, int64_t sb, int64_t sf,
+                                 float *y) {
+    if (n < 0 || n > p->cap) return FRNN_EINVAL;
+    if (n == 0) return FRNN_OK;
+    if (++p->stamp == 0) {   /* wrapped: forget every old stamp */
+        memset(p->mark, 0, (size_t)p->cap * sizeof *p->mark);
+        p->stamp = 1;
+    }
+    const char *q = slots;
+    for (int i = 0; i < n; i++, q += ss) {
+        int64_t v;
+        if (ld_int(q, sdtype, &v) || !frnn_streampool_is_open(p, v) || p->mark[v] == p->stamp)
+            return FRNN_EINVAL;   /* not an integer, closed, out of range, or twice */
+        p->mark[v] = p->stamp;
+        p->rows[i] = v;
+    }
+    pool_move(p, n, 0);
+    p->c.B = n;   /* the context's buffers hold cap >= n rows */
+    frnn_status st = stream_run(p->m, &p->c, n, x, dtype, sb, sf, y);
+    p->c.B = p->cap;
+    if (!st) pool_move(p, n, 1);   /* a failed step (bad id) leaves every state as it was */
+    return st;
+}
+
+frnn_status frnn_streampool_get_state(const frnn_streampool *p, int64_t slot, int i, float *dst) {
+    int is_c = 0;
+    const layer *L = state_layer(p->m, i, &is_c);
+    if (!frnn_streampool_is_open(p, slot) || !L) return FRNN_EINVAL;
+    const int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
+    for (int d = 0; d < L->ndir; d++)
+        memcpy(dst + (size_t)d * width, (is_c ? p->sc : p->sh)[L->slot0 + d] + slot * stride,
+               (size_t)width * 4);
+    return FRNN_OK;
+}
+
+frnn_status frnn_streampool_set_state(frnn_streampool *p, int64_t slot, int i, const float *src) {
+    int is_c = 0;
+    const layer *L = state_layer(p->m, i, &is_c);
+    if (!frnn_streampool_is_open(p, slot) || !L) return FRNN_EINVAL;
+    const int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
+    for (int d = 0; d < L->ndir; d++)
+        memcpy((is_c ? p->sc : p->sh)[L->slot0 + d] + slot * stride, src + (size_t)d * width,
+               (size_t)width * 4);
+    return FRNN_OK;
 }

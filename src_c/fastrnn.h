@@ -131,6 +131,36 @@ frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t s
 void frnn_stream_get_state(const frnn_stream *s, int i, float *dst);
 void frnn_stream_set_state(frnn_stream *s, int i, const float *src);
 
+/* ---- stream pools ---------------------------------------------------------------------- */
+/* Many batch-1 streams ("slots", one per conversation) over m, any subset of them stepped as ONE
+ * batch: their states are gathered into one context, run together and scattered back, so each
+ * slot's results are exactly those of its own batch-1 stream. A pool is used by one thread at a
+ * time; open/close/reset/step allocate nothing. */
+typedef struct frnn_streampool frnn_streampool;
+
+frnn_status frnn_streampool_new(const frnn_model *m, int capacity, frnn_streampool **out);
+void frnn_streampool_free(frnn_streampool *p);
+int frnn_streampool_capacity(const frnn_streampool *p);
+int frnn_streampool_num_open(const frnn_streampool *p);
+int frnn_streampool_is_open(const frnn_streampool *p, int64_t slot);
+/* The lowest closed slot, opened with a zero state; -1 when every slot is open. */
+int frnn_streampool_open(frnn_streampool *p);
+/* Zero the slot's state and close it (FRNN_EINVAL if it is not open). */
+frnn_status frnn_streampool_close(frnn_streampool *p, int64_t slot);
+frnn_status frnn_streampool_reset(frnn_streampool *p, int64_t slot);
+/* One step of n distinct open slots.
+ *   slots IN  n integers of dtype sdtype (FRNN_DT_*), ss bytes apart
+ *   x     IN  n rows of input, as frnn_stream_step's (row i feeds slots[i])
+ *   y     OUT (n, out) C-contiguous float32
+ * FRNN_EINVAL if a slot is out of range, closed or given twice (nothing is run); FRNN_EIDRANGE
+ * for a bad token id (no state changes). */
+frnn_status frnn_streampool_step(frnn_streampool *p, int n, const void *slots, int sdtype,
+                                 int64_t ss, const void *x, int dtype, int64_t sb, int64_t sf,
+                                 float *y);
+/* Copy state tensor i of an open slot to/from (dirs=1, 1, width); FRNN_EINVAL if not open. */
+frnn_status frnn_streampool_get_state(const frnn_streampool *p, int64_t slot, int i, float *dst);
+frnn_status frnn_streampool_set_state(frnn_streampool *p, int64_t slot, int i, const float *src);
+
 #ifdef __cplusplus
 }
 #endif

@@ -13,6 +13,6 @@ best=$(python -c "import fastrnn; print(fastrnn.cpu_info()['isa'])")
 for isa in $(python -c "import fastrnn; print(' '.join(fastrnn.cpu_info()['available']))"); do
     [ "$isa" = "$best" ] && continue
     echo "== kernel and engine tests under FASTRNN_ISA=$isa"
-    FASTRNN_ISA=$isa python -m pytest -q tests/test_engine.py tests/test_kernels.py tests/test_stream.py tests/test_threads.py \
+    FASTRNN_ISA=$isa python -m pytest -q tests/test_engine.py tests/test_kernels.py tests/test_stream.py tests/test_threads.py tests/test_pool.py \
         tests/test_properties.py
 done

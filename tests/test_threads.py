@@ -162,3 +162,45 @@ def test_fork_after_threads(rng, threads):
     np.testing.assert_array_equal(a.recv(), want)
     p.join(10)
     assert p.exitcode == 0
+
+
+@pytest.mark.parametrize("engine_threads", [1, 2])
+def test_stress_8_threads_10000_steps(rng, threads, engine_threads):
+    """8 Python threads x 10,000 steps, each with its own Stream (and every other thread also a
+    StreamPool) on one shared Model, all at once, while the engine may use 2 threads of its own
+    (then the callers contend for its workers, engine.c rec_mode TILES): every output is exactly
+    the serial one."""
+    m = fastrnn.Model([ir.Embedding(rng.normal(size=(40, 8)).astype(np.float32), mask_zero=True),
+                       rec(rng, "lstm", 8, 192), rec(rng, "gru", 192, 17), dense(rng, 17, 40, "softmax")])
+    N, T = 8, 10_000      # LSTM 192: a step big enough to split across the engine's threads
+    ids = [rng.integers(0, 40, T) for _ in range(N)]
+    serial = [m.predict(x[None])[0] for x in ids]      # predict, not a stream: a separate oracle
+    threads(engine_threads)
+    got = [np.empty((T, 40), np.float32) for _ in range(N)]
+    errors = []
+    start = threading.Barrier(N)
+
+    def work(i):
+        try:
+            if i % 2:
+                pool = fastrnn.StreamPool(m, 3)
+                pool.open(), pool.open()                 # the conversation runs in slot 2
+                slot = np.array([pool.open()])
+                step = lambda t: pool.step_into(slot, ids[i][t:t + 1], got[i][t:t + 1])  # noqa: E731
+            else:
+                s = m.stream(1)
+                step = lambda t: s.step_into(ids[i][t:t + 1], got[i][t:t + 1])  # noqa: E731
+            start.wait()
+            for t in range(T):
+                step(t)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(N)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    for i in range(N):
+        np.testing.assert_array_equal(got[i], serial[i], err_msg=f"thread {i}")
