@@ -898,12 +898,12 @@ void frnn_stream_set_state(frnn_stream *s, int i, const float *src) {
 struct frnn_streampool {
     const frnn_model *m;
     ctx c;
-    int cap, nfree;
+    int cap, fresh, nfree; /* slots [fresh, cap) were never opened; nfree closed ones below */
     float **sh, **sc;      /* per state slot (layer, direction): (cap, Rp) h and (cap, Hp) c */
     uint8_t *open;         /* (cap) */
     uint32_t *mark;        /* (cap) the stamp of the step that last took the slot */
     uint32_t stamp;
-    int *free;             /* (cap) stack of closed slots, the lowest on top */
+    int *free;             /* (cap) stack of closed slots below fresh, the lowest on top */
     int64_t *rows;         /* (cap) the slots of the step being run */
 };
 
@@ -927,13 +927,11 @@ frnn_status frnn_streampool_new(const frnn_model *m, int capacity, frnn_streampo
         const layer *L = &m->L[l];
         if (L->type != L_REC) continue;
         for (int d = 0; d < L->ndir; d++) {
-            if (!(p->sh[L->slot0 + d] = azalloc(cap * L->Rp * 4))) goto fail;
-            if (!(p->sc[L->slot0 + d] = azalloc(cap * L->Hp * 4))) goto fail;
+            if (!(p->sh[L->slot0 + d] = calloc(cap * L->Rp, 4))) goto fail;
+            if (!(p->sc[L->slot0 + d] = calloc(cap * L->Hp, 4))) goto fail;
         }
     }
     if ((st = ctx_alloc(m, capacity, 1, 0, &p->c))) goto fail;
-    for (int i = 0; i < capacity; i++) p->free[i] = capacity - 1 - i;
-    p->nfree = capacity;
     *out = p;
     return FRNN_OK;
 fail:
@@ -950,7 +948,7 @@ void frnn_streampool_free(frnn_streampool *p) {
 }
 
 int frnn_streampool_capacity(const frnn_streampool *p) { return p->cap; }
-int frnn_streampool_num_open(const frnn_streampool *p) { return p->cap - p->nfree; }
+int frnn_streampool_num_open(const frnn_streampool *p) { return p->fresh - p->nfree; }
 int frnn_streampool_is_open(const frnn_streampool *p, int64_t slot) {
     return slot >= 0 && slot < p->cap && p->open[slot];
 }
@@ -968,8 +966,8 @@ static void slot_zero(frnn_streampool *p, int64_t slot) {
 }
 
 int frnn_streampool_open(frnn_streampool *p) {
-    if (!p->nfree) return -1;
-    const int slot = p->free[--p->nfree];
+    if (!p->nfree && p->fresh == p->cap) return -1;
+    const int slot = p->nfree ? p->free[--p->nfree] : p->fresh++;   /* the lowest free slot */
     p->open[slot] = 1;
     slot_zero(p, slot);   /* closing zeroes too; this keeps a reused slot clean whatever happened */
     return slot;
