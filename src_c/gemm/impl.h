@@ -58,23 +58,34 @@ gemm_tile(const int NV, const int mr, int K, const float *A, int64_t lda, const 
             for (int r = 0; r < mr; r++)
 #pragma GCC unroll 4
                 for (int v = 0; v < NV; v++) p[s][r][v] = v_zero();
+        /* every block has len or len + 1 rows of k: len in lockstep (one pointer per block and
+         * row, no index arithmetic or branch in the loop), then the blocks' last rows */
         const int len = K / GB;
-        for (int i = 0; i <= len; i++) {
+        const float *wp[GB], *xp[GB][G_MR];
 #pragma GCC unroll 4
-            for (int s = 0; s < GB; s++) {
-                const int k = kb[s] + i;
-                if (i == len && k >= kb[s + 1]) continue;
-                vf w[4];
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) w[v] = v_load(Bp + (int64_t)k * NR + v * VW);
+        for (int s = 0; s < GB; s++) {
+            wp[s] = Bp + (int64_t)kb[s] * NR;
 #pragma GCC unroll 8
-                for (int r = 0; r < mr; r++) {
-                    vf x = v_set1(ar[r][k]);
-#pragma GCC unroll 4
-                    for (int v = 0; v < NV; v++) p[s][r][v] = v_fma(w[v], x, p[s][r][v]);
-                }
-            }
+            for (int r = 0; r < mr; r++) xp[s][r] = ar[r] + kb[s];
         }
+#define FRNN_GEMM_ROW(s)                                                                          \
+    do {                                                                                          \
+        vf w[4];                                                                                  \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) w[v] = v_load(wp[s] + v * VW);     \
+        wp[s] += NR;                                                                              \
+        _Pragma("GCC unroll 8") for (int r = 0; r < mr; r++) {                                   \
+            vf x = v_set1(*xp[s][r]++);                                                           \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) p[s][r][v] = v_fma(w[v], x, p[s][r][v]); \
+        }                                                                                         \
+    } while (0)
+        for (int i = 0; i < len; i++) {
+#pragma GCC unroll 4
+            for (int s = 0; s < GB; s++) FRNN_GEMM_ROW(s);
+        }
+#pragma GCC unroll 4
+        for (int s = 0; s < GB; s++)
+            if (kb[s] + len < kb[s + 1]) FRNN_GEMM_ROW(s);
+#undef FRNN_GEMM_ROW
 #pragma GCC unroll 8
         for (int r = 0; r < mr; r++)
 #pragma GCC unroll 4

@@ -49,21 +49,33 @@ FRNN_INLINE void rec_gemv(const int G, const int nb, int K, const float *W, cons
             for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
                 for (int r = 0; r < nb; r++) part[s][g][r] = v_zero();
-        const int len = K / NB;   /* every block has len or len + 1 elements */
-        for (int i = 0; i <= len; i++) {
+        /* every block has len or len + 1 elements of k: len in lockstep (a pointer per block
+         * and row, no index arithmetic or branch in the loop), then the blocks' last ones */
+        const int len = K / NB;
+        const float *wp[8], *xp[8][V_RB];
 #pragma GCC unroll 8
-            for (int s = 0; s < NB; s++) {
-                const int k = kb[s] + i;
-                if (i == len && k >= kb[s + 1]) continue;
-                const float *w = W + k * ws;
+        for (int s = 0; s < NB; s++) {
+            wp[s] = W + kb[s] * ws;
 #pragma GCC unroll 8
-                for (int r = 0; r < nb; r++) {
-                    vf x = v_set1(hr[r][k]);
-#pragma GCC unroll 4
-                    for (int g = 0; g < G; g++) part[s][g][r] = v_fma(v_load(w + g * VW), x, part[s][g][r]);
-                }
-            }
+            for (int r = 0; r < nb; r++) xp[s][r] = hr[r] + kb[s];
         }
+#define FRNN_GEMV_ROW(s)                                                                          \
+    do {                                                                                          \
+        _Pragma("GCC unroll 8") for (int r = 0; r < nb; r++) {                                   \
+            vf x = v_set1(*xp[s][r]++);                                                           \
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)                                  \
+                part[s][g][r] = v_fma(v_load(wp[s] + g * VW), x, part[s][g][r]);                  \
+        }                                                                                         \
+        wp[s] += ws;                                                                              \
+    } while (0)
+        for (int i = 0; i < len; i++) {
+#pragma GCC unroll 8
+            for (int s = 0; s < NB; s++) FRNN_GEMV_ROW(s);
+        }
+#pragma GCC unroll 8
+        for (int s = 0; s < NB; s++)
+            if (kb[s] + len < kb[s + 1]) FRNN_GEMV_ROW(s);
+#undef FRNN_GEMV_ROW
 #pragma GCC unroll 4
         for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
