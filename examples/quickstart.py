@@ -2,8 +2,8 @@
 batched and stream it token by token, and time a streaming step.
 
 A small character-level language model (Embedding(64, 32) -> LSTM(128) -> LSTM(128) ->
-Dense(64, softmax)) with seeded random weights stands in for a trained one until the converter
-examples land: everything below works the same for a model converted from Keras/PyTorch/ONNX.
+Dense(64, softmax)) with seeded random weights: everything below works the same for a model
+converted from Keras/PyTorch/ONNX (examples/charlm/ runs a trained one).
 """
 import os
 import tempfile
