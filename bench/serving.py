@@ -16,8 +16,9 @@ Reports the median µs per tick (and per conversation-step) over repetitions, th
 and throughput in conversation-steps/s; the ratios say how much faster the pool is.
 
 threads: N Python threads, each with its own batch-1 Stream on ONE shared Model, stepping
-concurrently (the GIL is released in the engine); aggregate steps/s at 1 and 2 threads, for an
-LSTM 64 (a ~3 µs step: the Python part of each call limits scaling) and an LSTM 256 (~100 µs).
+concurrently (the engine releases the GIL for calls of more than ~2 µs: fastrnn/_engine.pyx, the
+GIL rule); aggregate steps/s at 1 and 2 threads, for LSTMs of --hidden sizes (default 64, a ~3
+µs step where the Python part of each call limits scaling, and 256, ~100 µs).
 
 fastrnn.set_num_threads stays 1 throughout: the threads here are the caller's.
 """
@@ -155,9 +156,15 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--only", choices=("pool", "threads"))
+    ap.add_argument("--hidden", default="64,256", help="threads: LSTM sizes (default 64,256)")
+    ap.add_argument("--gil-flops", type=float, metavar="F",
+                    help="development: release the GIL for engine calls of at least F flops "
+                         "(fastrnn/_engine.pyx, the GIL rule; 0 = always)")
     args = ap.parse_args(argv)
     import fastrnn
     fastrnn.set_num_threads(1)
+    if args.gil_flops is not None:
+        fastrnn._engine._set_gil_release_flops(args.gil_flops)
     print(f"fastrnn {fastrnn.__version__}, {fastrnn.cpu_info()['isa']} kernels, {os.cpu_count()} CPUs")
     out = {"pool": [], "threads": []}
     if args.only in (None, "pool"):
@@ -177,7 +184,8 @@ def main(argv=None):
     if args.only in (None, "threads"):
         print("\nThreads: each Python thread steps its own batch-1 Stream on one shared Model")
         print(f"  {'model':<10} {'threads':>7} {'steps/s':>12} {'µs/step/thread':>15} {'scaling':>8}")
-        for hidden, steps in ((64, 20000), (256, 2000)):
+        for hidden in map(int, args.hidden.split(",")):
+            steps = max(500, int(2e9 / (8 * hidden * 2 * hidden)))   # about a second per thread
             if args.quick:
                 steps //= 4
             r = threads_bench(hidden, steps, 3 if args.quick else 5, (1, 2))

@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
 """Thin Cython layer over the C engine (src_c/fastrnn.h).
 
-Checks first, then `with nogil:` around every C call. On the streaming hot path (Stream.step_into)
+Checks first, then `with nogil:` around every C call that has work enough to pay for handing the
+GIL over (the GIL rule, before CModel). On the streaming hot path (Stream.step_into)
 NumPy buffers are read directly (PyArray_DATA / DIMS / STRIDES / TYPE, all macros), never through
 typed memoryviews, which cost ~0.2 us each. The C engine copies and packs every weight when a
 layer is added, so nothing here keeps weight arrays alive.
@@ -140,6 +141,40 @@ def get_num_threads():
 
 
 # ---- models -------------------------------------------------------------------------------
+# The GIL rule: an engine call releases the GIL when its work is at least this many flops (about
+# 2 µs); a smaller one keeps it, as NumPy keeps it for small arrays. Handing the GIL to a waiting
+# thread and taking it back costs µs of futex wake-ups. bench/serving.py, two Python threads each
+# stepping its own batch-1 stream, steps/s against one thread (2 runs each, --gil-flops 0 / 1e9):
+#   LSTM(32), 16 kflop, ~1.5 µs a step: released 0.40-0.74x, kept 1.03-1.09x
+#   LSTM(64), 65 kflop, ~3 µs:          released 1.14-1.16x, kept 0.86-0.97x
+#   LSTM(128), 262 kflop, ~10 µs:       released 1.28-1.34x, kept 0.89-0.96x
+# and one thread alone saves ~0.1 µs a step when it keeps the GIL. A Stream decides once, from
+# its batch size; predict and StreamPool.step per call.
+cdef double gil_release_flops = 3e4
+
+
+def _row_step_flops(layers):
+    """Multiply-adds x 2 of one time step of one row through the whole pipeline."""
+    from . import ir
+    f = 0.0
+    for L in layers:
+        if isinstance(L, ir.Dense):
+            f += 2.0 * L.input_size * L.output_size
+        elif isinstance(L, ir.Recurrent):
+            G = {"rnn": 1, "lstm": 4, "gru": 3}[L.cell]
+            H, R = L.hidden_size, L.proj_size or L.hidden_size
+            f += 2.0 * L.num_directions * (G * H * (L.input_size + R) + (H * R if L.proj_size else 0))
+    return f
+
+
+def _set_gil_release_flops(double f):
+    """Development hook (bench/serving.py --gil-flops): the GIL rule's threshold; returns the old one.
+    Streams made before keep their decision."""
+    global gil_release_flops
+    old = gil_release_flops
+    gil_release_flops = f
+    return old
+
 cdef const float *_fptr(object a) except? NULL:
     """Data pointer of a float32 C-contiguous array (ir.py guarantees the layout), NULL for None."""
     if a is None:
@@ -169,6 +204,7 @@ cdef class CModel:
     cdef readonly int num_states, output_size, output_is_sequence, can_stream
     cdef readonly int input_ids, input_size
     cdef readonly str isa
+    cdef readonly double row_step_flops   # flops of one step of one row (the GIL rule below)
 
     def __cinit__(self):
         self.m = NULL
@@ -233,6 +269,7 @@ cdef class CModel:
         self.input_ids = isinstance(layers[0], ir.Embedding)
         self.input_size = input_size
         self.isa = frnn_model_isa(self.m).decode()
+        self.row_step_flops = _row_step_flops(layers)
 
     def state_dims(self, int i):
         """(directions, width) of state tensor i."""
@@ -281,7 +318,10 @@ cdef class CModel:
                     f = np.empty((dirs, B, width), np.float32)
                     finals.append(f)
                     fp[i] = <float *>cnp.PyArray_DATA(<cnp.ndarray>f)
-            with nogil:
+            if self.row_step_flops * B * T >= gil_release_flops:
+                with nogil:
+                    st = frnn_forward(self.m, B, T, cnp.PyArray_DATA(x), lp, ip, <float *>cnp.PyArray_DATA(y), fp)
+            else:
                 st = frnn_forward(self.m, B, T, cnp.PyArray_DATA(x), lp, ip, <float *>cnp.PyArray_DATA(y), fp)
             if st:
                 _raise(st, "predict")
@@ -379,7 +419,7 @@ cdef class Stream:
     cdef CModel cm
     cdef readonly object model
     cdef readonly int batch_size
-    cdef int out_size, ids, in_size, busy
+    cdef int out_size, ids, in_size, busy, release_gil
 
     def __cinit__(self):
         self.s = NULL
@@ -404,6 +444,7 @@ cdef class Stream:
         self.cm = cm
         self.model = model
         self.batch_size = batch_size
+        self.release_gil = cm.row_step_flops * batch_size >= gil_release_flops
         self.out_size = cm.output_size
         self.ids = cm.input_ids
         self.in_size = cm.input_size
@@ -428,7 +469,10 @@ cdef class Stream:
         cdef float *yp = <float *>cnp.PyArray_DATA(out)
         cdef frnn_status st
         self._acquire()
-        with nogil:
+        if self.release_gil:
+            with nogil:
+                st = frnn_stream_step(self.s, xp, code, sb, sf, yp)
+        else:
             st = frnn_stream_step(self.s, xp, code, sb, sf, yp)
         self.busy = 0
         if st:
@@ -635,7 +679,10 @@ cdef class StreamPool:
         cdef float *yp = <float *>cnp.PyArray_DATA(out)
         cdef frnn_status st
         self._acquire()
-        with nogil:
+        if self.cm.row_step_flops * n >= gil_release_flops:
+            with nogil:
+                st = frnn_streampool_step(self.p, <int>n, sp, scode, ss, xp, code, sb, sf, yp)
+        else:
             st = frnn_streampool_step(self.p, <int>n, sp, scode, ss, xp, code, sb, sf, yp)
         self.busy = 0
         if st == FRNN_EINVAL:

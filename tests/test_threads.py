@@ -6,6 +6,7 @@ also in streams). Also: concurrent callers (the pool is busy: the region runs se
 fork. Runs under every ISA (tests/run.sh)."""
 import multiprocessing
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -204,3 +205,35 @@ def test_stress_8_threads_10000_steps(rng, threads, engine_threads):
     assert not errors, errors
     for i in range(N):
         np.testing.assert_array_equal(got[i], serial[i], err_msg=f"thread {i}")
+
+
+def test_big_calls_release_the_gil(rng, threads):
+    """A long engine call (predict, a big stream step, a pool step) lets other Python threads
+    run meanwhile; the GIL rule (fastrnn/_engine.pyx) keeps it only for calls of a few µs."""
+    m = fastrnn.Model([rec(rng, "lstm", 64, 256)])
+    x = rng.normal(size=(16, 300, 64)).astype(np.float32)
+    s = m.stream(2048)
+    pool = fastrnn.StreamPool(m, 2048)
+    slots = np.array([pool.open() for _ in range(2048)])
+    xs = rng.normal(size=(2048, 64)).astype(np.float32)
+    calls = {"predict": lambda: m.predict(x), "stream": lambda: s.step(xs),   # ~40-130 ms each
+             "pool": lambda: pool.step(slots, xs)}
+    for name, call in calls.items():
+        window = []
+
+        def run():
+            t0 = time.perf_counter()
+            call()
+            window.extend((t0, time.perf_counter()))
+
+        t = threading.Thread(target=run)
+        t.start()
+        ticks = []
+        while t.is_alive():           # the main thread's own progress, timestamped
+            ticks.append(time.perf_counter())
+        t.join()
+        t0, t1 = window
+        seen = [t0] + [v for v in ticks if t0 < v < t1] + [t1]
+        gap = max(b - a for a, b in zip(seen, seen[1:]))
+        # held, the main thread stops for the whole C call (after a switch interval's worth)
+        assert gap < 0.5 * (t1 - t0), f"{name}: the main thread stopped {gap * 1e3:.1f} ms of {(t1 - t0) * 1e3:.1f}"
