@@ -20,7 +20,8 @@ concurrently (the engine releases the GIL for calls of more than ~2 µs: fastrnn
 GIL rule); aggregate steps/s at 1 and 2 threads, for LSTMs of --hidden sizes (default 64, a ~3
 µs step where the Python part of each call limits scaling, and 256, ~100 µs).
 
-fastrnn.set_num_threads stays 1 throughout: the threads here are the caller's.
+fastrnn.set_num_threads is 1 (or --engine-threads for the pool part); in the threads part the
+threads are the caller's.
 """
 import argparse
 import json
@@ -47,7 +48,7 @@ def _layers(net):
     return W.ir_layers(net, W.make_weights(net), fastrnn.ir)
 
 
-def pool_bench(live, ticks, reps, seed=0):
+def pool_bench(live, ticks, reps, seed=0, threads=1):
     import fastrnn
     net = W.Net("lstm", 256, 256)
     sd = W.make_weights(net)
@@ -78,7 +79,7 @@ def pool_bench(live, ticks, reps, seed=0):
     try:
         import onnxruntime as ort
         so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
+        so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         sess = ort.InferenceSession(W.onnx_model(net, sd, n, 1, with_state=True).SerializeToString(),
@@ -156,6 +157,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--only", choices=("pool", "threads"))
+    ap.add_argument("--engine-threads", type=int, default=1, metavar="N",
+                    help="pool: fastrnn.set_num_threads(N) for the pool and the streams (default 1)")
     ap.add_argument("--hidden", default="64,256", help="threads: LSTM sizes (default 64,256)")
     ap.add_argument("--gil-flops", type=float, metavar="F",
                     help="development: release the GIL for engine calls of at least F flops "
@@ -168,12 +171,14 @@ def main(argv=None):
     print(f"fastrnn {fastrnn.__version__}, {fastrnn.cpu_info()['isa']} kernels, {os.cpu_count()} CPUs")
     out = {"pool": [], "threads": []}
     if args.only in (None, "pool"):
-        print("\nStreamPool: LSTM 256->256, a random half of the live conversations stepped per tick")
+        fastrnn.set_num_threads(args.engine_threads)
+        print(f"\nStreamPool: LSTM 256->256, a random half of the live conversations stepped per tick, "
+              f"engine threads {args.engine_threads} (onnxruntime: intra-op threads the same)")
         print(f"  {'live':>5} {'engine':<12} {'µs/tick':>9} {'spread':>15} {'µs/conv-step':>13} "
               f"{'conv-steps/s':>13} {'pool is':>9}")
         for live in (64, 512):
             ticks = (20 if args.quick else 60) if live == 64 else (4 if args.quick else 12)
-            r = pool_bench(live, ticks, 3 if args.quick else 7)
+            r = pool_bench(live, ticks, 3 if args.quick else 7, threads=args.engine_threads)
             out["pool"].append(r)
             base = r["results"]["pool"]["us_per_tick"]
             for name, v in r["results"].items():
@@ -181,6 +186,7 @@ def main(argv=None):
                 print(f"  {live:>5} {name:<12} {v['us_per_tick']:>9.0f} "
                       f"{v['min']:>7.0f}-{v['max']:<7.0f} {v['us_per_conversation_step']:>13.2f} "
                       f"{v['steps_per_s']:>13,.0f} {ratio:>9}")
+    fastrnn.set_num_threads(1)
     if args.only in (None, "threads"):
         print("\nThreads: each Python thread steps its own batch-1 Stream on one shared Model")
         print(f"  {'model':<10} {'threads':>7} {'steps/s':>12} {'µs/step/thread':>15} {'scaling':>8}")
