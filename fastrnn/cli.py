@@ -8,7 +8,8 @@
     fastrnn --version | --help | COMMAND --help
 
 Entry points: main(argv=None) for `fastrnn`, convert_main(argv=None) for `fastrnn-convert`; both
-return the exit code (the console scripts exit with it). `python -m fastrnn.cli` is fastrnn-convert.
+return the exit code (the console scripts exit with it). `python -m fastrnn` is `fastrnn`;
+`python -m fastrnn.cli` is fastrnn-convert.
 
 fastrnn info: the model's layers, one line each (type, cell, direction, in -> out sizes, options
 such as return_sequences, mask_zero / mask_value, activations, merge_mode, and the parameter count;

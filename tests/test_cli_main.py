@@ -499,6 +499,8 @@ def test_console_script(paths, tmp_path):
     p = subprocess.run([exe, "run", paths["ids"], "-i", str(tmp_path / "none.npy"), "-o", str(tmp_path / "y.npy")],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and p.stderr.startswith("fastrnn: error: ") and p.stderr.count("\n") == 1
+    p = subprocess.run([sys.executable, "-m", "fastrnn", "--version"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == f"fastrnn {fastrnn.__version__}"   # python -m fastrnn
 
 
 def test_stdout_closed_early(paths):
