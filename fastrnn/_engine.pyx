@@ -72,6 +72,7 @@ cdef extern from "fastrnn.h" nogil:
     int frnn_model_output_is_sequence(const frnn_model *m)
     int frnn_model_can_stream(const frnn_model *m)
     const char *frnn_model_isa(const frnn_model *m)
+    double frnn_model_row_step_flops(const frnn_model *m)
     frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const int64_t *lengths,
                              const float *const *init, float *y, float *const *final)
     frnn_status frnn_stream_new(const frnn_model *m, int B, frnn_stream **out)
@@ -151,20 +152,6 @@ def get_num_threads():
 # and one thread alone saves ~0.1 µs a step when it keeps the GIL. A Stream decides once, from
 # its batch size; predict and StreamPool.step per call.
 cdef double gil_release_flops = 3e4
-
-
-def _row_step_flops(layers):
-    """Multiply-adds x 2 of one time step of one row through the whole pipeline."""
-    from . import ir
-    f = 0.0
-    for L in layers:
-        if isinstance(L, ir.Dense):
-            f += 2.0 * L.input_size * L.output_size
-        elif isinstance(L, ir.Recurrent):
-            G = {"rnn": 1, "lstm": 4, "gru": 3}[L.cell]
-            H, R = L.hidden_size, L.proj_size or L.hidden_size
-            f += 2.0 * L.num_directions * (G * H * (L.input_size + R) + (H * R if L.proj_size else 0))
-    return f
 
 
 def _set_gil_release_flops(double f):
@@ -269,7 +256,7 @@ cdef class CModel:
         self.input_ids = isinstance(layers[0], ir.Embedding)
         self.input_size = input_size
         self.isa = frnn_model_isa(self.m).decode()
-        self.row_step_flops = _row_step_flops(layers)
+        self.row_step_flops = frnn_model_row_step_flops(self.m)
 
     def state_dims(self, int i):
         """(directions, width) of state tensor i."""
@@ -398,6 +385,14 @@ cdef cnp.ndarray _step_input(object x, int *code, int ids, Py_ssize_t B, int in_
     return xa
 
 
+cdef int _check_can_stream(CModel cm) except -1:
+    if not cm.can_stream:
+        raise UnsupportedError(
+            "this model cannot stream: it has a reverse or bidirectional recurrent layer, whose "
+            "output at step t depends on steps after t; use predict() on whole sequences")
+    return 0
+
+
 cdef int _check_out(cnp.ndarray out, Py_ssize_t B, int out_size) except -1:
     if (cnp.PyArray_TYPE(out) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(out) != 2
             or cnp.PyArray_DIMS(out)[0] != B or cnp.PyArray_DIMS(out)[1] != out_size
@@ -434,10 +429,7 @@ cdef class Stream:
             raise FastRNNError("CModel not built")
         if batch_size < 1:
             raise ShapeError(f"stream: batch_size must be >= 1, got {batch_size}")
-        if not cm.can_stream:
-            raise UnsupportedError(
-                "this model cannot stream: it has a reverse or bidirectional recurrent layer, whose "
-                "output at step t depends on steps after t; use predict() on whole sequences")
+        _check_can_stream(cm)
         cdef frnn_status st = frnn_stream_new(cm.m, batch_size, &self.s)
         if st:
             _raise(st, "stream")
@@ -587,10 +579,7 @@ cdef class StreamPool:
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) \
                 or not 1 <= capacity <= 2**31 - 1:
             raise ShapeError(f"StreamPool: capacity must be an integer in [1, 2**31 - 1], got {capacity!r}")
-        if not (<CModel>cm).can_stream:
-            raise UnsupportedError(
-                "this model cannot stream: it has a reverse or bidirectional recurrent layer, whose "
-                "output at step t depends on steps after t; use predict() on whole sequences")
+        _check_can_stream(<CModel>cm)
         cdef frnn_status st = frnn_streampool_new((<CModel>cm).m, int(capacity), &self.p)
         if st:
             _raise(st, "StreamPool")
@@ -624,6 +613,8 @@ cdef class StreamPool:
         return 0
 
     cdef int64_t _slot(self, object slot, str what) except -1:
+        if self.p == NULL:
+            raise FastRNNError("this StreamPool is not initialised")
         if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)):
             raise ShapeError(f"{what}: a slot is an integer, got {slot!r}")
         if not 0 <= slot < frnn_streampool_capacity(self.p):
@@ -636,7 +627,8 @@ cdef class StreamPool:
         """True when `slot` is an open slot of this pool."""
         if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)):
             return False
-        return self.p != NULL and bool(frnn_streampool_is_open(self.p, slot))
+        return self.p != NULL and 0 <= slot < frnn_streampool_capacity(self.p) \
+            and bool(frnn_streampool_is_open(self.p, slot))
 
     def open_slots(self):
         """The open slots, ascending (int64 array)."""
@@ -713,13 +705,15 @@ cdef class StreamPool:
             raise ShapeError(f"step: {len(slots)} slots given, the pool has {self.capacity}")
         return slots
 
-    def _diagnose(self, cnp.ndarray slots):
+    cdef int _diagnose(self, cnp.ndarray slots) except -1:
+        """Raise the ShapeError that names the first bad slot (the C step only says EINVAL)."""
         seen = set()
         for v in slots.tolist():
             self._slot(v, "step")
             if v in seen:
                 raise ShapeError(f"step: slot {v} is given twice")
             seen.add(v)
+        return 0
 
     def step(self, slots, x):
         """Step `slots` (1-D integers, distinct, open) with x (row i feeds slots[i]); returns a new

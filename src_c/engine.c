@@ -746,7 +746,7 @@ static void chunks_part(void *arg, int tid, int nt) {   /* every chunk runs, wha
     for (int i = tid; i < cs->n; i += nt) run_chunk(&cs->ch[i]);
 }
 
-static double model_flops_per_row_step(const frnn_model *m) {
+double frnn_model_row_step_flops(const frnn_model *m) {
     double f = 0;
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
@@ -768,7 +768,7 @@ frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const
             if (lengths[b] < 0 || lengths[b] > T) return FRNN_EINVAL;
     int nt = frnn_get_num_threads();
     if (nt > 64) nt = 64;
-    if (nt > 1 && model_flops_per_row_step(m) * B * T < 2e6 * nt) nt = 1;
+    if (nt > 1 && frnn_model_row_step_flops(m) * B * T < 2e6 * nt) nt = 1;
     const int n = B >= 8 * nt ? nt : 1;
     chunk ch[64];
     for (int i = 0; i < n; i++) {

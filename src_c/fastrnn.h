@@ -99,6 +99,9 @@ int frnn_model_output_size(const frnn_model *m);
 int frnn_model_output_is_sequence(const frnn_model *m);
 int frnn_model_can_stream(const frnn_model *m);   /* 0 when some layer is reverse/bidirectional */
 const char *frnn_model_isa(const frnn_model *m);
+/* Flops (2 x multiply-adds) of one time step of one batch row through the whole pipeline: the
+ * measure of work the thread and GIL thresholds use. */
+double frnn_model_row_step_flops(const frnn_model *m);
 
 /* Whole sequences.
  *   x        IN  float32 (B, T, input_size) or int64 ids (B, T), C-contiguous

@@ -201,3 +201,16 @@ def test_a_pool_used_by_two_threads_raises(rng):
     pool.close(0)
     pool.open()
     np.testing.assert_array_equal(pool.step([0], x[:1]), m.stream(1).step(x[:1]))
+
+
+def test_uninitialised_pool_raises_instead_of_crashing(rng):
+    pool = fastrnn.StreamPool.__new__(fastrnn.StreamPool)    # __init__ never ran: no C pool
+    for call in (pool.open, lambda: pool.close(0), lambda: pool.reset(0), lambda: pool.state(0),
+                 lambda: pool.set_state(0, []), lambda: pool.step([0], np.zeros((1, 3), np.float32))):
+        with pytest.raises(fastrnn.FastRNNError, match="not initialised"):
+            call()
+    assert not pool.is_open(0) and pool.capacity == 0 and len(pool) == 0
+    m = fastrnn.Model([rec(rng, "gru", 3, 4)])
+    live = fastrnn.StreamPool(m, 2)
+    live.open()
+    assert live.is_open(0) and not live.is_open(1) and not live.is_open(2**70) and not live.is_open(-1)
