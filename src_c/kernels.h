@@ -4,6 +4,10 @@
 #include <stdint.h>
 #include "fastrnn.h"
 
+/* Rows of k ahead that the many-row GEMM and GEMV tiles prefetch their packed weights into L1
+ * (gemm/impl.h says why and what it measured). */
+enum { FRNN_PF_K = 8 };
+
 /* One time step of one direction of a recurrent layer for B rows (rec/impl.h).
  * Packed weights come from frnn_pack_rec (engine.c). Strides are in floats. */
 typedef struct {

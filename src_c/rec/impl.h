@@ -102,6 +102,8 @@ FRNN_INLINE void rec_gemv(const int G, const int nb, int K, const float *W, cons
             vf wv[4];
 #pragma GCC unroll 4
             for (int g = 0; g < G; g++) wv[g] = v_load(w + g * VW);
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) __builtin_prefetch(w + FRNN_PF_K * ws + g * VW);
 #pragma GCC unroll 8
             for (int r = 0; r < nb; r++) {
                 vf x = v_set1(hr[r][k]);
@@ -204,7 +206,10 @@ FRNN_BLOCK(gru0_block1, 2, a->H, a->h, a->h_stride, gru0_epi1(a, b0 + r, j, acc[
 FRNN_BLOCK(gru0_block2, 1, a->H, a->scratch, (int64_t)a->Hp, gru0_epi2(a, b0 + r, j, acc[0][r]))
 FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi(a, b0 + r, j, acc[0][r]))
 
-/* every tile, every block of rows, with the row count a compile-time constant */
+/* every tile, every block of rows, with the row count a compile-time constant. The B rows are
+ * cut into ceil(B / V_RB) blocks of equal size (+-1): 64 rows are 9 x 6 + 2 x 5 rather than
+ * 10 x 6 + 4, 32 are 2 x 6 + 4 x 5 rather than 5 x 6 + 2, because a block of few rows reads the
+ * whole tile of W_hh for few FMAs. Any split gives the same bits (rec_gemv). */
 #if V_RB >= 6
 #define FRNN_NB_CASES(F) case 6: F(6); break; case 5: F(5); break; case 4: F(4); break; \
                          case 3: F(3); break; case 2: F(2); break; case 1: F(1); break;
@@ -218,12 +223,13 @@ FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi(a, b0 + r, j, acc[0][r
     for (int jj = a->j0; jj < a->j1; jj += VW) {                                           \
         const int j = a->zig ? a->j1 - VW - (jj - a->j0) : jj;                               \
         const float *W = (WBASE) + (int64_t)(j / VW) * (K) * (G) * VW;                      \
-        for (int b0 = 0; b0 < a->B; b0 += V_RB) {                                          \
-            int nb = a->B - b0 < V_RB ? a->B - b0 : V_RB;                                   \
+        for (int i = 0, b0 = 0; i < nblk; i++) {                                           \
+            const int b1 = (int)((int64_t)a->B * (i + 1) / nblk), nb = b1 - b0;             \
             switch (nb) {                                                                   \
                 FRNN_NB_CASES(FRNN_CALL_##BLOCK)                                            \
             default: break;                                                                 \
             }                                                                               \
+            b0 = b1;                                                                        \
         }                                                                                   \
     }
 #define FRNN_CALL_lstm_block(N) lstm_block(a, N, b0, j, W)
@@ -233,6 +239,7 @@ FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi(a, b0 + r, j, acc[0][r
 #define FRNN_CALL_rnn_block(N) rnn_block(a, N, b0, j, W)
 
 void ISA_SUFFIX(rec_step)(const frnn_rec_args *a) {
+    const int nblk = (a->B + V_RB - 1) / V_RB;
     switch (a->cell) {
     case FRNN_CELL_LSTM:
         FRNN_TILES(lstm_block, 4, a->R, a->Whh)
