@@ -13,6 +13,9 @@ PARAMS = {"hard_sigmoid": (1 / 6, 0.5), "elu": (0.7, 0), "affine": (0.8, -0.3), 
           "thresholded_relu": (0.25, 0), "scaled_tanh": (1.7, 0.66)}
 # absolute error bounds (|y| <= ~1) and relative ones for unbounded kinds
 ABS = {"sigmoid": 2e-7, "tanh": 3e-7, "softsign": 2e-7, "hard_sigmoid": 1e-7, "scaled_tanh": 6e-7}
+# the recurrent epilogues' rational tanh and sigmoid (v_tanh_rat, v_sigmoid_rat; src_c/act/fit_tanh.py
+# measures 3.25e-7 and 1.84e-7 on 2.4M points)
+EPI_ABS = {"sigmoid": 2e-7, "tanh": 3.5e-7}
 REL = 4e-7
 
 
@@ -67,4 +70,8 @@ def test_recurrent_epilogue_activations():
                              activations=[kind])
         y = fastrnn.Model([layer]).predict(x[:, None, None])[:, 0, 0]
         want = reference.act(ir.Act(kind), x.astype(np.float64))
-        assert np.abs(y - want).max() <= ABS[kind]
+        assert np.abs(y - want).max() <= EPI_ABS[kind], (kind, np.abs(y - want).max())
+        # relative accuracy near 0 (tanh keeps it: x P(x^2) / Q(x^2))
+        if kind == "tanh":
+            small = (np.abs(x) < 0.5) & (x != 0)
+            assert (np.abs(y - want)[small] / np.abs(want[small])).max() <= 4e-7
