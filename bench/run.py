@@ -39,6 +39,7 @@ import workloads as W
 TOL = 1e-4                 # max |diff| allowed between any engine and the baseline
 CHECK_STEPS = 100          # stream steps compared (from a fresh state)
 REF_T = 16                 # time steps of the float64 reference check (it is slow)
+ROUNDS = 8                 # measure(): each engine's timed reps come in this many interleaved slices
 TIMING = {                 # warm-up: >= warm_s seconds and >= 1 rep; then reps to fill budget_s,
     "full": dict(warm_s=0.5, budget_s=3.0, min_reps=5, max_reps=300),     # within min/max reps
     "quick": dict(warm_s=0.1, budget_s=0.4, min_reps=3, max_reps=50),
@@ -196,30 +197,51 @@ def check(ctx, cols, x_check, reference):
     return res, dict(baseline=desc, ref_diff=rd, ref_ok=rd <= TOL)
 
 
-def measure(col, inp, units, scale, cfg):
-    """Warm up, then repeat; returns stats of scale * seconds / units per repetition."""
-    col.enter()
+def measure(cols, inps, units, scale, cfg):
+    """Time every column of one workload, interleaved: after each one's warm-up, rounds in which
+    each column runs one untimed rep (its caches refilled after the others ran) and then timed reps
+    for about budget_s / ROUNDS, until each has its reps. The machine's speed drifts over seconds
+    (other tenants); interleaving gives every engine the same mix of fast and slow moments, where
+    timing the engines one after another let one engine's whole budget fall in a slow minute.
+    Returns, per column, stats of scale * seconds / units per repetition, or the exception."""
+    out, ts, want, t_rep = [None] * len(cols), [[] for _ in cols], [0] * len(cols), [1.0] * len(cols)
     gc.collect()
     gc.disable()
     try:
-        t_end, n = time.perf_counter() + cfg["warm_s"], 0
-        while n < 1 or time.perf_counter() < t_end:
-            t0 = time.perf_counter()
-            col.rep(inp)
-            t_rep = time.perf_counter() - t0
-            n += 1
-        reps = int(min(cfg["max_reps"], max(cfg["min_reps"], cfg["budget_s"] / max(t_rep, 1e-9))))
-        ts = np.empty(reps)
-        for i in range(reps):
-            t0 = time.perf_counter()
-            col.rep(inp)
-            ts[i] = time.perf_counter() - t0
+        for i, (col, inp) in enumerate(zip(cols, inps)):
+            try:
+                col.enter()
+                t_end, n = time.perf_counter() + cfg["warm_s"], 0
+                while n < 1 or time.perf_counter() < t_end:
+                    t0 = time.perf_counter()
+                    col.rep(inp)
+                    t_rep[i] = time.perf_counter() - t0
+                    n += 1
+                want[i] = int(min(cfg["max_reps"], max(cfg["min_reps"], cfg["budget_s"] / max(t_rep[i], 1e-9))))
+            except Exception as e:  # noqa: BLE001
+                out[i] = e
+        while any(out[i] is None and len(ts[i]) < want[i] for i in range(len(cols))):
+            for i, (col, inp) in enumerate(zip(cols, inps)):
+                if out[i] is not None or len(ts[i]) >= want[i]:
+                    continue
+                try:
+                    col.enter()
+                    col.rep(inp)
+                    for _ in range(max(1, min(want[i] - len(ts[i]), -(-want[i] // ROUNDS)))):
+                        t0 = time.perf_counter()
+                        col.rep(inp)
+                        ts[i].append(time.perf_counter() - t0)
+                except Exception as e:  # noqa: BLE001
+                    out[i] = e
     finally:
         gc.enable()
-    v = ts * scale / units
-    q1, med, q3 = np.percentile(v, [25, 50, 75])
-    return dict(median=float(med), q1=float(q1), q3=float(q3), min=float(v.min()),
-                max=float(v.max()), reps=reps)
+    for i in range(len(cols)):
+        if out[i] is None:
+            v = np.asarray(ts[i]) * scale / units
+            q1, med, q3 = np.percentile(v, [25, 50, 75])
+            out[i] = dict(median=float(med), q1=float(q1), q3=float(q3), min=float(v.min()),
+                          max=float(v.max()), reps=len(v))
+    return out
 
 
 def run_workload(wl, engine_names, threads, args, fastrnn, ir, reference):
@@ -243,14 +265,21 @@ def run_workload(wl, engine_names, threads, args, fastrnn, ir, reference):
         print(f"  check, max |diff| vs {base['baseline']} on {what}: {diffs}")
         print(f"  check, {base['baseline']} vs float64 reference ({REF_T} steps): "
               f"{base['ref_diff']:.2g}{'' if base['ref_ok'] else '  <-- EXCEEDS ' + format(TOL, 'g')}")
-    for col in cols:
-        r = dict(engine=col.engine, threads=col.threads, **checked[id(col)])
+    rows = [dict(engine=col.engine, threads=col.threads, **checked[id(col)]) for col in cols]
+    timed, inps = [], []
+    for col, r in zip(cols, rows):
         if r["status"] == "ok":
             try:
-                r.update(measure(col, col.prep(x_time), units, scale, cfg))
+                inps.append(col.prep(x_time))
+                timed.append((col, r))
             except Exception as e:  # noqa: BLE001
                 r.update(status="error", reason=reason(e))
-        results.append(r)
+    for (col, r), m in zip(timed, measure([c for c, _ in timed], inps, units, scale, cfg)):
+        if isinstance(m, Exception):
+            r.update(status="error", reason=reason(m))
+        else:
+            r.update(m)
+    results.extend(rows)
     order = {(n, e): i for i, (n, e) in enumerate((n, e) for n in threads for e in engine_names)}
     results.sort(key=lambda r: order[r["threads"], r["engine"]])
     for r in results:
