@@ -625,13 +625,16 @@ static void rec_part(void *arg, int tid, int nt) {
     }
 }
 
+/* flops of one row's step of a recurrent layer (both GEMVs; the gate math not counted) */
+static double rec_row_flops(const layer *L) { return 2.0 * L->ndir * L->G * L->H * (double)(L->in + L->R); }
+
 /* The parallel mode of a layer at nt threads: DIRS for two directions; TILES when each step is
  * big enough to pay for a barrier (~0.3 µs against >= ~5 µs of work) and splits into >= 2 tiles
  * per part (not with a projection or GRU linear_before_reset=0: their steps read whole vectors
  * mid-step). */
 static int rec_mode(const frnn_model *m, const layer *L, int B, int T, int nt) {
     if (nt < 2) return PAR_SERIAL;
-    const double step = 2.0 * L->ndir * L->G * L->H * (double)(L->in + L->R) * B;
+    const double step = rec_row_flops(L) * B;
     if (step * T < 5e5) return PAR_SERIAL;
     if (L->ndir == 2) return PAR_DIRS;
     if (L->Whr_p[0] || (L->d.cell == FRNN_CELL_GRU && !L->d.linear_before_reset)) return PAR_SERIAL;
@@ -751,7 +754,7 @@ double frnn_model_row_step_flops(const frnn_model *m) {
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
         if (L->type == L_DENSE) f += 2.0 * L->in * L->out;
-        if (L->type == L_REC) f += 2.0 * L->ndir * L->G * L->H * (L->in + L->R);
+        if (L->type == L_REC) f += rec_row_flops(L);
     }
     return f;
 }
@@ -843,11 +846,12 @@ static int ld_int(const char *p, int dtype, int64_t *v) {
     }
 }
 
-/* One step of the pipeline over the first B rows of c (T = 1): the input (see frnn_stream_step)
+/* One step of the pipeline over the c->B rows of c (T = 1): the input (see frnn_stream_step)
  * is read into c's own buffers, then run. */
-static frnn_status stream_run(const frnn_model *m, ctx *c, int B, const void *x, int dtype,
-                                int64_t sb, int64_t sf, float *y) {
+static frnn_status stream_run(const frnn_model *m, ctx *c, const void *x, int dtype, int64_t sb,
+                              int64_t sf, float *y) {
     const char *p = x;
+    const int B = c->B;
     c->par = frnn_get_num_threads();
     c->zig++;   /* the next step's tile order (rec/impl.h, zig) */
     if (m->input_ids) {
@@ -874,7 +878,7 @@ static frnn_status stream_run(const frnn_model *m, ctx *c, int B, const void *x,
 
 frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t sb, int64_t sf,
                              float *y) {
-    return stream_run(s->m, &s->c, s->c.B, x, dtype, sb, sf, y);
+    return stream_run(s->m, &s->c, x, dtype, sb, sf, y);
 }
 
 void frnn_stream_get_state(const frnn_stream *s, int i, float *dst) {
@@ -899,7 +903,7 @@ struct frnn_streampool {
     const frnn_model *m;
     ctx c;
     int cap, fresh, nfree; /* slots [fresh, cap) were never opened; nfree closed ones below */
-    float **sh, **sc;      /* per state slot (layer, direction): (cap, Rp) h and (cap, Hp) c */
+    float **sh, **sc;      /* per state slot (layer, direction): (cap, Rp) h and (cap, Hp) c (LSTM) */
     uint8_t *open;         /* (cap) */
     uint32_t *mark;        /* (cap) the stamp of the step that last took the slot */
     uint32_t stamp;
@@ -928,7 +932,8 @@ frnn_status frnn_streampool_new(const frnn_model *m, int capacity, frnn_streampo
         if (L->type != L_REC) continue;
         for (int d = 0; d < L->ndir; d++) {
             if (!(p->sh[L->slot0 + d] = calloc(cap * L->Rp, 4))) goto fail;
-            if (!(p->sc[L->slot0 + d] = calloc(cap * L->Hp, 4))) goto fail;
+            if (L->d.cell == FRNN_CELL_LSTM && !(p->sc[L->slot0 + d] = calloc(cap * L->Hp, 4)))
+                goto fail;   /* c: LSTM only */
         }
     }
     if ((st = ctx_alloc(m, capacity, 1, 0, &p->c))) goto fail;
@@ -960,7 +965,7 @@ static void slot_zero(frnn_streampool *p, int64_t slot) {
         if (L->type != L_REC) continue;
         for (int d = 0; d < L->ndir; d++) {
             memset(p->sh[L->slot0 + d] + slot * L->Rp, 0, (size_t)L->Rp * 4);
-            memset(p->sc[L->slot0 + d] + slot * L->Hp, 0, (size_t)L->Hp * 4);
+            if (p->sc[L->slot0 + d]) memset(p->sc[L->slot0 + d] + slot * L->Hp, 0, (size_t)L->Hp * 4);
         }
     }
 }
@@ -968,8 +973,7 @@ static void slot_zero(frnn_streampool *p, int64_t slot) {
 int frnn_streampool_open(frnn_streampool *p) {
     if (!p->nfree && p->fresh == p->cap) return -1;
     const int slot = p->nfree ? p->free[--p->nfree] : p->fresh++;   /* the lowest free slot */
-    p->open[slot] = 1;
-    slot_zero(p, slot);   /* closing zeroes too; this keeps a reused slot clean whatever happened */
+    p->open[slot] = 1;   /* its state is zero: calloc'ed, or zeroed when it was closed */
     return slot;
 }
 
@@ -1030,31 +1034,29 @@ frnn_status frnn_streampool_step(frnn_streampool *p, int n, const void *slots, i
         p->rows[i] = v;
     }
     pool_move(p, n, 0);
-    p->c.B = n;   /* the context's buffers hold cap >= n rows */
-    frnn_status st = stream_run(p->m, &p->c, n, x, dtype, sb, sf, y);
-    p->c.B = p->cap;
+    p->c.B = n;   /* this step's rows: the context's buffers hold cap >= n */
+    frnn_status st = stream_run(p->m, &p->c, x, dtype, sb, sf, y);
     if (!st) pool_move(p, n, 1);   /* a failed step (bad id) leaves every state as it was */
     return st;
 }
 
-frnn_status frnn_streampool_get_state(const frnn_streampool *p, int64_t slot, int i, float *dst) {
+/* State tensor i of an open slot <-> buf, (dirs, width) as a batch-1 stream's snapshot */
+static frnn_status pool_state_io(frnn_streampool *p, int64_t slot, int i, float *buf, int to_api) {
     int is_c = 0;
     const layer *L = state_layer(p->m, i, &is_c);
-    if (!frnn_streampool_is_open(p, slot) || !L) return FRNN_EINVAL;
+    if (!frnn_streampool_is_open(p, slot) || !L || !buf) return FRNN_EINVAL;
     const int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
-    for (int d = 0; d < L->ndir; d++)
-        memcpy(dst + (size_t)d * width, (is_c ? p->sc : p->sh)[L->slot0 + d] + slot * stride,
-               (size_t)width * 4);
+    for (int d = 0; d < L->ndir; d++) {
+        float *x = buf + (size_t)d * width, *y = (is_c ? p->sc : p->sh)[L->slot0 + d] + slot * stride;
+        memcpy(to_api ? x : y, to_api ? y : x, (size_t)width * 4);
+    }
     return FRNN_OK;
 }
 
+frnn_status frnn_streampool_get_state(const frnn_streampool *p, int64_t slot, int i, float *dst) {
+    return pool_state_io((frnn_streampool *)p, slot, i, dst, 1);   /* to_api: the pool only read */
+}
+
 frnn_status frnn_streampool_set_state(frnn_streampool *p, int64_t slot, int i, const float *src) {
-    int is_c = 0;
-    const layer *L = state_layer(p->m, i, &is_c);
-    if (!frnn_streampool_is_open(p, slot) || !L) return FRNN_EINVAL;
-    const int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
-    for (int d = 0; d < L->ndir; d++)
-        memcpy((is_c ? p->sc : p->sh)[L->slot0 + d] + slot * stride, src + (size_t)d * width,
-               (size_t)width * 4);
-    return FRNN_OK;
+    return pool_state_io(p, slot, i, (float *)src, 0);   /* src only read */
 }

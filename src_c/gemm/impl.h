@@ -29,10 +29,11 @@ static inline int panel_nv(int K) { return G_MR4 && K >= G_WIDE_K ? 4 : 2; }
 int ISA_SUFFIX(vw)(void) { return VW; }
 int ISA_SUFFIX(gemm_nr)(int K) { return panel_nv(K) * VW; }
 
-/* FRNN_PF_K (kernels.h): rows of k ahead that the many-row tile asks into L1 (its panel, 32-64 KiB, does not stay in
- * L1 between tiles). Measured on AVX-512 (Skylake-SP, paired alternation, 30 pairs, medians):
- * 6400x1024x256 89 -> 95 GFLOP/s, 1600x2048x512 98 -> 109, 1600x2048x128 (2-vector panels) +2%;
- * 4, 8, 16 and 32 rows ahead within noise of each other. Not in the few-row (streaming) path,
+/* FRNN_PF_K (kernels.h): rows of k ahead that the many-row tile asks into L1 (its panel, 32-64
+ * KiB, does not stay in L1 between tiles). Measured on AVX-512 (Skylake-SP; the builds without
+ * and with it alternated call by call in one process, 30 pairs, medians): 6400x1024x256
+ * 80 -> 88 GFLOP/s, 1600x2048x512 84 -> 96, 1600x2048x128 (2-vector panels) 52 -> 60; 4, 8, 16
+ * and 32 rows ahead within noise of each other. Not in the few-row (streaming) path,
  * where 16 ahead made the LSTM 64 step slower (2.7 -> 3.0 us): there the weights come from L2 at
  * one row per few cycles and the hardware prefetcher keeps up. A prefetch never faults, so the
  * last rows ask for lines past the panel harmlessly. rec/impl.h's many-row GEMV does the same. */

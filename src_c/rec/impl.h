@@ -224,7 +224,7 @@ FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi(a, b0 + r, j, acc[0][r
         const int j = a->zig ? a->j1 - VW - (jj - a->j0) : jj;                               \
         const float *W = (WBASE) + (int64_t)(j / VW) * (K) * (G) * VW;                      \
         for (int i = 0, b0 = 0; i < nblk; i++) {                                           \
-            const int b1 = (int)((int64_t)a->B * (i + 1) / nblk), nb = b1 - b0;             \
+            const int nb = bq + (i < br), b1 = b0 + nb;   /* the first br blocks: one more */ \
             switch (nb) {                                                                   \
                 FRNN_NB_CASES(FRNN_CALL_##BLOCK)                                            \
             default: break;                                                                 \
@@ -239,7 +239,7 @@ FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi(a, b0 + r, j, acc[0][r
 #define FRNN_CALL_rnn_block(N) rnn_block(a, N, b0, j, W)
 
 void ISA_SUFFIX(rec_step)(const frnn_rec_args *a) {
-    const int nblk = (a->B + V_RB - 1) / V_RB;
+    const int nblk = (a->B + V_RB - 1) / V_RB, bq = a->B / nblk, br = a->B % nblk;
     switch (a->cell) {
     case FRNN_CELL_LSTM:
         FRNN_TILES(lstm_block, 4, a->R, a->Whh)
