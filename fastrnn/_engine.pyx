@@ -552,8 +552,8 @@ cdef class StreamPool:
         st = pool.state(slot); pool.set_state(slot, st)
 
     Each slot behaves exactly as its own batch-1 Stream (bit for bit): the stepped slots' states
-    are gathered into one batch in C, run by one call into the engine (the GIL released), and
-    scattered back. Closing a slot zeroes its state; a reopened slot starts from zeros. A pool is
+    are gathered into one batch in C, run by one call into the engine (the GIL released unless
+    the call is tiny, see Threads in the README), and scattered back. Closing a slot zeroes its state; a reopened slot starts from zeros. A pool is
     used by one thread at a time (a second thread entering a busy pool gets a FastRNNError).
     For a multi-output source model (e.g. Keras return_state) step returns the main output only.
     Slot arguments that are not open, out of range, repeated in one step or not integers raise
@@ -600,6 +600,9 @@ cdef class StreamPool:
 
     def __len__(self):
         return self.num_open
+
+    def __bool__(self):   # a pool is a resource, not a container: an empty one is not false
+        return True
 
     def __repr__(self):
         return f"<fastrnn.StreamPool {self.num_open}/{self.capacity} slots open over {self.model!r}>"
@@ -749,12 +752,22 @@ cdef class StreamPool:
 
     def set_state(self, slot, state):
         """Restore a slot's state from a snapshot (state(slot), or a batch-1 Stream's state)."""
-        cdef int64_t s = self._slot(slot, "set_state")
+        if self.p == NULL:
+            raise FastRNNError("this StreamPool is not initialised")
+        # the states first: no Python code runs between the slot check and taking the pool
         arrs = self.model._check_states(state, 1, "set_state")
+        cdef int64_t s = self._slot(slot, "set_state")
         cdef cnp.ndarray a
         cdef int i
+        cdef frnn_status st = FRNN_OK
         self._acquire()
-        for i in range(self.cm.num_states):
-            a = arrs[i]
-            frnn_streampool_set_state(self.p, s, i, <const float *>cnp.PyArray_DATA(a))
-        self.busy = 0
+        try:
+            for i in range(self.cm.num_states):
+                a = arrs[i]
+                st = frnn_streampool_set_state(self.p, s, i, <const float *>cnp.PyArray_DATA(a))
+                if st:
+                    break
+        finally:
+            self.busy = 0
+        if st:
+            _raise(st, "set_state")

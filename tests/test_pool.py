@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import dense, rec
+from conftest import dense, rand_weights, rec
 from test_stream import models
 
 import fastrnn
@@ -30,6 +30,7 @@ def _drive(m, rng, cap, ticks, threads=1):
     fastrnn.set_num_threads(threads)
     try:
         pool = fastrnn.StreamPool(m, cap)
+        assert pool and len(pool) == 0   # an empty pool is still a true object
         live = {}
         for tick in range(ticks):
             r = rng.random()
@@ -68,10 +69,7 @@ def test_pool_equals_one_stream_per_slot(rng):
 
 def test_pool_big_layers_two_threads_equal_streams(rng):
     # LSTM 256 at up to 24 rows: steps split across threads by hidden units (engine.c rec_mode)
-    s = 256 ** -0.5
-    lstm = ir.Recurrent("lstm", [{k: rng.uniform(-s, s, shp).astype(np.float32) for k, shp in
-                                  [("W_ih", (1024, 64)), ("W_hh", (1024, 256)), ("b_ih", (1024,)),
-                                   ("b_hh", (1024,))]}])
+    lstm = ir.Recurrent("lstm", [rand_weights(rng, "lstm", 64, 256, scale=256 ** -0.5)])
     m = fastrnn.Model([lstm, dense(rng, 256, 10, "softmax")])
     _drive(m, rng, cap=24, ticks=40, threads=2)
 
