@@ -79,6 +79,8 @@ import argparse
 import os
 import sys
 import warnings
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -553,14 +555,17 @@ def _states_info(model):
     entries = sig if sig is not None else [
         {"parts": [[k, d] for d in range(layer.num_directions)], "stack": True}
         for k, (_, _, layer) in enumerate(native)]
+    return [{"shape": shape, "stacked": bool(e["stack"]), "parts": _parts_info(native, e["parts"])}
+            for e, shape in zip(entries, shapes)]
+
+
+def _parts_info(native, parts):
+    """[[k, d], ...] (native state k, direction d) -> [{layer, state, direction}, ...]"""
     out = []
-    for e, shape in zip(entries, shapes):
-        parts = []
-        for k, d in e["parts"]:
-            i, kind, layer = native[k]
-            direction = layer.direction if layer.num_directions == 1 else ("forward", "backward")[d]
-            parts.append({"layer": i, "state": kind, "direction": direction})
-        out.append({"shape": shape, "stacked": bool(e["stack"]), "parts": parts})
+    for k, d in parts:
+        i, kind, layer = native[k]
+        direction = layer.direction if layer.num_directions == 1 else ("forward", "backward")[d]
+        out.append({"layer": i, "state": kind, "direction": direction})
     return out
 
 
@@ -588,11 +593,7 @@ def _graph_info(model):
         return [m[a] for a in axes]
 
     def state(e, role):
-        parts = []
-        for k, d in e["parts"]:
-            i, kind, layer = native[k]
-            parts.append({"layer": i, "state": kind,
-                          "direction": layer.direction if layer.num_directions == 1 else ("forward", "backward")[d]})
+        parts = _parts_info(native, e["parts"])
         return {"name": e["name"], "role": f"{role}: {_state_text({'parts': parts})}", "dtype": "float32",
                 "shape": shape(e["axes"], F=widths[e["parts"][0][0]], S=len(e["parts"])), "parts": parts}
     inputs, outputs = [], []
@@ -637,7 +638,6 @@ def _meta_text(meta):
 def _model_info(path):
     """(everything `fastrnn info` says as a JSON-able dict, the loaded Model)."""
     import fastrnn
-    from .errors import UnsupportedError
     before = _heap_in_use()
     model = _load_model(path)
     after = _heap_in_use()
@@ -654,11 +654,8 @@ def _model_info(path):
     masking = next((l for l in model.layers if isinstance(l, ir.Masking)), None)
     if masking is not None:
         inp["mask_value"] = masking.mask_value
-    try:
-        model.stream(1)
-        can_stream, why = True, None
-    except UnsupportedError as e:
-        can_stream, why = False, _oneline(e)
+    stream, why = _stream_or_why(model)
+    can_stream = stream is not None
     cpu = fastrnn.cpu_info()
     return {
         "file": os.fspath(path), "file_bytes": os.path.getsize(path), "model": repr(model),
@@ -785,7 +782,7 @@ def _load_array_file(path, what):
         if not isinstance(data, np.ndarray):
             raise ValueError(f"unexpected content {type(data).__name__}")
         return data
-    except (ValueError, EOFError) as e:
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:   # truncated or not a zip
         msg = _oneline(e)
         if "pickle" in msg.lower() or "object arrays" in msg.lower():
             raise _Error(f"{what} {path}: holds Python objects, which only unpickling could read; "
@@ -801,8 +798,11 @@ def _save_arrays(path, arrays):
     tmp = f"{path}.tmp{os.getpid()}"       # write aside, then rename: never half a file
     try:
         with open(tmp, "wb") as f:
-            if isinstance(arrays, dict):
-                np.savez(f, **arrays)
+            if isinstance(arrays, dict):   # not np.savez(f, **arrays): a graph output may be named "file"
+                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                    for name, a in arrays.items():
+                        with z.open(f"{name}.npy", "w", force_zip64=True) as m:
+                            np.lib.format.write_array(m, np.asanyarray(a), allow_pickle=False)
             else:
                 np.save(f, arrays, allow_pickle=False)
         os.replace(tmp, path)
@@ -893,12 +893,20 @@ class _Progress:
             self.drawn = 0
 
 
-def _bench_stream(model, seconds, seed, progress):
-    """µs per Stream.step_into at batch 1: a loop over preallocated inputs (64 random steps,
-    cycled), the stream reset before each repeat; the median over the repeats."""
+def _stream_or_why(model):
+    """(a batch-1 Stream, None), or (None, why the model cannot stream)"""
+    from .errors import UnsupportedError
+    try:
+        return model.stream(1), None
+    except UnsupportedError as e:
+        return None, _oneline(e)
+
+
+def _bench_stream(model, s, seconds, seed, progress):
+    """µs per s.step_into (s: a batch-1 Stream of model): a loop over preallocated inputs (64
+    random steps, cycled), the stream reset before each repeat; the median over the repeats."""
     import statistics
     import time
-    s = model.stream(1)
     L, reps = 64, 7
     x = _random_input(model, 1, L, seed)
     x = x.reshape(L, 1) if model.input_kind == "ids" else np.ascontiguousarray(x[0][:, None, :])
@@ -968,18 +976,13 @@ def _fmt(v):
 def _bench(args):
     import json
     from . import __version__
-    from .errors import UnsupportedError
     model = _load_model(args.model)
-    try:
-        model.stream(1)
-        why = None
-    except UnsupportedError as e:
-        why = _oneline(e)
+    s, why = _stream_or_why(model)
     total = args.seconds * (2 if why is None else 1)
     progress = _Progress(args.progress or (sys.stderr.isatty() and total >= 1), total)
     try:
         with _Threads(args.threads) as threads:
-            stream = _bench_stream(model, args.seconds, args.seed, progress) if why is None else None
+            stream = _bench_stream(model, s, args.seconds, args.seed, progress) if s is not None else None
             offset = args.seconds if why is None else 0.0
             pred = _bench_predict(model, args.batch, args.steps, args.seconds, args.seed, progress, offset)
     finally:

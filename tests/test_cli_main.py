@@ -19,8 +19,7 @@ import pytest
 import fastrnn
 from fastrnn import ir
 from fastrnn.cli import convert_main, main
-
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+from conftest import GATES, rand_weights
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -30,11 +29,7 @@ def _u(rng, *shape, scale):
 
 
 def _cell(rng, cell, I, H, bias=True):
-    G, s = GATES[cell], 1 / np.sqrt(H)
-    w = {"W_ih": _u(rng, G * H, I, scale=s), "W_hh": _u(rng, G * H, H, scale=s)}
-    if bias:
-        w["b_ih"], w["b_hh"] = _u(rng, G * H, scale=s), _u(rng, G * H, scale=s)
-    return w
+    return rand_weights(rng, cell, I, H, bias=bias, scale=1 / np.sqrt(H))
 
 
 def _rec_params(cell, I, H, dirs=1, bias=True):
@@ -347,6 +342,9 @@ def test_run_errors(paths, tmp_path, capsys):
     (tmp_path / "text.npy").write_text("not numpy\n")
     np.savez(tmp_path / "named.npz", x=np.zeros((2, 5, FI), np.float32))
     np.save(tmp_path / "badlens.npy", np.array([1, 2, 3]))
+    npz = (tmp_path / "named.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(npz[:len(npz) // 2])        # a truncated download
+    (tmp_path / "pk.npz").write_bytes(b"PK\x03\x04 not a zip at all")
     out_path = tmp_path / "y.npy"
     cases = [
         (["run", tmp_path / "nope.frnn", "-i", tmp_path / "x.npy"], ["nope.frnn", "no such file"]),
@@ -358,6 +356,8 @@ def test_run_errors(paths, tmp_path, capsys):
         (["run", paths["ids"], "-i", tmp_path / "raw.pkl"], ["raw.pkl", "pickle file"]),
         (["run", paths["ids"], "-i", tmp_path / "text.npy"], ["text.npy", "not a NumPy"]),
         (["run", paths["float"], "-i", tmp_path / "named.npz"], ["named.npz", "ONNX", ".npy"]),
+        (["run", paths["float"], "-i", tmp_path / "cut.npz"], ["cut.npz", "not a NumPy"]),
+        (["run", paths["float"], "-i", tmp_path / "pk.npz"], ["pk.npz", "not a NumPy"]),
         (["run", paths["float"], "-i", tmp_path / "x.npy", "--lengths", tmp_path / "badlens.npy"],
          ["lengths of shape (2,)"]),
         (["run", paths["float"], "-i", tmp_path / "x.npy", "--lengths", tmp_path / "obj.npy"], ["unpickl"]),
@@ -512,3 +512,14 @@ def test_stdout_closed_early(paths):
     err = p.stderr.read().decode()
     p.stderr.close()
     assert p.wait(timeout=60) == 141 and err == "", err
+
+
+def test_npz_output_names_are_free(tmp_path):
+    # graph outputs become .npz members by name; numpy.savez(f, **arrays) would reject "file"
+    from fastrnn import cli as cli_mod
+    arrays = {"file": np.arange(3, dtype=np.float32), "allow_pickle": np.ones((2, 2), np.float32)}
+    cli_mod._save_arrays(str(tmp_path / "y.npz"), arrays)
+    with np.load(tmp_path / "y.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["allow_pickle", "file"]
+        for k, a in arrays.items():
+            np.testing.assert_array_equal(z[k], a)
