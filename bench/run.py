@@ -230,7 +230,7 @@ def measure(cols, inps, units, scale, cfg):
                     col.enter()
                     if t_rep[i] < WARM_REP_MAX_S:   # a long rep refills its caches itself
                         col.rep(inp)
-                    for _ in range(max(1, min(want[i] - len(ts[i]), -(-want[i] // ROUNDS)))):
+                    for _ in range(min(want[i] - len(ts[i]), -(-want[i] // ROUNDS))):
                         t0 = time.perf_counter()
                         col.rep(inp)
                         ts[i].append(time.perf_counter() - t0)

@@ -15,8 +15,6 @@ import numpy as np
 import torch
 from aiohttp import web
 
-import fastrnn
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARLM = os.path.join(ROOT, "examples", "charlm")
 MODEL = os.path.join(CHARLM, "charlm.frnn")
@@ -29,8 +27,8 @@ def _load(name, path):
     return mod
 
 
-gen = _load("charlm_generate", os.path.join(CHARLM, "generate.py"))
 server = _load("charlm_web_server", os.path.join(ROOT, "examples", "web", "server.py"))
+gen = server.charlm   # examples/charlm/generate.py, as the server loaded it
 LM = gen.CharLM(MODEL)
 
 
@@ -75,7 +73,7 @@ def test_generate_script_without_torch(tmp_path):
 
 # ---- (b) a fastrnn Stream decodes what torch decodes --------------------------------------------
 def test_stream_greedy_equals_torch_greedy():
-    m = fastrnn.load(MODEL)
+    m = LM.model
     emb, l1, l2, dense = m.layers
     assert (l1.cell, l2.cell, dense.activation.kind) == ("lstm", "lstm", "log_softmax")
     torch.manual_seed(0)

@@ -42,7 +42,6 @@ import os
 import pathlib
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -215,14 +214,6 @@ def main():
     pt = args.out_dir / "charlm.pt"
     frnn = args.out_dir / "charlm.frnn"
     torch.save(model.state_dict(), pt)
-    cli = shutil.which("fastrnn-convert")
-    cmd = ([cli] if cli else [sys.executable, "-c", "from fastrnn.cli import convert_main; "
-                              "raise SystemExit(convert_main())"])
-    cmd += [str(pt), "-o", str(frnn), "--batch-first", "--head", "sequence",
-            "--head-activation", "log_softmax", "--check"]
-    print("$", " ".join(["fastrnn-convert"] + cmd[1 if cli else 3:]), flush=True)
-    subprocess.run(cmd, check=True)
-
     meta = {
         "chars": "".join(chars),
         "model": "Embedding(vocab, 64) -> LSTM(256) x 2 (batch_first) -> Linear(vocab) -> log_softmax",
@@ -244,7 +235,13 @@ def main():
         "trained_with": f"torch {torch.__version__}, 1 thread, {platform.machine()}",
         "command": " ".join(["python examples/charlm/train.py"] + sys.argv[1:]),
     }
+    # the vocabulary first: charlm.frnn and vocab.json always come from the same training
     (args.out_dir / "vocab.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+    cmd = [sys.executable, "-m", "fastrnn", "convert", str(pt), "-o", str(frnn), "--batch-first",
+           "--head", "sequence", "--head-activation", "log_softmax", "--check"]
+    print("$", " ".join(["fastrnn"] + cmd[3:]), flush=True)
+    if subprocess.run(cmd).returncode:
+        sys.exit(f"train.py: converting {pt} failed (its message is above); {frnn} is not usable")
     print(f"wrote {frnn} ({os.path.getsize(frnn) / 1e6:.1f} MB) and {args.out_dir / 'vocab.json'}")
 
 
