@@ -19,6 +19,7 @@
  * of each step). Rows are independent and every kernel sums in a fixed order per output, so the
  * results never depend on the thread count or the split.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,19 +76,23 @@ static float ld_f32(const char *p) { float v; memcpy(&v, p, 4); return v; }
 static double ld_f64(const char *p) { double v; memcpy(&v, p, 8); return v; }
 
 /* ---- packing (once, at add time, for the model's ISA) ---------------------------------- */
-/* B (N, K) row-major -> panels of nr columns (gemm/impl.h). rowmap(n) gives the source row of
- * packed column n or -1 for a zero column. */
+/* B (N, K) row-major -> panels of k->gemm_nr(columns left) columns, the panel at column n0 at
+ * n0 * K (gemm/impl.h). rowmap(n) gives the source row of packed column n or -1 for a zero
+ * column. */
 typedef int (*rowmap_fn)(const layer *L, int n);
-static float *pack_gemm(const float *W, int N, int K, int nr, const layer *L, rowmap_fn map) {
-    int Np = rup(N, nr);
-    float *P = azalloc((size_t)Np * K * sizeof(float));
+static float *pack_gemm(const frnn_kernels *k, const float *W, int N, int K, const layer *L,
+                        rowmap_fn map) {
+    float *P = azalloc((size_t)rup(N, k->gemm_nr(INT_MAX)) * K * sizeof(float));
     if (!P) return NULL;
-    for (int n = 0; n < N; n++) {
-        int src = map ? map(L, n) : n;
-        if (src < 0) continue;
-        float *dst = P + (size_t)(n / nr) * K * nr + n % nr;
-        const float *s = W + (size_t)src * K;
-        for (int k = 0; k < K; k++) dst[(size_t)k * nr] = s[k];
+    for (int n0 = 0, nr; n0 < N; n0 += nr) {
+        nr = k->gemm_nr(N - n0);
+        for (int n = n0; n < N && n < n0 + nr; n++) {
+            int src = map ? map(L, n) : n;
+            if (src < 0) continue;
+            float *dst = P + (size_t)n0 * K + (n - n0);
+            const float *s = W + (size_t)src * K;
+            for (int k = 0; k < K; k++) dst[(size_t)k * nr] = s[k];
+        }
     }
     return P;
 }
@@ -178,9 +183,9 @@ frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W,
                                  frnn_act act) {
     if (in < 1 || out < 1 || !W || !act_ok(act, 1)) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_DENSE)
-    int nr = m->k->gemm_nr(in);
+    int nr = m->k->gemm_nr(INT_MAX);
     L->in = in; L->out = out; L->act = act;
-    L->Wp = pack_gemm(W, out, in, nr, NULL, NULL);
+    L->Wp = pack_gemm(m->k, W, out, in, NULL, NULL);
     if (!L->Wp) return FRNN_ENOMEM;
     if (b) {
         L->bp = azalloc((size_t)rup(out, nr) * sizeof(float));
@@ -222,7 +227,7 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
             if (!act_ok(d->acts[i][a], 0)) return FRNN_EINVAL;
     }
     NEW_LAYER(L, m, L_REC)
-    int vw = m->vw, nr = m->k->gemm_nr(d->input_size), G = gates[d->cell], H = d->hidden_size;
+    int vw = m->vw, nr = m->k->gemm_nr(INT_MAX), G = gates[d->cell], H = d->hidden_size;
     int I = d->input_size;
     int R = d->proj_size ? d->proj_size : H;
     L->d = *d;
@@ -245,7 +250,7 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
                     L->bih_p[(i * G + g) * L->Hp + u] =
                         w->b_ih[g * H + u] + (gru_lbr && g == 2 ? 0.0f : w->b_hh[g * H + u]);
     }
-    L->Wih_p = pack_gemm(Wcat, L->nx, I, nr, L, rec_rowmap);
+    L->Wih_p = pack_gemm(m->k, Wcat, L->nx, I, L, rec_rowmap);
     free(Wcat);
     if (!L->Wih_p) { layer_free(L); return FRNN_ENOMEM; }
     for (int i = 0; i < ndir; i++) {
@@ -267,7 +272,7 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
                 memcpy(L->peep[i] + g * L->Hp, w->P + g * H, (size_t)H * sizeof(float));
         }
         if (ok && w->W_hr)
-            ok &= !!(L->Whr_p[i] = pack_gemm(w->W_hr, R, H, m->k->gemm_nr(H), NULL, NULL));
+            ok &= !!(L->Whr_p[i] = pack_gemm(m->k, w->W_hr, R, H, NULL, NULL));
         if (!ok) { layer_free(L); return FRNN_ENOMEM; }
     }
     m->nlayers++;

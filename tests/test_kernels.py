@@ -75,3 +75,23 @@ def test_recurrent_epilogue_activations():
         if kind == "tanh":
             small = (np.abs(x) < 0.5) & (x != 0)
             assert (np.abs(y - want)[small] / np.abs(want[small])).max() <= 4e-7
+
+
+@pytest.mark.parametrize("K", [1, 3, 64, 127, 128, 130, 256, 300, 520])
+def test_gemm_rows_are_batch_invariant(K):
+    """The packed GEMM through a Dense layer: a row's output has the same bits whether it runs
+    alone (the streaming path: whole tiles over all of K), in a few rows, or among hundreds (the
+    blocked path: every tile over one block of K at a time, partial sums in scratch; row blocks
+    of 48 and of the L2 size, MC), and matches float64. Column counts cover partial vectors and
+    panels of 2 and 4 vectors."""
+    rng = np.random.default_rng(K)
+    x = rng.uniform(-1, 1, (301, 1, K)).astype(np.float32)
+    for N in (1, 17, 70, 130):
+        layer = ir.Dense(rng.uniform(-0.5, 0.5, (N, K)).astype(np.float32),
+                         rng.uniform(-0.5, 0.5, N).astype(np.float32))
+        m = fastrnn.Model([layer])
+        full = m.predict(x)
+        want = reference.run([layer], x)[0]
+        np.testing.assert_allclose(full, want, rtol=1e-5, atol=1e-5 * np.sqrt(K))
+        for lo, hi in ((0, 1), (300, 301), (3, 8), (11, 24), (40, 101), (5, 300)):
+            np.testing.assert_array_equal(m.predict(x[lo:hi]), full[lo:hi], err_msg=f"N={N} rows {lo}:{hi}")

@@ -1,33 +1,36 @@
 /* gemm/impl.h - packed SGEMM, C = A B^T + bias, written once against simd/<isa>.h.
  *
  *   A    IN  (M, K) row-major, row stride lda (unpacked: layer inputs are used in place)
- *   Bp   IN  B (N, K) packed once at load by pack_gemm (engine.c): panels of gemm_nr(K) output
- *            columns (2 or 4 vectors, see panel_nv), each K x nr floats, N zero-padded to a
- *            multiple of nr
+ *   Bp   IN  B (N, K) packed once at load by pack_gemm (engine.c): panels of output columns,
+ *            each K x nr floats, nr = gemm_nr(columns left) (2 or 4 vectors, see panel_nv); the
+ *            panel at column n0 starts at Bp + n0 * K; the last one is zero-padded
  *   bias IN  padded to the panels (Npad floats) or NULL
  *   C    OUT (M, N) row stride ldc; only the N real columns are written
  *
- * Micro-tile G_MR rows x 2 vectors (or G_MR4 x 4) held in registers; each packed panel is read once
- * per tile of rows of A. At M = 1 (streaming) this is a GEMV that streams the weights once. The summation order is
+ * Micro-tile G_MR rows x 2 vectors (or G_MR4 x 4) held in registers. At M = 1 (streaming) this is a GEMV that streams the weights once. The summation order is
  * fixed per K (see gemm_tile): results are deterministic and independent of M and threads.
  */
 #ifndef FRNN_GEMM_IMPL_H
 #define FRNN_GEMM_IMPL_H
 
-/* Panels are panel_nv(K) vectors wide: 2, or 4 on ISAs with G_MR4 (AVX-512) when K >= G_WIDE_K.
+/* Panels are 4 vectors wide on ISAs with G_MR4 (AVX-512), else 2; a last panel of at most 2
+ * vectors' columns is 2 wide (a Dense head with 1 output computes 32 lanes, not 64). The width
+ * depends only on the columns left, so the packer (engine.c, via gemm_nr) and the kernel agree,
+ * also for a thread's range of panels (ranges start at multiples of the full width).
  * Measured on AVX-512 (Skylake-SP, best of 40, bench/limits.c peak 146 GFLOP/s): the 6 x 4 tile
  * needs 6 broadcasts per 24 FMAs instead of 8 per 16: 6400x1024x256 103 -> 111 GFLOP/s,
- * 1600x2048x512 97 -> 108, 64x1024x256 113 -> 131; but at K = 128 its 32 KiB panel fills L1
- * (88 -> 70), so narrow panels stay below G_WIDE_K. The width is a function of K only, so the
- * packer (engine.c, via gemm_nr) and the kernel agree. */
+ * 1600x2048x512 97 -> 108, 64x1024x256 113 -> 131. Below K = 256, 4-vector panels (32 KiB at
+ * K = 128) used to fill L1 and lose (88 -> 70 at K = 128); with the blocks of K (gemm_panels)
+ * they win at every K (alternated builds, medians of 20 pairs, time 4 wide / 2 wide):
+ * 1600x2048x128 0.88, 6400x1024x64 0.78, 6400x512x32 0.76, 6400x128x16 0.79, and a stream
+ * step of LSTM 64 0.90. */
 #ifndef G_MR4
 #define G_MR4 0
 #endif
-enum { G_WIDE_K = 256 };
-static inline int panel_nv(int K) { return G_MR4 && K >= G_WIDE_K ? 4 : 2; }
+static inline int panel_nv(int ncols) { return G_MR4 && ncols > 2 * VW ? 4 : 2; }
 
 int ISA_SUFFIX(vw)(void) { return VW; }
-int ISA_SUFFIX(gemm_nr)(int K) { return panel_nv(K) * VW; }
+int ISA_SUFFIX(gemm_nr)(int ncols) { return panel_nv(ncols) * VW; }
 
 /* FRNN_PF_K (kernels.h): rows of k ahead that the many-row tile asks into L1 (its panel, 32-64
  * KiB, does not stay in L1 between tiles). Measured on AVX-512 (Skylake-SP; the builds without
@@ -38,12 +41,37 @@ int ISA_SUFFIX(gemm_nr)(int K) { return panel_nv(K) * VW; }
  * one row per few cycles and the hardware prefetcher keeps up. A prefetch never faults, so the
  * last rows ask for lines past the panel harmlessly. rec/impl.h's many-row GEMV does the same. */
 
+/* q = the sum over k in [k0, k1) of B's panel row k times A[r][k], from zero in k order */
+static inline __attribute__((always_inline)) void
+gemm_ksum(const int NV, const int mr, int k0, int k1, const float *A, int64_t lda, const float *Bp,
+          vf q[G_MR][4]) {
+    const int NR = NV * VW;
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) q[r][v] = v_zero();
+    const float *w = Bp + (int64_t)k0 * NR;
+    for (int k = k0; k < k1; k++, w += NR) {
+        vf wv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) wv[v] = v_load(w + v * VW);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) __builtin_prefetch(w + FRNN_PF_K * NR + v * VW);
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++) {
+            vf x = v_set1(A[r * lda + k]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) q[r][v] = v_fma(wv[v], x, q[r][v]);
+        }
+    }
+}
+
 /* mr rows x NV vectors. Summation order as in rec/impl.h (rec_gemv): K in GB = 4 contiguous
  * blocks, each summed in k order, block sums added left to right to zero, then the bias: the
  * same for every mr, so a row's result never depends on M or on its position (batch-invariant).
  * Small mr (streaming) runs the blocks in lockstep as separate FMA chains; large mr one block at
  * a time. */
-enum { GB = 4 };
+enum { GB = 4, G_KB_ROWS = 48 };
 static inline __attribute__((always_inline)) void
 gemm_tile(const int NV, const int mr, int K, const float *A, int64_t lda, const float *Bp,
           const float *bias, float *C, int64_t ldc, int ncols) {
@@ -104,24 +132,7 @@ gemm_tile(const int NV, const int mr, int K, const float *A, int64_t lda, const 
     } else {
         for (int s = 0; s < GB; s++) {
             vf q[G_MR][4];
-#pragma GCC unroll 8
-            for (int r = 0; r < mr; r++)
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) q[r][v] = v_zero();
-            const float *w = Bp + (int64_t)kb[s] * NR;
-            for (int k = kb[s]; k < kb[s + 1]; k++, w += NR) {
-                vf wv[4];
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) wv[v] = v_load(w + v * VW);
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) __builtin_prefetch(w + FRNN_PF_K * NR + v * VW);
-#pragma GCC unroll 8
-                for (int r = 0; r < mr; r++) {
-                    vf x = v_set1(ar[r][k]);
-#pragma GCC unroll 4
-                    for (int v = 0; v < NV; v++) q[r][v] = v_fma(wv[v], x, q[r][v]);
-                }
-            }
+            gemm_ksum(NV, mr, kb[s], kb[s + 1], A, lda, Bp, q);
 #pragma GCC unroll 8
             for (int r = 0; r < mr; r++)
 #pragma GCC unroll 4
@@ -147,49 +158,107 @@ gemm_tile(const int NV, const int mr, int K, const float *A, int64_t lda, const 
     }
 }
 
-/* Loop order: blocks of MC rows of A (sized to stay in L2, ~256 KiB) outside, the packed panels
- * inside, so A is read from memory once and each panel once per block (rather than all of A
- * once per panel). Tiles of MR rows, then the last rows with a constant row count each. Results
- * do not depend on the blocking (gemm_tile is batch-invariant). */
+/* One block s of K (rows kb[s]..kb[s+1]) of an mr x NV tile, summed from zero in k order, then
+ * added to the partial sum of the blocks before it, which the tile left in C (s = 0: none), and
+ * at the last block the bias: gemm_tile's order exactly, so the same bits. The many-row path
+ * runs every tile of a block of rows over one block of K before the next, so that the panel's
+ * block (K/4 x NR floats, 16 KiB at K = 256) stays in L1 across the tiles instead of coming from
+ * L2 for every tile. */
 static inline __attribute__((always_inline)) void
-gemm_panels(const int NV, const int MR, int M, int N, int K, const float *A, int64_t lda,
-            const float *Bp, const float *bias, float *C, int64_t ldc) {
+gemm_kblock(const int NV, const int mr, int K, int s, const float *A, int64_t lda, const float *Bp,
+            const float *bias, float *P, float *C, int64_t ldc, int ncols) {
     const int NR = NV * VW;
-    int MC = (int)((256 * 1024) / ((int64_t)(K > 0 ? K : 1) * 4)) / MR * MR;
-    if (MC < MR) MC = MR;
-    for (int m0 = 0; m0 < M; m0 += MC) {
-        const int mend = M - m0 < MC ? M : m0 + MC;
-        for (int n0 = 0; n0 < N; n0 += NR) {
-            const float *panel = Bp + (int64_t)n0 * K;
-            const float *bp = bias ? bias + n0 : NULL;
-            int nc = N - n0;
-            int m = m0;
-            for (; m + MR <= mend; m += MR)
-                gemm_tile(NV, MR, K, A + m * lda, lda, panel, bp, C + m * ldc + n0, ldc, nc);
-            switch (mend - m) {
-#define FRNN_TAIL(R) case R: gemm_tile(NV, R, K, A + m * lda, lda, panel, bp, C + m * ldc + n0, ldc, nc); break;
-            FRNN_TAIL(1) FRNN_TAIL(2) FRNN_TAIL(3)
+    vf q[G_MR][4];
+    gemm_ksum(NV, mr, (int)((int64_t)s * K / GB), (int)((int64_t)(s + 1) * K / GB), A, lda, Bp, q);
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++) {
+        float *c = C + r * ldc, *p = P + r * NR;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            vf a = v_add(s > 0 ? v_load(p + v * VW) : v_zero(), q[r][v]);
+            if (s < GB - 1) { v_store(p + v * VW, a); continue; }
+            if (bias) a = v_add(a, v_load(bias + v * VW));
+            const int n = ncols - v * VW;
+            if (n >= VW) v_store(c + v * VW, a);
+            else if (n > 0) v_store_n(c + v * VW, a, n);
+        }
+    }
+}
+
+/* One tile: block s of K (gemm_kblock), or all of K when s < 0 (gemm_tile) */
+static inline __attribute__((always_inline)) void
+gemm_one(const int NV, const int mr, int K, int s, const float *A, int64_t lda, const float *Bp,
+         const float *bias, float *P, float *C, int64_t ldc, int ncols) {
+    if (s < 0) gemm_tile(NV, mr, K, A, lda, Bp, bias, C, ldc, ncols);
+    else gemm_kblock(NV, mr, K, s, A, lda, Bp, bias, P, C, ldc, ncols);
+}
+
+/* rows [m0, m1) of one panel: tiles of MR rows, then the last rows with a constant row count.
+ * P: the partial sums of row m0's tile on (stride NR) */
+static inline __attribute__((always_inline)) void
+gemm_rows(const int NV, const int MR, int m0, int m1, int K, int s, const float *A, int64_t lda,
+          const float *panel, const float *bias, float *P, float *C, int64_t ldc, int ncols) {
+    const int NR = NV * VW;
+    int m = m0;
+    for (; m + MR <= m1; m += MR)
+        gemm_one(NV, MR, K, s, A + m * lda, lda, panel, bias, P + (m - m0) * NR, C + m * ldc, ldc, ncols);
+    switch (m1 - m) {
+#define FRNN_TAIL(R) \
+    case R: gemm_one(NV, R, K, s, A + m * lda, lda, panel, bias, P + (m - m0) * NR, C + m * ldc, ldc, ncols); break;
+    FRNN_TAIL(1) FRNN_TAIL(2) FRNN_TAIL(3)
 #if G_MR > 4
-            FRNN_TAIL(4) FRNN_TAIL(5)
+    FRNN_TAIL(4) FRNN_TAIL(5)
 #endif
 #if G_MR > 6
-            FRNN_TAIL(6) FRNN_TAIL(7)
+    FRNN_TAIL(6) FRNN_TAIL(7)
 #endif
 #undef FRNN_TAIL
-            default: break;
-            }
-        }
+    default: break;
+    }
+}
+
+/* Loop order: blocks of MC rows of A (sized to stay in L2, ~256 KiB) outside, the packed panels
+ * inside, so A is read from memory once and each panel once per block (rather than all of A
+ * once per panel). With at least 2 tiles of rows, blocks of G_KB_ROWS rows then the 4 blocks of
+ * K (gemm_kblock: the panel's block stays in L1 across the tiles, the partial sums in a 12 KiB
+ * scratch P); with fewer (streams), every tile runs all of K at once (gemm_tile). Results do not
+ * depend on the blocking (both sum in one order, batch-invariant).
+ * Measured on AVX-512 (Skylake-SP; the builds without and with the blocks of K alternated call
+ * by call in one process, medians of 20 pairs): 6400x1024x256 0.84x the time, 1600x2048x512
+ * 0.93x, 1600x2048x128 0.88x (all panels as before). Whole workloads: LSTM 256 batch 64
+ * T = 100 0.92x, 2-layer bi-LSTM batch 32 0.95x. */
+static inline __attribute__((always_inline)) void
+gemm_panel(const int NV, const int MR, int m0, int m1, int K, const float *A, int64_t lda,
+           const float *panel, const float *bias, float *P, float *C, int64_t ldc, int ncols) {
+    if (m1 - m0 < 2 * MR) {
+        gemm_rows(NV, MR, m0, m1, K, -1, A, lda, panel, bias, P, C, ldc, ncols);
+        return;
+    }
+    const int KR = G_KB_ROWS / MR * MR;
+    for (int r0 = m0; r0 < m1; r0 += KR) {
+        const int r1 = m1 - r0 < KR ? m1 : r0 + KR;
+        for (int s = 0; s < GB; s++) gemm_rows(NV, MR, r0, r1, K, s, A, lda, panel, bias, P, C, ldc, ncols);
     }
 }
 
 void ISA_SUFFIX(gemm)(int M, int N, int K, const float *A, int64_t lda, const float *Bp,
                       const float *bias, float *C, int64_t ldc) {
+    float P[G_KB_ROWS * 4 * VW] __attribute__((aligned(64)));
+    int MC = (int)((256 * 1024) / ((int64_t)(K > 0 ? K : 1) * 4)) / G_KB_ROWS * G_KB_ROWS;
+    if (MC < G_KB_ROWS) MC = G_KB_ROWS;
+    for (int m0 = 0; m0 < M; m0 += MC) {
+        const int m1 = M - m0 < MC ? M : m0 + MC;
+        for (int n0 = 0, nv; n0 < N; n0 += nv * VW) {
+            const float *panel = Bp + (int64_t)n0 * K, *bp = bias ? bias + n0 : NULL;
+            nv = panel_nv(N - n0);
 #if G_MR4
-    if (panel_nv(K) == 4) {
-        gemm_panels(4, G_MR4, M, N, K, A, lda, Bp, bias, C, ldc);
-        return;
-    }
+            if (nv == 4) {
+                gemm_panel(4, G_MR4, m0, m1, K, A, lda, panel, bp, P, C + n0, ldc, N - n0);
+                continue;
+            }
 #endif
-    gemm_panels(2, G_MR, M, N, K, A, lda, Bp, bias, C, ldc);
+            gemm_panel(2, G_MR, m0, m1, K, A, lda, panel, bp, P, C + n0, ldc, N - n0);
+        }
+    }
 }
 #endif
