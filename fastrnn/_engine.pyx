@@ -58,6 +58,7 @@ cdef extern from "fastrnn.h" nogil:
     const char *frnn_kernel_name(int i)
     void frnn_set_num_threads(int n)
     int frnn_get_num_threads()
+    void frnn_testing_set_xp_chunk(int steps)
     frnn_status frnn_model_new(frnn_model **out)
     void frnn_model_free(frnn_model *m)
     frnn_status frnn_model_add_embedding(frnn_model *m, int vocab, int dim, const float *table, int mask_zero)
@@ -135,6 +136,11 @@ def set_num_threads(n):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 4096:
         raise ValueError(f"set_num_threads: n must be an integer in [1, 4096], got {n!r}")
     frnn_set_num_threads(int(n))
+
+
+def _testing_set_xp_chunk(steps):
+    """Tests only: recurrent input projections in chunks of `steps` steps (0: automatic)."""
+    frnn_testing_set_xp_chunk(int(steps))
 
 
 def get_num_threads():

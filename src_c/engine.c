@@ -1,9 +1,10 @@
 /* engine.c - models, weight packing, the whole-sequence driver and streams (ISA-independent:
  * every flop goes through the kernel table the model bound at creation, see dispatch.c).
  *
- * Whole sequences, per recurrent layer: ONE packed GEMM computes the input part of every gate
- * for every step, row and direction (xp, biases folded in), then the recurrence runs step by step
- * (rec_step: recurrent GEMV/GEMM with the gate math in its epilogue). Layers read their input in
+ * Whole sequences, per recurrent layer and direction: a packed GEMM computes the input part of
+ * every gate for every row and a chunk of steps (xp, biases folded in; rec_tc: about 256 KiB, so
+ * it stays in L2), then the recurrence runs through those steps one by one (rec_step: recurrent
+ * GEMV/GEMM with the gate math in its epilogue), then the next chunk. Layers read their input in
  * place and write into two ping-pong buffers; everything stays batch-major (row b*T + t), the
  * recurrence reads xp and writes outputs through row strides, so nothing is ever transposed.
  *
@@ -21,6 +22,7 @@
  */
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fastrnn.h"
@@ -40,8 +42,8 @@ typedef struct {
     float *Wp, *bp; frnn_act act;
     /* recurrent */
     frnn_rec_desc d;               /* options; weight pointers cleared */
-    int G, H, R, Hp, Rp, ndir, nx, nr, state0, slot0;   /* nr: W_ih's panel width */
-    float *Wih_p, *bih_p;          /* both directions in one GEMM: N = nx = ndir*G*Hp */
+    int G, H, R, Hp, Rp, ndir, nx, nr, state0, slot0;   /* nx = ndir*G*Hp; nr: W_ih's full panel width */
+    float *Wih_p[2], *bih_p[2];    /* per direction: N = G*Hp columns (padded gate blocks) */
     float *emb_xp;                 /* first recurrent layer right after the Embedding: the input
                                       projection of every token, (vocab, nx), computed at load */
     int fused;                     /* embedding: its output goes only into the layer's emb_xp */
@@ -55,7 +57,7 @@ struct frnn_model {
     layer *L;
     int input_ids, input_size, output_size, output_seq;
     int nstates, nslots, can_stream, emb_fused;
-    int max_w, max_nx, max_Hp, max_Rp, max_merge;
+    int max_w, max_Hp, max_Rp, max_merge;
 };
 
 /* ---- allocation ------------------------------------------------------------------------ */
@@ -123,8 +125,9 @@ frnn_status frnn_model_new(frnn_model **out) {
 }
 
 static void layer_free(layer *L) {
-    free(L->table); free(L->Wp); free(L->bp); free(L->Wih_p); free(L->bih_p); free(L->emb_xp);
+    free(L->table); free(L->Wp); free(L->bp); free(L->emb_xp);
     for (int d = 0; d < 2; d++) {
+        free(L->Wih_p[d]); free(L->bih_p[d]);
         free(L->Whh_p[d]); free(L->Whh_n_p[d]); free(L->bhn[d]); free(L->peep[d]); free(L->Whr_p[d]);
     }
 }
@@ -204,10 +207,10 @@ frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act) {
     return FRNN_OK;
 }
 
-/* packed column n of the xp GEMM -> row of W_ih (both directions' W_ih are concatenated) */
+/* packed column n of a direction's xp GEMM -> row of its W_ih */
 static int rec_rowmap(const layer *L, int n) {
-    int per_dir = L->G * L->Hp, d = n / per_dir, g = (n % per_dir) / L->Hp, u = n % L->Hp;
-    return u < L->H ? (d * L->G + g) * L->H + u : -1;
+    int g = n / L->Hp, u = n % L->Hp;
+    return u < L->H ? g * L->H + u : -1;
 }
 
 frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
@@ -237,22 +240,19 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
     L->in = I;
     L->out = ndir == 2 && d->merge == FRNN_MERGE_CONCAT ? 2 * R : R;
     int gru_lbr = d->cell == FRNN_CELL_GRU && d->linear_before_reset;
-    /* W_ih of both directions stacked (ndir*G*H, I), packed with padded gate blocks */
-    float *Wcat = amalloc((size_t)ndir * G * H * I * sizeof(float));
-    L->bih_p = azalloc((size_t)rup(L->nx, nr) * sizeof(float));
-    if (!Wcat || !L->bih_p) { free(Wcat); layer_free(L); return FRNN_ENOMEM; }
+    /* W_ih per direction, packed with padded gate blocks; b_hh folded into its bias, except
+     * GRU's n gate with linear_before_reset */
     for (int i = 0; i < ndir; i++) {
         const frnn_rec_weights *w = &d->w[i];
-        memcpy(Wcat + (size_t)i * G * H * I, w->W_ih, (size_t)G * H * I * sizeof(float));
-        if (w->b_ih)   /* fold b_hh into xp, except GRU's n gate with linear_before_reset */
+        L->bih_p[i] = azalloc((size_t)rup(G * L->Hp, nr) * sizeof(float));
+        L->Wih_p[i] = pack_gemm(m->k, w->W_ih, G * L->Hp, I, L, rec_rowmap);
+        if (!L->bih_p[i] || !L->Wih_p[i]) { layer_free(L); return FRNN_ENOMEM; }
+        if (w->b_ih)
             for (int g = 0; g < G; g++)
                 for (int u = 0; u < H; u++)
-                    L->bih_p[(i * G + g) * L->Hp + u] =
+                    L->bih_p[i][g * L->Hp + u] =
                         w->b_ih[g * H + u] + (gru_lbr && g == 2 ? 0.0f : w->b_hh[g * H + u]);
     }
-    L->Wih_p = pack_gemm(m->k, Wcat, L->nx, I, L, rec_rowmap);
-    free(Wcat);
-    if (!L->Wih_p) { layer_free(L); return FRNN_ENOMEM; }
     for (int i = 0; i < ndir; i++) {
         const frnn_rec_weights *w = &d->w[i];
         int ok = 1;
@@ -300,7 +300,6 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
             m->nstates += L->d.cell == FRNN_CELL_LSTM ? 2 : 1;
             m->nslots += L->ndir;
             if (L->d.direction != FRNN_DIR_FORWARD) m->can_stream = 0;
-            m->max_nx = imax(m->max_nx, L->nx);
             m->max_Hp = imax(m->max_Hp, L->Hp);
             m->max_Rp = imax(m->max_Rp, L->Rp);
             if (L->ndir == 2 && L->d.merge != FRNN_MERGE_CONCAT) m->max_merge = imax(m->max_merge, 2 * L->R);
@@ -317,12 +316,12 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
         layer *E = &m->L[0], *R = &m->L[1];
         R->emb_xp = amalloc((size_t)E->vocab * R->nx * sizeof(float));
         if (R->emb_xp) {
-            m->k->gemm(E->vocab, R->nx, E->out, E->table, E->out, R->Wih_p, R->bih_p, R->emb_xp, R->nx);
+            const int nxd = R->G * R->Hp;
+            for (int d = 0; d < R->ndir; d++)
+                m->k->gemm(E->vocab, nxd, E->out, E->table, E->out, R->Wih_p[d], R->bih_p[d],
+                           R->emb_xp + d * nxd, R->nx);
             E->fused = 1;
             m->emb_fused = 1;
-            m->max_nx = 0;   /* that layer reads the table's rows in place: no xp buffer */
-            for (int i = 2; i < m->nlayers; i++)
-                if (m->L[i].type == L_REC) m->max_nx = imax(m->max_nx, m->L[i].nx);
         }   /* else: out of memory for the table, run unfused */
     }
     m->output_size = w;
@@ -368,6 +367,7 @@ typedef struct {
     int cached;             /* the block comes from / returns to this thread's cache */
     int par;                /* threads a layer may use (1 inside a batch chunk) */
     unsigned zig;           /* steps run so far (streams): the parity of the next tile order */
+    int tc_forced;          /* frnn_testing_set_xp_chunk when the context was made */
 } ctx;
 
 /* Workspace blocks: the calling thread of frnn_forward keeps its last block (thread-local) and
@@ -405,16 +405,53 @@ static void block_put(void *p, size_t n, int cached) {
 
 static void ctx_free(ctx *c) { block_put(c->block, c->size, c->cached); memset(c, 0, sizeof *c); }
 
+/* Steps per chunk of a recurrent layer's input projection (rec_part): the xp of B rows x tc
+ * steps of one direction is about FRNN_XP_CHUNK_BYTES, so that the GEMM writes it into L2 and
+ * the steps read it from there (not from memory: xp of a whole sequence is B*T*G*Hp floats, 26
+ * MB for LSTM 256 at batch 64, T = 100); but at least enough rows (B * tc) to read W_ih once per
+ * FRNN_XP_ROWS_PER_KB rows per KiB of it: every chunk reads all of W_ih again (16 MiB for LSTM
+ * 1024: from memory), so a big layer at a small batch keeps the whole sequence in one chunk;
+ * and a sequence whose xp is at most two chunks is one. Measured (LSTM 256, old and new
+ * library alternated in one process, medians of 24 pairs, time chunked / whole): batch 64
+ * T = 100 0.97-0.98 (chunks of 1 step), 2-layer bi-LSTM batch 32 T = 50 0.96 (2 steps), both
+ * within noise at 2 threads; 128 KiB and 512 KiB chunks within noise of 256. */
+#define FRNN_XP_CHUNK_BYTES (256 * 1024)
+#define FRNN_XP_ROWS_PER_KB (1.0 / 16)
+static atomic_int xp_chunk_forced;
+void frnn_testing_set_xp_chunk(int steps) { atomic_store(&xp_chunk_forced, steps < 0 ? 0 : steps); }
+
+static int rec_tc(const layer *L, int B, int T, int forced) {
+    if (forced) return forced < T ? forced : T;
+    const double row = (double)L->G * L->Hp * 4, wih = row * L->in / 1024;
+    double tc = FRNN_XP_CHUNK_BYTES / (row * B), tw = wih * FRNN_XP_ROWS_PER_KB / B;
+    if (tw > tc) tc = tw;
+    if (row * B * T <= 2 * FRNN_XP_CHUNK_BYTES) return T;   /* small: one chunk */
+    return tc < 1 ? 1 : tc > T ? T : (int)tc;
+}
+
+/* xp floats a context needs: the largest chunk buffer (every direction's) of its layers */
+static size_t xp_floats(const frnn_model *m, int B, int T, int forced) {
+    size_t n = 0;
+    for (int l = 0; l < m->nlayers; l++) {
+        const layer *L = &m->L[l];
+        if (L->type != L_REC || L->emb_xp) continue;   /* Embedding folded in: reads its table */
+        size_t f = (size_t)L->ndir * B * rec_tc(L, B, T, forced) * L->G * L->Hp;
+        if (f > n) n = f;
+    }
+    return n;
+}
+
 /* carve one aligned block: sizes in bytes, each part 64-byte aligned. Only the states (and the
  * step counters) are zeroed: every other buffer is written before it is read. */
 static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx *c) {
     memset(c, 0, sizeof *c);
+    c->tc_forced = atomic_load(&xp_chunk_forced);
     c->B = B; c->T = T;
     size_t BT = (size_t)B * T, S = (size_t)m->nslots;
     size_t sz[16]; int n = 0;
 #define PART(bytes) (sz[n++] = (((size_t)(bytes)) + 63) & ~(size_t)63)
     PART(BT * m->max_w * 4); PART(BT * m->max_w * 4);          /* seq[0], seq[1] */
-    PART(BT * m->max_nx * 4);                                  /* xp */
+    PART(xp_floats(m, B, T, c->tc_forced) * 4);                              /* xp (chunks) */
     PART(BT * m->max_merge * 4);                               /* merge */
     PART((size_t)2 * B * m->max_Hp * 4);                       /* hfull, per direction */
     PART((size_t)4 * B * m->max_Hp * 4);                       /* scratch, per direction */
@@ -508,13 +545,15 @@ static void merge_dirs(int mode, const float *src, int64_t rows, int R, float *d
     }
 }
 
-/* One recurrent layer over T steps, as one parallel region (pool.c) of up to nt parts:
- *   the input GEMM: the parts split its output panels (or the rows of the Embedding lookup);
- *   the recurrence: DIRS, each direction of a bidirectional layer in its own part (no sync);
- *   or TILES, the parts split the hidden units of every step, one barrier per step (h of the
- *   step before is read whole by everyone); each part also does the state carry and output
- *   copies for its own units. Results are the same bits in every mode (every kernel's sum order
- *   is fixed per unit). */
+/* One recurrent layer over T steps, as one parallel region (pool.c) of up to nt parts (the
+ * Embedding lookup's rows split among them first):
+ *   DIRS, each direction of a bidirectional layer in its own part, its input GEMM chunks too
+ *   (no sync);
+ *   or TILES, the parts split each chunk's input GEMM by output panels (a barrier after it) and
+ *   the hidden units of every step, one barrier per step (h of the step before is read whole by
+ *   everyone; after a chunk's last step, its xp may be overwritten); each part also does the
+ *   state carry and output copies for its own units. Results are the same bits in every mode
+ *   and chunk size (every kernel's sum order is fixed per unit). */
 enum { PAR_SERIAL, PAR_DIRS, PAR_TILES };
 typedef struct {
     const frnn_model *m;
@@ -562,28 +601,23 @@ static void rec_part(void *arg, int tid, int nt) {
     const layer *L = J->L;
     ctx *c = J->c;
     const frnn_kernels *k = m->k;
-    const int B = c->B, T = c->T, R = L->R, G = L->G, vw = m->vw;
-    const int mode = nt == 1 ? PAR_SERIAL : J->mode;
+    const int B = c->B, T = c->T, R = L->R, G = L->G, vw = m->vw, nxd = G * L->Hp;
+    const int mode = nt == 1 ? PAR_SERIAL : J->mode, tc = rec_tc(L, B, T, c->tc_forced);
     int cur0[2];
     for (int d = 0; d < L->ndir; d++) cur0[d] = c->cur[L->slot0 + d];
     if (L->emb_xp) {   /* token ids, validated by the Embedding layer: point at their rows */
         int i0, i1;
         share(B * T, 1, tid, nt, &i0, &i1);
         for (int64_t i = i0; i < i1; i++) c->xrows[i] = L->emb_xp + J->ids[i] * L->nx;
-    } else {
-        int n0, n1;
-        share(L->nx, L->nr, tid, nt, &n0, &n1);
-        if (n1 > n0)
-            k->gemm(B * T, n1 - n0, L->in, J->in, J->ld_in, L->Wih_p + (int64_t)n0 * L->in,
-                    L->bih_p + n0, c->xp + n0, L->nx);
+        frnn_barrier_wait(&J->bar, 0);   /* xrows complete */
     }
-    frnn_barrier_wait(&J->bar, 0);   /* xp complete */
-    int d0 = 0, d1 = L->ndir, j0 = 0, j1 = L->Hp;
+    int d0 = 0, d1 = L->ndir, j0 = 0, j1 = L->Hp, n0 = 0, n1 = nxd;
     if (mode == PAR_DIRS) {
         if (tid >= L->ndir) return;
         d0 = tid; d1 = tid + 1;
     } else if (mode == PAR_TILES) {
         share(L->Hp, vw, tid, nt, &j0, &j1);
+        share(nxd, L->nr, tid, nt, &n0, &n1);   /* its panels of each chunk's GEMM */
     }
     /* units this part carries: all of h (R wide) and c in the serial/DIRS modes; its tiles in
      * TILES (no projection there: R = H, Rp = Hp) */
@@ -592,32 +626,44 @@ static void rec_part(void *arg, int tid, int nt) {
     memset(&a, 0, sizeof a);
     a.cell = L->d.cell; a.B = B; a.H = L->H; a.R = R; a.Hp = L->Hp; a.j0 = j0; a.j1 = j1;
     a.clip = L->d.clip; a.input_forget = L->d.input_forget; a.lbr = L->d.linear_before_reset;
-    /* xp rows are T * nx floats apart; with the Embedding folded in, xrows[b * T + t] */
-    a.xp_stride = L->emb_xp ? T : (int64_t)T * L->nx;
     a.h_stride = L->Rp;
     for (int d = d0; d < d1; d++) {
         const int s = L->slot0 + d;
         const int rev = L->d.direction == FRNN_DIR_REVERSE || d == 1;
         float *hfull = c->hfull + (size_t)d * B * L->Hp;
+        float *xpc = c->xp + (size_t)d * B * tc * nxd;   /* this direction's chunk */
         a.scratch = c->scratch + (size_t)d * 2 * B * L->Hp;
         a.Whh = L->Whh_p[d]; a.Whh_n = L->Whh_n_p[d]; a.b_hn = L->bhn[d]; a.peep = L->peep[d];
-        a.xp_off = (int64_t)d * G * L->Hp;
+        a.xp_off = (int64_t)d * nxd;   /* in a table row (Embedding folded in) */
         for (int i = 0; i < 3; i++) a.act[i] = L->d.acts[d][i];
         int cur = cur0[d];
-        for (int st = 0; st < T; st++) {
-            const int t = rev ? T - 1 - st : st;
-            float *hp = c->h[cur][s], *hn = c->h[cur ^ 1][s], *cp = c->c[cur][s], *cn = c->c[cur ^ 1][s];
-            if (L->emb_xp) a.xp_rows = c->xrows + t;
-            else a.xp = c->xp + (int64_t)t * L->nx + a.xp_off;
-            a.h = hp; a.c = cp; a.c_out = cn;
-            a.zig = (c->zig + st) & 1;
-            a.h_out = L->Whr_p[d] ? hfull : hn;
-            a.h_out_stride = L->Whr_p[d] ? L->Hp : L->Rp;
-            k->rec_step(&a);
-            if (L->Whr_p[d]) k->gemm(B, R, L->H, hfull, L->Hp, L->Whr_p[d], NULL, hn, L->Rp);
-            step_rows(L, J, d, t, hp, hn, cp, cn, h0, h1, j0, j1);
-            cur ^= 1;
-            if (mode == PAR_TILES) frnn_barrier_wait(&J->bar, 1);   /* h of step t complete */
+        /* chunks of tc steps, taken from the direction's own end: steps [tlo, tlo + n) */
+        for (int st0 = 0; st0 < T; st0 += tc) {
+            const int n = T - st0 < tc ? T - st0 : tc, tlo = rev ? T - st0 - n : st0;
+            if (!L->emb_xp) {   /* xp row b * n + i: input row b * T + tlo + i */
+                if (n1 > n0)
+                    k->gemm_groups(B * n, n1 - n0, L->in, J->in + (int64_t)tlo * J->ld_in, J->ld_in, n,
+                                   (int64_t)T * J->ld_in, L->Wih_p[d] + (int64_t)n0 * L->in,
+                                   L->bih_p[d] + n0, xpc + n0, nxd);
+                if (mode == PAR_TILES) frnn_barrier_wait(&J->bar, 0);   /* the chunk's xp complete */
+            }
+            a.xp_stride = L->emb_xp ? T : (int64_t)n * nxd;
+            for (int i = 0; i < n; i++) {
+                const int t = rev ? tlo + n - 1 - i : tlo + i;
+                float *hp = c->h[cur][s], *hn = c->h[cur ^ 1][s], *cp = c->c[cur][s], *cn = c->c[cur ^ 1][s];
+                if (L->emb_xp) a.xp_rows = c->xrows + t;
+                else a.xp = xpc + (int64_t)(t - tlo) * nxd;
+                a.h = hp; a.c = cp; a.c_out = cn;
+                a.zig = (c->zig + st0 + i) & 1;
+                a.h_out = L->Whr_p[d] ? hfull : hn;
+                a.h_out_stride = L->Whr_p[d] ? L->Hp : L->Rp;
+                k->rec_step(&a);
+                if (L->Whr_p[d]) k->gemm(B, R, L->H, hfull, L->Hp, L->Whr_p[d], NULL, hn, L->Rp);
+                step_rows(L, J, d, t, hp, hn, cp, cn, h0, h1, j0, j1);
+                cur ^= 1;
+                /* h of step t complete (and, after a chunk's last step, its xp free to reuse) */
+                if (mode == PAR_TILES) frnn_barrier_wait(&J->bar, 1);
+            }
         }
         if (!L->d.return_sequences) {
             const float *h = c->h[cur][s];

@@ -76,6 +76,9 @@ const char *frnn_kernel_name(int i);     /* the kernel list (src_c/kernels.inc) 
 /* ---- threads --------------------------------------------------------------------------- */
 void frnn_set_num_threads(int n);        /* >= 1; used by frnn_forward on large batches */
 int frnn_get_num_threads(void);
+/* testing only: every recurrent layer's input projection in chunks of exactly `steps` steps
+ * (0: the automatic size, engine.c rec_tc). Results never depend on it. */
+void frnn_testing_set_xp_chunk(int steps);
 
 /* ---- model ----------------------------------------------------------------------------- */
 typedef struct frnn_model frnn_model;

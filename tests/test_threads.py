@@ -13,7 +13,7 @@ import pytest
 from conftest import close, dense, rand_weights
 
 import fastrnn
-from fastrnn import ir, reference
+from fastrnn import _engine, ir, reference
 
 
 @pytest.fixture
@@ -87,6 +87,32 @@ def test_split_gives_serial_bits(rng, threads, name, nt):
         close(one[0], yr, name)
         for a, b in zip(one[1], sr):
             close(a, b, name + " state")
+
+
+@pytest.fixture
+def xp_chunk():
+    yield _engine._testing_set_xp_chunk
+    _engine._testing_set_xp_chunk(0)
+
+
+@pytest.mark.parametrize("steps", [1, 7])
+def test_chunked_input_projection_gives_the_same_bits(rng, threads, xp_chunk, steps):
+    """Recurrent layers project their input in chunks of steps (engine.c rec_tc; forward and
+    reverse directions from their own ends, the last chunk shorter): chunks of 1 and 7 steps,
+    on 1 and 2 threads, give exactly the bits of the automatic size (the GEMM is
+    batch-invariant), with lengths and initial states, for every split mode."""
+    for name, (make, B, T) in CASES.items():
+        layers = make(rng)
+        m = fastrnn.Model(layers)
+        x = rng.normal(size=(B, T, layers[0].input_size)).astype(np.float32)
+        lens = rng.integers(0, T + 1, B)
+        init = [rng.normal(size=s).astype(np.float32) for s in m.state_shapes(B)]
+        for kw in ({}, dict(lengths=lens, initial_state=init)):
+            xp_chunk(0)
+            want = _run(m, x, threads, 1, **kw)
+            xp_chunk(steps)
+            for n in (1, 2):
+                _same(want, _run(m, x, threads, n, **kw))
 
 
 def test_keras_mask_tiles(rng, threads):

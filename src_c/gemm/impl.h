@@ -43,7 +43,7 @@ int ISA_SUFFIX(gemm_nr)(int ncols) { return panel_nv(ncols) * VW; }
 
 /* q = the sum over k in [k0, k1) of B's panel row k times A[r][k], from zero in k order */
 static inline __attribute__((always_inline)) void
-gemm_ksum(const int NV, const int mr, int k0, int k1, const float *A, int64_t lda, const float *Bp,
+gemm_ksum(const int NV, const int mr, int k0, int k1, const float *const *ar, const float *Bp,
           vf q[G_MR][4]) {
     const int NR = NV * VW;
 #pragma GCC unroll 8
@@ -59,7 +59,7 @@ gemm_ksum(const int NV, const int mr, int k0, int k1, const float *A, int64_t ld
         for (int v = 0; v < NV; v++) __builtin_prefetch(w + FRNN_PF_K * NR + v * VW);
 #pragma GCC unroll 8
         for (int r = 0; r < mr; r++) {
-            vf x = v_set1(A[r * lda + k]);
+            vf x = v_set1(ar[r][k]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) q[r][v] = v_fma(wv[v], x, q[r][v]);
         }
@@ -71,19 +71,16 @@ gemm_ksum(const int NV, const int mr, int k0, int k1, const float *A, int64_t ld
  * same for every mr, so a row's result never depends on M or on its position (batch-invariant).
  * Small mr (streaming) runs the blocks in lockstep as separate FMA chains; large mr one block at
  * a time. */
-enum { GB = 4, G_KB_ROWS = 48 };
+enum { GB = 4, G_KB_ROWS = 48, G_MC_MAX = 1024 };
 static inline __attribute__((always_inline)) void
-gemm_tile(const int NV, const int mr, int K, const float *A, int64_t lda, const float *Bp,
+gemm_tile(const int NV, const int mr, int K, const float *const *ar, const float *Bp,
           const float *bias, float *C, int64_t ldc, int ncols) {
     const int NR = NV * VW, PAR = NV * mr * GB <= 24;
     vf a[G_MR][4];
-    const float *ar[G_MR];
 #pragma GCC unroll 8
-    for (int r = 0; r < mr; r++) {
-        ar[r] = A + r * lda;
+    for (int r = 0; r < mr; r++)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) a[r][v] = v_zero();
-    }
     int kb[GB + 1];
 #pragma GCC unroll 5
     for (int s = 0; s <= GB; s++) kb[s] = (int)((int64_t)s * K / GB);
@@ -132,7 +129,7 @@ gemm_tile(const int NV, const int mr, int K, const float *A, int64_t lda, const 
     } else {
         for (int s = 0; s < GB; s++) {
             vf q[G_MR][4];
-            gemm_ksum(NV, mr, kb[s], kb[s + 1], A, lda, Bp, q);
+            gemm_ksum(NV, mr, kb[s], kb[s + 1], ar, Bp, q);
 #pragma GCC unroll 8
             for (int r = 0; r < mr; r++)
 #pragma GCC unroll 4
@@ -165,11 +162,11 @@ gemm_tile(const int NV, const int mr, int K, const float *A, int64_t lda, const 
  * block (K/4 x NR floats, 16 KiB at K = 256) stays in L1 across the tiles instead of coming from
  * L2 for every tile. */
 static inline __attribute__((always_inline)) void
-gemm_kblock(const int NV, const int mr, int K, int s, const float *A, int64_t lda, const float *Bp,
+gemm_kblock(const int NV, const int mr, int K, int s, const float *const *ar, const float *Bp,
             const float *bias, float *P, float *C, int64_t ldc, int ncols) {
     const int NR = NV * VW;
     vf q[G_MR][4];
-    gemm_ksum(NV, mr, (int)((int64_t)s * K / GB), (int)((int64_t)(s + 1) * K / GB), A, lda, Bp, q);
+    gemm_ksum(NV, mr, (int)((int64_t)s * K / GB), (int)((int64_t)(s + 1) * K / GB), ar, Bp, q);
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++) {
         float *c = C + r * ldc, *p = P + r * NR;
@@ -187,24 +184,24 @@ gemm_kblock(const int NV, const int mr, int K, int s, const float *A, int64_t ld
 
 /* One tile: block s of K (gemm_kblock), or all of K when s < 0 (gemm_tile) */
 static inline __attribute__((always_inline)) void
-gemm_one(const int NV, const int mr, int K, int s, const float *A, int64_t lda, const float *Bp,
+gemm_one(const int NV, const int mr, int K, int s, const float *const *ar, const float *Bp,
          const float *bias, float *P, float *C, int64_t ldc, int ncols) {
-    if (s < 0) gemm_tile(NV, mr, K, A, lda, Bp, bias, C, ldc, ncols);
-    else gemm_kblock(NV, mr, K, s, A, lda, Bp, bias, P, C, ldc, ncols);
+    if (s < 0) gemm_tile(NV, mr, K, ar, Bp, bias, C, ldc, ncols);
+    else gemm_kblock(NV, mr, K, s, ar, Bp, bias, P, C, ldc, ncols);
 }
 
 /* rows [m0, m1) of one panel: tiles of MR rows, then the last rows with a constant row count.
- * P: the partial sums of row m0's tile on (stride NR) */
+ * ar: the rows of A from m0 on; P: the partial sums of row m0's tile on (stride NR) */
 static inline __attribute__((always_inline)) void
-gemm_rows(const int NV, const int MR, int m0, int m1, int K, int s, const float *A, int64_t lda,
+gemm_rows(const int NV, const int MR, int m0, int m1, int K, int s, const float *const *ar,
           const float *panel, const float *bias, float *P, float *C, int64_t ldc, int ncols) {
     const int NR = NV * VW;
     int m = m0;
     for (; m + MR <= m1; m += MR)
-        gemm_one(NV, MR, K, s, A + m * lda, lda, panel, bias, P + (m - m0) * NR, C + m * ldc, ldc, ncols);
+        gemm_one(NV, MR, K, s, ar + (m - m0), panel, bias, P + (m - m0) * NR, C + m * ldc, ldc, ncols);
     switch (m1 - m) {
 #define FRNN_TAIL(R) \
-    case R: gemm_one(NV, R, K, s, A + m * lda, lda, panel, bias, P + (m - m0) * NR, C + m * ldc, ldc, ncols); break;
+    case R: gemm_one(NV, R, K, s, ar + (m - m0), panel, bias, P + (m - m0) * NR, C + m * ldc, ldc, ncols); break;
     FRNN_TAIL(1) FRNN_TAIL(2) FRNN_TAIL(3)
 #if G_MR > 4
     FRNN_TAIL(4) FRNN_TAIL(5)
@@ -228,37 +225,57 @@ gemm_rows(const int NV, const int MR, int m0, int m1, int K, int s, const float 
  * 0.93x, 1600x2048x128 0.88x (all panels as before). Whole workloads: LSTM 256 batch 64
  * T = 100 0.92x, 2-layer bi-LSTM batch 32 0.95x. */
 static inline __attribute__((always_inline)) void
-gemm_panel(const int NV, const int MR, int m0, int m1, int K, const float *A, int64_t lda,
+gemm_panel(const int NV, const int MR, int m0, int m1, int K, const float *const *ar,
            const float *panel, const float *bias, float *P, float *C, int64_t ldc, int ncols) {
     if (m1 - m0 < 2 * MR) {
-        gemm_rows(NV, MR, m0, m1, K, -1, A, lda, panel, bias, P, C, ldc, ncols);
+        gemm_rows(NV, MR, m0, m1, K, -1, ar, panel, bias, P, C, ldc, ncols);
         return;
     }
     const int KR = G_KB_ROWS / MR * MR;
     for (int r0 = m0; r0 < m1; r0 += KR) {
         const int r1 = m1 - r0 < KR ? m1 : r0 + KR;
-        for (int s = 0; s < GB; s++) gemm_rows(NV, MR, r0, r1, K, s, A, lda, panel, bias, P, C, ldc, ncols);
+        for (int s = 0; s < GB; s++)
+            gemm_rows(NV, MR, r0, r1, K, s, ar + (r0 - m0), panel, bias, P, C, ldc, ncols);
     }
 }
 
-void ISA_SUFFIX(gemm)(int M, int N, int K, const float *A, int64_t lda, const float *Bp,
-                      const float *bias, float *C, int64_t ldc) {
+/* Row m of A is at A + (m / grp) * gld + (m % grp) * lda: groups of grp rows gld floats apart
+ * (a chunk of steps of every batch row of a sequence, engine.c); grp >= M: plain rows. The row
+ * pointers of a block of MC rows are computed once, and every tile reads its rows through them. */
+static void gemm_impl(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
+                      const float *Bp, const float *bias, float *C, int64_t ldc) {
     float P[G_KB_ROWS * 4 * VW] __attribute__((aligned(64)));
+    const float *ar[G_MC_MAX];
     int MC = (int)((256 * 1024) / ((int64_t)(K > 0 ? K : 1) * 4)) / G_KB_ROWS * G_KB_ROWS;
     if (MC < G_KB_ROWS) MC = G_KB_ROWS;
+    if (MC > G_MC_MAX) MC = G_MC_MAX;
     for (int m0 = 0; m0 < M; m0 += MC) {
         const int m1 = M - m0 < MC ? M : m0 + MC;
+        for (int m = m0, g = m0 / grp, i = m0 % grp; m < m1; m++) {
+            ar[m - m0] = A + g * gld + i * lda;
+            if (++i == grp) { i = 0; g++; }
+        }
         for (int n0 = 0, nv; n0 < N; n0 += nv * VW) {
             const float *panel = Bp + (int64_t)n0 * K, *bp = bias ? bias + n0 : NULL;
             nv = panel_nv(N - n0);
 #if G_MR4
             if (nv == 4) {
-                gemm_panel(4, G_MR4, m0, m1, K, A, lda, panel, bp, P, C + n0, ldc, N - n0);
+                gemm_panel(4, G_MR4, m0, m1, K, ar, panel, bp, P, C + n0, ldc, N - n0);
                 continue;
             }
 #endif
-            gemm_panel(2, G_MR, m0, m1, K, A, lda, panel, bp, P, C + n0, ldc, N - n0);
+            gemm_panel(2, G_MR, m0, m1, K, ar, panel, bp, P, C + n0, ldc, N - n0);
         }
     }
+}
+
+void ISA_SUFFIX(gemm)(int M, int N, int K, const float *A, int64_t lda, const float *Bp,
+                      const float *bias, float *C, int64_t ldc) {
+    gemm_impl(M, N, K, A, lda, M > 0 ? M : 1, 0, Bp, bias, C, ldc);
+}
+
+void ISA_SUFFIX(gemm_groups)(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
+                             const float *Bp, const float *bias, float *C, int64_t ldc) {
+    gemm_impl(M, N, K, A, lda, grp, gld, Bp, bias, C, ldc);
 }
 #endif
