@@ -71,7 +71,7 @@ gemm_ksum(const int NV, const int mr, int k0, int k1, const float *const *ar, co
  * same for every mr, so a row's result never depends on M or on its position (batch-invariant).
  * Small mr (streaming) runs the blocks in lockstep as separate FMA chains; large mr one block at
  * a time. */
-enum { GB = 4, G_KB_ROWS = 48, G_MC_MAX = 1024 };
+enum { GB = 4, G_KB_ROWS = 48, G_MC_MAX = 512 };   /* G_MC_MAX: 4 KiB of row pointers on the stack */
 static inline __attribute__((always_inline)) void
 gemm_tile(const int NV, const int mr, int K, const float *const *ar, const float *Bp,
           const float *bias, float *C, int64_t ldc, int ncols) {
