@@ -422,10 +422,11 @@ void frnn_testing_set_xp_chunk(int steps) { atomic_store(&xp_chunk_forced, steps
 
 static int rec_tc(const layer *L, int B, int T, int forced) {
     if (forced) return forced < T ? forced : T;
-    const double row = (double)L->G * L->Hp * 4, wih = row * L->in / 1024;
-    double tc = FRNN_XP_CHUNK_BYTES / (row * B), tw = wih * FRNN_XP_ROWS_PER_KB / B;
+    const int64_t row = (int64_t)L->G * L->Hp * 4;   /* bytes of one row's xp */
+    if (row * B * T <= 2 * FRNN_XP_CHUNK_BYTES) return T;   /* small (every stream step): one chunk */
+    double tc = (double)FRNN_XP_CHUNK_BYTES / (row * B);
+    const double tw = (double)row * L->in / 1024 * FRNN_XP_ROWS_PER_KB / B;   /* W_ih's KiB */
     if (tw > tc) tc = tw;
-    if (row * B * T <= 2 * FRNN_XP_CHUNK_BYTES) return T;   /* small: one chunk */
     return tc < 1 ? 1 : tc > T ? T : (int)tc;
 }
 
@@ -451,7 +452,7 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     size_t sz[16]; int n = 0;
 #define PART(bytes) (sz[n++] = (((size_t)(bytes)) + 63) & ~(size_t)63)
     PART(BT * m->max_w * 4); PART(BT * m->max_w * 4);          /* seq[0], seq[1] */
-    PART(xp_floats(m, B, T, c->tc_forced) * 4);                              /* xp (chunks) */
+    PART(xp_floats(m, B, T, c->tc_forced) * 4);               /* xp (chunks) */
     PART(BT * m->max_merge * 4);                               /* merge */
     PART((size_t)2 * B * m->max_Hp * 4);                       /* hfull, per direction */
     PART((size_t)4 * B * m->max_Hp * 4);                       /* scratch, per direction */

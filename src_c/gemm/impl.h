@@ -1,14 +1,16 @@
 /* gemm/impl.h - packed SGEMM, C = A B^T + bias, written once against simd/<isa>.h.
  *
- *   A    IN  (M, K) row-major, row stride lda (unpacked: layer inputs are used in place)
+ *   A    IN  (M, K) row-major, row stride lda (unpacked: layer inputs are used in place); in
+ *            gemm_groups, groups of grp rows gld floats apart (gemm_impl)
  *   Bp   IN  B (N, K) packed once at load by pack_gemm (engine.c): panels of output columns,
  *            each K x nr floats, nr = gemm_nr(columns left) (2 or 4 vectors, see panel_nv); the
  *            panel at column n0 starts at Bp + n0 * K; the last one is zero-padded
  *   bias IN  padded to the panels (Npad floats) or NULL
  *   C    OUT (M, N) row stride ldc; only the N real columns are written
  *
- * Micro-tile G_MR rows x 2 vectors (or G_MR4 x 4) held in registers. At M = 1 (streaming) this is a GEMV that streams the weights once. The summation order is
- * fixed per K (see gemm_tile): results are deterministic and independent of M and threads.
+ * Micro-tile G_MR rows x 2 vectors (or G_MR4 x 4) held in registers. At M = 1 (streaming) this
+ * is a GEMV that streams the weights once. The summation order is fixed per K (see gemm_tile):
+ * results are deterministic and independent of M, of the blocking and of threads.
  */
 #ifndef FRNN_GEMM_IMPL_H
 #define FRNN_GEMM_IMPL_H
@@ -32,14 +34,15 @@ static inline int panel_nv(int ncols) { return G_MR4 && ncols > 2 * VW ? 4 : 2; 
 int ISA_SUFFIX(vw)(void) { return VW; }
 int ISA_SUFFIX(gemm_nr)(int ncols) { return panel_nv(ncols) * VW; }
 
-/* FRNN_PF_K (kernels.h): rows of k ahead that the many-row tile asks into L1 (its panel, 32-64
- * KiB, does not stay in L1 between tiles). Measured on AVX-512 (Skylake-SP; the builds without
- * and with it alternated call by call in one process, 30 pairs, medians): 6400x1024x256
- * 80 -> 88 GFLOP/s, 1600x2048x512 84 -> 96, 1600x2048x128 (2-vector panels) 52 -> 60; 4, 8, 16
- * and 32 rows ahead within noise of each other. Not in the few-row (streaming) path,
- * where 16 ahead made the LSTM 64 step slower (2.7 -> 3.0 us): there the weights come from L2 at
- * one row per few cycles and the hardware prefetcher keeps up. A prefetch never faults, so the
- * last rows ask for lines past the panel harmlessly. rec/impl.h's many-row GEMV does the same. */
+/* FRNN_PF_K (kernels.h): rows of k ahead that the many-row tiles ask into L1 (the first tile
+ * of a block of rows reads the panel's block of K from L2). Measured before the blocks of K, on
+ * AVX-512 (Skylake-SP; the builds without and with it alternated call by call in one process,
+ * 30 pairs, medians): 6400x1024x256 80 -> 88 GFLOP/s, 1600x2048x512 84 -> 96, 1600x2048x128
+ * (2-vector panels) 52 -> 60; 4, 8, 16 and 32 rows ahead within noise of each other. Not in the
+ * few-row (streaming) path, where 16 ahead made the LSTM 64 step slower (2.7 -> 3.0 us): there
+ * the weights come from L2 at one row per few cycles and the hardware prefetcher keeps up. A
+ * prefetch never faults, so the last rows ask for lines past the panel harmlessly.
+ * rec/impl.h's many-row GEMV does the same. */
 
 /* q = the sum over k in [k0, k1) of B's panel row k times A[r][k], from zero in k order */
 static inline __attribute__((always_inline)) void
@@ -156,8 +159,8 @@ gemm_tile(const int NV, const int mr, int K, const float *const *ar, const float
 }
 
 /* One block s of K (rows kb[s]..kb[s+1]) of an mr x NV tile, summed from zero in k order, then
- * added to the partial sum of the blocks before it, which the tile left in C (s = 0: none), and
- * at the last block the bias: gemm_tile's order exactly, so the same bits. The many-row path
+ * added to the partial sum of the blocks before it, which the tile left in P (s = 0: zero);
+ * blocks before the last store the sum back to P, the last adds the bias and writes C: gemm_tile's order exactly, so the same bits. The many-row path
  * runs every tile of a block of rows over one block of K before the next, so that the panel's
  * block (K/4 x NR floats, 16 KiB at K = 256) stays in L1 across the tiles instead of coming from
  * L2 for every tile. */
