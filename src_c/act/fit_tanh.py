@@ -1,5 +1,5 @@
-"""Fits the recurrent epilogue's tanh (src_c/act/vec.h, v_tanh_rat): tanh(x) ~ x P(x^2) / Q(x^2) on
-[0, C], P of degree 6 and Q of degree 3 in x^2, Q(0) = 1, minimising the largest absolute error
+"""Fits the recurrent epilogue's tanh (src_c/act/vec.h, v_tanh_rat_lk): tanh(x) ~ x P(x^2) /
+Q(x^2) on [0, C], P of degree 6 and Q of degree 3 in x^2, Q(0) = 1, minimising the largest absolute error
 (Sanathanan-Koerner linearisation, then Lawson reweighting towards minimax). Prints the float32
 coefficients as hex floats and their error evaluated as the kernel does (float32, one rounding
 per FMA): python src_c/act/fit_tanh.py (numpy only)."""
@@ -31,7 +31,7 @@ def fit(iters=200):
 
 
 def tanh_f32(x, pz, qz):
-    """as v_tanh_rat computes it: every operation rounded to float32 (an FMA once)"""
+    """as v_tanh_rat_lk computes it: every operation rounded to float32 (an FMA once)"""
     r = lambda v: np.asarray(v, np.float64).astype(np.float32).astype(np.float64)
     x = r(np.clip(x, -C, C))
     z = r(x * x)

@@ -7,7 +7,7 @@
  *   sigmoid = 1/(1+exp(-x)): absolute error <= 1.5e-7.
  *   tanh: |x| < 0.55: x*P(x^2), the Taylor series to x^15 (relative error < 3e-8 + rounding);
  *         else sign(x)(1-e)/(1+e), e = exp(-2|x|): absolute error <= 2e-7 everywhere.
- *   the recurrent epilogues' gates: v_tanh_rat (<= 3.3e-7 abs) and v_sigmoid_rat (<= 1.9e-7
+ *   the recurrent epilogues' gates: v_tanh_rat_n (<= 3.3e-7 abs) and v_sigmoid_rat_n (<= 1.9e-7
  *         abs), below.
  *   log1p (softplus) via log(m) = 2 atanh((m-1)/(m+1)) on m in [sqrt(1/2), sqrt(2)]: <= 2e-7 abs.
  *   the unbounded kinds (elu, selu, softplus, silu, exponential, ...): |err| <= 4e-7 |y| + 2e-7.
@@ -58,35 +58,56 @@ FRNN_INLINE vf v_tanh(vf x) {
     return v_select(v_lt(a, v_set1(0.55f)), small, big);
 }
 
+/* Lockstep over n vectors (n a compile-time constant): every step of a function below runs for
+ * all n before the next step, in one basic block, so the recurrent epilogue's gate math for a
+ * block of rows is n independent dependency chains the core overlaps, instead of one row's chain
+ * (~60 cycles of latency for a tanh) at a time. Each vector gets exactly the operations of the
+ * one-vector form, so the bits do not depend on n. */
+#define FRNN_LANES(n, r) _Pragma("GCC unroll 8") for (int r = 0; r < (n); r++)
+
 /* The recurrent epilogues' tanh: x P(x^2) / Q(x^2), x clamped to [-9, 9] (tanh(9) = 1 - 3e-8),
  * P of degree 6 and Q of degree 3 in x^2, fitted near-minimax for absolute error by
  * act/fit_tanh.py (which prints these constants). No exp, no branch, no select: 17 operations
  * against v_tanh's ~40 (measured on AVX-512: 36 -> 15.5 cycles per vector). Absolute error
  * <= 3.3e-7 (float32 evaluation on 2.4M points of [-12, 12]; v_tanh: 2e-7), relative <= 2.7e-7
- * for |x| < 0.5; NaN propagates; +-inf give +-(1 - 3e-8). */
-FRNN_INLINE vf v_tanh_rat(vf x) {
-    x = v_min(v_set1(9.0f), v_max(v_set1(-9.0f), x));
-    vf z = v_mul(x, x);
-    vf p = v_set1(-0x1.73a1a0p-44f);
-    p = v_fma(p, z, v_set1(0x1.c76b5ap-35f));
-    p = v_fma(p, z, v_set1(-0x1.57920ep-26f));
-    p = v_fma(p, z, v_set1(0x1.7442b6p-17f));
-    p = v_fma(p, z, v_set1(0x1.960d5ep-9f));
-    p = v_fma(p, z, v_set1(0x1.0bd91ap-3f));
-    p = v_fma(p, z, v_set1(0x1.fffffep-1f));
-    vf q = v_set1(0x1.0a14c8p-12f);
-    q = v_fma(q, z, v_set1(0x1.90ee5cp-6f));
-    q = v_fma(q, z, v_set1(0x1.db41dap-2f));
-    q = v_fma(q, z, v_set1(1.0f));
-    return v_mul(v_mul(x, p), v_rcp(q));   /* q >= 1 */
+ * for |x| < 0.5; NaN propagates; +-inf give +-(1 - 3e-8). In place on x[0..n), n <= V_RB. */
+FRNN_INLINE void v_tanh_rat_lk(const int n, vf *x) {
+    /* highest degree first, as Horner's rule uses them (fit_tanh.py prints them lowest first) */
+    static const float P[7] = {-0x1.73a1a0p-44f, 0x1.c76b5ap-35f, -0x1.57920ep-26f, 0x1.7442b6p-17f,
+                               0x1.960d5ep-9f,   0x1.0bd91ap-3f,  0x1.fffffep-1f};
+    static const float Q[4] = {0x1.0a14c8p-12f, 0x1.90ee5cp-6f, 0x1.db41dap-2f, 1.0f};
+    vf z[V_RB], p[V_RB], q[V_RB];
+    FRNN_LANES(n, r) {
+        x[r] = v_min(v_set1(9.0f), v_max(v_set1(-9.0f), x[r]));
+        z[r] = v_mul(x[r], x[r]);
+        p[r] = v_set1(P[0]);
+        q[r] = v_set1(Q[0]);
+    }
+#pragma GCC unroll 6
+    for (int i = 1; i < 7; i++) FRNN_LANES(n, r) p[r] = v_fma(p[r], z[r], v_set1(P[i]));
+#pragma GCC unroll 3
+    for (int i = 1; i < 4; i++) FRNN_LANES(n, r) q[r] = v_fma(q[r], z[r], v_set1(Q[i]));
+    FRNN_LANES(n, r) x[r] = v_mul(v_mul(x[r], p[r]), v_rcp(q[r]));   /* q >= 1 */
 }
 
-/* The epilogues' sigmoid = (1 + tanh(x/2)) / 2 through v_tanh_rat (25 -> 17.7 cycles per vector):
+/* in groups of V_ACT_N vectors (simd/<isa>.h; default all n): AVX2's 16 registers do not hold
+ * the chains of 3 rows */
+#ifndef V_ACT_N
+#define V_ACT_N V_RB
+#endif
+FRNN_INLINE void v_tanh_rat_n(const int n, vf *x) {
+#pragma GCC unroll 8
+    for (int r0 = 0; r0 < n; r0 += V_ACT_N) v_tanh_rat_lk(n - r0 < V_ACT_N ? n - r0 : V_ACT_N, x + r0);
+}
+
+/* The epilogues' sigmoid = (1 + tanh(x/2)) / 2 through v_tanh_rat_n (25 -> 17.7 cycles per vector):
  * absolute error <= 1.9e-7 (v_sigmoid: 1.5e-7), but not relative: for x < -17 it gives 0 to 3e-8 where v_sigmoid keeps
  * e^x. Gates need the absolute bound; the Activation and Dense layers (act_generic), whose
- * outputs may be small probabilities, keep v_sigmoid and v_tanh. */
-FRNN_INLINE vf v_sigmoid_rat(vf x) {
-    return v_fma(v_set1(0.5f), v_tanh_rat(v_mul(x, v_set1(0.5f))), v_set1(0.5f));
+ * outputs may be small probabilities, keep v_sigmoid and v_tanh. In place on x[0..n). */
+FRNN_INLINE void v_sigmoid_rat_n(const int n, vf *x) {
+    FRNN_LANES(n, r) x[r] = v_mul(x[r], v_set1(0.5f));
+    v_tanh_rat_n(n, x);
+    FRNN_LANES(n, r) x[r] = v_fma(v_set1(0.5f), x[r], v_set1(0.5f));
 }
 
 /* log(1 + y) for y in [0, 1] (softplus's tail), absolute error <= 2e-7 */
@@ -137,12 +158,11 @@ static vf act_generic(frnn_act a, vf x) {
     }
 }
 
-/* The recurrent epilogues call this: the common kinds inline (the rational forms above), the
- * rest through the switch. */
-FRNN_INLINE vf act_apply(const frnn_act *a, vf x) {
-    if (a->kind == FRNN_ACT_SIGMOID) return v_sigmoid_rat(x);
-    if (a->kind == FRNN_ACT_TANH) return v_tanh_rat(x);
-    if (a->kind == FRNN_ACT_LINEAR) return x;
-    return act_generic(*a, x);
+/* The recurrent epilogues call this on the n rows of a block, in place: the common kinds in
+ * lockstep (the rational forms above), the rest through the switch. */
+FRNN_INLINE void act_n(const frnn_act *a, const int n, vf *x) {
+    if (a->kind == FRNN_ACT_SIGMOID) v_sigmoid_rat_n(n, x);
+    else if (a->kind == FRNN_ACT_TANH) v_tanh_rat_n(n, x);
+    else if (a->kind != FRNN_ACT_LINEAR) FRNN_LANES(n, r) x[r] = act_generic(*a, x[r]);
 }
 #endif

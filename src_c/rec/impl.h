@@ -124,59 +124,110 @@ FRNN_INLINE const float *xp_row(const frnn_rec_args *a, int b) {
     return a->xp_rows ? a->xp_rows[b * a->xp_stride] + a->xp_off : a->xp + b * a->xp_stride;
 }
 
-FRNN_INLINE void lstm_epi(const frnn_rec_args *a, int b, int j, vf ai, vf af, vf ag, vf ao) {
-    const int64_t Hp = a->Hp;
-    const float *xp = xp_row(a, b) + j;
-    vf cp = v_load(a->c + b * Hp + j);
-    vf gi = v_add(ai, v_load(xp)), gf = v_add(af, v_load(xp + Hp));
-    vf gg = v_add(ag, v_load(xp + 2 * Hp)), go = v_add(ao, v_load(xp + 3 * Hp));
-    if (a->peep) {
-        gi = v_fma(v_load(a->peep + j), cp, gi);
-        gf = v_fma(v_load(a->peep + Hp + j), cp, gf);
-    }
-    vf i = act_apply(&a->act[0], clipv(gi, a->clip));
-    vf f = a->input_forget ? v_sub(v_set1(1.0f), i) : act_apply(&a->act[0], clipv(gf, a->clip));
-    vf g = act_apply(&a->act[1], clipv(gg, a->clip));
-    vf cn = v_fma(f, cp, v_mul(i, g));
-    if (a->peep) go = v_fma(v_load(a->peep + 2 * Hp + j), cn, go);
-    vf o = act_apply(&a->act[0], clipv(go, a->clip));
-    v_store(a->c_out + b * Hp + j, cn);
-    v_store(a->h_out + b * a->h_out_stride + j, v_mul(o, act_apply(&a->act[2], cn)));
+/* The epilogues work on a block's nb rows at once, gate by gate (act_n: the rows' activations in
+ * lockstep); each row and lane gets the operations of the one-row form in the same order, so the
+ * bits do not depend on nb. */
+FRNN_INLINE void clip_n(const frnn_rec_args *a, const int nb, vf *x) {
+    if (a->clip > 0) FRNN_LANES(nb, r) x[r] = clipv(x[r], a->clip);
 }
 
-FRNN_INLINE void gru_epi(const frnn_rec_args *a, int b, int j, vf ar, vf az, vf an) {
+/* x[r] = acc[r] + the row's xp at offset off (+ the unit j), clipped, activated by act */
+FRNN_INLINE void gate_n(const frnn_rec_args *a, const frnn_act *act, const int nb, vf *x,
+                        const vf *acc, const float *const *xp, int64_t off) {
+    FRNN_LANES(nb, r) x[r] = v_add(acc[r], v_load(xp[r] + off));
+    clip_n(a, nb, x);
+    act_n(act, nb, x);
+}
+
+FRNN_INLINE void lstm_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
     const int64_t Hp = a->Hp;
-    const float *xp = xp_row(a, b) + j;
-    vf hp = v_load(a->h + b * a->h_stride + j);
-    vf r = act_apply(&a->act[0], clipv(v_add(ar, v_load(xp)), a->clip));
-    vf z = act_apply(&a->act[0], clipv(v_add(az, v_load(xp + Hp)), a->clip));
-    vf n = act_apply(&a->act[1],
-                     clipv(v_fma(r, v_add(an, v_load(a->b_hn + j)), v_load(xp + 2 * Hp)), a->clip));
-    v_store(a->h_out + b * a->h_out_stride + j, v_fma(z, v_sub(hp, n), n));   /* (1-z)n + zh */
+    const float *xp[V_RB];
+    vf cp[V_RB], i[V_RB], f[V_RB], g[V_RB], o[V_RB];
+    FRNN_LANES(nb, r) {
+        xp[r] = xp_row(a, b0 + r) + j;
+        cp[r] = v_load(a->c + (b0 + r) * Hp + j);
+        i[r] = v_add(acc[0][r], v_load(xp[r]));
+        f[r] = v_add(acc[1][r], v_load(xp[r] + Hp));
+    }
+    if (a->peep) FRNN_LANES(nb, r) {
+        i[r] = v_fma(v_load(a->peep + j), cp[r], i[r]);
+        f[r] = v_fma(v_load(a->peep + Hp + j), cp[r], f[r]);
+    }
+    clip_n(a, nb, i);
+    act_n(&a->act[0], nb, i);
+    if (a->input_forget) {
+        FRNN_LANES(nb, r) f[r] = v_sub(v_set1(1.0f), i[r]);
+    } else {
+        clip_n(a, nb, f);
+        act_n(&a->act[0], nb, f);
+    }
+    gate_n(a, &a->act[1], nb, g, acc[2], xp, 2 * Hp);
+    FRNN_LANES(nb, r) {
+        cp[r] = v_fma(f[r], cp[r], v_mul(i[r], g[r]));   /* the new c */
+        o[r] = v_add(acc[3][r], v_load(xp[r] + 3 * Hp));
+    }
+    if (a->peep) FRNN_LANES(nb, r) o[r] = v_fma(v_load(a->peep + 2 * Hp + j), cp[r], o[r]);
+    clip_n(a, nb, o);
+    act_n(&a->act[0], nb, o);
+    FRNN_LANES(nb, r) {
+        v_store(a->c_out + (b0 + r) * Hp + j, cp[r]);
+        g[r] = cp[r];
+    }
+    act_n(&a->act[2], nb, g);
+    FRNN_LANES(nb, r) v_store(a->h_out + (b0 + r) * a->h_out_stride + j, v_mul(o[r], g[r]));
+}
+
+FRNN_INLINE void gru_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
+    const int64_t Hp = a->Hp;
+    const float *xp[V_RB];
+    vf rg[V_RB], z[V_RB], n[V_RB];
+    FRNN_LANES(nb, r) xp[r] = xp_row(a, b0 + r) + j;
+    gate_n(a, &a->act[0], nb, rg, acc[0], xp, 0);
+    gate_n(a, &a->act[0], nb, z, acc[1], xp, Hp);
+    FRNN_LANES(nb, r) n[r] = v_fma(rg[r], v_add(acc[2][r], v_load(a->b_hn + j)), v_load(xp[r] + 2 * Hp));
+    clip_n(a, nb, n);
+    act_n(&a->act[1], nb, n);
+    FRNN_LANES(nb, r) {   /* (1-z)n + zh */
+        vf hp = v_load(a->h + (b0 + r) * a->h_stride + j);
+        v_store(a->h_out + (b0 + r) * a->h_out_stride + j, v_fma(z[r], v_sub(hp, n[r]), n[r]));
+    }
 }
 
 /* GRU linear_before_reset=0, pass 1: r and z; keeps r*h and z in scratch */
-FRNN_INLINE void gru0_epi1(const frnn_rec_args *a, int b, int j, vf ar, vf az) {
+FRNN_INLINE void gru0_epi1(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
     const int64_t Hp = a->Hp;
-    const float *xp = xp_row(a, b) + j;
-    vf hp = v_load(a->h + b * a->h_stride + j);
-    vf r = act_apply(&a->act[0], clipv(v_add(ar, v_load(xp)), a->clip));
-    vf z = act_apply(&a->act[0], clipv(v_add(az, v_load(xp + Hp)), a->clip));
-    v_store(a->scratch + b * Hp + j, v_mul(r, hp));
-    v_store(a->scratch + ((int64_t)a->B + b) * Hp + j, z);
+    const float *xp[V_RB];
+    vf rg[V_RB], z[V_RB];
+    FRNN_LANES(nb, r) xp[r] = xp_row(a, b0 + r) + j;
+    gate_n(a, &a->act[0], nb, rg, acc[0], xp, 0);
+    gate_n(a, &a->act[0], nb, z, acc[1], xp, Hp);
+    FRNN_LANES(nb, r) {
+        const int b = b0 + r;
+        v_store(a->scratch + b * Hp + j, v_mul(rg[r], v_load(a->h + b * a->h_stride + j)));
+        v_store(a->scratch + ((int64_t)a->B + b) * Hp + j, z[r]);
+    }
 }
 
-FRNN_INLINE void gru0_epi2(const frnn_rec_args *a, int b, int j, vf an) {
+FRNN_INLINE void gru0_epi2(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
     const int64_t Hp = a->Hp;
-    vf hp = v_load(a->h + b * a->h_stride + j);
-    vf z = v_load(a->scratch + ((int64_t)a->B + b) * Hp + j);
-    vf n = act_apply(&a->act[1], clipv(v_add(an, v_load(xp_row(a, b) + j + 2 * Hp)), a->clip));
-    v_store(a->h_out + b * a->h_out_stride + j, v_fma(z, v_sub(hp, n), n));
+    const float *xp[V_RB];
+    vf n[V_RB];
+    FRNN_LANES(nb, r) xp[r] = xp_row(a, b0 + r) + j;
+    gate_n(a, &a->act[1], nb, n, acc[0], xp, 2 * Hp);
+    FRNN_LANES(nb, r) {
+        const int b = b0 + r;
+        vf hp = v_load(a->h + b * a->h_stride + j);
+        vf z = v_load(a->scratch + ((int64_t)a->B + b) * Hp + j);
+        v_store(a->h_out + b * a->h_out_stride + j, v_fma(z, v_sub(hp, n[r]), n[r]));
+    }
 }
 
-FRNN_INLINE void rnn_epi(const frnn_rec_args *a, int b, int j, vf acc) {
-    vf x = v_add(acc, v_load(xp_row(a, b) + j));
-    v_store(a->h_out + b * a->h_out_stride + j, act_apply(&a->act[0], clipv(x, a->clip)));
+FRNN_INLINE void rnn_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
+    const float *xp[V_RB];
+    vf x[V_RB];
+    FRNN_LANES(nb, r) xp[r] = xp_row(a, b0 + r) + j;
+    gate_n(a, &a->act[0], nb, x, acc[0], xp, 0);
+    FRNN_LANES(nb, r) v_store(a->h_out + (b0 + r) * a->h_out_stride + j, x[r]);
 }
 
 /* The epilogue's xp lines of a block, requested before its GEMV (thousands of cycles): xp rows
@@ -192,19 +243,18 @@ FRNN_INLINE void prefetch_xp(const frnn_rec_args *a, const int G, const int nb, 
 }
 
 /* One block: nb rows from b0 for the tile at unit j; W points at the tile. */
-#define FRNN_BLOCK(NAME, G, K, HIN, HS, EPI_CALL)                                               \
+#define FRNN_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
     FRNN_INLINE void NAME(const frnn_rec_args *a, const int nb, int b0, int j, const float *W) { \
         vf acc[4][V_RB];                                                                         \
         prefetch_xp(a, G, nb, b0, j);                                                            \
         rec_gemv(G, nb, K, W, (HIN) + b0 * (HS), HS, acc);                                       \
-        _Pragma("GCC unroll 8") for (int r = 0; r < nb; r++) EPI_CALL;                           \
+        EPI(a, nb, b0, j, acc);                                                                  \
     }
-FRNN_BLOCK(lstm_block, 4, a->R, a->h, a->h_stride,
-           lstm_epi(a, b0 + r, j, acc[0][r], acc[1][r], acc[2][r], acc[3][r]))
-FRNN_BLOCK(gru_block, 3, a->H, a->h, a->h_stride, gru_epi(a, b0 + r, j, acc[0][r], acc[1][r], acc[2][r]))
-FRNN_BLOCK(gru0_block1, 2, a->H, a->h, a->h_stride, gru0_epi1(a, b0 + r, j, acc[0][r], acc[1][r]))
-FRNN_BLOCK(gru0_block2, 1, a->H, a->scratch, (int64_t)a->Hp, gru0_epi2(a, b0 + r, j, acc[0][r]))
-FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi(a, b0 + r, j, acc[0][r]))
+FRNN_BLOCK(lstm_block, 4, a->R, a->h, a->h_stride, lstm_epi)
+FRNN_BLOCK(gru_block, 3, a->H, a->h, a->h_stride, gru_epi)
+FRNN_BLOCK(gru0_block1, 2, a->H, a->h, a->h_stride, gru0_epi1)
+FRNN_BLOCK(gru0_block2, 1, a->H, a->scratch, (int64_t)a->Hp, gru0_epi2)
+FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi)
 
 /* every tile, every block of rows, with the row count a compile-time constant. The B rows are
  * cut into ceil(B / V_RB) blocks of equal size (+-1): 64 rows are 9 x 6 + 2 x 5 rather than

@@ -7,6 +7,10 @@
 #define ISA_SUFFIX(name) frnn_##name##_avx2
 #define VW 8
 #define V_RB 3
+/* rows of the epilogue's activations in lockstep (act/vec.h): 1 here, as 3 rows' chains spill
+ * the 16 registers (kernel alone, old/new time, GRU 256 batch 64: 3 rows 1.15-1.17, 1 row
+ * 0.99-1.03; LSTM 32 batch 128: 3 rows 0.83, 1 row 0.87) */
+#define V_ACT_N 1
 #define G_MR 6
 
 typedef __m256 vf;
