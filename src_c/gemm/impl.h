@@ -244,34 +244,105 @@ gemm_panel(const int NV, const int MR, int m0, int m1, int K, const float *const
 
 /* Row m of A is at A + (m / grp) * gld + (m % grp) * lda: groups of grp rows gld floats apart
  * (a chunk of steps of every batch row of a sequence, engine.c); grp >= M: plain rows. The row
- * pointers of a block of MC rows are computed once, and every tile reads its rows through them. */
+ * pointers of a block of rows are computed once, and every tile reads its rows through them. */
+static inline __attribute__((always_inline)) void
+row_ptrs(const float **ar, int m0, int m1, const float *A, int64_t lda, int grp, int64_t gld) {
+    for (int m = m0, g = m0 ? m0 / grp : 0, i = m0 ? m0 % grp : 0; m < m1; m++) {
+        ar[m - m0] = A + g * gld + i * lda;
+        if (++i == grp) { i = 0; g++; }
+    }
+}
+
+/* Fewer rows than this never run the blocks of K (gemm_panel): stream steps, small pools */
+enum { G_FEW = 2 * (G_MR4 ? G_MR4 : G_MR) };
+
+/* A stream step's GEMM (M < G_FEW): every tile shape is its own small function. Inlined into
+ * gemm_impl's many paths (or into one function for all the few-row shapes), GCC kept the 1-row
+ * tile's loop counter and block pointers on the stack, updated in memory every row of k: a
+ * 1 x 256 x 64 GEMV (a stream step's input projection) took 1.18x the time. */
+#define FRNN_TILE_FN(NV, MR)                                                                       \
+    static __attribute__((noinline)) void gemm_tile_##NV##_##MR(int K, const float *const *ar,     \
+                                                                 const float *Bp, const float *bias, \
+                                                                 float *C, int64_t ldc, int ncols) { \
+        gemm_tile(NV, MR, K, ar, Bp, bias, C, ldc, ncols);                                      \
+    }
+/* every (vectors, rows) tile shape of this ISA */
+#if G_MR > 6
+#define FRNN_FEW_2(X) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6) X(2, 7) X(2, 8)
+#elif G_MR > 4
+#define FRNN_FEW_2(X) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6)
+#else
+#define FRNN_FEW_2(X) X(2, 1) X(2, 2) X(2, 3) X(2, 4)
+#endif
+#if G_MR4
+#define FRNN_FEW_SHAPES(X) FRNN_FEW_2(X) X(4, 1) X(4, 2) X(4, 3) X(4, 4) X(4, 5) X(4, 6)
+#else
+#define FRNN_FEW_SHAPES(X) FRNN_FEW_2(X)
+#endif
+FRNN_FEW_SHAPES(FRNN_TILE_FN)
+#undef FRNN_TILE_FN
+
+/* rows [m, m + mr) (mr <= the panel's MR) against one panel of nv vectors */
+static void gemm_few_tile(int nv, int mr, int K, const float *const *ar, const float *panel,
+                          const float *bias, float *C, int64_t ldc, int ncols) {
+    switch (nv * 16 + mr) {
+#define FRNN_TILE_CASE(NV, MR) \
+    case NV * 16 + MR: gemm_tile_##NV##_##MR(K, ar, panel, bias, C, ldc, ncols); return;
+        FRNN_FEW_SHAPES(FRNN_TILE_CASE)
+#undef FRNN_TILE_CASE
+    default: return;
+    }
+}
+#undef FRNN_FEW_SHAPES
+#undef FRNN_FEW_2
+
+/* rows [m0, m1) (pointers ar) against every panel: few (< G_FEW rows, a compile-time
+ * constant) through the tile functions above, else gemm_panel (P: its partial sums) */
+static inline __attribute__((always_inline)) void
+gemm_panels(const int few, int m0, int m1, int N, int K, const float *const *ar, const float *Bp,
+            const float *bias, float *P, float *C, int64_t ldc) {
+    for (int n0 = 0, nv; n0 < N; n0 += nv * VW) {
+        const float *panel = Bp + (int64_t)n0 * K, *bp = bias ? bias + n0 : NULL;
+        nv = panel_nv(N - n0);
+        if (few) {
+            const int MR = nv == 4 ? G_MR4 : G_MR;
+            for (int m = m0; m < m1; m += MR)
+                gemm_few_tile(nv, m1 - m < MR ? m1 - m : MR, K, ar + (m - m0), panel, bp,
+                              C + m * ldc + n0, ldc, N - n0);
+            continue;
+        }
+#if G_MR4
+        if (nv == 4) {
+            gemm_panel(4, G_MR4, m0, m1, K, ar, panel, bp, P, C + n0, ldc, N - n0);
+            continue;
+        }
+#endif
+        gemm_panel(2, G_MR, m0, m1, K, ar, panel, bp, P, C + n0, ldc, N - n0);
+    }
+}
+
+static void gemm_few(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
+                     const float *Bp, const float *bias, float *C, int64_t ldc) {
+    const float *ar[G_FEW];
+    row_ptrs(ar, 0, M, A, lda, grp, gld);
+    gemm_panels(1, 0, M, N, K, ar, Bp, bias, NULL, C, ldc);
+}
+
 static void gemm_impl(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
                       const float *Bp, const float *bias, float *C, int64_t ldc) {
+    if (M < G_FEW) {
+        gemm_few(M, N, K, A, lda, grp, gld, Bp, bias, C, ldc);
+        return;
+    }
     float P[G_KB_ROWS * 4 * VW] __attribute__((aligned(64)));
     const float *ar[G_MC_MAX];
-    int MC = G_KB_ROWS;   /* a stream step's few rows: no 64-bit division (~40-90 cycles) */
-    if (M > G_KB_ROWS) {
-        MC = (int)((256 * 1024) / ((int64_t)(K > 0 ? K : 1) * 4)) / G_KB_ROWS * G_KB_ROWS;
-        if (MC < G_KB_ROWS) MC = G_KB_ROWS;
-        if (MC > G_MC_MAX) MC = G_MC_MAX;
-    }
+    int MC = (int)((256 * 1024) / ((int64_t)(K > 0 ? K : 1) * 4)) / G_KB_ROWS * G_KB_ROWS;
+    if (MC < G_KB_ROWS) MC = G_KB_ROWS;
+    if (MC > G_MC_MAX) MC = G_MC_MAX;
     for (int m0 = 0; m0 < M; m0 += MC) {
         const int m1 = M - m0 < MC ? M : m0 + MC;
-        for (int m = m0, g = m0 ? m0 / grp : 0, i = m0 ? m0 % grp : 0; m < m1; m++) {
-            ar[m - m0] = A + g * gld + i * lda;
-            if (++i == grp) { i = 0; g++; }
-        }
-        for (int n0 = 0, nv; n0 < N; n0 += nv * VW) {
-            const float *panel = Bp + (int64_t)n0 * K, *bp = bias ? bias + n0 : NULL;
-            nv = panel_nv(N - n0);
-#if G_MR4
-            if (nv == 4) {
-                gemm_panel(4, G_MR4, m0, m1, K, ar, panel, bp, P, C + n0, ldc, N - n0);
-                continue;
-            }
-#endif
-            gemm_panel(2, G_MR, m0, m1, K, ar, panel, bp, P, C + n0, ldc, N - n0);
-        }
+        row_ptrs(ar, m0, m1, A, lda, grp, gld);
+        gemm_panels(0, m0, m1, N, K, ar, Bp, bias, P, C, ldc);
     }
 }
 
