@@ -80,7 +80,8 @@ def test_recurrent_epilogue_activations():
 @pytest.mark.parametrize("K", [1, 3, 64, 127, 128, 130, 256, 300, 520])
 def test_gemm_rows_are_batch_invariant(K):
     """The packed GEMM through a Dense layer: a row's output has the same bits whether it runs
-    alone (the streaming path: whole tiles over all of K), in a few rows, or among hundreds (the
+    alone (the streaming path: whole tiles over all of K), in a few rows (each tile shape of the
+    few-row path), or among hundreds (the
     blocked path: every tile over one block of K at a time, partial sums in scratch; row blocks
     of 48 and of the L2 size, MC), and matches float64. Column counts cover partial vectors and
     panels of 2 and 4 vectors."""
@@ -93,5 +94,7 @@ def test_gemm_rows_are_batch_invariant(K):
         full = m.predict(x)
         want = reference.run([layer], x)[0]
         np.testing.assert_allclose(full, want, rtol=1e-5, atol=1e-5 * np.sqrt(K))
-        for lo, hi in ((0, 1), (300, 301), (3, 8), (11, 24), (40, 101), (5, 300)):
+        # every row count of the few-row path (gemm_few: each tile shape, one or two tiles)
+        spans = [(0, n) for n in range(2, 17)] + [(300, 301), (11, 24), (40, 101), (5, 300)]
+        for lo, hi in spans:
             np.testing.assert_array_equal(m.predict(x[lo:hi]), full[lo:hi], err_msg=f"N={N} rows {lo}:{hi}")

@@ -279,6 +279,7 @@ enum { G_FEW = 2 * (G_MR4 ? G_MR4 : G_MR) };
 #else
 #define FRNN_FEW_SHAPES(X) FRNN_FEW_2(X)
 #endif
+_Static_assert(G_MR <= 8 && (!G_MR4 || G_MR4 == 6), "FRNN_FEW_SHAPES must list every tile shape");
 FRNN_FEW_SHAPES(FRNN_TILE_FN)
 #undef FRNN_TILE_FN
 
@@ -290,7 +291,7 @@ static void gemm_few_tile(int nv, int mr, int K, const float *const *ar, const f
     case NV * 16 + MR: gemm_tile_##NV##_##MR(K, ar, panel, bias, C, ldc, ncols); return;
         FRNN_FEW_SHAPES(FRNN_TILE_CASE)
 #undef FRNN_TILE_CASE
-    default: return;
+    default: return;   /* unreachable: the list has every shape (the _Static_assert above) */
     }
 }
 #undef FRNN_FEW_SHAPES
