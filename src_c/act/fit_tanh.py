@@ -1,4 +1,4 @@
-"""Fits the recurrent epilogue's tanh (src_c/act/vec.h, v_tanh_rat_lk): tanh(x) ~ x P(x^2) /
+"""Fits the recurrent epilogue's tanh (src_c/act/vec.h, v_rat_lk): tanh(x) ~ x P(x^2) /
 Q(x^2) on [0, C], P of degree 6 and Q of degree 3 in x^2, Q(0) = 1, minimising the largest absolute error
 (Sanathanan-Koerner linearisation, then Lawson reweighting towards minimax). Prints the float32
 coefficients as hex floats and their error evaluated as the kernel does (float32, one rounding
@@ -30,10 +30,11 @@ def fit(iters=200):
     return ([np.float32(p[k] / C ** (2 * k)) for k in range(NP)], [np.float32(q[k] / C ** (2 * k)) for k in range(NQ)])
 
 
-def tanh_f32(x, pz, qz):
-    """as v_tanh_rat_lk computes it: every operation rounded to float32 (an FMA once)"""
+def tanh_f32(x, pz, qz, sigmoid=False):
+    """as v_rat_lk computes it: every operation rounded to float32 (an FMA once); sigmoid: the
+    epilogue's 1/2 + tanh(x/2)/2 (v_sigmoid_rat_n: the halvings exact, the last step an FMA)"""
     r = lambda v: np.asarray(v, np.float64).astype(np.float32).astype(np.float64)
-    x = r(np.clip(x, -C, C))
+    x = r(np.clip(r(x * 0.5) if sigmoid else x, -C, C))
     z = r(x * x)
     P = np.full_like(z, float(pz[-1]))
     for c in pz[-2::-1]:
@@ -41,6 +42,8 @@ def tanh_f32(x, pz, qz):
     Q = np.full_like(z, float(qz[-1]))
     for c in qz[-2::-1]:
         Q = r(Q * z + float(c))
+    if sigmoid:
+        return r(0.5 * r(x * P) * r(1.0 / Q) + 0.5)
     return r(r(x * P) * r(1.0 / Q))
 
 
@@ -53,6 +56,5 @@ if __name__ == "__main__":
     print("Q:", ", ".join(float(c).hex() for c in qz))
     print("tanh abs error %.3g, relative for |x| < 0.5: %.3g" % (np.abs(y - np.tanh(x)).max(),
           (np.abs(y - np.tanh(x))[small] / np.abs(np.tanh(x[small]))).max()))
-    s = 0.5 * tanh_f32((0.5 * x).astype(np.float32).astype(np.float64), pz, qz) + 0.5
-    s = s.astype(np.float32).astype(np.float64)
+    s = tanh_f32(x, pz, qz, sigmoid=True)
     print("sigmoid = 0.5 tanh(x/2) + 0.5: abs error %.3g" % np.abs(s - 1 / (1 + np.exp(-x))).max())

@@ -7,7 +7,7 @@
  *   sigmoid = 1/(1+exp(-x)): absolute error <= 1.5e-7.
  *   tanh: |x| < 0.55: x*P(x^2), the Taylor series to x^15 (relative error < 3e-8 + rounding);
  *         else sign(x)(1-e)/(1+e), e = exp(-2|x|): absolute error <= 2e-7 everywhere.
- *   the recurrent epilogues' gates: v_tanh_rat_n (<= 3.3e-7 abs) and v_sigmoid_rat_n (<= 1.9e-7
+ *   the recurrent epilogues' gates: v_tanh_rat_n (<= 3.3e-7 abs) and v_sigmoid_rat_n (<= 1.7e-7
  *         abs), below.
  *   log1p (softplus) via log(m) = 2 atanh((m-1)/(m+1)) on m in [sqrt(1/2), sqrt(2)]: <= 2e-7 abs.
  *   the unbounded kinds (elu, selu, softplus, silu, exponential, ...): |err| <= 4e-7 |y| + 2e-7.
@@ -70,15 +70,24 @@ FRNN_INLINE vf v_tanh(vf x) {
  * act/fit_tanh.py (which prints these constants). No exp, no branch, no select: 17 operations
  * against v_tanh's ~40 (measured on AVX-512: 36 -> 15.5 cycles per vector). Absolute error
  * <= 3.3e-7 (float32 evaluation on 2.4M points of [-12, 12]; v_tanh: 2e-7), relative <= 2.7e-7
- * for |x| < 0.5; NaN propagates; +-inf give +-(1 - 3e-8). In place on x[0..n), n <= V_RB. */
-FRNN_INLINE void v_tanh_rat_lk(const int n, vf *x) {
-    /* highest degree first, as Horner's rule uses them (fit_tanh.py prints them lowest first) */
-    static const float P[7] = {-0x1.73a1a0p-44f, 0x1.c76b5ap-35f, -0x1.57920ep-26f, 0x1.7442b6p-17f,
-                               0x1.960d5ep-9f,   0x1.0bd91ap-3f,  0x1.fffffep-1f};
-    static const float Q[4] = {0x1.0a14c8p-12f, 0x1.90ee5cp-6f, 0x1.db41dap-2f, 1.0f};
+ * for |x| < 0.5; NaN propagates; +-inf give +-(1 - 3e-8). */
+/* highest degree first, as Horner's rule uses them (fit_tanh.py prints them lowest first) */
+static const float frnn_tanh_P[7] = {-0x1.73a1a0p-44f, 0x1.c76b5ap-35f, -0x1.57920ep-26f, 0x1.7442b6p-17f,
+                                     0x1.960d5ep-9f,   0x1.0bd91ap-3f,  0x1.fffffep-1f};
+static const float frnn_tanh_Q[4] = {0x1.0a14c8p-12f, 0x1.90ee5cp-6f, 0x1.db41dap-2f, 1.0f};
+/* The same with x = 2y scaled out (v_sigmoid_rat_n): P[i] * 4^(i-7) and Q[i] * 4^(i-3), powers
+ * of two, so every step below gives exactly the value for y scaled by a power of two. */
+static const float frnn_sig_P[7] = {-0x1.73a1a0p-58f, 0x1.c76b5ap-47f, -0x1.57920ep-36f, 0x1.7442b6p-25f,
+                                    0x1.960d5ep-15f,  0x1.0bd91ap-7f,  0x1.fffffep-3f};
+static const float frnn_sig_Q[4] = {0x1.0a14c8p-18f, 0x1.90ee5cp-10f, 0x1.db41dap-4f, 1.0f};
+
+/* x = c P(c^2) / Q(c^2) + add, c = x clamped to [-lim, lim], the last multiply and the add one
+ * FMA (add = 0: a multiply); in place on x[0..n), n <= V_RB */
+FRNN_INLINE void v_rat_lk(const int n, vf *x, float lim, const float *P, const float *Q,
+                          const float add) {
     vf z[V_RB], p[V_RB], q[V_RB];
     FRNN_LANES(n, r) {
-        x[r] = v_min(v_set1(9.0f), v_max(v_set1(-9.0f), x[r]));
+        x[r] = v_min(v_set1(lim), v_max(v_set1(-lim), x[r]));
         z[r] = v_mul(x[r], x[r]);
         p[r] = v_set1(P[0]);
         q[r] = v_set1(Q[0]);
@@ -87,7 +96,8 @@ FRNN_INLINE void v_tanh_rat_lk(const int n, vf *x) {
     for (int i = 1; i < 7; i++) FRNN_LANES(n, r) p[r] = v_fma(p[r], z[r], v_set1(P[i]));
 #pragma GCC unroll 3
     for (int i = 1; i < 4; i++) FRNN_LANES(n, r) q[r] = v_fma(q[r], z[r], v_set1(Q[i]));
-    FRNN_LANES(n, r) x[r] = v_mul(v_mul(x[r], p[r]), v_rcp(q[r]));   /* q >= 1 */
+    if (add != 0.0f) FRNN_LANES(n, r) x[r] = v_fma(v_mul(x[r], p[r]), v_rcp(q[r]), v_set1(add));
+    else FRNN_LANES(n, r) x[r] = v_mul(v_mul(x[r], p[r]), v_rcp(q[r]));   /* q >= 1 */
 }
 
 /* in groups of V_ACT_N vectors (simd/<isa>.h; default all n): AVX2's 16 registers do not hold
@@ -97,17 +107,21 @@ FRNN_INLINE void v_tanh_rat_lk(const int n, vf *x) {
 #endif
 FRNN_INLINE void v_tanh_rat_n(const int n, vf *x) {
 #pragma GCC unroll 8
-    for (int r0 = 0; r0 < n; r0 += V_ACT_N) v_tanh_rat_lk(n - r0 < V_ACT_N ? n - r0 : V_ACT_N, x + r0);
+    for (int r0 = 0; r0 < n; r0 += V_ACT_N)
+        v_rat_lk(n - r0 < V_ACT_N ? n - r0 : V_ACT_N, x + r0, 9.0f, frnn_tanh_P, frnn_tanh_Q, 0.0f);
 }
 
-/* The epilogues' sigmoid = (1 + tanh(x/2)) / 2 through v_tanh_rat_n (25 -> 17.7 cycles per vector):
- * absolute error <= 1.9e-7 (v_sigmoid: 1.5e-7), but not relative: for x < -17 it gives 0 to 3e-8 where v_sigmoid keeps
+/* The epilogues' sigmoid = (1 + tanh(x/2)) / 2 through the tanh above: absolute error <= 1.7e-7
+ * (v_sigmoid: 1.5e-7), but not relative: for x < -17 it gives 0 to 3e-8 where v_sigmoid keeps
  * e^x. Gates need the absolute bound; the Activation and Dense layers (act_generic), whose
- * outputs may be small probabilities, keep v_sigmoid and v_tanh. In place on x[0..n). */
+ * outputs may be small probabilities, keep v_sigmoid and v_tanh. The halvings are folded into
+ * the constants (frnn_sig_P/Q, clamp at 18 = 2 * 9): c P'(c^2) is exactly half of
+ * (c/2) P((c/2)^2), and the last multiply and the + 1/2 are one FMA, so 17 operations instead of
+ * 19 (a multiply before the tanh, a multiply and an FMA after it), one rounding fewer. */
 FRNN_INLINE void v_sigmoid_rat_n(const int n, vf *x) {
-    FRNN_LANES(n, r) x[r] = v_mul(x[r], v_set1(0.5f));
-    v_tanh_rat_n(n, x);
-    FRNN_LANES(n, r) x[r] = v_fma(v_set1(0.5f), x[r], v_set1(0.5f));
+#pragma GCC unroll 8
+    for (int r0 = 0; r0 < n; r0 += V_ACT_N)
+        v_rat_lk(n - r0 < V_ACT_N ? n - r0 : V_ACT_N, x + r0, 18.0f, frnn_sig_P, frnn_sig_Q, 0.5f);
 }
 
 /* log(1 + y) for y in [0, 1] (softplus's tail), absolute error <= 2e-7 */
