@@ -94,6 +94,12 @@ for _c, _mk in CELLS.items():
                                                                       return_sequences=True),
                                                              L.Masking(0.0), mk(return_sequences=True)),
                                          "masked", 1.0)
+    # return_state with an Embedding's mask: Keras 3 writes the mask as NotEqual(ids, 0) feeding
+    # the layer's `mask` keyword (converters/keras.py, _drop_implicit_masks)
+    MODELS[f"{_c}_mask_zero_state"] = (lambda mk=_mk: _fn(IDS, lambda x: mk(return_state=True)(
+        L.Embedding(20, 5, mask_zero=True)(x))), "ids", 1.0)
+    MODELS[f"{_c}_mask_zero_state_head"] = (lambda mk=_mk: _fn(IDS, lambda x: L.Dense(2)(mk(
+        return_sequences=True, return_state=True)(L.Embedding(20, 5, mask_zero=True)(x))[0])), "ids", 1.0)
     MODELS[f"{_c}_mask_back"] = (lambda mk=_mk: _seq(IDS, L.Embedding(20, 5, mask_zero=True),
                                                      mk(go_backwards=True, return_sequences=True)), "ids", 1.0)
     # Bidirectional: every merge mode, sequences and last step
@@ -185,7 +191,7 @@ def _input(kind, model, rng):
     shape = model.inputs[0].shape
     t = shape[1] if shape[1] is not None else T
     if kind == "ids":
-        vocab = model.layers[0].input_dim
+        vocab = next(l for l in model.layers if isinstance(l, L.Embedding)).input_dim
         x = rng.integers(1, vocab, (B, t)).astype(np.int32)
         x[1, t - 2:] = 0                 # right padding, and a masked step in the middle
         x[2, t // 2] = 0
@@ -319,6 +325,11 @@ UNSUPPORTED = {
     "branch": (lambda: _fn(FLOAT, lambda x: [L.LSTM(4)(x), L.GRU(4)(x)]), "chain"),
     "stacked_cells": (lambda: _seq(FLOAT, L.RNN([L.LSTMCell(4), L.LSTMCell(4)])), "cell"),
     "repeat": (lambda: _seq(FLOAT, L.LSTM(4), L.RepeatVector(3), L.LSTM(4)), "repeatvector"),
+    # an explicit mask other than the Embedding's own (id != 0) is not dropped
+    "mask_not_3": (lambda: _fn(IDS, lambda x: L.LSTM(4)(L.Embedding(20, 5, mask_zero=True)(x),
+                                                        mask=keras.ops.not_equal(x, 3))), "chain"),
+    "mask_without_mask_zero": (lambda: _fn(IDS, lambda x: L.LSTM(4)(L.Embedding(20, 5)(x),
+                                                                    mask=keras.ops.not_equal(x, 0))), "chain"),
 }
 
 
