@@ -300,20 +300,44 @@ def _k2_kwarg_refs(kw):
     return out
 
 
-def _drop_implicit_masks(layers):
+_MASK_PASSES = {"SimpleRNN", "LSTM", "GRU", "RNN", "Bidirectional"}   # with return_sequences=True
+
+
+def _drop_implicit_masks(layers, outputs):
     """Keras 3 writes the mask of an Embedding(mask_zero=True) into the config as a layer of its
-    own when the recurrent layer after it returns its state: NotEqual(ids, 0) -> the layer's
-    `mask` keyword. That mask is the one the Embedding implies (fastrnn applies it from
-    mask_zero), so such a NotEqual and its `mask` reference are dropped, leaving the chain:
-    only when the NotEqual compares the very tensor the Embedding reads with 0, and the layer
-    it masks reads that Embedding's output. -> the layers without them (configs copied where
-    changed)."""
+    own when a recurrent layer after it returns its state: NotEqual(ids, 0) -> the `mask` keyword
+    of every recurrent layer fed from that Embedding. That mask is the one the Embedding implies
+    (fastrnn applies it from mask_zero along the chain), so such a NotEqual and its `mask`
+    references are dropped, leaving the chain: only when the NotEqual compares the very tensor the
+    Embedding reads with 0, and the masked layer reads that Embedding's output directly or
+    through recurrent layers that return sequences and identity layers (which pass the mask on
+    unchanged). outputs: names of the model's output layers (a NotEqual among them stays).
+    -> the layers without them (configs copied where changed)."""
     name = lambda l: l.get("name") or l["config"].get("name")   # noqa: E731
     by_name = {name(l): l for l in layers if isinstance(l, dict) and isinstance(l.get("config"), dict)}
 
     def one_node(l):
         nodes = l.get("inbound_nodes")
         return nodes[0] if isinstance(nodes, list) and len(nodes) == 1 and isinstance(nodes[0], dict) else None
+
+    def source_embedding(node):
+        """the Embedding the layer of this node reads, through mask-passing layers, or None"""
+        for _ in range(len(layers)):
+            reads = _history(node.get("args", []))
+            up = by_name.get(reads[0][0]) if len(reads) == 1 else None
+            node = one_node(up) if up else None
+            if node is None:
+                return None
+            cls = up.get("class_name")
+            if cls == "Embedding":
+                return up
+            cfg = up["config"]
+            if cls == "Bidirectional":
+                cfg = cfg.get("layer", {}).get("config") if isinstance(cfg.get("layer"), dict) else None
+            if not (cls in IDENTITY or (cls in _MASK_PASSES and isinstance(cfg, dict)
+                                        and cfg.get("return_sequences") is True)):
+                return None
+        return None
 
     drop, out = set(), []
     for l in layers:
@@ -327,14 +351,13 @@ def _drop_implicit_masks(layers):
         ne = by_name.get(src[0][0]) if len(src) == 1 else None
         ne_node = one_node(ne) if ne else None
         ne_args = ne_node.get("args") if ne_node else None
-        reads = _history(node.get("args", []))
-        emb = by_name.get(reads[0][0]) if len(reads) == 1 else None
+        emb = source_embedding(node)
         emb_node = one_node(emb) if emb else None
         ok = (ne is not None and ne.get("class_name") == "NotEqual" and ne_node is not None
               and not ne_node.get("kwargs") and isinstance(ne_args, list) and len(ne_args) == 2
+              and isinstance(ne_args[0], dict) and ne_args[0].get("class_name") == "__keras_tensor__"
               and type(ne_args[1]) in (int, float) and ne_args[1] == 0
-              and emb is not None and emb.get("class_name") == "Embedding"
-              and emb["config"].get("mask_zero") is True and emb_node is not None
+              and emb is not None and emb["config"].get("mask_zero") is True and emb_node is not None
               and _history(ne_args[0]) == _history(emb_node.get("args", []))
               and len(_history(ne_args[0])) == 1)
         if not ok:
@@ -343,8 +366,9 @@ def _drop_implicit_masks(layers):
         drop.add(src[0][0])
         kw = {k: v for k, v in kw.items() if k != "mask"}
         out.append({**l, "inbound_nodes": [{**node, "kwargs": kw}]})
-    # a NotEqual some other layer still reads stays (and fails the chain check, as it should)
-    still = {r[0] for l in out if isinstance(l, dict) for call in _inbound(l) for r in call}
+    # a NotEqual some other layer still reads, or that is a model output, stays (and fails the
+    # chain check, as it should)
+    still = {r[0] for l in out if isinstance(l, dict) for call in _inbound(l) for r in call} | set(outputs)
     return [l for l in out if not (isinstance(l, dict) and isinstance(l.get("config"), dict)
                                    and name(l) in drop - still)]
 
@@ -385,7 +409,7 @@ def _chain(cfg):
     layers = c["layers"]
     if not isinstance(layers, list):
         raise ModelFormatError("functional config: layers is not a list")
-    layers = _drop_implicit_masks(layers)
+    layers = _drop_implicit_masks(layers, [r[0] for r in _refs(c.get("output_layers", []))])
     by_name = {}
     for lc in layers:
         if not isinstance(lc, dict) or not isinstance(lc.get("config"), dict):

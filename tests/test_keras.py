@@ -100,6 +100,9 @@ for _c, _mk in CELLS.items():
         L.Embedding(20, 5, mask_zero=True)(x))), "ids", 1.0)
     MODELS[f"{_c}_mask_zero_state_head"] = (lambda mk=_mk: _fn(IDS, lambda x: L.Dense(2)(mk(
         return_sequences=True, return_state=True)(L.Embedding(20, 5, mask_zero=True)(x))[0])), "ids", 1.0)
+    # every recurrent layer after the Embedding gets the NotEqual mask: stacked, state from the last
+    MODELS[f"{_c}_mask_zero_stack_state"] = (lambda mk=_mk: _fn(IDS, lambda x: mk(return_state=True)(
+        L.Dropout(0.2)(mk(return_sequences=True)(L.Embedding(20, 5, mask_zero=True)(x))))), "ids", 1.0)
     MODELS[f"{_c}_mask_back"] = (lambda mk=_mk: _seq(IDS, L.Embedding(20, 5, mask_zero=True),
                                                      mk(go_backwards=True, return_sequences=True)), "ids", 1.0)
     # Bidirectional: every merge mode, sequences and last step
@@ -328,6 +331,9 @@ UNSUPPORTED = {
     # an explicit mask other than the Embedding's own (id != 0) is not dropped
     "mask_not_3": (lambda: _fn(IDS, lambda x: L.LSTM(4)(L.Embedding(20, 5, mask_zero=True)(x),
                                                         mask=keras.ops.not_equal(x, 3))), "chain"),
+    # the mask of the second layer after a Masking is the Masking's, not the Embedding's
+    "mask_state_after_masking": (lambda: _fn(IDS, lambda x: L.LSTM(4, return_state=True)(L.Masking(0.5)(
+        L.LSTM(4, return_sequences=True)(L.Embedding(20, 5, mask_zero=True)(x))))), "chain"),
     "mask_without_mask_zero": (lambda: _fn(IDS, lambda x: L.LSTM(4)(L.Embedding(20, 5)(x),
                                                                     mask=keras.ops.not_equal(x, 0))), "chain"),
 }
