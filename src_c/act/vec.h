@@ -82,7 +82,7 @@ static const float frnn_sig_P[7] = {-0x1.73a1a0p-58f, 0x1.c76b5ap-47f, -0x1.5792
 static const float frnn_sig_Q[4] = {0x1.0a14c8p-18f, 0x1.90ee5cp-10f, 0x1.db41dap-4f, 1.0f};
 
 /* x = c P(c^2) / Q(c^2) + add, c = x clamped to [-lim, lim], the last multiply and the add one
- * FMA (add = 0: a multiply); in place on x[0..n), n <= V_RB */
+ * FMA (add = 0: a multiply); in place on x[0..n), n <= V_RB, all n in lockstep */
 FRNN_INLINE void v_rat_lk(const int n, vf *x, float lim, const float *P, const float *Q,
                           const float add) {
     vf z[V_RB], p[V_RB], q[V_RB];
@@ -100,16 +100,19 @@ FRNN_INLINE void v_rat_lk(const int n, vf *x, float lim, const float *P, const f
     else FRNN_LANES(n, r) x[r] = v_mul(v_mul(x[r], p[r]), v_rcp(q[r]));   /* q >= 1 */
 }
 
-/* in groups of V_ACT_N vectors (simd/<isa>.h; default all n): AVX2's 16 registers do not hold
- * the chains of 3 rows */
+/* v_rat_lk over n vectors in lockstep groups of V_ACT_N (simd/<isa>.h; default all n): AVX2's
+ * 16 registers do not hold the chains of 3 rows */
 #ifndef V_ACT_N
 #define V_ACT_N V_RB
 #endif
-FRNN_INLINE void v_tanh_rat_n(const int n, vf *x) {
+FRNN_INLINE void v_rat_n(const int n, vf *x, float lim, const float *P, const float *Q,
+                         const float add) {
 #pragma GCC unroll 8
     for (int r0 = 0; r0 < n; r0 += V_ACT_N)
-        v_rat_lk(n - r0 < V_ACT_N ? n - r0 : V_ACT_N, x + r0, 9.0f, frnn_tanh_P, frnn_tanh_Q, 0.0f);
+        v_rat_lk(n - r0 < V_ACT_N ? n - r0 : V_ACT_N, x + r0, lim, P, Q, add);
 }
+
+FRNN_INLINE void v_tanh_rat_n(const int n, vf *x) { v_rat_n(n, x, 9.0f, frnn_tanh_P, frnn_tanh_Q, 0.0f); }
 
 /* The epilogues' sigmoid = (1 + tanh(x/2)) / 2 through the tanh above: absolute error <= 1.7e-7
  * (v_sigmoid: 1.5e-7), but not relative: for x < -17 it gives 0 to 3e-8 where v_sigmoid keeps
@@ -118,11 +121,7 @@ FRNN_INLINE void v_tanh_rat_n(const int n, vf *x) {
  * the constants (frnn_sig_P/Q, clamp at 18 = 2 * 9): c P'(c^2) is exactly half of
  * (c/2) P((c/2)^2), and the last multiply and the + 1/2 are one FMA, so 17 operations instead of
  * 19 (a multiply before the tanh, a multiply and an FMA after it), one rounding fewer. */
-FRNN_INLINE void v_sigmoid_rat_n(const int n, vf *x) {
-#pragma GCC unroll 8
-    for (int r0 = 0; r0 < n; r0 += V_ACT_N)
-        v_rat_lk(n - r0 < V_ACT_N ? n - r0 : V_ACT_N, x + r0, 18.0f, frnn_sig_P, frnn_sig_Q, 0.5f);
-}
+FRNN_INLINE void v_sigmoid_rat_n(const int n, vf *x) { v_rat_n(n, x, 18.0f, frnn_sig_P, frnn_sig_Q, 0.5f); }
 
 /* log(1 + y) for y in [0, 1] (softplus's tail), absolute error <= 2e-7 */
 FRNN_INLINE vf v_log1p_unit(vf y) {
