@@ -303,6 +303,11 @@ def _k2_kwarg_refs(kw):
 _MASK_PASSES = {"SimpleRNN", "LSTM", "GRU", "RNN", "Bidirectional"}   # with return_sequences=True
 
 
+def _layer_name(lc):
+    """a functional config's layer entry (a dict with a config dict) -> its name"""
+    return lc.get("name") or lc["config"].get("name")
+
+
 def _drop_implicit_masks(layers, outputs):
     """Keras 3 writes the mask of an Embedding(mask_zero=True) into the config as a layer of its
     own when a recurrent layer after it returns its state: NotEqual(ids, 0) -> the `mask` keyword
@@ -313,31 +318,31 @@ def _drop_implicit_masks(layers, outputs):
     through recurrent layers that return sequences and identity layers (which pass the mask on
     unchanged). outputs: names of the model's output layers (a NotEqual among them stays).
     -> the layers without them (configs copied where changed)."""
-    name = lambda l: l.get("name") or l["config"].get("name")   # noqa: E731
-    by_name = {name(l): l for l in layers if isinstance(l, dict) and isinstance(l.get("config"), dict)}
+    by_name = {_layer_name(l): l for l in layers if isinstance(l, dict) and isinstance(l.get("config"), dict)}
 
     def one_node(l):
         nodes = l.get("inbound_nodes")
         return nodes[0] if isinstance(nodes, list) and len(nodes) == 1 and isinstance(nodes[0], dict) else None
 
     def source_embedding(node):
-        """the Embedding the layer of this node reads, through mask-passing layers, or None"""
+        """(the Embedding the layer of this node reads, through mask-passing layers, its node)
+        or (None, None)"""
         for _ in range(len(layers)):
             reads = _history(node.get("args", []))
             up = by_name.get(reads[0][0]) if len(reads) == 1 else None
             node = one_node(up) if up else None
             if node is None:
-                return None
+                return None, None
             cls = up.get("class_name")
             if cls == "Embedding":
-                return up
+                return up, node
             cfg = up["config"]
             if cls == "Bidirectional":
                 cfg = cfg.get("layer", {}).get("config") if isinstance(cfg.get("layer"), dict) else None
             if not (cls in IDENTITY or (cls in _MASK_PASSES and isinstance(cfg, dict)
                                         and cfg.get("return_sequences") is True)):
-                return None
-        return None
+                return None, None
+        return None, None
 
     drop, out = set(), []
     for l in layers:
@@ -351,15 +356,14 @@ def _drop_implicit_masks(layers, outputs):
         ne = by_name.get(src[0][0]) if len(src) == 1 else None
         ne_node = one_node(ne) if ne else None
         ne_args = ne_node.get("args") if ne_node else None
-        emb = source_embedding(node)
-        emb_node = one_node(emb) if emb else None
-        ok = (ne is not None and ne.get("class_name") == "NotEqual" and ne_node is not None
-              and not ne_node.get("kwargs") and isinstance(ne_args, list) and len(ne_args) == 2
-              and isinstance(ne_args[0], dict) and ne_args[0].get("class_name") == "__keras_tensor__"
+        emb, emb_node = source_embedding(node)
+        ids = (_history(ne_args[0]) if isinstance(ne_args, list) and len(ne_args) == 2
+               and isinstance(ne_args[0], dict) and ne_args[0].get("class_name") == "__keras_tensor__"
+               else [])
+        ok = (len(ids) == 1 and ne.get("class_name") == "NotEqual" and not ne_node.get("kwargs")
               and type(ne_args[1]) in (int, float) and ne_args[1] == 0
-              and emb is not None and emb["config"].get("mask_zero") is True and emb_node is not None
-              and _history(ne_args[0]) == _history(emb_node.get("args", []))
-              and len(_history(ne_args[0])) == 1)
+              and emb is not None and emb["config"].get("mask_zero") is True
+              and ids == _history(emb_node.get("args", [])))
         if not ok:
             out.append(l)
             continue
@@ -370,7 +374,7 @@ def _drop_implicit_masks(layers, outputs):
     # chain check, as it should)
     still = {r[0] for l in out if isinstance(l, dict) for call in _inbound(l) for r in call} | set(outputs)
     return [l for l in out if not (isinstance(l, dict) and isinstance(l.get("config"), dict)
-                                   and name(l) in drop - still)]
+                                   and _layer_name(l) in drop - still)]
 
 
 def _refs(v):
@@ -414,7 +418,7 @@ def _chain(cfg):
     for lc in layers:
         if not isinstance(lc, dict) or not isinstance(lc.get("config"), dict):
             raise ModelFormatError(f"bad layer entry in the model config: {str(lc)[:120]}")
-        name = lc.get("name") or lc["config"].get("name")
+        name = _layer_name(lc)
         by_name[name] = {"class_name": lc["class_name"], "config": lc["config"], "name": name,
                          "calls": _inbound(lc)}
     ins = _refs(c.get("input_layers", []))
