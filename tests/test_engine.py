@@ -4,7 +4,7 @@ FASTRNN_ISA=scalar|avx2|avx512, and test_isa_matrix below also builds models und
 one process."""
 import numpy as np
 import pytest
-from conftest import close, dense, rec
+from conftest import close, dense, rand_weights, rec
 
 import fastrnn
 from fastrnn import _engine, ir, reference
@@ -170,6 +170,37 @@ def test_batch_threads_give_serial_results(rng):
     np.testing.assert_array_equal(y1, y3)
     for a, b in zip(s1, s3):
         np.testing.assert_array_equal(a, b)
+
+
+# (cell, H, options): tile counts 1-8 (one group of tiles and two), tiles too long to group
+# (LSTM 200, RNN 520), two-pass GRU, projection (K = proj)
+BATCH_ONE = [("lstm", 16, {}), ("lstm", 40, dict(peepholes=True, clip=0.7)), ("lstm", 64, {}),
+             ("lstm", 80, dict(input_forget=True)), ("lstm", 96, dict(proj=20)), ("lstm", 112, {}),
+             ("lstm", 128, dict(peepholes=True)), ("lstm", 200, {}),
+             ("gru", 48, dict(linear_before_reset=True)), ("gru", 96, dict(linear_before_reset=False)),
+             ("gru", 160, dict(linear_before_reset=True, clip=1.0)), ("rnn", 33, {}), ("rnn", 100, {}),
+             ("rnn", 520, {})]
+
+
+@pytest.mark.parametrize("cell,H,opts", BATCH_ONE, ids=lambda v: str(v))
+def test_batch_one_gives_its_rows_bits(rng, cell, H, opts):
+    """A sequence run alone gives exactly its row's bits in a batch. At batch 1 with short tiles,
+    AVX-512 runs groups of a step's tiles as the epilogue's lanes (rec/impl.h, V_TILE_LANES); in a
+    batch the lanes are rows."""
+    peep, proj = opts.pop("peepholes", False), opts.pop("proj", 0)
+    w = rand_weights(rng, cell, 24, H, peepholes=peep, proj=proj, scale=H ** -0.5)
+    layers = [ir.Recurrent(cell, [w], **opts)]
+    m = fastrnn.Model(layers)
+    x = rng.normal(size=(6, 9, 24)).astype(np.float32)
+    init = [rng.normal(size=s).astype(np.float32) for s in m.state_shapes(6)]
+    y, st = m.predict(x, initial_state=init, return_state=True)
+    yr, sr = reference.run(layers, x, initial_state=init)
+    close(y, yr, "output")
+    for b in (0, 4):
+        y1, s1 = m.predict(x[b:b + 1], initial_state=[s[:, b:b + 1] for s in init], return_state=True)
+        np.testing.assert_array_equal(y1[0], y[b])
+        for u, v in zip(s1, st):
+            np.testing.assert_array_equal(u[:, 0], v[:, b])   # (directions, batch, units)
 
 
 @pytest.mark.parametrize("isa_name", _engine.ISA_NAMES)

@@ -50,6 +50,8 @@ def _same(a, b):
 CASES = {
     # units of each step split (TILES): H not a multiple of the tile pairs, lengths, sequences
     "lstm200_tiles": (lambda r: [rec(r, "lstm", 48, 200), dense(r, 200, 3)], 1, 30),
+    # batch 1 with short tiles: each thread's tiles in groups (AVX-512, rec/impl.h V_TILE_LANES)
+    "lstm128_tile_groups": (lambda r: [rec(r, "lstm", 128, 128)], 1, 30),
     "gru256_lbr_tiles_b3": (lambda r: [rec(r, "gru", 40, 256, linear_before_reset=True)], 3, 20),
     "rnn520_tiles_last": (lambda r: [rec(r, "rnn", 64, 520, return_sequences=False)], 2, 25),
     "lstm_peep_clip_tiles": (lambda r: [rec(r, "lstm", 32, 192, peepholes=True, clip=0.8)], 2, 15),

@@ -17,6 +17,10 @@
 #define FRNN_REC_IMPL_H
 #include "../act/vec.h"
 
+#ifndef V_TILE_LANES
+#define V_TILE_LANES 0   /* simd/<isa>.h: 1 = batch 1 runs groups of tiles as the epilogue's lanes */
+#endif
+
 FRNN_INLINE vf clipv(vf x, float clip) {
     return clip > 0 ? v_min(v_set1(clip), v_max(v_set1(-clip), x)) : x;
 }
@@ -124,9 +128,10 @@ FRNN_INLINE const float *xp_row(const frnn_rec_args *a, int b) {
     return a->xp_rows ? a->xp_rows[b * a->xp_stride] + a->xp_off : a->xp + b * a->xp_stride;
 }
 
-/* The epilogues work on a block's nb rows at once, gate by gate (act_n: the rows' activations in
- * lockstep); each row and lane gets the operations of the one-row form in the same order, so the
- * bits do not depend on nb. */
+/* The epilogues work on nb lanes at once, gate by gate (act_n: the lanes' activations in
+ * lockstep). Lane r is row b0 + r rs, units j + r js: a block's rows (rs = 1, js = 0) or, at batch
+ * 1, a group of tiles (rs = 0, js = VW). Each lane gets the operations of the one-row form in the
+ * same order, so the bits depend neither on nb nor on what the lanes are. */
 FRNN_INLINE void clip_n(const frnn_rec_args *a, const int nb, vf *x) {
     if (a->clip > 0) FRNN_LANES(nb, r) x[r] = clipv(x[r], a->clip);
 }
@@ -139,19 +144,23 @@ FRNN_INLINE void gate_n(const frnn_rec_args *a, const frnn_act *act, const int n
     act_n(act, nb, x);
 }
 
-FRNN_INLINE void lstm_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
+/* lane r's row and unit (rs, js: the epilogues' arguments) */
+#define LB(r) ((int64_t)b0 + (r) * rs)
+#define LJ(r) (j + (r) * js)
+FRNN_INLINE void lstm_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB],
+                          const int rs, const int js) {
     const int64_t Hp = a->Hp;
     const float *xp[V_RB];
     vf cp[V_RB], i[V_RB], f[V_RB], g[V_RB], o[V_RB];
     FRNN_LANES(nb, r) {
-        xp[r] = xp_row(a, b0 + r) + j;
-        cp[r] = v_load(a->c + (b0 + r) * Hp + j);
+        xp[r] = xp_row(a, LB(r)) + LJ(r);
+        cp[r] = v_load(a->c + LB(r) * Hp + LJ(r));
         i[r] = v_add(acc[0][r], v_load(xp[r]));
         f[r] = v_add(acc[1][r], v_load(xp[r] + Hp));
     }
     if (a->peep) FRNN_LANES(nb, r) {
-        i[r] = v_fma(v_load(a->peep + j), cp[r], i[r]);
-        f[r] = v_fma(v_load(a->peep + Hp + j), cp[r], f[r]);
+        i[r] = v_fma(v_load(a->peep + LJ(r)), cp[r], i[r]);
+        f[r] = v_fma(v_load(a->peep + Hp + LJ(r)), cp[r], f[r]);
     }
     clip_n(a, nb, i);
     act_n(&a->act[0], nb, i);
@@ -166,69 +175,73 @@ FRNN_INLINE void lstm_epi(const frnn_rec_args *a, const int nb, int b0, int j, v
         cp[r] = v_fma(f[r], cp[r], v_mul(i[r], g[r]));   /* the new c */
         o[r] = v_add(acc[3][r], v_load(xp[r] + 3 * Hp));
     }
-    if (a->peep) FRNN_LANES(nb, r) o[r] = v_fma(v_load(a->peep + 2 * Hp + j), cp[r], o[r]);
+    if (a->peep) FRNN_LANES(nb, r) o[r] = v_fma(v_load(a->peep + 2 * Hp + LJ(r)), cp[r], o[r]);
     clip_n(a, nb, o);
     act_n(&a->act[0], nb, o);
     FRNN_LANES(nb, r) {
-        v_store(a->c_out + (b0 + r) * Hp + j, cp[r]);
+        v_store(a->c_out + LB(r) * Hp + LJ(r), cp[r]);
         g[r] = cp[r];
     }
     act_n(&a->act[2], nb, g);
-    FRNN_LANES(nb, r) v_store(a->h_out + (b0 + r) * a->h_out_stride + j, v_mul(o[r], g[r]));
+    FRNN_LANES(nb, r) v_store(a->h_out + LB(r) * a->h_out_stride + LJ(r), v_mul(o[r], g[r]));
 }
 
-FRNN_INLINE void gru_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
+FRNN_INLINE void gru_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB],
+                         const int rs, const int js) {
     const int64_t Hp = a->Hp;
     const float *xp[V_RB];
     vf rg[V_RB], z[V_RB], n[V_RB];
-    FRNN_LANES(nb, r) xp[r] = xp_row(a, b0 + r) + j;
+    FRNN_LANES(nb, r) xp[r] = xp_row(a, LB(r)) + LJ(r);
     gate_n(a, &a->act[0], nb, rg, acc[0], xp, 0);
     gate_n(a, &a->act[0], nb, z, acc[1], xp, Hp);
-    FRNN_LANES(nb, r) n[r] = v_fma(rg[r], v_add(acc[2][r], v_load(a->b_hn + j)), v_load(xp[r] + 2 * Hp));
+    FRNN_LANES(nb, r) n[r] = v_fma(rg[r], v_add(acc[2][r], v_load(a->b_hn + LJ(r))), v_load(xp[r] + 2 * Hp));
     clip_n(a, nb, n);
     act_n(&a->act[1], nb, n);
     FRNN_LANES(nb, r) {   /* (1-z)n + zh */
-        vf hp = v_load(a->h + (b0 + r) * a->h_stride + j);
-        v_store(a->h_out + (b0 + r) * a->h_out_stride + j, v_fma(z[r], v_sub(hp, n[r]), n[r]));
+        vf hp = v_load(a->h + LB(r) * a->h_stride + LJ(r));
+        v_store(a->h_out + LB(r) * a->h_out_stride + LJ(r), v_fma(z[r], v_sub(hp, n[r]), n[r]));
     }
 }
 
 /* GRU linear_before_reset=0, pass 1: r and z; keeps r*h and z in scratch */
-FRNN_INLINE void gru0_epi1(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
+FRNN_INLINE void gru0_epi1(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB],
+                           const int rs, const int js) {
     const int64_t Hp = a->Hp;
     const float *xp[V_RB];
     vf rg[V_RB], z[V_RB];
-    FRNN_LANES(nb, r) xp[r] = xp_row(a, b0 + r) + j;
+    FRNN_LANES(nb, r) xp[r] = xp_row(a, LB(r)) + LJ(r);
     gate_n(a, &a->act[0], nb, rg, acc[0], xp, 0);
     gate_n(a, &a->act[0], nb, z, acc[1], xp, Hp);
     FRNN_LANES(nb, r) {
-        const int b = b0 + r;
-        v_store(a->scratch + b * Hp + j, v_mul(rg[r], v_load(a->h + b * a->h_stride + j)));
-        v_store(a->scratch + ((int64_t)a->B + b) * Hp + j, z[r]);
+        v_store(a->scratch + LB(r) * Hp + LJ(r), v_mul(rg[r], v_load(a->h + LB(r) * a->h_stride + LJ(r))));
+        v_store(a->scratch + ((int64_t)a->B + LB(r)) * Hp + LJ(r), z[r]);
     }
 }
 
-FRNN_INLINE void gru0_epi2(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
+FRNN_INLINE void gru0_epi2(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB],
+                           const int rs, const int js) {
     const int64_t Hp = a->Hp;
     const float *xp[V_RB];
     vf n[V_RB];
-    FRNN_LANES(nb, r) xp[r] = xp_row(a, b0 + r) + j;
+    FRNN_LANES(nb, r) xp[r] = xp_row(a, LB(r)) + LJ(r);
     gate_n(a, &a->act[1], nb, n, acc[0], xp, 2 * Hp);
     FRNN_LANES(nb, r) {
-        const int b = b0 + r;
-        vf hp = v_load(a->h + b * a->h_stride + j);
-        vf z = v_load(a->scratch + ((int64_t)a->B + b) * Hp + j);
-        v_store(a->h_out + b * a->h_out_stride + j, v_fma(z, v_sub(hp, n[r]), n[r]));
+        vf hp = v_load(a->h + LB(r) * a->h_stride + LJ(r));
+        vf z = v_load(a->scratch + ((int64_t)a->B + LB(r)) * Hp + LJ(r));
+        v_store(a->h_out + LB(r) * a->h_out_stride + LJ(r), v_fma(z, v_sub(hp, n[r]), n[r]));
     }
 }
 
-FRNN_INLINE void rnn_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB]) {
+FRNN_INLINE void rnn_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB],
+                         const int rs, const int js) {
     const float *xp[V_RB];
     vf x[V_RB];
-    FRNN_LANES(nb, r) xp[r] = xp_row(a, b0 + r) + j;
+    FRNN_LANES(nb, r) xp[r] = xp_row(a, LB(r)) + LJ(r);
     gate_n(a, &a->act[0], nb, x, acc[0], xp, 0);
-    FRNN_LANES(nb, r) v_store(a->h_out + (b0 + r) * a->h_out_stride + j, x[r]);
+    FRNN_LANES(nb, r) v_store(a->h_out + LB(r) * a->h_out_stride + LJ(r), x[r]);
 }
+#undef LB
+#undef LJ
 
 /* The epilogue's xp lines of a block, requested before its GEMV (thousands of cycles): xp rows
  * are a whole step apart (4 KiB and more), so the hardware prefetcher does not follow them, and at
@@ -242,14 +255,42 @@ FRNN_INLINE void prefetch_xp(const frnn_rec_args *a, const int G, const int nb, 
     }
 }
 
-/* One block: nb rows from b0 for the tile at unit j; W points at the tile. */
-#define FRNN_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
+/* One block: nb rows from b0 for the tile at unit j; W points at the tile. The epilogue's lanes
+ * are the rows (row b0 + r, unit j). */
+#define FRNN_ROW_BLOCK(NAME, G, K, HIN, HS, EPI)                                                \
     FRNN_INLINE void NAME(const frnn_rec_args *a, const int nb, int b0, int j, const float *W) { \
         vf acc[4][V_RB];                                                                         \
         prefetch_xp(a, G, nb, b0, j);                                                            \
         rec_gemv(G, nb, K, W, (HIN) + b0 * (HS), HS, acc);                                       \
-        EPI(a, nb, b0, j, acc);                                                                  \
+        EPI(a, nb, b0, j, acc, 1, 0);                                                            \
     }
+/* Batch 1 with short tiles (V_TILE_LANES, simd/<isa>.h): one row, nt consecutive tiles from unit
+ * j (W: the first one's), read in descending order when desc; the epilogue's lanes are the tiles
+ * (row b0, unit j + r VW), so a step's gate math is nt chains in lockstep instead of one chain per
+ * tile. The GEMV of each tile and each lane's operations are the one-row form's: the same bits. */
+#if V_TILE_LANES
+#define FRNN_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
+    FRNN_ROW_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
+    /* a function of its own: inlined, GCC kept the GEMV's pointers on the stack (GRU 64 1.15x) */ \
+    static __attribute__((noinline)) void NAME##_gemv1(const frnn_rec_args *a, int b0,          \
+                                                       const float *W, vf at[4][V_RB]) {        \
+        rec_gemv(G, 1, K, W, (HIN) + b0 * (HS), HS, at);                                         \
+    }                                                                                            \
+    FRNN_INLINE void NAME##_t(const frnn_rec_args *a, const int nt, int b0, int j, const float *W, \
+                              int desc) {                                                        \
+        vf acc[4][V_RB];                                                                         \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) prefetch_xp(a, G, 1, b0, j + t * VW); \
+        _Pragma("GCC unroll 8") for (int i = 0; i < nt; i++) {                                  \
+            const int t = desc ? nt - 1 - i : i;                                                 \
+            vf at[4][V_RB];                                                                      \
+            NAME##_gemv1(a, b0, W + (int64_t)t * (K) * (G) * VW, at);                            \
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) acc[g][t] = at[g][0];            \
+        }                                                                                        \
+        EPI(a, nt, b0, j, acc, 0, VW);                                                           \
+    }
+#else
+#define FRNN_BLOCK FRNN_ROW_BLOCK
+#endif
 FRNN_BLOCK(lstm_block, 4, a->R, a->h, a->h_stride, lstm_epi)
 FRNN_BLOCK(gru_block, 3, a->H, a->h, a->h_stride, gru_epi)
 FRNN_BLOCK(gru0_block1, 2, a->H, a->h, a->h_stride, gru0_epi1)
@@ -288,23 +329,72 @@ FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi)
 #define FRNN_CALL_gru0_block2(N) gru0_block2(a, N, b0, j, W)
 #define FRNN_CALL_rnn_block(N) rnn_block(a, N, b0, j, W)
 
-void ISA_SUFFIX(rec_step)(const frnn_rec_args *a) {
-    const int nblk = (a->B + V_RB - 1) / V_RB, bq = a->B / nblk, br = a->B % nblk;
-    switch (a->cell) {
-    case FRNN_CELL_LSTM:
-        FRNN_TILES(lstm_block, 4, a->R, a->Whh)
-        break;
-    case FRNN_CELL_GRU:
-        if (a->lbr) {
-            FRNN_TILES(gru_block, 3, a->H, a->Whh)
-        } else {
-            FRNN_TILES(gru0_block1, 2, a->H, a->Whh)
-            FRNN_TILES(gru0_block2, 1, a->H, a->Whh_n)
-        }
-        break;
-    default:
-        FRNN_TILES(rnn_block, 1, a->R, a->Whh)
-        break;
+/* every cell's pass(es) through LOOP(BLOCK, G, K, WBASE): FRNN_TILES or FRNN_GROUPS */
+#define FRNN_CELLS(LOOP)                                  \
+    switch (a->cell) {                                    \
+    case FRNN_CELL_LSTM:                                  \
+        LOOP(lstm_block, 4, a->R, a->Whh)                 \
+        break;                                            \
+    case FRNN_CELL_GRU:                                   \
+        if (a->lbr) {                                     \
+            LOOP(gru_block, 3, a->H, a->Whh)              \
+        } else {                                          \
+            LOOP(gru0_block1, 2, a->H, a->Whh)            \
+            LOOP(gru0_block2, 1, a->H, a->Whh_n)          \
+        }                                                 \
+        break;                                            \
+    default:                                              \
+        LOOP(rnn_block, 1, a->R, a->Whh)                  \
+        break;                                            \
     }
+
+#if V_TILE_LANES
+/* Batch 1 with tiles of at most 8192 floats (32 KiB: K <= 128 for LSTM, 170 for GRU): groups of
+ * up to V_RB consecutive tiles (FRNN_BLOCK's NAME_t), cut into equal sizes (+-1) like the rows
+ * above, the zig order kept by groups and within each. Longer tiles keep one tile at a time: their
+ * GEMV hides the epilogue's latency, and the grouped epilogue would leave the stream of W_hh
+ * from L3 idle (LSTM 256 and GRU 256 steps 1.03-1.08x slower grouped). A function of its own:
+ * inlined into rec_step, it made the many-row path ~2% slower (Embedding -> LSTM 32 at batch 128). */
+enum { FRNN_TILE_LANES_MAX = 8192 };
+#define FRNN_GROUPS(BLOCK, G, K, WBASE)                                                     \
+    for (int i = 0, t0 = 0; i < ng; i++) {                                                  \
+        const int nt = tq + (i < tr), g0 = a->zig ? ntl - t0 - nt : t0;                     \
+        const int j = a->j0 + g0 * VW;                                                       \
+        const float *W = (WBASE) + (int64_t)(j / VW) * (K) * (G) * VW;                      \
+        switch (nt) {                                                                        \
+            FRNN_NB_CASES(FRNN_TCALL_##BLOCK)                                                \
+        default: break;                                                                      \
+        }                                                                                    \
+        t0 += nt;                                                                            \
+    }
+#define FRNN_TCALL_lstm_block(N) lstm_block_t(a, N, 0, j, W, a->zig)
+#define FRNN_TCALL_gru_block(N) gru_block_t(a, N, 0, j, W, a->zig)
+#define FRNN_TCALL_gru0_block1(N) gru0_block1_t(a, N, 0, j, W, a->zig)
+#define FRNN_TCALL_gru0_block2(N) gru0_block2_t(a, N, 0, j, W, a->zig)
+#define FRNN_TCALL_rnn_block(N) rnn_block_t(a, N, 0, j, W, a->zig)
+
+/* floats of W_hh per tile (GRU linear_before_reset=0: both passes' together) */
+static inline int64_t tile_floats(const frnn_rec_args *a) {
+    const int G = a->cell == FRNN_CELL_LSTM ? 4 : a->cell == FRNN_CELL_GRU ? 3 : 1;
+    return (int64_t)(a->cell == FRNN_CELL_GRU ? a->H : a->R) * G * VW;
+}
+
+static __attribute__((noinline)) void rec_step_groups(const frnn_rec_args *a) {
+    const int ntl = (a->j1 - a->j0) / VW, ng = (ntl + V_RB - 1) / V_RB;
+    if (ng == 0) return;
+    const int tq = ntl / ng, tr = ntl % ng;
+    FRNN_CELLS(FRNN_GROUPS)
+}
+#endif
+
+void ISA_SUFFIX(rec_step)(const frnn_rec_args *a) {
+#if V_TILE_LANES
+    if (a->B == 1 && tile_floats(a) <= FRNN_TILE_LANES_MAX) {
+        rec_step_groups(a);
+        return;
+    }
+#endif
+    const int nblk = (a->B + V_RB - 1) / V_RB, bq = a->B / nblk, br = a->B % nblk;
+    FRNN_CELLS(FRNN_TILES)
 }
 #endif

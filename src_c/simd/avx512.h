@@ -9,6 +9,12 @@
 #define V_RB 6
 #define G_MR 8
 #define G_MR4 6   /* rows of the 4-vector GEMM tile (gemm/impl.h, panel_nv) */
+/* batch 1: groups of short tiles as the recurrent epilogue's lanes (rec/impl.h). rec_step alone,
+ * batch 1, the two builds alternated (31 pairs, median time ratios of two runs): LSTM 64
+ * 0.966-0.971, LSTM 128 0.956-0.998, GRU 64 0.967-0.973, GRU 128 0.963-0.992, H = 32 (two tiles)
+ * 0.99-1.01. Not on AVX2 (1.11-1.14x slower: 16 registers do not hold the lanes) nor scalar
+ * (1.09x). */
+#define V_TILE_LANES 1
 
 typedef __m512 vf;
 typedef __mmask16 vmask;
