@@ -77,6 +77,30 @@ def test_recurrent_epilogue_activations():
             assert (np.abs(y - want)[small] / np.abs(want[small])).max() <= 4e-7
 
 
+def test_lstm_gate_pairs():
+    """An LSTM step's gate math as rec_step runs it (with the default gates: i g and o tanh(c) each
+    with one reciprocal, act/vec.h v_sig_tanh_lk), against float64: a 1-unit LSTM whose W_ih is the
+    identity takes its gate pre-activations straight from the input. Bounds: the forget gate's
+    error times |c_prev| plus what was measured for the pairs (c 3.3e-7, h 5.2e-7; the separate
+    rational forms gave 3.8e-7 and 5.3e-7). Also under input_forget (the separate forms)."""
+    rng = np.random.default_rng(5)
+    n = 100000
+    x = np.concatenate([rng.uniform(-3, 3, (n, 4)), rng.uniform(-25, 25, (n, 4))]).astype(np.float32)
+    x[:4] = [[np.inf, -np.inf, 1, 2], [1, 2, np.inf, -np.inf], [np.nan, 0, 0, 0], [0, 0, 0, np.nan]]
+    c0 = rng.uniform(-4, 4, (1, 2 * n, 1)).astype(np.float32)
+    h0 = np.zeros_like(c0)
+    for opts in ({}, dict(input_forget=True)):
+        layer = ir.Recurrent("lstm", [{"W_ih": np.eye(4, dtype=np.float32),
+                                       "W_hh": np.zeros((4, 1), np.float32)}], **opts)
+        _, (h, c) = fastrnn.Model([layer]).predict(x[:, None], initial_state=[h0, c0], return_state=True)
+        with np.errstate(invalid="ignore"):   # the NaN and inf rows
+            _, (hr, cr) = reference.run([layer], x[:, None], initial_state=[h0, c0])
+        assert np.array_equal(np.isnan(h), np.isnan(hr)) and np.array_equal(np.isnan(c), np.isnan(cr))
+        ok = ~np.isnan(cr)
+        assert (np.abs(c - cr)[ok] <= 1.7e-7 * np.abs(c0)[ok] + 4.5e-7).all(), opts
+        assert (np.abs(h - hr)[ok] <= 6e-7).all(), opts
+
+
 @pytest.mark.parametrize("K", [1, 3, 64, 127, 128, 130, 256, 300, 520])
 def test_gemm_rows_are_batch_invariant(K):
     """The packed GEMM through a Dense layer: a row's output has the same bits whether it runs

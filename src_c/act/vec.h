@@ -81,11 +81,11 @@ static const float frnn_sig_P[7] = {-0x1.73a1a0p-58f, 0x1.c76b5ap-47f, -0x1.5792
                                     0x1.960d5ep-15f,  0x1.0bd91ap-7f,  0x1.fffffep-3f};
 static const float frnn_sig_Q[4] = {0x1.0a14c8p-18f, 0x1.90ee5cp-10f, 0x1.db41dap-4f, 1.0f};
 
-/* x = c P(c^2) / Q(c^2) + add, c = x clamped to [-lim, lim], the last multiply and the add one
- * FMA (add = 0: a multiply); in place on x[0..n), n <= V_RB, all n in lockstep */
-FRNN_INLINE void v_rat_lk(const int n, vf *x, float lim, const float *P, const float *Q,
-                          const float add) {
-    vf z[V_RB], p[V_RB], q[V_RB];
+/* the rational forms' first part: x clamped to [-lim, lim] in place, p = P(x^2), q = Q(x^2) (Q's
+ * coefficients are positive: q >= 1); n <= V_RB vectors in lockstep */
+FRNN_INLINE void v_rat_pq(const int n, vf *x, float lim, const float *P, const float *Q, vf *p,
+                          vf *q) {
+    vf z[V_RB];
     FRNN_LANES(n, r) {
         x[r] = v_min(v_set1(lim), v_max(v_set1(-lim), x[r]));
         z[r] = v_mul(x[r], x[r]);
@@ -96,6 +96,14 @@ FRNN_INLINE void v_rat_lk(const int n, vf *x, float lim, const float *P, const f
     for (int i = 1; i < 7; i++) FRNN_LANES(n, r) p[r] = v_fma(p[r], z[r], v_set1(P[i]));
 #pragma GCC unroll 3
     for (int i = 1; i < 4; i++) FRNN_LANES(n, r) q[r] = v_fma(q[r], z[r], v_set1(Q[i]));
+}
+
+/* x = c P(c^2) / Q(c^2) + add, c = x clamped to [-lim, lim], the last multiply and the add one
+ * FMA (add = 0: a multiply); in place on x[0..n), n <= V_RB, all n in lockstep */
+FRNN_INLINE void v_rat_lk(const int n, vf *x, float lim, const float *P, const float *Q,
+                          const float add) {
+    vf p[V_RB], q[V_RB];
+    v_rat_pq(n, x, lim, P, Q, p, q);
     if (add != 0.0f) FRNN_LANES(n, r) x[r] = v_fma(v_mul(x[r], p[r]), v_rcp(q[r]), v_set1(add));
     else FRNN_LANES(n, r) x[r] = v_mul(v_mul(x[r], p[r]), v_rcp(q[r]));   /* q >= 1 */
 }
@@ -122,6 +130,32 @@ FRNN_INLINE void v_tanh_rat_n(const int n, vf *x) { v_rat_n(n, x, 9.0f, frnn_tan
  * (c/2) P((c/2)^2), and the last multiply and the + 1/2 are one FMA, so 17 operations instead of
  * 19 (a multiply before the tanh, a multiply and an FMA after it), one rounding fewer. */
 FRNN_INLINE void v_sigmoid_rat_n(const int n, vf *x) { v_rat_n(n, x, 18.0f, frnn_sig_P, frnn_sig_Q, 0.5f); }
+
+/* y = sigmoid(a) tanh(b) with one reciprocal (an LSTM's i g and o tanh(c), rec/impl.h), a and b
+ * clamped in place. With the sigmoid's P doubled and the tanh's halved (exact: powers of two),
+ * 2 sigmoid(a) = (a Pa + Qa) / Qa and tanh(b) / 2 = b Pb / Qb, so
+ * y = (a Pa + Qa) (b Pb) / (Qa Qb): 8 operations after the polynomials instead of the two
+ * tails' 10 and a multiply. An LSTM step's c and h stay as close to float64 as with the separate
+ * forms (tests/test_kernels.py test_lstm_gate_pairs). Qa Qb <= ~1.1e5: no overflow; NaN
+ * propagates. */
+static const float frnn_sig2_P[7] = {-0x1.73a1a0p-57f, 0x1.c76b5ap-46f, -0x1.57920ep-35f, 0x1.7442b6p-24f,
+                                     0x1.960d5ep-14f,  0x1.0bd91ap-6f,  0x1.fffffep-2f};
+static const float frnn_tanh2_P[7] = {-0x1.73a1a0p-45f, 0x1.c76b5ap-36f, -0x1.57920ep-27f, 0x1.7442b6p-18f,
+                                      0x1.960d5ep-10f,  0x1.0bd91ap-4f,  0x1.fffffep-2f};
+FRNN_INLINE void v_sig_tanh_lk(const int n, vf *a, vf *b, vf *y) {
+    vf pa[V_RB], qa[V_RB], pb[V_RB], qb[V_RB];
+    v_rat_pq(n, a, 18.0f, frnn_sig2_P, frnn_sig_Q, pa, qa);
+    v_rat_pq(n, b, 9.0f, frnn_tanh2_P, frnn_tanh_Q, pb, qb);
+    FRNN_LANES(n, r) {
+        vf num = v_mul(v_fma(a[r], pa[r], qa[r]), v_mul(b[r], pb[r]));
+        y[r] = v_mul(num, v_rcp(v_mul(qa[r], qb[r])));
+    }
+}
+FRNN_INLINE void v_sig_tanh_n(const int n, vf *a, vf *b, vf *y) {
+#pragma GCC unroll 8
+    for (int r0 = 0; r0 < n; r0 += V_ACT_N)
+        v_sig_tanh_lk(n - r0 < V_ACT_N ? n - r0 : V_ACT_N, a + r0, b + r0, y + r0);
+}
 
 /* log(1 + y) for y in [0, 1] (softplus's tail), absolute error <= 2e-7 */
 FRNN_INLINE vf v_log1p_unit(vf y) {

@@ -150,6 +150,9 @@ FRNN_INLINE void gate_n(const frnn_rec_args *a, const frnn_act *act, const int n
 FRNN_INLINE void lstm_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB],
                           const int rs, const int js) {
     const int64_t Hp = a->Hp;
+    /* the default gates: i g and o tanh(c) each with one reciprocal (v_sig_tanh_n) */
+    const int pair = a->act[0].kind == FRNN_ACT_SIGMOID && a->act[1].kind == FRNN_ACT_TANH &&
+                     a->act[2].kind == FRNN_ACT_TANH && !a->input_forget;
     const float *xp[V_RB];
     vf cp[V_RB], i[V_RB], f[V_RB], g[V_RB], o[V_RB];
     FRNN_LANES(nb, r) {
@@ -163,27 +166,37 @@ FRNN_INLINE void lstm_epi(const frnn_rec_args *a, const int nb, int b0, int j, v
         f[r] = v_fma(v_load(a->peep + Hp + LJ(r)), cp[r], f[r]);
     }
     clip_n(a, nb, i);
-    act_n(&a->act[0], nb, i);
+    if (!pair) act_n(&a->act[0], nb, i);
     if (a->input_forget) {
         FRNN_LANES(nb, r) f[r] = v_sub(v_set1(1.0f), i[r]);
     } else {
         clip_n(a, nb, f);
         act_n(&a->act[0], nb, f);
     }
-    gate_n(a, &a->act[1], nb, g, acc[2], xp, 2 * Hp);
+    FRNN_LANES(nb, r) g[r] = v_add(acc[2][r], v_load(xp[r] + 2 * Hp));
+    clip_n(a, nb, g);
+    if (pair) v_sig_tanh_n(nb, i, g, g);   /* g = i g */
+    else {
+        act_n(&a->act[1], nb, g);
+        FRNN_LANES(nb, r) g[r] = v_mul(i[r], g[r]);
+    }
     FRNN_LANES(nb, r) {
-        cp[r] = v_fma(f[r], cp[r], v_mul(i[r], g[r]));   /* the new c */
+        cp[r] = v_fma(f[r], cp[r], g[r]);   /* the new c */
         o[r] = v_add(acc[3][r], v_load(xp[r] + 3 * Hp));
     }
     if (a->peep) FRNN_LANES(nb, r) o[r] = v_fma(v_load(a->peep + 2 * Hp + LJ(r)), cp[r], o[r]);
     clip_n(a, nb, o);
-    act_n(&a->act[0], nb, o);
     FRNN_LANES(nb, r) {
         v_store(a->c_out + LB(r) * Hp + LJ(r), cp[r]);
         g[r] = cp[r];
     }
-    act_n(&a->act[2], nb, g);
-    FRNN_LANES(nb, r) v_store(a->h_out + LB(r) * a->h_out_stride + LJ(r), v_mul(o[r], g[r]));
+    if (pair) v_sig_tanh_n(nb, o, g, g);   /* g = o tanh(c) */
+    else {
+        act_n(&a->act[0], nb, o);
+        act_n(&a->act[2], nb, g);
+        FRNN_LANES(nb, r) g[r] = v_mul(o[r], g[r]);
+    }
+    FRNN_LANES(nb, r) v_store(a->h_out + LB(r) * a->h_out_stride + LJ(r), g[r]);
 }
 
 FRNN_INLINE void gru_epi(const frnn_rec_args *a, const int nb, int b0, int j, vf acc[4][V_RB],
