@@ -71,15 +71,19 @@ FRNN_INLINE vf v_tanh(vf x) {
  * against v_tanh's ~40 (measured on AVX-512: 36 -> 15.5 cycles per vector). Absolute error
  * <= 3.3e-7 (float32 evaluation on 2.4M points of [-12, 12]; v_tanh: 2e-7), relative <= 2.7e-7
  * for |x| < 0.5; NaN propagates; +-inf give +-(1 - 3e-8). */
-/* highest degree first, as Horner's rule uses them (fit_tanh.py prints them lowest first) */
-static const float frnn_tanh_P[7] = {-0x1.73a1a0p-44f, 0x1.c76b5ap-35f, -0x1.57920ep-26f, 0x1.7442b6p-17f,
-                                     0x1.960d5ep-9f,   0x1.0bd91ap-3f,  0x1.fffffep-1f};
-static const float frnn_tanh_Q[4] = {0x1.0a14c8p-12f, 0x1.90ee5cp-6f, 0x1.db41dap-2f, 1.0f};
+/* highest degree first, as Horner's rule uses them (fit_tanh.py prints them lowest first), times
+ * s * w^k for the term of degree k (s, w powers of two: exact) */
+#define FRNN_TANH_P(s, w)                                                                        \
+    {-0x1.73a1a0p-44f * (s) * (w) * (w) * (w) * (w) * (w) * (w), 0x1.c76b5ap-35f * (s) * (w) * (w) * (w) * (w) * (w), \
+     -0x1.57920ep-26f * (s) * (w) * (w) * (w) * (w), 0x1.7442b6p-17f * (s) * (w) * (w) * (w),    \
+     0x1.960d5ep-9f * (s) * (w) * (w), 0x1.0bd91ap-3f * (s) * (w), 0x1.fffffep-1f * (s)}
+#define FRNN_TANH_Q(w) {0x1.0a14c8p-12f * (w) * (w) * (w), 0x1.90ee5cp-6f * (w) * (w), 0x1.db41dap-2f * (w), 1.0f}
+static const float frnn_tanh_P[7] = FRNN_TANH_P(1.0f, 1.0f);
+static const float frnn_tanh_Q[4] = FRNN_TANH_Q(1.0f);
 /* The same with x = 2y scaled out (v_sigmoid_rat_n): P[i] * 4^(i-7) and Q[i] * 4^(i-3), powers
  * of two, so every step below gives exactly the value for y scaled by a power of two. */
-static const float frnn_sig_P[7] = {-0x1.73a1a0p-58f, 0x1.c76b5ap-47f, -0x1.57920ep-36f, 0x1.7442b6p-25f,
-                                    0x1.960d5ep-15f,  0x1.0bd91ap-7f,  0x1.fffffep-3f};
-static const float frnn_sig_Q[4] = {0x1.0a14c8p-18f, 0x1.90ee5cp-10f, 0x1.db41dap-4f, 1.0f};
+static const float frnn_sig_P[7] = FRNN_TANH_P(0.25f, 0.25f);
+static const float frnn_sig_Q[4] = FRNN_TANH_Q(0.25f);
 
 /* the rational forms' first part: x clamped to [-lim, lim] in place, p = P(x^2), q = Q(x^2) (Q's
  * coefficients are positive: q >= 1); n <= V_RB vectors in lockstep */
@@ -138,10 +142,8 @@ FRNN_INLINE void v_sigmoid_rat_n(const int n, vf *x) { v_rat_n(n, x, 18.0f, frnn
  * tails' 10 and a multiply. An LSTM step's c and h stay as close to float64 as with the separate
  * forms (tests/test_kernels.py test_lstm_gate_pairs). Qa Qb <= ~1.1e5: no overflow; NaN
  * propagates. */
-static const float frnn_sig2_P[7] = {-0x1.73a1a0p-57f, 0x1.c76b5ap-46f, -0x1.57920ep-35f, 0x1.7442b6p-24f,
-                                     0x1.960d5ep-14f,  0x1.0bd91ap-6f,  0x1.fffffep-2f};
-static const float frnn_tanh2_P[7] = {-0x1.73a1a0p-45f, 0x1.c76b5ap-36f, -0x1.57920ep-27f, 0x1.7442b6p-18f,
-                                      0x1.960d5ep-10f,  0x1.0bd91ap-4f,  0x1.fffffep-2f};
+static const float frnn_sig2_P[7] = FRNN_TANH_P(0.5f, 0.25f);
+static const float frnn_tanh2_P[7] = FRNN_TANH_P(0.5f, 1.0f);
 FRNN_INLINE void v_sig_tanh_lk(const int n, vf *a, vf *b, vf *y) {
     vf pa[V_RB], qa[V_RB], pb[V_RB], qb[V_RB];
     v_rat_pq(n, a, 18.0f, frnn_sig2_P, frnn_sig_Q, pa, qa);

@@ -277,29 +277,29 @@ FRNN_INLINE void prefetch_xp(const frnn_rec_args *a, const int G, const int nb, 
         rec_gemv(G, nb, K, W, (HIN) + b0 * (HS), HS, acc);                                       \
         EPI(a, nb, b0, j, acc, 1, 0);                                                            \
     }
-/* Batch 1 with short tiles (V_TILE_LANES, simd/<isa>.h): one row, nt consecutive tiles from unit
- * j (W: the first one's), read in descending order when desc; the epilogue's lanes are the tiles
- * (row b0, unit j + r VW), so a step's gate math is nt chains in lockstep instead of one chain per
+/* Batch 1 with short tiles (V_TILE_LANES, simd/<isa>.h): the one row, nt consecutive tiles from
+ * unit j (W: the first one's), read in descending order when desc; the epilogue's lanes are the
+ * tiles (row 0, unit j + r VW), so a step's gate math is nt chains in lockstep instead of one chain per
  * tile. The GEMV of each tile and each lane's operations are the one-row form's: the same bits. */
 #if V_TILE_LANES
 #define FRNN_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
     FRNN_ROW_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
     /* a function of its own: inlined, GCC kept the GEMV's pointers on the stack (GRU 64 1.15x) */ \
-    static __attribute__((noinline)) void NAME##_gemv1(const frnn_rec_args *a, int b0,          \
-                                                       const float *W, vf at[4][V_RB]) {        \
-        rec_gemv(G, 1, K, W, (HIN) + b0 * (HS), HS, at);                                         \
+    static __attribute__((noinline)) void NAME##_gemv1(const frnn_rec_args *a, const float *W,  \
+                                                       vf at[4][V_RB]) {                        \
+        rec_gemv(G, 1, K, W, HIN, HS, at);                                                       \
     }                                                                                            \
-    FRNN_INLINE void NAME##_t(const frnn_rec_args *a, const int nt, int b0, int j, const float *W, \
+    FRNN_INLINE void NAME##_t(const frnn_rec_args *a, const int nt, int j, const float *W,     \
                               int desc) {                                                        \
         vf acc[4][V_RB];                                                                         \
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) prefetch_xp(a, G, 1, b0, j + t * VW); \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) prefetch_xp(a, G, 1, 0, j + t * VW); \
         _Pragma("GCC unroll 8") for (int i = 0; i < nt; i++) {                                  \
             const int t = desc ? nt - 1 - i : i;                                                 \
             vf at[4][V_RB];                                                                      \
-            NAME##_gemv1(a, b0, W + (int64_t)t * (K) * (G) * VW, at);                            \
+            NAME##_gemv1(a, W + (int64_t)t * (K) * (G) * VW, at);                                \
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) acc[g][t] = at[g][0];            \
         }                                                                                        \
-        EPI(a, nt, b0, j, acc, 0, VW);                                                           \
+        EPI(a, nt, 0, j, acc, 0, VW);                                                            \
     }
 #else
 #define FRNN_BLOCK FRNN_ROW_BLOCK
@@ -380,11 +380,11 @@ enum { FRNN_TILE_LANES_MAX = 8192 };
         }                                                                                    \
         t0 += nt;                                                                            \
     }
-#define FRNN_TCALL_lstm_block(N) lstm_block_t(a, N, 0, j, W, a->zig)
-#define FRNN_TCALL_gru_block(N) gru_block_t(a, N, 0, j, W, a->zig)
-#define FRNN_TCALL_gru0_block1(N) gru0_block1_t(a, N, 0, j, W, a->zig)
-#define FRNN_TCALL_gru0_block2(N) gru0_block2_t(a, N, 0, j, W, a->zig)
-#define FRNN_TCALL_rnn_block(N) rnn_block_t(a, N, 0, j, W, a->zig)
+#define FRNN_TCALL_lstm_block(N) lstm_block_t(a, N, j, W, a->zig)
+#define FRNN_TCALL_gru_block(N) gru_block_t(a, N, j, W, a->zig)
+#define FRNN_TCALL_gru0_block1(N) gru0_block1_t(a, N, j, W, a->zig)
+#define FRNN_TCALL_gru0_block2(N) gru0_block2_t(a, N, j, W, a->zig)
+#define FRNN_TCALL_rnn_block(N) rnn_block_t(a, N, j, W, a->zig)
 
 /* floats of W_hh per tile (GRU linear_before_reset=0: both passes' together) */
 static inline int64_t tile_floats(const frnn_rec_args *a) {
