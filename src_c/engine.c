@@ -627,7 +627,6 @@ static void rec_part(void *arg, int tid, int nt) {
     memset(&a, 0, sizeof a);
     a.cell = L->d.cell; a.B = B; a.H = L->H; a.R = R; a.Hp = L->Hp; a.j0 = j0; a.j1 = j1;
     a.clip = L->d.clip; a.input_forget = L->d.input_forget; a.lbr = L->d.linear_before_reset;
-    a.h_stride = L->Rp;
     for (int d = d0; d < d1; d++) {
         const int s = L->slot0 + d;
         const int rev = L->d.direction == FRNN_DIR_REVERSE || d == 1;
@@ -638,6 +637,12 @@ static void rec_part(void *arg, int tid, int nt) {
         a.xp_off = (int64_t)d * nxd;   /* in a table row (Embedding folded in) */
         for (int i = 0; i < 3; i++) a.act[i] = L->d.acts[d][i];
         int cur = cur0[d];
+        /* direct: the step writes h into its output rows, and the next step reads it there (no
+         * copy of 64 KiB per step at batch 64, H = 256): every row active, no projection, h
+         * unpadded; the last step's h is copied into the state after the loop */
+        const int direct = L->d.return_sequences && !J->mask && !J->lenok && !L->Whr_p[d] && R == L->Rp;
+        const int64_t o_ld = (int64_t)T * J->dst_ld;   /* between a step's output rows */
+        const float *hlast = NULL;   /* direct: the last step's h (in the output), or NULL */
         /* chunks of tc steps, taken from the direction's own end: steps [tlo, tlo + n) */
         for (int st0 = 0; st0 < T; st0 += tc) {
             const int n = T - st0 < tc ? T - st0 : tc, tlo = rev ? T - st0 - n : st0;
@@ -654,18 +659,24 @@ static void rec_part(void *arg, int tid, int nt) {
                 float *hp = c->h[cur][s], *hn = c->h[cur ^ 1][s], *cp = c->c[cur][s], *cn = c->c[cur ^ 1][s];
                 if (L->emb_xp) a.xp_rows = c->xrows + t;
                 else a.xp = xpc + (int64_t)(t - tlo) * nxd;
-                a.h = hp; a.c = cp; a.c_out = cn;
+                a.h = hlast ? hlast : hp; a.h_stride = hlast ? o_ld : L->Rp;
+                a.c = cp; a.c_out = cn;
                 a.zig = (c->zig + st0 + i) & 1;
-                a.h_out = L->Whr_p[d] ? hfull : hn;
-                a.h_out_stride = L->Whr_p[d] ? L->Hp : L->Rp;
+                float *ot = J->dst + (int64_t)t * J->dst_ld + (int64_t)d * R;   /* row 0's output */
+                a.h_out = direct ? ot : L->Whr_p[d] ? hfull : hn;
+                a.h_out_stride = direct ? o_ld : L->Whr_p[d] ? L->Hp : L->Rp;
                 k->rec_step(&a);
                 if (L->Whr_p[d]) k->gemm(B, R, L->H, hfull, L->Hp, L->Whr_p[d], NULL, hn, L->Rp);
-                step_rows(L, J, d, t, hp, hn, cp, cn, h0, h1, j0, j1);
+                if (direct) hlast = ot;
+                else step_rows(L, J, d, t, hp, hn, cp, cn, h0, h1, j0, j1);
                 cur ^= 1;
                 /* h of step t complete (and, after a chunk's last step, its xp free to reuse) */
                 if (mode == PAR_TILES) frnn_barrier_wait(&J->bar, 1);
             }
         }
+        if (hlast)   /* the state's h: this part's units of the last step's output */
+            for (int b = 0; b < B; b++)
+                memcpy(c->h[cur][s] + (size_t)b * L->Rp + h0, hlast + b * o_ld + h0, (size_t)(h1 - h0) * 4);
         if (!L->d.return_sequences) {
             const float *h = c->h[cur][s];
             const int o1 = h1 < R ? h1 : R;

@@ -203,6 +203,33 @@ def test_batch_one_gives_its_rows_bits(rng, cell, H, opts):
             np.testing.assert_array_equal(u[:, 0], v[:, b])   # (directions, batch, units)
 
 
+@pytest.mark.parametrize("cell,opts", [("rnn", {}), ("lstm", {}), ("lstm", dict(proj=16)), ("gru", {}),
+                                       ("gru", dict(linear_before_reset=False))], ids=str)
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_steps_write_h_into_the_output(rng, cell, opts, direction):
+    """Without lengths or a mask, a layer that returns sequences writes each step's h straight into
+    its output rows and reads it there at the next step (engine.c, rec_part: direct); with lengths
+    it keeps h in the state buffers and copies it out. Both give the same bits, output and state,
+    and the reference's numbers; H = 32 is whole vectors on every ISA."""
+    opts = dict(opts)
+    proj = opts.pop("proj", 0)
+    w = [rand_weights(rng, cell, 12, 32, proj=proj, scale=32 ** -0.5)
+         for _ in range(2 if direction == "bidirectional" else 1)]
+    layers = [ir.Recurrent(cell, w, direction=direction, **opts), dense(rng, (proj or 32) * len(w), 3)]
+    m = fastrnn.Model(layers)
+    x = rng.normal(size=(7, 11, 12)).astype(np.float32)
+    init = [rng.normal(size=s).astype(np.float32) for s in m.state_shapes(7)]
+    y, st = m.predict(x, initial_state=init, return_state=True)
+    y2, st2 = m.predict(x, initial_state=init, lengths=np.full(7, 11), return_state=True)
+    np.testing.assert_array_equal(y, y2)
+    for a, b in zip(st, st2):
+        np.testing.assert_array_equal(a, b)
+    yr, sr = reference.run(layers, x, initial_state=init)
+    close(y, yr, "output")
+    for a, b in zip(st, sr):
+        close(a, b, "state")
+
+
 @pytest.mark.parametrize("isa_name", _engine.ISA_NAMES)
 def test_isa_matrix(rng, isa_name):
     """Every ISA this CPU has, in one process (models keep the ISA they were built with)."""
