@@ -650,7 +650,8 @@ static void rec_part(void *arg, int tid, int nt) {
                 if (n1 > n0)
                     k->gemm_groups(B * n, n1 - n0, L->in, J->in + (int64_t)tlo * J->ld_in, J->ld_in, n,
                                    (int64_t)T * J->ld_in, L->Wih_p[d] + (int64_t)n0 * L->in,
-                                   L->bih_p[d] + n0, xpc + n0, nxd);
+                                   L->bih_p[d] + n0, xpc + n0, nxd,
+                                   (c->zig + st0) & 1);   /* the panels' order: gemm_panels */
                 if (mode == PAR_TILES) frnn_barrier_wait(&J->bar, 0);   /* the chunk's xp complete */
             }
             a.xp_stride = L->emb_xp ? T : (int64_t)n * nxd;

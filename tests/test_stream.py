@@ -20,6 +20,9 @@ def models(rng):
                        rec(rng, "lstm", 33, 15, return_sequences=False), dense(rng, 15, 1, "sigmoid")]
     yield "float-rnn", [rec(rng, "rnn", 6, 1), rec(rng, "rnn", 1, 33, clip=0.5), ir.Activation(33, "tanh")]
     yield "float-masking", [ir.Masking(4), rec(rng, "lstm", 4, 16, masked_output="zero")]
+    # input projections of several GEMM panels, the last one narrower (GRU 40: 144 columns), which
+    # a stream step runs in descending order every other step (gemm/impl.h, gemm_panels: desc)
+    yield "float-panels", [rec(rng, "gru", 6, 40), rec(rng, "lstm", 40, 36), dense(rng, 36, 3)]
 
 
 @pytest.mark.parametrize("B", [1, 7])
