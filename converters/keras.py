@@ -52,7 +52,10 @@ Framework quirks, each handled where noted below:
   ActivityRegularization; dropout/recurrent_dropout, unroll, implementation, use_cudnn.
 Anything else is refused with UnsupportedError naming the layer, its class and the option.
 
-Trust: HDF5 is parsed by libhdf5 (through h5py). Damaged files raise ModelFormatError, but a
+Trust: before any weight is read, every object of an HDF5 file (the .h5, or a .keras archive's
+model.weights.h5) is checked to hold its data itself: external storage, external and
+user-defined links and virtual datasets, which would read other local files into the weights,
+are refused (check_h5_self_contained). HDF5 is parsed by libhdf5 (through h5py). Damaged files raise ModelFormatError, but a
 deliberately crafted HDF5 file can make libhdf5 itself loop or misbehave, as it can Keras: convert
 files you trust, offline; services load the .frnn result, whose reader is fastrnn's own and
 validates every field (fastrnn/fileformat.py).
@@ -173,6 +176,59 @@ def _h5py():
     return require("h5py", "reading Keras files")
 
 
+MAX_H5_OBJECTS = 100_000      # groups + datasets a Keras weights file may hold (real ones: hundreds)
+
+
+def check_h5_self_contained(f, path):
+    """Refuse an HDF5 file whose data can come from outside it, before a byte of data is read.
+
+    HDF5 lets a file point elsewhere: a dataset with external storage reads its bytes from any
+    named file (absolute, or relative to the working directory, also for a file opened from
+    memory); an external link opens a group or dataset of another file; a virtual dataset maps
+    regions of other datasets, possibly in other files; a user-defined link is resolved by a
+    plugin. Converting such a file would copy another local file's bytes into the weights, and
+    from there into predictions and any saved .frnn. Keras never writes any of these, so every
+    one is refused (ModelFormatError naming the object). Soft links stay inside the file and
+    are not followed (the objects they name are checked where they are hard-linked). The walk
+    is bounded (MAX_H5_OBJECTS objects, hard-link cycles visited once)."""
+    h5py = _h5py()
+    seen, todo, count = set(), [f], 0
+
+    def bad(name, why):
+        raise ModelFormatError(f"{path}: HDF5 object {name!r} {why}; fastrnn reads weights only from "
+                               f"inside the file (Keras never writes this), so the file is refused")
+
+    while todo:
+        g = todo.pop()
+        for k in g:
+            name = f"{g.name.rstrip('/')}/{k}"
+            link = g.get(k, getlink=True)
+            if isinstance(link, h5py.SoftLink):
+                continue
+            if isinstance(link, h5py.ExternalLink):
+                bad(name, f"is an external link to {link.filename!r}:{link.path!r}")
+            if not isinstance(link, h5py.HardLink):
+                bad(name, f"is a {type(link).__name__} (a user-defined link)")
+            obj = g[k]
+            key = (obj.id.fileno, h5py.h5o.get_info(obj.id).addr)
+            if key in seen:
+                continue
+            seen.add(key)
+            count += 1
+            if count > MAX_H5_OBJECTS:
+                raise ModelFormatError(f"{path}: more than {MAX_H5_OBJECTS} HDF5 objects: not a Keras file")
+            if isinstance(obj, h5py.Group):
+                todo.append(obj)
+            elif isinstance(obj, h5py.Dataset):
+                plist = obj.id.get_create_plist()
+                if plist.get_layout() == h5py.h5d.VIRTUAL:
+                    bad(name, "is a virtual dataset (its data is mapped from other datasets or files)")
+                if plist.get_external_count():
+                    files = sorted({e[0].decode(errors="replace") if isinstance(e[0], bytes) else str(e[0])
+                                    for e in (plist.get_external(i) for i in range(plist.get_external_count()))})
+                    bad(name, f"stores its data in external file(s) {', '.join(map(repr, files))}")
+
+
 def load_source(src):
     """-> (model config dict {class_name, config}, keras major version, weight reader, closer)."""
     if not isinstance(src, (str, bytes)) and not hasattr(src, "__fspath__"):
@@ -198,12 +254,18 @@ def load_source(src):
             h5 = h5py.File(io.BytesIO(weights), "r")
         except OSError as e:
             raise ModelFormatError(f"{path}: model.weights.h5 is not HDF5 ({e})") from None
+        try:
+            check_h5_self_contained(h5, f"{path}: model.weights.h5")
+        except BaseException:
+            h5.close()
+            raise
         return cfg, _major(version), _ZipWeights(h5, path), h5.close
     try:
         f = h5py.File(path, "r")
     except OSError as e:
         raise ModelFormatError(f"{path}: not a readable HDF5 file ({e})") from None
     try:
+        check_h5_self_contained(f, path)
         raw = f.attrs.get("model_config")
         if raw is None:
             raise ModelFormatError(f"{path}: an HDF5 file without model_config: not a Keras full-model "
