@@ -121,9 +121,9 @@ class _H5Weights:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in g.attrs.get("weight_names", [])]
         out = []
         for n in names:
-            if n not in g:
+            if n not in g or not isinstance(g[n], _h5py().Dataset):
                 raise ModelFormatError(f"{self.path}: weight {n!r} of layer {name!r} is missing")
-            out.append(np.asarray(g[n][()]))
+            out.append(g[n])              # read by _weights, after its shape is checked
         return out
 
 
@@ -140,9 +140,9 @@ class _ZipWeights:
         if "vars" in g:
             v = g["vars"]
             for i in range(len(v)):
-                if str(i) not in v:
+                if str(i) not in v or not isinstance(v[str(i)], _h5py().Dataset):
                     raise ModelFormatError(f"{self.path}: {v.name} lacks variable {i}")
-                out.append(np.asarray(v[str(i)][()]))
+                out.append(v[str(i)])     # read by _weights, after its shape is checked
         kids = [k for k in g if k != "vars" and hasattr(g[k], "keys")]
         kids.sort(key=lambda k: (self._ORDER.index(k) if k in self._ORDER else len(self._ORDER), k))
         for k in kids:
@@ -174,6 +174,48 @@ class _LiveWeights:
 
 def _h5py():
     return require("h5py", "reading Keras files")
+
+
+MAX_JSON_BYTES = 64 << 20     # config.json / metadata.json of a .keras (real ones: kilobytes)
+MIN_BOMB_BYTES = 64 << 20     # below this, a member or dataset may expand by any ratio
+MAX_EXPANSION = 20            # above it, at most this many bytes per byte stored (float weights
+                              # compress by less than 1.3x; a decompression bomb by 1000x)
+
+
+def read_member(z, name, path, limit=None):
+    """The bytes of archive member `name`, refusing a decompression bomb before it is inflated:
+    at most `limit` bytes if given, else max(MIN_BOMB_BYTES, MAX_EXPANSION x its compressed
+    size). The limit is enforced while reading, so a header that lies about the size does not
+    get past it."""
+    info = z.getinfo(name)
+    if limit is None:
+        limit = max(MIN_BOMB_BYTES, MAX_EXPANSION * info.compress_size)
+    if info.file_size > limit:
+        raise ModelFormatError(f"{path}: archive member {name!r} inflates to {info.file_size} bytes from "
+                               f"{info.compress_size} (more than the {limit} allowed): a decompression bomb")
+    out, n = [], 0
+    with z.open(info) as f:
+        while True:
+            chunk = f.read(min(1 << 20, limit + 1 - n))
+            if not chunk:
+                break
+            out.append(chunk)
+            n += len(chunk)
+            if n > limit:
+                raise ModelFormatError(f"{path}: archive member {name!r} inflates to more than {limit} "
+                                       f"bytes (its header says {info.file_size}): a decompression bomb")
+    return b"".join(out)
+
+
+def check_dataset_size(d, where):
+    """Refuse an HDF5 dataset that declares far more data than the file stores for it (a chunked,
+    compressed or never-written dataset read back as gigabytes of fill), before reading it: the
+    same rule as read_member's."""
+    declared = int(d.size) * int(d.dtype.itemsize)
+    stored = int(d.id.get_storage_size())
+    if declared > max(MIN_BOMB_BYTES, MAX_EXPANSION * stored):
+        raise ModelFormatError(f"{where}: weight {d.name!r} declares shape {d.shape} ({declared} bytes) but "
+                               f"the file stores {stored} bytes of it: a decompression bomb")
 
 
 MAX_H5_OBJECTS = 100_000      # groups + datasets a Keras weights file may hold (real ones: hundreds)
@@ -241,9 +283,10 @@ def load_source(src):
         try:
             with zipfile.ZipFile(path) as z:     # read what is needed, then close the archive
                 names = set(z.namelist())
-                cfg = json.loads(z.read("config.json"))
-                meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
-                weights = z.read("model.weights.h5") if "model.weights.h5" in names else None
+                cfg = json.loads(read_member(z, "config.json", path, MAX_JSON_BYTES))
+                meta = (json.loads(read_member(z, "metadata.json", path, MAX_JSON_BYTES))
+                        if "metadata.json" in names else {})
+                weights = read_member(z, "model.weights.h5", path) if "model.weights.h5" in names else None
         except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError, OSError) as e:
             raise ModelFormatError(f"{path}: not a readable .keras archive ({e})") from None
         version = str(meta.get("keras_version", "3"))
@@ -601,7 +644,8 @@ def _refuse_extras(l, cfg, allowed):
 
 
 def _weights(l, arrs, shapes):
-    """Check a layer's weight list against expected shapes (None = any)."""
+    """Check a layer's weight list against expected shapes (None = any), then read it: arrays,
+    or HDF5 datasets, which are read only after their shape, dtype and stored size pass."""
     if len(arrs) != len(shapes):
         raise ModelFormatError(f"{_where(l)}: expected {len(shapes)} weight arrays, the file has {len(arrs)}"
                                + ("" if arrs else " (weights missing from the file)"))
@@ -610,7 +654,9 @@ def _weights(l, arrs, shapes):
             raise ModelFormatError(f"{_where(l)}: weight {i} has dtype {a.dtype}")
         if s is not None and tuple(a.shape) != tuple(s):
             raise ModelFormatError(f"{_where(l)}: weight {i} has shape {a.shape}, expected {tuple(s)}")
-    return [np.asarray(a, np.float32) for a in arrs]
+        if not isinstance(a, np.ndarray) and hasattr(a, "id"):
+            check_dataset_size(a, _where(l))
+    return [np.asarray(a[()] if not isinstance(a, np.ndarray) else a, np.float32) for a in arrs]
 
 
 def _gru_reorder(a, H):

@@ -117,7 +117,24 @@ def _np(t, name):
         raise ModelFormatError(f"{name}: expected a tensor, got {type(t).__name__}")
     if not t.dtype.is_floating_point:
         raise ModelFormatError(f"{name}: expected a float tensor, got {t.dtype}")
+    _check_storage(t, name)
     return t.detach().to("cpu", torch.float32).contiguous().numpy().copy()
+
+
+def _check_storage(t, name):
+    """Refuse a tensor whose elements its storage does not hold, before it is copied: a view
+    broadcast with stride 0 (zeros(1).expand(2**31, 16): 8 bytes on disk, 128 GiB once made
+    contiguous). A weight's elements are distinct; views into a shared flat buffer (cuDNN's
+    flattened RNN weights) are smaller than it and pass."""
+    try:
+        held = t.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError):      # no storage to speak of: a sparse or meta tensor
+        held = -1
+    need = t.numel() * t.element_size()
+    if need > max(held, 0) and need > 0:
+        raise ModelFormatError(f"{name}: a {tuple(t.shape)} tensor with {held if held >= 0 else 'no'} bytes of "
+                               f"storage (an expanded or broadcast view, or not a dense tensor); a weight "
+                               f"must hold its own {need} bytes")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -129,3 +129,94 @@ def test_soft_links_inside_the_file_are_fine(keras_files):
     x = np.array([[1, 2, 3, 4, 5]], np.int32)
     np.testing.assert_allclose(fastrnn.convert(str(p)).predict(x), keras.ops.convert_to_numpy(km(x)),
                                rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# decompression bombs: small files that declare gigabytes
+
+def _rewrite_keras(src, dst, replace, compress=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members.update(replace)
+    with zipfile.ZipFile(dst, "w", compress) as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+
+
+def _config_bomb(root):
+    with zipfile.ZipFile(root / "m.keras") as z:
+        cfg = z.read("config.json")
+    return {"config.json": b" " * (80 << 20) + cfg}   # valid JSON, 80 MiB, deflates to ~80 KB
+
+
+@pytest.mark.parametrize("member", ["config", "weights"])
+def test_keras_archive_bomb_is_refused(keras_files, member):
+    root, _ = keras_files
+    p = root / f"{member}_bomb.keras"
+    bomb = _config_bomb(root) if member == "config" else {"model.weights.h5": bytes(200 << 20)}
+    _rewrite_keras(root / "m.keras", p, bomb)
+    assert p.stat().st_size < 1 << 20
+    with pytest.raises(ModelFormatError, match="decompression bomb"):
+        fastrnn.convert(str(p))
+
+
+def test_stored_members_of_any_size_are_read(keras_files):
+    """The expansion rule counts inflation, not size: an uncompressed archive converts."""
+    root, km = keras_files
+    p = root / "stored.keras"
+    _rewrite_keras(root / "m.keras", p, {}, compress=zipfile.ZIP_STORED)
+    x = np.array([[1, 2, 3, 4, 5]], np.int32)
+    np.testing.assert_allclose(fastrnn.convert(str(p)).predict(x), keras.ops.convert_to_numpy(km(x)),
+                               rtol=1e-4, atol=1e-5)
+
+
+def _huge_kernel(f, config_too):
+    """Replace the LSTM's kernel by an unwritten, chunked (2^20, 2^16) float32 dataset: 256 GiB
+    declared, a few KB stored. config_too: make the model config declare the matching size, so
+    only the stored-size rule can catch it."""
+    import json
+    name = _kernel_path(f)
+    del f[name]
+    f.create_dataset(name, shape=(1 << 20, 1 << 16), dtype="f4", chunks=(64, 64), compression="gzip")
+    if config_too:
+        cfg = json.loads(f.attrs["model_config"])
+        for l in cfg["config"]["layers"]:
+            if l["class_name"] == "Embedding":
+                l["config"]["output_dim"] = 1 << 20
+        f.attrs["model_config"] = json.dumps(cfg)
+
+
+@pytest.mark.parametrize("config_too", [False, True], ids=["shape_mismatch", "config_agrees"])
+def test_h5_declaring_a_huge_weight_is_refused_before_reading(keras_files, config_too):
+    root, _ = keras_files
+    p = root / f"huge_{config_too}.h5"
+    shutil.copy(root / "m.h5", p)
+    with h5py.File(p, "r+") as f:
+        _huge_kernel(f, config_too)
+        if config_too:    # the embedding then has 2^20 columns too: declared, unwritten
+            emb = [n for n in f["model_weights"] if "embedding" in n][0]
+            found = []
+            f["model_weights"][emb].visititems(lambda n, o: found.append(o.name) if isinstance(o, h5py.Dataset) else None)
+            del f[found[0]]
+            f.create_dataset(found[0], shape=(20, 1 << 20), dtype="f4", chunks=(4, 1024), compression="gzip")
+    assert p.stat().st_size < 1 << 20
+    with pytest.raises(ModelFormatError, match="decompression bomb" if config_too else "shape"):
+        fastrnn.convert(str(p))
+
+
+def test_torch_expanded_tensor_is_refused(tmp_path):
+    """2.5 KB on disk, 128 GiB once copied: a stride-0 view saved by torch.save."""
+    import torch
+    H = 16
+    sd = {"weight_ih_l0": torch.zeros(1).expand(1 << 31, 16), "weight_hh_l0": torch.zeros(4 * H, H),
+          "bias_ih_l0": torch.zeros(4 * H), "bias_hh_l0": torch.zeros(4 * H)}
+    p = tmp_path / "expand.pt"
+    torch.save(sd, p)
+    assert p.stat().st_size < 1 << 16
+    with pytest.raises(ModelFormatError, match="rows"):     # refused by its shape alone
+        fastrnn.convert(str(p))
+    # the same bomb with shapes that agree with an LSTM of that hidden size
+    sd["weight_ih_l0"] = torch.zeros(1).expand(4 * H, 1 << 28)
+    torch.save(sd, p)
+    with pytest.raises(ModelFormatError, match="storage"):
+        fastrnn.convert(str(p))
