@@ -18,7 +18,9 @@ def require(module, purpose):
     """Import an optional framework package, or raise UnsupportedError saying what needs it."""
     try:
         return importlib.import_module(module)
-    except ImportError:
+    except ImportError as e:
+        if "failed to map segment" in str(e) or "cannot allocate memory" in str(e).lower():
+            raise MemoryError(f"importing {module}: {e}") from None   # installed, but out of address space
         raise UnsupportedError(f"{purpose} needs {module} (pip install {module})") from None
 
 
@@ -68,12 +70,22 @@ def _kind_of(obj):
         type(obj).__module__.split(".")[0])
 
 
-def convert(src, **opts):
+def convert(src, *, isolate=False, isolate_timeout=None, isolate_memory=None, **opts):
+    """isolate=True: parse the file in a child process with a time and memory limit
+    (fastrnn/isolate.py); isolate_timeout (seconds) and isolate_memory (bytes) set them."""
     kind = None
+    if not isolate and (isolate_timeout is not None or isolate_memory is not None):
+        raise UnsupportedError("convert: isolate_timeout= and isolate_memory= apply with isolate=True")
+    if isolate and not isinstance(src, (str, os.PathLike)):
+        raise UnsupportedError(f"convert: isolate=True applies to model files; a {type(src).__name__} in "
+                               f"memory was already parsed by its framework")
     if isinstance(src, (str, os.PathLike)):
         if not os.path.exists(src):
             raise FileNotFoundError(src)
         kind = sniff(src)
+        if isolate and kind not in ("frnn", None):
+            from fastrnn import isolate as iso
+            return iso.convert(src, opts, isolate_timeout, isolate_memory)
         if kind is None:
             raise ModelFormatError(f"{os.fspath(src)}: not a Keras, PyTorch, ONNX or fastrnn model file")
         if kind == "frnn":
@@ -97,10 +109,14 @@ def convert(src, **opts):
     raise UnsupportedError(f"convert: the {kind} importer is not available in this version of fastrnn")
 
 
-def run_source(src, x, **opts):
+def run_source(src, x, *, isolate=False, isolate_timeout=None, isolate_memory=None, **opts):
     """Run the source model in its own framework on batch-major x (for --check); returns a list
-    of output arrays. Raises UnsupportedError when that framework is not installed."""
+    of output arrays. Raises UnsupportedError when that framework is not installed. isolate=True:
+    in a child process, as convert's."""
     kind = sniff(src) if isinstance(src, (str, os.PathLike)) else _kind_of(src)
+    if isolate and isinstance(src, (str, os.PathLike)):
+        from fastrnn import isolate as iso
+        return iso.run_source(src, x, opts, isolate_timeout, isolate_memory)
     if kind in ("keras", "h5"):
         from . import keras
         return keras.run_source(src, x, **opts)

@@ -55,10 +55,10 @@ Anything else is refused with UnsupportedError naming the layer, its class and t
 Trust: before any weight is read, every object of an HDF5 file (the .h5, or a .keras archive's
 model.weights.h5) is checked to hold its data itself: external storage, external and
 user-defined links and virtual datasets, which would read other local files into the weights,
-are refused (check_h5_self_contained). HDF5 is parsed by libhdf5 (through h5py). Damaged files raise ModelFormatError, but a
-deliberately crafted HDF5 file can make libhdf5 itself loop or misbehave, as it can Keras: convert
-files you trust, offline; services load the .frnn result, whose reader is fastrnn's own and
-validates every field (fastrnn/fileformat.py).
+are refused (check_h5_self_contained). Archive members and datasets are bounded before they are
+inflated or read (read_member, check_dataset_size). HDF5 itself is parsed by libhdf5 (through
+h5py), which a crafted file can make loop or crash: convert such files with isolate=True
+(fastrnn/isolate.py; fastrnn-convert's default). docs/security.md has the trust model.
 """
 from __future__ import annotations
 

@@ -47,8 +47,8 @@ fastrnn bench: random input of the model's kind (token ids in range, or float32 
 
 fastrnn-convert: the command-line face of fastrnn.convert + Model.save.
 
-    fastrnn-convert SRC [-o OUT] [--check] [--allow-pickle] [--batch-first] [--nonlinearity F]
-                        [--head last|sequence] [--head-activation A[,A...]] [--batch N] [--steps T] [--seed S] [--tolerance TOL]
+    fastrnn-convert SRC [-o OUT] [--check] [--allow-pickle] [--no-isolate] [--timeout S]
+                        [--memory-limit SIZE] [--batch-first] [--nonlinearity F] [--head last|sequence] [--head-activation A[,A...]] [--batch N] [--steps T] [--seed S] [--tolerance TOL]
 
 Converts the model file SRC (.keras, .h5, ...; recognised by content, not extension) and writes
 OUT (default: SRC with its suffix replaced by .frnn), then prints `wrote OUT: <the model>`.
@@ -60,6 +60,11 @@ right-padded with zeros when the Embedding has mask_zero, so masking is exercise
 N(0, 1) otherwise; batch = --batch, else the source's fixed batch size (a stateful Keras model's),
 else 3; steps = --steps, else the source's fixed input length, else 16. The tolerance is absolute
 (DESIGN.md section 4: 1e-5 where outputs are O(1)).
+
+--isolate (the default) parses SRC, and runs its framework for --check, in a child process with
+a time limit (--timeout, default 300 s) and an address-space limit (--memory-limit, default 8G),
+so a damaged or hostile file that crashes or hangs its parser (libhdf5, libtorch) gives one
+error line instead (fastrnn/isolate.py, docs/security.md); --no-isolate parses in this process.
 
 --allow-pickle lets fastrnn.convert read a file that only full unpickling can read (a pickled
 torch module); only do that for files you trust. --batch-first, --nonlinearity, --head and
@@ -109,6 +114,19 @@ def _tolerance(s):
     return v
 
 
+def _bytes(s):
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = s.strip().upper().removesuffix("B").removesuffix("I")
+    u = t[-1:] if t[-1:] in units else ""
+    try:
+        v = float(t[:len(t) - len(u)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 8G, 512M or 0, got {s!r}") from None
+    if not 0 <= v < 2**62 / units[u]:
+        raise argparse.ArgumentTypeError(f"expected a size >= 0, got {s!r}")
+    return int(v * units[u])
+
+
 _CONVERT_DESCRIPTION = "Convert a Keras / PyTorch / ONNX recurrent model into a fastrnn .frnn file."
 
 
@@ -132,6 +150,14 @@ def _add_convert_arguments(p):
     p.add_argument("--head-activation", metavar="A[,A...]",
                    help="a PyTorch state_dict's activation after its last Linear (sigmoid, softmax, "
                         "log_softmax, tanh, relu, ...), or one per Linear, comma-separated ('none' for none)")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                   help="parse SRC (and run its framework for --check) in a child process with a time "
+                        "and memory limit, so a damaged or hostile file cannot crash or hang this one "
+                        "(default: on; --no-isolate parses in this process)")
+    p.add_argument("--timeout", type=_seconds, metavar="S",
+                   help="with --isolate: seconds the child may take (default 300)")
+    p.add_argument("--memory-limit", type=_bytes, metavar="SIZE",
+                   help="with --isolate: the child's address-space limit, e.g. 8G or 512M (default 8G; 0: none)")
     p.add_argument("--batch", type=_positive_int, metavar="N",
                    help="--check batch size (default: the model's fixed batch size, else 3)")
     p.add_argument("--steps", type=_positive_int, metavar="T",
@@ -195,6 +221,14 @@ def _max_diff(a, b):
 def _opts(args):
     """convert / run_source options from the command line (only those given)."""
     opts = {"allow_pickle": True} if args.allow_pickle else {}
+    if args.isolate:
+        opts["isolate"] = True
+        if args.timeout is not None:
+            opts["isolate_timeout"] = args.timeout
+        if args.memory_limit is not None:
+            opts["isolate_memory"] = args.memory_limit
+    elif args.timeout is not None or args.memory_limit is not None:
+        raise _Error("--timeout and --memory-limit apply with --isolate")
     if args.batch_first:
         opts["batch_first"] = True
     if args.nonlinearity:

@@ -77,20 +77,47 @@ def _fail(path, msg):
     raise ModelFormatError(f"{os.fspath(path)}: not a valid .frnn file: {msg}")
 
 
-def read_container(path):
-    """Parse and validate a safetensors file. Returns (metadata: dict[str, str], tensors: dict)."""
+def _source(src):
+    """A .frnn source: (name for messages, path or None, bytes-like or None)."""
+    if isinstance(src, (str, os.PathLike)):
+        return os.fspath(src), src, None
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                _fail(path, f"{size} bytes, too short for a header")
-            (n,) = struct.unpack("<Q", head)
-            if n < 2 or n > min(MAX_HEADER, size - 8):
-                _fail(path, f"header length {n} does not fit a {size}-byte file")
-            raw = f.read(n)
-    except OSError as e:
-        raise ModelFormatError(f"{os.fspath(path)}: cannot read: {e}") from None
+        buf = memoryview(src)
+    except TypeError:
+        raise TypeError(f"fastrnn.load: expected a path or bytes, got {type(src).__name__}") from None
+    if not buf.c_contiguous:
+        raise ModelFormatError("fastrnn.load: a buffer that is not contiguous bytes")
+    buf = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
+    if not buf.readonly:                 # a bytearray the caller may change later: the model keeps a copy
+        buf = memoryview(bytes(buf))
+    return f"<{buf.nbytes} bytes>", None, buf
+
+
+def _read_header(name, size, read):
+    """The header length n and the n header bytes, through read(offset, count)."""
+    head = read(0, 8)
+    if len(head) < 8:
+        _fail(name, f"{size} bytes, too short for a header")
+    (n,) = struct.unpack("<Q", head)
+    if n < 2 or n > min(MAX_HEADER, size - 8):
+        _fail(name, f"header length {n} does not fit a {size}-byte file")
+    return n, read(8, n)
+
+
+def read_container(src):
+    """Parse and validate a safetensors file (a path, memory-mapped, or bytes / a buffer, used
+    in place). Returns (metadata: dict[str, str], tensors: dict)."""
+    path, fs_path, buf = _source(src)
+    if buf is not None:
+        size = buf.nbytes
+        n, raw = _read_header(path, size, lambda a, k: bytes(buf[a:a + k]))
+    else:
+        try:
+            size = os.path.getsize(fs_path)
+            with open(fs_path, "rb") as f:
+                n, raw = _read_header(path, size, lambda a, k: f.read(k))
+        except OSError as e:
+            raise ModelFormatError(f"{path}: cannot read: {e}") from None
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -130,7 +157,8 @@ def read_container(path):
         _fail(path, f"{data_len - pos} trailing bytes after the last tensor")
     tensors = {}
     if entries:
-        mm = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_len,))
+        mm = (np.frombuffer(buf, np.uint8, count=data_len, offset=data_start) if buf is not None else
+              np.memmap(fs_path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_len,)))
         for name, (dt, shape, a) in entries.items():
             count = math.prod(shape)
             arr = np.frombuffer(mm, dtype=_DTYPES[dt], count=count, offset=a).reshape(shape)
@@ -138,10 +166,12 @@ def read_container(path):
     return meta, tensors
 
 
-def load(path):
-    """Read a .frnn file into a fastrnn.Model (weights memory-mapped read-only until packed)."""
+def load(src):
+    """Read a .frnn file (a path: weights memory-mapped read-only until packed; or bytes / a
+    buffer holding one, whose tensors are read-only views of it) into a fastrnn.Model."""
     from .model import Model
-    meta, tensors = read_container(path)
+    meta, tensors = read_container(src)
+    path = _source(src)[0]
     if meta.get("format") != FORMAT:
         _fail(path, f"format is {meta.get('format')!r}, expected {FORMAT!r} "
                     f"(to convert a model from another framework use fastrnn.convert)")

@@ -274,7 +274,28 @@ def test_allow_pickle_is_passed_only_when_given(models, tmp_path, capsys, monkey
     monkeypatch.setattr(fastrnn, "convert", lambda src, **opts: seen.append(opts) or real(src))
     assert run(capsys, models["ids_keras"], "-o", tmp_path / "a.frnn")[0] == 0
     assert run(capsys, models["ids_keras"], "-o", tmp_path / "b.frnn", "--allow-pickle")[0] == 0
-    assert seen == [{}, {"allow_pickle": True}]
+    assert run(capsys, models["ids_keras"], "-o", tmp_path / "c.frnn", "--no-isolate")[0] == 0
+    assert seen == [{"isolate": True}, {"allow_pickle": True, "isolate": True}, {}]
+
+
+def test_isolation_options_reach_convert(models, tmp_path, capsys, monkeypatch):
+    seen = []
+    real = fastrnn.convert
+    monkeypatch.setattr(fastrnn, "convert", lambda src, **opts: seen.append(opts) or real(src))
+    assert run(capsys, models["ids_keras"], "-o", tmp_path / "a.frnn", "--timeout", "30",
+               "--memory-limit", "4G")[0] == 0
+    assert seen == [{"isolate": True, "isolate_timeout": 30.0, "isolate_memory": 4 << 30}]
+    rc, _, err = run(capsys, models["ids_keras"], "--no-isolate", "--timeout", "30")
+    assert rc == 1 and "apply with --isolate" in err
+    rc, _, err = run(capsys, models["ids_keras"], "--memory-limit", "lots")
+    assert rc == 2 and "size" in err
+
+
+def test_isolated_cli_turns_a_parser_failure_into_one_error_line(models, tmp_path, capsys):
+    """The default (isolated) command on a file its parser cannot finish in time: one line."""
+    rc, out, err = run(capsys, models["ids_keras"], "-o", tmp_path / "a.frnn", "--timeout", "0.01")
+    assert rc == 1 and out == "" and err.count("\n") == 1 and "did not finish within 0.01 s" in err
+    assert not (tmp_path / "a.frnn").exists()
 
 
 def test_python_dash_m(models, tmp_path):

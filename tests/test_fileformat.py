@@ -116,3 +116,28 @@ def test_absurd_version_strings(rng, tmp_path):
         _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v.frnn", format_version=v)
         with pytest.raises(fastrnn.ModelFormatError, match="format_version"):
             fastrnn.load(tmp_path / "v.frnn")
+
+
+def test_load_from_bytes_and_buffers(rng, tmp_path):
+    """fastrnn.load takes the file's bytes (bytes, bytearray, memoryview, a NumPy uint8 array)
+    as well as a path: the same model, the same bits; validated the same way."""
+    m = fastrnn.Model(every_layer_kind(rng), meta={"source": "test"})
+    m.save(tmp_path / "m.frnn")
+    raw = (tmp_path / "m.frnn").read_bytes()
+    x = rng.integers(0, 12, (2, 5))
+    want = m.predict(x)
+    mutable = bytearray(raw)
+    for src in (raw, mutable, memoryview(raw), np.frombuffer(raw, np.uint8)):
+        m2 = fastrnn.load(src)
+        np.testing.assert_array_equal(m2.predict(x), want)
+        assert m2.meta == {"source": "test"}
+    # a writable buffer is copied: changing it afterwards does not change the model
+    m3 = fastrnn.load(mutable)
+    mutable[-64:] = bytes(64)
+    m3.save(tmp_path / "again.frnn")
+    assert (tmp_path / "again.frnn").read_bytes() == raw
+    for cut in (0, 4, 8, 20, len(raw) // 2, len(raw) - 1):
+        with pytest.raises(fastrnn.ModelFormatError, match="bytes"):
+            fastrnn.load(raw[:cut])
+    with pytest.raises(TypeError, match="path or bytes"):
+        fastrnn.load(12)
