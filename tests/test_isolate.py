@@ -122,3 +122,49 @@ def test_frnn_files_need_no_isolation(files, tmp_path):
     m = fastrnn.convert(str(files["sd"]))
     m.save(tmp_path / "m.frnn")
     assert repr(fastrnn.convert(str(tmp_path / "m.frnn"), isolate=True)) == repr(m)
+
+
+# ---- real parser crashes and hangs (tests/hostile/README.md) -------------------------------------
+
+HOSTILE = os.path.join(HERE, "hostile")
+
+
+def _raw_outcome(code, path, timeout):
+    """What the bare parser does with the file in its own process: 'signal', 'hang' or 'error'."""
+    import subprocess
+    import sys
+    try:
+        p = subprocess.run([sys.executable, "-c", code, path], capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "hang"
+    return "signal" if p.returncode < 0 else "error" if p.returncode else "ok"
+
+
+def test_a_torchscript_archive_that_segfaults_libtorch():
+    path = os.path.join(HOSTILE, "torchscript_segv.pt")
+    raw = _raw_outcome("import sys, torch; torch.jit.load(sys.argv[1], map_location='cpu')", path, 120)
+    with pytest.raises(ModelFormatError) as e:
+        fastrnn.convert(path, isolate=True)
+    if raw == "signal":               # this torch crashes on it: the error says so
+        assert "crashed (SIGSEGV)" in str(e.value), str(e.value)
+
+
+def test_an_h5_that_hangs_libhdf5():
+    path = os.path.join(HOSTILE, "h5_global_heap_hang.h5")
+    raw = _raw_outcome("import sys, h5py; f = h5py.File(sys.argv[1]); f.attrs.get('model_config')", path, 5)
+    with pytest.raises(ModelFormatError) as e:
+        fastrnn.convert(path, isolate=True, isolate_timeout=5)
+    if raw == "hang":
+        assert "did not finish within 5 s" in str(e.value), str(e.value)
+
+
+def test_the_command_line_isolates_by_default(tmp_path):
+    """fastrnn-convert on both files: one error line each, exit code 1, no output file."""
+    import subprocess
+    for name in ("torchscript_segv.pt", "h5_global_heap_hang.h5"):
+        out = tmp_path / (name + ".frnn")
+        r = subprocess.run(["fastrnn-convert", os.path.join(HOSTILE, name), "-o", str(out), "--timeout", "5"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1, (name, r.returncode, r.stderr)
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("fastrnn-convert: error:"), r.stderr
+        assert not out.exists()
