@@ -31,8 +31,9 @@ if not X86:
     cflags.append("-DFRNN_NO_X86")
 
 setup(
-    packages=["fastrnn", "fastrnn.converters"],
-    package_dir={"fastrnn": "fastrnn", "fastrnn.converters": "converters"},
+    packages=["fastrnn", "fastrnn.converters", "fastrnn.converters.frontends"],
+    package_dir={"fastrnn": "fastrnn", "fastrnn.converters": "converters",
+                 "fastrnn.converters.frontends": "converters/frontends"},
     libraries=[("fastrnn_c", {"sources": c_sources, "include_dirs": ["src_c"], "cflags": cflags})],
     ext_modules=[Extension(
         "fastrnn._engine",

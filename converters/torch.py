@@ -1,10 +1,11 @@
 """PyTorch importer: nn.RNN / nn.LSTM / nn.GRU modules, their state_dict files, TorchScript
 archives and (with allow_pickle=True) pickled whole modules -> fastrnn ir layers + a signature.
 
-Every form of every source: bare recurrent modules; custom nn.Modules captured from forward
-with torch.fx ("custom modules" below); their TorchScript archives, interpreted graph node by
-node ("TorchScript archives" below); their state_dicts, read as a pipeline with options for
-what the file cannot say (_pipeline; docs/pytorch.md).
+Every form of every source: bare recurrent modules (here); custom nn.Modules and TorchScript
+archives, captured by converters/frontends/torch.py (torch.export, else torch.fx; TorchScript
+graphs) and lowered op by op by the importers' shared lowering (converters/graph.py); their
+state_dicts, read as a pipeline with options for what the file cannot say (_pipeline;
+docs/pytorch.md).
 
 Sources, recognised by content (DESIGN.md section 1, convention 8):
   module             an nn.RNN / nn.LSTM / nn.GRU instance (or a TorchScript module of one).
@@ -43,7 +44,7 @@ import zipfile
 import numpy as np
 
 from fastrnn import ir
-from fastrnn.errors import FastRNNError, ModelFormatError, UnsupportedError
+from fastrnn.errors import ModelFormatError, UnsupportedError
 
 from . import require
 
@@ -184,36 +185,37 @@ def _traced_config(mod):
     return cfg
 
 
-def _from_state(sd, prefix, cfg):
-    """ir.Recurrent layers of one torch recurrent module from its tensors."""
+def flat_params(sd, prefix, cfg):
+    """A torch recurrent module's tensors in ATen's order (per layer and direction W_ih, W_hh,
+    (b_ih, b_hh), (W_hr)) as float32 arrays."""
     mode = cfg["mode"]
     if mode not in MODES:
         raise UnsupportedError(f"recurrent mode {mode!r} is not supported")
-    cell, act = MODES[mode]
     L, D = int(cfg["num_layers"]), 2 if cfg["bidirectional"] else 1
-    layers = []
+    out = []
     for l in range(L):
-        ws = []
         for d in range(D):
             sfx = f"_l{l}" + ("_reverse" if d else "")
-            w = {"W_ih": f"weight_ih{sfx}", "W_hh": f"weight_hh{sfx}"}
-            if cfg["bias"]:
-                w |= {"b_ih": f"bias_ih{sfx}", "b_hh": f"bias_hh{sfx}"}
-            if cfg["proj_size"]:
-                w["W_hr"] = f"weight_hr{sfx}"
-            for k, key in w.items():
+            keys = [f"weight_ih{sfx}", f"weight_hh{sfx}"] + ([f"bias_ih{sfx}", f"bias_hh{sfx}"] if cfg["bias"] else []) \
+                + ([f"weight_hr{sfx}"] if cfg["proj_size"] else [])
+            for key in keys:
                 if prefix + key not in sd:
                     raise ModelFormatError(f"missing tensor {prefix + key!r} (a {mode} with "
                                            f"{L} layers, {D} directions)")
-                w[k] = _np(sd[prefix + key], prefix + key)
-            ws.append(w)
-        acts = [[act]] if cell == "rnn" else None
-        try:
-            layers.append(ir.Recurrent(cell, ws, direction="bidirectional" if D == 2 else "forward",
-                                       activations=acts, return_sequences=True))
-        except ModelFormatError as e:
-            raise ModelFormatError(f"{prefix}layer {l}: {e}") from None
-    return layers
+                out.append(_np(sd[prefix + key], prefix + key))
+    return out
+
+
+def _from_state(sd, prefix, cfg):
+    """ir.Recurrent layers of one torch recurrent module from its tensors."""
+    from .graph import torch_layers
+    mode = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}.get(cfg["mode"])
+    params = flat_params(sd, prefix, cfg)
+    try:
+        return torch_layers(mode, params, int(cfg["num_layers"]), 2 if cfg["bidirectional"] else 1,
+                            bool(cfg["bias"]), int(cfg["proj_size"] or 0))
+    except ModelFormatError as e:
+        raise ModelFormatError(f"{prefix}{e}") from None
 
 
 def _signature(layers, first_state=0):
@@ -296,6 +298,12 @@ def _infer_rnn(sd, prefix, ms, nonlinearity):
         mode = "LSTM" if G == 4 else "GRU"          # nonlinearity= is for nn.RNN: callers check
     return prefix, {"mode": mode, "input_size": int(W_ih.shape[1]), "hidden_size": H, "num_layers": L,
                     "bias": bias, "batch_first": False, "bidirectional": D == 2, "proj_size": proj}
+
+
+# head_activation= names (a state_dict's head) -> ir activation kinds
+ACT_FUNCS = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "softmax": "softmax",
+             "log_softmax": "log_softmax", "elu": "elu", "selu": "selu", "silu": "silu",
+             "softplus": "softplus", "softsign": "softsign", "relu6": "relu6", "leaky_relu": "leaky_relu"}
 
 
 def _act_kind(name, where):
@@ -423,11 +431,10 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
                                    "(a module knows them)")
         cfg = _rnn_config(obj)
         if cfg is None:
+            from .frontends import torch as frontend
             if isinstance(obj, torch.jit.ScriptModule):
-                return capture_script(obj, example_input)
-            model = capture(obj, example_input)
-            model.meta["kind"] = kind
-            return model
+                return frontend.convert_script(obj, example_input)
+            return frontend.convert_module(obj, example_input, kind)
         sd, prefix = obj.state_dict(), ""
     layers = _from_state(sd, prefix, cfg)
     meta = {"source": "torch", "kind": kind, "module": cfg, "batch_first": bool(cfg["batch_first"])}
@@ -452,24 +459,37 @@ def run_source(src, x, **opts):
         mod.load_state_dict(obj)
     else:
         mod = obj
-    cfg = _rnn_config(mod)
-    if cfg is not None:
-        in_bf = out_bf = bool(cfg["batch_first"])
-        extra = ()
-    else:                                    # a custom module: what capture() recorded
-        meta = opts.get("meta") or convert(mod).meta
-        in_bf, out_bf = meta["input_layout"] == "batch_first", meta["output_layout"] == "batch_first"
-        extra = (torch.full((x.shape[0],), x.shape[1], dtype=torch.int64),) if meta["takes_lengths"] else ()
-    xt = torch.from_numpy(np.ascontiguousarray(x))
     training = getattr(mod, "training", False)
+    cfg = _rnn_config(mod)
     try:
         with torch.no_grad():
-            out = mod.eval()(xt if in_bf else xt.transpose(0, 1), *extra)
+            mod.eval()
+            if cfg is not None:
+                bf = bool(cfg["batch_first"])
+                xt = torch.from_numpy(np.ascontiguousarray(x))
+                out = mod(xt if bf else xt.transpose(0, 1))
+                y = out[0]
+                return [(y if bf else y.transpose(0, 1)).contiguous().numpy()]
+            return [_run_custom(mod, x, opts.get("meta") or convert(mod).meta)]
     finally:
         mod.train(training)
-    y = out[0] if isinstance(out, (tuple, list)) else out
-    y = y if out_bf or y.ndim != 3 else y.transpose(0, 1)
-    return [y.contiguous().numpy()]
+
+
+def _run_custom(mod, x, meta):
+    """A custom module on predict's x, its first output in predict's layout (fastrnn/adapters.py);
+    an unbatched module row by row."""
+    torch = _torch()
+    from fastrnn import adapters
+    rows = [x[i:i + 1] for i in range(x.shape[0])] if meta["input_layout"] == "unbatched" else [x]
+    ys = []
+    for xr in rows:
+        args = [torch.from_numpy(a) if isinstance(a, np.ndarray) else tuple(torch.from_numpy(t) for t in a)
+                for a in adapters.source_args(meta, xr)]
+        out = mod(*args)
+        while isinstance(out, (tuple, list)):
+            out = out[0]
+        ys.append(adapters.to_canonical(out.float().numpy(), meta["output_axes"], xr.shape[0], xr.shape[1]))
+    return np.concatenate(ys) if len(ys) > 1 else ys[0]
 
 
 def _rnn_module(cfg):
@@ -518,707 +538,3 @@ def _run_pipeline(sd, x, *, nonlinearity=None, head=None, head_activation=None, 
                 f = getattr(F, c)
                 h = f(h, dim=-1) if c in ("softmax", "log_softmax") else f(h)
     return h.contiguous().numpy()
-
-
-# ---------------------------------------------------------------------------------------------
-# custom modules: forward captured with torch.fx
-#
-# Why torch.fx (symbolic tracing): it records forward as a graph of module calls and functions
-# without running it, keeps nn.RNN/LSTM/GRU/Embedding/Linear as single nodes (leaf modules)
-# whose weights we read directly, and names every op it cannot reduce. TorchScript tracing would
-# inline the RNN into aten calls and bake shapes in; torch.export needs example shapes and
-# decomposes the same way. example_input, when given, is run through both the module and the
-# converted model as a check.
-#
-# Each fx node gets an abstract value: the pipeline tensor it stands for (a sequence, with the
-# meaning of each axis; or a last-step (batch, features) tensor), an RNN's output tuple, its h_n /
-# c_n, rows of h_n, the lengths input. Ops that add a layer must act on the current end of the
-# pipeline; anything that would branch it, or any op not listed, raises UnsupportedError naming
-# the node and the source line.
-
-class _Seq:
-    """A (.., .., features) sequence at pipeline end `pos`; axes: labels of the first two axes
-    ('B', 'T', or the input's own 'x0'/'x1' before an RNN fixes them). packed: a PackedSequence;
-    padded: pad_packed_sequence's output: "longest" (max(lengths) steps long, signature time
-    "longest") or "T" (total_length = the input's time length); None otherwise."""
-    def __init__(self, pos, axes, width, packed=False, padded=None):
-        self.pos, self.axes, self.width, self.packed, self.padded = pos, list(axes), width, packed, padded
-
-
-class _Last:
-    """A (batch, features) tensor at pipeline end `pos`: the last recurrent layer's final step
-    (step=None), or the last step of a pipeline that runs every step: out[:, -1] of a
-    bidirectional RNN or of a padded sequence; step is then the signature time that takes it
-    ("last", or "longest_last" for pad_packed_sequence's max(lengths)-long output)."""
-    def __init__(self, pos, width, step=None):
-        self.pos, self.width, self.step = pos, width, step
-
-
-class _Dim:
-    """x.size(axis) of the pipeline input: the length of the axis labelled `label`."""
-    def __init__(self, label):
-        self.label = label
-
-
-class _Ret:
-    def __init__(self, out, states):
-        self.out, self.states = out, states
-
-
-class _HN:
-    """h_n / c_n of the torch RNN module whose last IR layer is layers[idx]."""
-    def __init__(self, idx, L, D, width, pos):
-        self.idx, self.L, self.D, self.width, self.pos = idx, L, D, width, pos
-
-
-class _Row:
-    def __init__(self, hn, layer, d):
-        self.hn, self.layer, self.d = hn, layer, d
-
-
-class _Lengths:
-    pass
-
-
-ACT_FUNCS = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "softmax": "softmax",
-             "log_softmax": "log_softmax", "elu": "elu", "selu": "selu", "silu": "silu",
-             "softplus": "softplus", "softsign": "softsign", "relu6": "relu6", "leaky_relu": "leaky_relu"}
-ACT_MODULES = {"Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu", "Softmax": "softmax",
-               "LogSoftmax": "log_softmax", "ELU": "elu", "SELU": "selu", "SiLU": "silu",
-               "Softplus": "softplus", "Softsign": "softsign", "ReLU6": "relu6", "LeakyReLU": "leaky_relu"}
-IDENTITY_MODULES = {"Dropout", "Identity", "AlphaDropout", "Dropout1d"}
-
-
-def _act_functions():
-    """The activation functions forward may call (torch.*, torch.nn.functional.*) -> ir kind."""
-    torch = _torch()
-    table = {}
-    for n, kind in ACT_FUNCS.items():
-        for mod in (torch, torch.nn.functional):
-            f = getattr(mod, n, None)
-            if f is not None:
-                table[f] = kind
-    return table
-
-
-class _Capture:
-    def __init__(self):
-        self.act_fns = _act_functions()
-        self.layers = []
-        self.states = []          # torch signature states, per RNN module: h (and c) stacks
-        self.nstates = 0
-        self.input_layout = None  # 'batch_first' | 'time_major' for the source's input
-        self.input_ids = None
-        self.takes_lengths = False
-
-    def fail(self, node, why):
-        where = getattr(node, "where", "")
-        lines = (node.meta.get("stack_trace") or "").strip().splitlines() if hasattr(node, "meta") else []
-        user = [i for i, ln in enumerate(lines) if ln.strip().startswith("File ")
-                and f"{os.sep}torch{os.sep}" not in ln]
-        if user and user[-1] + 1 < len(lines):
-            i = user[-1]
-            where = f" ({lines[i].strip()}: {lines[i + 1].strip()})"
-        raise UnsupportedError(f"convert: {node.op} {node.target!r} (node {node.name}){where}: {why}")
-
-    # -- pipeline helpers -------------------------------------------------------------------
-    def _at_end(self, node, v):
-        if v.pos != len(self.layers):
-            self.fail(node, "reads a tensor from earlier in the model while later layers exist "
-                            "(a branch): fastrnn runs a linear pipeline")
-
-    def _width(self, node, v):
-        if isinstance(v, (_Seq, _Last)):
-            if isinstance(v, _Seq) and v.width is None:
-                self.fail(node, "the input's feature size is unknown here")
-            return v.width
-        self.fail(node, f"expects a tensor of the pipeline, got {type(v).__name__.strip('_')}")
-
-    def _finalise_last(self, node, rows):
-        """h_n rows of the last layer of the latest RNN -> its final-step output."""
-        hn = rows[0].hn
-        if hn.idx != len(self.layers) - 1 or hn.pos != len(self.layers):
-            self.fail(node, "uses the final state of an RNN that is not the last layer so far")
-        if any(r.layer != hn.L - 1 for r in rows):
-            self.fail(node, "uses the final state of a layer below the top of a stacked RNN")
-        dirs = [r.d for r in rows]
-        if dirs != list(range(hn.D)):
-            self.fail(node, "uses h_n rows that are not the top layer's directions in order "
-                            "(h_n[-1] for one direction; torch.cat([h_n[-2], h_n[-1]], 1) for two)")
-        self.layers[-1].return_sequences = False
-        return _Last(len(self.layers), hn.width * hn.D)
-
-    def _as_tensor(self, node, v):
-        """A value used as a pipeline tensor (rows of h_n become the final step)."""
-        if isinstance(v, _Row):
-            return self._finalise_last(node, [v])
-        if isinstance(v, _HN) and v.L * v.D == 1:
-            return self._finalise_last(node, [_Row(v, 0, 0)])
-        return v
-
-    # -- ops ----------------------------------------------------------------------------------
-    def module(self, node, mod, args, kwargs):
-        torch = _torch()
-        nm = type(mod).__name__
-        if nm in IDENTITY_MODULES:
-            return args[0]
-        if isinstance(mod, torch.nn.Embedding):
-            if mod.max_norm is not None:
-                self.fail(node, "Embedding(max_norm=...) renormalises rows at lookup: not supported")
-            return self.embedding(node, args[0], mod.weight, node.name + ".weight")
-        if isinstance(mod, torch.nn.RNNBase):
-            return self._rnn(node, mod, args, kwargs)
-        if isinstance(mod, torch.nn.Linear):
-            return self.dense(node, args[0], mod.weight, mod.bias, node.name)
-        if nm in ACT_MODULES:
-            dim = getattr(mod, "dim", None)
-            alpha = getattr(mod, "alpha", None) if nm == "ELU" else getattr(mod, "negative_slope", None)
-            return self._act(node, args[0], ACT_MODULES[nm], dim, alpha)
-        if nm == "Flatten":
-            x = self._as_tensor(node, args[0])
-            if isinstance(x, _Last):
-                return x
-        self.fail(node, f"module {nm} is not supported (fastrnn converts Embedding, RNN/LSTM/GRU, "
-                        f"Linear, activations and dropout)")
-
-    def embedding(self, node, x, W, name):
-        if not isinstance(x, _Seq) or x.pos != 0 or self.layers:
-            self.fail(node, "an Embedding must read the model's input first")
-        self.input_ids = True
-        self.layers.append(ir.Embedding(_np(W, name)))
-        return _Seq(1, x.axes, int(W.shape[1]))
-
-    def dense(self, node, x, W, b, name):
-        x = self._as_tensor(node, x)
-        self._at_end(node, x)
-        if isinstance(x, _Seq) and x.packed:
-            self.fail(node, "a Linear on a PackedSequence")
-        if getattr(W, "ndim", 0) != 2 or self._width(node, x) != W.shape[1]:
-            self.fail(node, f"Linear of weight shape {tuple(getattr(W, 'shape', ()))} on {x.width} features")
-        b = _np(b, name + ".bias") if b is not None else None
-        self.layers.append(ir.Dense(_np(W, name + ".weight"), b))
-        return self._same(x, int(W.shape[0]))
-
-    def _same(self, x, width):
-        if isinstance(x, _Seq):
-            return _Seq(len(self.layers), x.axes, width, padded=x.padded)
-        return _Last(len(self.layers), width, x.step)
-
-    def _act(self, node, x, kind, dim=None, alpha=None):
-        x = self._as_tensor(node, x)
-        self._at_end(node, x)
-        w = self._width(node, x)
-        if kind in ("softmax", "log_softmax"):
-            nd = 3 if isinstance(x, _Seq) else 2
-            if dim is None or dim not in (-1, nd - 1):
-                self.fail(node, f"{kind} over dim={dim}: only the feature (last) axis is supported")
-        a = ir.Act(kind, alpha) if alpha is not None else ir.Act(kind)   # ir defaults = torch's
-        last = self.layers[-1] if self.layers else None
-        if isinstance(last, ir.Dense) and last.activation.kind == "linear":
-            last.activation = a          # Linear then activation: one Dense layer
-        else:
-            self.layers.append(ir.Activation(w, a))
-        return self._same(x, w)
-
-    def _rnn(self, node, mod, args, kwargs):
-        x = args[0] if args else None
-        if len(args) > 1 or kwargs:
-            self.fail(node, "an RNN called with an initial state: pass initial_state= to predict instead")
-        if not isinstance(x, _Seq):
-            self.fail(node, "an RNN must read a sequence of the pipeline")
-        if x.padded:
-            self.fail(node, "an RNN reading pad_packed_sequence's output unpacked runs over the padding; "
-                            "pack it again (pack_padded_sequence)")
-        self._at_end(node, x)
-        cfg = _rnn_config(mod)
-        if x.width is None:
-            x.width = cfg["input_size"]
-        if x.width != cfg["input_size"]:
-            self.fail(node, f"{type(mod).__name__} expects {cfg['input_size']} features, gets {x.width}")
-        want = ["B", "T"] if cfg["batch_first"] else ["T", "B"]
-        if x.axes != want:
-            if self.input_layout is None and sorted(x.axes) == ["x0", "x1"]:
-                # the first RNN fixes which input axis is batch and which is time
-                b_axis = x.axes[want.index("B")]
-                self.input_layout = "batch_first" if b_axis == "x0" else "time_major"
-            else:
-                self.fail(node, f"{type(mod).__name__}(batch_first={cfg['batch_first']}) reads a tensor "
-                                f"whose axes are {x.axes} (expected {want})")
-        elif self.input_layout is None:
-            self.input_layout = "batch_first" if cfg["batch_first"] else "time_major"
-        layers = _from_state(mod.state_dict(), "", cfg)
-        sig = _signature(layers, self.nstates)["states"]
-        self.layers += layers
-        self.states += sig
-        self.nstates += sum(2 if l.cell == "lstm" else 1 for l in layers)
-        D = 2 if cfg["bidirectional"] else 1
-        pos = len(self.layers)
-        width = layers[-1].state_size
-        hn = _HN(len(self.layers) - 1, cfg["num_layers"], D, width, pos)
-        states = (hn, _HN(hn.idx, hn.L, D, cfg["hidden_size"], pos)) if cfg["mode"] == "LSTM" else hn
-        out = _Seq(pos, want, width * D, packed=x.packed)
-        return _Ret(out, states)
-
-    def function(self, node, fn, args, kwargs):
-        import operator
-        torch = _torch()
-        name = getattr(fn, "__name__", str(fn))
-        if fn is operator.getitem:
-            return self._getitem(node, args[0], args[1])
-        if name == "pack_padded_sequence":
-            x = args[0]
-            if not isinstance(x, _Seq) or not isinstance(args[1] if len(args) > 1 else kwargs.get("lengths"), _Lengths):
-                self.fail(node, "pack_padded_sequence of something other than the pipeline and the lengths input")
-            bf = kwargs.get("batch_first", args[2] if len(args) > 2 else False)
-            if x.axes[0 if bf else 1] not in ("B", "x0", "x1"):
-                self.fail(node, "pack_padded_sequence batch_first does not match the tensor")
-            return _Seq(x.pos, x.axes, x.width, packed=True)
-        if name == "pad_packed_sequence":
-            x = args[0]
-            if not isinstance(x, _Seq) or not x.packed:
-                self.fail(node, "pad_packed_sequence of something that is not a packed RNN output")
-            bf = kwargs.get("batch_first", args[1] if len(args) > 1 else False)
-            axes = ["B", "T"] if bf else ["T", "B"]
-            total = kwargs.get("total_length", args[3] if len(args) > 3 else None)
-            if total is not None and not (isinstance(total, _Dim) and total.label in ("T", self._time_label())):
-                self.fail(node, "pad_packed_sequence(total_length=...) other than the input's time length")
-            # without total_length the output is max(lengths) long: signature time "longest"
-            return (_Seq(x.pos, axes, x.width, padded="longest" if total is None else "T"), _Lengths())
-        if fn in (torch.cat, torch.concat, getattr(torch, "concatenate", None)):
-            parts = args[0] if args else kwargs.get("tensors")
-            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
-            if isinstance(parts, (list, tuple)) and parts and all(isinstance(p, _Row) for p in parts) \
-                    and dim in (1, -1):
-                return self._finalise_last(node, list(parts))
-            self.fail(node, "torch.cat of tensors other than the top layer's h_n rows")
-        if fn in self.act_fns:
-            dim = kwargs.get("dim", args[1] if len(args) > 1 and name in ("softmax", "log_softmax") else None)
-            alpha = None
-            if name == "leaky_relu":
-                alpha = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
-            if name == "elu":
-                alpha = kwargs.get("alpha", args[1] if len(args) > 1 else 1.0)
-            return self._act(node, args[0], self.act_fns[fn], dim, alpha)
-        if name in ("dropout", "alpha_dropout", "feature_alpha_dropout"):
-            return args[0]
-        self.fail(node, f"function {name} is not supported")
-
-    def method(self, node, name, args, kwargs):
-        x = args[0]
-        if name in ("contiguous", "float", "detach", "clone", "cpu") or (name == "to" and not kwargs.get("dtype")):
-            return x
-        if name in ("sigmoid", "tanh", "relu", "softmax", "log_softmax"):
-            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-            return self._act(node, x, name, dim)
-        if name in ("permute", "transpose", "swapaxes", "swapdims") and isinstance(x, _Seq):
-            if name == "permute":
-                perm = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
-            else:
-                a, b = (args[1], args[2]) if len(args) > 2 else (kwargs.get("dim0"), kwargs.get("dim1"))
-                perm = [0, 1, 2]
-                perm[a % 3], perm[b % 3] = perm[b % 3], perm[a % 3]
-            perm = [p % 3 for p in perm]
-            if perm[2] != 2:
-                self.fail(node, "a permutation that moves the feature axis")
-            x2 = _Seq(x.pos, [x.axes[perm[0]], x.axes[perm[1]]], x.width, x.packed)
-            return x2
-        if name == "squeeze" and isinstance(x, _HN):
-            return self._as_tensor(node, x)
-        if name in ("view", "reshape", "flatten") and isinstance(x, _Last):
-            return x
-        if name == "size" and isinstance(x, _Seq) and len(args) == 2 and args[1] in (0, 1, -2):
-            return _Dim(x.axes[args[1] % 3])
-        self.fail(node, f"method .{name}() is not supported here")
-
-    def _getitem(self, node, v, idx):
-        if isinstance(v, (tuple, list)):
-            return v[idx]
-        if isinstance(v, _Ret):
-            return (v.out, v.states)[idx]
-        if isinstance(v, _HN) and isinstance(idx, int):
-            n = v.L * v.D
-            if not -n <= idx < n:
-                self.fail(node, f"h_n has {n} rows")
-            i = idx % n
-            return _Row(v, i // v.D, i % v.D)
-        if isinstance(v, _Seq) and not v.packed:
-            idx = idx if isinstance(idx, tuple) else (idx,)
-            full = slice(None)
-            t_axis = v.axes.index("T") if "T" in v.axes else None
-            if t_axis is not None and len(idx) > t_axis and idx[t_axis] == -1 \
-                    and all(i == full for j, i in enumerate(idx) if j != t_axis) and len(idx) <= 3:
-                return self._last_step(node, v)
-        self.fail(node, f"indexing {type(v).__name__.strip('_')} with {idx!r} is not supported "
-                        f"(supported: output[:, -1] / output[-1], h_n[k], tuple items)")
-
-    def _last_step(self, node, v):
-        """output[:, -1]. Of a unidirectional RNN's own output: its final state (the same thing).
-        Otherwise (a bidirectional RNN: forward final state + the backward direction's first
-        step; pad_packed_sequence's output: step max(lengths)-1; per-step layers in between) the
-        pipeline runs every step and predict takes the last (signature time "last")."""
-        self._at_end(node, v)
-        last = self.layers[-1] if self.layers else None
-        if not any(isinstance(l, ir.Recurrent) for l in self.layers):
-            self.fail(node, "output[:, -1] before any RNN")
-        if isinstance(last, ir.Recurrent) and last.direction != "bidirectional" and not v.padded:
-            last.return_sequences = False
-            return _Last(len(self.layers), v.width)
-        return _Last(len(self.layers), v.width, "longest_last" if v.padded == "longest" else "last")
-
-    def _time_label(self):
-        """The input's own label ('x0'/'x1') of the time axis, once an RNN has fixed it."""
-        return {"batch_first": "x1", "time_major": "x0"}.get(self.input_layout)
-
-
-def capture(module, example_input=None):
-    """Convert a custom nn.Module by tracing its forward with torch.fx."""
-    import torch.fx as fx
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-    try:
-        tracer = fx.Tracer(autowrap_functions=(pack_padded_sequence, pad_packed_sequence))
-        tracer.record_stack_traces = True    # error messages name the source line
-        graph = tracer.trace(module)
-    except Exception as e:  # noqa: BLE001 - fx raises many kinds on untraceable forwards
-        raise UnsupportedError(f"convert: torch.fx cannot trace {type(module).__name__}.forward "
-                               f"({_line(e)}); data-dependent control flow is not supported") from None
-    cap = _Capture()
-    nodes = list(graph.nodes)
-    out_node = next(n for n in nodes if n.op == "output")
-    result = out_node.args[0]
-    first = result[0] if isinstance(result, (tuple, list)) and result else result
-    if not isinstance(first, fx.Node):
-        raise UnsupportedError(f"convert: {type(module).__name__}.forward returns a {type(first).__name__}, "
-                               f"not a tensor (or a tuple whose first item is one)")
-    need = set()
-
-    def mark(a):
-        if isinstance(a, fx.Node) and a not in need:
-            need.add(a)
-            for b in a.all_input_nodes:
-                mark(b)
-    mark(first)
-    env = {}
-    placeholders = [n for n in nodes if n.op == "placeholder"]
-    if not placeholders or len(placeholders) > 2:
-        raise UnsupportedError(f"convert: {type(module).__name__}.forward takes {len(placeholders)} inputs; "
-                               f"fastrnn models take x (and optionally lengths)")
-    for n in nodes:
-        if n.op == "placeholder":
-            if n is placeholders[0]:
-                env[n] = _Seq(0, ["x0", "x1"], None)
-            else:
-                env[n] = _Lengths()
-                cap.takes_lengths = True
-            continue
-        if n not in need or n.op == "output":
-            continue
-        args = fx.node.map_arg(n.args, lambda a: env[a])
-        kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
-        try:
-            if n.op == "call_module":
-                env[n] = cap.module(n, module.get_submodule(n.target), args, kwargs)
-            elif n.op == "call_function":
-                env[n] = cap.function(n, n.target, args, kwargs)
-            elif n.op == "call_method":
-                env[n] = cap.method(n, n.target, args, kwargs)
-            else:
-                cap.fail(n, "reads a parameter or buffer directly (only module calls are supported)")
-        except (IndexError, TypeError, KeyError, AttributeError) as e:
-            # e.g. an index past the end of an RNN's (output, h_n) tuple, an argument of a form
-            # the interpretation does not expect
-            cap.fail(n, f"cannot be interpreted ({_line(e)})")
-    return _finish(cap, env[first], type(module).__name__, "module", module, example_input, out_node)
-
-
-def _finish(cap, value, name, kind, module, example_input, out_node):
-    """The Model from a capture whose forward returned `value` (both capture paths)."""
-    from fastrnn import Model
-    if isinstance(value, _Ret):          # forward returns an RNN's (output, h_n): its first element
-        value = value.out
-    y = cap._as_tensor(out_node, value)
-    if not isinstance(y, (_Seq, _Last)) or y.pos != len(cap.layers) or not cap.layers:
-        raise UnsupportedError(f"convert: {name}.forward returns "
-                               f"{type(y).__name__.strip('_')}, not the end of a layer pipeline")
-    if isinstance(y, _Seq) and y.packed:
-        raise UnsupportedError("convert: forward returns a PackedSequence; pad it (pad_packed_sequence)")
-    if isinstance(y, _Seq) and y.axes not in (["B", "T"], ["T", "B"]):
-        raise UnsupportedError("convert: forward returns its input unchanged")
-    meta = {"source": "torch", "kind": kind, "class": name,
-            "input_layout": cap.input_layout or "batch_first",
-            "output_layout": ("batch_first" if isinstance(y, _Last) or y.axes == ["B", "T"] else "time_major"),
-            "takes_lengths": cap.takes_lengths, "batch_first": (cap.input_layout or "batch_first") == "batch_first"}
-    time = (y.step if isinstance(y, _Last) else
-            "longest" if isinstance(y, _Seq) and y.padded == "longest" else None)
-    model = Model(cap.layers, meta=meta, signature={"outputs": None, "states": cap.states, "time": time})
-    if example_input is not None:
-        _check_example(module, model, example_input)
-    return model
-
-
-def _check_example(module, model, example_input):
-    """Run the module and the converted model on example_input; refuse on a mismatch."""
-    torch = _torch()
-    ex = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
-    with torch.no_grad():
-        training = module.training
-        try:
-            ref = module.eval()(*ex)
-        finally:
-            module.train(training)
-    ref = ref[0] if isinstance(ref, (tuple, list)) else ref
-    x = ex[0].detach().cpu().numpy()
-    if model.meta["input_layout"] == "time_major":
-        x = np.swapaxes(x, 0, 1)
-    lengths = ex[1].detach().cpu().numpy() if len(ex) > 1 else None
-    y = model.predict(x, lengths=lengths)
-    r = ref.detach().cpu().float().numpy()
-    if model.meta["output_layout"] == "time_major" and r.ndim == 3:
-        r = np.swapaxes(r, 0, 1)
-    if r.shape != y.shape or not np.allclose(y, r, rtol=1e-4, atol=1e-4):
-        diff = float(np.abs(y - r).max()) if r.shape == y.shape else f"shapes {y.shape} vs {r.shape}"
-        raise UnsupportedError(f"convert: the converted {type(module).__name__} does not reproduce "
-                               f"forward(example_input) (difference {diff}); its forward does something "
-                               f"fastrnn did not capture")
-
-
-# ---------------------------------------------------------------------------------------------
-# custom modules from TorchScript archives: the scripted or traced graph, interpreted
-#
-# A TorchScript archive holds no Python class, only graphs: the module's forward and, for each
-# submodule, its own. The interpreter walks forward's graph node by node with the same abstract
-# values and the same _Capture as torch.fx capture, so both accept the same models:
-#   prim::CallMethod on a submodule      an RNN/LSTM/GRU submodule is one _Capture._rnn call;
-#                                        any other submodule's graph is interpreted in turn
-#   aten::embedding / F.embedding        Embedding;  aten::linear: Linear (Dense)
-#   activations, dropout, transpose/permute, slice/select (out[:, -1], h_n[k]), cat,
-#   pack_padded_sequence / pad_packed_sequence (scripted; calls to the functions)
-#   tuples, lists and constants
-# A traced RNN submodule returns what the trace used of (output, h_n[, c_n]): its graph's
-# return values are matched to the outputs of its aten::lstm/gru/rnn_* node. Anything else
-# (prim::If, prim::Loop, other aten ops) raises UnsupportedError naming the op and the line.
-
-_TS_RNN_OPS = ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
-
-
-class _TSNode:
-    """A TorchScript node as _Capture.fail names it: op, target, name and where (file, line)."""
-    def __init__(self, node, site):
-        self.op, self.target = "node", node.kind()
-        outs = list(node.outputs())
-        self.name = outs[0].debugName() if outs else node.kind()
-        m = re.search(r"# (.+):(\d+):\d+\s*$", str(node).splitlines()[0])
-        user = m and f"{os.sep}torch{os.sep}" not in m.group(1)
-        self.where = f" (File \"{m.group(1)}\", line {m.group(2)})" if user else site
-        self.meta = {}
-
-    @classmethod
-    def named(cls, op, target):
-        self = cls.__new__(cls)
-        self.op, self.target, self.name, self.where, self.meta = op, target, target, "", {}
-        return self
-
-
-class _Mod:
-    """A submodule, as prim::GetAttr returns it."""
-    def __init__(self, mod):
-        self.mod = mod
-
-
-class _Fn:
-    """A function constant: name, and its qualified type (torch's own functions are
-    __torch__.torch.*, or plain Function before saving)."""
-    def __init__(self, name, qual):
-        self.__name__, self.qual = name, qual
-
-
-def _ts_const(node):
-    out = node.output()
-    if "name" in node.attributeNames() and "value" not in node.attributeNames():
-        return _Fn(node.s("name"), str(out.type()))
-    return out.toIValue()
-
-
-def _full_slice(args):
-    _, _, start, end, step = (list(args) + [None] * 5)[:5]
-    return start in (None, 0) and (end is None or end >= 2**62) and step in (None, 1)
-
-
-class _ScriptCapture:
-    def __init__(self, cap):
-        self.cap = cap
-
-    def run(self, graph, inputs, site=""):
-        """Interpret `graph` on abstract `inputs`; site: where its caller is (for errors)."""
-        env = dict(zip(graph.inputs(), inputs))
-        self.block(graph.nodes(), env, site)
-        ret = [env[v] for v in graph.return_node().inputs()]
-        return ret[0] if len(ret) == 1 else tuple(ret)
-
-    def block(self, nodes, env, site):
-        for n in nodes:
-            kind = n.kind()
-            node = _TSNode(n, site)
-            outs = list(n.outputs())
-            if kind == "prim::Constant":
-                env[outs[0]] = _ts_const(n)
-                continue
-            try:
-                args = [env[v] for v in n.inputs()]
-            except KeyError:
-                self.cap.fail(node, "reads a value from an enclosing block")
-            if kind == "prim::If" and isinstance(args[0], bool):
-                # a condition known when converting (a module attribute, a constant): its branch
-                b = list(n.blocks())[0 if args[0] else 1]
-                self.block(b.nodes(), env, site)
-                env.update(zip(outs, [env[v] for v in b.returnNode().inputs()]))
-                continue
-            try:
-                res = self.node(node, n, kind, args, site)
-            except FastRNNError:
-                raise
-            except (IndexError, TypeError, KeyError, AttributeError, ValueError, RuntimeError) as e:
-                self.cap.fail(node, f"cannot be interpreted ({_line(e)})")
-            if len(outs) == 1:
-                env[outs[0]] = res
-            else:
-                if not isinstance(res, (tuple, list)) or len(res) != len(outs):
-                    self.cap.fail(node, f"gives {len(outs)} values where fastrnn has "
-                                        f"{type(res).__name__.strip('_')}")
-                env.update(zip(outs, res))
-
-    def node(self, node, n, kind, a, site):
-        cap, torch = self.cap, _torch()
-        op = kind.split("::", 1)[1]
-        if kind == "prim::GetAttr":
-            parent = a[0]
-            if not isinstance(parent, _Mod):
-                cap.fail(node, "an attribute of something that is not a module")
-            v = getattr(parent.mod, n.s("name"))
-            if isinstance(v, torch.nn.Module):
-                return _Mod(v)
-            return v                               # a parameter, or a plain attribute (training, p)
-        if kind == "prim::CallMethod":
-            return self.call(node, n, a, site)
-        if kind == "prim::CallFunction":
-            return self.function(node, a[0], a[1:])
-        if kind in ("prim::TupleConstruct", "prim::ListConstruct"):
-            return tuple(a) if kind == "prim::TupleConstruct" else list(a)
-        if kind in ("prim::TupleUnpack", "prim::ListUnpack"):
-            v = a[0]
-            return (v.out, v.states) if isinstance(v, _Ret) else tuple(v)
-        if kind in ("prim::TupleIndex", "aten::__getitem__"):
-            return cap._getitem(node, a[0], a[1])
-        if kind in ("prim::If", "prim::Loop"):
-            cap.fail(node, "data-dependent control flow is not supported")
-        if kind == "aten::embedding":             # traced: (weight, input, padding_idx, ...)
-            return cap.embedding(node, a[1], a[0], node.name)
-        if kind == "aten::linear":
-            return cap.dense(node, a[0], a[1], a[2] if len(a) > 2 else None, node.name)
-        if op in ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
-                  "contiguous", "detach", "clone", "cpu", "to"):
-            return a[0]
-        if op in ACT_FUNCS and kind.startswith("aten::"):
-            return self.act(node, op, a)
-        if kind == "aten::slice" and _full_slice(a):
-            return a[0]
-        if kind == "aten::select":
-            x, dim, i = a
-            if isinstance(x, _HN) and dim == 0:
-                return cap._getitem(node, x, i)
-            if isinstance(x, _Seq) and dim in (0, 1):
-                return cap._getitem(node, x, (slice(None),) * dim + (i,))
-        if kind == "aten::cat":
-            return cap.function(node, torch.cat, (a[0], a[1]), {})
-        if op in ("transpose", "permute", "squeeze", "view", "reshape", "flatten", "size") and kind.startswith("aten::"):
-            return cap.method(node, op, a, {})
-        if kind in ("aten::sort", "aten::_pack_padded_sequence", "aten::_pad_packed_sequence"):
-            cap.fail(node, "a traced pack_padded_sequence (the trace records its sorting and packing as "
-                           "tensor ops, for the example's lengths): save torch.jit.script(module) instead, "
-                           "or convert the module itself")
-        cap.fail(node, "is not supported (fastrnn reads Embedding, RNN/LSTM/GRU, Linear, activations, "
-                       "dropout, the last step and pack/pad)")
-
-    def act(self, node, op, a):
-        cap = self.cap
-        dim = a[1] if op in ("softmax", "log_softmax") and len(a) > 1 else None
-        alpha = None
-        if op == "leaky_relu":
-            alpha = a[1] if len(a) > 1 else 0.01
-        if op == "elu":
-            if len(a) > 2 and (a[2] != 1 or (len(a) > 3 and a[3] != 1)):
-                cap.fail(node, "elu with scale or input_scale other than 1")
-            alpha = a[1] if len(a) > 1 else 1.0
-        return cap._act(node, a[0], ACT_FUNCS[op], dim, alpha)
-
-    def function(self, node, fn, a):
-        """A scripted call of a Python function (F.log_softmax, pack_padded_sequence, ...)."""
-        cap = self.cap
-        if not isinstance(fn, _Fn) or not (fn.qual == "Function" or fn.qual.startswith("__torch__.torch.")):
-            cap.fail(node, f"a call of {getattr(fn, 'qual', fn)!r}: not one of torch's own functions")
-        name = fn.__name__
-        if name in ("pack_padded_sequence", "pad_packed_sequence"):
-            return cap.function(node, fn, tuple(a), {})
-        if name == "embedding":                    # F.embedding(input, weight, padding_idx, max_norm, ...)
-            if len(a) > 3 and a[3] is not None:
-                cap.fail(node, "Embedding(max_norm=...) renormalises rows at lookup: not supported")
-            return cap.embedding(node, a[0], a[1], node.name)
-        if name == "linear":
-            return cap.dense(node, a[0], a[1], a[2] if len(a) > 2 else None, node.name)
-        if name in ("dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d"):
-            return a[0]
-        if name in ACT_FUNCS:                      # F.softmax(input, dim, _stacklevel, dtype), ...
-            return self.act(node, name, a)
-        cap.fail(node, f"a call of {name or fn!r} is not supported")
-
-    def call(self, node, n, a, site):
-        cap = self.cap
-        sub = a[0]
-        if not isinstance(sub, _Mod):
-            cap.fail(node, "a method of something that is not a submodule")
-        here = node.where or site
-        mod = sub.mod
-        if _rnn_config(mod) is not None:
-            args = list(a[1:])
-            while args and args[-1] is None:     # scripted: forward(input, hx=None)
-                args.pop()
-            ret = cap._rnn(node, mod, args, {})
-            if hasattr(mod, "mode"):              # scripted: forward returns (output, h_n[, c_n])
-                return ret
-            g = getattr(mod, n.s("name")).graph
-            rnn = [m for m in g.nodes() if m.kind() in _TS_RNN_OPS]
-            if not rnn:
-                cap.fail(node, f"a traced {mod.original_name} without its aten call")
-            outs = list(rnn[0].outputs())         # traced: (output, h_n[, c_n]) of the aten call
-            vals = [ret.out] + (list(ret.states) if isinstance(ret.states, tuple) else [ret.states])
-
-            def pick(v):
-                if v in outs:
-                    return vals[outs.index(v)]
-                p = v.node()
-                if p.kind() == "prim::TupleConstruct":
-                    return tuple(pick(i) for i in p.inputs())
-                cap.fail(node, f"a traced {mod.original_name} whose forward returns {p.kind()}")
-            r = [pick(v) for v in g.return_node().inputs()]
-            return r[0] if len(r) == 1 else tuple(r)
-        method = getattr(mod, n.s("name"), None)
-        if method is None or not hasattr(method, "graph"):
-            cap.fail(node, f"calls {n.s('name')} of {getattr(mod, 'original_name', type(mod).__name__)}")
-        return self.run(method.graph, [sub] + list(a[1:]), here)
-
-
-def capture_script(module, example_input=None):
-    """Convert a TorchScript module of a custom nn.Module by interpreting its graph."""
-    cap = _Capture()
-    graph = module.forward.graph
-    ins = list(graph.inputs())[1:]
-    name = getattr(module, "original_name", None) or type(module).__name__
-    if not ins or len(ins) > 2:
-        raise UnsupportedError(f"convert: TorchScript {name}.forward takes {len(ins)} inputs; "
-                               f"fastrnn models take x (and optionally lengths)")
-    vals = [_Mod(module), _Seq(0, ["x0", "x1"], None)]
-    if len(ins) == 2:
-        vals.append(_Lengths())
-        cap.takes_lengths = True
-    out = _ScriptCapture(cap).run(graph, vals)
-    first = out[0] if isinstance(out, tuple) and out else out
-    return _finish(cap, first, name, "torchscript", module, example_input, _TSNode.named("return", name))

@@ -1,0 +1,778 @@
+"""PyTorch frontends: a custom nn.Module or TorchScript graph -> canonical op calls on the shared
+lowering (converters/graph.py) -> a fastrnn Model.
+
+Captures, in the order they are tried for a module (docs/pytorch.md says which each model takes;
+meta["capture"] records it):
+  torch.export   forward run on the example input with symbolic sizes (torch.export.export,
+                 non-strict, every input dimension Dim.AUTO): ATen ops only, Python resolved --
+                 len(x), x.size(0) arithmetic, devices, Variable, optional arguments, dotted
+                 calls such as nn.utils.rnn.* -- an RNN module is one aten.lstm/gru/rnn_* node
+                 with its weights. It cannot capture pack_padded_sequence (data-dependent shapes).
+  torch.fx       symbolic tracing, when torch.export fails: module calls (nn.LSTM, nn.Linear, ...)
+                 stay single nodes whose weights are read from the module, pack_padded_sequence
+                 and pad_packed_sequence are kept whole (autowrap). It needs no example, but
+                 cannot see through len() or data-dependent Python.
+  TorchScript    an archive (torch.jit.script or trace): its graph, interpreted node by node;
+                 a scripted RNN submodule (prim::CallMethod) is one recurrent op read from the
+                 submodule, a traced one is its aten::lstm node.
+Each translates its nodes to the canonical names (ATen's) and argument order, so every op is
+handled once, in converters/graph.py, whichever capture saw it.
+
+The example input is what the code passes to forward: a tensor, or the argument list
+([ids, lengths], [x, model.init_hidden(B)]); NumPy arrays are accepted. Without one, an
+example is made from the module's first layer (ids for an Embedding, floats for an RNN or a
+Linear) and, for further required arguments, full lengths or the module's init_hidden(B).
+"""
+from __future__ import annotations
+
+import inspect
+import operator
+import os
+import re
+
+import numpy as np
+
+from fastrnn.errors import FastRNNError, UnsupportedError
+
+from .. import graph as G
+from ..graph import Input, Lowering, PT
+
+EX_B, EX_T = 3, 5          # the sizes of a made-up example (distinct, and unlike most layer sizes)
+
+
+def _torch():
+    from ..torch import _torch as t
+    return t()
+
+
+def _np(t, name):
+    from ..torch import _np as conv
+    return conv(t, name)
+
+
+def _const(low, t, name):
+    """A tensor met in the graph -> a NumPy constant (float32 for floats)."""
+    torch = _torch()
+    if not isinstance(t, torch.Tensor):
+        return t
+    if t.dtype.is_floating_point:
+        return _np(t, name)
+    from ..torch import _check_storage
+    _check_storage(t, name)
+    return t.detach().cpu().numpy().copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# example inputs
+
+def example_args(module, example_input):
+    """-> (tuple of forward's arguments as tensors, made: bool)."""
+    if example_input is None:
+        return _made_example(module), True
+    ex = list(example_input) if isinstance(example_input, (list, tuple)) else [example_input]
+    return tuple(_as_tensor(a) for a in ex), False
+
+
+def _as_tensor(a):
+    torch = _torch()
+    if isinstance(a, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        return t.long() if a.dtype.kind in "iu" else t.float()
+    if isinstance(a, (list, tuple)):
+        return type(a)(_as_tensor(x) for x in a)
+    return a
+
+
+def _made_example(module):
+    torch = _torch()
+    g = torch.Generator().manual_seed(0)
+    first = None
+    for _, m in module.named_modules():
+        if isinstance(m, (torch.nn.Embedding, torch.nn.RNNBase, torch.nn.Linear, torch.nn.RNNCellBase)):
+            first = m
+            break
+    if isinstance(first, torch.nn.Embedding):
+        x = torch.randint(1, max(first.num_embeddings, 2), (EX_B, EX_T), generator=g)
+    elif isinstance(first, torch.nn.RNNBase):
+        shape = (EX_B, EX_T) if first.batch_first else (EX_T, EX_B)
+        x = torch.randn(*shape, first.input_size, generator=g)
+    elif isinstance(first, (torch.nn.Linear, torch.nn.RNNCellBase)):
+        x = torch.randn(EX_B, EX_T, getattr(first, "in_features", getattr(first, "input_size", 1)), generator=g)
+    else:
+        raise UnsupportedError(f"convert: {type(module).__name__} has no Embedding, RNN/LSTM/GRU or Linear "
+                               f"to run; nothing to convert")
+    args = [x]
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        params = []
+    for p in params:
+        if p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            break
+        name = p.name.lower()
+        if "len" in name:
+            args.append(torch.full((EX_B,), EX_T, dtype=torch.int64))
+        elif hasattr(module, "init_hidden") or hasattr(module, "initHidden"):
+            init = getattr(module, "init_hidden", None) or getattr(module, "initHidden")
+            try:
+                args.append(init(EX_B))
+            except TypeError:
+                args.append(init())
+        else:
+            raise UnsupportedError(f"convert: {type(module).__name__}.forward takes {p.name!r} as well; pass "
+                                   f"example_input=[x, {p.name}] (what your code passes to forward)")
+    return tuple(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# the common part: inputs, outputs, the Model
+
+def bind_inputs(low, leaves):
+    """Abstract values of forward's flattened tensor arguments: the first is the sequence, the
+    others Inputs until their use says what they are."""
+    torch = _torch()
+    vals = []
+    for i, (name, t) in enumerate(leaves):
+        if not isinstance(t, torch.Tensor):
+            vals.append(t)
+            continue
+        if not vals or not any(isinstance(v, PT) for v in vals):
+            shape = tuple(t.shape)
+            ids = not t.dtype.is_floating_point
+            n = len(shape) - (0 if ids else 1)
+            if n < 1 or n > 2:
+                raise UnsupportedError(f"convert: forward's input {name!r} has shape {shape}: expected "
+                                       f"(batch, time{'' if ids else ', features'}) or one sequence "
+                                       f"(time{'' if ids else ', features'})")
+            labels = ("x0", "x1")[:n]
+            for l, s in zip(labels, shape):
+                low.xsizes[l] = s
+            vals.append(PT(0, labels + (() if ids else ("F",)), None if ids else shape[-1]))
+            low.input_ids = ids
+            low.x_leaf = i
+        else:
+            vals.append(Input(i, name, tuple(t.shape)))
+    return vals
+
+
+def finish(low, result, name, kind, capture, module=None, example=None, leaves=None):
+    """The Model from the lowered forward and what it returned."""
+    from fastrnn import Model
+    from ..passes import fold
+    from fastrnn import adapters
+    if isinstance(result, dict):
+        low.errors.append("return: forward returns a dict; fastrnn models return a tensor (or a tuple whose "
+                          "first item is one)")
+    first = result
+    while isinstance(first, (tuple, list)) and first:
+        first = first[0]
+    y = None
+    if not low.errors and not isinstance(first, G.Bad):
+        try:
+            y = low.tensor(first, "a tensor computed by the layers")
+            if y.pos != len(low.layers) or not low.layers:
+                low.fail("forward returns a tensor from before its last layer" if low.layers else
+                         "forward returns its input unchanged")
+            if y.packed:
+                low.fail("forward returns a PackedSequence; pad it (pad_packed_sequence)")
+        except G.Refused as e:
+            low.errors.append(f"return: {e.why}")
+    low.raise_errors()
+    if len(low.state_inputs) and len(low.rnns) > 1:
+        raise UnsupportedError(f"convert: {name}: state arguments with {len(low.rnns)} recurrent modules: "
+                               f"fastrnn maps one module's (h, c) argument to initial_state")
+    layers = fold(low.layers)
+    out_axes = [low.lab(a) for a in y.axes]
+    in_axes = [low.lab(a) for a in ("x0", "x1") if a in low.xsizes]
+    if low.unbatched:
+        layout = "unbatched"
+    else:
+        layout = "batch_first" if low.bind.get("x0") == "B" else "time_major"
+    time = {"final": None, None: "longest" if y.padded == "longest" else None}.get(y.time, y.time)
+    meta = {"source": "torch", "kind": kind, "class": name, "capture": capture,
+            "input_layout": layout, "input_axes": adapters.axes_json(in_axes + ([] if low.input_ids else ["F"])),
+            "output_axes": adapters.axes_json(out_axes), "takes_lengths": bool(low.takes_lengths),
+            "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
+            "batch_first": layout != "time_major",
+            "output_layout": "time_major" if out_axes[:2] == ["T", "B"] else "batch_first"}
+    model = Model(layers, meta=meta, signature={"outputs": None, "states": low.states, "time": time})
+    if module is not None and example is not None:
+        check_example(module, model, example)
+    return model
+
+
+def _state_arg(low, r, role):
+    """How forward's state argument looks: its role (h or c) and shape, "B" for the batch."""
+    rnn = low.rnns[r]
+    return {"role": role, "shape": [rnn.L * rnn.D, "B", rnn.width if role == "h" else rnn.hidden]}
+
+
+def check_example(module, model, args):
+    """Run the module and the converted model on the example; refuse on a mismatch."""
+    torch = _torch()
+    from fastrnn import adapters
+    with torch.no_grad():
+        training = module.training
+        try:
+            ref = module.eval()(*args)
+        finally:
+            module.train(training)
+    while isinstance(ref, (tuple, list)):
+        ref = ref[0]
+    try:
+        kw = adapters.predict_args(model.meta, [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else
+                                                _np_tree(a) for a in args])
+        y = model.predict(**kw)
+        r = adapters.to_canonical(ref.detach().cpu().float().numpy(), model.meta["output_axes"],
+                                  kw["x"].shape[0], kw["x"].shape[1])
+    except FastRNNError as e:
+        raise UnsupportedError(f"convert: the converted {type(module).__name__} cannot run its example input "
+                               f"({e})") from None
+    if r.shape != y.shape or not np.allclose(y, r, rtol=1e-4, atol=1e-4):
+        diff = float(np.abs(y - r).max()) if r.shape == y.shape else f"shapes {y.shape} vs {r.shape}"
+        raise UnsupportedError(f"convert: the converted {type(module).__name__} does not reproduce "
+                               f"forward(example_input) (difference {diff}); its forward does something "
+                               f"fastrnn did not capture")
+
+
+def _np_tree(a):
+    torch = _torch()
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    if isinstance(a, (list, tuple)):
+        return type(a)(_np_tree(x) for x in a)
+    return a
+
+
+def _where(stack):
+    """The user's source line from a recorded stack trace (the last frame outside torch)."""
+    lines = (stack or "").strip().splitlines()
+    user = [i for i, ln in enumerate(lines) if ln.strip().startswith("File ")
+            and f"{os.sep}torch{os.sep}" not in ln and f"{os.sep}fastrnn{os.sep}" not in ln]
+    if user and user[-1] + 1 < len(lines):
+        i = user[-1]
+        return f" ({lines[i].strip()}: {lines[i + 1].strip()})"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# module calls (torch.fx and TorchScript): the canonical op of each torch.nn module
+
+def module_call(low, mod, args, kwargs, where):
+    """A call of a torch.nn module on abstract args -> its result."""
+    torch = _torch()
+    nn = torch.nn
+    nm = type(mod).__name__
+    x = args[0] if args else kwargs.get("input")
+    if isinstance(mod, nn.RNNBase):
+        return rnn_module_call(low, mod, x, args[1] if len(args) > 1 else kwargs.get("hx"), where)
+    if isinstance(mod, nn.Linear):
+        return low.call("linear", (x, _const(low, mod.weight, f"{where}.weight"),
+                                   None if mod.bias is None else _const(low, mod.bias, f"{where}.bias")), {}, where)
+    if isinstance(mod, nn.Embedding):
+        return low.call("embedding", (_const(low, mod.weight, "weight"), x, mod.padding_idx),
+                        {"max_norm": mod.max_norm}, where)
+    simple = {"Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu", "SELU": "selu", "SiLU": "silu",
+              "Softsign": "softsign", "ReLU6": "relu6", "Identity": "identity", "Dropout": "dropout",
+              "AlphaDropout": "dropout", "Dropout1d": "dropout", "Dropout2d": "dropout",
+              "FeatureAlphaDropout": "dropout"}
+    if nm in simple:
+        return low.call(simple[nm], (x,), {}, where)
+    if nm in ("Softmax", "LogSoftmax"):
+        return low.call(nm.lower(), (x, mod.dim), {}, where)
+    if nm == "ELU":
+        return low.call("elu", (x, mod.alpha), {}, where)
+    if nm == "LeakyReLU":
+        return low.call("leaky_relu", (x, mod.negative_slope), {}, where)
+    if nm == "Hardtanh":
+        return low.call("hardtanh", (x, mod.min_val, mod.max_val), {}, where)
+    if nm == "Softplus":
+        return low.call("softplus", (x, mod.beta, mod.threshold), {}, where)
+    if nm == "Flatten":
+        return low.call("flatten", (x, mod.start_dim, mod.end_dim), {}, where)
+    if nm == "Sequential":
+        for m in mod:
+            x = module_call(low, m, (x,), {}, where)
+        return x
+    return low.refuse(nm.lower(), f"module {nm} is not supported", where)
+
+
+def rnn_module_call(low, mod, x, hx, where):
+    """An nn.RNN/LSTM/GRU module call (torch.fx leaf, scripted submodule) as its ATen op; returns
+    what the module returns: (output, h_n) or (output, (h_n, c_n))."""
+    from ..torch import _rnn_config, flat_params
+    cfg = _rnn_config(mod)
+    mode = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}.get(cfg["mode"])
+    if mode is None:
+        return low.refuse("rnn", f"recurrent mode {cfg['mode']!r}", where)
+    L = int(cfg["num_layers"])
+    try:
+        params = flat_params(mod.state_dict(), "", cfg)
+    except FastRNNError as e:
+        return low.refuse(mode, str(e), where)
+    if mode == "lstm" and hx is not None and not isinstance(hx, (tuple, list)):
+        return low.refuse(mode, "an LSTM called with one state tensor (it takes (h0, c0))", where)
+    res = low.call(mode, (x, list(hx) if isinstance(hx, (tuple, list)) else hx, params, bool(cfg["bias"]), L,
+                          0.0, False, bool(cfg["bidirectional"]), bool(cfg["batch_first"])), {}, where)
+    if isinstance(res, G.Bad):
+        return res
+    return (res[0], (res[1], res[2])) if mode == "lstm" else (res[0], res[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.export
+
+def _aten_name(target):
+    schema = getattr(target, "_schema", None)
+    if schema is not None:
+        return schema.name.split("::", 1)[-1]
+    if target is operator.getitem:
+        return "getitem"
+    py = {operator.mul: "mul", operator.add: "add", operator.sub: "sub", operator.floordiv: "floordiv",
+          operator.truediv: "truediv", operator.neg: "neg"}
+    return py.get(target, getattr(target, "__name__", str(target)))
+
+
+def capture_export(module, args, name):
+    torch = _torch()
+    A = torch.export.Dim.AUTO
+
+    def dyn(a):
+        if isinstance(a, torch.Tensor):
+            return {i: A for i in range(a.ndim)}
+        if isinstance(a, (list, tuple)):
+            return type(a)(dyn(x) for x in a)
+        return None
+    import logging
+    import warnings
+    quiet = [logging.getLogger(n) for n in ("torch", "torch.fx.experimental.symbolic_shapes",
+                                            "torch._export", "torch.export")]
+    levels = [lg.level for lg in quiet]
+    try:
+        for lg in quiet:          # export logs its guesses and graph dumps; a failure is reported by us
+            lg.setLevel(logging.CRITICAL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = torch.export.export(module, tuple(args), dynamic_shapes=tuple(dyn(a) for a in args), strict=False)
+    finally:
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
+    low = Lowering(name)
+    sig = ep.graph_signature
+    consts = {}
+    for spec in sig.input_specs:
+        k = spec.kind.name
+        if k in ("PARAMETER", "BUFFER"):
+            consts[spec.arg.name] = ep.state_dict[spec.target] if spec.target in ep.state_dict else \
+                dict(module.named_buffers())[spec.target]
+        elif k == "CONSTANT_TENSOR":
+            consts[spec.arg.name] = ep.constants[spec.target]
+    user = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
+    flat, _ = torch.utils._pytree.tree_flatten(tuple(args))
+    leaves = list(zip(user, [a for a in flat]))
+    vals = dict(zip(user, bind_inputs(low, leaves)))
+    env = {}
+    out_node = None
+    nodes = list(ep.graph.nodes)
+    for n in nodes:
+        if n.op == "output":
+            out_node = n
+    need = _needed(out_node)
+    for n in nodes:
+        if n.op == "placeholder":
+            env[n] = vals[n.name] if n.name in vals else _const(low, consts[n.name], n.name)
+            continue
+        if n not in need or n.op != "call_function":
+            continue
+        args_ = torch.fx.node.map_arg(n.args, lambda a: env[a])
+        kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: env[a])
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("device", "dtype", "layout", "pin_memory",
+                                                               "memory_format", "non_blocking", "copy")}
+        env[n] = low.call(_aten_name(n.target), args_, kwargs, _where(n.meta.get("stack_trace")))
+    spec = ep.call_spec.out_spec
+    outs = [env[a] for a in out_node.args[0]]
+    result = torch.utils._pytree.tree_unflatten(outs, spec) if spec is not None else outs
+    return low, result, leaves
+
+
+def _needed(out_node):
+    need, todo = set(), [out_node]
+    while todo:
+        n = todo.pop()
+        if n in need:
+            continue
+        need.add(n)
+        todo += list(n.all_input_nodes)
+    return need
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.fx
+
+_FUNC_NAMES = {"embedding": "f_embedding"}
+
+
+def capture_fx(module, args, name):
+    import torch.fx as fx
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    tracer = fx.Tracer(autowrap_functions=(pack_padded_sequence, pad_packed_sequence))
+    tracer.record_stack_traces = True
+    graph = tracer.trace(module)
+    low = Lowering(name)
+    nodes = list(graph.nodes)
+    out_node = next(n for n in nodes if n.op == "output")
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    leaves, given = [], list(args)
+    for i, p in enumerate(placeholders):
+        if i < len(given):
+            leaves.append((p.target, given[i]))
+        else:
+            leaves.append((p.target, p.args[0] if p.args else None))     # the default value
+    flat = []
+    for nm, v in leaves:                     # a (h, c) argument: two leaves, rebuilt below
+        if isinstance(v, (tuple, list)):
+            flat += [(f"{nm}_{j}", x) for j, x in enumerate(v)]
+        else:
+            flat.append((nm, v))
+    vals = bind_inputs(low, flat)
+    it = iter(vals)
+    env = {}
+    for p, (_, v) in zip(placeholders, leaves):
+        env[p] = type(v)(next(it) for _ in v) if isinstance(v, (tuple, list)) else next(it)
+    need = _needed(out_node)
+    for n in nodes:
+        if n not in need or n.op in ("placeholder", "output"):
+            continue
+        where = _where(n.meta.get("stack_trace")) if hasattr(n, "meta") else ""
+        a = fx.node.map_arg(n.args, lambda v: env[v])
+        k = fx.node.map_arg(n.kwargs, lambda v: env[v])
+        if n.op == "get_attr":
+            env[n] = _const(low, _attr(module, n.target), n.target)
+        elif n.op == "call_module":
+            env[n] = module_call(low, module.get_submodule(n.target), a, k, where)
+        elif n.op == "call_function":
+            env[n] = fx_function(low, n.target, a, k, where)
+        elif n.op == "call_method":
+            env[n] = fx_method(low, n.target, a, k, where)
+    result = fx.node.map_arg(out_node.args[0], lambda v: env[v])
+    return low, result, flat
+
+
+def _attr(module, target):
+    obj = module
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class _Token:
+    """x.device, x.dtype: only ever passed on to zeros(..., device=...)."""
+
+
+def fx_function(low, fn, a, k, where):
+    torch = _torch()
+    F = torch.nn.functional
+    name = getattr(fn, "__name__", str(fn))
+    if fn is getattr:
+        obj, attr = a[0], a[1]
+        if attr == "shape":
+            return low.call("size", (obj,), {}, where)
+        if attr in ("device", "dtype", "is_cuda", "layout"):
+            return _Token()
+        if attr == "data":
+            return obj
+        return low.refuse("getattr", f"attribute {attr!r} of {G._what(obj)}", where)
+    if fn is len:
+        return low.call("len", (a[0],), {}, where)
+    if fn in (operator.getitem,):
+        return low.call("getitem", a, {}, where)
+    ops = {operator.add: "add", operator.sub: "sub", operator.mul: "mul", operator.truediv: "div",
+           operator.floordiv: "floordiv", operator.neg: "neg", operator.iadd: "add", operator.imul: "mul"}
+    if fn in ops:
+        return low.call(ops[fn], a, k, where)
+    if fn is F.embedding or name == "embedding" and getattr(fn, "__module__", "").endswith("functional"):
+        inp, w = a[0], a[1]
+        return low.call("embedding", (w, inp) + tuple(a[2:3]), {"max_norm": k.get("max_norm", a[3] if len(a) > 3 else None)},
+                        where)
+    if name in ("softmax", "log_softmax"):
+        return low.call(name, (a[0], k.get("dim", a[1] if len(a) > 1 else None)), {}, where)
+    if name == "dropout" or name in ("alpha_dropout", "feature_alpha_dropout", "dropout1d"):
+        return a[0]
+    if name in ("pack_padded_sequence", "pad_packed_sequence"):
+        return low.call(name, a, k, where)
+    if name in ("Variable",):
+        return a[0]
+    if name in ("zeros", "ones", "full", "randn", "rand", "empty"):
+        k = {kk: v for kk, v in k.items() if kk == "fill_value"}
+        return low.call(name, a, k, where)
+    k = {kk: v for kk, v in k.items() if not isinstance(v, _Token) and kk not in ("device", "dtype", "inplace")}
+    return low.call(name, a, k, where)
+
+
+def fx_method(low, name, a, k, where):
+    k = {kk: v for kk, v in k.items() if not isinstance(v, _Token) and kk not in ("device", "dtype", "non_blocking")}
+    if name == "to":
+        return a[0]
+    if name in ("new_zeros", "new_ones", "new_empty", "new_full"):
+        return low.call(name, a, {}, where)
+    if name == "size" and len(a) == 1 and "dim" in k:
+        a, k = (a[0], k["dim"]), {}
+    if name in ("type", "type_as", "float", "double", "cpu", "cuda", "long", "int"):
+        return a[0]
+    if name in ("softmax", "log_softmax"):
+        return low.call(name, (a[0], k.get("dim", a[1] if len(a) > 1 else None)), {}, where)
+    return low.call(name, a, k, where)
+
+
+# ---------------------------------------------------------------------------------------------
+# TorchScript graphs
+
+class _Mod:
+    """A submodule, as prim::GetAttr returns it."""
+    def __init__(self, mod):
+        self.mod = mod
+
+
+class _Fn:
+    """A function constant: its name and qualified type."""
+    def __init__(self, name, qual):
+        self.name, self.qual = name, qual
+
+
+def _ts_where(node, site):
+    m = re.search(r"# (.+):(\d+):\d+\s*$", str(node).splitlines()[0])
+    if m and f"{os.sep}torch{os.sep}" not in m.group(1):
+        return f" (File \"{m.group(1)}\", line {m.group(2)})"
+    return site
+
+
+def _ts_const(node):
+    out = node.output()
+    if "name" in node.attributeNames() and "value" not in node.attributeNames():
+        return _Fn(node.s("name"), str(out.type()))
+    v = out.toIValue()
+    torch = _torch()
+    if isinstance(v, torch.Tensor):
+        return _const(None, v, "constant")
+    return v
+
+
+_PY_OPS = {"aten::eq": operator.eq, "aten::ne": operator.ne, "aten::lt": operator.lt, "aten::gt": operator.gt,
+           "aten::le": operator.le, "aten::ge": operator.ge, "aten::__is__": operator.is_,
+           "aten::__isnot__": operator.is_not, "aten::__not__": operator.not_, "aten::mul": operator.mul,
+           "aten::add": operator.add, "aten::sub": operator.sub, "aten::floordiv": operator.floordiv,
+           "aten::__and__": operator.and_, "aten::__or__": operator.or_, "aten::neg": operator.neg}
+
+
+class ScriptCapture:
+    def __init__(self, low):
+        self.low = low
+
+    def run(self, graph, inputs, site=""):
+        env = dict(zip(graph.inputs(), inputs))
+        self.block(graph.nodes(), env, site)
+        ret = [env[v] for v in graph.return_node().inputs()]
+        return ret[0] if len(ret) == 1 else tuple(ret)
+
+    def block(self, nodes, env, site):
+        for n in nodes:
+            kind = n.kind()
+            outs = list(n.outputs())
+            where = _ts_where(n, site)
+            if kind == "prim::Constant":
+                env[outs[0]] = _ts_const(n)
+                continue
+            try:
+                args = [env[v] for v in n.inputs()]
+            except KeyError:
+                res = self.low.refuse(kind, "reads a value from an enclosing block", where)
+                env.update({o: res for o in outs})
+                continue
+            if kind == "prim::If" and isinstance(args[0], bool):
+                b = list(n.blocks())[0 if args[0] else 1]
+                self.block(b.nodes(), env, site)
+                env.update(zip(outs, [env[v] for v in b.returnNode().inputs()]))
+                continue
+            res = self.node(n, kind, args, where)
+            if len(outs) == 1:
+                env[outs[0]] = res
+            elif isinstance(res, G.Bad):
+                env.update({o: res for o in outs})
+            elif isinstance(res, (tuple, list)) and len(res) == len(outs):
+                env.update(zip(outs, res))
+            else:
+                bad = self.low.refuse(kind, f"gives {len(outs)} values where fastrnn has {G._what(res)}", where)
+                env.update({o: bad for o in outs})
+
+    def node(self, n, kind, a, where):
+        low = self.low
+        torch = _torch()
+        if G._has_bad(a):
+            return G.Bad()
+        if kind == "prim::GetAttr":
+            parent = a[0]
+            if not isinstance(parent, _Mod):
+                return low.refuse(kind, "an attribute of something that is not a module", where)
+            v = getattr(parent.mod, n.s("name"))
+            if isinstance(v, torch.nn.Module):
+                return _Mod(v)
+            return _const(low, v, n.s("name")) if isinstance(v, torch.Tensor) else v
+        if kind == "prim::CallMethod":
+            return self.call(n, a, where)
+        if kind == "prim::CallFunction":
+            return self.function(a[0], a[1:], where)
+        if kind in ("prim::TupleConstruct", "prim::ListConstruct"):
+            return tuple(a) if kind == "prim::TupleConstruct" else list(a)
+        if kind in ("prim::TupleUnpack", "prim::ListUnpack"):
+            return tuple(a[0])
+        if kind == "prim::TupleIndex":
+            return low.call("getitem", (a[0], a[1]), {}, where)
+        if kind in ("prim::NumToTensor", "aten::Int", "aten::ScalarImplicit", "aten::Float", "prim::device",
+                    "prim::dtype", "aten::detach", "prim::unchecked_cast", "aten::IntImplicit"):
+            return a[0] if a else None
+        if kind == "prim::RaiseException":
+            return None
+        if kind in ("prim::If", "prim::Loop"):
+            return low.refuse(kind, "data-dependent control flow is not supported", where)
+        if kind in _PY_OPS and all(not isinstance(v, (G.PT, G.HN, np.ndarray, G.Zeros, G.Input)) for v in a):
+            return _PY_OPS[kind](*a)
+        if kind == "aten::__getitem__":
+            return low.call("getitem", (a[0], a[1]), {}, where)
+        if kind == "aten::len":
+            return low.call("len", (a[0],), {}, where)
+        if kind in ("aten::sort", "aten::_pack_padded_sequence", "aten::_pad_packed_sequence"):
+            return low.refuse(kind, "a traced pack_padded_sequence (the trace records its sorting and packing as "
+                                    "tensor ops, for the example's lengths): save torch.jit.script(module) "
+                                    "instead, or convert the module itself", where)
+        if kind == "aten::size" and len(a) == 1:
+            return low.call("size", (a[0],), {}, where)
+        if kind.startswith("aten::"):
+            op = kind.split("::", 1)[1]
+            if op in ("zeros", "ones", "empty", "full", "randn", "rand"):
+                a = a[:2] if op == "full" else a[:1]
+            elif op in ("zeros_like", "ones_like", "new_zeros", "new_ones", "new_empty"):
+                a = a[:2] if op.startswith("new_") else a[:1]
+            elif op == "to":
+                return a[0]
+            elif op in ("softmax", "log_softmax"):
+                a = a[:2]
+            elif op == "dropout" or op == "feature_dropout":
+                return a[0]
+            return low.call(op, tuple(a), {}, where)
+        return low.refuse(kind, "is not supported", where)
+
+    def function(self, fn, a, where):
+        low = self.low
+        if not isinstance(fn, _Fn) or not (fn.qual == "Function" or fn.qual.startswith("__torch__.torch.")):
+            return low.refuse("call", f"a call of {getattr(fn, 'qual', fn)!r}: not one of torch's own functions",
+                              where)
+        name = fn.name
+        if name == "embedding":                    # F.embedding(input, weight, padding_idx, max_norm, ...)
+            return low.call("embedding", (a[1], a[0]), {"max_norm": a[3] if len(a) > 3 else None}, where)
+        if name in ("dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d"):
+            return a[0]
+        if name in ("softmax", "log_softmax"):
+            return low.call(name, (a[0], a[1] if len(a) > 1 else None), {}, where)
+        return low.call(name, tuple(a), {}, where)
+
+    def call(self, n, a, where):
+        low = self.low
+        sub = a[0]
+        if not isinstance(sub, _Mod):
+            return low.refuse("prim::CallMethod", "a method of something that is not a submodule", where)
+        mod = sub.mod
+        from ..torch import _rnn_config
+        if _rnn_config(mod) is not None and hasattr(mod, "mode"):      # scripted RNN module
+            args = list(a[1:])
+            while args and args[-1] is None:
+                args.pop()
+            return rnn_module_call(low, mod, args[0], args[1] if len(args) > 1 else None, where)
+        method = getattr(mod, n.s("name"), None)
+        if method is None or not hasattr(method, "graph"):
+            return low.refuse("prim::CallMethod", f"calls {n.s('name')} of "
+                                                  f"{getattr(mod, 'original_name', type(mod).__name__)}", where)
+        return self.run(method.graph, [sub] + list(a[1:]), where)
+
+
+def capture_script(module, name):
+    torch = _torch()
+    low = Lowering(name)
+    graph = module.forward.graph
+    ins = list(graph.inputs())[1:]
+    if not ins:
+        raise UnsupportedError(f"convert: TorchScript {name}.forward takes no input")
+    leaves = []
+    for v in ins:
+        t = v.type()
+        if "Tensor" in str(t) and "Optional" not in str(t) and "Tuple" not in str(t):
+            ex = torch.zeros((EX_B, EX_T), dtype=torch.int64)
+            leaves.append((v.debugName(), ex))
+        else:
+            leaves.append((v.debugName(), None))
+    # the sequence's kind (ids or floats) and rank are unknown in a graph: made known by a first
+    # pass over its uses (an embedding reads ids; otherwise floats of the first RNN's width)
+    first = _script_input_kind(module)
+    leaves[0] = (leaves[0][0], first)
+    vals = bind_inputs(low, leaves)
+    out = ScriptCapture(low).run(graph, [_Mod(module)] + vals)
+    return low, out, leaves
+
+
+def _script_input_kind(module):
+    """An example tensor standing for a TorchScript module's input: ids when its first layer is
+    an embedding, floats of the first recurrent or linear layer's width otherwise."""
+    torch = _torch()
+    for _, m in module.named_modules():
+        on = getattr(m, "original_name", type(m).__name__)
+        if on == "Embedding":
+            return torch.zeros((EX_B, EX_T), dtype=torch.int64)
+        if on in ("LSTM", "GRU", "RNN"):
+            size = m.weight_ih_l0.shape[1]
+            return torch.zeros((EX_B, EX_T, size))
+        if on == "Linear":
+            return torch.zeros((EX_B, EX_T, m.weight.shape[1]))
+    return torch.zeros((EX_B, EX_T, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+def convert_module(module, example_input=None, kind="module"):
+    """A custom nn.Module -> Model: torch.export, else torch.fx (module note)."""
+    name = type(module).__name__
+    args, made = example_args(module, example_input)
+    training = module.training
+    module.eval()
+    try:
+        try:
+            low, result, leaves = capture_export(module, args, name)
+            capture = "torch.export"
+        except FastRNNError:
+            raise
+        except Exception as e_export:  # noqa: BLE001 - export fails in many ways; fx may still capture
+            try:
+                low, result, leaves = capture_fx(module, args, name)
+                capture = "torch.fx"
+            except FastRNNError:
+                raise
+            except Exception as e_fx:  # noqa: BLE001
+                raise UnsupportedError(
+                    f"convert: {name}.forward cannot be captured: torch.export says "
+                    f"{_first_line(e_export)}; torch.fx says {_first_line(e_fx)}") from None
+        return finish(low, result, name, kind, capture, module, None if made else args, leaves)
+    finally:
+        module.train(training)
+
+
+def convert_script(module, example_input=None):
+    name = getattr(module, "original_name", None) or type(module).__name__
+    low, result, leaves = capture_script(module, name)
+    args = None
+    if example_input is not None:
+        args, _ = example_args(module, example_input)
+    return finish(low, result, name, "torchscript", "torchscript", module, args, leaves)
+
+
+def _first_line(e):
+    s = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {s[0][:300] if s else ''}"

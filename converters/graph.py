@@ -1,0 +1,1183 @@
+"""The importers' shared lowering: a captured tensor graph, op by op, into the fastrnn pipeline.
+
+A frontend (converters/frontends/) walks what its capture recorded -- a torch.export ATen graph,
+a torch.fx graph of module calls, a TorchScript graph -- and calls Lowering.call(op, args) for
+each node, with the canonical op name (ATen's, without namespace and overload: "linear",
+"lstm", "view", "select", ...) and ATen's argument order. The handler of each op (registered
+with @handles, converters/registry.py) runs it on ABSTRACT values, which say what a tensor is in
+terms of the pipeline being built rather than holding data:
+
+  PT     a tensor computed from the pipeline: its position (how many layers existed when it
+         was made), the meaning of each of its axes ("B" batch, "T" time, "F" features, "1" a
+         unit axis, a tuple for axes flattened together such as ("T", "B"); "x0"/"x1" for the
+         input's axes until the first recurrent layer says which is batch and which is time),
+         its time selection (the final step, the last step, max(lengths) steps), packed /
+         padded (pack_padded_sequence), and a pending column order (features of a concat taken
+         in another order).
+  HN     h_n or c_n of a recurrent op: its rows are native states (layer k, direction d) of
+         the pipeline, its axes among "S" (the stacked rows), "B", "F".
+  Zeros  a tensor of zeros made in forward (an initial state): only its shape matters.
+  Input  a forward argument other than the sequence, until its use says what it is:
+         the lengths of pack_padded_sequence, or an initial state of a recurrent op.
+  Size   an int from the example input that remembers whether it is the batch or time size.
+  numpy arrays are constants (weights, folded values); Python scalars, tuples and lists are
+  themselves.
+
+Layer ops (embedding, linear, activations, recurrent ops, scalar and per-feature arithmetic)
+append a layer when their input is the end of the pipeline; layout ops (transpose, view,
+squeeze, select of the last step, cat of final states, ...) only change the abstract value.
+Layout that reaches the model's output is the output adapter: predict returns the canonical
+batch-major (B, T, F) / (B, F) whatever the source's axes, and meta records the source's axes
+(fastrnn/adapters.py turns one into the other, for --check and for comparing an example).
+
+A node that cannot be lowered is recorded with its source line and the walk goes on (its
+result is Bad, and nodes that read a Bad value are skipped); at the end ONE UnsupportedError
+lists every refused node. After the walk, passes fold what the walk appended one op at a time
+(scalar affine maps and per-feature scales into the neighbouring Dense, activations into the
+Dense before them): converters/passes.py.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from fastrnn import ir
+from fastrnn.errors import FastRNNError, UnsupportedError
+
+from .registry import handler, handles
+
+# ---------------------------------------------------------------------------------------------
+# abstract values
+
+
+class Size(int):
+    """An int (its value at the example input) that remembers its meaning: sym "B", "T", a
+    product such as "B*T", or None for a plain number."""
+
+    def __new__(cls, v, sym=None):
+        self = int.__new__(cls, v)
+        self.sym = sym
+        return self
+
+    def _combine(self, other, op, sign):
+        v = op(int(self), int(other))
+        a, b = self.sym, getattr(other, "sym", None)
+        if sign == "*" and a and b:
+            return Size(v, f"{a}*{b}")
+        if sign == "*" and (a or b) and not (a and b):
+            return Size(v, None)
+        return v
+
+    def __mul__(self, o):
+        return self._combine(o, operator.mul, "*") if isinstance(o, int) else NotImplemented
+
+    __rmul__ = __mul__
+
+    def __repr__(self):
+        return f"{int(self)}{'<' + self.sym + '>' if self.sym else ''}"
+
+
+@dataclass(frozen=True)
+class PT:
+    """A tensor of the pipeline (module note)."""
+    pos: int
+    axes: tuple
+    width: int | None                 # size of the "F" axis (None: ids, no feature axis)
+    time: str | None = None           # None | "final" | "last" | "longest" | "longest_last"
+    packed: bool = False
+    padded: str | None = None         # pad_packed_sequence: "longest" (max(lengths)) | "T"
+    cols: tuple | None = None         # ((start, stop), ...): features = these pipeline columns
+
+
+@dataclass(frozen=True)
+class HN:
+    """h_n / c_n rows (module note). parts: ((k, d), ...) per row of the "S" axis."""
+    parts: tuple
+    axes: tuple
+    width: int
+    kind: str                         # "h" | "c"
+    rnn: int                          # which recurrent call made it
+    pos: int
+
+
+@dataclass(frozen=True)
+class Zeros:
+    shape: tuple
+
+
+@dataclass(frozen=True)
+class Input:
+    index: int
+    name: str
+    shape: tuple
+
+
+class Lengths:
+    pass
+
+
+class Bad:
+    """The result of a node that was refused (its error is recorded once)."""
+
+
+@dataclass
+class _Rnn:
+    """One recurrent op call: its IR layers are layers[first:last + 1]."""
+    first: int
+    last: int
+    L: int
+    D: int
+    width: int                        # h's width (proj_size or hidden)
+    hidden: int
+    lstm: bool
+    state0: int                       # native index of its first state
+
+
+class Refused(Exception):
+    def __init__(self, why):
+        super().__init__(why)
+        self.why = why
+
+
+# ---------------------------------------------------------------------------------------------
+# the lowering
+
+class Lowering:
+    """Builds the pipeline from canonical op calls (module note). The frontend binds the
+    inputs (bind_x, Input values), calls call() per node in order, then finish()."""
+
+    def __init__(self, name):
+        self.name = name
+        self.layers = []
+        self.rnns = []
+        self.states = []              # signature states (torch: per RNN call, h and c stacks)
+        self.nstates = 0
+        self.bind = {}                # "x0"/"x1" -> "B"/"T"
+        self.xsizes = {}              # "x0"/"x1" -> the example input's size
+        self.input_ids = None
+        self.takes_lengths = False
+        self.unbatched = False
+        self.state_inputs = {}        # Input.index -> (rnn index, "h" | "c" | "hc")
+        self.errors = []
+        self.where = ""
+
+    # ---- helpers ------------------------------------------------------------------------
+    def fail(self, why):
+        raise Refused(why)
+
+    def lab(self, a):
+        """An axis label with the input's labels resolved once bound."""
+        if isinstance(a, tuple):
+            return tuple(self.lab(x) for x in a)
+        return self.bind.get(a, a)
+
+    def size(self, a):
+        a = self.lab(a)
+        if isinstance(a, tuple):
+            return int(np.prod([self.size(x) for x in a]))
+        if a in self.xsizes:
+            return self.xsizes[a]
+        return {"B": self.xsizes.get(self._label_of("B"), 1), "T": self.xsizes.get(self._label_of("T"), 1),
+                "1": 1}.get(a)
+
+    def _label_of(self, meaning):
+        for k, v in self.bind.items():
+            if v == meaning:
+                return k
+        return None
+
+    def shape(self, v):
+        """The example shape of a PT or HN."""
+        if isinstance(v, PT):
+            return tuple(v.width if a == "F" else self.size(a) for a in v.axes)
+        if isinstance(v, HN):
+            return tuple(self._hn_size(v, a) for a in v.axes)
+        if isinstance(v, Zeros):
+            return v.shape
+        if isinstance(v, Input):
+            return v.shape
+        if isinstance(v, np.ndarray):
+            return v.shape
+        self.fail(f"expects a tensor, got {_what(v)}")
+
+    def _hn_size(self, v, a):
+        if isinstance(a, tuple):
+            return int(np.prod([self._hn_size(v, x) for x in a]))
+        return {"S": len(v.parts), "F": v.width, "B": self.size("B"), "1": 1}[a]
+
+    def at_end(self, x):
+        if x.pos != len(self.layers):
+            self.fail("reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline")
+
+    def tensor(self, x, what="a tensor of the pipeline"):
+        """x as a PT: rows of h_n of the top layer become the last recurrent layer's final step."""
+        if isinstance(x, HN):
+            return self._final(x)
+        if not isinstance(x, PT):
+            self.fail(f"expects {what}, got {_what(x)}")
+        return x
+
+    def _final(self, v):
+        """h_n rows (B, F) or (B, S*F) -> the pipeline's final step, when they are the top
+        layer's directions of the latest recurrent op, with nothing after it."""
+        if v.kind != "h":
+            self.fail("uses c_n as a tensor of the pipeline (only h_n rows are outputs of the layers)")
+        axes = tuple(self.lab(a) for a in v.axes)
+        if axes not in (("B", "F"), ("B", ("S", "F"))):
+            self.fail(f"uses h_n with axes {_axes_str(axes)} as a pipeline tensor; take rows (h_n[-1]) or "
+                      f"flatten them per batch row")
+        r = self.rnns[v.rnn]
+        if v.rnn != len(self.rnns) - 1 or v.pos != len(self.layers) or r.last != len(self.layers) - 1:
+            self.fail("uses the final state of a recurrent layer that is not the last layer so far")
+        top = [(r.state0 + 2 * (r.L - 1) if r.lstm else r.state0 + r.L - 1, d) for d in range(r.D)]
+        parts = list(v.parts)
+        if sorted(parts) != top or len(parts) != r.D:
+            self.fail("uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; "
+                      "torch.cat([h_n[-2], h_n[-1]], 1) for two)")
+        layer = self.layers[-1]
+        layer.return_sequences = False
+        cols = None
+        if parts != top:                # [backward, forward]: the engine's columns swapped
+            H = r.width
+            cols = tuple((d * H, (d + 1) * H) for _, d in parts)
+        return PT(len(self.layers), ("B", "F"), r.width * r.D, time="final", cols=cols)
+
+    def append(self, layer, x, width=None):
+        """Append a layer that acts on x's features; -> the new end, x's axes kept."""
+        self.layers.append(layer)
+        return replace(x, pos=len(self.layers), width=width if width is not None else x.width, cols=None,
+                       packed=x.packed)
+
+    def feature_axis(self, x, dim):
+        """Resolve dim of x to its index and check it is the feature axis."""
+        n = len(x.axes)
+        if not isinstance(dim, int) or not -n <= dim < n:
+            self.fail(f"dim {dim!r} of a {n}-dimensional tensor")
+        return dim % n
+
+    # ---- driving ------------------------------------------------------------------------
+    def call(self, op, args, kwargs, where=""):
+        """Lower one node; -> its abstract result (Bad when refused; the error is recorded)."""
+        if _has_bad(args) or _has_bad(kwargs):
+            return Bad()
+        fn = handler(op)
+        self.where = where
+        try:
+            if fn is None:
+                self.fail(f"op {op!r} is not supported{_hint(op)}")
+            return fn(self, *args, **kwargs)
+        except Refused as e:
+            self.errors.append(f"{op}{where}: {e.why}")
+            return Bad()
+        except FastRNNError as e:
+            self.errors.append(f"{op}{where}: {e}")
+            return Bad()
+        except (IndexError, TypeError, KeyError, ValueError, AttributeError) as e:
+            self.errors.append(f"{op}{where}: cannot be interpreted ({type(e).__name__}: {e})")
+            return Bad()
+
+    def refuse(self, op, why, where=""):
+        self.errors.append(f"{op}{where}: {why}")
+        return Bad()
+
+    def raise_errors(self):
+        if self.errors:
+            n = len(self.errors)
+            head = (f"convert: {self.name}: {n} operation{'s' if n > 1 else ''} cannot be lowered to "
+                    f"fastrnn's pipeline:")
+            raise UnsupportedError(head + "".join(f"\n  - {e}" for e in self.errors))
+
+    # ---- recurrent layers ---------------------------------------------------------------
+    def recurrent(self, mode, x, hx, params, has_biases, num_layers, bidirectional, batch_first, proj_size=0):
+        """A torch-layout recurrent op (ATen lstm/gru/rnn_tanh/rnn_relu): params flat, per layer
+        and direction W_ih, W_hh, (b_ih, b_hh), (W_hr). -> (output PT, h_n HN, c_n HN or None)."""
+        if not isinstance(x, PT):
+            self.fail(f"a recurrent layer reads {_what(x)}, not a sequence of the pipeline")
+        if x.padded:
+            self.fail("a recurrent layer reading pad_packed_sequence's output unpacked runs over the padding; "
+                      "pack it again (pack_padded_sequence)")
+        if x.time is not None:
+            self.fail("a recurrent layer after the last step was taken (a sequence is needed)")
+        self.at_end(x)
+        L, D = int(num_layers), 2 if bidirectional else 1
+        per = (4 if has_biases else 2) + (1 if proj_size else 0)
+        if not isinstance(params, (list, tuple)) or len(params) != L * D * per:
+            self.fail(f"expected {L * D * per} weight tensors for {L} layers x {D} directions, got "
+                      f"{len(params) if isinstance(params, (list, tuple)) else _what(params)}")
+        if not all(isinstance(p, np.ndarray) for p in params):
+            self.fail("recurrent weights that are not constants (computed in forward)")
+        axes = tuple(self.lab(a) for a in x.axes)
+        want = ("B", "T", "F") if batch_first else ("T", "B", "F")
+        if len(axes) == 2 and axes[-1] == "F":       # one unbatched sequence (T, F)
+            axes = (axes[0], "1", "F") if not batch_first else ("1", axes[0], "F")
+            self.unbatched = True
+        if len(axes) != 3 or axes[2] != "F":
+            self.fail(f"a recurrent layer reads a tensor with axes {_axes_str(axes)}; expected {_axes_str(want)}")
+        for a, w in zip(axes[:2], want[:2]):
+            if a == w:
+                continue
+            if a in ("x0", "x1") and a not in self.bind and w not in self.bind.values():
+                self.bind[a] = w
+            elif a == "1" and w == "B" and "B" not in self.bind.values():
+                self.unbatched = True                # an unsqueezed unit axis plays the batch
+            else:
+                self.fail(f"{mode} with batch_first={bool(batch_first)} reads a tensor with axes "
+                          f"{_axes_str(axes)} (expected {_axes_str(want)})")
+        width = x.width
+        if x.cols is not None:
+            params = list(params)                      # layer 0's W_ih of each direction
+            for d in range(D):
+                params[d * per] = permute_columns(params[d * per], x.cols)
+        layers = torch_layers(mode, params, L, D, has_biases, proj_size)
+        if layers[0].input_size != width:
+            self.fail(f"a recurrent layer of {layers[0].input_size} inputs reads {width} features")
+        first = len(self.layers)
+        r = _Rnn(first, first + L - 1, L, D, layers[-1].state_size, layers[-1].hidden_size, mode == "lstm",
+                 self.nstates)
+        self._initial_state(hx, r)
+        self.layers += layers
+        h, c = [], []
+        for l in range(L):
+            k0 = r.state0 + (2 * l if r.lstm else l)
+            h += [(k0, d) for d in range(D)]
+            c += [(k0 + 1, d) for d in range(D)] if r.lstm else []
+        self.states.append({"parts": [list(p) for p in h], "stack": True})
+        if c:
+            self.states.append({"parts": [list(p) for p in c], "stack": True})
+        self.nstates += L * (2 if r.lstm else 1)
+        self.rnns.append(r)
+        idx, pos = len(self.rnns) - 1, len(self.layers)
+        out = PT(pos, x.axes if not self.unbatched or len(x.axes) == 3 else x.axes, D * r.width, packed=x.packed)
+        hn = HN(tuple(h), ("S", "B", "F"), r.width, "h", idx, pos)
+        cn = HN(tuple(c), ("S", "B", "F"), r.hidden, "c", idx, pos) if c else None
+        return out, hn, cn
+
+    def _initial_state(self, hx, r):
+        """hx: None or zeros (nothing to do), or forward's own state argument(s) -> predict's
+        initial_state (recorded in state_inputs)."""
+        items = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+        for i, v in enumerate(items):
+            if v is None or isinstance(v, Zeros):
+                continue
+            if isinstance(v, np.ndarray) and not v.any():
+                continue
+            if isinstance(v, Input):
+                role = "hc"[i] if r.lstm and len(items) == 2 else "h"
+                if v.index in self.state_inputs:
+                    self.fail("one state argument initialises two recurrent layers")
+                self.state_inputs[v.index] = (len(self.rnns), role)
+                continue
+            self.fail(f"an initial state that is {_what(v)}: only zeros or a state passed to forward "
+                      f"(predict's initial_state) are supported")
+
+
+def torch_layers(mode, params, L, D, has_biases, proj_size):
+    """ir.Recurrent layers from torch-layout weights: params flat in ATen's order, per layer and
+    direction W_ih, W_hh, (b_ih, b_hh), (W_hr) (torch's layout is the IR's: no reordering)."""
+    cell = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn"}[mode]
+    act = "relu" if mode == "rnn_relu" else "tanh"
+    per = (4 if has_biases else 2) + (1 if proj_size else 0)
+    layers, k = [], 0
+    for l in range(L):
+        ws = []
+        for d in range(D):
+            p = params[k:k + per]
+            k += per
+            w = {"W_ih": p[0], "W_hh": p[1]}
+            if has_biases:
+                w["b_ih"], w["b_hh"] = p[2], p[3]
+            if proj_size:
+                w["W_hr"] = p[-1]
+            ws.append(w)
+        try:
+            layers.append(ir.Recurrent(cell, ws, direction="bidirectional" if D == 2 else "forward",
+                                       activations=[[act]] if cell == "rnn" else None, return_sequences=True))
+        except FastRNNError as e:
+            raise type(e)(f"layer {l}: {e}") from None
+    return layers
+
+
+def permute_columns(W, cols):
+    """W (out, in) reading features in `cols` order -> W reading the pipeline's own order."""
+    idx = np.concatenate([np.arange(a, b) for a, b in cols])
+    W2 = np.empty_like(W)
+    W2[:, idx] = W
+    return W2
+
+
+def _has_bad(v):
+    if isinstance(v, Bad):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(_has_bad(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_bad(x) for x in v.values())
+    return False
+
+
+def _what(v):
+    if isinstance(v, PT):
+        return "a tensor of the pipeline"
+    if isinstance(v, HN):
+        return f"{v.kind}_n"
+    if isinstance(v, np.ndarray):
+        return f"a constant of shape {v.shape}"
+    if isinstance(v, Input):
+        return f"the argument {v.name!r}"
+    return type(v).__name__
+
+
+def _axes_str(axes):
+    return "(" + ", ".join("*".join(a) if isinstance(a, tuple) else a for a in axes) + ")"
+
+
+_HINTS = {
+    "mean": "; pooling over time is not supported yet",
+    "amax": "; pooling over time is not supported yet",
+    "max": "; pooling over time is not supported yet",
+    "sum": "; pooling over time is not supported yet",
+    "conv1d": "; convolutions are not supported yet",
+    "convolution": "; convolutions are not supported yet",
+    "layer_norm": "; normalisation inside the pipeline is not supported",
+}
+
+
+def _hint(op):
+    return _HINTS.get(op, "")
+
+
+# ---------------------------------------------------------------------------------------------
+# handlers: pass-through
+
+@handles("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d",
+         "contiguous", "clone", "detach", "cpu", "alias", "lift_fresh_copy", "_to_copy", "to", "float",
+         "requires_grad_", "type_as", "cuda", "identity")
+def _identity(low, x, *args, **kwargs):
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        return x.astype(np.float32)
+    return x
+
+
+@handles("size", "sym_size", "dim")
+def _size(low, x, dim=None):
+    if isinstance(x, (PT, HN, Zeros, Input, np.ndarray)):
+        shp = low.shape(x)
+        if dim is None:
+            return tuple(_sized(low, x, i, s) for i, s in enumerate(shp))
+        n = len(shp)
+        if not -n <= dim < n:
+            low.fail(f"size({dim}) of a {n}-dimensional tensor")
+        return _sized(low, x, dim % n, shp[dim % n])
+    low.fail(f"size of {_what(x)}")
+
+
+def _sized(low, x, i, s):
+    if isinstance(x, PT):
+        a = low.lab(x.axes[i])
+        return Size(s, a if a in ("B", "T") else "*".join(a) if isinstance(a, tuple) else None)
+    if isinstance(x, HN) and low.lab(x.axes[i]) == "B":
+        return Size(s, "B")
+    return s
+
+
+@handles("len")
+def _len(low, x):
+    if isinstance(x, (list, tuple)):
+        return len(x)
+    return _size(low, x, 0)
+
+
+# ---- constants and zeros --------------------------------------------------------------------
+
+def _shape_arg(low, a):
+    if isinstance(a, (list, tuple)) and len(a) == 1 and isinstance(a[0], (list, tuple)):
+        a = a[0]
+    if not all(isinstance(d, int) for d in a):
+        low.fail(f"a shape that is not known when converting: {a!r}")
+    return tuple(int(d) for d in a)
+
+
+def _filled(low, op, args, kwargs):
+    if op in ("zeros_like", "ones_like", "full_like", "randn_like"):
+        shape = low.shape(args[0])
+        fill = {"zeros_like": 0.0, "ones_like": 1.0, "randn_like": None}.get(op, args[1] if len(args) > 1 else
+                                                                            kwargs.get("fill_value"))
+    elif op.startswith("new_"):
+        shape = _shape_arg(low, args[1:2] if len(args) == 2 else args[1:])
+        fill = {"new_zeros": 0.0, "new_ones": 1.0, "new_empty": 0.0}.get(op)
+        if op == "new_full":
+            shape, fill = _shape_arg(low, [args[1]]), args[2] if len(args) > 2 else kwargs.get("fill_value")
+    else:
+        if op == "full":
+            shape, fill = _shape_arg(low, [args[0]]), args[1] if len(args) > 1 else kwargs.get("fill_value")
+        else:
+            shape = _shape_arg(low, args)
+            fill = {"zeros": 0.0, "ones": 1.0, "empty": 0.0}.get(op)
+    if fill is None:
+        low.fail(f"{op}: a random tensor (an initial state drawn at random each call) cannot be reproduced")
+    if fill == 0:
+        return Zeros(shape)
+    return np.full(shape, float(fill), np.float32)
+
+
+for _op in ("zeros", "new_zeros", "zeros_like", "full", "new_full", "ones", "new_ones", "ones_like",
+            "full_like", "empty", "new_empty", "randn", "rand", "randn_like"):
+    handles(_op)((lambda op: lambda low, *a, **k: _filled(low, op, a, k))(_op))
+
+
+@handles("scalar_tensor", "tensor")
+def _scalar_tensor(low, v, *args, **kwargs):
+    return np.asarray(v, np.float32)
+
+
+# ---- embedding, linear -------------------------------------------------------------------------
+
+@handles("embedding")
+def _embedding(low, weight, indices, padding_idx=None, scale_grad_by_freq=False, sparse=False, max_norm=None):
+    if max_norm is not None:
+        low.fail("Embedding(max_norm=...) renormalises rows at lookup: not supported")
+    if not isinstance(weight, np.ndarray) or weight.ndim != 2:
+        low.fail("an embedding whose table is not a constant matrix")
+    if not isinstance(indices, PT) or indices.pos != 0 or low.layers or indices.width is not None:
+        low.fail("an Embedding must read the model's input (token ids) first")
+    low.input_ids = True
+    low.layers.append(ir.Embedding(weight))
+    return replace(indices, pos=1, axes=indices.axes + ("F",), width=int(weight.shape[1]))
+
+
+@handles("linear")
+def _linear(low, x, weight, bias=None):
+    x = low.tensor(x)
+    low.at_end(x)
+    if x.packed:
+        low.fail("a Linear on a PackedSequence")
+    if not isinstance(weight, np.ndarray) or weight.ndim != 2:
+        low.fail("a Linear whose weight is not a constant matrix")
+    if low.lab(x.axes[-1]) != "F":
+        low.fail(f"a Linear over the last axis of a tensor with axes {_axes_str(low.lab(x.axes))}, which is "
+                 f"not the feature axis")
+    if weight.shape[1] != x.width:
+        low.fail(f"a Linear of weight shape {weight.shape} on {x.width} features")
+    if bias is not None and not isinstance(bias, np.ndarray):
+        low.fail("a Linear whose bias is not a constant")
+    W = permute_columns(weight, x.cols) if x.cols is not None else weight
+    return low.append(ir.Dense(W, bias), x, int(weight.shape[0]))
+
+
+@handles("matmul", "mm")
+def _matmul(low, x, w):
+    if isinstance(x, np.ndarray) and isinstance(w, np.ndarray):
+        return np.matmul(x, w).astype(np.float32)
+    if not isinstance(w, np.ndarray) or w.ndim != 2:
+        low.fail("a matmul of the pipeline with something other than a constant matrix")
+    return _linear(low, x, np.ascontiguousarray(w.T), None)
+
+
+@handles("addmm")
+def _addmm(low, bias, x, w, beta=1, alpha=1):
+    if beta != 1 or alpha != 1 or not isinstance(w, np.ndarray):
+        low.fail("addmm other than bias + x @ W")
+    return _linear(low, x, np.ascontiguousarray(w.T), bias)
+
+
+@handles("t", "numpy_T")
+def _t(low, x):
+    if isinstance(x, np.ndarray):
+        return x.T
+    return _transpose(low, x, 0, 1)
+
+
+# ---- activations -------------------------------------------------------------------------------
+
+def activation(low, x, kind, alpha=None, dim=None):
+    x = low.tensor(x)
+    low.at_end(x)
+    if x.packed:
+        low.fail(f"{kind} of a PackedSequence")
+    if x.width is None:
+        low.fail(f"{kind} of the token ids")
+    if kind in ir.ROW_WISE:
+        i = low.feature_axis(x, -1 if dim is None else dim)
+        if low.lab(x.axes[i]) != "F":
+            low.fail(f"{kind} over dim={dim} (axis {low.lab(x.axes[i])!r}): only the feature axis is supported")
+    elif x.cols is not None:
+        pass                              # elementwise: the column order carries over
+    a = ir.Act(kind, alpha) if alpha is not None else ir.Act(kind)
+    last = low.layers[-1] if low.layers else None
+    cols = x.cols if kind not in ir.ROW_WISE else None
+    if kind in ir.ROW_WISE and x.cols is not None:
+        low.fail(f"{kind} of features in a permuted order (a concat of final states taken in reverse)")
+    if isinstance(last, ir.Dense) and last.activation.kind == "linear" and x.cols is None:
+        last.activation = a           # Linear then activation: one Dense layer
+        return replace(x, cols=cols)
+    low.layers.append(ir.Activation(x.width, a))
+    return replace(x, pos=len(low.layers), cols=cols)
+
+
+for _name, _kind in (("sigmoid", "sigmoid"), ("tanh", "tanh"), ("relu", "relu"), ("selu", "selu"),
+                     ("silu", "silu"), ("softsign", "softsign"), ("relu6", "relu6"), ("exp", "exponential")):
+    handles(_name, _name + "_")((lambda k: lambda low, x, *a, **kw: activation(low, x, k))(_kind))
+
+
+@handles("softmax", "_softmax", "special_softmax")
+def _softmax(low, x, dim=None, *args, **kwargs):
+    return activation(low, x, "softmax", dim=dim)
+
+
+@handles("log_softmax", "_log_softmax", "special_log_softmax")
+def _log_softmax(low, x, dim=None, *args, **kwargs):
+    return activation(low, x, "log_softmax", dim=dim)
+
+
+@handles("elu", "elu_")
+def _elu(low, x, alpha=1.0, scale=1.0, input_scale=1.0, *args):
+    if scale != 1 or input_scale != 1:
+        low.fail("elu with scale or input_scale other than 1")
+    return activation(low, x, "elu", alpha=float(alpha))
+
+
+@handles("leaky_relu", "leaky_relu_")
+def _leaky_relu(low, x, negative_slope=0.01, *args):
+    return activation(low, x, "leaky_relu", alpha=float(negative_slope))
+
+
+@handles("hardtanh", "hardtanh_")
+def _hardtanh(low, x, min_val=-1.0, max_val=1.0, *args):
+    if (min_val, max_val) == (0, 6):
+        return activation(low, x, "relu6")
+    low.fail(f"hardtanh({min_val}, {max_val}) (only relu6's (0, 6) has an equivalent)")
+
+
+@handles("softplus")
+def _softplus(low, x, beta=1, threshold=20, *args):
+    if beta != 1:
+        low.fail("softplus with beta other than 1")
+    return activation(low, x, "softplus")
+
+
+# ---- arithmetic ---------------------------------------------------------------------------------
+
+def _affine(low, x, scale, shift, what):
+    """x * scale + shift on a pipeline tensor: scalars become an affine Activation, per-feature
+    vectors a diagonal Dense (passes fold both into a neighbouring Dense)."""
+    x = low.tensor(x)
+    low.at_end(x)
+    if x.width is None or x.packed:
+        low.fail(f"{what} of {'a PackedSequence' if x.packed else 'the token ids'}")
+    s, b = np.asarray(scale, np.float32), np.asarray(shift, np.float32)
+    if s.size == 1 and b.size == 1:
+        low.layers.append(ir.Activation(x.width, ir.Act("affine", float(s.ravel()[0]), float(b.ravel()[0]))))
+        return replace(x, pos=len(low.layers))
+    n = x.width
+    if s.ndim > len(x.axes) or b.ndim > len(x.axes) or any(d != 1 for d in s.shape[:-1] + b.shape[:-1]) \
+            or s.shape[-1:] not in ((), (1,), (n,)) or b.shape[-1:] not in ((), (1,), (n,)):
+        low.fail(f"{what} with a constant of shape {s.shape if s.size > 1 else b.shape}: only scalars and "
+                 f"per-feature vectors of the last axis fold into the pipeline")
+    if low.lab(x.axes[-1]) != "F":
+        low.fail(f"{what} along an axis that is not the feature axis")
+    sv = np.broadcast_to(s.reshape(-1), (n,)).astype(np.float32)
+    bv = np.broadcast_to(b.reshape(-1), (n,)).astype(np.float32)
+    if x.cols is not None:               # per-feature constants of a permuted order: in pipeline order
+        idx = np.concatenate([np.arange(a, c) for a, c in x.cols])
+        sv2, bv2 = np.empty_like(sv), np.empty_like(bv)
+        sv2[idx], bv2[idx] = sv, bv
+        sv, bv = sv2, bv2
+    low.layers.append(ir.Dense(np.diag(sv), bv))
+    return replace(x, pos=len(low.layers))
+
+
+def _is_const(v):
+    return isinstance(v, (int, float, np.ndarray, np.number)) and not isinstance(v, bool)
+
+
+def _arith(low, op, a, b, alpha=1):
+    if _is_const(a) and _is_const(b):
+        r = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
+             "rsub": lambda p, q: q - p}[op](a, b * alpha if op in ("add", "sub") else b)
+        return np.asarray(r, np.float32) if isinstance(r, np.ndarray) else r
+    if isinstance(a, Zeros) and _is_const(b) and op in ("mul", "div"):
+        return a
+    if op in ("add", "sub", "rsub") and alpha != 1 and _is_const(b):
+        b = b * alpha
+    if op == "rsub":                                 # b - a
+        return _affine(low, a, -1.0, b, "rsub")
+    if _is_const(b) and not _is_const(a):
+        if op == "add":
+            return _affine(low, a, 1.0, b, "add")
+        if op == "sub":
+            return _affine(low, a, 1.0, -np.asarray(b, np.float32), "sub")
+        if op == "mul":
+            return _affine(low, a, b, 0.0, "mul")
+        if op == "div":
+            return _affine(low, a, 1.0 / np.asarray(b, np.float64), 0.0, "div")
+    if _is_const(a) and not _is_const(b) and op in ("add", "mul"):
+        return _arith(low, op, b, a)
+    if op in ("add",) and isinstance(a, (PT, HN)) and isinstance(b, (PT, HN)):
+        return _residual(low, low.tensor(a), low.tensor(b))
+    low.fail(f"{op} of {_what(a)} and {_what(b)}")
+
+
+def _residual(low, a, b):
+    """f(x) + x where f is the last layer, a Dense without activation of a square weight:
+    one Dense of W + I (a residual connection around a linear head)."""
+    if a.pos < b.pos:
+        a, b = b, a
+    last = low.layers[-1] if low.layers else None
+    if not (a.pos == len(low.layers) and b.pos == a.pos - 1 and isinstance(last, ir.Dense)
+            and last.activation.kind == "linear" and last.weight.shape[0] == last.weight.shape[1]
+            and a.axes == b.axes and a.time == b.time and b.cols is None):
+        low.fail("an add of two tensors of the pipeline other than a residual connection around one linear layer")
+    last.weight = last.weight + np.eye(last.weight.shape[0], dtype=np.float32)
+    return a
+
+
+for _op in ("add", "sub", "mul", "div", "rsub"):
+    handles(_op, _op + "_")((lambda op: lambda low, a, b, alpha=1, **kw: _arith(low, op, a, b, alpha))(_op))
+
+
+@handles("neg")
+def _neg(low, x):
+    if _is_const(x):
+        return -x
+    return _affine(low, x, -1.0, 0.0, "neg")
+
+
+for _n, _f in (("pymul", operator.mul), ("pyadd", operator.add), ("pysub", operator.sub),
+               ("floordiv", operator.floordiv), ("truediv", operator.truediv)):
+    handles(_n)((lambda f: lambda low, a, b: f(a, b) if _is_num(a) and _is_num(b)
+                 else low.fail(f"Python arithmetic on {_what(a)} and {_what(b)}"))(_f))
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# ---- layout ---------------------------------------------------------------------------------------
+
+def _layout(low, x):
+    if isinstance(x, (PT, HN)):
+        return x
+    low.fail(f"a layout change of {_what(x)}")
+
+
+@handles("transpose", "swapaxes", "swapdims", "transpose_")
+def _transpose(low, x, d0, d1):
+    if isinstance(x, np.ndarray):
+        return np.swapaxes(x, d0, d1)
+    if isinstance(x, Zeros):
+        s = list(x.shape)
+        s[d0], s[d1] = s[d1], s[d0]
+        return Zeros(tuple(s))
+    x = _layout(low, x)
+    n = len(x.axes)
+    perm = list(range(n))
+    perm[d0 % n], perm[d1 % n] = perm[d1 % n], perm[d0 % n]
+    return _permute(low, x, perm)
+
+
+@handles("permute")
+def _permute(low, x, *dims):
+    if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+        dims = tuple(dims[0])
+    if isinstance(x, np.ndarray):
+        return np.transpose(x, dims)
+    if isinstance(x, Zeros):
+        return Zeros(tuple(x.shape[d] for d in dims))
+    x = _layout(low, x)
+    n = len(x.axes)
+    if sorted(d % n for d in dims) != list(range(n)):
+        low.fail(f"permute({list(dims)}) of a {n}-dimensional tensor")
+    return replace(x, axes=tuple(x.axes[d % n] for d in dims))
+
+
+@handles("view", "reshape", "_unsafe_view", "_reshape_alias", "view_as", "reshape_as")
+def _view(low, x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+        shape = tuple(shape[0])
+    if len(shape) == 1 and isinstance(shape[0], (PT, HN, Zeros, np.ndarray)):    # view_as
+        shape = low.shape(shape[0])
+    if isinstance(x, np.ndarray):
+        return x.reshape(tuple(int(s) for s in shape))
+    if isinstance(x, Zeros):
+        n = int(np.prod(x.shape))
+        known = int(np.prod([s for s in shape if s != -1]))
+        return Zeros(tuple(n // known if s == -1 else int(s) for s in shape))
+    x = _layout(low, x)
+    return _reshape(low, x, shape)
+
+
+def _reshape(low, x, shape):
+    src = list(x.axes)
+    sizes = list(low.shape(x))
+    total = int(np.prod(sizes)) if sizes else 1
+    tgt = [int(s) for s in shape]
+    if tgt.count(-1) > 1:
+        low.fail(f"view{tuple(tgt)} with several -1")
+    if -1 in tgt:
+        known = int(np.prod([s for s in tgt if s != -1])) or 1
+        tgt[tgt.index(-1)] = total // known
+    if int(np.prod(tgt) if tgt else 1) != total:
+        low.fail(f"view{tuple(shape)} of a tensor of shape {tuple(sizes)}")
+    axes = _regroup(low, x, src, sizes, tgt)
+    if axes is None:
+        low.fail(f"view{tuple(shape)} of a tensor with axes {_axes_str(low.lab(x.axes))} and shape "
+                 f"{tuple(sizes)}: not a flattening or unflattening of whole axes")
+    return replace(x, axes=tuple(axes))
+
+
+def _atoms(low, a):
+    """The elementary labels of an axis (a flattened axis has several)."""
+    a = low.lab(a) if not isinstance(a, tuple) else a
+    return list(a) if isinstance(a, tuple) else [a]
+
+
+def _regroup(low, x, src, sizes, tgt):
+    """Axes of x reshaped to sizes tgt, as merges/splits of whole labelled axes; unit axes come
+    and go freely (and so does a unit batch of an unbatched model). None if it is not that."""
+    def size_of(a):
+        if a == "1":
+            return 1
+        if a == "F":
+            return x.width
+        if a == "S":
+            return len(x.parts)
+        return low.size(a)
+    atoms = []
+    for a in src:
+        atoms += [t for t in _atoms(low, a) if t != "1" and not (low.unbatched and t == "B")]
+    out, i = [], 0
+    for s in tgt:
+        if s == 1 and (i >= len(atoms) or size_of(atoms[i]) != 1):
+            out.append("1")
+            continue
+        group, prod = [], 1
+        while i < len(atoms) and (prod < s or (not group)):
+            group.append(atoms[i])
+            prod *= size_of(atoms[i])
+            i += 1
+            if prod >= s:
+                break
+        if prod != s:
+            return None
+        out.append(group[0] if len(group) == 1 else tuple(group))
+    if i != len(atoms):
+        return None
+    if low.unbatched and "B" in [t for a in src for t in _atoms(low, a)] and "B" not in \
+            [t for a in out for t in _atoms(low, a)]:
+        pass                               # the unit batch of one sequence was dropped: fine
+    return out
+
+
+@handles("flatten")
+def _flatten(low, x, start_dim=0, end_dim=-1):
+    if isinstance(x, np.ndarray):
+        s = x.shape
+        n = len(s)
+        a, b = start_dim % n, end_dim % n
+        return x.reshape(s[:a] + (-1,) + s[b + 1:])
+    x = _layout(low, x)
+    sizes = low.shape(x)
+    n = len(sizes)
+    a, b = start_dim % n, end_dim % n
+    return _reshape(low, x, tuple(sizes[:a]) + (int(np.prod(sizes[a:b + 1])),) + tuple(sizes[b + 1:]))
+
+
+@handles("squeeze", "squeeze_")
+def _squeeze(low, x, dim=None):
+    if isinstance(x, np.ndarray):
+        return np.squeeze(x, dim) if dim is not None else np.squeeze(x)
+    if isinstance(x, Zeros):
+        s = [d for i, d in enumerate(x.shape) if not (d == 1 and (dim is None or i in _dims(dim, len(x.shape))))]
+        return Zeros(tuple(s))
+    x = _layout(low, x)
+    sizes = low.shape(x)
+    n = len(sizes)
+    dims = range(n) if dim is None else _dims(dim, n)
+    keep = [i for i in range(n) if not (i in dims and sizes[i] == 1)]
+    axes = [x.axes[i] for i in keep]
+    dropped = [low.lab(x.axes[i]) for i in range(n) if i not in keep]
+    for a in dropped:
+        if a == "S" and isinstance(x, HN):
+            continue
+        if a == "B" and not low.unbatched:
+            if dim is None:
+                axes.insert(list(range(n)).index(next(i for i in range(n) if low.lab(x.axes[i]) == "B")), x.axes[0])
+            low.fail("squeeze of the batch axis (it has size 1 in the example input: give an example with "
+                     "more than one row)")
+        if a not in ("1", "S", "B", "T"):
+            low.fail(f"squeeze of the {a} axis")
+        if a == "T":
+            low.fail("squeeze of the time axis (one time step in the example input: give a longer example)")
+    if isinstance(x, HN) and "S" not in [low.lab(a) for a in axes]:
+        return replace(x, axes=tuple(axes))
+    return replace(x, axes=tuple(axes))
+
+
+def _dims(dim, n):
+    ds = dim if isinstance(dim, (list, tuple)) else [dim]
+    return {d % n for d in ds}
+
+
+@handles("unsqueeze", "unsqueeze_")
+def _unsqueeze(low, x, dim):
+    if isinstance(x, np.ndarray):
+        return np.expand_dims(x, dim)
+    if isinstance(x, Zeros):
+        s = list(x.shape)
+        s.insert(dim % (len(s) + 1), 1)
+        return Zeros(tuple(s))
+    x = _layout(low, x)
+    n = len(x.axes)
+    axes = list(x.axes)
+    axes.insert(dim % (n + 1), "1")
+    return replace(x, axes=tuple(axes))
+
+
+# ---- indexing -------------------------------------------------------------------------------------
+
+@handles("select")
+def _select(low, x, dim, index):
+    if isinstance(x, np.ndarray):
+        return np.take(x, index, axis=dim)
+    if isinstance(x, HN):
+        return _hn_select(low, x, dim, index)
+    if isinstance(x, Zeros):
+        s = list(x.shape)
+        del s[dim]
+        return Zeros(tuple(s))
+    x = low.tensor(x)
+    n = len(x.axes)
+    i = dim % n
+    a = low.lab(x.axes[i])
+    if x.packed:
+        low.fail("indexing a PackedSequence")
+    if a == "1":
+        return replace(x, axes=x.axes[:i] + x.axes[i + 1:])
+    if a == "T":
+        T = low.size("T")
+        if index not in (-1, T - 1) or (isinstance(index, Size) and index.sym not in (None, "T")):
+            low.fail(f"step {index} of the time axis: only the last step (output[:, -1]) is supported")
+        return _last_step(low, x, i)
+    if a == "B" and low.unbatched:
+        return replace(x, axes=x.axes[:i] + x.axes[i + 1:])
+    low.fail(f"select of index {index} along the {a} axis")
+
+
+def _last_step(low, x, i):
+    """output[:, -1]. Of a unidirectional recurrent layer's own output: its final state (the
+    engine then skips writing the other steps). Otherwise (a bidirectional layer: forward final
+    state + the backward direction's first step; pad_packed_sequence's output: step
+    max(lengths) - 1; per-step layers in between) the pipeline runs every step and predict takes
+    the last (signature time)."""
+    low.at_end(x)
+    if not any(isinstance(l, ir.Recurrent) for l in low.layers):
+        low.fail("the last step before any recurrent layer")
+    if x.time is not None:
+        low.fail("the last step of a tensor that has no time axis")
+    last = low.layers[-1]
+    axes = x.axes[:i] + x.axes[i + 1:]
+    if isinstance(last, ir.Recurrent) and last.direction != "bidirectional" and not x.padded:
+        last.return_sequences = False
+        return replace(x, axes=axes, time="final", padded=None)
+    return replace(x, axes=axes, time="longest_last" if x.padded == "longest" else "last", padded=None)
+
+
+def _hn_select(low, x, dim, index):
+    n = len(x.axes)
+    i = dim % n
+    a = low.lab(x.axes[i])
+    if a != "S":
+        if a == "1":
+            return replace(x, axes=x.axes[:i] + x.axes[i + 1:])
+        low.fail(f"select along the {a} axis of {x.kind}_n")
+    rows = len(x.parts)
+    if not -rows <= index < rows:
+        low.fail(f"{x.kind}_n has {rows} rows, row {index} asked")
+    return replace(x, parts=(x.parts[index % rows],), axes=x.axes[:i] + x.axes[i + 1:])
+
+
+@handles("slice")
+def _slice(low, x, dim=0, start=None, end=None, step=1):
+    if isinstance(x, np.ndarray):
+        idx = [slice(None)] * x.ndim
+        idx[dim] = slice(start, end, step)
+        return x[tuple(idx)]
+    if isinstance(x, (list, tuple)):
+        return x[slice(start, end, step)]
+    shp = low.shape(x) if isinstance(x, (PT, HN, Zeros)) else None
+    if shp is None:
+        low.fail(f"slice of {_what(x)}")
+    n = len(shp)
+    i = dim % n
+    size = shp[i]
+    s, e, st = slice(start, None if end is None or end >= 2**62 else end, step).indices(size)
+    if (s, e, st) == (0, size, 1):
+        return x
+    if isinstance(x, Zeros):
+        s2 = list(x.shape)
+        s2[i] = len(range(s, e, st))
+        return Zeros(tuple(s2))
+    if isinstance(x, HN) and low.lab(x.axes[i]) == "S":
+        return replace(x, parts=tuple(x.parts[s:e:st]))
+    if isinstance(x, PT) and low.lab(x.axes[i]) == "T" and (s, e, st) == (size - 1, size, 1):
+        v = _last_step(low, x, i)              # out[:, -1:] keeps a unit time axis
+        axes = list(v.axes)
+        axes.insert(i, "1")
+        return replace(v, axes=tuple(axes))
+    if isinstance(x, PT) and low.lab(x.axes[i]) == "F":
+        return _columns(low, x, s, e, st)
+    low.fail(f"a slice [{start}:{end}:{step}] of the {low.lab(x.axes[i]) if isinstance(x, (PT, HN)) else i} axis")
+
+
+def _columns(low, x, s, e, st):
+    """Feature columns [s:e] of a pipeline tensor: the directions of a bidirectional output,
+    as Keras-like column ranges (only as an output, or read by a Linear)."""
+    if st != 1:
+        low.fail("a strided slice of the features")
+    base = list(x.cols) if x.cols is not None else [(0, x.width)]
+    flat = np.concatenate([np.arange(a, b) for a, b in base])[s:e]
+    low.fail(f"a slice [{s}:{e}] of the {x.width} features (e.g. one direction of a bidirectional output) "
+             f"feeding the rest of the model; take h_n rows instead")
+    return flat
+
+
+@handles("narrow")
+def _narrow(low, x, dim, start, length):
+    return _slice(low, x, dim, start, start + length, 1)
+
+
+@handles("getitem")
+def _getitem(low, x, idx):
+    """Python indexing: tuples and lists (an RNN's (output, h_n)), and tensors: ints, slices,
+    None and Ellipsis, lowered to select/slice/unsqueeze."""
+    if isinstance(x, (list, tuple)):
+        if isinstance(idx, slice):
+            return x[idx]
+        if not isinstance(idx, int) or not -len(x) <= idx < len(x):
+            low.fail(f"item {idx!r} of a {len(x)}-tuple")
+        return x[idx]
+    if isinstance(x, np.ndarray) and not isinstance(idx, (PT, HN)):
+        return x[idx]
+    if not isinstance(x, (PT, HN, Zeros)):
+        low.fail(f"indexing {_what(x)}")
+    items = idx if isinstance(idx, tuple) else (idx,)
+    n = len(low.shape(x))
+    if Ellipsis in items:
+        k = items.index(Ellipsis)
+        rest = n - (len(items) - 1 - sum(1 for v in items if v is None))
+        items = items[:k] + (slice(None),) * rest + items[k + 1:]
+    dim = 0
+    for it in items:
+        if it is None:
+            x = _unsqueeze(low, x, dim)
+            dim += 1
+        elif isinstance(it, slice):
+            x = _slice(low, x, dim, it.start, it.stop, 1 if it.step is None else it.step)
+            dim += 1
+        elif isinstance(it, int):
+            x = _select(low, x, dim, it)
+        else:
+            low.fail(f"indexing with {_what(it)}")
+    return x
+
+
+@handles("cat", "concat", "concatenate")
+def _cat(low, tensors, dim=0):
+    if all(isinstance(t, np.ndarray) for t in tensors):
+        return np.concatenate(tensors, axis=dim)
+    if all(isinstance(t, Zeros) for t in tensors):
+        s = list(tensors[0].shape)
+        s[dim] = sum(t.shape[dim] for t in tensors)
+        return Zeros(tuple(s))
+    if tensors and all(isinstance(t, HN) for t in tensors):
+        t0 = tensors[0]
+        n = len(t0.axes)
+        i = dim % n
+        a = low.lab(t0.axes[i])
+        if all(t.rnn == t0.rnn and t.kind == t0.kind and t.axes == t0.axes for t in tensors):
+            if a == "S":
+                return replace(t0, parts=sum((t.parts for t in tensors), ()))
+            if a == "F" and all(len(t.parts) == 1 for t in tensors) and i == n - 1:
+                parts = sum((t.parts for t in tensors), ())
+                axes = t0.axes[:-1] + (("S", "F"),)
+                return replace(t0, parts=parts, axes=axes)
+    low.fail("torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))")
+
+
+@handles("stack")
+def _stack(low, tensors, dim=0):
+    if all(isinstance(t, np.ndarray) for t in tensors):
+        return np.stack(tensors, axis=dim)
+    if tensors and all(isinstance(t, HN) and len(t.parts) == 1 for t in tensors) and dim == 0:
+        t0 = tensors[0]
+        return replace(t0, parts=sum((t.parts for t in tensors), ()), axes=("S",) + t0.axes)
+    low.fail("torch.stack of tensors other than rows of one h_n")
+
+
+# ---- recurrent ops (ATen) ---------------------------------------------------------------------
+
+@handles("lstm")
+def _lstm(low, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first, *rest):
+    proj = _proj_size(params, has_biases, num_layers, bidirectional)
+    out, h, c = low.recurrent("lstm", x, hx, params, has_biases, num_layers, bidirectional, batch_first, proj)
+    return out, h, c
+
+
+def _proj_size(params, has_biases, L, bi):
+    per = len(params) // (int(L) * (2 if bi else 1)) if params else 0
+    base = 4 if has_biases else 2
+    if per == base + 1 and isinstance(params[base], np.ndarray):
+        return int(params[base].shape[0])
+    return 0
+
+
+for _mode in ("gru", "rnn_tanh", "rnn_relu"):
+    handles(_mode)((lambda mode: lambda low, x, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+                    batch_first, *r: low.recurrent(mode, x, hx, params, has_biases, num_layers, bidirectional,
+                                                   batch_first)[:2])(_mode))
+
+
+# ---- packed sequences ------------------------------------------------------------------------------
+
+@handles("pack_padded_sequence")
+def _pack(low, x, lengths, batch_first=False, enforce_sorted=True):
+    if not isinstance(x, PT):
+        low.fail(f"pack_padded_sequence of {_what(x)}")
+    if isinstance(lengths, Input):
+        low.takes_lengths = True
+    elif not isinstance(lengths, Lengths):
+        low.fail(f"pack_padded_sequence with lengths that are {_what(lengths)}, not an argument of forward")
+    a = low.lab(x.axes[0 if batch_first else 1])
+    if a not in ("B", "x0", "x1"):
+        low.fail("pack_padded_sequence's batch_first does not match the tensor")
+    return replace(x, packed=True)
+
+
+@handles("pad_packed_sequence")
+def _pad(low, seq, batch_first=False, padding_value=0.0, total_length=None):
+    if not isinstance(seq, PT) or not seq.packed:
+        low.fail("pad_packed_sequence of something that is not a packed recurrent output")
+    if padding_value != 0:
+        low.fail("pad_packed_sequence with a padding value other than 0")
+    axes = ("B", "T", "F") if batch_first else ("T", "B", "F")
+    if total_length is not None:
+        ok = isinstance(total_length, Size) and total_length.sym == "T" or \
+            (isinstance(total_length, int) and total_length == low.size("T") and
+             getattr(total_length, "sym", "T") in (None, "T") and isinstance(total_length, Size))
+        if not ok:
+            low.fail("pad_packed_sequence(total_length=...) other than the input's time length")
+    return (replace(seq, axes=axes, packed=False, padded="longest" if total_length is None else "T"), Lengths())
+
+
+# ---- reductions (pooling over time: not yet in the engine) -----------------------------------------
+
+def _reduce(low, op, x, *args, **kwargs):
+    if isinstance(x, np.ndarray):
+        return np.asarray(getattr(np, {"amax": "max", "amin": "min"}.get(op, op))(x, *args[:1]), np.float32)
+    low.fail(f"{op} over an axis of {_what(x)}: pooling over time is not supported yet")
+
+
+for _op in ("mean", "sum", "amax", "max", "amin", "min"):
+    handles(_op)((lambda op: lambda low, x, *a, **k: _reduce(low, op, x, *a, **k))(_op))

@@ -1,0 +1,56 @@
+"""Folding passes over the lowered pipeline (converters/graph.py appends one layer per op; these
+merge what is one layer in the engine). Each pass is exact algebra on float32 weights:
+
+- affine_into_dense: Dense(linear) followed by Activation(affine a, b) (a scalar * / + / - / /
+  after a Linear) -> one Dense (a W, a bias + b).
+- diagonal_into_dense: a per-feature scale/shift (a diagonal Dense made by graph._affine) merges
+  into the Dense before it (scaling its rows, when that Dense has no activation) or else into the
+  Dense after it (scaling its columns; the shift goes into that Dense's bias).
+- identity: Activation(affine 1, 0) and Activation(linear) are dropped.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastrnn import ir
+
+
+def _linear_dense(l):
+    return isinstance(l, ir.Dense) and l.activation.kind == "linear"
+
+
+def _diagonal(l):
+    if not _linear_dense(l) and not isinstance(l, ir.Dense):
+        return False
+    W = l.weight
+    return W.shape[0] == W.shape[1] and not np.count_nonzero(W - np.diag(np.diag(W)))
+
+
+def _bias(l):
+    return l.bias if l.bias is not None else np.zeros(l.weight.shape[0], np.float32)
+
+
+def fold(layers):
+    out = []
+    for l in layers:
+        prev = out[-1] if out else None
+        if isinstance(l, ir.Activation) and l.activation.kind == "affine":
+            a, b = l.activation.alpha, l.activation.beta
+            if a == 1 and b == 0:
+                continue
+            if _linear_dense(prev):
+                out[-1] = ir.Dense(prev.weight * np.float32(a), _bias(prev) * np.float32(a) + np.float32(b))
+                continue
+        if isinstance(l, ir.Activation) and l.activation.kind == "linear":
+            continue
+        if isinstance(l, ir.Dense) and _diagonal(l) and _linear_dense(prev):
+            s = np.diag(l.weight).astype(np.float32)
+            out[-1] = ir.Dense(prev.weight * s[:, None], _bias(prev) * s + _bias(l), l.activation)
+            continue
+        if isinstance(l, ir.Dense) and isinstance(prev, ir.Dense) and _diagonal(prev) \
+                and prev.activation.kind == "linear" and len(out) >= 1 and not _linear_dense(out[-2] if len(out) > 1 else None):
+            s, t = np.diag(prev.weight).astype(np.float32), _bias(prev)
+            out[-1] = ir.Dense(l.weight * s[None, :], _bias(l) + l.weight @ t, l.activation)
+            continue
+        out.append(l)
+    return out

@@ -1,0 +1,111 @@
+"""Between a source model's tensors and predict's canonical ones.
+
+predict is batch-major whatever the source (DESIGN.md section 1): it takes x as (B, T, F) (or
+(B, T) ids) and returns (B, T, F), or (B, F) for a model that ends on one step. A converted
+model's meta records the source's own axes (labels "B", "T", "F", "1", and "T*B" for an axis
+that flattens time and batch, outer first): meta["input_axes"] for forward's sequence argument
+and meta["output_axes"] for what forward returns first. These functions map between the two,
+for --check (run the source on predict's input) and for checking a conversion on an example:
+
+  to_canonical(y, axes, B, T)      a source output -> predict's layout
+  source_x(x, axes)                predict's x -> the source's sequence argument
+  predict_args(meta, args)         forward's arguments -> predict's keyword arguments
+
+An unbatched source (one sequence, no batch axis) has no "B" label: its predict rows are run one
+by one through the source.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def axes_json(axes):
+    """Axis labels as strings ("T*B" for a flattened axis)."""
+    return ["*".join(a) if isinstance(a, (tuple, list)) else str(a) for a in axes]
+
+
+def _atoms(a):
+    return a.split("*")
+
+
+def to_canonical(y, axes, B, T):
+    """A source array with the given axis labels -> (B, T, F) or (B, F) (or (B, T) / (B,) when
+    the source has no feature axis). Unit axes are dropped, flattened axes split, a missing batch
+    axis added."""
+    y = np.asarray(y)
+    if y.ndim != len(axes):
+        raise ValueError(f"output of rank {y.ndim} for axes {axes}")
+    sizes = {"B": B, "T": T}
+    shape, labels = [], []
+    for n, a in zip(y.shape, axes):
+        parts = _atoms(a)
+        if len(parts) == 1:
+            shape.append(n)
+            labels.append(parts[0])
+            continue
+        known = int(np.prod([sizes[p] for p in parts[1:]]))
+        sub = [n // known] + [sizes[p] for p in parts[1:]]
+        shape += sub
+        labels += parts
+    y = y.reshape(shape)
+    keep = [i for i, l in enumerate(labels) if l != "1"]
+    y = y.reshape([shape[i] for i in keep])
+    labels = [labels[i] for i in keep]
+    if "B" not in labels:
+        y, labels = y[None], ["B"] + labels
+    want = [l for l in ("B", "T", "F") if l in labels]
+    if sorted(want) != sorted(labels):
+        raise ValueError(f"cannot read axes {axes} as batch, time and features")
+    return np.ascontiguousarray(np.transpose(y, [labels.index(l) for l in want]))
+
+
+def source_x(x, axes):
+    """predict's x ((B, T, F) or (B, T)) -> the source's sequence argument with `axes` (its
+    labels among "B", "T", "F"; without "B" only for one row)."""
+    have = ["B", "T", "F"][:x.ndim]
+    if "B" not in axes:
+        if x.shape[0] != 1:
+            raise ValueError("an unbatched source takes one sequence at a time")
+        x, have = x[0], have[1:]
+    return np.ascontiguousarray(np.transpose(x, [have.index(a) for a in axes]))
+
+
+def predict_args(meta, args):
+    """forward's arguments (NumPy; the sequence first) -> predict's keyword arguments: x batch-
+    major, lengths= when forward takes them, initial_state= from forward's state argument(s)."""
+    axes = meta["input_axes"]
+    x = np.asarray(args[0])
+    have = list(axes)
+    if "B" not in have:
+        x, have = x[None], ["B"] + have
+    want = [l for l in ("B", "T", "F") if l in have]
+    kw = {"x": np.ascontiguousarray(np.transpose(x, [have.index(l) for l in want]))}
+    flat = []
+    for a in args[1:]:
+        flat += list(a) if isinstance(a, (list, tuple)) else [a]
+    rest = list(args[1:])
+    if meta.get("takes_lengths"):
+        lens = next((np.asarray(a) for a in rest if a is not None and np.asarray(a).ndim == 1), None)
+        if lens is not None:
+            kw["lengths"] = lens.astype(np.int64)
+    states = meta.get("state_args") or {}
+    if states:
+        leaves = [np.asarray(args[0])] + [np.asarray(v) for v in flat]
+        kw["initial_state"] = [leaves[int(i)] for i in sorted(states, key=lambda s: "hc".index(states[s]["role"]))]
+    return kw
+
+
+def source_args(meta, x, lengths=None):
+    """predict's x (and lengths) -> forward's arguments for a custom torch module (NumPy):
+    the sequence in the source's axes, then lengths (all steps when not given) and zero states
+    in the order forward takes them (init_hidden's zeros)."""
+    args = [source_x(x, meta["input_axes"])]
+    B, T = x.shape[0], x.shape[1]
+    if meta.get("takes_lengths"):
+        args.append(np.full((B,), T, np.int64) if lengths is None else np.asarray(lengths, np.int64))
+    states = meta.get("state_args") or {}
+    if states:
+        zs = [np.zeros([B if d == "B" else d for d in states[k]["shape"]], np.float32)
+              for k in sorted(states, key=int)]
+        args.append(tuple(zs) if len(zs) > 1 else zs[0])
+    return args
