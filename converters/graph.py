@@ -114,6 +114,23 @@ class Input:
     shape: tuple
 
 
+@dataclass(frozen=True)
+class Step:
+    """x[:, t]: step t of a sequence of the pipeline along its axis `axis` (a recurrent cell's
+    input in a Python loop over time; the last step of an output otherwise)."""
+    x: PT
+    axis: int
+    t: int
+
+
+@dataclass(frozen=True)
+class CellOut:
+    """h (or c) after step t of a chain of recurrent cell calls (converters/graph.py, cells)."""
+    chain: int
+    t: int
+    kind: str
+
+
 class Lengths:
     pass
 
@@ -162,6 +179,8 @@ class Lowering:
         self.state_inputs = {}        # Input.index -> (rnn index, "h" | "c" | "hc")
         self.errors = []
         self.where = ""
+        self.chains = []              # recurrent cells unrolled over time (cells below)
+        self.const_cache = {}         # frontends: one array per source tensor
 
     # ---- helpers ------------------------------------------------------------------------
     def fail(self, why):
@@ -196,6 +215,9 @@ class Lowering:
             return tuple(self._hn_size(v, a) for a in v.axes)
         if isinstance(v, Zeros):
             return v.shape
+        if isinstance(v, Step):
+            s = self.shape(v.x)
+            return s[:v.axis] + s[v.axis + 1:]
         if isinstance(v, Input):
             return v.shape
         if isinstance(v, np.ndarray):
@@ -215,9 +237,20 @@ class Lowering:
         """x as a PT: rows of h_n of the top layer become the last recurrent layer's final step."""
         if isinstance(x, HN):
             return self._final(x)
+        if isinstance(x, Step):
+            return self._step_tensor(x)
+        if isinstance(x, CellOut):
+            return self.materialize(x, sequence=False)
         if not isinstance(x, PT):
             self.fail(f"expects {what}, got {_what(x)}")
         return x
+
+    def _step_tensor(self, s):
+        a = self.lab(s.x.axes[s.axis])
+        if a != "T" or s.t not in (-1, self.size("T") - 1):
+            self.fail(f"step {s.t} of the sequence used as a tensor: only the last step (output[:, -1]) is "
+                      f"supported, or each step fed to a recurrent cell in a loop over time")
+        return _last_step(self, s.x, s.axis)
 
     def _final(self, v):
         """h_n rows (B, F) or (B, S*F) -> the pipeline's final step, when they are the top
@@ -894,25 +927,24 @@ def _squeeze(low, x, dim=None):
     x = _layout(low, x)
     sizes = low.shape(x)
     n = len(sizes)
-    dims = range(n) if dim is None else _dims(dim, n)
+    labels = [low.lab(a) for a in x.axes]
+    if dim is None:        # what the model means at any size: unit axes and a one-wide feature axis
+        dims = {i for i in range(n) if labels[i] in ("1", "F", "S") or (labels[i] == "B" and low.unbatched)}
+    else:
+        dims = _dims(dim, n)
     keep = [i for i in range(n) if not (i in dims and sizes[i] == 1)]
-    axes = [x.axes[i] for i in keep]
-    dropped = [low.lab(x.axes[i]) for i in range(n) if i not in keep]
-    for a in dropped:
-        if a == "S" and isinstance(x, HN):
+    for i in range(n):
+        if i in keep:
             continue
+        a = labels[i]
         if a == "B" and not low.unbatched:
-            if dim is None:
-                axes.insert(list(range(n)).index(next(i for i in range(n) if low.lab(x.axes[i]) == "B")), x.axes[0])
             low.fail("squeeze of the batch axis (it has size 1 in the example input: give an example with "
                      "more than one row)")
-        if a not in ("1", "S", "B", "T"):
-            low.fail(f"squeeze of the {a} axis")
         if a == "T":
             low.fail("squeeze of the time axis (one time step in the example input: give a longer example)")
-    if isinstance(x, HN) and "S" not in [low.lab(a) for a in axes]:
-        return replace(x, axes=tuple(axes))
-    return replace(x, axes=tuple(axes))
+        if isinstance(a, tuple):
+            low.fail(f"squeeze of the flattened {'*'.join(a)} axis")
+    return replace(x, axes=tuple(x.axes[i] for i in keep))
 
 
 def _dims(dim, n):
@@ -920,8 +952,17 @@ def _dims(dim, n):
     return {d % n for d in ds}
 
 
+@dataclass(frozen=True)
+class _Unsq:
+    """A cell state unsqueezed for a later torch.cat along the new axis."""
+    v: CellOut
+    dim: int
+
+
 @handles("unsqueeze", "unsqueeze_")
 def _unsqueeze(low, x, dim):
+    if isinstance(x, CellOut):
+        return _Unsq(x, dim)
     if isinstance(x, np.ndarray):
         return np.expand_dims(x, dim)
     if isinstance(x, Zeros):
@@ -955,11 +996,11 @@ def _select(low, x, dim, index):
         low.fail("indexing a PackedSequence")
     if a == "1":
         return replace(x, axes=x.axes[:i] + x.axes[i + 1:])
-    if a == "T":
-        T = low.size("T")
-        if index not in (-1, T - 1) or (isinstance(index, Size) and index.sym not in (None, "T")):
-            low.fail(f"step {index} of the time axis: only the last step (output[:, -1]) is supported")
-        return _last_step(low, x, i)
+    if a == "T" or (a in ("x0", "x1") and a not in low.bind):
+        size = low.size(a)
+        if not -size <= index < size:
+            low.fail(f"step {index} of {size}")
+        return Step(x, i, index % size)     # the last step, or a cell's input (resolved where used)
     if a == "B" and low.unbatched:
         return replace(x, axes=x.axes[:i] + x.axes[i + 1:])
     low.fail(f"select of index {index} along the {a} axis")
@@ -1006,7 +1047,7 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         return x[tuple(idx)]
     if isinstance(x, (list, tuple)):
         return x[slice(start, end, step)]
-    shp = low.shape(x) if isinstance(x, (PT, HN, Zeros)) else None
+    shp = low.shape(x) if isinstance(x, (PT, HN, Zeros, Step)) else None
     if shp is None:
         low.fail(f"slice of {_what(x)}")
     n = len(shp)
@@ -1015,6 +1056,8 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
     s, e, st = slice(start, None if end is None or end >= 2**62 else end, step).indices(size)
     if (s, e, st) == (0, size, 1):
         return x
+    if isinstance(x, Step):
+        x = low.tensor(x)
     if isinstance(x, Zeros):
         s2 = list(x.shape)
         s2[i] = len(range(s, e, st))
@@ -1085,6 +1128,9 @@ def _getitem(low, x, idx):
 
 @handles("cat", "concat", "concatenate")
 def _cat(low, tensors, dim=0):
+    if tensors and all(isinstance(t, _Unsq) for t in tensors):       # cat of h.unsqueeze(d) = stack
+        if len({t.dim for t in tensors}) == 1 and tensors[0].dim % 3 == dim % 3:
+            return _steps_of_chain(low, [t.v for t in tensors], dim)
     if all(isinstance(t, np.ndarray) for t in tensors):
         return np.concatenate(tensors, axis=dim)
     if all(isinstance(t, Zeros) for t in tensors):
@@ -1108,6 +1154,8 @@ def _cat(low, tensors, dim=0):
 
 @handles("stack")
 def _stack(low, tensors, dim=0):
+    if tensors and all(isinstance(t, CellOut) for t in tensors):
+        return _steps_of_chain(low, list(tensors), dim)
     if all(isinstance(t, np.ndarray) for t in tensors):
         return np.stack(tensors, axis=dim)
     if tensors and all(isinstance(t, HN) and len(t.parts) == 1 for t in tensors) and dim == 0:
@@ -1181,3 +1229,126 @@ def _reduce(low, op, x, *args, **kwargs):
 
 for _op in ("mean", "sum", "amax", "max", "amin", "min"):
     handles(_op)((lambda op: lambda low, x, *a, **k: _reduce(low, op, x, *a, **k))(_op))
+
+
+# ---- recurrent cells in a Python loop over time (unrolled by the capture) -------------------------
+#
+# for t in range(x.size(1)): h = cell(x[:, t], h) is recorded as T cell calls. Each call must read
+# step t of the same sequence with the state the previous call returned (zeros at t = 0) and the
+# same weights; the chain is then one recurrent layer, made when its result is used: the last h
+# as the final step, or torch.stack / torch.cat of every step's h as the sequence.
+
+@dataclass
+class _Chain:
+    mode: str
+    x: PT
+    axis: int
+    weights: tuple
+    last: int
+    layer: int | None = None          # its layer index once made
+    sequence: bool | None = None
+    result: PT | None = None
+
+
+def _cell(low, mode, inp, state, w_ih, w_hh, b_ih=None, b_hh=None):
+    if not isinstance(inp, Step):
+        low.fail(f"a recurrent cell reads {_what(inp)}: fastrnn converts cells fed one step of the input "
+                 f"sequence per call (for t in range(x.size(1)): h = cell(x[:, t], h))")
+    states = list(state) if isinstance(state, (list, tuple)) else [state]
+    ws = (w_ih, w_hh, b_ih, b_hh)
+    if not all(w is None or isinstance(w, np.ndarray) for w in ws) or (b_ih is None) != (b_hh is None):
+        low.fail("cell weights that are not constants")
+    if all(v is None or isinstance(v, Zeros) for v in states):
+        if inp.t != 0:
+            low.fail(f"a cell chain starting at step {inp.t} (it must start at step 0 with a zero state)")
+        low.chains.append(_Chain(mode, inp.x, inp.axis, ws, 0))
+        k = len(low.chains) - 1
+    else:
+        if not all(isinstance(v, CellOut) for v in states) or len({v.chain for v in states}) != 1:
+            low.fail("a cell whose state is not the previous call's state (or zeros at step 0)")
+        k = states[0].chain
+        ch = low.chains[k]
+        if ch.layer is not None:
+            low.fail("a cell chain continued after its result was used")
+        if ch.mode != mode or ch.x != inp.x or ch.axis != inp.axis or any(
+                a is not b for a, b in zip(ch.weights, ws)) or inp.t != ch.last + 1 \
+                or any(v.t != ch.last for v in states):
+            low.fail(f"cell call {inp.t} does not continue the chain of step {ch.last} (the same cell, the "
+                     f"next step of the same sequence, the previous state)")
+        ch.last = inp.t
+    h = CellOut(k, inp.t, "h")
+    return (h, CellOut(k, inp.t, "c")) if mode == "lstm" else h
+
+
+for _mode in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+    handles(_mode + "_cell")((lambda mode: lambda low, inp, hx, w_ih, w_hh, b_ih=None, b_hh=None:
+                              _cell(low, mode, inp, hx, w_ih, w_hh, b_ih, b_hh))(_mode))
+
+
+def _materialize(low, v, sequence):
+    """The chain of v as one recurrent layer: v the last step's h (sequence False) or every
+    step's h (sequence True)."""
+    if v.kind != "h":
+        low.fail("uses a cell's c as a tensor of the pipeline")
+    ch = low.chains[v.chain]
+    T = low.size(ch.x.axes[ch.axis])
+    if ch.layer is not None:
+        if ch.sequence != sequence or (not sequence and v.t != T - 1):
+            low.fail("uses a cell chain's states in two ways")
+        return ch.result
+    if ch.last != T - 1 or (not sequence and v.t != T - 1):
+        low.fail(f"uses the state after step {v.t} of {T}: fastrnn converts loops over every step")
+    x = ch.x
+    low.at_end(x)
+    labels = [low.lab(a) for a in x.axes]
+    if len(labels) != 3 or labels[2] != "F":
+        low.fail(f"cells over a tensor with axes {_axes_str(labels)}")
+    other = 1 - ch.axis
+    for i, want in ((ch.axis, "T"), (other, "B")):
+        a = labels[i]
+        if a == want:
+            continue
+        if a in ("x0", "x1") and a not in low.bind and want not in low.bind.values():
+            low.bind[a] = want
+        else:
+            low.fail(f"cells step along the {a} axis")
+    w_ih, w_hh, b_ih, b_hh = ch.weights
+    params = [w_ih, w_hh] + ([b_ih, b_hh] if b_ih is not None else [])
+    if x.cols is not None:
+        params[0] = permute_columns(params[0], x.cols)
+    (layer,) = torch_layers(ch.mode, params, 1, 1, b_ih is not None, 0)
+    if layer.input_size != x.width:
+        low.fail(f"a cell of {layer.input_size} inputs reads {x.width} features")
+    layer.return_sequences = sequence
+    first = len(low.layers)
+    low.layers.append(layer)
+    lstm = ch.mode == "lstm"
+    k = low.nstates
+    low.states.append({"parts": [[k, 0]], "stack": False})
+    if lstm:
+        low.states.append({"parts": [[k + 1, 0]], "stack": False})
+    low.nstates += 2 if lstm else 1
+    low.rnns.append(_Rnn(first, first, 1, 1, layer.state_size, layer.hidden_size, lstm, k))
+    ch.layer, ch.sequence = first, sequence
+    pos = len(low.layers)
+    if sequence:
+        ch.result = PT(pos, ("B", "T", "F"), layer.output_size)
+    else:
+        ch.result = PT(pos, ("B", "F"), layer.output_size, time="final")
+    return ch.result
+
+
+Lowering.materialize = lambda self, v, sequence: _materialize(self, v, sequence)
+
+
+def _steps_of_chain(low, tensors, dim):
+    """torch.stack([h_0, ..., h_{T-1}], dim) of one chain -> its sequence, axes in that order."""
+    ch_ids = {t.chain for t in tensors}
+    if len(ch_ids) != 1 or [t.t for t in tensors] != list(range(len(tensors))):
+        low.fail("torch.stack / torch.cat of cell states that are not every step of one loop, in order")
+    seq = _materialize(low, tensors[-1], True)
+    if dim % 3 == 1:
+        return seq
+    if dim % 3 == 0:
+        return replace(seq, axes=("T", "B", "F"))
+    low.fail("torch.stack of cell states along the feature axis")

@@ -488,7 +488,7 @@ def _run_custom(mod, x, meta):
         out = mod(*args)
         while isinstance(out, (tuple, list)):
             out = out[0]
-        ys.append(adapters.to_canonical(out.float().numpy(), meta["output_axes"], xr.shape[0], xr.shape[1]))
+        ys.append(adapters.to_predict(out.float().numpy(), meta["output_axes"], xr.shape[0], xr.shape[1]))
     return np.concatenate(ys) if len(ys) > 1 else ys[0]
 
 

@@ -59,6 +59,21 @@ def to_canonical(y, axes, B, T):
     return np.ascontiguousarray(np.transpose(y, [labels.index(l) for l in want]))
 
 
+def predict_axes(axes):
+    """The axes of predict's output for a source output with `axes`: batch first and time
+    second (flattened axes split), then the source's other axes in its order (the features, a
+    unit axis); a source without a batch axis (one sequence) gains one."""
+    atoms = [p for a in axes for p in _atoms(a)]
+    return ["B"] + (["T"] if "T" in atoms else []) + [a for a in atoms if a not in ("B", "T")]
+
+
+def to_predict(y, axes, B, T):
+    """A source output -> exactly what predict returns for it."""
+    c = to_canonical(y, axes, B, T)
+    sizes = dict(zip([l for l in ("B", "T", "F") if l in predict_axes(axes) or l == "F"][:c.ndim], c.shape))
+    return c.reshape([1 if a == "1" else sizes[a] for a in predict_axes(axes)])
+
+
 def source_x(x, axes):
     """predict's x ((B, T, F) or (B, T)) -> the source's sequence argument with `axes` (its
     labels among "B", "T", "F"; without "B" only for one row)."""

@@ -174,7 +174,7 @@ class Model:
         else:
             y, states = self._cm.forward(a, lens, init, want)
             y = sig_.cut_time(self.signature, y, lens)
-        y = sig_.outputs(self.signature, y, states)
+        y = sig_.shape_y(self.signature, sig_.outputs(self.signature, y, states))
         return (y, sig_.to_source(self.signature, states)) if return_state else y
 
     def stream(self, batch_size=1):

@@ -27,6 +27,10 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
         stack=True: the parts stacked on a new first axis (torch: (layers*dirs, B, H)).
     Together the parts must name every (state, direction) of the model exactly once.
 
+  axes: None, or the axes of predict's output y for a source that drops or adds unit axes
+    (a regressor's .squeeze(-1), an out[:, -1:]): labels among "B", "T", "F", "1" in that
+    order apart from the units, "B" first; "F" may be missing only when the output has one
+    feature. predict reshapes the engine's (B, T, F) / (B, F) to it; streams do not.
   graph: None, or an ONNX graph's own inputs and outputs, for Model.run (converters/onnx.py):
     {"inputs": [{"name", "role": "x", "axes": [...]},          the sequence; axes label its
                 {"name", "role": "lengths"},                   dims (B, T, F; 1 a unit axis)
@@ -53,9 +57,10 @@ def check(sig, state_dims, output_size, output_is_sequence):
     """Validate (and normalise) a signature dict against a model. state_dims: list of
     (dirs, width) per native state; output_is_sequence: the engine's y. Raises ModelFormatError."""
     if sig is None:
-        return {"outputs": None, "states": None, "time": None, "graph": None}
-    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph"}:
-        raise ModelFormatError(f"signature must be a dict with outputs, states, time and/or graph, got {sig!r}")
+        return {"outputs": None, "states": None, "time": None, "graph": None, "axes": None}
+    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph", "axes"}:
+        raise ModelFormatError(f"signature must be a dict with outputs, states, time, graph and/or axes, "
+                               f"got {sig!r}")
     graph = None
     if sig.get("graph") is not None:
         seq = output_is_sequence and sig.get("time") in (None, "longest")     # what predict returns
@@ -119,7 +124,15 @@ def check(sig, state_dims, output_size, output_is_sequence):
             raise ModelFormatError(f"signature states must name every state and direction once; "
                                    f"missing {sorted(need - seen)[:4]}")
         states = norm
-    return {"outputs": outs, "states": states, "time": time, "graph": graph}
+    axes = sig.get("axes")
+    if axes is not None:
+        core = ["B", "T", "F"] if output_is_sequence else ["B", "F"]
+        if not isinstance(axes, list) or not all(isinstance(a, str) and a in ("B", "T", "F", "1") for a in axes) \
+                or [a for a in axes if a != "1"] not in (core, core[:-1] if output_size == 1 else core) \
+                or not axes or axes[0] != "B" or outs is not None or graph is not None:
+            raise ModelFormatError(f"signature axes {axes!r}: expected {core} with unit axes '1' after 'B' "
+                                   f"(and without 'F' only for one output feature), on a single-output model")
+    return {"outputs": outs, "states": states, "time": time, "graph": graph, "axes": axes}
 
 
 _LABELS = {"x": {"B", "T", "F", "1"}, "state": {"S", "B", "F", "1"}, "y": {"B", "T", "D", "F", "1"}}
@@ -209,6 +222,15 @@ def outputs(sig, y, native):
             a = a[:, ::-1]
         res.append(np.ascontiguousarray(a) if a is not y else y)
     return res
+
+
+def shape_y(sig, y):
+    """predict's y from the engine's (B, T, F) / (B, F): sig["axes"] (see above)."""
+    axes = sig["axes"]
+    if axes is None:
+        return y
+    sizes = dict(zip(["B", "T", "F"] if y.ndim == 3 else ["B", "F"], y.shape))
+    return y.reshape([1 if a == "1" else sizes[a] for a in axes])
 
 
 def uses_states(sig):

@@ -51,15 +51,23 @@ def _np(t, name):
 
 
 def _const(low, t, name):
-    """A tensor met in the graph -> a NumPy constant (float32 for floats)."""
+    """A tensor met in the graph -> a NumPy constant (float32 for floats). The same tensor gives
+    the same array every time (a cell called in a loop is recognised by its weights' identity)."""
     torch = _torch()
     if not isinstance(t, torch.Tensor):
         return t
+    cache = getattr(low, "const_cache", None)
+    if cache is not None and id(t) in cache and cache[id(t)][0] is t:
+        return cache[id(t)][1]
     if t.dtype.is_floating_point:
-        return _np(t, name)
-    from ..torch import _check_storage
-    _check_storage(t, name)
-    return t.detach().cpu().numpy().copy()
+        a = _np(t, name)
+    else:
+        from ..torch import _check_storage
+        _check_storage(t, name)
+        a = t.detach().cpu().numpy().copy()
+    if cache is not None:
+        cache[id(t)] = (t, a)
+    return a
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +203,13 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
             "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
             "batch_first": layout != "time_major",
             "output_layout": "time_major" if out_axes[:2] == ["T", "B"] else "batch_first"}
-    model = Model(layers, meta=meta, signature={"outputs": None, "states": low.states, "time": time})
+    paxes = adapters.predict_axes(meta["output_axes"])
+    canonical = ["B", "T", "F"] if "T" in paxes else ["B", "F"]
+    model = Model(layers, meta=meta, signature={"outputs": None, "states": low.states, "time": time,
+                                                "axes": None if paxes == canonical else paxes})
+    if getattr(low, "quantized", False):
+        model.meta["quantized_source"] = "int8 weights dequantized to fp32"
+        model._quantized_source = True
     if module is not None and example is not None:
         check_example(module, model, example)
     return model
@@ -223,12 +237,13 @@ def check_example(module, model, args):
         kw = adapters.predict_args(model.meta, [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else
                                                 _np_tree(a) for a in args])
         y = model.predict(**kw)
-        r = adapters.to_canonical(ref.detach().cpu().float().numpy(), model.meta["output_axes"],
-                                  kw["x"].shape[0], kw["x"].shape[1])
+        r = adapters.to_predict(ref.detach().cpu().float().numpy(), model.meta["output_axes"],
+                                kw["x"].shape[0], kw["x"].shape[1])
     except FastRNNError as e:
         raise UnsupportedError(f"convert: the converted {type(module).__name__} cannot run its example input "
                                f"({e})") from None
-    if r.shape != y.shape or not np.allclose(y, r, rtol=1e-4, atol=1e-4):
+    tol = 2e-2 if getattr(model, "_quantized_source", False) else 1e-4
+    if r.shape != y.shape or not np.allclose(y, r, rtol=tol, atol=tol):
         diff = float(np.abs(y - r).max()) if r.shape == y.shape else f"shapes {y.shape} vs {r.shape}"
         raise UnsupportedError(f"convert: the converted {type(module).__name__} does not reproduce "
                                f"forward(example_input) (difference {diff}); its forward does something "
@@ -264,8 +279,17 @@ def module_call(low, mod, args, kwargs, where):
     nn = torch.nn
     nm = type(mod).__name__
     x = args[0] if args else kwargs.get("input")
+    if _quantized(mod):
+        return quantized_call(low, mod, x, args[1] if len(args) > 1 else kwargs.get("hx"), where)
     if isinstance(mod, nn.RNNBase):
         return rnn_module_call(low, mod, x, args[1] if len(args) > 1 else kwargs.get("hx"), where)
+    if isinstance(mod, nn.RNNCellBase):
+        op = {"LSTMCell": "lstm_cell", "GRUCell": "gru_cell"}.get(nm) or \
+            ("rnn_relu_cell" if getattr(mod, "nonlinearity", "tanh") == "relu" else "rnn_tanh_cell")
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        ws = [_const(low, mod.weight_ih, "weight_ih"), _const(low, mod.weight_hh, "weight_hh")]
+        ws += [_const(low, mod.bias_ih, "bias_ih"), _const(low, mod.bias_hh, "bias_hh")] if mod.bias else []
+        return low.call(op, (x, list(hx) if isinstance(hx, (tuple, list)) else hx, *ws), {}, where)
     if isinstance(mod, nn.Linear):
         return low.call("linear", (x, _const(low, mod.weight, f"{where}.weight"),
                                    None if mod.bias is None else _const(low, mod.bias, f"{where}.bias")), {}, where)
@@ -297,17 +321,44 @@ def module_call(low, mod, args, kwargs, where):
     return low.refuse(nm.lower(), f"module {nm} is not supported", where)
 
 
-def rnn_module_call(low, mod, x, hx, where):
+def _quantized(mod):
+    return type(mod).__module__.startswith("torch.ao.nn.quantized")
+
+
+def quantized_call(low, mod, x, hx, where):
+    """A dynamically quantized module (torch.ao.quantization.quantize_dynamic): Linear, LSTM, GRU
+    with int8 weights, run in fp32 with those weights dequantized. torch's own kernels also
+    quantize the activations on the fly, so the two differ by that rounding (about 1e-3 on O(1)
+    outputs), which the example check allows (low.quantized)."""
+    nm = type(mod).__name__
+    low.quantized = True
+    if nm == "Linear":
+        b = mod.bias()
+        return low.call("linear", (x, _np(mod.weight().dequantize(), "weight"),
+                                   None if b is None else _np(b, "bias")), {}, where)
+    if nm in ("LSTM", "GRU"):
+        wb = mod._weight_bias()
+        sd = {k: v.dequantize() if v.is_quantized else v for k, v in wb["weight"].items()}
+        sd.update(wb["bias"])
+        cfg = {"mode": nm, "input_size": mod.input_size, "hidden_size": mod.hidden_size,
+               "num_layers": mod.num_layers, "bias": mod.bias, "batch_first": mod.batch_first,
+               "bidirectional": mod.bidirectional, "proj_size": 0}
+        return rnn_module_call(low, mod, x, hx, where, cfg=cfg, sd=sd)
+    return low.refuse(nm.lower(), f"quantized module {nm} is not supported (dynamic Linear, LSTM and GRU are)",
+                      where)
+
+
+def rnn_module_call(low, mod, x, hx, where, cfg=None, sd=None):
     """An nn.RNN/LSTM/GRU module call (torch.fx leaf, scripted submodule) as its ATen op; returns
     what the module returns: (output, h_n) or (output, (h_n, c_n))."""
     from ..torch import _rnn_config, flat_params
-    cfg = _rnn_config(mod)
+    cfg = cfg or _rnn_config(mod)
     mode = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}.get(cfg["mode"])
     if mode is None:
         return low.refuse("rnn", f"recurrent mode {cfg['mode']!r}", where)
     L = int(cfg["num_layers"])
     try:
-        params = flat_params(mod.state_dict(), "", cfg)
+        params = flat_params(mod.state_dict() if sd is None else sd, "", cfg)
     except FastRNNError as e:
         return low.refuse(mode, str(e), where)
     if mode == "lstm" and hx is not None and not isinstance(hx, (tuple, list)):
@@ -413,9 +464,13 @@ _FUNC_NAMES = {"embedding": "f_embedding"}
 
 
 def capture_fx(module, args, name):
+    torch = _torch()
     import torch.fx as fx
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-    tracer = fx.Tracer(autowrap_functions=(pack_padded_sequence, pad_packed_sequence))
+    import math
+    # pack/pad kept whole, imported by name or called as nn.utils.rnn.pack_padded_sequence
+    tracer = fx.Tracer(autowrap_modules=(math, torch.nn.utils.rnn),
+                       autowrap_functions=(pack_padded_sequence, pad_packed_sequence))
     tracer.record_stack_traces = True
     graph = tracer.trace(module)
     low = Lowering(name)
@@ -533,6 +588,19 @@ class _Mod:
         self.mod = mod
 
 
+class _Packed:
+    """A TorchScript object holding packed (quantized) weights, or a module attribute on the way
+    to one."""
+    def __init__(self, mod, obj):
+        self.mod, self.obj = mod, obj
+
+
+def _unpacked(obj):
+    """LinearPackedParamsBase -> (weight, bias) as float32 arrays, the weight dequantized."""
+    w, b = obj.__getstate__()[0][:2]
+    return _np(w.dequantize() if w.is_quantized else w, "weight"), None if b is None else _np(b, "bias")
+
+
 class _Fn:
     """A function constant: its name and qualified type."""
     def __init__(self, name, qual):
@@ -611,14 +679,27 @@ class ScriptCapture:
             return G.Bad()
         if kind == "prim::GetAttr":
             parent = a[0]
-            if not isinstance(parent, _Mod):
+            if isinstance(parent, _Mod):
+                v = getattr(parent.mod, n.s("name"))
+            elif isinstance(parent, _Packed) and parent.obj is None:
+                v = getattr(parent.mod, n.s("name"))
+            else:
                 return low.refuse(kind, "an attribute of something that is not a module", where)
-            v = getattr(parent.mod, n.s("name"))
+            if isinstance(v, torch.ScriptObject):
+                return _Packed(None, v)
             if isinstance(v, torch.nn.Module):
                 return _Mod(v)
             return _const(low, v, n.s("name")) if isinstance(v, torch.Tensor) else v
         if kind == "prim::CallMethod":
             return self.call(n, a, where)
+        if kind in ("aten::quantized_lstm", "aten::quantized_gru"):
+            return self.quantized_rnn(kind, a, where)
+        if kind == "quantized::linear_dynamic":
+            if not isinstance(a[1], _Packed):
+                return low.refuse(kind, "packed weights that are not a module's", where)
+            w, b = _unpacked(a[1].obj)
+            low.quantized = True
+            return low.call("linear", (a[0], w, b), {}, where)
         if kind == "prim::CallFunction":
             return self.function(a[0], a[1:], where)
         if kind in ("prim::TupleConstruct", "prim::ListConstruct"):
@@ -661,6 +742,24 @@ class ScriptCapture:
             return low.call(op, tuple(a), {}, where)
         return low.refuse(kind, "is not supported", where)
 
+    def quantized_rnn(self, kind, a, where):
+        """aten::quantized_lstm / quantized_gru of a traced dynamically quantized module: the
+        same op as lstm / gru, its int8 weights dequantized (converters/frontends note)."""
+        low = self.low
+        x, hx, params, has_biases, num_layers, _, _, bidirectional, batch_first = a[:9]
+        flat = []
+        for p in params:
+            if not isinstance(p, _Packed):
+                return low.refuse(kind, "recurrent weights that are not packed parameters", where)
+            st = p.obj.__getstate__()[0]
+            if st[0] != "quantized_dynamic":
+                return low.refuse(kind, f"quantized recurrent weights of kind {st[0]!r}", where)
+            (w_ih, _), (w_hh, _) = _unpacked(st[4][0]), _unpacked(st[4][1])
+            flat += [w_ih, w_hh] + ([_np(st[1][0], "b_ih"), _np(st[1][1], "b_hh")] if has_biases else [])
+        low.quantized = True
+        op = "lstm" if kind.endswith("lstm") else "gru"
+        return low.call(op, (x, hx, flat, has_biases, num_layers, 0.0, False, bidirectional, batch_first), {}, where)
+
     def function(self, fn, a, where):
         low = self.low
         if not isinstance(fn, _Fn) or not (fn.qual == "Function" or fn.qual.startswith("__torch__.torch.")):
@@ -682,7 +781,7 @@ class ScriptCapture:
             return low.refuse("prim::CallMethod", "a method of something that is not a submodule", where)
         mod = sub.mod
         from ..torch import _rnn_config
-        if _rnn_config(mod) is not None and hasattr(mod, "mode"):      # scripted RNN module
+        if hasattr(mod, "mode") and hasattr(mod, "weight_ih_l0") and _rnn_config(mod) is not None:  # scripted RNN
             args = list(a[1:])
             while args and args[-1] is None:
                 args.pop()
@@ -727,7 +826,8 @@ def _script_input_kind(module):
         if on == "Embedding":
             return torch.zeros((EX_B, EX_T), dtype=torch.int64)
         if on in ("LSTM", "GRU", "RNN"):
-            size = m.weight_ih_l0.shape[1]
+            w = getattr(m, "weight_ih_l0", None)
+            size = w.shape[1] if w is not None else getattr(m, "input_size", 1)
             return torch.zeros((EX_B, EX_T, size))
         if on == "Linear":
             return torch.zeros((EX_B, EX_T, m.weight.shape[1]))
@@ -744,21 +844,24 @@ def convert_module(module, example_input=None, kind="module"):
     training = module.training
     module.eval()
     try:
-        try:
-            low, result, leaves = capture_export(module, args, name)
-            capture = "torch.export"
-        except FastRNNError:
-            raise
-        except Exception as e_export:  # noqa: BLE001 - export fails in many ways; fx may still capture
+        captured, why = None, []
+        # quantized modules: torch.fx keeps them whole (export would record their int8 kernels)
+        if not any(_quantized(m) for m in module.modules()):
             try:
-                low, result, leaves = capture_fx(module, args, name)
-                capture = "torch.fx"
+                captured = capture_export(module, args, name), "torch.export"
             except FastRNNError:
                 raise
-            except Exception as e_fx:  # noqa: BLE001
-                raise UnsupportedError(
-                    f"convert: {name}.forward cannot be captured: torch.export says "
-                    f"{_first_line(e_export)}; torch.fx says {_first_line(e_fx)}") from None
+            except Exception as e:  # noqa: BLE001 - export fails in many ways; fx may still capture
+                why.append(f"torch.export says {_first_line(e)}")
+        if captured is None:
+            try:
+                captured = capture_fx(module, args, name), "torch.fx"
+            except FastRNNError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                why.append(f"torch.fx says {_first_line(e)}")
+                raise UnsupportedError(f"convert: {name}.forward cannot be captured: {'; '.join(why)}") from None
+        (low, result, leaves), capture = captured
         return finish(low, result, name, kind, capture, module, None if made else args, leaves)
     finally:
         module.train(training)

@@ -1,0 +1,412 @@
+"""The PyTorch idioms public code writes, each converted from the live module and compared with
+torch on the same input (the oracle), through predict's conventions (DESIGN.md section 1):
+batch-major in and out, a flattened (T*B, F) output back as (B, T, F), forward's lengths and
+state arguments as predict's lengths= and initial_state=, an unbatched forward as a batch of
+sequences run one by one.
+
+Each module is small and seeded; the example given to convert is what the code passes to
+forward; the comparison input has another batch size and length, so nothing the capture saw
+as a number (batch 3, 7 steps) may stay baked in.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd import Variable
+
+import fastrnn
+
+V, E, H = 40, 8, 10
+B0, T0 = 3, 7            # the example
+B1, T1 = 4, 9            # the comparison
+
+
+def _close(got, want, what=""):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=what)
+
+
+def _ids(B, T, seed):
+    return torch.from_numpy(np.random.default_rng(seed).integers(1, V, (B, T)))
+
+
+def _floats(B, T, F_, seed):
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(B, T, F_)).astype(np.float32))
+
+
+class H0InForward(nn.Module):
+    """h0/c0 made in forward from x.size(0), with .to(device) and Variable; final states of a
+    2-layer bi-LSTM concatenated backward-first."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.LSTM(E, H, num_layers=2, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x):
+        h0 = torch.zeros(2 * 2, x.size(0), H).to(x.device)
+        c0 = Variable(torch.zeros(4, x.size(0), H, device=x.device))
+        out, (h, c) = self.rnn(self.emb(x), (h0, c0))
+        return F.log_softmax(self.fc(torch.cat([h[-1], h[-2]], -1)), dim=1)
+
+
+class NewZeros(nn.Module):
+    """x.new_zeros / zeros_like initial states, softmax over dim=-1 of every step."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True)
+        self.fc = nn.Linear(H, 4)
+
+    def forward(self, x):
+        h = torch.zeros_like(x.new_zeros(1, x.shape[0], H))
+        out, h = self.rnn(x, h)
+        return F.softmax(self.fc(out), dim=-1)
+
+
+class RnnNone(nn.Module):
+    """self.rnn(x, None) and a regressor's .squeeze(-1)."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(5, H, batch_first=True)
+        self.fc = nn.Linear(H, 1)
+
+    def forward(self, x):
+        out, _ = self.rnn(x, None)
+        return self.fc(out[:, -1, :]).squeeze(-1)
+
+
+class WordLM(nn.Module):
+    """pytorch/examples word_language_model: time-major, forward(input, hidden) with
+    init_hidden, the decoder on output.view(-1, nhid) giving (T*B, ntoken), and the hidden
+    state returned."""
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.2)
+        self.encoder = nn.Embedding(V, E)
+        self.rnn = nn.LSTM(E, H, 2, dropout=0.2)
+        self.decoder = nn.Linear(H, V)
+
+    def init_hidden(self, bsz):
+        weight = next(self.parameters())
+        return (weight.new_zeros(2, bsz, H), weight.new_zeros(2, bsz, H))
+
+    def forward(self, input, hidden):
+        emb = self.drop(self.encoder(input))
+        output, hidden = self.rnn(emb, hidden)
+        decoded = self.decoder(self.drop(output).view(-1, H))
+        return F.log_softmax(decoded, dim=1), hidden
+
+
+class Packed(nn.Module):
+    """forward(ids, lengths): nn.utils.rnn.* by its dotted name, lengths.cpu(), unsorted rows,
+    `if self.rnn.bidirectional`, hidden[-2, :, :]."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E, padding_idx=0)
+        self.rnn = nn.GRU(E, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, 2)
+
+    def forward(self, text, text_lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(text), text_lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        _, hidden = self.rnn(packed)
+        if self.rnn.bidirectional:
+            hidden = torch.cat((hidden[-2, :, :], hidden[-1, :, :]), dim=1)
+        else:
+            hidden = hidden[-1, :, :]
+        return self.fc(hidden)
+
+
+class PackedTagger(nn.Module):
+    """pack_padded_sequence + pad_packed_sequence(total_length=x.size(1)), a per-step head."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.LSTM(E, H, batch_first=True)
+        self.fc = nn.Linear(H, 5)
+
+    def forward(self, x, lengths):
+        p = nn.utils.rnn.pack_padded_sequence(self.emb(x), lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(p)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return self.fc(out)
+
+
+class LSTMTagger(nn.Module):
+    """The PyTorch sequence-models tutorial's tagger: one unbatched sentence, len(sentence),
+    view(len(sentence), 1, -1), log_softmax over dim=1."""
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(V, E)
+        self.lstm = nn.LSTM(E, H)
+        self.hidden2tag = nn.Linear(H, 5)
+
+    def forward(self, sentence):
+        embeds = self.word_embeddings(sentence)
+        lstm_out, _ = self.lstm(embeds.view(len(sentence), 1, -1))
+        tag_space = self.hidden2tag(lstm_out.view(len(sentence), -1))
+        return F.log_softmax(tag_space, dim=1)
+
+
+class PermuteView(nn.Module):
+    """h_n.permute(1, 0, 2).contiguous().view(B, -1) of a bi-GRU."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.GRU(E, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, 2)
+
+    def forward(self, x):
+        _, h = self.rnn(self.emb(x))
+        return torch.sigmoid(self.fc(h.permute(1, 0, 2).contiguous().view(x.size(0), -1)))
+
+
+class SequentialHead(nn.Module):
+    """An nn.Sequential head (Linear, ReLU, Dropout, Linear, Tanh) and scalar arithmetic."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, H, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(H, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 2), nn.Tanh())
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1]) * 2.5 + 1.0
+
+
+class Residual(nn.Module):
+    """A residual connection around a square Linear, then a scale per feature."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True)
+        self.proj = nn.Linear(H, H)
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, H))
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return (self.proj(out) + out) * self.scale
+
+
+class Transposed(nn.Module):
+    """A batch-first input fed to a time-major LSTM through x.transpose(0, 1), the output
+    transposed back."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, H)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.transpose(0, 1))
+        return self.fc(out).transpose(0, 1).contiguous()
+
+
+def _cell_loop(cell_cls, stack):
+    class CellLoop(nn.Module):
+        """nn.LSTMCell/GRUCell/RNNCell in a Python loop over time."""
+        def __init__(self):
+            super().__init__()
+            self.cell = cell_cls(5, H)
+            self.fc = nn.Linear(H, 2)
+
+        def forward(self, x):
+            h = torch.zeros(x.size(0), H)
+            c = torch.zeros(x.size(0), H)
+            outs = []
+            for t in range(x.size(1)):
+                if cell_cls is nn.LSTMCell:
+                    h, c = self.cell(x[:, t, :], (h, c))
+                else:
+                    h = self.cell(x[:, t], h)
+                outs.append(h)
+            return self.fc(torch.stack(outs, dim=1) if stack else h)
+    CellLoop.__name__ = f"{cell_cls.__name__}Loop{'Seq' if stack else 'Last'}"
+    return CellLoop
+
+
+CASES = {
+    "h0_in_forward": (H0InForward, "ids"),
+    "new_zeros": (NewZeros, "floats"),
+    "rnn_none_squeeze": (RnnNone, "floats"),
+    "word_lm": (WordLM, "ids_hidden"),
+    "packed_dotted": (Packed, "ids_lengths"),
+    "packed_tagger": (PackedTagger, "ids_lengths"),
+    "lstm_tagger_unbatched": (LSTMTagger, "unbatched"),
+    "permute_view": (PermuteView, "ids"),
+    "sequential_head_scalars": (SequentialHead, "floats"),
+    "residual_scale": (Residual, "floats"),
+    "transposed": (Transposed, "floats"),
+}
+for _c in (nn.LSTMCell, nn.GRUCell, nn.RNNCell):
+    for _s in (False, True):
+        CASES[f"{_c.__name__.lower()}_loop_{'seq' if _s else 'last'}"] = (_cell_loop(_c, _s), "floats")
+
+
+def _forward_args(kind, m, B, T, seed):
+    """What the user's code passes to forward, and what predict gets (x batch-major, kwargs)."""
+    if kind == "ids":
+        x = _ids(B, T, seed)
+        return (x,), x.numpy(), {}
+    if kind == "floats":
+        x = _floats(B, T, 5, seed)
+        return (x,), x.numpy(), {}
+    if kind == "ids_lengths":
+        x = _ids(B, T, seed)
+        lens = torch.from_numpy(np.random.default_rng(seed).integers(1, T + 1, B))
+        lens[0] = T
+        return (x, lens), x.numpy(), {"lengths": lens.numpy()}
+    if kind == "ids_hidden":                  # time-major ids and init_hidden
+        x = _ids(B, T, seed)
+        return (x.t().contiguous(), m.init_hidden(B)), x.numpy(), {}
+    if kind == "unbatched":
+        x = _ids(1, T, seed)[0]
+        return (x,), x.numpy()[None], {}
+    raise AssertionError(kind)
+
+
+def _torch_out(kind, m, args):
+    with torch.no_grad():
+        y = m(*args)
+    y = y[0] if isinstance(y, tuple) else y
+    y = y.numpy()
+    B = args[0].shape[1] if kind == "ids_hidden" else args[0].shape[0]
+    if kind == "ids_hidden":                  # (T*B, V) time-major -> (B, T, V)
+        y = y.reshape(-1, B, y.shape[-1]).transpose(1, 0, 2)
+    elif kind == "unbatched":
+        y = y[None]
+    elif m.__class__ is Transposed:
+        pass
+    return y
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request):
+    name = request.param
+    cls, kind = CASES[name]
+    torch.manual_seed(len(name))
+    m = cls().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(1.5)
+    return name, m, kind
+
+
+def test_idiom_converts_and_matches(case, tmp_path):
+    name, m, kind = case
+    ex, _, _ = _forward_args(kind, m, B0, T0, 0)
+    f = fastrnn.convert(m, example_input=list(ex))
+    for B, T, seed in ((B0, T0, 0), (B1, T1, 1), (1, 2, 2)):
+        if kind == "unbatched" and B > 1:
+            continue
+        args, x, kw = _forward_args(kind, m, B, T, seed)
+        want = _torch_out(kind, m, args)
+        _close(f.predict(x, **kw), want, f"{name} B={B} T={T}")
+    f.save(tmp_path / "m.frnn")
+    args, x, kw = _forward_args(kind, m, B1 if kind != "unbatched" else 1, T1, 3)
+    _close(fastrnn.load(tmp_path / "m.frnn").predict(x, **kw), _torch_out(kind, m, args), "saved and loaded")
+
+
+def test_unbatched_predict_takes_a_batch():
+    """A forward over one sentence converts to a model whose predict takes (B, T) and returns
+    (B, T, tags): row b is the module run on sentence b."""
+    torch.manual_seed(1)
+    m = LSTMTagger().eval()
+    f = fastrnn.convert(m, example_input=_ids(1, T0, 0)[0])
+    x = _ids(B1, T1, 5)
+    want = np.stack([_torch_out("unbatched", m, (x[b],))[0] for b in range(B1)])
+    _close(f.predict(x.numpy()), want)
+    assert f.meta["input_layout"] == "unbatched"
+
+
+def test_state_argument_is_initial_state_and_return_state():
+    """forward(input, hidden) -> (output, hidden): predict(x, initial_state=[h, c]) and
+    return_state=True in torch's layout, from a non-zero state."""
+    torch.manual_seed(4)
+    m = WordLM().eval()
+    f = fastrnn.convert(m, example_input=[_ids(B0, T0, 0).t().contiguous(), m.init_hidden(B0)])
+    x = _ids(B1, T1, 6)
+    rng = np.random.default_rng(6)
+    h0 = rng.normal(size=(2, B1, H)).astype(np.float32)
+    c0 = rng.normal(size=(2, B1, H)).astype(np.float32)
+    with torch.no_grad():
+        y, (h, c) = m(x.t().contiguous(), (torch.from_numpy(h0), torch.from_numpy(c0)))
+    got, (gh, gc) = f.predict(x.numpy(), initial_state=[h0, c0], return_state=True)
+    _close(got, y.numpy().reshape(T1, B1, V).transpose(1, 0, 2), "output")
+    _close(gh, h.numpy(), "h_n")
+    _close(gc, c.numpy(), "c_n")
+
+
+def test_streaming_a_cell_loop_is_the_loop():
+    """An nn.LSTMCell loop converts to one LSTM layer: its stream is the user's loop, step by step."""
+    torch.manual_seed(7)
+    m = _cell_loop(nn.LSTMCell, True)().eval()
+    f = fastrnn.convert(m, example_input=_floats(B0, T0, 5, 0))
+    x = _floats(B1, T1, 5, 8)
+    with torch.no_grad():
+        want = m(x).numpy()
+    s = f.stream(B1)
+    _close(np.stack([s.step(x[:, t].numpy()) for t in range(T1)], 1), want)
+
+
+def test_example_input_forms():
+    """The example as a tensor, a list of forward's arguments, NumPy arrays, or not at all."""
+    torch.manual_seed(9)
+    m = PermuteView().eval()
+    x = _ids(B1, T1, 9)
+    with torch.no_grad():
+        want = m(x).numpy()
+    for ex in (_ids(B0, T0, 0), [_ids(B0, T0, 0)], (_ids(B0, T0, 0).numpy(),), _ids(B0, T0, 0).numpy(), None):
+        _close(fastrnn.convert(m, example_input=ex).predict(x.numpy()), want, repr(type(ex)))
+
+
+def test_quantized_dynamic_module_and_its_trace(tmp_path):
+    """quantize_dynamic(LSTM, Linear): converted with its int8 weights dequantized. torch's int8
+    kernels also round the activations on the fly, so they differ from the fp32 model of the
+    same weights by about 1e-3; fastrnn matches that fp32 model to the usual 1e-5."""
+    torch.manual_seed(11)
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(5, H, num_layers=2, batch_first=True, bidirectional=True)
+            self.fc = nn.Linear(2 * H, 3)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return self.fc(out)
+    m = M().eval()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(m, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
+    # the fp32 model of the dequantized weights
+    ref = M().eval()
+    wb = q.rnn._weight_bias()
+    sd = {k: v.dequantize() for k, v in wb["weight"].items()} | dict(wb["bias"])
+    ref.rnn.load_state_dict(sd)
+    ref.fc.weight.data, ref.fc.bias.data = q.fc.weight().dequantize(), q.fc.bias()
+    x = _floats(B1, T1, 5, 12)
+    with torch.no_grad():
+        want, approx = ref(x).numpy(), q(x).numpy()
+    f = fastrnn.convert(q, example_input=_floats(B0, T0, 5, 0))
+    _close(f.predict(x.numpy()), want, "dequantized weights")
+    assert np.abs(f.predict(x.numpy()) - approx).max() < 2e-2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(q, _floats(B0, T0, 5, 0)), tmp_path / "q.pt")
+    _close(fastrnn.convert(str(tmp_path / "q.pt")).predict(x.numpy()), want, "traced archive")
+
+
+def test_every_refused_node_is_listed_with_its_line():
+    class TwoProblems(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(5, H, batch_first=True)
+            self.norm = nn.LayerNorm(H)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return torch.erf(self.norm(out)) + out.mean(1, keepdim=True)
+    with pytest.raises(fastrnn.UnsupportedError) as e:
+        fastrnn.convert(TwoProblems(), example_input=_floats(B0, T0, 5, 0))
+    msg = str(e.value)
+    assert "layer_norm" in msg and "mean" in msg, msg
+    assert msg.count("test_torch_idioms.py") >= 2, msg
