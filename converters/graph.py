@@ -176,6 +176,7 @@ class Lowering:
         self.input_ids = None
         self.takes_lengths = False
         self.unbatched = False
+        self.one_step = False             # forward(x_t, hidden): one step of a user's loop
         self.state_inputs = {}        # Input.index -> (rnn index, "h" | "c" | "hc")
         self.errors = []
         self.where = ""
@@ -348,6 +349,17 @@ class Lowering:
             self.unbatched = True
         if len(axes) != 3 or axes[2] != "F":
             self.fail(f"a recurrent layer reads a tensor with axes {_axes_str(axes)}; expected {_axes_str(want)}")
+        hx_items = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+        if (not self.bind and not self.rnns and any(isinstance(v, Input) for v in hx_items)
+                and len(self.xsizes) == 1 and sorted(axes[:2]) == sorted(("x0", "1"))):
+            # forward(x_t, hidden) -> (y_t, hidden) on one step (x_t has no time axis; the RNN reads
+            # it as a one-step sequence): a module the user's own loop drives. Its input's axis is
+            # the batch, the unit axis the time: predict and stream() replay that loop.
+            self.bind["x0"] = "B"
+            self.one_step = True
+            axes = tuple("T" if a == "1" else self.lab(a) for a in axes)
+            if axes[:2] == want[1::-1] and self.xsizes["x0"] == 1:
+                axes = want            # both unit-sized in the example: view(1, 1, -1) is either order
         for a, w in zip(axes[:2], want[:2]):
             if a == w:
                 continue

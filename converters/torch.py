@@ -480,6 +480,8 @@ def _run_custom(mod, x, meta):
     an unbatched module row by row."""
     torch = _torch()
     from fastrnn import adapters
+    if meta.get("one_step"):
+        return _run_loop(mod, x, meta)
     rows = [x[i:i + 1] for i in range(x.shape[0])] if meta["input_layout"] == "unbatched" else [x]
     ys = []
     for xr in rows:
@@ -490,6 +492,24 @@ def _run_custom(mod, x, meta):
             out = out[0]
         ys.append(adapters.to_predict(out.float().numpy(), meta["output_axes"], xr.shape[0], xr.shape[1]))
     return np.concatenate(ys) if len(ys) > 1 else ys[0]
+
+
+def _run_loop(mod, x, meta):
+    """A one-step module driven the way its users drive it: forward(x[:, t], hidden) for every
+    step, from init_hidden's zeros, the hidden it returns passed back in."""
+    torch = _torch()
+    from fastrnn import adapters
+    args = [torch.from_numpy(a) if isinstance(a, np.ndarray) else tuple(torch.from_numpy(t) for t in a)
+            for a in adapters.source_args(meta, x[:, :1])]
+    hidden = args[1] if len(args) > 1 else None
+    ys = []
+    for t in range(x.shape[1]):
+        xt = torch.from_numpy(np.ascontiguousarray(x[:, t]))
+        y, hidden = mod(xt, hidden)
+        while isinstance(y, (tuple, list)):
+            y = y[0]
+        ys.append(adapters.step_to_predict(y.float().numpy(), meta["output_axes"], x.shape[0]))
+    return np.concatenate(ys, axis=1)
 
 
 def _rnn_module(cfg):

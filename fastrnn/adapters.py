@@ -88,7 +88,9 @@ def source_x(x, axes):
 def predict_args(meta, args):
     """forward's arguments (NumPy; the sequence first) -> predict's keyword arguments: x batch-
     major, lengths= when forward takes them, initial_state= from forward's state argument(s)."""
-    axes = meta["input_axes"]
+    axes = list(meta["input_axes"])
+    if meta.get("one_step"):              # x_t of a one-step module, given a time axis by the caller
+        axes = axes[:1] + ["T"] + axes[1:]
     x = np.asarray(args[0])
     have = list(axes)
     if "B" not in have:
@@ -114,7 +116,7 @@ def source_args(meta, x, lengths=None):
     """predict's x (and lengths) -> forward's arguments for a custom torch module (NumPy):
     the sequence in the source's axes, then lengths (all steps when not given) and zero states
     in the order forward takes them (init_hidden's zeros)."""
-    args = [source_x(x, meta["input_axes"])]
+    args = [np.ascontiguousarray(x[:, 0]) if meta.get("one_step") else source_x(x, meta["input_axes"])]
     B, T = x.shape[0], x.shape[1]
     if meta.get("takes_lengths"):
         args.append(np.full((B,), T, np.int64) if lengths is None else np.asarray(lengths, np.int64))
@@ -124,3 +126,9 @@ def source_args(meta, x, lengths=None):
               for k in sorted(states, key=int)]
         args.append(tuple(zs) if len(zs) > 1 else zs[0])
     return args
+
+
+def step_to_predict(y, axes, B):
+    """One step's output of a one-step module (meta one_step) -> (B, 1, ...) as predict gives
+    for a one-step sequence."""
+    return to_canonical(y, axes, B, 1)[:, None]

@@ -410,3 +410,63 @@ def test_every_refused_node_is_listed_with_its_line():
     msg = str(e.value)
     assert "layer_norm" in msg and "mean" in msg, msg
     assert msg.count("test_torch_idioms.py") >= 2, msg
+
+
+class CharRNN(nn.Module):
+    """A one-step generator (the char-rnn pattern): forward(input, hidden) -> (output, hidden)
+    on one token per row, driven by the user's own loop from init_hidden."""
+    def __init__(self, model="gru", n_layers=2):
+        super().__init__()
+        self.model, self.n_layers = model, n_layers
+        self.encoder = nn.Embedding(V, E)
+        self.rnn = nn.GRU(E, H, n_layers) if model == "gru" else nn.LSTM(E, H, n_layers)
+        self.decoder = nn.Linear(H, V)
+
+    def forward(self, input, hidden):
+        batch_size = input.size(0)
+        encoded = self.encoder(input)
+        output, hidden = self.rnn(encoded.view(1, batch_size, -1), hidden)
+        return self.decoder(output.view(batch_size, -1)), hidden
+
+    def init_hidden(self, batch_size):
+        z = torch.zeros(self.n_layers, batch_size, H)
+        return (z, z.clone()) if self.model == "lstm" else z
+
+
+class FloatStep(nn.Module):
+    """A one-step module on float features: x_t.unsqueeze(1) into a batch-first LSTM."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, H, batch_first=True)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x_t, hidden):
+        out, hidden = self.rnn(x_t.unsqueeze(1), hidden)
+        return torch.softmax(self.fc(out[:, -1]), -1), hidden
+
+    def init_hidden(self, b):
+        return (torch.zeros(1, b, H), torch.zeros(1, b, H))
+
+
+@pytest.mark.parametrize("make", [lambda: CharRNN("gru"), lambda: CharRNN("lstm"), FloatStep],
+                         ids=["char_gru", "char_lstm", "float_step"])
+@pytest.mark.parametrize("B_example", [1, B0])
+def test_one_step_module_streams_the_users_loop(make, B_example):
+    torch.manual_seed(13)
+    m = make().eval()
+    floats = isinstance(m, FloatStep)
+    x = _floats(B1, T1, 5, 14) if floats else _ids(B1, T1, 14)
+    ex = _floats(B_example, 1, 5, 0)[:, 0] if floats else _ids(B_example, 1, 0)[:, 0]
+    f = fastrnn.convert(m, example_input=[ex, m.init_hidden(B_example)])
+    assert f.meta["one_step"] and f.meta["input_layout"] == "one_step"
+    hidden, want = m.init_hidden(B1), []
+    with torch.no_grad():
+        for t in range(T1):
+            y, hidden = m(x[:, t], hidden)
+            want.append(y.numpy())
+    want = np.stack(want, 1)
+    s = f.stream(B1)
+    _close(np.stack([s.step(x[:, t].numpy()) for t in range(T1)], 1), want, "stream")
+    _close(f.predict(x.numpy()), want, "predict over the whole loop")
+    from fastrnn.converters import run_source
+    _close(run_source(m, x.numpy(), meta=f.meta)[0], want, "--check's run of the loop")

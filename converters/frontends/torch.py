@@ -203,8 +203,13 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
             "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
             "batch_first": layout != "time_major",
             "output_layout": "time_major" if out_axes[:2] == ["T", "B"] else "batch_first"}
+    if low.one_step:
+        meta["one_step"] = True          # forward is one step: predict and streams run the loop
+        meta["input_layout"] = "one_step"
     paxes = adapters.predict_axes(meta["output_axes"])
     canonical = ["B", "T", "F"] if "T" in paxes else ["B", "F"]
+    if low.one_step:
+        paxes = canonical = ["B", "T", "F"]
     model = Model(layers, meta=meta, signature={"outputs": None, "states": low.states, "time": time,
                                                 "axes": None if paxes == canonical else paxes})
     if getattr(low, "quantized", False):
@@ -233,12 +238,16 @@ def check_example(module, model, args):
             module.train(training)
     while isinstance(ref, (tuple, list)):
         ref = ref[0]
+    if model.meta.get("one_step"):          # one step of the loop: predict on a one-step sequence
+        args = [a[:, None] if isinstance(a, torch.Tensor) and i == 0 else a for i, a in enumerate(args)]
     try:
         kw = adapters.predict_args(model.meta, [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else
                                                 _np_tree(a) for a in args])
         y = model.predict(**kw)
-        r = adapters.to_predict(ref.detach().cpu().float().numpy(), model.meta["output_axes"],
-                                kw["x"].shape[0], kw["x"].shape[1])
+        ref = ref.detach().cpu().float().numpy()
+        r = (adapters.step_to_predict(ref, model.meta["output_axes"], kw["x"].shape[0])
+             if model.meta.get("one_step") else
+             adapters.to_predict(ref, model.meta["output_axes"], kw["x"].shape[0], kw["x"].shape[1]))
     except FastRNNError as e:
         raise UnsupportedError(f"convert: the converted {type(module).__name__} cannot run its example input "
                                f"({e})") from None
