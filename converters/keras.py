@@ -794,6 +794,8 @@ class _Builder:
             return self.add(i, sub)
         if cls == "Dense":
             return self._dense(l, c)
+        if cls == "BatchNormalization":
+            return self._batchnorm(l, c)
         if cls == "Bidirectional":
             return self._bidirectional(i, l, c)
         cell, rc = _rnn_conf(l)
@@ -829,6 +831,40 @@ class _Builder:
         a = _act(c.get("activation"), self.version, _where(l), allow_rowwise=True)
         self.layers.append(ir.Dense(W, b[0] if b else None, a))
         self.width = U
+
+    def _batchnorm(self, l, c):
+        """BatchNormalization at inference: gamma (x - mean) / sqrt(var + eps) + beta over the
+        feature axis, a per-feature scale and shift: a diagonal Dense, which passes.fold merges
+        into the Dense before or after it. Keras stores [gamma (scale=True), beta (center=True),
+        moving_mean, moving_variance]."""
+        _refuse_extras(l, c, {"axis", "epsilon", "center", "scale", "momentum", "beta_initializer",
+                              "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer",
+                              "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint",
+                              "renorm", "renorm_clipping", "renorm_momentum", "fused", "virtual_batch_size",
+                              "adjustment"})
+        if c.get("renorm") or c.get("virtual_batch_size") is not None or c.get("adjustment") is not None:
+            raise UnsupportedError(f"{_where(l)}: batch renormalisation options are not supported")
+        axis = c.get("axis", -1)
+        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+        if self.width is None:
+            raise UnsupportedError(f"{_where(l)}: the input feature size is unknown")
+        if axis not in (-1, 2 if self.seq else 1):
+            raise UnsupportedError(f"{_where(l)}: option axis={axis!r} (only the feature axis, -1) is not supported")
+        n = self.width
+        center, scale = bool(c.get("center", True)), bool(c.get("scale", True))
+        shapes = [(n,)] * (2 + center + scale)
+        ws = _weights(l, self.reader.get(l), shapes)
+        gamma = ws.pop(0) if scale else np.ones(n, np.float32)
+        beta = ws.pop(0) if center else np.zeros(n, np.float32)
+        mean, var = ws
+        s = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(c.get("epsilon", 1e-3))))
+        t = beta.astype(np.float64) - mean.astype(np.float64) * s
+        if self.cols is not None:               # Keras feature j is IR column idx[j]
+            idx = np.concatenate([np.arange(a, b) for a, b in self.cols])
+            s2, t2 = np.empty_like(s), np.empty_like(t)
+            s2[idx], t2[idx] = s, t
+            s, t = s2, t2
+        self.layers.append(ir.Dense(np.diag(s).astype(np.float32), t.astype(np.float32)))
 
     def _rec_common(self, l, c):
         tm = bool(c.get("time_major", False))
@@ -1063,7 +1099,8 @@ def _convert(cfg, version, reader):
             "time_steps": steps}
     signature = {"outputs": None if simple else sig_out,
                  "states": [{"parts": [p], "stack": False} for p in b.state_layout]}
-    return Model(b.layers, meta=meta, signature=signature)
+    from .passes import fold
+    return Model(fold(b.layers), meta=meta, signature=signature)
 
 
 def run_source(src, x, **opts):

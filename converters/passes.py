@@ -6,9 +6,14 @@ merge what is one layer in the engine). Each pass is exact algebra on float32 we
 - diagonal_into_dense: a per-feature scale/shift (a diagonal Dense made by graph._affine) merges
   into the Dense before it (scaling its rows, when that Dense has no activation) or else into the
   Dense after it (scaling its columns; the shift goes into that Dense's bias).
+- diagonal_into_recurrent: a per-feature scale/shift right before a recurrent layer (a
+  BatchNormalization in front of an LSTM) merges into its input weights: W_ih diag(s) and
+  b_ih + W_ih t, for every direction (the input projection is linear in every cell).
 - identity: Activation(affine 1, 0) and Activation(linear) are dropped.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -51,6 +56,20 @@ def fold(layers):
                 and prev.activation.kind == "linear" and len(out) >= 1 and not _linear_dense(out[-2] if len(out) > 1 else None):
             s, t = np.diag(prev.weight).astype(np.float32), _bias(prev)
             out[-1] = ir.Dense(l.weight * s[None, :], _bias(l) + l.weight @ t, l.activation)
+            continue
+        if isinstance(l, ir.Recurrent) and isinstance(prev, ir.Dense) and _diagonal(prev) \
+                and prev.activation.kind == "linear":
+            s, t = np.diag(prev.weight).astype(np.float32), _bias(prev)
+            ws = []
+            for w in l.weights:
+                w = dict(w)
+                b = w.get("b_ih")
+                w["b_ih"] = (b if b is not None else np.zeros(w["W_ih"].shape[0], np.float32)) + w["W_ih"] @ t
+                if w.get("b_hh") is None:
+                    w["b_hh"] = np.zeros_like(w["b_ih"])
+                w["W_ih"] = w["W_ih"] * s[None, :]
+                ws.append(w)
+            out[-1] = dataclasses.replace(l, weights=ws)
             continue
         out.append(l)
     return out

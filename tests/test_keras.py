@@ -28,7 +28,10 @@ def _randomise(model, rng, scale=1.0):
     embeddings uniform(-1, 1)."""
     for layer in model.layers:
         ws = []
-        for w in layer.get_weights():
+        for i, w in enumerate(layer.get_weights()):
+            if isinstance(layer, L.BatchNormalization) and i == len(layer.get_weights()) - 1:
+                ws.append(rng.uniform(0.5, 2.0, w.shape).astype(np.float32))     # moving variance > 0
+                continue
             if w.ndim == 2 and "embedding" not in layer.name:
                 a = 1.5 / np.sqrt(w.shape[0])
             elif w.ndim == 2:
@@ -187,6 +190,15 @@ MODELS.update({
     "tut_simplernn3_last_state": (lambda: _fn({"shape": (10, 8)}, lambda x: L.SimpleRNN(
         3, use_bias=False, return_state=True)(x)), "float", 1.0),
     "tut_simplernn3": (lambda: _seq({"shape": (10, 8)}, L.SimpleRNN(3, use_bias=False)), "float", 1.0),
+    # BatchNormalization at inference: folded into the Dense or recurrent layer next to it
+    "bn_dense": (lambda: _seq(FLOAT, L.LSTM(6, return_sequences=True), L.Dense(4), L.BatchNormalization(),
+                              L.Activation("relu"), L.Dense(2)), "float", 1.0),
+    "bn_first": (lambda: _seq(FLOAT, L.BatchNormalization(), L.GRU(6), L.Dense(3, activation="softmax")),
+                 "float", 1.0),
+    "bn_back_bidi": (lambda: _seq(FLOAT, L.LSTM(6, return_sequences=True, go_backwards=True),
+                                  L.Bidirectional(L.LSTM(5, return_sequences=True)),
+                                  L.BatchNormalization(center=False), L.LSTM(3)), "float", 1.0),
+    "bn_last": (lambda: _seq(FLOAT, L.LSTM(6), L.BatchNormalization(scale=False, epsilon=0.01)), "float", 1.0),
 })
 
 
