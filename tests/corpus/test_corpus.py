@@ -1,0 +1,763 @@
+"""The real-world model corpus (tests/corpus/README.md): every model of torch_models.CASES and
+keras_models.CASES converted the way a user would, from every capture that exists for it, and
+compared with the oracle (oracle.py) on a seeded random input (batch 3, time 7).
+
+Captures (the part of a case id after the model name):
+  module        fastrnn.convert(live module, example_input=forward's arguments)
+  script        torch.jit.script -> save -> fastrnn.convert(path)
+  trace         torch.jit.trace(module, forward's arguments) -> save -> fastrnn.convert(path)
+  onnx_legacy   torch.onnx.export(dynamo=False, dynamic batch/time axes) -> fastrnn.convert(path),
+                m.run(None, feeds) vs onnxruntime            (whole-sequence modules only)
+  onnx_dynamo   torch.export.export(strict=False, Dim.AUTO on batch/time) ->
+                torch.onnx.export(program, dynamo=True), likewise (exports cached, see
+                _export_onnx_cached)
+  keras         fastrnn.convert(live keras.Model)
+
+THE RATCHET. Most of these models do not convert today; the importers are being rewritten so that
+all of them do. Nothing is skipped or xfailed; instead the dicts below record today's state and
+the tests assert it, so the lists can only shrink:
+  REFUSED_TODAY   conversion raises a FastRNNError today (a clean refusal; value: the start of
+                  the message seen today, informational). When such a case converts, its test
+                  FAILS telling you to remove it from the dict (and then it must match the oracle).
+  CRASHES_TODAY   conversion raises another exception type today: a bug. The test asserts that
+                  exact type, so it fails once fixed, telling you to move the case.
+  WRONG_TODAY     conversion succeeds but the result does not match the oracle (or predict /
+                  stream / run raises): a bug; the test asserts the mismatch still happens.
+  CAPTURE_FAILS_TODAY
+                  the source framework itself cannot produce the artifact (torch.jit.script,
+                  torch.jit.trace or torch.onnx.export raises, or onnxruntime cannot run the
+                  export): an exporter limitation, not a fastrnn failure. Asserted the same way.
+Every other case must convert and match the oracle.
+
+Run: KERAS_BACKEND=torch OPENBLAS_NUM_THREADS=1 python -m pytest -q tests/corpus
+`python -m tests.corpus.test_corpus` prints today's table (README).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import fastrnn
+
+from . import oracle
+from . import torch_models as TM
+
+B, T = 3, 7
+TORCH_CAPTURES = ("module", "script", "trace", "onnx_legacy", "onnx_dynamo")
+
+torch.set_num_threads(1)
+
+# ---------------------------------------------------------------------------------------------
+# today's state (the ratchet)
+
+REFUSED_TODAY = {
+    'bentrevett_pos_tagger-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_122' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'bentrevett_sentiment_lstm-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/Concat' (Concat, node 55): uses final states that are not the last layer's directions in order",
+    'bentrevett_sentiment_lstm-trace':
+        "UnsupportedError: convert: BentrevettLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for the example's length",
+    'bentrevett_sentiment_packed_bilstm-trace':
+        "UnsupportedError: convert: BentrevettPackedBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops,",
+    'bentrevett_sentiment_rnn-module':
+        'UnsupportedError: convert: BentrevettRNN.forward cannot be captured: torch.export says DataDependentOutputException: aten.equal.default; torch.fx says TraceError: symbolically traced variables cannot be used as inputs to',
+    'bentrevett_sentiment_rnn-script':
+        "UnsupportedError: convert: BentrevettRNN: 1 operation cannot be lowered to fastrnn's pipeline: equal: op 'equal' is not supported",
+    'bentrevett_seq2seq_encoder-module':
+        "UnsupportedError: convert: Seq2SeqEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: uses h_n with axes (S, B, F) as a pipeline tensor; take rows (h_n[-1]) or flatten them per batch row",
+    'bentrevett_seq2seq_encoder-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'bentrevett_seq2seq_encoder-script':
+        "UnsupportedError: convert: Seq2SeqEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: uses h_n with axes (S, B, F) as a pipeline tensor; take rows (h_n[-1]) or flatten them per batch row",
+    'bentrevett_seq2seq_encoder-trace':
+        "UnsupportedError: convert: Seq2SeqEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: uses h_n with axes (S, B, F) as a pipeline tensor; take rows (h_n[-1]) or flatten them per batch row",
+    'bentrevett_seq2seq_packed_encoder-module':
+        "UnsupportedError: convert: Seq2SeqPackedEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: forward returns a tensor from before its last layer",
+    'bentrevett_seq2seq_packed_encoder-onnx_legacy':
+        "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
+    'bentrevett_seq2seq_packed_encoder-script':
+        "UnsupportedError: convert: Seq2SeqPackedEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: forward returns a tensor from before its last layer",
+    'bentrevett_seq2seq_packed_encoder-trace':
+        "UnsupportedError: convert: Seq2SeqPackedEncoder: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, f",
+    'course_lstm_hn_permute-module':
+        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], h_n[-1]], 1) for two",
+    'course_lstm_hn_permute-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'course_lstm_hn_permute-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/Reshape' (Reshape, node 37): merges final states that are not the last layer's directions",
+    'course_lstm_hn_permute-script':
+        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], h_n[-1]], 1) for two",
+    'course_lstm_hn_permute-trace':
+        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], h_n[-1]], 1) for two",
+    'd2stgnn_rnn_layer-onnx_dynamo':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'd2stgnn_rnn_layer-onnx_legacy':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'd2stgnn_rnn_layer-script':
+        "UnsupportedError: convert: D2STGNNRNNLayer: 2 operations cannot be lowered to fastrnn's pipeline: prim::Loop: data-dependent control flow is not supported",
+    'd2stgnn_rnn_layer-trace':
+        "UnsupportedError: convert: D2STGNNRNNLayer: 4 operations cannot be lowered to fastrnn's pipeline: linear: step 0 of the sequence used as a tensor: only the last step (output[:, -1]) is supported, or each step fed to a re",
+    'deepspeech_rnns-module':
+        "UnsupportedError: convert: DeepSpeechRNNs: 3 operations cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (F, x0, x1); expected (T, B, F)",
+    'deepspeech_rnns-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0)",
+    'deepspeech_rnns-trace':
+        "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for the example's length",
+    'dlwizard_lstm-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'dlwizard_rnn_relu-onnx_dynamo':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'dsse_lstm_regressor-module':
+        "UnsupportedError: convert: DSSELSTMModel: 1 operation cannot be lowered to fastrnn's pipeline: view: a layout change of Step",
+    'dsse_lstm_regressor-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'dsse_lstm_regressor-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/Reshape_1' (Reshape, node 42): reshapes axes ['B', 'F'] to [-1]: only merging directions into features, flattening batch and time into rows and back, or removing unit axes, is suppo",
+    'dsse_lstm_regressor-script':
+        "UnsupportedError: convert: DSSELSTMModel: 1 operation cannot be lowered to fastrnn's pipeline: view: a layout change of Step",
+    'dsse_lstm_regressor-trace':
+        "UnsupportedError: convert: DSSELSTMModel: 1 operation cannot be lowered to fastrnn's pipeline: view: a layout change of Step",
+    'ersw_rnn_sequential_head-onnx_dynamo':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'ex_time_sequence_prediction-module':
+        "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
+    'ex_time_sequence_prediction-onnx_dynamo':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'ex_time_sequence_prediction-onnx_legacy':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'ex_time_sequence_prediction-trace':
+        "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
+    'ex_word_language_model_gru-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_48' (Mul, node 9): a Mul other than merging a bidirectional layer's directions",
+    'ex_word_language_model_gru-onnx_legacy':
+        "ModelFormatError: signature graph: output {'name': '155', 'kind': 'y', 'axes': ['T*B', 'F'], 'dirs': 1, 'last': None}",
+    'ex_word_language_model_lstm-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_62' (Mul, node 10): a Mul other than merging a bidirectional layer's directions",
+    'ex_word_language_model_lstm-onnx_legacy':
+        "ModelFormatError: signature graph: output {'name': '167', 'kind': 'y', 'axes': ['T*B', 'F'], 'dirs': 1, 'last': None}",
+    'ex_word_language_model_rnn_tied-onnx_dynamo':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'ex_word_language_model_rnn_tied-onnx_legacy':
+        "ModelFormatError: signature graph: output {'name': '26', 'kind': 'y', 'axes': ['T*B', 'F'], 'dirs': 1, 'last': None}",
+    'floydhub_grunet-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_49' (Mul, node 9): a Mul other than merging a bidirectional layer's directions",
+    'grucell_forecaster-module':
+        "UnsupportedError: convert: GRUCellForecaster: 6 operations cannot be lowered to fastrnn's pipeline: linear: uses the state after step 0 of 7: fastrnn converts loops over every step",
+    'grucell_forecaster-onnx_dynamo':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'grucell_forecaster-onnx_legacy':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'grucell_forecaster-script':
+        "UnsupportedError: convert: GRUCellForecaster: 2 operations cannot be lowered to fastrnn's pipeline: prim::Loop: data-dependent control flow is not supported",
+    'kaggle_jigsaw_simple_lstm-module':
+        "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
+    'kaggle_jigsaw_simple_lstm-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_240' (Mul, node 18): a Mul other than merging a bidirectional layer's directions",
+    'kaggle_jigsaw_simple_lstm-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 34): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md)",
+    'kaggle_jigsaw_simple_lstm-trace':
+        "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
+    'kaggle_pooled_bigru-keras':
+        "UnsupportedError: layer 'concatenate' (Concatenate) takes several inputs (global_average_pooling1d, global_max_pooling1d_1; e.g. initial_state): not a chain",
+    'kaggle_quora_lstm_gru_pool-module':
+        "UnsupportedError: convert: QuoraNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
+    'kaggle_quora_lstm_gru_pool-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_209' (Mul, node 18): a Mul other than merging a bidirectional layer's directions",
+    'kaggle_quora_lstm_gru_pool-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 43): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md)",
+    'kaggle_quora_lstm_gru_pool-script':
+        "UnsupportedError: convert: QuoraNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
+    'kaggle_quora_lstm_gru_pool-trace':
+        "UnsupportedError: convert: QuoraNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
+    'kaggle_stock_gru-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_56' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'kaggle_toxic_bilstm_globalmaxpool-keras':
+        "UnsupportedError: layer 'global_max_pooling1d' (GlobalMaxPooling1D): class GlobalMaxPooling1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Activ",
+    'keras_gru_gap_masked-keras':
+        "UnsupportedError: layer 'global_average_pooling1d_1' (GlobalAveragePooling1D): class GlobalAveragePooling1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed",
+    'keras_io_addition_rnn-keras':
+        "UnsupportedError: layer 'repeat_vector' (RepeatVector): class RepeatVector is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Activation and dropout-l",
+    'luopeixiang_ner_bilstm-trace':
+        "UnsupportedError: convert: LuoBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for the exam",
+    'mlm_airmodel-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'mlm_cnn_lstm_imdb-keras':
+        "UnsupportedError: layer 'conv1d' (Conv1D): class Conv1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Activation and dropout-like layers)",
+    'morvan_rnn_classifier-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'morvan_rnn_regressor-module':
+        "UnsupportedError: convert: MorvanRNNRegressor: 6 operations cannot be lowered to fastrnn's pipeline: linear: step 0 of the sequence used as a tensor: only the last step (output[:, -1]) is supported, or each step fed to a",
+    'morvan_rnn_regressor-onnx_dynamo':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'morvan_rnn_regressor-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/Gather' (Gather, node 17): takes step 0 of the sequence (only the last step, or the first of a reverse layer, which is its final state, is supported)",
+    'morvan_rnn_regressor-script':
+        "UnsupportedError: convert: MorvanRNNRegressor: 2 operations cannot be lowered to fastrnn's pipeline: prim::Loop: data-dependent control flow is not supported",
+    'mstsn_gru-module':
+        "UnsupportedError: convert: MSTSNGRU: 1 operation cannot be lowered to fastrnn's pipeline: fill_: op 'fill_' is not supported",
+    'mstsn_gru-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'n1' (Shape, node 3): of this value",
+    'mstsn_gru-trace':
+        "UnsupportedError: convert: MSTSNGRU: 1 operation cannot be lowered to fastrnn's pipeline: fill_: op 'fill_' is not supported",
+    'myprediction_gru-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_55' (Mul, node 11): a Mul other than merging a bidirectional layer's directions",
+    'myprediction_gru-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/Mul' (Mul, node 32): a Mul other than merging a bidirectional layer's directions",
+    'scaled_forecaster-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'scaled_forecaster-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/Mul' (Mul, node 40): a Mul other than merging a bidirectional layer's directions",
+    'stackabuse_airline_lstm-module':
+        "UnsupportedError: convert: forward's input 'input_seq' has shape (7,): expected (batch, time, features) or one sequence (time, features)",
+    'stackabuse_airline_lstm-script':
+        "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: view: not a flattening or unflattening of whole axes",
+    'stackabuse_airline_lstm-trace':
+        "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 1)",
+    'stockpredict_last_days-module':
+        "UnsupportedError: convert: StockPredictLSTM: 1 operation cannot be lowered to fastrnn's pipeline: slice: a slice [-3:9223372036854775807:1] of the T axis",
+    'stockpredict_last_days-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'stockpredict_last_days-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/Slice' (Slice, node 18): slices [-3:9223372036854775807] on axis 1 of this value",
+    'stockpredict_last_days-script':
+        "UnsupportedError: convert: StockPredictLSTM: 1 operation cannot be lowered to fastrnn's pipeline: slice: a slice [-3:None:1] of the T axis",
+    'stockpredict_last_days-trace':
+        "UnsupportedError: convert: StockPredictLSTM: 1 operation cannot be lowered to fastrnn's pipeline: slice: a slice [-3:9223372036854775807:1] of the T axis",
+    'tut_char_rnn_classification-onnx_dynamo':
+        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+    'tut_char_rnn_classification_step-module':
+        "UnsupportedError: convert: TutCharRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
+    'tut_char_rnn_classification_step-script':
+        "UnsupportedError: convert: TutCharRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
+    'tut_char_rnn_classification_step-trace':
+        "UnsupportedError: convert: TutCharRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
+    'tut_char_rnn_generation_step-module':
+        "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
+    'tut_char_rnn_generation_step-script':
+        "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
+    'tut_char_rnn_generation_step-trace':
+        "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
+    'tut_lstm_tagger-script':
+        "UnsupportedError: convert: LSTMTagger: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1*F); expected (T, B, F)",
+    'tut_lstm_tagger-trace':
+        "UnsupportedError: convert: LSTMTagger: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 8)",
+    'tut_lstm_tagger_2017-script':
+        "UnsupportedError: convert: LSTMTaggerLegacy: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1*F); expected (T, B, F)",
+    'tut_lstm_tagger_2017-trace':
+        "UnsupportedError: convert: LSTMTaggerLegacy: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 8)",
+    'tut_seq2seq_decoder_step-script':
+        "UnsupportedError: convert: DecoderRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: gru: a recurrent layer reads a tensor with axes (1, 1, x0*x1*F); expected (T, B, F)",
+    'tut_seq2seq_decoder_step-trace':
+        "UnsupportedError: convert: DecoderRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: gru: a recurrent layer reads a tensor with axes (1, 1, x0*x1*F); expected (T, B, F)",
+    'tut_seq2seq_encoder-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_55' (Mul, node 13): a Mul other than merging a bidirectional layer's directions",
+    'tut_seq2seq_encoder_step-script':
+        "UnsupportedError: convert: EncoderRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: gru: a recurrent layer reads a tensor with axes (1, 1, x0*x1*F); expected (T, B, F)",
+    'tut_seq2seq_encoder_step-trace':
+        "UnsupportedError: convert: EncoderRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: gru: a recurrent layer reads a tensor with axes (1, 1, x0*x1*F); expected (T, B, F)",
+    'udacity_char_rnn-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_63' (Mul, node 10): a Mul other than merging a bidirectional layer's directions",
+    'udacity_char_rnn-onnx_legacy':
+        "ModelFormatError: signature graph: output {'name': '164', 'kind': 'y', 'axes': ['B*T', 'F'], 'dirs': 1, 'last': None}",
+    'udacity_sentiment_rnn-module':
+        "UnsupportedError: convert: UdacitySentimentRNN: 1 operation cannot be lowered to fastrnn's pipeline: view: not a flattening or unflattening of whole axes",
+    'udacity_sentiment_rnn-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_64' (Mul, node 11): a Mul other than merging a bidirectional layer's directions",
+    'udacity_sentiment_rnn-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/Gather_1' (Gather, node 40): gathers -1 on axis 1 of this value",
+    'yunjey_birnn-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_123' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+    'yunjey_rnn-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+}
+
+CRASHES_TODAY = {
+    'ex_word_language_model_lstm-trace':
+        'TypeError',
+    'spro_char_rnn_step-trace':
+        'TypeError',
+    'tut_dynamic_quantization_lstm_lm-trace':
+        'TypeError',
+    'udacity_char_rnn-trace':
+        'TypeError',
+    'udacity_sentiment_rnn-trace':
+        'TypeError',
+}
+
+WRONG_TODAY = {
+}
+
+CAPTURE_FAILS_TODAY = {
+    'bentrevett_sentiment_lstm-onnx_dynamo':
+        'torch.onnx.export(dynamo=True): TypeError: zeros(): argument \'size\' failed to unpack the object at pos 2 with error "type must be tuple of ints,but got FakeTensor"',
+    'bentrevett_sentiment_packed_bilstm-onnx_dynamo':
+        'torch.onnx.export(dynamo=True): TypeError: zeros(): argument \'size\' failed to unpack the object at pos 2 with error "type must be tuple of ints,but got FakeTensor"',
+    'bentrevett_sentiment_rnn-onnx_dynamo':
+        'torch.onnx.export(dynamo=True): DataDependentOutputException: aten.equal.default',
+    'bentrevett_seq2seq_packed_encoder-onnx_dynamo':
+        'torch.onnx.export(dynamo=True): TypeError: zeros(): argument \'size\' failed to unpack the object at pos 2 with error "type must be tuple of ints,but got FakeTensor"',
+    'deepspeech_rnns-onnx_dynamo':
+        'torch.onnx.export(dynamo=True): TypeError: zeros(): argument \'size\' failed to unpack the object at pos 2 with error "type must be tuple of ints,but got FakeTensor"',
+    'deepspeech_rnns-script':
+        'torch.jit.script: RuntimeError: Arguments for call are not valid.',
+    'dlwizard_rnn_relu-script':
+        'torch.jit.script: RuntimeError: Class Variable does not have an __init__ function defined:',
+    'ex_time_sequence_prediction-script':
+        'torch.jit.script: RuntimeError: all inputs of range must be ints, found Tensor (inferred) in argument 0:',
+    'ex_word_language_model_lstm-script':
+        'torch.jit.script: RuntimeError: Arguments for call are not valid.',
+    'grucell_forecaster-trace':
+        'torch.jit.trace: TypeError: torch.jit.trace cannot take a None argument',
+    'kaggle_jigsaw_simple_lstm-script':
+        'torch.jit.script: RuntimeError: Python type cannot be used as a value:',
+    'luopeixiang_ner_bilstm-onnx_dynamo':
+        'torch.onnx.export(dynamo=True): TypeError: zeros(): argument \'size\' failed to unpack the object at pos 2 with error "type must be tuple of ints,but got FakeTensor"',
+    'morvan_rnn_regressor-trace':
+        'torch.jit.trace: TypeError: torch.jit.trace cannot take a None argument',
+    'mstsn_gru-script':
+        'torch.jit.script: RuntimeError: strides() called on an undefined Tensor',
+    'spro_char_rnn_step-script':
+        'torch.jit.script: RuntimeError: Arguments for call are not valid.',
+    'tut_dynamic_quantization_lstm_lm-onnx_dynamo':
+        "torch.onnx.export(dynamo=True): AttributeError: __torch__.torch.classes.rnn.CellParamsBase (of Python compilation unit at: 0) does not have a field with name '__obj_flatten__'",
+    'tut_dynamic_quantization_lstm_lm-onnx_legacy':
+        'torch.onnx.export(dynamo=False): RuntimeError: Only tuples, lists and Variables are supported as JIT inputs/outputs. Dictionaries and strings are also accepted, but their usage is not recommended. Here, received an input',
+    'tut_dynamic_quantization_lstm_lm-script':
+        'torch.jit.script: RuntimeError: Arguments for call are not valid.',
+    'udacity_char_rnn-script':
+        'torch.jit.script: RuntimeError: Arguments for call are not valid.',
+    'udacity_sentiment_rnn-script':
+        'torch.jit.script: RuntimeError: Arguments for call are not valid.',
+    'yunjey_birnn-script':
+        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local variable instead.:",
+    'yunjey_rnn-script':
+        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local variable instead.:",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# case ids
+
+def torch_case_ids():
+    out = []
+    for c in TM.CASES:
+        for cap in TORCH_CAPTURES:
+            if cap.startswith("onnx") and c.kind != "sequence":
+                continue
+            out.append(f"{c.name}-{cap}")
+    return out
+
+
+def keras_case_ids():
+    from . import keras_models as KM
+    return [f"{c.name}-keras" for c in KM.CASES]
+
+
+def _split(case_id):
+    name, cap = case_id.rsplit("-", 1)
+    return name, cap
+
+
+def _rng(case_id, salt=0):
+    return np.random.default_rng(zlib.crc32(case_id.split("-")[0].encode()) + salt)
+
+
+class CaptureFailed(Exception):
+    """The source framework could not produce the artifact (exporter limitation)."""
+
+
+class Wrong(Exception):
+    """Converted, but the result does not match the oracle."""
+
+
+def _msg(e):
+    """The exception's type and first line, plus the first itemised reason of a multi-line refusal
+    (`- op (File ..., line N, in forward: code): why` -> `op: why`)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    out = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    for ln in lines[1:]:
+        if ln.startswith("- "):
+            item = ln[2:]
+            if " (File " in item:
+                item = item.split(" (File ", 1)[0] + ": " + item.rsplit("): ", 1)[-1]
+            return f"{out} {item}"
+    return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# torch: build the capture, convert it, check it
+
+def _example_args(case, module, rng):
+    """forward's arguments as the source calls it, for conversion and tracing (one sequence for an
+    unbatched case, one step of the loop for a step case: Case.inputs says which)."""
+    return case.inputs(module, B, T, rng)
+
+
+def _flat_args(args):
+    """forward's arguments -> (names, tensors) as torch.onnx.export flattens them."""
+    names, tensors = [], []
+    for i, a in enumerate(args):
+        if a is None:
+            continue
+        if isinstance(a, (tuple, list)):
+            for j, t in enumerate(a):
+                names.append(["h0", "c0"][j] if len(a) == 2 else f"arg{i}_{j}")
+                tensors.append(t)
+        else:
+            names.append("input" if i == 0 else ("lengths" if a.dtype == torch.int64 and a.dim() == 1 else "h0"))
+            tensors.append(a)
+    return names, tensors
+
+
+def _dynamic_axes(case, names, tensors):
+    axes = {}
+    for n, t in zip(names, tensors):
+        if n == "input":
+            if case.layout == "time_major":
+                axes[n] = {0: "time", 1: "batch"}
+            elif case.layout == "batch_feature_time":
+                axes[n] = {0: "batch", 2: "time"}
+            else:
+                axes[n] = {0: "batch", 1: "time"} if t.dim() >= 2 else {0: "batch"}
+        elif n == "lengths":
+            axes[n] = {0: "batch"}
+        elif t.dim() == 3:
+            axes[n] = {1: "batch"}
+    return axes
+
+
+def _dynamic_shapes(case, args):
+    """torch.export's dynamic_shapes for forward's arguments: Dim.AUTO on the batch and time axes
+    (torch specializes an axis the model's code fixes, e.g. the time axis of an unrolled loop)."""
+    A = torch.export.Dim.AUTO
+
+    def one(i, a):
+        if a is None:
+            return None
+        if isinstance(a, (tuple, list)):
+            return tuple(one(-1, t) for t in a)
+        if i == 0:
+            return {0: A, 1: A} if case.layout != "batch_feature_time" else {0: A, 2: A}
+        if a.dim() == 1:
+            return {0: A}
+        return {1: A} if a.dim() == 3 else {0: A}
+    return tuple(one(i, a) for i, a in enumerate(args))
+
+
+_EXPORT_CACHE = os.environ.get("FASTRNN_CORPUS_CACHE",
+                               os.path.join(tempfile.gettempdir(), "fastrnn-corpus-exports"))
+
+
+def _cache_key(case_id):
+    """Exports depend on torch, the exporter code below and the model's source: the key hashes them."""
+    import inspect
+    h = hashlib.sha256()
+    for part in (torch.__version__, getattr(__import__("onnxscript"), "__version__", ""), case_id,
+                 inspect.getsource(TM), inspect.getsource(_export_onnx), inspect.getsource(_dynamic_shapes),
+                 inspect.getsource(_flat_args)):
+        h.update(str(part).encode())
+    return h.hexdigest()[:24]
+
+
+def _export_onnx_cached(case_id, case, module, args, path, dynamo):
+    """torch.onnx.export(dynamo=True) takes 2-10 s a model; its result (the .onnx file, or the
+    exporter's failure) is kept in _EXPORT_CACHE ($FASTRNN_CORPUS_CACHE, default a directory
+    under the system temp dir; FASTRNN_CORPUS_CACHE=off disables it) under a key of torch's
+    version, the export code and the model source, so a rerun of an unchanged corpus does not
+    export again. The legacy exporter is fast and always runs."""
+    if not dynamo or _EXPORT_CACHE == "off":
+        return _export_onnx(case, module, args, path, dynamo)
+    key = os.path.join(_EXPORT_CACHE, _cache_key(case_id))
+    if os.path.exists(key + ".err"):
+        with open(key + ".err") as f:
+            raise CaptureFailed(f.read())
+    if not os.path.exists(key + ".onnx"):
+        os.makedirs(_EXPORT_CACHE, exist_ok=True)
+        try:
+            _export_onnx(case, module, args, path, dynamo)
+        except CaptureFailed as e:
+            with open(key + ".err.tmp", "w") as f:
+                f.write(str(e))
+            os.replace(key + ".err.tmp", key + ".err")
+            raise
+        if os.path.exists(str(path) + ".data"):    # weights the exporter wrote as external data
+            shutil.copyfile(str(path) + ".data", key + ".onnx.data.tmp")
+            os.replace(key + ".onnx.data.tmp", key + ".onnx.data")
+        shutil.copyfile(path, key + ".onnx.tmp")
+        os.replace(key + ".onnx.tmp", key + ".onnx")
+    else:
+        shutil.copyfile(key + ".onnx", path)
+        if os.path.exists(key + ".onnx.data"):
+            shutil.copyfile(key + ".onnx.data", str(path) + ".data")
+    import onnxruntime as ort
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise CaptureFailed(f"onnxruntime cannot load the export: {_msg(e)}") from None
+    return sess, _flat_args(args)[0]
+
+
+def _export_onnx(case, module, args, path, dynamo):
+    """legacy: torch.onnx.export(dynamo=False, dynamic_axes=batch/time, opset 17).
+    dynamo: torch.export.export(strict=False, dynamic_shapes=Dim.AUTO batch/time), then
+    torch.onnx.export(exported_program, dynamo=True) -- the exporter's first strategy, without its
+    slow fallbacks (a failure of torch.export is the exporter's limitation)."""
+    names, tensors = _flat_args(args)
+    try:
+        with _quiet():
+            if dynamo:
+                ep = torch.export.export(module, tuple(args), dynamic_shapes=_dynamic_shapes(case, args),
+                                         strict=False)
+                torch.onnx.export(ep, f=str(path), dynamo=True, input_names=names)
+            else:
+                torch.onnx.export(module, tuple(args), str(path), dynamo=False, input_names=names,
+                                  dynamic_axes=_dynamic_axes(case, names, tensors), opset_version=17)
+    except Exception as e:  # noqa: BLE001 - any exporter failure is the exporter's
+        raise CaptureFailed(f"torch.onnx.export(dynamo={dynamo}): {_msg(e)}") from None
+    import onnxruntime as ort
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise CaptureFailed(f"onnxruntime cannot load the export: {_msg(e)}") from None
+    return sess, names
+
+
+def _onnx_feeds(case, module, sess, names, rng):
+    """A second input of the same shapes, fed by the graph's own input names."""
+    args = case.inputs(module, B, T, rng)
+    _, tensors = _flat_args(args)
+    by_name = dict(zip(names, tensors))
+    feeds = {}
+    for i in sess.get_inputs():
+        if i.name not in by_name:
+            raise CaptureFailed(f"the export has an input {i.name!r} that forward does not take")
+        feeds[i.name] = oracle.np_(by_name[i.name])
+    try:
+        sess.run(None, feeds)
+    except Exception as e:  # noqa: BLE001
+        raise CaptureFailed(f"onnxruntime cannot run the export: {_msg(e)}") from None
+    return feeds
+
+
+def _torchscript(case, module, args, path, cap):
+    try:
+        with _quiet():
+            if cap == "script":
+                sm = torch.jit.script(module)
+            else:
+                if any(a is None for a in args):
+                    raise TypeError("torch.jit.trace cannot take a None argument")
+                sm = torch.jit.trace(module, tuple(args), check_trace=False)
+            torch.jit.save(sm, str(path))
+            loaded = torch.jit.load(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise CaptureFailed(f"torch.jit.{cap}: {_msg(e)}") from None
+    return loaded
+
+
+def torch_prepare(case_id, tmp_path):
+    """-> (case, module, capture, src, runner, extra): src is what fastrnn.convert gets."""
+    name, cap = _split(case_id)
+    case = TM.BY_NAME[name]
+    module = case.build()
+    rng = _rng(case_id)
+    args = _example_args(case, module, rng)
+    if cap == "module":
+        return case, module, cap, module, module, {"args": args}
+    if cap in ("script", "trace"):
+        if case.reset is not None:
+            case.reset(module)
+        path = tmp_path / f"{name}.{cap}.pt"
+        runner = _torchscript(case, module, args, path, cap)
+        return case, module, cap, str(path), runner, {"args": args}
+    path = tmp_path / f"{name}.{cap}.onnx"
+    sess, names = _export_onnx_cached(case_id, case, module, args, path, dynamo=(cap == "onnx_dynamo"))
+    feeds = _onnx_feeds(case, module, sess, names, _rng(case_id, 1))
+    return case, module, cap, str(path), None, {"feeds": feeds}
+
+
+def torch_convert(case, module, cap, src, extra):
+    with _quiet():
+        if cap == "module":
+            return fastrnn.convert(src, example_input=extra["args"])
+        return fastrnn.convert(src)
+
+
+def torch_check(model, case, module, cap, src, runner, extra, case_id):
+    rng = _rng(case_id, 2)
+    try:
+        with _quiet():
+            if cap.startswith("onnx"):
+                oracle.check_onnx(model, src, extra["feeds"])
+            elif case.kind == "sequence":
+                args = case.inputs(module, B, T, rng)
+                twin = None if case.float_twin is None else oracle.dequantized_twin(module, case.float_twin)
+                oracle.check_sequence(model, runner, case, args, rng, twin=twin)
+            elif case.kind == "unbatched":
+                rows = [case.inputs(module, 1, T, rng) for _ in range(B)]
+                oracle.check_unbatched(model, runner, case, rows)
+            else:
+                seq = case.seq(B, T, rng)
+                oracle.check_step(model, runner, case, seq, B, T, module)
+    except oracle.SourceFailed as e:
+        raise CaptureFailed(f"the captured artifact cannot run the test input: {e}") from e
+    except Exception as e:  # noqa: BLE001 - AssertionError (mismatch) or an error from predict/run
+        raise Wrong(_msg(e)) from e
+
+
+def outcome_torch(case_id, tmp_path):
+    """-> (kind, detail): kind in ok | refused | crash | wrong | capture."""
+    try:
+        case, module, cap, src, runner, extra = torch_prepare(case_id, tmp_path)
+    except CaptureFailed as e:
+        return "capture", str(e)
+    try:
+        model = torch_convert(case, module, cap, src, extra)
+    except fastrnn.FastRNNError as e:
+        return "refused", _msg(e)
+    except Exception as e:  # noqa: BLE001
+        return "crash", type(e).__name__
+    try:
+        torch_check(model, case, module, cap, src, runner, extra, case_id)
+    except Wrong as e:
+        return "wrong", str(e)
+    except CaptureFailed as e:
+        return "capture", str(e)
+    return "ok", ""
+
+
+# ---------------------------------------------------------------------------------------------
+# keras
+
+def outcome_keras(case_id, tmp_path):
+    from . import keras_models as KM
+    name, _ = _split(case_id)
+    case = KM.BY_NAME[name]
+    kmodel = case.build()
+    x = case.inputs(B, T, _rng(case_id, 2))
+    try:
+        with _quiet():
+            model = fastrnn.convert(kmodel)
+    except fastrnn.FastRNNError as e:
+        return "refused", _msg(e)
+    except Exception as e:  # noqa: BLE001
+        return "crash", type(e).__name__
+    try:
+        with _quiet():
+            oracle.check_keras(model, kmodel, x)
+    except oracle.SourceFailed as e:
+        return "capture", str(e)
+    except Exception as e:  # noqa: BLE001
+        return "wrong", _msg(e)
+    return "ok", ""
+
+
+# ---------------------------------------------------------------------------------------------
+# the ratchet
+
+def _assert_today(case_id, kind, detail):
+    if case_id in CAPTURE_FAILS_TODAY:
+        assert kind == "capture", (
+            f"{case_id}: the source framework now produces this artifact (result: {kind} {detail}); "
+            f"remove it from CAPTURE_FAILS_TODAY (and record its fastrnn result)")
+        return
+    if kind == "capture":
+        pytest.fail(f"{case_id}: the source framework could not produce the artifact: {detail}. If this is "
+                    f"an exporter limitation, add it to CAPTURE_FAILS_TODAY")
+    if case_id in REFUSED_TODAY:
+        if kind == "refused":
+            return
+        if kind == "crash":
+            pytest.fail(f"{case_id}: expected a clean refusal (FastRNNError, today: "
+                        f"{REFUSED_TODAY[case_id]!r}), got {detail}")
+        pytest.fail(f"{case_id} now converts ({'and matches the oracle' if kind == 'ok' else 'but: ' + detail}): "
+                    f"remove it from REFUSED_TODAY" + ("" if kind == "ok" else " and fix the mismatch"))
+    if case_id in CRASHES_TODAY:
+        if kind == "crash" and detail == CRASHES_TODAY[case_id]:
+            return
+        pytest.fail(f"{case_id}: no longer crashes with {CRASHES_TODAY[case_id]} (now: {kind} {detail}); "
+                    f"remove it from CRASHES_TODAY" + (" and move it to REFUSED_TODAY" if kind == "refused" else ""))
+    if case_id in WRONG_TODAY:
+        if kind == "wrong":
+            return
+        pytest.fail(f"{case_id}: no longer gives a wrong result (now: {kind} {detail}); remove it from "
+                    f"WRONG_TODAY" + (" and move it to REFUSED_TODAY" if kind == "refused" else ""))
+    assert kind == "ok", f"{case_id}: {kind}: {detail}"
+
+
+@pytest.mark.parametrize("case_id", torch_case_ids())
+def test_torch(case_id, tmp_path):
+    kind, detail = outcome_torch(case_id, tmp_path)
+    _assert_today(case_id, kind, detail)
+
+
+@pytest.mark.parametrize("case_id", keras_case_ids())
+def test_keras(case_id, tmp_path):
+    pytest.importorskip("keras")
+    kind, detail = outcome_keras(case_id, tmp_path)
+    _assert_today(case_id, kind, detail)
+
+
+def test_ratchet_dicts_name_real_cases():
+    known = set(torch_case_ids()) | set(keras_case_ids())
+    for d, n in ((REFUSED_TODAY, "REFUSED_TODAY"), (CRASHES_TODAY, "CRASHES_TODAY"), (WRONG_TODAY, "WRONG_TODAY"),
+                 (CAPTURE_FAILS_TODAY, "CAPTURE_FAILS_TODAY")):
+        stale = sorted(set(d) - known)
+        assert not stale, f"{n} names cases that do not exist: {stale}"
+    both = set(REFUSED_TODAY) & set(CRASHES_TODAY) | set(REFUSED_TODAY) & set(WRONG_TODAY) \
+        | set(CRASHES_TODAY) & set(WRONG_TODAY)
+    assert not both, f"a case is in two of the dicts: {sorted(both)}"
+
+
+def test_registry_names_sources():
+    from . import keras_models as KM
+    for c in list(TM.CASES) + list(KM.CASES):
+        assert c.source and c.idioms, c.name
+    assert len(TM.CASES) >= 25 and len(KM.CASES) >= 10
+
+
+# ---------------------------------------------------------------------------------------------
+# today's table (README)
+
+def table():
+    rows = {}
+    for cid in torch_case_ids() + keras_case_ids():
+        cap = _split(cid)[1]
+        r = rows.setdefault(cap, {"cases": 0, "ok": 0, "refused": 0, "crash": 0, "wrong": 0, "capture": 0})
+        r["cases"] += 1
+        if cid in CAPTURE_FAILS_TODAY:
+            r["capture"] += 1
+        elif cid in REFUSED_TODAY:
+            r["refused"] += 1
+        elif cid in CRASHES_TODAY:
+            r["crash"] += 1
+        elif cid in WRONG_TODAY:
+            r["wrong"] += 1
+        else:
+            r["ok"] += 1
+    return rows
+
+
+if __name__ == "__main__":
+    print("| capture | cases | converts + matches | refused | crashes | wrong result | exporter cannot produce |")
+    print("|---|---|---|---|---|---|---|")
+    for cap, r in table().items():
+        print(f"| {cap} | {r['cases']} | {r['ok']} | {r['refused']} | {r['crash']} | {r['wrong']} | {r['capture']} |")
