@@ -394,7 +394,10 @@ class Lowering:
         self.nstates += L * (2 if r.lstm else 1)
         self.rnns.append(r)
         idx, pos = len(self.rnns) - 1, len(self.layers)
-        out = PT(pos, x.axes if not self.unbatched or len(x.axes) == 3 else x.axes, D * r.width, packed=x.packed)
+        out_axes = x.axes
+        if self.one_step:           # the unit axis that played the time (in the order the op read it)
+            out_axes = tuple("1" if a == "T" else a for a in axes)
+        out = PT(pos, out_axes, D * r.width, packed=x.packed)
         hn = HN(tuple(h), ("S", "B", "F"), r.width, "h", idx, pos)
         cn = HN(tuple(c), ("S", "B", "F"), r.hidden, "c", idx, pos) if c else None
         return out, hn, cn
@@ -570,6 +573,19 @@ def _filled(low, op, args, kwargs):
 for _op in ("zeros", "new_zeros", "zeros_like", "full", "new_full", "ones", "new_ones", "ones_like",
             "full_like", "empty", "new_empty", "randn", "rand", "randn_like"):
     handles(_op)((lambda op: lambda low, *a, **k: _filled(low, op, a, k))(_op))
+
+
+@handles("new", "new_tensor_uninit")
+def _new(low, x, *shape):
+    """x.new(*sizes): an uninitialised tensor, filled later (fill_ / zero_)."""
+    return Zeros(_shape_arg(low, shape))
+
+
+@handles("fill", "fill_", "zero_")
+def _fill(low, x, value=0.0):
+    if not isinstance(x, (Zeros, np.ndarray)):
+        low.fail(f"{'fill_' if value else 'zero_'} of {_what(x)}")
+    return Zeros(low.shape(x)) if value == 0 else np.full(low.shape(x), float(value), np.float32)
 
 
 @handles("scalar_tensor", "tensor")
@@ -802,6 +818,8 @@ def _is_num(v):
 # ---- layout ---------------------------------------------------------------------------------------
 
 def _layout(low, x):
+    if isinstance(x, Step):
+        x = low.tensor(x)
     if isinstance(x, (PT, HN)):
         return x
     low.fail(f"a layout change of {_what(x)}")
@@ -892,26 +910,31 @@ def _regroup(low, x, src, sizes, tgt):
     atoms = []
     for a in src:
         atoms += [t for t in _atoms(low, a) if t != "1" and not (low.unbatched and t == "B")]
+    # a one-wide feature axis is "soft": kept where the target has a 1 for it, else dropped
+    # (out.view(B, -1) of (B*T, 1) scores is (B, T), the features squeezed)
+    soft = [a == "F" and size_of(a) == 1 for a in atoms]
     out, i = [], 0
     for s in tgt:
-        if s == 1 and (i >= len(atoms) or size_of(atoms[i]) != 1):
-            out.append("1")
+        if s == 1:
+            if i < len(atoms) and size_of(atoms[i]) == 1:
+                out.append(atoms[i])
+                i += 1
+            else:
+                out.append("1")
             continue
         group, prod = [], 1
-        while i < len(atoms) and (prod < s or (not group)):
+        while i < len(atoms) and prod < s:
+            if soft[i]:
+                i += 1
+                continue
             group.append(atoms[i])
             prod *= size_of(atoms[i])
             i += 1
-            if prod >= s:
-                break
-        if prod != s:
+        if prod != s or not group:
             return None
         out.append(group[0] if len(group) == 1 else tuple(group))
-    if i != len(atoms):
+    if not all(soft[i:]):
         return None
-    if low.unbatched and "B" in [t for a in src for t in _atoms(low, a)] and "B" not in \
-            [t for a in out for t in _atoms(low, a)]:
-        pass                               # the unit batch of one sequence was dropped: fine
     return out
 
 

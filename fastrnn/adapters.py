@@ -68,7 +68,10 @@ def predict_axes(axes):
 
 
 def to_predict(y, axes, B, T):
-    """A source output -> exactly what predict returns for it."""
+    """A source output -> exactly what predict returns for it (a state, axes with "S", as it is:
+    states keep the source's layout)."""
+    if "S" in axes:
+        return np.asarray(y)
     c = to_canonical(y, axes, B, T)
     sizes = dict(zip([l for l in ("B", "T", "F") if l in predict_axes(axes) or l == "F"][:c.ndim], c.shape))
     return c.reshape([1 if a == "1" else sizes[a] for a in predict_axes(axes)])

@@ -182,7 +182,7 @@ class Model:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or not 1 <= batch_size <= 2**31 - 1:
             raise ShapeError(f"stream: batch_size must be an integer >= 1, got {batch_size!r}")
-        if self.num_outputs > 1:
+        if self.num_outputs > 1 or self._outputs_states:
             return _MultiOutputStream(self, self._cm, int(batch_size))
         return _engine.Stream(self, self._cm, int(batch_size))
 
@@ -303,10 +303,11 @@ class _MultiOutputStream(_engine.Stream):
         sig = self.model.signature
         native = self.state if self.model._outputs_states else None
         if not self.model.output_is_sequence:
-            return sig_.outputs(sig, y, native)
-        # a one-step sequence: the time axis added for the signature is dropped again
-        return [a[:, 0] if o["kind"] == "y" else a
-                for o, a in zip(sig["outputs"], sig_.outputs(sig, y[:, None], native))]
+            res = sig_.outputs_list(sig, y, native)
+        else:        # a one-step sequence: the time axis added for the signature is dropped again
+            res = [a[:, 0] if o["kind"] == "y" else a
+                   for o, a in zip(sig["outputs"], sig_.outputs_list(sig, y[:, None], native))]
+        return res[0] if len(res) == 1 else res
 
 
 def _describe(l):

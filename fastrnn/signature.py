@@ -12,6 +12,10 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
         Bidirectional(merge_mode=None) returns the two directions as two outputs).
     {"kind": "state", "state": k, "dir": d}
         native state k, direction d, shape (B, width) (Keras return_state=True).
+    {"kind": "states", "parts": [[k, d], ...]}
+        native states stacked on a new first axis, (len(parts), B, width): a torch forward
+        that returns h_n (or c_n) first (an encoder handing its state to a decoder).
+    A list of one entry makes predict return that one array.
   time: None (y as the engine computes it), or how the source cuts y's time axis when the
     pipeline runs every step (before outputs apply):
     "last"          y[:, T-1]: torch's out[:, -1] of a bidirectional RNN (the forward final
@@ -89,6 +93,12 @@ def check(sig, state_dims, output_size, output_is_sequence):
                         raise ModelFormatError(f"signature output {i}: bad cols {cols!r} "
                                                f"(ranges within [0, {output_size}])")
                 norm.append({"kind": "y", "flip": flip, "cols": cols})
+            elif o.get("kind") == "states" and set(o) == {"kind", "parts"} and isinstance(o["parts"], list) \
+                    and o["parts"] and all(isinstance(p, list) and len(p) == 2 and _int(p[0]) and _int(p[1])
+                                           and 0 <= p[0] < len(state_dims) and 0 <= p[1] < state_dims[p[0]][0]
+                                           for p in o["parts"]) \
+                    and len({state_dims[p[0]][1] for p in o["parts"]}) == 1:
+                norm.append({"kind": "states", "parts": [list(p) for p in o["parts"]]})
             elif o.get("kind") == "state" and set(o) == {"kind", "state", "dir"}:
                 k, d = o["state"], o["dir"]
                 if not (_int(k) and _int(d) and 0 <= k < len(state_dims) and 0 <= d < state_dims[k][0]):
@@ -206,14 +216,24 @@ def cut_time(sig, y, lengths):
 
 
 def outputs(sig, y, native):
-    """predict's return value from the engine's y (after cut_time) and native states (list)."""
-    outs = sig["outputs"]
-    if outs is None:
+    """predict's return value from the engine's y (after cut_time) and native states (list):
+    y itself, one array, or a list (outputs_list)."""
+    if sig["outputs"] is None:
         return y
+    res = outputs_list(sig, y, native)
+    return res[0] if len(res) == 1 else res
+
+
+def outputs_list(sig, y, native):
+    """Every entry of sig["outputs"] as an array, in order."""
+    outs = sig["outputs"]
     res = []
     for o in outs:
         if o["kind"] == "state":
             res.append(native[o["state"]][o["dir"]].copy())
+            continue
+        if o["kind"] == "states":
+            res.append(np.stack([native[k][d] for k, d in o["parts"]]))
             continue
         a = y
         if o["cols"] is not None:
@@ -235,7 +255,7 @@ def shape_y(sig, y):
 
 def uses_states(sig):
     """True when some output is a state (predict must ask the engine for the final states)."""
-    return sig["outputs"] is not None and any(o["kind"] == "state" for o in sig["outputs"])
+    return sig["outputs"] is not None and any(o["kind"] in ("state", "states") for o in sig["outputs"])
 
 
 def shapes(sig, state_dims, batch):

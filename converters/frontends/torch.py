@@ -174,8 +174,12 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     first = result
     while isinstance(first, (tuple, list)) and first:
         first = first[0]
-    y = None
-    if not low.errors and not isinstance(first, G.Bad):
+    y, state_out = None, None
+    if isinstance(first, G.HN) and not low.errors:
+        state_out = _state_output(low, first)
+        if state_out is not None:
+            first = PT(len(low.layers), ("B", "T", "F"), None)     # the engine's y, unused
+    if not low.errors and not isinstance(first, G.Bad) and state_out is None:
         try:
             y = low.tensor(first, "a tensor computed by the layers")
             if y.pos != len(low.layers) or not low.layers:
@@ -186,6 +190,10 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         except G.Refused as e:
             low.errors.append(f"return: {e.why}")
     low.raise_errors()
+    if state_out is not None:
+        return _finish_states(low, state_out, name, kind, capture, module, example)
+    if y is None:
+        raise UnsupportedError(f"convert: {name}.forward returns {G._what(first)}, not a tensor of the pipeline")
     if len(low.state_inputs) and len(low.rnns) > 1:
         raise UnsupportedError(f"convert: {name}: state arguments with {len(low.rnns)} recurrent modules: "
                                f"fastrnn maps one module's (h, c) argument to initial_state")
@@ -216,6 +224,42 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         model.meta["quantized_source"] = "int8 weights dequantized to fp32"
         model._quantized_source = True
     if module is not None and example is not None:
+        check_example(module, model, example, other_size=capture == "torch.jit.trace")
+    return model
+
+
+def _state_output(low, v):
+    """forward returning h_n / c_n (rows of) first: a signature states output, unless the rows
+    are the last layer's final step (then the pipeline's y is that, as for any h_n[-1])."""
+    axes = tuple(low.lab(a) for a in v.axes)
+    if v.kind == "h" and v.rnn == len(low.rnns) - 1 and v.pos == len(low.layers) and axes in (("B", "F"),):
+        r = low.rnns[v.rnn]
+        top = [(r.state0 + 2 * (r.L - 1) if r.lstm else r.state0 + r.L - 1, d) for d in range(r.D)]
+        if list(v.parts) == top[:1] and r.D == 1:
+            return None
+    if axes == ("S", "B", "F"):
+        return {"kind": "states", "parts": [list(p) for p in v.parts]}
+    if axes == ("B", "F") and len(v.parts) == 1:
+        k, d = v.parts[0]
+        return {"kind": "state", "state": k, "dir": d}
+    return None
+
+
+def _finish_states(low, out, name, kind, capture, module, example):
+    """A model whose predict returns native states (forward returns h_n first)."""
+    from fastrnn import Model
+    from fastrnn import adapters
+    from ..passes import fold
+    layout = "batch_first" if low.bind.get("x0") == "B" else "time_major"
+    axes = ["S", "B", "F"] if out["kind"] == "states" else ["B", "F"]
+    meta = {"source": "torch", "kind": kind, "class": name, "capture": capture, "input_layout": layout,
+            "input_axes": adapters.axes_json([low.lab(a) for a in ("x0", "x1") if a in low.xsizes]
+                                             + ([] if low.input_ids else ["F"])),
+            "output_axes": axes, "output_is_state": True, "takes_lengths": bool(low.takes_lengths),
+            "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
+            "batch_first": layout != "time_major", "output_layout": "state"}
+    model = Model(fold(low.layers), meta=meta, signature={"outputs": [out], "states": low.states})
+    if module is not None and example is not None:
         check_example(module, model, example)
     return model
 
@@ -226,14 +270,29 @@ def _state_arg(low, r, role):
     return {"role": role, "shape": [rnn.L * rnn.D, "B", rnn.width if role == "h" else rnn.hidden]}
 
 
-def check_example(module, model, args):
-    """Run the module and the converted model on the example; refuse on a mismatch."""
+def check_example(module, model, args, other_size=False):
+    """Run the module and the converted model on the example; refuse on a mismatch. With
+    other_size, also on a variant of the example with one more row and two more steps, when the
+    module itself accepts it: a capture that baked the example's sizes in (a traced len(x))
+    shows there."""
+    _compare(module, model, args, "forward(example_input)")
+    if other_size:
+        variant = _grown(model.meta, args)
+        if variant is not None:
+            _compare(module, model, variant, "forward on an input larger than the example", optional=True)
+
+
+def _compare(module, model, args, what, optional=False):
     torch = _torch()
     from fastrnn import adapters
     with torch.no_grad():
         training = module.training
         try:
             ref = module.eval()(*args)
+        except Exception:  # noqa: BLE001 - a module written for one size rejects another: nothing to compare
+            if optional:
+                return
+            raise
         finally:
             module.train(training)
     while isinstance(ref, (tuple, list)):
@@ -248,15 +307,46 @@ def check_example(module, model, args):
         r = (adapters.step_to_predict(ref, model.meta["output_axes"], kw["x"].shape[0])
              if model.meta.get("one_step") else
              adapters.to_predict(ref, model.meta["output_axes"], kw["x"].shape[0], kw["x"].shape[1]))
-    except FastRNNError as e:
-        raise UnsupportedError(f"convert: the converted {type(module).__name__} cannot run its example input "
+    except (FastRNNError, ValueError) as e:
+        raise UnsupportedError(f"convert: the converted {type(module).__name__} cannot run {what} "
                                f"({e})") from None
     tol = 2e-2 if getattr(model, "_quantized_source", False) else 1e-4
     if r.shape != y.shape or not np.allclose(y, r, rtol=tol, atol=tol):
         diff = float(np.abs(y - r).max()) if r.shape == y.shape else f"shapes {y.shape} vs {r.shape}"
         raise UnsupportedError(f"convert: the converted {type(module).__name__} does not reproduce "
-                               f"forward(example_input) (difference {diff}); its forward does something "
-                               f"fastrnn did not capture")
+                               f"{what} (difference {diff}); its forward does something fastrnn did not "
+                               f"capture, or the capture fixed a size of the example")
+
+
+def _grown(meta, args):
+    """The example with one more batch row and two more steps (the sequence repeated), lengths
+    and states grown to match; None when the layout does not say how."""
+    torch = _torch()
+    axes = meta.get("input_axes") or []
+    if not args or not isinstance(args[0], torch.Tensor) or meta.get("input_layout") == "one_step":
+        return None
+    x = args[0]
+    if "B" in axes:
+        b = axes.index("B")
+        x = torch.cat([x, x.narrow(b, 0, 1)], b)
+    if "T" in axes:
+        t = axes.index("T")
+        x = torch.cat([x, x.narrow(t, 0, min(2, x.shape[t]))], t)
+    out = [x]
+    B = x.shape[axes.index("B")] if "B" in axes else None
+    T = x.shape[axes.index("T")] if "T" in axes else None
+    for a in args[1:]:
+        if isinstance(a, torch.Tensor) and a.dim() == 1 and not a.dtype.is_floating_point and B and T:
+            out.append(torch.full((B,), T, dtype=a.dtype))          # lengths: every row full
+        elif isinstance(a, (tuple, list)) or (isinstance(a, torch.Tensor) and a.dim() == 3):
+            states = list(a) if isinstance(a, (tuple, list)) else [a]
+            if not B or not all(isinstance(s, torch.Tensor) and s.dim() == 3 for s in states):
+                return None
+            grown = [torch.cat([s, s.narrow(1, 0, 1)], 1) for s in states]
+            out.append(type(a)(grown) if isinstance(a, (tuple, list)) else grown[0])
+        else:
+            out.append(a)
+    return out
 
 
 def _np_tree(a):
@@ -405,18 +495,16 @@ def capture_export(module, args, name):
         return None
     import logging
     import warnings
-    quiet = [logging.getLogger(n) for n in ("torch", "torch.fx.experimental.symbolic_shapes",
-                                            "torch._export", "torch.export")]
-    levels = [lg.level for lg in quiet]
+    previous = logging.root.manager.disable
     try:
-        for lg in quiet:          # export logs its guesses and graph dumps; a failure is reported by us
-            lg.setLevel(logging.CRITICAL)
-        with warnings.catch_warnings():
+        logging.disable(logging.CRITICAL)   # export logs its guesses and prints graph dumps on failure;
+        import contextlib                   # fastrnn reports failures itself
+        import io
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             ep = torch.export.export(module, tuple(args), dynamic_shapes=tuple(dyn(a) for a in args), strict=False)
     finally:
-        for lg, lv in zip(quiet, levels):
-            lg.setLevel(lv)
+        logging.disable(previous)
     low = Lowering(name)
     sig = ep.graph_signature
     consts = {}
@@ -437,7 +525,11 @@ def capture_export(module, args, name):
     for n in nodes:
         if n.op == "output":
             out_node = n
-    need = _needed(out_node)
+    spec = ep.call_spec.out_spec
+    if spec is not None and spec.type is dict:
+        return low, {}, leaves
+    first = out_node.args[0][0] if out_node.args[0] else None
+    need = _needed(first) if isinstance(first, torch.fx.Node) else set()   # predict returns the first output
     for n in nodes:
         if n.op == "placeholder":
             env[n] = vals[n.name] if n.name in vals else _const(low, consts[n.name], n.name)
@@ -449,13 +541,11 @@ def capture_export(module, args, name):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("device", "dtype", "layout", "pin_memory",
                                                                "memory_format", "non_blocking", "copy")}
         env[n] = low.call(_aten_name(n.target), args_, kwargs, _where(n.meta.get("stack_trace")))
-    spec = ep.call_spec.out_spec
-    outs = [env[a] for a in out_node.args[0]]
-    result = torch.utils._pytree.tree_unflatten(outs, spec) if spec is not None else outs
-    return low, result, leaves
+    return low, env[first] if isinstance(first, torch.fx.Node) else first, leaves
 
 
 def _needed(out_node):
+    """The nodes out_node depends on (itself included)."""
     need, todo = set(), [out_node]
     while todo:
         n = todo.pop()
@@ -503,7 +593,13 @@ def capture_fx(module, args, name):
     env = {}
     for p, (_, v) in zip(placeholders, leaves):
         env[p] = type(v)(next(it) for _ in v) if isinstance(v, (tuple, list)) else next(it)
-    need = _needed(out_node)
+    result = out_node.args[0]
+    if isinstance(result, dict):
+        return low, {}, flat
+    first = result
+    while isinstance(first, (tuple, list)) and first:
+        first = first[0]
+    need = _needed(first) if isinstance(first, fx.Node) else set()     # predict returns the first output
     for n in nodes:
         if n not in need or n.op in ("placeholder", "output"):
             continue
@@ -518,8 +614,7 @@ def capture_fx(module, args, name):
             env[n] = fx_function(low, n.target, a, k, where)
         elif n.op == "call_method":
             env[n] = fx_method(low, n.target, a, k, where)
-    result = fx.node.map_arg(out_node.args[0], lambda v: env[v])
-    return low, result, flat
+    return low, env[first] if isinstance(first, fx.Node) else first, flat
 
 
 def _attr(module, target):
@@ -645,14 +740,26 @@ class ScriptCapture:
     def __init__(self, low):
         self.low = low
 
-    def run(self, graph, inputs, site=""):
+    def run(self, graph, inputs, site="", first_only=False):
+        """Interpret graph on abstract inputs. first_only: only what the first returned value
+        (the first element of a returned tuple) depends on (predict returns only it)."""
         env = dict(zip(graph.inputs(), inputs))
-        self.block(graph.nodes(), env, site)
+        need = None
+        if first_only:
+            v = graph.return_node().inputs().__next__()
+            while v.node().kind() == "prim::TupleConstruct":
+                v = next(v.node().inputs())
+            need = _ts_needed(v)
+        self.block(graph.nodes(), env, site, need)
+        if first_only:
+            return env[v]
         ret = [env[v] for v in graph.return_node().inputs()]
         return ret[0] if len(ret) == 1 else tuple(ret)
 
-    def block(self, nodes, env, site):
+    def block(self, nodes, env, site, need=None):
         for n in nodes:
+            if need is not None and n not in need:
+                continue
             kind = n.kind()
             outs = list(n.outputs())
             where = _ts_where(n, site)
@@ -802,45 +909,86 @@ class ScriptCapture:
         return self.run(method.graph, [sub] + list(a[1:]), where)
 
 
-def capture_script(module, name):
-    torch = _torch()
+def _ts_needed(value):
+    """The top-level nodes of a TorchScript graph that value depends on (a node with blocks
+    counts with everything its blocks read)."""
+    need, todo = set(), [value.node()]
+    while todo:
+        n = todo.pop()
+        if n in need:
+            continue
+        need.add(n)
+        todo += [v.node() for v in n.inputs()]
+        stack = list(n.blocks())
+        while stack:
+            b = stack.pop()
+            for m in b.nodes():
+                todo += [v.node() for v in m.inputs()]
+                stack += list(m.blocks())
+            todo += [v.node() for v in b.returnNode().inputs()]
+    return need
+
+
+def capture_script(module, name, first):
+    """Interpret a TorchScript module's forward with `first` standing for its sequence input."""
     low = Lowering(name)
     graph = module.forward.graph
     ins = list(graph.inputs())[1:]
     if not ins:
         raise UnsupportedError(f"convert: TorchScript {name}.forward takes no input")
-    leaves = []
-    for v in ins:
-        t = v.type()
-        if "Tensor" in str(t) and "Optional" not in str(t) and "Tuple" not in str(t):
-            ex = torch.zeros((EX_B, EX_T), dtype=torch.int64)
-            leaves.append((v.debugName(), ex))
+    leaves, shaped = [], []
+    for i, v in enumerate(ins):
+        ex = _ts_example(v.type(), first if i == 0 else None)
+        shaped.append(ex)
+        if isinstance(ex, tuple):          # a (h, c) argument: one leaf each
+            leaves += [(f"{v.debugName()}_{j}", e) for j, e in enumerate(ex)]
         else:
-            leaves.append((v.debugName(), None))
-    # the sequence's kind (ids or floats) and rank are unknown in a graph: made known by a first
-    # pass over its uses (an embedding reads ids; otherwise floats of the first RNN's width)
-    first = _script_input_kind(module)
-    leaves[0] = (leaves[0][0], first)
-    vals = bind_inputs(low, leaves)
-    out = ScriptCapture(low).run(graph, [_Mod(module)] + vals)
+            leaves.append((v.debugName(), ex))
+    vals = iter(bind_inputs(low, leaves))
+    args = [tuple(next(vals) for _ in ex) if isinstance(ex, tuple) else next(vals) for ex in shaped]
+    out = ScriptCapture(low).run(graph, [_Mod(module)] + args, first_only=True)
     return low, out, leaves
 
 
-def _script_input_kind(module):
-    """An example tensor standing for a TorchScript module's input: ids when its first layer is
-    an embedding, floats of the first recurrent or linear layer's width otherwise."""
+def _ts_example(t, default):
+    """A stand-in tensor for a TorchScript graph input of type t: a traced graph records its
+    example's shape and dtype; a scripted one only says Tensor (then `default`, the stand-in the
+    module's first layer suggests, for the sequence; zeros for others); a tuple of tensors gives
+    a tuple; an Optional or other type None."""
+    torch = _torch()
+    kind = t.kind()
+    if kind == "TupleType":
+        return tuple(_ts_example(e, None) for e in t.elements())
+    if kind != "TensorType":
+        return None
+    sizes = t.sizes() if hasattr(t, "sizes") else None
+    dtype = t.dtype() if hasattr(t, "dtype") else None
+    if sizes is not None and all(isinstance(d, int) for d in sizes):
+        return torch.zeros(sizes, dtype=dtype or torch.float32)
+    return default if default is not None else torch.zeros((1, EX_B, 1))
+
+
+def _script_inputs(module):
+    """Stand-ins for a TorchScript module's sequence input, most likely first: a saved graph
+    does not record its input's rank. Ids when its first layer is an embedding (a (B, T) batch,
+    else one step or one sequence (B,), else one token as a batch of one, for code that views it
+    as (1, 1, -1)), floats of the first recurrent or linear layer's width otherwise ((B, T, F),
+    (B, F), (1, F))."""
     torch = _torch()
     for _, m in module.named_modules():
         on = getattr(m, "original_name", type(m).__name__)
         if on == "Embedding":
-            return torch.zeros((EX_B, EX_T), dtype=torch.int64)
+            return [torch.zeros((EX_B, EX_T), dtype=torch.int64), torch.zeros((EX_B,), dtype=torch.int64),
+                    torch.zeros((1,), dtype=torch.int64)]
+        size = None
         if on in ("LSTM", "GRU", "RNN"):
             w = getattr(m, "weight_ih_l0", None)
             size = w.shape[1] if w is not None else getattr(m, "input_size", 1)
-            return torch.zeros((EX_B, EX_T, size))
-        if on == "Linear":
-            return torch.zeros((EX_B, EX_T, m.weight.shape[1]))
-    return torch.zeros((EX_B, EX_T, 1))
+        elif on == "Linear":
+            size = m.weight.shape[1]
+        if size is not None:
+            return [torch.zeros((EX_B, EX_T, size)), torch.zeros((EX_B, size)), torch.zeros((1, size))]
+    return [torch.zeros((EX_B, EX_T, 1))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -869,6 +1017,13 @@ def convert_module(module, example_input=None, kind="module"):
                 raise
             except Exception as e:  # noqa: BLE001
                 why.append(f"torch.fx says {_first_line(e)}")
+        if captured is None:         # Python neither capture can see through (an assert on values):
+            try:                     # what forward did on the example, checked on a larger input too
+                captured = capture_trace(module, args, name), "torch.jit.trace"
+            except FastRNNError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                why.append(f"torch.jit.trace says {_first_line(e)}")
                 raise UnsupportedError(f"convert: {name}.forward cannot be captured: {'; '.join(why)}") from None
         (low, result, leaves), capture = captured
         return finish(low, result, name, kind, capture, module, None if made else args, leaves)
@@ -876,13 +1031,55 @@ def convert_module(module, example_input=None, kind="module"):
         module.train(training)
 
 
+def capture_trace(module, args, name):
+    """The module traced on its example (torch.jit.trace), its graph interpreted like an
+    archive's; the example's own tensors stand for the inputs."""
+    torch = _torch()
+    import warnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(module, tuple(args), check_trace=False, strict=False)
+        import io
+        buf = io.BytesIO()          # saved and loaded: submodules become script modules with graphs
+        torch.jit.save(traced, buf)
+        buf.seek(0)
+        traced = torch.jit.load(buf)
+    for w in seen:        # the user's code turned a traced tensor into a Python value: a branch or a
+        if issubclass(w.category, torch.jit.TracerWarning) and f"{os.sep}torch{os.sep}" not in w.filename:
+            raise UnsupportedError(          # size the trace would freeze at the example's
+                f"convert: {name}.forward cannot be captured: torch.export and torch.fx cannot trace it, and "
+                f"a trace would freeze its data-dependent control flow or sizes (File \"{w.filename}\", line "
+                f"{w.lineno}: {str(w.message).splitlines()[0][:120]})")
+    low = Lowering(name)
+    leaves, shaped = [], []
+    for i, a in enumerate(args):
+        shaped.append(a)
+        if isinstance(a, (tuple, list)):
+            leaves += [(f"arg{i}_{j}", e) for j, e in enumerate(a)]
+        else:
+            leaves.append((f"arg{i}", a))
+    vals = iter(bind_inputs(low, leaves))
+    inputs = [type(a)(next(vals) for _ in a) if isinstance(a, (tuple, list)) else next(vals) for a in shaped]
+    out = ScriptCapture(low).run(traced.graph, [_Mod(traced)] + inputs, first_only=True)
+    return low, out, leaves
+
+
 def convert_script(module, example_input=None):
+    """A TorchScript module -> Model. Without an example, each stand-in of _script_inputs is
+    tried in turn; the first that lowers wins (errors are those of the first stand-in)."""
     name = getattr(module, "original_name", None) or type(module).__name__
-    low, result, leaves = capture_script(module, name)
     args = None
     if example_input is not None:
         args, _ = example_args(module, example_input)
-    return finish(low, result, name, "torchscript", "torchscript", module, args, leaves)
+    firsts = [args[0]] if args else _script_inputs(module)
+    error = None
+    for first in firsts:
+        try:
+            low, result, leaves = capture_script(module, name, first)
+            return finish(low, result, name, "torchscript", "torchscript", module, args, leaves)
+        except UnsupportedError as e:
+            error = error or e
+    raise error
 
 
 def _first_line(e):

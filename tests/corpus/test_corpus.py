@@ -66,75 +66,55 @@ REFUSED_TODAY = {
     'bentrevett_sentiment_lstm-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/Concat' (Concat, node 55): uses final states that are not the last layer's directions in order",
     'bentrevett_sentiment_lstm-trace':
-        "UnsupportedError: convert: BentrevettLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for the example's length",
+        "UnsupportedError: convert: BentrevettLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for ",
     'bentrevett_sentiment_packed_bilstm-trace':
-        "UnsupportedError: convert: BentrevettPackedBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops,",
-    'bentrevett_sentiment_rnn-module':
-        'UnsupportedError: convert: BentrevettRNN.forward cannot be captured: torch.export says DataDependentOutputException: aten.equal.default; torch.fx says TraceError: symbolically traced variables cannot be used as inputs to',
-    'bentrevett_sentiment_rnn-script':
-        "UnsupportedError: convert: BentrevettRNN: 1 operation cannot be lowered to fastrnn's pipeline: equal: op 'equal' is not supported",
-    'bentrevett_seq2seq_encoder-module':
-        "UnsupportedError: convert: Seq2SeqEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: uses h_n with axes (S, B, F) as a pipeline tensor; take rows (h_n[-1]) or flatten them per batch row",
+        "UnsupportedError: convert: BentrevettPackedBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and pa",
     'bentrevett_seq2seq_encoder-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
-    'bentrevett_seq2seq_encoder-script':
-        "UnsupportedError: convert: Seq2SeqEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: uses h_n with axes (S, B, F) as a pipeline tensor; take rows (h_n[-1]) or flatten them per batch row",
-    'bentrevett_seq2seq_encoder-trace':
-        "UnsupportedError: convert: Seq2SeqEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: uses h_n with axes (S, B, F) as a pipeline tensor; take rows (h_n[-1]) or flatten them per batch row",
-    'bentrevett_seq2seq_packed_encoder-module':
-        "UnsupportedError: convert: Seq2SeqPackedEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: forward returns a tensor from before its last layer",
     'bentrevett_seq2seq_packed_encoder-onnx_legacy':
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
-    'bentrevett_seq2seq_packed_encoder-script':
-        "UnsupportedError: convert: Seq2SeqPackedEncoder: 1 operation cannot be lowered to fastrnn's pipeline: return: forward returns a tensor from before its last layer",
     'bentrevett_seq2seq_packed_encoder-trace':
-        "UnsupportedError: convert: Seq2SeqPackedEncoder: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, f",
+        "UnsupportedError: convert: Seq2SeqPackedEncoder: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and pack",
     'course_lstm_hn_permute-module':
-        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], h_n[-1]], 1) for two",
+        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'course_lstm_hn_permute-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'course_lstm_hn_permute-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/Reshape' (Reshape, node 37): merges final states that are not the last layer's directions",
     'course_lstm_hn_permute-script':
-        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], h_n[-1]], 1) for two",
+        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'course_lstm_hn_permute-trace':
-        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], h_n[-1]], 1) for two",
+        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'd2stgnn_rnn_layer-onnx_dynamo':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'd2stgnn_rnn_layer-onnx_legacy':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'd2stgnn_rnn_layer-script':
-        "UnsupportedError: convert: D2STGNNRNNLayer: 2 operations cannot be lowered to fastrnn's pipeline: prim::Loop: data-dependent control flow is not supported",
+        "UnsupportedError: convert: D2STGNNRNNLayer: 1 operation cannot be lowered to fastrnn's pipeline: stack: cannot be interpreted (ValueError: need at least one array to stack)",
     'd2stgnn_rnn_layer-trace':
-        "UnsupportedError: convert: D2STGNNRNNLayer: 4 operations cannot be lowered to fastrnn's pipeline: linear: step 0 of the sequence used as a tensor: only the last step (output[:, -1]) is supported, or each step fed to a re",
+        "UnsupportedError: convert: D2STGNNRNNLayer: 4 operations cannot be lowered to fastrnn's pipeline: linear: step 0 of the sequence used as a tensor: only the last step (output[:, -1]) is supported, or e",
     'deepspeech_rnns-module':
         "UnsupportedError: convert: DeepSpeechRNNs: 3 operations cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (F, x0, x1); expected (T, B, F)",
     'deepspeech_rnns-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0)",
     'deepspeech_rnns-trace':
-        "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for the example's length",
+        "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for ",
     'dlwizard_lstm-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'dlwizard_rnn_relu-onnx_dynamo':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
-    'dsse_lstm_regressor-module':
-        "UnsupportedError: convert: DSSELSTMModel: 1 operation cannot be lowered to fastrnn's pipeline: view: a layout change of Step",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'dsse_lstm_regressor-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'dsse_lstm_regressor-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Reshape_1' (Reshape, node 42): reshapes axes ['B', 'F'] to [-1]: only merging directions into features, flattening batch and time into rows and back, or removing unit axes, is suppo",
-    'dsse_lstm_regressor-script':
-        "UnsupportedError: convert: DSSELSTMModel: 1 operation cannot be lowered to fastrnn's pipeline: view: a layout change of Step",
-    'dsse_lstm_regressor-trace':
-        "UnsupportedError: convert: DSSELSTMModel: 1 operation cannot be lowered to fastrnn's pipeline: view: a layout change of Step",
+        "UnsupportedError: convert: ONNX node '/Reshape_1' (Reshape, node 42): reshapes axes ['B', 'F'] to [-1]: only merging directions into features, flattening batch and time into rows and back, or removing",
     'ersw_rnn_sequential_head-onnx_dynamo':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'ex_time_sequence_prediction-module':
         "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
     'ex_time_sequence_prediction-onnx_dynamo':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'ex_time_sequence_prediction-onnx_legacy':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'ex_time_sequence_prediction-trace':
         "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
     'ex_word_language_model_gru-onnx_dynamo':
@@ -146,7 +126,7 @@ REFUSED_TODAY = {
     'ex_word_language_model_lstm-onnx_legacy':
         "ModelFormatError: signature graph: output {'name': '167', 'kind': 'y', 'axes': ['T*B', 'F'], 'dirs': 1, 'last': None}",
     'ex_word_language_model_rnn_tied-onnx_dynamo':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'ex_word_language_model_rnn_tied-onnx_legacy':
         "ModelFormatError: signature graph: output {'name': '26', 'kind': 'y', 'axes': ['T*B', 'F'], 'dirs': 1, 'last': None}",
     'floydhub_grunet-onnx_dynamo':
@@ -154,11 +134,11 @@ REFUSED_TODAY = {
     'grucell_forecaster-module':
         "UnsupportedError: convert: GRUCellForecaster: 6 operations cannot be lowered to fastrnn's pipeline: linear: uses the state after step 0 of 7: fastrnn converts loops over every step",
     'grucell_forecaster-onnx_dynamo':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'grucell_forecaster-onnx_legacy':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'grucell_forecaster-script':
-        "UnsupportedError: convert: GRUCellForecaster: 2 operations cannot be lowered to fastrnn's pipeline: prim::Loop: data-dependent control flow is not supported",
+        "UnsupportedError: convert: GRUCellForecaster: 1 operation cannot be lowered to fastrnn's pipeline: cat: cannot be interpreted (ValueError: need at least one array to concatenate)",
     'kaggle_jigsaw_simple_lstm-module':
         "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
     'kaggle_jigsaw_simple_lstm-onnx_dynamo':
@@ -182,33 +162,29 @@ REFUSED_TODAY = {
     'kaggle_stock_gru-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_56' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'kaggle_toxic_bilstm_globalmaxpool-keras':
-        "UnsupportedError: layer 'global_max_pooling1d' (GlobalMaxPooling1D): class GlobalMaxPooling1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Activ",
+        "UnsupportedError: layer 'global_max_pooling1d' (GlobalMaxPooling1D): class GlobalMaxPooling1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistr",
     'keras_gru_gap_masked-keras':
-        "UnsupportedError: layer 'global_average_pooling1d_1' (GlobalAveragePooling1D): class GlobalAveragePooling1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed",
+        "UnsupportedError: layer 'global_average_pooling1d_1' (GlobalAveragePooling1D): class GlobalAveragePooling1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, De",
     'keras_io_addition_rnn-keras':
-        "UnsupportedError: layer 'repeat_vector' (RepeatVector): class RepeatVector is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Activation and dropout-l",
+        "UnsupportedError: layer 'repeat_vector' (RepeatVector): class RepeatVector is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Acti",
     'luopeixiang_ner_bilstm-trace':
-        "UnsupportedError: convert: LuoBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for the exam",
+        "UnsupportedError: convert: LuoBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tens",
     'mlm_airmodel-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'mlm_cnn_lstm_imdb-keras':
-        "UnsupportedError: layer 'conv1d' (Conv1D): class Conv1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Activation and dropout-like layers)",
+        "UnsupportedError: layer 'conv1d' (Conv1D): class Conv1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Activation and dropout-",
     'morvan_rnn_classifier-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'morvan_rnn_regressor-module':
-        "UnsupportedError: convert: MorvanRNNRegressor: 6 operations cannot be lowered to fastrnn's pipeline: linear: step 0 of the sequence used as a tensor: only the last step (output[:, -1]) is supported, or each step fed to a",
+        "UnsupportedError: convert: MorvanRNNRegressor: 6 operations cannot be lowered to fastrnn's pipeline: linear: step 0 of the sequence used as a tensor: only the last step (output[:, -1]) is supported, o",
     'morvan_rnn_regressor-onnx_dynamo':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'morvan_rnn_regressor-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/Gather' (Gather, node 17): takes step 0 of the sequence (only the last step, or the first of a reverse layer, which is its final state, is supported)",
     'morvan_rnn_regressor-script':
-        "UnsupportedError: convert: MorvanRNNRegressor: 2 operations cannot be lowered to fastrnn's pipeline: prim::Loop: data-dependent control flow is not supported",
-    'mstsn_gru-module':
-        "UnsupportedError: convert: MSTSNGRU: 1 operation cannot be lowered to fastrnn's pipeline: fill_: op 'fill_' is not supported",
+        "UnsupportedError: convert: MorvanRNNRegressor: 1 operation cannot be lowered to fastrnn's pipeline: stack: cannot be interpreted (ValueError: need at least one array to stack)",
     'mstsn_gru-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'n1' (Shape, node 3): of this value",
-    'mstsn_gru-trace':
-        "UnsupportedError: convert: MSTSNGRU: 1 operation cannot be lowered to fastrnn's pipeline: fill_: op 'fill_' is not supported",
     'myprediction_gru-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_55' (Mul, node 11): a Mul other than merging a bidirectional layer's directions",
     'myprediction_gru-onnx_legacy':
@@ -220,7 +196,7 @@ REFUSED_TODAY = {
     'stackabuse_airline_lstm-module':
         "UnsupportedError: convert: forward's input 'input_seq' has shape (7,): expected (batch, time, features) or one sequence (time, features)",
     'stackabuse_airline_lstm-script':
-        "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: view: not a flattening or unflattening of whole axes",
+        "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1); expected (T, B, F)",
     'stackabuse_airline_lstm-trace':
         "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 1)",
     'stockpredict_last_days-module':
@@ -234,7 +210,7 @@ REFUSED_TODAY = {
     'stockpredict_last_days-trace':
         "UnsupportedError: convert: StockPredictLSTM: 1 operation cannot be lowered to fastrnn's pipeline: slice: a slice [-3:9223372036854775807:1] of the T axis",
     'tut_char_rnn_classification-onnx_dynamo':
-        "UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes (Keras 3's model.exp",
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'tut_char_rnn_classification_step-module':
         "UnsupportedError: convert: TutCharRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_classification_step-script':
@@ -247,30 +223,18 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_generation_step-trace':
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
-    'tut_lstm_tagger-script':
-        "UnsupportedError: convert: LSTMTagger: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1*F); expected (T, B, F)",
     'tut_lstm_tagger-trace':
         "UnsupportedError: convert: LSTMTagger: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 8)",
     'tut_lstm_tagger_2017-script':
         "UnsupportedError: convert: LSTMTaggerLegacy: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1*F); expected (T, B, F)",
     'tut_lstm_tagger_2017-trace':
         "UnsupportedError: convert: LSTMTaggerLegacy: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 8)",
-    'tut_seq2seq_decoder_step-script':
-        "UnsupportedError: convert: DecoderRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: gru: a recurrent layer reads a tensor with axes (1, 1, x0*x1*F); expected (T, B, F)",
-    'tut_seq2seq_decoder_step-trace':
-        "UnsupportedError: convert: DecoderRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: gru: a recurrent layer reads a tensor with axes (1, 1, x0*x1*F); expected (T, B, F)",
     'tut_seq2seq_encoder-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_55' (Mul, node 13): a Mul other than merging a bidirectional layer's directions",
-    'tut_seq2seq_encoder_step-script':
-        "UnsupportedError: convert: EncoderRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: gru: a recurrent layer reads a tensor with axes (1, 1, x0*x1*F); expected (T, B, F)",
-    'tut_seq2seq_encoder_step-trace':
-        "UnsupportedError: convert: EncoderRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: gru: a recurrent layer reads a tensor with axes (1, 1, x0*x1*F); expected (T, B, F)",
     'udacity_char_rnn-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_63' (Mul, node 10): a Mul other than merging a bidirectional layer's directions",
     'udacity_char_rnn-onnx_legacy':
         "ModelFormatError: signature graph: output {'name': '164', 'kind': 'y', 'axes': ['B*T', 'F'], 'dirs': 1, 'last': None}",
-    'udacity_sentiment_rnn-module':
-        "UnsupportedError: convert: UdacitySentimentRNN: 1 operation cannot be lowered to fastrnn's pipeline: view: not a flattening or unflattening of whole axes",
     'udacity_sentiment_rnn-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_64' (Mul, node 11): a Mul other than merging a bidirectional layer's directions",
     'udacity_sentiment_rnn-onnx_legacy':
@@ -282,16 +246,6 @@ REFUSED_TODAY = {
 }
 
 CRASHES_TODAY = {
-    'ex_word_language_model_lstm-trace':
-        'TypeError',
-    'spro_char_rnn_step-trace':
-        'TypeError',
-    'tut_dynamic_quantization_lstm_lm-trace':
-        'TypeError',
-    'udacity_char_rnn-trace':
-        'TypeError',
-    'udacity_sentiment_rnn-trace':
-        'TypeError',
 }
 
 WRONG_TODAY = {
@@ -331,7 +285,7 @@ CAPTURE_FAILS_TODAY = {
     'tut_dynamic_quantization_lstm_lm-onnx_dynamo':
         "torch.onnx.export(dynamo=True): AttributeError: __torch__.torch.classes.rnn.CellParamsBase (of Python compilation unit at: 0) does not have a field with name '__obj_flatten__'",
     'tut_dynamic_quantization_lstm_lm-onnx_legacy':
-        'torch.onnx.export(dynamo=False): RuntimeError: Only tuples, lists and Variables are supported as JIT inputs/outputs. Dictionaries and strings are also accepted, but their usage is not recommended. Here, received an input',
+        'torch.onnx.export(dynamo=False): RuntimeError: Only tuples, lists and Variables are supported as JIT inputs/outputs. Dictionaries and strings are also accepted, but their usage is not recommended. Her',
     'tut_dynamic_quantization_lstm_lm-script':
         'torch.jit.script: RuntimeError: Arguments for call are not valid.',
     'udacity_char_rnn-script':
@@ -339,9 +293,9 @@ CAPTURE_FAILS_TODAY = {
     'udacity_sentiment_rnn-script':
         'torch.jit.script: RuntimeError: Arguments for call are not valid.',
     'yunjey_birnn-script':
-        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local variable instead.:",
+        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local",
     'yunjey_rnn-script':
-        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local variable instead.:",
+        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local",
 }
 
 
