@@ -115,20 +115,17 @@ class Input:
 
 
 @dataclass(frozen=True)
-class Step:
-    """x[:, t]: step t of a sequence of the pipeline along its axis `axis` (a recurrent cell's
-    input in a Python loop over time; the last step of an output otherwise)."""
-    x: PT
-    axis: int
+class PS:
+    """A per-step value of a Python loop over time (unrolled by the capture): step t of `src`,
+    then the per-step `ops` applied to it. src: ("seq", PT, axis) -- step t of a sequence of the
+    pipeline (x[:, t]); ("chain", k) -- the state a recurrent cell chain holds after step t
+    (kind "h" or "c"). ops: (("linear", key) | ("act", key) | ("unsq", dim), ...), payloads in
+    Lowering.ps_payload. Each step of a loop gives the same src and ops with its own t, which is
+    how a loop is recognised (converters/graph.py, loops over time)."""
+    src: tuple
     t: int
-
-
-@dataclass(frozen=True)
-class CellOut:
-    """h (or c) after step t of a chain of recurrent cell calls (converters/graph.py, cells)."""
-    chain: int
-    t: int
-    kind: str
+    ops: tuple = ()
+    kind: str = "h"
 
 
 class Lengths:
@@ -180,7 +177,9 @@ class Lowering:
         self.state_inputs = {}        # Input.index -> (rnn index, "h" | "c" | "hc")
         self.errors = []
         self.where = ""
-        self.chains = []              # recurrent cells unrolled over time (cells below)
+        self.chains = []              # recurrent cells unrolled over time (loops over time, below)
+        self.ps_payload = {}          # per-step op key -> its weights
+        self.ps_made = {}             # (src, ops, sequence) -> the PT a loop became
         self.const_cache = {}         # frontends: one array per source tensor
 
     # ---- helpers ------------------------------------------------------------------------
@@ -216,9 +215,9 @@ class Lowering:
             return tuple(self._hn_size(v, a) for a in v.axes)
         if isinstance(v, Zeros):
             return v.shape
-        if isinstance(v, Step):
-            s = self.shape(v.x)
-            return s[:v.axis] + s[v.axis + 1:]
+        if isinstance(v, PS) and v.src[0] == "seq" and not v.ops:
+            s = self.shape(v.src[1])
+            return s[:v.src[2]] + s[v.src[2] + 1:]
         if isinstance(v, Input):
             return v.shape
         if isinstance(v, np.ndarray):
@@ -238,20 +237,11 @@ class Lowering:
         """x as a PT: rows of h_n of the top layer become the last recurrent layer's final step."""
         if isinstance(x, HN):
             return self._final(x)
-        if isinstance(x, Step):
-            return self._step_tensor(x)
-        if isinstance(x, CellOut):
-            return self.materialize(x, sequence=False)
+        if isinstance(x, PS):
+            return _ps_final(self, x)
         if not isinstance(x, PT):
             self.fail(f"expects {what}, got {_what(x)}")
         return x
-
-    def _step_tensor(self, s):
-        a = self.lab(s.x.axes[s.axis])
-        if a != "T" or s.t not in (-1, self.size("T") - 1):
-            self.fail(f"step {s.t} of the sequence used as a tensor: only the last step (output[:, -1]) is "
-                      f"supported, or each step fed to a recurrent cell in a loop over time")
-        return _last_step(self, s.x, s.axis)
 
     def _final(self, v):
         """h_n rows (B, F) or (B, S*F) -> the pipeline's final step, when they are the top
@@ -610,6 +600,10 @@ def _embedding(low, weight, indices, padding_idx=None, scale_grad_by_freq=False,
 
 @handles("linear")
 def _linear(low, x, weight, bias=None):
+    if isinstance(x, PS) and x.kind == "h":          # inside a loop over time: a per-step Linear
+        if not isinstance(weight, np.ndarray) or (bias is not None and not isinstance(bias, np.ndarray)):
+            low.fail("a Linear whose weights are not constants")
+        return _ps_op(low, x, ("linear",), (weight, bias))
     x = low.tensor(x)
     low.at_end(x)
     if x.packed:
@@ -653,6 +647,10 @@ def _t(low, x):
 # ---- activations -------------------------------------------------------------------------------
 
 def activation(low, x, kind, alpha=None, dim=None):
+    if isinstance(x, PS) and x.kind == "h":          # inside a loop over time: per step
+        if kind in ir.ROW_WISE and dim not in (None, -1, 1):
+            low.fail(f"{kind} over dim={dim} of one step (batch, features)")
+        return _ps_op(low, x, ("act",), (kind, alpha, -1 if kind in ir.ROW_WISE else None))
     x = low.tensor(x)
     low.at_end(x)
     if x.packed:
@@ -818,7 +816,7 @@ def _is_num(v):
 # ---- layout ---------------------------------------------------------------------------------------
 
 def _layout(low, x):
-    if isinstance(x, Step):
+    if isinstance(x, PS):
         x = low.tensor(x)
     if isinstance(x, (PT, HN)):
         return x
@@ -987,17 +985,10 @@ def _dims(dim, n):
     return {d % n for d in ds}
 
 
-@dataclass(frozen=True)
-class _Unsq:
-    """A cell state unsqueezed for a later torch.cat along the new axis."""
-    v: CellOut
-    dim: int
-
-
 @handles("unsqueeze", "unsqueeze_")
 def _unsqueeze(low, x, dim):
-    if isinstance(x, CellOut):
-        return _Unsq(x, dim)
+    if isinstance(x, PS):
+        return _ps_op(low, x, ("unsq", dim))
     if isinstance(x, np.ndarray):
         return np.expand_dims(x, dim)
     if isinstance(x, Zeros):
@@ -1035,7 +1026,7 @@ def _select(low, x, dim, index):
         size = low.size(a)
         if not -size <= index < size:
             low.fail(f"step {index} of {size}")
-        return Step(x, i, index % size)     # the last step, or a cell's input (resolved where used)
+        return PS(("seq", x, i), index % size)   # the last step, or a loop's step (resolved where used)
     if a == "B" and low.unbatched:
         return replace(x, axes=x.axes[:i] + x.axes[i + 1:])
     low.fail(f"select of index {index} along the {a} axis")
@@ -1082,7 +1073,7 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         return x[tuple(idx)]
     if isinstance(x, (list, tuple)):
         return x[slice(start, end, step)]
-    shp = low.shape(x) if isinstance(x, (PT, HN, Zeros, Step)) else None
+    shp = low.shape(x) if isinstance(x, (PT, HN, Zeros, PS)) else None
     if shp is None:
         low.fail(f"slice of {_what(x)}")
     n = len(shp)
@@ -1091,7 +1082,7 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
     s, e, st = slice(start, None if end is None or end >= 2**62 else end, step).indices(size)
     if (s, e, st) == (0, size, 1):
         return x
-    if isinstance(x, Step):
+    if isinstance(x, PS):
         x = low.tensor(x)
     if isinstance(x, Zeros):
         s2 = list(x.shape)
@@ -1163,9 +1154,11 @@ def _getitem(low, x, idx):
 
 @handles("cat", "concat", "concatenate")
 def _cat(low, tensors, dim=0):
-    if tensors and all(isinstance(t, _Unsq) for t in tensors):       # cat of h.unsqueeze(d) = stack
-        if len({t.dim for t in tensors}) == 1 and tensors[0].dim % 3 == dim % 3:
-            return _steps_of_chain(low, [t.v for t in tensors], dim)
+    if tensors and all(isinstance(t, PS) for t in tensors):         # cat of y_t.unsqueeze(d): a stack
+        last = {t.ops[-1] if t.ops else None for t in tensors}
+        if len(last) == 1 and list(last)[0] and list(last)[0][0] == "unsq":
+            return _ps_stack(low, [replace(t, ops=t.ops[:-1]) for t in tensors], list(last)[0][1], dim)
+        low.fail("torch.cat of loop steps that were not each unsqueezed along the concatenated axis")
     if all(isinstance(t, np.ndarray) for t in tensors):
         return np.concatenate(tensors, axis=dim)
     if all(isinstance(t, Zeros) for t in tensors):
@@ -1189,8 +1182,8 @@ def _cat(low, tensors, dim=0):
 
 @handles("stack")
 def _stack(low, tensors, dim=0):
-    if tensors and all(isinstance(t, CellOut) for t in tensors):
-        return _steps_of_chain(low, list(tensors), dim)
+    if tensors and all(isinstance(t, PS) for t in tensors):
+        return _ps_stack(low, list(tensors), dim, dim)
     if all(isinstance(t, np.ndarray) for t in tensors):
         return np.stack(tensors, axis=dim)
     if tensors and all(isinstance(t, HN) and len(t.parts) == 1 for t in tensors) and dim == 0:
@@ -1266,29 +1259,38 @@ for _op in ("mean", "sum", "amax", "max", "amin", "min"):
     handles(_op)((lambda op: lambda low, x, *a, **k: _reduce(low, op, x, *a, **k))(_op))
 
 
-# ---- recurrent cells in a Python loop over time (unrolled by the capture) -------------------------
+# ---- loops over time (unrolled by the capture) -----------------------------------------------------
 #
-# for t in range(x.size(1)): h = cell(x[:, t], h) is recorded as T cell calls. Each call must read
-# step t of the same sequence with the state the previous call returned (zeros at t = 0) and the
-# same weights; the chain is then one recurrent layer, made when its result is used: the last h
-# as the final step, or torch.stack / torch.cat of every step's h as the sequence.
+# for t in range(x.size(1)): h = cell(x[:, t], h); outs.append(fc(h)) is recorded as T cell calls
+# and T Linear calls. Each value made in the loop is a PS (step t of a source, then per-step ops).
+# A cell call must read step t of one source (a sequence of the pipeline, or another chain's
+# state: stacked cells) with the state the previous call returned (zeros at t = 0) and the same
+# weights; the chain is then one recurrent layer. Per-step Linear layers and activations become
+# layers after it. The loop is made into layers when its result is used: the last step as the
+# final step, or torch.stack / torch.cat of every step as the sequence.
 
 @dataclass
 class _Chain:
     mode: str
-    x: PT
-    axis: int
+    src: tuple                        # the per-step input: (src, ops) of its PS
+    ops: tuple
     weights: tuple
     last: int
-    layer: int | None = None          # its layer index once made
-    sequence: bool | None = None
-    result: PT | None = None
+
+
+def _ps_op(low, x, op, payload=None):
+    """x (a PS) with one more per-step op; payload (weights) is kept by identity."""
+    if payload is not None:
+        key = tuple(id(p) for p in payload)
+        low.ps_payload[key] = payload
+        op = op + (key,)
+    return replace(x, ops=x.ops + (op,))
 
 
 def _cell(low, mode, inp, state, w_ih, w_hh, b_ih=None, b_hh=None):
-    if not isinstance(inp, Step):
-        low.fail(f"a recurrent cell reads {_what(inp)}: fastrnn converts cells fed one step of the input "
-                 f"sequence per call (for t in range(x.size(1)): h = cell(x[:, t], h))")
+    if not isinstance(inp, PS) or inp.kind != "h":
+        low.fail(f"a recurrent cell reads {_what(inp)}: fastrnn converts cells fed one step of a sequence "
+                 f"per call (for t in range(x.size(1)): h = cell(x[:, t], h))")
     states = list(state) if isinstance(state, (list, tuple)) else [state]
     ws = (w_ih, w_hh, b_ih, b_hh)
     if not all(w is None or isinstance(w, np.ndarray) for w in ws) or (b_ih is None) != (b_hh is None):
@@ -1296,23 +1298,24 @@ def _cell(low, mode, inp, state, w_ih, w_hh, b_ih=None, b_hh=None):
     if all(v is None or isinstance(v, Zeros) for v in states):
         if inp.t != 0:
             low.fail(f"a cell chain starting at step {inp.t} (it must start at step 0 with a zero state)")
-        low.chains.append(_Chain(mode, inp.x, inp.axis, ws, 0))
+        low.chains.append(_Chain(mode, inp.src, inp.ops, ws, 0))
         k = len(low.chains) - 1
     else:
-        if not all(isinstance(v, CellOut) for v in states) or len({v.chain for v in states}) != 1:
+        if not all(isinstance(v, PS) and v.src[0] == "chain" and not v.ops for v in states) \
+                or len({v.src for v in states}) != 1:
             low.fail("a cell whose state is not the previous call's state (or zeros at step 0)")
-        k = states[0].chain
+        k = states[0].src[1]
         ch = low.chains[k]
-        if ch.layer is not None:
+        if any(key[0] == ("chain", k) for key in low.ps_made):
             low.fail("a cell chain continued after its result was used")
-        if ch.mode != mode or ch.x != inp.x or ch.axis != inp.axis or any(
+        if ch.mode != mode or ch.src != inp.src or ch.ops != inp.ops or any(
                 a is not b for a, b in zip(ch.weights, ws)) or inp.t != ch.last + 1 \
                 or any(v.t != ch.last for v in states):
             low.fail(f"cell call {inp.t} does not continue the chain of step {ch.last} (the same cell, the "
                      f"next step of the same sequence, the previous state)")
         ch.last = inp.t
-    h = CellOut(k, inp.t, "h")
-    return (h, CellOut(k, inp.t, "c")) if mode == "lstm" else h
+    h = PS(("chain", k), inp.t)
+    return (h, PS(("chain", k), inp.t, (), "c")) if mode == "lstm" else h
 
 
 for _mode in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
@@ -1320,33 +1323,72 @@ for _mode in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
                               _cell(low, mode, inp, hx, w_ih, w_hh, b_ih, b_hh))(_mode))
 
 
-def _materialize(low, v, sequence):
-    """The chain of v as one recurrent layer: v the last step's h (sequence False) or every
-    step's h (sequence True)."""
-    if v.kind != "h":
-        low.fail("uses a cell's c as a tensor of the pipeline")
-    ch = low.chains[v.chain]
-    T = low.size(ch.x.axes[ch.axis])
-    if ch.layer is not None:
-        if ch.sequence != sequence or (not sequence and v.t != T - 1):
-            low.fail("uses a cell chain's states in two ways")
-        return ch.result
-    if ch.last != T - 1 or (not sequence and v.t != T - 1):
-        low.fail(f"uses the state after step {v.t} of {T}: fastrnn converts loops over every step")
-    x = ch.x
-    low.at_end(x)
+def _ps_steps(low, src):
+    """How many steps the loop over src has (the length of the sequence it steps through)."""
+    while src[0] == "chain":
+        ch = low.chains[src[1]]
+        src = ch.src
+    x, axis = src[1], src[2]
+    return low.size(x.axes[axis])
+
+
+def _ps_made(low, src, ops, sequence):
+    """The PT of per-step values (src, ops) over every step (sequence) or at the last step."""
+    key = (src, ops, sequence)
+    if key in low.ps_made:
+        return low.ps_made[key]
+    if any(k[0] == src and k[2] != sequence for k in low.ps_made):
+        low.fail("uses a loop's values both per step and at the last step")
+    if ops:
+        v = _ps_made(low, src, ops[:-1], sequence)
+        op = ops[-1]
+        if op[0] == "linear":
+            W, b = low.ps_payload[op[1]]
+            v = _linear(low, v, W, b)
+        elif op[0] == "act":
+            kind, alpha, dim = low.ps_payload[op[1]]
+            v = activation(low, v, kind, alpha=alpha, dim=dim)
+        else:
+            low.fail(f"a per-step {op[0]} inside the loop")
+    elif src[0] == "seq":
+        x, axis = src[1], src[2]
+        a = x.axes[axis]
+        if sequence:
+            _bind_steps(low, x, axis)
+            v = x
+        else:
+            if a in ("x0", "x1") and a not in low.bind:
+                _bind_steps(low, x, axis)
+            v = _last_step(low, x, axis)
+    else:
+        v = _chain_layer(low, src[1], sequence)
+    low.ps_made[key] = v
+    return v
+
+
+def _bind_steps(low, x, axis):
+    """The loop steps along `axis` of x: it is the time axis, the other the batch."""
     labels = [low.lab(a) for a in x.axes]
     if len(labels) != 3 or labels[2] != "F":
-        low.fail(f"cells over a tensor with axes {_axes_str(labels)}")
-    other = 1 - ch.axis
-    for i, want in ((ch.axis, "T"), (other, "B")):
+        low.fail(f"a loop over a tensor with axes {_axes_str(labels)}")
+    for i, want in ((axis, "T"), (1 - axis, "B")):
         a = labels[i]
         if a == want:
             continue
         if a in ("x0", "x1") and a not in low.bind and want not in low.bind.values():
             low.bind[a] = want
         else:
-            low.fail(f"cells step along the {a} axis")
+            low.fail(f"a loop steps along the {a} axis")
+
+
+def _chain_layer(low, k, sequence):
+    """Cell chain k as one recurrent layer, its input made first."""
+    ch = low.chains[k]
+    T = _ps_steps(low, ("chain", k))
+    if ch.last != T - 1:
+        low.fail(f"a loop over {ch.last + 1} of {T} steps: fastrnn converts loops over every step")
+    x = _ps_made(low, ch.src, ch.ops, True)
+    low.at_end(x)
     w_ih, w_hh, b_ih, b_hh = ch.weights
     params = [w_ih, w_hh] + ([b_ih, b_hh] if b_ih is not None else [])
     if x.cols is not None:
@@ -1358,32 +1400,42 @@ def _materialize(low, v, sequence):
     first = len(low.layers)
     low.layers.append(layer)
     lstm = ch.mode == "lstm"
-    k = low.nstates
-    low.states.append({"parts": [[k, 0]], "stack": False})
+    s0 = low.nstates
+    low.states.append({"parts": [[s0, 0]], "stack": False})
     if lstm:
-        low.states.append({"parts": [[k + 1, 0]], "stack": False})
+        low.states.append({"parts": [[s0 + 1, 0]], "stack": False})
     low.nstates += 2 if lstm else 1
-    low.rnns.append(_Rnn(first, first, 1, 1, layer.state_size, layer.hidden_size, lstm, k))
-    ch.layer, ch.sequence = first, sequence
+    low.rnns.append(_Rnn(first, first, 1, 1, layer.state_size, layer.hidden_size, lstm, s0))
     pos = len(low.layers)
     if sequence:
-        ch.result = PT(pos, ("B", "T", "F"), layer.output_size)
-    else:
-        ch.result = PT(pos, ("B", "F"), layer.output_size, time="final")
-    return ch.result
+        return PT(pos, ("B", "T", "F"), layer.output_size)
+    return PT(pos, ("B", "F"), layer.output_size, time="final")
 
 
-Lowering.materialize = lambda self, v, sequence: _materialize(self, v, sequence)
+def _ps_final(low, v):
+    """A loop's value used as a tensor: its last step."""
+    if v.kind != "h":
+        low.fail("uses a cell's c as a tensor of the pipeline")
+    T = _ps_steps(low, v.src)
+    if v.t != T - 1:
+        low.fail(f"step {v.t} of {T} used as a tensor: only the last step is supported (output[:, -1], or "
+                 f"the state after a loop over every step), or every step stacked")
+    if any(op[0] == "unsq" for op in v.ops):
+        low.fail("an unsqueezed loop step used as a tensor")
+    return _ps_made(low, v.src, v.ops, False)
 
 
-def _steps_of_chain(low, tensors, dim):
-    """torch.stack([h_0, ..., h_{T-1}], dim) of one chain -> its sequence, axes in that order."""
-    ch_ids = {t.chain for t in tensors}
-    if len(ch_ids) != 1 or [t.t for t in tensors] != list(range(len(tensors))):
-        low.fail("torch.stack / torch.cat of cell states that are not every step of one loop, in order")
-    seq = _materialize(low, tensors[-1], True)
+def _ps_stack(low, steps, unsq_dim, dim):
+    """torch.stack(steps, dim) (or torch.cat of steps unsqueezed at dim): every step of one loop
+    value, in order -> its sequence, the time axis where dim puts it."""
+    if any(t.kind != "h" for t in steps) or len({(t.src, t.ops) for t in steps}) != 1 \
+            or [t.t for t in steps] != list(range(len(steps))) or len(steps) != _ps_steps(low, steps[0].src):
+        low.fail("torch.stack / torch.cat of loop values that are not every step of one loop, in order")
+    if unsq_dim % 3 != dim % 3:
+        low.fail("torch.cat along another axis than the steps were unsqueezed on")
+    seq = _ps_made(low, steps[0].src, steps[0].ops, True)
     if dim % 3 == 1:
         return seq
     if dim % 3 == 0:
         return replace(seq, axes=("T", "B", "F"))
-    low.fail("torch.stack of cell states along the feature axis")
+    low.fail("torch.stack of loop values along the feature axis")

@@ -222,7 +222,58 @@ def _cell_loop(cell_cls, stack):
     return CellLoop
 
 
+class StackedCellsPerStepHead(nn.Module):
+    """Two cells stacked in one loop, a Linear and a tanh on every step, torch.cat of the steps
+    unsqueezed on the time axis (the structure of pytorch/examples time_sequence_prediction)."""
+    def __init__(self):
+        super().__init__()
+        self.lstm1 = nn.LSTMCell(5, H)
+        self.lstm2 = nn.GRUCell(H, H)
+        self.linear = nn.Linear(H, 2)
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), H)
+        c = torch.zeros(x.size(0), H)
+        h2 = torch.zeros(x.size(0), H)
+        outputs = []
+        for t in range(x.size(1)):
+            h, c = self.lstm1(x[:, t], (h, c))
+            h2 = self.lstm2(h, h2)
+            outputs += [torch.tanh(self.linear(h2)).unsqueeze(1)]
+        return torch.cat(outputs, dim=1)
+
+
+class PerStepOnRnnOutput(nn.Module):
+    """A Linear applied in a Python loop to each step of an RNN's output, stacked (MorvanZhou's
+    RNN regressor)."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(5, H, batch_first=True)
+        self.out = nn.Linear(H, 1)
+
+    def forward(self, x):
+        r_out, _ = self.rnn(x)
+        return torch.stack([self.out(r_out[:, t, :]) for t in range(r_out.size(1))], dim=1)
+
+
+class CellLoopFinalHead(nn.Module):
+    """A GRUCell loop, then a Linear and softmax on the last state."""
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.GRUCell(5, H)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        h = x.new_zeros(x.size(0), H)
+        for t in range(x.size(1)):
+            h = self.cell(x[:, t, :], h)
+        return F.softmax(self.fc(h), dim=1)
+
+
 CASES = {
+    "stacked_cells_per_step_head": (StackedCellsPerStepHead, "floats"),
+    "per_step_on_rnn_output": (PerStepOnRnnOutput, "floats"),
+    "cell_loop_final_head": (CellLoopFinalHead, "floats"),
     "h0_in_forward": (H0InForward, "ids"),
     "new_zeros": (NewZeros, "floats"),
     "rnn_none_squeeze": (RnnNone, "floats"),

@@ -831,7 +831,7 @@ class ScriptCapture:
             return None
         if kind in ("prim::If", "prim::Loop"):
             return low.refuse(kind, "data-dependent control flow is not supported", where)
-        if kind in _PY_OPS and all(not isinstance(v, (G.PT, G.HN, np.ndarray, G.Zeros, G.Input)) for v in a):
+        if kind in _PY_OPS and all(v is None or isinstance(v, (int, float, bool, str)) for v in a):
             return _PY_OPS[kind](*a)
         if kind == "aten::__getitem__":
             return low.call("getitem", (a[0], a[1]), {}, where)

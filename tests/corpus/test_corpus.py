@@ -92,7 +92,7 @@ REFUSED_TODAY = {
     'd2stgnn_rnn_layer-script':
         "UnsupportedError: convert: D2STGNNRNNLayer: 1 operation cannot be lowered to fastrnn's pipeline: stack: cannot be interpreted (ValueError: need at least one array to stack)",
     'd2stgnn_rnn_layer-trace':
-        "UnsupportedError: convert: D2STGNNRNNLayer: 4 operations cannot be lowered to fastrnn's pipeline: linear: step 0 of the sequence used as a tensor: only the last step (output[:, -1]) is supported, or e",
+        "UnsupportedError: convert: D2STGNNRNNLayer: 4 operations cannot be lowered to fastrnn's pipeline: unsafe_chunk: op 'unsafe_chunk' is not supported",
     'deepspeech_rnns-module':
         "UnsupportedError: convert: DeepSpeechRNNs: 3 operations cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (F, x0, x1); expected (T, B, F)",
     'deepspeech_rnns-onnx_legacy':
@@ -131,8 +131,6 @@ REFUSED_TODAY = {
         "ModelFormatError: signature graph: output {'name': '26', 'kind': 'y', 'axes': ['T*B', 'F'], 'dirs': 1, 'last': None}",
     'floydhub_grunet-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_49' (Mul, node 9): a Mul other than merging a bidirectional layer's directions",
-    'grucell_forecaster-module':
-        "UnsupportedError: convert: GRUCellForecaster: 6 operations cannot be lowered to fastrnn's pipeline: linear: uses the state after step 0 of 7: fastrnn converts loops over every step",
     'grucell_forecaster-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'grucell_forecaster-onnx_legacy':
@@ -175,8 +173,6 @@ REFUSED_TODAY = {
         "UnsupportedError: layer 'conv1d' (Conv1D): class Conv1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Activation and dropout-",
     'morvan_rnn_classifier-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
-    'morvan_rnn_regressor-module':
-        "UnsupportedError: convert: MorvanRNNRegressor: 6 operations cannot be lowered to fastrnn's pipeline: linear: step 0 of the sequence used as a tensor: only the last step (output[:, -1]) is supported, o",
     'morvan_rnn_regressor-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'morvan_rnn_regressor-onnx_legacy':
