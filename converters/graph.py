@@ -239,6 +239,8 @@ class Lowering:
             return self._final(x)
         if isinstance(x, PS):
             return _ps_final(self, x)
+        if isinstance(x, Pooled):
+            return self.pool_layer([x])
         if not isinstance(x, PT):
             self.fail(f"expects {what}, got {_what(x)}")
         return x
@@ -472,10 +474,6 @@ def _axes_str(axes):
 
 
 _HINTS = {
-    "mean": "; pooling over time is not supported yet",
-    "amax": "; pooling over time is not supported yet",
-    "max": "; pooling over time is not supported yet",
-    "sum": "; pooling over time is not supported yet",
     "conv1d": "; convolutions are not supported yet",
     "convolution": "; convolutions are not supported yet",
     "layer_norm": "; normalisation inside the pipeline is not supported",
@@ -816,7 +814,7 @@ def _is_num(v):
 # ---- layout ---------------------------------------------------------------------------------------
 
 def _layout(low, x):
-    if isinstance(x, PS):
+    if isinstance(x, (PS, Pooled)):
         x = low.tensor(x)
     if isinstance(x, (PT, HN)):
         return x
@@ -1154,6 +1152,12 @@ def _getitem(low, x, idx):
 
 @handles("cat", "concat", "concatenate")
 def _cat(low, tensors, dim=0):
+    if tensors and all(isinstance(t, Pooled) for t in tensors):      # pools side by side: one layer
+        n = len(tensors[0].x.axes) - (0 if tensors[0].keepdim else 1)
+        axes = [low.lab(a) for a in tensors[0].x.axes if tensors[0].keepdim or low.lab(a) != "T"]
+        if dim % n != n - 1 or axes[-1] != "F":
+            low.fail("torch.cat of pools along an axis other than the features")
+        return low.pool_layer(list(tensors))
     if tensors and all(isinstance(t, PS) for t in tensors):         # cat of y_t.unsqueeze(d): a stack
         last = {t.ops[-1] if t.ops else None for t in tensors}
         if len(last) == 1 and list(last)[0] and list(last)[0][0] == "unsq":
@@ -1247,18 +1251,84 @@ def _pad(low, seq, batch_first=False, padding_value=0.0, total_length=None):
     return (replace(seq, axes=axes, packed=False, padded="longest" if total_length is None else "T"), Lengths())
 
 
-# ---- reductions (pooling over time: not yet in the engine) -----------------------------------------
+# ---- reductions: pooling over time ------------------------------------------------------------
+#
+# out.mean(1), torch.max(out, 1)[0], out.sum(dim=1), amax over the time axis of a sequence of the
+# pipeline: a Pooled value, made into an ir.Pool layer when it is used -- alone, or side by side
+# with other pools of the same sequence when torch.cat puts them together on the feature axis
+# (the Kaggle idiom cat([mean, max], 1)), which is one Pool layer of several kinds.
 
-def _reduce(low, op, x, *args, **kwargs):
+@dataclass(frozen=True)
+class Pooled:
+    x: PT
+    kind: str
+    keepdim: bool
+
+
+def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
+    keepdim = kwargs.get("keepdim", keepdim)
     if isinstance(x, np.ndarray):
-        return np.asarray(getattr(np, {"amax": "max", "amin": "min"}.get(op, op))(x, *args[:1]), np.float32)
-    low.fail(f"{op} over an axis of {_what(x)}: pooling over time is not supported yet")
+        fn = {"amax": np.max, "amin": np.min, "max": np.max, "min": np.min, "mean": np.mean, "sum": np.sum}[op]
+        r = np.asarray(fn(x, axis=None if dim is None else tuple(dim) if isinstance(dim, (list, tuple)) else dim,
+                          keepdims=bool(keepdim)), np.float32)
+        return (r, None) if op in ("max", "min") and dim is not None and not isinstance(dim, (list, tuple)) else r
+    if isinstance(x, PS):
+        x = low.tensor(x)
+    if not isinstance(x, PT):
+        low.fail(f"{op} of {_what(x)}")
+    if op in ("amin", "min"):
+        low.fail(f"{op} over time (only mean, max and sum pool a sequence)")
+    dims = dim if isinstance(dim, (list, tuple)) else [dim]
+    if dim is None or len(dims) != 1:
+        low.fail(f"{op} over {'every axis' if dim is None else f'axes {list(dims)}'}: pooling reduces the time "
+                 f"axis alone")
+    i = dims[0] % len(x.axes)
+    a = low.lab(x.axes[i])
+    if a in ("x0", "x1") and a not in low.bind:        # pooling before any recurrent layer
+        labels = [low.lab(v) for v in x.axes]
+        others = [v for v in labels if v in ("x0", "x1") and v != a]
+        low.bind[a] = "T"
+        for v in others:
+            low.bind[v] = "B"
+        a = "T"
+    if a != "T":
+        low.fail(f"{op} over the {a} axis: only pooling over time is supported")
+    if x.packed:
+        low.fail(f"{op} of a PackedSequence")
+    if x.time is not None:
+        low.fail(f"{op} over time of a tensor that has no time axis left")
+    low.at_end(x)
+    kind = {"amax": "max"}.get(op, op)
+    p = Pooled(x, kind, bool(keepdim))
+    return (p, ArgMax()) if op == "max" and not isinstance(dim, (list, tuple)) else p
+
+
+class ArgMax:
+    """The indices torch.max(x, dim) also returns: nothing in fastrnn computes them."""
 
 
 for _op in ("mean", "sum", "amax", "max", "amin", "min"):
     handles(_op)((lambda op: lambda low, x, *a, **k: _reduce(low, op, x, *a, **k))(_op))
 
 
+def _pool_layer(low, pools):
+    """Pooled values of one sequence (side by side) -> one ir.Pool layer; the PT after it."""
+    x = pools[0].x
+    if any(p.x != x for p in pools) or len({p.keepdim for p in pools}) != 1:
+        low.fail("torch.cat of pools of different tensors")
+    low.at_end(x)
+    i = [low.lab(a) for a in x.axes].index("T")
+    over = "longest" if x.padded == "longest" else "steps"
+    if x.width is None:
+        low.fail("pooling token ids")
+    if x.cols is not None:
+        low.fail("pooling features in a permuted order")
+    low.layers.append(ir.Pool(x.width, tuple(p.kind for p in pools), over))
+    axes = x.axes[:i] + (("1",) if pools[0].keepdim else ()) + x.axes[i + 1:]
+    return replace(x, pos=len(low.layers), axes=axes, width=x.width * len(pools), padded=None)
+
+
+Lowering.pool_layer = lambda self, pools: _pool_layer(self, pools)
 # ---- loops over time (unrolled by the capture) -----------------------------------------------------
 #
 # for t in range(x.size(1)): h = cell(x[:, t], h); outs.append(fc(h)) is recorded as T cell calls

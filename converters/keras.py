@@ -796,6 +796,8 @@ class _Builder:
             return self._dense(l, c)
         if cls == "BatchNormalization":
             return self._batchnorm(l, c)
+        if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalAvgPool1D", "GlobalMaxPool1D"):
+            return self._global_pool(l, c, "max" if "Max" in cls else "mean")
         if cls == "Bidirectional":
             return self._bidirectional(i, l, c)
         cell, rc = _rnn_conf(l)
@@ -865,6 +867,22 @@ class _Builder:
             s2[idx], t2[idx] = s, t
             s, t = s2, t2
         self.layers.append(ir.Dense(np.diag(s).astype(np.float32), t.astype(np.float32)))
+
+    def _global_pool(self, l, c, kind):
+        """GlobalAveragePooling1D / GlobalMaxPooling1D: an ir.Pool over time. Keras averages over
+        the unmasked steps under a mask (sum / count, NaN for a fully masked row) and over every
+        step without one; GlobalMaxPooling1D ignores masks (every step). Both are order-free, so a
+        go_backwards parity ends here; a pending column order passes through (per feature)."""
+        _refuse_extras(l, c, {"data_format", "keepdims"})
+        if c.get("data_format", "channels_last") not in ("channels_last", None):
+            raise UnsupportedError(f"{_where(l)}: option data_format={c.get('data_format')!r} is not supported")
+        if c.get("keepdims"):
+            raise UnsupportedError(f"{_where(l)}: option keepdims=True is not supported")
+        if not self.seq or self.width is None:
+            raise UnsupportedError(f"{_where(l)}: pooling over time needs a sequence before it")
+        over = "valid" if kind == "mean" and self.masked else "steps"
+        self.layers.append(ir.Pool(self.width, (kind,), over))
+        self.seq, self.parity, self.masked = False, False, False
 
     def _rec_common(self, l, c):
         tm = bool(c.get("time_major", False))

@@ -66,6 +66,7 @@ cdef extern from "fastrnn.h" nogil:
     frnn_status frnn_model_add_dense(frnn_model *m, int inp, int out, const float *W, const float *b, frnn_act act)
     frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act)
     frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d)
+    frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over)
     frnn_status frnn_model_finalize(frnn_model *m, int input_size)
     int frnn_model_num_states(const frnn_model *m)
     void frnn_model_state_dims(const frnn_model *m, int i, int *dirs, int *width)
@@ -187,6 +188,8 @@ cdef frnn_act _act(object a):
 
 
 _CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
+_POOLS = {"mean": 0, "max": 1, "sum": 2}
+_POOL_OVER = {"valid": 0, "steps": 1, "longest": 2}
 _DIRS = {"forward": 0, "reverse": 1, "bidirectional": 2}
 _MERGES = {"concat": 0, "sum": 1, "mul": 2, "ave": 3}
 
@@ -214,6 +217,7 @@ cdef class CModel:
             _raise(st, "model")
         cdef frnn_rec_desc d
         cdef int i, j
+        cdef int kinds[3]
         for L in layers:
             t = type(L)
             if t is ir.Embedding:
@@ -226,6 +230,10 @@ cdef class CModel:
                                           _fptr(L.bias), _act(L.activation))
             elif t is ir.Activation:
                 st = frnn_model_add_activation(self.m, L.size, _act(L.activation))
+            elif t is ir.Pool:
+                for i, k in enumerate(L.kinds):
+                    kinds[i] = _POOLS[k]
+                st = frnn_model_add_pool(self.m, L.size, len(L.kinds), kinds, _POOL_OVER[L.over])
             else:
                 memset(&d, 0, sizeof(d))
                 d.cell = _CELLS[L.cell]

@@ -223,6 +223,51 @@ class Activation:
         return {"size": self.size, "activation": self.activation.to_json()}
 
 
+POOL_KINDS = ("mean", "max", "sum")
+POOL_OVER = ("valid", "steps", "longest")
+
+
+@dataclass(eq=False)
+class Pool:
+    """Pooling over time: a sequence of `size` features -> one step of len(kinds) * size, the
+    kinds ("mean", "max", "sum") side by side (torch.cat([out.mean(1), out.max(1)[0]], 1) is
+    kinds=("mean", "max")). over: which steps count --
+      "valid"    a row's steps within its length and not masked (Keras GlobalAveragePooling1D
+                 under a mask);
+      "steps"    every step of the sequence, padding zeros included (torch on a padded tensor,
+                 Keras without a mask, GlobalMaxPooling1D);
+      "longest"  the first max(lengths) steps of the batch (torch's pooling of
+                 pad_packed_sequence's output), every step without lengths.
+    A stream keeps the running pool as a state (width len(kinds) * size + 1: the running sums /
+    maxima and the count), so step t gives the pool over steps 0..t. A mean over no step is
+    0 / 0 (NaN, as Keras computes for a fully masked row)."""
+    size: int
+    kinds: tuple = ("mean",)
+    over: str = "steps"
+
+    def __post_init__(self):
+        self.size = _pos_int("Pool.size", self.size)
+        if isinstance(self.kinds, str):
+            self.kinds = (self.kinds,)
+        if not isinstance(self.kinds, (list, tuple)) or not 1 <= len(self.kinds) <= 3 \
+                or not all(isinstance(k, str) and k in POOL_KINDS for k in self.kinds):
+            raise ModelFormatError(f"Pool.kinds: expected 1 to 3 of {POOL_KINDS}, got {self.kinds!r}")
+        self.kinds = tuple(self.kinds)
+        if self.over not in POOL_OVER:
+            raise ModelFormatError(f"Pool.over: expected one of {POOL_OVER}, got {self.over!r}")
+        if self.size * len(self.kinds) + 1 > 2**29:
+            raise ModelFormatError(f"Pool.size: {self.size} is too large")
+
+    input_size = property(lambda self: self.size)
+    output_size = property(lambda self: self.size * len(self.kinds))
+
+    def tensors(self):
+        return {}
+
+    def options(self):
+        return {"size": self.size, "kinds": list(self.kinds), "over": self.over}
+
+
 def _pos_int(name, v, lo=1, hi=2**31 - 1):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
         raise ModelFormatError(f"{name}: expected an integer in [{lo}, {hi}], got {v!r}")
@@ -412,7 +457,7 @@ class Recurrent:
 
 
 LAYER_TYPES = {"embedding": Embedding, "masking": Masking, "dense": Dense,
-               "activation": Activation, "recurrent": Recurrent}
+               "activation": Activation, "recurrent": Recurrent, "pool": Pool}
 TYPE_NAMES = {v: k for k, v in LAYER_TYPES.items()}
 
 
@@ -423,6 +468,7 @@ OPTION_TYPES = {
     "masking": {"size": int, "mask_value": _NUM},
     "dense": {"activation": dict},
     "activation": {"size": int, "activation": dict},
+    "pool": {"size": int, "kinds": list, "over": str},
     "recurrent": {"cell": str, "direction": str, "merge_mode": str, "activations": list,
                   "clip": _NUM + (type(None),), "input_forget": bool, "linear_before_reset": bool,
                   "return_sequences": bool, "masked_output": str},
@@ -506,5 +552,10 @@ def check_pipeline(layers, input_size=None):
                     f"layer {i}: a recurrent layer needs a sequence, but an earlier recurrent "
                     f"layer has return_sequences=False")
             seq = l.return_sequences
+        if isinstance(l, Pool):
+            if not seq:
+                raise ModelFormatError(f"layer {i}: pooling over time needs a sequence, but an earlier "
+                                       f"layer ends the sequence")
+            seq = False
         size = l.output_size
     return kind, in_size, size, seq

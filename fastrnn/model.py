@@ -44,7 +44,8 @@ class Model:
         self._cm = _engine.CModel(layers, in_size or 0)
         self._in_size = in_size
         self._dims = [self._cm.state_dims(i) for i in range(self._cm.num_states)]
-        self.signature = sig_.check(signature, self._dims, self.output_size, bool(self._cm.output_is_sequence))
+        self.signature = sig_.check(signature, self._dims, self.output_size, bool(self._cm.output_is_sequence),
+                                    internal=_pool_states(layers))
         self._outputs_states = sig_.uses_states(self.signature)   # decided once, not per call/step
 
     # ---- description ---------------------------------------------------------------------
@@ -128,9 +129,14 @@ class Model:
         return sig_.check_states_shape(states, self.native_state_shapes(batch), what)
 
     def _state_names(self):
-        names = []
-        for i, l in enumerate(x for x in self.layers if isinstance(x, ir.Recurrent)):
-            names += [f"h{i}"] + ([f"c{i}"] if l.cell == "lstm" else [])
+        names, i, p = [], 0, 0
+        for l in self.layers:
+            if isinstance(l, ir.Recurrent):
+                names += [f"h{i}"] + ([f"c{i}"] if l.cell == "lstm" else [])
+                i += 1
+            elif isinstance(l, ir.Pool):
+                names.append(f"pool{p}")
+                p += 1
         return ", ".join(names)
 
     # ---- running -------------------------------------------------------------------------
@@ -310,6 +316,18 @@ class _MultiOutputStream(_engine.Stream):
         return res[0] if len(res) == 1 else res
 
 
+def _pool_states(layers):
+    """Native state indices of pooling layers (no source framework has them as states)."""
+    out, k = set(), 0
+    for l in layers:
+        if isinstance(l, ir.Recurrent):
+            k += 2 if l.cell == "lstm" else 1
+        elif isinstance(l, ir.Pool):
+            out.add(k)
+            k += 1
+    return out
+
+
 def _describe(l):
     if isinstance(l, ir.Recurrent):
         d = "" if l.direction == "forward" else f", {l.direction}"
@@ -320,4 +338,6 @@ def _describe(l):
         return f"Dense({l.input_size}->{l.output_size}, {l.activation.kind})"
     if isinstance(l, ir.Activation):
         return f"Activation({l.activation.kind})"
+    if isinstance(l, ir.Pool):
+        return f"Pool({'+'.join(l.kinds)}, {l.over})"
     return f"Masking({l.mask_value})"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import SELU_ALPHA, SELU_SCALE, Activation, Dense, Embedding, Masking, Recurrent
+from .ir import SELU_ALPHA, SELU_SCALE, Activation, Dense, Embedding, Masking, Pool, Recurrent
 
 
 def _sigmoid(x):
@@ -155,6 +155,44 @@ def _recurrent(layer, x, active, len_ok, carry, init):
     return out, states
 
 
+def _pool(layer, h, mask, len_active, lengths, init):
+    """Pooling over time (ir.Pool) continuing from its state init ((1, B, n*F + 1): running
+    values, then the count) -> (B, n*F) and the new state."""
+    B, T, F = h.shape
+    n = len(layer.kinds)
+    count = np.zeros(B) if init is None else np.asarray(init, np.float64)[0, :, -1].copy()
+    acc = np.zeros((B, n * F)) if init is None else np.asarray(init, np.float64)[0, :, :-1].copy()
+    if layer.over == "valid":
+        take = np.ones((B, T), bool)
+        if len_active is not None:
+            take &= len_active
+        if mask is not None:
+            take &= mask
+    else:
+        extent = T
+        if layer.over == "longest" and lengths is not None and len(lengths):
+            extent = min(T, int(np.max(lengths)))
+        take = np.broadcast_to(np.arange(T)[None, :] < extent, (B, T))
+    out = np.empty((B, n * F))
+    new_count = count + take.sum(1)
+    for k, kind in enumerate(layer.kinds):
+        a = acc[:, k * F:(k + 1) * F]
+        if kind == "max":
+            vals = np.where(take[..., None], h, -np.inf)
+            m = vals.max(axis=1)
+            # NaN propagates (as torch.max); no step taken leaves the state as it was
+            m = np.where(np.isnan(h).any(1) & take.any(1)[:, None], np.nan, m)
+            a = np.where(count[:, None] > 0, np.maximum(a, m), m)
+            a = np.where(take.any(1)[:, None], a, acc[:, k * F:(k + 1) * F])
+        else:
+            a = a + np.where(take[..., None], h, 0.0).sum(axis=1)
+        acc[:, k * F:(k + 1) * F] = a
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, k * F:(k + 1) * F] = a / new_count[:, None] if kind == "mean" else a
+    state = np.concatenate([acc, new_count[:, None]], axis=1)[None]
+    return out, state
+
+
 def run(layers, x, lengths=None, initial_state=None):
     """Run the pipeline in float64. Returns (y, final_states) (native state layout)."""
     first = layers[0]
@@ -198,5 +236,11 @@ def run(layers, x, lengths=None, initial_state=None):
             states_out += st
             if not layer.return_sequences:
                 mask = None
+        elif isinstance(layer, Pool):
+            init = None if initial_state is None else initial_state[si]
+            si += 1
+            h, st = _pool(layer, h, mask, len_active, lengths, init)
+            states_out.append(st)
+            mask = None
     assert B == h.shape[0]
     return h, states_out

@@ -57,9 +57,11 @@ def _int(v):
     return type(v) is int
 
 
-def check(sig, state_dims, output_size, output_is_sequence):
+def check(sig, state_dims, output_size, output_is_sequence, internal=()):
     """Validate (and normalise) a signature dict against a model. state_dims: list of
-    (dirs, width) per native state; output_is_sequence: the engine's y. Raises ModelFormatError."""
+    (dirs, width) per native state; output_is_sequence: the engine's y; internal: native states
+    the source has no counterpart of (a pooling layer's running pool): the source's states need
+    not name them (they start at zero). Raises ModelFormatError."""
     if sig is None:
         return {"outputs": None, "states": None, "time": None, "graph": None, "axes": None}
     if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph", "axes"}:
@@ -129,7 +131,8 @@ def check(sig, state_dims, output_size, output_is_sequence):
             if len({state_dims[k][1] for k, _ in parts}) != 1:
                 raise ModelFormatError(f"signature state {i}: stacked parts differ in width")
             norm.append({"parts": [list(p) for p in parts], "stack": e["stack"]})
-        need = {(k, d) for k, (dirs, _) in enumerate(state_dims) for d in range(dirs)}
+        need = {(k, d) for k, (dirs, _) in enumerate(state_dims) for d in range(dirs) if k not in internal}
+        seen -= {(k, d) for k, d in seen if k in internal}
         if seen != need:
             raise ModelFormatError(f"signature states must name every state and direction once; "
                                    f"missing {sorted(need - seen)[:4]}")
@@ -287,7 +290,7 @@ def from_source(sig, states, state_dims, batch):
     """States in the source's layout (already shape-checked, float32) -> native list."""
     if sig["states"] is None:
         return states
-    native = [np.empty((d, batch, w), np.float32) for d, w in state_dims]
+    native = [np.zeros((d, batch, w), np.float32) for d, w in state_dims]
     for e, a in zip(sig["states"], states):
         for j, (k, d) in enumerate(e["parts"]):
             native[k][d] = a[j] if e["stack"] else a

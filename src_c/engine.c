@@ -21,6 +21,7 @@
  * results never depend on the thread count or the split.
  */
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@
 #include "kernels.h"
 #include "pool.h"
 
-enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC };
+enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC, L_POOL };
 #define FRNN_EMB_FUSE_MAX_BYTES (64.0 * 1024 * 1024)
 
 typedef struct {
@@ -48,7 +49,16 @@ typedef struct {
                                       projection of every token, (vocab, nx), computed at load */
     int fused;                     /* embedding: its output goes only into the layer's emb_xp */
     float *Whh_p[2], *Whh_n_p[2], *bhn[2], *peep[2], *Whr_p[2];
+    /* pooling over time: kinds side by side; its state (one slot, R = npool*in + 1 floats a
+       row: the running sums / maxima, then the count of steps taken) */
+    int pool_kinds[3], npool, pool_over;
 } layer;
+
+/* a layer with states (slots of h and c buffers): recurrent, or pooling over time */
+static int has_state(const layer *L) { return L->type == L_REC || L->type == L_POOL; }
+static int num_layer_states(const layer *L) {
+    return L->type == L_REC ? (L->d.cell == FRNN_CELL_LSTM ? 2 : 1) : L->type == L_POOL;
+}
 
 struct frnn_model {
     const frnn_kernels *k;
@@ -207,6 +217,22 @@ frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act) {
     return FRNN_OK;
 }
 
+frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over) {
+    if (size < 1 || nkinds < 1 || nkinds > 3 || !kinds || over < FRNN_POOL_VALID || over > FRNN_POOL_LONGEST ||
+        (int64_t)size * nkinds + 1 > INT32_MAX / 4)
+        return FRNN_EINVAL;
+    for (int k = 0; k < nkinds; k++)
+        if (kinds[k] < FRNN_POOL_MEAN || kinds[k] > FRNN_POOL_SUM) return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_POOL)
+    L->in = size; L->out = size * nkinds;
+    L->npool = nkinds; L->pool_over = over;
+    for (int k = 0; k < nkinds; k++) L->pool_kinds[k] = kinds[k];
+    L->ndir = 1;
+    L->R = L->Rp = size * nkinds + 1;
+    m->nlayers++;
+    return FRNN_OK;
+}
+
 /* packed column n of a direction's xp GEMM -> row of its W_ih */
 static int rec_rowmap(const layer *L, int n) {
     int g = n / L->Hp, u = n % L->Hp;
@@ -292,6 +318,12 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
     for (int i = m->input_ids; i < m->nlayers; i++) {
         layer *L = &m->L[i];
         if (L->type == L_EMB || L->in != w) return FRNN_EINVAL;
+        if (L->type == L_POOL) {
+            if (!seq) return FRNN_EINVAL;
+            seq = 0;
+            L->state0 = m->nstates++;
+            L->slot0 = m->nslots++;
+        }
         if (L->type == L_REC) {
             if (!seq) return FRNN_EINVAL;
             seq = L->d.return_sequences;
@@ -339,8 +371,8 @@ const char *frnn_model_isa(const frnn_model *m) { return m->k->isa; }
 static const layer *state_layer(const frnn_model *m, int i, int *is_c) {
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        if (L->type != L_REC) continue;
-        int n = L->d.cell == FRNN_CELL_LSTM ? 2 : 1;
+        if (!has_state(L)) continue;
+        int n = num_layer_states(L);
         if (i >= L->state0 && i < L->state0 + n) { *is_c = i - L->state0; return L; }
     }
     return NULL;
@@ -366,6 +398,7 @@ typedef struct {
     size_t size;
     int cached;             /* the block comes from / returns to this thread's cache */
     int par;                /* threads a layer may use (1 inside a batch chunk) */
+    int tlong;              /* max(lengths) over the whole batch (FRNN_POOL_LONGEST); 0: T */
     unsigned zig;           /* steps run so far (streams): the parity of the next tile order */
     int tc_forced;          /* frnn_testing_set_xp_chunk when the context was made */
 } ctx;
@@ -465,7 +498,7 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     size_t states = 0;
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        if (L->type == L_REC)
+        if (has_state(L))
             states += (size_t)L->ndir * 2 * (((size_t)B * L->Rp * 4 + 63) / 64 * 64 +
                                              ((size_t)B * L->Hp * 4 + 63) / 64 * 64);
     }
@@ -495,7 +528,7 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     c->cur = (int *)p; p += sz[12];
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        if (L->type != L_REC) continue;
+        if (!has_state(L)) continue;
         for (int d = 0; d < L->ndir; d++)
             for (int b = 0; b < 2; b++) {
                 c->h[b][L->slot0 + d] = (float *)p; p += ((size_t)B * L->Rp * 4 + 63) / 64 * 64;
@@ -528,8 +561,8 @@ static void states_io(const frnn_model *m, ctx *c, int Btot, int b0, const float
                       float *const *out) {
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        if (L->type != L_REC) continue;
-        for (int is_c = 0; is_c <= (L->d.cell == FRNN_CELL_LSTM); is_c++) {
+        if (!has_state(L)) continue;
+        for (int is_c = 0; is_c < num_layer_states(L); is_c++) {
             if (in) state_copy(L, is_c, c, Btot, b0, (float *)in[L->state0 + is_c], 0);   /* read only */
             if (out && out[L->state0 + is_c]) state_copy(L, is_c, c, Btot, b0, out[L->state0 + is_c], 1);
         }
@@ -721,6 +754,44 @@ static void run_rec(const frnn_model *m, const layer *L, ctx *c, const float *in
 }
 
 /* The whole pipeline over the context's B rows and T steps; x float (B*T, input_size) or ids. */
+/* Pooling over time: each row's running pool (its state: the npool running values of `in`
+ * features, then the count of steps taken) continues over this call's steps, then the pool so
+ * far is the output (a stream's step t: the pool over steps 0..t). Maxima propagate NaN. */
+static void run_pool(const layer *L, ctx *c, const float *in, int64_t ld, const uint8_t *mask,
+                     const uint8_t *lenok, float *out) {
+    const int B = c->B, T = c->T, F = L->in, slot = L->slot0;
+    const int extent = L->pool_over == FRNN_POOL_LONGEST && c->tlong > 0 && c->tlong < T ? c->tlong : T;
+    float *st0 = c->h[c->cur[slot]][slot];
+    for (int b = 0; b < B; b++) {
+        float *st = st0 + (size_t)b * L->Rp, *cnt = st + (size_t)L->npool * F;
+        for (int t = 0; t < extent; t++) {
+            const int64_t r = (int64_t)b * T + t;
+            if (L->pool_over == FRNN_POOL_VALID && ((lenok && !lenok[r]) || (mask && !mask[r]))) continue;
+            const float *x = in + r * ld;
+            for (int k = 0; k < L->npool; k++) {
+                float *a = st + (size_t)k * F;
+                if (L->pool_kinds[k] != FRNN_POOL_MAX) {
+                    for (int f = 0; f < F; f++) a[f] += x[f];
+                } else if (*cnt == 0) {
+                    memcpy(a, x, (size_t)F * 4);
+                } else {
+                    for (int f = 0; f < F; f++)
+                        if (!isnan(a[f]) && (isnan(x[f]) || x[f] > a[f])) a[f] = x[f];
+                }
+            }
+            *cnt += 1;
+        }
+        float *o = out + (size_t)b * L->out;
+        for (int k = 0; k < L->npool; k++) {
+            const float *a = st + (size_t)k * F;
+            if (L->pool_kinds[k] == FRNN_POOL_MEAN)
+                for (int f = 0; f < F; f++) o[k * F + f] = a[f] / *cnt;
+            else
+                memcpy(o + (size_t)k * F, a, (size_t)F * 4);
+        }
+    }
+}
+
 static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_t *ids,
                        const int64_t *lengths, float *y) {
     const int B = c->B, T = c->T;
@@ -772,6 +843,10 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             for (int64_t i = 0; i < rows; i++) memcpy(out + i * L->out, cur + i * ld, (size_t)L->out * 4);
             m->k->act_rows(L->act, out, (int)rows, L->out, L->out);
             break;
+        case L_POOL:
+            run_pool(L, c, cur, ld, has_mask ? c->mask : NULL, lenok, out);
+            seq = 0; has_mask = 0;
+            break;
         default:
             run_rec(m, L, c, cur, ld, ids, has_mask ? c->mask : NULL, lenok, out);
             if (!L->d.return_sequences) { seq = 0; has_mask = 0; }
@@ -785,7 +860,7 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
 /* ---- whole sequences ------------------------------------------------------------------- */
 typedef struct {
     const frnn_model *m;
-    int Btot, b0, nb, T, par;
+    int Btot, b0, nb, T, par, tlong;
     const void *x; const int64_t *lengths;
     const float *const *init; float *y; float *const *final;
     frnn_status st;
@@ -797,6 +872,7 @@ static void run_chunk(chunk *ch) {
     ch->st = ctx_alloc(m, ch->nb, ch->T, 1, &c);
     if (ch->st) return;
     c.par = ch->par;
+    c.tlong = ch->tlong;
     if (ch->init) states_io(m, &c, ch->Btot, ch->b0, ch->init, NULL);   /* else zeros */
     const int64_t rows0 = (int64_t)ch->b0 * ch->T;
     const float *xf = m->input_ids ? NULL : (const float *)ch->x + rows0 * m->input_size;
@@ -837,10 +913,14 @@ frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const
     if (nt > 64) nt = 64;
     if (nt > 1 && frnn_model_row_step_flops(m) * B * T < 2e6 * nt) nt = 1;
     const int n = B >= 8 * nt ? nt : 1;
+    int tlong = 0;      /* the longest row, over the whole batch (every chunk's pools use it) */
+    for (int b = 0; lengths && b < B; b++)
+        if (lengths[b] > tlong) tlong = (int)lengths[b];
+    if (!lengths) tlong = T;
     chunk ch[64];
     for (int i = 0; i < n; i++) {
         int b0 = (int)((int64_t)B * i / n), b1 = (int)((int64_t)B * (i + 1) / n);
-        ch[i] = (chunk){m, B, b0, b1 - b0, T, n > 1 ? 1 : nt, x, lengths, init, y, final, FRNN_OK};
+        ch[i] = (chunk){m, B, b0, b1 - b0, T, n > 1 ? 1 : nt, tlong, x, lengths, init, y, final, FRNN_OK};
     }
     chunks cs = {ch, n};
     if (n > 1) frnn_parallel(n, chunks_part, &cs, NULL);
@@ -878,7 +958,7 @@ void frnn_stream_reset(frnn_stream *s) {
     const frnn_model *m = s->m;
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        if (L->type != L_REC) continue;
+        if (!has_state(L)) continue;
         for (int d = 0; d < L->ndir; d++)
             for (int b = 0; b < 2; b++) {
                 memset(s->c.h[b][L->slot0 + d], 0, (size_t)s->c.B * L->Rp * 4);
@@ -993,7 +1073,7 @@ frnn_status frnn_streampool_new(const frnn_model *m, int capacity, frnn_streampo
     if (!p->sh || !p->sc || !p->open || !p->mark || !p->free || !p->rows) goto fail;
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        if (L->type != L_REC) continue;
+        if (!has_state(L)) continue;
         for (int d = 0; d < L->ndir; d++) {
             if (!(p->sh[L->slot0 + d] = calloc(cap * L->Rp, 4))) goto fail;
             if (L->d.cell == FRNN_CELL_LSTM && !(p->sc[L->slot0 + d] = calloc(cap * L->Hp, 4)))
@@ -1026,7 +1106,7 @@ static void slot_zero(frnn_streampool *p, int64_t slot) {
     const frnn_model *m = p->m;
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        if (L->type != L_REC) continue;
+        if (!has_state(L)) continue;
         for (int d = 0; d < L->ndir; d++) {
             memset(p->sh[L->slot0 + d] + slot * L->Rp, 0, (size_t)L->Rp * 4);
             if (p->sc[L->slot0 + d]) memset(p->sc[L->slot0 + d] + slot * L->Hp, 0, (size_t)L->Hp * 4);
@@ -1064,8 +1144,8 @@ static void pool_move(frnn_streampool *p, int n, int to_pool) {
     ctx *c = &p->c;
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        if (L->type != L_REC) continue;
-        const int lstm = L->d.cell == FRNN_CELL_LSTM;
+        if (!has_state(L)) continue;
+        const int lstm = L->type == L_REC && L->d.cell == FRNN_CELL_LSTM;
         for (int d = 0; d < L->ndir; d++) {
             const int s = L->slot0 + d, cur = c->cur[s];
             float *ch = c->h[cur][s], *cc = c->c[cur][s], *ph = p->sh[s], *pc = p->sc[s];

@@ -40,6 +40,15 @@ enum {
 
 typedef struct { int kind; float alpha, beta; } frnn_act;
 
+/* Pooling over time (frnn_model_add_pool): what is computed, and which steps count. */
+enum { FRNN_POOL_MEAN = 0, FRNN_POOL_MAX = 1, FRNN_POOL_SUM = 2 };
+enum {
+    FRNN_POOL_VALID = 0,    /* the row's valid steps: within lengths and unmasked (Keras masks) */
+    FRNN_POOL_STEPS = 1,    /* every step of the sequence (padding zeros included: torch) */
+    FRNN_POOL_LONGEST = 2   /* the first max(lengths) steps over the whole batch (torch's
+                               pad_packed_sequence without total_length), else every step */
+};
+
 enum { FRNN_CELL_RNN = 0, FRNN_CELL_LSTM = 1, FRNN_CELL_GRU = 2 };
 enum { FRNN_DIR_FORWARD = 0, FRNN_DIR_REVERSE = 1, FRNN_DIR_BIDIRECTIONAL = 2 };
 enum { FRNN_MERGE_CONCAT = 0, FRNN_MERGE_SUM = 1, FRNN_MERGE_MUL = 2, FRNN_MERGE_AVE = 3 };
@@ -92,10 +101,15 @@ frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W,
                                  frnn_act act);
 frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act);
 frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d);
+/* Pooling over time of a sequence of `size` features into one step of nkinds*size: the kinds
+ * (FRNN_POOL_MEAN / MAX / SUM, 1 to 3 of them) side by side, over the steps `over` says. It
+ * keeps a state (dirs 1, width nkinds*size + 1: the running sums or maxima and the count of
+ * steps taken), so a stream's step t gives the pool over steps 0..t; a mean of no step is 0/0. */
+frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over);
 /* input_size: features of a float input (ignored when the first layer is an Embedding). */
 frnn_status frnn_model_finalize(frnn_model *m, int input_size);
-/* Number of state tensors (per recurrent layer: h, then c for an LSTM) and the shape of one:
- * (dirs, batch, width). */
+/* Number of state tensors (per recurrent layer: h, then c for an LSTM; per pooling layer: its
+ * running pool) and the shape of one: (dirs, batch, width). */
 int frnn_model_num_states(const frnn_model *m);
 void frnn_model_state_dims(const frnn_model *m, int i, int *dirs, int *width);
 int frnn_model_output_size(const frnn_model *m);

@@ -199,6 +199,16 @@ MODELS.update({
                                   L.Bidirectional(L.LSTM(5, return_sequences=True)),
                                   L.BatchNormalization(center=False), L.LSTM(3)), "float", 1.0),
     "bn_last": (lambda: _seq(FLOAT, L.LSTM(6), L.BatchNormalization(scale=False, epsilon=0.01)), "float", 1.0),
+    # pooling over time after a recurrent layer: averages under a mask count the unmasked steps
+    "gap_lstm": (lambda: _seq(FLOAT, L.LSTM(6, return_sequences=True), L.GlobalAveragePooling1D(),
+                              L.Dense(2, activation="sigmoid")), "float", 1.0),
+    "gmp_back_bidi": (lambda: _seq(FLOAT, L.GRU(5, return_sequences=True, go_backwards=True),
+                                   L.Bidirectional(L.LSTM(4, return_sequences=True)), L.GlobalMaxPooling1D(),
+                                   L.Dense(3)), "float", 1.0),
+    "gap_masked": (lambda: _seq(IDS, L.Embedding(20, 5, mask_zero=True), L.GRU(6, return_sequences=True),
+                                L.GlobalAveragePooling1D(), L.Dense(2)), "ids", 1.0),
+    "gmp_masked": (lambda: _seq(IDS, L.Embedding(20, 5, mask_zero=True), L.Bidirectional(
+        L.SimpleRNN(6, return_sequences=True)), L.GlobalMaxPooling1D(), L.Dense(2)), "ids", 1.0),
 })
 
 

@@ -136,33 +136,23 @@ REFUSED_TODAY = {
     'grucell_forecaster-onnx_legacy':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'grucell_forecaster-script':
-        "UnsupportedError: convert: GRUCellForecaster: 1 operation cannot be lowered to fastrnn's pipeline: cat: cannot be interpreted (ValueError: need at least one array to concatenate)",
+        "UnsupportedError: convert: GRUCellForecaster: 2 operations cannot be lowered to fastrnn's pipeline: eq: op 'eq' is not supported",
     'kaggle_jigsaw_simple_lstm-module':
-        "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
+        "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: fastrnn runs a linear pipeline",
     'kaggle_jigsaw_simple_lstm-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_240' (Mul, node 18): a Mul other than merging a bidirectional layer's directions",
     'kaggle_jigsaw_simple_lstm-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 34): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md)",
     'kaggle_jigsaw_simple_lstm-trace':
-        "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
+        "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline",
     'kaggle_pooled_bigru-keras':
         "UnsupportedError: layer 'concatenate' (Concatenate) takes several inputs (global_average_pooling1d, global_max_pooling1d_1; e.g. initial_state): not a chain",
-    'kaggle_quora_lstm_gru_pool-module':
-        "UnsupportedError: convert: QuoraNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
     'kaggle_quora_lstm_gru_pool-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_209' (Mul, node 18): a Mul other than merging a bidirectional layer's directions",
     'kaggle_quora_lstm_gru_pool-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 43): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md)",
-    'kaggle_quora_lstm_gru_pool-script':
-        "UnsupportedError: convert: QuoraNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
-    'kaggle_quora_lstm_gru_pool-trace':
-        "UnsupportedError: convert: QuoraNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: mean: mean over an axis of a tensor of the pipeline: pooling over time is not supported yet",
     'kaggle_stock_gru-onnx_dynamo':
         "UnsupportedError: convert: ONNX node 'node_Mul_56' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
-    'kaggle_toxic_bilstm_globalmaxpool-keras':
-        "UnsupportedError: layer 'global_max_pooling1d' (GlobalMaxPooling1D): class GlobalMaxPooling1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistr",
-    'keras_gru_gap_masked-keras':
-        "UnsupportedError: layer 'global_average_pooling1d_1' (GlobalAveragePooling1D): class GlobalAveragePooling1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, De",
     'keras_io_addition_rnn-keras':
         "UnsupportedError: layer 'repeat_vector' (RepeatVector): class RepeatVector is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Acti",
     'luopeixiang_ner_bilstm-trace':
