@@ -529,6 +529,9 @@ def _layer_text(layer, masks):
         return "Dense", f"{layer.input_size} -> {layer.output_size}", opts
     if isinstance(layer, ir.Activation):
         return "Activation", f"{layer.size} -> {layer.size}", f"activation={_act_str(layer.activation)}"
+    if isinstance(layer, ir.Pool):
+        return "Pool over time", f"{layer.size} -> {layer.output_size}", \
+            f"kinds={'+'.join(layer.kinds)}, over={layer.over}"
     name = f"Recurrent {layer.cell}, {layer.direction}"
     opts = [f"return_sequences={layer.return_sequences}"]
     if layer.hidden_size != layer.output_size:
@@ -579,6 +582,8 @@ def _state_parts(model):
             parts.append((i, "h", layer))
             if layer.cell == "lstm":
                 parts.append((i, "c", layer))
+        elif isinstance(layer, ir.Pool):
+            parts.append((i, "pool", layer))
     return parts
 
 
@@ -587,7 +592,7 @@ def _states_info(model):
     shapes = _symbolic(model.state_shapes(2), model.state_shapes(3), (2,), (3,))
     sig = model.signature["states"]
     entries = sig if sig is not None else [
-        {"parts": [[k, d] for d in range(layer.num_directions)], "stack": True}
+        {"parts": [[k, d] for d in range(getattr(layer, "num_directions", 1))], "stack": True}
         for k, (_, _, layer) in enumerate(native)]
     return [{"shape": shape, "stacked": bool(e["stack"]), "parts": _parts_info(native, e["parts"])}
             for e, shape in zip(entries, shapes)]
@@ -598,6 +603,9 @@ def _parts_info(native, parts):
     out = []
     for k, d in parts:
         i, kind, layer = native[k]
+        if isinstance(layer, ir.Pool):
+            out.append({"layer": i, "state": kind, "direction": "forward"})
+            continue
         direction = layer.direction if layer.num_directions == 1 else ("forward", "backward")[d]
         out.append({"layer": i, "state": kind, "direction": direction})
     return out
@@ -605,7 +613,7 @@ def _parts_info(native, parts):
 
 def _state_text(st):
     """'h of layer 1' / 'h of layers 1, 2 (forward, backward)' for one state entry."""
-    kinds = sorted({p["state"] for p in st["parts"]}, key="hc".index)
+    kinds = sorted({p["state"] for p in st["parts"]}, key=["h", "c", "pool"].index)
     layers = list(dict.fromkeys(p["layer"] for p in st["parts"]))
     dirs = list(dict.fromkeys(p["direction"] for p in st["parts"]))
     what = f"{'/'.join(kinds)} of layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}"

@@ -147,3 +147,12 @@ def test_file_round_trip_and_validation(rng, tmp_path):
             ir.Pool(**({"size": 3} | bad))
     with pytest.raises(fastrnn.ModelFormatError, match="needs a sequence"):
         fastrnn.Model([rec(rng, "gru", 3, 4, return_sequences=False), ir.Pool(4)])
+
+
+def test_fastrnn_info_describes_a_pool(rng, tmp_path, capsys):
+    from fastrnn.cli import main
+    _model(rng, ("mean", "max"), "valid", masked=True).save(tmp_path / "p.frnn")
+    assert main(["info", str(tmp_path / "p.frnn")]) == 0
+    out = capsys.readouterr().out
+    assert "Pool over time" in out and "kinds=mean+max, over=valid" in out and "pool of layer 2" in out
+    assert main(["info", str(tmp_path / "p.frnn"), "--json"]) == 0
