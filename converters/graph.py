@@ -89,6 +89,7 @@ class PT:
     packed: bool = False
     padded: str | None = None         # pad_packed_sequence: "longest" (max(lengths)) | "T"
     cols: tuple | None = None         # ((start, stop), ...): features = these pipeline columns
+    dirs: int = 1                     # the size of a "D" (direction) axis, apart from the features
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ class Input:
     index: int
     name: str
     shape: tuple
+    rows: tuple | None = None         # rows of axis row_axis it still covers (a slice of it)
+    row_axis: int | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,10 @@ class Lowering:
         self.unbatched = False
         self.one_step = False             # forward(x_t, hidden): one step of a user's loop
         self.state_inputs = {}        # Input.index -> (rnn index, "h" | "c" | "hc")
+        self.state_axes = {}          # Input.index -> its axes (ONNX initial states)
+        self.state_rows = {}          # Input.index -> {row: (native state, direction)}
+        self.length_inputs = set()    # Input.index of lengths (ONNX sequence_lens)
+        self.cut = set()              # positions whose recurrent layer now ends on its final state
         self.errors = []
         self.where = ""
         self.chains = []              # recurrent cells unrolled over time (loops over time, below)
@@ -210,14 +217,13 @@ class Lowering:
     def shape(self, v):
         """The example shape of a PT or HN."""
         if isinstance(v, PT):
-            return tuple(v.width if a == "F" else self.size(a) for a in v.axes)
+            return tuple(v.width if a == "F" else v.dirs if a == "D" else self.size(a) for a in v.axes)
         if isinstance(v, HN):
             return tuple(self._hn_size(v, a) for a in v.axes)
         if isinstance(v, Zeros):
             return v.shape
-        if isinstance(v, PS) and v.src[0] == "seq" and not v.ops:
-            s = self.shape(v.src[1])
-            return s[:v.src[2]] + s[v.src[2] + 1:]
+        if isinstance(v, PS):
+            return _ps_shape(self, v)
         if isinstance(v, Input):
             return v.shape
         if isinstance(v, np.ndarray):
@@ -229,9 +235,16 @@ class Lowering:
             return int(np.prod([self._hn_size(v, x) for x in a]))
         return {"S": len(v.parts), "F": v.width, "B": self.size("B"), "1": 1}[a]
 
+    def pipe_width(self, x):
+        """The pipeline's own width where x was made (x.width counts only x's columns)."""
+        return self.layers[x.pos - 1].output_size if x.pos else x.width
+
     def at_end(self, x):
         if x.pos != len(self.layers):
             self.fail("reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline")
+        if isinstance(x, PT) and x.time is None and x.pos in self.cut and "T" in [self.lab(a) for a in x.axes]:
+            self.fail("uses every step of a recurrent layer whose final state is also used (fastrnn runs "
+                      "that layer without its per-step output)")
 
     def tensor(self, x, what="a tensor of the pipeline"):
         """x as a PT: rows of h_n of the top layer become the last recurrent layer's final step."""
@@ -264,6 +277,7 @@ class Lowering:
                       "torch.cat([h_n[-2], h_n[-1]], 1) for two)")
         layer = self.layers[-1]
         layer.return_sequences = False
+        self.cut.add(len(self.layers))
         cols = None
         if parts != top:                # [backward, forward]: the engine's columns swapped
             H = r.width
@@ -319,14 +333,6 @@ class Lowering:
     def recurrent(self, mode, x, hx, params, has_biases, num_layers, bidirectional, batch_first, proj_size=0):
         """A torch-layout recurrent op (ATen lstm/gru/rnn_tanh/rnn_relu): params flat, per layer
         and direction W_ih, W_hh, (b_ih, b_hh), (W_hr). -> (output PT, h_n HN, c_n HN or None)."""
-        if not isinstance(x, PT):
-            self.fail(f"a recurrent layer reads {_what(x)}, not a sequence of the pipeline")
-        if x.padded:
-            self.fail("a recurrent layer reading pad_packed_sequence's output unpacked runs over the padding; "
-                      "pack it again (pack_padded_sequence)")
-        if x.time is not None:
-            self.fail("a recurrent layer after the last step was taken (a sequence is needed)")
-        self.at_end(x)
         L, D = int(num_layers), 2 if bidirectional else 1
         per = (4 if has_biases else 2) + (1 if proj_size else 0)
         if not isinstance(params, (list, tuple)) or len(params) != L * D * per:
@@ -334,14 +340,43 @@ class Lowering:
                       f"{len(params) if isinstance(params, (list, tuple)) else _what(params)}")
         if not all(isinstance(p, np.ndarray) for p in params):
             self.fail("recurrent weights that are not constants (computed in forward)")
+        hx_items = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+        axes = self._rnn_input(x, ("B", "T", "F") if batch_first else ("T", "B", "F"), hx_items, mode)
+        if x.cols is not None:
+            params = list(params)                      # layer 0's W_ih of each direction
+            for d in range(D):
+                params[d * per] = permute_columns(params[d * per], x.cols, self.pipe_width(x))
+        layers = torch_layers(mode, params, L, D, has_biases, proj_size)
+        r, h, c = self._add_rnn(layers, x, hx)
+        idx, pos = len(self.rnns) - 1, len(self.layers)
+        out_axes = x.axes
+        if self.one_step:           # the unit axis that played the time (in the order the op read it)
+            out_axes = tuple("1" if a == "T" else a for a in axes)
+        out = PT(pos, out_axes, D * r.width, packed=x.packed)
+        hn = HN(tuple(h), ("S", "B", "F"), r.width, "h", idx, pos)
+        cn = HN(tuple(c), ("S", "B", "F"), r.hidden, "c", idx, pos) if c else None
+        return out, hn, cn
+
+    def _rnn_input(self, x, want, hx_items, what):
+        """Check x as a recurrent layer's input and bind its axes to want ((B, T, F) or
+        (T, B, F)); -> its resolved axes."""
+        if not isinstance(x, PT):
+            self.fail(f"a recurrent layer reads {_what(x)}, not a sequence of the pipeline")
+        if x.padded:
+            self.fail("a recurrent layer reading pad_packed_sequence's output unpacked runs over the padding; "
+                      "pack it again (pack_padded_sequence)")
+        if x.time is not None:
+            self.fail("a recurrent layer after the last step was taken (a sequence is needed)")
+        if "D" in [self.lab(a) for a in x.axes]:
+            self.fail("a recurrent layer reads directions that are not merged into the features")
+        self.at_end(x)
         axes = tuple(self.lab(a) for a in x.axes)
-        want = ("B", "T", "F") if batch_first else ("T", "B", "F")
+        batch_first = want[0] == "B"
         if len(axes) == 2 and axes[-1] == "F":       # one unbatched sequence (T, F)
             axes = (axes[0], "1", "F") if not batch_first else ("1", axes[0], "F")
             self.unbatched = True
         if len(axes) != 3 or axes[2] != "F":
             self.fail(f"a recurrent layer reads a tensor with axes {_axes_str(axes)}; expected {_axes_str(want)}")
-        hx_items = list(hx) if isinstance(hx, (list, tuple)) else [hx]
         if (not self.bind and not self.rnns and any(isinstance(v, Input) for v in hx_items)
                 and len(self.xsizes) == 1 and sorted(axes[:2]) == sorted(("x0", "1"))):
             # forward(x_t, hidden) -> (y_t, hidden) on one step (x_t has no time axis; the RNN reads
@@ -360,19 +395,18 @@ class Lowering:
             elif a == "1" and w == "B" and "B" not in self.bind.values():
                 self.unbatched = True                # an unsqueezed unit axis plays the batch
             else:
-                self.fail(f"{mode} with batch_first={bool(batch_first)} reads a tensor with axes "
-                          f"{_axes_str(axes)} (expected {_axes_str(want)})")
-        width = x.width
-        if x.cols is not None:
-            params = list(params)                      # layer 0's W_ih of each direction
-            for d in range(D):
-                params[d * per] = permute_columns(params[d * per], x.cols)
-        layers = torch_layers(mode, params, L, D, has_biases, proj_size)
-        if layers[0].input_size != width:
-            self.fail(f"a recurrent layer of {layers[0].input_size} inputs reads {width} features")
+                self.fail(f"{what} reads a tensor with axes {_axes_str(axes)} (expected {_axes_str(want)})")
+        return axes
+
+    def _add_rnn(self, layers, x, hx):
+        """Append recurrent layers (one op: stacked layers of one cell) reading x; initial states
+        hx; -> (the _Rnn, h parts, c parts) in torch's stacking (layer * D + d)."""
+        if layers[0].input_size != (self.pipe_width(x) if x.cols is not None else x.width):
+            self.fail(f"a recurrent layer of {layers[0].input_size} inputs reads {x.width} features")
         first = len(self.layers)
-        r = _Rnn(first, first + L - 1, L, D, layers[-1].state_size, layers[-1].hidden_size, mode == "lstm",
-                 self.nstates)
+        L, D = len(layers), layers[0].num_directions
+        lstm = layers[0].cell == "lstm"
+        r = _Rnn(first, first + L - 1, L, D, layers[-1].state_size, layers[-1].hidden_size, lstm, self.nstates)
         self._initial_state(hx, r)
         self.layers += layers
         h, c = [], []
@@ -385,14 +419,37 @@ class Lowering:
             self.states.append({"parts": [list(p) for p in c], "stack": True})
         self.nstates += L * (2 if r.lstm else 1)
         self.rnns.append(r)
+        return r, h, c
+
+    def onnx_recurrent(self, layer, x, initial_h, initial_c, lengths, layout):
+        """An ONNX LSTM / GRU / RNN node as one ir.Recurrent (weights already in the IR's
+        layout): X (T, B, F) (layout 0) or (B, T, F) (1); -> (Y, Y_h, Y_c): Y with a direction axis
+        D ((T, D, B, F) / (B, T, D, F)), Y_h / Y_c rows (S, B, F) / (B, S, F)."""
+        axes = self._rnn_input(x, ("B", "T", "F") if layout else ("T", "B", "F"), [initial_h, initial_c], "X")
+        if x.cols is not None:
+            for w in layer.weights:
+                w["W_ih"] = permute_columns(w["W_ih"], x.cols, self.pipe_width(x))
+            layer = replace(layer)
+        if lengths is not None:
+            if not isinstance(lengths, Input):
+                self.fail(f"sequence_lens that is {_what(lengths)}: give lengths as a graph input")
+            self.takes_lengths = True
+            self.length_inputs.add(lengths.index)
+        hx = [initial_h] + ([initial_c] if layer.cell == "lstm" else [])
+        s_axes = ("B", "S", "F") if layout else ("S", "B", "F")
+        for v in hx:
+            if isinstance(v, Input):
+                if v.rows is not None and v.row_axis != s_axes.index("S"):
+                    self.fail(f"initial states sliced along another axis than the directions of layout {layout}")
+                self.state_axes[v.index] = s_axes
+        r, h, c = self._add_rnn([layer], x, hx if layer.cell == "lstm" else initial_h)
         idx, pos = len(self.rnns) - 1, len(self.layers)
-        out_axes = x.axes
-        if self.one_step:           # the unit axis that played the time (in the order the op read it)
-            out_axes = tuple("1" if a == "T" else a for a in axes)
-        out = PT(pos, out_axes, D * r.width, packed=x.packed)
-        hn = HN(tuple(h), ("S", "B", "F"), r.width, "h", idx, pos)
-        cn = HN(tuple(c), ("S", "B", "F"), r.hidden, "c", idx, pos) if c else None
-        return out, hn, cn
+        y_axes = ("B", "T", "D", "F") if layout else ("T", "D", "B", "F")
+        del axes
+        y = PT(pos, y_axes, r.width, dirs=r.D)
+        yh = HN(tuple(h), s_axes, r.width, "h", idx, pos)
+        yc = HN(tuple(c), s_axes, r.hidden, "c", idx, pos) if c else None
+        return y, yh, yc
 
     def _initial_state(self, hx, r):
         """hx: None or zeros (nothing to do), or forward's own state argument(s) -> predict's
@@ -405,9 +462,20 @@ class Lowering:
                 continue
             if isinstance(v, Input):
                 role = "hc"[i] if r.lstm and len(items) == 2 else "h"
-                if v.index in self.state_inputs:
-                    self.fail("one state argument initialises two recurrent layers")
-                self.state_inputs[v.index] = (len(self.rnns), role)
+                rows = v.rows if v.rows is not None else range(r.L * r.D)
+                if len(rows) != r.L * r.D:
+                    self.fail(f"an initial state of {len(rows)} rows for {r.L} layer(s) x {r.D} direction(s)")
+                taken = self.state_rows.setdefault(v.index, {})
+                for j, row in enumerate(rows):        # row j: layer j // D, direction j % D
+                    l, d = divmod(j, r.D)
+                    k = r.state0 + (2 * l + (role == "c") if r.lstm else l)
+                    if row in taken:
+                        self.fail(f"row {row} of the state argument {v.name!r} initialises two states")
+                    taken[row] = (k, d)
+                if v.rows is None:
+                    if v.index in self.state_inputs:
+                        self.fail("one state argument initialises two recurrent layers")
+                    self.state_inputs[v.index] = (len(self.rnns), role)
                 continue
             self.fail(f"an initial state that is {_what(v)}: only zeros or a state passed to forward "
                       f"(predict's initial_state) are supported")
@@ -439,10 +507,11 @@ def torch_layers(mode, params, L, D, has_biases, proj_size):
     return layers
 
 
-def permute_columns(W, cols):
-    """W (out, in) reading features in `cols` order -> W reading the pipeline's own order."""
+def permute_columns(W, cols, total=None):
+    """W (out, in) reading features in `cols` order (pipeline column ranges) -> W reading the
+    pipeline's own `total` columns (columns not in cols get zero weights)."""
     idx = np.concatenate([np.arange(a, b) for a, b in cols])
-    W2 = np.empty_like(W)
+    W2 = np.zeros((W.shape[0], total if total is not None else W.shape[1]), W.dtype)
     W2[:, idx] = W
     return W2
 
@@ -606,6 +675,8 @@ def _linear(low, x, weight, bias=None):
     low.at_end(x)
     if x.packed:
         low.fail("a Linear on a PackedSequence")
+    if x.dirs > 1:
+        low.fail("a Linear over directions that are not merged into the features")
     if not isinstance(weight, np.ndarray) or weight.ndim != 2:
         low.fail("a Linear whose weight is not a constant matrix")
     if low.lab(x.axes[-1]) != "F":
@@ -615,7 +686,7 @@ def _linear(low, x, weight, bias=None):
         low.fail(f"a Linear of weight shape {weight.shape} on {x.width} features")
     if bias is not None and not isinstance(bias, np.ndarray):
         low.fail("a Linear whose bias is not a constant")
-    W = permute_columns(weight, x.cols) if x.cols is not None else weight
+    W = permute_columns(weight, x.cols, low.pipe_width(x)) if x.cols is not None else weight
     return low.append(ir.Dense(W, bias), x, int(weight.shape[0]))
 
 
@@ -655,6 +726,8 @@ def activation(low, x, kind, alpha=None, dim=None):
         low.fail(f"{kind} of a PackedSequence")
     if x.width is None:
         low.fail(f"{kind} of the token ids")
+    if x.dirs > 1:
+        low.fail(f"{kind} of directions that are not merged into the features")
     if kind in ir.ROW_WISE:
         i = low.feature_axis(x, -1 if dim is None else dim)
         if low.lab(x.axes[i]) != "F":
@@ -666,10 +739,8 @@ def activation(low, x, kind, alpha=None, dim=None):
     cols = x.cols if kind not in ir.ROW_WISE else None
     if kind in ir.ROW_WISE and x.cols is not None:
         low.fail(f"{kind} of features in a permuted order (a concat of final states taken in reverse)")
-    if isinstance(last, ir.Dense) and last.activation.kind == "linear" and x.cols is None:
-        last.activation = a           # Linear then activation: one Dense layer
-        return replace(x, cols=cols)
-    low.layers.append(ir.Activation(x.width, a))
+    del last                          # a Dense before it takes it in passes.fold (not here: another
+    low.layers.append(ir.Activation(x.width, a))      # reader may need the value before it)
     return replace(x, pos=len(low.layers), cols=cols)
 
 
@@ -777,17 +848,26 @@ def _arith(low, op, a, b, alpha=1):
 
 
 def _residual(low, a, b):
-    """f(x) + x where f is the last layer, a Dense without activation of a square weight:
-    one Dense of W + I (a residual connection around a linear head)."""
+    """f(x) + x where f is the layers between them, all Dense without activation (a Linear, and a
+    bias or scale an exporter wrote as its own node), composing to a square map: one Dense of
+    W + I (a residual connection around a linear head)."""
     if a.pos < b.pos:
         a, b = b, a
-    last = low.layers[-1] if low.layers else None
-    if not (a.pos == len(low.layers) and b.pos == a.pos - 1 and isinstance(last, ir.Dense)
-            and last.activation.kind == "linear" and last.weight.shape[0] == last.weight.shape[1]
-            and a.axes == b.axes and a.time == b.time and b.cols is None):
-        low.fail("an add of two tensors of the pipeline other than a residual connection around one linear layer")
-    last.weight = last.weight + np.eye(last.weight.shape[0], dtype=np.float32)
-    return a
+    between = low.layers[b.pos:a.pos]
+    if not (a.pos == len(low.layers) and between and all(isinstance(l, ir.Dense) and l.activation.kind == "linear"
+                                                          for l in between)
+            and a.axes == b.axes and a.time == b.time and b.cols is None and a.cols is None):
+        low.fail("an add of two tensors of the pipeline other than a residual connection around linear layers")
+    W = between[0].weight.astype(np.float64)
+    bias = between[0].bias.astype(np.float64) if between[0].bias is not None else np.zeros(W.shape[0])
+    for l in between[1:]:
+        Wl = l.weight.astype(np.float64)
+        W, bias = Wl @ W, Wl @ bias + (l.bias if l.bias is not None else 0)
+    if W.shape[0] != W.shape[1]:
+        low.fail(f"a residual add around layers of {W.shape[1]} -> {W.shape[0]} features")
+    del low.layers[b.pos:]
+    low.layers.append(ir.Dense((W + np.eye(W.shape[0])).astype(np.float32), bias.astype(np.float32)))
+    return replace(a, pos=len(low.layers))
 
 
 for _op in ("add", "sub", "mul", "div", "rsub"):
@@ -883,6 +963,12 @@ def _reshape(low, x, shape):
     if axes is None:
         low.fail(f"view{tuple(shape)} of a tensor with axes {_axes_str(low.lab(x.axes))} and shape "
                  f"{tuple(sizes)}: not a flattening or unflattening of whole axes")
+    if isinstance(x, PT) and ("D", "F") in axes:      # directions merged into features: the concat
+        i = axes.index(("D", "F"))
+        axes[i] = "F"
+        return replace(x, axes=tuple(axes), width=x.width * x.dirs, dirs=1)
+    if isinstance(x, PT) and any(a == "D" or (isinstance(a, tuple) and "D" in a) for a in axes) and x.dirs > 1:
+        low.fail(f"view{tuple(shape)} that does not merge the directions into the features in order")
     return replace(x, axes=tuple(axes))
 
 
@@ -900,6 +986,8 @@ def _regroup(low, x, src, sizes, tgt):
             return 1
         if a == "F":
             return x.width
+        if a == "D":
+            return x.dirs
         if a == "S":
             return len(x.parts)
         return low.size(a)
@@ -960,7 +1048,7 @@ def _squeeze(low, x, dim=None):
     n = len(sizes)
     labels = [low.lab(a) for a in x.axes]
     if dim is None:        # what the model means at any size: unit axes and a one-wide feature axis
-        dims = {i for i in range(n) if labels[i] in ("1", "F", "S") or (labels[i] == "B" and low.unbatched)}
+        dims = {i for i in range(n) if labels[i] in ("1", "F", "S", "D") or (labels[i] == "B" and low.unbatched)}
     else:
         dims = _dims(dim, n)
     keep = [i for i in range(n) if not (i in dims and sizes[i] == 1)]
@@ -975,7 +1063,10 @@ def _squeeze(low, x, dim=None):
             low.fail("squeeze of the time axis (one time step in the example input: give a longer example)")
         if isinstance(a, tuple):
             low.fail(f"squeeze of the flattened {'*'.join(a)} axis")
-    return replace(x, axes=tuple(x.axes[i] for i in keep))
+    out = replace(x, axes=tuple(x.axes[i] for i in keep))
+    if isinstance(out, PT) and "D" in labels and "D" not in [labels[i] for i in keep]:
+        out = replace(out, dirs=1)
+    return out
 
 
 def _dims(dim, n):
@@ -1027,6 +1118,11 @@ def _select(low, x, dim, index):
         return PS(("seq", x, i), index % size)   # the last step, or a loop's step (resolved where used)
     if a == "B" and low.unbatched:
         return replace(x, axes=x.axes[:i] + x.axes[i + 1:])
+    if a == "D":                     # one direction's features: a range of the pipeline's columns
+        d = index % x.dirs
+        if x.cols is not None:
+            low.fail("a direction of features already reordered")
+        return replace(x, axes=x.axes[:i] + x.axes[i + 1:], dirs=1, cols=((d * x.width, (d + 1) * x.width),))
     low.fail(f"select of index {index} along the {a} axis")
 
 
@@ -1041,11 +1137,11 @@ def _last_step(low, x, i):
         low.fail("the last step before any recurrent layer")
     if x.time is not None:
         low.fail("the last step of a tensor that has no time axis")
-    last = low.layers[-1]
     axes = x.axes[:i] + x.axes[i + 1:]
-    if isinstance(last, ir.Recurrent) and last.direction != "bidirectional" and not x.padded:
-        last.return_sequences = False
-        return replace(x, axes=axes, time="final", padded=None)
+    # the pipeline runs every step and predict takes the last (signature time); passes.cut_early
+    # then stops a forward recurrent layer at its final state when only per-step layers follow
+    # it (the same numbers, without the other steps). Done at the end, not here: another reader
+    # of the sequence (an ONNX graph with several outputs) must not see it cut.
     return replace(x, axes=axes, time="longest_last" if x.padded == "longest" else "last", padded=None)
 
 
@@ -1071,6 +1167,15 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         return x[tuple(idx)]
     if isinstance(x, (list, tuple)):
         return x[slice(start, end, step)]
+    if isinstance(x, Input):           # rows of a state argument (an exporter's per-layer slice)
+        n = x.shape[dim % len(x.shape)]
+        rows = x.rows if x.rows is not None and x.row_axis == dim % len(x.shape) else range(n)
+        picked = tuple(list(rows)[slice(start, None if end is None or end >= 2**62 else end, step)])
+        if x.rows is not None and x.row_axis != dim % len(x.shape):
+            low.fail(f"slices of {x.name!r} along two axes")
+        shape = list(x.shape)
+        shape[dim % len(shape)] = len(picked)
+        return replace(x, rows=picked, row_axis=dim % len(x.shape), shape=tuple(shape))
     shp = low.shape(x) if isinstance(x, (PT, HN, Zeros, PS)) else None
     if shp is None:
         low.fail(f"slice of {_what(x)}")
@@ -1174,9 +1279,10 @@ def _cat(low, tensors, dim=0):
         n = len(t0.axes)
         i = dim % n
         a = low.lab(t0.axes[i])
+        if a == "S" and all(t.kind == t0.kind and t.axes == t0.axes for t in tensors):
+            # rows of several recurrent ops stacked (a torch export writes one ONNX node per layer)
+            return replace(tensors[-1], parts=sum((t.parts for t in tensors), ()))
         if all(t.rnn == t0.rnn and t.kind == t0.kind and t.axes == t0.axes for t in tensors):
-            if a == "S":
-                return replace(t0, parts=sum((t.parts for t in tensors), ()))
             if a == "F" and all(len(t.parts) == 1 for t in tensors) and i == n - 1:
                 parts = sum((t.parts for t in tensors), ())
                 axes = t0.axes[:-1] + (("S", "F"),)
@@ -1348,6 +1454,31 @@ class _Chain:
     last: int
 
 
+def _ps_shape(low, v):
+    """The example shape of one step of a loop value: its source's step, then its ops."""
+    if v.src[0] == "seq":
+        s = low.shape(v.src[1])
+        shape = list(s[:v.src[2]] + s[v.src[2] + 1:])
+    else:
+        ch = low.chains[v.src[1]]
+        shape = [low.size("B") if "B" in low.bind.values() else _ps_batch(low, ch), ch.weights[1].shape[1]]
+    for op in v.ops:
+        if op[0] == "linear":
+            shape[-1] = low.ps_payload[op[1]][0].shape[0]
+        elif op[0] == "unsq":
+            shape.insert(op[1] % (len(shape) + 1), 1)
+    return tuple(shape)
+
+
+def _ps_batch(low, ch):
+    """The batch size of a cell chain's steps (before the loop has bound the input's axes)."""
+    while True:
+        if ch.src[0] == "seq":
+            x, axis = ch.src[1], ch.src[2]
+            return low.shape(x)[1 - axis]
+        ch = low.chains[ch.src[1]]
+
+
 def _ps_op(low, x, op, payload=None):
     """x (a PS) with one more per-step op; payload (weights) is kept by identity."""
     if payload is not None:
@@ -1462,7 +1593,7 @@ def _chain_layer(low, k, sequence):
     w_ih, w_hh, b_ih, b_hh = ch.weights
     params = [w_ih, w_hh] + ([b_ih, b_hh] if b_ih is not None else [])
     if x.cols is not None:
-        params[0] = permute_columns(params[0], x.cols)
+        params[0] = permute_columns(params[0], x.cols, low.pipe_width(x))
     (layer,) = torch_layers(ch.mode, params, 1, 1, b_ih is not None, 0)
     if layer.input_size != x.width:
         low.fail(f"a cell of {layer.input_size} inputs reads {x.width} features")

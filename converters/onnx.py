@@ -147,6 +147,72 @@ class _Iota:
     """Range(0, B): the row numbers."""
 
 
+def recurrent_layer(op_type, W, R, B, P, a, direction=None):
+    """An ONNX LSTM / GRU / RNN node's weights and attributes -> one ir.Recurrent (module note:
+    gate orders, peepholes, activations, defaults). direction overrides the attribute (a
+    forward node over reversed time runs as fastrnn's reverse direction)."""
+    cell, G, default_acts = CELLS[op_type]
+    adir = _s(a.get("direction", b"forward"))
+    if adir not in ("forward", "reverse", "bidirectional"):
+        raise UnsupportedError(f"direction {adir!r}")
+    direction = direction or adir
+    D = 2 if adir == "bidirectional" else 1
+    if not isinstance(W, np.ndarray) or not isinstance(R, np.ndarray) or W.ndim != 3 or R.ndim != 3 \
+            or W.shape[0] != D or R.shape[0] != D:
+        raise ModelFormatError(f"W {getattr(W, 'shape', W)} / R {getattr(R, 'shape', R)} do not have {D} "
+                               f"direction(s)")
+    H = int(a.get("hidden_size", R.shape[2]))
+    if R.shape[1:] != (G * H, H) or W.shape[1] != G * H:
+        raise ModelFormatError(f"W {W.shape} / R {R.shape} do not match hidden_size {H} with {G} gate(s)")
+    order = GATE_ORDER[cell]
+
+    def gates(m):           # ONNX gate blocks -> torch order
+        return np.concatenate([m[g * H:(g + 1) * H] for g in order], axis=0).astype(np.float32)
+    ws = []
+    for d in range(D):
+        w = {"W_ih": gates(W[d]), "W_hh": gates(R[d])}
+        if B is not None:
+            if B.shape != (D, 2 * G * H):
+                raise ModelFormatError(f"B has shape {B.shape}, expected {(D, 2 * G * H)}")
+            w["b_ih"], w["b_hh"] = gates(B[d, :G * H]), gates(B[d, G * H:])
+        if P is not None:
+            if P.shape != (D, 3 * H):
+                raise ModelFormatError(f"P has shape {P.shape}, expected {(D, 3 * H)}")
+            p = P[d].astype(np.float32)
+            w["P"] = np.stack([p[:H], p[2 * H:], p[H:2 * H]])     # ONNX i,o,f -> ir i,f,o
+        ws.append(w)
+    acts = _activations(a, default_acts, D)
+    clip = a.get("clip")
+    opts = {"activations": acts, "clip": float(clip) if clip is not None else None}
+    if cell == "lstm":
+        opts["input_forget"] = bool(a.get("input_forget", 0))
+    if cell == "gru":
+        opts["linear_before_reset"] = bool(a.get("linear_before_reset", 0))
+    return ir.Recurrent(cell, ws, direction=direction, return_sequences=True, **opts)
+
+
+def _activations(a, default, D):
+    """The activations attribute (with its alphas and betas, consumed in order by the
+    activations that take them) -> per direction a list of ir.Act."""
+    names = [_s(n) for n in a.get("activations", [])] or default * D
+    n = len(default)
+    if len(names) == n and D == 2:
+        names = names * 2
+    if len(names) != n * D:
+        raise UnsupportedError(f"activations lists {len(names)} functions, expected {n * D}")
+    alphas, betas = list(a.get("activation_alpha", [])), list(a.get("activation_beta", []))
+    out = []
+    for name in names:
+        key = next((k for k in ACTS if k.lower() == name.lower()), None)
+        if key is None:
+            raise UnsupportedError(f"activation {name!r} (supported: {', '.join(ACTS)})")
+        kind, ta, tb, da, db = ACTS[key]
+        al = alphas.pop(0) if ta and alphas else da
+        be = betas.pop(0) if tb and betas else db
+        out.append(ir.Act(kind, float(al), float(be)))
+    return [out[i * n:(i + 1) * n] for i in range(D)]
+
+
 def _attrs(node):
     onnx = _onnx()
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -358,6 +424,9 @@ class _Graph:
 
     # -- recurrent ops ------------------------------------------------------------------------
     def recurrent(self, node, a):
+        return self._recurrent(node, a)
+
+    def _recurrent(self, node, a):
         cell, G, default_acts = CELLS[node.op_type]
         ins = list(node.input) + [""] * (8 - len(node.input))
         X = self.val(node, ins[0])
@@ -395,33 +464,9 @@ class _Graph:
         I = int(W.shape[2])
         if X.width is not None and X.width != I:
             self.fail(node, f"X has {X.width} features, W expects {I}")
-        order = GATE_ORDER[cell]
-
-        def gates(m):           # ONNX gate blocks -> torch order
-            return np.concatenate([m[g * H:(g + 1) * H] for g in order], axis=0).astype(np.float32)
-        ws = []
-        for d in range(D):
-            w = {"W_ih": gates(W[d]), "W_hh": gates(R[d])}
-            if B is not None:
-                if B.shape != (D, 2 * G * H):
-                    self.fail(node, f"B has shape {B.shape}, expected {(D, 2 * G * H)}")
-                w["b_ih"], w["b_hh"] = gates(B[d, :G * H]), gates(B[d, G * H:])
-            if P is not None:
-                if P.shape != (D, 3 * H):
-                    self.fail(node, f"P has shape {P.shape}, expected {(D, 3 * H)}")
-                p = P[d].astype(np.float32)
-                w["P"] = np.stack([p[:H], p[2 * H:], p[H:2 * H]])     # ONNX i,o,f -> ir i,f,o
-            ws.append(w)
-        acts = self._activations(node, a, default_acts, D)
-        clip = a.get("clip")
-        opts = {"activations": acts, "clip": float(clip) if clip is not None else None}
-        if cell == "lstm":
-            opts["input_forget"] = bool(a.get("input_forget", 0))
-        if cell == "gru":
-            opts["linear_before_reset"] = bool(a.get("linear_before_reset", 0))
         try:
-            layer = ir.Recurrent(cell, ws, direction=direction, return_sequences=True, **opts)
-        except ModelFormatError as e:
+            layer = recurrent_layer(node.op_type, W, R, B, P, a, direction)
+        except (ModelFormatError, UnsupportedError) as e:
             self.fail(node, str(e))
         # sequence_lens and initial states
         lens = self.val(node, ins[4]) if ins[4] else None
@@ -445,25 +490,6 @@ class _Graph:
         Yh = _S([(k, d) for d in range(D)], s_axes, H, top).derive(perm=X.perm)
         Yc = _S([(k + 1, d) for d in range(D)], s_axes, H, top).derive(perm=X.perm) if cell == "lstm" else None
         return [Y, Yh, Yc]
-
-    def _activations(self, node, a, default, D):
-        names = [_s(n) for n in a.get("activations", [])] or default * D
-        n = len(default)
-        if len(names) == n and D == 2:
-            names = names * 2
-        if len(names) != n * D:
-            self.fail(node, f"activations lists {len(names)} functions, expected {n * D}")
-        alphas, betas = list(a.get("activation_alpha", [])), list(a.get("activation_beta", []))
-        out = []
-        for name in names:
-            key = next((k for k in ACTS if k.lower() == name.lower()), None)
-            if key is None:
-                self.fail(node, f"activation {name!r} (supported: {', '.join(ACTS)})")
-            kind, ta, tb, da, db = ACTS[key]
-            al = alphas.pop(0) if ta and alphas else da
-            be = betas.pop(0) if tb and betas else db
-            out.append(ir.Act(kind, float(al), float(be)))
-        return [out[i * n:(i + 1) * n] for i in range(D)]
 
     def _init_state(self, node, name, k, D, axes, perm):
         if not name:
@@ -1111,9 +1137,29 @@ def _final_first(g, io):
 
 
 def convert(src):
-    """An ONNX model (path or ModelProto) -> fastrnn.Model with run()."""
-    from fastrnn import Model
+    """An ONNX model (path or ModelProto) -> fastrnn.Model with run(). Two readers, while the
+    graph frontend on the importers' shared lowering (converters/frontends/onnx.py) grows to
+    cover the glue this module's interpreter knows (tf2onnx's Keras patterns, torch's legacy
+    export of pack_padded_sequence): the interpreter first, then the frontend, which reads what
+    torch's exporters write around everything the PyTorch importer handles (views, heads,
+    arithmetic, pooling, states ...). When both refuse, the interpreter's error is given with
+    every node the frontend could not lower."""
+    from .frontends import onnx as frontend
     model = load(src)
+    name = os.path.basename(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else (model.graph.name or "graph")
+    try:
+        return _convert_interpreted(model)
+    except UnsupportedError as e:
+        first = e
+    try:
+        return frontend.convert(model, name)
+    except UnsupportedError as e:
+        raise UnsupportedError(f"{first}\n(the graph frontend also refuses it: {e})") from None
+
+
+def _convert_interpreted(model):
+    """The interpreter of this module (module note) -> Model."""
+    from fastrnn import Model
     g = _Graph(model)
     g.run()
     io = _io(g, model)

@@ -9,7 +9,11 @@ merge what is one layer in the engine). Each pass is exact algebra on float32 we
 - diagonal_into_recurrent: a per-feature scale/shift right before a recurrent layer (a
   BatchNormalization in front of an LSTM) merges into its input weights: W_ih diag(s) and
   b_ih + W_ih t, for every direction (the input projection is linear in every cell).
+- activation_into_dense: an Activation after a Dense without one is that Dense's activation.
 - identity: Activation(affine 1, 0) and Activation(linear) are dropped.
+- cut_early (signature time "last", not a layer fold): the pipeline's last step taken from a
+  forward recurrent layer followed only by per-step layers is its final state: the layer stops
+  returning sequences and predict takes what the engine returns.
 """
 from __future__ import annotations
 
@@ -48,6 +52,9 @@ def fold(layers):
                 continue
         if isinstance(l, ir.Activation) and l.activation.kind == "linear":
             continue
+        if isinstance(l, ir.Activation) and _linear_dense(prev) and not _diagonal(prev):
+            out[-1] = ir.Dense(prev.weight, prev.bias, l.activation)
+            continue
         if isinstance(l, ir.Dense) and _diagonal(l) and _linear_dense(prev):
             s = np.diag(l.weight).astype(np.float32)
             out[-1] = ir.Dense(prev.weight * s[:, None], _bias(prev) * s + _bias(l), l.activation)
@@ -73,3 +80,20 @@ def fold(layers):
             continue
         out.append(l)
     return out
+
+
+def cut_early(layers, time):
+    """(layers, signature time) -> the same with the last step taken early where it can be
+    (module note): time "last", a forward recurrent layer followed only by Dense / Activation
+    layers (which act per step)."""
+    if time != "last":
+        return layers, time
+    rec = [i for i, l in enumerate(layers) if isinstance(l, ir.Recurrent)]
+    if not rec:
+        return layers, time
+    r = rec[-1]
+    if layers[r].direction != "forward" or not all(isinstance(l, (ir.Dense, ir.Activation)) for l in layers[r + 1:]):
+        return layers, time
+    layers = list(layers)
+    layers[r] = dataclasses.replace(layers[r], return_sequences=False)
+    return layers, None

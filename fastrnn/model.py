@@ -209,10 +209,17 @@ class Model:
 
 
 def _to_axes(a, have, want):
-    """Array `a` whose axes are labelled `have` -> labels `want` ('1' = a unit axis)."""
-    core = [l for l in want if l != "1"]
-    a = np.transpose(a, [have.index(l) for l in core])
-    shape = [1 if l == "1" else a.shape[core.index(l)] for l in want]
+    """Array `a` whose axes are labelled `have` -> labels `want` ('1' = a unit axis; 'T*B' = the
+    axes T and B flattened together, T outer). A label of have missing from want must be a unit
+    axis (the batch of one of an unbatched graph, the feature of a squeezed one-wide output)."""
+    atoms = [p for l in want if l != "1" for p in l.split("*")]
+    drop = [i for i, l in enumerate(have) if l not in atoms]
+    if drop:
+        a = a.reshape([n for i, n in enumerate(a.shape) if i not in drop])
+        have = [l for i, l in enumerate(have) if i not in drop]
+    a = np.transpose(a, [have.index(l) for l in atoms])
+    sizes = dict(zip(atoms, a.shape))
+    shape = [1 if l == "1" else int(np.prod([sizes[p] for p in l.split("*")])) for l in want]
     return np.ascontiguousarray(a.reshape(shape))
 
 
@@ -245,6 +252,11 @@ def _onnx_run(model, g, output_names, feeds):
         x = np.asarray(feeds[xe["name"]])
     except (ValueError, TypeError) as e:
         raise ShapeError(f"run: input {xe['name']!r} is not an array: {e}") from None
+    if "B" not in xe["axes"]:                   # one unbatched sequence: a batch of one
+        if x.ndim != len(xe["axes"]):
+            raise ShapeError(f"run: input {xe['name']!r}: expected rank {len(xe['axes'])} "
+                             f"({', '.join(xe['axes'])}), got shape {x.shape}")
+        x, xe = x[None], dict(xe, axes=["B"] + list(xe["axes"]))
     if "F" in xe["axes"] and x.ndim == len(xe["axes"]) and x.shape[xe["axes"].index("F")] != model.input_size:
         want = tuple(model.input_size if l == "F" else 1 if l == "1" else l for l in xe["axes"])
         raise ShapeError(f"run: input {xe['name']!r}: expected shape {want} (axes {', '.join(xe['axes'])}), "

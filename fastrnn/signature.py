@@ -168,16 +168,24 @@ def _check_graph(g, state_dims, output_size, output_is_sequence):
             and len({state_dims[p[0]][1] for p in parts}) == 1
 
     def axes_ok(axes, kind, need):
-        return isinstance(axes, list) and all(isinstance(l, str) and l in _LABELS[kind] for l in axes) \
-            and all(axes.count(l) == 1 for l in need) and all(axes.count(l) <= 1 for l in axes if l != "1")
+        # a y output may flatten batch and time into one axis ("T*B": T outer)
+        if not isinstance(axes, list) or not all(isinstance(l, str) for l in axes):
+            return False
+        atoms = [p for l in axes for p in (l.split("*") if kind == "y" and "*" in l else [l])]
+        merged = [l for l in axes if "*" in l]
+        return all(l in _LABELS[kind] for l in atoms) \
+            and all(set(l.split("*")) <= {"B", "T"} and len(l.split("*")) == 2 for l in merged) \
+            and all(atoms.count(l) == 1 for l in need) and all(atoms.count(l) <= 1 for l in atoms if l != "1")
     names = set()
+    xs = [e for e in g["inputs"] if isinstance(e, dict) and e.get("role") == "x"]
+    has_b = bool(xs) and isinstance(xs[0].get("axes"), list) and "B" in xs[0]["axes"]
     for e in g["inputs"]:
         if not isinstance(e, dict) or not isinstance(e.get("name"), str) or e["name"] in names:
             bad(f"input {e!r}")
         names.add(e["name"])
         role = e.get("role")
-        if role == "x" and set(e) == {"name", "role", "axes"} and axes_ok(e["axes"], "x", "BT"):
-            continue
+        if role == "x" and set(e) == {"name", "role", "axes"} and axes_ok(e["axes"], "x", "T"):
+            continue                  # no "B": one unbatched sequence (run() feeds it as a batch of one)
         if role == "lengths" and set(e) == {"name", "role"}:
             continue
         if role == "state" and set(e) == {"name", "role", "axes", "parts"} and axes_ok(e["axes"], "state", "SBF") \
@@ -194,7 +202,10 @@ def _check_graph(g, state_dims, output_size, output_is_sequence):
         if e.get("kind") == "y" and set(e) == {"name", "kind", "axes", "dirs", "last"} \
                 and e["last"] in (None, "final", "step") and _int(e["dirs"]) and e["dirs"] in (1, 2) \
                 and output_size % e["dirs"] == 0 and (e["last"] is None) == output_is_sequence \
-                and axes_ok(e["axes"], "y", "BF" if e["last"] else "BTF") and ("T" in e["axes"]) == (not e["last"]):
+                and axes_ok(e["axes"], "y", ("B" if has_b else "") + ("" if e["last"] else "T")
+                            + ("" if output_size == 1 else "F")) \
+                and ("B" in [p for l in e["axes"] for p in l.split("*")]) == has_b \
+                and ("T" in [p for l in e["axes"] for p in l.split("*")]) == (not e["last"]):
             continue
         if e.get("kind") == "state" and set(e) == {"name", "kind", "axes", "parts"} and parts_ok(e["parts"]) \
                 and axes_ok(e["axes"], "state", "BF") and ("S" in e["axes"] or len(e["parts"]) == 1):

@@ -166,7 +166,7 @@ def bind_inputs(low, leaves):
 def finish(low, result, name, kind, capture, module=None, example=None, leaves=None):
     """The Model from the lowered forward and what it returned."""
     from fastrnn import Model
-    from ..passes import fold
+    from ..passes import cut_early, fold
     from fastrnn import adapters
     if isinstance(result, dict):
         low.errors.append("return: forward returns a dict; fastrnn models return a tensor (or a tuple whose "
@@ -205,6 +205,7 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     else:
         layout = "batch_first" if low.bind.get("x0") == "B" else "time_major"
     time = {"final": None, None: "longest" if y.padded == "longest" else None}.get(y.time, y.time)
+    layers, time = cut_early(layers, time)
     meta = {"source": "torch", "kind": kind, "class": name, "capture": capture,
             "input_layout": layout, "input_axes": adapters.axes_json(in_axes + ([] if low.input_ids else ["F"])),
             "output_axes": adapters.axes_json(out_axes), "takes_lengths": bool(low.takes_lengths),

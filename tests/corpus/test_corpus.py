@@ -62,15 +62,13 @@ torch.set_num_threads(1)
 
 REFUSED_TODAY = {
     'bentrevett_pos_tagger-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_122' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+        "UnsupportedError: convert: ONNX node 'node_Mul_122' (Mul, node 12): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_237', Reshape): view(7, -1, 24) of a tenso",
     'bentrevett_sentiment_lstm-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Concat' (Concat, node 55): uses final states that are not the last layer's directions in order",
+        "UnsupportedError: convert: ONNX node '/Concat' (Concat, node 55): uses final states that are not the last layer's directions in order TopK (ONNX node '/TopK', TopK): ONNX op TopK is not supported)",
     'bentrevett_sentiment_lstm-trace':
         "UnsupportedError: convert: BentrevettLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for ",
     'bentrevett_sentiment_packed_bilstm-trace':
         "UnsupportedError: convert: BentrevettPackedBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and pa",
-    'bentrevett_seq2seq_encoder-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'bentrevett_seq2seq_packed_encoder-onnx_legacy':
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
     'bentrevett_seq2seq_packed_encoder-trace':
@@ -78,9 +76,9 @@ REFUSED_TODAY = {
     'course_lstm_hn_permute-module':
         "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'course_lstm_hn_permute-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions relu (ONNX node 'node_relu', Relu): uses h_n rows that are not the top la",
     'course_lstm_hn_permute-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Reshape' (Reshape, node 37): merges final states that are not the last layer's directions",
+        "UnsupportedError: convert: ONNX node '/Reshape' (Reshape, node 37): merges final states that are not the last layer's directions relu (ONNX node '/relu/Relu', Relu): uses h_n rows that are not the top",
     'course_lstm_hn_permute-script':
         "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'course_lstm_hn_permute-trace':
@@ -99,14 +97,8 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0)",
     'deepspeech_rnns-trace':
         "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for ",
-    'dlwizard_lstm-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'dlwizard_rnn_relu-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
-    'dsse_lstm_regressor-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
-    'dsse_lstm_regressor-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Reshape_1' (Reshape, node 42): reshapes axes ['B', 'F'] to [-1]: only merging directions into features, flattening batch and time into rows and back, or removing",
     'ersw_rnn_sequential_head-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'ex_time_sequence_prediction-module':
@@ -118,19 +110,11 @@ REFUSED_TODAY = {
     'ex_time_sequence_prediction-trace':
         "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
     'ex_word_language_model_gru-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_48' (Mul, node 9): a Mul other than merging a bidirectional layer's directions",
-    'ex_word_language_model_gru-onnx_legacy':
-        "ModelFormatError: signature graph: output {'name': '155', 'kind': 'y', 'axes': ['T*B', 'F'], 'dirs': 1, 'last': None}",
+        "UnsupportedError: convert: ONNX node 'node_Mul_48' (Mul, node 9): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_105', Reshape): view(7, -1, 12) of a tensor ",
     'ex_word_language_model_lstm-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_62' (Mul, node 10): a Mul other than merging a bidirectional layer's directions",
-    'ex_word_language_model_lstm-onnx_legacy':
-        "ModelFormatError: signature graph: output {'name': '167', 'kind': 'y', 'axes': ['T*B', 'F'], 'dirs': 1, 'last': None}",
+        "UnsupportedError: convert: ONNX node 'node_Mul_62' (Mul, node 10): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_132', Reshape): view(7, -1, 12) of a tensor",
     'ex_word_language_model_rnn_tied-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
-    'ex_word_language_model_rnn_tied-onnx_legacy':
-        "ModelFormatError: signature graph: output {'name': '26', 'kind': 'y', 'axes': ['T*B', 'F'], 'dirs': 1, 'last': None}",
-    'floydhub_grunet-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_49' (Mul, node 9): a Mul other than merging a bidirectional layer's directions",
     'grucell_forecaster-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'grucell_forecaster-onnx_legacy':
@@ -140,45 +124,33 @@ REFUSED_TODAY = {
     'kaggle_jigsaw_simple_lstm-module':
         "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: fastrnn runs a linear pipeline",
     'kaggle_jigsaw_simple_lstm-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_240' (Mul, node 18): a Mul other than merging a bidirectional layer's directions",
+        "UnsupportedError: convert: ONNX node 'node_Mul_240' (Mul, node 18): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_259', Reshape): view(7, -1, 16) of a tenso",
     'kaggle_jigsaw_simple_lstm-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 34): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md)",
+        "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 34): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md) linear (ONNX node '/linear2/Gemm', Gemm):",
     'kaggle_jigsaw_simple_lstm-trace':
         "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline",
     'kaggle_pooled_bigru-keras':
         "UnsupportedError: layer 'concatenate' (Concatenate) takes several inputs (global_average_pooling1d, global_max_pooling1d_1; e.g. initial_state): not a chain",
     'kaggle_quora_lstm_gru_pool-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_209' (Mul, node 18): a Mul other than merging a bidirectional layer's directions",
-    'kaggle_quora_lstm_gru_pool-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 43): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md)",
-    'kaggle_stock_gru-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_56' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+        "UnsupportedError: convert: ONNX node 'node_Mul_209' (Mul, node 18): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_226', Reshape): view(7, -1, 16) of a tenso",
     'keras_io_addition_rnn-keras':
         "UnsupportedError: layer 'repeat_vector' (RepeatVector): class RepeatVector is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Acti",
     'luopeixiang_ner_bilstm-trace':
         "UnsupportedError: convert: LuoBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tens",
-    'mlm_airmodel-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'mlm_cnn_lstm_imdb-keras':
         "UnsupportedError: layer 'conv1d' (Conv1D): class Conv1D is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Activation and dropout-",
-    'morvan_rnn_classifier-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
     'morvan_rnn_regressor-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'morvan_rnn_regressor-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Gather' (Gather, node 17): takes step 0 of the sequence (only the last step, or the first of a reverse layer, which is its final state, is supported)",
+        "UnsupportedError: convert: ONNX node '/Gather' (Gather, node 17): takes step 0 of the sequence (only the last step, or the first of a reverse layer, which is its final state, is supported) select (ONN",
     'morvan_rnn_regressor-script':
         "UnsupportedError: convert: MorvanRNNRegressor: 1 operation cannot be lowered to fastrnn's pipeline: stack: cannot be interpreted (ValueError: need at least one array to stack)",
     'mstsn_gru-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'n1' (Shape, node 3): of this value",
+        "UnsupportedError: convert: ONNX node 'n1' (Shape, node 3): of this value view (ONNX node 'node_Reshape_125', Reshape): view(-1, 7, 2) of a tensor of shape (15, 2))",
     'myprediction_gru-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_55' (Mul, node 11): a Mul other than merging a bidirectional layer's directions",
+        "UnsupportedError: convert: ONNX node 'node_Mul_55' (Mul, node 11): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_123', Reshape): view(7, -1, 2) of a tensor ",
     'myprediction_gru-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Mul' (Mul, node 32): a Mul other than merging a bidirectional layer's directions",
-    'scaled_forecaster-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
-    'scaled_forecaster-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Mul' (Mul, node 40): a Mul other than merging a bidirectional layer's directions",
+        "UnsupportedError: convert: ONNX node '/Mul' (Mul, node 32): a Mul other than merging a bidirectional layer's directions unsqueeze (ONNX node '/Unsqueeze', Unsqueeze): a layout change of _Shape)",
     'stackabuse_airline_lstm-module':
         "UnsupportedError: convert: forward's input 'input_seq' has shape (7,): expected (batch, time, features) or one sequence (time, features)",
     'stackabuse_airline_lstm-script':
@@ -188,9 +160,9 @@ REFUSED_TODAY = {
     'stockpredict_last_days-module':
         "UnsupportedError: convert: StockPredictLSTM: 1 operation cannot be lowered to fastrnn's pipeline: slice: a slice [-3:9223372036854775807:1] of the T axis",
     'stockpredict_last_days-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions slice (ONNX node 'node_slice_2', Slice): a slice [-3:4611686018427387904:",
     'stockpredict_last_days-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Slice' (Slice, node 18): slices [-3:9223372036854775807] on axis 1 of this value",
+        "UnsupportedError: convert: ONNX node '/Slice' (Slice, node 18): slices [-3:9223372036854775807] on axis 1 of this value slice (ONNX node '/Slice', Slice): a slice [-3:4611686018427387904:1] of the T a",
     'stockpredict_last_days-script':
         "UnsupportedError: convert: StockPredictLSTM: 1 operation cannot be lowered to fastrnn's pipeline: slice: a slice [-3:None:1] of the T axis",
     'stockpredict_last_days-trace':
@@ -215,20 +187,8 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: LSTMTaggerLegacy: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1*F); expected (T, B, F)",
     'tut_lstm_tagger_2017-trace':
         "UnsupportedError: convert: LSTMTaggerLegacy: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 8)",
-    'tut_seq2seq_encoder-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_55' (Mul, node 13): a Mul other than merging a bidirectional layer's directions",
-    'udacity_char_rnn-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_63' (Mul, node 10): a Mul other than merging a bidirectional layer's directions",
-    'udacity_char_rnn-onnx_legacy':
-        "ModelFormatError: signature graph: output {'name': '164', 'kind': 'y', 'axes': ['B*T', 'F'], 'dirs': 1, 'last': None}",
     'udacity_sentiment_rnn-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_64' (Mul, node 11): a Mul other than merging a bidirectional layer's directions",
-    'udacity_sentiment_rnn-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Gather_1' (Gather, node 40): gathers -1 on axis 1 of this value",
-    'yunjey_birnn-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_123' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
-    'yunjey_rnn-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions",
+        "UnsupportedError: convert: ONNX node 'node_Mul_64' (Mul, node 11): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_154', Reshape): view(-1, 7) of a tensor of ",
 }
 
 CRASHES_TODAY = {

@@ -1,0 +1,554 @@
+"""ONNX frontend: a graph node by node -> canonical op calls on the shared lowering
+(converters/graph.py), the same handlers the PyTorch captures use.
+
+Each ONNX op is translated to ATen's name and argument order (Gemm -> linear, MatMul ->
+matmul, Transpose -> permute, Reshape -> view with ONNX's 0 = "keep this dimension", Squeeze /
+Unsqueeze over each axis, Slice per axis, Gather -> select / embedding, ReduceMean -> mean ...),
+so what torch's exporters write (legacy and dynamo) lowers exactly as the module it came from.
+Shape arithmetic (Shape -> Gather / Slice -> Mul -> Concat -> Reshape, ConstantOfShape,
+Expand) runs on Python tuples of example sizes, which remember which one is the batch or the
+time (graph.Size). LSTM / GRU / RNN nodes convert their weights from ONNX's layout to the IR's
+here (gate orders, peepholes, activations: converters/onnx.py's notes) and lower as one
+recurrent layer with a direction axis D on Y (Lowering.onnx_recurrent).
+
+What is outside this frontend (for now): the glue tf2onnx writes around Keras layers (masks,
+merge modes as Add/Mul of direction slices, ReverseSequence) and torch's legacy export of
+pack_padded_sequence (a TopK row sort): converters/onnx.py's own interpreter still reads those,
+and convert() tries this frontend first (converters/onnx.py, convert).
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from fastrnn import ir
+from fastrnn.errors import ModelFormatError, UnsupportedError
+
+from .. import graph as G
+from ..graph import Input, Lowering, PT, Size, Zeros
+
+EX_B, EX_T = 3, 5
+
+_ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softsign": "softsign", "Softplus": "softplus",
+         "Selu": "selu", "Exp": "exp"}
+_ARITH = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
+_PYOPS = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul, "Div": operator.floordiv}
+
+
+class _Shape(tuple):
+    """A 1-D integer tensor of sizes (ONNX shape arithmetic), elements int or graph.Size."""
+
+
+def _ints(v):
+    """A shape-like value as a list of ints (Sizes kept), or None."""
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, np.ndarray) and v.dtype.kind in "iu":
+        return [int(i) for i in v.reshape(-1)]
+    if isinstance(v, (int, np.integer)):
+        return [int(v)]
+    return None
+
+
+def _attrs(node):
+    from onnx import helper
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _array(t):
+    from onnx import numpy_helper
+    try:
+        a = numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001 - damaged tensors raise ValueError, TypeError, KeyError ...
+        raise ModelFormatError(f"convert: initializer {t.name!r} cannot be read ({type(e).__name__}: {e})") from None
+    return a.astype(np.float32) if a.dtype.kind == "f" else a
+
+
+class _Frontend:
+    def __init__(self, model, name):
+        self.model = model
+        self.low = Lowering(name)
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        self.env = {}
+        self.inputs = []              # (name, Input | PT)
+        self.cache = {}               # derived constants (derived)
+        self.time_size = None         # a time length to assume for a symbolic axis (convert)
+
+    def where(self, node, i):
+        return f" (ONNX node {node.name or i!r}, {node.op_type})"
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def bind_inputs(self):
+        g = self.model.graph
+        inits = {t.name for t in g.initializer}
+        for t in g.initializer:
+            self.env[t.name] = _array(t)
+        sizes = {}
+        first = None
+        for i, vi in enumerate(v for v in g.input if v.name not in inits):
+            tt = vi.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in tt.shape.dim]
+            ids = tt.elem_type not in (1, 10, 11, 16)          # float, float16, double, bfloat16
+            if first is None:
+                first = vi.name
+                n = len(dims) - (0 if ids else 1)
+                if n < 1 or n > 2:
+                    raise UnsupportedError(f"convert: the graph input {vi.name!r} has shape {dims}: expected "
+                                           f"(batch, time{'' if ids else ', features'}) or (time, batch"
+                                           f"{'' if ids else ', features'})")
+                labels = ("x0", "x1")[:n]
+                made = [EX_B, EX_T]
+                if self.time_size:             # (T, whether the time axis comes first)
+                    T, time_first = self.time_size
+                    made = [EX_B if T != EX_B else EX_B + 1, T]
+                    if time_first:
+                        made.reverse()
+                for l, d, k in zip(labels, dims, made):
+                    size = d if isinstance(d, int) and d > 0 else sizes.setdefault(d, k) if d else k
+                    while size in [self.low.xsizes.get(o) for o in ("x0", "x1") if o != l] and not isinstance(d, int):
+                        size += 1
+                    sizes[d] = size
+                    self.low.xsizes[l] = size
+                width = None if ids else dims[-1]
+                if not ids and not isinstance(width, int):
+                    raise UnsupportedError(f"convert: the graph input {vi.name!r} has no fixed feature size")
+                v = PT(0, labels + (() if ids else ("F",)), width)
+                self.low.input_ids = ids
+            else:
+                shape = tuple(d if isinstance(d, int) and d > 0 else sizes.get(d, EX_B) for d in dims)
+                v = Input(i, vi.name, shape)
+            self.inputs.append((vi.name, v))
+            self.env[vi.name] = v
+
+    # -- the walk ----------------------------------------------------------------------------------
+    def run(self):
+        self.bind_inputs()
+        for i, node in enumerate(self.model.graph.node):
+            a = [self.env.get(n) if n else None for n in node.input]
+            missing = [n for n, v in zip(node.input, a) if n and v is None]
+            where = self.where(node, i)
+            if missing:
+                res = self.low.refuse(node.op_type, f"reads {missing[0]!r}, which no node makes", where)
+            elif G._has_bad(a):
+                res = G.Bad()
+            else:
+                fn = getattr(self, "op_" + node.op_type, None)
+                if fn is None:
+                    res = self.low.refuse(node.op_type, f"ONNX op {node.op_type} is not supported", where)
+                else:
+                    try:
+                        res = fn(node, a, _attrs(node), where)
+                    except G.Refused as e:
+                        res = self.low.refuse(node.op_type, e.why, where)
+                    except (IndexError, TypeError, KeyError, ValueError) as e:
+                        res = self.low.refuse(node.op_type, f"cannot be interpreted ({type(e).__name__}: {e})", where)
+            outs = list(res) if isinstance(res, list) else [res]
+            for name, v in zip(node.output, outs + [None] * (len(node.output) - len(outs))):
+                if name:
+                    self.env[name] = G.Bad() if isinstance(res, G.Bad) else v
+        return [(o.name, self.env.get(o.name)) for o in self.model.graph.output]
+
+    def call(self, op, args, where, **kw):
+        return self.low.call(op, tuple(args), kw, where)
+
+    # -- ops -------------------------------------------------------------------------------------
+    def op_Identity(self, node, a, at, w):
+        return a[0]
+
+    def op_Dropout(self, node, a, at, w):
+        return [a[0], None]
+
+    def op_Cast(self, node, a, at, w):
+        v = a[0]
+        if isinstance(v, np.ndarray):
+            from onnx import helper
+            return v.astype(helper.tensor_dtype_to_np_dtype(at["to"]))
+        return v
+
+    def op_Constant(self, node, a, at, w):
+        if "value" in at:
+            from onnx import numpy_helper
+            v = numpy_helper.to_array(at["value"])
+            return v.astype(np.float32) if v.dtype.kind == "f" else v
+        for k in ("value_float", "value_int"):
+            if k in at:
+                return np.asarray(at[k], np.float32 if k == "value_float" else np.int64)
+        for k in ("value_floats", "value_ints"):
+            if k in at:
+                return np.asarray(at[k], np.float32 if k == "value_floats" else np.int64)
+        self.low.fail("a Constant without a value")
+
+    def op_Shape(self, node, a, at, w):
+        shape = self.call("size", [a[0]], w)
+        if isinstance(shape, G.Bad):
+            return shape
+        shape = tuple(shape) if isinstance(shape, tuple) else (shape,)
+        return _Shape(shape[at.get("start", 0):at.get("end", len(shape))])
+
+    def op_Size(self, node, a, at, w):
+        return np.asarray(int(np.prod(self.low.shape(a[0]))))
+
+    def op_ConstantOfShape(self, node, a, at, w):
+        shape = _ints(a[0])
+        if shape is None:
+            self.low.fail(f"a shape that is {G._what(a[0])}")
+        value = 0.0
+        if "value" in at:
+            from onnx import numpy_helper
+            value = float(numpy_helper.to_array(at["value"]).reshape(-1)[0])
+        if value == 0 and any(isinstance(d, Size) and d.sym for d in shape):
+            return Zeros(tuple(shape))
+        return np.full([int(d) for d in shape], value, np.float32)
+
+    def op_Expand(self, node, a, at, w):
+        x, shape = a[0], _ints(a[1])
+        if shape is None:
+            self.low.fail(f"expands to a shape that is {G._what(a[1])}")
+        if isinstance(x, Zeros) or (isinstance(x, np.ndarray) and x.dtype.kind == "f" and not x.any()):
+            xs = x.shape
+            out = list(np.broadcast_shapes(tuple(int(d) for d in xs), tuple(int(d) for d in shape)))
+            return Zeros(tuple(shape[i - (len(out) - len(shape))] if i >= len(out) - len(shape) and shape[
+                i - (len(out) - len(shape))] != 1 else out[i] for i in range(len(out))))
+        if isinstance(x, np.ndarray):
+            return np.broadcast_to(x, [int(d) for d in shape]).copy()
+        self.low.fail(f"expand of {G._what(x)}")
+
+    def op_Gather(self, node, a, at, w):
+        x, idx = a[0], a[1]
+        axis = at.get("axis", 0)
+        if isinstance(x, tuple):                                   # shape arithmetic
+            if isinstance(idx, np.ndarray) and idx.ndim == 0:
+                return x[int(idx)]
+            return _Shape(x[int(i)] for i in np.asarray(idx).reshape(-1))
+        if isinstance(x, np.ndarray) and isinstance(idx, PT) and axis == 0:
+            return self.call("embedding", [x, idx], w)
+        if isinstance(x, np.ndarray) and isinstance(idx, np.ndarray):
+            return np.take(x, idx, axis=axis)
+        if isinstance(idx, np.ndarray) and idx.dtype.kind in "iu":
+            if idx.ndim == 0:
+                return self.call("select", [x, axis, int(idx)], w)
+            if idx.ndim == 1 and idx.size == 1:
+                i = int(idx[0])
+                n = self.low.shape(x)[axis]
+                i = i % n
+                return self.call("slice", [x, axis, i, i + 1, 1], w)
+        self.low.fail(f"gathers {G._what(idx)} from {G._what(x)}")
+
+    def op_Unsqueeze(self, node, a, at, w):
+        axes = at.get("axes") if self.opset < 13 else _ints(a[1])
+        x = a[0]
+        if isinstance(x, (int, np.integer)) or (isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype.kind in "iu"):
+            return _Shape([int(x) if not isinstance(x, Size) else x])
+        if isinstance(x, Size):
+            return _Shape([x])
+        n = len(self.low.shape(x)) + len(axes) if not isinstance(x, tuple) else 1 + len(axes)
+        for ax in sorted(d % n for d in axes):
+            x = self.call("unsqueeze", [x, ax], w)
+        return x
+
+    def op_Squeeze(self, node, a, at, w):
+        axes = at.get("axes") if self.opset < 13 else (_ints(a[1]) if len(a) > 1 and a[1] is not None else None)
+        x = a[0]
+        if isinstance(x, tuple) and len(x) == 1:
+            return x[0]
+        if axes is None:
+            return self.call("squeeze", [x], w)
+        n = len(self.low.shape(x))
+        for ax in sorted((d % n for d in axes), reverse=True):
+            x = self.call("squeeze", [x, ax], w)
+        return x
+
+    def op_Reshape(self, node, a, at, w):
+        x, shape = a[0], _ints(a[1])
+        if shape is None:
+            self.low.fail(f"reshapes to a shape that is {G._what(a[1])}")
+        if isinstance(x, tuple):
+            return _Shape(x)
+        if not at.get("allowzero", 0):                    # 0: keep that dimension of the input
+            have = self.low.shape(x)
+            shape = [have[i] if d == 0 else d for i, d in enumerate(shape)]
+        return self.call("view", [x, list(shape)], w)
+
+    def op_Flatten(self, node, a, at, w):
+        x = a[0]
+        n = len(self.low.shape(x))
+        axis = at.get("axis", 1) % (n + 1) if n else 0
+        sizes = self.low.shape(x)
+        return self.call("view", [x, [int(np.prod(sizes[:axis])), int(np.prod(sizes[axis:]))]], w)
+
+    def op_Transpose(self, node, a, at, w):
+        x = a[0]
+        perm = at.get("perm") or list(range(len(self.low.shape(x))))[::-1]
+        return self.call("permute", [x, list(perm)], w)
+
+    def op_Slice(self, node, a, at, w):
+        x = a[0]
+        if self.opset < 10:
+            starts, ends, axes, steps = at["starts"], at["ends"], at.get("axes"), None
+        else:
+            starts, ends = _ints(a[1]), _ints(a[2])
+            axes = _ints(a[3]) if len(a) > 3 and a[3] is not None else None
+            steps = _ints(a[4]) if len(a) > 4 and a[4] is not None else None
+        if starts is None or ends is None:
+            self.low.fail("a Slice whose bounds are not known when converting")
+        axes = axes or list(range(len(starts)))
+        steps = steps or [1] * len(starts)
+        if isinstance(x, tuple):
+            return _Shape(x[int(starts[0]):int(min(ends[0], 2**62)):int(steps[0])])
+        for ax, s, e, st in zip(axes, starts, ends, steps):
+            x = self.call("slice", [x, ax, int(s), int(min(e, 2**62)), int(st)], w)
+        return x
+
+    def op_Concat(self, node, a, at, w):
+        axis = at.get("axis", 0)
+        if all(isinstance(v, (tuple, np.ndarray)) for v in a) and any(isinstance(v, tuple) for v in a):
+            out = []
+            for v in a:
+                out += _ints(v)
+            return _Shape(out)
+        return self.call("cat", [list(a), axis], w)
+
+    def op_MatMul(self, node, a, at, w):
+        return self.call("matmul", a[:2], w)
+
+    def op_Gemm(self, node, a, at, w):
+        A, B, C = a[0], a[1], a[2] if len(a) > 2 else None
+        if at.get("alpha", 1.0) != 1.0 or at.get("beta", 1.0) != 1.0 or at.get("transA", 0):
+            self.low.fail("a Gemm with alpha, beta or transA (only x W^T + b)")
+        if not isinstance(B, np.ndarray):
+            self.low.fail("a Gemm whose weight is not a constant")
+        W = B if at.get("transB", 0) else self.derived(B, "T", lambda: np.ascontiguousarray(B.T))
+        if C is not None and (not isinstance(C, np.ndarray) or C.size not in (1, W.shape[0])):
+            self.low.fail("a Gemm bias that is not a vector")
+        b = None if C is None else C if C.shape == (W.shape[0],) else self.derived(
+            C, W.shape[0], lambda: np.broadcast_to(C.reshape(-1), (W.shape[0],)).astype(np.float32))
+        return self.call("linear", [A, W, b], w)
+
+    def derived(self, a, key, make):
+        """One array made from constant a, the same object every time (the nodes of an unrolled
+        loop are recognised as one by their weights' identity)."""
+        k = (id(a), key)
+        if k not in self.cache:
+            self.cache[k] = (a, make())
+        return self.cache[k][1]
+
+    def _arith(self, node, a, at, w):
+        x, y = a[0], a[1]
+        if isinstance(x, tuple) or isinstance(y, tuple) or isinstance(x, Size) or isinstance(y, Size):
+            xs, ys = _ints(x) if not isinstance(x, Size) else [x], _ints(y) if not isinstance(y, Size) else [y]
+            n = max(len(xs), len(ys))
+            xs, ys = xs * (n // len(xs)), ys * (n // len(ys))
+            return _Shape(_PYOPS[node.op_type](p, q) for p, q in zip(xs, ys))
+        if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
+            r = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[node.op_type](x, y)
+            return r.astype(x.dtype) if x.dtype.kind in "iu" and y.dtype.kind in "iu" else r.astype(np.float32)
+        if isinstance(y, np.ndarray) and y.size == 1:
+            y = float(y.reshape(-1)[0])
+        if isinstance(x, np.ndarray) and x.size == 1 and node.op_type in ("Add", "Mul"):
+            x, y = y, float(x.reshape(-1)[0])
+        elif isinstance(x, np.ndarray) and x.size == 1 and node.op_type == "Sub":
+            return self.call("rsub", [y, float(x.reshape(-1)[0])], w)
+        return self.call(_ARITH[node.op_type], [x, y], w)
+
+    op_Add = op_Sub = op_Mul = op_Div = _arith
+
+    def op_Neg(self, node, a, at, w):
+        return self.call("neg", a[:1], w)
+
+    def _act(self, node, a, at, w):
+        return self.call(_ACTS[node.op_type], a[:1], w)
+
+    op_Relu = op_Sigmoid = op_Tanh = op_Softsign = op_Softplus = op_Selu = op_Exp = _act
+
+    def op_LeakyRelu(self, node, a, at, w):
+        return self.call("leaky_relu", [a[0], at.get("alpha", 0.01)], w)
+
+    def op_Elu(self, node, a, at, w):
+        return self.call("elu", [a[0], at.get("alpha", 1.0)], w)
+
+    def op_Clip(self, node, a, at, w):
+        lo = at.get("min") if self.opset < 11 else (float(a[1]) if len(a) > 1 and a[1] is not None else None)
+        hi = at.get("max") if self.opset < 11 else (float(a[2]) if len(a) > 2 and a[2] is not None else None)
+        if (lo, hi) == (0, 6):
+            return self.call("relu6", a[:1], w)
+        self.low.fail(f"a Clip to [{lo}, {hi}] (only relu6's [0, 6])")
+
+    def _softmax(self, node, a, at, w):
+        x = a[0]
+        n = len(self.low.shape(x))
+        axis = at.get("axis", -1 if self.opset >= 13 else 1)
+        if self.opset < 13 and axis % n != n - 1:
+            self.low.fail(f"a {node.op_type} of opset {self.opset} over axis {axis} (it flattens the axes after it)")
+        return self.call("softmax" if node.op_type == "Softmax" else "log_softmax", [x, axis], w)
+
+    op_Softmax = op_LogSoftmax = _softmax
+
+    def _reduce(self, node, a, at, w):
+        axes = at.get("axes")                               # an attribute before opset 18
+        if axes is None and len(a) > 1 and a[1] is not None:
+            axes = _ints(a[1])                              # an input since
+        if axes is None or len(axes) != 1:
+            self.low.fail(f"{node.op_type} over {axes}: pooling reduces the time axis alone")
+        op = {"ReduceMean": "mean", "ReduceMax": "amax", "ReduceSum": "sum"}[node.op_type]
+        return self.call(op, [a[0], list(axes), bool(at.get("keepdims", 1))], w)
+
+    op_ReduceMean = op_ReduceMax = op_ReduceSum = _reduce
+
+    # -- recurrent nodes -------------------------------------------------------------------------
+    def _recurrent(self, node, a, at, w):
+        from ..onnx import recurrent_layer
+        a = list(a) + [None] * (8 - len(a))
+        X, Wt, R, Bb, lens, h0, c0, P = a[:8]
+        if not all(v is None or isinstance(v, np.ndarray) for v in (Wt, R, Bb, P)):
+            self.low.fail("recurrent weights that are not constants")
+        try:
+            layer = recurrent_layer(node.op_type, Wt, R, Bb, P, at)
+        except (ModelFormatError, UnsupportedError) as e:
+            self.low.fail(str(e))
+        layout = int(at.get("layout", 0))
+        if isinstance(lens, np.ndarray):
+            self.low.fail("a constant sequence_lens (give lengths as a graph input)")
+        y, yh, yc = self.low.onnx_recurrent(layer, X, h0, c0, lens, layout)
+        return [y, yh, yc]
+
+    def op_LSTM(self, node, a, at, w):
+        return self._recurrent(node, a, at, w)
+
+    op_GRU = op_RNN = op_LSTM
+
+
+def _final_first(low, outs):
+    """A graph that outputs final states only (Y_h, h_n[-1]): when its first output is the last
+    layer's h, every direction in order, that output becomes the pipeline's (return_sequences
+    False), so predict and streams return it, as for the module whose forward returns it. Other
+    outputs stay states."""
+    if not outs or any(o["kind"] == "y" for o in outs) or not low.rnns:
+        return
+    o, r = outs[0], low.rnns[-1]
+    layer = low.layers[-1]
+    if not isinstance(layer, ir.Recurrent) or r.last != len(low.layers) - 1:
+        return
+    k = r.state0 + (2 if r.lstm else 1) * (r.L - 1)
+    if o["parts"] != [[k, d] for d in range(r.D)] or ("S" not in o["axes"] and r.D != 1):
+        return
+    layer.return_sequences = False
+    axes = [("D" if r.D > 1 else "1") if l == "S" else l for l in o["axes"]]
+    outs[0] = {"name": o["name"], "kind": "y", "axes": axes, "dirs": r.D, "last": "final"}
+
+
+def convert(model, name):
+    """An ONNX ModelProto -> Model (with the graph signature run() reads). A graph whose
+    sequence input has a symbolic time axis but that fixes the time elsewhere (torch's dynamo
+    exporter specializes it when forward reshapes with x.size(1)) lowers only at that length:
+    when the made-up length fails, the lengths the graph's Reshape shapes name are tried."""
+    try:
+        return _convert(model, name, None)
+    except UnsupportedError as e:
+        first = e
+    for T in _time_candidates(model):
+        for time_first in (False, True):
+            try:
+                return _convert(model, name, (T, time_first))
+            except UnsupportedError:
+                continue
+    raise first
+
+
+def _time_candidates(model):
+    """Positive sizes written into Reshape targets (constants), most frequent first, at most 3."""
+    from collections import Counter
+    consts = {t.name: t for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = a.t
+    seen = Counter()
+    for n in model.graph.node:
+        if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in consts:
+            try:
+                vals = _array(consts[n.input[1]]).reshape(-1)
+            except ModelFormatError:
+                continue
+            seen.update(int(v) for v in vals if 1 < v < 1_000_000)
+    return [v for v, _ in seen.most_common(3)]
+
+
+def _convert(model, name, T):
+    from fastrnn import Model
+    from ..passes import cut_early, fold
+    fe = _Frontend(model, name)
+    fe.time_size = T
+    outs = fe.run()
+    low = fe.low
+    ys = []
+    for oname, v in outs:
+        if isinstance(v, G.Bad):
+            continue
+        if v is None:
+            low.errors.append(f"output {oname!r}: no node makes it")
+    low.raise_errors()
+    io_in, io_out = [], []
+    for iname, v in fe.inputs:
+        if isinstance(v, PT):
+            axes = [low.lab(l) for l in v.axes]
+            if any(l in ("x0", "x1") for l in axes):
+                raise UnsupportedError(f"convert: the graph input {iname!r} never reaches a recurrent node")
+            io_in.append({"name": iname, "role": "x", "axes": axes})
+        elif v.index in low.length_inputs:
+            io_in.append({"name": iname, "role": "lengths"})
+        elif v.index in low.state_rows:
+            taken = low.state_rows[v.index]
+            axes = list(low.state_axes.get(v.index, ("S", "B", "F")))
+            n = v.shape[axes.index("S")] if len(v.shape) == len(axes) else len(taken)
+            if sorted(taken) != list(range(n)):
+                raise UnsupportedError(f"convert: the state input {iname!r} has rows that initialise no state")
+            io_in.append({"name": iname, "role": "state", "axes": axes, "parts": [list(taken[r]) for r in range(n)]})
+        else:
+            io_in.append(None)              # read by nothing fastrnn runs
+    time = None
+    for oname, v in outs:
+        if isinstance(v, G.HN):
+            io_out.append({"name": oname, "kind": "state", "axes": [low.lab(l) for l in v.axes],
+                           "parts": [list(p) for p in v.parts]})
+            continue
+        try:
+            y = low.tensor(v, "a tensor of the pipeline or final states")
+        except G.Refused as e:
+            raise UnsupportedError(f"convert: graph output {oname!r}: {e.why}") from None
+        if y.pos != len(low.layers):
+            raise UnsupportedError(f"convert: graph output {oname!r} is an intermediate tensor of the pipeline "
+                                   f"(only the end of the pipeline and final states can be outputs)")
+        if y.cols is not None:
+            raise UnsupportedError(f"convert: graph output {oname!r} holds the features in another order")
+        last = {"final": "final", "last": "step"}.get(y.time)
+        if last is None and "T" not in [p for l in y.axes for p in (low.lab(l) if isinstance(low.lab(l), tuple)
+                                                                        else (low.lab(l),))]:
+            last = "final"            # pooled over time: one step
+        if y.time is None and y.pos in low.cut:
+            raise UnsupportedError(f"convert: graph output {oname!r} takes every step of a recurrent layer whose "
+                                   f"final state another output takes")
+        if y.time in ("longest", "longest_last") or y.padded:
+            raise UnsupportedError(f"convert: graph output {oname!r} is cut at the batch's longest row")
+        ys.append(last)
+        axes = []
+        for l in y.axes:
+            l = low.lab(l)
+            axes.append("*".join(l) if isinstance(l, tuple) else l)
+        io_out.append({"name": oname, "kind": "y", "axes": axes, "dirs": y.dirs, "last": last})
+    _final_first(low, io_out)
+    ys = [o["last"] for o in io_out if o["kind"] == "y"]
+    if len(set(ys)) > 1:
+        raise UnsupportedError("convert: graph outputs take the pipeline both per step and at its last step")
+    if ys and ys[0] == "step":
+        time = "last"
+    meta = {"source": "onnx", "opset": fe.opset, "producer": model.producer_name or None,
+            "frontend": "graph"}
+    layers, time = cut_early(fold(low.layers), time)
+    return Model(layers, meta=meta, signature={"outputs": None, "states": None, "time": time,
+                                               "graph": {"inputs": [e for e in io_in if e], "outputs": io_out}})
