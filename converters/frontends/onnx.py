@@ -115,7 +115,9 @@ class _Frontend:
                     sizes[d] = size
                     self.low.xsizes[l] = size
                 width = None if ids else dims[-1]
-                if not ids and not isinstance(width, int):
+                if not ids and not (isinstance(width, int) and width > 0):
+                    width = self._first_width()        # symbolic features: the first layer's width
+                if not ids and width is None:
                     raise UnsupportedError(f"convert: the graph input {vi.name!r} has no fixed feature size")
                 v = PT(0, labels + (() if ids else ("F",)), width)
                 self.low.input_ids = ids
@@ -124,6 +126,21 @@ class _Frontend:
                 v = Input(i, vi.name, shape)
             self.inputs.append((vi.name, v))
             self.env[vi.name] = v
+
+    def _first_width(self):
+        """The input width of the graph's first recurrent node or Gemm / MatMul with constant
+        weights (for an input whose feature axis is declared symbolic)."""
+        for n in self.model.graph.node:
+            w = self.env.get(n.input[1]) if len(n.input) > 1 else None
+            if not isinstance(w, np.ndarray) or w.ndim < 2:
+                continue
+            if n.op_type in ("LSTM", "GRU", "RNN") and w.ndim == 3:
+                return int(w.shape[2])
+            if n.op_type == "MatMul":
+                return int(w.shape[0])
+            if n.op_type == "Gemm":
+                return int(w.shape[0 if not any(a.name == "transB" and a.i for a in n.attribute) else 1])
+        return None
 
     # -- the walk ----------------------------------------------------------------------------------
     def run(self):

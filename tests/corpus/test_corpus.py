@@ -61,8 +61,6 @@ torch.set_num_threads(1)
 # today's state (the ratchet)
 
 REFUSED_TODAY = {
-    'bentrevett_pos_tagger-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_122' (Mul, node 12): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_237', Reshape): view(7, -1, 24) of a tenso",
     'bentrevett_sentiment_lstm-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/Concat' (Concat, node 55): uses final states that are not the last layer's directions in order TopK (ONNX node '/TopK', TopK): ONNX op TopK is not supported)",
     'bentrevett_sentiment_lstm-trace':
@@ -109,10 +107,6 @@ REFUSED_TODAY = {
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'ex_time_sequence_prediction-trace':
         "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
-    'ex_word_language_model_gru-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_48' (Mul, node 9): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_105', Reshape): view(7, -1, 12) of a tensor ",
-    'ex_word_language_model_lstm-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_62' (Mul, node 10): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_132', Reshape): view(7, -1, 12) of a tensor",
     'ex_word_language_model_rnn_tied-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'grucell_forecaster-onnx_dynamo':
@@ -131,8 +125,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline",
     'kaggle_pooled_bigru-keras':
         "UnsupportedError: layer 'concatenate' (Concatenate) takes several inputs (global_average_pooling1d, global_max_pooling1d_1; e.g. initial_state): not a chain",
-    'kaggle_quora_lstm_gru_pool-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_209' (Mul, node 18): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_226', Reshape): view(7, -1, 16) of a tenso",
     'keras_io_addition_rnn-keras':
         "UnsupportedError: layer 'repeat_vector' (RepeatVector): class RepeatVector is not supported (fastrnn converts Embedding, Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), Acti",
     'luopeixiang_ner_bilstm-trace':
@@ -145,10 +137,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: ONNX node '/Gather' (Gather, node 17): takes step 0 of the sequence (only the last step, or the first of a reverse layer, which is its final state, is supported) select (ONN",
     'morvan_rnn_regressor-script':
         "UnsupportedError: convert: MorvanRNNRegressor: 1 operation cannot be lowered to fastrnn's pipeline: stack: cannot be interpreted (ValueError: need at least one array to stack)",
-    'mstsn_gru-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'n1' (Shape, node 3): of this value view (ONNX node 'node_Reshape_125', Reshape): view(-1, 7, 2) of a tensor of shape (15, 2))",
-    'myprediction_gru-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_55' (Mul, node 11): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_123', Reshape): view(7, -1, 2) of a tensor ",
     'myprediction_gru-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/Mul' (Mul, node 32): a Mul other than merging a bidirectional layer's directions unsqueeze (ONNX node '/Unsqueeze', Unsqueeze): a layout change of _Shape)",
     'stackabuse_airline_lstm-module':
@@ -187,8 +175,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: LSTMTaggerLegacy: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1*F); expected (T, B, F)",
     'tut_lstm_tagger_2017-trace':
         "UnsupportedError: convert: LSTMTaggerLegacy: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 8)",
-    'udacity_sentiment_rnn-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_64' (Mul, node 11): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_154', Reshape): view(-1, 7) of a tensor of ",
 }
 
 CRASHES_TODAY = {
