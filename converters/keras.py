@@ -798,6 +798,12 @@ class _Builder:
             return self._batchnorm(l, c)
         if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalAvgPool1D", "GlobalMaxPool1D"):
             return self._global_pool(l, c, "max" if "Max" in cls else "mean")
+        if cls in ("Conv1D", "Convolution1D"):
+            return self._conv1d(l, c)
+        if cls in ("MaxPooling1D", "AveragePooling1D", "MaxPool1D", "AvgPool1D"):
+            return self._pool1d(l, c, "max" if "Max" in cls else "avg")
+        if cls == "RepeatVector":
+            return self._repeat(l, c)
         if cls == "Bidirectional":
             return self._bidirectional(i, l, c)
         cell, rc = _rnn_conf(l)
@@ -808,7 +814,8 @@ class _Builder:
                                    f"rebuild it as {cls[5:]} and load its weights")
         raise UnsupportedError(f"{_where(l)}: class {cls} is not supported (fastrnn converts Embedding, "
                                f"Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), "
-                               f"Activation and dropout-like layers)")
+                               f"Activation, BatchNormalization, Conv1D, 1-D pooling, global pooling, "
+                               f"RepeatVector and dropout-like layers)")
 
     def _embedding(self, l, c):
         if self.layers or self.width is not None:
@@ -883,6 +890,72 @@ class _Builder:
         over = "valid" if kind == "mean" and self.masked else "steps"
         self.layers.append(ir.Pool(self.width, (kind,), over))
         self.seq, self.parity, self.masked = False, False, False
+
+    def _windows_ok(self, l, c):
+        if c.get("data_format", "channels_last") not in ("channels_last", None):
+            raise UnsupportedError(f"{_where(l)}: option data_format={c.get('data_format')!r} is not supported")
+        if not self.seq or self.width is None:
+            raise UnsupportedError(f"{_where(l)}: a window over time needs a sequence before it")
+        self.masked = False                   # Keras drops a mask here ("will destroy the mask information")
+        if self.parity:
+            raise UnsupportedError(f"{_where(l)}: a sequence in reversed time order (go_backwards) before it")
+
+    @staticmethod
+    def _one(v, name, l):
+        v = v[0] if isinstance(v, list) and len(v) == 1 else v
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ModelFormatError(f"{_where(l)}: bad {name} {v!r}")
+        return v
+
+    def _conv1d(self, l, c):
+        """Conv1D: Keras kernel (kernel, in, filters) -> ir.Conv1D weight (filters, in, kernel);
+        padding valid / same / causal as Keras computes them."""
+        _refuse_extras(l, c, {"filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
+                              "groups", "use_bias"})
+        self._windows_ok(l, c)
+        if self._one(c.get("groups", 1), "groups", l) != 1:
+            raise UnsupportedError(f"{_where(l)}: option groups={c.get('groups')} is not supported")
+        k, U = self._one(c["kernel_size"], "kernel_size", l), int(c["filters"])
+        padding = c.get("padding", "valid")
+        if padding not in ("valid", "same", "causal"):
+            raise UnsupportedError(f"{_where(l)}: option padding={padding!r} is not supported")
+        use_bias = bool(c.get("use_bias", True))
+        arrs = self.reader.get(l)
+        I = arrs[0].shape[1] if arrs and len(arrs[0].shape) == 3 else self.width
+        kernel, *b = _weights(l, arrs, [(k, I, U)] + ([(U,)] if use_bias else []))
+        self._need_width(l, I)
+        W = np.ascontiguousarray(np.transpose(kernel, (2, 1, 0)))      # Keras (k, in, out) -> (out, in, k)
+        if self.cols is not None:                                      # pending column order: into W's inputs
+            idx = np.concatenate([np.arange(a, b_) for a, b_ in self.cols])
+            W2 = np.empty_like(W)
+            W2[:, idx, :] = W
+            W, self.cols = W2, None
+        self.layers.append(ir.Conv1D(W, b[0] if b else None, self._one(c.get("strides", 1), "strides", l),
+                                     self._one(c.get("dilation_rate", 1), "dilation_rate", l), padding,
+                                     _act(c.get("activation"), self.version, _where(l), allow_rowwise=True)))
+        self.width = U
+
+    def _pool1d(self, l, c, kind):
+        """MaxPooling1D / AveragePooling1D: windows of pool_size every strides (default: the
+        window); an average over a window that reaches into "same" padding divides by the steps
+        inside (TensorFlow's count)."""
+        _refuse_extras(l, c, {"pool_size", "strides", "padding", "data_format"})
+        self._windows_ok(l, c)
+        size = self._one(c.get("pool_size", 2), "pool_size", l)
+        stride = c.get("strides")
+        stride = size if stride is None else self._one(stride, "strides", l)
+        padding = c.get("padding", "valid")
+        if padding not in ("valid", "same"):
+            raise UnsupportedError(f"{_where(l)}: option padding={padding!r} is not supported")
+        self.layers.append(ir.Pool1D(self.width, kind, size, stride, padding, False))
+
+    def _repeat(self, l, c):
+        _refuse_extras(l, c, {"n"})
+        if self.seq or self.width is None:
+            raise UnsupportedError(f"{_where(l)}: RepeatVector repeats one step (a layer that returns its last "
+                                   f"step before it)")
+        self.layers.append(ir.RepeatVector(self.width, int(c["n"])))
+        self.seq = True
 
     def _rec_common(self, l, c):
         tm = bool(c.get("time_major", False))

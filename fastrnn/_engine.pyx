@@ -67,6 +67,14 @@ cdef extern from "fastrnn.h" nogil:
     frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act)
     frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d)
     frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over)
+    frnn_status frnn_model_add_conv1d(frnn_model *m, int in_, int out, int kernel, int stride, int dilation,
+                                      int pad_mode, int pad_before, int pad_after, const float *W,
+                                      const float *b, frnn_act act)
+    frnn_status frnn_model_add_pool1d(frnn_model *m, int size, int kind, int window, int stride, int pad_mode,
+                                      int pad_before, int pad_after, int count_pad)
+    frnn_status frnn_model_add_repeat(frnn_model *m, int size, int n)
+    int frnn_model_output_steps(const frnn_model *m, int T)
+    int frnn_model_changes_time(const frnn_model *m)
     frnn_status frnn_model_finalize(frnn_model *m, int input_size)
     int frnn_model_num_states(const frnn_model *m)
     void frnn_model_state_dims(const frnn_model *m, int i, int *dirs, int *width)
@@ -190,6 +198,12 @@ cdef frnn_act _act(object a):
 _CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
 _POOLS = {"mean": 0, "max": 1, "sum": 2}
 _POOL_OVER = {"valid": 0, "steps": 1, "longest": 2}
+_PADS = {"valid": 0, "same": 1, "causal": 2}
+
+
+def _pad(p):
+    """ir padding -> (mode, before, after) for the C API."""
+    return (_PADS[p], 0, 0) if isinstance(p, str) else (3, p[0], p[1])
 _DIRS = {"forward": 0, "reverse": 1, "bidirectional": 2}
 _MERGES = {"concat": 0, "sum": 1, "mul": 2, "ave": 3}
 
@@ -198,7 +212,7 @@ cdef class CModel:
     """The packed, immutable engine model built from a list of ir layers."""
     cdef frnn_model *m
     cdef readonly int num_states, output_size, output_is_sequence, can_stream
-    cdef readonly int input_ids, input_size
+    cdef readonly int input_ids, input_size, changes_time
     cdef readonly str isa
     cdef readonly double row_step_flops   # flops of one step of one row (the GIL rule below)
 
@@ -234,6 +248,16 @@ cdef class CModel:
                 for i, k in enumerate(L.kinds):
                     kinds[i] = _POOLS[k]
                 st = frnn_model_add_pool(self.m, L.size, len(L.kinds), kinds, _POOL_OVER[L.over])
+            elif t is ir.Conv1D:
+                pm, pb, pa = _pad(L.padding)
+                st = frnn_model_add_conv1d(self.m, L.input_size, L.output_size, L.kernel, L.stride, L.dilation,
+                                           pm, pb, pa, _fptr(L.weight), _fptr(L.bias), _act(L.activation))
+            elif t is ir.Pool1D:
+                pm, pb, pa = _pad(L.padding)
+                st = frnn_model_add_pool1d(self.m, L.size, 0 if L.kind == "max" else 1, L.window, L.stride,
+                                           pm, pb, pa, L.count_pad)
+            elif t is ir.RepeatVector:
+                st = frnn_model_add_repeat(self.m, L.size, L.n)
             else:
                 memset(&d, 0, sizeof(d))
                 d.cell = _CELLS[L.cell]
@@ -266,6 +290,7 @@ cdef class CModel:
         self.num_states = frnn_model_num_states(self.m)
         self.output_size = frnn_model_output_size(self.m)
         self.output_is_sequence = frnn_model_output_is_sequence(self.m)
+        self.changes_time = frnn_model_changes_time(self.m)
         self.can_stream = frnn_model_can_stream(self.m)
         self.input_ids = isinstance(layers[0], ir.Embedding)
         self.input_size = input_size
@@ -280,6 +305,10 @@ cdef class CModel:
         frnn_model_state_dims(self.m, i, &dirs, &width)
         return dirs, width
 
+    def output_steps(self, int T):
+        """Time steps of the output for T input steps (0: too few for a window)."""
+        return frnn_model_output_steps(self.m, T)
+
     def forward(self, cnp.ndarray x, object lengths, object init, bint want_final):
         """x: C-contiguous float32 (B, T, F) or int64 (B, T); lengths: int64 (B,) or None;
         init: None or a list of num_states float32 C-contiguous (dirs, B, width) arrays or None.
@@ -289,7 +318,7 @@ cdef class CModel:
         cdef int B = x.shape[0], T = x.shape[1], i
         cdef int ns = self.num_states
         if self.output_is_sequence:
-            shape = (B, T, self.output_size)
+            shape = (B, frnn_model_output_steps(self.m, T), self.output_size)
         else:
             shape = (B, self.output_size)
         cdef cnp.ndarray y = np.empty(shape, np.float32)
@@ -401,6 +430,11 @@ cdef cnp.ndarray _step_input(object x, int *code, int ids, Py_ssize_t B, int in_
 
 cdef int _check_can_stream(CModel cm) except -1:
     if not cm.can_stream:
+        if frnn_model_changes_time(cm.m):
+            raise UnsupportedError(
+                "this model cannot stream: a Conv1D, Pool1D or RepeatVector layer changes the number of "
+                "time steps (a window over steps, or steps made from one), so its output at step t is not "
+                "a function of the first t+1 inputs; use predict() on whole sequences")
         raise UnsupportedError(
             "this model cannot stream: it has a reverse or bidirectional recurrent layer, whose "
             "output at step t depends on steps after t; use predict() on whole sequences")

@@ -499,8 +499,10 @@ def _symbolic(shapes_a, shapes_b, a, b):
                 dims.append(int(x))
             elif (x, y) == (a[0], b[0]):
                 dims.append("batch")
-            else:
+            elif (x, y) == (a[1], b[1]):
                 dims.append("time")
+            else:
+                dims.append("steps")            # a number of steps that convolution windows made
         out.append(dims)
     return out
 
@@ -532,6 +534,16 @@ def _layer_text(layer, masks):
     if isinstance(layer, ir.Pool):
         return "Pool over time", f"{layer.size} -> {layer.output_size}", \
             f"kinds={'+'.join(layer.kinds)}, over={layer.over}"
+    if isinstance(layer, ir.Conv1D):
+        return "Conv1D", f"{layer.input_size} -> {layer.output_size}", \
+            (f"kernel={layer.kernel}, stride={layer.stride}, dilation={layer.dilation}, padding={layer.padding}, "
+             f"activation={_act_str(layer.activation)}" + ("" if layer.bias is not None else ", no bias"))
+    if isinstance(layer, ir.Pool1D):
+        return f"Pool1D {layer.kind}", f"{layer.size} -> {layer.size}", \
+            f"window={layer.window}, stride={layer.stride}, padding={layer.padding}" + \
+            (", count_pad" if layer.count_pad else "")
+    if isinstance(layer, ir.RepeatVector):
+        return "RepeatVector", f"{layer.size} -> {layer.size}", f"n={layer.n}"
     name = f"Recurrent {layer.cell}, {layer.direction}"
     opts = [f"return_sequences={layer.return_sequences}"]
     if layer.hidden_size != layer.output_size:
@@ -664,8 +676,12 @@ def _outputs_info(model):
              else np.zeros((b, t, model.input_size), np.float32))
         y = model.predict(x)
         return [a.shape for a in (y if isinstance(y, list) else [y])]
-    syms = _symbolic(shapes(2, 3), shapes(3, 5), (2, 3), (3, 5))
-    return [{"shape": s, "every_step": "time" in s, "dtype": "float32"} for s in syms]
+    t = 3                                   # a convolution or pooling window may need more steps
+    while model._cm.output_steps(t) < 1 and t < 1 << 20:
+        t *= 2
+    t2 = 2 * t + 3 if model._cm.changes_time else t + 2      # far enough apart to move a strided window
+    syms = _symbolic(shapes(2, t), shapes(3, t2), (2, t), (3, t2))
+    return [{"shape": s, "every_step": "time" in s or "steps" in s, "dtype": "float32"} for s in syms]
 
 
 def _meta_text(meta):

@@ -268,6 +268,142 @@ class Pool:
         return {"size": self.size, "kinds": list(self.kinds), "over": self.over}
 
 
+def _padding(name, p):
+    """"valid" | "same" | "causal" | [before, after] (explicit steps)."""
+    if isinstance(p, str) and p in ("valid", "same", "causal"):
+        return p
+    if isinstance(p, (list, tuple)) and len(p) == 2:
+        return [_pos_int(f"{name} padding", p[0], 0, 1 << 20), _pos_int(f"{name} padding", p[1], 0, 1 << 20)]
+    raise ModelFormatError(f"{name}.padding: expected 'valid', 'same', 'causal' or [before, after], got {p!r}")
+
+
+def window_steps(T, window, stride, dilation, padding):
+    """(pad_before, pad_after, steps out) of a window over T steps (src_c/engine.c window_steps)."""
+    eff = (window - 1) * dilation + 1
+    if padding == "valid":
+        b = a = 0
+    elif padding == "causal":
+        b, a = eff - 1, 0
+    elif padding == "same":
+        n = -(-T // stride)
+        total = max((n - 1) * stride + eff - T, 0)
+        b, a = total // 2, total - total // 2
+    else:
+        b, a = padding
+    span = T + b + a
+    return b, a, (0 if span < eff else (span - eff) // stride + 1)
+
+
+@dataclass(eq=False)
+class Conv1D:
+    """A convolution over time in front of (or between) recurrent layers: weight (out, in,
+    kernel) (torch's layout), bias (out,) or none, then an activation. Output step t reads input
+    steps t*stride - pad_before + j*dilation (zeros outside the sequence). padding: "valid",
+    "same" (ceil(T / stride) steps; TensorFlow's split, the extra step after), "causal" (Keras:
+    (kernel - 1) * dilation steps before) or [before, after]. It changes the number of steps, so
+    a model with one runs whole sequences only (no stream, no lengths)."""
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    stride: int = 1
+    dilation: int = 1
+    padding: object = "valid"
+    activation: Act | str = "linear"
+
+    def __post_init__(self):
+        self.weight = _f32("Conv1D.weight", self.weight, 3)
+        if min(self.weight.shape) < 1:
+            raise ModelFormatError(f"Conv1D.weight: empty shape {self.weight.shape}")
+        if self.bias is not None:
+            self.bias = _f32("Conv1D.bias", self.bias, 1)
+            _shape("Conv1D.bias", self.bias, (self.weight.shape[0],))
+        self.stride = _pos_int("Conv1D.stride", self.stride, 1, 1 << 20)
+        self.dilation = _pos_int("Conv1D.dilation", self.dilation, 1, 1 << 20)
+        self.padding = _padding("Conv1D", self.padding)
+        self.activation = Act.of(self.activation)
+
+    input_size = property(lambda self: self.weight.shape[1])
+    output_size = property(lambda self: self.weight.shape[0])
+    kernel = property(lambda self: self.weight.shape[2])
+
+    def steps(self, T):
+        return window_steps(T, self.kernel, self.stride, self.dilation, self.padding)[2]
+
+    def tensors(self):
+        return {"weight": self.weight} | ({"bias": self.bias} if self.bias is not None else {})
+
+    def options(self):
+        return {"stride": self.stride, "dilation": self.dilation, "padding": self.padding,
+                "activation": self.activation.to_json()}
+
+
+@dataclass(eq=False)
+class Pool1D:
+    """Max or average pooling over windows of time (MaxPooling1D / AveragePooling1D, torch's
+    MaxPool1d / AvgPool1d): `size` features, windows of `window` steps every `stride` (default
+    the window), padding "valid", "same" or [before, after]; an average over a window that
+    reaches into the padding divides by the window (count_pad: torch's count_include_pad) or by
+    the steps inside it (Keras). Changes the number of steps (whole sequences only)."""
+    size: int
+    kind: str = "max"
+    window: int = 2
+    stride: int | None = None
+    padding: object = "valid"
+    count_pad: bool = False
+
+    def __post_init__(self):
+        self.size = _pos_int("Pool1D.size", self.size)
+        if self.kind not in ("max", "avg"):
+            raise ModelFormatError(f"Pool1D.kind: 'max' or 'avg', got {self.kind!r}")
+        self.window = _pos_int("Pool1D.window", self.window, 1, 1 << 20)
+        self.stride = self.window if self.stride is None else _pos_int("Pool1D.stride", self.stride, 1, 1 << 20)
+        self.padding = _padding("Pool1D", self.padding)
+        if self.padding == "causal":
+            raise ModelFormatError("Pool1D.padding: 'causal' is for convolutions")
+        if not isinstance(self.count_pad, (bool, np.bool_)):
+            raise ModelFormatError(f"Pool1D.count_pad: a bool, got {self.count_pad!r}")
+        self.count_pad = bool(self.count_pad)
+
+    input_size = property(lambda self: self.size)
+    output_size = property(lambda self: self.size)
+
+    def steps(self, T):
+        return window_steps(T, self.window, self.stride, 1, self.padding)[2]
+
+    def tensors(self):
+        return {}
+
+    def options(self):
+        return {"size": self.size, "kind": self.kind, "window": self.window, "stride": self.stride,
+                "padding": self.padding, "count_pad": self.count_pad}
+
+
+@dataclass(eq=False)
+class RepeatVector:
+    """One step (batch, size) -> n steps of it (batch, n, size): Keras RepeatVector, between an
+    encoder that ends on its last step and a decoder. Whole sequences only."""
+    size: int
+    n: int
+
+    def __post_init__(self):
+        self.size = _pos_int("RepeatVector.size", self.size)
+        self.n = _pos_int("RepeatVector.n", self.n, 1, 1 << 24)
+
+    input_size = property(lambda self: self.size)
+    output_size = property(lambda self: self.size)
+
+    def steps(self, T):
+        return self.n
+
+    def tensors(self):
+        return {}
+
+    def options(self):
+        return {"size": self.size, "n": self.n}
+
+
+TIME_CHANGING = (Conv1D, Pool1D, RepeatVector)
+
+
 def _pos_int(name, v, lo=1, hi=2**31 - 1):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
         raise ModelFormatError(f"{name}: expected an integer in [{lo}, {hi}], got {v!r}")
@@ -457,7 +593,8 @@ class Recurrent:
 
 
 LAYER_TYPES = {"embedding": Embedding, "masking": Masking, "dense": Dense,
-               "activation": Activation, "recurrent": Recurrent, "pool": Pool}
+               "activation": Activation, "recurrent": Recurrent, "pool": Pool, "conv1d": Conv1D,
+               "pool1d": Pool1D, "repeat": RepeatVector}
 TYPE_NAMES = {v: k for k, v in LAYER_TYPES.items()}
 
 
@@ -469,6 +606,9 @@ OPTION_TYPES = {
     "dense": {"activation": dict},
     "activation": {"size": int, "activation": dict},
     "pool": {"size": int, "kinds": list, "over": str},
+    "conv1d": {"stride": int, "dilation": int, "padding": (str, list), "activation": dict},
+    "pool1d": {"size": int, "kind": str, "window": int, "stride": int, "padding": (str, list), "count_pad": bool},
+    "repeat": {"size": int, "n": int},
     "recurrent": {"cell": str, "direction": str, "merge_mode": str, "activations": list,
                   "clip": _NUM + (type(None),), "input_forget": bool, "linear_before_reset": bool,
                   "return_sequences": bool, "masked_output": str},
@@ -506,10 +646,10 @@ def layer_from_parts(type_name, options, tensors):
         if cls is Embedding:
             return Embedding(weight=tensors.get("weight"), **options) if set(tensors) == {"weight"} \
                 else _bad(type_name, tensors)
-        if cls is Dense:
+        if cls in (Dense, Conv1D):
             if not set(tensors) <= {"weight", "bias"} or "weight" not in tensors:
                 _bad(type_name, tensors)
-            return Dense(weight=tensors["weight"], bias=tensors.get("bias"), **options)
+            return cls(weight=tensors["weight"], bias=tensors.get("bias"), **options)
         if tensors:
             _bad(type_name, tensors)
         return cls(**options)
@@ -557,5 +697,15 @@ def check_pipeline(layers, input_size=None):
                 raise ModelFormatError(f"layer {i}: pooling over time needs a sequence, but an earlier "
                                        f"layer ends the sequence")
             seq = False
+        if isinstance(l, (Conv1D, Pool1D)) and not seq:
+            raise ModelFormatError(f"layer {i}: {TYPE_NAMES[type(l)]} needs a sequence, but an earlier layer "
+                                   f"ends the sequence")
+        if isinstance(l, RepeatVector):
+            if seq:
+                raise ModelFormatError(f"layer {i}: RepeatVector repeats one step, but its input is a sequence")
+            seq = True
+        if isinstance(l, Masking) and any(isinstance(p, TIME_CHANGING) for p in layers[:i]):
+            raise ModelFormatError(f"layer {i}: Masking after a layer that changes the number of steps")
+
         size = l.output_size
     return kind, in_size, size, seq

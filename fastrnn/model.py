@@ -155,6 +155,13 @@ class Model:
         if B * T > _MAX_ROWS:
             raise ShapeError(f"predict: batch*time = {B * T} is over the limit {_MAX_ROWS}; split the batch")
         lens = None
+        if self._cm.changes_time:
+            if lengths is not None:
+                raise ShapeError("predict: lengths with a layer that changes the number of steps (Conv1D, Pool1D, "
+                                 "RepeatVector): pad the sequences instead")
+            if self._cm.output_steps(T) < 1:
+                raise ShapeError(f"predict: {T} time steps are too few for the model's convolution or pooling "
+                                 f"windows")
         if lengths is not None:
             lens = np.asarray(lengths)
             if lens.dtype.kind not in "iu":
@@ -174,7 +181,7 @@ class Model:
                     initial_state, self.state_shapes(B), "initial_state"), self._dims, B)
         want = bool(return_state) or self._outputs_states
         if B == 0:
-            shape = (0, T, self.output_size) if self.output_is_sequence else (0, self.output_size)
+            shape = (0, self._cm.output_steps(T), self.output_size) if self.output_is_sequence else (0, self.output_size)
             y = np.zeros(shape, np.float32)
             states = [np.zeros(s, np.float32) for s in self.native_state_shapes(0)]
         else:
@@ -352,4 +359,10 @@ def _describe(l):
         return f"Activation({l.activation.kind})"
     if isinstance(l, ir.Pool):
         return f"Pool({'+'.join(l.kinds)}, {l.over})"
+    if isinstance(l, ir.Conv1D):
+        return f"Conv1D({l.input_size}->{l.output_size}, k={l.kernel}, {l.activation.kind})"
+    if isinstance(l, ir.Pool1D):
+        return f"Pool1D({l.kind}, {l.window})"
+    if isinstance(l, ir.RepeatVector):
+        return f"RepeatVector({l.n})"
     return f"Masking({l.mask_value})"

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import SELU_ALPHA, SELU_SCALE, Activation, Dense, Embedding, Masking, Pool, Recurrent
+from .ir import (SELU_ALPHA, SELU_SCALE, Activation, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, Recurrent,
+                 RepeatVector, window_steps)
 
 
 def _sigmoid(x):
@@ -155,6 +156,38 @@ def _recurrent(layer, x, active, len_ok, carry, init):
     return out, states
 
 
+def _windows(h, T, window, stride, dilation, padding):
+    """Each output step's input steps (index array, -1 outside the sequence)."""
+    b, _, n = window_steps(T, window, stride, dilation, padding)
+    idx = np.arange(n)[:, None] * stride - b + np.arange(window)[None, :] * dilation
+    return np.where((idx >= 0) & (idx < T), idx, -1)
+
+
+def _conv1d(layer, h):
+    B, T, _ = h.shape
+    idx = _windows(h, T, layer.kernel, layer.stride, layer.dilation, layer.padding)
+    if not idx.size:
+        raise ValueError(f"{T} steps are too few for the window")
+    padded = np.concatenate([h, np.zeros((B, 1, h.shape[2]))], axis=1)      # index -1: zeros
+    win = padded[:, idx]                                                     # (B, To, k, in)
+    y = np.einsum("btki,oik->bto", win, layer.weight.astype(np.float64))
+    if layer.bias is not None:
+        y = y + layer.bias
+    return act(layer.activation, y)
+
+
+def _pool1d(layer, h):
+    B, T, F = h.shape
+    idx = _windows(h, T, layer.window, layer.stride, 1, layer.padding)
+    inside = idx >= 0
+    if layer.kind == "max":
+        padded = np.concatenate([h, np.full((B, 1, F), -np.inf)], axis=1)
+        return padded[:, idx].max(axis=2)
+    padded = np.concatenate([h, np.zeros((B, 1, F))], axis=1)
+    count = np.full(idx.shape[0], layer.window) if layer.count_pad else inside.sum(1)
+    return padded[:, idx].sum(axis=2) / count[None, :, None]
+
+
 def _pool(layer, h, mask, len_active, lengths, init):
     """Pooling over time (ir.Pool) continuing from its state init ((1, B, n*F + 1): running
     values, then the count) -> (B, n*F) and the new state."""
@@ -236,6 +269,12 @@ def run(layers, x, lengths=None, initial_state=None):
             states_out += st
             if not layer.return_sequences:
                 mask = None
+        elif isinstance(layer, Conv1D):
+            h, mask = _conv1d(layer, h), None            # a mask ends here (Keras drops it)
+        elif isinstance(layer, Pool1D):
+            h, mask = _pool1d(layer, h), None
+        elif isinstance(layer, RepeatVector):
+            h = np.repeat(h[:, None, :], layer.n, axis=1)
         elif isinstance(layer, Pool):
             init = None if initial_state is None else initial_state[si]
             si += 1

@@ -30,7 +30,7 @@
 #include "kernels.h"
 #include "pool.h"
 
-enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC, L_POOL };
+enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC, L_POOL, L_CONV, L_POOL1, L_REPEAT };
 #define FRNN_EMB_FUSE_MAX_BYTES (64.0 * 1024 * 1024)
 
 typedef struct {
@@ -52,7 +52,36 @@ typedef struct {
     /* pooling over time: kinds side by side; its state (one slot, R = npool*in + 1 floats a
        row: the running sums / maxima, then the count of steps taken) */
     int pool_kinds[3], npool, pool_over;
+    /* windows over time (conv1d, pool1d): kernel, stride, dilation, padding; repeat: n */
+    int win, stride, dil, pad_mode, pad_b, pad_a, p1kind, count_pad, repeat_n;
 } layer;
+
+static int changes_time(const layer *L) { return L->type == L_CONV || L->type == L_POOL1 || L->type == L_REPEAT; }
+
+/* The padding and output steps of a window layer for T input steps (*To 0: T too short). */
+static void window_steps(const layer *L, int T, int *pb, int *pa, int *To) {
+    const int64_t eff = (int64_t)(L->win - 1) * L->dil + 1, s = L->stride;
+    int64_t b = 0, a = 0;
+    if (L->pad_mode == FRNN_PAD_CAUSAL) b = eff - 1;
+    else if (L->pad_mode == FRNN_PAD_EXPLICIT) { b = L->pad_b; a = L->pad_a; }
+    else if (L->pad_mode == FRNN_PAD_SAME) {
+        const int64_t n = (T + s - 1) / s, total = (n - 1) * s + eff - T;
+        b = total > 0 ? total / 2 : 0;
+        a = total > 0 ? total - b : 0;
+    }
+    *pb = (int)b; *pa = (int)a;
+    const int64_t span = (int64_t)T + b + a;
+    *To = span < eff ? 0 : (int)((span - eff) / s + 1);
+}
+
+/* steps after layer L for T steps before it */
+static int layer_steps(const layer *L, int T) {
+    int pb, pa, To;
+    if (L->type == L_REPEAT) return L->repeat_n;
+    if (L->type != L_CONV && L->type != L_POOL1) return T;
+    window_steps(L, T, &pb, &pa, &To);
+    return To;
+}
 
 /* a layer with states (slots of h and c buffers): recurrent, or pooling over time */
 static int has_state(const layer *L) { return L->type == L_REC || L->type == L_POOL; }
@@ -68,6 +97,7 @@ struct frnn_model {
     int input_ids, input_size, output_size, output_seq;
     int nstates, nslots, can_stream, emb_fused;
     int max_w, max_Hp, max_Rp, max_merge;
+    int time_changes, max_cols;   /* a layer changes the steps; conv1d im2col row width */
 };
 
 /* ---- allocation ------------------------------------------------------------------------ */
@@ -233,6 +263,79 @@ frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *
     return FRNN_OK;
 }
 
+static int pad_ok(int mode, int b, int a) {
+    return mode >= FRNN_PAD_VALID && mode <= FRNN_PAD_EXPLICIT && b >= 0 && a >= 0 && b <= 1 << 20 && a <= 1 << 20;
+}
+
+frnn_status frnn_model_add_conv1d(frnn_model *m, int in, int out, int kernel, int stride, int dilation,
+                                  int pad_mode, int pad_before, int pad_after, const float *W,
+                                  const float *b, frnn_act act) {
+    if (in < 1 || out < 1 || kernel < 1 || stride < 1 || dilation < 1 || !W || !act_ok(act, 1) ||
+        !pad_ok(pad_mode, pad_before, pad_after) || (int64_t)kernel * in > INT32_MAX / 4 ||
+        (int64_t)(kernel - 1) * dilation > 1 << 20)
+        return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_CONV)
+    const int K = kernel * in, nr = m->k->gemm_nr(INT_MAX);
+    float *Wk = malloc((size_t)out * K * sizeof(float));   /* (out, kernel, in): an im2col row's order */
+    if (!Wk) return FRNN_ENOMEM;
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++)
+            for (int j = 0; j < kernel; j++)
+                Wk[((size_t)o * kernel + j) * in + i] = W[((size_t)o * in + i) * kernel + j];
+    L->in = in; L->out = out; L->act = act;
+    L->win = kernel; L->stride = stride; L->dil = dilation;
+    L->pad_mode = pad_mode; L->pad_b = pad_before; L->pad_a = pad_after;
+    L->Wp = pack_gemm(m->k, Wk, out, K, NULL, NULL);
+    free(Wk);
+    if (!L->Wp) return FRNN_ENOMEM;
+    if (b) {
+        L->bp = azalloc((size_t)rup(out, nr) * sizeof(float));
+        if (!L->bp) { free(L->Wp); return FRNN_ENOMEM; }
+        memcpy(L->bp, b, (size_t)out * sizeof(float));
+    }
+    m->nlayers++;
+    return FRNN_OK;
+}
+
+frnn_status frnn_model_add_pool1d(frnn_model *m, int size, int kind, int window, int stride, int pad_mode,
+                                  int pad_before, int pad_after, int count_pad) {
+    if (size < 1 || window < 1 || stride < 1 || (kind != FRNN_POOL1D_MAX && kind != FRNN_POOL1D_AVG) ||
+        pad_mode == FRNN_PAD_CAUSAL || !pad_ok(pad_mode, pad_before, pad_after) || window > 1 << 20)
+        return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_POOL1)
+    L->in = L->out = size;
+    L->win = window; L->stride = stride; L->dil = 1; L->p1kind = kind; L->count_pad = !!count_pad;
+    L->pad_mode = pad_mode; L->pad_b = pad_before; L->pad_a = pad_after;
+    m->nlayers++;
+    return FRNN_OK;
+}
+
+frnn_status frnn_model_add_repeat(frnn_model *m, int size, int n) {
+    if (size < 1 || n < 1 || n > 1 << 24) return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_REPEAT)
+    L->in = L->out = size;
+    L->repeat_n = n;
+    m->nlayers++;
+    return FRNN_OK;
+}
+
+int frnn_model_output_steps(const frnn_model *m, int T) {
+    for (int l = 0; l < m->nlayers && T > 0; l++) T = layer_steps(&m->L[l], T);
+    return T;
+}
+
+int frnn_model_changes_time(const frnn_model *m) { return m->time_changes; }
+
+/* the most steps any layer sees or makes for T input steps */
+static int max_steps(const frnn_model *m, int T) {
+    int mx = T;
+    for (int l = 0; l < m->nlayers && T > 0; l++) {
+        T = layer_steps(&m->L[l], T);
+        if (T > mx) mx = T;
+    }
+    return mx;
+}
+
 /* packed column n of a direction's xp GEMM -> row of its W_ih */
 static int rec_rowmap(const layer *L, int n) {
     int g = n / L->Hp, u = n % L->Hp;
@@ -324,6 +427,15 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
             L->state0 = m->nstates++;
             L->slot0 = m->nslots++;
         }
+        if (L->type == L_CONV || L->type == L_POOL1) {
+            if (!seq) return FRNN_EINVAL;
+            if (L->type == L_CONV) m->max_cols = imax(m->max_cols, L->win * L->in);
+        }
+        if (L->type == L_REPEAT) {
+            if (seq) return FRNN_EINVAL;
+            seq = 1;
+        }
+        if (changes_time(L)) { m->time_changes = 1; m->can_stream = 0; }
         if (L->type == L_REC) {
             if (!seq) return FRNN_EINVAL;
             seq = L->d.return_sequences;
@@ -399,6 +511,7 @@ typedef struct {
     int cached;             /* the block comes from / returns to this thread's cache */
     int par;                /* threads a layer may use (1 inside a batch chunk) */
     int tlong;              /* max(lengths) over the whole batch (FRNN_POOL_LONGEST); 0: T */
+    float *cols;            /* conv1d: im2col rows */
     unsigned zig;           /* steps run so far (streams): the parity of the next tile order */
     int tc_forced;          /* frnn_testing_set_xp_chunk when the context was made */
 } ctx;
@@ -481,12 +594,14 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     memset(c, 0, sizeof *c);
     c->tc_forced = atomic_load(&xp_chunk_forced);
     c->B = B; c->T = T;
-    size_t BT = (size_t)B * T, S = (size_t)m->nslots;
-    size_t sz[16]; int n = 0;
+    const int Tmax = m->time_changes ? max_steps(m, T) : T;   /* layers may make more steps */
+    size_t BT = (size_t)B * T, BTm = (size_t)B * Tmax, S = (size_t)m->nslots;
+    size_t sz[17]; int n = 0;
 #define PART(bytes) (sz[n++] = (((size_t)(bytes)) + 63) & ~(size_t)63)
-    PART(BT * m->max_w * 4); PART(BT * m->max_w * 4);          /* seq[0], seq[1] */
-    PART(xp_floats(m, B, T, c->tc_forced) * 4);               /* xp (chunks) */
-    PART(BT * m->max_merge * 4);                               /* merge */
+    PART(BTm * m->max_w * 4); PART(BTm * m->max_w * 4);        /* seq[0], seq[1] */
+    PART(xp_floats(m, B, Tmax, c->tc_forced) * 4);            /* xp (chunks) */
+    PART(BTm * m->max_cols * 4);                               /* cols (conv1d) */
+    PART(BTm * m->max_merge * 4);                              /* merge */
     PART((size_t)2 * B * m->max_Hp * 4);                       /* hfull, per direction */
     PART((size_t)4 * B * m->max_Hp * 4);                       /* scratch, per direction */
     PART((size_t)B * (m->input_ids ? 0 : m->input_size) * 4); /* xin (streams) */
@@ -515,17 +630,18 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     c->seq[0] = (float *)p; p += sz[0];
     c->seq[1] = (float *)p; p += sz[1];
     c->xp = (float *)p; p += sz[2];
-    c->merge = (float *)p; p += sz[3];
-    c->hfull = (float *)p; p += sz[4];
-    c->scratch = (float *)p; p += sz[5];
-    c->xin = (float *)p; p += sz[6];
-    c->mask = (uint8_t *)p; p += sz[7];
-    c->lenok = (uint8_t *)p; p += sz[8];
-    c->ids = (int64_t *)p; p += sz[9];
-    c->xrows = (const float **)p; p += sz[10];
-    float **ptrs = (float **)p; p += sz[11];
+    c->cols = (float *)p; p += sz[3];
+    c->merge = (float *)p; p += sz[4];
+    c->hfull = (float *)p; p += sz[5];
+    c->scratch = (float *)p; p += sz[6];
+    c->xin = (float *)p; p += sz[7];
+    c->mask = (uint8_t *)p; p += sz[8];
+    c->lenok = (uint8_t *)p; p += sz[9];
+    c->ids = (int64_t *)p; p += sz[10];
+    c->xrows = (const float **)p; p += sz[11];
+    float **ptrs = (float **)p; p += sz[12];
     c->h[0] = ptrs; c->h[1] = ptrs + S; c->c[0] = ptrs + 2 * S; c->c[1] = ptrs + 3 * S;
-    c->cur = (int *)p; p += sz[12];
+    c->cur = (int *)p; p += sz[13];
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
         if (!has_state(L)) continue;
@@ -792,6 +908,61 @@ static void run_pool(const layer *L, ctx *c, const float *in, int64_t ld, const 
     }
 }
 
+/* Conv1D: each output step's window of input steps side by side (im2col, zeros outside the
+ * sequence), then one GEMM against the packed (out, kernel*in) weights. */
+static frnn_status run_conv(const frnn_model *m, const layer *L, ctx *c, const float *in, int64_t ld, int T,
+                            float *out, int *Tout) {
+    int pb, pa, To;
+    window_steps(L, T, &pb, &pa, &To);
+    if (To < 1) return FRNN_EINVAL;
+    const int B = c->B, K = L->win * L->in;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < To; t++) {
+            float *row = c->cols + ((int64_t)b * To + t) * K;
+            for (int j = 0; j < L->win; j++) {
+                const int64_t ti = (int64_t)t * L->stride - pb + (int64_t)j * L->dil;
+                if (ti >= 0 && ti < T) memcpy(row + (size_t)j * L->in, in + ((int64_t)b * T + ti) * ld, (size_t)L->in * 4);
+                else memset(row + (size_t)j * L->in, 0, (size_t)L->in * 4);
+            }
+        }
+    const int64_t rows = (int64_t)B * To;
+    m->k->gemm((int)rows, L->out, K, c->cols, K, L->Wp, L->bp, out, L->out);
+    m->k->act_rows(L->act, out, (int)rows, L->out, L->out);
+    *Tout = To;
+    return FRNN_OK;
+}
+
+/* Max / average pooling over windows of time, each feature on its own; a max propagates NaN */
+static frnn_status run_pool1d(const layer *L, ctx *c, const float *in, int64_t ld, int T, float *out, int *Tout) {
+    int pb, pa, To;
+    window_steps(L, T, &pb, &pa, &To);
+    if (To < 1) return FRNN_EINVAL;
+    const int F = L->in;
+    for (int b = 0; b < c->B; b++)
+        for (int t = 0; t < To; t++) {
+            float *o = out + ((int64_t)b * To + t) * F;
+            int n = 0;
+            for (int j = 0; j < L->win; j++) {
+                const int64_t ti = (int64_t)t * L->stride - pb + j;
+                if (ti < 0 || ti >= T) continue;
+                const float *x = in + ((int64_t)b * T + ti) * ld;
+                if (!n) memcpy(o, x, (size_t)F * 4);
+                else if (L->p1kind == FRNN_POOL1D_AVG)
+                    for (int f = 0; f < F; f++) o[f] += x[f];
+                else
+                    for (int f = 0; f < F; f++)
+                        if (!isnan(o[f]) && (isnan(x[f]) || x[f] > o[f])) o[f] = x[f];
+                n++;
+            }
+            if (L->p1kind == FRNN_POOL1D_AVG) {
+                const float d = (float)(L->count_pad ? L->win : n);
+                for (int f = 0; f < F; f++) o[f] /= d;
+            }
+        }
+    *Tout = To;
+    return FRNN_OK;
+}
+
 static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_t *ids,
                        const int64_t *lengths, float *y) {
     const int B = c->B, T = c->T;
@@ -805,10 +976,13 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             for (int t = 0; t < T; t++) c->lenok[(int64_t)b * T + t] = t < lengths[b];
         lenok = c->lenok;
     }
-    for (int l = 0; l < m->nlayers; l++) {
+    int Tc = T;             /* steps of the current tensor (layers that change time change it) */
+    frnn_status st = FRNN_OK;
+    for (int l = 0; l < m->nlayers && !st; l++) {
         const layer *L = &m->L[l];
         float *out = l == m->nlayers - 1 ? y : c->seq[nb];   /* the last layer writes y itself */
-        const int64_t rows = seq ? BT : B;
+        const int64_t rows = seq ? (int64_t)B * Tc : B;
+        c->T = Tc;          /* what the layer kernels read as the sequence's length */
         switch (L->type) {
         case L_EMB:
             for (int64_t i = 0; i < BT; i++) {
@@ -847,6 +1021,20 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             run_pool(L, c, cur, ld, has_mask ? c->mask : NULL, lenok, out);
             seq = 0; has_mask = 0;
             break;
+        case L_CONV:          /* a mask ends here (Keras: Conv1D and pooling drop it) */
+            st = run_conv(m, L, c, cur, ld, Tc, out, &Tc);
+            has_mask = 0;
+            break;
+        case L_POOL1:
+            st = run_pool1d(L, c, cur, ld, Tc, out, &Tc);
+            has_mask = 0;
+            break;
+        case L_REPEAT:
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < L->repeat_n; t++)
+                    memcpy(out + ((int64_t)b * L->repeat_n + t) * L->out, cur + b * ld, (size_t)L->out * 4);
+            Tc = L->repeat_n; seq = 1;
+            break;
         default:
             run_rec(m, L, c, cur, ld, ids, has_mask ? c->mask : NULL, lenok, out);
             if (!L->d.return_sequences) { seq = 0; has_mask = 0; }
@@ -854,7 +1042,8 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
         }
         cur = out; ld = L->out; nb ^= 1;
     }
-    return FRNN_OK;
+    c->T = T;
+    return st;
 }
 
 /* ---- whole sequences ------------------------------------------------------------------- */
@@ -877,7 +1066,8 @@ static void run_chunk(chunk *ch) {
     const int64_t rows0 = (int64_t)ch->b0 * ch->T;
     const float *xf = m->input_ids ? NULL : (const float *)ch->x + rows0 * m->input_size;
     const int64_t *ids = m->input_ids ? (const int64_t *)ch->x + rows0 : NULL;
-    float *y = ch->y + (m->output_seq ? rows0 : ch->b0) * (int64_t)m->output_size;
+    const int To = m->time_changes ? frnn_model_output_steps(m, ch->T) : ch->T;
+    float *y = ch->y + (m->output_seq ? (int64_t)ch->b0 * To : ch->b0) * (int64_t)m->output_size;
     ch->st = run(m, &c, xf, ids, ch->lengths ? ch->lengths + ch->b0 : NULL, y);
     if (!ch->st && ch->final) states_io(m, &c, ch->Btot, ch->b0, NULL, ch->final);
     ctx_free(&c);
@@ -894,6 +1084,7 @@ double frnn_model_row_step_flops(const frnn_model *m) {
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
         if (L->type == L_DENSE) f += 2.0 * L->in * L->out;
+        if (L->type == L_CONV) f += 2.0 * L->win * L->in * L->out / L->stride;
         if (L->type == L_REC) f += rec_row_flops(L);
     }
     return f;
@@ -906,6 +1097,10 @@ frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const
                          const float *const *init, float *y, float *const *final) {
     if (!m || !m->finalized || B < 1 || T < 1 || !x || !y || (int64_t)B * T > INT32_MAX)
         return FRNN_EINVAL;
+    if (m->time_changes) {   /* no lengths; every layer's steps exist and fit the row limit */
+        const int Tm = max_steps(m, T);
+        if (lengths || frnn_model_output_steps(m, T) < 1 || (int64_t)B * Tm > INT32_MAX) return FRNN_EINVAL;
+    }
     if (lengths)
         for (int b = 0; b < B; b++)
             if (lengths[b] < 0 || lengths[b] > T) return FRNN_EINVAL;

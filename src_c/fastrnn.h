@@ -106,6 +106,32 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d);
  * keeps a state (dirs 1, width nkinds*size + 1: the running sums or maxima and the count of
  * steps taken), so a stream's step t gives the pool over steps 0..t; a mean of no step is 0/0. */
 frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over);
+
+/* Layers that change the number of time steps (whole sequences only: a model with one cannot
+ * stream, and takes no lengths). Padding of a window over time: */
+enum {
+    FRNN_PAD_VALID = 0,     /* none: windows inside the sequence */
+    FRNN_PAD_SAME = 1,      /* ceil(T / stride) steps, the padding split as TensorFlow does
+                               (the extra one after) */
+    FRNN_PAD_CAUSAL = 2,    /* (kernel - 1) * dilation steps before (Keras padding="causal") */
+    FRNN_PAD_EXPLICIT = 3   /* pad_before / pad_after steps (torch padding=p) */
+};
+/* Conv1D over time: W (out, in, kernel) (torch's layout), b (out) or NULL, then act.
+ * y[t] = act(b + sum_j W[:, :, j] x[t*stride - pad_before + j*dilation]), zeros outside x. */
+frnn_status frnn_model_add_conv1d(frnn_model *m, int in, int out, int kernel, int stride, int dilation,
+                                  int pad_mode, int pad_before, int pad_after, const float *W,
+                                  const float *b, frnn_act act);
+/* Max or average pooling over windows of time (features kept); an average over a window that
+ * reaches into the padding divides by the window (count_pad) or by the steps inside. */
+enum { FRNN_POOL1D_MAX = 0, FRNN_POOL1D_AVG = 1 };
+frnn_status frnn_model_add_pool1d(frnn_model *m, int size, int kind, int window, int stride, int pad_mode,
+                                  int pad_before, int pad_after, int count_pad);
+/* RepeatVector: one step (batch, size) -> n steps of it (batch, n, size). */
+frnn_status frnn_model_add_repeat(frnn_model *m, int size, int n);
+/* Time steps of the output for T input steps (0: too few for a window); and whether some
+ * layer changes the number of steps. */
+int frnn_model_output_steps(const frnn_model *m, int T);
+int frnn_model_changes_time(const frnn_model *m);
 /* input_size: features of a float input (ignored when the first layer is an Embedding). */
 frnn_status frnn_model_finalize(frnn_model *m, int input_size);
 /* Number of state tensors (per recurrent layer: h, then c for an LSTM; per pooling layer: its

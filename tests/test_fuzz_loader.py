@@ -602,7 +602,7 @@ def test_missing_and_extra_option(tmp_path, bases):
     refuse(tmp_path, with_spec(bases["ids"], extra), "options must be exactly")
 
 
-@pytest.mark.parametrize("type_name", ["conv1d", "Dense", "", 3, None, ["dense"]])
+@pytest.mark.parametrize("type_name", ["conv2d", "Dense", "", 3, None, ["dense"]])
 def test_unknown_layer_type(tmp_path, bases, type_name):
     def f(spec):
         spec["layers"][2]["type"] = type_name
