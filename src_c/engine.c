@@ -222,21 +222,26 @@ static int act_ok(frnn_act a, int rowwise_ok) {
            (rowwise_ok && (a.kind == FRNN_ACT_SOFTMAX || a.kind == FRNN_ACT_LOG_SOFTMAX));
 }
 
-frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W, const float *b,
-                                 frnn_act act) {
-    if (in < 1 || out < 1 || !W || !act_ok(act, 1)) return FRNN_EINVAL;
-    NEW_LAYER(L, m, L_DENSE)
-    int nr = m->k->gemm_nr(INT_MAX);
-    L->in = in; L->out = out; L->act = act;
-    L->Wp = pack_gemm(m->k, W, out, in, NULL, NULL);
+/* L's GEMM weights W (out, K) packed, and its bias (NULL: none) padded to the panel width; the
+ * layer is then counted. On failure nothing is left allocated. */
+static frnn_status gemm_layer(frnn_model *m, layer *L, const float *W, int out, int K, const float *b) {
+    L->Wp = pack_gemm(m->k, W, out, K, NULL, NULL);
     if (!L->Wp) return FRNN_ENOMEM;
     if (b) {
-        L->bp = azalloc((size_t)rup(out, nr) * sizeof(float));
-        if (!L->bp) { free(L->Wp); return FRNN_ENOMEM; }
+        L->bp = azalloc((size_t)rup(out, m->k->gemm_nr(INT_MAX)) * sizeof(float));
+        if (!L->bp) { free(L->Wp); L->Wp = NULL; return FRNN_ENOMEM; }
         memcpy(L->bp, b, (size_t)out * sizeof(float));
     }
     m->nlayers++;
     return FRNN_OK;
+}
+
+frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W, const float *b,
+                                 frnn_act act) {
+    if (in < 1 || out < 1 || !W || !act_ok(act, 1)) return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_DENSE)
+    L->in = in; L->out = out; L->act = act;
+    return gemm_layer(m, L, W, out, in, b);
 }
 
 frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act) {
@@ -275,7 +280,7 @@ frnn_status frnn_model_add_conv1d(frnn_model *m, int in, int out, int kernel, in
         (int64_t)(kernel - 1) * dilation > 1 << 20)
         return FRNN_EINVAL;
     NEW_LAYER(L, m, L_CONV)
-    const int K = kernel * in, nr = m->k->gemm_nr(INT_MAX);
+    const int K = kernel * in;
     float *Wk = malloc((size_t)out * K * sizeof(float));   /* (out, kernel, in): an im2col row's order */
     if (!Wk) return FRNN_ENOMEM;
     for (int o = 0; o < out; o++)
@@ -285,16 +290,9 @@ frnn_status frnn_model_add_conv1d(frnn_model *m, int in, int out, int kernel, in
     L->in = in; L->out = out; L->act = act;
     L->win = kernel; L->stride = stride; L->dil = dilation;
     L->pad_mode = pad_mode; L->pad_b = pad_before; L->pad_a = pad_after;
-    L->Wp = pack_gemm(m->k, Wk, out, K, NULL, NULL);
+    const frnn_status st = gemm_layer(m, L, Wk, out, K, b);
     free(Wk);
-    if (!L->Wp) return FRNN_ENOMEM;
-    if (b) {
-        L->bp = azalloc((size_t)rup(out, nr) * sizeof(float));
-        if (!L->bp) { free(L->Wp); return FRNN_ENOMEM; }
-        memcpy(L->bp, b, (size_t)out * sizeof(float));
-    }
-    m->nlayers++;
-    return FRNN_OK;
+    return st;
 }
 
 frnn_status frnn_model_add_pool1d(frnn_model *m, int size, int kind, int window, int stride, int pad_mode,
