@@ -11,7 +11,7 @@ converters/onnx.py (.onnx files and onnx.ModelProto).
 import importlib
 import os
 
-from fastrnn.errors import ModelFormatError, UnsupportedError
+from fastrnn.errors import FastRNNError, ModelFormatError, UnsupportedError
 
 
 def require(module, purpose):
@@ -29,21 +29,26 @@ def sniff(path):
     'h5', 'onnx', 'torch' (zip/pickle), 'frnn' (safetensors) or None."""
     with open(path, "rb") as f:
         head = f.read(16)
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "h5"
     if head.startswith(b"PK\x03\x04"):
         import zipfile
         try:
-            names = zipfile.ZipFile(path).namelist()
-        except zipfile.BadZipFile:
-            return None
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, OSError, EOFError) as e:
+            raise ModelFormatError(f"{os.fspath(path)}: a damaged zip archive ({type(e).__name__}: {e})") from None
         if "config.json" in names:
             return "keras"
         return "torch"
+    # a safetensors (.frnn) header length, then its JSON: before the pickle test, since the
+    # length's low byte may be 0x80 (a header of 128 + 256k bytes)
+    if len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
+        return "frnn"
     if head[:1] == b"\x80":   # pickle protocol 2+ (legacy torch.save)
         return "torch"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "frnn"
     if head[:1] == b"\x08":   # protobuf field 1 varint: ModelProto.ir_version
         return "onnx"
     return None
@@ -95,6 +100,22 @@ def convert(src, *, isolate=False, isolate_timeout=None, isolate_memory=None, **
         kind = _kind_of(src)
         if kind is None:
             raise UnsupportedError(f"convert: cannot convert a {type(src).__module__}.{type(src).__name__}")
+    try:
+        return _dispatch(kind, src, opts)
+    except (FastRNNError, FileNotFoundError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - a file no importer check caught: still a clean error
+        if not isinstance(src, (str, os.PathLike)):
+            raise                # an in-memory model: an error of ours or of its framework, shown as is
+        if isinstance(e, MemoryError):   # a parser (libtorch's std::bad_alloc) believed a damaged size
+            raise ModelFormatError(f"{os.fspath(src)}: reading the {kind} file ran out of memory; it declares "
+                                   f"sizes it does not hold (damaged, or made to exhaust memory)") from None
+        raise ModelFormatError(f"{os.fspath(src)}: the {kind} file cannot be read "
+                               f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})") \
+            from None
+
+
+def _dispatch(kind, src, opts):
     if kind in ("keras", "h5"):
         from . import keras
         return keras.convert(src, **opts)

@@ -1134,7 +1134,7 @@ def convert(src, **opts):
     except (ModelFormatError, UnsupportedError):
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError, RuntimeError,
-            EOFError, zipfile.BadZipFile, zlib.error) as e:
+            EOFError, OverflowError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error) as e:
         # a malformed config or weights file: wrong types, missing keys, a damaged archive, or
         # HDF5 that h5py cannot read (it raises OSError, RuntimeError, KeyError or ValueError)
         where = f"{src}: " if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__") else ""

@@ -224,7 +224,7 @@ def _s(v):
 
 class _Graph:
     def __init__(self, model):
-        onnx = _onnx()
+        from .frontends.onnx import _array      # a damaged initializer: ModelFormatError naming it
         self.model = model
         g = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -232,7 +232,7 @@ class _Graph:
             raise ModelFormatError("the model imports no ai.onnx opset")
         self.env = {}
         for t in g.initializer:
-            self.env[t.name] = onnx.numpy_helper.to_array(t)
+            self.env[t.name] = _array(t)
         self.layers, self.nstates = [], 0
         self.subst = {}                         # x0/x1 -> B/T once a recurrent node fixes them
         self.inputs = []                        # graph inputs: [name, role, info]

@@ -127,9 +127,12 @@ def _check_storage(t, name):
     broadcast with stride 0 (zeros(1).expand(2**31, 16): 8 bytes on disk, 128 GiB once made
     contiguous). A weight's elements are distinct; views into a shared flat buffer (cuDNN's
     flattened RNN weights) are smaller than it and pass."""
+    if t.is_meta or t.layout != _torch().strided:
+        raise ModelFormatError(f"{name}: a {'meta' if t.is_meta else str(t.layout)} tensor holds no weights "
+                               f"(a dense tensor was expected)")
     try:
         held = t.untyped_storage().nbytes()
-    except (RuntimeError, NotImplementedError):      # no storage to speak of: a sparse or meta tensor
+    except (RuntimeError, NotImplementedError):      # no storage to speak of
         held = -1
     need = t.numel() * t.element_size()
     if need > max(held, 0) and need > 0:
@@ -162,7 +165,11 @@ def _traced_config(mod):
     state_dict (as for a state_dict file) and from the aten call in its code,
     torch.<lstm|gru|rnn_tanh|rnn_relu>(input, hx, params, has_biases, num_layers, dropout, train,
     bidirectional, batch_first), whose last argument is batch_first."""
-    code = str(getattr(mod, "code", ""))
+    try:
+        code = str(getattr(mod, "code", ""))
+    except Exception as e:  # noqa: BLE001 - a damaged archive's debug info fails in many ways
+        raise ModelFormatError(f"a TorchScript {getattr(mod, 'original_name', 'module')} whose code cannot be "
+                               f"read ({type(e).__name__}: {str(e).strip()[:200]})") from None
     m = re.search(r"torch\.(lstm|gru|rnn_tanh|rnn_relu)\(", code)
     if not m:
         return None
@@ -282,6 +289,8 @@ def _infer_rnn(sd, prefix, ms, nonlinearity):
     proj = 0
     if prefix + "weight_hr_l0" in sd:
         W_hr = t("weight_hr_l0")
+        if getattr(W_hr, "ndim", 0) != 2:
+            raise ModelFormatError(f"{prefix}weight_hr_l0 must be a matrix, got shape {tuple(getattr(W_hr, 'shape', ()))}")
         proj, H = int(W_hr.shape[0]), int(W_hr.shape[1])
     else:
         H = int(W_hh.shape[1])

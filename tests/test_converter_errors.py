@@ -1,0 +1,171 @@
+"""Damaged converter inputs are a ModelFormatError naming the cause, never another exception.
+
+Each case is one class of input that, mutated at random, used to escape `convert` as a bare
+ValueError, IndexError, UnicodeDecodeError or RuntimeError (tests/fuzz/ finds the rest), plus the
+format sniffing that mistook a valid .frnn for a pickle.
+"""
+import io
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.errors import ModelFormatError
+from fastrnn.converters import sniff
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+
+def _lstm_state_dict(**kw):
+    torch.manual_seed(0)
+    return torch.nn.LSTM(3, 4, batch_first=True, **kw).state_dict()
+
+
+def test_meta_and_sparse_tensors_hold_no_weights(tmp_path):
+    for how in ("meta", "sparse"):
+        sd = _lstm_state_dict()
+        w = sd["weight_ih_l0"]
+        sd["weight_ih_l0"] = w.to("meta") if how == "meta" else w.to_sparse()
+        p = tmp_path / f"{how}.pt"
+        torch.save(sd, p)
+        with pytest.raises(ModelFormatError, match=f"weight_ih_l0.*{how}.*dense tensor was expected"):
+            fastrnn.convert(str(p))
+
+
+def test_projection_weight_must_be_a_matrix(tmp_path):
+    sd = _lstm_state_dict(proj_size=2)
+    sd["weight_hr_l0"] = sd["weight_hr_l0"].flatten()
+    p = tmp_path / "proj.pt"
+    torch.save(sd, p)
+    with pytest.raises(ModelFormatError, match=r"weight_hr_l0 must be a matrix, got shape \(8,\)"):
+        fastrnn.convert(str(p))
+
+
+def _onnx_lstm(tmp_path):
+    m = torch.nn.LSTM(3, 4, batch_first=True)
+    p = tmp_path / "lstm.onnx"
+    torch.onnx.export(m, (torch.zeros(1, 5, 3),), str(p), input_names=["x"], dynamo=False,
+                      dynamic_axes={"x": {0: "B", 1: "T"}})
+    return p
+
+
+def test_damaged_onnx_initializer_is_named(tmp_path):
+    p = _onnx_lstm(tmp_path)
+    model = onnx.load(str(p))
+    big = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    big.raw_data = big.raw_data[:-3]            # 3 bytes short of its declared shape
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelFormatError, match=f"initializer '{big.name}' cannot be read"):
+        fastrnn.convert(str(bad))
+    big.raw_data = b""
+    big.data_type = 99                          # no such TensorProto type
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelFormatError, match=f"initializer '{big.name}' cannot be read"):
+        fastrnn.convert(str(bad))
+
+
+def test_zip_member_names_that_are_not_utf8(tmp_path):
+    sd = _lstm_state_dict()
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    data = bytearray(buf.getvalue())
+    # flag a member name as UTF-8 (general purpose bit 11) and put an invalid byte into it
+    i = data.index(b"PK\x01\x02")                # first central-directory entry
+    data[i + 8] |= 0x08                          # flags, low byte bit 3 -> bit 11 is in the high byte
+    data[i + 9] |= 0x08
+    n = struct.unpack_from("<H", data, i + 28)[0]
+    data[i + 46 + n - 1] = 0xff
+    p = tmp_path / "names.pt"
+    p.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match="damaged zip archive"):
+        fastrnn.convert(str(p))
+
+
+class _Tagger(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(3, 4, batch_first=True)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(y)
+
+
+def test_damaged_torchscript_debug_info(tmp_path):
+    """torch.jit.load reads a module whose debug pickle is damaged; its .code then fails."""
+    p = tmp_path / "ts.pt"
+    torch.jit.script(_Tagger()).save(str(p))
+    src = zipfile.ZipFile(p)
+    members = [(info, src.read(info.filename)) for info in src.infolist()]
+    out = tmp_path / "ts_bad.pt"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
+        for info, data in members:
+            w.writestr(info, b"\x80\x02\xae" if info.filename.endswith(".debug_pkl") else data)
+    m = torch.jit.load(str(out))
+    with pytest.raises(RuntimeError, match="Unknown opcode"):
+        str(m.code)
+    with pytest.raises(ModelFormatError, match="ts_bad.pt.*cannot be read.*Unknown opcode"):
+        fastrnn.convert(str(out))
+
+
+def test_a_parser_out_of_memory_is_a_model_format_error(tmp_path, monkeypatch):
+    """libtorch raises MemoryError (std::bad_alloc) on sizes a damaged archive declares."""
+    import fastrnn.converters.torch as conv_torch
+    p = tmp_path / "m.pt"
+    torch.save(_lstm_state_dict(), p)
+
+    def bad_alloc(*a, **k):
+        raise MemoryError("std::bad_alloc")
+    monkeypatch.setattr(conv_torch, "convert", bad_alloc)
+    with pytest.raises(ModelFormatError, match="m.pt: reading the torch file ran out of memory"):
+        fastrnn.convert(str(p))
+
+
+def _frnn_with_header(tmp_path, size):
+    """A valid .frnn whose safetensors header is padded to `size` bytes."""
+    p = tmp_path / "m.frnn"
+    rng = np.random.default_rng(0)
+    fastrnn.Model([fastrnn.ir.Dense(rng.normal(size=(2, 3)).astype(np.float32), np.zeros(2, np.float32))]).save(p)
+    raw = p.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = raw[8:8 + n].rstrip(b" ")
+    assert len(head) <= size
+    out = tmp_path / f"h{size}.frnn"
+    out.write_bytes(struct.pack("<Q", size) + head + b" " * (size - len(head)) + raw[8 + n:])
+    return out
+
+
+@pytest.mark.parametrize("size", [0x280, 0x780, 0x4080])
+def test_frnn_headers_whose_length_starts_like_a_pickle(tmp_path, size):
+    p = _frnn_with_header(tmp_path, size)
+    assert p.read_bytes()[:1] == b"\x80"
+    assert sniff(p) == "frnn"
+    m = fastrnn.convert(str(p))
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_array_equal(m.predict(x[None])[0], fastrnn.load(p).predict(x[None])[0])
+
+
+def test_a_legacy_pickle_is_still_a_torch_file(tmp_path):
+    p = tmp_path / "legacy.pt"
+    torch.save(_lstm_state_dict(), p, _use_new_zipfile_serialization=False)
+    assert sniff(p) == "torch"
+    assert fastrnn.convert(str(p)).predict(np.zeros((1, 2, 3), np.float32)).shape == (1, 2, 4)
+
+
+def test_unexpected_failures_inside_a_file_are_model_format_errors(tmp_path, monkeypatch):
+    """A failure no importer check names still reaches the user as a ModelFormatError on the file."""
+    import fastrnn.converters.onnx as conv_onnx
+    p = _onnx_lstm(tmp_path)
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("a case no check foresaw")
+    monkeypatch.setattr(conv_onnx, "convert", boom)
+    with pytest.raises(ModelFormatError, match=r"lstm.onnx: the onnx file cannot be read \(ZeroDivisionError"):
+        fastrnn.convert(str(p))
+    with pytest.raises(ZeroDivisionError):        # an in-memory model: its own error, shown as is
+        fastrnn.convert(onnx.load(str(p)))
