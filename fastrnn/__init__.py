@@ -10,7 +10,7 @@ FASTRNN_ISA=scalar|avx2|avx512 (read at import) forces the kernels new models us
 """
 import os as _os
 
-from .errors import FastRNNError, ModelFormatError, ShapeError, UnsupportedError
+from .errors import ArgumentTypeError, FastRNNError, ModelFormatError, ShapeError, UnsupportedError
 from . import ir
 from .ir import Act, Activation, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, Recurrent, RepeatVector
 from . import _engine
@@ -40,4 +40,4 @@ def convert(src, **opts):
 
 __all__ = ["Model", "Stream", "StreamPool", "load", "convert", "cpu_info", "set_num_threads", "get_num_threads",
            "Embedding", "Masking", "Dense", "Activation", "Recurrent", "Pool", "Conv1D", "Pool1D", "RepeatVector", "Act", "ir",
-           "FastRNNError", "ModelFormatError", "ShapeError", "UnsupportedError"]
+           "FastRNNError", "ModelFormatError", "ShapeError", "ArgumentTypeError", "UnsupportedError"]

@@ -17,7 +17,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
-from .errors import FastRNNError, ShapeError, UnsupportedError
+from .errors import ArgumentTypeError, FastRNNError, ShapeError, UnsupportedError
 
 cnp.import_array()
 
@@ -142,8 +142,10 @@ def kernel_names():
 
 def set_num_threads(n):
     """Threads predict may use on large batches (default 1; at most 64 are used)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 4096:
-        raise ValueError(f"set_num_threads: n must be an integer in [1, 4096], got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ArgumentTypeError(f"set_num_threads: n must be an integer in [1, 4096], got {n!r}")
+    if not 1 <= n <= 4096:
+        raise ShapeError(f"set_num_threads: n must be an integer in [1, 4096], got {n!r}")
     frnn_set_num_threads(int(n))
 
 
@@ -441,12 +443,15 @@ cdef int _check_can_stream(CModel cm) except -1:
     return 0
 
 
-cdef int _check_out(cnp.ndarray out, Py_ssize_t B, int out_size) except -1:
+cdef int _check_out(object out, Py_ssize_t B, int out_size) except -1:
+    if not cnp.PyArray_Check(out):
+        raise ArgumentTypeError(f"step_into: out must be a writeable C-contiguous float32 array of shape "
+                                f"({B}, {out_size}), got {type(out).__name__}")
     if (cnp.PyArray_TYPE(out) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(out) != 2
             or cnp.PyArray_DIMS(out)[0] != B or cnp.PyArray_DIMS(out)[1] != out_size
             or not cnp.PyArray_ISCARRAY(out)):
         raise ShapeError(f"step_into: out must be a writeable C-contiguous float32 array of shape "
-                         f"({B}, {out_size}), got {out.dtype} {(<object>out).shape}")
+                         f"({B}, {out_size}), got {out.dtype} {out.shape}")
     return 0
 
 
@@ -519,7 +524,7 @@ cdef class Stream:
             _raise(st, "step")
         return 0
 
-    def step_into(self, x, cnp.ndarray out not None):
+    def step_into(self, x, out):
         """One step; writes the output into `out` (float32 C-contiguous (batch, output_size))."""
         _check_out(out, self.batch_size, self.out_size)
         self._step(x, out)
@@ -623,9 +628,10 @@ cdef class StreamPool:
             raise FastRNNError("a StreamPool is initialised once")
         cm = getattr(model, "_cm", None)
         if not isinstance(cm, CModel) or (<CModel>cm).m == NULL:
-            raise TypeError(f"StreamPool: expected a fastrnn.Model, got {type(model).__name__}")
-        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) \
-                or not 1 <= capacity <= 2**31 - 1:
+            raise ArgumentTypeError(f"StreamPool: expected a fastrnn.Model, got {type(model).__name__}")
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+            raise ArgumentTypeError(f"StreamPool: capacity must be an integer in [1, 2**31 - 1], got {capacity!r}")
+        if not 1 <= capacity <= 2**31 - 1:
             raise ShapeError(f"StreamPool: capacity must be an integer in [1, 2**31 - 1], got {capacity!r}")
         _check_can_stream(<CModel>cm)
         cdef frnn_status st = frnn_streampool_new((<CModel>cm).m, int(capacity), &self.p)
@@ -667,7 +673,7 @@ cdef class StreamPool:
         if self.p == NULL:
             raise FastRNNError("this StreamPool is not initialised")
         if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)):
-            raise ShapeError(f"{what}: a slot is an integer, got {slot!r}")
+            raise ArgumentTypeError(f"{what}: a slot is an integer, got {slot!r}")
         if not 0 <= slot < frnn_streampool_capacity(self.p):
             raise ShapeError(f"{what}: slot {slot} is outside [0, {frnn_streampool_capacity(self.p)})")
         if not frnn_streampool_is_open(self.p, slot):
@@ -740,13 +746,17 @@ cdef class StreamPool:
             raise FastRNNError("this StreamPool is not initialised")
         if not (cnp.PyArray_Check(slots) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>slots)
                 and _dtype_code(cnp.PyArray_TYPE(<cnp.ndarray>slots)) >= FRNN_DT_I8):
+            given = slots
             try:
                 slots = np.asarray(slots)
             except (ValueError, TypeError) as e:
                 raise ShapeError(f"step: slots is not an array: {e}") from None
             if slots.dtype.kind not in "iu":
                 if slots.size:
-                    raise ShapeError(f"step: slots must be integers, got dtype {slots.dtype}")
+                    raise ArgumentTypeError(f"step: slots must be integers, got dtype {slots.dtype}")
+            elif isinstance(given, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in given):
+                # NumPy reads [0, True] as [0, 1]: a bool is never a slot id
+                raise ArgumentTypeError(f"step: slots must be integers, got a bool in {given!r}")
                 slots = slots.astype(np.int64)   # [] is float64 to NumPy
             if not slots.dtype.isnative:
                 slots = slots.astype(slots.dtype.newbyteorder("="))
@@ -775,7 +785,7 @@ cdef class StreamPool:
         self._step(slots, x, out, n)
         return out
 
-    def step_into(self, slots, x, cnp.ndarray out not None):
+    def step_into(self, slots, x, out):
         """step, writing into `out` (float32 C-contiguous (len(slots), output_size))."""
         slots = self._slots(slots)
         cdef Py_ssize_t n = cnp.PyArray_DIMS(<cnp.ndarray>slots)[0]

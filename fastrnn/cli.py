@@ -686,11 +686,11 @@ def _outputs_info(model):
 
 def _meta_text(meta):
     source = meta.get("source")
-    if not source:
+    if source is None or source == "":
         return "built from layer specs (no converter)"
     simple = [f"{k}={v}" for k, v in meta.items()
               if k != "source" and v is not None and isinstance(v, (str, int, float, bool))]
-    return source + (f" ({', '.join(simple)})" if simple else "")
+    return str(source) + (f" ({', '.join(simple)})" if simple else "")
 
 
 def _model_info(path):

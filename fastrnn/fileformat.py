@@ -12,26 +12,37 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
 
 Both directions are implemented here (the container is simple): writing so that the bytes are
 deterministic, reading so that every field and offset is validated before use (as safetensors'
-own Metadata::validate does) and the tensors are read-only views of one np.memmap: no copy until
-the engine packs them. The safetensors package reads our files (tests check it). Anything malformed,
-truncated or hostile raises ModelFormatError; nothing in a file is ever executed or unpickled.
+own Metadata::validate does) and the tensors are read-only views of one buffer holding the file.
+
+A file is read into memory whole, once, by load; it is not memory-mapped. Services replace a model
+file in place (`cp new.frnn model.frnn`), and a mapping would then show the model the new bytes, or
+kill the process with SIGBUS once the file shrinks; a loaded model depends on nothing outside
+its process. The cost is the file's size in memory beside the engine's packed copy. save writes
+a temporary file beside the target, syncs it and renames it over the target (see _write_atomic).
+
+The safetensors package reads our files (tests check it). Anything malformed, truncated or
+hostile raises ModelFormatError; nothing in a file is ever executed or unpickled. Model.meta
+follows one rule (check_meta) in Model(), save and load alike.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import stat
 import struct
+import threading
 
 import numpy as np
 
 from . import ir
 from . import signature as sig_
-from .errors import ModelFormatError, ShapeError
+from .errors import ArgumentTypeError, ModelFormatError, ShapeError
 
 FORMAT = "fastrnn"
 VERSION = 1
 MAX_HEADER = 64 << 20            # a header over 64 MiB is not one we wrote
+MAX_META_DEPTH = 32              # lists and dicts inside Model.meta, counting meta itself
 _DTYPES = {"F32": np.dtype("<f4")}
 
 
@@ -46,12 +57,9 @@ def save(model, path):
             tensors[f"layers.{i}.{name}"] = np.ascontiguousarray(arr, dtype="<f4")
             names.append(name)
         layers.append({"type": ir.TYPE_NAMES[type(layer)], "options": layer.options(), "tensors": names})
-    spec = {"input_size": model.input_size, "meta": model.meta, "layers": layers,
+    spec = {"input_size": model.input_size, "meta": check_meta(model.meta, "model.meta"), "layers": layers,
             "signature": sig_.to_json(model.signature)}
-    try:
-        spec_json = json.dumps(spec, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ModelFormatError(f"model meta is not JSON-serialisable: {e}") from None
+    spec_json = json.dumps(spec, sort_keys=True, allow_nan=False)
     header = {"__metadata__": {"format": FORMAT, "format_version": str(VERSION), "spec": spec_json}}
     pos = 0
     for name in sorted(tensors):
@@ -60,13 +68,89 @@ def save(model, path):
         pos += a.nbytes
     h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)            # 8-byte aligned data, as safetensors pads
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:           # write aside, then rename: a crash never leaves half a file
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for name in sorted(tensors):
-            f.write(tensors[name].tobytes())
-    os.replace(tmp, path)
+    if len(h) > MAX_HEADER:              # load refuses such a header: so does save
+        raise ModelFormatError(f"model.meta makes a {len(h)}-byte header, over the {MAX_HEADER}-byte limit")
+    _write_atomic(path, [struct.pack("<Q", len(h)), h] + [tensors[name] for name in sorted(tensors)])
+
+
+def _write_atomic(path, parts):
+    """Write parts (bytes or arrays) to path through a temporary file beside it, synced to disk
+    before it is renamed over the target: a crash or a full disk never leaves a truncated model,
+    and a process that loaded the old file is unaffected (the old inode stays as it was). The
+    directory is synced too, so the rename itself survives a power loss."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"save: expected a path, got {type(path).__name__}")
+    path = os.fspath(path)
+    if os.path.islink(path):              # replace the file a symlink names, keeping the link
+        path = os.path.realpath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        raise type(e)(e.errno, f"save: cannot write beside {path}: {e.strerror}", path) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for part in parts:
+                f.write(part if isinstance(part, bytes) else memoryview(part).cast("B"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return                            # a folder we may not open: the file is in place anyway
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass                              # some filesystems do not sync directories
+    finally:
+        os.close(dfd)
+
+
+def check_meta(meta, where="meta"):
+    """Model.meta as a .frnn file holds it; returns a deep copy made of plain Python values.
+
+    A dict with string keys whose values are JSON values: str, an integer that fits 64 bits, a
+    finite float, bool, None, and lists (tuples become lists) and dicts of them, nested at most
+    MAX_META_DEPTH deep; NumPy scalars become the Python numbers they hold. Model(), save and load
+    all apply this one rule, so every file load accepts is one save can write back, and the
+    reverse. Anything else is a ModelFormatError naming where it is."""
+    def value(v, at, depth):
+        if v is None or isinstance(v, (bool, str)):
+            return v
+        if isinstance(v, np.bool_):
+            return bool(v)
+        if isinstance(v, (int, np.integer)):
+            if not -2**63 <= v < 2**64:
+                raise ModelFormatError(f"{at}: the integer {int(v)} does not fit 64 bits")
+            return int(v)
+        if isinstance(v, (float, np.floating)):
+            if not math.isfinite(v):
+                raise ModelFormatError(f"{at}: {float(v)} is not a finite number")
+            return float(v)
+        if depth >= MAX_META_DEPTH:
+            raise ModelFormatError(f"{at}: nested more than {MAX_META_DEPTH} deep")
+        if isinstance(v, (list, tuple)):
+            return [value(e, f"{at}[{i}]", depth + 1) for i, e in enumerate(v)]
+        if isinstance(v, dict):
+            out = {}
+            for k, e in v.items():
+                if not isinstance(k, str):
+                    raise ModelFormatError(f"{at}: keys are strings, got {type(k).__name__} {k!r}")
+                out[k] = value(e, f"{at}[{k!r}]", depth + 1)
+            return out
+        raise ModelFormatError(f"{at}: a {type(v).__name__} is not a JSON value "
+                               f"(str, number, bool, None, list or dict)")
+    if not isinstance(meta, dict):
+        raise ModelFormatError(f"{where}: expected a dict, got {type(meta).__name__}")
+    return value(meta, where, 1)
 
 
 def _no_constant(name):
@@ -84,7 +168,7 @@ def _source(src):
     try:
         buf = memoryview(src)
     except TypeError:
-        raise TypeError(f"fastrnn.load: expected a path or bytes, got {type(src).__name__}") from None
+        raise ArgumentTypeError(f"fastrnn.load: expected a path or bytes, got {type(src).__name__}") from None
     if not buf.c_contiguous:
         raise ModelFormatError("fastrnn.load: a buffer that is not contiguous bytes")
     buf = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
@@ -105,19 +189,22 @@ def _read_header(name, size, read):
 
 
 def read_container(src):
-    """Parse and validate a safetensors file (a path, memory-mapped, or bytes / a buffer, used
+    """Parse and validate a safetensors file (a path, read whole, or bytes / a buffer, used
     in place). Returns (metadata: dict[str, str], tensors: dict)."""
     path, fs_path, buf = _source(src)
-    if buf is not None:
-        size = buf.nbytes
-        n, raw = _read_header(path, size, lambda a, k: bytes(buf[a:a + k]))
-    else:
+    if buf is None:     # a file is read whole, once: the model never depends on it afterwards
         try:
-            size = os.path.getsize(fs_path)
+            if not stat.S_ISREG(os.stat(fs_path).st_mode):   # /dev/zero, a FIFO: never ends
+                _fail(path, "not a regular file")
             with open(fs_path, "rb") as f:
-                n, raw = _read_header(path, size, lambda a, k: f.read(k))
+                size = os.fstat(f.fileno()).st_size
+                n, _ = _read_header(path, size, lambda a, k: f.read(k))   # its size, before reading it all
+                f.seek(0)
+                buf = memoryview(f.read(size))
         except OSError as e:
             raise ModelFormatError(f"{path}: cannot read: {e}") from None
+    size = buf.nbytes
+    n, raw = _read_header(path, size, lambda a, k: bytes(buf[a:a + k]))
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -157,8 +244,7 @@ def read_container(src):
         _fail(path, f"{data_len - pos} trailing bytes after the last tensor")
     tensors = {}
     if entries:
-        mm = (np.frombuffer(buf, np.uint8, count=data_len, offset=data_start) if buf is not None else
-              np.memmap(fs_path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_len,)))
+        mm = np.frombuffer(buf, np.uint8, count=data_len, offset=data_start)
         for name, (dt, shape, a) in entries.items():
             count = math.prod(shape)
             arr = np.frombuffer(mm, dtype=_DTYPES[dt], count=count, offset=a).reshape(shape)
@@ -167,8 +253,8 @@ def read_container(src):
 
 
 def load(src):
-    """Read a .frnn file (a path: weights memory-mapped read-only until packed; or bytes / a
-    buffer holding one, whose tensors are read-only views of it) into a fastrnn.Model."""
+    """Read a .frnn file (a path, read into memory whole; or bytes / a buffer holding one, whose
+    tensors are read-only views of it) into a fastrnn.Model."""
     from .model import Model
     meta, tensors = read_container(src)
     path = _source(src)[0]

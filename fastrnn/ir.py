@@ -72,7 +72,7 @@ class Act:
     beta: float = math.nan
 
     def __post_init__(self):
-        kind = ALIASES.get(self.kind, self.kind)
+        kind = ALIASES.get(self.kind, self.kind) if isinstance(self.kind, str) else None
         if kind not in ACTIVATIONS:
             raise ModelFormatError(
                 f"unknown activation {self.kind!r}; known: {', '.join(sorted(ACTIVATIONS))}")
@@ -253,7 +253,7 @@ class Pool:
                 or not all(isinstance(k, str) and k in POOL_KINDS for k in self.kinds):
             raise ModelFormatError(f"Pool.kinds: expected 1 to 3 of {POOL_KINDS}, got {self.kinds!r}")
         self.kinds = tuple(self.kinds)
-        if self.over not in POOL_OVER:
+        if not _is_one_of(self.over, POOL_OVER):
             raise ModelFormatError(f"Pool.over: expected one of {POOL_OVER}, got {self.over!r}")
         if self.size * len(self.kinds) + 1 > 2**29:
             raise ModelFormatError(f"Pool.size: {self.size} is too large")
@@ -352,7 +352,7 @@ class Pool1D:
 
     def __post_init__(self):
         self.size = _pos_int("Pool1D.size", self.size)
-        if self.kind not in ("max", "avg"):
+        if not _is_one_of(self.kind, ("max", "avg")):
             raise ModelFormatError(f"Pool1D.kind: 'max' or 'avg', got {self.kind!r}")
         self.window = _pos_int("Pool1D.window", self.window, 1, 1 << 20)
         self.stride = self.window if self.stride is None else _pos_int("Pool1D.stride", self.stride, 1, 1 << 20)
@@ -456,15 +456,15 @@ class Recurrent:
     peepholes: bool = field(init=False)
 
     def __post_init__(self):
-        if self.cell not in CELLS:
+        if not _is_one_of(self.cell, CELLS):
             raise ModelFormatError(f"Recurrent.cell: expected one of {sorted(CELLS)}, got {self.cell!r}")
-        if self.direction not in DIRECTIONS:
+        if not _is_one_of(self.direction, DIRECTIONS):
             raise ModelFormatError(
                 f"Recurrent.direction: expected one of {sorted(DIRECTIONS)}, got {self.direction!r}")
-        if self.merge_mode not in MERGE_MODES:
+        if not _is_one_of(self.merge_mode, MERGE_MODES):
             raise ModelFormatError(
                 f"Recurrent.merge_mode: expected one of {MERGE_MODES}, got {self.merge_mode!r}")
-        if self.masked_output not in ("carry", "zero"):
+        if not _is_one_of(self.masked_output, ("carry", "zero")):
             raise ModelFormatError(f"Recurrent.masked_output: 'carry' or 'zero', got {self.masked_output!r}")
         gates, nact = CELLS[self.cell]
         ndir = DIRECTIONS[self.direction]
@@ -661,6 +661,12 @@ def _bad(type_name, tensors):
     raise ModelFormatError(f"{type_name}: unexpected tensors {sorted(tensors)}")
 
 
+def _is_one_of(value, allowed):
+    """value is one of the allowed option names (an array given by mistake in an option's place
+    is not: `in` would raise TypeError or compare it element-wise)."""
+    return isinstance(value, str) and value in allowed
+
+
 def check_pipeline(layers, input_size=None):
     """Validate that layers chain; returns (input_kind, input_size, output_size, sequence_out).
 
@@ -671,6 +677,9 @@ def check_pipeline(layers, input_size=None):
     for i, l in enumerate(layers):
         if type(l) not in TYPE_NAMES:
             raise ModelFormatError(f"layer {i}: not a fastrnn layer spec ({type(l).__name__})")
+    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer))
+                                   or input_size < 1):
+        raise ModelFormatError(f"input_size must be a positive integer or None, got {input_size!r}")
     first = layers[0]
     kind = "ids" if isinstance(first, Embedding) else "float"
     size = first.output_size if kind == "ids" else first.input_size

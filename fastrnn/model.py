@@ -19,9 +19,17 @@ import dataclasses
 import numpy as np
 
 from . import _engine, ir, signature as sig_
-from .errors import ShapeError, UnsupportedError
+from .errors import ArgumentTypeError, ShapeError, UnsupportedError
+from .fileformat import check_meta
 
 _MAX_ROWS = 2**31 - 1
+
+
+def _check_rows(a):
+    """The documented batch x time limit of predict, checked on the shape alone."""
+    if a.shape[0] * a.shape[1] > _MAX_ROWS:
+        raise ShapeError(f"predict: batch*time = {a.shape[0] * a.shape[1]} is over the limit {_MAX_ROWS}; "
+                         f"split the batch")
 
 
 class Model:
@@ -37,15 +45,17 @@ class Model:
     def __init__(self, layers, input_size=None, *, meta=None, signature=None):
         # layer specs are mutable dataclasses: validate (copies of) them now, so that a weight
         # replaced after construction can never reach C with the wrong size
+        if not isinstance(layers, (list, tuple)):
+            raise ArgumentTypeError(f"Model: layers must be a list of fastrnn layer specs, got {type(layers).__name__}")
         layers = [dataclasses.replace(l) if type(l) in ir.TYPE_NAMES else l for l in layers]
         _, in_size, _, _ = ir.check_pipeline(layers, input_size)
         self.layers = layers
-        self.meta = dict(meta or {})
+        self.meta = check_meta({} if meta is None else meta)
         self._cm = _engine.CModel(layers, in_size or 0)
         self._in_size = in_size
         self._dims = [self._cm.state_dims(i) for i in range(self._cm.num_states)]
         self.signature = sig_.check(signature, self._dims, self.output_size, bool(self._cm.output_is_sequence),
-                                    internal=_pool_states(layers))
+                                    internal=_pool_states(layers), input_size=in_size)
         self._outputs_states = sig_.uses_states(self.signature)   # decided once, not per call/step
 
     # ---- description ---------------------------------------------------------------------
@@ -105,6 +115,7 @@ class Model:
             if a.ndim != 2:
                 raise ShapeError(f"predict: expected token ids of shape (batch, time), got shape {a.shape}"
                                  + (" (for one sequence use x[None])" if a.ndim == 1 else ""))
+            _check_rows(a)
             if a.size:
                 vocab = self.layers[0].vocab_size
                 lo, hi = a.min(), a.max()
@@ -119,6 +130,7 @@ class Model:
         if a.ndim != 3 or a.shape[2] != self._in_size:
             raise ShapeError(f"predict: expected x of shape (batch, time, {self._in_size}), got shape {a.shape}"
                              + (" (for one sequence use x[None])" if a.ndim == 2 else ""))
+        _check_rows(a)          # before the copy below: a broadcast view may stand for terabytes
         return np.ascontiguousarray(a, dtype=np.float32)
 
     def _check_states(self, states, batch, what):
@@ -152,8 +164,6 @@ class Model:
         B, T = a.shape[0], a.shape[1]
         if T == 0:
             raise ShapeError("predict: sequences need at least one time step")
-        if B * T > _MAX_ROWS:
-            raise ShapeError(f"predict: batch*time = {B * T} is over the limit {_MAX_ROWS}; split the batch")
         lens = None
         if self._cm.changes_time:
             if lengths is not None:
@@ -192,8 +202,9 @@ class Model:
 
     def stream(self, batch_size=1):
         """A Stream of `batch_size` rows over this model (its own state; one thread at a time)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or not 1 <= batch_size <= 2**31 - 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise ArgumentTypeError(f"stream: batch_size must be an integer >= 1, got {batch_size!r}")
+        if not 1 <= batch_size <= 2**31 - 1:
             raise ShapeError(f"stream: batch_size must be an integer >= 1, got {batch_size!r}")
         if self.num_outputs > 1 or self._outputs_states:
             return _MultiOutputStream(self, self._cm, int(batch_size))

@@ -57,11 +57,13 @@ def _int(v):
     return type(v) is int
 
 
-def check(sig, state_dims, output_size, output_is_sequence, internal=()):
+def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_size=None):
     """Validate (and normalise) a signature dict against a model. state_dims: list of
     (dirs, width) per native state; output_is_sequence: the engine's y; internal: native states
     the source has no counterpart of (a pooling layer's running pool): the source's states need
-    not name them (they start at zero). Raises ModelFormatError."""
+    not name them (they start at zero); input_size: features of a float input (None: token ids),
+    which a graph's sequence input must carry on an F axis (optional for one feature, absent for
+    ids). Raises ModelFormatError."""
     if sig is None:
         return {"outputs": None, "states": None, "time": None, "graph": None, "axes": None}
     if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph", "axes"}:
@@ -70,7 +72,7 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=()):
     graph = None
     if sig.get("graph") is not None:
         seq = output_is_sequence and sig.get("time") in (None, "longest")     # what predict returns
-        graph = _check_graph(sig["graph"], state_dims, output_size, seq)
+        graph = _check_graph(sig["graph"], state_dims, output_size, seq, input_size)
     outs, states, time = sig.get("outputs"), sig.get("states"), sig.get("time")
     if time is not None:
         if time not in ("last", "longest", "longest_last") or not output_is_sequence:
@@ -151,7 +153,7 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=()):
 _LABELS = {"x": {"B", "T", "F", "1"}, "state": {"S", "B", "F", "1"}, "y": {"B", "T", "D", "F", "1"}}
 
 
-def _check_graph(g, state_dims, output_size, output_is_sequence):
+def _check_graph(g, state_dims, output_size, output_is_sequence, input_size=None):
     """Validate the ONNX inputs/outputs entry (a hostile .frnn must not reach run() malformed):
     y outputs match predict's output (time axis, directions dividing the features), state parts
     of one entry share a width."""
@@ -184,7 +186,9 @@ def _check_graph(g, state_dims, output_size, output_is_sequence):
             bad(f"input {e!r}")
         names.add(e["name"])
         role = e.get("role")
-        if role == "x" and set(e) == {"name", "role", "axes"} and axes_ok(e["axes"], "x", "T"):
+        if role == "x" and set(e) == {"name", "role", "axes"} and axes_ok(e["axes"], "x", "T") \
+                and ("F" in e["axes"] if input_size not in (None, 1) else
+                     "F" not in e["axes"] if input_size is None else True):
             continue                  # no "B": one unbatched sequence (run() feeds it as a batch of one)
         if role == "lengths" and set(e) == {"name", "role"}:
             continue
