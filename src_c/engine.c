@@ -751,8 +751,6 @@ static void rec_part(void *arg, int tid, int nt) {
     const frnn_kernels *k = m->k;
     const int B = c->B, T = c->T, R = L->R, G = L->G, vw = m->vw, nxd = G * L->Hp;
     const int mode = nt == 1 ? PAR_SERIAL : J->mode, tc = rec_tc(L, B, T, c->tc_forced);
-    int cur0[2];
-    for (int d = 0; d < L->ndir; d++) cur0[d] = c->cur[L->slot0 + d];
     if (L->emb_xp) {   /* token ids, validated by the Embedding layer: point at their rows */
         int i0, i1;
         share(B * T, 1, tid, nt, &i0, &i1);
@@ -767,6 +765,10 @@ static void rec_part(void *arg, int tid, int nt) {
         share(L->Hp, vw, tid, nt, &j0, &j1);
         share(nxd, L->nr, tid, nt, &n0, &n1);   /* its panels of each chunk's GEMM */
     }
+    /* the state index of this part's directions only: in DIRS, the other direction's part
+     * writes its own index when it finishes (reading it here would be a data race) */
+    int cur0[2] = {0, 0};
+    for (int d = d0; d < d1; d++) cur0[d] = c->cur[L->slot0 + d];
     /* units this part carries: all of h (R wide) and c in the serial/DIRS modes; its tiles in
      * TILES (no projection there: R = H, Rp = Hp) */
     const int h0 = mode == PAR_TILES ? j0 : 0, h1 = mode == PAR_TILES ? j1 : L->Rp;

@@ -44,9 +44,12 @@ static struct {
     atomic_uint gen;                  /* region counter: a change wakes the workers */
     atomic_int sleepers;
     atomic_int pending;               /* parts of the current region still running in workers */
-    frnn_task_fn fn;                  /* the current region (written under busy before gen++) */
-    void *arg;
-    int nt;
+    /* the current region, written under busy while gen is odd: atomics (relaxed; gen's
+     * acquire/release orders them), since a worker may read them while they are rewritten and
+     * only then see gen moved on and drop what it read (a sequence lock) */
+    _Atomic(frnn_task_fn) fn;
+    _Atomic(void *) arg;
+    atomic_int nt;
 } P = {.busy = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 /* spin-wait step i of a wait that started at *t0: pause; after FRNN_YIELD_NS, yield the CPU.
@@ -100,10 +103,11 @@ static void *worker(void *idp) {
             atomic_fetch_sub(&P.sleepers, 1);
             pthread_mutex_unlock(&P.mu);
         }
-        frnn_task_fn fn = P.fn;
-        void *arg = P.arg;
-        int nt = P.nt;
-        if (atomic_load(&P.gen) != g) continue;        /* a later region: not ours to run */
+        frnn_task_fn fn = atomic_load_explicit(&P.fn, memory_order_relaxed);
+        void *arg = atomic_load_explicit(&P.arg, memory_order_relaxed);
+        int nt = atomic_load_explicit(&P.nt, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);     /* the reads above before the check below */
+        if (atomic_load_explicit(&P.gen, memory_order_relaxed) != g) continue;   /* a later region */
         seen = g;
         if (id + 1 < nt) {
             fn(arg, id + 1, nt);
@@ -167,7 +171,10 @@ void frnn_parallel(int nt, frnn_task_fn fn, void *arg, frnn_barrier *bar) {
     barrier_init(bar, nt);
     const long t_start = now_ns();
     atomic_fetch_add(&P.gen, 1);                       /* odd: being written */
-    P.fn = fn; P.arg = arg; P.nt = nt;
+    atomic_thread_fence(memory_order_release);         /* pairs with the worker's acquire fence */
+    atomic_store_explicit(&P.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&P.arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&P.nt, nt, memory_order_relaxed);
     atomic_store(&P.pending, nt - 1);
     atomic_fetch_add(&P.gen, 1);                       /* even, seq_cst: published */
     if (atomic_load(&P.sleepers) > 0) {
