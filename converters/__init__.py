@@ -10,8 +10,15 @@ converters/onnx.py (.onnx files and onnx.ModelProto).
 """
 import importlib
 import os
+import zipfile
+import zlib
 
 from fastrnn.errors import FastRNNError, ModelFormatError, UnsupportedError
+
+# what zipfile raises on a damaged or hostile archive: BadZipFile, NotImplementedError (a version
+# or compression method it does not know), UnicodeDecodeError (member names), ValueError /
+# OSError / EOFError (offsets and sizes), zlib.error (a damaged deflate stream)
+ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError, ValueError, OSError, EOFError, zlib.error)
 
 
 def require(module, purpose):
@@ -34,11 +41,10 @@ def sniff(path):
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "h5"
     if head.startswith(b"PK\x03\x04"):
-        import zipfile
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, OSError, EOFError) as e:
+        except ZIP_ERRORS as e:
             raise ModelFormatError(f"{os.fspath(path)}: a damaged zip archive ({type(e).__name__}: {e})") from None
         if "config.json" in names:
             return "keras"

@@ -72,7 +72,7 @@ import numpy as np
 from fastrnn import ir
 from fastrnn.errors import ModelFormatError, UnsupportedError
 
-from . import require
+from . import ZIP_ERRORS, require
 
 IDENTITY = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
             "ActivityRegularization"}
@@ -287,8 +287,10 @@ def load_source(src):
                 meta = (json.loads(read_member(z, "metadata.json", path, MAX_JSON_BYTES))
                         if "metadata.json" in names else {})
                 weights = read_member(z, "model.weights.h5", path) if "model.weights.h5" in names else None
-        except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError, OSError) as e:
-            raise ModelFormatError(f"{path}: not a readable .keras archive ({e})") from None
+        except (ModelFormatError, UnsupportedError):
+            raise
+        except (KeyError,) + ZIP_ERRORS as e:
+            raise ModelFormatError(f"{path}: not a readable .keras archive ({type(e).__name__}: {e})") from None
         version = str(meta.get("keras_version", "3"))
         if weights is None:
             raise UnsupportedError(f"{path}: weights stored as {sorted(n for n in names if 'weights' in n)}; "

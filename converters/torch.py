@@ -46,7 +46,7 @@ import numpy as np
 from fastrnn import ir
 from fastrnn.errors import ModelFormatError, UnsupportedError
 
-from . import require
+from . import ZIP_ERRORS, require
 
 MODES = {"LSTM": ("lstm", "tanh"), "GRU": ("gru", "tanh"), "RNN_TANH": ("rnn", "tanh"),
          "RNN_RELU": ("rnn", "relu")}
@@ -61,8 +61,9 @@ def file_kind(path):
     """'torchscript', 'zip' (a torch.save archive) or 'pickle' (legacy torch.save)."""
     if zipfile.is_zipfile(path):
         try:
-            names = zipfile.ZipFile(path).namelist()
-        except (zipfile.BadZipFile, OSError) as e:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except ZIP_ERRORS as e:
             raise ModelFormatError(f"{path}: damaged zip archive ({e})") from None
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return "torchscript"

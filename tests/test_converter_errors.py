@@ -5,6 +5,7 @@ ValueError, IndexError, UnicodeDecodeError or RuntimeError (tests/fuzz/ finds th
 format sniffing that mistook a valid .frnn for a pickle.
 """
 import io
+import os
 import struct
 import zipfile
 
@@ -169,3 +170,16 @@ def test_unexpected_failures_inside_a_file_are_model_format_errors(tmp_path, mon
         fastrnn.convert(str(p))
     with pytest.raises(ZeroDivisionError):        # an in-memory model: its own error, shown as is
         fastrnn.convert(onnx.load(str(p)))
+
+
+@pytest.mark.parametrize("fname", ["keras2/gru_reset_after.keras", "fuzz/seeds/tagger.pt"])
+def test_zip_versions_zipfile_does_not_know(tmp_path, fname):
+    """zipfile raises NotImplementedError ("zip file version 9.1") for an archive member that
+    needs a newer extractor: found by tests/fuzz (keras input 186)."""
+    data = bytearray(open(os.path.join(os.path.dirname(__file__), fname), "rb").read())
+    i = data.index(b"PK\x01\x02")                # first central-directory entry
+    data[i + 6] = 91                             # version needed to extract: 9.1
+    p = tmp_path / ("v91" + fname[fname.rindex("."):])
+    p.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match=r"damaged zip archive \(NotImplementedError: zip file version 9.1"):
+        fastrnn.convert(str(p))
