@@ -6,6 +6,9 @@ which raise their own target with `#pragma GCC target`, and run only after CPUID
 Environment:
   FASTRNN_WERROR=1   -Werror on our C (CI sets it; -Wall -Wextra are always on)
   FASTRNN_NATIVE=1   add -march=native to the kernels (opt-in; the result runs only on this CPU)
+  FASTRNN_SANITIZE=address,undefined | thread
+                     build C and Cython with those sanitizers (-O1 -g; tests/sanitize.sh builds
+                     such a copy aside and runs tests under it: see docs/security.md)
 """
 import glob
 import os
@@ -29,6 +32,14 @@ if os.environ.get("FASTRNN_NATIVE") == "1":
     cflags.append("-march=native")
 if not X86:
     cflags.append("-DFRNN_NO_X86")
+ext_cflags, ext_lflags = ["-O2"], ["-lpthread"]
+sanitize = os.environ.get("FASTRNN_SANITIZE", "").strip()
+if sanitize:
+    san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g", "-O1"]
+    if "undefined" in sanitize:
+        san.append("-fno-sanitize-recover=undefined")   # a UB report fails the run
+    cflags = [f for f in cflags if f != "-O3"] + san
+    ext_cflags, ext_lflags = san, ext_lflags + [f"-fsanitize={sanitize}"]
 
 setup(
     packages=["fastrnn", "fastrnn.converters", "fastrnn.converters.frontends"],
@@ -40,8 +51,8 @@ setup(
         sources=["fastrnn/_engine.pyx"],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O2"],
+        extra_compile_args=ext_cflags,
         libraries=["fastrnn_c"],
-        extra_link_args=["-lpthread"],
+        extra_link_args=ext_lflags,
     )],
 )
