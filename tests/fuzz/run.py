@@ -32,7 +32,7 @@ import time
 FORMATS = ("frnn", "keras", "h5", "onnx", "pt", "ts")
 
 
-def worker(fmt, start, n, workdir):
+def worker(fmt, start, n, workdir, in_process=False):
     from . import mutate, seeds, trial
     corpus = seeds.load(fmt)
     path = os.path.join(workdir, f"input{seeds.SUFFIX[fmt]}")
@@ -41,7 +41,7 @@ def worker(fmt, start, n, workdir):
         print(json.dumps({"i": i, "start": True}), flush=True)
         with open(path, "wb") as f:
             f.write(data)
-        outcome, msg = trial.trial(fmt, path, seeds.OPTS.get(name))
+        outcome, msg = trial.trial(fmt, path, seeds.OPTS.get(name), isolate_ts=not in_process)
         print(json.dumps({"i": i, "seed": name, "outcome": outcome, "msg": msg if outcome != "ok" else "",
                           "desc": desc[:300]}), flush=True)
 
@@ -72,7 +72,8 @@ def _recheck(fmt, i, keep, timeout, memory):
     return {"i": i, "seed": name, "desc": desc[:300], "file": path, "isolated": isolated}
 
 
-def run(fmt, start, n, *, hang=30.0, memory=8 << 30, keep="fuzz-findings", log=None, isolate_timeout=30.0):
+def run(fmt, start, n, *, hang=30.0, memory=8 << 30, keep="fuzz-findings", log=None, isolate_timeout=30.0,
+        in_process=False):
     counts = collections.Counter()
     bad = []
     i, end = start, start + n
@@ -81,7 +82,7 @@ def run(fmt, start, n, *, hang=30.0, memory=8 << 30, keep="fuzz-findings", log=N
     with tempfile.TemporaryDirectory(prefix="fastrnn-fuzz-") as work:
         while i < end:
             cmd = [sys.executable, "-m", "tests.fuzz.run", "--worker", "--format", fmt, "--start", str(i),
-                   "--n", str(end - i), "--workdir", work]
+                   "--n", str(end - i), "--workdir", work] + (["--in-process"] if in_process else [])
             err = open(os.path.join(work, "worker.err"), "wb")
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, preexec_fn=_limit(memory),
                                  cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -150,18 +151,21 @@ def main(argv=None):
     ap.add_argument("--keep", default="fuzz-findings", help="where inputs that crash or hang are saved")
     ap.add_argument("--out", help="write the summary here (JSON)")
     ap.add_argument("--log", help="append every outcome here (JSON lines)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="TorchScript in the worker's own process too (it is isolated by default: libtorch "
+                         "crashes on some damaged archives, which the supervisor then records)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
-        worker(a.format, a.start, a.n, a.workdir)
+        worker(a.format, a.start, a.n, a.workdir, a.in_process)
         return 0
     os.environ.setdefault("KERAS_BACKEND", "torch")
     log = open(a.log, "a") if a.log else None
     summaries = []
     for fmt in (FORMATS if a.format == "all" else (a.format,)):
         s = run(fmt, a.start, a.n, hang=a.hang, memory=a.memory, keep=a.keep, log=log,
-                isolate_timeout=a.isolate_timeout)
+                isolate_timeout=a.isolate_timeout, in_process=a.in_process)
         summaries.append(s)
         print(json.dumps({k: v for k, v in s.items() if k != "findings"}), flush=True)
         for b in s["findings"]:

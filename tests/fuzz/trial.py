@@ -70,13 +70,14 @@ def classify(e):
     return f"ESCAPE:{type(e).__name__}"
 
 
-def trial(fmt, path, opts=None):
-    """-> (outcome, message) for the model file at path."""
+def trial(fmt, path, opts=None, isolate_ts=True):
+    """-> (outcome, message) for the model file at path. isolate_ts=False: TorchScript in-process
+    too (the long run, whose supervisor survives libtorch's crashes)."""
     try:
         if fmt == "frnn":
             m = fastrnn.load(path)
             fastrnn.convert(path)
-        elif fmt == "ts":
+        elif fmt == "ts" and isolate_ts:
             m = fastrnn.convert(path, isolate=True, isolate_timeout=60, isolate_memory=MEMORY)
         else:
             m = fastrnn.convert(path, **(opts or {}))
