@@ -57,15 +57,33 @@ def _onnx():
 
 
 def load(src):
-    """A path or ModelProto -> ModelProto."""
+    """A path or ModelProto -> ModelProto, its names checked (_check_names)."""
     onnx = _onnx()
     if isinstance(src, onnx.ModelProto):
+        _check_names(src, "convert")
         return src
     path = os.fspath(src)
     try:
-        return onnx.load(path)
+        model = onnx.load(path)
     except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others on damage
         raise ModelFormatError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    _check_names(model, path)
+    return model
+
+
+def _check_names(model, where):
+    """Every name and op type the readers use is text: protobuf hands back bytes for a string
+    field that is not valid UTF-8 (a damaged file), which would fail deep inside either reader."""
+    g = model.graph
+    for kind, names in (("op type", (n.op_type for n in g.node)), ("op domain", (n.domain for n in g.node)),
+                        ("node name", (n.name for n in g.node)),
+                        ("tensor name", (x for n in g.node for x in list(n.input) + list(n.output))),
+                        ("attribute name", (a.name for n in g.node for a in n.attribute)),
+                        ("initializer name", (t.name for t in g.initializer)),
+                        ("graph input or output name", (v.name for v in list(g.input) + list(g.output)))):
+        for x in names:
+            if not isinstance(x, str):
+                raise ModelFormatError(f"{where}: a damaged ONNX model: {kind} {x[:60]!r} is not UTF-8 text")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -183,3 +183,14 @@ def test_zip_versions_zipfile_does_not_know(tmp_path, fname):
     p.write_bytes(bytes(data))
     with pytest.raises(ModelFormatError, match=r"damaged zip archive \(NotImplementedError: zip file version 9.1"):
         fastrnn.convert(str(p))
+
+
+def test_onnx_names_that_are_not_utf8(tmp_path):
+    """protobuf returns bytes for a string field that is not UTF-8: found by tests/fuzz (onnx
+    input 1325, a TypeError deep in the graph frontend)."""
+    data = _onnx_lstm(tmp_path).read_bytes()
+    assert data.count(b"\"\x04LSTM") == 1               # NodeProto.op_type (field 4, tag 0x22) = "LSTM"
+    bad = tmp_path / "bad_name.onnx"
+    bad.write_bytes(data.replace(b"\"\x04LSTM", b"\"\x04LST\xff"))
+    with pytest.raises(ModelFormatError, match=r"bad_name.onnx: a damaged ONNX model: op type b'LST\\xff' is not UTF-8"):
+        fastrnn.convert(str(bad))

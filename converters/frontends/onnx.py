@@ -162,7 +162,7 @@ class _Frontend:
                         res = fn(node, a, _attrs(node), where)
                     except G.Refused as e:
                         res = self.low.refuse(node.op_type, e.why, where)
-                    except (IndexError, TypeError, KeyError, ValueError) as e:
+                    except (IndexError, TypeError, KeyError, ValueError, ArithmeticError, AttributeError) as e:
                         res = self.low.refuse(node.op_type, f"cannot be interpreted ({type(e).__name__}: {e})", where)
             outs = list(res) if isinstance(res, list) else [res]
             for name, v in zip(node.output, outs + [None] * (len(node.output) - len(outs))):
@@ -189,9 +189,10 @@ class _Frontend:
 
     def op_Constant(self, node, a, at, w):
         if "value" in at:
-            from onnx import numpy_helper
-            v = numpy_helper.to_array(at["value"])
-            return v.astype(np.float32) if v.dtype.kind == "f" else v
+            from onnx import TensorProto
+            if not isinstance(at["value"], TensorProto):
+                raise G.Refused(f"its value is a {type(at['value']).__name__}, not a tensor")
+            return _array(at["value"])
         for k in ("value_float", "value_int"):
             if k in at:
                 return np.asarray(at[k], np.float32 if k == "value_float" else np.int64)
