@@ -443,7 +443,17 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
         if cfg is None:
             from .frontends import torch as frontend
             if isinstance(obj, torch.jit.ScriptModule):
-                return frontend.convert_script(obj, example_input)
+                try:
+                    return frontend.convert_script(obj, example_input)
+                except (ModelFormatError, UnsupportedError):    # NotImplementedError is a RuntimeError
+                    raise
+                except RuntimeError as e:
+                    # libtorch reads a TorchScript method's code and debug pickle when its graph is
+                    # first asked for: a damaged archive fails here, after jit.load succeeded
+                    if not isinstance(src, (str, bytes)) and not hasattr(src, "__fspath__"):
+                        raise
+                    raise ModelFormatError(f"{os.fspath(src)}: the TorchScript archive's code cannot be read "
+                                           f"({_line(e)})") from None
             return frontend.convert_module(obj, example_input, kind)
         sd, prefix = obj.state_dict(), ""
     layers = _from_state(sd, prefix, cfg)
