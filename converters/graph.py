@@ -85,7 +85,7 @@ class PT:
     pos: int
     axes: tuple
     width: int | None                 # size of the "F" axis (None: ids, no feature axis)
-    time: str | None = None           # None | "final" | "last" | "longest" | "longest_last"
+    time: str | tuple | None = None   # None | "final" | "last" | "longest" | "longest_last" | ("tail", k)
     packed: bool = False
     padded: str | None = None         # pad_packed_sequence: "longest" (max(lengths)) | "T"
     cols: tuple | None = None         # ((start, stop), ...): features = these pipeline columns
@@ -366,7 +366,7 @@ class Lowering:
             self.fail("a recurrent layer reading pad_packed_sequence's output unpacked runs over the padding; "
                       "pack it again (pack_padded_sequence)")
         if x.time is not None:
-            self.fail("a recurrent layer after the last step was taken (a sequence is needed)")
+            self.fail("a recurrent layer after the last step or steps were taken (the whole sequence is needed)")
         if "D" in [self.lab(a) for a in x.axes]:
             self.fail("a recurrent layer reads directions that are not merged into the features")
         self.at_end(x)
@@ -1145,6 +1145,19 @@ def _last_step(low, x, i):
     return replace(x, axes=axes, time="longest_last" if x.padded == "longest" else "last", padded=None)
 
 
+def _last_steps(low, x, k):
+    """output[:, -k:]: the pipeline runs every step and predict keeps the last k (signature time
+    {"tail": k}; fewer when the sequence is shorter, as torch's slice gives). Per-step layers may
+    follow (they commute with the cut); a recurrence or a pooling over time may not."""
+    low.at_end(x)
+    if not any(isinstance(l, ir.Recurrent) for l in low.layers):
+        low.fail("a slice of the last steps before any recurrent layer")
+    if x.time is not None or x.packed or x.padded:
+        low.fail(f"the last {k} steps of a tensor already cut in time (a last step, pad_packed_sequence's "
+                 f"longest row, a PackedSequence)")
+    return replace(x, time=("tail", k))
+
+
 def _hn_select(low, x, dim, index):
     n = len(x.axes)
     i = dim % n
@@ -1198,6 +1211,8 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         axes = list(v.axes)
         axes.insert(i, "1")
         return replace(v, axes=tuple(axes))
+    if isinstance(x, PT) and low.lab(x.axes[i]) == "T" and st == 1 and e == size and start is not None and start < 0:
+        return _last_steps(low, x, -start)
     if isinstance(x, PT) and low.lab(x.axes[i]) == "F":
         return _columns(low, x, s, e, st)
     low.fail(f"a slice [{start}:{end}:{step}] of the {low.lab(x.axes[i]) if isinstance(x, (PT, HN)) else i} axis")
@@ -1402,7 +1417,7 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
     if x.packed:
         low.fail(f"{op} of a PackedSequence")
     if x.time is not None:
-        low.fail(f"{op} over time of a tensor that has no time axis left")
+        low.fail(f"{op} over time of a tensor already cut in time (its last step or last steps)")
     low.at_end(x)
     kind = {"amax": "max"}.get(op, op)
     p = Pooled(x, kind, bool(keepdim))

@@ -754,8 +754,10 @@ def _info_text(info, model):
     for j, o in enumerate(outs):
         head = "output    " if j == 0 else "          "
         tag = f"[{j}] " if len(outs) > 1 else ""
-        lines.append(f"{head}{tag}{_shape_str(o['shape'])} float32, "
-                     f"{'every step' if o['every_step'] else 'last step only'}")
+        tail = model.signature["time"]["tail"] if isinstance(model.signature["time"], dict) else None
+        steps = (f"the last {tail} steps (fewer when the sequence is shorter)" if tail and o["every_step"]
+                 else "every step" if o["every_step"] else "last step only")
+        lines.append(f"{head}{tag}{_shape_str(o['shape'])} float32, {steps}")
     if len(outs) > 1:
         lines.append(f"          (predict returns a list of {len(outs)} arrays)")
     masks = any(l["type"] == "masking" or l.get("mask_zero") for l in info["layers"])

@@ -76,7 +76,8 @@ class Model:
     @property
     def output_is_sequence(self):
         """True: predict returns (batch, time, out); False: (batch, out) (the last step)."""
-        return bool(self._cm.output_is_sequence) and self.signature["time"] in (None, "longest")
+        t = self.signature["time"]
+        return bool(self._cm.output_is_sequence) and (t in (None, "longest") or isinstance(t, dict))
 
     @property
     def isa(self):

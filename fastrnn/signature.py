@@ -24,6 +24,8 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
     "longest"       y[:, :n], n = max(lengths) (T without lengths): pad_packed_sequence pads to
                     the longest row, not to T.
     "longest_last"  y[:, n-1]: out[:, -1] of pad_packed_sequence's output.
+    {"tail": k}     y[:, max(T-k, 0):]: torch's out[:, -k:] (the last k steps of the padded time
+                    axis, fewer when T < k, as the slice gives; lengths do not move them).
   states: None (native layout), or a list of entries, one array per entry, for
     predict(initial_state=...) and predict(return_state=True):
     {"parts": [[k, d], ...], "stack": bool}
@@ -71,14 +73,18 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
                                f"got {sig!r}")
     graph = None
     if sig.get("graph") is not None:
-        seq = output_is_sequence and sig.get("time") in (None, "longest")     # what predict returns
+        seq = output_is_sequence and (sig.get("time") in (None, "longest")     # what predict returns
+                                      or isinstance(sig.get("time"), dict))
         graph = _check_graph(sig["graph"], state_dims, output_size, seq, input_size)
     outs, states, time = sig.get("outputs"), sig.get("states"), sig.get("time")
     if time is not None:
-        if time not in ("last", "longest", "longest_last") or not output_is_sequence:
-            raise ModelFormatError(f"signature time must be 'last', 'longest' or 'longest_last' on a model "
-                                   f"that outputs every step, got {time!r}")
-        output_is_sequence = time == "longest"
+        tail = isinstance(time, dict)
+        if tail and (set(time) != {"tail"} or not _int(time["tail"]) or not 1 <= time["tail"] <= 1 << 31):
+            raise ModelFormatError(f"signature time {{'tail': k}} needs a number of steps k >= 1, got {time!r}")
+        if (not tail and time not in ("last", "longest", "longest_last")) or not output_is_sequence:
+            raise ModelFormatError(f"signature time must be 'last', 'longest', 'longest_last' or {{'tail': k}} on a "
+                                   f"model that outputs every step, got {time!r}")
+        output_is_sequence = tail or time == "longest"
     if outs is not None:
         if not isinstance(outs, list) or not outs:
             raise ModelFormatError("signature outputs must be a non-empty list")
@@ -227,6 +233,9 @@ def cut_time(sig, y, lengths):
     if sig["time"] is None:
         return y
     t = sig["time"]
+    if isinstance(t, dict):
+        k = min(t["tail"], y.shape[1])
+        return np.ascontiguousarray(y[:, y.shape[1] - k:])
     n = y.shape[1] if t == "last" or lengths is None or not len(lengths) else max(int(lengths.max()), 1)
     if t != "longest":
         return np.ascontiguousarray(y[:, n - 1])

@@ -214,21 +214,27 @@ def test_masking_zeroes_masked_steps_like_keras(rng):
     np.testing.assert_allclose(y[0, 0], x[0, 0] @ d.weight.T + d.bias, rtol=1e-6, atol=1e-6)
 
 
-def test_signature_time_cuts_the_time_axis(rng):
+def test_signature_time_cuts_the_time_axis(rng, tmp_path):
     """signature time: how a source cuts y's time axis (torch out[:, -1] of a bidirectional RNN,
-    pad_packed_sequence's max(lengths)-long output); checked against slicing the plain output."""
+    pad_packed_sequence's max(lengths)-long output, out[:, -k:]); checked against slicing the plain
+    output."""
     layers = [rec(rng, "gru", 3, 4, "bidirectional"), dense(rng, 8, 2)]
     plain = fastrnn.Model(layers)
     x = rng.normal(size=(3, 6, 3)).astype(np.float32)
     lens = np.array([2, 4, 1])
     y, yl = plain.predict(x), plain.predict(x, lengths=lens)
-    cases = {"last": (y[:, -1], yl[:, -1]), "longest": (y, yl[:, :4]), "longest_last": (y[:, -1], yl[:, 3])}
-    for time, (want, want_l) in cases.items():
+    cases = {"last": (y[:, -1], yl[:, -1]), "longest": (y, yl[:, :4]), "longest_last": (y[:, -1], yl[:, 3]),
+             "tail": (y[:, -4:], yl[:, -4:]), "tail longer than T": (y, yl)}
+    for name, (want, want_l) in cases.items():
+        time = {"tail": 4 if name == "tail" else 9} if name.startswith("tail") else name
         m = fastrnn.Model(layers, signature={"time": time})
-        assert m.output_is_sequence == (time == "longest")
+        assert m.output_is_sequence == (name == "longest" or name.startswith("tail"))
         np.testing.assert_array_equal(m.predict(x), want)
         np.testing.assert_array_equal(m.predict(x, lengths=lens), want_l)
-    for bad in ("first", 1):
+        p = tmp_path / "m.frnn"
+        m.save(p)
+        assert fastrnn.load(p).signature["time"] == time
+    for bad in ("first", 1, {"tail": 0}, {"tail": 2.0}, {"tail": True}, {"tail": 2, "head": 1}, {}):
         with pytest.raises(fastrnn.ModelFormatError, match="signature time"):
             fastrnn.Model(layers, signature={"time": bad})
     with pytest.raises(fastrnn.ModelFormatError, match="signature time"):

@@ -186,6 +186,20 @@ class Residual(nn.Module):
         return (self.proj(out) + out) * self.scale
 
 
+class LastSteps(nn.Module):
+    """out[:, -k:] of a bidirectional layer, then a per-step head (xiaojihh/stockPredict's
+    self.out(r_out[:, -pred_days:, :])); a sequence shorter than k gives all its steps."""
+    def __init__(self, k=4):
+        super().__init__()
+        self.k = k
+        self.rnn = nn.LSTM(5, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(torch.relu(out[:, -self.k:, :]))
+
+
 class Transposed(nn.Module):
     """A batch-first input fed to a time-major LSTM through x.transpose(0, 1), the output
     transposed back."""
@@ -329,6 +343,7 @@ CASES = {
     "sequential_head_scalars": (SequentialHead, "floats"),
     "residual_scale": (Residual, "floats"),
     "transposed": (Transposed, "floats"),
+    "last_steps": (LastSteps, "floats"),
 }
 for _c in (nn.LSTMCell, nn.GRUCell, nn.RNNCell):
     for _s in (False, True):

@@ -553,6 +553,8 @@ def _convert(model, name, T):
                                    f"final state another output takes")
         if y.time in ("longest", "longest_last") or y.padded:
             raise UnsupportedError(f"convert: graph output {oname!r} is cut at the batch's longest row")
+        if isinstance(y.time, tuple):      # ("tail", k): a Slice of the last k steps
+            last = f"tail:{y.time[1]}"
         ys.append(last)
         axes = []
         for l in y.axes:
@@ -562,9 +564,15 @@ def _convert(model, name, T):
     _final_first(low, io_out)
     ys = [o["last"] for o in io_out if o["kind"] == "y"]
     if len(set(ys)) > 1:
-        raise UnsupportedError("convert: graph outputs take the pipeline both per step and at its last step")
+        raise UnsupportedError("convert: graph outputs take the pipeline's steps in different ways (every step, "
+                               "the last step, the last steps)")
     if ys and ys[0] == "step":
         time = "last"
+    if ys and str(ys[0]).startswith("tail:"):
+        time = {"tail": int(ys[0][5:])}
+        for o in io_out:
+            if o["kind"] == "y":
+                o["last"] = None        # a sequence (of the last k steps)
     meta = {"source": "onnx", "opset": fe.opset, "producer": model.producer_name or None,
             "frontend": "graph"}
     layers, time = cut_early(fold(low.layers), time)

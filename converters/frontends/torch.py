@@ -205,6 +205,8 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     else:
         layout = "batch_first" if low.bind.get("x0") == "B" else "time_major"
     time = {"final": None, None: "longest" if y.padded == "longest" else None}.get(y.time, y.time)
+    if isinstance(time, tuple):          # ("tail", k): out[:, -k:]
+        time = {"tail": time[1]}
     layers, time = cut_early(layers, time)
     meta = {"source": "torch", "kind": kind, "class": name, "capture": capture,
             "input_layout": layout, "input_axes": adapters.axes_json(in_axes + ([] if low.input_ids else ["F"])),

@@ -141,16 +141,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1); expected (T, B, F)",
     'stackabuse_airline_lstm-trace':
         "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 1)",
-    'stockpredict_last_days-module':
-        "UnsupportedError: convert: StockPredictLSTM: 1 operation cannot be lowered to fastrnn's pipeline: slice: a slice [-3:9223372036854775807:1] of the T axis",
-    'stockpredict_last_days-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_75' (Mul, node 12): a Mul other than merging a bidirectional layer's directions slice (ONNX node 'node_slice_2', Slice): a slice [-3:4611686018427387904:",
-    'stockpredict_last_days-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Slice' (Slice, node 18): slices [-3:9223372036854775807] on axis 1 of this value slice (ONNX node '/Slice', Slice): a slice [-3:4611686018427387904:1] of the T a",
-    'stockpredict_last_days-script':
-        "UnsupportedError: convert: StockPredictLSTM: 1 operation cannot be lowered to fastrnn's pipeline: slice: a slice [-3:None:1] of the T axis",
-    'stockpredict_last_days-trace':
-        "UnsupportedError: convert: StockPredictLSTM: 1 operation cannot be lowered to fastrnn's pipeline: slice: a slice [-3:9223372036854775807:1] of the T axis",
     'tut_char_rnn_classification-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'tut_char_rnn_classification_step-module':
