@@ -543,8 +543,6 @@ def _axes_str(axes):
 
 
 _HINTS = {
-    "conv1d": "; convolutions are not supported yet",
-    "convolution": "; convolutions are not supported yet",
     "layer_norm": "; normalisation inside the pipeline is not supported",
 }
 
@@ -1450,6 +1448,133 @@ def _pool_layer(low, pools):
 
 
 Lowering.pool_layer = lambda self, pools: _pool_layer(self, pools)
+
+
+# ---- convolution and pooling windows over time ------------------------------------------------------
+#
+# torch's Conv1d / MaxPool1d / AvgPool1d read (batch, channels, time): a permute of a batch-first
+# sequence, or the model's own (N, F, T) input. They become ir.Conv1D / ir.Pool1D layers, which
+# change the number of steps: the time axis keeps its label, its example size becomes the
+# window's output steps, and the model then runs whole sequences only (no lengths, no stream).
+
+def _window_input(low, x, what):
+    """x as (batch, features, time) for a window op: checks, binds unbound input axes; -> x."""
+    if isinstance(x, PS):
+        low.fail(f"a {what} inside a loop over time")
+    x = low.tensor(x)
+    low.at_end(x)
+    labels = [low.lab(a) for a in x.axes]
+    if len(labels) != 3 or labels[1] != "F":
+        low.fail(f"a {what} over a tensor with axes {_axes_str(labels)}: expected (batch, channels, time), "
+                 f"the features on dim 1")
+    if x.packed or x.padded or x.time is not None:
+        low.fail(f"a {what} over a PackedSequence or a sequence already cut in time")
+    if x.cols is not None or x.dirs > 1:
+        low.fail(f"a {what} over features in a permuted order")
+    for a, want in ((labels[0], "B"), (labels[2], "T")):
+        if a in ("x0", "x1") and a not in low.bind:
+            low.bind[a] = want
+    if (low.lab(x.axes[0]), low.lab(x.axes[2])) != ("B", "T"):
+        low.fail(f"a {what} whose dims 0 and 2 are not the batch and the time axes")
+    return x
+
+
+def _window_out(low, x, layer, width):
+    """Append a window layer; the time axis's example size becomes its output steps."""
+    key = next((k for k, v in low.bind.items() if v == "T"), None)
+    T = low.size("T")
+    y = low.append(layer, x, width)
+    if key is not None:
+        sym = getattr(low.xsizes.get(key), "sym", None)
+        low.xsizes[key] = Size(layer.steps(int(T)), sym)
+    return y
+
+
+def _pads(low, padding, n, what):
+    if isinstance(padding, (list, tuple)) and len(padding) == 1:
+        padding = padding[0]
+    if isinstance(padding, (list, tuple)) and len(padding) == 2:      # ONNX pads [begin, end]
+        return [int(padding[0]), int(padding[1])]
+    if not isinstance(padding, int) or padding < 0:
+        low.fail(f"a {what} with padding {padding!r}")
+    return [padding, padding]
+
+
+@handles("conv1d")
+def _conv1d(low, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """aten.conv1d(x, w, b, stride, padding, dilation, groups) (padding: ints, "same" or "valid")."""
+    return _conv(low, x, weight, bias, stride, padding, dilation, groups)
+
+
+@handles("_convolution", "convolution")
+def _convolution(low, x, weight, bias, stride, padding, dilation, transposed=False, output_padding=0, groups=1,
+                 *rest):
+    """aten._convolution / convolution: what torch.jit.trace records for Conv1d."""
+    if transposed:
+        low.fail("a transposed convolution")
+    return _conv(low, x, weight, bias, stride, padding, dilation, groups)
+
+
+def _one(v):
+    """An int of a 1-D op's argument, which torch gives as [n]."""
+    return int(v[0]) if isinstance(v, (list, tuple)) and len(v) == 1 else v
+
+
+def _conv(low, x, weight, bias, stride, padding, dilation, groups):
+    if not isinstance(weight, np.ndarray) or weight.ndim != 3:
+        low.fail("a convolution whose weight is not a constant (out, in, kernel) array: only 1-D convolutions")
+    if bias is not None and not isinstance(bias, np.ndarray):
+        low.fail("a convolution whose bias is not a constant")
+    if groups != 1:
+        low.fail(f"a grouped convolution (groups={groups})")
+    stride, dilation = _one(stride), _one(dilation)
+    if not isinstance(stride, int) or not isinstance(dilation, int):
+        low.fail(f"a convolution with stride {stride!r}, dilation {dilation!r}")
+    x = _window_input(low, x, "convolution")
+    if weight.shape[1] != x.width:
+        low.fail(f"a convolution of weight shape {weight.shape} on {x.width} channels")
+    k = int(weight.shape[2])
+    if padding == "same":                 # torch's split: the extra step after
+        total = dilation * (k - 1)
+        pads = [total // 2, total - total // 2]
+    elif padding == "valid":
+        pads = [0, 0]
+    else:
+        pads = _pads(low, padding, k, "convolution")
+    layer = ir.Conv1D(weight.astype(np.float32), None if bias is None else bias.astype(np.float32),
+                      stride, dilation, pads)
+    if layer.steps(int(low.size("T"))) < 1:
+        low.fail(f"a convolution with no output step for the example's {int(low.size('T'))} steps")
+    return _window_out(low, x, layer, int(weight.shape[0]))
+
+
+def _pool1d(low, op, x, kernel_size, stride=None, padding=0, *rest):
+    """aten.max_pool1d(x, kernel, stride, padding, dilation, ceil_mode) (and _with_indices);
+    aten.avg_pool1d(x, kernel, stride, padding, ceil_mode, count_include_pad); TorchScript's
+    F._max_pool1d(x, kernel, stride, padding, dilation, ceil_mode, return_indices)."""
+    kind = "avg" if op == "avg_pool1d" else "max"
+    if op == "_max_pool1d" and len(rest) > 2 and rest[2]:
+        op = "max_pool1d_with_indices"
+    kernel_size, stride = _one(kernel_size), _one(stride)
+    if isinstance(stride, (list, tuple)) and not stride:     # torch's default: the kernel
+        stride = None
+    if kind == "max":
+        dilation, ceil_mode, count_pad = (_one(rest[0]) if rest else 1), (rest[1] if len(rest) > 1 else False), False
+    else:
+        dilation, ceil_mode, count_pad = 1, (rest[0] if rest else False), (rest[1] if len(rest) > 1 else True)
+    if dilation != 1 or ceil_mode:
+        low.fail(f"a {kind} pooling with dilation {dilation} / ceil_mode {ceil_mode}")
+    x = _window_input(low, x, f"{kind} pooling")
+    layer = ir.Pool1D(x.width, kind, int(kernel_size), None if stride is None else int(stride),
+                      _pads(low, padding, kernel_size, "pooling"), bool(count_pad))
+    if layer.steps(int(low.size("T"))) < 1:
+        low.fail(f"a pooling with no output step for the example's {int(low.size('T'))} steps")
+    y = _window_out(low, x, layer, x.width)
+    return (y, None) if op == "max_pool1d_with_indices" else y
+
+
+for _op in ("max_pool1d", "avg_pool1d", "max_pool1d_with_indices", "_max_pool1d"):
+    handles(_op)((lambda op: lambda low, x, *a: _pool1d(low, op, x, *a))(_op))
 # ---- loops over time (unrolled by the capture) -----------------------------------------------------
 #
 # for t in range(x.size(1)): h = cell(x[:, t], h); outs.append(fc(h)) is recorded as T cell calls

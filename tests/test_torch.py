@@ -469,7 +469,7 @@ def test_custom_module_states():
 class _Conv(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv = torch.nn.Conv1d(4, 4, 3)
+        self.conv = torch.nn.Conv1d(4, 4, 3, groups=2)     # depthwise-style: not an engine Conv1D
         self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
 
     def forward(self, x):
@@ -527,7 +527,7 @@ class _DictOut(torch.nn.Module):
         return {"y": self.lstm(x)[0]}
 
 
-@pytest.mark.parametrize("cls,word", [(_Conv, "conv1d"), (_PadThenRnn, "padding"),
+@pytest.mark.parametrize("cls,word", [(_Conv, "grouped convolution"), (_PadThenRnn, "padding"),
                                       (_Branchy, "control flow"), (_BadIndex, "getitem"), (_DictOut, "dict")])
 def test_custom_unsupported(cls, word):
     with pytest.raises(fastrnn.UnsupportedError) as e:

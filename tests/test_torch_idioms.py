@@ -200,6 +200,23 @@ class LastSteps(nn.Module):
         return self.fc(torch.relu(out[:, -self.k:, :]))
 
 
+class ConvFront(nn.Module):
+    """Conv1d(padding="same", an even kernel: torch puts the extra step after), a strided
+    AvgPool1d counting its padding, a dilated Conv1d with stride, in front of a GRU tagger."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(5, 6, 4, padding="same")
+        self.pool = nn.AvgPool1d(3, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(6, 7, 2, stride=2, dilation=2, padding=2, bias=False)
+        self.rnn = nn.GRU(7, H, batch_first=True)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        x = self.pool(torch.tanh(self.conv(x.transpose(1, 2))))
+        x = F.relu(self.conv2(x)).transpose(1, 2)
+        return self.fc(self.rnn(x)[0])
+
+
 class Transposed(nn.Module):
     """A batch-first input fed to a time-major LSTM through x.transpose(0, 1), the output
     transposed back."""
@@ -344,6 +361,7 @@ CASES = {
     "residual_scale": (Residual, "floats"),
     "transposed": (Transposed, "floats"),
     "last_steps": (LastSteps, "floats"),
+    "conv_front": (ConvFront, "floats"),
 }
 for _c in (nn.LSTMCell, nn.GRUCell, nn.RNNCell):
     for _s in (False, True):
@@ -580,3 +598,21 @@ def test_one_step_module_streams_the_users_loop(make, B_example):
     _close(f.predict(x.numpy()), want, "predict over the whole loop")
     from fastrnn.converters import run_source
     _close(run_source(m, x.numpy(), meta=f.meta)[0], want, "--check's run of the loop")
+
+
+def test_convolutions_the_engine_does_not_run_are_refused_by_name():
+    """A grouped (depthwise) Conv1d, a 2-D convolution, a MaxPool1d with ceil_mode: each named."""
+    class Front(nn.Module):
+        def __init__(self, conv, pool):
+            super().__init__()
+            self.conv, self.pool = conv, pool
+            self.rnn = nn.LSTM(4, H, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(self.pool(self.conv(x.permute(0, 2, 1))).permute(0, 2, 1))[0]
+
+    x = torch.zeros(B0, T0, 4)
+    for conv, pool, why in ((nn.Conv1d(4, 4, 3, groups=2), nn.Identity(), "a grouped convolution"),
+                            (nn.Conv1d(4, 4, 3), nn.MaxPool1d(2, ceil_mode=True), "ceil_mode True")):
+        with pytest.raises(fastrnn.UnsupportedError, match=why):
+            fastrnn.convert(Front(conv, pool).eval(), example_input=x)

@@ -334,6 +334,34 @@ class _Frontend:
     def op_MatMul(self, node, a, at, w):
         return self.call("matmul", a[:2], w)
 
+    def _window(self, at, what):
+        """ONNX's 1-D window attributes -> (kernel, stride, pads [begin, end], dilation)."""
+        k = at.get("kernel_shape")
+        if k is not None and len(k) != 1:
+            self.low.fail(f"a {len(k)}-D {what} (only 1-D windows over time)")
+        if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            self.low.fail(f"a {what} with auto_pad={at['auto_pad']} (the exporters write explicit pads)")
+        pads = list(at.get("pads", [0, 0]))
+        if len(pads) != 2:
+            self.low.fail(f"a {what} with pads {pads}")
+        return (k[0] if k else None, list(at.get("strides", [1]))[0], pads, list(at.get("dilations", [1]))[0])
+
+    def op_Conv(self, node, a, at, w):
+        k, stride, pads, dilation = self._window(at, "Conv")
+        bias = a[2] if len(a) > 2 else None
+        return self.call("conv1d", [a[0], a[1], bias, stride, pads, dilation, at.get("group", 1)], w)
+
+    def op_MaxPool(self, node, a, at, w):
+        k, stride, pads, dilation = self._window(at, "MaxPool")
+        if len(node.output) > 1 and node.output[1]:
+            self.low.fail("a MaxPool whose indices are used")
+        return self.call("max_pool1d", [a[0], k, stride, pads, dilation, bool(at.get("ceil_mode", 0))], w)
+
+    def op_AveragePool(self, node, a, at, w):
+        k, stride, pads, _ = self._window(at, "AveragePool")
+        return self.call("avg_pool1d", [a[0], k, stride, pads, bool(at.get("ceil_mode", 0)),
+                                        bool(at.get("count_include_pad", 0))], w)
+
     def op_Gemm(self, node, a, at, w):
         A, B, C = a[0], a[1], a[2] if len(a) > 2 else None
         if at.get("alpha", 1.0) != 1.0 or at.get("beta", 1.0) != 1.0 or at.get("transA", 0):

@@ -976,7 +976,7 @@ def _script_inputs(module):
     does not record its input's rank. Ids when its first layer is an embedding (a (B, T) batch,
     else one step or one sequence (B,), else one token as a batch of one, for code that views it
     as (1, 1, -1)), floats of the first recurrent or linear layer's width otherwise ((B, T, F),
-    (B, F), (1, F))."""
+    (B, F), (1, F)), or of a first Conv1d's channels ((B, T, C) permuted by the code, or (B, C, T))."""
     torch = _torch()
     for _, m in module.named_modules():
         on = getattr(m, "original_name", type(m).__name__)
@@ -989,6 +989,9 @@ def _script_inputs(module):
             size = w.shape[1] if w is not None else getattr(m, "input_size", 1)
         elif on == "Linear":
             size = m.weight.shape[1]
+        elif on == "Conv1d":       # channels: a batch-first sequence it permutes, or (N, C, L) itself
+            size = m.weight.shape[1]
+            return [torch.zeros((EX_B, EX_T, size)), torch.zeros((EX_B, size, EX_T))]
         if size is not None:
             return [torch.zeros((EX_B, EX_T, size)), torch.zeros((EX_B, size)), torch.zeros((1, size))]
     return [torch.zeros((EX_B, EX_T, 1))]

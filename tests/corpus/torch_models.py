@@ -1139,6 +1139,52 @@ class GRUNet(nn.Module):
         return hidden
 
 
+class WheelchairCNNLSTM(nn.Module):
+    """`CNNLSTM` of trish2023/Brain-Controlled-Wheelchair real_time_system/cnn_lstm_model.py: two
+    Conv1d(padding=1) with F.relu, MaxPool1d(2), x.permute(0, 2, 1) around them, self.lstm with
+    flatten_parameters(), fc(lstm_out[:, -1, :])."""
+
+    def __init__(self, input_size, hidden_size, num_classes):
+        super(WheelchairCNNLSTM, self).__init__()
+        self.conv1 = nn.Conv1d(in_channels=input_size, out_channels=10, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(in_channels=10, out_channels=14, kernel_size=3, padding=1)
+        self.pool = nn.MaxPool1d(kernel_size=2)
+        self.lstm = nn.LSTM(input_size=14, hidden_size=hidden_size, batch_first=True)
+        self.fc = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x):
+        x = x.permute(0, 2, 1)  # (batch, features, seq_len)
+        x = F.relu(self.conv1(x))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = x.permute(0, 2, 1)  # (batch, seq_len, features)
+        self.lstm.flatten_parameters()
+        lstm_out, _ = self.lstm(x)
+        out = self.fc(lstm_out[:, -1, :])
+        return out
+
+
+class DRLCBMCNNLSTM(nn.Module):
+    """`CNNLSTM` of cclliu/DRL_CBM surrogate_model/cnn_lstm.py: a kernel-1 Conv1d between two
+    permutes, h0/c0 zeros from x.size(0) .to(x.device), a 2-layer LSTM, fc(out[:, -1, :])."""
+    device = torch.device("cpu")
+
+    def __init__(self, input_size, hidden_size, num_layers, output_size):
+        super(DRLCBMCNNLSTM, self).__init__()
+        self.conv = nn.Conv1d(in_channels=input_size, out_channels=input_size, kernel_size=1)
+        self.lstm = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
+        self.fc = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x):
+        x = x.permute(0, 2, 1)
+        x = self.conv(x)
+        x = x.permute(0, 2, 1)
+        h0 = torch.zeros(self.lstm.num_layers, x.size(0), self.lstm.hidden_size).to(x.device)
+        c0 = torch.zeros(self.lstm.num_layers, x.size(0), self.lstm.hidden_size).to(x.device)
+        out, _ = self.lstm(x, (h0, c0))
+        out = self.fc(out[:, -1, :])
+        return out
+
+
 class StockPredictLSTM(nn.Module):
     """`LSTM` of xiaojihh/stockPredict model.py: self.lstm(x, None), nn.Sequential(nn.Linear) on
     the last pred_days steps: self.out(r_out[:, -self.pred_days:, :])."""
@@ -1502,6 +1548,20 @@ CASES = [
                  "pack_padded_sequence(enforce_sorted=False)", "rnn(x, h) with h=None default",
                  "bidirectional outputs summed via view(..., 2, -1).sum(2)", "SequenceWise BatchNorm1d",
                  "Linear(bias=False)", "F.softmax(dim=-1) in eval", "returns (x, output_lengths)")),
+    Case("wheelchair_cnn_lstm",
+         "https://github.com/trish2023/Brain-Controlled-Wheelchair/blob/main/real_time_system/cnn_lstm_model.py",
+         _seeded(lambda: WheelchairCNNLSTM(8, HID, 3)),
+         inputs=lambda m, B, T, rng: _x(floats(rng, B, T, 8)),
+         output="B",
+         idioms=("x.permute(0, 2, 1) into Conv1d", "F.relu(conv)", "MaxPool1d(2) halves the steps",
+                 "lstm.flatten_parameters()", "fc(lstm_out[:, -1, :])")),
+    Case("drl_cbm_cnn_lstm",
+         "https://github.com/cclliu/DRL_CBM/blob/main/surrogate_model/cnn_lstm.py",
+         _seeded(lambda: DRLCBMCNNLSTM(5, HID, 2, 1)),
+         inputs=lambda m, B, T, rng: _x(floats(rng, B, T, 5)),
+         output="B",
+         idioms=("kernel-1 Conv1d between permutes", "h0/c0 zeros(num_layers, x.size(0), H).to(x.device)",
+                 "fc(out[:, -1, :])")),
     Case("dsse_lstm_regressor",
          "https://datascience.stackexchange.com/questions/54551/time-series-forecasting-with-rnns",
          _seeded(lambda: DSSELSTMModel(3, HID, 2)),
