@@ -195,3 +195,15 @@ def test_onnx_names_that_are_not_utf8(tmp_path):
     bad.write_bytes(data.replace(b"\"\x04LSTM", b"\"\x04LST\xff"))
     with pytest.raises(ModelFormatError, match=r"bad_name.onnx: a damaged ONNX model: op type b'LST\\xff' is not UTF-8"):
         fastrnn.convert(str(bad))
+
+
+def test_onnx_constants_of_a_declared_huge_shape_are_not_made(tmp_path):
+    """An ONNX graph input declaring a batch of 2^31 makes torch's export of zero states a
+    ConstantOfShape of (layers, 2^31, H): refused by size, not allocated (64 GiB; found by
+    tests/fuzz, onnx input 40368)."""
+    model = onnx.load(os.path.join(os.path.dirname(__file__), "fuzz", "seeds", "regressor_torch.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2 ** 31
+    p = tmp_path / "huge_batch.onnx"
+    onnx.save(model, str(p))
+    with pytest.raises(fastrnn.UnsupportedError, match=r"a ConstantOfShape of 17179869184 elements"):
+        fastrnn.convert(str(p))

@@ -51,6 +51,9 @@ def _ints(v):
     return None
 
 
+MAX_CONSTANT = 1 << 24          # elements of a constant the frontend makes (64 MiB of float32)
+
+
 def _attrs(node):
     from onnx import helper
     out = {}
@@ -221,6 +224,10 @@ class _Frontend:
             value = float(numpy_helper.to_array(at["value"]).reshape(-1)[0])
         if value == 0 and any(isinstance(d, Size) and d.sym for d in shape):
             return Zeros(tuple(shape))
+        n = int(np.prod([max(int(d), 0) for d in shape], dtype=object))
+        if n > MAX_CONSTANT:           # a shape the graph declares, not one an exporter writes
+            self.low.fail(f"a ConstantOfShape of {n} elements (shape {[int(d) for d in shape]}): over the "
+                          f"{MAX_CONSTANT} fastrnn materialises")
         return np.full([int(d) for d in shape], value, np.float32)
 
     def op_Expand(self, node, a, at, w):
