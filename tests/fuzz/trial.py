@@ -25,7 +25,7 @@ MEMORY = 0 if os.environ.get("FASTRNN_SANITIZED") else None
 NET = re.compile(r"the \w+ file cannot be read \(|ran out of memory; it declares sizes")
 
 
-def _exercise(m):
+def exercise(m):
     """A converted model must run on a small input (any error it raises must be ours)."""
     rng = np.random.default_rng(0)
     if m.input_kind == "ids":
@@ -81,7 +81,7 @@ def trial(fmt, path, opts=None, isolate_ts=True):
             m = fastrnn.convert(path, isolate=True, isolate_timeout=60, isolate_memory=MEMORY)
         else:
             m = fastrnn.convert(path, **(opts or {}))
-        _exercise(m)
+        exercise(m)
     except Exception as e:  # noqa: BLE001 - the point: every exception is classified
         return classify(e), f"{type(e).__name__}: {e}"[:500]
     return "ok", ""
