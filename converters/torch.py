@@ -447,9 +447,10 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
                     return frontend.convert_script(obj, example_input)
                 except (ModelFormatError, UnsupportedError):    # NotImplementedError is a RuntimeError
                     raise
-                except RuntimeError as e:
+                except (RuntimeError, UnicodeDecodeError, MemoryError) as e:
                     # libtorch reads a TorchScript method's code and debug pickle when its graph is
-                    # first asked for: a damaged archive fails here, after jit.load succeeded
+                    # first asked for (and formats a node's source range from them): a damaged
+                    # archive fails here, after jit.load succeeded
                     if not isinstance(src, (str, bytes)) and not hasattr(src, "__fspath__"):
                         raise
                     raise ModelFormatError(f"{os.fspath(src)}: the TorchScript archive's code cannot be read "

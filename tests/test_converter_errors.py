@@ -211,3 +211,21 @@ def test_onnx_constants_of_a_declared_huge_shape_are_not_made(tmp_path):
     onnx.save(model, str(p))
     x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
     assert fastrnn.convert(str(p)).predict(x).shape == (2, 1)
+
+
+def test_torchscript_debug_info_that_is_not_utf8(tmp_path):
+    """libtorch formats a node's source range from the archive's debug pickle; a file name
+    there that is not UTF-8 raised UnicodeDecodeError from str(node) (tests/fuzz: the most
+    common of the TorchScript errors only the last-resort wrapper named)."""
+    src = zipfile.ZipFile(os.path.join(os.path.dirname(__file__), "fuzz", "seeds", "tagger.ts.pt"))
+    out = tmp_path / "ts_name.pt"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "archive/code/__torch__.py.debug_pkl":
+                i = data.index(b"seeds.py")
+                data = data[:i] + b"\xff" + data[i + 1:]          # same length: the pickle stays valid
+            w.writestr(info, data)
+    with pytest.raises(ModelFormatError, match="ts_name.pt: the TorchScript archive's code cannot be read "
+                                               r"\(UnicodeDecodeError"):
+        fastrnn.convert(str(out))
