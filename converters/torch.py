@@ -444,6 +444,10 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
             from .frontends import torch as frontend
             if isinstance(obj, torch.jit.ScriptModule):
                 try:
+                    if not hasattr(obj, "forward"):
+                        raise UnsupportedError(f"convert: the TorchScript module {type(obj).__name__} has no "
+                                               f"forward method (a damaged archive, or a module saved without "
+                                               f"one): nothing to convert")
                     return frontend.convert_script(obj, example_input)
                 except (ModelFormatError, UnsupportedError):    # NotImplementedError is a RuntimeError
                     raise

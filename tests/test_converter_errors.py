@@ -229,3 +229,19 @@ def test_torchscript_debug_info_that_is_not_utf8(tmp_path):
     with pytest.raises(ModelFormatError, match="ts_name.pt: the TorchScript archive's code cannot be read "
                                                r"\(UnicodeDecodeError"):
         fastrnn.convert(str(out))
+
+
+def test_torchscript_module_without_forward(tmp_path):
+    """A TorchScript archive whose code defines no forward (tests/fuzz: one deleted byte in
+    `def forward`) is refused by name, not with an AttributeError from the frontend."""
+    src = zipfile.ZipFile(os.path.join(os.path.dirname(__file__), "fuzz", "seeds", "tagger.ts.pt"))
+    out = tmp_path / "no_forward.pt"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "archive/code/__torch__.py":
+                assert data.count(b"def forward(") == 1
+                data = data.replace(b"def forward(", b"def forwarx(")
+            w.writestr(info, data)
+    with pytest.raises(fastrnn.UnsupportedError, match="the TorchScript module .* has no forward method"):
+        fastrnn.convert(str(out))
