@@ -24,7 +24,12 @@ case "$kind" in
           tests=(tests/test_threads.py) ;;
     *) echo "tests/sanitize.sh: asan or tsan, got $kind" >&2; exit 2 ;;
 esac
-dir=${FASTRNN_SANITIZE_DIR:-$(mktemp -d)}/$kind
+base=${FASTRNN_SANITIZE_DIR:-}
+if [ -z "$base" ]; then                # a temporary build: removed when the run ends
+    base=$(mktemp -d)
+    trap 'rm -rf "$base"' EXIT
+fi
+dir=$base/$kind
 rm -rf "$dir"
 mkdir -p "$dir"
 # the sources the build needs, and the Python package laid out as installed
