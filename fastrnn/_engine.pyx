@@ -754,10 +754,10 @@ cdef class StreamPool:
             if slots.dtype.kind not in "iu":
                 if slots.size:
                     raise ArgumentTypeError(f"step: slots must be integers, got dtype {slots.dtype}")
+                slots = slots.astype(np.int64)   # [] is float64 to NumPy
             elif isinstance(given, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in given):
                 # NumPy reads [0, True] as [0, 1]: a bool is never a slot id
                 raise ArgumentTypeError(f"step: slots must be integers, got a bool in {given!r}")
-                slots = slots.astype(np.int64)   # [] is float64 to NumPy
             if not slots.dtype.isnative:
                 slots = slots.astype(slots.dtype.newbyteorder("="))
         if cnp.PyArray_NDIM(<cnp.ndarray>slots) != 1:
