@@ -21,6 +21,13 @@ from fastrnn.errors import FastRNNError, ModelFormatError, UnsupportedError
 ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError, ValueError, OSError, EOFError, zlib.error)
 
 
+def error_line(e, limit=300):
+    """'ErrorType: first line of its message' (at most `limit` characters of it), for messages
+    that quote another library's error."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:limit] if lines else ''}"
+
+
 def require(module, purpose):
     """Import an optional framework package, or raise UnsupportedError saying what needs it."""
     try:
@@ -116,9 +123,7 @@ def convert(src, *, isolate=False, isolate_timeout=None, isolate_memory=None, **
         if isinstance(e, MemoryError):   # a parser (libtorch's std::bad_alloc) believed a damaged size
             raise ModelFormatError(f"{os.fspath(src)}: reading the {kind} file ran out of memory; it declares "
                                    f"sizes it does not hold (damaged, or made to exhaust memory)") from None
-        raise ModelFormatError(f"{os.fspath(src)}: the {kind} file cannot be read "
-                               f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})") \
-            from None
+        raise ModelFormatError(f"{os.fspath(src)}: the {kind} file cannot be read ({error_line(e)})") from None
 
 
 def _dispatch(kind, src, opts):

@@ -47,6 +47,7 @@ from fastrnn import ir
 from fastrnn.errors import ModelFormatError, UnsupportedError
 
 from . import ZIP_ERRORS, require
+from . import error_line as _line
 
 MODES = {"LSTM": ("lstm", "tanh"), "GRU": ("gru", "tanh"), "RNN_TANH": ("rnn", "tanh"),
          "RNN_RELU": ("rnn", "relu")}
@@ -108,11 +109,6 @@ def load(path, allow_pickle=False):
     raise ModelFormatError(f"{path}: holds a {type(obj).__name__}, not a module or a state_dict")
 
 
-def _line(e):
-    s = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {s[0] if s else ''}"
-
-
 def _np(t, name):
     torch = _torch()
     if not isinstance(t, torch.Tensor):
@@ -166,11 +162,7 @@ def _traced_config(mod):
     state_dict (as for a state_dict file) and from the aten call in its code,
     torch.<lstm|gru|rnn_tanh|rnn_relu>(input, hx, params, has_biases, num_layers, dropout, train,
     bidirectional, batch_first), whose last argument is batch_first."""
-    try:
-        code = str(getattr(mod, "code", ""))
-    except Exception as e:  # noqa: BLE001 - a damaged archive's debug info fails in many ways
-        raise ModelFormatError(f"a TorchScript {getattr(mod, 'original_name', 'module')} whose code cannot be "
-                               f"read ({type(e).__name__}: {str(e).strip()[:200]})") from None
+    code = str(getattr(mod, "code", ""))     # a damaged archive fails here: convert() names it
     m = re.search(r"torch\.(lstm|gru|rnn_tanh|rnn_relu)\(", code)
     if not m:
         return None
@@ -429,38 +421,44 @@ def convert(src, *, example_input=None, batch_first=None, nonlinearity=None, all
         prefix, cfg = _infer(obj, nonlinearity)
         if batch_first is not None:
             cfg["batch_first"] = bool(batch_first)
-        sd = obj
-    else:
-        if head is not None or head_activation is not None:
-            raise UnsupportedError("convert: head= and head_activation= apply to state_dict files only "
-                                   "(a module's forward says what they say)")
-        if not isinstance(obj, (torch.nn.Module, torch.jit.ScriptModule)):
-            raise UnsupportedError(f"convert: cannot convert a {type(obj).__name__}")
-        if nonlinearity is not None or batch_first is not None:
-            raise UnsupportedError("convert: batch_first= and nonlinearity= apply to state_dict files only "
-                                   "(a module knows them)")
-        cfg = _rnn_config(obj)
-        if cfg is None:
-            from .frontends import torch as frontend
-            if isinstance(obj, torch.jit.ScriptModule):
-                try:
-                    if not hasattr(obj, "forward"):
-                        raise UnsupportedError(f"convert: the TorchScript module {type(obj).__name__} has no "
-                                               f"forward method (a damaged archive, or a module saved without "
-                                               f"one): nothing to convert")
-                    return frontend.convert_script(obj, example_input)
-                except (ModelFormatError, UnsupportedError):    # NotImplementedError is a RuntimeError
-                    raise
-                except (RuntimeError, UnicodeDecodeError, MemoryError) as e:
-                    # libtorch reads a TorchScript method's code and debug pickle when its graph is
-                    # first asked for (and formats a node's source range from them): a damaged
-                    # archive fails here, after jit.load succeeded
-                    if not isinstance(src, (str, bytes)) and not hasattr(src, "__fspath__"):
-                        raise
-                    raise ModelFormatError(f"{os.fspath(src)}: the TorchScript archive's code cannot be read "
-                                           f"({_line(e)})") from None
-            return frontend.convert_module(obj, example_input, kind)
-        sd, prefix = obj.state_dict(), ""
+        return _rnn_model(obj, prefix, cfg, kind)
+    if head is not None or head_activation is not None:
+        raise UnsupportedError("convert: head= and head_activation= apply to state_dict files only "
+                               "(a module's forward says what they say)")
+    if not isinstance(obj, (torch.nn.Module, torch.jit.ScriptModule)):
+        raise UnsupportedError(f"convert: cannot convert a {type(obj).__name__}")
+    if nonlinearity is not None or batch_first is not None:
+        raise UnsupportedError("convert: batch_first= and nonlinearity= apply to state_dict files only "
+                               "(a module knows them)")
+    if kind != "torchscript":
+        return _from_module(obj, example_input, kind)
+    try:                    # a TorchScript file: libtorch reads a method's code and debug pickle only
+        return _from_module(obj, example_input, kind)           # when asked (.code, .graph, str(node))
+    except (ModelFormatError, UnsupportedError):                # NotImplementedError is a RuntimeError
+        raise
+    except (RuntimeError, UnicodeDecodeError, MemoryError) as e:
+        raise ModelFormatError(f"{os.fspath(src)}: the TorchScript archive's code cannot be read "
+                               f"({_line(e)})") from None
+
+
+def _from_module(obj, example_input, kind):
+    """A module or TorchScript module -> Model: a bare RNN from its weights and options, anything
+    else through the frontend's capture of forward."""
+    torch = _torch()
+    cfg = _rnn_config(obj)
+    if cfg is not None:
+        return _rnn_model(obj.state_dict(), "", cfg, kind)
+    from .frontends import torch as frontend
+    if not isinstance(obj, torch.jit.ScriptModule):
+        return frontend.convert_module(obj, example_input, kind)
+    if not hasattr(obj, "forward"):
+        raise UnsupportedError(f"convert: the TorchScript module {type(obj).__name__} has no forward method (a "
+                               f"damaged archive, or a module saved without one): nothing to convert")
+    return frontend.convert_script(obj, example_input)
+
+
+def _rnn_model(sd, prefix, cfg, kind):
+    from fastrnn import Model
     layers = _from_state(sd, prefix, cfg)
     meta = {"source": "torch", "kind": kind, "module": cfg, "batch_first": bool(cfg["batch_first"])}
     return Model(layers, meta=meta, signature=_signature(layers))

@@ -34,6 +34,7 @@ import numpy as np
 
 from fastrnn.errors import FastRNNError, UnsupportedError
 
+from .. import error_line
 from .. import graph as G
 from ..graph import Input, Lowering, PT
 
@@ -1015,21 +1016,21 @@ def convert_module(module, example_input=None, kind="module"):
             except FastRNNError:
                 raise
             except Exception as e:  # noqa: BLE001 - export fails in many ways; fx may still capture
-                why.append(f"torch.export says {_first_line(e)}")
+                why.append(f"torch.export says {error_line(e)}")
         if captured is None:
             try:
                 captured = capture_fx(module, args, name), "torch.fx"
             except FastRNNError:
                 raise
             except Exception as e:  # noqa: BLE001
-                why.append(f"torch.fx says {_first_line(e)}")
+                why.append(f"torch.fx says {error_line(e)}")
         if captured is None:         # Python neither capture can see through (an assert on values):
             try:                     # what forward did on the example, checked on a larger input too
                 captured = capture_trace(module, args, name), "torch.jit.trace"
             except FastRNNError:
                 raise
             except Exception as e:  # noqa: BLE001
-                why.append(f"torch.jit.trace says {_first_line(e)}")
+                why.append(f"torch.jit.trace says {error_line(e)}")
                 raise UnsupportedError(f"convert: {name}.forward cannot be captured: {'; '.join(why)}") from None
         (low, result, leaves), capture = captured
         return finish(low, result, name, kind, capture, module, None if made else args, leaves)
@@ -1086,8 +1087,3 @@ def convert_script(module, example_input=None):
         except UnsupportedError as e:
             error = error or e
     raise error
-
-
-def _first_line(e):
-    s = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {s[0][:300] if s else ''}"
