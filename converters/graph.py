@@ -1479,18 +1479,20 @@ def _window_input(low, x, what):
     return x
 
 
-def _window_out(low, x, layer, width):
+def _window_out(low, x, layer, width, what):
     """Append a window layer; the time axis's example size becomes its output steps."""
     key = next((k for k, v in low.bind.items() if v == "T"), None)
-    T = low.size("T")
+    T = int(low.size("T"))
+    if layer.steps(T) < 1:
+        low.fail(f"a {what} with no output step for the example's {T} steps")
     y = low.append(layer, x, width)
     if key is not None:
         sym = getattr(low.xsizes.get(key), "sym", None)
-        low.xsizes[key] = Size(layer.steps(int(T)), sym)
+        low.xsizes[key] = Size(layer.steps(T), sym)
     return y
 
 
-def _pads(low, padding, n, what):
+def _pads(low, padding, what):
     if isinstance(padding, (list, tuple)) and len(padding) == 1:
         padding = padding[0]
     if isinstance(padding, (list, tuple)) and len(padding) == 2:      # ONNX pads [begin, end]
@@ -1540,12 +1542,10 @@ def _conv(low, x, weight, bias, stride, padding, dilation, groups):
     elif padding == "valid":
         pads = [0, 0]
     else:
-        pads = _pads(low, padding, k, "convolution")
+        pads = _pads(low, padding, "convolution")
     layer = ir.Conv1D(weight.astype(np.float32), None if bias is None else bias.astype(np.float32),
                       stride, dilation, pads)
-    if layer.steps(int(low.size("T"))) < 1:
-        low.fail(f"a convolution with no output step for the example's {int(low.size('T'))} steps")
-    return _window_out(low, x, layer, int(weight.shape[0]))
+    return _window_out(low, x, layer, int(weight.shape[0]), "convolution")
 
 
 def _pool1d(low, op, x, kernel_size, stride=None, padding=0, *rest):
@@ -1566,15 +1566,15 @@ def _pool1d(low, op, x, kernel_size, stride=None, padding=0, *rest):
         low.fail(f"a {kind} pooling with dilation {dilation} / ceil_mode {ceil_mode}")
     x = _window_input(low, x, f"{kind} pooling")
     layer = ir.Pool1D(x.width, kind, int(kernel_size), None if stride is None else int(stride),
-                      _pads(low, padding, kernel_size, "pooling"), bool(count_pad))
-    if layer.steps(int(low.size("T"))) < 1:
-        low.fail(f"a pooling with no output step for the example's {int(low.size('T'))} steps")
-    y = _window_out(low, x, layer, x.width)
+                      _pads(low, padding, "pooling"), bool(count_pad))
+    y = _window_out(low, x, layer, x.width, f"{kind} pooling")
     return (y, None) if op == "max_pool1d_with_indices" else y
 
 
 for _op in ("max_pool1d", "avg_pool1d", "max_pool1d_with_indices", "_max_pool1d"):
     handles(_op)((lambda op: lambda low, x, *a: _pool1d(low, op, x, *a))(_op))
+
+
 # ---- loops over time (unrolled by the capture) -----------------------------------------------------
 #
 # for t in range(x.size(1)): h = cell(x[:, t], h); outs.append(fc(h)) is recorded as T cell calls

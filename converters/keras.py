@@ -65,7 +65,6 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-import zlib
 
 import numpy as np
 
@@ -1135,8 +1134,7 @@ def convert(src, **opts):
         return _convert(cfg, version, reader)
     except (ModelFormatError, UnsupportedError):
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError, RuntimeError,
-            EOFError, OverflowError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error) as e:
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError, OverflowError) + ZIP_ERRORS as e:
         # a malformed config or weights file: wrong types, missing keys, a damaged archive, or
         # HDF5 that h5py cannot read (it raises OSError, RuntimeError, KeyError or ValueError)
         where = f"{src}: " if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__") else ""

@@ -539,7 +539,7 @@ def _convert(model, name, T):
     fe.time_size = T
     outs = fe.run()
     low = fe.low
-    ys = []
+    tails = {}                        # graph output -> k of its out[:, -k:]
     for oname, v in outs:
         if isinstance(v, G.Bad):
             continue
@@ -588,26 +588,22 @@ def _convert(model, name, T):
                                    f"final state another output takes")
         if y.time in ("longest", "longest_last") or y.padded:
             raise UnsupportedError(f"convert: graph output {oname!r} is cut at the batch's longest row")
-        if isinstance(y.time, tuple):      # ("tail", k): a Slice of the last k steps
-            last = f"tail:{y.time[1]}"
-        ys.append(last)
+        if isinstance(y.time, tuple):      # ("tail", k): a Slice of the last k steps, still a sequence
+            tails[oname] = y.time[1]
         axes = []
         for l in y.axes:
             l = low.lab(l)
             axes.append("*".join(l) if isinstance(l, tuple) else l)
         io_out.append({"name": oname, "kind": "y", "axes": axes, "dirs": y.dirs, "last": last})
     _final_first(low, io_out)
-    ys = [o["last"] for o in io_out if o["kind"] == "y"]
+    ys = [(o["last"], tails.get(o["name"])) for o in io_out if o["kind"] == "y"]
     if len(set(ys)) > 1:
         raise UnsupportedError("convert: graph outputs take the pipeline's steps in different ways (every step, "
                                "the last step, the last steps)")
-    if ys and ys[0] == "step":
+    if ys and ys[0][0] == "step":
         time = "last"
-    if ys and str(ys[0]).startswith("tail:"):
-        time = {"tail": int(ys[0][5:])}
-        for o in io_out:
-            if o["kind"] == "y":
-                o["last"] = None        # a sequence (of the last k steps)
+    if ys and ys[0][1] is not None:
+        time = {"tail": ys[0][1]}
     meta = {"source": "onnx", "opset": fe.opset, "producer": model.producer_name or None,
             "frontend": "graph"}
     layers, time = cut_early(fold(low.layers), time)
