@@ -751,10 +751,11 @@ def _info_text(info, model):
         s += f"; a step whose features all equal {inp['mask_value']:g} is masked (Masking)"
     lines.append(f"input     {s}")
     outs = info["outputs"]
+    time = model.signature["time"]
+    tail = time["tail"] if isinstance(time, dict) else None
     for j, o in enumerate(outs):
         head = "output    " if j == 0 else "          "
         tag = f"[{j}] " if len(outs) > 1 else ""
-        tail = model.signature["time"]["tail"] if isinstance(model.signature["time"], dict) else None
         steps = (f"the last {tail} steps (fewer when the sequence is shorter)" if tail and o["every_step"]
                  else "every step" if o["every_step"] else "last step only")
         lines.append(f"{head}{tag}{_shape_str(o['shape'])} float32, {steps}")

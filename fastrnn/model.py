@@ -76,8 +76,7 @@ class Model:
     @property
     def output_is_sequence(self):
         """True: predict returns (batch, time, out); False: (batch, out) (the last step)."""
-        t = self.signature["time"]
-        return bool(self._cm.output_is_sequence) and (t in (None, "longest") or isinstance(t, dict))
+        return bool(self._cm.output_is_sequence) and sig_.keeps_time(self.signature["time"])
 
     @property
     def isa(self):

@@ -59,6 +59,12 @@ def _int(v):
     return type(v) is int
 
 
+def keeps_time(time):
+    """Whether predict still returns a time axis after signature time `time` cuts y (a model
+    whose engine output is a sequence)."""
+    return time in (None, "longest") or isinstance(time, dict)
+
+
 def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_size=None):
     """Validate (and normalise) a signature dict against a model. state_dims: list of
     (dirs, width) per native state; output_is_sequence: the engine's y; internal: native states
@@ -73,8 +79,7 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
                                f"got {sig!r}")
     graph = None
     if sig.get("graph") is not None:
-        seq = output_is_sequence and (sig.get("time") in (None, "longest")     # what predict returns
-                                      or isinstance(sig.get("time"), dict))
+        seq = output_is_sequence and keeps_time(sig.get("time"))     # what predict returns
         graph = _check_graph(sig["graph"], state_dims, output_size, seq, input_size)
     outs, states, time = sig.get("outputs"), sig.get("states"), sig.get("time")
     if time is not None:
@@ -84,7 +89,7 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
         if (not tail and time not in ("last", "longest", "longest_last")) or not output_is_sequence:
             raise ModelFormatError(f"signature time must be 'last', 'longest', 'longest_last' or {{'tail': k}} on a "
                                    f"model that outputs every step, got {time!r}")
-        output_is_sequence = tail or time == "longest"
+        output_is_sequence = keeps_time(time)
     if outs is not None:
         if not isinstance(outs, list) or not outs:
             raise ModelFormatError("signature outputs must be a non-empty list")
