@@ -97,16 +97,23 @@ class _Tagger(torch.nn.Module):
         return self.fc(y)
 
 
+SEEDS = os.path.join(os.path.dirname(__file__), "fuzz", "seeds")
+
+
+def _rewrite_archive(src, out, edit):
+    """A copy of zip archive src at out, each member's bytes passed through edit(name, data)."""
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
+        for info in z.infolist():
+            w.writestr(info, edit(info.filename, z.read(info.filename)))
+    return out
+
+
 def test_damaged_torchscript_debug_info(tmp_path):
     """torch.jit.load reads a module whose debug pickle is damaged; its .code then fails."""
     p = tmp_path / "ts.pt"
     torch.jit.script(_Tagger()).save(str(p))
-    src = zipfile.ZipFile(p)
-    members = [(info, src.read(info.filename)) for info in src.infolist()]
-    out = tmp_path / "ts_bad.pt"
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
-        for info, data in members:
-            w.writestr(info, b"\x80\x02\xae" if info.filename.endswith(".debug_pkl") else data)
+    out = _rewrite_archive(p, tmp_path / "ts_bad.pt",
+                           lambda name, data: b"\x80\x02\xae" if name.endswith(".debug_pkl") else data)
     m = torch.jit.load(str(out))
     with pytest.raises(RuntimeError, match="Unknown opcode"):
         str(m.code)
@@ -203,7 +210,7 @@ def test_onnx_constants_of_a_declared_huge_shape_are_not_made(tmp_path):
     (64 GiB; found by tests/fuzz, onnx input 40368, where the structural reader refused the
     graph first). The structural reader keeps zero states abstract: the file converts."""
     from fastrnn.converters.frontends import onnx as frontend
-    model = onnx.load(os.path.join(os.path.dirname(__file__), "fuzz", "seeds", "regressor_torch.onnx"))
+    model = onnx.load(os.path.join(SEEDS, "regressor_torch.onnx"))
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2 ** 31
     with pytest.raises(fastrnn.UnsupportedError, match=r"a ConstantOfShape of 17179869184 elements"):
         frontend.convert(model, "huge_batch")
@@ -217,15 +224,12 @@ def test_torchscript_debug_info_that_is_not_utf8(tmp_path):
     """libtorch formats a node's source range from the archive's debug pickle; a file name
     there that is not UTF-8 raised UnicodeDecodeError from str(node) (tests/fuzz: the most
     common of the TorchScript errors only the last-resort wrapper named)."""
-    src = zipfile.ZipFile(os.path.join(os.path.dirname(__file__), "fuzz", "seeds", "tagger.ts.pt"))
-    out = tmp_path / "ts_name.pt"
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename == "archive/code/__torch__.py.debug_pkl":
-                i = data.index(b"seeds.py")
-                data = data[:i] + b"\xff" + data[i + 1:]          # same length: the pickle stays valid
-            w.writestr(info, data)
+    def edit(name, data):
+        if name != "archive/code/__torch__.py.debug_pkl":
+            return data
+        i = data.index(b"seeds.py")
+        return data[:i] + b"\xff" + data[i + 1:]              # same length: the pickle stays valid
+    out = _rewrite_archive(os.path.join(SEEDS, "tagger.ts.pt"), tmp_path / "ts_name.pt", edit)
     with pytest.raises(ModelFormatError, match="ts_name.pt: the TorchScript archive's code cannot be read "
                                                r"\(UnicodeDecodeError"):
         fastrnn.convert(str(out))
@@ -234,14 +238,11 @@ def test_torchscript_debug_info_that_is_not_utf8(tmp_path):
 def test_torchscript_module_without_forward(tmp_path):
     """A TorchScript archive whose code defines no forward (tests/fuzz: one deleted byte in
     `def forward`) is refused by name, not with an AttributeError from the frontend."""
-    src = zipfile.ZipFile(os.path.join(os.path.dirname(__file__), "fuzz", "seeds", "tagger.ts.pt"))
-    out = tmp_path / "no_forward.pt"
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename == "archive/code/__torch__.py":
-                assert data.count(b"def forward(") == 1
-                data = data.replace(b"def forward(", b"def forwarx(")
-            w.writestr(info, data)
+    def edit(name, data):
+        if name != "archive/code/__torch__.py":
+            return data
+        assert data.count(b"def forward(") == 1
+        return data.replace(b"def forward(", b"def forwarx(")
+    out = _rewrite_archive(os.path.join(SEEDS, "tagger.ts.pt"), tmp_path / "no_forward.pt", edit)
     with pytest.raises(fastrnn.UnsupportedError, match="the TorchScript module .* has no forward method"):
         fastrnn.convert(str(out))

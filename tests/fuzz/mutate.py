@@ -469,17 +469,14 @@ def frnn_ops(rng, data):
     return out, f"raw: {desc}"
 
 
-MUTATORS = {"frnn": frnn_ops, "keras": zip_ops, "h5": h5_ops, "onnx": onnx_ops, "pt": None, "ts": zip_ops}
-
-
-def _pt_ops(rng, data):
+def pt_ops(rng, data):
     if data[:2] == b"PK":
         return zip_ops(rng, data)
     out, desc = bytes_ops(rng, data)     # a legacy pickle
     return out, f"raw: {desc}"
 
 
-MUTATORS["pt"] = _pt_ops
+MUTATORS = {"frnn": frnn_ops, "keras": zip_ops, "h5": h5_ops, "onnx": onnx_ops, "pt": pt_ops, "ts": zip_ops}
 
 
 def mutate(fmt, seeds, n):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import tempfile
 import zipfile
 
 import numpy as np
@@ -62,26 +63,13 @@ def _frnn_models():
         ir.Activation(2, ir.Act("scaled_tanh", 1.5, 0.5)),
     ]
     out = []
-    for name, layers in (("ids", ids), ("float", flt)):
-        buf = io.BytesIO()
-        m = fastrnn.Model(layers, meta={"source": "tests/fuzz", "seed": name})
-        path = os.path.join(_tmpdir(), f"{name}.frnn")
-        m.save(path)
-        with open(path, "rb") as f:
-            buf.write(f.read())
-        out.append((f"{name}.frnn", buf.getvalue()))
+    with tempfile.TemporaryDirectory(prefix="fastrnn-fuzz-seeds-") as d:
+        for name, layers in (("ids", ids), ("float", flt)):
+            path = os.path.join(d, f"{name}.frnn")
+            fastrnn.Model(layers, meta={"source": "tests/fuzz", "seed": name}).save(path)
+            with open(path, "rb") as f:
+                out.append((f"{name}.frnn", f.read()))
     return out
-
-
-_TMP = None
-
-
-def _tmpdir():
-    global _TMP
-    if _TMP is None:
-        import tempfile
-        _TMP = tempfile.mkdtemp(prefix="fastrnn-fuzz-seeds-")
-    return _TMP
 
 
 def _read(paths):
