@@ -131,6 +131,13 @@ class PS:
     kind: str = "h"
 
 
+@dataclass(frozen=True)
+class Finals:
+    """h_n of unrolled layers: the last steps of several cell chains stacked along a new first
+    axis (the dynamo exporter's h_n of a multi-layer nn.RNN); its rows are read by index."""
+    rows: tuple
+
+
 class Lengths:
     pass
 
@@ -188,6 +195,7 @@ class Lowering:
         self.ps_payload = {}          # per-step op key -> its weights
         self.ps_made = {}             # (src, ops, sequence) -> the PT a loop became
         self.const_cache = {}         # frontends: one array per source tensor
+        self.chain_state = {}         # cell chain -> (its first native state, made per step)
 
     # ---- helpers ------------------------------------------------------------------------
     def fail(self, why):
@@ -224,6 +232,9 @@ class Lowering:
             return v.shape
         if isinstance(v, PS):
             return _ps_shape(self, v)
+        if cells.is_step(v):
+            node, lead = cells.lift(self, v)
+            return (1,) * lead + (self.size("B"), node.width)
         if isinstance(v, Input):
             return v.shape
         if isinstance(v, np.ndarray):
@@ -250,6 +261,8 @@ class Lowering:
         """x as a PT: rows of h_n of the top layer become the last recurrent layer's final step."""
         if isinstance(x, HN):
             return self._final(x)
+        if cells.is_step(x):
+            x = cells.to_ps(self, x)
         if isinstance(x, PS):
             return _ps_final(self, x)
         if isinstance(x, Pooled):
@@ -535,6 +548,8 @@ def _what(v):
         return f"a constant of shape {v.shape}"
     if isinstance(v, Input):
         return f"the argument {v.name!r}"
+    if cells.is_step(v):
+        return "a step value of a loop over time"
     return type(v).__name__
 
 
@@ -565,7 +580,7 @@ def _identity(low, x, *args, **kwargs):
 
 @handles("size", "sym_size", "dim")
 def _size(low, x, dim=None):
-    if isinstance(x, (PT, HN, Zeros, Input, np.ndarray)):
+    if isinstance(x, (PT, HN, Zeros, Input, np.ndarray, PS)) or cells.is_step(x):
         shp = low.shape(x)
         if dim is None:
             return tuple(_sized(low, x, i, s) for i, s in enumerate(shp))
@@ -579,7 +594,10 @@ def _size(low, x, dim=None):
 def _sized(low, x, i, s):
     if isinstance(x, PT):
         a = low.lab(x.axes[i])
-        return Size(s, a if a in ("B", "T") else "*".join(a) if isinstance(a, tuple) else None)
+        return Size(s, a if a in ("B", "T", "x0", "x1") else "*".join(a) if isinstance(a, tuple) else None)
+    if isinstance(x, PS) or cells.is_step(x):        # one step: (1, ...,) batch, features
+        n = len(low.shape(x))
+        return Size(s, "B") if i == n - 2 else s
     if isinstance(x, HN) and low.lab(x.axes[i]) == "B":
         return Size(s, "B")
     return s
@@ -665,6 +683,10 @@ def _embedding(low, weight, indices, padding_idx=None, scale_grad_by_freq=False,
 
 @handles("linear")
 def _linear(low, x, weight, bias=None):
+    if cells.is_step(x) or isinstance(x, Zeros):     # a cell's gates, unrolled: step expressions
+        if not isinstance(weight, np.ndarray) or weight.ndim != 2 or not (bias is None or isinstance(bias, np.ndarray)):
+            low.fail("a Linear whose weights are not constants")
+        return cells.linear(low, x, weight, bias)
     if isinstance(x, PS) and x.kind == "h":          # inside a loop over time: a per-step Linear
         if not isinstance(weight, np.ndarray) or (bias is not None and not isinstance(bias, np.ndarray)):
             low.fail("a Linear whose weights are not constants")
@@ -714,6 +736,10 @@ def _t(low, x):
 # ---- activations -------------------------------------------------------------------------------
 
 def activation(low, x, kind, alpha=None, dim=None):
+    if cells.is_step(x):
+        if kind in ir.ROW_WISE and dim not in (None, -1, 1):
+            low.fail(f"{kind} over dim={dim} of one step (batch, features)")
+        return cells.act(low, x, kind, alpha)
     if isinstance(x, PS) and x.kind == "h":          # inside a loop over time: per step
         if kind in ir.ROW_WISE and dim not in (None, -1, 1):
             low.fail(f"{kind} over dim={dim} of one step (batch, features)")
@@ -819,6 +845,13 @@ def _is_const(v):
 
 
 def _arith(low, op, a, b, alpha=1):
+    if cells.is_step(a) or cells.is_step(b) or (cells.loopish(a) or isinstance(a, Zeros)) and (
+            cells.loopish(b) or isinstance(b, Zeros)) and not (isinstance(a, Zeros) and isinstance(b, Zeros)):
+        if alpha != 1:
+            if not _is_const(b):
+                low.fail(f"{op} with alpha={alpha} of step values")
+            b = b * alpha
+        return cells.arith(low, op, a, b)      # a cell's arithmetic, unrolled (converters/cells.py)
     if _is_const(a) and _is_const(b):
         r = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
              "rsub": lambda p, q: q - p}[op](a, b * alpha if op in ("add", "sub") else b)
@@ -876,6 +909,8 @@ for _op in ("add", "sub", "mul", "div", "rsub"):
 def _neg(low, x):
     if _is_const(x):
         return -x
+    if cells.is_step(x):
+        return cells.neg(low, x)
     return _affine(low, x, -1.0, 0.0, "neg")
 
 
@@ -892,7 +927,7 @@ def _is_num(v):
 # ---- layout ---------------------------------------------------------------------------------------
 
 def _layout(low, x):
-    if isinstance(x, (PS, Pooled)):
+    if isinstance(x, (PS, Pooled)) or cells.is_step(x):
         x = low.tensor(x)
     if isinstance(x, (PT, HN)):
         return x
@@ -1041,6 +1076,11 @@ def _squeeze(low, x, dim=None):
     if isinstance(x, Zeros):
         s = [d for i, d in enumerate(x.shape) if not (d == 1 and (dim is None or i in _dims(dim, len(x.shape))))]
         return Zeros(tuple(s))
+    if cells.is_step(x):
+        return cells.squeeze(low, x, dim)
+    if isinstance(x, PS) and x.ops and x.ops[-1][0] == "unsq" and dim is not None and \
+            dim % len(low.shape(x)) == x.ops[-1][1] % len(low.shape(x)):
+        return replace(x, ops=x.ops[:-1])        # x[:, t:t+1].squeeze(1): step t
     x = _layout(low, x)
     sizes = low.shape(x)
     n = len(sizes)
@@ -1074,6 +1114,8 @@ def _dims(dim, n):
 
 @handles("unsqueeze", "unsqueeze_")
 def _unsqueeze(low, x, dim):
+    if cells.is_step(x):
+        return cells.unsqueeze(low, x, dim)
     if isinstance(x, PS):
         return _ps_op(low, x, ("unsq", dim))
     if isinstance(x, np.ndarray):
@@ -1101,6 +1143,10 @@ def _select(low, x, dim, index):
         s = list(x.shape)
         del s[dim]
         return Zeros(tuple(s))
+    if cells.is_step(x):
+        return cells.squeeze(low, x, dim)        # x[0] of a (1, B, H) step value
+    if isinstance(x, Finals) and dim == 0 and -len(x.rows) <= index < len(x.rows):
+        return x.rows[index]
     x = low.tensor(x)
     n = len(x.axes)
     i = dim % n
@@ -1187,7 +1233,7 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         shape = list(x.shape)
         shape[dim % len(shape)] = len(picked)
         return replace(x, rows=picked, row_axis=dim % len(x.shape), shape=tuple(shape))
-    shp = low.shape(x) if isinstance(x, (PT, HN, Zeros, PS)) else None
+    shp = low.shape(x) if isinstance(x, (PT, HN, Zeros, PS)) or cells.is_step(x) else None
     if shp is None:
         low.fail(f"slice of {_what(x)}")
     n = len(shp)
@@ -1196,6 +1242,8 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
     s, e, st = slice(start, None if end is None or end >= 2**62 else end, step).indices(size)
     if (s, e, st) == (0, size, 1):
         return x
+    if (cells.is_step(x) or isinstance(x, PS)) and i == n - 1 and st == 1:
+        return cells.cols(low, x, s, e)          # a cell's gates (a Split of the gate columns)
     if isinstance(x, PS):
         x = low.tensor(x)
     if isinstance(x, Zeros):
@@ -1204,15 +1252,13 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         return Zeros(tuple(s2))
     if isinstance(x, HN) and low.lab(x.axes[i]) == "S":
         return replace(x, parts=tuple(x.parts[s:e:st]))
-    if isinstance(x, PT) and low.lab(x.axes[i]) == "T" and (s, e, st) == (size - 1, size, 1):
-        v = _last_step(low, x, i)              # out[:, -1:] keeps a unit time axis
-        axes = list(v.axes)
-        axes.insert(i, "1")
-        return replace(v, axes=tuple(axes))
     if isinstance(x, PT) and low.lab(x.axes[i]) == "T" and st == 1 and e == size and start is not None and start < 0:
         return _last_steps(low, x, -start)
     if isinstance(x, PT) and low.lab(x.axes[i]) == "F":
         return _columns(low, x, s, e, st)
+    if isinstance(x, PT) and _steps_axis(low, x, i) and st == 1 and e == s + 1:
+        # x[:, t:t+1]: step t with a unit axis (out[:, -1:] is the last step, resolved where used)
+        return _ps_op(low, _select(low, x, i, s), ("unsq", i))
     low.fail(f"a slice [{start}:{end}:{step}] of the {low.lab(x.axes[i]) if isinstance(x, (PT, HN)) else i} axis")
 
 
@@ -1270,12 +1316,16 @@ def _getitem(low, x, idx):
 
 @handles("cat", "concat", "concatenate")
 def _cat(low, tensors, dim=0):
+    tensors = _steps_as_ps(low, tensors)
     if tensors and all(isinstance(t, Pooled) for t in tensors):      # pools side by side: one layer
         n = len(tensors[0].x.axes) - (0 if tensors[0].keepdim else 1)
         axes = [low.lab(a) for a in tensors[0].x.axes if tensors[0].keepdim or low.lab(a) != "T"]
         if dim % n != n - 1 or axes[-1] != "F":
             low.fail("torch.cat of pools along an axis other than the features")
         return low.pool_layer(list(tensors))
+    if tensors and all(isinstance(t, PS) and t.src[0] == "chain" and t.ops == (("unsq", 0),) for t in tensors) \
+            and dim == 0 and len({t.src for t in tensors}) == len(tensors):
+        return Finals(tuple(replace(t, ops=()) for t in tensors))    # final states of several layers
     if tensors and all(isinstance(t, PS) for t in tensors):         # cat of y_t.unsqueeze(d): a stack
         last = {t.ops[-1] if t.ops else None for t in tensors}
         if len(last) == 1 and list(last)[0] and list(last)[0][0] == "unsq":
@@ -1303,8 +1353,46 @@ def _cat(low, tensors, dim=0):
     low.fail("torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))")
 
 
+def _steps_as_ps(low, tensors):
+    """Step values of an unrolled cell (converters/cells.py) as the loop's per-step values."""
+    if isinstance(tensors, (list, tuple)) and any(cells.is_step(t) for t in tensors):
+        return [cells.to_ps(low, t) if cells.is_step(t) else t for t in tensors]
+    return tensors
+
+
+def _steps_axis(low, x, i):
+    """Whether axis i of x is (or may be, before a loop binds the input's axes) the time axis."""
+    a = low.lab(x.axes[i])
+    return a == "T" or (a in ("x0", "x1") and a not in low.bind)
+
+
+@handles("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes")
+def _split(low, x, size, dim=0):
+    """torch.split / ONNX Split: pieces of size (an int) or sizes (a list) along dim."""
+    shape = low.shape(x) if not isinstance(x, np.ndarray) else x.shape
+    n = shape[dim % len(shape)]
+    sizes = [int(s) for s in size] if isinstance(size, (list, tuple)) else \
+        [min(int(size), n - k) for k in range(0, n, max(int(size), 1))]
+    if sum(sizes) != n or any(s <= 0 for s in sizes):
+        low.fail(f"split into {sizes} of an axis of {n}")
+    out, k = [], 0
+    for s in sizes:
+        out.append(_slice(low, x, dim, k, k + s, 1))
+        k += s
+    return out
+
+
+@handles("chunk", "unsafe_chunk")
+def _chunk(low, x, chunks, dim=0):
+    shape = low.shape(x) if not isinstance(x, np.ndarray) else x.shape
+    n = shape[dim % len(shape)]
+    each = -(-n // int(chunks))
+    return _split(low, x, each, dim)
+
+
 @handles("stack")
 def _stack(low, tensors, dim=0):
+    tensors = _steps_as_ps(low, tensors)
     if tensors and all(isinstance(t, PS) for t in tensors):
         return _ps_stack(low, list(tensors), dim, dim)
     if all(isinstance(t, np.ndarray) for t in tensors):
@@ -1689,6 +1777,8 @@ def _ps_made(low, src, ops, sequence):
         elif op[0] == "act":
             kind, alpha, dim = low.ps_payload[op[1]]
             v = activation(low, v, kind, alpha=alpha, dim=dim)
+        elif op[0] == "unsq" and not sequence:          # out[:, -1:]: the last step, a unit axis kept
+            v = _unsqueeze(low, v, op[1])
         else:
             low.fail(f"a per-step {op[0]} inside the loop")
     elif src[0] == "seq":
@@ -1747,6 +1837,7 @@ def _chain_layer(low, k, sequence):
         low.states.append({"parts": [[s0 + 1, 0]], "stack": False})
     low.nstates += 2 if lstm else 1
     low.rnns.append(_Rnn(first, first, 1, 1, layer.state_size, layer.hidden_size, lstm, s0))
+    low.chain_state[k] = (s0, sequence)
     pos = len(low.layers)
     if sequence:
         return PT(pos, ("B", "T", "F"), layer.output_size)
@@ -1761,9 +1852,21 @@ def _ps_final(low, v):
     if v.t != T - 1:
         low.fail(f"step {v.t} of {T} used as a tensor: only the last step is supported (output[:, -1], or "
                  f"the state after a loop over every step), or every step stacked")
-    if any(op[0] == "unsq" for op in v.ops):
-        low.fail("an unsqueezed loop step used as a tensor")
     return _ps_made(low, v.src, v.ops, False)
+
+
+def chain_final(low, v):
+    """v (a loop value) as the final state of a cell chain whose layer already runs every step
+    (a graph output next to the per-step output): (native state, unit axes before it), or None."""
+    if cells.is_step(v):
+        v = cells.to_ps(low, v)
+    if not isinstance(v, PS) or v.src[0] != "chain" or any(op[0] != "unsq" or op[1] != 0 for op in v.ops):
+        return None
+    k = v.src[1]
+    made = low.chain_state.get(k)
+    if made is None or not made[1] or v.t != _ps_steps(low, v.src) - 1:
+        return None
+    return made[0] + (1 if v.kind == "c" else 0), len(v.ops)
 
 
 def _ps_stack(low, steps, unsq_dim, dim):
@@ -1780,3 +1883,6 @@ def _ps_stack(low, steps, unsq_dim, dim):
     if dim % 3 == 0:
         return replace(seq, axes=("T", "B", "F"))
     low.fail("torch.stack of loop values along the feature axis")
+
+
+from . import cells  # noqa: E402  (cells reads this module's names)

@@ -6,9 +6,11 @@ merge what is one layer in the engine). Each pass is exact algebra on float32 we
 - diagonal_into_dense: a per-feature scale/shift (a diagonal Dense made by graph._affine) merges
   into the Dense before it (scaling its rows, when that Dense has no activation) or else into the
   Dense after it (scaling its columns; the shift goes into that Dense's bias).
-- diagonal_into_recurrent: a per-feature scale/shift right before a recurrent layer (a
-  BatchNormalization in front of an LSTM) merges into its input weights: W_ih diag(s) and
-  b_ih + W_ih t, for every direction (the input projection is linear in every cell).
+- dense_into_recurrent: a Dense without activation right before a recurrent layer (a
+  BatchNormalization's per-feature scale in front of an LSTM, the input projection the dynamo
+  exporter hoists out of an unrolled nn.RNN, a user's Linear) merges into its input weights:
+  W_ih W and b_ih + W_ih t, for every direction (the input projection is linear in every cell),
+  when that costs no more per step (rows(W_ih) x in <= out x in + rows(W_ih) x out).
 - activation_into_dense: an Activation after a Dense without one is that Dense's activation.
 - identity: Activation(affine 1, 0) and Activation(linear) are dropped.
 - cut_early (signature time "last", not a layer fold): the pipeline's last step taken from a
@@ -64,22 +66,35 @@ def fold(layers):
             s, t = np.diag(prev.weight).astype(np.float32), _bias(prev)
             out[-1] = ir.Dense(l.weight * s[None, :], _bias(l) + l.weight @ t, l.activation)
             continue
-        if isinstance(l, ir.Recurrent) and isinstance(prev, ir.Dense) and _diagonal(prev) \
-                and prev.activation.kind == "linear":
-            s, t = np.diag(prev.weight).astype(np.float32), _bias(prev)
-            ws = []
-            for w in l.weights:
-                w = dict(w)
-                b = w.get("b_ih")
-                w["b_ih"] = (b if b is not None else np.zeros(w["W_ih"].shape[0], np.float32)) + w["W_ih"] @ t
-                if w.get("b_hh") is None:
-                    w["b_hh"] = np.zeros_like(w["b_ih"])
-                w["W_ih"] = w["W_ih"] * s[None, :]
-                ws.append(w)
-            out[-1] = dataclasses.replace(l, weights=ws)
+        if isinstance(l, ir.Recurrent) and _linear_dense(prev) and _into_recurrent_pays(prev, l):
+            out[-1] = _dense_into_recurrent(prev, l)
             continue
         out.append(l)
     return out
+
+
+def _into_recurrent_pays(d, r):
+    """Whether W_ih W costs no more per step than W then W_ih (rows of W_ih x inputs)."""
+    g, h = r.weights[0]["W_ih"].shape
+    f = d.weight.shape[1]
+    return g * f <= h * f + g * h
+
+
+def _dense_into_recurrent(d, r):
+    """Dense(W, t) then a recurrent layer: its input projection is linear in every cell, so
+    W_ih (W x + t) + b_ih = (W_ih W) x + (b_ih + W_ih t), for every direction."""
+    W, t = d.weight.astype(np.float64), _bias(d).astype(np.float64)
+    ws = []
+    for w in r.weights:
+        w = dict(w)
+        wih = w["W_ih"].astype(np.float64)
+        b = w.get("b_ih")
+        w["b_ih"] = ((b if b is not None else 0) + wih @ t).astype(np.float32)
+        if w.get("b_hh") is None:
+            w["b_hh"] = np.zeros_like(w["b_ih"])
+        w["W_ih"] = (wih @ W).astype(np.float32)
+        ws.append(w)
+    return dataclasses.replace(r, weights=ws)
 
 
 def cut_early(layers, time):

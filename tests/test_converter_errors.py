@@ -206,18 +206,28 @@ def test_onnx_names_that_are_not_utf8(tmp_path):
 
 def test_onnx_constants_of_a_declared_huge_shape_are_not_made(tmp_path):
     """An ONNX graph input declaring a batch of 2^31 makes torch's export of zero states a
-    ConstantOfShape of (layers, 2^31, H) for the graph frontend: refused by size, not allocated
-    (64 GiB; found by tests/fuzz, onnx input 40368, where the structural reader refused the
-    graph first). The structural reader keeps zero states abstract: the file converts."""
+    ConstantOfShape of (layers, 2^31, H) (found by tests/fuzz, onnx input 40368: it allocated
+    64 GiB). The batch size is the input's, so the zeros stay abstract: both readers convert the
+    file without allocating them. A ConstantOfShape of a constant shape over 2^24 elements is
+    refused by size."""
+    from onnx import TensorProto, helper
     from fastrnn.converters.frontends import onnx as frontend
     model = onnx.load(os.path.join(SEEDS, "regressor_torch.onnx"))
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2 ** 31
-    with pytest.raises(fastrnn.UnsupportedError, match=r"a ConstantOfShape of 17179869184 elements"):
-        frontend.convert(model, "huge_batch")
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    assert frontend.convert(model, "huge_batch").predict(x).shape == (2, 1)
     p = tmp_path / "huge_batch.onnx"
     onnx.save(model, str(p))
-    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
     assert fastrnn.convert(str(p)).predict(x).shape == (2, 1)
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [65536, 65536])
+    g = model.graph
+    g.initializer.append(shape)
+    g.node.insert(0, helper.make_node("ConstantOfShape", ["shape"], ["big"]))
+    g.node.insert(1, helper.make_node("Identity", ["big"], ["big_out"]))
+    g.output.append(helper.make_tensor_value_info("big_out", TensorProto.FLOAT, [65536, 65536]))
+    with pytest.raises(fastrnn.UnsupportedError, match=r"a ConstantOfShape of 4294967296 elements"):
+        frontend.convert(model, "huge_constant")
 
 
 def test_torchscript_debug_info_that_is_not_utf8(tmp_path):

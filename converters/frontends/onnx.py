@@ -338,6 +338,18 @@ class _Frontend:
             return _Shape(out)
         return self.call("cat", [list(a), axis], w)
 
+    def op_Split(self, node, a, at, w):
+        x, axis = a[0], at.get("axis", 0)
+        sizes = at.get("split") if self.opset < 13 else (_ints(a[1]) if len(a) > 1 and a[1] is not None else None)
+        if sizes is None:
+            n = self.low.shape(x)[axis] if not isinstance(x, np.ndarray) else x.shape[axis]
+            k = at.get("num_outputs", len(node.output))
+            each = -(-n // k)
+            sizes = [min(each, n - i * each) for i in range(k)]
+        if len(sizes) != len(node.output):
+            self.low.fail(f"a Split into {len(sizes)} pieces with {len(node.output)} outputs")
+        return list(self.call("split_with_sizes", [x, [int(s) for s in sizes], axis], w))
+
     def op_MatMul(self, node, a, at, w):
         return self.call("matmul", a[:2], w)
 
@@ -513,7 +525,10 @@ def convert(model, name):
 
 
 def _time_candidates(model):
-    """Positive sizes written into Reshape targets (constants), most frequent first, at most 3."""
+    """Positive sizes written into Reshape targets (constants), most frequent first, at most 3;
+    then the length an unrolled loop steps through (one more than the largest single step a
+    Gather or Slice takes: the exporter fixed the loop's length), and an input axis named by a
+    number (the dynamo exporter's name for a size it specialized)."""
     from collections import Counter
     consts = {t.name: t for t in model.graph.initializer}
     for n in model.graph.node:
@@ -529,7 +544,27 @@ def _time_candidates(model):
             except ModelFormatError:
                 continue
             seen.update(int(v) for v in vals if 1 < v < 1_000_000)
-    return [v for v, _ in seen.most_common(3)]
+    out = [v for v, _ in seen.most_common(3)]
+    steps = []
+    for n in model.graph.node:
+        try:
+            if n.op_type == "Gather" and n.input[1] in consts:
+                idx = _array(consts[n.input[1]])
+                if idx.ndim == 0 or idx.size == 1:
+                    steps.append(int(idx.reshape(-1)[0]))
+            elif n.op_type == "Slice" and len(n.input) > 2 and n.input[1] in consts and n.input[2] in consts:
+                s0, e0 = _array(consts[n.input[1]]).reshape(-1), _array(consts[n.input[2]]).reshape(-1)
+                if s0.size == 1 and e0.size == 1 and int(e0[0]) == int(s0[0]) + 1:
+                    steps.append(int(s0[0]))
+        except (ModelFormatError, ValueError, TypeError):
+            continue
+    if steps and 0 < max(steps) + 1 < 1_000_000:
+        out.append(max(steps) + 1)
+    for vi in model.graph.input[:1]:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.dim_param.isdigit() and 1 < int(d.dim_param) < 1_000_000:
+                out.append(int(d.dim_param))
+    return list(dict.fromkeys(out))
 
 
 def _convert(model, name, T):
@@ -546,6 +581,18 @@ def _convert(model, name, T):
         if v is None:
             low.errors.append(f"output {oname!r}: no node makes it")
     low.raise_errors()
+    finals = {}                     # the last state of an unrolled cell, beside its every step
+    loopy = [(o, v) for o, v in outs if G.cells.loopish(v)]
+    for oname, v in sorted(loopy, key=lambda ov: G.cells.is_final_candidate(low, ov[1])):
+        try:
+            if G.cells.is_final_candidate(low, v):
+                f = G.chain_final(low, v)
+                if f is not None:
+                    finals[oname] = f
+                    continue
+            outs[[o for o, _ in outs].index(oname)] = (oname, low.tensor(v))
+        except G.Refused as e:
+            raise UnsupportedError(f"convert: graph output {oname!r}: {e.why}") from None
     io_in, io_out = [], []
     for iname, v in fe.inputs:
         if isinstance(v, PT):
@@ -566,6 +613,10 @@ def _convert(model, name, T):
             io_in.append(None)              # read by nothing fastrnn runs
     time = None
     for oname, v in outs:
+        if oname in finals:
+            s, lead = finals[oname]
+            io_out.append({"name": oname, "kind": "state", "axes": ["S"] * lead + ["B", "F"], "parts": [[s, 0]]})
+            continue
         if isinstance(v, G.HN):
             io_out.append({"name": oname, "kind": "state", "axes": [low.lab(l) for l in v.axes],
                            "parts": [list(p) for p in v.parts]})

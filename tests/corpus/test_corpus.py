@@ -81,10 +81,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'course_lstm_hn_permute-trace':
         "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
-    'd2stgnn_rnn_layer-onnx_dynamo':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
-    'd2stgnn_rnn_layer-onnx_legacy':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'd2stgnn_rnn_layer-script':
         "UnsupportedError: convert: D2STGNNRNNLayer: 1 operation cannot be lowered to fastrnn's pipeline: stack: cannot be interpreted (ValueError: need at least one array to stack)",
     'd2stgnn_rnn_layer-trace':
@@ -95,10 +91,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0) TopK (ONNX node '/rnns.0/TopK', TopK): ONNX op TopK is not supp",
     'deepspeech_rnns-trace':
         "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for ",
-    'dlwizard_rnn_relu-onnx_dynamo':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
-    'ersw_rnn_sequential_head-onnx_dynamo':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'ex_time_sequence_prediction-module':
         "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
     'ex_time_sequence_prediction-onnx_dynamo':
@@ -108,10 +100,6 @@ REFUSED_TODAY = {
     'ex_time_sequence_prediction-trace':
         "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
     'ex_word_language_model_rnn_tied-onnx_dynamo':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
-    'grucell_forecaster-onnx_dynamo':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
-    'grucell_forecaster-onnx_legacy':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'grucell_forecaster-script':
         "UnsupportedError: convert: GRUCellForecaster: 2 operations cannot be lowered to fastrnn's pipeline: eq: op 'eq' is not supported",
@@ -127,10 +115,6 @@ REFUSED_TODAY = {
         "UnsupportedError: layer 'concatenate' (Concatenate) takes several inputs (global_average_pooling1d, global_max_pooling1d_1; e.g. initial_state): not a chain",
     'luopeixiang_ner_bilstm-trace':
         "UnsupportedError: convert: LuoBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tens",
-    'morvan_rnn_regressor-onnx_dynamo':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
-    'morvan_rnn_regressor-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Gather' (Gather, node 17): takes step 0 of the sequence (only the last step, or the first of a reverse layer, which is its final state, is supported) select (ONN",
     'morvan_rnn_regressor-script':
         "UnsupportedError: convert: MorvanRNNRegressor: 1 operation cannot be lowered to fastrnn's pipeline: stack: cannot be interpreted (ValueError: need at least one array to stack)",
     'myprediction_gru-onnx_legacy':
@@ -141,8 +125,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1); expected (T, B, F)",
     'stackabuse_airline_lstm-trace':
         "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 1)",
-    'tut_char_rnn_classification-onnx_dynamo':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'tut_char_rnn_classification_step-module':
         "UnsupportedError: convert: TutCharRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_classification_step-script':

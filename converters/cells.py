@@ -1,0 +1,591 @@
+"""Unrolled recurrent cells: one step's arithmetic recognised as an LSTM, GRU or RNN cell.
+
+An exporter that cannot write a recurrence as one operator writes every step of it as plain
+arithmetic: torch.onnx (legacy and dynamo) of nn.LSTMCell / GRUCell / RNNCell called in a Python
+loop over time, and the dynamo exporter's nn.RNN, give per step a Gemm / MatMul of the step's
+input and one of the previous state, a Split into gates, Add, Mul, Sub, Sigmoid, Tanh, Relu. The
+shared lowering (converters/graph.py) runs those ops on STEP EXPRESSIONS instead of refusing them
+(any capture that decomposes a cell reaches the same code):
+
+  Aff(src, W, b)     W src + b for one source (a Linear / Gemm / MatMul; Split takes row ranges)
+  Atom(kind, arg)    an activation of an expression
+  Add(a, b, sign)    a + sign * b;  Mul(a, b);  Const(value) a scalar or per-feature constant
+  Leaf(ps)           a per-step value the loop machinery knows (graph.PS: step t of a sequence,
+                     the state of a cell chain)
+  ZLeaf(width)       a zero initial state (an h0 / c0 made in forward)
+  Lead(x, n)         x with n leading unit axes (the (1, B, H) state of an unrolled nn.RNN)
+
+Nothing is decided while the ops are read. When a step value is used as a tensor (stacked over
+the steps, a graph output, read by a layer of the pipeline), to_ps() recognises it top down:
+
+  - its STEP is the latest sequence step it depends on; the cell at step t is expanded into a sum
+    of products of the step's own arithmetic only (nodes of earlier steps, activations and
+    linear maps stay opaque), so how the exporter wrote it (h - n)*z + n, (1 - z)*n + z*h, the
+    order of operands) does not matter;
+  - the sum is matched against the three cells of torch's definitions (docs/pytorch.md):
+      RNN   h' = act(W x + U h + b)                         act tanh or relu
+      LSTM  c' = s(Af) c + s(Ai) tanh(Ag),  h' = s(Ao) tanh(c')
+      GRU   h' = (1 - z) n + z h,  z = s(Az),  n = tanh(Ain + s(Ar) * Ahn)   (and z <-> 1 - z)
+    where the A are linear forms of the step's input x (step t) and the previous state h (step
+    t - 1, or zeros at step 0); their weights are read off the linear maps and stacked in torch's
+    gate order;
+  - the previous state is recognised first (recursively), and the cell goes through the same
+    chain handler as an explicit lstm_cell / gru_cell call (graph._cell), which checks that every
+    step is the same cell continuing the previous step's state: a loop becomes one Recurrent
+    layer exactly as a module capture's cell loop does.
+
+A step value that is no cell (per-step arithmetic the pipeline cannot run) is refused with a
+message naming what it is. Weights are interned by content, so the copies every step of an
+unrolled graph holds are one array (the chain check compares identity).
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import numpy as np
+
+from . import graph as G
+
+
+class Sx:
+    """A step expression (module note). Compared by identity."""
+    width = 0
+
+
+class Aff(Sx):
+    def __init__(self, src, W, b):
+        self.src, self.W, self.b, self.width = src, W, b, int(W.shape[0])
+
+
+class Atom(Sx):
+    def __init__(self, kind, alpha, arg):
+        self.kind, self.alpha, self.arg, self.width = kind, alpha, arg, arg.width
+
+
+class Add(Sx):
+    def __init__(self, a, b, sign):
+        self.a, self.b, self.sign, self.width = a, b, sign, max(a.width, b.width)
+
+
+class Mul(Sx):
+    def __init__(self, a, b):
+        self.a, self.b, self.width = a, b, max(a.width, b.width)
+
+
+class Const(Sx):
+    def __init__(self, v):
+        self.v = v
+        self.width = 1 if np.ndim(v) == 0 else int(np.shape(v)[-1])
+
+
+class Leaf(Sx):
+    def __init__(self, ps, width):
+        self.ps, self.width = ps, width
+
+
+class ZLeaf(Sx):
+    def __init__(self, width):
+        self.width = width
+
+
+class Lead(Sx):
+    def __init__(self, inner, n):
+        self.inner, self.n, self.width = inner, n, inner.width
+
+
+def is_step(v):
+    return isinstance(v, Sx)
+
+
+def loopish(v):
+    return isinstance(v, (Sx, G.PS))
+
+
+# ---- building (from the graph's handlers) ---------------------------------------------------
+
+def _state(low):
+    if not hasattr(low, "sx"):
+        low.sx = {"leaf": {}, "zero": {}, "done": {}, "const": {}, "step": {}, "cols": {}}
+    return low.sx
+
+
+def lift(low, v):
+    """v as (node, leading unit axes)."""
+    if isinstance(v, Lead):
+        return v.inner, v.n
+    if isinstance(v, Sx):
+        return v, 0
+    if isinstance(v, G.PS):
+        return _lift_ps(low, v)
+    if isinstance(v, G.Zeros):
+        shape = tuple(int(d) for d in v.shape)
+        if len(shape) < 2 or any(d != 1 for d in shape[:-2]):
+            low.fail(f"a zero tensor of shape {shape} inside a loop over time")
+        st = _state(low)["zero"]
+        return st.setdefault(shape[-1], ZLeaf(shape[-1])), len(shape) - 2
+    if G._is_const(v):
+        a = np.asarray(v, np.float32)
+        if a.ndim > 1 and any(d != 1 for d in a.shape[:-1]):
+            low.fail(f"a constant of shape {a.shape} in a step's arithmetic (only scalars and per-feature vectors)")
+        a = a.reshape(-1)
+        return Const(float(a[0]) if a.size == 1 else a), 0
+    low.fail(f"{G._what(v)} in a step's arithmetic")
+
+
+def _lift_ps(low, v):
+    """One node per PS value (a value used twice is one factor)."""
+    st = _state(low)["leaf"]
+    if v not in st:
+        st[v] = (Leaf(v, int(low.shape(v)[-1])), 0) if not v.ops else _lift_op(low, v)
+    return st[v]
+
+
+def _lift_op(low, v):
+    inner, lead = _lift_ps(low, G.replace(v, ops=v.ops[:-1]))
+    op = v.ops[-1]
+    if op[0] == "linear":
+        W, b = low.ps_payload[op[1]]
+        return Aff(inner, W, b if b is not None else np.zeros(W.shape[0], np.float32)), lead
+    if op[0] == "act":
+        kind, alpha, _ = low.ps_payload[op[1]]
+        return Atom(kind, alpha, inner), lead
+    if op[0] == "unsq" and op[1] % (lead + 3) == 0:
+        return inner, lead + 1
+    low.fail(f"a per-step {op[0]} in a step's arithmetic")
+
+
+def wrap(node, lead):
+    return Lead(node, lead) if lead else node
+
+
+def linear(low, x, W, b):
+    node, lead = lift(low, x)
+    if W.shape[1] != node.width:
+        low.fail(f"a Linear of weight shape {W.shape} on {node.width} features")
+    return wrap(Aff(node, W, b if b is not None else np.zeros(W.shape[0], np.float32)), lead)
+
+
+def arith(low, op, a, b):
+    """a op b where one of them is a step value ("add" | "sub" | "mul" | "div" | "rsub")."""
+    if op == "rsub":
+        a, b, op = b, a, "sub"
+    (p, la), (q, lb) = lift(low, a), lift(low, b)
+    if p.width != q.width and 1 not in (p.width, q.width):
+        low.fail(f"{op} of {p.width} and {q.width} features")
+    if op == "div":
+        if not isinstance(q, Const):
+            low.fail("a division by a step value")
+        q = Const(np.float32(1) / np.asarray(q.v, np.float32))
+        op = "mul"
+    node = Mul(p, q) if op == "mul" else Add(p, q, 1 if op == "add" else -1)
+    return wrap(node, max(la, lb))
+
+
+def neg(low, x):
+    node, lead = lift(low, x)
+    return wrap(Mul(Const(-1.0), node), lead)
+
+
+def act(low, x, kind, alpha):
+    node, lead = lift(low, x)
+    return wrap(Atom(kind, alpha, node), lead)
+
+
+def cols(low, x, s, e):
+    """Feature columns [s:e] of a step value (a Split of the gates)."""
+    node, lead = lift(low, x)
+    return wrap(_cols(low, node, s, e), lead)
+
+
+def _cols(low, n, s, e):
+    if (s, e) == (0, n.width):
+        return n
+    memo = _state(low)["cols"]
+    key = (id(n), s, e)
+    if key in memo:
+        return memo[key][1]
+    if isinstance(n, Aff):
+        r = Aff(n.src, n.W[s:e], n.b[s:e])
+    elif isinstance(n, Atom):
+        r = Atom(n.kind, n.alpha, _cols(low, n.arg, s, e))
+    elif isinstance(n, Add):
+        r = Add(_cols(low, n.a, s, e) if n.a.width > 1 else n.a, _cols(low, n.b, s, e) if n.b.width > 1 else n.b,
+                n.sign)
+    elif isinstance(n, Mul):
+        r = Mul(_cols(low, n.a, s, e) if n.a.width > 1 else n.a, _cols(low, n.b, s, e) if n.b.width > 1 else n.b)
+    elif isinstance(n, Const):
+        r = Const(n.v[s:e])
+    elif isinstance(n, ZLeaf):
+        r = _state(low)["zero"].setdefault(e - s, ZLeaf(e - s))
+    else:
+        low.fail(f"a slice [{s}:{e}] of a loop's state features")
+    memo[key] = (n, r)                   # n kept alive: its id stays its own
+    return r
+
+
+def squeeze(low, x, dim):
+    node, lead = lift(low, x)
+    if lead and dim in (None, 0):
+        return wrap(node, lead - 1)
+    low.fail(f"a squeeze of dim {dim} of one step (batch, features)")
+
+
+def unsqueeze(low, x, dim):
+    node, lead = lift(low, x)
+    if dim % (lead + 3) != 0:            # y_t.unsqueeze(1) to be stacked: a per-step value now
+        return G._ps_op(low, to_ps(low, x), ("unsq", dim))
+    return wrap(node, lead + 1)
+
+
+# ---- recognition ------------------------------------------------------------------------------
+
+def _step(low, n):
+    """The latest sequence step n depends on (-1: none, a zero state or constants)."""
+    memo = _state(low)["step"]
+    k = id(n)
+    if k in memo:
+        return memo[k][1]
+    if isinstance(n, Leaf):
+        r = n.ps.t
+    elif isinstance(n, (ZLeaf, Const)):
+        r = -1
+    elif isinstance(n, Aff):
+        r = _step(low, n.src)
+    elif isinstance(n, Atom):
+        r = _step(low, n.arg)
+    else:
+        r = max(_step(low, n.a), _step(low, n.b))
+    memo[k] = (n, r)
+    return r
+
+
+def _affine(n):
+    """Whether n is affine in its leaves (no product of two step values, no activation)."""
+    if isinstance(n, (Aff, Const, Leaf, ZLeaf)):
+        return True
+    if isinstance(n, Add):
+        return _affine(n.a) and _affine(n.b)
+    if isinstance(n, Mul):
+        return (isinstance(n.a, Const) and _affine(n.b)) or (isinstance(n.b, Const) and _affine(n.a))
+    return False
+
+
+def _expand(low, n, t):
+    """n as {factor ids: (coef, factors)}: a sum of products of the step-t arithmetic. Linear
+    maps, activations and leaves are factors, and so is an earlier step's value that is not
+    affine (the previous h or c; U h + b computed from it belongs to this step and is expanded)."""
+    if isinstance(n, Const):
+        return {(): (n.v, ())}
+    if isinstance(n, (Aff, Atom, Leaf, ZLeaf, Lead)) or (0 <= _step(low, n) < t and not _affine(n)):
+        return {(id(n),): (1.0, (n,))}
+    a = _expand(low, n.a, t)
+    b = _expand(low, n.b, t)
+    out = {}
+    if isinstance(n, Add):
+        items = list(a.values()) + [(c * n.sign, f) for c, f in b.values()]
+    else:
+        items = [(ca * cb, fa + fb) for ca, fa in a.values() for cb, fb in b.values()]
+    for c, f in items:
+        f = tuple(sorted(f, key=id))
+        k = tuple(id(x) for x in f)
+        if k in out:
+            c = out[k][0] + c
+        out[k] = (c, f)
+    return {k: v for k, v in out.items() if not (np.ndim(v[0]) == 0 and v[0] == 0)}
+
+
+def _lin(low, terms, width):
+    """A sum of linear terms -> ({id(source): (source, W)}, b), or None when it is not one."""
+    parts, b = {}, np.zeros(width, np.float64)
+    for c, f in terms:
+        c = np.asarray(c, np.float64)
+        if not f:
+            b = b + c
+            continue
+        if len(f) != 1:
+            return None
+        x = f[0]
+        if isinstance(x, Aff):
+            src, W, bb = x.src, x.W.astype(np.float64), x.b.astype(np.float64)
+        else:                            # a leaf, an activation or an earlier step's value: itself
+            src, W, bb = x, np.eye(x.width), np.zeros(x.width)
+        if W.shape[0] != width:
+            return None
+        W = W * (c[:, None] if c.ndim else c)
+        b = b + bb * c
+        if id(src) in parts:
+            W = parts[id(src)][1] + W
+        parts[id(src)] = (src, W)
+    return parts, b
+
+
+def _sources(low, forms, t):
+    """The input (step t) and state (step t - 1, or a zero state at step 0) of linear forms."""
+    srcs = {}
+    for parts, _ in forms:
+        for k, (s, _) in parts.items():
+            srcs[k] = s
+    inp = [s for s in srcs.values() if _step(low, s) == t]
+    st = [s for s in srcs.values() if s not in inp]
+    if len(inp) != 1 or len(st) != 1 or not (isinstance(st[0], ZLeaf) or _step(low, st[0]) == t - 1):
+        return None
+    return inp[0], st[0]
+
+
+def _w(low, a):
+    """One array per content (the copies of an unrolled loop's steps are one weight)."""
+    a = np.ascontiguousarray(a, np.float32)
+    k = (a.shape, hashlib.sha1(a.tobytes()).digest())
+    return _state(low)["const"].setdefault(k, a)
+
+
+def _stacked(low, forms, inp, st, width):
+    """Gate linear forms -> (W_ih, W_hh, b) stacked in the given order."""
+    wi, wh, bs = [], [], []
+    for parts, b in forms:
+        if set(parts) - {id(inp), id(st)}:
+            return None
+        # a part that is absent is zero (a zero state's weights an exporter dropped at step 0 then
+        # differ from step 1's, and the chain check refuses the loop)
+        wi.append(parts[id(inp)][1] if id(inp) in parts else np.zeros((b.shape[0], inp.width)))
+        wh.append(parts[id(st)][1] if id(st) in parts else np.zeros((b.shape[0], st.width)))
+        bs.append(b)
+    return np.vstack(wi), np.vstack(wh), np.concatenate(bs)
+
+
+def _match_rnn(low, n, t):
+    if not (isinstance(n, Atom) and n.kind in ("tanh", "relu") and n.alpha is None):
+        return None
+    f = _lin(low, _expand(low, n.arg, t).values(), n.width)
+    io = f and _sources(low, [f], t)
+    if not io:
+        return None
+    inp, st = io
+    W = _stacked(low, [f], inp, st, n.width)
+    if W is None or W[1].shape != (n.width, n.width):
+        return None
+    return "rnn_" + n.kind, inp, [st], W, None
+
+
+def _sig(x):
+    return isinstance(x, Atom) and x.kind == "sigmoid" and x.alpha is None
+
+
+def _tanh(x):
+    return isinstance(x, Atom) and x.kind == "tanh" and x.alpha is None
+
+
+def _match_lstm(low, n, t):
+    e = list(_expand(low, n, t).values())
+    if len(e) != 1 or np.ndim(e[0][0]) or e[0][0] != 1 or len(e[0][1]) != 2:
+        return None
+    fs = e[0][1]
+    o = next((x for x in fs if _sig(x)), None)
+    th = next((x for x in fs if _tanh(x) and x is not o), None)
+    if o is None or th is None or _step(low, th.arg) != t:
+        return None
+    C = th.arg
+    ce = list(_expand(low, C, t).values())
+    if len(ce) != 2 or any(np.ndim(c) or c != 1 or len(f) != 2 for c, f in ce):
+        return None
+    ig = next(((a, b) for _, (a, b) in ce if (_sig(a) and _tanh(b) and _step(low, b.arg) == t)
+               or (_sig(b) and _tanh(a) and _step(low, a.arg) == t)), None)
+    if ig is None:
+        return None
+    i, g = (ig[0], ig[1]) if _sig(ig[0]) and _tanh(ig[1]) else (ig[1], ig[0])
+    fterm = next(f for _, f in ce if i not in f)
+    fg = next((x for x in fterm if _sig(x) and (_step(low, x.arg) == t)), None)
+    if fg is None:
+        return None
+    cp = next(x for x in fterm if x is not fg)
+    if not (isinstance(cp, ZLeaf) or _step(low, cp) < t):
+        return None
+    forms = [_lin(low, _expand(low, a.arg, t).values(), a.width) for a in (i, fg, g, o)]
+    if any(f is None for f in forms):
+        return None
+    io = _sources(low, forms, t)
+    if not io:
+        return None
+    inp, st = io
+    W = _stacked(low, forms, inp, st, n.width)
+    if W is None:
+        return None
+    return "lstm", inp, [st, cp], W, C
+
+
+def _match_gru(low, n, t):
+    e = list(_expand(low, n, t).values())
+    if len(e) != 3 or any(np.ndim(c) or abs(c) != 1 for c, _ in e):
+        return None
+    single = [f[0] for c, f in e if len(f) == 1 and c == 1]
+    pairs = [(c, f) for c, f in e if len(f) == 2]
+    if len(single) != 1 or len(pairs) != 2:
+        return None
+    s = single[0]
+    if _tanh(s):                         # n - z n + z h: torch's (1 - z) n + z h
+        nn_, flip = s, False
+    else:                                # h - z h + z n: z is torch's 1 - z
+        nn_, flip = None, True
+    zs = {id(x): x for _, f in pairs for x in f if _sig(x)}
+    if not zs:
+        return None
+    for z in zs.values():
+        rest = {}
+        for c, f in pairs:
+            if z not in f:
+                break
+            other = f[0] if f[1] is z else f[1]
+            rest[c] = other
+        else:
+            if set(rest) != {1, -1}:
+                continue
+            n_gate, hp = (rest[-1], rest[1]) if not flip else (rest[1], rest[-1])
+            if flip and hp is not s:
+                continue
+            if not flip and n_gate is not nn_:
+                continue
+            if not _tanh(n_gate) or _step(low, n_gate.arg) != t:
+                continue
+            return _gru_gates(low, n, t, z, n_gate, hp, flip)
+    return None
+
+
+def _gru_gates(low, n, t, z, ng, hp, flip):
+    ne = list(_expand(low, ng.arg, t).values())
+    rs = {id(x): x for _, f in ne for x in f if _sig(x)}
+    for r in rs.values():
+        plain = [(c, f) for c, f in ne if r not in f]
+        timesr = [(c, tuple(x for x in f if x is not r)) for c, f in ne if r in f]
+        if any(len(f) != 1 for _, f in timesr) or not timesr:
+            continue
+        fin, fhn = _lin(low, plain, n.width), _lin(low, timesr, n.width)
+        fr = _lin(low, _expand(low, r.arg, t).values(), n.width)
+        fz = _lin(low, _expand(low, z.arg, t).values(), n.width)
+        if None in (fin, fhn, fr, fz):
+            continue
+        if flip:
+            fz = ({k: (s, -W) for k, (s, W) in fz[0].items()}, -fz[1])
+        io = _sources(low, [fr, fz, fin, fhn], t)
+        if not io:
+            continue
+        inp, st = io
+        if st is not hp and not (isinstance(st, ZLeaf) and isinstance(hp, ZLeaf)):
+            continue
+        if id(st) in fin[0] or id(inp) in fhn[0]:
+            continue                     # n = tanh(W x + r * (U h)): nothing else inside
+        W = _stacked(low, [fr, fz, fin, fhn], inp, st, n.width)
+        if W is None:
+            continue
+        w_ih = W[0][:3 * n.width]
+        w_hh = np.vstack([W[1][:2 * n.width], W[1][3 * n.width:]])
+        b_ih = np.concatenate([W[2][:3 * n.width]])
+        b_hh = np.concatenate([np.zeros(2 * n.width), W[2][3 * n.width:]])
+        return "gru", inp, [st], (w_ih, w_hh, b_ih), b_hh
+    return None
+
+
+def _ps_of_state(low, s):
+    if isinstance(s, ZLeaf):
+        return G.Zeros((1, s.width))
+    return to_ps(low, s)
+
+
+def _cell_of(low, n):
+    """n (a step value) as a recognised cell's h: its PS, or None."""
+    t = _step(low, n)
+    if t < 0:
+        return None
+    for match in (_match_lstm, _match_gru, _match_rnn):
+        m = match(low, n, t)
+        if m is None:
+            continue
+        mode, inp, states, W, extra = m
+        if mode == "gru":
+            (w_ih, w_hh, b_ih), b_hh = W, extra
+        else:
+            (w_ih, w_hh, b_ih), b_hh = W, np.zeros_like(W[2])
+        inp_ps = to_ps(low, inp)
+        h_ps = _ps_of_state(low, states[0])
+        if mode == "lstm":
+            cp = states[1]
+            done = _state(low)["done"]
+            if isinstance(cp, ZLeaf):
+                c_ps = G.Zeros((1, cp.width))
+            elif isinstance(cp, Leaf):
+                c_ps = cp.ps
+            elif id(cp) in done:
+                c_ps = done[id(cp)][1]
+            else:
+                low.fail("an LSTM step whose cell state is not the previous step's")
+            h, c = G._cell(low, mode, inp_ps, (h_ps, c_ps), *(_w(low, w) for w in (w_ih, w_hh, b_ih, b_hh)))
+            done[id(extra)] = (extra, c)
+            return h
+        return G._cell(low, mode, inp_ps, h_ps, *(_w(low, w) for w in (w_ih, w_hh, b_ih, b_hh)))
+    return None
+
+
+def to_ps(low, v):
+    """A step value as the loop machinery's PS (module note); refused when it is not a cell or
+    per-step layers of one."""
+    node, lead = lift(low, v)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20000))
+    try:
+        ps = _to_ps(low, node)
+    finally:
+        sys.setrecursionlimit(limit)
+    for _ in range(lead):
+        ps = G._ps_op(low, ps, ("unsq", 0))
+    return ps
+
+
+def _to_ps(low, n):
+    done = _state(low)["done"]
+    if id(n) in done:
+        return done[id(n)][1]
+    if isinstance(n, Leaf):
+        return n.ps
+    ps = _cell_of(low, n)
+    if ps is None:
+        if isinstance(n, Aff):
+            ps = G._ps_op(low, _to_ps(low, n.src), ("linear",), (_w(low, n.W), _w(low, n.b)))
+        elif isinstance(n, Atom):
+            ps = G._ps_op(low, _to_ps(low, n.arg), ("act",), (n.kind, n.alpha, -1 if n.kind in G.ir.ROW_WISE
+                                                                            else None))
+        else:
+            low.fail(f"per-step arithmetic that is not an LSTM, GRU or RNN cell ({_describe(n)}): fastrnn "
+                     f"converts loops whose steps are standard cells (docs/onnx.md, unrolled cells)")
+    done[id(n)] = (n, ps)
+    return ps
+
+
+def _describe(n, depth=0):
+    if depth > 2:
+        return "..."
+    if isinstance(n, Aff):
+        return f"linear({_describe(n.src, depth + 1)})"
+    if isinstance(n, Atom):
+        return f"{n.kind}({_describe(n.arg, depth + 1)})"
+    if isinstance(n, Add):
+        return f"{_describe(n.a, depth + 1)} {'+' if n.sign > 0 else '-'} {_describe(n.b, depth + 1)}"
+    if isinstance(n, Mul):
+        return f"{_describe(n.a, depth + 1)} * {_describe(n.b, depth + 1)}"
+    if isinstance(n, Const):
+        return "c"
+    if isinstance(n, ZLeaf):
+        return "zeros"
+    if isinstance(n, Leaf):
+        return "x_t" if n.ps.src[0] == "seq" else "h"
+    return type(n).__name__
+
+
+def is_final_candidate(low, v):
+    """Whether loop value v is a cell chain's state after its last step (a graph output that
+    is then a state output when another output takes every step)."""
+    try:
+        ps = to_ps(low, v) if is_step(v) else v
+        return isinstance(ps, G.PS) and ps.src[0] == "chain" and all(op == ("unsq", 0) for op in ps.ops) \
+            and ps.t == G._ps_steps(low, ps.src) - 1
+    except G.Refused:
+        return False
