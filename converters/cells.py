@@ -129,7 +129,7 @@ def lift(low, v):
         if a.ndim > 1 and any(d != 1 for d in a.shape[:-1]):
             low.fail(f"a constant of shape {a.shape} in a step's arithmetic (only scalars and per-feature vectors)")
         a = a.reshape(-1)
-        return Const(float(a[0]) if a.size == 1 else a), 0
+        return Const(float(a[0]) if a.size == 1 or not np.any(a != a[0]) else a), 0
     low.fail(f"{G._what(v)} in a step's arithmetic")
 
 
@@ -333,7 +333,7 @@ def _sources(low, forms, t):
     return inp[0], st[0]
 
 
-def _w(low, a):
+def intern(low, a):
     """One array per content (the copies of an unrolled loop's steps are one weight)."""
     a = np.ascontiguousarray(a, np.float32)
     k = (a.shape, hashlib.sha1(a.tobytes()).digest())
@@ -354,10 +354,48 @@ def _stacked(low, forms, inp, st, width):
     return np.vstack(wi), np.vstack(wh), np.concatenate(bs)
 
 
-def _match_rnn(low, n, t):
-    if not (isinstance(n, Atom) and n.kind in ("tanh", "relu") and n.alpha is None):
+GATES = ("sigmoid", "hard_sigmoid")
+
+
+def _act_of(x):
+    """(ir.Act, argument) of an activation node, or None; max(min(y, 1), 0) is a hard sigmoid
+    of y (Keras's clip(0.2 a + 0.5, 0, 1): the 0.2 and 0.5 are in y's linear form)."""
+    if not isinstance(x, Atom):
         return None
-    f = _lin(low, _expand(low, n.arg, t).values(), n.width)
+    if x.kind in ("max", "min"):
+        y = x.arg
+        if isinstance(y, Atom) and {x.kind, y.kind} == {"max", "min"}:
+            lo, hi = (x.alpha, y.alpha) if x.kind == "max" else (y.alpha, x.alpha)
+            if (lo, hi) == (0, 1):
+                return G.ir.Act("hard_sigmoid", 1.0, 0.0), y.arg
+        return None
+    if x.kind not in G.ir.ACTIVATIONS or x.kind in G.ir.ROW_WISE:
+        return None
+    return (G.ir.Act(x.kind) if x.alpha is None else G.ir.Act(x.kind, x.alpha)), x.arg
+
+
+def _gate(x):
+    a = _act_of(x)
+    return a if a is not None and a[0].kind in GATES else None
+
+
+def _cand(x):
+    a = _act_of(x)
+    return a if a is not None and a[0].kind not in GATES else None
+
+
+def _mode(base, acts, default):
+    """The chain's mode: torch's name, or (name, activations) when they are not the default."""
+    return base if [a.kind for a in acts] == default and all(
+        a == G.ir.Act(a.kind) for a in acts) else (base, tuple(acts))
+
+
+def _match_rnn(low, n, t):
+    c = _cand(n)
+    if c is None:
+        return None
+    act, arg = c
+    f = _lin(low, _expand(low, arg, t).values(), n.width)
     io = f and _sources(low, [f], t)
     if not io:
         return None
@@ -365,43 +403,46 @@ def _match_rnn(low, n, t):
     W = _stacked(low, [f], inp, st, n.width)
     if W is None or W[1].shape != (n.width, n.width):
         return None
-    return "rnn_" + n.kind, inp, [st], W, None
-
-
-def _sig(x):
-    return isinstance(x, Atom) and x.kind == "sigmoid" and x.alpha is None
-
-
-def _tanh(x):
-    return isinstance(x, Atom) and x.kind == "tanh" and x.alpha is None
+    base = "rnn_relu" if act.kind == "relu" else "rnn_tanh"
+    return _mode(base, [act], [act.kind if act.kind == "relu" else "tanh"]), inp, [st], W, None
 
 
 def _match_lstm(low, n, t):
     e = list(_expand(low, n, t).values())
     if len(e) != 1 or np.ndim(e[0][0]) or e[0][0] != 1 or len(e[0][1]) != 2:
         return None
-    fs = e[0][1]
-    o = next((x for x in fs if _sig(x)), None)
-    th = next((x for x in fs if _tanh(x) and x is not o), None)
-    if o is None or th is None or _step(low, th.arg) != t:
+    a, b = e[0][1]
+    (o, hh) = (a, b) if _gate(a) and _cand(b) else (b, a)
+    if not (_gate(o) and _cand(hh)) or _step(low, _cand(hh)[1]) != t:
         return None
-    C = th.arg
+    C = _cand(hh)[1]
     ce = list(_expand(low, C, t).values())
     if len(ce) != 2 or any(np.ndim(c) or c != 1 or len(f) != 2 for c, f in ce):
         return None
-    ig = next(((a, b) for _, (a, b) in ce if (_sig(a) and _tanh(b) and _step(low, b.arg) == t)
-               or (_sig(b) and _tanh(a) and _step(low, a.arg) == t)), None)
+
+    def input_term(f):
+        p, q = f
+        for i, g in ((p, q), (q, p)):
+            if _gate(i) and _cand(g) and _step(low, _cand(g)[1]) == t:
+                return i, g
+        return None
+    terms = [(input_term(f), f) for _, f in ce]
+    ig = next((it for it, _ in terms if it is not None), None)
     if ig is None:
         return None
-    i, g = (ig[0], ig[1]) if _sig(ig[0]) and _tanh(ig[1]) else (ig[1], ig[0])
-    fterm = next(f for _, f in ce if i not in f)
-    fg = next((x for x in fterm if _sig(x) and (_step(low, x.arg) == t)), None)
+    i, g = ig
+    fterm = next(f for it, f in terms if it is not ig)
+    fg = next((x for x in fterm if _gate(x) and _step(low, _gate(x)[1]) == t), None)
     if fg is None:
         return None
     cp = next(x for x in fterm if x is not fg)
     if not (isinstance(cp, ZLeaf) or _step(low, cp) < t):
         return None
-    forms = [_lin(low, _expand(low, a.arg, t).values(), a.width) for a in (i, fg, g, o)]
+    gates = [_gate(x)[0] for x in (i, fg, o)]
+    if len(set(gates)) != 1:
+        return None                      # the engine's LSTM has one gate activation
+    forms = [_lin(low, _expand(low, arg, t).values(), n.width)
+             for arg in (_gate(i)[1], _gate(fg)[1], _cand(g)[1], _gate(o)[1])]
     if any(f is None for f in forms):
         return None
     io = _sources(low, forms, t)
@@ -411,7 +452,8 @@ def _match_lstm(low, n, t):
     W = _stacked(low, forms, inp, st, n.width)
     if W is None:
         return None
-    return "lstm", inp, [st, cp], W, C
+    mode = _mode("lstm", [gates[0], _cand(g)[0], _cand(hh)[0]], ["sigmoid", "tanh", "tanh"])
+    return mode, inp, [st, cp], W, C
 
 
 def _match_gru(low, n, t):
@@ -423,65 +465,98 @@ def _match_gru(low, n, t):
     if len(single) != 1 or len(pairs) != 2:
         return None
     s = single[0]
-    if _tanh(s):                         # n - z n + z h: torch's (1 - z) n + z h
-        nn_, flip = s, False
-    else:                                # h - z h + z n: z is torch's 1 - z
-        nn_, flip = None, True
-    zs = {id(x): x for _, f in pairs for x in f if _sig(x)}
-    if not zs:
-        return None
+    flip = _cand(s) is None               # h - z h + z n: z is torch's 1 - z
+    zs = {id(x): x for _, f in pairs for x in f if _gate(x)}
     for z in zs.values():
         rest = {}
         for c, f in pairs:
             if z not in f:
                 break
-            other = f[0] if f[1] is z else f[1]
-            rest[c] = other
+            rest[c] = f[0] if f[1] is z else f[1]
         else:
             if set(rest) != {1, -1}:
                 continue
-            n_gate, hp = (rest[-1], rest[1]) if not flip else (rest[1], rest[-1])
-            if flip and hp is not s:
+            n_gate, hp = (rest[1], rest[-1]) if flip else (rest[-1], rest[1])
+            if (flip and hp is not s) or (not flip and n_gate is not s):
                 continue
-            if not flip and n_gate is not nn_:
+            if _cand(n_gate) is None or _step(low, _cand(n_gate)[1]) != t:
                 continue
-            if not _tanh(n_gate) or _step(low, n_gate.arg) != t:
-                continue
-            return _gru_gates(low, n, t, z, n_gate, hp, flip)
+            m = _gru_gates(low, n, t, z, n_gate, hp, flip)
+            if m is not None:
+                return m
     return None
 
 
 def _gru_gates(low, n, t, z, ng, hp, flip):
-    ne = list(_expand(low, ng.arg, t).values())
-    rs = {id(x): x for _, f in ne for x in f if _sig(x)}
-    for r in rs.values():
+    ne = list(_expand(low, _cand(ng)[1], t).values())
+    fz = _lin(low, _expand(low, _gate(z)[1], t).values(), n.width)
+    if fz is None:
+        return None
+    if flip:
+        fz = ({k: (s, -W) for k, (s, W) in fz[0].items()}, -fz[1])
+        if _gate(z)[0].kind != "sigmoid":
+            return None                  # 1 - s(a) = s(-a) holds for the logistic sigmoid only
+    rs = {id(x): x for _, f in ne for x in f if _gate(x)}
+    for r in rs.values():                # n = g(W x + b + r (U h + b')): torch's GRU
         plain = [(c, f) for c, f in ne if r not in f]
         timesr = [(c, tuple(x for x in f if x is not r)) for c, f in ne if r in f]
-        if any(len(f) != 1 for _, f in timesr) or not timesr:
+        if any(len(f) > 1 for _, f in timesr) or not timesr:      # r U h, and r b_hn
             continue
         fin, fhn = _lin(low, plain, n.width), _lin(low, timesr, n.width)
-        fr = _lin(low, _expand(low, r.arg, t).values(), n.width)
-        fz = _lin(low, _expand(low, z.arg, t).values(), n.width)
-        if None in (fin, fhn, fr, fz):
+        fr = _lin(low, _expand(low, _gate(r)[1], t).values(), n.width)
+        if None in (fin, fhn, fr) or _gate(r)[0] != _gate(z)[0]:
             continue
-        if flip:
-            fz = ({k: (s, -W) for k, (s, W) in fz[0].items()}, -fz[1])
         io = _sources(low, [fr, fz, fin, fhn], t)
         if not io:
             continue
         inp, st = io
-        if st is not hp and not (isinstance(st, ZLeaf) and isinstance(hp, ZLeaf)):
+        if (st is not hp and not (isinstance(st, ZLeaf) and isinstance(hp, ZLeaf))) \
+                or id(st) in fin[0] or id(inp) in fhn[0]:
             continue
-        if id(st) in fin[0] or id(inp) in fhn[0]:
-            continue                     # n = tanh(W x + r * (U h)): nothing else inside
         W = _stacked(low, [fr, fz, fin, fhn], inp, st, n.width)
         if W is None:
             continue
-        w_ih = W[0][:3 * n.width]
-        w_hh = np.vstack([W[1][:2 * n.width], W[1][3 * n.width:]])
-        b_ih = np.concatenate([W[2][:3 * n.width]])
-        b_hh = np.concatenate([np.zeros(2 * n.width), W[2][3 * n.width:]])
-        return "gru", inp, [st], (w_ih, w_hh, b_ih), b_hh
+        H = n.width
+        w_hh = np.vstack([W[1][:2 * H], W[1][3 * H:]])
+        b_hh = np.concatenate([np.zeros(2 * H), W[2][3 * H:]])
+        return _mode("gru", [_gate(z)[0], _cand(ng)[0]], ["sigmoid", "tanh"]), inp, [st], \
+            (W[0][:3 * H], w_hh, W[2][:3 * H]), b_hh
+    return _gru_v1_gates(low, n, t, z, ng, hp, fz, ne)
+
+
+def _gru_v1_gates(low, n, t, z, ng, hp, fz, ne):
+    """n = g(W x + U (r * h) + b): the reset gate applied before the recurrent matmul (Keras
+    reset_after=False)."""
+    fN = _lin(low, ne, n.width)
+    if fN is None:
+        return None
+    for k, (src, U) in fN[0].items():
+        if not isinstance(src, Mul):
+            continue
+        e = list(_expand(low, src, t).values())
+        if len(e) != 1 or np.ndim(e[0][0]) or e[0][0] != 1 or len(e[0][1]) != 2:
+            continue
+        r = next((x for x in e[0][1] if _gate(x)), None)
+        h = next((x for x in e[0][1] if x is not r), None)
+        if r is None or _gate(r)[0] != _gate(z)[0] or not (
+                h is hp or (isinstance(h, ZLeaf) and isinstance(hp, ZLeaf))):
+            continue
+        fin = ({kk: v for kk, v in fN[0].items() if kk != k}, fN[1])
+        fr = _lin(low, _expand(low, _gate(r)[1], t).values(), n.width)
+        if fr is None:
+            continue
+        io = _sources(low, [fr, fz, fin], t)
+        if not io:
+            continue
+        inp, st = io
+        if (st is not h and not isinstance(st, ZLeaf)) or id(st) in fin[0]:
+            continue
+        W = _stacked(low, [fr, fz, fin], inp, st, n.width)
+        if W is None:
+            continue
+        w_hh = np.vstack([W[1][:2 * n.width], U])
+        mode = _mode("gru_v1", [_gate(z)[0], _cand(ng)[0]], ["sigmoid", "tanh"])
+        return mode, inp, [st], (W[0], w_hh, W[2]), np.zeros_like(W[2])
     return None
 
 
@@ -501,13 +576,14 @@ def _cell_of(low, n):
         if m is None:
             continue
         mode, inp, states, W, extra = m
-        if mode == "gru":
+        base = mode[0] if isinstance(mode, tuple) else mode
+        if base in ("gru", "gru_v1"):
             (w_ih, w_hh, b_ih), b_hh = W, extra
         else:
             (w_ih, w_hh, b_ih), b_hh = W, np.zeros_like(W[2])
         inp_ps = to_ps(low, inp)
         h_ps = _ps_of_state(low, states[0])
-        if mode == "lstm":
+        if base == "lstm":
             cp = states[1]
             done = _state(low)["done"]
             if isinstance(cp, ZLeaf):
@@ -518,10 +594,10 @@ def _cell_of(low, n):
                 c_ps = done[id(cp)][1]
             else:
                 low.fail("an LSTM step whose cell state is not the previous step's")
-            h, c = G._cell(low, mode, inp_ps, (h_ps, c_ps), *(_w(low, w) for w in (w_ih, w_hh, b_ih, b_hh)))
+            h, c = G._cell(low, mode, inp_ps, (h_ps, c_ps), *(intern(low, w) for w in (w_ih, w_hh, b_ih, b_hh)))
             done[id(extra)] = (extra, c)
             return h
-        return G._cell(low, mode, inp_ps, h_ps, *(_w(low, w) for w in (w_ih, w_hh, b_ih, b_hh)))
+        return G._cell(low, mode, inp_ps, h_ps, *(intern(low, w) for w in (w_ih, w_hh, b_ih, b_hh)))
     return None
 
 
@@ -547,10 +623,15 @@ def _to_ps(low, n):
     if isinstance(n, Leaf):
         return n.ps
     ps = _cell_of(low, n)
+    lin = None if ps is not None or isinstance(n, (Aff, Atom)) else \
+        _lin(low, _expand(low, n, max(_step(low, n), 0)).values(), n.width)
+    if ps is None and lin is not None and len(lin[0]) == 1:     # per-step scale / shift of one value
+        (src, W), = lin[0].values()
+        ps = G._ps_op(low, _to_ps(low, src), ("linear",), (intern(low, W), intern(low, lin[1])))
     if ps is None:
         if isinstance(n, Aff):
-            ps = G._ps_op(low, _to_ps(low, n.src), ("linear",), (_w(low, n.W), _w(low, n.b)))
-        elif isinstance(n, Atom):
+            ps = G._ps_op(low, _to_ps(low, n.src), ("linear",), (intern(low, n.W), intern(low, n.b)))
+        elif isinstance(n, Atom) and n.kind in G.ir.ACTIVATIONS:
             ps = G._ps_op(low, _to_ps(low, n.arg), ("act",), (n.kind, n.alpha, -1 if n.kind in G.ir.ROW_WISE
                                                                             else None))
         else:

@@ -496,8 +496,10 @@ class Lowering:
 
 def torch_layers(mode, params, L, D, has_biases, proj_size):
     """ir.Recurrent layers from torch-layout weights: params flat in ATen's order, per layer and
-    direction W_ih, W_hh, (b_ih, b_hh), (W_hr) (torch's layout is the IR's: no reordering)."""
-    cell = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn"}[mode]
+    direction W_ih, W_hh, (b_ih, b_hh), (W_hr) (torch's layout is the IR's: no reordering).
+    Mode "gru_v1" is a GRU that resets the state before its recurrent matmul (Keras
+    reset_after=False, ONNX linear_before_reset=0; unrolled cells only)."""
+    cell = {"lstm": "lstm", "gru": "gru", "gru_v1": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn"}[mode]
     act = "relu" if mode == "rnn_relu" else "tanh"
     per = (4 if has_biases else 2) + (1 if proj_size else 0)
     layers, k = [], 0
@@ -514,7 +516,8 @@ def torch_layers(mode, params, L, D, has_biases, proj_size):
             ws.append(w)
         try:
             layers.append(ir.Recurrent(cell, ws, direction="bidirectional" if D == 2 else "forward",
-                                       activations=[[act]] if cell == "rnn" else None, return_sequences=True))
+                                       activations=[[act]] if cell == "rnn" else None, return_sequences=True,
+                                       linear_before_reset=mode != "gru_v1"))
         except FastRNNError as e:
             raise type(e)(f"layer {l}: {e}") from None
     return layers
@@ -690,7 +693,7 @@ def _linear(low, x, weight, bias=None):
     if isinstance(x, PS) and x.kind == "h":          # inside a loop over time: a per-step Linear
         if not isinstance(weight, np.ndarray) or (bias is not None and not isinstance(bias, np.ndarray)):
             low.fail("a Linear whose weights are not constants")
-        return _ps_op(low, x, ("linear",), (weight, bias))
+        return _ps_op(low, x, ("linear",), (cells.intern(low, weight), None if bias is None else cells.intern(low, bias)))
     x = low.tensor(x)
     low.at_end(x)
     if x.packed:
@@ -773,6 +776,28 @@ for _name, _kind in (("sigmoid", "sigmoid"), ("tanh", "tanh"), ("relu", "relu"),
     handles(_name, _name + "_")((lambda k: lambda low, x, *a, **kw: activation(low, x, k))(_kind))
 
 
+@handles("clamp", "clip", "clamp_min")
+def _clamp(low, x, lo=None, hi=None):
+    """Bounds of a step value (a gate's hard sigmoid, clip(a x + b, 0, 1)); max/min with a
+    scalar. Of constants: folded; of the pipeline: relu and relu6."""
+    if _is_const(x) and (lo is None or _is_const(lo)) and (hi is None or _is_const(hi)):
+        return np.clip(x, lo, hi).astype(np.float32)
+    if not (lo is None or isinstance(lo, (int, float))) or not (hi is None or isinstance(hi, (int, float))):
+        low.fail("bounds that are not numbers")
+    if cells.is_step(x):
+        if lo is not None:
+            x = cells.act(low, x, "max", float(lo))
+        return x if hi is None else cells.act(low, x, "min", float(hi))
+    if (lo, hi) == (0, None):
+        return activation(low, x, "relu")
+    if (lo, hi) == (0, 6):
+        return activation(low, x, "relu6")
+    low.fail(f"a clamp to [{lo}, {hi}] of {_what(x)} (only of steps of an unrolled cell, or relu / relu6)")
+
+
+handles("clamp_max")(lambda low, x, hi: _clamp(low, x, None, hi))
+
+
 @handles("softmax", "_softmax", "special_softmax")
 def _softmax(low, x, dim=None, *args, **kwargs):
     return activation(low, x, "softmax", dim=dim)
@@ -844,9 +869,18 @@ def _is_const(v):
     return isinstance(v, (int, float, np.ndarray, np.number)) and not isinstance(v, bool)
 
 
+def _step_arith(a, b):
+    """Whether a op b is arithmetic of a loop's steps (converters/cells.py): a step value with
+    anything, or one step of a sequence with another, a zero state or a constant."""
+    if cells.is_step(a) or cells.is_step(b):
+        return True
+    other = (PS, Zeros, int, float, np.ndarray, np.number)
+    return (isinstance(a, PS) and isinstance(b, other) and not isinstance(b, bool)) or \
+        (isinstance(b, PS) and isinstance(a, other) and not isinstance(a, bool))
+
+
 def _arith(low, op, a, b, alpha=1):
-    if cells.is_step(a) or cells.is_step(b) or (cells.loopish(a) or isinstance(a, Zeros)) and (
-            cells.loopish(b) or isinstance(b, Zeros)) and not (isinstance(a, Zeros) and isinstance(b, Zeros)):
+    if _step_arith(a, b):
         if alpha != 1:
             if not _is_const(b):
                 low.fail(f"{op} with alpha={alpha} of step values")
@@ -1252,7 +1286,7 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         return Zeros(tuple(s2))
     if isinstance(x, HN) and low.lab(x.axes[i]) == "S":
         return replace(x, parts=tuple(x.parts[s:e:st]))
-    if isinstance(x, PT) and low.lab(x.axes[i]) == "T" and st == 1 and e == size and start is not None and start < 0:
+    if isinstance(x, PT) and low.lab(x.axes[i]) == "T" and st == 1 and e == size and start is not None and start < -1:
         return _last_steps(low, x, -start)
     if isinstance(x, PT) and low.lab(x.axes[i]) == "F":
         return _columns(low, x, s, e, st)
@@ -1373,7 +1407,7 @@ def _split(low, x, size, dim=0):
     n = shape[dim % len(shape)]
     sizes = [int(s) for s in size] if isinstance(size, (list, tuple)) else \
         [min(int(size), n - k) for k in range(0, n, max(int(size), 1))]
-    if sum(sizes) != n or any(s <= 0 for s in sizes):
+    if sum(sizes) != n or any(s < 0 for s in sizes):
         low.fail(f"split into {sizes} of an axis of {n}")
     out, k = [], 0
     for s in sizes:
@@ -1744,7 +1778,8 @@ def _cell(low, mode, inp, state, w_ih, w_hh, b_ih=None, b_hh=None):
                      f"next step of the same sequence, the previous state)")
         ch.last = inp.t
     h = PS(("chain", k), inp.t)
-    return (h, PS(("chain", k), inp.t, (), "c")) if mode == "lstm" else h
+    lstm = (mode[0] if isinstance(mode, tuple) else mode) == "lstm"
+    return (h, PS(("chain", k), inp.t, (), "c")) if lstm else h
 
 
 for _mode in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
@@ -1824,13 +1859,16 @@ def _chain_layer(low, k, sequence):
     params = [w_ih, w_hh] + ([b_ih, b_hh] if b_ih is not None else [])
     if x.cols is not None:
         params[0] = permute_columns(params[0], x.cols, low.pipe_width(x))
-    (layer,) = torch_layers(ch.mode, params, 1, 1, b_ih is not None, 0)
+    mode, acts = ch.mode if isinstance(ch.mode, tuple) else (ch.mode, None)
+    (layer,) = torch_layers(mode, params, 1, 1, b_ih is not None, 0)
+    if acts is not None:                 # an unrolled cell's own activations (converters/cells.py)
+        layer = replace(layer, activations=[list(acts)])
     if layer.input_size != x.width:
         low.fail(f"a cell of {layer.input_size} inputs reads {x.width} features")
     layer.return_sequences = sequence
     first = len(low.layers)
     low.layers.append(layer)
-    lstm = ch.mode == "lstm"
+    lstm = mode == "lstm"
     s0 = low.nstates
     low.states.append({"parts": [[s0, 0]], "stack": False})
     if lstm:

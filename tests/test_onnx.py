@@ -23,11 +23,12 @@ What is tested, and against which oracle:
    (direction Split/Slice and merges, time flips). Oracle: onnxruntime on the same proto and
    feeds, every output; predict also against the torch module. Unidirectional models also
    stream: Stream.step equals predict.
-4. Errors: Loop / Scan nodes, graphs without a recurrent node (unrolled exports) and an Add
-   between two recurrent outputs -> UnsupportedError naming the node; missing / extra feeds and
-   wrong shapes -> ShapeError naming the input.
+4. Errors: a Loop whose body is no cell, Scan nodes and an Add between two recurrent outputs
+   -> UnsupportedError naming the node; missing / extra feeds and wrong shapes -> ShapeError
+   naming the input. (Unrolled cells: tests/test_unrolled_cells.py.)
 5. tf2onnx exports of Keras models (committed fixtures, tests/tf2onnx): every output against
-   onnxruntime, save/load, streaming; the Loop graphs tf2onnx writes are refused by name.
+   onnxruntime, save/load, streaming, the Loop graphs tf2onnx writes for SimpleRNN,
+   GRU(reset_after=False) and other activations included; a masked layer's Loop is refused by name.
 
 Tolerance: rtol 1e-4, atol 1e-5 (the accuracy contract, tests/conftest.py).
 """
@@ -1159,9 +1160,10 @@ TF2ONNX = {
     "bilstm_sum": (False, None), "bilstm_ave_last": (False, None), "bilstm_mul_last": (False, None),
     "lstm_backwards": (False, None), "stacked_lstm_relu": (True, None), "lstm_states": (True, None),
     "bigru_bilstm": (False, None), "lstm_timedist": (True, None),
-    # tf2onnx writes Loop graphs for these; the refusal names the Loop node
-    "gru_v1_last": (True, "(Loop, node"), "simplernn": (True, "(Loop, node"),
-    "emb_mask_lstm": (True, "(Loop, node"), "gru_hard": (True, "(Loop, node"),
+    # tf2onnx writes Loop graphs for these: unrolled by the graph frontend, each step's
+    # arithmetic read as a cell (converters/cells.py); a masked layer's Loop is still refused
+    "gru_v1_last": (True, None), "simplernn": (True, None), "gru_hard": (True, None),
+    "emb_mask_lstm": (True, "(Loop, node"),
     "lstm_backwards_seq": (False, "reversed time order"),
 }
 

@@ -52,6 +52,7 @@ def _ints(v):
 
 
 MAX_CONSTANT = 1 << 24          # elements of a constant the frontend makes (64 MiB of float32)
+MAX_UNROLL = 100_000            # iterations of a Loop the frontend unrolls
 
 
 def _attrs(node):
@@ -148,7 +149,11 @@ class _Frontend:
     # -- the walk ----------------------------------------------------------------------------------
     def run(self):
         self.bind_inputs()
-        for i, node in enumerate(self.model.graph.node):
+        self.run_nodes(self.model.graph.node)
+        return [(o.name, self.env.get(o.name)) for o in self.model.graph.output]
+
+    def run_nodes(self, nodes):
+        for i, node in enumerate(nodes):
             a = [self.env.get(n) if n else None for n in node.input]
             missing = [n for n, v in zip(node.input, a) if n and v is None]
             where = self.where(node, i)
@@ -171,12 +176,89 @@ class _Frontend:
             for name, v in zip(node.output, outs + [None] * (len(node.output) - len(outs))):
                 if name:
                     self.env[name] = G.Bad() if isinstance(res, G.Bad) else v
-        return [(o.name, self.env.get(o.name)) for o in self.model.graph.output]
 
     def call(self, op, args, where, **kw):
         return self.low.call(op, tuple(args), kw, where)
 
     # -- ops -------------------------------------------------------------------------------------
+    def op_Loop(self, node, a, at, w):
+        """A Loop whose trip count and condition are known when converting (tf2onnx's while loop
+        over a Keras layer's steps: the counter runs to the input's length) is unrolled: its body
+        runs once per iteration on the same handlers, so each step's cell arithmetic becomes the
+        step expressions an unrolled export gives (converters/cells.py), and the scan outputs
+        are the steps stacked."""
+        from collections import ChainMap
+        body = at["body"]
+        M, cond, carried = a[0], a[1], list(a[2:])
+        if len(body.input) != 2 + len(carried) or len(body.output) < 1 + len(carried):
+            self.low.fail(f"a Loop body with {len(body.input)} inputs and {len(body.output)} outputs for "
+                          f"{len(carried)} carried values")
+        trip = None
+        if M is not None:
+            if not isinstance(M, (np.ndarray, int)) or np.size(M) != 1:
+                self.low.fail(f"a Loop whose trip count is {G._what(M)}, not known when converting")
+            trip = int(np.asarray(M).reshape(-1)[0])
+        go = self._known_bool(cond, True)
+        scans = [[] for _ in range(len(body.output) - 1 - len(carried))]
+        inits = {t.name: _array(t) for t in body.initializer}
+        outer, i = self.env, 0
+        try:
+            while go and (trip is None or i < trip):
+                if i >= MAX_UNROLL:
+                    self.low.fail(f"a Loop of more than {MAX_UNROLL} iterations")
+                env = ChainMap(dict(inits), outer)
+                for vi, v in zip(body.input, [np.asarray(i, np.int64), np.asarray(go)] + carried):
+                    if vi.name:
+                        env.maps[0][vi.name] = v
+                self.env = env
+                self.run_nodes(body.node)
+                outs = [env.get(o.name) for o in body.output]
+                if any(v is None or isinstance(v, G.Bad) for v in outs):
+                    return G.Bad()
+                go = self._known_bool(outs[0], True)
+                carried = outs[1:1 + len(carried)]
+                for k, v in enumerate(outs[1 + len(carried):]):
+                    scans[k].append(v)
+                i += 1
+        finally:
+            self.env = outer
+        stacked = [self.call("stack", [steps, 0], w) if steps else self.low.fail("a Loop that runs no iteration")
+                   for steps in scans]
+        return carried + stacked
+
+    def _known_bool(self, v, default):
+        if v is None:
+            return default
+        if isinstance(v, (bool, np.bool_)) or (isinstance(v, np.ndarray) and v.size == 1):
+            return bool(np.asarray(v).reshape(-1)[0])
+        self.low.fail(f"a loop condition that is {G._what(v)}, not known when converting")
+
+    def _compare(self, node, a, at, w):
+        x, y = a[0], a[1] if len(a) > 1 else None
+        if not all(isinstance(v, (np.ndarray, int, float, np.number)) for v in a):
+            self.low.fail(f"{node.op_type} of {' and '.join(G._what(v) for v in a)} (only of constants)")
+        f = {"Less": np.less, "LessOrEqual": np.less_equal, "Greater": np.greater, "GreaterOrEqual": np.greater_equal,
+             "Equal": np.equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}.get(node.op_type)
+        return np.asarray(np.logical_not(x) if node.op_type == "Not" else f(x, y))
+
+    op_Less = op_LessOrEqual = op_Greater = op_GreaterOrEqual = op_Equal = op_And = op_Or = op_Xor = op_Not = _compare
+
+    def _minmax(self, node, a, at, w):
+        x, *rest = a
+        for y in rest:
+            if isinstance(x, np.ndarray) and x.size == 1 and not isinstance(y, np.ndarray):
+                x, y = y, x
+            if not (isinstance(y, np.ndarray) and y.size == 1) and not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
+                self.low.fail(f"{node.op_type} of {G._what(x)} and {G._what(y)} (only with a scalar)")
+            if isinstance(x, np.ndarray):
+                x = (np.maximum if node.op_type == "Max" else np.minimum)(x, y)
+            else:
+                c = float(y.reshape(-1)[0])
+                x = self.call("clamp", [x, c, None] if node.op_type == "Max" else [x, None, c], w)
+        return x
+
+    op_Min = op_Max = _minmax
+
     def op_Identity(self, node, a, at, w):
         return a[0]
 
@@ -244,7 +326,7 @@ class _Frontend:
         self.low.fail(f"expand of {G._what(x)}")
 
     def op_Gather(self, node, a, at, w):
-        x, idx = a[0], a[1]
+        x, idx = a[0], np.asarray(a[1]) if isinstance(a[1], np.number) else a[1]
         axis = at.get("axis", 0)
         if isinstance(x, tuple):                                   # shape arithmetic
             if isinstance(idx, np.ndarray) and idx.ndim == 0:
@@ -410,7 +492,7 @@ class _Frontend:
             xs, ys = xs * (n // len(xs)), ys * (n // len(ys))
             return _Shape(_PYOPS[node.op_type](p, q) for p, q in zip(xs, ys))
         if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
-            r = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[node.op_type](x, y)
+            r = np.asarray({"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[node.op_type](x, y))
             return r.astype(x.dtype) if x.dtype.kind in "iu" and y.dtype.kind in "iu" else r.astype(np.float32)
         if isinstance(y, np.ndarray) and y.size == 1:
             y = float(y.reshape(-1)[0])
