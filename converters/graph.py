@@ -138,6 +138,9 @@ class Finals:
     rows: tuple
 
 
+MAX_UNROLL = 100_000      # iterations of a loop a frontend unrolls (ONNX Loop, TorchScript prim::Loop)
+
+
 class Lengths:
     pass
 
@@ -581,7 +584,12 @@ def _identity(low, x, *args, **kwargs):
     return x
 
 
-@handles("size", "sym_size", "dim")
+@handles("dim")
+def _dim(low, x):
+    return len(low.shape(x))
+
+
+@handles("size", "sym_size")
 def _size(low, x, dim=None):
     if isinstance(x, (PT, HN, Zeros, Input, np.ndarray, PS)) or cells.is_step(x):
         shp = low.shape(x)

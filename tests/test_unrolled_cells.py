@@ -33,11 +33,12 @@ class LSTMCellLoop(nn.Module):
     unsqueezed and concatenated."""
     def __init__(self):
         super().__init__()
+        self.h = H
         self.cell = nn.LSTMCell(F_IN, H)
         self.fc = nn.Linear(H, 2)
 
     def forward(self, x):
-        state = (x.new_zeros(x.size(0), H),) * 2
+        state = (x.new_zeros(x.size(0), self.h),) * 2
         outs = []
         for t in range(x.size(1)):
             state = self.cell(x[:, t], state)
@@ -49,11 +50,12 @@ class StackedLSTMCells(nn.Module):
     """Two LSTMCells, the second fed the first's h; the last step's h of the second."""
     def __init__(self):
         super().__init__()
+        self.h = H
         self.c1, self.c2 = nn.LSTMCell(F_IN, H), nn.LSTMCell(H, H)
         self.fc = nn.Linear(H, 1)
 
     def forward(self, x):
-        z = x.new_zeros(x.size(0), H)
+        z = x.new_zeros(x.size(0), self.h)
         h1, c1, h2, c2 = z, z, z, z
         for t in range(x.size(1)):
             h1, c1 = self.c1(x[:, t, :], (h1, c1))
@@ -65,10 +67,11 @@ class GRUCellLoop(nn.Module):
     """GRUCell from zeros; returns the final h."""
     def __init__(self):
         super().__init__()
+        self.h = H
         self.cell = nn.GRUCell(F_IN, H)
 
     def forward(self, x):
-        h = torch.zeros(x.size(0), H)
+        h = torch.zeros(x.size(0), self.h)
         for t in range(x.size(1)):
             h = self.cell(x[:, t], h)
         return h
@@ -77,10 +80,11 @@ class GRUCellLoop(nn.Module):
 class RNNCellLoop(nn.Module):
     def __init__(self, nonlinearity):
         super().__init__()
+        self.h = H
         self.cell = nn.RNNCell(F_IN, H, nonlinearity=nonlinearity)
 
     def forward(self, x):
-        h = torch.zeros(x.size(0), H)
+        h = torch.zeros(x.size(0), self.h)
         ys = []
         for t in range(x.size(1)):
             h = self.cell(x[:, t], h)
@@ -93,12 +97,13 @@ class HandLSTM(nn.Module):
     products in another order than torch's (c = i * g + c * f)."""
     def __init__(self):
         super().__init__()
+        self.h = H
         self.wx = nn.Linear(F_IN, 4 * H)
         self.wh = nn.Linear(H, 4 * H, bias=False)
 
     def forward(self, x):
-        h = torch.zeros(x.size(0), H)
-        c = torch.zeros(x.size(0), H)
+        h = torch.zeros(x.size(0), self.h)
+        c = torch.zeros(x.size(0), self.h)
         for t in range(x.size(1)):
             i, f, g, o = (self.wh(h) + self.wx(x[:, t])).chunk(4, 1)
             c = torch.tanh(g) * torch.sigmoid(i) + c * torch.sigmoid(f)
@@ -111,11 +116,12 @@ class HandGRU(nn.Module):
     Linear layers per gate, the reset gate inside the candidate's recurrent term."""
     def __init__(self):
         super().__init__()
+        self.h = H
         self.xr, self.xz, self.xn = (nn.Linear(F_IN, H) for _ in range(3))
         self.hr, self.hz, self.hn = (nn.Linear(H, H) for _ in range(3))
 
     def forward(self, x):
-        h = torch.zeros(x.size(0), H)
+        h = torch.zeros(x.size(0), self.h)
         for t in range(x.size(1)):
             xt = x[:, t]
             r = torch.sigmoid(self.xr(xt) + self.hr(h))
@@ -129,10 +135,11 @@ class NotACell(nn.Module):
     """Per-step arithmetic that is no standard cell (a leaky integrator with a sigmoid)."""
     def __init__(self):
         super().__init__()
+        self.h = H
         self.wx, self.wh = nn.Linear(F_IN, H), nn.Linear(H, H)
 
     def forward(self, x):
-        h = torch.zeros(x.size(0), H)
+        h = torch.zeros(x.size(0), self.h)
         for t in range(x.size(1)):
             h = 0.5 * h + torch.sigmoid(self.wx(x[:, t]) + self.wh(h))
         return h
@@ -241,3 +248,46 @@ def test_per_step_arithmetic_that_is_no_cell_is_refused(tmp_path):
         fastrnn.convert(str(p))
     with pytest.raises(fastrnn.UnsupportedError, match="not an LSTM, GRU or RNN cell"):
         fastrnn.convert(module, example_input=torch.from_numpy(_x(3, 0)))
+
+
+@pytest.mark.parametrize("name", ["grucell_loop", "hand_gru", "hand_lstm", "rnncell_relu", "stacked_lstmcells"])
+def test_scripted_cell_loop(name, tmp_path):
+    """torch.jit.script keeps the loop (prim::Loop over range(x.size(1))) and the list it appends
+    to: the TorchScript frontend unrolls it at the stand-in's length, as a module capture sees it,
+    and the model runs any length."""
+    module = _module(name)
+    p = tmp_path / f"{name}.pt"
+    torch.jit.save(torch.jit.script(module), str(p))
+    m = fastrnn.convert(str(p))
+    assert [type(l).__name__ for l in m.layers][:1] == ["Recurrent"]
+    x = np.random.default_rng(5).normal(size=(4, 11, F_IN)).astype(np.float32)
+    with torch.no_grad():
+        _close(m.predict(x), module(torch.from_numpy(x)).numpy(), name)
+
+
+class Rank4(nn.Module):
+    def forward(self, x):
+        if x.dim() != 4:
+            raise ValueError("expected a 4-D input, got {}-D".format(x.dim()))
+        return x
+
+
+def test_scripted_check_that_raises_is_named(tmp_path):
+    """A check in a module that forward calls, raising for the shapes fastrnn assumed, is
+    reported as that raise (a check in forward itself is not run: only what its output depends on
+    is)."""
+    class Checked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h = H
+            self.check = Rank4()
+            self.cell = nn.GRUCell(F_IN, H)
+
+        def forward(self, x):
+            x = self.check(x)
+            return self.cell(x[:, 0], torch.zeros(x.size(0), self.h))
+
+    p = tmp_path / "checked.pt"
+    torch.jit.save(torch.jit.script(Checked()), str(p))
+    with pytest.raises(fastrnn.UnsupportedError, match=r"forward raises builtins.ValueError: expected a 4-D input, got 3-D"):
+        fastrnn.convert(str(p))

@@ -52,7 +52,6 @@ def _ints(v):
 
 
 MAX_CONSTANT = 1 << 24          # elements of a constant the frontend makes (64 MiB of float32)
-MAX_UNROLL = 100_000            # iterations of a Loop the frontend unrolls
 
 
 def _attrs(node):
@@ -204,8 +203,8 @@ class _Frontend:
         outer, i = self.env, 0
         try:
             while go and (trip is None or i < trip):
-                if i >= MAX_UNROLL:
-                    self.low.fail(f"a Loop of more than {MAX_UNROLL} iterations")
+                if i >= G.MAX_UNROLL:
+                    self.low.fail(f"a Loop of more than {G.MAX_UNROLL} iterations")
                 env = ChainMap(dict(inits), outer)
                 for vi, v in zip(body.input, [np.asarray(i, np.int64), np.asarray(go)] + carried):
                     if vi.name:

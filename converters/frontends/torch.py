@@ -781,6 +781,9 @@ class ScriptCapture:
                 self.block(b.nodes(), env, site)
                 env.update(zip(outs, [env[v] for v in b.returnNode().inputs()]))
                 continue
+            if kind == "prim::Loop" and isinstance(args[0], int) and isinstance(args[1], bool):
+                env.update(zip(outs, self.loop(n, args, env, site, where)))
+                continue
             res = self.node(n, kind, args, where)
             if len(outs) == 1:
                 env[outs[0]] = res
@@ -791,6 +794,29 @@ class ScriptCapture:
             else:
                 bad = self.low.refuse(kind, f"gives {len(outs)} values where fastrnn has {G._what(res)}", where)
                 env.update({o: bad for o in outs})
+
+    def loop(self, n, args, env, site, where):
+        """A loop whose count and condition are known when converting (for t in
+        range(x.size(1))) is unrolled: its body runs once per iteration, so a cell called per step
+        becomes the chain a module capture gives (converters/graph.py, loops over time) and a
+        list it appends to holds every step. -> the carried values after the last iteration."""
+        body = list(n.blocks())[0]
+        ins, rets = list(body.inputs()), list(body.returnNode().inputs())
+        trip, go, carried = args[0], args[1], list(args[2:])
+        i = 0
+        while go and i < trip:
+            if i >= G.MAX_UNROLL:
+                return [self.low.refuse("prim::Loop", f"a loop of more than {G.MAX_UNROLL} iterations", where)] * \
+                    len(carried)
+            env.update(zip(ins, [i] + carried))
+            self.block(body.nodes(), env, site)
+            vals = [env[v] for v in rets]
+            go, carried = vals[0], vals[1:]
+            if not isinstance(go, bool):
+                return [self.low.refuse("prim::Loop", "a loop condition that depends on tensor values", where)] * \
+                    len(carried)
+            i += 1
+        return carried
 
     def node(self, n, kind, a, where):
         low = self.low
@@ -831,10 +857,23 @@ class ScriptCapture:
         if kind in ("prim::NumToTensor", "aten::Int", "aten::ScalarImplicit", "aten::Float", "prim::device",
                     "prim::dtype", "aten::detach", "prim::unchecked_cast", "aten::IntImplicit"):
             return a[0] if a else None
-        if kind == "prim::RaiseException":
+        if kind == "prim::Uninitialized":
             return None
+        if kind == "prim::RaiseException":    # a check of forward failed for the shapes assumed
+            return low.refuse("raise", f"forward raises {a[1] if len(a) > 1 else 'an exception'}: {a[0]}", where)
+        if kind == "aten::format" and all(isinstance(v, (int, float, bool, str)) for v in a):
+            return a[0].format(*a[1:])
         if kind in ("prim::If", "prim::Loop"):
             return low.refuse(kind, "data-dependent control flow is not supported", where)
+        if kind in ("aten::__is__", "aten::__isnot__"):       # `hx is not None` in a cell's forward
+            same = a[0] is a[1] or (a[0] is None and a[1] is None)
+            return same if kind == "aten::__is__" else not same
+        if kind == "aten::__contains__" and isinstance(a[0], (list, tuple)) and \
+                all(isinstance(v, (int, float, bool, str)) for v in list(a[0]) + [a[1]]):
+            return a[1] in a[0]
+        if kind == "aten::append" and isinstance(a[0], list):
+            a[0].append(a[1])            # the list a loop collects its steps in
+            return a[0]
         if kind in _PY_OPS and all(v is None or isinstance(v, (int, float, bool, str)) for v in a):
             return _PY_OPS[kind](*a)
         if kind == "aten::__getitem__":
@@ -913,6 +952,20 @@ class ScriptCapture:
         return self.run(method.graph, [sub] + list(a[1:]), where)
 
 
+def _mutators(n):
+    """The top-level nodes that append to a list n makes (a loop filling it)."""
+    out = []
+    for o in n.outputs():
+        if o.type().kind() != "ListType":
+            continue
+        for u in o.uses():
+            top = u.user
+            while top.owningBlock().owningNode() is not None:
+                top = top.owningBlock().owningNode()
+            out.append(top)
+    return out
+
+
 def _ts_needed(value):
     """The top-level nodes of a TorchScript graph that value depends on (a node with blocks
     counts with everything its blocks read)."""
@@ -923,6 +976,7 @@ def _ts_needed(value):
             continue
         need.add(n)
         todo += [v.node() for v in n.inputs()]
+        todo += _mutators(n)
         stack = list(n.blocks())
         while stack:
             b = stack.pop()
@@ -985,8 +1039,8 @@ def _script_inputs(module):
             return [torch.zeros((EX_B, EX_T), dtype=torch.int64), torch.zeros((EX_B,), dtype=torch.int64),
                     torch.zeros((1,), dtype=torch.int64)]
         size = None
-        if on in ("LSTM", "GRU", "RNN"):
-            w = getattr(m, "weight_ih_l0", None)
+        if on in ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"):
+            w = getattr(m, "weight_ih_l0", getattr(m, "weight_ih", None))
             size = w.shape[1] if w is not None else getattr(m, "input_size", 1)
         elif on == "Linear":
             size = m.weight.shape[1]

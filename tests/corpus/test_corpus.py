@@ -81,8 +81,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'course_lstm_hn_permute-trace':
         "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
-    'd2stgnn_rnn_layer-script':
-        "UnsupportedError: convert: D2STGNNRNNLayer: 1 operation cannot be lowered to fastrnn's pipeline: stack: cannot be interpreted (ValueError: need at least one array to stack)",
     'd2stgnn_rnn_layer-trace':
         "UnsupportedError: convert: D2STGNNRNNLayer: 4 operations cannot be lowered to fastrnn's pipeline: unsafe_chunk: op 'unsafe_chunk' is not supported",
     'deepspeech_rnns-module':
@@ -115,8 +113,6 @@ REFUSED_TODAY = {
         "UnsupportedError: layer 'concatenate' (Concatenate) takes several inputs (global_average_pooling1d, global_max_pooling1d_1; e.g. initial_state): not a chain",
     'luopeixiang_ner_bilstm-trace':
         "UnsupportedError: convert: LuoBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tens",
-    'morvan_rnn_regressor-script':
-        "UnsupportedError: convert: MorvanRNNRegressor: 1 operation cannot be lowered to fastrnn's pipeline: stack: cannot be interpreted (ValueError: need at least one array to stack)",
     'myprediction_gru-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/Mul' (Mul, node 32): a Mul other than merging a bidirectional layer's directions unsqueeze (ONNX node '/Unsqueeze', Unsqueeze): a layout change of _Shape)",
     'stackabuse_airline_lstm-module':
@@ -152,6 +148,8 @@ WRONG_TODAY = {
 }
 
 CAPTURE_FAILS_TODAY = {
+    'morvan_rnn_regressor-script':
+        'the captured artifact cannot run the test input: RuntimeError: For batched 3-D input, hx should also be 3-D but got 1-D tensor (the scripted forward types h_state=None as a Tensor)',
     'wheelchair_cnn_lstm-script':
         "torch.jit.script: UnsupportedNodeError: SetComp aren't supported",
     'bentrevett_sentiment_lstm-onnx_dynamo':
