@@ -89,6 +89,12 @@ class ZLeaf(Sx):
         self.width = width
 
 
+class ILeaf(Sx):
+    """An initial state forward takes (one row of a state argument, graph.Input)."""
+    def __init__(self, inp, width):
+        self.inp, self.width = inp, width
+
+
 class Lead(Sx):
     def __init__(self, inner, n):
         self.inner, self.n, self.width = inner, n, inner.width
@@ -124,6 +130,16 @@ def lift(low, v):
             low.fail(f"a zero tensor of shape {shape} inside a loop over time")
         st = _state(low)["zero"]
         return st.setdefault(shape[-1], ZLeaf(shape[-1])), len(shape) - 2
+    if isinstance(v, G.Input):
+        shape = tuple(int(d) for d in v.shape)
+        if len(shape) < 2 or any(d != 1 for d in shape[:-2]) or v.rows is None or len(v.rows) != 1:
+            low.fail(f"the argument {v.name!r} of shape {shape} in a step's arithmetic (one row of a state "
+                     f"argument is an initial state)")
+        st = _state(low)["leaf"]
+        key = ("input", v.index, v.rows)
+        if key not in st:
+            st[key] = (ILeaf(G.replace(v, shape=shape[-2:]), shape[-1]), 0)
+        return st[key][0], len(shape) - 2
     if G._is_const(v):
         a = np.asarray(v, np.float32)
         if a.ndim > 1 and any(d != 1 for d in a.shape[:-1]):
@@ -248,7 +264,7 @@ def _step(low, n):
         return memo[k][1]
     if isinstance(n, Leaf):
         r = n.ps.t
-    elif isinstance(n, (ZLeaf, Const)):
+    elif isinstance(n, (ZLeaf, ILeaf, Const)):
         r = -1
     elif isinstance(n, Aff):
         r = _step(low, n.src)
@@ -262,7 +278,7 @@ def _step(low, n):
 
 def _affine(n):
     """Whether n is affine in its leaves (no product of two step values, no activation)."""
-    if isinstance(n, (Aff, Const, Leaf, ZLeaf)):
+    if isinstance(n, (Aff, Const, Leaf, ZLeaf, ILeaf)):
         return True
     if isinstance(n, Add):
         return _affine(n.a) and _affine(n.b)
@@ -277,7 +293,7 @@ def _expand(low, n, t):
     affine (the previous h or c; U h + b computed from it belongs to this step and is expanded)."""
     if isinstance(n, Const):
         return {(): (n.v, ())}
-    if isinstance(n, (Aff, Atom, Leaf, ZLeaf, Lead)) or (0 <= _step(low, n) < t and not _affine(n)):
+    if isinstance(n, (Aff, Atom, Leaf, ZLeaf, ILeaf, Lead)) or (0 <= _step(low, n) < t and not _affine(n)):
         return {(id(n),): (1.0, (n,))}
     a = _expand(low, n.a, t)
     b = _expand(low, n.b, t)
@@ -563,6 +579,8 @@ def _gru_v1_gates(low, n, t, z, ng, hp, fz, ne):
 def _ps_of_state(low, s):
     if isinstance(s, ZLeaf):
         return G.Zeros((1, s.width))
+    if isinstance(s, ILeaf):
+        return s.inp
     return to_ps(low, s)
 
 
@@ -586,8 +604,8 @@ def _cell_of(low, n):
         if base == "lstm":
             cp = states[1]
             done = _state(low)["done"]
-            if isinstance(cp, ZLeaf):
-                c_ps = G.Zeros((1, cp.width))
+            if isinstance(cp, (ZLeaf, ILeaf)):
+                c_ps = _ps_of_state(low, cp)
             elif isinstance(cp, Leaf):
                 c_ps = cp.ps
             elif id(cp) in done:

@@ -694,7 +694,8 @@ def _embedding(low, weight, indices, padding_idx=None, scale_grad_by_freq=False,
 
 @handles("linear")
 def _linear(low, x, weight, bias=None):
-    if cells.is_step(x) or isinstance(x, Zeros):     # a cell's gates, unrolled: step expressions
+    if cells.is_step(x) or isinstance(x, Zeros) or (isinstance(x, Input) and x.row_axis == -1):
+        # a cell's gates, unrolled (from zeros or one row of a state argument): step expressions
         if not isinstance(weight, np.ndarray) or weight.ndim != 2 or not (bias is None or isinstance(bias, np.ndarray)):
             low.fail("a Linear whose weights are not constants")
         return cells.linear(low, x, weight, bias)
@@ -1120,6 +1121,11 @@ def _squeeze(low, x, dim=None):
         return Zeros(tuple(s))
     if cells.is_step(x):
         return cells.squeeze(low, x, dim)
+    if isinstance(x, Input) and dim is not None and x.shape[dim % len(x.shape)] == 1 and (
+            x.row_axis is None or x.row_axis == dim % len(x.shape)):
+        # one row of a state argument without its row axis (h0[0] of an unrolled nn.RNN)
+        shape = x.shape[:dim % len(x.shape)] + x.shape[dim % len(x.shape) + 1:]
+        return replace(x, shape=shape, rows=x.rows if x.rows is not None else (0,), row_axis=-1)
     if isinstance(x, PS) and x.ops and x.ops[-1][0] == "unsq" and dim is not None and \
             dim % len(low.shape(x)) == x.ops[-1][1] % len(low.shape(x)):
         return replace(x, ops=x.ops[:-1])        # x[:, t:t+1].squeeze(1): step t
@@ -1166,6 +1172,10 @@ def _unsqueeze(low, x, dim):
         s = list(x.shape)
         s.insert(dim % (len(s) + 1), 1)
         return Zeros(tuple(s))
+    if isinstance(x, Input) and x.row_axis == -1:       # h0[0].unsqueeze(0): still that one row
+        s = list(x.shape)
+        s.insert(dim % (len(s) + 1), 1)
+        return replace(x, shape=tuple(s))
     x = _layout(low, x)
     n = len(x.axes)
     axes = list(x.axes)
@@ -1722,6 +1732,7 @@ class _Chain:
     ops: tuple
     weights: tuple
     last: int
+    init: tuple = ()                  # its initial (h, c): Zeros, or a state forward takes (Input)
 
 
 def _ps_shape(low, v):
@@ -1766,10 +1777,10 @@ def _cell(low, mode, inp, state, w_ih, w_hh, b_ih=None, b_hh=None):
     ws = (w_ih, w_hh, b_ih, b_hh)
     if not all(w is None or isinstance(w, np.ndarray) for w in ws) or (b_ih is None) != (b_hh is None):
         low.fail("cell weights that are not constants")
-    if all(v is None or isinstance(v, Zeros) for v in states):
+    if all(v is None or isinstance(v, (Zeros, Input)) for v in states):
         if inp.t != 0:
             low.fail(f"a cell chain starting at step {inp.t} (it must start at step 0 with a zero state)")
-        low.chains.append(_Chain(mode, inp.src, inp.ops, ws, 0))
+        low.chains.append(_Chain(mode, inp.src, inp.ops, ws, 0, tuple(states)))
         k = len(low.chains) - 1
     else:
         if not all(isinstance(v, PS) and v.src[0] == "chain" and not v.ops for v in states) \
@@ -1884,6 +1895,8 @@ def _chain_layer(low, k, sequence):
     low.nstates += 2 if lstm else 1
     low.rnns.append(_Rnn(first, first, 1, 1, layer.state_size, layer.hidden_size, lstm, s0))
     low.chain_state[k] = (s0, sequence)
+    if any(isinstance(v, Input) for v in ch.init):      # a state forward takes: predict's initial_state
+        low._initial_state(list(ch.init), low.rnns[-1])
     pos = len(low.layers)
     if sequence:
         return PT(pos, ("B", "T", "F"), layer.output_size)

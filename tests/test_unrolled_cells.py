@@ -291,3 +291,34 @@ def test_scripted_check_that_raises_is_named(tmp_path):
     torch.jit.save(torch.jit.script(Checked()), str(p))
     with pytest.raises(fastrnn.UnsupportedError, match=r"forward raises builtins.ValueError: expected a 4-D input, got 3-D"):
         fastrnn.convert(str(p))
+
+
+def test_unrolled_rnn_from_a_state_input(tmp_path):
+    """forward(x, h0) of nn.RNN, unrolled by the dynamo exporter: h0 (a graph input) is the
+    chain's initial state, a state input of run (as LSTM/GRU/RNN nodes' initial_h), and the
+    final state a state output."""
+    torch.manual_seed(3)
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.RNN(F_IN, H, batch_first=True)
+            self.fc = nn.Linear(H, 2)
+
+        def forward(self, x, h0):
+            out, h = self.rnn(x, h0)
+            return self.fc(out), h
+
+    module = M().eval()
+    ex = (torch.from_numpy(_x(3, 0)), torch.zeros(1, 3, H))
+    ep = torch.export.export(module, ex, dynamic_shapes=({0: torch.export.Dim("batch")},
+                                                         {1: torch.export.Dim("batch")}), strict=False)
+    p = tmp_path / "rnn_h0.onnx"
+    torch.onnx.export(ep, f=str(p), dynamo=True, input_names=["x", "h0"])
+    m = fastrnn.convert(str(p))
+    feeds = {"x": _x(4, 6), "h0": np.random.default_rng(7).normal(size=(1, 4, H)).astype(np.float32)}
+    want = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = m.run(None, feeds)
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want):
+        _close(g, w)

@@ -97,8 +97,6 @@ REFUSED_TODAY = {
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'ex_time_sequence_prediction-trace':
         "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
-    'ex_word_language_model_rnn_tied-onnx_dynamo':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
     'grucell_forecaster-script':
         "UnsupportedError: convert: GRUCellForecaster: 2 operations cannot be lowered to fastrnn's pipeline: eq: op 'eq' is not supported",
     'kaggle_jigsaw_simple_lstm-module':
