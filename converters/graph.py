@@ -591,6 +591,8 @@ def _dim(low, x):
 
 @handles("size", "sym_size")
 def _size(low, x, dim=None):
+    if isinstance(x, BatchSizes) and dim == 0:      # batch_sizes.size(0): the longest row's length
+        return Size(low.size("T"), "longest")
     if isinstance(x, (PT, HN, Zeros, Input, np.ndarray, PS)) or cells.is_step(x):
         shp = low.shape(x)
         if dim is None:
@@ -1199,6 +1201,8 @@ def _select(low, x, dim, index):
         return cells.squeeze(low, x, dim)        # x[0] of a (1, B, H) step value
     if isinstance(x, Finals) and dim == 0 and -len(x.rows) <= index < len(x.rows):
         return x.rows[index]
+    if isinstance(x, BatchSizes) and index == 0:      # batch_sizes[0]: the batch
+        return Size(low.size("B"), "B")
     x = low.tensor(x)
     n = len(x.axes)
     i = dim % n
@@ -1457,8 +1461,21 @@ def _stack(low, tensors, dim=0):
 
 # ---- recurrent ops (ATen) ---------------------------------------------------------------------
 
+def _rnn_args(low, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first=None):
+    """The padded overload's arguments of ATen's lstm / gru / rnn_*; the packed overload
+    (data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional) of a
+    traced PackedSequence shifts them by one, its layout the packing's."""
+    if isinstance(hx, BatchSizes):
+        if not isinstance(x, PT) or not x.packed:
+            low.fail("a recurrent op's packed overload on something that is not a packed sequence")
+        return x, params, has_biases, num_layers, dropout, train, bidirectional, batch_first, \
+            x.packed == "batch_first"
+    return x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first
+
+
 @handles("lstm")
-def _lstm(low, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first, *rest):
+def _lstm(low, *args):
+    x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first = _rnn_args(low, *args[:9])
     proj = _proj_size(params, has_biases, num_layers, bidirectional)
     out, h, c = low.recurrent("lstm", x, hx, params, has_biases, num_layers, bidirectional, batch_first, proj)
     return out, h, c
@@ -1473,9 +1490,10 @@ def _proj_size(params, has_biases, L, bi):
 
 
 for _mode in ("gru", "rnn_tanh", "rnn_relu"):
-    handles(_mode)((lambda mode: lambda low, x, hx, params, has_biases, num_layers, dropout, train, bidirectional,
-                    batch_first, *r: low.recurrent(mode, x, hx, params, has_biases, num_layers, bidirectional,
-                                                   batch_first)[:2])(_mode))
+    handles(_mode)((lambda mode: lambda low, *a: (lambda x, hx, params, has_biases, num_layers, dropout, train,
+                    bidirectional, batch_first: low.recurrent(mode, x, hx, params, has_biases, num_layers,
+                                                              bidirectional, batch_first)[:2])(
+        *_rnn_args(low, *a[:9])))(_mode))
 
 
 # ---- packed sequences ------------------------------------------------------------------------------
@@ -1491,7 +1509,105 @@ def _pack(low, x, lengths, batch_first=False, enforce_sorted=True):
     a = low.lab(x.axes[0 if batch_first else 1])
     if a not in ("B", "x0", "x1"):
         low.fail("pack_padded_sequence's batch_first does not match the tensor")
-    return replace(x, packed=True)
+    return replace(x, packed="batch_first" if batch_first else "time_major")
+
+
+# ---- a traced pack_padded_sequence ---------------------------------------------------------------
+#
+# torch.jit.trace records pack_padded_sequence(enforce_sorted=False) as the ops it runs: the
+# lengths sorted (aten::sort), the rows reordered (index_select), aten::_pack_padded_sequence
+# giving (data, batch_sizes), the inverse order made with empty_like / arange / scatter_, the RNN's
+# packed overload aten::lstm(data, batch_sizes, ...), and index_select by the inverse order of h_n
+# and of aten::_pad_packed_sequence's output. A PackedSequence always restores the rows' order, and
+# fastrnn's layers treat rows independently with lengths, so the sort and its inverse are the
+# identity here: each is an abstract value (Perm) that only these ops accept, in this flow.
+
+@dataclass(frozen=True)
+class Perm:
+    """The rows' order of a traced pack_padded_sequence: "sorted" (by length), "buffer" (the
+    empty_like its inverse is scattered into) or "inverse"."""
+    kind: str
+
+
+@dataclass(frozen=True)
+class Sorted:
+    """A pipeline tensor whose rows a traced pack_padded_sequence reordered, before packing."""
+    x: PT
+
+
+@dataclass(frozen=True)
+class BatchSizes:
+    """The batch_sizes of a traced PackedSequence."""
+
+
+@handles("sort")
+def _sort(low, x, dim=-1, descending=False, *rest):
+    if isinstance(x, Input):             # the lengths of pack_padded_sequence(enforce_sorted=False)
+        return x, Perm("sorted")
+    low.fail(f"a sort of {_what(x)} (only the lengths of a traced pack_padded_sequence)")
+
+
+@handles("index_select")
+def _index_select(low, x, dim, index):
+    if isinstance(x, np.ndarray) and isinstance(index, np.ndarray):
+        return np.take(x, index, axis=dim)
+    if isinstance(index, Perm) and index.kind == "sorted" and isinstance(x, PT) and not x.packed:
+        return Sorted(x)
+    if isinstance(index, Perm) and index.kind == "inverse":
+        if isinstance(x, PT) and x.padded or isinstance(x, (HN, Lengths)):
+            return x                     # the rows back in their order
+    low.fail(f"index_select of {_what(x)} by {_what(index)} (only the row orders of a traced "
+             f"pack_padded_sequence)")
+
+
+@handles("empty_like")
+def _empty_like(low, x, *rest, **kw):
+    if isinstance(x, Perm):
+        return Perm("buffer")
+    return Zeros(low.shape(x))
+
+
+@handles("numel")
+def _numel(low, x):
+    if isinstance(x, Perm):
+        return Size(low.size("B"), "B")
+    return int(np.prod(low.shape(x)))
+
+
+@handles("arange")
+def _arange(low, *a, **kw):
+    ints = [int(v) for v in a[:3] if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
+    if not ints:
+        low.fail("arange without integer bounds")
+    return np.arange(*ints)
+
+
+@handles("scatter", "scatter_")
+def _scatter(low, x, dim, index, src, *rest):
+    if isinstance(x, Perm) and x.kind == "buffer" and isinstance(index, Perm) and index.kind == "sorted":
+        return Perm("inverse")           # invert_permutation(sorted_indices)
+    if all(isinstance(v, np.ndarray) for v in (x, index, src)):
+        out = x.copy()
+        np.put_along_axis(out, index, src, axis=dim)
+        return out
+    low.fail(f"scatter into {_what(x)}")
+
+
+@handles("_pack_padded_sequence")
+def _pack_traced(low, x, lengths, batch_first):
+    """enforce_sorted=False: the rows sorted first (Sorted); True: the tensor itself."""
+    if not isinstance(x, (Sorted, PT)):
+        low.fail(f"aten::_pack_padded_sequence of {_what(x)}")
+    return _pack(low, x.x if isinstance(x, Sorted) else x, lengths, batch_first, not isinstance(x, Sorted)), \
+        BatchSizes()
+
+
+@handles("_pad_packed_sequence")
+def _pad_traced(low, data, batch_sizes, batch_first, padding_value, total_length):
+    if not isinstance(batch_sizes, BatchSizes):
+        low.fail("aten::_pad_packed_sequence of something that is not a traced PackedSequence")
+    longest = isinstance(total_length, Size) and total_length.sym == "longest"
+    return _pad(low, data, batch_first, padding_value, None if longest else total_length)
 
 
 @handles("pad_packed_sequence")

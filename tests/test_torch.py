@@ -425,10 +425,6 @@ def test_custom_module(name, source, tmp_path):
         assert f.meta["kind"] == "state_dict"
     elif source in ("script", "trace"):
         torch.jit.save(torch.jit.script(m) if source == "script" else torch.jit.trace(m, args), path)
-        if source == "trace" and name.startswith("packed"):
-            with pytest.raises(fastrnn.UnsupportedError, match="traced pack_padded_sequence"):
-                fastrnn.convert(path)
-            return
         f = fastrnn.convert(path)
         assert f.meta["kind"] == "torchscript"
     else:

@@ -880,10 +880,6 @@ class ScriptCapture:
             return low.call("getitem", (a[0], a[1]), {}, where)
         if kind == "aten::len":
             return low.call("len", (a[0],), {}, where)
-        if kind in ("aten::sort", "aten::_pack_padded_sequence", "aten::_pad_packed_sequence"):
-            return low.refuse(kind, "a traced pack_padded_sequence (the trace records its sorting and packing as "
-                                    "tensor ops, for the example's lengths): save torch.jit.script(module) "
-                                    "instead, or convert the module itself", where)
         if kind == "aten::size" and len(a) == 1:
             return low.call("size", (a[0],), {}, where)
         if kind.startswith("aten::"):

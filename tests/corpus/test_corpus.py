@@ -63,14 +63,8 @@ torch.set_num_threads(1)
 REFUSED_TODAY = {
     'bentrevett_sentiment_lstm-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/Concat' (Concat, node 55): uses final states that are not the last layer's directions in order TopK (ONNX node '/TopK', TopK): ONNX op TopK is not supported)",
-    'bentrevett_sentiment_lstm-trace':
-        "UnsupportedError: convert: BentrevettLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for ",
-    'bentrevett_sentiment_packed_bilstm-trace':
-        "UnsupportedError: convert: BentrevettPackedBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and pa",
     'bentrevett_seq2seq_packed_encoder-onnx_legacy':
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
-    'bentrevett_seq2seq_packed_encoder-trace':
-        "UnsupportedError: convert: Seq2SeqPackedEncoder: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and pack",
     'course_lstm_hn_permute-module':
         "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'course_lstm_hn_permute-onnx_dynamo':
@@ -88,7 +82,7 @@ REFUSED_TODAY = {
     'deepspeech_rnns-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0) TopK (ONNX node '/rnns.0/TopK', TopK): ONNX op TopK is not supp",
     'deepspeech_rnns-trace':
-        "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: aten::sort: a traced pack_padded_sequence (the trace records its sorting and packing as tensor ops, for ",
+        "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (F, x0, x1); expected (T, B, F)",
     'ex_time_sequence_prediction-module':
         "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
     'ex_time_sequence_prediction-onnx_dynamo':
@@ -109,8 +103,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline",
     'kaggle_pooled_bigru-keras':
         "UnsupportedError: layer 'concatenate' (Concatenate) takes several inputs (global_average_pooling1d, global_max_pooling1d_1; e.g. initial_state): not a chain",
-    'luopeixiang_ner_bilstm-trace':
-        "UnsupportedError: convert: LuoBiLSTM: 1 operation cannot be lowered to fastrnn's pipeline: aten::_pack_padded_sequence: a traced pack_padded_sequence (the trace records its sorting and packing as tens",
     'myprediction_gru-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/Mul' (Mul, node 32): a Mul other than merging a bidirectional layer's directions unsqueeze (ONNX node '/Unsqueeze', Unsqueeze): a layout change of _Shape)",
     'stackabuse_airline_lstm-module':
