@@ -627,6 +627,8 @@ def to_ps(low, v):
     sys.setrecursionlimit(max(limit, 20000))
     try:
         ps = _to_ps(low, node)
+    except RecursionError:
+        low.fail("a chain of steps too long to read (over the interpreter's recursion limit)")
     finally:
         sys.setrecursionlimit(limit)
     for _ in range(lead):

@@ -138,7 +138,7 @@ class Finals:
     rows: tuple
 
 
-MAX_UNROLL = 100_000      # iterations of a loop a frontend unrolls (ONNX Loop, TorchScript prim::Loop)
+MAX_UNROLL = 4096         # iterations of a loop a frontend unrolls (ONNX Loop, TorchScript prim::Loop)
 
 
 class Lengths:

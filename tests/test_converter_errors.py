@@ -256,3 +256,18 @@ def test_torchscript_module_without_forward(tmp_path):
     out = _rewrite_archive(os.path.join(SEEDS, "tagger.ts.pt"), tmp_path / "no_forward.pt", edit)
     with pytest.raises(fastrnn.UnsupportedError, match="the TorchScript module .* has no forward method"):
         fastrnn.convert(str(out))
+
+
+def test_onnx_gather_without_its_index_is_refused():
+    """A Gather node that lost its index input (tests/fuzz, onnx input 505): the frontend's search
+    for the time length an unrolled loop fixed read input[1] of every Gather (IndexError, named
+    only by the last-resort wrapper); now it skips such nodes and the node itself is refused."""
+    from onnx import helper
+    model = onnx.load(os.path.join(SEEDS, "regressor_torch.onnx"))
+    g = model.graph
+    g.node.append(helper.make_node("Gather", ["x_lost"], ["y_lost"], name="broken_gather"))
+    with pytest.raises(fastrnn.UnsupportedError) as e:
+        from fastrnn.converters.frontends import onnx as frontend
+        frontend._time_candidates(model)
+        frontend.convert(model, "broken")
+    assert "cannot be read" not in str(e.value)

@@ -629,6 +629,8 @@ def _time_candidates(model):
     steps = []
     for n in model.graph.node:
         try:
+            if len(n.input) < 2:
+                continue
             if n.op_type == "Gather" and n.input[1] in consts:
                 idx = _array(consts[n.input[1]])
                 if idx.ndim == 0 or idx.size == 1:
@@ -637,7 +639,7 @@ def _time_candidates(model):
                 s0, e0 = _array(consts[n.input[1]]).reshape(-1), _array(consts[n.input[2]]).reshape(-1)
                 if s0.size == 1 and e0.size == 1 and int(e0[0]) == int(s0[0]) + 1:
                     steps.append(int(s0[0]))
-        except (ModelFormatError, ValueError, TypeError):
+        except (ModelFormatError, ValueError, TypeError, IndexError):
             continue
     if steps and 0 < max(steps) + 1 < 1_000_000:
         out.append(max(steps) + 1)
