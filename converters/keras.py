@@ -532,8 +532,9 @@ def _chain(cfg):
     if len(ins) != 1:
         raise UnsupportedError(f"the model has {len(ins)} inputs ({', '.join(i[0] for i in ins)}); "
                                f"fastrnn models take one input")
-    # walk from the input: each next layer reads exactly one tensor of the previous one
-    consumers = {}
+    # walk from the input: each next layer reads exactly one tensor of the previous one, except a
+    # Concatenate of global poolings of one sequence (the Kaggle idiom), which is one Pool layer
+    consumers, joins = {}, {}
     for l in by_name.values():
         if len(l["calls"]) > 1:
             raise UnsupportedError(f"layer {l['name']!r} ({l['class_name']}) is called {len(l['calls'])} "
@@ -541,9 +542,11 @@ def _chain(cfg):
         for call in l["calls"]:
             srcs = {r[0] for r in call}
             if len(srcs) > 1 or len(call) > 1:
-                raise UnsupportedError(
-                    f"layer {l['name']!r} ({l['class_name']}) takes several inputs "
-                    f"({', '.join(r[0] for r in call)}; e.g. initial_state): not a chain")
+                if l["class_name"] != "Concatenate":
+                    raise UnsupportedError(
+                        f"layer {l['name']!r} ({l['class_name']}) takes several inputs "
+                        f"({', '.join(r[0] for r in call)}; e.g. initial_state): not a chain")
+                joins[l["name"]] = call
             for r in call:
                 consumers.setdefault(r[0], []).append((l["name"], r[2]))
     order, reads = [], []
@@ -556,14 +559,28 @@ def _chain(cfg):
         if not nxt:
             break
         if len(nxt) > 1:
-            raise UnsupportedError(f"the output of layer {cur!r} feeds {len(nxt)} layers "
-                                   f"({', '.join(n for n, _ in nxt)}): not a chain")
+            pooled = _pool_join(by_name, consumers, joins, cur, nxt)
+            if pooled is None:
+                raise UnsupportedError(f"the output of layer {cur!r} feeds {len(nxt)} layers "
+                                       f"({', '.join(n for n, _ in nxt)}): not a chain")
+            entry, names = pooled
+            seen.update(names)
+            order.append(entry)
+            reads.append(0)
+            cur = entry["name"]
+            seen.add(cur)
+            joins.pop(cur)
+            continue
         cur, t = nxt[0]
         if cur in seen:
             raise ModelFormatError(f"the model config has a cycle at {cur!r}")
         seen.add(cur)
         order.append(by_name[cur])
         reads.append(t)
+    for name, call in joins.items():
+        raise UnsupportedError(f"layer {name!r} (Concatenate) takes several inputs "
+                               f"({', '.join(r[0] for r in call)}): not a chain (a Concatenate of global "
+                               f"poolings of one sequence is the only join fastrnn reads)")
     for name, l in by_name.items():
         if name not in seen:
             raise UnsupportedError(f"layer {name!r} ({l['class_name']}) is not on the chain from the "
@@ -582,6 +599,30 @@ def _chain(cfg):
     if not body:
         raise UnsupportedError("the model has no layers after its input")
     return list(by_name.values()), body, out, inp
+
+
+GLOBAL_POOLS = {"GlobalAveragePooling1D": "mean", "GlobalAvgPool1D": "mean", "GlobalMaxPooling1D": "max",
+                "GlobalMaxPool1D": "max"}
+
+
+def _pool_join(by_name, consumers, joins, cur, nxt):
+    """concatenate([GlobalAveragePooling1D()(x), GlobalMaxPooling1D()(x)]) where x is cur's
+    output: -> (one chain entry "_PoolConcat" named as the Concatenate, with the pools' kinds in
+    its input order, and the names it stands for), or None when cur's readers are not that."""
+    names = [n for n, _ in nxt]
+    if not all(by_name[n]["class_name"] in GLOBAL_POOLS for n in names) or len(set(names)) != len(names):
+        return None
+    after = [consumers.get(n, []) for n in names]
+    if not all(len(a) == 1 for a in after) or len({a[0][0] for a in after}) != 1:
+        return None
+    cat = by_name[after[0][0][0]]
+    call = joins.get(cat["name"])
+    if call is None or sorted(r[0] for r in call) != sorted(names) or \
+            cat["config"].get("axis", -1) not in (-1, 1):
+        return None
+    pools = [by_name[r[0]] for r in call]
+    entry = {"class_name": "_PoolConcat", "config": {}, "name": cat["name"], "pools": pools}
+    return entry, names + [cat["name"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -797,8 +838,11 @@ class _Builder:
             return self._dense(l, c)
         if cls == "BatchNormalization":
             return self._batchnorm(l, c)
-        if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalAvgPool1D", "GlobalMaxPool1D"):
-            return self._global_pool(l, c, "max" if "Max" in cls else "mean")
+        if cls in GLOBAL_POOLS:
+            return self._global_pool(l, c, GLOBAL_POOLS[cls])
+        if cls == "_PoolConcat":
+            return self._global_pool(l, c, tuple(GLOBAL_POOLS[p["class_name"]] for p in l["pools"]),
+                                     [p["config"] for p in l["pools"]])
         if cls in ("Conv1D", "Convolution1D"):
             return self._conv1d(l, c)
         if cls in ("MaxPooling1D", "AveragePooling1D", "MaxPool1D", "AvgPool1D"):
@@ -876,20 +920,30 @@ class _Builder:
             s, t = s2, t2
         self.layers.append(ir.Dense(np.diag(s).astype(np.float32), t.astype(np.float32)))
 
-    def _global_pool(self, l, c, kind):
+    def _global_pool(self, l, c, kind, configs=None):
         """GlobalAveragePooling1D / GlobalMaxPooling1D: an ir.Pool over time. Keras averages over
         the unmasked steps under a mask (sum / count, NaN for a fully masked row) and over every
         step without one; GlobalMaxPooling1D ignores masks (every step). Both are order-free, so a
-        go_backwards parity ends here; a pending column order passes through (per feature)."""
-        _refuse_extras(l, c, {"data_format", "keepdims"})
-        if c.get("data_format", "channels_last") not in ("channels_last", None):
-            raise UnsupportedError(f"{_where(l)}: option data_format={c.get('data_format')!r} is not supported")
-        if c.get("keepdims"):
-            raise UnsupportedError(f"{_where(l)}: option keepdims=True is not supported")
+        go_backwards parity ends here; a pending column order passes through (per feature).
+        Several kinds (a Concatenate of poolings of one sequence, configs theirs): one Pool, the
+        kinds side by side in the Concatenate's order."""
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        for cc in configs or [c]:
+            _refuse_extras(l, cc, {"data_format", "keepdims"})
+            if cc.get("data_format", "channels_last") not in ("channels_last", None):
+                raise UnsupportedError(f"{_where(l)}: option data_format={cc.get('data_format')!r} is not supported")
+            if cc.get("keepdims"):
+                raise UnsupportedError(f"{_where(l)}: option keepdims=True is not supported")
         if not self.seq or self.width is None:
             raise UnsupportedError(f"{_where(l)}: pooling over time needs a sequence before it")
-        over = "valid" if kind == "mean" and self.masked else "steps"
-        self.layers.append(ir.Pool(self.width, (kind,), over))
+        if self.masked and "mean" in kinds and "max" in kinds:
+            raise UnsupportedError(f"{_where(l)}: a mean over the unmasked steps next to a max over every "
+                                   f"step (Keras's masked poolings) in one Concatenate")
+        over = "valid" if "mean" in kinds and self.masked else "steps"
+        self.layers.append(ir.Pool(self.width, kinds, over))
+        if self.cols is not None and len(kinds) > 1:   # the pending order, in each kind's block
+            self.cols = [(a + k * self.width, b + k * self.width) for k in range(len(kinds)) for a, b in self.cols]
+        self.width *= len(kinds)
         self.seq, self.parity, self.masked = False, False, False
 
     def _windows_ok(self, l, c):

@@ -209,6 +209,11 @@ MODELS.update({
                                 L.GlobalAveragePooling1D(), L.Dense(2)), "ids", 1.0),
     "gmp_masked": (lambda: _seq(IDS, L.Embedding(20, 5, mask_zero=True), L.Bidirectional(
         L.SimpleRNN(6, return_sequences=True)), L.GlobalMaxPooling1D(), L.Dense(2)), "ids", 1.0),
+    # the Kaggle pooled RNN: concatenate([GlobalMaxPooling1D()(x), GlobalAveragePooling1D()(x)]) is
+    # one Pool layer of two kinds (after a pending column order: go_backwards then Bidirectional)
+    "pool_concat": (lambda: _fn(FLOAT, _pool_concat), "float", 1.0),
+    "pool_concat_ids": (lambda: _fn(IDS, lambda x: _pooled(L.Bidirectional(L.GRU(5, return_sequences=True))(
+        L.Embedding(20, 5)(x)))), "ids", 1.0),
     # convolutions and pooling over time in front of recurrent layers (keras.io's CNN-LSTM), and
     # RepeatVector between an encoder and a decoder (keras.io's addition RNN)
     "cnn_lstm": (lambda: _seq({"shape": (12,), "dtype": "int32"}, L.Embedding(20, 5), L.Dropout(0.2),
@@ -227,6 +232,17 @@ MODELS.update({
                                   L.LSTM(8, return_sequences=True), L.Dense(5, activation="softmax")),
                      "float", 1.0),
 })
+
+
+def _pool_concat(x):
+    h = L.Bidirectional(L.LSTM(4, return_sequences=True))(L.GRU(5, return_sequences=True, go_backwards=True)(x))
+    return L.Dense(3)(L.Concatenate()([L.GlobalMaxPooling1D()(h), L.GlobalAveragePooling1D()(h)]))
+
+
+def _pooled(h):
+    """The Kaggle pooled GRU's head: average and max over time side by side, a sigmoid Dense."""
+    return L.Dense(2, activation="sigmoid")(L.concatenate([L.GlobalAveragePooling1D()(h),
+                                                          L.GlobalMaxPooling1D()(h)]))
 
 
 def _input(kind, model, rng):
@@ -379,6 +395,11 @@ UNSUPPORTED = {
         L.LSTM(4, return_sequences=True)(L.Embedding(20, 5, mask_zero=True)(x))))), "chain"),
     "mask_without_mask_zero": (lambda: _fn(IDS, lambda x: L.LSTM(4)(L.Embedding(20, 5)(x),
                                                                     mask=keras.ops.not_equal(x, 0))), "chain"),
+    # Keras's masked mean counts the unmasked steps, its max every step: one Pool has one rule
+    "pool_concat_masked": (lambda: _fn(IDS, lambda x: _pooled(L.GRU(5, return_sequences=True)(
+        L.Embedding(20, 5, mask_zero=True)(x)))), "unmasked steps next to a max"),
+    "concat_of_two_rnns": (lambda: _fn(FLOAT, lambda x: L.Concatenate()([L.LSTM(3)(x), L.GRU(3)(x)])),
+                           "not a chain"),
 }
 
 

@@ -101,8 +101,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 34): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md) linear (ONNX node '/linear2/Gemm', Gemm):",
     'kaggle_jigsaw_simple_lstm-trace':
         "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline",
-    'kaggle_pooled_bigru-keras':
-        "UnsupportedError: layer 'concatenate' (Concatenate) takes several inputs (global_average_pooling1d, global_max_pooling1d_1; e.g. initial_state): not a chain",
     'myprediction_gru-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/Mul' (Mul, node 32): a Mul other than merging a bidirectional layer's directions unsqueeze (ONNX node '/Unsqueeze', Unsqueeze): a layout change of _Shape)",
     'stackabuse_airline_lstm-module':
