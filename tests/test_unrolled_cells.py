@@ -322,3 +322,18 @@ def test_unrolled_rnn_from_a_state_input(tmp_path):
     assert len(got) == len(want) == 2
     for g, w in zip(got, want):
         _close(g, w)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name", ["lstmcell_loop", "hand_gru", "stacked_lstmcells"])
+def test_traced_cell_loop(name, tmp_path):
+    """torch.jit.trace unrolls the loop for the example's 9 steps and saves no input shape: the
+    stand-in that lowers is (B, 9, F), its length read off the steps the trace selects."""
+    module = _module(name)
+    p = tmp_path / f"{name}.pt"
+    ex = np.random.default_rng(8).normal(size=(3, 9, F_IN)).astype(np.float32)
+    torch.jit.save(torch.jit.trace(module, torch.from_numpy(ex)), str(p))
+    m = fastrnn.convert(str(p))
+    x = np.random.default_rng(9).normal(size=(4, 9, F_IN)).astype(np.float32)
+    with torch.no_grad():
+        _close(m.predict(x), module(torch.from_numpy(x)).numpy(), name)

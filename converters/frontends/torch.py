@@ -1022,6 +1022,26 @@ def _ts_example(t, default):
     return default if default is not None else torch.zeros((1, EX_B, 1))
 
 
+def _traced_lengths(module):
+    """Stand-ins of the length a trace fixed: torch.jit.trace unrolls a loop over time for the
+    example's steps (x[:, t] for t up to T - 1 as constants) and saves no input shape, so after
+    the stand-ins of _script_inputs, (B, T, F) ones of 1 + the largest step a select takes."""
+    torch = _torch()
+    steps, stack = [], [module.forward.graph.block()]
+    while stack:
+        b = stack.pop()
+        for n in b.nodes():
+            stack += list(n.blocks())
+            if n.kind() == "aten::select":
+                idx = list(n.inputs())[2].node()
+                if idx.kind() == "prim::Constant" and idx.output().type().kind() == "IntType":
+                    steps.append(idx.i("value"))
+    T = max(steps) + 1 if steps else 0
+    if not 1 < T <= G.MAX_UNROLL or T == EX_T:
+        return []
+    return [torch.zeros((x.shape[0], T, x.shape[2]), dtype=x.dtype) for x in _script_inputs(module) if x.dim() == 3]
+
+
 def _script_inputs(module):
     """Stand-ins for a TorchScript module's sequence input, most likely first: a saved graph
     does not record its input's rank. Ids when its first layer is an embedding (a (B, T) batch,
@@ -1128,7 +1148,7 @@ def convert_script(module, example_input=None):
     args = None
     if example_input is not None:
         args, _ = example_args(module, example_input)
-    firsts = [args[0]] if args else _script_inputs(module)
+    firsts = [args[0]] if args else _script_inputs(module) + _traced_lengths(module)
     error = None
     for first in firsts:
         try:

@@ -75,8 +75,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'course_lstm_hn_permute-trace':
         "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
-    'd2stgnn_rnn_layer-trace':
-        "UnsupportedError: convert: D2STGNNRNNLayer: 4 operations cannot be lowered to fastrnn's pipeline: unsafe_chunk: op 'unsafe_chunk' is not supported",
     'deepspeech_rnns-module':
         "UnsupportedError: convert: DeepSpeechRNNs: 3 operations cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (F, x0, x1); expected (T, B, F)",
     'deepspeech_rnns-onnx_legacy':
