@@ -444,6 +444,21 @@ def test_unbatched_predict_takes_a_batch():
     assert f.meta["input_layout"] == "unbatched"
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_traced_unbatched_tagger_without_example(tmp_path):
+    """torch.jit.trace of the tagger bakes len(sentence) into view(7, 1, -1) and saves no input
+    shape: converting the archive alone finds the (7,) sentence stand-in from that view; the
+    model then takes (B, 7) and gives each row the trace's output."""
+    torch.manual_seed(2)
+    m = LSTMTagger().eval()
+    p = tmp_path / "tagger.pt"
+    torch.jit.save(torch.jit.trace(m, _ids(1, T0, 0)[0]), str(p))
+    f = fastrnn.convert(str(p))
+    x = _ids(B1, T0, 6)
+    want = np.stack([_torch_out("unbatched", m, (x[b],))[0] for b in range(B1)])
+    _close(f.predict(x.numpy()), want)
+
+
 def test_state_argument_is_initial_state_and_return_state():
     """forward(input, hidden) -> (output, hidden): predict(x, initial_state=[h, c]) and
     return_state=True in torch's layout, from a non-zero state."""

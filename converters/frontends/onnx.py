@@ -485,6 +485,12 @@ class _Frontend:
 
     def _arith(self, node, a, at, w):
         x, y = a[0], a[1]
+        scalar = (isinstance(x, Size) or isinstance(x, (int, np.integer)) or isinstance(x, np.ndarray) and x.ndim == 0
+                  and x.dtype.kind in "iu")
+        if scalar and (isinstance(y, Size) or isinstance(y, (int, np.integer)) or isinstance(y, np.ndarray)
+                       and y.ndim == 0 and y.dtype.kind in "iu") and (isinstance(x, Size) or isinstance(y, Size)):
+            a, b = (v if isinstance(v, Size) else int(v) for v in (x, y))      # s * b of x.shape: one size
+            return _PYOPS[node.op_type](a, b)
         if isinstance(x, tuple) or isinstance(y, tuple) or isinstance(x, Size) or isinstance(y, Size):
             xs, ys = _ints(x) if not isinstance(x, Size) else [x], _ints(y) if not isinstance(y, Size) else [y]
             n = max(len(xs), len(ys))

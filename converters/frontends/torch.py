@@ -1027,19 +1027,32 @@ def _traced_lengths(module):
     example's steps (x[:, t] for t up to T - 1 as constants) and saves no input shape, so after
     the stand-ins of _script_inputs, (B, T, F) ones of 1 + the largest step a select takes."""
     torch = _torch()
-    steps, stack = [], [module.forward.graph.block()]
+
+    def const_int(v):
+        n = v.node()
+        return n.i("value") if n.kind() == "prim::Constant" and n.output().type().kind() == "IntType" else None
+    steps, sizes, stack = [], [], [module.forward.graph.block()]
     while stack:
         b = stack.pop()
         for n in b.nodes():
             stack += list(n.blocks())
-            if n.kind() == "aten::select":
-                idx = list(n.inputs())[2].node()
-                if idx.kind() == "prim::Constant" and idx.output().type().kind() == "IntType":
-                    steps.append(idx.i("value"))
-    T = max(steps) + 1 if steps else 0
-    if not 1 < T <= G.MAX_UNROLL or T == EX_T:
-        return []
-    return [torch.zeros((x.shape[0], T, x.shape[2]), dtype=x.dtype) for x in _script_inputs(module) if x.dim() == 3]
+            ins = list(n.inputs())
+            if n.kind() == "aten::select" and const_int(ins[2]) is not None:
+                steps.append(const_int(ins[2]))
+            elif n.kind() in ("aten::view", "aten::reshape") and ins[1].node().kind() == "prim::ListConstruct":
+                # view(len(sentence), 1, -1) of one sequence: the length the trace saw
+                sizes += [v for v in map(const_int, ins[1].node().inputs()) if v is not None and v > 1]
+    lengths = ([max(steps) + 1] if steps else []) + sizes[:1]
+    out = []
+    for T in dict.fromkeys(lengths):
+        if not 1 < T <= G.MAX_UNROLL or T == EX_T:
+            continue
+        for x in _script_inputs(module):
+            if x.dim() == 3:                  # (B, T, F)
+                out.append(torch.zeros((x.shape[0], T, x.shape[2]), dtype=x.dtype))
+            elif x.dim() == 1 and x.shape[0] == EX_B:      # one sequence of ids (T,)
+                out.append(torch.zeros((T,), dtype=x.dtype))
+    return out
 
 
 def _script_inputs(module):
