@@ -90,6 +90,7 @@ class PT:
     padded: str | None = None         # pad_packed_sequence: "longest" (max(lengths)) | "T"
     cols: tuple | None = None         # ((start, stop), ...): features = these pipeline columns
     dirs: int = 1                     # the size of a "D" (direction) axis, apart from the features
+    rows: str | None = None           # "sorted": rows in a packing's length order (Perm, below)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class HN:
     kind: str                         # "h" | "c"
     rnn: int                          # which recurrent call made it
     pos: int
+    rows: str | None = None           # as PT.rows
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,12 @@ class Lowering:
             self.fail("uses every step of a recurrent layer whose final state is also used (fastrnn runs "
                       "that layer without its per-step output)")
 
+    def check_rows(self, v, what):
+        """An output must have its rows in the input's order (a packing's sort undone)."""
+        if getattr(v, "rows", None) == "sorted":
+            self.fail(f"{what} has its rows in the order of their lengths (a pack_padded_sequence sort "
+                      f"that is not undone)")
+
     def tensor(self, x, what="a tensor of the pipeline"):
         """x as a PT: rows of h_n of the top layer become the last recurrent layer's final step."""
         if isinstance(x, HN):
@@ -298,7 +306,7 @@ class Lowering:
         if parts != top:                # [backward, forward]: the engine's columns swapped
             H = r.width
             cols = tuple((d * H, (d + 1) * H) for _, d in parts)
-        return PT(len(self.layers), ("B", "F"), r.width * r.D, time="final", cols=cols)
+        return PT(len(self.layers), ("B", "F"), r.width * r.D, time="final", cols=cols, rows=v.rows)
 
     def append(self, layer, x, width=None):
         """Append a layer that acts on x's features; -> the new end, x's axes kept."""
@@ -368,9 +376,9 @@ class Lowering:
         out_axes = x.axes
         if self.one_step:           # the unit axis that played the time (in the order the op read it)
             out_axes = tuple("1" if a == "T" else a for a in axes)
-        out = PT(pos, out_axes, D * r.width, packed=x.packed)
-        hn = HN(tuple(h), ("S", "B", "F"), r.width, "h", idx, pos)
-        cn = HN(tuple(c), ("S", "B", "F"), r.hidden, "c", idx, pos) if c else None
+        out = PT(pos, out_axes, D * r.width, packed=x.packed, rows=x.rows)
+        hn = HN(tuple(h), ("S", "B", "F"), r.width, "h", idx, pos, x.rows)
+        cn = HN(tuple(c), ("S", "B", "F"), r.hidden, "c", idx, pos, x.rows) if c else None
         return out, hn, cn
 
     def _rnn_input(self, x, want, hx_items, what):
@@ -462,9 +470,9 @@ class Lowering:
         idx, pos = len(self.rnns) - 1, len(self.layers)
         y_axes = ("B", "T", "D", "F") if layout else ("T", "D", "B", "F")
         del axes
-        y = PT(pos, y_axes, r.width, dirs=r.D)
-        yh = HN(tuple(h), s_axes, r.width, "h", idx, pos)
-        yc = HN(tuple(c), s_axes, r.hidden, "c", idx, pos) if c else None
+        y = PT(pos, y_axes, r.width, dirs=r.D, rows=x.rows)
+        yh = HN(tuple(h), s_axes, r.width, "h", idx, pos, x.rows)
+        yc = HN(tuple(c), s_axes, r.hidden, "c", idx, pos, x.rows) if c else None
         return y, yh, yc
 
     def _initial_state(self, hx, r):
@@ -593,6 +601,8 @@ def _dim(low, x):
 def _size(low, x, dim=None):
     if isinstance(x, BatchSizes) and dim == 0:      # batch_sizes.size(0): the longest row's length
         return Size(low.size("T"), "longest")
+    if isinstance(x, Perm) and dim in (None, 0):    # a row order: one index per row
+        return (Size(low.size("B"), "B"),) if dim is None else Size(low.size("B"), "B")
     if isinstance(x, (PT, HN, Zeros, Input, np.ndarray, PS)) or cells.is_step(x):
         shp = low.shape(x)
         if dim is None:
@@ -1518,21 +1528,17 @@ def _pack(low, x, lengths, batch_first=False, enforce_sorted=True):
 # lengths sorted (aten::sort), the rows reordered (index_select), aten::_pack_padded_sequence
 # giving (data, batch_sizes), the inverse order made with empty_like / arange / scatter_, the RNN's
 # packed overload aten::lstm(data, batch_sizes, ...), and index_select by the inverse order of h_n
-# and of aten::_pad_packed_sequence's output. A PackedSequence always restores the rows' order, and
-# fastrnn's layers treat rows independently with lengths, so the sort and its inverse are the
-# identity here: each is an abstract value (Perm) that only these ops accept, in this flow.
+# and of aten::_pad_packed_sequence's output; torch's legacy ONNX export writes the same flow as
+# TopK, Gather, ScatterElements and Gather. fastrnn's layers treat rows independently (with
+# lengths), so the orders are abstract values (Perm) and the reordered tensors are themselves,
+# flagged rows="sorted" until the inverse puts them back; a pipeline whose output is still flagged
+# is refused (its rows would come out in length order).
 
 @dataclass(frozen=True)
 class Perm:
     """The rows' order of a traced pack_padded_sequence: "sorted" (by length), "buffer" (the
     empty_like its inverse is scattered into) or "inverse"."""
     kind: str
-
-
-@dataclass(frozen=True)
-class Sorted:
-    """A pipeline tensor whose rows a traced pack_padded_sequence reordered, before packing."""
-    x: PT
 
 
 @dataclass(frozen=True)
@@ -1551,11 +1557,16 @@ def _sort(low, x, dim=-1, descending=False, *rest):
 def _index_select(low, x, dim, index):
     if isinstance(x, np.ndarray) and isinstance(index, np.ndarray):
         return np.take(x, index, axis=dim)
-    if isinstance(index, Perm) and index.kind == "sorted" and isinstance(x, PT) and not x.packed:
-        return Sorted(x)
-    if isinstance(index, Perm) and index.kind == "inverse":
-        if isinstance(x, PT) and x.padded or isinstance(x, (HN, Lengths)):
-            return x                     # the rows back in their order
+    if isinstance(index, Perm) and isinstance(x, (PT, HN)):
+        axis = low.lab(x.axes[dim % len(x.axes)])
+        if axis != "B" and not (axis in ("x0", "x1") and axis not in low.bind):
+            low.fail(f"index_select by a row order along the {axis} axis")
+        if index.kind == "sorted" and x.rows is None and not (isinstance(x, PT) and x.packed):
+            return replace(x, rows="sorted")
+        if index.kind == "inverse" and x.rows == "sorted":
+            return replace(x, rows=None)     # the rows back in their order
+    if isinstance(index, Perm) and index.kind == "inverse" and isinstance(x, Lengths):
+        return x
     low.fail(f"index_select of {_what(x)} by {_what(index)} (only the row orders of a traced "
              f"pack_padded_sequence)")
 
@@ -1584,8 +1595,9 @@ def _arange(low, *a, **kw):
 
 @handles("scatter", "scatter_")
 def _scatter(low, x, dim, index, src, *rest):
-    if isinstance(x, Perm) and x.kind == "buffer" and isinstance(index, Perm) and index.kind == "sorted":
-        return Perm("inverse")           # invert_permutation(sorted_indices)
+    if isinstance(x, (Perm, Zeros, np.ndarray)) and isinstance(index, Perm) and index.kind == "sorted" and \
+            isinstance(src, np.ndarray) and np.array_equal(src.reshape(-1), np.arange(src.size)):
+        return Perm("inverse")           # invert_permutation(sorted_indices): arange scattered by it
     if all(isinstance(v, np.ndarray) for v in (x, index, src)):
         out = x.copy()
         np.put_along_axis(out, index, src, axis=dim)
@@ -1595,11 +1607,10 @@ def _scatter(low, x, dim, index, src, *rest):
 
 @handles("_pack_padded_sequence")
 def _pack_traced(low, x, lengths, batch_first):
-    """enforce_sorted=False: the rows sorted first (Sorted); True: the tensor itself."""
-    if not isinstance(x, (Sorted, PT)):
+    """enforce_sorted=False: the rows sorted first (rows="sorted"); True: the tensor itself."""
+    if not isinstance(x, PT):
         low.fail(f"aten::_pack_padded_sequence of {_what(x)}")
-    return _pack(low, x.x if isinstance(x, Sorted) else x, lengths, batch_first, not isinstance(x, Sorted)), \
-        BatchSizes()
+    return _pack(low, x, lengths, batch_first, x.rows is None), BatchSizes()
 
 
 @handles("_pad_packed_sequence")

@@ -631,3 +631,31 @@ def test_convolutions_the_engine_does_not_run_are_refused_by_name():
                             (nn.Conv1d(4, 4, 3), nn.MaxPool1d(2, ceil_mode=True), "ceil_mode True")):
         with pytest.raises(fastrnn.UnsupportedError, match=why):
             fastrnn.convert(Front(conv, pool).eval(), example_input=x)
+
+
+class SortedNotRestored(nn.Module):
+    """Sorts the batch by length itself (torch.sort + index_select) and packs it sorted, but
+    returns h_n in that sorted order: its rows do not match its input's."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True)
+
+    def forward(self, x, lengths):
+        lengths, order = torch.sort(lengths, descending=True)
+        packed = nn.utils.rnn.pack_padded_sequence(x.index_select(0, order), lengths, batch_first=True)
+        _, h = self.rnn(packed)
+        return h[-1]
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_rows_left_in_length_order_are_refused(tmp_path):
+    """A sort of the rows that nothing undoes (what pack_padded_sequence(enforce_sorted=False)
+    undoes itself) would give rows in length order: refused, from the module and its trace."""
+    torch.manual_seed(4)
+    m = SortedNotRestored().eval()
+    args = (_floats(B0, T0, 5, 0), torch.tensor([3, 7, 5]))
+    p = tmp_path / "sorted.pt"
+    torch.jit.save(torch.jit.trace(m, args), str(p))
+    for src, kw in ((m, {"example_input": args}), (str(p), {})):
+        with pytest.raises(fastrnn.UnsupportedError, match="in the order of their lengths"):
+            fastrnn.convert(src, **kw)

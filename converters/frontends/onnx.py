@@ -258,6 +258,29 @@ class _Frontend:
 
     op_Min = op_Max = _minmax
 
+    def op_TopK(self, node, a, at, w):
+        """The legacy export's sort of pack_padded_sequence's lengths (largest first)."""
+        if not isinstance(a[0], Input) or not at.get("largest", 1):
+            self.low.fail(f"TopK of {G._what(a[0])} (only the lengths of a pack_padded_sequence, largest first)")
+        return list(self.call("sort", [a[0], at.get("axis", -1), True], w))
+
+    def op_ReduceProd(self, node, a, at, w):
+        if isinstance(a[0], tuple) and not at.get("keepdims", 1) or isinstance(a[0], tuple) and len(a) == 1:
+            n = 1
+            for d in a[0]:
+                n = n * d
+            return n if not at.get("keepdims", 1) else _Shape([n])
+        self.low.fail(f"ReduceProd of {G._what(a[0])} (only of a shape)")
+
+    def op_Range(self, node, a, at, w):
+        vals = [int(np.asarray(v).reshape(-1)[0]) if isinstance(v, (np.ndarray, np.number)) else v for v in a[:3]]
+        if not all(isinstance(v, int) for v in vals):
+            self.low.fail("a Range whose bounds are not known when converting")
+        return np.arange(*vals)
+
+    def op_ScatterElements(self, node, a, at, w):
+        return self.call("scatter", [a[0], at.get("axis", 0), a[1], a[2]], w)
+
     def op_Identity(self, node, a, at, w):
         return a[0]
 
@@ -335,6 +358,8 @@ class _Frontend:
             return self.call("embedding", [x, idx], w)
         if isinstance(x, np.ndarray) and isinstance(idx, np.ndarray):
             return np.take(x, idx, axis=axis)
+        if isinstance(idx, G.Perm):           # rows in a packing's order, or back
+            return self.call("index_select", [x, axis, idx], w)
         if isinstance(idx, np.ndarray) and idx.dtype.kind in "iu":
             if idx.ndim == 0:
                 return self.call("select", [x, axis, int(idx)], w)
@@ -706,12 +731,17 @@ def _convert(model, name, T):
             s, lead = finals[oname]
             io_out.append({"name": oname, "kind": "state", "axes": ["S"] * lead + ["B", "F"], "parts": [[s, 0]]})
             continue
+        try:
+            low.check_rows(v, f"graph output {oname!r}")
+        except G.Refused as e:
+            raise UnsupportedError(f"convert: {e.why}") from None
         if isinstance(v, G.HN):
             io_out.append({"name": oname, "kind": "state", "axes": [low.lab(l) for l in v.axes],
                            "parts": [list(p) for p in v.parts]})
             continue
         try:
             y = low.tensor(v, "a tensor of the pipeline or final states")
+            low.check_rows(y, f"graph output {oname!r}")
         except G.Refused as e:
             raise UnsupportedError(f"convert: graph output {oname!r}: {e.why}") from None
         if y.pos != len(low.layers):

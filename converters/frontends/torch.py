@@ -177,12 +177,17 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         first = first[0]
     y, state_out = None, None
     if isinstance(first, G.HN) and not low.errors:
+        try:
+            low.check_rows(first, "forward's output")
+        except G.Refused as e:
+            low.errors.append(f"return: {e.why}")
         state_out = _state_output(low, first)
         if state_out is not None:
             first = PT(len(low.layers), ("B", "T", "F"), None)     # the engine's y, unused
     if not low.errors and not isinstance(first, G.Bad) and state_out is None:
         try:
             y = low.tensor(first, "a tensor computed by the layers")
+            low.check_rows(y, "forward's output")
             if y.pos != len(low.layers) or not low.layers:
                 low.fail("forward returns a tensor from before its last layer" if low.layers else
                          "forward returns its input unchanged")

@@ -61,8 +61,6 @@ torch.set_num_threads(1)
 # today's state (the ratchet)
 
 REFUSED_TODAY = {
-    'bentrevett_sentiment_lstm-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Concat' (Concat, node 55): uses final states that are not the last layer's directions in order TopK (ONNX node '/TopK', TopK): ONNX op TopK is not supported)",
     'bentrevett_seq2seq_packed_encoder-onnx_legacy':
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
     'course_lstm_hn_permute-module':
