@@ -112,7 +112,7 @@ def loopish(v):
 
 def _state(low):
     if not hasattr(low, "sx"):
-        low.sx = {"leaf": {}, "zero": {}, "done": {}, "const": {}, "step": {}, "cols": {}}
+        low.sx = {"leaf": {}, "zero": {}, "done": {}, "const": {}, "const_id": {}, "step": {}, "cols": {}}
     return low.sx
 
 
@@ -293,7 +293,7 @@ def _expand(low, n, t):
     affine (the previous h or c; U h + b computed from it belongs to this step and is expanded)."""
     if isinstance(n, Const):
         return {(): (n.v, ())}
-    if isinstance(n, (Aff, Atom, Leaf, ZLeaf, ILeaf, Lead)) or (0 <= _step(low, n) < t and not _affine(n)):
+    if isinstance(n, (Aff, Atom, Leaf, ZLeaf, ILeaf)) or (0 <= _step(low, n) < t and not _affine(n)):
         return {(id(n),): (1.0, (n,))}
     a = _expand(low, n.a, t)
     b = _expand(low, n.b, t)
@@ -350,10 +350,17 @@ def _sources(low, forms, t):
 
 
 def intern(low, a):
-    """One array per content (the copies of an unrolled loop's steps are one weight)."""
-    a = np.ascontiguousarray(a, np.float32)
-    k = (a.shape, hashlib.sha1(a.tobytes()).digest())
-    return _state(low)["const"].setdefault(k, a)
+    """One array per content (the copies of an unrolled loop's steps are one weight). An array
+    seen before (the same weight read at every step) is not hashed again."""
+    st = _state(low)
+    seen = st["const_id"].get(id(a))
+    if seen is not None and seen[0] is a:
+        return seen[1]
+    b = np.ascontiguousarray(a, np.float32)
+    k = (b.shape, hashlib.sha1(b.tobytes()).digest())
+    r = st["const"].setdefault(k, b)
+    st["const_id"][id(a)] = (a, r)       # a kept alive: its id stays its own
+    return r
 
 
 def _stacked(low, forms, inp, st, width):
@@ -679,14 +686,3 @@ def _describe(n, depth=0):
     if isinstance(n, Leaf):
         return "x_t" if n.ps.src[0] == "seq" else "h"
     return type(n).__name__
-
-
-def is_final_candidate(low, v):
-    """Whether loop value v is a cell chain's state after its last step (a graph output that
-    is then a state output when another output takes every step)."""
-    try:
-        ps = to_ps(low, v) if is_step(v) else v
-        return isinstance(ps, G.PS) and ps.src[0] == "chain" and all(op == ("unsq", 0) for op in ps.ops) \
-            and ps.t == G._ps_steps(low, ps.src) - 1
-    except G.Refused:
-        return False

@@ -164,6 +164,15 @@ class _Rnn:
     state0: int                       # native index of its first state
 
 
+def why(e):
+    """What a refusal (REFUSALS) says: a handler's own reason, or what could not be interpreted."""
+    if isinstance(e, Refused):
+        return e.why
+    if isinstance(e, FastRNNError):
+        return str(e)
+    return f"cannot be interpreted ({type(e).__name__}: {e})"
+
+
 class Refused(Exception):
     def __init__(self, why):
         super().__init__(why)
@@ -172,6 +181,10 @@ class Refused(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # the lowering
+
+# what a handler may raise on values it cannot lower: recorded against the node, never escaping
+REFUSALS = (Refused, FastRNNError, IndexError, TypeError, KeyError, ValueError, AttributeError)
+
 
 class Lowering:
     """Builds the pipeline from canonical op calls (module note). The frontend binds the
@@ -332,14 +345,8 @@ class Lowering:
             if fn is None:
                 self.fail(f"op {op!r} is not supported{_hint(op)}")
             return fn(self, *args, **kwargs)
-        except Refused as e:
-            self.errors.append(f"{op}{where}: {e.why}")
-            return Bad()
-        except FastRNNError as e:
-            self.errors.append(f"{op}{where}: {e}")
-            return Bad()
-        except (IndexError, TypeError, KeyError, ValueError, AttributeError) as e:
-            self.errors.append(f"{op}{where}: cannot be interpreted ({type(e).__name__}: {e})")
+        except REFUSALS as e:
+            self.errors.append(f"{op}{where}: {why(e)}")
             return Bad()
 
     def refuse(self, op, why, where=""):
@@ -895,9 +902,7 @@ def _step_arith(a, b):
     anything, or one step of a sequence with another, a zero state or a constant."""
     if cells.is_step(a) or cells.is_step(b):
         return True
-    other = (PS, Zeros, int, float, np.ndarray, np.number)
-    return (isinstance(a, PS) and isinstance(b, other) and not isinstance(b, bool)) or \
-        (isinstance(b, PS) and isinstance(a, other) and not isinstance(a, bool))
+    return any(isinstance(p, PS) and (isinstance(q, (PS, Zeros)) or _is_const(q)) for p, q in ((a, b), (b, a)))
 
 
 def _arith(low, op, a, b, alpha=1):
@@ -1221,7 +1226,7 @@ def _select(low, x, dim, index):
         low.fail("indexing a PackedSequence")
     if a == "1":
         return replace(x, axes=x.axes[:i] + x.axes[i + 1:])
-    if a == "T" or (a in ("x0", "x1") and a not in low.bind):
+    if _steps_axis(low, x, i):
         size = low.size(a)
         if not -size <= index < size:
             low.fail(f"step {index} of {size}")
@@ -1483,12 +1488,16 @@ def _rnn_args(low, x, hx, params, has_biases, num_layers, dropout, train, bidire
     return x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first
 
 
+def _rnn(low, mode, *args):
+    """ATen's lstm / gru / rnn_tanh / rnn_relu -> (output, h_n, c_n or None)."""
+    x, hx, params, has_biases, num_layers, _, _, bidirectional, batch_first = _rnn_args(low, *args[:9])
+    proj = _proj_size(params, has_biases, num_layers, bidirectional) if mode == "lstm" else 0
+    return low.recurrent(mode, x, hx, params, has_biases, num_layers, bidirectional, batch_first, proj)
+
+
 @handles("lstm")
 def _lstm(low, *args):
-    x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first = _rnn_args(low, *args[:9])
-    proj = _proj_size(params, has_biases, num_layers, bidirectional)
-    out, h, c = low.recurrent("lstm", x, hx, params, has_biases, num_layers, bidirectional, batch_first, proj)
-    return out, h, c
+    return _rnn(low, "lstm", *args)
 
 
 def _proj_size(params, has_biases, L, bi):
@@ -1500,10 +1509,7 @@ def _proj_size(params, has_biases, L, bi):
 
 
 for _mode in ("gru", "rnn_tanh", "rnn_relu"):
-    handles(_mode)((lambda mode: lambda low, *a: (lambda x, hx, params, has_biases, num_layers, dropout, train,
-                    bidirectional, batch_first: low.recurrent(mode, x, hx, params, has_biases, num_layers,
-                                                              bidirectional, batch_first)[:2])(
-        *_rnn_args(low, *a[:9])))(_mode))
+    handles(_mode)((lambda mode: lambda low, *a: _rnn(low, mode, *a)[:2])(_mode))
 
 
 # ---- packed sequences ------------------------------------------------------------------------------
@@ -2041,18 +2047,27 @@ def _ps_final(low, v):
     return _ps_made(low, v.src, v.ops, False)
 
 
+def chain_last(low, v):
+    """v (a loop value) as a cell chain's state after its last step (unsqueezed at 0 or not): its
+    PS, or None (also when v is no cell)."""
+    try:
+        ps = cells.to_ps(low, v) if cells.is_step(v) else v
+    except Refused:
+        return None
+    if not isinstance(ps, PS) or ps.src[0] != "chain" or any(op != ("unsq", 0) for op in ps.ops) \
+            or ps.t != _ps_steps(low, ps.src) - 1:
+        return None
+    return ps
+
+
 def chain_final(low, v):
-    """v (a loop value) as the final state of a cell chain whose layer already runs every step
-    (a graph output next to the per-step output): (native state, unit axes before it), or None."""
-    if cells.is_step(v):
-        v = cells.to_ps(low, v)
-    if not isinstance(v, PS) or v.src[0] != "chain" or any(op[0] != "unsq" or op[1] != 0 for op in v.ops):
+    """v as the final state of a cell chain whose layer already runs every step (a graph output
+    next to the per-step output): (native state, unit axes before it), or None."""
+    ps = chain_last(low, v)
+    made = low.chain_state.get(ps.src[1]) if ps is not None else None
+    if made is None or not made[1]:
         return None
-    k = v.src[1]
-    made = low.chain_state.get(k)
-    if made is None or not made[1] or v.t != _ps_steps(low, v.src) - 1:
-        return None
-    return made[0] + (1 if v.kind == "c" else 0), len(v.ops)
+    return made[0] + (1 if ps.kind == "c" else 0), len(ps.ops)
 
 
 def _ps_stack(low, steps, unsq_dim, dim):

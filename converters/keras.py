@@ -577,7 +577,8 @@ def _chain(cfg):
         seen.add(cur)
         order.append(by_name[cur])
         reads.append(t)
-    for name, call in joins.items():
+    if joins:                        # a Concatenate the walk did not read as a pooled join
+        name, call = next(iter(joins.items()))
         raise UnsupportedError(f"layer {name!r} (Concatenate) takes several inputs "
                                f"({', '.join(r[0] for r in call)}): not a chain (a Concatenate of global "
                                f"poolings of one sequence is the only join fastrnn reads)")

@@ -54,6 +54,11 @@ def _ints(v):
 MAX_CONSTANT = 1 << 24          # elements of a constant the frontend makes (64 MiB of float32)
 
 
+def _int_scalar(v):
+    """An int, a Size or a 0-d integer array."""
+    return isinstance(v, (int, np.integer)) or isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iu"
+
+
 def _attrs(node):
     from onnx import helper
     out = {}
@@ -265,7 +270,7 @@ class _Frontend:
         return list(self.call("sort", [a[0], at.get("axis", -1), True], w))
 
     def op_ReduceProd(self, node, a, at, w):
-        if isinstance(a[0], tuple) and not at.get("keepdims", 1) or isinstance(a[0], tuple) and len(a) == 1:
+        if isinstance(a[0], tuple):          # the number of elements of a shape (Size products kept)
             n = 1
             for d in a[0]:
                 n = n * d
@@ -510,12 +515,9 @@ class _Frontend:
 
     def _arith(self, node, a, at, w):
         x, y = a[0], a[1]
-        scalar = (isinstance(x, Size) or isinstance(x, (int, np.integer)) or isinstance(x, np.ndarray) and x.ndim == 0
-                  and x.dtype.kind in "iu")
-        if scalar and (isinstance(y, Size) or isinstance(y, (int, np.integer)) or isinstance(y, np.ndarray)
-                       and y.ndim == 0 and y.dtype.kind in "iu") and (isinstance(x, Size) or isinstance(y, Size)):
-            a, b = (v if isinstance(v, Size) else int(v) for v in (x, y))      # s * b of x.shape: one size
-            return _PYOPS[node.op_type](a, b)
+        if (isinstance(x, Size) or isinstance(y, Size)) and _int_scalar(x) and _int_scalar(y):
+            p, q = (v if isinstance(v, Size) else int(v) for v in (x, y))      # s * b of x.shape: one size
+            return _PYOPS[node.op_type](p, q)
         if isinstance(x, tuple) or isinstance(y, tuple) or isinstance(x, Size) or isinstance(y, Size):
             xs, ys = _ints(x) if not isinstance(x, Size) else [x], _ints(y) if not isinstance(y, Size) else [y]
             n = max(len(xs), len(ys))
@@ -697,16 +699,15 @@ def _convert(model, name, T):
     low.raise_errors()
     finals = {}                     # the last state of an unrolled cell, beside its every step
     loopy = [(o, v) for o, v in outs if G.cells.loopish(v)]
-    for oname, v in sorted(loopy, key=lambda ov: G.cells.is_final_candidate(low, ov[1])):
+    for oname, v in sorted(loopy, key=lambda ov: G.chain_last(low, ov[1]) is not None):   # finals last
         try:
-            if G.cells.is_final_candidate(low, v):
-                f = G.chain_final(low, v)
-                if f is not None:
-                    finals[oname] = f
-                    continue
+            f = G.chain_final(low, v)
+            if f is not None:
+                finals[oname] = f
+                continue
             outs[[o for o, _ in outs].index(oname)] = (oname, low.tensor(v))
-        except G.Refused as e:
-            raise UnsupportedError(f"convert: graph output {oname!r}: {e.why}") from None
+        except G.REFUSALS as e:
+            raise UnsupportedError(f"convert: graph output {oname!r}: {G.why(e)}") from None
     io_in, io_out = [], []
     for iname, v in fe.inputs:
         if isinstance(v, PT):
@@ -732,18 +733,15 @@ def _convert(model, name, T):
             io_out.append({"name": oname, "kind": "state", "axes": ["S"] * lead + ["B", "F"], "parts": [[s, 0]]})
             continue
         try:
-            low.check_rows(v, f"graph output {oname!r}")
-        except G.Refused as e:
-            raise UnsupportedError(f"convert: {e.why}") from None
-        if isinstance(v, G.HN):
-            io_out.append({"name": oname, "kind": "state", "axes": [low.lab(l) for l in v.axes],
-                           "parts": [list(p) for p in v.parts]})
-            continue
-        try:
+            low.check_rows(v, "it")
+            if isinstance(v, G.HN):
+                io_out.append({"name": oname, "kind": "state", "axes": [low.lab(l) for l in v.axes],
+                               "parts": [list(p) for p in v.parts]})
+                continue
             y = low.tensor(v, "a tensor of the pipeline or final states")
-            low.check_rows(y, f"graph output {oname!r}")
-        except G.Refused as e:
-            raise UnsupportedError(f"convert: graph output {oname!r}: {e.why}") from None
+            low.check_rows(y, "it")
+        except G.REFUSALS as e:
+            raise UnsupportedError(f"convert: graph output {oname!r}: {G.why(e)}") from None
         if y.pos != len(low.layers):
             raise UnsupportedError(f"convert: graph output {oname!r} is an intermediate tensor of the pipeline "
                                    f"(only the end of the pipeline and final states can be outputs)")

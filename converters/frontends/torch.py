@@ -177,12 +177,11 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         first = first[0]
     y, state_out = None, None
     if isinstance(first, G.HN) and not low.errors:
-        try:
-            low.check_rows(first, "forward's output")
-        except G.Refused as e:
-            low.errors.append(f"return: {e.why}")
         state_out = _state_output(low, first)
         if state_out is not None:
+            if first.rows is not None:
+                low.errors.append("return: forward's output has its rows in the order of their lengths (a "
+                                  "pack_padded_sequence sort that is not undone)")
             first = PT(len(low.layers), ("B", "T", "F"), None)     # the engine's y, unused
     if not low.errors and not isinstance(first, G.Bad) and state_out is None:
         try:
@@ -193,8 +192,8 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
                          "forward returns its input unchanged")
             if y.packed:
                 low.fail("forward returns a PackedSequence; pad it (pad_packed_sequence)")
-        except G.Refused as e:
-            low.errors.append(f"return: {e.why}")
+        except G.REFUSALS as e:
+            low.errors.append(f"return: {G.why(e)}")
     low.raise_errors()
     if state_out is not None:
         return _finish_states(low, state_out, name, kind, capture, module, example)
@@ -1029,8 +1028,9 @@ def _ts_example(t, default):
 
 def _traced_lengths(module):
     """Stand-ins of the length a trace fixed: torch.jit.trace unrolls a loop over time for the
-    example's steps (x[:, t] for t up to T - 1 as constants) and saves no input shape, so after
-    the stand-ins of _script_inputs, (B, T, F) ones of 1 + the largest step a select takes."""
+    example's steps (x[:, t] for t up to T - 1 as constants) and bakes len(x) into views, and saves
+    no input shape, so after the stand-ins of _script_inputs: (B, T, F) and (T,) ones of 1 + the
+    largest step a select takes, and of the first size a view names."""
     torch = _torch()
 
     def const_int(v):
@@ -1048,11 +1048,11 @@ def _traced_lengths(module):
                 # view(len(sentence), 1, -1) of one sequence: the length the trace saw
                 sizes += [v for v in map(const_int, ins[1].node().inputs()) if v is not None and v > 1]
     lengths = ([max(steps) + 1] if steps else []) + sizes[:1]
-    out = []
+    out, base = [], _script_inputs(module)
     for T in dict.fromkeys(lengths):
         if not 1 < T <= G.MAX_UNROLL or T == EX_T:
             continue
-        for x in _script_inputs(module):
+        for x in base:
             if x.dim() == 3:                  # (B, T, F)
                 out.append(torch.zeros((x.shape[0], T, x.shape[2]), dtype=x.dtype))
             elif x.dim() == 1 and x.shape[0] == EX_B:      # one sequence of ids (T,)
