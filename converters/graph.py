@@ -202,6 +202,9 @@ class Lowering:
         self.takes_lengths = False
         self.unbatched = False
         self.one_step = False             # forward(x_t, hidden): one step of a user's loop
+        self.series = False           # the input is a float series without a feature axis (below)
+        self.series_of = None         # the 2-D input PT it was read from
+        self.series_size = None       # the example's size of that input's second axis (if not its width)
         self.state_inputs = {}        # Input.index -> (rnn index, "h" | "c" | "hc")
         self.state_axes = {}          # Input.index -> its axes (ONNX initial states)
         self.state_rows = {}          # Input.index -> {row: (native state, direction)}
@@ -984,6 +987,36 @@ def _is_num(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# ---- series without a feature axis ----------------------------------------------------------------
+#
+# A float input may have no feature axis: one series (T,) viewed as (T, 1, 1), or a batch (B, T)
+# split into steps for cells or unsqueezed for the recurrence (one value per step). Such a tensor
+# is a PT whose axes hold no "F" and whose width is 1, the same value a one-wide feature axis
+# squeezed away gives; a unit axis added last (unsqueeze(-1), view(T, 1, -1), x[:, t:t+1] of a
+# loop) becomes its feature axis. A 2-D float input is read as one sequence (T, F) until an op
+# takes its second axis apart into unit steps (a slice of one, a select, a unit axis added
+# after it): from then on it is the series (x0, x1). The converted model's predict takes
+# (B, T) floats (and (B, T, 1)), its streams (B,) (and (B, 1)): Model._check_x.
+
+def _featureless(low, x):
+    """Whether x is a float tensor without a feature axis (one value per position)."""
+    if not isinstance(x, PT) or low.input_ids or x.width != 1:
+        return False
+    return "F" not in [t for a in x.axes for t in _atoms(low, a)]
+
+
+def _as_series(low, x):
+    """The 2-D float input (x0, F) read as the series (x0, x1) (above); None when x is not it."""
+    if low.series_of is not None and x == low.series_of:
+        return PT(0, ("x0", "x1"), 1)          # the input again, read as a series already
+    if not (isinstance(x, PT) and x.pos == 0 and not low.layers and not low.input_ids and not low.bind
+            and x.axes == ("x0", "F") and "x1" not in low.xsizes and x.cols is None):
+        return None
+    low.xsizes["x1"] = low.series_size or x.width
+    low.series, low.series_of = True, x
+    return PT(0, ("x0", "x1"), 1)
+
+
 # ---- layout ---------------------------------------------------------------------------------------
 
 def _layout(low, x):
@@ -1037,6 +1070,8 @@ def _view(low, x, *shape):
         known = int(np.prod([s for s in shape if s != -1]))
         return Zeros(tuple(n // known if s == -1 else int(s) for s in shape))
     x = _layout(low, x)
+    if shape and int(shape[-1]) == 1 and len(shape) > len(x.axes):
+        x = _as_series(low, x) or x             # view(B, T, 1) of a (B, T) series
     return _reshape(low, x, shape)
 
 
@@ -1062,6 +1097,8 @@ def _reshape(low, x, shape):
         return replace(x, axes=tuple(axes), width=x.width * x.dirs, dirs=1)
     if isinstance(x, PT) and any(a == "D" or (isinstance(a, tuple) and "D" in a) for a in axes) and x.dirs > 1:
         low.fail(f"view{tuple(shape)} that does not merge the directions into the features in order")
+    if _featureless(low, x) and axes and axes[-1] == "1":
+        axes[-1] = "F"                           # view(T, 1, -1) of a series: its feature axis
     return replace(x, axes=tuple(axes))
 
 
@@ -1195,8 +1232,11 @@ def _unsqueeze(low, x, dim):
         return replace(x, shape=tuple(s))
     x = _layout(low, x)
     n = len(x.axes)
+    if dim % (n + 1) == n:
+        x = _as_series(low, x) or x
+        n = len(x.axes)
     axes = list(x.axes)
-    axes.insert(dim % (n + 1), "1")
+    axes.insert(dim % (n + 1), "F" if dim % (n + 1) == n and _featureless(low, x) else "1")
     return replace(x, axes=tuple(axes))
 
 
@@ -1222,6 +1262,8 @@ def _select(low, x, dim, index):
     n = len(x.axes)
     i = dim % n
     a = low.lab(x.axes[i])
+    if a == "F" and _as_series(low, x) is not None:      # x[:, t] of a (B, T) series
+        return _select(low, PT(0, ("x0", "x1"), 1), dim, index)
     if x.packed:
         low.fail("indexing a PackedSequence")
     if a == "1":
@@ -1325,6 +1367,8 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         return replace(x, parts=tuple(x.parts[s:e:st]))
     if isinstance(x, PT) and low.lab(x.axes[i]) == "T" and st == 1 and e == size and start is not None and start < -1:
         return _last_steps(low, x, -start)
+    if isinstance(x, PT) and low.lab(x.axes[i]) == "F" and e == s + 1 and st == 1 and _as_series(low, x):
+        return _slice(low, PT(0, ("x0", "x1"), 1), dim, start, end, step)    # x[:, t:t+1] of a series
     if isinstance(x, PT) and low.lab(x.axes[i]) == "F":
         return _columns(low, x, s, e, st)
     if isinstance(x, PT) and _steps_axis(low, x, i) and st == 1 and e == s + 1:
@@ -1401,6 +1445,9 @@ def _cat(low, tensors, dim=0):
         last = {t.ops[-1] if t.ops else None for t in tensors}
         if len(last) == 1 and list(last)[0] and list(last)[0][0] == "unsq":
             return _ps_stack(low, [replace(t, ops=t.ops[:-1]) for t in tensors], list(last)[0][1], dim)
+        if dim % 2 == 1 and all(_ps_shape(low, t)[1:] == (1,) for t in tensors):
+            # torch.cat of (B, 1) step outputs: the series (B, T) of their one feature
+            return _squeeze(low, _ps_stack(low, list(tensors), 1, 1), 2)
         low.fail("torch.cat of loop steps that were not each unsqueezed along the concatenated axis")
     if all(isinstance(t, np.ndarray) for t in tensors):
         return np.concatenate(tensors, axis=dim)
@@ -1440,6 +1487,9 @@ def _steps_axis(low, x, i):
 @handles("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes")
 def _split(low, x, size, dim=0):
     """torch.split / ONNX Split: pieces of size (an int) or sizes (a list) along dim."""
+    if isinstance(x, PT) and dim % len(x.axes) == len(x.axes) - 1 and \
+            all(int(s) == 1 for s in (size if isinstance(size, (list, tuple)) else [size])):
+        x = _as_series(low, x) or x             # input.split(1, dim=1) of a (B, T) series
     shape = low.shape(x) if not isinstance(x, np.ndarray) else x.shape
     n = shape[dim % len(shape)]
     sizes = [int(s) for s in size] if isinstance(size, (list, tuple)) else \
@@ -1966,6 +2016,8 @@ def _ps_made(low, src, ops, sequence):
             v = activation(low, v, kind, alpha=alpha, dim=dim)
         elif op[0] == "unsq" and not sequence:          # out[:, -1:]: the last step, a unit axis kept
             v = _unsqueeze(low, v, op[1])
+        elif op[0] == "unsq" and _featureless(low, v) and op[1] % len(v.axes) == len(v.axes) - 1:
+            v = replace(v, axes=v.axes + ("F",))        # x[:, t:t+1] of a series: its one feature
         else:
             low.fail(f"a per-step {op[0]} inside the loop")
     elif src[0] == "seq":
@@ -1987,7 +2039,7 @@ def _ps_made(low, src, ops, sequence):
 def _bind_steps(low, x, axis):
     """The loop steps along `axis` of x: it is the time axis, the other the batch."""
     labels = [low.lab(a) for a in x.axes]
-    if len(labels) != 3 or labels[2] != "F":
+    if not (len(labels) == 3 and labels[2] == "F" or len(labels) == 2 and _featureless(low, x)):
         low.fail(f"a loop over a tensor with axes {_axes_str(labels)}")
     for i, want in ((axis, "T"), (1 - axis, "B")):
         a = labels[i]

@@ -426,6 +426,8 @@ cdef cnp.ndarray _step_input(object x, int *code, int ids, Py_ssize_t B, int in_
     else:
         xa = _coerce(x, ids, what)
         code[0] = _dtype_code(cnp.PyArray_TYPE(xa))
+    if not ids and in_size == 1 and cnp.PyArray_NDIM(xa) == 1:
+        xa = xa.reshape(-1, 1)        # one feature per step: (batch,) is (batch, 1)
     _check_in(xa, code[0], ids, B, in_size, what)
     return xa
 

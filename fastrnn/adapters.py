@@ -80,6 +80,8 @@ def to_predict(y, axes, B, T):
 def source_x(x, axes):
     """predict's x ((B, T, F) or (B, T)) -> the source's sequence argument with `axes` (its
     labels among "B", "T", "F"; without "B" only for one row)."""
+    if x.ndim == 3 and x.shape[2] == 1 and "F" not in axes:
+        x = x[:, :, 0]                  # a series without a feature axis (one value per step)
     have = ["B", "T", "F"][:x.ndim]
     if "B" not in axes:
         if x.shape[0] != 1:

@@ -127,6 +127,8 @@ class Model:
         if a.dtype.kind != "f":
             raise ShapeError(f"predict: expected float input of shape (batch, time, {self._in_size}), "
                              f"got dtype {a.dtype}")
+        if a.ndim == 2 and self._in_size == 1:
+            a = a[:, :, None]   # one feature per step: (batch, time) is (batch, time, 1) (README)
         if a.ndim != 3 or a.shape[2] != self._in_size:
             raise ShapeError(f"predict: expected x of shape (batch, time, {self._in_size}), got shape {a.shape}"
                              + (" (for one sequence use x[None])" if a.ndim == 2 else ""))

@@ -104,7 +104,7 @@ class _Frontend:
             ids = tt.elem_type not in (1, 10, 11, 16)          # float, float16, double, bfloat16
             if first is None:
                 first = vi.name
-                n = len(dims) - (0 if ids else 1)
+                n = len(dims) - (0 if ids or len(dims) == 1 else 1)
                 if n < 1 or n > 2:
                     raise UnsupportedError(f"convert: the graph input {vi.name!r} has shape {dims}: expected "
                                            f"(batch, time{'' if ids else ', features'}) or (time, batch"
@@ -127,7 +127,14 @@ class _Frontend:
                     width = self._first_width()        # symbolic features: the first layer's width
                 if not ids and width is None:
                     raise UnsupportedError(f"convert: the graph input {vi.name!r} has no fixed feature size")
-                v = PT(0, labels + (() if ids else ("F",)), width)
+                if not ids and len(dims) == 1:          # one series, no feature axis (graph.py)
+                    v = PT(0, labels, 1)
+                    self.low.series = True
+                else:
+                    v = PT(0, labels + (() if ids else ("F",)), width)
+                if not ids and len(dims) == 2 and not (isinstance(dims[-1], int) and dims[-1] > 0):
+                    # (B, T) if the graph takes it apart in steps: the time size it would have
+                    self.low.series_size = self.time_size[0] if self.time_size else EX_T
                 self.low.input_ids = ids
             else:
                 shape = tuple(d if isinstance(d, int) and d > 0 else sizes.get(d, EX_B) for d in dims)
@@ -461,6 +468,26 @@ class _Frontend:
             self.low.fail(f"a Split into {len(sizes)} pieces with {len(node.output)} outputs")
         return list(self.call("split_with_sizes", [x, [int(s) for s in sizes], axis], w))
 
+    def op_SplitToSequence(self, node, a, at, w):
+        x, axis = a[0], at.get("axis", 0)
+        split = _ints(a[1]) if len(a) > 1 and a[1] is not None else None
+        if isinstance(x, PT) and axis % len(x.axes) == len(x.axes) - 1 and split in (None, [1]):
+            x = G._as_series(self.low, x) or x      # steps of a (B, T) series
+        n = self.low.shape(x)[axis] if not isinstance(x, np.ndarray) else x.shape[axis]
+        if split is None:                  # pieces of one, the axis dropped unless keepdims
+            if at.get("keepdims", 1):
+                return tuple(self.call("split_with_sizes", [x, [1] * n, axis], w))
+            return tuple(self.call("select", [x, axis, i], w) for i in range(n))
+        if np.ndim(a[1]) == 0:
+            split = [min(split[0], n - k) for k in range(0, n, max(split[0], 1))]
+        return tuple(self.call("split_with_sizes", [x, [int(s) for s in split], axis], w))
+
+    def op_SequenceAt(self, node, a, at, w):
+        seq, pos = a
+        if not isinstance(seq, tuple):
+            self.low.fail(f"SequenceAt of {G._what(seq)}")
+        return seq[int(_ints(pos)[0])]
+
     def op_MatMul(self, node, a, at, w):
         return self.call("matmul", a[:2], w)
 
@@ -676,6 +703,11 @@ def _time_candidates(model):
             continue
     if steps and 0 < max(steps) + 1 < 1_000_000:
         out.append(max(steps) + 1)
+    inits = {t.name for t in model.graph.initializer}
+    first = next((vi.name for vi in model.graph.input if vi.name not in inits), None)
+    for n in model.graph.node:           # input.split(1, dim=1): one output per step
+        if n.op_type == "Split" and n.input and n.input[0] == first and len(n.output) > 1:
+            out.append(len(n.output))
     for vi in model.graph.input[:1]:
         for d in vi.type.tensor_type.shape.dim:
             if d.dim_param.isdigit() and 1 < int(d.dim_param) < 1_000_000:
@@ -711,6 +743,8 @@ def _convert(model, name, T):
     io_in, io_out = [], []
     for iname, v in fe.inputs:
         if isinstance(v, PT):
+            if low.series_of is not None and v == low.series_of:
+                v = G._as_series(low, v)
             axes = [low.lab(l) for l in v.axes]
             if any(l in ("x0", "x1") for l in axes):
                 raise UnsupportedError(f"convert: the graph input {iname!r} never reaches a recurrent node")

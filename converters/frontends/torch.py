@@ -148,7 +148,7 @@ def bind_inputs(low, leaves):
         if not vals or not any(isinstance(v, PT) for v in vals):
             shape = tuple(t.shape)
             ids = not t.dtype.is_floating_point
-            n = len(shape) - (0 if ids else 1)
+            n = len(shape) - (0 if ids or len(shape) == 1 else 1)
             if n < 1 or n > 2:
                 raise UnsupportedError(f"convert: forward's input {name!r} has shape {shape}: expected "
                                        f"(batch, time{'' if ids else ', features'}) or one sequence "
@@ -156,7 +156,11 @@ def bind_inputs(low, leaves):
             labels = ("x0", "x1")[:n]
             for l, s in zip(labels, shape):
                 low.xsizes[l] = s
-            vals.append(PT(0, labels + (() if ids else ("F",)), None if ids else shape[-1]))
+            if not ids and len(shape) == 1:          # one series, no feature axis (graph.py)
+                vals.append(PT(0, labels, 1))
+                low.series = True
+            else:
+                vals.append(PT(0, labels + (() if ids else ("F",)), None if ids else shape[-1]))
             low.input_ids = ids
             low.x_leaf = i
         else:
@@ -214,7 +218,7 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         time = {"tail": time[1]}
     layers, time = cut_early(layers, time)
     meta = {"source": "torch", "kind": kind, "class": name, "capture": capture,
-            "input_layout": layout, "input_axes": adapters.axes_json(in_axes + ([] if low.input_ids else ["F"])),
+            "input_layout": layout, "input_axes": adapters.axes_json(in_axes + ([] if low.input_ids or low.series else ["F"])),
             "output_axes": adapters.axes_json(out_axes), "takes_lengths": bool(low.takes_lengths),
             "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
             "batch_first": layout != "time_major",
@@ -262,7 +266,7 @@ def _finish_states(low, out, name, kind, capture, module, example):
     axes = ["S", "B", "F"] if out["kind"] == "states" else ["B", "F"]
     meta = {"source": "torch", "kind": kind, "class": name, "capture": capture, "input_layout": layout,
             "input_axes": adapters.axes_json([low.lab(a) for a in ("x0", "x1") if a in low.xsizes]
-                                             + ([] if low.input_ids else ["F"])),
+                                             + ([] if low.input_ids or low.series else ["F"])),
             "output_axes": axes, "output_is_state": True, "takes_lengths": bool(low.takes_lengths),
             "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
             "batch_first": layout != "time_major", "output_layout": "state"}
@@ -839,6 +843,8 @@ class ScriptCapture:
                 return _Packed(None, v)
             if isinstance(v, torch.nn.Module):
                 return _Mod(v)
+            if isinstance(v, tuple) and v and all(isinstance(t, torch.Tensor) for t in v):
+                return tuple(_const(low, t, f"{n.s('name')}[{i}]") for i, t in enumerate(v))   # self.hidden_cell
             return _const(low, v, n.s("name")) if isinstance(v, torch.Tensor) else v
         if kind == "prim::CallMethod":
             return self.call(n, a, where)
@@ -1029,8 +1035,9 @@ def _ts_example(t, default):
 def _traced_lengths(module):
     """Stand-ins of the length a trace fixed: torch.jit.trace unrolls a loop over time for the
     example's steps (x[:, t] for t up to T - 1 as constants) and bakes len(x) into views, and saves
-    no input shape, so after the stand-ins of _script_inputs: (B, T, F) and (T,) ones of 1 + the
-    largest step a select takes, and of the first size a view names."""
+    no input shape, so after the stand-ins of _script_inputs: (B, T, F), (T,) and (B, T) ones of
+    1 + the largest step a select takes, of the steps a split into ones unpacks
+    (input.split(1, dim=1)), and of the first size a view names."""
     torch = _torch()
 
     def const_int(v):
@@ -1047,6 +1054,9 @@ def _traced_lengths(module):
             elif n.kind() in ("aten::view", "aten::reshape") and ins[1].node().kind() == "prim::ListConstruct":
                 # view(len(sentence), 1, -1) of one sequence: the length the trace saw
                 sizes += [v for v in map(const_int, ins[1].node().inputs()) if v is not None and v > 1]
+            elif n.kind() == "prim::ListUnpack" and ins[0].node().kind() in ("aten::split", "aten::unsafe_split") \
+                    and const_int(list(ins[0].node().inputs())[1]) == 1:
+                steps.append(len(list(n.outputs())) - 1)
     lengths = ([max(steps) + 1] if steps else []) + sizes[:1]
     out, base = [], _script_inputs(module)
     for T in dict.fromkeys(lengths):
@@ -1055,8 +1065,10 @@ def _traced_lengths(module):
         for x in base:
             if x.dim() == 3:                  # (B, T, F)
                 out.append(torch.zeros((x.shape[0], T, x.shape[2]), dtype=x.dtype))
-            elif x.dim() == 1 and x.shape[0] == EX_B:      # one sequence of ids (T,)
+            elif x.dim() == 1 and (x.shape[0] == EX_B or x.is_floating_point()):   # one sequence (T,)
                 out.append(torch.zeros((T,), dtype=x.dtype))
+            elif x.dim() == 2 and x.is_floating_point() and tuple(x.shape) == (EX_B, EX_T):   # a series
+                out.append(torch.zeros((EX_B, T), dtype=x.dtype))
     return out
 
 
@@ -1065,7 +1077,8 @@ def _script_inputs(module):
     does not record its input's rank. Ids when its first layer is an embedding (a (B, T) batch,
     else one step or one sequence (B,), else one token as a batch of one, for code that views it
     as (1, 1, -1)), floats of the first recurrent or linear layer's width otherwise ((B, T, F),
-    (B, F), (1, F)), or of a first Conv1d's channels ((B, T, C) permuted by the code, or (B, C, T))."""
+    (B, F), (1, F); for one feature also a series without a feature axis, (T,) and (B, T)), or of a
+    first Conv1d's channels ((B, T, C) permuted by the code, or (B, C, T))."""
     torch = _torch()
     for _, m in module.named_modules():
         on = getattr(m, "original_name", type(m).__name__)
@@ -1082,7 +1095,8 @@ def _script_inputs(module):
             size = m.weight.shape[1]
             return [torch.zeros((EX_B, EX_T, size)), torch.zeros((EX_B, size, EX_T))]
         if size is not None:
-            return [torch.zeros((EX_B, EX_T, size)), torch.zeros((EX_B, size)), torch.zeros((1, size))]
+            series = [torch.zeros((EX_T,)), torch.zeros((EX_B, EX_T))] if size == 1 else []
+            return [torch.zeros((EX_B, EX_T, size)), torch.zeros((EX_B, size)), torch.zeros((1, size))] + series
     return [torch.zeros((EX_B, EX_T, 1))]
 
 

@@ -79,14 +79,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0) TopK (ONNX node '/rnns.0/TopK', TopK): ONNX op TopK is not supp",
     'deepspeech_rnns-trace':
         "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (F, x0, x1); expected (T, B, F)",
-    'ex_time_sequence_prediction-module':
-        "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
-    'ex_time_sequence_prediction-onnx_dynamo':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
-    'ex_time_sequence_prediction-onnx_legacy':
-        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node. fastrnn reads recurrences written as those operators; an exporter that unrolls the time loop into per-step MatMul/Sigmoid/Tanh nodes ',
-    'ex_time_sequence_prediction-trace':
-        "UnsupportedError: convert: Sequence: 1 operation cannot be lowered to fastrnn's pipeline: split: op 'split' is not supported",
     'grucell_forecaster-script':
         "UnsupportedError: convert: GRUCellForecaster: 2 operations cannot be lowered to fastrnn's pipeline: eq: op 'eq' is not supported",
     'kaggle_jigsaw_simple_lstm-module':
@@ -97,12 +89,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 34): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md) linear (ONNX node '/linear2/Gemm', Gemm):",
     'kaggle_jigsaw_simple_lstm-trace':
         "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline",
-    'stackabuse_airline_lstm-module':
-        "UnsupportedError: convert: forward's input 'input_seq' has shape (7,): expected (batch, time, features) or one sequence (time, features)",
-    'stackabuse_airline_lstm-script':
-        "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1); expected (T, B, F)",
-    'stackabuse_airline_lstm-trace':
-        "UnsupportedError: convert: StackAbuseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: view: view(7, 1, -1) of a tensor of shape (3, 5, 1)",
     'tut_char_rnn_classification_step-module':
         "UnsupportedError: convert: TutCharRNNStep: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_classification_step-script':
@@ -115,8 +101,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_generation_step-trace':
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
-    'tut_lstm_tagger_2017-script':
-        "UnsupportedError: convert: LSTMTaggerLegacy: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (x0, 1, x1*F); expected (T, B, F)",
 }
 
 CRASHES_TODAY = {
@@ -126,8 +110,6 @@ WRONG_TODAY = {
 }
 
 CAPTURE_FAILS_TODAY = {
-    'tut_lstm_tagger_2017-trace':
-        "the captured artifact cannot run the test input: AttributeError: 'RecursiveScriptModule' object has no attribute 'init_hidden' (the trace keeps forward only; the source's loop calls init_hidden)",
     'morvan_rnn_regressor-script':
         'the captured artifact cannot run the test input: RuntimeError: For batched 3-D input, hx should also be 3-D but got 1-D tensor (the scripted forward types h_state=None as a Tensor)',
     'wheelchair_cnn_lstm-script':

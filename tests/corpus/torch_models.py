@@ -1376,7 +1376,9 @@ CASES = [
          _seeded(lambda: LSTMTaggerLegacy(EMB, HID, VOCAB, 5)),
          inputs=lambda m, B, T, rng: _x(ids_bt(rng, 1, T)[0]),
          kind="unbatched", output="BT", ids=True,
-         reset=lambda m: setattr(m, "hidden", m.init_hidden()),
+         # the source's loop calls init_hidden() (zeros); a script keeps forward's methods only and a
+         # trace keeps the hidden it read as a constant
+         reset=lambda m: hasattr(m, "hidden") and setattr(m, "hidden", tuple(torch.zeros_like(t) for t in m.hidden)),
          idioms=("unbatched (T,) ids", "hidden held on the module (self.hidden)", "autograd.Variable",
                  "len(sentence)")),
     Case("tut_seq2seq_encoder_step",
@@ -1520,8 +1522,9 @@ CASES = [
          _seeded(lambda: StackAbuseLSTM()),
          inputs=lambda m, B, T, rng: _x(floats(rng, T)),
          kind="unbatched", output="B",
-         reset=lambda m: setattr(m, "hidden_cell", (torch.zeros(1, 1, m.hidden_layer_size),
-                                                    torch.zeros(1, 1, m.hidden_layer_size))),
+         # (a trace keeps forward only: its hidden_cell is the constant the trace read)
+         reset=lambda m: hasattr(m, "hidden_cell") and setattr(
+             m, "hidden_cell", (torch.zeros(1, 1, m.hidden_layer_size), torch.zeros(1, 1, m.hidden_layer_size))),
          idioms=("unbatched (T,) floats", "self.hidden_cell held on the module", "len(input_seq)",
                  "predictions[-1]")),
     Case("kaggle_jigsaw_simple_lstm",
