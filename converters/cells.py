@@ -100,6 +100,12 @@ class Lead(Sx):
         self.inner, self.n, self.width = inner, n, inner.width
 
 
+class Cat(Sx):
+    """torch.cat of step values along the features (a Linear over it splits its columns)."""
+    def __init__(self, parts):
+        self.parts, self.width = tuple(parts), sum(p.width for p in parts)
+
+
 def is_step(v):
     return isinstance(v, Sx)
 
@@ -130,6 +136,12 @@ def lift(low, v):
             low.fail(f"a zero tensor of shape {shape} inside a loop over time")
         st = _state(low)["zero"]
         return st.setdefault(shape[-1], ZLeaf(shape[-1])), len(shape) - 2
+    if isinstance(v, G.Input) and len(v.shape) == 2 and v.rows is None:
+        st = _state(low)["leaf"]         # a (B, H) state argument of a one-step module
+        key = ("input", v.index, None)
+        if key not in st:
+            st[key] = (ILeaf(v, int(v.shape[-1])), 0)
+        return st[key]
     if isinstance(v, G.Input):
         shape = tuple(int(d) for d in v.shape)
         if len(shape) < 2 or any(d != 1 for d in shape[:-2]) or v.rows is None or len(v.rows) != 1:
@@ -182,7 +194,22 @@ def linear(low, x, W, b):
     node, lead = lift(low, x)
     if W.shape[1] != node.width:
         low.fail(f"a Linear of weight shape {W.shape} on {node.width} features")
-    return wrap(Aff(node, W, b if b is not None else np.zeros(W.shape[0], np.float32)), lead)
+    b = b if b is not None else np.zeros(W.shape[0], np.float32)
+    if isinstance(node, Cat):            # W [a; b] = W_a a + W_b b
+        out, k = Const(b), 0
+        for p in node.parts:
+            out = Add(out, Aff(p, W[:, k:k + p.width], np.zeros(W.shape[0], np.float32)), 1)
+            k += p.width
+        return wrap(out, lead)
+    return wrap(Aff(node, W, b), lead)
+
+
+def cat(low, parts):
+    """torch.cat(parts, 1) of step values (one step's input and state side by side)."""
+    nodes = [lift(low, p) for p in parts]
+    if any(lead for _, lead in nodes):
+        low.fail("torch.cat of step values with leading unit axes")
+    return Cat([n for n, _ in nodes])
 
 
 def arith(low, op, a, b):
@@ -273,6 +300,8 @@ def _step(low, n):
         r = _step(low, n.src)
     elif isinstance(n, Atom):
         r = _step(low, n.arg)
+    elif isinstance(n, Cat):
+        r = max(_step(low, p) for p in n.parts)
     else:
         r = max(_step(low, n.a), _step(low, n.b))
     memo[k] = (n, r)
@@ -586,6 +615,88 @@ def _gru_v1_gates(low, n, t, z, ng, hp, fz, ne):
     return None
 
 
+def _form(low, n):
+    """n as an affine map of its leaves, ({id(leaf): (leaf, W)}, b) in float64, or None."""
+    if isinstance(n, (Leaf, ILeaf)):
+        return {id(n): (n, np.eye(n.width))}, np.zeros(n.width)
+    if isinstance(n, ZLeaf):
+        return {}, np.zeros(n.width)
+    if isinstance(n, Const):
+        return {}, np.asarray(n.v, np.float64)
+    if isinstance(n, Aff):
+        f = _form(low, n.src)
+        if f is None:
+            return None
+        W = n.W.astype(np.float64)
+        b = np.broadcast_to(f[1], (n.src.width,))
+        return {k: (l, W @ np.broadcast_to(M, (n.src.width, l.width))) for k, (l, M) in f[0].items()}, \
+            W @ b + n.b
+    if isinstance(n, Add):
+        fa, fb = _form(low, n.a), _form(low, n.b)
+        if fa is None or fb is None:
+            return None
+        parts = dict(fa[0])
+        for k, (l, M) in fb[0].items():
+            parts[k] = (l, parts[k][1] + n.sign * M) if k in parts else (l, n.sign * M)
+        return parts, fa[1] + n.sign * fb[1]
+    if isinstance(n, Mul) and (isinstance(n.a, Const) or isinstance(n.b, Const)):
+        c, o = (n.a, n.b) if isinstance(n.a, Const) else (n.b, n.a)
+        f = _form(low, o)
+        if f is None:
+            return None
+        cv = np.asarray(c.v, np.float64)
+        col = cv[:, None] if cv.ndim else cv
+        return {k: (l, col * M) for k, (l, M) in f[0].items()}, cv * f[1]
+    return None
+
+
+def one_step_linear(low, out, hid):
+    """A one-step module whose new hidden state is affine in [x_t, hidden] and whose output is an
+    activation of another affine map of them (the tutorials' char-RNN: hidden = i2h(cat(x,
+    hidden)), output = log_softmax(i2o(cat(x, hidden)))): the output reads the PREVIOUS state,
+    which no pipeline layer sees. As one linear recurrence of the state s = [h; z], z the output's
+    pre-activation, s_t = W_ih x_t + W_hh s_{t-1} + b with W_hh = [[U_h, 0], [U_z, 0]], then the z
+    columns and the activations: the same numbers. -> the pipeline's output (PT), or None when
+    the module is not of that form. The source's state is the h columns (signature cols)."""
+    (nh, lh), (no, lo) = lift(low, hid), lift(low, out)
+    if lh or lo:
+        return None
+    acts, n = [], no
+    while isinstance(n, Atom) and n.kind in G.ir.ACTIVATIONS:
+        acts.append((n.kind, n.alpha))
+        n = n.arg
+    fh, fz = _form(low, nh), _form(low, n)
+    if fh is None or fz is None:
+        return None
+    leaves = {k: l for f in (fh, fz) for k, (l, _) in f[0].items()}
+    xs = [l for l in leaves.values() if isinstance(l, Leaf) and l.ps.src[0] == "seq" and l.ps.t == 0]
+    hs = [l for l in leaves.values() if isinstance(l, ILeaf)]
+    if len(xs) == 1 and len(hs) > 1 and len(leaves) == len(hs) + 1:
+        low.fail(f"forward reads {len(hs)} tensors besides x_t at every step (e.g. forward(category, input, "
+                 f"hidden)): a fastrnn model takes one input per step; concatenate them into x_t")
+    if len(xs) != 1 or len(hs) != 1 or len(leaves) != 2 or hs[0].width != nh.width:
+        return None
+    x, h = xs[0], hs[0]
+    H, Z = nh.width, n.width
+
+    def mats(f, w):
+        get = (lambda l: np.broadcast_to(f[0][id(l)][1], (w, l.width)) if id(l) in f[0] else np.zeros((w, l.width)))
+        return get(x), get(h), np.broadcast_to(f[1], (w,))
+    (wxh, whh, bh), (wxz, whz, bz) = mats(fh, H), mats(fz, Z)
+    w_hh = np.zeros((H + Z, H + Z))
+    w_hh[:H, :H], w_hh[H:, :H] = whh, whz
+    ws = (np.vstack([wxh, wxz]), w_hh, np.concatenate([bh, bz]), np.zeros(H + Z))
+    ps = G._cell(low, ("rnn_tanh", (G.ir.Act("linear"),)), x.ps, h.inp, *(intern(low, w) for w in ws))
+    v = G._ps_made(low, ps.src, ps.ops, True)            # every step of the user's loop
+    low.states[-1]["cols"] = [0, H]
+    low.state_cols[len(low.rnns) - 1] = H
+    sel = np.hstack([np.zeros((Z, H)), np.eye(Z)]).astype(np.float32)
+    v = G._linear(low, G.replace(v, axes=("B", "F")), sel, np.zeros(Z, np.float32))
+    for kind, alpha in reversed(acts):
+        v = G.activation(low, v, kind, alpha=alpha, dim=-1 if kind in G.ir.ROW_WISE else None)
+    return v
+
+
 def _ps_of_state(low, s):
     if isinstance(s, ZLeaf):
         return G.Zeros((1, s.width))
@@ -688,4 +799,6 @@ def _describe(n, depth=0):
         return "zeros"
     if isinstance(n, Leaf):
         return "x_t" if n.ps.src[0] == "seq" else "h"
+    if isinstance(n, Cat):
+        return f"cat({', '.join(_describe(p, depth + 1) for p in n.parts)})"
     return type(n).__name__

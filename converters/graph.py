@@ -217,6 +217,7 @@ class Lowering:
         self.ps_made = {}             # (src, ops, sequence) -> the PT a loop became
         self.const_cache = {}         # frontends: one array per source tensor
         self.chain_state = {}         # cell chain -> (its first native state, made per step)
+        self.state_cols = {}          # recurrent layer -> the source state's width (signature cols)
 
     # ---- helpers ------------------------------------------------------------------------
     def fail(self, why):
@@ -1431,6 +1432,9 @@ def _getitem(low, x, idx):
 
 @handles("cat", "concat", "concatenate")
 def _cat(low, tensors, dim=0):
+    step = _step_cat(low, tensors, dim)
+    if step is not None:
+        return step
     tensors = _steps_as_ps(low, tensors)
     if tensors and all(isinstance(t, Pooled) for t in tensors):      # pools side by side: one layer
         n = len(tensors[0].x.axes) - (0 if tensors[0].keepdim else 1)
@@ -1469,6 +1473,31 @@ def _cat(low, tensors, dim=0):
                 axes = t0.axes[:-1] + (("S", "F"),)
                 return replace(t0, parts=parts, axes=axes)
     low.fail("torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))")
+
+
+def _step_cat(low, tensors, dim):
+    """torch.cat((x_t, hidden), 1) in a one-step module (forward(x_t, hidden) driven by the user's
+    loop, x_t (B, F) with no time axis), or of step values: a step expression (converters/cells.py)."""
+    if not isinstance(tensors, (list, tuple)) or len(tensors) < 2:
+        return None
+    first = not low.layers and not low.bind and not low.rnns and len(low.xsizes) == 1
+
+    def is_x(t):
+        return first and isinstance(t, PT) and t.pos == 0 and t.axes == ("x0", "F") and not low.input_ids
+
+    def is_state(t):
+        return isinstance(t, Input) and len(t.shape) == 2 and t.rows is None
+    if not all(cells.is_step(t) or is_x(t) or is_state(t) for t in tensors) or dim % 2 != 1 or \
+            not (any(is_state(t) for t in tensors) or low.one_step and all(cells.is_step(t) for t in tensors)):
+        return None
+    parts = []
+    for t in tensors:
+        if is_x(t):                  # the step the user's loop feeds: step 0 of a one-step sequence
+            low.one_step = True
+            low.bind["x0"] = "B"
+            t = PS(("seq", PT(0, ("x0", "T", "F"), t.width), 1), 0)
+        parts.append(t)
+    return cells.cat(low, parts)
 
 
 def _steps_as_ps(low, tensors):
@@ -2078,10 +2107,11 @@ def _chain_layer(low, k, sequence):
     if lstm:
         low.states.append({"parts": [[s0 + 1, 0]], "stack": False})
     low.nstates += 2 if lstm else 1
-    low.rnns.append(_Rnn(first, first, 1, 1, layer.state_size, layer.hidden_size, lstm, s0))
-    low.chain_state[k] = (s0, sequence)
+    rnn = _Rnn(first, first, 1, 1, layer.state_size, layer.hidden_size, lstm, s0)
     if any(isinstance(v, Input) for v in ch.init):      # a state forward takes: predict's initial_state
-        low._initial_state(list(ch.init), low.rnns[-1])
+        low._initial_state(list(ch.init), rnn)          # (before the append: it records the layer's index)
+    low.rnns.append(rnn)
+    low.chain_state[k] = (s0, sequence)
     pos = len(low.layers)
     if sequence:
         return PT(pos, ("B", "T", "F"), layer.output_size)

@@ -28,9 +28,12 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
                     axis, fewer when T < k, as the slice gives; lengths do not move them).
   states: None (native layout), or a list of entries, one array per entry, for
     predict(initial_state=...) and predict(return_state=True):
-    {"parts": [[k, d], ...], "stack": bool}
+    {"parts": [[k, d], ...], "stack": bool, "cols": [start, stop] (optional)}
         stack=False: one part, shape (B, width) (Keras: h, c of each layer and direction);
         stack=True: the parts stacked on a new first axis (torch: (layers*dirs, B, H)).
+        cols: the source's state is those columns of the native one (a torch one-step module whose
+        output reads the previous hidden state runs a recurrence with the output's columns next
+        to the hidden ones, converters/cells.py); the other columns start at zero.
     Together the parts must name every (state, direction) of the model exactly once.
 
   axes: None, or the axes of predict's output y for a source that drops or adds unit axes
@@ -127,8 +130,8 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
             raise ModelFormatError("signature states must be a list")
         seen, norm = set(), []
         for i, e in enumerate(states):
-            if not isinstance(e, dict) or set(e) != {"parts", "stack"} or type(e["stack"]) is not bool \
-                    or not isinstance(e["parts"], list) or not e["parts"]:
+            if not isinstance(e, dict) or not {"parts", "stack"} <= set(e) <= {"parts", "stack", "cols"} \
+                    or type(e["stack"]) is not bool or not isinstance(e["parts"], list) or not e["parts"]:
                 raise ModelFormatError(f"signature state {i}: expected {{'parts': [[k, d], ...], 'stack': bool}}")
             parts = []
             for p in e["parts"]:
@@ -143,7 +146,15 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
                 raise ModelFormatError(f"signature state {i}: an unstacked entry has one part")
             if len({state_dims[k][1] for k, _ in parts}) != 1:
                 raise ModelFormatError(f"signature state {i}: stacked parts differ in width")
-            norm.append({"parts": [list(p) for p in parts], "stack": e["stack"]})
+            entry = {"parts": [list(p) for p in parts], "stack": e["stack"]}
+            cols = e.get("cols")
+            if cols is not None:
+                w = state_dims[parts[0][0]][1]
+                if not (isinstance(cols, list) and len(cols) == 2 and _int(cols[0]) and _int(cols[1])
+                        and 0 <= cols[0] < cols[1] <= w):
+                    raise ModelFormatError(f"signature state {i}: bad cols {cols!r} (a range within [0, {w}])")
+                entry["cols"] = list(cols)
+            norm.append(entry)
         need = {(k, d) for k, (dirs, _) in enumerate(state_dims) for d in range(dirs) if k not in internal}
         seen -= {(k, d) for k, d in seen if k in internal}
         if seen != need:
@@ -297,8 +308,15 @@ def shapes(sig, state_dims, batch):
     out = []
     for e in sig["states"]:
         w = state_dims[e["parts"][0][0]][1]
+        if "cols" in e:
+            w = e["cols"][1] - e["cols"][0]
         out.append((len(e["parts"]), batch, w) if e["stack"] else (batch, w))
     return out
+
+
+def _cols(e):
+    c = e.get("cols")
+    return slice(None) if c is None else slice(c[0], c[1])
 
 
 def to_source(sig, native):
@@ -307,11 +325,12 @@ def to_source(sig, native):
         return native
     out = []
     for e in sig["states"]:
+        cols = _cols(e)
         if e["stack"]:
-            out.append(np.stack([native[k][d] for k, d in e["parts"]]))
+            out.append(np.stack([native[k][d][:, cols] for k, d in e["parts"]]))
         else:
             k, d = e["parts"][0]
-            out.append(native[k][d].copy())
+            out.append(np.ascontiguousarray(native[k][d][:, cols]))
     return out
 
 
@@ -321,8 +340,9 @@ def from_source(sig, states, state_dims, batch):
         return states
     native = [np.zeros((d, batch, w), np.float32) for d, w in state_dims]
     for e, a in zip(sig["states"], states):
+        cols = _cols(e)
         for j, (k, d) in enumerate(e["parts"]):
-            native[k][d] = a[j] if e["stack"] else a
+            native[k][d][:, cols] = a[j] if e["stack"] else a
     return native
 
 

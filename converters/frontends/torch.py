@@ -189,6 +189,9 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
             first = PT(len(low.layers), ("B", "T", "F"), None)     # the engine's y, unused
     if not low.errors and not isinstance(first, G.Bad) and state_out is None:
         try:
+            if low.one_step and G.cells.is_step(first) and isinstance(result, (tuple, list)) \
+                    and len(result) > 1 and G.cells.is_step(result[1]):
+                first = G.cells.one_step_linear(low, first, result[1]) or first    # the char-RNN step
             y = low.tensor(first, "a tensor computed by the layers")
             low.check_rows(y, "forward's output")
             if y.pos != len(low.layers) or not low.layers:
@@ -279,6 +282,8 @@ def _finish_states(low, out, name, kind, capture, module, example):
 def _state_arg(low, r, role):
     """How forward's state argument looks: its role (h or c) and shape, "B" for the batch."""
     rnn = low.rnns[r]
+    if r in low.state_cols:              # (B, H): the h columns of a one-step module's state
+        return {"role": role, "shape": ["B", low.state_cols[r]]}
     return {"role": role, "shape": [rnn.L * rnn.D, "B", rnn.width if role == "h" else rnn.hidden]}
 
 
@@ -541,19 +546,41 @@ def capture_export(module, args, name):
     if spec is not None and spec.type is dict:
         return low, {}, leaves
     first = out_node.args[0][0] if out_node.args[0] else None
-    need = _needed(first) if isinstance(first, torch.fx.Node) else set()   # predict returns the first output
-    for n in nodes:
-        if n.op == "placeholder":
-            env[n] = vals[n.name] if n.name in vals else _const(low, consts[n.name], n.name)
-            continue
-        if n not in need or n.op != "call_function":
-            continue
-        args_ = torch.fx.node.map_arg(n.args, lambda a: env[a])
-        kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: env[a])
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("device", "dtype", "layout", "pin_memory",
-                                                               "memory_format", "non_blocking", "copy")}
-        env[n] = low.call(_aten_name(n.target), args_, kwargs, _where(n.meta.get("stack_trace")))
-    return low, env[first] if isinstance(first, torch.fx.Node) else first, leaves
+
+    def lower(out):
+        need = _needed(out)
+        for n in nodes:
+            if n in env:
+                continue
+            if n.op == "placeholder":
+                env[n] = vals[n.name] if n.name in vals else _const(low, consts[n.name], n.name)
+                continue
+            if n not in need or n.op != "call_function":
+                continue
+            args_ = torch.fx.node.map_arg(n.args, lambda a: env[a])
+            kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: env[a])
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("device", "dtype", "layout", "pin_memory",
+                                                                   "memory_format", "non_blocking", "copy")}
+            env[n] = low.call(_aten_name(n.target), args_, kwargs, _where(n.meta.get("stack_trace")))
+        return env[out]
+    if not isinstance(first, torch.fx.Node):
+        return low, first, leaves
+    return low, _with_next_state(low, lower(first), out_node.args[0], lower, torch.fx.Node), leaves
+
+
+def _with_next_state(low, first, outs, lower, node_type):
+    """first, or (first, forward's second output) for a one-step module whose first output is still
+    a step expression: the char-RNN step's output reads the previous hidden state, and the state
+    it returns says how the hidden state moves on (cells.one_step_linear). The second output is
+    lowered after the first and forgotten when that adds layers or refusals."""
+    if not (low.one_step and G.cells.is_step(first)) or len(outs) < 2 or not isinstance(outs[1], node_type):
+        return first
+    n_layers, n_errors = len(low.layers), len(low.errors)
+    second = lower(outs[1])
+    if len(low.layers) != n_layers or len(low.errors) != n_errors:
+        del low.layers[n_layers:], low.errors[n_errors:]
+        return first
+    return first, second
 
 
 def _needed(out_node):
@@ -611,22 +638,28 @@ def capture_fx(module, args, name):
     first = result
     while isinstance(first, (tuple, list)) and first:
         first = first[0]
-    need = _needed(first) if isinstance(first, fx.Node) else set()     # predict returns the first output
-    for n in nodes:
-        if n not in need or n.op in ("placeholder", "output"):
-            continue
-        where = _where(n.meta.get("stack_trace")) if hasattr(n, "meta") else ""
-        a = fx.node.map_arg(n.args, lambda v: env[v])
-        k = fx.node.map_arg(n.kwargs, lambda v: env[v])
-        if n.op == "get_attr":
-            env[n] = _const(low, _attr(module, n.target), n.target)
-        elif n.op == "call_module":
-            env[n] = module_call(low, module.get_submodule(n.target), a, k, where)
-        elif n.op == "call_function":
-            env[n] = fx_function(low, n.target, a, k, where)
-        elif n.op == "call_method":
-            env[n] = fx_method(low, n.target, a, k, where)
-    return low, env[first] if isinstance(first, fx.Node) else first, flat
+
+    def lower(out):
+        need = _needed(out)
+        for n in nodes:
+            if n not in need or n in env or n.op in ("placeholder", "output"):
+                continue
+            where = _where(n.meta.get("stack_trace")) if hasattr(n, "meta") else ""
+            a = fx.node.map_arg(n.args, lambda v: env[v])
+            k = fx.node.map_arg(n.kwargs, lambda v: env[v])
+            if n.op == "get_attr":
+                env[n] = _const(low, _attr(module, n.target), n.target)
+            elif n.op == "call_module":
+                env[n] = module_call(low, module.get_submodule(n.target), a, k, where)
+            elif n.op == "call_function":
+                env[n] = fx_function(low, n.target, a, k, where)
+            elif n.op == "call_method":
+                env[n] = fx_method(low, n.target, a, k, where)
+        return env[out]
+    if not isinstance(first, fx.Node):         # predict returns the first output
+        return low, first, flat
+    outs = result if isinstance(result, (tuple, list)) else [result]
+    return low, _with_next_state(low, lower(first), outs, lower, fx.Node), flat
 
 
 def _attr(module, target):
@@ -764,7 +797,14 @@ class ScriptCapture:
             need = _ts_needed(v)
         self.block(graph.nodes(), env, site, need)
         if first_only:
-            return env[v]
+            ret = graph.return_node().inputs().__next__()
+            outs = list(ret.node().inputs()) if ret.node().kind() == "prim::TupleConstruct" else [ret]
+
+            def lower(w):           # the nodes w needs that the first output did not
+                done = need
+                self.block(graph.nodes(), env, site, {n for n in _ts_needed(w) if n not in done})
+                return env[w]
+            return _with_next_state(self.low, env[v], outs, lower, _torch()._C.Value)
         ret = [env[v] for v in graph.return_node().inputs()]
         return ret[0] if len(ret) == 1 else tuple(ret)
 
@@ -993,8 +1033,9 @@ def _ts_needed(value):
     return need
 
 
-def capture_script(module, name, first):
-    """Interpret a TorchScript module's forward with `first` standing for its sequence input."""
+def capture_script(module, name, first, others=None):
+    """Interpret a TorchScript module's forward with `first` standing for its sequence input
+    (and `others` for the next arguments, when given)."""
     low = Lowering(name)
     graph = module.forward.graph
     ins = list(graph.inputs())[1:]
@@ -1002,7 +1043,7 @@ def capture_script(module, name, first):
         raise UnsupportedError(f"convert: TorchScript {name}.forward takes no input")
     leaves, shaped = [], []
     for i, v in enumerate(ins):
-        ex = _ts_example(v.type(), first if i == 0 else None)
+        ex = _ts_example(v.type(), first if i == 0 else others[i - 1] if others and i <= len(others) else None)
         shaped.append(ex)
         if isinstance(ex, tuple):          # a (h, c) argument: one leaf each
             leaves += [(f"{v.debugName()}_{j}", e) for j, e in enumerate(ex)]
@@ -1030,6 +1071,24 @@ def _ts_example(t, default):
     if sizes is not None and all(isinstance(d, int) for d in sizes):
         return torch.zeros(sizes, dtype=dtype or torch.float32)
     return default if default is not None else torch.zeros((1, EX_B, 1))
+
+
+def _step_inputs(module):
+    """Stand-ins of a one-step module whose first layer reads torch.cat((x_t, hidden), 1) (the
+    char-RNN tutorials' i2h: in = F + H, out = H): x_t (B, F) and hidden (B, H), when forward
+    takes a second tensor."""
+    torch = _torch()
+    ins = list(module.forward.graph.inputs())[1:]
+    if len(ins) < 2 or ins[1].type().kind() != "TensorType":
+        return []
+    for _, m in module.named_modules():
+        on = getattr(m, "original_name", type(m).__name__)
+        if on in ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Embedding", "Conv1d"):
+            return []
+        if on == "Linear":
+            n_in, n_out = m.weight.shape[1], m.weight.shape[0]
+            return [(torch.zeros((EX_B, n_in - n_out)), [torch.zeros((EX_B, n_out))])] if n_in > n_out else []
+    return []
 
 
 def _traced_lengths(module):
@@ -1180,11 +1239,12 @@ def convert_script(module, example_input=None):
     args = None
     if example_input is not None:
         args, _ = example_args(module, example_input)
-    firsts = [args[0]] if args else _script_inputs(module) + _traced_lengths(module)
+    firsts = [(args[0], None)] if args else \
+        [(x, None) for x in _script_inputs(module) + _traced_lengths(module)] + _step_inputs(module)
     error = None
-    for first in firsts:
+    for first, others in firsts:
         try:
-            low, result, leaves = capture_script(module, name, first)
+            low, result, leaves = capture_script(module, name, first, others)
             return finish(low, result, name, "torchscript", "torchscript", module, args, leaves)
         except UnsupportedError as e:
             error = error or e
