@@ -1042,8 +1042,12 @@ def capture_script(module, name, first, others=None):
     if not ins:
         raise UnsupportedError(f"convert: TorchScript {name}.forward takes no input")
     leaves, shaped = [], []
+    cell = _cell_state_standin(module)
     for i, v in enumerate(ins):
-        ex = _ts_example(v.type(), first if i == 0 else others[i - 1] if others and i <= len(others) else None)
+        default = first if i == 0 else others[i - 1] if others and i <= len(others) else None
+        if default is None and i > 0 and cell is not None and "hid" in v.debugName().lower():
+            default = cell              # forward(x, hidden) of a cell loop: hidden is (B, H)
+        ex = _ts_example(v.type(), default)
         shaped.append(ex)
         if isinstance(ex, tuple):          # a (h, c) argument: one leaf each
             leaves += [(f"{v.debugName()}_{j}", e) for j, e in enumerate(ex)]
@@ -1071,6 +1075,19 @@ def _ts_example(t, default):
     if sizes is not None and all(isinstance(d, int) for d in sizes):
         return torch.zeros(sizes, dtype=dtype or torch.float32)
     return default if default is not None else torch.zeros((1, EX_B, 1))
+
+
+def _cell_state_standin(module):
+    """(B, H) zeros when the module's first recurrent submodule is a GRUCell / RNNCell (the
+    hidden argument of a cell loop), else None."""
+    torch = _torch()
+    for _, m in module.named_modules():
+        on = getattr(m, "original_name", type(m).__name__)
+        if on in ("GRUCell", "RNNCell"):
+            return torch.zeros((EX_B, m.weight_hh.shape[1]))
+        if on in ("LSTM", "GRU", "RNN", "LSTMCell"):
+            return None
+    return None
 
 
 def _step_inputs(module):
