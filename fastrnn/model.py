@@ -88,6 +88,12 @@ class Model:
         in the source's layout (the native one for models built from ir layers)."""
         return sig_.shapes(self.signature, self._dims, batch_size)
 
+    def output_shapes(self, batch_size, time_steps):
+        """The shapes of what predict returns for (batch_size, time_steps) input without lengths
+        (a list: one shape per array), from the signature alone (nothing runs)."""
+        steps = self._cm.output_steps(time_steps) if self._cm.output_is_sequence else None
+        return sig_.output_shapes(self.signature, self._dims, self.output_size, steps, batch_size, time_steps)
+
     def native_state_shapes(self, batch_size):
         """Shapes of the native states (Stream.state): per recurrent layer h, then c."""
         return [(d, batch_size, w) for d, w in self._dims]

@@ -296,6 +296,39 @@ def shape_y(sig, y):
     return y.reshape([1 if a == "1" else sizes[a] for a in axes])
 
 
+def output_shapes(sig, state_dims, output_size, steps, batch, time, longest=None):
+    """The shapes of what predict returns, without running it: the engine's y is (batch, steps,
+    output_size) (steps: the engine's output steps for `time` input steps; None when it ends on
+    its last step), then the same program as cut_time, outputs_list and shape_y. longest: the
+    longest of the lengths given (pad_packed_sequence's time), time when none. -> a list, one
+    shape per array predict returns (one entry for a single array)."""
+    y = (batch, steps, output_size) if steps is not None else (batch, output_size)
+    t = sig["time"]
+    if t is not None and steps is not None:
+        if isinstance(t, dict):
+            y = (batch, min(t["tail"], steps), output_size)
+        elif t == "longest":
+            y = (batch, steps if longest is None else max(min(longest, steps), 1), output_size)
+        else:
+            y = (batch, output_size)
+    if sig["outputs"] is None:
+        axes = sig["axes"]
+        if axes is not None:
+            sizes = dict(zip(["B", "T", "F"] if len(y) == 3 else ["B", "F"], y))
+            y = tuple(1 if a == "1" else sizes[a] for a in axes)
+        return [y]
+    out = []
+    for o in sig["outputs"]:
+        if o["kind"] == "state":
+            out.append((batch, state_dims[o["state"]][1]))
+        elif o["kind"] == "states":
+            out.append((len(o["parts"]), batch, state_dims[o["parts"][0][0]][1]))
+        else:
+            width = output_size if o["cols"] is None else sum(c1 - c0 for c0, c1 in o["cols"])
+            out.append(y[:-1] + (width,))
+    return out
+
+
 def uses_states(sig):
     """True when some output is a state (predict must ask the engine for the final states)."""
     return sig["outputs"] is not None and any(o["kind"] in ("state", "states") for o in sig["outputs"])

@@ -178,6 +178,14 @@ def quantized_tolerance(runner, twin, args):
 # ---------------------------------------------------------------------------------------------
 # the checks
 
+def check_shapes(model, x, got):
+    """Model.output_shapes (the signature's shape program, what `fastrnn info` prints) says the
+    shapes predict just returned (the tests give every batch a full-length row)."""
+    shapes = [np.shape(g) for g in (got if isinstance(got, list) else [got])]
+    want = [tuple(s) for s in model.output_shapes(x.shape[0], x.shape[1])]
+    assert shapes == want, f"output_shapes {want} but predict returned {shapes}"
+
+
 def check_sequence(model, runner, case, args, rng, twin=None):
     """A whole-sequence module (or its TorchScript archive) against the converted model. twin: the
     dequantized float model of a quantized module (sets the tolerance, quantized_tolerance)."""
@@ -193,6 +201,7 @@ def check_sequence(model, runner, case, args, rng, twin=None):
         kw.pop("initial_state", None)       # predict(x) without a state = the init_hidden zero state
     got = model.predict(x, **kw)
     close(got, want, f"{case.name}: predict vs forward", atol=atol)
+    check_shapes(model, x, got)
     if has_hidden and isinstance(out, (tuple, list)) and len(out) > 1:
         # an explicit, non-zero state (shaped as the one passed, or when None as the one returned),
         # and the state forward returns
@@ -216,6 +225,7 @@ def check_unbatched(model, runner, case, rows):
     x = np.stack([np_(r[0]) for r in rows])
     got = model.predict(x)
     close(got, want, f"{case.name}: predict(rows) vs forward(row)")
+    check_shapes(model, x, got)
 
 
 def user_loop(runner, case, seq, B, T, init_module):
@@ -268,6 +278,7 @@ def check_keras(model, kmodel, x):
     except Exception as e:  # noqa: BLE001
         raise SourceFailed(f"keras: {type(e).__name__}: {e}") from e
     got = model.predict(x)
+    check_shapes(model, x, got)
     if isinstance(want, list):
         assert isinstance(got, list) and len(got) == len(want), \
             f"predict: expected a list of {len(want)} outputs, got {type(got).__name__}"
