@@ -218,6 +218,7 @@ class Lowering:
         self.const_cache = {}         # frontends: one array per source tensor
         self.chain_state = {}         # cell chain -> (its first native state, made per step)
         self.state_cols = {}          # recurrent layer -> the source state's width (signature cols)
+        self.head = None              # (first head layer, native (k, d) parts): a head over final states
 
     # ---- helpers ------------------------------------------------------------------------
     def fail(self, why):
@@ -314,8 +315,7 @@ class Lowering:
         top = [(r.state0 + 2 * (r.L - 1) if r.lstm else r.state0 + r.L - 1, d) for d in range(r.D)]
         parts = list(v.parts)
         if sorted(parts) != top or len(parts) != r.D:
-            self.fail("uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; "
-                      "torch.cat([h_n[-2], h_n[-1]], 1) for two)")
+            return self._head_start(v, r)
         layer = self.layers[-1]
         layer.return_sequences = False
         self.cut.add(len(self.layers))
@@ -324,6 +324,21 @@ class Lowering:
             H = r.width
             cols = tuple((d * H, (d + 1) * H) for _, d in parts)
         return PT(len(self.layers), ("B", "F"), r.width * r.D, time="final", cols=cols, rows=v.rows)
+
+    def _head_start(self, v, r):
+        """Final states other than the top layer's directions as features (h_n.permute(1, 0,
+        2).reshape(B, -1) of a stacked RNN): what follows is a head over those native states
+        (signature head), made of per-row layers only."""
+        if self.head is not None or len(set(v.parts)) != len(v.parts):
+            self.fail("uses h_n rows other than the top layer's directions twice")
+        if v.rows is not None:
+            self.fail("uses h_n rows in the order of their lengths (a pack_padded_sequence sort that is not undone)")
+        layer = self.layers[-1]
+        layer.return_sequences = False         # its per-step output is not read
+        self.cut.add(len(self.layers))
+        self.head = (len(self.layers), [list(p) for p in v.parts])
+        width = sum(self.rnns[v.rnn].width for _ in v.parts)
+        return PT(len(self.layers), ("B", "F"), width, time="final")
 
     def append(self, layer, x, width=None):
         """Append a layer that acts on x's features; -> the new end, x's axes kept."""
@@ -514,6 +529,25 @@ class Lowering:
                 continue
             self.fail(f"an initial state that is {_what(v)}: only zeros or a state passed to forward "
                       f"(predict's initial_state) are supported")
+
+
+def split_head(low, fold):
+    """The lowered layers folded (converters/passes.py), and the signature head when the output
+    reads final states other than the top layer's (Lowering._head_start): the pipeline and the
+    head are folded apart, the head made of per-row layers only (a linear one when the states are
+    the output themselves). -> (layers, head or None)."""
+    if low.head is None:
+        return fold(low.layers), None
+    n, parts = low.head
+    main, head = fold(low.layers[:n]), fold(low.layers[n:])
+    bad = [type(l).__name__ for l in head if not isinstance(l, (ir.Dense, ir.Activation))]
+    if bad:
+        raise UnsupportedError(f"convert: {low.name}: a {bad[0]} after final states of several layers (only "
+                               f"Linear layers and activations may read them)")
+    if not head:
+        width = sum(low.rnns[-1].width for _ in parts)
+        head = [ir.Activation(width, "linear")]
+    return main + head, {"from": len(main), "parts": parts}
 
 
 def torch_layers(mode, params, L, D, has_biases, proj_size):

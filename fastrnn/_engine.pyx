@@ -636,6 +636,10 @@ cdef class StreamPool:
         if not 1 <= capacity <= 2**31 - 1:
             raise ShapeError(f"StreamPool: capacity must be an integer in [1, 2**31 - 1], got {capacity!r}")
         _check_can_stream(<CModel>cm)
+        if getattr(model, "_head", None) is not None:
+            raise UnsupportedError("StreamPool: this model's head reads the final states of several recurrent "
+                                   "layers (signature head), which a pool does not run yet; use one stream per "
+                                   "conversation")
         cdef frnn_status st = frnn_streampool_new((<CModel>cm).m, int(capacity), &self.p)
         if st:
             _raise(st, "StreamPool")

@@ -48,14 +48,21 @@ class Model:
         if not isinstance(layers, (list, tuple)):
             raise ArgumentTypeError(f"Model: layers must be a list of fastrnn layer specs, got {type(layers).__name__}")
         layers = [dataclasses.replace(l) if type(l) in ir.TYPE_NAMES else l for l in layers]
-        _, in_size, _, _ = ir.check_pipeline(layers, input_size)
+        n = sig_.head_from(signature, layers)
+        _, in_size, _, _ = ir.check_pipeline(layers[:n], input_size)
         self.layers = layers
         self.meta = check_meta({} if meta is None else meta)
-        self._cm = _engine.CModel(layers, in_size or 0)
+        self._cm = _engine.CModel(layers[:n], in_size or 0)
         self._in_size = in_size
         self._dims = [self._cm.state_dims(i) for i in range(self._cm.num_states)]
-        self.signature = sig_.check(signature, self._dims, self.output_size, bool(self._cm.output_is_sequence),
-                                    internal=_pool_states(layers), input_size=in_size)
+        self._head = self._head_parts = None
+        if n < len(layers):         # a head over final states (signature head)
+            self._head_parts = sig_.head_parts(signature, self._dims, layers[n])
+            width = sum(self._dims[k][1] for k, _ in self._head_parts)
+            ir.check_pipeline(layers[n:], width)
+            self._head = _engine.CModel(layers[n:], width)
+        self.signature = sig_.check(signature, self._dims, self.output_size, bool(self._cm.output_is_sequence)
+                                    and self._head is None, internal=_pool_states(layers[:n]), input_size=in_size)
         self._outputs_states = sig_.uses_states(self.signature)   # decided once, not per call/step
 
     # ---- description ---------------------------------------------------------------------
@@ -71,12 +78,18 @@ class Model:
 
     @property
     def output_size(self):
-        return self._cm.output_size
+        return (self._head if self._head is not None else self._cm).output_size
 
     @property
     def output_is_sequence(self):
         """True: predict returns (batch, time, out); False: (batch, out) (the last step)."""
-        return bool(self._cm.output_is_sequence) and sig_.keeps_time(self.signature["time"])
+        return bool(self._cm.output_is_sequence) and sig_.keeps_time(self.signature["time"]) and self._head is None
+
+    def _head_forward(self, states):
+        """The head's output (B, out) from the native final states (signature head)."""
+        feats = np.concatenate([states[k][d] for k, d in self._head_parts], axis=1)
+        y, _ = self._head.forward(np.ascontiguousarray(feats[:, None, :], dtype=np.float32), None, None, False)
+        return np.ascontiguousarray(y[:, 0])
 
     @property
     def isa(self):
@@ -91,7 +104,7 @@ class Model:
     def output_shapes(self, batch_size, time_steps):
         """The shapes of what predict returns for (batch_size, time_steps) input without lengths
         (a list: one shape per array), from the signature alone (nothing runs)."""
-        steps = self._cm.output_steps(time_steps) if self._cm.output_is_sequence else None
+        steps = self._cm.output_steps(time_steps) if self._cm.output_is_sequence and self._head is None else None
         return sig_.output_shapes(self.signature, self._dims, self.output_size, steps, batch_size, time_steps)
 
     def native_state_shapes(self, batch_size):
@@ -197,13 +210,15 @@ class Model:
             else:
                 init = sig_.from_source(self.signature, sig_.check_states_shape(
                     initial_state, self.state_shapes(B), "initial_state"), self._dims, B)
-        want = bool(return_state) or self._outputs_states
+        want = bool(return_state) or self._outputs_states or self._head is not None
         if B == 0:
             shape = (0, self._cm.output_steps(T), self.output_size) if self.output_is_sequence else (0, self.output_size)
             y = np.zeros(shape, np.float32)
             states = [np.zeros(s, np.float32) for s in self.native_state_shapes(0)]
         else:
             y, states = self._cm.forward(a, lens, init, want)
+            if self._head is not None:
+                y = self._head_forward(states)
             y = sig_.cut_time(self.signature, y, lens)
         y = sig_.shape_y(self.signature, sig_.outputs(self.signature, y, states))
         return (y, sig_.to_source(self.signature, states)) if return_state else y
@@ -214,6 +229,8 @@ class Model:
             raise ArgumentTypeError(f"stream: batch_size must be an integer >= 1, got {batch_size!r}")
         if not 1 <= batch_size <= 2**31 - 1:
             raise ShapeError(f"stream: batch_size must be an integer >= 1, got {batch_size!r}")
+        if self._head is not None:
+            return _HeadStream(self, self._cm, int(batch_size))
         if self.num_outputs > 1 or self._outputs_states:
             return _MultiOutputStream(self, self._cm, int(batch_size))
         return _engine.Stream(self, self._cm, int(batch_size))
@@ -352,6 +369,23 @@ class _MultiOutputStream(_engine.Stream):
             res = [a[:, 0] if o["kind"] == "y" else a
                    for o, a in zip(sig["outputs"], sig_.outputs_list(sig, y[:, None], native))]
         return res[0] if len(res) == 1 else res
+
+
+class _HeadStream(_engine.Stream):
+    """A Stream over a model whose head reads final states (signature head): each step runs the
+    recurrent layers, then the head on the states they hold now (what predict returns for the
+    steps so far)."""
+
+    def step(self, x):
+        _engine.Stream.step(self, x)
+        return self.model._head_forward(self.state)
+
+    def step_into(self, x, out):
+        B, n = self.batch_size, self.model.output_size
+        if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (B, n)
+                and out.flags.c_contiguous and out.flags.writeable):
+            raise ShapeError(f"step_into: out must be a writeable C-contiguous float32 array of shape ({B}, {n})")
+        out[...] = self.step(x)
 
 
 def _pool_states(layers):

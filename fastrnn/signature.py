@@ -40,6 +40,11 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
     (a regressor's .squeeze(-1), an out[:, -1:]): labels among "B", "T", "F", "1" in that
     order apart from the units, "B" first; "F" may be missing only when the output has one
     feature. predict reshapes the engine's (B, T, F) / (B, F) to it; streams do not.
+  head: None, or {"from": n, "parts": [[k, d], ...]}: layers n.. (Dense and Activation layers) are
+    a head over the final states: they read native states (k, d), each (B, width), side by side,
+    and predict returns their output (B, out) (torch's h_n.permute(1, 0, 2).reshape(B, -1) of a
+    stacked RNN, whose lower layers' final states no pipeline layer passes on). Streams run the
+    head on the states after each step; outputs, time and graph are then None.
   graph: None, or an ONNX graph's own inputs and outputs, for Model.run (converters/onnx.py):
     {"inputs": [{"name", "role": "x", "axes": [...]},          the sequence; axes label its
                 {"name", "role": "lengths"},                   dims (B, T, F; 1 a unit axis)
@@ -76,10 +81,13 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
     which a graph's sequence input must carry on an F axis (optional for one feature, absent for
     ids). Raises ModelFormatError."""
     if sig is None:
-        return {"outputs": None, "states": None, "time": None, "graph": None, "axes": None}
-    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph", "axes"}:
-        raise ModelFormatError(f"signature must be a dict with outputs, states, time, graph and/or axes, "
+        return {"outputs": None, "states": None, "time": None, "graph": None, "axes": None, "head": None}
+    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph", "axes", "head"}:
+        raise ModelFormatError(f"signature must be a dict with outputs, states, time, graph, axes and/or head, "
                                f"got {sig!r}")
+    head = sig.get("head")
+    if head is not None and (sig.get("outputs") is not None or sig.get("time") is not None):
+        raise ModelFormatError("signature head: the model's output is the head's (no outputs, no time)")
     graph = None
     if sig.get("graph") is not None:
         seq = output_is_sequence and keeps_time(sig.get("time"))     # what predict returns
@@ -169,7 +177,40 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
                 or not axes or axes[0] != "B" or outs is not None or graph is not None:
             raise ModelFormatError(f"signature axes {axes!r}: expected {core} with unit axes '1' after 'B' "
                                    f"(and without 'F' only for one output feature), on a single-output model")
-    return {"outputs": outs, "states": states, "time": time, "graph": graph, "axes": axes}
+    if head is not None:
+        head = {"from": head["from"], "parts": [list(p) for p in head["parts"]]}     # checked by head_parts
+    return {"outputs": outs, "states": states, "time": time, "graph": graph, "axes": axes, "head": head}
+
+
+def head_from(sig, layers):
+    """Where the head of signature head starts (len(layers) without one); its layers are Dense and
+    Activation layers after at least one other."""
+    head = sig.get("head") if isinstance(sig, dict) else None
+    if head is None:
+        return len(layers)
+    if not isinstance(head, dict) or set(head) != {"from", "parts"}:
+        raise ModelFormatError(f"signature head must be {{'from': n, 'parts': [[k, d], ...]}}, got {head!r}")
+    n = head["from"]
+    if not _int(n) or not 1 <= n < len(layers):
+        raise ModelFormatError(f"signature head: 'from' must be a layer index in [1, {len(layers) - 1}], got {n!r}")
+    from . import ir
+    if not all(isinstance(l, (ir.Dense, ir.Activation)) for l in layers[n:]):
+        raise ModelFormatError("signature head: the head's layers must be Dense and Activation layers")
+    return n
+
+
+def head_parts(sig, state_dims, first):
+    """The native states a head reads, checked: [(k, d), ...]."""
+    parts = sig["head"]["parts"]
+    if not isinstance(parts, list) or not parts or not all(
+            isinstance(p, list) and len(p) == 2 and _int(p[0]) and _int(p[1])
+            and 0 <= p[0] < len(state_dims) and 0 <= p[1] < state_dims[p[0]][0] for p in parts):
+        raise ModelFormatError(f"signature head: parts must name native states [[k, d], ...], got {parts!r}")
+    width = sum(state_dims[k][1] for k, _ in parts)
+    if first.input_size != width:
+        raise ModelFormatError(f"signature head: its first layer reads {first.input_size} features, the states "
+                               f"give {width}")
+    return [(k, d) for k, d in parts]
 
 
 _LABELS = {"x": {"B", "T", "F", "1"}, "state": {"S", "B", "F", "1"}, "y": {"B", "T", "D", "F", "1"}}

@@ -808,6 +808,7 @@ def _convert(model, name, T):
         time = {"tail": ys[0][1]}
     meta = {"source": "onnx", "opset": fe.opset, "producer": model.producer_name or None,
             "frontend": "graph"}
-    layers, time = cut_early(fold(low.layers), time)
-    return Model(layers, meta=meta, signature={"outputs": None, "states": None, "time": time,
+    layers, head = G.split_head(low, fold)
+    layers, time = cut_early(layers, time)
+    return Model(layers, meta=meta, signature={"outputs": None, "states": None, "time": time, "head": head,
                                                "graph": {"inputs": [e for e in io_in if e], "outputs": io_out}})

@@ -209,7 +209,7 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     if len(low.state_inputs) and len(low.rnns) > 1:
         raise UnsupportedError(f"convert: {name}: state arguments with {len(low.rnns)} recurrent modules: "
                                f"fastrnn maps one module's (h, c) argument to initial_state")
-    layers = fold(low.layers)
+    layers, head = G.split_head(low, fold)
     out_axes = [low.lab(a) for a in y.axes]
     in_axes = [low.lab(a) for a in ("x0", "x1") if a in low.xsizes]
     if low.unbatched:
@@ -234,7 +234,7 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     if low.one_step:
         paxes = canonical = ["B", "T", "F"]
     model = Model(layers, meta=meta, signature={"outputs": None, "states": low.states, "time": time,
-                                                "axes": None if paxes == canonical else paxes})
+                                                "axes": None if paxes == canonical else paxes, "head": head})
     if getattr(low, "quantized", False):
         model.meta["quantized_source"] = "int8 weights dequantized to fp32"
         model._quantized_source = True

@@ -63,16 +63,6 @@ torch.set_num_threads(1)
 REFUSED_TODAY = {
     'bentrevett_seq2seq_packed_encoder-onnx_legacy':
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
-    'course_lstm_hn_permute-module':
-        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
-    'course_lstm_hn_permute-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_76' (Mul, node 12): a Mul other than merging a bidirectional layer's directions relu (ONNX node 'node_relu', Relu): uses h_n rows that are not the top la",
-    'course_lstm_hn_permute-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/Reshape' (Reshape, node 37): merges final states that are not the last layer's directions relu (ONNX node '/relu/Relu', Relu): uses h_n rows that are not the top",
-    'course_lstm_hn_permute-script':
-        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
-    'course_lstm_hn_permute-trace':
-        "UnsupportedError: convert: CourseLSTM: 1 operation cannot be lowered to fastrnn's pipeline: relu: uses h_n rows that are not the top layer's directions (h_n[-1] for one direction; torch.cat([h_n[-2], ",
     'deepspeech_rnns-module':
         "UnsupportedError: convert: DeepSpeechRNNs: 3 operations cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (F, x0, x1); expected (T, B, F)",
     'deepspeech_rnns-onnx_legacy':
