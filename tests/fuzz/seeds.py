@@ -1,8 +1,10 @@
 """The seed corpus: valid files of each format, which the mutators damage.
 
-  frnn   two models built here (ids: Embedding(mask_zero) -> LSTM with peepholes, projection and
+  frnn   three models built here (ids: Embedding(mask_zero) -> LSTM with peepholes, projection and
          clip -> Pool(mean, max) -> Dense; float: Masking -> bidirectional GRU -> Conv1D ->
-         Pool1D -> SimpleRNN -> Dense -> Activation), saved by the current writer
+         Pool1D -> SimpleRNN -> Dense -> Activation; head: LSTM -> linear SimpleRNN with a
+         signature head over both layers' final states and a state of some columns), saved by
+         the current writer
   keras  tests/keras2/*.keras, written by tf.keras (the files strangers send)
   h5     tests/keras2/*.h5, the same models in the legacy HDF5 format
   onnx   tests/tf2onnx/*.onnx (tf2onnx) and tests/fuzz/seeds/*.onnx (torch.onnx.export)
@@ -62,11 +64,20 @@ def _frnn_models():
         ir.Dense(u(2, 3), None, "linear"),
         ir.Activation(2, ir.Act("scaled_tanh", 1.5, 0.5)),
     ]
+    head = [
+        ir.Recurrent("lstm", [{"W_ih": u(8, 3), "W_hh": u(8, 2), "b_ih": u(8), "b_hh": u(8)}]),
+        ir.Recurrent("rnn", [{"W_ih": u(3, 2), "W_hh": u(3, 3)}], activations=[["linear"]]),
+        ir.Dense(u(2, 5), u(2), "relu"),
+        ir.Activation(2, "log_softmax"),
+    ]
+    sigs = {"head": {"head": {"from": 2, "parts": [[0, 0], [2, 0]]},
+                     "states": [{"parts": [[0, 0]], "stack": False}, {"parts": [[1, 0]], "stack": False},
+                                {"parts": [[2, 0]], "stack": False, "cols": [0, 2]}]}}
     out = []
     with tempfile.TemporaryDirectory(prefix="fastrnn-fuzz-seeds-") as d:
-        for name, layers in (("ids", ids), ("float", flt)):
+        for name, layers in (("ids", ids), ("float", flt), ("head", head)):
             path = os.path.join(d, f"{name}.frnn")
-            fastrnn.Model(layers, meta={"source": "tests/fuzz", "seed": name}).save(path)
+            fastrnn.Model(layers, meta={"source": "tests/fuzz", "seed": name}, signature=sigs.get(name)).save(path)
             with open(path, "rb") as f:
                 out.append((f"{name}.frnn", f.read()))
     return out
