@@ -902,9 +902,10 @@ def _softplus(low, x, beta=1, threshold=20, *args):
 
 # ---- arithmetic ---------------------------------------------------------------------------------
 
-def _affine(low, x, scale, shift, what):
+def _affine(low, x, scale, shift, what, dim=-1):
     """x * scale + shift on a pipeline tensor: scalars become an affine Activation, per-feature
-    vectors a diagonal Dense (passes fold both into a neighbouring Dense)."""
+    vectors (along dim, the feature axis) a diagonal Dense (passes fold both into a neighbouring
+    Dense)."""
     x = low.tensor(x)
     low.at_end(x)
     if x.width is None or x.packed:
@@ -918,7 +919,7 @@ def _affine(low, x, scale, shift, what):
             or s.shape[-1:] not in ((), (1,), (n,)) or b.shape[-1:] not in ((), (1,), (n,)):
         low.fail(f"{what} with a constant of shape {s.shape if s.size > 1 else b.shape}: only scalars and "
                  f"per-feature vectors of the last axis fold into the pipeline")
-    if low.lab(x.axes[-1]) != "F":
+    if low.lab(x.axes[dim]) != "F" or (dim % len(x.axes) != len(x.axes) - 1 and s.ndim + b.ndim > 2):
         low.fail(f"{what} along an axis that is not the feature axis")
     sv = np.broadcast_to(s.reshape(-1), (n,)).astype(np.float32)
     bv = np.broadcast_to(b.reshape(-1), (n,)).astype(np.float32)
@@ -929,6 +930,32 @@ def _affine(low, x, scale, shift, what):
         sv, bv = sv2, bv2
     low.layers.append(ir.Dense(np.diag(sv), bv))
     return replace(x, pos=len(low.layers))
+
+
+@handles("batch_norm")
+def _batch_norm(low, x, weight, bias, mean, var, training=False, momentum=0.1, eps=1e-5, *rest):
+    """BatchNorm at inference: a per-channel scale and shift (channels on axis 1), folded into the
+    neighbouring Dense like any per-feature affine map."""
+    if training:
+        low.fail("batch_norm in training mode (batch statistics): convert the module in eval()")
+    if not all(isinstance(v, np.ndarray) for v in (mean, var)):
+        low.fail("batch_norm without running statistics (track_running_stats=False normalises with the batch's own)")
+    var64 = np.asarray(var, np.float64)
+    scale = (np.ones_like(var64) if weight is None else np.asarray(weight, np.float64)) / np.sqrt(var64 + float(eps))
+    shift = (0.0 if bias is None else np.asarray(bias, np.float64)) - np.asarray(mean, np.float64) * scale
+    if cells.is_step(x) or isinstance(x, PS):
+        return _arith(low, "add", _arith(low, "mul", x, scale.astype(np.float32)), shift.astype(np.float32))
+    return _affine(low, x, scale.astype(np.float32), np.asarray(shift, np.float32), "batch_norm", dim=1)
+
+
+@handles("_native_batch_norm_legit_no_training")
+def _batch_norm_no_training(low, x, weight, bias, mean, var, momentum=0.1, eps=1e-5):
+    return _batch_norm(low, x, weight, bias, mean, var, False, momentum, eps), None, None
+
+
+@handles("native_batch_norm", "_native_batch_norm_legit")
+def _native_batch_norm(low, x, weight, bias, mean, var, training=False, momentum=0.1, eps=1e-5):
+    return _batch_norm(low, x, weight, bias, mean, var, training, momentum, eps), None, None
 
 
 def _is_const(v):
@@ -950,6 +977,10 @@ def _arith(low, op, a, b, alpha=1):
                 low.fail(f"{op} with alpha={alpha} of step values")
             b = b * alpha
         return cells.arith(low, op, a, b)      # a cell's arithmetic, unrolled (converters/cells.py)
+    if op == "div" and isinstance(a, Pooled) and isinstance(b, Input):
+        m = _masked_mean(low, a, b)
+        if m is not None:
+            return m
     if _is_const(a) and _is_const(b):
         r = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
              "rsub": lambda p, q: q - p}[op](a, b * alpha if op in ("add", "sub") else b)
@@ -1261,6 +1292,9 @@ def _unsqueeze(low, x, dim):
         s = list(x.shape)
         s.insert(dim % (len(s) + 1), 1)
         return Zeros(tuple(s))
+    if isinstance(x, Input) and x.index == getattr(low, "lengths_index", None) and len(x.shape) == 1 \
+            and dim in (1, -1):                 # lengths.unsqueeze(1): a column to divide a pooled sum by
+        return replace(x, shape=(x.shape[0], 1))
     if isinstance(x, Input) and x.row_axis == -1:       # h0[0].unsqueeze(0): still that one row
         s = list(x.shape)
         s.insert(dim % (len(s) + 1), 1)
@@ -1633,6 +1667,7 @@ def _pack(low, x, lengths, batch_first=False, enforce_sorted=True):
         low.fail(f"pack_padded_sequence of {_what(x)}")
     if isinstance(lengths, Input):
         low.takes_lengths = True
+        low.lengths_index = lengths.index         # a masked mean divides by them (_masked_mean)
     elif not isinstance(lengths, Lengths):
         low.fail(f"pack_padded_sequence with lengths that are {_what(lengths)}, not an argument of forward")
     a = low.lab(x.axes[0 if batch_first else 1])
@@ -1768,6 +1803,19 @@ class Pooled:
     x: PT
     kind: str
     keepdim: bool
+    over: str | None = None           # ir.Pool over, when not the tensor's own (a masked mean: "valid")
+
+
+def _masked_mean(low, p, n):
+    """out.sum(1) / lengths (as a column, or as it is) of pad_packed_sequence's output: its padding
+    is zeros, so that is the mean over each row's own steps (Pool over="valid")."""
+    if not (isinstance(p, Pooled) and p.kind == "sum" and p.over is None and p.x.padded and isinstance(n, Input)
+            and n.index == getattr(low, "lengths_index", None) and len(n.shape) in (1, 2)
+            and n.shape[-1] == (low.size("B") if len(n.shape) == 1 else 1)):
+        return None
+    if len(n.shape) == 1 and p.keepdim:
+        low.fail("a masked mean dividing by lengths along the time axis that sum kept")
+    return replace(p, kind="mean", over="valid")
 
 
 def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
@@ -1824,6 +1872,9 @@ def _pool_layer(low, pools):
     low.at_end(x)
     i = [low.lab(a) for a in x.axes].index("T")
     over = "longest" if x.padded == "longest" else "steps"
+    if len({p.over for p in pools}) != 1:
+        low.fail("torch.cat of a masked mean (a sum divided by the lengths) and another pool over the padded steps")
+    over = pools[0].over or over
     if x.width is None:
         low.fail("pooling token ids")
     if x.cols is not None:

@@ -468,6 +468,11 @@ class _Frontend:
             self.low.fail(f"a Split into {len(sizes)} pieces with {len(node.output)} outputs")
         return list(self.call("split_with_sizes", [x, [int(s) for s in sizes], axis], w))
 
+    def op_BatchNormalization(self, node, a, at, w):
+        if at.get("training_mode", 0):
+            self.low.fail("BatchNormalization in training mode")
+        return self.call("batch_norm", [a[0], a[1], a[2], a[3], a[4], False, 0.1, at.get("epsilon", 1e-5)], w)
+
     def op_SplitToSequence(self, node, a, at, w):
         x, axis = a[0], at.get("axis", 0)
         split = _ints(a[1]) if len(a) > 1 and a[1] is not None else None

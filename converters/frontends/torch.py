@@ -430,6 +430,11 @@ def module_call(low, mod, args, kwargs, where):
         return low.call("softplus", (x, mod.beta, mod.threshold), {}, where)
     if nm == "Flatten":
         return low.call("flatten", (x, mod.start_dim, mod.end_dim), {}, where)
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        c = [None if t is None else _const(low, t, f"{where}.{n}")
+             for n, t in (("weight", mod.weight), ("bias", mod.bias), ("running_mean", mod.running_mean),
+                          ("running_var", mod.running_var))]
+        return low.call("batch_norm", (x, *c, False, mod.momentum, mod.eps), {}, where)
     if nm == "Sequential":
         for m in mod:
             x = module_call(low, m, (x,), {}, where)
@@ -977,6 +982,8 @@ class ScriptCapture:
             return a[0]
         if name in ("softmax", "log_softmax"):
             return low.call(name, (a[0], a[1] if len(a) > 1 else None), {}, where)
+        if name == "batch_norm" and len(a) == 8:   # F.batch_norm(input, running_mean, running_var, weight,
+            return low.call(name, (a[0], a[3], a[4], a[1], a[2], a[5], a[6], a[7]), {}, where)   # bias, ...)
         return low.call(name, tuple(a), {}, where)
 
     def call(self, n, a, where):

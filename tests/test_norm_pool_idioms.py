@@ -1,0 +1,120 @@
+"""BatchNorm at inference (folded into the neighbouring Dense) and the masked mean of packed
+sequences (out.sum(1) / lengths of pad_packed_sequence's output: a Pool over each row's own
+steps). The oracle is the torch module (and onnxruntime for its export)."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import fastrnn  # noqa: E402
+from fastrnn import UnsupportedError  # noqa: E402
+
+
+def _bn(n):
+    bn = nn.BatchNorm1d(n)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    return bn
+
+
+class BNHead(nn.Module):
+    """BatchNorm1d on the final hidden state before the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.bn = _bn(8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x)
+        return self.fc(torch.relu(self.bn(h[-1])))
+
+
+class BNSteps(nn.Module):
+    """BatchNorm1d over (B, C, T) of every step, between transposes (deepspeech's SequenceWise
+    idea written inline)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(4, 6, batch_first=True)
+        self.bn = _bn(6)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(self.bn(out.transpose(1, 2)).transpose(1, 2))
+
+
+class MaskedMean(nn.Module):
+    """Mean over each review's own tokens of a packed LSTM's output."""
+
+    def __init__(self, also_max=False):
+        super().__init__()
+        self.emb = nn.Embedding(30, 5)
+        self.lstm = nn.LSTM(5, 7, batch_first=True)
+        self.fc = nn.Linear(14 if also_max else 7, 2)
+        self.also_max = also_max
+
+    def forward(self, ids, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        mean = out.sum(dim=1) / lengths.unsqueeze(1).float()
+        if self.also_max:
+            mean = torch.cat([mean, out.max(dim=1)[0]], 1)
+        return self.fc(mean)
+
+
+def _seeded(cls, **kw):
+    torch.manual_seed(7)
+    return cls(**kw).eval()
+
+
+@pytest.mark.parametrize("cls", [BNHead, BNSteps])
+def test_batch_norm_folds_and_matches(cls, tmp_path):
+    m = _seeded(cls)
+    x = np.random.default_rng(0).standard_normal((3, 6, 4)).astype(np.float32)
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    for src in (m, torch.jit.script(m)):
+        fm = fastrnn.convert(src, example_input=torch.from_numpy(x[:2, :4]))
+        assert not any(type(l).__name__ == "Activation" and l.activation.kind == "affine" for l in fm.layers)
+        np.testing.assert_allclose(fm.predict(x), want, rtol=1e-5, atol=1e-5)
+    path = tmp_path / "bn.onnx"
+    torch.onnx.export(m, (torch.from_numpy(x),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch", 1: "time"}}, opset_version=17)
+    ort = pytest.importorskip("onnxruntime")
+    got = fastrnn.convert(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, ort.InferenceSession(str(path)).run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_in_training_mode_is_refused():
+    m = _seeded(BNHead).train()
+    with pytest.raises(UnsupportedError):
+        fastrnn.convert(torch.jit.script(m), example_input=torch.zeros(2, 3, 4))
+
+
+def test_masked_mean_is_a_pool_over_each_rows_steps():
+    m = _seeded(MaskedMean)
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1, 30, (4, 7))
+    lens = np.array([7, 2, 5, 1])
+    fm = fastrnn.convert(m, example_input=(torch.from_numpy(ids), torch.from_numpy(lens)))
+    assert [type(l).__name__ for l in fm.layers] == ["Embedding", "Recurrent", "Pool", "Dense"]
+    got = fm.predict(ids, lengths=lens)
+    for i, n in enumerate(lens):       # each row alone, unpadded: the mean over its own steps
+        with torch.no_grad():
+            want = m(torch.from_numpy(ids[i:i + 1, :n]), torch.tensor([n])).numpy()
+        np.testing.assert_allclose(got[i:i + 1], want, rtol=1e-5, atol=1e-5)
+
+
+def test_masked_mean_beside_a_max_over_the_padding_is_refused():
+    m = _seeded(MaskedMean, also_max=True)
+    with pytest.raises(UnsupportedError, match="masked mean"):
+        fastrnn.convert(m, example_input=(torch.ones(3, 5, dtype=torch.int64), torch.tensor([5, 2, 3])))
