@@ -749,6 +749,14 @@ def _embedding(low, weight, indices, padding_idx=None, scale_grad_by_freq=False,
     return replace(indices, pos=1, axes=indices.axes + ("F",), width=int(weight.shape[1]))
 
 
+@handles("one_hot")
+def _one_hot(low, indices, num_classes=-1):
+    """F.one_hot(ids, n).float() of the input: an Embedding whose table is the identity."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        low.fail("one_hot without num_classes (its width would depend on the data)")
+    return _embedding(low, np.eye(num_classes, dtype=np.float32), indices)
+
+
 @handles("linear")
 def _linear(low, x, weight, bias=None):
     if cells.is_step(x) or isinstance(x, Zeros) or (isinstance(x, Input) and x.row_axis == -1):
@@ -1135,6 +1143,14 @@ def _view(low, x, *shape):
         n = int(np.prod(x.shape))
         known = int(np.prod([s for s in shape if s != -1]))
         return Zeros(tuple(n // known if s == -1 else int(s) for s in shape))
+    if isinstance(x, Pooled):
+        known = [int(v) for v in shape]
+        if known.count(-1) == 1:
+            total = int(np.prod(low.shape(x.x))) // low.size("T")
+            known[known.index(-1)] = total // max(1, int(np.prod([v for v in known if v != -1])))
+        un = _unkept(low, x, known)
+        if un is not None:
+            return un
     x = _layout(low, x)
     if shape and int(shape[-1]) == 1 and len(shape) > len(x.axes):
         x = _as_series(low, x) or x             # view(B, T, 1) of a (B, T) series
@@ -1249,6 +1265,10 @@ def _squeeze(low, x, dim=None):
     if isinstance(x, PS) and x.ops and x.ops[-1][0] == "unsq" and dim is not None and \
             dim % len(low.shape(x)) == x.ops[-1][1] % len(low.shape(x)):
         return replace(x, ops=x.ops[:-1])        # x[:, t:t+1].squeeze(1): step t
+    if isinstance(x, Pooled) and x.keepdim and isinstance(dim, int):
+        n = len(x.x.axes)
+        if dim % n == [low.lab(a) for a in x.x.axes].index("T"):
+            return replace(x, keepdim=False)
     x = _layout(low, x)
     sizes = low.shape(x)
     n = len(sizes)
@@ -1424,6 +1444,10 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
     s, e, st = slice(start, None if end is None or end >= 2**62 else end, step).indices(size)
     if (s, e, st) == (0, size, 1):
         return x
+    if isinstance(x, PS) and i == n - 1 and st == 1:
+        hn = _direction_final(low, x, s, e)
+        if hn is not None:
+            return hn
     if (cells.is_step(x) or isinstance(x, PS)) and i == n - 1 and st == 1:
         return cells.cols(low, x, s, e)          # a cell's gates (a Split of the gate columns)
     if isinstance(x, PS):
@@ -1444,6 +1468,26 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         # x[:, t:t+1]: step t with a unit axis (out[:, -1:] is the last step, resolved where used)
         return _ps_op(low, _select(low, x, i, s), ("unsq", i))
     low.fail(f"a slice [{start}:{end}:{step}] of the {low.lab(x.axes[i]) if isinstance(x, (PT, HN)) else i} axis")
+
+
+def _direction_final(low, v, s, e):
+    """out[:, -1, :H] / out[:, 0, H:] of a bidirectional layer's own output (no lengths): the
+    forward direction's final state, the backward one's (its step 0): h_n rows, or None."""
+    if v.src[0] != "seq" or v.ops or low.takes_lengths:
+        return None
+    seq, axis = v.src[1], v.src[2]
+    if not low.rnns or seq.pos != len(low.layers) or seq.padded or seq.packed or seq.time is not None \
+            or seq.cols is not None or seq.dirs != 1 or low.lab(seq.axes[axis]) != "T":
+        return None
+    r = low.rnns[-1]
+    if r.D != 2 or r.last != len(low.layers) - 1 or seq.width != 2 * r.width:
+        return None
+    H, T = r.width, low.size("T")
+    d = 0 if (s, e, v.t) == (0, H, T - 1) else 1 if (s, e, v.t) == (H, 2 * H, 0) else None
+    if d is None:
+        return None
+    k = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1)
+    return HN(((k, d),), ("B", "F"), H, "h", len(low.rnns) - 1, seq.pos, seq.rows)
 
 
 def _columns(low, x, s, e, st):
@@ -1615,9 +1659,11 @@ def _stack(low, tensors, dim=0):
         return _ps_stack(low, list(tensors), dim, dim)
     if all(isinstance(t, np.ndarray) for t in tensors):
         return np.stack(tensors, axis=dim)
-    if tensors and all(isinstance(t, HN) and len(t.parts) == 1 for t in tensors) and dim == 0:
-        t0 = tensors[0]
-        return replace(t0, parts=sum((t.parts for t in tensors), ()), axes=("S",) + t0.axes)
+    if tensors and all(isinstance(t, HN) and len(t.parts) == 1 for t in tensors) and \
+            len({(t.rnn, t.kind, t.axes) for t in tensors}) == 1:
+        t0 = tensors[0]           # rows of h_n stacked again, on any axis (view(B, -1) flattens them)
+        k = dim % (len(t0.axes) + 1)
+        return replace(t0, parts=sum((t.parts for t in tensors), ()), axes=t0.axes[:k] + ("S",) + t0.axes[k:])
     low.fail("torch.stack of tensors other than rows of one h_n")
 
 
@@ -1858,6 +1904,43 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
 
 class ArgMax:
     """The indices torch.max(x, dim) also returns: nothing in fastrnn computes them."""
+
+
+def _adaptive(low, kind, x, output_size):
+    """adaptive_{max,avg}_pool1d(out.permute(0, 2, 1), 1): a pool over the time axis (the last),
+    which it keeps as a unit axis."""
+    n = output_size[0] if isinstance(output_size, (list, tuple)) and len(output_size) == 1 else output_size
+    if not isinstance(n, int) or n != 1:
+        low.fail(f"adaptive pooling to {n!r} steps (only to one: a pool over the whole sequence)")
+    return _reduce(low, kind, x, -1, True)
+
+
+@handles("adaptive_max_pool1d")
+def _adaptive_max(low, x, output_size):
+    return _adaptive(low, "amax", x, output_size), ArgMax()
+
+
+@handles("adaptive_avg_pool1d")
+def _adaptive_avg(low, x, output_size):
+    return _adaptive(low, "mean", x, output_size)
+
+
+@handles("_adaptive_max_pool1d")            # F.adaptive_max_pool1d as TorchScript calls it
+def _adaptive_max_f(low, x, output_size, return_indices=False):
+    y = _adaptive(low, "amax", x, output_size)
+    return (y, ArgMax()) if return_indices else y
+
+
+def _unkept(low, p, shape):
+    """A pool that kept its time axis (keepdim, adaptive pooling) with that unit axis dropped by a
+    squeeze or a view to `shape`: the same pool without it (still lazy, so pools of one tensor
+    side by side stay one layer); None otherwise."""
+    if not (isinstance(p, Pooled) and p.keepdim):
+        return None
+    i = [low.lab(a) for a in p.x.axes].index("T")
+    full = list(low.shape(p.x))
+    full[i] = 1
+    return replace(p, keepdim=False) if list(shape) == full[:i] + full[i + 1:] else None
 
 
 for _op in ("mean", "sum", "amax", "max", "amin", "min"):

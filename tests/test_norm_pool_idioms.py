@@ -118,3 +118,77 @@ def test_masked_mean_beside_a_max_over_the_padding_is_refused():
     m = _seeded(MaskedMean, also_max=True)
     with pytest.raises(UnsupportedError, match="masked mean"):
         fastrnn.convert(m, example_input=(torch.ones(3, 5, dtype=torch.int64), torch.tensor([5, 2, 3])))
+
+
+class OneHot(nn.Module):
+    """A char model fed F.one_hot(ids, n).float() (an Embedding whose table is the identity)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(11, 8, batch_first=True)
+        self.fc = nn.Linear(8, 11)
+
+    def forward(self, x):
+        out, _ = self.lstm(nn.functional.one_hot(x, 11).float())
+        return self.fc(out)
+
+
+class DirectionFinals(nn.Module):
+    """The forward direction's last step beside the backward direction's first, cut from the
+    output by columns: the two final states."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = 8
+        self.gru = nn.GRU(4, 8, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(torch.cat((out[:, -1, :self.hidden], out[:, 0, self.hidden:]), dim=1))
+
+
+class StackedRows(nn.Module):
+    """torch.stack of the last layer's h_n rows on axis 1, flattened per row."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(12, 2)
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x)
+        return self.fc(torch.stack([h[-2], h[-1]], dim=1).view(x.size(0), -1))
+
+
+class AdaptivePools(nn.Module):
+    """F.adaptive_max_pool1d / adaptive_avg_pool1d(out.permute(0, 2, 1), 1): pools over time."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        t = out.permute(0, 2, 1)
+        mx = nn.functional.adaptive_max_pool1d(t, 1).squeeze(-1)
+        av = nn.functional.adaptive_avg_pool1d(t, 1).view(x.size(0), -1)
+        return self.fc(torch.cat([mx, av], 1))
+
+
+@pytest.mark.parametrize("cls", [OneHot, DirectionFinals, StackedRows, AdaptivePools])
+@pytest.mark.parametrize("capture", ["module", "script", "trace"])
+def test_more_idioms_match_torch(cls, capture, tmp_path):
+    m = _seeded(cls)
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 11, (3, 7)) if cls is OneHot else rng.standard_normal((3, 7, 4)).astype(np.float32)
+    ex = torch.from_numpy(x)
+    if capture == "module":
+        fm = fastrnn.convert(m, example_input=ex)
+    else:                               # an archive, as users save it
+        (torch.jit.script(m) if capture == "script" else torch.jit.trace(m, (ex,))).save(str(tmp_path / "m.pt"))
+        fm = fastrnn.convert(str(tmp_path / "m.pt"), example_input=ex)
+    with torch.no_grad():
+        want = m(ex).numpy()
+    np.testing.assert_allclose(fm.predict(x), want, rtol=1e-5, atol=1e-5)
