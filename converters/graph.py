@@ -205,6 +205,7 @@ class Lowering:
         self.series = False           # the input is a float series without a feature axis (below)
         self.series_of = None         # the 2-D input PT it was read from
         self.series_size = None       # the example's size of that input's second axis (if not its width)
+        self.channel_first = False    # the input is (B, F, T) (a spectrogram N x F x T): _channels_first
         self.state_inputs = {}        # Input.index -> (rnn index, "h" | "c" | "hc")
         self.state_axes = {}          # Input.index -> its axes (ONNX initial states)
         self.state_rows = {}          # Input.index -> {row: (native state, direction)}
@@ -391,6 +392,7 @@ class Lowering:
         if not all(isinstance(p, np.ndarray) for p in params):
             self.fail("recurrent weights that are not constants (computed in forward)")
         hx_items = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+        x = _channels_first(self, x, ("B", "T", "F") if batch_first else ("T", "B", "F"))
         axes = self._rnn_input(x, ("B", "T", "F") if batch_first else ("T", "B", "F"), hx_items, mode)
         if x.cols is not None:
             params = list(params)                      # layer 0's W_ih of each direction
@@ -475,6 +477,7 @@ class Lowering:
         """An ONNX LSTM / GRU / RNN node as one ir.Recurrent (weights already in the IR's
         layout): X (T, B, F) (layout 0) or (B, T, F) (1); -> (Y, Y_h, Y_c): Y with a direction axis
         D ((T, D, B, F) / (B, T, D, F)), Y_h / Y_c rows (S, B, F) / (B, S, F)."""
+        x = _channels_first(self, x, ("B", "T", "F") if layout else ("T", "B", "F"))
         axes = self._rnn_input(x, ("B", "T", "F") if layout else ("T", "B", "F"), [initial_h, initial_c], "X")
         if x.cols is not None:
             for w in layer.weights:
@@ -1072,6 +1075,21 @@ def _is_num(v):
 # after it): from then on it is the series (x0, x1). The converted model's predict takes
 # (B, T) floats (and (B, T, 1)), its streams (B,) (and (B, 1)): Model._check_x.
 
+def _channels_first(low, x, want):
+    """The 3-D float input read as (B, F, T) when a recurrent layer gets it with its last axis
+    where the time goes (N x F x T spectrograms transposed into the RNN: deepspeech's
+    x.transpose(1, 2).transpose(0, 1)): its axes relabelled, the sizes swapped. x otherwise."""
+    if not (isinstance(x, PT) and x.pos == 0 and not low.layers and not low.bind and not low.input_ids
+            and sorted(map(str, x.axes)) == ["F", "x0", "x1"] and x.cols is None and not low.series):
+        return x
+    if x.axes.index("F") != want.index("T") or x.axes.index("x1") != want.index("F"):
+        return x
+    swap = {"x1": "F", "F": "x1"}
+    low.xsizes["x1"], width = x.width, low.xsizes["x1"]
+    low.channel_first = True
+    return replace(x, axes=tuple(swap.get(a, a) for a in x.axes), width=width)
+
+
 def _featureless(low, x):
     """Whether x is a float tensor without a feature axis (one value per position)."""
     if not isinstance(x, PT) or low.input_ids or x.width != 1:
@@ -1170,6 +1188,10 @@ def _reshape(low, x, shape):
     if int(np.prod(tgt) if tgt else 1) != total:
         low.fail(f"view{tuple(shape)} of a tensor of shape {tuple(sizes)}")
     axes = _regroup(low, x, src, sizes, tgt)
+    if axes is None and isinstance(x, PT):
+        d = _directions_split(low, x, tgt)
+        if d is not None:
+            return d
     if axes is None:
         low.fail(f"view{tuple(shape)} of a tensor with axes {_axes_str(low.lab(x.axes))} and shape "
                  f"{tuple(sizes)}: not a flattening or unflattening of whole axes")
@@ -1182,6 +1204,21 @@ def _reshape(low, x, shape):
     if _featureless(low, x) and axes and axes[-1] == "1":
         axes[-1] = "F"                           # view(T, 1, -1) of a series: its feature axis
     return replace(x, axes=tuple(axes))
+
+
+def _directions_split(low, x, tgt):
+    """view(T, B, 2, -1) of a bidirectional layer's own (T, B, 2H) output: its directions as a D
+    axis again (to be summed or averaged: deepspeech's .sum(2)); None if it is not that."""
+    if not low.rnns or x.pos != len(low.layers) or x.dirs != 1 or x.cols is not None or x.time is not None:
+        return None
+    r = low.rnns[-1]
+    if r.D != 2 or r.last != len(low.layers) - 1 or x.width != 2 * r.width:
+        return None
+    labels = [low.lab(a) for a in x.axes]
+    if labels[-1] != "F" or len(tgt) != len(labels) + 1 or tgt[-2:] != [2, r.width] or \
+            [int(v) for v in tgt[:-2]] != list(low.shape(x)[:-1]):
+        return None
+    return replace(x, axes=x.axes[:-1] + ("D", "F"), width=r.width, dirs=2)
 
 
 def _atoms(low, a):
@@ -1719,7 +1756,7 @@ def _pack(low, x, lengths, batch_first=False, enforce_sorted=True):
     a = low.lab(x.axes[0 if batch_first else 1])
     if a not in ("B", "x0", "x1"):
         low.fail("pack_padded_sequence's batch_first does not match the tensor")
-    return replace(x, packed="batch_first" if batch_first else "time_major")
+    return replace(x, packed="batch_first" if batch_first else "time_major", padded=None)
 
 
 # ---- a traced pack_padded_sequence ---------------------------------------------------------------
@@ -1890,6 +1927,8 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
         for v in others:
             low.bind[v] = "B"
         a = "T"
+    if a == "D" and op in ("sum", "mean") and not keepdim:
+        return _merge_directions(low, x, i, "sum" if op == "sum" else "ave")
     if a != "T":
         low.fail(f"{op} over the {a} axis: only pooling over time is supported")
     if x.packed:
@@ -1904,6 +1943,17 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
 
 class ArgMax:
     """The indices torch.max(x, dim) also returns: nothing in fastrnn computes them."""
+
+
+def _merge_directions(low, x, i, mode):
+    """The two directions of the last recurrent layer summed or averaged: its merge mode."""
+    low.at_end(x)
+    layer = low.layers[-1] if low.layers else None
+    if not isinstance(layer, ir.Recurrent) or layer.num_directions != 2 or layer.merge_mode != "concat" \
+            or x.dirs != 2 or x.time is not None or x.cols is not None:
+        low.fail("a sum over directions that are not the last recurrent layer's own")
+    layer.merge_mode = mode
+    return replace(x, axes=x.axes[:i] + x.axes[i + 1:], dirs=1)
 
 
 def _adaptive(low, kind, x, output_size):

@@ -192,3 +192,35 @@ def test_more_idioms_match_torch(cls, capture, tmp_path):
     with torch.no_grad():
         want = m(ex).numpy()
     np.testing.assert_allclose(fm.predict(x), want, rtol=1e-5, atol=1e-5)
+
+
+class Spectrogram(nn.Module):
+    """deepspeech.pytorch's layout: N x F x T input transposed to T x N x F, a bidirectional LSTM
+    whose directions are summed (view(T, N, 2, -1).sum(2)) or averaged, a per-frame Linear."""
+
+    def __init__(self, reduce="sum"):
+        super().__init__()
+        self.rnn = nn.LSTM(6, 5, bidirectional=True)
+        self.bn = _bn(5)
+        self.fc = nn.Linear(5, 3)
+        self.reduce = reduce
+
+    def forward(self, x):
+        x = x.transpose(1, 2).transpose(0, 1).contiguous()
+        x, _ = self.rnn(x)
+        t, n = x.size(0), x.size(1)
+        x = x.view(t, n, 2, -1)
+        x = x.sum(2) if self.reduce == "sum" else x.mean(2)
+        x = self.bn(x.view(t * n, -1)).view(t, n, -1)
+        return self.fc(x).transpose(0, 1)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_channels_first_input_and_summed_directions(reduce):
+    m = _seeded(Spectrogram, reduce=reduce)
+    x = np.random.default_rng(4).standard_normal((3, 6, 8)).astype(np.float32)     # N x F x T
+    fm = fastrnn.convert(m, example_input=torch.from_numpy(x[:2, :, :5]))
+    assert fm.meta["input_axes"] == ["B", "F", "T"]
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(fm.predict(np.ascontiguousarray(x.transpose(0, 2, 1))), want, rtol=1e-5, atol=1e-5)

@@ -212,6 +212,8 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     layers, head = G.split_head(low, fold)
     out_axes = [low.lab(a) for a in y.axes]
     in_axes = [low.lab(a) for a in ("x0", "x1") if a in low.xsizes]
+    if low.channel_first:               # (B, F, T): forward's input keeps its own order
+        in_axes = [low.lab("x0"), "F", low.lab("x1")]
     if low.unbatched:
         layout = "unbatched"
     else:
@@ -221,7 +223,8 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         time = {"tail": time[1]}
     layers, time = cut_early(layers, time)
     meta = {"source": "torch", "kind": kind, "class": name, "capture": capture,
-            "input_layout": layout, "input_axes": adapters.axes_json(in_axes + ([] if low.input_ids or low.series else ["F"])),
+            "input_layout": layout, "input_axes": adapters.axes_json(
+                in_axes + ([] if low.input_ids or low.series or low.channel_first else ["F"])),
             "output_axes": adapters.axes_json(out_axes), "takes_lengths": bool(low.takes_lengths),
             "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
             "batch_first": layout != "time_major",
@@ -1146,7 +1149,9 @@ def _traced_lengths(module):
         if not 1 < T <= G.MAX_UNROLL or T == EX_T:
             continue
         for x in base:
-            if x.dim() == 3:                  # (B, T, F)
+            if x.dim() == 3 and x.shape[2] == EX_T and x.shape[1] != EX_T:     # (B, F, T)
+                out.append(torch.zeros((x.shape[0], x.shape[1], T), dtype=x.dtype))
+            elif x.dim() == 3:                  # (B, T, F)
                 out.append(torch.zeros((x.shape[0], T, x.shape[2]), dtype=x.dtype))
             elif x.dim() == 1 and (x.shape[0] == EX_B or x.is_floating_point()):   # one sequence (T,)
                 out.append(torch.zeros((T,), dtype=x.dtype))
@@ -1179,7 +1184,8 @@ def _script_inputs(module):
             return [torch.zeros((EX_B, EX_T, size)), torch.zeros((EX_B, size, EX_T))]
         if size is not None:
             series = [torch.zeros((EX_T,)), torch.zeros((EX_B, EX_T))] if size == 1 else []
-            return [torch.zeros((EX_B, EX_T, size)), torch.zeros((EX_B, size)), torch.zeros((1, size))] + series
+            return [torch.zeros((EX_B, EX_T, size)), torch.zeros((EX_B, size)), torch.zeros((1, size))] + series \
+                + [torch.zeros((EX_B, size, EX_T))]          # N x F x T (a spectrogram)
     return [torch.zeros((EX_B, EX_T, 1))]
 
 

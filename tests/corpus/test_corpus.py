@@ -63,12 +63,8 @@ torch.set_num_threads(1)
 REFUSED_TODAY = {
     'bentrevett_seq2seq_packed_encoder-onnx_legacy':
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
-    'deepspeech_rnns-module':
-        "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (F, x0, x1); expected (T, B, F)",
     'deepspeech_rnns-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0) TopK (ONNX node '/rnns.0/TopK', TopK): ONNX op TopK is not supp",
-    'deepspeech_rnns-trace':
-        "UnsupportedError: convert: DeepSpeechRNNs: 1 operation cannot be lowered to fastrnn's pipeline: lstm: a recurrent layer reads a tensor with axes (F, x0, x1); expected (T, B, F)",
+        "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0); the graph frontend: graph output 'output_lengths' is the lengths input itself",
     'kaggle_jigsaw_simple_lstm-module':
         "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: fastrnn runs a linear pipeline",
     'kaggle_jigsaw_simple_lstm-onnx_dynamo':
