@@ -165,9 +165,9 @@ def _lift_ps(low, v):
     """One node per PS value (a value used twice is one factor)."""
     st = _state(low)["leaf"]
     if v not in st:
-        series = v.ops and v.ops[-1][0] == "unsq" and len(low.shape(v)) == 2 and low.shape(v)[-1] == 1 \
-            and v.ops[-1][1] % 2 == 1 and len(low.shape(G.replace(v, ops=v.ops[:-1]))) == 1
-        # x[:, t:t+1] of a series without a feature axis (graph.py): step t, one feature
+        # x[:, t:t+1] of a series without a feature axis (graph.py): step t, its one feature
+        series = bool(v.ops) and v.ops[-1][0] == "unsq" and v.ops[-1][1] % 2 == 1 \
+            and len(low.shape(G.replace(v, ops=v.ops[:-1]))) == 1
         st[v] = (Leaf(v, int(low.shape(v)[-1])), 0) if not v.ops or series else _lift_op(low, v)
     return st[v]
 

@@ -210,6 +210,7 @@ class Lowering:
         self.state_axes = {}          # Input.index -> its axes (ONNX initial states)
         self.state_rows = {}          # Input.index -> {row: (native state, direction)}
         self.length_inputs = set()    # Input.index of lengths (ONNX sequence_lens)
+        self.lengths_index = None     # Input.index of pack_padded_sequence's lengths (torch)
         self.cut = set()              # positions whose recurrent layer now ends on its final state
         self.errors = []
         self.where = ""
@@ -219,7 +220,7 @@ class Lowering:
         self.const_cache = {}         # frontends: one array per source tensor
         self.chain_state = {}         # cell chain -> (its first native state, made per step)
         self.state_cols = {}          # recurrent layer -> the source state's width (signature cols)
-        self.head = None              # (first head layer, native (k, d) parts): a head over final states
+        self.head = None              # (first head layer, native (k, d) parts, width): a head over final states
 
     # ---- helpers ------------------------------------------------------------------------
     def fail(self, why):
@@ -337,9 +338,8 @@ class Lowering:
         layer = self.layers[-1]
         layer.return_sequences = False         # its per-step output is not read
         self.cut.add(len(self.layers))
-        self.head = (len(self.layers), [list(p) for p in v.parts])
-        width = sum(self.rnns[v.rnn].width for _ in v.parts)
-        return PT(len(self.layers), ("B", "F"), width, time="final")
+        self.head = (len(self.layers), [list(p) for p in v.parts], v.width * len(v.parts))
+        return PT(len(self.layers), ("B", "F"), self.head[2], time="final")
 
     def append(self, layer, x, width=None):
         """Append a layer that acts on x's features; -> the new end, x's axes kept."""
@@ -541,14 +541,13 @@ def split_head(low, fold):
     the output themselves). -> (layers, head or None)."""
     if low.head is None:
         return fold(low.layers), None
-    n, parts = low.head
+    n, parts, width = low.head
     main, head = fold(low.layers[:n]), fold(low.layers[n:])
     bad = [type(l).__name__ for l in head if not isinstance(l, (ir.Dense, ir.Activation))]
     if bad:
         raise UnsupportedError(f"convert: {low.name}: a {bad[0]} after final states of several layers (only "
                                f"Linear layers and activations may read them)")
     if not head:
-        width = sum(low.rnns[-1].width for _ in parts)
         head = [ir.Activation(width, "linear")]
     return main + head, {"from": len(main), "parts": parts}
 
@@ -956,7 +955,7 @@ def _batch_norm(low, x, weight, bias, mean, var, training=False, momentum=0.1, e
     shift = (0.0 if bias is None else np.asarray(bias, np.float64)) - np.asarray(mean, np.float64) * scale
     if cells.is_step(x) or isinstance(x, PS):
         return _arith(low, "add", _arith(low, "mul", x, scale.astype(np.float32)), shift.astype(np.float32))
-    return _affine(low, x, scale.astype(np.float32), np.asarray(shift, np.float32), "batch_norm", dim=1)
+    return _affine(low, x, scale.astype(np.float32), shift.astype(np.float32), "batch_norm", dim=1)
 
 
 @handles("_native_batch_norm_legit_no_training")
@@ -1075,21 +1074,6 @@ def _is_num(v):
 # after it): from then on it is the series (x0, x1). The converted model's predict takes
 # (B, T) floats (and (B, T, 1)), its streams (B,) (and (B, 1)): Model._check_x.
 
-def _channels_first(low, x, want):
-    """The 3-D float input read as (B, F, T) when a recurrent layer gets it with its last axis
-    where the time goes (N x F x T spectrograms transposed into the RNN: deepspeech's
-    x.transpose(1, 2).transpose(0, 1)): its axes relabelled, the sizes swapped. x otherwise."""
-    if not (isinstance(x, PT) and x.pos == 0 and not low.layers and not low.bind and not low.input_ids
-            and sorted(map(str, x.axes)) == ["F", "x0", "x1"] and x.cols is None and not low.series):
-        return x
-    if x.axes.index("F") != want.index("T") or x.axes.index("x1") != want.index("F"):
-        return x
-    swap = {"x1": "F", "F": "x1"}
-    low.xsizes["x1"], width = x.width, low.xsizes["x1"]
-    low.channel_first = True
-    return replace(x, axes=tuple(swap.get(a, a) for a in x.axes), width=width)
-
-
 def _featureless(low, x):
     """Whether x is a float tensor without a feature axis (one value per position)."""
     if not isinstance(x, PT) or low.input_ids or x.width != 1:
@@ -1107,6 +1091,24 @@ def _as_series(low, x):
     low.xsizes["x1"] = low.series_size or x.width
     low.series, low.series_of = True, x
     return PT(0, ("x0", "x1"), 1)
+
+
+# ---- N x F x T input ------------------------------------------------------------------------------
+
+def _channels_first(low, x, want):
+    """The 3-D float input read as (B, F, T) when a recurrent layer gets it with its last axis
+    where the time goes (N x F x T spectrograms transposed into the RNN: deepspeech's
+    x.transpose(1, 2).transpose(0, 1)): its axes relabelled, the sizes swapped. x otherwise."""
+    if not (isinstance(x, PT) and x.pos == 0 and not low.layers and not low.bind and not low.input_ids
+            and sorted(map(str, x.axes)) == ["F", "x0", "x1"] and x.cols is None and not low.series):
+        return x
+    if x.axes.index("F") != want.index("T") or x.axes.index("x1") != want.index("F"):
+        return x
+    swap = {"x1": "F", "F": "x1"}
+    low.xsizes["x1"], width = x.width, low.xsizes["x1"]
+    low.channel_first = True
+    return replace(x, axes=tuple(swap.get(a, a) for a in x.axes), width=width)
+
 
 
 # ---- layout ---------------------------------------------------------------------------------------
@@ -1161,14 +1163,9 @@ def _view(low, x, *shape):
         n = int(np.prod(x.shape))
         known = int(np.prod([s for s in shape if s != -1]))
         return Zeros(tuple(n // known if s == -1 else int(s) for s in shape))
-    if isinstance(x, Pooled):
-        known = [int(v) for v in shape]
-        if known.count(-1) == 1:
-            total = int(np.prod(low.shape(x.x))) // low.size("T")
-            known[known.index(-1)] = total // max(1, int(np.prod([v for v in known if v != -1])))
-        un = _unkept(low, x, known)
-        if un is not None:
-            return un
+    un = _unkept(low, x, shape)                  # view(B, -1) of adaptive_max_pool1d(..., 1)
+    if un is not None:
+        return un
     x = _layout(low, x)
     if shape and int(shape[-1]) == 1 and len(shape) > len(x.axes):
         x = _as_series(low, x) or x             # view(B, T, 1) of a (B, T) series
@@ -1302,10 +1299,11 @@ def _squeeze(low, x, dim=None):
     if isinstance(x, PS) and x.ops and x.ops[-1][0] == "unsq" and dim is not None and \
             dim % len(low.shape(x)) == x.ops[-1][1] % len(low.shape(x)):
         return replace(x, ops=x.ops[:-1])        # x[:, t:t+1].squeeze(1): step t
-    if isinstance(x, Pooled) and x.keepdim and isinstance(dim, int):
-        n = len(x.x.axes)
-        if dim % n == [low.lab(a) for a in x.x.axes].index("T"):
-            return replace(x, keepdim=False)
+    if isinstance(x, Pooled) and isinstance(dim, int):
+        kept = _kept_shape(low, x)
+        un = _unkept(low, x, kept[:dim % len(kept)] + kept[dim % len(kept) + 1:])
+        if un is not None:
+            return un
     x = _layout(low, x)
     sizes = low.shape(x)
     n = len(sizes)
@@ -1349,7 +1347,7 @@ def _unsqueeze(low, x, dim):
         s = list(x.shape)
         s.insert(dim % (len(s) + 1), 1)
         return Zeros(tuple(s))
-    if isinstance(x, Input) and x.index == getattr(low, "lengths_index", None) and len(x.shape) == 1 \
+    if isinstance(x, Input) and x.index == low.lengths_index and len(x.shape) == 1 \
             and dim in (1, -1):                 # lengths.unsqueeze(1): a column to divide a pooled sum by
         return replace(x, shape=(x.shape[0], 1))
     if isinstance(x, Input) and x.row_axis == -1:       # h0[0].unsqueeze(0): still that one row
@@ -1893,7 +1891,7 @@ def _masked_mean(low, p, n):
     """out.sum(1) / lengths (as a column, or as it is) of pad_packed_sequence's output: its padding
     is zeros, so that is the mean over each row's own steps (Pool over="valid")."""
     if not (isinstance(p, Pooled) and p.kind == "sum" and p.over is None and p.x.padded and isinstance(n, Input)
-            and n.index == getattr(low, "lengths_index", None) and len(n.shape) in (1, 2)
+            and n.index == low.lengths_index and len(n.shape) in (1, 2)
             and n.shape[-1] == (low.size("B") if len(n.shape) == 1 else 1)):
         return None
     if len(n.shape) == 1 and p.keepdim:
@@ -1981,16 +1979,24 @@ def _adaptive_max_f(low, x, output_size, return_indices=False):
     return (y, ArgMax()) if return_indices else y
 
 
+def _kept_shape(low, p):
+    """The example shape of a pool that keeps its time axis (a unit axis there)."""
+    return [1 if low.lab(a) == "T" else n for a, n in zip(p.x.axes, low.shape(p.x))]
+
+
 def _unkept(low, p, shape):
     """A pool that kept its time axis (keepdim, adaptive pooling) with that unit axis dropped by a
-    squeeze or a view to `shape`: the same pool without it (still lazy, so pools of one tensor
-    side by side stay one layer); None otherwise."""
+    squeeze or a view to `shape` (one -1 allowed): the same pool without it (still lazy, so pools
+    of one tensor side by side stay one layer); None otherwise."""
     if not (isinstance(p, Pooled) and p.keepdim):
         return None
-    i = [low.lab(a) for a in p.x.axes].index("T")
-    full = list(low.shape(p.x))
-    full[i] = 1
-    return replace(p, keepdim=False) if list(shape) == full[:i] + full[i + 1:] else None
+    kept = _kept_shape(low, p)
+    want = [n for a, n in zip(p.x.axes, kept) if low.lab(a) != "T"]
+    shape = [int(v) for v in shape]
+    if shape.count(-1) == 1:
+        rest = int(np.prod([v for v in shape if v != -1])) or 1
+        shape[shape.index(-1)] = int(np.prod(kept)) // rest
+    return replace(p, keepdim=False) if shape == want else None
 
 
 for _op in ("mean", "sum", "amax", "max", "amin", "min"):

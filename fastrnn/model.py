@@ -57,8 +57,7 @@ class Model:
         self._dims = [self._cm.state_dims(i) for i in range(self._cm.num_states)]
         self._head = self._head_parts = None
         if n < len(layers):         # a head over final states (signature head)
-            self._head_parts = sig_.head_parts(signature, self._dims, layers[n])
-            width = sum(self._dims[k][1] for k, _ in self._head_parts)
+            self._head_parts, width = sig_.head_parts(signature, self._dims, layers[n])
             ir.check_pipeline(layers[n:], width)
             self._head = _engine.CModel(layers[n:], width)
         self.signature = sig_.check(signature, self._dims, self.output_size, bool(self._cm.output_is_sequence)

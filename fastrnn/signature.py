@@ -200,7 +200,7 @@ def head_from(sig, layers):
 
 
 def head_parts(sig, state_dims, first):
-    """The native states a head reads, checked: [(k, d), ...]."""
+    """The native states a head reads, checked: ([(k, d), ...], their total width)."""
     parts = sig["head"]["parts"]
     if not isinstance(parts, list) or not parts or not all(
             isinstance(p, list) and len(p) == 2 and _int(p[0]) and _int(p[1])
@@ -210,7 +210,7 @@ def head_parts(sig, state_dims, first):
     if first.input_size != width:
         raise ModelFormatError(f"signature head: its first layer reads {first.input_size} features, the states "
                                f"give {width}")
-    return [(k, d) for k, d in parts]
+    return [(k, d) for k, d in parts], width
 
 
 _LABELS = {"x": {"B", "T", "F", "1"}, "state": {"S", "B", "F", "1"}, "y": {"B", "T", "D", "F", "1"}}

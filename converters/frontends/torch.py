@@ -211,9 +211,6 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
                                f"fastrnn maps one module's (h, c) argument to initial_state")
     layers, head = G.split_head(low, fold)
     out_axes = [low.lab(a) for a in y.axes]
-    in_axes = [low.lab(a) for a in ("x0", "x1") if a in low.xsizes]
-    if low.channel_first:               # (B, F, T): forward's input keeps its own order
-        in_axes = [low.lab("x0"), "F", low.lab("x1")]
     if low.unbatched:
         layout = "unbatched"
     else:
@@ -223,8 +220,7 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         time = {"tail": time[1]}
     layers, time = cut_early(layers, time)
     meta = {"source": "torch", "kind": kind, "class": name, "capture": capture,
-            "input_layout": layout, "input_axes": adapters.axes_json(
-                in_axes + ([] if low.input_ids or low.series or low.channel_first else ["F"])),
+            "input_layout": layout, "input_axes": _input_axes(low),
             "output_axes": adapters.axes_json(out_axes), "takes_lengths": bool(low.takes_lengths),
             "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
             "batch_first": layout != "time_major",
@@ -266,13 +262,11 @@ def _state_output(low, v):
 def _finish_states(low, out, name, kind, capture, module, example):
     """A model whose predict returns native states (forward returns h_n first)."""
     from fastrnn import Model
-    from fastrnn import adapters
     from ..passes import fold
     layout = "batch_first" if low.bind.get("x0") == "B" else "time_major"
     axes = ["S", "B", "F"] if out["kind"] == "states" else ["B", "F"]
     meta = {"source": "torch", "kind": kind, "class": name, "capture": capture, "input_layout": layout,
-            "input_axes": adapters.axes_json([low.lab(a) for a in ("x0", "x1") if a in low.xsizes]
-                                             + ([] if low.input_ids or low.series else ["F"])),
+            "input_axes": _input_axes(low),
             "output_axes": axes, "output_is_state": True, "takes_lengths": bool(low.takes_lengths),
             "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
             "batch_first": layout != "time_major", "output_layout": "state"}
@@ -280,6 +274,18 @@ def _finish_states(low, out, name, kind, capture, module, example):
     if module is not None and example is not None:
         check_example(module, model, example)
     return model
+
+
+def _input_axes(low):
+    """meta input_axes: forward's sequence argument's axes in its own order (batch, time, and the
+    features unless it has none: ids, a series; (B, F, T) for a spectrogram)."""
+    from fastrnn import adapters
+    axes = [low.lab(a) for a in ("x0", "x1") if a in low.xsizes]
+    if low.channel_first:
+        axes = [axes[0], "F", axes[1]]
+    elif not (low.input_ids or low.series):
+        axes.append("F")
+    return adapters.axes_json(axes)
 
 
 def _state_arg(low, r, role):
