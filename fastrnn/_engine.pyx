@@ -610,7 +610,9 @@ cdef class StreamPool:
     are gathered into one batch in C, run by one call into the engine (the GIL released unless
     the call is tiny, see Threads in the README), and scattered back. Closing a slot zeroes its state; a reopened slot starts from zeros. A pool is
     used by one thread at a time (a second thread entering a busy pool gets a FastRNNError).
-    For a multi-output source model (e.g. Keras return_state) step returns the main output only.
+    For a multi-output source model (e.g. Keras return_state) step returns the main output only;
+    for a model whose head reads final states (signature head) it returns the head's output, run
+    on the stepped slots' states after the step (as its Stream does).
     Slot arguments that are not open, out of range, repeated in one step or not integers raise
     ShapeError; open() on a full pool raises FastRNNError.
     """
@@ -618,6 +620,7 @@ cdef class StreamPool:
     cdef CModel cm
     cdef readonly object model
     cdef int out_size, ids, in_size, busy
+    cdef object head, head_parts
 
     def __cinit__(self):
         self.p = NULL
@@ -636,16 +639,16 @@ cdef class StreamPool:
         if not 1 <= capacity <= 2**31 - 1:
             raise ShapeError(f"StreamPool: capacity must be an integer in [1, 2**31 - 1], got {capacity!r}")
         _check_can_stream(<CModel>cm)
-        if getattr(model, "_head", None) is not None:
-            raise UnsupportedError("StreamPool: this model's head reads the final states of several recurrent "
-                                   "layers (signature head), which a pool does not run yet; use one stream per "
-                                   "conversation")
         cdef frnn_status st = frnn_streampool_new((<CModel>cm).m, int(capacity), &self.p)
         if st:
             _raise(st, "StreamPool")
         self.cm = cm
         self.model = model
         self.out_size = self.cm.output_size
+        self.head = getattr(model, "_head", None)
+        if self.head is not None:    # signature head: run on the stepped slots' states (Model._head_forward)
+            self.head_parts = [(k, d) + tuple(self.cm.state_dims(k)) for k, d in model._head_parts]
+            self.out_size = self.head.output_size
         self.ids = self.cm.input_ids
         self.in_size = self.cm.input_size
 
@@ -731,19 +734,44 @@ cdef class StreamPool:
         cdef const void *xp = cnp.PyArray_DATA(xa)
         cdef int64_t sb = cnp.PyArray_STRIDES(xa)[0]
         cdef int64_t sf = cnp.PyArray_STRIDES(xa)[1] if not self.ids else 0
-        cdef float *yp = <float *>cnp.PyArray_DATA(out)
+        cdef cnp.ndarray body = out if self.head is None else np.empty((n, self.cm.output_size), np.float32)
+        cdef float *yp = <float *>cnp.PyArray_DATA(body)
         cdef frnn_status st
         self._acquire()
-        if self.cm.row_step_flops * n >= gil_release_flops:
-            with nogil:
+        try:
+            if self.cm.row_step_flops * n >= gil_release_flops:
+                with nogil:
+                    st = frnn_streampool_step(self.p, <int>n, sp, scode, ss, xp, code, sb, sf, yp)
+            else:
                 st = frnn_streampool_step(self.p, <int>n, sp, scode, ss, xp, code, sb, sf, yp)
-        else:
-            st = frnn_streampool_step(self.p, <int>n, sp, scode, ss, xp, code, sb, sf, yp)
-        self.busy = 0
+            if st == FRNN_OK and self.head is not None:
+                self._head_step(sa, n, out)
+        finally:
+            self.busy = 0
         if st == FRNN_EINVAL:
             self._diagnose(sa)
         if st:
             _raise(st, "step")
+        return 0
+
+    cdef int _head_step(self, cnp.ndarray slots, Py_ssize_t n, cnp.ndarray out) except -1:
+        """A signature head (Model._head_forward) over the stepped slots' states, into out."""
+        width = sum(w for _, _, _, w in self.head_parts)
+        cdef cnp.ndarray feats = np.empty((n, 1, width), np.float32)
+        cdef cnp.ndarray one
+        cdef Py_ssize_t r
+        cdef int64_t s
+        cdef int col = 0
+        sl = slots.astype(np.int64, copy=False)
+        for k, d, dirs, w in self.head_parts:
+            one = np.empty((dirs, 1, w), np.float32)
+            for r in range(n):
+                s = sl[r]
+                frnn_streampool_get_state(self.p, s, k, <float *>cnp.PyArray_DATA(one))
+                feats[r, 0, col:col + w] = one[d, 0]
+            col += w
+        y, _ = self.head.forward(feats, None, None, False)
+        out[...] = y[:, 0]
         return 0
 
     cdef object _slots(self, object slots):

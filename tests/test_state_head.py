@@ -81,8 +81,29 @@ def test_head_streams_what_predict_gives_for_the_prefix():
     for t in range(7):
         s.step_into(x[:, t], out)
         np.testing.assert_allclose(out, fm.predict(x[:, :t + 1]), rtol=1e-5, atol=1e-6)
-    with pytest.raises(UnsupportedError, match="head"):
-        fastrnn.StreamPool(fm, 4)
+
+
+def test_head_runs_in_a_stream_pool_as_in_its_streams():
+    m = _m(Permuted)
+    fm = fastrnn.convert(m, example_input=torch.zeros(2, 4, 5))
+    x = np.random.default_rng(3).standard_normal((4, 6, 5)).astype(np.float32)
+    pool = fastrnn.StreamPool(fm, 6)
+    slots = [pool.open() for _ in range(6)][1:5]          # not the first slots, to see the gather
+    streams = [fm.stream() for _ in range(4)]
+    out = np.empty((3, fm.output_size), np.float32)
+    for t in range(6):
+        rows = [0, 2, 3] if t % 2 else [3, 1, 0, 2]       # conversations stepped in any order
+        if t % 2:
+            pool.step_into(np.array(slots)[rows], x[rows, t], out)
+            got = out
+        else:
+            got = pool.step(np.array(slots)[rows], x[rows, t])
+        for i, r in enumerate(rows):
+            np.testing.assert_array_equal(got[i:i + 1], streams[r].step(x[r:r + 1, t]))
+    # a state snapshot moves a conversation between the pool and a stream
+    s = fm.stream()
+    s.state = pool.state(slots[0])
+    np.testing.assert_array_equal(s.step(x[:1, 0]), pool.step([slots[0]], x[:1, 0]))
 
 
 def test_head_with_lengths_reads_each_rows_final_states():
