@@ -671,22 +671,28 @@ def one_step_linear(low, out, hid):
     leaves = {k: l for f in (fh, fz) for k, (l, _) in f[0].items()}
     xs = [l for l in leaves.values() if isinstance(l, Leaf) and l.ps.src[0] == "seq" and l.ps.t == 0]
     hs = [l for l in leaves.values() if isinstance(l, ILeaf)]
-    if len(xs) == 1 and len(hs) > 1 and len(leaves) == len(hs) + 1:
-        low.fail(f"forward reads {len(hs)} tensors besides x_t at every step (e.g. forward(category, input, "
-                 f"hidden)): a fastrnn model takes one input per step; concatenate them into x_t")
-    if len(xs) != 1 or len(hs) != 1 or len(leaves) != 2 or hs[0].width != nh.width:
+    states = [l for l in hs if l.width == nh.width]
+    if len(xs) != 1 or not states or len(leaves) != len(hs) + 1:
         return None
-    x, h = xs[0], hs[0]
+    # the state is the argument of the hidden's width (the last such: forward(..., hidden)); any
+    # other argument is read at every step beside x_t (forward(category, input, hidden)): the
+    # model's step input is all of them side by side, in forward's order (meta step_inputs)
+    h = max(states, key=lambda l: l.inp.index)
+    xs = sorted([(low.x_leaf, xs[0])] + [(l.inp.index, l) for l in hs if l is not h], key=lambda p: p[0])
     H, Z = nh.width, n.width
 
     def mats(f, w):
         get = (lambda l: np.broadcast_to(f[0][id(l)][1], (w, l.width)) if id(l) in f[0] else np.zeros((w, l.width)))
-        return get(x), get(h), np.broadcast_to(f[1], (w,))
+        return np.hstack([get(l) for _, l in xs]), get(h), np.broadcast_to(f[1], (w,))
     (wxh, whh, bh), (wxz, whz, bz) = mats(fh, H), mats(fz, Z)
     w_hh = np.zeros((H + Z, H + Z))
     w_hh[:H, :H], w_hh[H:, :H] = whh, whz
     ws = (np.vstack([wxh, wxz]), w_hh, np.concatenate([bh, bz]), np.zeros(H + Z))
-    ps = G._cell(low, ("rnn_tanh", (G.ir.Act("linear"),)), x.ps, h.inp, *(intern(low, w) for w in ws))
+    x = next(l for _, l in xs if isinstance(l, Leaf)).ps
+    if len(xs) > 1:
+        low.step_inputs = [(i, l.inp.name if isinstance(l, ILeaf) else low.x_name, l.width) for i, l in xs]
+        x = G.PS(("seq", G.replace(x.src[1], width=sum(l.width for _, l in xs))) + x.src[2:], x.t)
+    ps = G._cell(low, ("rnn_tanh", (G.ir.Act("linear"),)), x, h.inp, *(intern(low, w) for w in ws))
     v = G._ps_made(low, ps.src, ps.ops, True)            # every step of the user's loop
     low.states[-1]["cols"] = [0, H]
     low.state_cols[len(low.rnns) - 1] = H

@@ -202,6 +202,8 @@ class Lowering:
         self.takes_lengths = False
         self.unbatched = False
         self.one_step = False             # forward(x_t, hidden): one step of a user's loop
+        self.x_leaf, self.x_name = 0, "x"   # which of forward's (flattened) arguments is the sequence
+        self.step_inputs = None           # [(argument, name, width)]: x_t read from several arguments
         self.series = False           # the input is a float series without a feature axis (below)
         self.series_of = None         # the 2-D input PT it was read from
         self.series_size = None       # the example's size of that input's second axis (if not its width)

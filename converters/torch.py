@@ -524,11 +524,13 @@ def _run_loop(mod, x, meta):
     from fastrnn import adapters
     args = [torch.from_numpy(a) if isinstance(a, np.ndarray) else tuple(torch.from_numpy(t) for t in a)
             for a in adapters.source_args(meta, x[:, :1])]
-    hidden = args[1] if len(args) > 1 else None
+    n = len(meta.get("step_inputs") or [None])      # arguments read per step, then the hidden state
+    hidden = args[n] if len(args) > n else None
     ys = []
     for t in range(x.shape[1]):
-        xt = torch.from_numpy(np.ascontiguousarray(x[:, t]))
-        y, hidden = mod(xt, hidden)
+        xt = np.ascontiguousarray(x[:, t])
+        parts = adapters.split_steps(meta, xt) if meta.get("step_inputs") else [xt]
+        y, hidden = mod(*(torch.from_numpy(p) for p in parts), hidden)
         while isinstance(y, (tuple, list)):
             y = y[0]
         ys.append(adapters.step_to_predict(y.float().numpy(), meta["output_axes"], x.shape[0]))

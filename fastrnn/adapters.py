@@ -10,6 +10,7 @@ for --check (run the source on predict's input) and for checking a conversion on
   to_canonical(y, axes, B, T)      a source output -> predict's layout
   source_x(x, axes)                predict's x -> the source's sequence argument
   predict_args(meta, args)         forward's arguments -> predict's keyword arguments
+  join_steps / split_steps         a one-step module's per-step arguments <-> the model's x_t
 
 An unbatched source (one sequence, no batch axis) has no "B" label: its predict rows are run one
 by one through the source.
@@ -94,17 +95,18 @@ def predict_args(meta, args):
     """forward's arguments (NumPy; the sequence first) -> predict's keyword arguments: x batch-
     major, lengths= when forward takes them, initial_state= from forward's state argument(s)."""
     axes = list(meta["input_axes"])
-    if meta.get("one_step"):              # x_t of a one-step module, given a time axis by the caller
-        axes = axes[:1] + ["T"] + axes[1:]
     x = np.asarray(args[0])
+    if meta.get("step_inputs"):           # x_t from several arguments, side by side
+        leaves = _flat(args)
+        x = join_steps(meta, [leaves[s["arg"]] for s in meta["step_inputs"]], "example_input")
+    if meta.get("one_step"):              # x_t of a one-step module: predict on a one-step sequence
+        axes = axes[:1] + ["T"] + axes[1:]
+        x = np.expand_dims(x, axes.index("T"))
     have = list(axes)
     if "B" not in have:
         x, have = x[None], ["B"] + have
     want = [l for l in ("B", "T", "F") if l in have]
     kw = {"x": np.ascontiguousarray(np.transpose(x, [have.index(l) for l in want]))}
-    flat = []
-    for a in args[1:]:
-        flat += list(a) if isinstance(a, (list, tuple)) else [a]
     rest = list(args[1:])
     if meta.get("takes_lengths"):
         lens = next((np.asarray(a) for a in rest if a is not None and np.asarray(a).ndim == 1), None)
@@ -112,16 +114,52 @@ def predict_args(meta, args):
             kw["lengths"] = lens.astype(np.int64)
     states = meta.get("state_args") or {}
     if states:
-        leaves = [np.asarray(args[0])] + [np.asarray(v) for v in flat]
+        leaves = [np.asarray(v) for v in _flat(args)]
         kw["initial_state"] = [leaves[int(i)] for i in sorted(states, key=lambda s: "hc".index(states[s]["role"]))]
     return kw
 
 
+def _flat(args):
+    """forward's arguments with one level of tuples / lists flattened (Input.index counts these)."""
+    out = [args[0]]
+    for a in args[1:]:
+        out += list(a) if isinstance(a, (list, tuple)) else [a]
+    return out
+
+
+def join_steps(meta, parts, what):
+    """The arguments a one-step module reads at every step (meta step_inputs: forward(category,
+    input, hidden)), each (..., width) -> the model's input, (..., sum of widths): side by side
+    in forward's order. Steps (B, w) give x_t, sequences (B, T, w) give predict's x."""
+    spec = meta["step_inputs"]
+    if len(parts) != len(spec):
+        raise ValueError(f"{what}: this model reads {len(spec)} arrays per step "
+                         f"({', '.join(str(s['name']) + ' (' + str(s['width']) + ')' for s in spec)}), got {len(parts)}")
+    parts = [np.asarray(p) for p in parts]
+    lead = parts[0].shape[:-1]
+    for p, s in zip(parts, spec):
+        if p.ndim < 1 or p.shape[:-1] != lead or p.shape[-1] != s["width"] or p.dtype.kind != "f":
+            raise ValueError(f"{what}: {s['name']} must be float of shape {lead + (s['width'],)} (the other "
+                             f"arguments' leading axes, then its {s['width']} features), got "
+                             f"{p.dtype} {p.shape}")
+    return np.concatenate(parts, axis=-1)
+
+
+def split_steps(meta, xt):
+    """join_steps undone: x_t (B, sum of widths) -> the step arguments in forward's order."""
+    cuts = np.cumsum([s["width"] for s in meta["step_inputs"]])[:-1]
+    return [np.ascontiguousarray(p) for p in np.split(xt, cuts, axis=-1)]
+
+
 def source_args(meta, x, lengths=None):
     """predict's x (and lengths) -> forward's arguments for a custom torch module (NumPy):
-    the sequence in the source's axes, then lengths (all steps when not given) and zero states
+    the sequence in the source's axes (a one-step module's first step, split into the
+    arguments it reads per step), then lengths (all steps when not given) and zero states
     in the order forward takes them (init_hidden's zeros)."""
-    args = [np.ascontiguousarray(x[:, 0]) if meta.get("one_step") else source_x(x, meta["input_axes"])]
+    if meta.get("step_inputs"):
+        args = split_steps(meta, x[:, 0])
+    else:
+        args = [np.ascontiguousarray(x[:, 0]) if meta.get("one_step") else source_x(x, meta["input_axes"])]
     B, T = x.shape[0], x.shape[1]
     if meta.get("takes_lengths"):
         args.append(np.full((B,), T, np.int64) if lengths is None else np.asarray(lengths, np.int64))

@@ -153,6 +153,19 @@ class Model:
         _check_rows(a)          # before the copy below: a broadcast view may stand for terabytes
         return np.ascontiguousarray(a, dtype=np.float32)
 
+    def _join(self, x, what):
+        """A one-step module that reads several arguments per step (meta step_inputs: the
+        tutorial's forward(category, input, hidden)) takes them as a tuple in forward's order,
+        each (batch, time, width) in predict and (batch, width) in a step, or side by side in
+        one array."""
+        if not isinstance(x, tuple) or not self.meta.get("step_inputs"):
+            return x
+        from .adapters import join_steps
+        try:
+            return join_steps(self.meta, x, what)
+        except ValueError as e:
+            raise ShapeError(str(e)) from None
+
     def _check_states(self, states, batch, what):
         """Native states (Stream.state setter)."""
         n = self._cm.num_states
@@ -180,7 +193,7 @@ class Model:
         -- or (y, states) with return_state=True. lengths: (batch,) valid steps per row.
         initial_state: list of arrays shaped as state_shapes(batch) (None entries = zeros).
         """
-        a = self._check_x(x)
+        a = self._check_x(self._join(x, "predict"))
         B, T = a.shape[0], a.shape[1]
         if T == 0:
             raise ShapeError("predict: sequences need at least one time step")
@@ -232,6 +245,8 @@ class Model:
             return _HeadStream(self, self._cm, int(batch_size))
         if self.num_outputs > 1 or self._outputs_states:
             return _MultiOutputStream(self, self._cm, int(batch_size))
+        if self.meta.get("step_inputs"):
+            return _JoinedStream(self, self._cm, int(batch_size))
         return _engine.Stream(self, self._cm, int(batch_size))
 
     def run(self, output_names, feeds):
@@ -368,6 +383,17 @@ class _MultiOutputStream(_engine.Stream):
             res = [a[:, 0] if o["kind"] == "y" else a
                    for o, a in zip(sig["outputs"], sig_.outputs_list(sig, y[:, None], native))]
         return res[0] if len(res) == 1 else res
+
+
+class _JoinedStream(_engine.Stream):
+    """A Stream over a one-step module that reads several arguments per step (Model._join):
+    step((category, input_t)) or step(x_t) with them side by side."""
+
+    def step(self, x):
+        return _engine.Stream.step(self, self.model._join(x, "step"))
+
+    def step_into(self, x, out):
+        return _engine.Stream.step_into(self, self.model._join(x, "step_into"), out)
 
 
 class _HeadStream(_engine.Stream):

@@ -92,6 +92,59 @@ def test_char_rnn_state_in_the_sources_layout(tmp_path):
     np.testing.assert_array_equal(h2, h)
 
 
+@pytest.mark.parametrize("capture", ["module", "script", "trace"])
+def test_step_module_reading_several_arguments_per_step(capture, tmp_path):
+    from tests.corpus.torch_models import TutCharRNNGenerator   # the generation tutorial's RNN
+    torch.manual_seed(6)
+    m = TutCharRNNGenerator(3, 7, 9, 7).eval()
+    ex = [torch.zeros(1, 3), torch.zeros(1, 7), m.initHidden()]
+    if capture == "module":
+        fm = fastrnn.convert(m, example_input=ex)
+    else:
+        art = torch.jit.script(m) if capture == "script" else torch.jit.trace(m, tuple(ex))
+        art.save(str(tmp_path / "g.pt"))
+        with pytest.raises(UnsupportedError, match="example_input"):   # the archive has no widths
+            fastrnn.convert(str(tmp_path / "g.pt"))
+        fm = fastrnn.convert(str(tmp_path / "g.pt"), example_input=ex)
+    assert [(s["name"], s["width"]) for s in fm.meta["step_inputs"]] == [("category", 3), ("input", 7)]
+    rng = np.random.default_rng(4)
+    B, T = 4, 6
+    cats = np.eye(3, dtype=np.float32)[rng.integers(0, 3, B)]
+    letters = np.eye(7, dtype=np.float32)[rng.integers(0, 7, (B, T))]
+    want = []                              # the tutorial's sampling loop, one name at a time
+    with torch.no_grad():
+        for b in range(B):
+            h, row = m.initHidden(), []
+            for t in range(T):
+                y, h = m(torch.from_numpy(cats[b:b + 1]), torch.from_numpy(letters[b:b + 1, t]), h)
+                row.append(y.numpy()[0])
+            want.append(row)
+    want = np.array(want)
+    s = fm.stream(batch_size=B)
+    out = np.empty((B, 7), np.float32)
+    for t in range(T):
+        if t % 2:
+            s.step_into((cats, letters[:, t]), out)
+            got = out
+        else:
+            got = s.step((cats, letters[:, t]))
+        np.testing.assert_allclose(got, want[:, t], rtol=1e-5, atol=1e-5)
+    seq = (np.repeat(cats[:, None], T, 1), letters)
+    y = fm.predict(seq)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(fm.predict(np.concatenate(seq, -1)), y)    # or side by side
+    from fastrnn.converters import torch as ct                   # --check runs the source's loop
+    np.testing.assert_allclose(ct.run_source(m, np.concatenate(seq, -1), meta=fm.meta)[0], want,
+                               rtol=1e-5, atol=1e-5)
+    fm.save(tmp_path / "g.frnn")
+    back = fastrnn.load(tmp_path / "g.frnn")
+    np.testing.assert_array_equal(back.predict(seq), y)
+    with pytest.raises(fastrnn.ShapeError, match="input must be float of shape"):
+        back.stream(batch_size=B).step((cats, letters[:, 0, :5]))
+    with pytest.raises(fastrnn.ShapeError, match="reads 2 arrays per step"):
+        back.predict((letters,))
+
+
 def test_nonlinear_hidden_with_output_of_the_previous_state_is_refused():
     with pytest.raises(UnsupportedError):
         fastrnn.convert(_module(cls=TanhHidden), example_input=(torch.zeros(1, 7), torch.zeros(1, 9)))

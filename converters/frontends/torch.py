@@ -162,7 +162,7 @@ def bind_inputs(low, leaves):
             else:
                 vals.append(PT(0, labels + (() if ids else ("F",)), None if ids else shape[-1]))
             low.input_ids = ids
-            low.x_leaf = i
+            low.x_leaf, low.x_name = i, name
         else:
             vals.append(Input(i, name, tuple(t.shape)))
     return vals
@@ -228,6 +228,9 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     if low.one_step:
         meta["one_step"] = True          # forward is one step: predict and streams run the loop
         meta["input_layout"] = "one_step"
+        if low.step_inputs:              # x_t is several arguments side by side (cells.one_step_linear)
+            meta["step_inputs"] = [{"arg": i, "name": re.sub(r"\.\d+$", "", n), "width": w}   # TorchScript's input.1
+                                   for i, n, w in low.step_inputs]
     paxes = adapters.predict_axes(meta["output_axes"])
     canonical = ["B", "T", "F"] if "T" in paxes else ["B", "F"]
     if low.one_step:
@@ -323,8 +326,6 @@ def _compare(module, model, args, what, optional=False):
             module.train(training)
     while isinstance(ref, (tuple, list)):
         ref = ref[0]
-    if model.meta.get("one_step"):          # one step of the loop: predict on a one-step sequence
-        args = [a[:, None] if isinstance(a, torch.Tensor) and i == 0 else a for i, a in enumerate(args)]
     try:
         kw = adapters.predict_args(model.meta, [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else
                                                 _np_tree(a) for a in args])
@@ -1275,7 +1276,7 @@ def convert_script(module, example_input=None):
     args = None
     if example_input is not None:
         args, _ = example_args(module, example_input)
-    firsts = [(args[0], None)] if args else \
+    firsts = [(args[0], list(args[1:]) or None)] if args else \
         [(x, None) for x in _script_inputs(module) + _traced_lengths(module)] + _step_inputs(module)
     error = None
     for first, others in firsts:
@@ -1284,4 +1285,9 @@ def convert_script(module, example_input=None):
             return finish(low, result, name, "torchscript", "torchscript", module, args, leaves)
         except UnsupportedError as e:
             error = error or e
+    tensors = [v for v in list(module.forward.graph.inputs())[1:] if v.type().kind() == "TensorType"]
+    if args is None and len(tensors) > 2:
+        raise UnsupportedError(f"{error}\n(TorchScript keeps no argument shapes, and forward takes "
+                               f"{len(tensors)} tensors: pass example_input=[...] with forward's arguments, "
+                               f"e.g. the first step of your loop)") from None
     raise error

@@ -73,8 +73,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 34): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md) linear (ONNX node '/linear2/Gemm', Gemm):",
     'kaggle_jigsaw_simple_lstm-trace':
         "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline",
-    'tut_char_rnn_generation_step-module':
-        "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: return: forward reads 2 tensors besides x_t at every step (e.g. forward(category, input, hidden)): a fastrnn model t",
     'tut_char_rnn_generation_step-script':
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_generation_step-trace':
