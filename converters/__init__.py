@@ -88,9 +88,19 @@ def _kind_of(obj):
         type(obj).__module__.split(".")[0])
 
 
-def convert(src, *, isolate=False, isolate_timeout=None, isolate_memory=None, **opts):
+def convert(src, *, precision=None, **opts):
     """isolate=True: parse the file in a child process with a time and memory limit
-    (fastrnn/isolate.py); isolate_timeout (seconds) and isolate_memory (bytes) set them."""
+    (fastrnn/isolate.py); isolate_timeout (seconds) and isolate_memory (bytes) set them.
+    precision: "fp32", "bf16" or "int8" (Model.with_precision of the result); None keeps the
+    source's (fp32, or a .frnn file's own)."""
+    from fastrnn import precision as prec
+    if precision is not None:
+        prec.check(precision, "convert: precision")
+    model = _convert(src, **opts)
+    return model if precision in (None, model.precision) else model.with_precision(precision)
+
+
+def _convert(src, *, isolate=False, isolate_timeout=None, isolate_memory=None, **opts):
     kind = None
     if not isolate and (isolate_timeout is not None or isolate_memory is not None):
         raise UnsupportedError("convert: isolate_timeout= and isolate_memory= apply with isolate=True")

@@ -33,7 +33,8 @@ def cpu_info():
 
 
 def convert(src, **opts):
-    """Convert a Keras / PyTorch / ONNX model (path or in-memory object) into a Model."""
+    """Convert a Keras / PyTorch / ONNX model (path or in-memory object) into a Model;
+    precision="bf16" / "int8" reduces its weights (Model.with_precision)."""
     from .converters import convert as _convert
     return _convert(src, **opts)
 

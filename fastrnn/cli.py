@@ -48,7 +48,7 @@ fastrnn bench: random input of the model's kind (token ids in range, or float32 
 fastrnn-convert: the command-line face of fastrnn.convert + Model.save.
 
     fastrnn-convert SRC [-o OUT] [--check] [--allow-pickle] [--no-isolate] [--timeout S]
-                        [--memory-limit SIZE] [--batch-first] [--nonlinearity F] [--head last|sequence] [--head-activation A[,A...]] [--batch N] [--steps T] [--seed S] [--tolerance TOL]
+                        [--memory-limit SIZE] [--batch-first] [--nonlinearity F] [--head last|sequence] [--head-activation A[,A...]] [--batch N] [--steps T] [--seed S] [--precision P] [--tolerance TOL]
 
 Converts the model file SRC (.keras, .h5, ...; recognised by content, not extension) and writes
 OUT (default: SRC with its suffix replaced by .frnn), then prints `wrote OUT: <the model>`.
@@ -60,6 +60,11 @@ right-padded with zeros when the Embedding has mask_zero, so masking is exercise
 N(0, 1) otherwise; batch = --batch, else the source's fixed batch size (a stateful Keras model's),
 else 3; steps = --steps, else the source's fixed input length, else 16. The tolerance is absolute
 (DESIGN.md section 4: 1e-5 where outputs are O(1)).
+
+--precision bf16|int8 writes OUT with its matrices at that precision (Model.with_precision);
+with --check it also prints the error report (max / mean |diff|, SQNR, cosine, argmax agreement)
+against the source, and the default tolerance is the accuracy contract's (bf16 5e-3, int8 1.5e-2;
+README, Accuracy).
 
 --isolate (the default) parses SRC, and runs its framework for --check, in a child process with
 a time limit (--timeout, default 300 s) and an address-space limit (--memory-limit, default 8G),
@@ -102,6 +107,11 @@ def _positive_int(s):
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
     return v
+
+
+# --check's default bound on max |diff| against the source, by precision (the accuracy contract,
+# README "Accuracy")
+TOLERANCES = {"fp32": 1e-5, "bf16": 5e-3, "int8": 1.5e-2}
 
 
 def _tolerance(s):
@@ -163,8 +173,12 @@ def _add_convert_arguments(p):
     p.add_argument("--steps", type=_positive_int, metavar="T",
                    help="--check time steps (default: the model's fixed input length, else 16)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="--check random seed (default 0)")
-    p.add_argument("--tolerance", type=_tolerance, default=1e-5, metavar="TOL",
-                   help="--check: largest allowed absolute difference (default 1e-5)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="weights of the matrix products in OUT: fp32 (default), bf16, or int8 with one "
+                        "scale per output row; with --check, the error report against the source")
+    p.add_argument("--tolerance", type=_tolerance, default=None, metavar="TOL",
+                   help="--check: largest allowed absolute difference (default 1e-5; at --precision bf16 "
+                        "5e-3, int8 1.5e-2: the accuracy contract)")
     p.add_argument("--version", action="version", version=f"%(prog)s (fastrnn {__version__})")
     return p
 
@@ -278,9 +292,14 @@ def _check(args, model):
                   f"{where}: FAIL")
             return False
     diff = max(_max_diff(a, b) for a, b in zip(ours, theirs))
-    ok = diff <= args.tolerance
+    tol = args.tolerance if args.tolerance is not None else TOLERANCES[model.precision]
+    ok = diff <= tol
     n = len(ours)
-    verdict = "ok" if ok else f"FAIL (tolerance {args.tolerance:g})"
+    verdict = "ok" if ok else f"FAIL (tolerance {tol:g})"
+    if model.precision != "fp32":
+        from .precision import Report, errors
+        rep = Report(errors(ours, theirs), precision=model.precision, reference=source)
+        print("\n".join("check: " + line for line in str(rep).splitlines()))
     print(f"check: max abs difference {diff:.2g} over {n} output{'s' if n != 1 else ''} "
           f"{where}: {verdict}")
     return ok
@@ -292,6 +311,8 @@ def _convert(args):
         raise _Error(f"{args.src}: no such file")
     out = args.output or _default_output(args.src)
     model = fastrnn.convert(args.src, **_opts(args))
+    if args.precision != "fp32":
+        model = model.with_precision(args.precision)
     model.save(out)
     line = f"wrote {out}: {model!r}"
     if model.num_outputs > 1:
@@ -716,7 +737,8 @@ def _model_info(path):
         "file": os.fspath(path), "file_bytes": os.path.getsize(path), "model": repr(model),
         "source": model.meta.get("source"), "meta": model.meta,
         "input": inp, "num_outputs": model.num_outputs, "outputs": _outputs_info(model),
-        "layers": layers, "params": params, "weight_bytes": 4 * params, "memory_bytes": memory,
+        "layers": layers, "params": params, "precision": model.precision,
+        "weight_bytes": _weight_bytes(model), "memory_bytes": memory,
         "states": _states_info(model),
         "stream_states": [{"shape": s} for s in _symbolic(model.native_state_shapes(2),
                                                            model.native_state_shapes(3), (2,), (3,))],
@@ -724,6 +746,11 @@ def _model_info(path):
         "can_stream": can_stream, "stream_unsupported": why,
         "onnx": _graph_info(model),
     }, model
+
+
+def _weight_bytes(model):
+    from .precision import weight_bytes
+    return weight_bytes(model)
 
 
 def _table(rows, indent="  ", right=()):
@@ -777,7 +804,9 @@ def _info_text(info, model):
     else:
         lines.append("states    none (no recurrent layer)")
     mem = info["memory_bytes"]
-    lines.append(f"weights   {info['params']:,} parameters: {info['weight_bytes']:,} bytes float32 "
+    prec = {"fp32": "float32", "bf16": "bf16 matrices (the rest float32)",
+            "int8": "int8 matrices with a float32 scale per row (the rest float32)"}[info["precision"]]
+    lines.append(f"weights   {info['params']:,} parameters: {info['weight_bytes']:,} bytes {prec} "
                  f"({_human_bytes(info['weight_bytes'])}) in a {info['file_bytes']:,}-byte file")
     if mem is not None:
         lines.append(f"          {mem:,} bytes ({_human_bytes(mem)}) in memory once packed for the "

@@ -4,11 +4,16 @@ Layout (safetensors): 8-byte little-endian header length N, N bytes of JSON head
 tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: weight, bias, or
 "<direction>.W_ih" ...). The header's "__metadata__" holds three strings:
   format          "fastrnn"
-  format_version  "1"   (a file with a higher major version is refused, not misread)
+  format_version  "1", or "2" for a reduced-precision model (a file with a higher major version
+                  is refused, not misread; this reader reads both)
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
-                         "signature": {...}}   (fastrnn/signature.py; optional, added in
+                         "signature": {...},   (fastrnn/signature.py; optional, added in
                                                 version 1 before any release)
+                         "precision": "bf16" | "int8"}   (version 2; absent: fp32)
+Version 2 (fastrnn/precision.py): a bf16 model's reduced matrices are "BF16" tensors; an int8
+model's are "I8" tensors, each with a F32 tensor "<name>@scale" (one scale per output row, the
+first axis). Every other tensor stays F32. An fp32 model is written exactly as version 1 was.
 
 Both directions are implemented here (the container is simple): writing so that the bytes are
 deterministic, reading so that every field and offset is validated before use (as safetensors'
@@ -40,31 +45,44 @@ from . import signature as sig_
 from .errors import ArgumentTypeError, ModelFormatError, ShapeError
 
 FORMAT = "fastrnn"
-VERSION = 1
+VERSION = 2                      # the highest this reader reads; fp32 models are written as 1
 MAX_HEADER = 64 << 20            # a header over 64 MiB is not one we wrote
 MAX_META_DEPTH = 32              # lists and dicts inside Model.meta, counting meta itself
-_DTYPES = {"F32": np.dtype("<f4")}
+_DTYPES = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2"), "I8": np.dtype("i1")}
 
 
 def save(model, path):
     """Write `model` to `path` (.frnn). Deterministic: the same model always gives the same bytes
     (sorted JSON keys, tensors in name order), which the safetensors package's own writer does
     not promise; the result is a standard safetensors file (tests read it back with it)."""
+    from . import precision as prec
     tensors, layers = {}, []
+    reduced = model.precision != "fp32"
     for i, layer in enumerate(model.layers):
         names = []
+        small = set(prec.reduced_names(layer)) if reduced else set()
         for name, arr in layer.tensors().items():
-            tensors[f"layers.{i}.{name}"] = np.ascontiguousarray(arr, dtype="<f4")
+            key = f"layers.{i}.{name}"
+            if name not in small:
+                tensors[key] = np.ascontiguousarray(arr, dtype="<f4")
+            elif model.precision == "bf16":
+                tensors[key] = prec.to_bf16_bits(arr).reshape(arr.shape).astype("<u2")
+            else:
+                tensors[key], tensors[key + "@scale"] = prec.quantize_int8(arr, model._scales[(i, name)])
             names.append(name)
         layers.append({"type": ir.TYPE_NAMES[type(layer)], "options": layer.options(), "tensors": names})
     spec = {"input_size": model.input_size, "meta": check_meta(model.meta, "model.meta"), "layers": layers,
             "signature": sig_.to_json(model.signature)}
+    if reduced:
+        spec["precision"] = model.precision
     spec_json = json.dumps(spec, sort_keys=True, allow_nan=False)
-    header = {"__metadata__": {"format": FORMAT, "format_version": str(VERSION), "spec": spec_json}}
+    header = {"__metadata__": {"format": FORMAT, "format_version": "2" if reduced else "1", "spec": spec_json}}
+    dtype_names = {v.str: k for k, v in _DTYPES.items()}
     pos = 0
     for name in sorted(tensors):
         a = tensors[name]
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
+        header[name] = {"dtype": dtype_names[a.dtype.str],
+                        "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
         pos += a.nbytes
     h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)            # 8-byte aligned data, as safetensors pads
@@ -221,7 +239,7 @@ def read_container(src):
             _fail(path, f"tensor {name!r}: entry must have dtype, shape, data_offsets")
         dt, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
         if not isinstance(dt, str) or dt not in _DTYPES:
-            _fail(path, f"tensor {name!r}: dtype {dt!r} (fastrnn files hold F32 only)")
+            _fail(path, f"tensor {name!r}: dtype {dt!r} (fastrnn files hold F32, and BF16 / I8 weights)")
         if (not isinstance(shape, list) or len(shape) > 8
                 or not all(type(d) is int and 0 <= d < 2**40 for d in shape)):
             _fail(path, f"tensor {name!r}: bad shape {shape!r}")
@@ -252,10 +270,14 @@ def read_container(src):
     return meta, tensors
 
 
-def load(src):
+def load(src, precision=None):
     """Read a .frnn file (a path, read into memory whole; or bytes / a buffer holding one, whose
-    tensors are read-only views of it) into a fastrnn.Model."""
+    tensors are read-only views of it) into a fastrnn.Model. precision: None (the file's), or
+    "fp32" / "bf16" / "int8" (Model.with_precision at load; from an int8 file, its int8 values)."""
+    from . import precision as prec
     from .model import Model
+    if precision is not None:
+        prec.check(precision, "load: precision")
     meta, tensors = read_container(src)
     path = _source(src)[0]
     if meta.get("format") != FORMAT:
@@ -272,8 +294,11 @@ def load(src):
     except (ValueError, RecursionError):
         _fail(path, "spec is not JSON (NaN and Infinity are not allowed)")
     if not isinstance(spec, dict) or not {"input_size", "meta", "layers"} <= set(spec) \
-            <= {"input_size", "meta", "layers", "signature"}:
-        _fail(path, "spec must have exactly input_size, meta, layers (and optionally signature)")
+            <= {"input_size", "meta", "layers", "signature", "precision"}:
+        _fail(path, "spec must have exactly input_size, meta, layers (and optionally signature, precision)")
+    file_prec = spec.get("precision", "fp32")
+    if file_prec not in ("bf16", "int8") and "precision" in spec or int(ver) < 2 and file_prec != "fp32":
+        _fail(path, f"spec.precision {spec.get('precision')!r} (a version 2 file's \"bf16\" or \"int8\")")
     if not isinstance(spec["layers"], list) or not spec["layers"]:
         _fail(path, "spec.layers must be a non-empty list")
     if not isinstance(spec["meta"], dict):
@@ -281,14 +306,14 @@ def load(src):
     in_size = spec["input_size"]
     if in_size is not None and (type(in_size) is not int or in_size < 1):
         _fail(path, f"bad input_size {in_size!r}")
-    layers, used = [], set()
+    layers, used, scales = [], set(), {}
     for i, ls in enumerate(spec["layers"]):
         if not isinstance(ls, dict) or set(ls) != {"type", "options", "tensors"}:
             _fail(path, f"layer {i}: must have exactly type, options, tensors")
         names = ls["tensors"]
         if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
             _fail(path, f"layer {i}: tensors must be a list of names")
-        parts = {}
+        parts, stored = {}, {}
         for t in names:
             key = f"layers.{i}.{t}"
             if key not in tensors or key in used:
@@ -296,12 +321,42 @@ def load(src):
             used.add(key)
             parts[t] = tensors[key]
         try:
-            layers.append(ir.layer_from_parts(ls["type"], ls["options"], parts))
+            layer = ir.layer_from_parts(ls["type"], ls["options"],
+                                        {t: _widened(a) for t, a in parts.items()})
         except ModelFormatError as e:
             _fail(path, f"layer {i}: {e}")
+        # reduced tensors: exactly the layer's matrices, in the file's precision
+        small = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
+        want = {"fp32": "float32", "bf16": "uint16", "int8": "int8"}
+        for t, a in parts.items():
+            if a.dtype.name != want[file_prec if t in small else "fp32"]:
+                _fail(path, f"layer {i}: tensor {t!r} is {a.dtype.name}, expected "
+                            f"{want[file_prec if t in small else 'fp32']} in a {file_prec} model")
+            if t in small and file_prec == "bf16":
+                stored[t] = prec.from_bf16_bits(a).reshape(a.shape)
+            elif t in small:
+                key = f"layers.{i}.{t}@scale"
+                s = tensors.get(key)
+                if s is None or s.dtype != np.float32 or s.shape != (a.shape[0],) or key in used:
+                    _fail(path, f"layer {i}: int8 tensor {t!r} needs a float32 {key!r} of shape ({a.shape[0]},)")
+                if not np.all(np.isfinite(s)) or np.any(s < 0):
+                    _fail(path, f"layer {i}: {key!r} holds a negative or non-finite scale")
+                used.add(key)
+                scales[(i, t)] = np.array(s)
+                stored[t] = prec.dequantize_int8(a, s)
+        if stored:
+            layer = prec._with_tensors(layer, stored)
+        layers.append(layer)
     if used != set(tensors):
         _fail(path, f"tensors not used by any layer: {sorted(set(tensors) - used)[:5]}")
     try:
-        return Model(layers, input_size=in_size, meta=spec["meta"], signature=spec.get("signature"))
+        model = Model(layers, input_size=in_size, meta=spec["meta"], signature=spec.get("signature"))
     except (ModelFormatError, ShapeError) as e:
         _fail(path, str(e))
+    model._set_precision(file_prec, scales)
+    return model if precision is None or precision == file_prec else model.with_precision(precision)
+
+
+def _widened(a):
+    """A stored tensor as ir validates it: float32 (reduced tensors are replaced after)."""
+    return a if a.dtype == np.float32 else a.astype(np.float32)

@@ -63,6 +63,33 @@ class Model:
         self.signature = sig_.check(signature, self._dims, self.output_size, bool(self._cm.output_is_sequence)
                                     and self._head is None, internal=_pool_states(layers[:n]), input_size=in_size)
         self._outputs_states = sig_.uses_states(self.signature)   # decided once, not per call/step
+        self._precision, self._scales = "fp32", {}
+
+    # ---- precision (fastrnn/precision.py) ------------------------------------------------
+    @property
+    def precision(self):
+        """'fp32', 'bf16' or 'int8': the precision of the weights of its matrix products."""
+        return self._precision
+
+    def _set_precision(self, precision, scales):
+        self._precision, self._scales = precision, dict(scales)
+
+    def with_precision(self, precision):
+        """A new Model whose matrices (Dense, Conv1D, recurrent W_ih / W_hh / W_hr) are at
+        `precision`: "fp32", "bf16" (rounded to bfloat16) or "int8" (symmetric, one scale per
+        output row). This model is unchanged. From an int8 model, "fp32" / "bf16" start from its
+        int8 values (what it computes with), not from the weights it was made from."""
+        from .precision import with_precision
+        return with_precision(self, precision)
+
+    def compare(self, reference, x, lengths=None, stream_steps=1000):
+        """The error of this model against `reference` (a Model: the fp32 one this was made
+        from) on predict(x, lengths), and over one stream of stream_steps steps (x's steps
+        repeated; the drift) when both can stream and no lengths are given. Returns a dict
+        (max_abs, mean_abs, sqnr_db, cosine, argmax_agreement, n, precision, reference, stream);
+        str() of it is a table."""
+        from .precision import compare
+        return compare(self, reference, x, lengths=lengths, stream_steps=stream_steps)
 
     # ---- description ---------------------------------------------------------------------
     @property
@@ -118,7 +145,8 @@ class Model:
 
     def __repr__(self):
         names = ", ".join(_describe(l) for l in self.layers)
-        return f"fastrnn.Model([{names}], isa={self.isa!r})"
+        prec = f", precision={self.precision!r}" if self.precision != "fp32" else ""
+        return f"fastrnn.Model([{names}], isa={self.isa!r}{prec})"
 
     # ---- checks --------------------------------------------------------------------------
     def _check_x(self, x):
