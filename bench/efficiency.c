@@ -87,7 +87,8 @@ int main(int argc, char **argv) {
     ref_acc = rnd(6 * 64);
 
     const int B = 64, K = 256, N = 1024;
-    float *A = rnd((size_t)B * K), *W1 = rnd((size_t)N * K), *W2 = rnd((size_t)N * K);
+    float *A = rnd((size_t)B * K);
+    const frnn_wmat W1 = {rnd((size_t)N * K), NULL, FRNN_W_F32}, W2 = {rnd((size_t)N * K), NULL, FRNN_W_F32};
     float *bias = rnd(N), *C = rnd((size_t)B * N);
     const int Hs[2] = {256, 128};
     frnn_rec_args ra2[2];
@@ -97,7 +98,7 @@ int main(int argc, char **argv) {
         frnn_rec_args *a = &ra2[i];
         memset(a, 0, sizeof *a);
         a->cell = FRNN_CELL_LSTM; a->B = B; a->H = a->R = a->Hp = a->j1 = H;
-        a->Whh = rnd((size_t)4 * H * H); a->scratch = rnd((size_t)2 * B * H);
+        a->Whh = (frnn_wmat){rnd((size_t)4 * H * H), NULL, FRNN_W_F32}; a->scratch = rnd((size_t)2 * B * H);
         a->h_stride = a->h_out_stride = H; a->xp = rnd((size_t)B * 4 * H); a->xp_stride = 4 * H;
         a->act[0].kind = FRNN_ACT_SIGMOID; a->act[1].kind = a->act[2].kind = FRNN_ACT_TANH;
         for (int j = 0; j < 2; j++) { h[i][j] = rnd((size_t)B * H); c[i][j] = rnd((size_t)B * H); }
@@ -110,10 +111,10 @@ int main(int argc, char **argv) {
         double g[NK], t;
         const double r0 = ref_gflops();
         t = now();
-        for (int s = 0; s < 50; s++) k->gemm(B, N, K, A, K, s & 1 ? W2 : W1, bias, C, N);
+        for (int s = 0; s < 50; s++) k->gemm(B, N, K, A, K, s & 1 ? &W2 : &W1, bias, C, N);
         g[0] = 2.0 * B * N * K * 50 / (now() - t) * 1e-9;
         t = now();
-        for (int s = 0; s < 200; s++) k->gemm(B, 256, K, A, K, W1, bias, C, N);
+        for (int s = 0; s < 200; s++) k->gemm(B, 256, K, A, K, &W1, bias, C, N);
         g[1] = 2.0 * B * 256 * K * 200 / (now() - t) * 1e-9;
         for (int i = 0; i < 2; i++) {
             frnn_rec_args *a = &ra2[i];

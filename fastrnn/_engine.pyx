@@ -60,6 +60,7 @@ cdef extern from "fastrnn.h" nogil:
     int frnn_get_num_threads()
     void frnn_testing_set_xp_chunk(int steps)
     frnn_status frnn_model_new(frnn_model **out)
+    frnn_status frnn_model_set_precision(frnn_model *m, int wt)
     void frnn_model_free(frnn_model *m)
     frnn_status frnn_model_add_embedding(frnn_model *m, int vocab, int dim, const float *table, int mask_zero)
     frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value)
@@ -224,13 +225,17 @@ cdef class CModel:
     def __dealloc__(self):
         frnn_model_free(self.m)
 
-    def __init__(self, layers, int input_size):
+    def __init__(self, layers, int input_size, int precision=0):
+        """precision: 0 fp32, 1 bf16, 2 int8 (fastrnn/precision.py; frnn_model_set_precision)."""
         from . import ir
         if self.m != NULL:
             raise FastRNNError("a CModel is built once")
         cdef frnn_status st = frnn_model_new(&self.m)
         if st:
             _raise(st, "model")
+        st = frnn_model_set_precision(self.m, precision)
+        if st:
+            _raise(st, "model precision")
         cdef frnn_rec_desc d
         cdef int i, j
         cdef int kinds[3]

@@ -427,6 +427,8 @@ def _main_parser():
                    help="time spent measuring each part, stream and predict (default 1)")
     b.add_argument("--threads", type=_positive_int, metavar="N", help="fastrnn.set_num_threads(N) (default 1)")
     b.add_argument("--seed", type=int, default=0, metavar="S", help="random input seed (default 0)")
+    b.add_argument("--precision", choices=("fp32", "bf16", "int8"),
+                   help="time the model at this precision (Model.with_precision; default: the file's)")
     b.add_argument("--progress", action="store_true",
                    help="show the progress bar on stderr even when it is not a terminal")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -1064,6 +1066,8 @@ def _bench(args):
     import json
     from . import __version__
     model = _load_model(args.model)
+    if args.precision and args.precision != model.precision:
+        model = model.with_precision(args.precision)
     s, why = _stream_or_why(model)
     total = args.seconds * (2 if why is None else 1)
     progress = _Progress(args.progress or (sys.stderr.isatty() and total >= 1), total)
@@ -1075,12 +1079,13 @@ def _bench(args):
     finally:
         progress.close()
     res = {"file": os.fspath(args.model), "model": repr(model), "fastrnn": __version__, "isa": model.isa,
-           "threads": threads, "stream": stream, "stream_skipped": why, "predict": pred}
+           "precision": model.precision, "threads": threads, "stream": stream, "stream_skipped": why, "predict": pred}
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     print(f"{res['file']}: {res['model']}")
-    print(f"fastrnn {__version__}, {res['isa']} kernels, {threads} thread{'s' if threads != 1 else ''}")
+    print(f"fastrnn {__version__}, {res['isa']} kernels, {res['precision']} weights, "
+          f"{threads} thread{'s' if threads != 1 else ''}")
     rows = [("", "batch", "steps", "median", "min", "throughput", "runs")]
     if stream is not None:
         rows.append(("stream step", "1", "1", f"{_fmt(stream['us_per_step'])} µs/step",

@@ -350,10 +350,10 @@ def load(src, precision=None):
     if used != set(tensors):
         _fail(path, f"tensors not used by any layer: {sorted(set(tensors) - used)[:5]}")
     try:
-        model = Model(layers, input_size=in_size, meta=spec["meta"], signature=spec.get("signature"))
+        model = Model(layers, input_size=in_size, meta=spec["meta"], signature=spec.get("signature"),
+                      _precision=file_prec, _scales=scales)
     except (ModelFormatError, ShapeError) as e:
         _fail(path, str(e))
-    model._set_precision(file_prec, scales)
     return model if precision is None or precision == file_prec else model.with_precision(precision)
 
 

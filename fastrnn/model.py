@@ -23,6 +23,7 @@ from .errors import ArgumentTypeError, ShapeError, UnsupportedError
 from .fileformat import check_meta
 
 _MAX_ROWS = 2**31 - 1
+_WEIGHT_TYPES = {"fp32": 0, "bf16": 1, "int8": 2}   # src_c/kernels.h FRNN_W_*
 
 
 def _check_rows(a):
@@ -42,7 +43,7 @@ class Model:
     signature: how the source presents outputs and states (fastrnn/signature.py); None = native.
     """
 
-    def __init__(self, layers, input_size=None, *, meta=None, signature=None):
+    def __init__(self, layers, input_size=None, *, meta=None, signature=None, _precision="fp32", _scales=None):
         # layer specs are mutable dataclasses: validate (copies of) them now, so that a weight
         # replaced after construction can never reach C with the wrong size
         if not isinstance(layers, (list, tuple)):
@@ -52,27 +53,25 @@ class Model:
         _, in_size, _, _ = ir.check_pipeline(layers[:n], input_size)
         self.layers = layers
         self.meta = check_meta({} if meta is None else meta)
-        self._cm = _engine.CModel(layers[:n], in_size or 0)
+        wt = _WEIGHT_TYPES[_precision]         # fastrnn/precision.py: Model.with_precision, load
+        self._cm = _engine.CModel(layers[:n], in_size or 0, wt)
         self._in_size = in_size
         self._dims = [self._cm.state_dims(i) for i in range(self._cm.num_states)]
         self._head = self._head_parts = None
         if n < len(layers):         # a head over final states (signature head)
             self._head_parts, width = sig_.head_parts(signature, self._dims, layers[n])
             ir.check_pipeline(layers[n:], width)
-            self._head = _engine.CModel(layers[n:], width)
+            self._head = _engine.CModel(layers[n:], width, wt)
         self.signature = sig_.check(signature, self._dims, self.output_size, bool(self._cm.output_is_sequence)
                                     and self._head is None, internal=_pool_states(layers[:n]), input_size=in_size)
         self._outputs_states = sig_.uses_states(self.signature)   # decided once, not per call/step
-        self._precision, self._scales = "fp32", {}
+        self._precision, self._scales = _precision, dict(_scales or {})
 
     # ---- precision (fastrnn/precision.py) ------------------------------------------------
     @property
     def precision(self):
         """'fp32', 'bf16' or 'int8': the precision of the weights of its matrix products."""
         return self._precision
-
-    def _set_precision(self, precision, scales):
-        self._precision, self._scales = precision, dict(scales)
 
     def with_precision(self, precision):
         """A new Model whose matrices (Dense, Conv1D, recurrent W_ih / W_hh / W_hr) are at

@@ -17,10 +17,10 @@ row per step: not where the bytes of a step go), states, cell math and every sum
          A row of zeros has scale 0.
 
 The numbers: a reduced-precision model computes with the reduced weights (the values above,
-exactly representable in fp32), accumulating in fp32. The engine's kernels read those values
-from fp32 panels today; packed bf16 / int8 panels with the same values are the kernels' part
-(issue: reduced precision), which changes speed and, for int8, the rounding of each sum (the
-scale applied after the sum), never the weights.
+exactly representable in fp32), accumulating in fp32. The engine packs them at their precision
+(src_c/kernels.h, frnn_wmat: 2 or 1 bytes a weight) and widens them in registers; an int8 sum
+is multiplied by its row's scale after the summation, so it differs from the float64 reference
+run on the dequantized weights by the rounding of fp32 sums only.
 
 Files: a bf16 model stores its reduced tensors as safetensors "BF16", an int8 model as "I8" plus
 one F32 tensor "<name>@scale" per matrix (fileformat.py); such files are format version 2.
@@ -140,9 +140,8 @@ def with_precision(model, precision):
     else:
         layers, scales = reduce_layers(model.layers, precision,
                                        model._scales if model.precision == "int8" and precision == "int8" else None)
-    m = Model(layers, input_size=model._in_size, meta=model.meta, signature=model.signature)
-    m._set_precision(precision, scales)
-    return m
+    return Model(layers, input_size=model._in_size, meta=model.meta, signature=model.signature,
+                 _precision=precision, _scales=scales)
 
 
 def weight_bytes(model):

@@ -39,16 +39,18 @@ typedef struct {
     float *table; int vocab, mask_zero;
     /* masking */
     float mask_value;
-    /* dense / activation */
-    float *Wp, *bp; frnn_act act;
+    /* dense / activation (and conv1d's weights) */
+    frnn_wmat Wp; float *bp; frnn_act act;
     /* recurrent */
     frnn_rec_desc d;               /* options; weight pointers cleared */
     int G, H, R, Hp, Rp, ndir, nx, nr, state0, slot0;   /* nx = ndir*G*Hp; nr: W_ih's full panel width */
-    float *Wih_p[2], *bih_p[2];    /* per direction: N = G*Hp columns (padded gate blocks) */
+    frnn_wmat Wih_p[2];            /* per direction: N = G*Hp columns (padded gate blocks) */
+    float *bih_p[2];
     float *emb_xp;                 /* first recurrent layer right after the Embedding: the input
                                       projection of every token, (vocab, nx), computed at load */
     int fused;                     /* embedding: its output goes only into the layer's emb_xp */
-    float *Whh_p[2], *Whh_n_p[2], *bhn[2], *peep[2], *Whr_p[2];
+    frnn_wmat Whh_p[2], Whh_n_p[2], Whr_p[2];
+    float *bhn[2], *peep[2];
     /* pooling over time: kinds side by side; its state (one slot, R = npool*in + 1 floats a
        row: the running sums / maxima, then the count of steps taken) */
     int pool_kinds[3], npool, pool_over;
@@ -92,6 +94,8 @@ static int num_layer_states(const layer *L) {
 struct frnn_model {
     const frnn_kernels *k;
     int isa, vw, finalized;
+    int wt;                       /* FRNN_W_*: the precision layers added from now on pack at */
+    size_t wide_max;              /* matrices up to this many fp32 bytes pack as fp32 (storage_wt) */
     int nlayers, cap;
     layer *L;
     int input_ids, input_size, output_size, output_seq;
@@ -122,35 +126,107 @@ static double ld_f64(const char *p) { double v; memcpy(&v, p, 8); return v; }
  * n0 * K (gemm/impl.h). rowmap(n) gives the source row of packed column n or -1 for a zero
  * column. */
 typedef int (*rowmap_fn)(const layer *L, int n);
-static float *pack_gemm(const frnn_kernels *k, const float *W, int N, int K, const layer *L,
-                        rowmap_fn map) {
-    float *P = azalloc((size_t)rup(N, k->gemm_nr(INT_MAX)) * K * sizeof(float));
-    if (!P) return NULL;
+
+/* Reduced precision (kernels.h, frnn_wmat; fastrnn/precision.py is the same arithmetic): bf16 is
+ * the nearest bfloat16 (ties to even); int8 is q = rint(w / s) with s = max |row| / 127 per row
+ * of W. Weights that already lie on the grid (a model made with Model.with_precision) come back
+ * exactly. */
+static float row_scale(const float *s, int K) {
+    float mx = 0.0f;
+    for (int k = 0; k < K; k++) mx = fmaxf(mx, fabsf(s[k]));
+    return mx / 127.0f;
+}
+/* element i of a packed matrix of storage st: v at precision wt (bf16, int8 with its row's scale)
+ * in its own format, or (st F32 / I8W, small matrices: storage_wt) as fp32 */
+static void put_w(int wt, int st, void *P, size_t i, float v, float scale) {
+    if (wt == FRNN_W_BF16) {
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        u = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+        if (st == FRNN_W_BF16) { ((uint16_t *)P)[i] = (uint16_t)u; return; }
+        u <<= 16;
+        memcpy(&v, &u, 4);
+    } else if (wt == FRNN_W_I8) {
+        double q = scale > 0.0f ? rint((double)v / scale) : 0.0;
+        q = q > 127 ? 127 : q < -127 ? -127 : q;
+        if (st == FRNN_W_I8) { ((int8_t *)P)[i] = (int8_t)q; return; }
+        v = (float)q;
+    }
+    ((float *)P)[i] = v;
+}
+
+/* Where a matrix's bytes are not what a step waits for, its reduced values are packed as fp32
+ * (bf16 values, or int8 q with the scales after the sum: FRNN_W_I8W) -- the same numbers, the
+ * fp32 kernels' speed. Measured on Zen 3 (AVX2), LSTM 64 stream step (W_ih, W_hh 64 KiB each in
+ * fp32): bf16 panels 1.08x, int8 0.98-1.01x the fp32 time, both widened in registers, where the
+ * weights come from L1/L2 anyway. Above this size the step streams the weights and 2 or 1 bytes
+ * a weight win (LSTM 256: 0.72x / 0.60x). */
+#define FRNN_WIDE_PACK_MAX (128 * 1024)
+/* the limit in bytes, FRNN_WIDE_PACK_MAX unless FASTRNN_PACK_WIDE_BYTES says otherwise (read when
+ * a model is created; the tests set 0 to run the reduced kernels on small matrices) */
+static size_t wide_pack_max(void) {
+    const char *e = getenv("FASTRNN_PACK_WIDE_BYTES");
+    if (!e || !*e) return FRNN_WIDE_PACK_MAX;
+    char *end;
+    unsigned long long v = strtoull(e, &end, 10);
+    return *end ? FRNN_WIDE_PACK_MAX : (size_t)v;
+}
+/* elems: of the whole matrix the kernel sees as one (a GRU's W_hh packed in two passes: both) */
+static int storage_wt(const frnn_model *m, size_t elems) {
+    if (m->wt == FRNN_W_F32 || elems * 4 > m->wide_max) return m->wt;
+    return m->wt == FRNN_W_I8 ? FRNN_W_I8W : FRNN_W_F32;
+}
+static void wmat_free(frnn_wmat *w) {
+    free((void *)w->p); free((void *)w->scale);
+    w->p = NULL; w->scale = NULL;
+}
+
+/* B (N, K) row-major -> panels of k->gemm_nr(columns left) columns, the panel at column n0 at
+ * element n0 * K (gemm/impl.h), elements of precision wt (int8: scales padded like a bias).
+ * rowmap(n) gives the source row of packed column n or -1 for a zero column. Returns 0 when out
+ * of memory (nothing left allocated). */
+static int pack_gemm(frnn_wmat *out, const frnn_model *m, const float *W, int N, int K,
+                     const layer *L, rowmap_fn map) {
+    const frnn_kernels *k = m->k;
+    const int wt = m->wt;
+    const size_t Npad = (size_t)rup(N, k->gemm_nr(INT_MAX));
+    const int st = storage_wt(m, Npad * K);
+    void *P = azalloc(Npad * K * W_SIZE(st));
+    float *S = wt == FRNN_W_I8 ? azalloc(Npad * sizeof(float)) : NULL;
+    if (!P || (wt == FRNN_W_I8 && !S)) { free(P); free(S); return 0; }
     for (int n0 = 0, nr; n0 < N; n0 += nr) {
         nr = k->gemm_nr(N - n0);
         for (int n = n0; n < N && n < n0 + nr; n++) {
             int src = map ? map(L, n) : n;
             if (src < 0) continue;
-            float *dst = P + (size_t)n0 * K + (n - n0);
             const float *s = W + (size_t)src * K;
-            for (int k = 0; k < K; k++) dst[(size_t)k * nr] = s[k];
+            const float sc = S ? (S[n] = row_scale(s, K)) : 0.0f;
+            for (int k = 0; k < K; k++) put_w(wt, st, P, (size_t)n0 * K + (n - n0) + (size_t)k * nr, s[k], sc);
         }
     }
-    return P;
+    *out = (frnn_wmat){P, S, st};
+    return 1;
 }
 
-/* W_hh rows of gates g0..g0+G-1 -> tiles of vw units: [tile][k][gate][lane] */
-static float *pack_rec(const float *W, int H, int K, int g0, int G, int vw) {
+/* W_hh rows of gates g0..g0+G-1 -> tiles of vw units: [tile][k][gate][lane], elements of
+ * precision wt (int8: scales [gate][Hp]). Returns 0 when out of memory. */
+static int pack_rec(frnn_wmat *out, const frnn_model *m, const float *W, int H, int K, int g0, int G,
+                    int Gall) {
+    const int wt = m->wt, vw = m->vw;
     int Hp = rup(H, vw);
-    float *P = azalloc((size_t)Hp * K * G * sizeof(float));
-    if (!P) return NULL;
+    const int st = storage_wt(m, (size_t)Hp * K * Gall);
+    void *P = azalloc((size_t)Hp * K * G * W_SIZE(st));
+    float *S = wt == FRNN_W_I8 ? azalloc((size_t)G * Hp * sizeof(float)) : NULL;
+    if (!P || (wt == FRNN_W_I8 && !S)) { free(P); free(S); return 0; }
     for (int u = 0; u < H; u++)
         for (int g = 0; g < G; g++) {
             const float *s = W + (size_t)((g0 + g) * H + u) * K;
-            float *dst = P + ((size_t)(u / vw) * K * G + g) * vw + u % vw;
-            for (int k = 0; k < K; k++) dst[(size_t)k * G * vw] = s[k];
+            const float sc = S ? (S[(size_t)g * Hp + u] = row_scale(s, K)) : 0.0f;
+            const size_t at = ((size_t)(u / vw) * K * G + g) * vw + u % vw;
+            for (int k = 0; k < K; k++) put_w(wt, st, P, at + (size_t)k * G * vw, s[k], sc);
         }
-    return P;
+    *out = (frnn_wmat){P, S, st};
+    return 1;
 }
 
 /* ---- model building -------------------------------------------------------------------- */
@@ -160,15 +236,24 @@ frnn_status frnn_model_new(frnn_model **out) {
     m->isa = frnn_isa_current();
     m->k = frnn_kernels_for(m->isa);
     m->vw = m->k->vw();
+    m->wide_max = wide_pack_max();
     *out = m;
     return FRNN_OK;
 }
 
+frnn_status frnn_model_set_precision(frnn_model *m, int wt) {
+    if (m->finalized || m->nlayers) return FRNN_ESTATE;
+    if (wt < FRNN_W_F32 || wt > FRNN_W_I8) return FRNN_EINVAL;
+    m->wt = wt;
+    return FRNN_OK;
+}
+
 static void layer_free(layer *L) {
-    free(L->table); free(L->Wp); free(L->bp); free(L->emb_xp);
+    free(L->table); wmat_free(&L->Wp); free(L->bp); free(L->emb_xp);
     for (int d = 0; d < 2; d++) {
-        free(L->Wih_p[d]); free(L->bih_p[d]);
-        free(L->Whh_p[d]); free(L->Whh_n_p[d]); free(L->bhn[d]); free(L->peep[d]); free(L->Whr_p[d]);
+        wmat_free(&L->Wih_p[d]); free(L->bih_p[d]);
+        wmat_free(&L->Whh_p[d]); wmat_free(&L->Whh_n_p[d]); free(L->bhn[d]); free(L->peep[d]);
+        wmat_free(&L->Whr_p[d]);
     }
 }
 
@@ -225,11 +310,10 @@ static int act_ok(frnn_act a, int rowwise_ok) {
 /* L's GEMM weights W (out, K) packed, and its bias (NULL: none) padded to the panel width; the
  * layer is then counted. On failure nothing is left allocated. */
 static frnn_status gemm_layer(frnn_model *m, layer *L, const float *W, int out, int K, const float *b) {
-    L->Wp = pack_gemm(m->k, W, out, K, NULL, NULL);
-    if (!L->Wp) return FRNN_ENOMEM;
+    if (!pack_gemm(&L->Wp, m, W, out, K, NULL, NULL)) return FRNN_ENOMEM;
     if (b) {
         L->bp = azalloc((size_t)rup(out, m->k->gemm_nr(INT_MAX)) * sizeof(float));
-        if (!L->bp) { free(L->Wp); L->Wp = NULL; return FRNN_ENOMEM; }
+        if (!L->bp) { wmat_free(&L->Wp); return FRNN_ENOMEM; }
         memcpy(L->bp, b, (size_t)out * sizeof(float));
     }
     m->nlayers++;
@@ -372,8 +456,10 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
     for (int i = 0; i < ndir; i++) {
         const frnn_rec_weights *w = &d->w[i];
         L->bih_p[i] = azalloc((size_t)rup(G * L->Hp, nr) * sizeof(float));
-        L->Wih_p[i] = pack_gemm(m->k, w->W_ih, G * L->Hp, I, L, rec_rowmap);
-        if (!L->bih_p[i] || !L->Wih_p[i]) { layer_free(L); return FRNN_ENOMEM; }
+        if (!pack_gemm(&L->Wih_p[i], m, w->W_ih, G * L->Hp, I, L, rec_rowmap) || !L->bih_p[i]) {
+            layer_free(L);
+            return FRNN_ENOMEM;
+        }
         if (w->b_ih)
             for (int g = 0; g < G; g++)
                 for (int u = 0; u < H; u++)
@@ -384,10 +470,10 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
         const frnn_rec_weights *w = &d->w[i];
         int ok = 1;
         if (d->cell == FRNN_CELL_GRU && !d->linear_before_reset) {
-            ok &= !!(L->Whh_p[i] = pack_rec(w->W_hh, H, R, 0, 2, vw));
-            ok &= !!(L->Whh_n_p[i] = pack_rec(w->W_hh, H, R, 2, 1, vw));
+            ok &= pack_rec(&L->Whh_p[i], m, w->W_hh, H, R, 0, 2, 3);    /* one storage for both */
+            ok &= pack_rec(&L->Whh_n_p[i], m, w->W_hh, H, R, 2, 1, 3);
         } else {
-            ok &= !!(L->Whh_p[i] = pack_rec(w->W_hh, H, R, 0, G, vw));
+            ok &= pack_rec(&L->Whh_p[i], m, w->W_hh, H, R, 0, G, G);
         }
         if (gru_lbr) {
             ok &= !!(L->bhn[i] = azalloc((size_t)L->Hp * sizeof(float)));
@@ -399,7 +485,7 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
                 memcpy(L->peep[i] + g * L->Hp, w->P + g * H, (size_t)H * sizeof(float));
         }
         if (ok && w->W_hr)
-            ok &= !!(L->Whr_p[i] = pack_gemm(m->k, w->W_hr, R, H, NULL, NULL));
+            ok &= pack_gemm(&L->Whr_p[i], m, w->W_hr, R, H, NULL, NULL);
         if (!ok) { layer_free(L); return FRNN_ENOMEM; }
     }
     m->nlayers++;
@@ -459,9 +545,11 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
         R->emb_xp = amalloc((size_t)E->vocab * R->nx * sizeof(float));
         if (R->emb_xp) {
             const int nxd = R->G * R->Hp;
+            const unsigned fp = frnn_fp_enter();   /* the same arithmetic as a run's (kernels.h) */
             for (int d = 0; d < R->ndir; d++)
-                m->k->gemm(E->vocab, nxd, E->out, E->table, E->out, R->Wih_p[d], R->bih_p[d],
+                m->k->gemm(E->vocab, nxd, E->out, E->table, E->out, &R->Wih_p[d], R->bih_p[d],
                            R->emb_xp + d * nxd, R->nx);
+            frnn_fp_leave(fp);
             E->fused = 1;
             m->emb_fused = 1;
         }   /* else: out of memory for the table, run unfused */
@@ -789,18 +877,21 @@ static void rec_part(void *arg, int tid, int nt) {
         /* direct: the step writes h into its output rows, and the next step reads it there (no
          * copy of 64 KiB per step at batch 64, H = 256): every row active, no projection, h
          * unpadded; the last step's h is copied into the state after the loop */
-        const int direct = L->d.return_sequences && !J->mask && !J->lenok && !L->Whr_p[d] && R == L->Rp;
+        const int direct = L->d.return_sequences && !J->mask && !J->lenok && !L->Whr_p[d].p && R == L->Rp;
         const int64_t o_ld = (int64_t)T * J->dst_ld;   /* between a step's output rows */
         const float *hlast = NULL;   /* direct: the last step's h (in the output), or NULL */
         /* chunks of tc steps, taken from the direction's own end: steps [tlo, tlo + n) */
         for (int st0 = 0; st0 < T; st0 += tc) {
             const int n = T - st0 < tc ? T - st0 : tc, tlo = rev ? T - st0 - n : st0;
             if (!L->emb_xp) {   /* xp row b * n + i: input row b * T + tlo + i */
-                if (n1 > n0)
+                if (n1 > n0) {
+                    const frnn_wmat *Wi = &L->Wih_p[d];   /* columns from n0 (a thread's share) */
+                    const frnn_wmat part = {(const char *)Wi->p + (int64_t)n0 * L->in * W_SIZE(Wi->wt),
+                                            Wi->scale ? Wi->scale + n0 : NULL, Wi->wt};
                     k->gemm_groups(B * n, n1 - n0, L->in, J->in + (int64_t)tlo * J->ld_in, J->ld_in, n,
-                                   (int64_t)T * J->ld_in, L->Wih_p[d] + (int64_t)n0 * L->in,
-                                   L->bih_p[d] + n0, xpc + n0, nxd,
+                                   (int64_t)T * J->ld_in, &part, L->bih_p[d] + n0, xpc + n0, nxd,
                                    (c->zig + st0) & 1);   /* the panels' order: gemm_panels */
+                }
                 if (mode == PAR_TILES) frnn_barrier_wait(&J->bar, 0);   /* the chunk's xp complete */
             }
             a.xp_stride = L->emb_xp ? T : (int64_t)n * nxd;
@@ -813,10 +904,10 @@ static void rec_part(void *arg, int tid, int nt) {
                 a.c = cp; a.c_out = cn;
                 a.zig = (c->zig + st0 + i) & 1;
                 float *ot = J->dst + (int64_t)t * J->dst_ld + (int64_t)d * R;   /* row 0's output */
-                a.h_out = direct ? ot : L->Whr_p[d] ? hfull : hn;
-                a.h_out_stride = direct ? o_ld : L->Whr_p[d] ? L->Hp : L->Rp;
+                a.h_out = direct ? ot : L->Whr_p[d].p ? hfull : hn;
+                a.h_out_stride = direct ? o_ld : L->Whr_p[d].p ? L->Hp : L->Rp;
                 k->rec_step(&a);
-                if (L->Whr_p[d]) k->gemm(B, R, L->H, hfull, L->Hp, L->Whr_p[d], NULL, hn, L->Rp);
+                if (L->Whr_p[d].p) k->gemm(B, R, L->H, hfull, L->Hp, &L->Whr_p[d], NULL, hn, L->Rp);
                 if (direct) hlast = ot;
                 else step_rows(L, J, d, t, hp, hn, cp, cn, h0, h1, j0, j1);
                 cur ^= 1;
@@ -850,7 +941,7 @@ static int rec_mode(const frnn_model *m, const layer *L, int B, int T, int nt) {
     const double step = rec_row_flops(L) * B;
     if (step * T < 5e5) return PAR_SERIAL;
     if (L->ndir == 2) return PAR_DIRS;
-    if (L->Whr_p[0] || (L->d.cell == FRNN_CELL_GRU && !L->d.linear_before_reset)) return PAR_SERIAL;
+    if (L->Whr_p[0].p || (L->d.cell == FRNN_CELL_GRU && !L->d.linear_before_reset)) return PAR_SERIAL;
     if (L->Hp / m->vw < 2 * nt || step < 2.5e5) return PAR_SERIAL;
     return PAR_TILES;
 }
@@ -926,7 +1017,7 @@ static frnn_status run_conv(const frnn_model *m, const layer *L, ctx *c, const f
             }
         }
     const int64_t rows = (int64_t)B * To;
-    m->k->gemm((int)rows, L->out, K, c->cols, K, L->Wp, L->bp, out, L->out);
+    m->k->gemm((int)rows, L->out, K, c->cols, K, &L->Wp, L->bp, out, L->out);
     m->k->act_rows(L->act, out, (int)rows, L->out, L->out);
     *Tout = To;
     return FRNN_OK;
@@ -1010,7 +1101,7 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             }
             break;
         case L_DENSE:
-            m->k->gemm((int)rows, L->out, L->in, cur, ld, L->Wp, L->bp, out, L->out);
+            m->k->gemm((int)rows, L->out, L->in, cur, ld, &L->Wp, L->bp, out, L->out);
             m->k->act_rows(L->act, out, (int)rows, L->out, L->out);
             break;
         case L_ACT:
@@ -1093,8 +1184,8 @@ double frnn_model_row_step_flops(const frnn_model *m) {
 /* Threads: at >= 8 rows per thread, the batch is cut into one chunk per thread (no sync at all);
  * below that, one chunk whose layers split their own work (rec_mode). Below ~1 ms of work
  * (2 GFLOP/s per thread, conservatively), no threads. */
-frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const int64_t *lengths,
-                         const float *const *init, float *y, float *const *final) {
+static frnn_status forward(const frnn_model *m, int B, int T, const void *x, const int64_t *lengths,
+                           const float *const *init, float *y, float *const *final) {
     if (!m || !m->finalized || B < 1 || T < 1 || !x || !y || (int64_t)B * T > INT32_MAX)
         return FRNN_EINVAL;
     if (m->time_changes) {   /* no lengths; every layer's steps exist and fit the row limit */
@@ -1123,6 +1214,14 @@ frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const
     for (int i = 0; i < n; i++)
         if (ch[i].st) return ch[i].st;
     return FRNN_OK;
+}
+
+frnn_status frnn_forward(const frnn_model *m, int B, int T, const void *x, const int64_t *lengths,
+                         const float *const *init, float *y, float *const *final) {
+    const unsigned fp = frnn_fp_enter();
+    const frnn_status st = forward(m, B, T, x, lengths, init, y, final);
+    frnn_fp_leave(fp);
+    return st;
 }
 
 /* ---- streams --------------------------------------------------------------------------- */
@@ -1217,7 +1316,10 @@ static frnn_status stream_run(const frnn_model *m, ctx *c, const void *x, int dt
 
 frnn_status frnn_stream_step(frnn_stream *s, const void *x, int dtype, int64_t sb, int64_t sf,
                              float *y) {
-    return stream_run(s->m, &s->c, x, dtype, sb, sf, y);
+    const unsigned fp = frnn_fp_enter();
+    const frnn_status st = stream_run(s->m, &s->c, x, dtype, sb, sf, y);
+    frnn_fp_leave(fp);
+    return st;
 }
 
 void frnn_stream_get_state(const frnn_stream *s, int i, float *dst) {
@@ -1355,9 +1457,8 @@ static void pool_move(frnn_streampool *p, int n, int to_pool) {
     }
 }
 
-frnn_status frnn_streampool_step(frnn_streampool *p, int n, const void *slots, int sdtype,
-                                 int64_t ss, const void *x, int dtype, int64_t sb, int64_t sf,
-                                 float *y) {
+static frnn_status pool_step(frnn_streampool *p, int n, const void *slots, int sdtype,
+                             int64_t ss, const void *x, int dtype, int64_t sb, int64_t sf, float *y) {
     if (n < 0 || n > p->cap) return FRNN_EINVAL;
     if (n == 0) return FRNN_OK;
     if (++p->stamp == 0) {   /* wrapped: forget every old stamp */
@@ -1376,6 +1477,15 @@ frnn_status frnn_streampool_step(frnn_streampool *p, int n, const void *slots, i
     p->c.B = n;   /* this step's rows: the context's buffers hold cap >= n */
     frnn_status st = stream_run(p->m, &p->c, x, dtype, sb, sf, y);
     if (!st) pool_move(p, n, 1);   /* a failed step (bad id) leaves every state as it was */
+    return st;
+}
+
+frnn_status frnn_streampool_step(frnn_streampool *p, int n, const void *slots, int sdtype,
+                                 int64_t ss, const void *x, int dtype, int64_t sb, int64_t sf,
+                                 float *y) {
+    const unsigned fp = frnn_fp_enter();
+    const frnn_status st = pool_step(p, n, slots, sdtype, ss, x, dtype, sb, sf, y);
+    frnn_fp_leave(fp);
     return st;
 }
 

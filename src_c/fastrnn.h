@@ -93,6 +93,10 @@ void frnn_testing_set_xp_chunk(int steps);
 typedef struct frnn_model frnn_model;
 
 frnn_status frnn_model_new(frnn_model **out);
+/* The precision of the weights of the matrix products of the layers added after it (before the
+ * first): 0 fp32 (the default), 1 bf16, 2 int8 with one scale per output row (kernels.h,
+ * frnn_wmat). The weights are given in fp32 and rounded here (fastrnn/precision.py). */
+frnn_status frnn_model_set_precision(frnn_model *m, int wt);
 void frnn_model_free(frnn_model *m);
 frnn_status frnn_model_add_embedding(frnn_model *m, int vocab, int dim, const float *table,
                                      int mask_zero);

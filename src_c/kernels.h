@@ -8,6 +8,23 @@
  * (gemm/impl.h says why and what it measured). */
 enum { FRNN_PF_K = 8 };
 
+/* A packed weight matrix and the precision of its elements (issue: reduced precision).
+ * FRNN_W_F32: fp32. FRNN_W_BF16: bfloat16 bit patterns, widened to fp32 in registers (exact).
+ * FRNN_W_I8: int8, symmetric; the product's sum for output column n is multiplied by scale[n]
+ * after the summation (weight-only: x stays fp32, sums are fp32 FMAs of the widened q). The
+ * layout (panels, tiles) is the fp32 one with elements of W_SIZE(wt) bytes; scale (I8 only) is
+ * laid out like the bias of the same product (gemm: padded columns; rec: [gate][Hp]). */
+enum { FRNN_W_F32 = 0, FRNN_W_BF16 = 1, FRNN_W_I8 = 2,
+       FRNN_W_I8W = 3 };   /* kernels only: int8 weights already widened to fp32 in a scratch
+                              (fp32 loads, the int8 scales after the sum) */
+typedef struct {
+    const void *p;
+    const float *scale;
+    int wt;
+} frnn_wmat;
+#define W_SIZE(wt) ((wt) == FRNN_W_BF16 ? 2 : (wt) == FRNN_W_I8 ? 1 : 4)
+#define W_SCALED(wt) ((wt) == FRNN_W_I8 || (wt) == FRNN_W_I8W)
+
 /* One time step of one direction of a recurrent layer for B rows (rec/impl.h).
  * Packed weights come from frnn_pack_rec (engine.c). Strides are in floats. */
 typedef struct {
@@ -20,8 +37,9 @@ typedef struct {
                             step starts on the weights the last one read most recently: when
                             W_hh is about the cache's size, LRU keeps them instead of evicting
                             exactly the next ones. The order of tiles never changes a result. */
-    const float *Whh;    /* tiles of VW units: [H/VW][R][G'][VW]; G' = 2 (r,z) for GRU lbr=0 */
-    const float *Whh_n;  /* GRU lbr=0 only: n gate, [H/VW][H][VW] */
+    frnn_wmat Whh;       /* tiles of VW units: [H/VW][R][G'][VW]; G' = 2 (r,z) for GRU lbr=0;
+                            scale [G'][Hp] */
+    frnn_wmat Whh_n;     /* GRU lbr=0 only: n gate, [H/VW][H][VW]; scale [Hp] */
     const float *b_hn;   /* GRU lbr=1: (Hp) recurrent bias of n, applied inside r*(.) */
     const float *peep;   /* LSTM: (3, Hp) i, f, o, or NULL */
     frnn_act act[3];
@@ -36,6 +54,25 @@ typedef struct {
     float *c_out;                        /* new c, stride Hp */
     float *scratch;                      /* GRU lbr=0: 2*B*Hp floats */
 } frnn_rec_args;
+
+/* Denormals: inside engine calls the FPU flushes them to zero (MXCSR FTZ and DAZ): a state
+ * decaying into the denormal range (|x| < 1.2e-38) would otherwise make every operation on it
+ * take microcode assists, 10-30x slower. frnn_fp_enter sets both and returns the caller's MXCSR,
+ * frnn_fp_leave restores it; the pool's workers (our own threads) set them once at start. */
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+static inline unsigned frnn_fp_enter(void) {
+    const unsigned c = _mm_getcsr();
+    if ((c & 0x8040u) != 0x8040u) _mm_setcsr(c | 0x8040u);   /* FTZ (bit 15) | DAZ (bit 6) */
+    return c;
+}
+static inline void frnn_fp_leave(unsigned c) {
+    if ((c & 0x8040u) != 0x8040u) _mm_setcsr(c);
+}
+#else
+static inline unsigned frnn_fp_enter(void) { return 0; }
+static inline void frnn_fp_leave(unsigned c) { (void)c; }
+#endif
 
 #define X(name, ret, args) typedef ret (*frnn_##name##_fn) args;
 #include "kernels.inc"

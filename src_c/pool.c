@@ -16,6 +16,7 @@
  * its own on first use.
  */
 #include "pool.h"
+#include "kernels.h"
 #include <pthread.h>
 #include <sched.h>
 #include <time.h>
@@ -87,6 +88,7 @@ static int published(unsigned g, unsigned seen) { return !(g & 1) && g != seen; 
 
 static void *worker(void *idp) {
     const int id = (int)(long)idp;    /* runs part id + 1 */
+    (void)frnn_fp_enter();            /* our thread: denormals flushed for good (kernels.h) */
     unsigned seen = P.gen0[id];       /* regions before this worker existed are not its */
     for (;;) {
         unsigned g = atomic_load_explicit(&P.gen, memory_order_acquire);

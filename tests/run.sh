@@ -14,5 +14,5 @@ for isa in $(python -c "import fastrnn; print(' '.join(fastrnn.cpu_info()['avail
     [ "$isa" = "$best" ] && continue
     echo "== kernel and engine tests under FASTRNN_ISA=$isa"
     FASTRNN_ISA=$isa python -m pytest -q tests/test_engine.py tests/test_kernels.py tests/test_stream.py tests/test_threads.py tests/test_pool.py \
-        tests/test_properties.py tests/test_timepool.py tests/test_windows.py
+        tests/test_properties.py tests/test_timepool.py tests/test_windows.py tests/test_precision.py
 done

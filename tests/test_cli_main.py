@@ -389,13 +389,25 @@ def test_bench_json(paths, capsys):
     rc, out, err = cli(capsys, "bench", paths["ids"], "--seconds", "0.02", "--batch", "3", "--steps", "4", "--json")
     assert rc == 0 and err == ""
     res = json.loads(out)
-    assert set(res) == {"file", "model", "fastrnn", "isa", "threads", "stream", "stream_skipped", "predict"}
+    assert set(res) == {"file", "model", "fastrnn", "isa", "precision", "threads", "stream", "stream_skipped",
+                        "predict"}
+    assert res["precision"] == "fp32"
     assert set(res["stream"]) == STREAM_KEYS and res["stream_skipped"] is None
     assert set(res["predict"]) == PREDICT_KEYS
     assert res["predict"]["batch"] == 3 and res["predict"]["steps"] == 4 and res["predict"]["calls"] >= 1
     assert res["stream"]["batch"] == 1 and res["stream"]["repeats"] >= 1 and res["stream"]["steps_per_repeat"] >= 1
     assert all(v > 0 for v in list(res["stream"].values()) + list(res["predict"].values()))
     assert res["isa"] == fastrnn.cpu_info()["isa"] and res["threads"] == 1 and res["fastrnn"] == fastrnn.__version__
+
+
+def test_bench_at_a_precision(paths, capsys):
+    rc, out, err = cli(capsys, "bench", paths["ids"], "--seconds", "0.02", "--batch", "2", "--steps", "3",
+                       "--precision", "int8", "--json")
+    assert rc == 0 and err == ""
+    res = json.loads(out)
+    assert res["precision"] == "int8" and "precision='int8'" in res["model"]
+    rc, out, err = cli(capsys, "bench", paths["ids"], "--seconds", "0.02", "--precision", "int4")
+    assert rc == 2 and "invalid choice" in err
 
 
 def test_bench_text_threads_and_no_stream(paths, capsys):

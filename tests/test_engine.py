@@ -248,3 +248,39 @@ def test_cpu_info_reports_isa():
     assert info["isa"] in info["available"]
     assert info["available"][0] == "scalar"
     assert {"gemm", "rec_step", "act_rows"} <= set(info["kernels"])
+
+
+def test_denormals_are_flushed_inside_the_engine_and_the_callers_fpu_is_restored():
+    """A state decaying into the denormal range (|x| < 1.2e-38) is flushed to zero inside engine
+    calls (MXCSR FTZ/DAZ: no 10-30x microcode cliff); the caller's own arithmetic still makes
+    denormals afterwards (its MXCSR restored), from predict, streams, pools and worker threads."""
+    H = 4
+    w = {"W_ih": np.eye(H, dtype=np.float32), "W_hh": 0.5 * np.eye(H, dtype=np.float32)}
+    m = fastrnn.Model([fastrnn.Recurrent("rnn", [w], activations=[["linear"]])])
+    x = np.zeros((64, 140, H), np.float32)
+    x[:, 0] = 1e-30                      # h_t = 1e-30 / 2^t: denormal from t = 27, zero by ~t = 123
+    want, _ = reference.run(m.layers, x[:1])
+    assert 0 < want[0, 40, 0] < 1.2e-38                  # float64 keeps the denormal
+    tiny = np.float32(1e-38)
+
+    def caller_makes_denormals():
+        return float(tiny * np.float32(1e-3)) != 0.0
+    assert caller_makes_denormals()
+    fastrnn.set_num_threads(2)
+    try:
+        y = m.predict(x)                                  # 64 rows: worker threads take a chunk
+    finally:
+        fastrnn.set_num_threads(1)
+    assert caller_makes_denormals()
+    normal = np.abs(want[0, :, 0]) >= 1.2e-38
+    np.testing.assert_allclose(y[0, normal], want[0, normal], rtol=1e-6)
+    assert not y[:, ~normal].any()                        # flushed: exactly zero
+    s = m.stream(batch_size=1)
+    ys = np.stack([s.step(x[:1, t]) for t in range(140)], 1)
+    np.testing.assert_array_equal(ys, y[:1])
+    assert caller_makes_denormals()
+    pool = fastrnn.StreamPool(m, 2)
+    slot = pool.open()
+    for t in range(30):
+        pool.step([slot], x[:1, t])
+    assert caller_makes_denormals()

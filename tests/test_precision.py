@@ -211,7 +211,8 @@ def test_reduced_files_store_reduced_weights_and_load_bit_for_bit(tmp_path, prec
     np.testing.assert_array_equal(fastrnn.load(raw).predict(x), r.predict(x))      # from bytes too
     up = fastrnn.load(tmp_path / "r.frnn", precision="fp32")
     assert up.precision == "fp32"
-    np.testing.assert_array_equal(up.predict(x), r.predict(x))    # its values, now as fp32 weights
+    # its values, now as fp32 weights (the int8 kernels scale each sum after it: rounding only)
+    np.testing.assert_allclose(up.predict(x), r.predict(x), rtol=1e-5, atol=1e-6)
     assert fastrnn.load(tmp_path / "m.frnn", precision=prec).precision == prec
     with pytest.raises(fastrnn.ArgumentTypeError, match="precision"):
         fastrnn.load(tmp_path / "m.frnn", precision="int4")
@@ -285,3 +286,41 @@ def test_convert_with_precision_and_the_cli_check(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     d = json.loads(info.stdout)
     assert d["precision"] == "bf16" and d["weight_bytes"] == P.weight_bytes(fastrnn.load(tmp_path / "g.frnn"))
+
+
+# ---- the kernels at their edges ---------------------------------------------------------------
+
+def _rec_model(rng, cell, I, H, prec, **kw):
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    k = 1 / np.sqrt(H)
+    w = {"W_ih": rng.uniform(-k, k, (G * H, I)).astype(np.float32),
+         "W_hh": rng.uniform(-k, k, (G * H, H)).astype(np.float32),
+         "b_ih": rng.uniform(-k, k, G * H).astype(np.float32), "b_hh": rng.uniform(-k, k, G * H).astype(np.float32)}
+    layers = [fastrnn.Recurrent(cell, [w], **kw),
+              fastrnn.Dense(rng.uniform(-k, k, (5, H)).astype(np.float32), np.zeros(5, np.float32))]
+    return fastrnn.Model(layers).with_precision(prec)
+
+
+# H around the vector widths (8, 16) and the batch-1 tile grouping; B across the row blocks (V_RB
+# 3-6), the GEMM's few-row limit (12) and the widened many-row paths; K odd and below a block
+@pytest.mark.parametrize("prec", ["bf16", "int8"])
+@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False}),
+                                     ("rnn", {})])
+@pytest.mark.parametrize("H", [1, 7, 9, 16, 17, 33])
+@pytest.mark.parametrize("packed", ["reduced", "wide"])
+def test_kernels_at_tile_edges_match_the_reference_and_are_batch_invariant(prec, cell, kw, H, packed,
+                                                                           monkeypatch):
+    # reduced: bf16 / int8 panels even for these small matrices; wide: fp32 panels of the same
+    # values (the engine's choice for matrices up to 128 KiB, engine.c storage_wt)
+    monkeypatch.setenv("FASTRNN_PACK_WIDE_BYTES", "0" if packed == "reduced" else str(1 << 30))
+    rng = np.random.default_rng(H)
+    m = _rec_model(rng, cell, 5, H, prec, **kw)
+    x = rng.standard_normal((27, 4, 5)).astype(np.float32)
+    y = m.predict(x)
+    want, _ = reference.run(m.layers, x)            # float64 on the reduced weights
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    for B in (1, 2, 5, 7, 13):                      # any batch gives each row the same bits
+        np.testing.assert_array_equal(m.predict(x[:B]), y[:B])
+    s = m.stream(batch_size=3)
+    for t in range(4):
+        np.testing.assert_array_equal(s.step(x[:3, t]), y[:3, t])

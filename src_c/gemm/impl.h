@@ -3,8 +3,10 @@
  *   A    IN  (M, K) row-major, row stride lda (unpacked: layer inputs are used in place); in
  *            gemm_groups, groups of grp rows gld floats apart (gemm_impl)
  *   Bp   IN  B (N, K) packed once at load by pack_gemm (engine.c): panels of output columns,
- *            each K x nr floats, nr = gemm_nr(columns left) (2 or 4 vectors, see panel_nv); the
- *            panel at column n0 starts at Bp + n0 * K; the last one is zero-padded
+ *            each K x nr elements, nr = gemm_nr(columns left) (2 or 4 vectors, see panel_nv); the
+ *            panel at column n0 starts at element n0 * K; the last one is zero-padded. Elements
+ *            fp32, bf16 or int8 (frnn_wmat, kernels.h: every function below is instantiated per
+ *            precision WT); int8 sums are multiplied by the column's scale before the bias
  *   bias IN  padded to the panels (Npad floats) or NULL
  *   C    OUT (M, N) row stride ldc; only the N real columns are written
  *
@@ -15,6 +17,8 @@
 #ifndef FRNN_GEMM_IMPL_H
 #define FRNN_GEMM_IMPL_H
 #include <limits.h>
+#include <stdlib.h>
+#include "../simd/wload.h"
 
 /* Panels are 4 vectors wide on ISAs with G_MR4 (AVX-512), else 2; a last panel of at most 2
  * vectors' columns is 2 wide (a Dense head with 1 output computes 32 lanes, not 64). The width
@@ -47,20 +51,20 @@ int ISA_SUFFIX(gemm_nr)(int ncols) { return panel_nv(ncols) * VW; }
 
 /* q = the sum over k in [k0, k1) of B's panel row k times A[r][k], from zero in k order */
 static inline __attribute__((always_inline)) void
-gemm_ksum(const int NV, const int mr, int k0, int k1, const float *const *ar, const float *Bp,
-          vf q[G_MR][4]) {
-    const int NR = NV * VW;
+gemm_ksum(const int WT, const int NV, const int mr, int k0, int k1, const float *const *ar,
+          const char *Bp, vf q[G_MR][4]) {
+    const int NR = NV * VW, ES = W_SIZE(WT);
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) q[r][v] = v_zero();
-    const float *w = Bp + (int64_t)k0 * NR;
-    for (int k = k0; k < k1; k++, w += NR) {
+    const char *w = Bp + (int64_t)k0 * NR * ES;
+    for (int k = k0; k < k1; k++, w += NR * ES) {
         vf wv[4];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) wv[v] = v_load(w + v * VW);
+        for (int v = 0; v < NV; v++) wv[v] = w_load(WT, w + v * VW * ES);
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) __builtin_prefetch(w + FRNN_PF_K * NR + v * VW);
+        for (int v = 0; v < NV; v++) __builtin_prefetch(w + (FRNN_PF_K * NR + v * VW) * ES);
 #pragma GCC unroll 8
         for (int r = 0; r < mr; r++) {
             vf x = v_set1(ar[r][k]);
@@ -77,9 +81,9 @@ gemm_ksum(const int NV, const int mr, int k0, int k1, const float *const *ar, co
  * a time. */
 enum { GB = 4, G_KB_ROWS = 48, G_MC_MAX = 512 };   /* G_MC_MAX: 4 KiB of row pointers on the stack */
 static inline __attribute__((always_inline)) void
-gemm_tile(const int NV, const int mr, int K, const float *const *ar, const float *Bp,
-          const float *bias, float *C, int64_t ldc, int ncols) {
-    const int NR = NV * VW, PAR = NV * mr * GB <= 24;
+gemm_tile(const int WT, const int NV, const int mr, int K, const float *const *ar, const char *Bp,
+          const float *scale, const float *bias, float *C, int64_t ldc, int ncols) {
+    const int NR = NV * VW, PAR = NV * mr * GB <= 24, ES = W_SIZE(WT);
     vf a[G_MR][4];
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
@@ -99,18 +103,19 @@ gemm_tile(const int NV, const int mr, int K, const float *const *ar, const float
         /* every block has len or len + 1 rows of k: len in lockstep (one pointer per block and
          * row, no index arithmetic or branch in the loop), then the blocks' last rows */
         const int len = K / GB;
-        const float *wp[GB], *xp[GB][G_MR];
+        const char *wp[GB];
+        const float *xp[GB][G_MR];
 #pragma GCC unroll 4
         for (int s = 0; s < GB; s++) {
-            wp[s] = Bp + (int64_t)kb[s] * NR;
+            wp[s] = Bp + (int64_t)kb[s] * NR * ES;
 #pragma GCC unroll 8
             for (int r = 0; r < mr; r++) xp[s][r] = ar[r] + kb[s];
         }
 #define FRNN_GEMM_ROW(s)                                                                          \
     do {                                                                                          \
         vf w[4];                                                                                  \
-        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) w[v] = v_load(wp[s] + v * VW);     \
-        wp[s] += NR;                                                                              \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) w[v] = w_load(WT, wp[s] + v * VW * ES); \
+        wp[s] += NR * ES;                                                                         \
         _Pragma("GCC unroll 8") for (int r = 0; r < mr; r++) {                                   \
             vf x = v_set1(*xp[s][r]++);                                                           \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) p[s][r][v] = v_fma(w[v], x, p[s][r][v]); \
@@ -133,11 +138,19 @@ gemm_tile(const int NV, const int mr, int K, const float *const *ar, const float
     } else {
         for (int s = 0; s < GB; s++) {
             vf q[G_MR][4];
-            gemm_ksum(NV, mr, kb[s], kb[s + 1], ar, Bp, q);
+            gemm_ksum(WT, NV, mr, kb[s], kb[s + 1], ar, Bp, q);
 #pragma GCC unroll 8
             for (int r = 0; r < mr; r++)
 #pragma GCC unroll 4
                 for (int v = 0; v < NV; v++) a[r][v] = v_add(a[r][v], q[r][v]);
+        }
+    }
+    if (W_SCALED(WT)) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            vf sc = v_load(scale + v * VW);
+#pragma GCC unroll 8
+            for (int r = 0; r < mr; r++) a[r][v] = v_opaque(v_mul(a[r][v], sc));   /* never fused */
         }
     }
     if (bias) {
@@ -166,11 +179,11 @@ gemm_tile(const int NV, const int mr, int K, const float *const *ar, const float
  * block (K/4 x NR floats, 16 KiB at K = 256) stays in L1 across the tiles instead of coming from
  * L2 for every tile. */
 static inline __attribute__((always_inline)) void
-gemm_kblock(const int NV, const int mr, int K, int s, const float *const *ar, const float *Bp,
-            const float *bias, float *P, float *C, int64_t ldc, int ncols) {
+gemm_kblock(const int WT, const int NV, const int mr, int K, int s, const float *const *ar, const char *Bp,
+            const float *scale, const float *bias, float *P, float *C, int64_t ldc, int ncols) {
     const int NR = NV * VW;
     vf q[G_MR][4];
-    gemm_ksum(NV, mr, (int)((int64_t)s * K / GB), (int)((int64_t)(s + 1) * K / GB), ar, Bp, q);
+    gemm_ksum(WT, NV, mr, (int)((int64_t)s * K / GB), (int)((int64_t)(s + 1) * K / GB), ar, Bp, q);
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++) {
         float *c = C + r * ldc, *p = P + r * NR;
@@ -178,6 +191,7 @@ gemm_kblock(const int NV, const int mr, int K, int s, const float *const *ar, co
         for (int v = 0; v < NV; v++) {
             vf a = v_add(s > 0 ? v_load(p + v * VW) : v_zero(), q[r][v]);
             if (s < GB - 1) { v_store(p + v * VW, a); continue; }
+            if (W_SCALED(WT)) a = v_opaque(v_mul(a, v_load(scale + v * VW)));
             if (bias) a = v_add(a, v_load(bias + v * VW));
             const int n = ncols - v * VW;
             if (n >= VW) v_store(c + v * VW, a);
@@ -188,24 +202,26 @@ gemm_kblock(const int NV, const int mr, int K, int s, const float *const *ar, co
 
 /* One tile: block s of K (gemm_kblock), or all of K when s < 0 (gemm_tile) */
 static inline __attribute__((always_inline)) void
-gemm_one(const int NV, const int mr, int K, int s, const float *const *ar, const float *Bp,
-         const float *bias, float *P, float *C, int64_t ldc, int ncols) {
-    if (s < 0) gemm_tile(NV, mr, K, ar, Bp, bias, C, ldc, ncols);
-    else gemm_kblock(NV, mr, K, s, ar, Bp, bias, P, C, ldc, ncols);
+gemm_one(const int WT, const int NV, const int mr, int K, int s, const float *const *ar, const char *Bp,
+         const float *scale, const float *bias, float *P, float *C, int64_t ldc, int ncols) {
+    if (s < 0) gemm_tile(WT, NV, mr, K, ar, Bp, scale, bias, C, ldc, ncols);
+    else gemm_kblock(WT, NV, mr, K, s, ar, Bp, scale, bias, P, C, ldc, ncols);
 }
 
 /* rows [m0, m1) of one panel: tiles of MR rows, then the last rows with a constant row count.
  * ar: the rows of A from m0 on; P: the partial sums of row m0's tile on (stride NR) */
 static inline __attribute__((always_inline)) void
-gemm_rows(const int NV, const int MR, int m0, int m1, int K, int s, const float *const *ar,
-          const float *panel, const float *bias, float *P, float *C, int64_t ldc, int ncols) {
+gemm_rows(const int WT, const int NV, const int MR, int m0, int m1, int K, int s, const float *const *ar,
+          const char *panel, const float *scale, const float *bias, float *P, float *C, int64_t ldc,
+          int ncols) {
     const int NR = NV * VW;
     int m = m0;
     for (; m + MR <= m1; m += MR)
-        gemm_one(NV, MR, K, s, ar + (m - m0), panel, bias, P + (m - m0) * NR, C + m * ldc, ldc, ncols);
+        gemm_one(WT, NV, MR, K, s, ar + (m - m0), panel, scale, bias, P + (m - m0) * NR, C + m * ldc, ldc, ncols);
     switch (m1 - m) {
 #define FRNN_TAIL(R) \
-    case R: gemm_one(NV, R, K, s, ar + (m - m0), panel, bias, P + (m - m0) * NR, C + m * ldc, ldc, ncols); break;
+    case R: gemm_one(WT, NV, R, K, s, ar + (m - m0), panel, scale, bias, P + (m - m0) * NR, C + m * ldc, ldc, \
+                     ncols); break;
     FRNN_TAIL(1) FRNN_TAIL(2) FRNN_TAIL(3)
 #if G_MR > 4
     FRNN_TAIL(4) FRNN_TAIL(5)
@@ -229,17 +245,18 @@ gemm_rows(const int NV, const int MR, int m0, int m1, int K, int s, const float 
  * 0.93x, 1600x2048x128 0.88x (all panels as before). Whole workloads: LSTM 256 batch 64
  * T = 100 0.92x, 2-layer bi-LSTM batch 32 0.95x. */
 static inline __attribute__((always_inline)) void
-gemm_panel(const int NV, const int MR, int m0, int m1, int K, const float *const *ar,
-           const float *panel, const float *bias, float *P, float *C, int64_t ldc, int ncols) {
+gemm_panel(const int WT, const int NV, const int MR, int m0, int m1, int K, const float *const *ar,
+           const char *panel, const float *scale, const float *bias, float *P, float *C, int64_t ldc,
+           int ncols) {
     if (m1 - m0 < 2 * MR) {
-        gemm_rows(NV, MR, m0, m1, K, -1, ar, panel, bias, P, C, ldc, ncols);
+        gemm_rows(WT, NV, MR, m0, m1, K, -1, ar, panel, scale, bias, P, C, ldc, ncols);
         return;
     }
     const int KR = G_KB_ROWS / MR * MR;
     for (int r0 = m0; r0 < m1; r0 += KR) {
         const int r1 = m1 - r0 < KR ? m1 : r0 + KR;
         for (int s = 0; s < GB; s++)
-            gemm_rows(NV, MR, r0, r1, K, s, ar + (r0 - m0), panel, bias, P, C, ldc, ncols);
+            gemm_rows(WT, NV, MR, r0, r1, K, s, ar + (r0 - m0), panel, scale, bias, P, C, ldc, ncols);
     }
 }
 
@@ -261,12 +278,15 @@ enum { G_FEW = 2 * (G_MR4 ? G_MR4 : G_MR) };
  * gemm_impl's many paths (or into one function for all the few-row shapes), GCC kept the 1-row
  * tile's loop counter and block pointers on the stack, updated in memory every row of k: a
  * 1 x 256 x 64 GEMV (a stream step's input projection) took 1.18x the time. */
-#define FRNN_TILE_FN(NV, MR)                                                                       \
-    static __attribute__((noinline)) void gemm_tile_##NV##_##MR(int K, const float *const *ar,     \
-                                                                 const float *Bp, const float *bias, \
-                                                                 float *C, int64_t ldc, int ncols) { \
-        gemm_tile(NV, MR, K, ar, Bp, bias, C, ldc, ncols);                                      \
+#define FRNN_TILE_FN1(WT, NV, MR)                                                                  \
+    static __attribute__((noinline)) void gemm_tile_##WT##_##NV##_##MR(                                \
+        int K, const float *const *ar, const char *Bp, const float *scale, const float *bias, float *C, \
+        int64_t ldc, int ncols) {                                                                       \
+        gemm_tile(WT, NV, MR, K, ar, Bp, scale, bias, C, ldc, ncols);                                   \
     }
+/* ... per precision (FRNN_W_F32, _BF16, _I8, _I8W = 0, 1, 2, 3) */
+#define FRNN_TILE_FN(NV, MR) FRNN_TILE_FN1(0, NV, MR) FRNN_TILE_FN1(1, NV, MR) FRNN_TILE_FN1(2, NV, MR) \
+    FRNN_TILE_FN1(3, NV, MR)
 /* every (vectors, rows) tile shape of this ISA */
 #if G_MR > 6
 #define FRNN_FEW_2(X) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6) X(2, 7) X(2, 8)
@@ -283,15 +303,19 @@ enum { G_FEW = 2 * (G_MR4 ? G_MR4 : G_MR) };
 _Static_assert(G_MR <= 8 && (!G_MR4 || G_MR4 == 6), "FRNN_FEW_SHAPES must list every tile shape");
 FRNN_FEW_SHAPES(FRNN_TILE_FN)
 #undef FRNN_TILE_FN
+#undef FRNN_TILE_FN1
 
-/* rows [m, m + mr) (mr <= the panel's MR) against one panel of nv vectors */
-static void gemm_few_tile(int nv, int mr, int K, const float *const *ar, const float *panel,
-                          const float *bias, float *C, int64_t ldc, int ncols) {
-    switch (nv * 16 + mr) {
-#define FRNN_TILE_CASE(NV, MR) \
-    case NV * 16 + MR: gemm_tile_##NV##_##MR(K, ar, panel, bias, C, ldc, ncols); return;
+/* rows [m, m + mr) (mr <= the panel's MR) against one panel of nv vectors of precision wt */
+static void gemm_few_tile(int wt, int nv, int mr, int K, const float *const *ar, const char *panel,
+                          const float *scale, const float *bias, float *C, int64_t ldc, int ncols) {
+    switch (wt * 256 + nv * 16 + mr) {
+#define FRNN_TILE_CASE1(WT, NV, MR) \
+    case WT * 256 + NV * 16 + MR: gemm_tile_##WT##_##NV##_##MR(K, ar, panel, scale, bias, C, ldc, ncols); return;
+#define FRNN_TILE_CASE(NV, MR) FRNN_TILE_CASE1(0, NV, MR) FRNN_TILE_CASE1(1, NV, MR) FRNN_TILE_CASE1(2, NV, MR) \
+    FRNN_TILE_CASE1(3, NV, MR)
         FRNN_FEW_SHAPES(FRNN_TILE_CASE)
 #undef FRNN_TILE_CASE
+#undef FRNN_TILE_CASE1
     default: return;   /* unreachable: the list has every shape (the _Static_assert above) */
     }
 }
@@ -309,40 +333,79 @@ static void gemm_few_tile(int nv, int mr, int K, const float *const *ar, const f
  * time (one process, the same weights, the two orders alternated, 15 pairs, 3 runs); GRU 256
  * (1.5 MiB), LSTM 64 and LSTM 256 batch 1 T = 100 within noise. */
 static inline __attribute__((always_inline)) void
-gemm_panels(const int few, int m0, int m1, int N, int K, const float *const *ar, const float *Bp,
-            const float *bias, float *P, float *C, int64_t ldc, int desc) {
+gemm_panels(const int WT, const int few, int m0, int m1, int N, int K, const float *const *ar,
+            const frnn_wmat *B, const float *bias, float *P, float *C, int64_t ldc, int desc) {
     const int full = panel_nv(INT_MAX) * VW, np = (N + full - 1) / full;
+    const int wt = few ? B->wt : WT;     /* few rows: the precision is chosen per tile function */
     for (int i = 0; i < np; i++) {
         const int n0 = (desc ? np - 1 - i : i) * full, nv = panel_nv(N - n0);
-        const float *panel = Bp + (int64_t)n0 * K, *bp = bias ? bias + n0 : NULL;
+        const char *panel = (const char *)B->p + (int64_t)n0 * K * W_SIZE(wt);
+        const float *bp = bias ? bias + n0 : NULL, *sp = W_SCALED(wt) ? B->scale + n0 : NULL;
         if (few) {
             const int MR = nv == 4 ? G_MR4 : G_MR;
             for (int m = m0; m < m1; m += MR)
-                gemm_few_tile(nv, m1 - m < MR ? m1 - m : MR, K, ar + (m - m0), panel, bp,
+                gemm_few_tile(wt, nv, m1 - m < MR ? m1 - m : MR, K, ar + (m - m0), panel, sp, bp,
                               C + m * ldc + n0, ldc, N - n0);
             continue;
         }
 #if G_MR4
         if (nv == 4) {
-            gemm_panel(4, G_MR4, m0, m1, K, ar, panel, bp, P, C + n0, ldc, N - n0);
+            gemm_panel(WT, 4, G_MR4, m0, m1, K, ar, panel, sp, bp, P, C + n0, ldc, N - n0);
             continue;
         }
 #endif
-        gemm_panel(2, G_MR, m0, m1, K, ar, panel, bp, P, C + n0, ldc, N - n0);
+        gemm_panel(WT, 2, G_MR, m0, m1, K, ar, panel, sp, bp, P, C + n0, ldc, N - n0);
     }
 }
 
 static void gemm_few(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
-                     const float *Bp, const float *bias, float *C, int64_t ldc, int desc) {
+                     const frnn_wmat *B, const float *bias, float *C, int64_t ldc, int desc) {
     const float *ar[G_FEW];
     row_ptrs(ar, 0, M, A, lda, grp, gld);
-    gemm_panels(1, 0, M, N, K, ar, Bp, bias, NULL, C, ldc, desc);
+    gemm_panels(FRNN_W_F32, 1, 0, M, N, K, ar, B, bias, NULL, C, ldc, desc);   /* WT unused when few */
+}
+
+/* the many-row path of one precision (a function each: inlined into one, the paths were 3x
+ * the code of the fp32 path alone in gemm_impl) */
+#define FRNN_MANY_FN(WT)                                                                          \
+    static __attribute__((noinline)) void gemm_many_##WT(int m0, int m1, int N, int K,            \
+                                                         const float *const *ar, const frnn_wmat *B, \
+                                                         const float *bias, float *P, float *C,   \
+                                                         int64_t ldc, int desc) {                 \
+        gemm_panels(WT, 0, m0, m1, N, K, ar, B, bias, P, C, ldc, desc);                           \
+    }
+FRNN_MANY_FN(0) FRNN_MANY_FN(1) FRNN_MANY_FN(2) FRNN_MANY_FN(3)   /* 1, 2: out of memory for `wide` */
+#undef FRNN_MANY_FN
+
+/* Many rows of bf16 / int8 weights: each panel widened to fp32 once (into `wide`, K x its width
+ * floats), then the fp32 tiles over it, int8 sums scaled as the few-row tiles scale them. A tile
+ * widening its own loads pays 2 conversions per vector per tile of rows, which the fp32 tiles'
+ * FMAs cannot hide (bilstm2 128x256 batch 32 1.13x, LSTM 256 batch 64 1.12x the fp32 time, on
+ * Zen 3); the widened panel pays them once per block of up to MC rows. Same values, same
+ * summation order: the same bits as the few-row path (batch invariance). */
+static void gemm_many_wide(int m0, int m1, int N, int K, const float *const *ar, const frnn_wmat *B,
+                           const float *bias, float *P, float *C, int64_t ldc, int desc, float *wide) {
+    const int full = panel_nv(INT_MAX) * VW, np = (N + full - 1) / full, ES = W_SIZE(B->wt);
+    for (int i = 0; i < np; i++) {
+        const int n0 = (desc ? np - 1 - i : i) * full, nr = panel_nv(N - n0) * VW;
+        const char *src = (const char *)B->p + (int64_t)n0 * K * ES;
+        const int64_t n = (int64_t)K * nr;
+        w_widen(wide, src, n, B->wt);
+        /* the one panel, as a matrix of N - n0 columns whose first panel is `wide` */
+        const frnn_wmat one = {wide, B->scale ? B->scale + n0 : NULL,
+                               B->wt == FRNN_W_I8 ? FRNN_W_I8W : FRNN_W_F32};
+        const int cols = N - n0 < nr ? N - n0 : nr;
+        if (one.wt == FRNN_W_I8W)
+            gemm_many_3(m0, m1, cols, K, ar, &one, bias ? bias + n0 : NULL, P, C + n0, ldc, 0);
+        else
+            gemm_many_0(m0, m1, cols, K, ar, &one, bias ? bias + n0 : NULL, P, C + n0, ldc, 0);
+    }
 }
 
 static void gemm_impl(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
-                      const float *Bp, const float *bias, float *C, int64_t ldc, int desc) {
+                      const frnn_wmat *B, const float *bias, float *C, int64_t ldc, int desc) {
     if (M < G_FEW) {
-        gemm_few(M, N, K, A, lda, grp, gld, Bp, bias, C, ldc, desc);
+        gemm_few(M, N, K, A, lda, grp, gld, B, bias, C, ldc, desc);
         return;
     }
     float P[G_KB_ROWS * 4 * VW] __attribute__((aligned(64)));
@@ -350,20 +413,28 @@ static void gemm_impl(int M, int N, int K, const float *A, int64_t lda, int grp,
     int MC = (int)((256 * 1024) / ((int64_t)(K > 0 ? K : 1) * 4)) / G_KB_ROWS * G_KB_ROWS;
     if (MC < G_KB_ROWS) MC = G_KB_ROWS;
     if (MC > G_MC_MAX) MC = G_MC_MAX;
+    void *wide = NULL;
+    if ((B->wt == FRNN_W_BF16 || B->wt == FRNN_W_I8) && posix_memalign(&wide, 64, (size_t)(K > 0 ? K : 1) * panel_nv(INT_MAX) * VW * 4))
+        wide = NULL;
     for (int m0 = 0; m0 < M; m0 += MC) {
         const int m1 = M - m0 < MC ? M : m0 + MC;
         row_ptrs(ar, m0, m1, A, lda, grp, gld);
-        gemm_panels(0, m0, m1, N, K, ar, Bp, bias, P, C, ldc, desc);
+        if (wide) gemm_many_wide(m0, m1, N, K, ar, B, bias, P, C, ldc, desc, wide);
+        else if (B->wt == FRNN_W_I8) gemm_many_2(m0, m1, N, K, ar, B, bias, P, C, ldc, desc);
+        else if (B->wt == FRNN_W_BF16) gemm_many_1(m0, m1, N, K, ar, B, bias, P, C, ldc, desc);
+        else if (B->wt == FRNN_W_I8W) gemm_many_3(m0, m1, N, K, ar, B, bias, P, C, ldc, desc);
+        else gemm_many_0(m0, m1, N, K, ar, B, bias, P, C, ldc, desc);
     }
+    free(wide);
 }
 
-void ISA_SUFFIX(gemm)(int M, int N, int K, const float *A, int64_t lda, const float *Bp,
+void ISA_SUFFIX(gemm)(int M, int N, int K, const float *A, int64_t lda, const frnn_wmat *B,
                       const float *bias, float *C, int64_t ldc) {
-    gemm_impl(M, N, K, A, lda, M > 0 ? M : 1, 0, Bp, bias, C, ldc, 0);
+    gemm_impl(M, N, K, A, lda, M > 0 ? M : 1, 0, B, bias, C, ldc, 0);
 }
 
 void ISA_SUFFIX(gemm_groups)(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
-                             const float *Bp, const float *bias, float *C, int64_t ldc, int desc) {
-    gemm_impl(M, N, K, A, lda, grp, gld, Bp, bias, C, ldc, desc);
+                             const frnn_wmat *B, const float *bias, float *C, int64_t ldc, int desc) {
+    gemm_impl(M, N, K, A, lda, grp, gld, B, bias, C, ldc, desc);
 }
 #endif

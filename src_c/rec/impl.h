@@ -12,10 +12,14 @@
  *   GRU linear_before_reset=0: pass 1 computes r, z and r*h; pass 2 the n-gate GEMV over r*h;
  *   RNN.
  * Padded lanes (units H..Hp-1) see zero weights and biases and are never copied out.
+ * W_hh's elements are fp32, bf16 or int8 (frnn_wmat, kernels.h): every block is instantiated per
+ * precision WT; an int8 tile's sums are multiplied by their units' scales before the epilogue.
  */
 #ifndef FRNN_REC_IMPL_H
 #define FRNN_REC_IMPL_H
+#include <stdlib.h>
 #include "../act/vec.h"
+#include "../simd/wload.h"
 
 #ifndef V_TILE_LANES
 #define V_TILE_LANES 0   /* simd/<isa>.h: 1 = batch 1 runs groups of tiles as the epilogue's lanes */
@@ -34,11 +38,11 @@ FRNN_INLINE vf clipv(vf x, float clip) {
  * composition, thread chunks, stream pools): batch-invariant, bit for bit.
  * Speed: FMA latency x 2 ports wants >= 8 independent chains. With few accumulators (batch 1) the
  * NB blocks run in lockstep as separate chains (G*nb*NB of them); with many, one block at a time. */
-FRNN_INLINE void rec_gemv(const int G, const int nb, int K, const float *W, const float *h,
+FRNN_INLINE void rec_gemv(const int WT, const int G, const int nb, int K, const char *W, const float *h,
                           int64_t hs, vf acc[4][V_RB]) {
     const int NB = G == 1 ? 8 : G == 4 ? 2 : 4;
-    const int PAR = G * nb * NB <= 24;
-    const int64_t ws = (int64_t)G * VW;   /* floats per k in the packed tile */
+    const int PAR = G * nb * NB <= 24, ES = W_SIZE(WT);
+    const int64_t ws = (int64_t)G * VW * ES;   /* bytes per k in the packed tile */
     const float *hr[V_RB];
 #pragma GCC unroll 8
     for (int r = 0; r < nb; r++) hr[r] = h + r * hs;
@@ -56,7 +60,8 @@ FRNN_INLINE void rec_gemv(const int G, const int nb, int K, const float *W, cons
         /* every block has len or len + 1 elements of k: len in lockstep (a pointer per block
          * and row, no index arithmetic or branch in the loop), then the blocks' last ones */
         const int len = K / NB;
-        const float *wp[8], *xp[8][V_RB];
+        const char *wp[8];
+        const float *xp[8][V_RB];
 #pragma GCC unroll 8
         for (int s = 0; s < NB; s++) {
             wp[s] = W + kb[s] * ws;
@@ -68,7 +73,7 @@ FRNN_INLINE void rec_gemv(const int G, const int nb, int K, const float *W, cons
         _Pragma("GCC unroll 8") for (int r = 0; r < nb; r++) {                                   \
             vf x = v_set1(*xp[s][r]++);                                                           \
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)                                  \
-                part[s][g][r] = v_fma(v_load(wp[s] + g * VW), x, part[s][g][r]);                  \
+                part[s][g][r] = v_fma(w_load(WT, wp[s] + g * VW * ES), x, part[s][g][r]);         \
         }                                                                                         \
         wp[s] += ws;                                                                              \
     } while (0)
@@ -101,13 +106,13 @@ FRNN_INLINE void rec_gemv(const int G, const int nb, int K, const float *W, cons
         for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
             for (int r = 0; r < nb; r++) p[g][r] = v_zero();
-        const float *w = W + kb[s] * ws;
+        const char *w = W + kb[s] * ws;
         for (int k = kb[s]; k < kb[s + 1]; k++, w += ws) {
             vf wv[4];
 #pragma GCC unroll 4
-            for (int g = 0; g < G; g++) wv[g] = v_load(w + g * VW);
+            for (int g = 0; g < G; g++) wv[g] = w_load(WT, w + g * VW * ES);
 #pragma GCC unroll 4
-            for (int g = 0; g < G; g++) __builtin_prefetch(w + FRNN_PF_K * ws + g * VW);
+            for (int g = 0; g < G; g++) __builtin_prefetch(w + FRNN_PF_K * ws + g * VW * ES);
 #pragma GCC unroll 8
             for (int r = 0; r < nb; r++) {
                 vf x = v_set1(hr[r][k]);
@@ -268,13 +273,24 @@ FRNN_INLINE void prefetch_xp(const frnn_rec_args *a, const int G, const int nb, 
     }
 }
 
-/* One block: nb rows from b0 for the tile at unit j; W points at the tile. The epilogue's lanes
- * are the rows (row b0 + r, unit j). */
+/* int8 tiles: the nb lanes' sums of each gate times their units' scales (lane r: unit j + r js) */
+FRNN_INLINE void scale_n(const int WT, const int G, const int nb, const float *S, int64_t Hp, int j,
+                         const int js, vf acc[4][V_RB]) {
+    if (!W_SCALED(WT)) return;
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++)
+        FRNN_LANES(nb, r) acc[g][r] = v_opaque(v_mul(acc[g][r], v_load(S + g * Hp + j + r * js)));
+}
+
+/* One block: nb rows from b0 for the tile at unit j; W points at the tile (bytes), S at the
+ * scales (int8). The epilogue's lanes are the rows (row b0 + r, unit j). */
 #define FRNN_ROW_BLOCK(NAME, G, K, HIN, HS, EPI)                                                \
-    FRNN_INLINE void NAME(const frnn_rec_args *a, const int nb, int b0, int j, const float *W) { \
+    FRNN_INLINE void NAME(const frnn_rec_args *a, const int WT, const int nb, int b0, int j,    \
+                          const char *W, const float *S) {                                      \
         vf acc[4][V_RB];                                                                         \
         prefetch_xp(a, G, nb, b0, j);                                                            \
-        rec_gemv(G, nb, K, W, (HIN) + b0 * (HS), HS, acc);                                       \
+        rec_gemv(WT, G, nb, K, W, (HIN) + b0 * (HS), HS, acc);                                   \
+        scale_n(WT, G, nb, S, a->Hp, j, 0, acc);                                                 \
         EPI(a, nb, b0, j, acc, 1, 0);                                                            \
     }
 /* Batch 1 with short tiles (V_TILE_LANES, simd/<isa>.h): the one row, nt consecutive tiles from
@@ -282,23 +298,32 @@ FRNN_INLINE void prefetch_xp(const frnn_rec_args *a, const int G, const int nb, 
  * tiles (row 0, unit j + r VW), so a step's gate math is nt chains in lockstep instead of one chain per
  * tile. The GEMV of each tile and each lane's operations are the one-row form's: the same bits. */
 #if V_TILE_LANES
+#define FRNN_GEMV1(NAME, WT, G, K, HIN, HS)                                                     \
+    static __attribute__((noinline)) void NAME##_gemv1_##WT(const frnn_rec_args *a, const char *W, \
+                                                            vf at[4][V_RB]) {                   \
+        rec_gemv(WT, G, 1, K, W, HIN, HS, at);                                                   \
+    }
 #define FRNN_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
     FRNN_ROW_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
-    /* a function of its own: inlined, GCC kept the GEMV's pointers on the stack (GRU 64 1.15x) */ \
-    static __attribute__((noinline)) void NAME##_gemv1(const frnn_rec_args *a, const float *W,  \
-                                                       vf at[4][V_RB]) {                        \
-        rec_gemv(G, 1, K, W, HIN, HS, at);                                                       \
-    }                                                                                            \
-    FRNN_INLINE void NAME##_t(const frnn_rec_args *a, const int nt, int j, const float *W,     \
-                              int desc) {                                                        \
+    /* a function of its own (per precision): inlined, GCC kept the GEMV's pointers on the   \
+       stack (GRU 64 1.15x) */                                                                   \
+    FRNN_GEMV1(NAME, 0, G, K, HIN, HS) FRNN_GEMV1(NAME, 1, G, K, HIN, HS)                        \
+    FRNN_GEMV1(NAME, 2, G, K, HIN, HS) FRNN_GEMV1(NAME, 3, G, K, HIN, HS)                        \
+    FRNN_INLINE void NAME##_t(const frnn_rec_args *a, const int WT, const int nt, int j,       \
+                              const char *W, const float *S, int desc) {                         \
         vf acc[4][V_RB];                                                                         \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) prefetch_xp(a, G, 1, 0, j + t * VW); \
         _Pragma("GCC unroll 8") for (int i = 0; i < nt; i++) {                                  \
             const int t = desc ? nt - 1 - i : i;                                                 \
             vf at[4][V_RB];                                                                      \
-            NAME##_gemv1(a, W + (int64_t)t * (K) * (G) * VW, at);                                \
+            const char *Wt = W + (int64_t)t * (K) * (G) * VW * W_SIZE(WT);                       \
+            if (WT == FRNN_W_I8) NAME##_gemv1_2(a, Wt, at);                                      \
+            else if (WT == FRNN_W_BF16) NAME##_gemv1_1(a, Wt, at);                               \
+            else if (WT == FRNN_W_I8W) NAME##_gemv1_3(a, Wt, at);                                \
+            else NAME##_gemv1_0(a, Wt, at);                                                      \
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) acc[g][t] = at[g][0];            \
         }                                                                                        \
+        scale_n(WT, G, nt, S, a->Hp, j, VW, acc);                                                \
         EPI(a, nt, 0, j, acc, 0, VW);                                                            \
     }
 #else
@@ -323,24 +348,28 @@ FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi)
 #else
 #define FRNN_NB_CASES(F) case 3: F(3); break; case 2: F(2); break; case 1: F(1); break;
 #endif
+/* every block of rows of the tile at unit j (W, S: its weights and scales) */
+#define FRNN_ROW_BLOCKS(BLOCK)                                                              \
+    for (int i = 0, b0 = 0; i < nblk; i++) {                                               \
+        const int nb = bq + (i < br), b1 = b0 + nb;   /* the first br blocks: one more */     \
+        switch (nb) {                                                                       \
+            FRNN_NB_CASES(FRNN_CALL_##BLOCK)                                                \
+        default: break;                                                                     \
+        }                                                                                   \
+        b0 = b1;                                                                            \
+    }
 #define FRNN_TILES(BLOCK, G, K, WBASE)                                                     \
     for (int jj = a->j0; jj < a->j1; jj += VW) {                                           \
         const int j = a->zig ? a->j1 - VW - (jj - a->j0) : jj;                               \
-        const float *W = (WBASE) + (int64_t)(j / VW) * (K) * (G) * VW;                      \
-        for (int i = 0, b0 = 0; i < nblk; i++) {                                           \
-            const int nb = bq + (i < br), b1 = b0 + nb;   /* the first br blocks: one more */ \
-            switch (nb) {                                                                   \
-                FRNN_NB_CASES(FRNN_CALL_##BLOCK)                                            \
-            default: break;                                                                 \
-            }                                                                               \
-            b0 = b1;                                                                        \
-        }                                                                                   \
+        const char *W = (const char *)(WBASE).p + (int64_t)(j / VW) * (K) * (G) * VW * W_SIZE(WT); \
+        const float *S = (WBASE).scale;                                                     \
+        FRNN_ROW_BLOCKS(BLOCK)                                                              \
     }
-#define FRNN_CALL_lstm_block(N) lstm_block(a, N, b0, j, W)
-#define FRNN_CALL_gru_block(N) gru_block(a, N, b0, j, W)
-#define FRNN_CALL_gru0_block1(N) gru0_block1(a, N, b0, j, W)
-#define FRNN_CALL_gru0_block2(N) gru0_block2(a, N, b0, j, W)
-#define FRNN_CALL_rnn_block(N) rnn_block(a, N, b0, j, W)
+#define FRNN_CALL_lstm_block(N) lstm_block(a, WT, N, b0, j, W, S)
+#define FRNN_CALL_gru_block(N) gru_block(a, WT, N, b0, j, W, S)
+#define FRNN_CALL_gru0_block1(N) gru0_block1(a, WT, N, b0, j, W, S)
+#define FRNN_CALL_gru0_block2(N) gru0_block2(a, WT, N, b0, j, W, S)
+#define FRNN_CALL_rnn_block(N) rnn_block(a, WT, N, b0, j, W, S)
 
 /* every cell's pass(es) through LOOP(BLOCK, G, K, WBASE): FRNN_TILES or FRNN_GROUPS */
 #define FRNN_CELLS(LOOP)                                  \
@@ -373,18 +402,19 @@ enum { FRNN_TILE_LANES_MAX = 8192 };
     for (int i = 0, t0 = 0; i < ng; i++) {                                                  \
         const int nt = tq + (i < tr), g0 = a->zig ? ntl - t0 - nt : t0;                     \
         const int j = a->j0 + g0 * VW;                                                       \
-        const float *W = (WBASE) + (int64_t)(j / VW) * (K) * (G) * VW;                      \
+        const char *W = (const char *)(WBASE).p + (int64_t)(j / VW) * (K) * (G) * VW * W_SIZE(WT); \
+        const float *S = (WBASE).scale;                                                     \
         switch (nt) {                                                                        \
             FRNN_NB_CASES(FRNN_TCALL_##BLOCK)                                                \
         default: break;                                                                      \
         }                                                                                    \
         t0 += nt;                                                                            \
     }
-#define FRNN_TCALL_lstm_block(N) lstm_block_t(a, N, j, W, a->zig)
-#define FRNN_TCALL_gru_block(N) gru_block_t(a, N, j, W, a->zig)
-#define FRNN_TCALL_gru0_block1(N) gru0_block1_t(a, N, j, W, a->zig)
-#define FRNN_TCALL_gru0_block2(N) gru0_block2_t(a, N, j, W, a->zig)
-#define FRNN_TCALL_rnn_block(N) rnn_block_t(a, N, j, W, a->zig)
+#define FRNN_TCALL_lstm_block(N) lstm_block_t(a, WT, N, j, W, S, a->zig)
+#define FRNN_TCALL_gru_block(N) gru_block_t(a, WT, N, j, W, S, a->zig)
+#define FRNN_TCALL_gru0_block1(N) gru0_block1_t(a, WT, N, j, W, S, a->zig)
+#define FRNN_TCALL_gru0_block2(N) gru0_block2_t(a, WT, N, j, W, S, a->zig)
+#define FRNN_TCALL_rnn_block(N) rnn_block_t(a, WT, N, j, W, S, a->zig)
 
 /* floats of W_hh per tile (GRU linear_before_reset=0: both passes' together) */
 static inline int64_t tile_floats(const frnn_rec_args *a) {
@@ -392,22 +422,76 @@ static inline int64_t tile_floats(const frnn_rec_args *a) {
     return (int64_t)(a->cell == FRNN_CELL_GRU ? a->H : a->R) * G * VW;
 }
 
-static __attribute__((noinline)) void rec_step_groups(const frnn_rec_args *a) {
-    const int ntl = (a->j1 - a->j0) / VW, ng = (ntl + V_RB - 1) / V_RB;
-    if (ng == 0) return;
-    const int tq = ntl / ng, tr = ntl % ng;
-    FRNN_CELLS(FRNN_GROUPS)
-}
+#define FRNN_GROUPS_FN(W_)                                                                 \
+    static __attribute__((noinline)) void rec_step_groups_##W_(const frnn_rec_args *a) {   \
+        const int WT = W_;   /* the precision FRNN_GROUPS's blocks are instantiated for */  \
+        const int ntl = (a->j1 - a->j0) / VW, ng = (ntl + V_RB - 1) / V_RB;                \
+        if (ng == 0) return;                                                                \
+        const int tq = ntl / ng, tr = ntl % ng;                                             \
+        FRNN_CELLS(FRNN_GROUPS)                                                             \
+    }
+FRNN_GROUPS_FN(0) FRNN_GROUPS_FN(1) FRNN_GROUPS_FN(2) FRNN_GROUPS_FN(3)
+#undef FRNN_GROUPS_FN
 #endif
 
+/* every tile and block of rows at one precision (a function each, as the GEMM's) */
+#define FRNN_TILES_FN(W_)                                                                   \
+    static __attribute__((noinline)) void rec_step_tiles_##W_(const frnn_rec_args *a) {    \
+        const int WT = W_;                                                                  \
+        const int nblk = (a->B + V_RB - 1) / V_RB, bq = a->B / nblk, br = a->B % nblk;      \
+        FRNN_CELLS(FRNN_TILES)                                                              \
+    }
+FRNN_TILES_FN(0) FRNN_TILES_FN(1) FRNN_TILES_FN(2) FRNN_TILES_FN(3)
+#undef FRNN_TILES_FN
+
+/* Several blocks of rows over bf16 / int8 weights: each tile widened to fp32 once a step (into
+ * `wide`), then every block's fp32 GEMV over it, int8 sums scaled as the one-block path scales
+ * them (the same values and order: the same bits). Widening in every block's GEMV cost 2
+ * conversions per vector per block, which the FMAs cannot hide (as the GEMM's many rows). */
+#define FRNN_WIDE_TILES(BLOCK, G, K, WBASE)                                                 \
+    for (int jj = a->j0; jj < a->j1; jj += VW) {                                           \
+        const int j = a->zig ? a->j1 - VW - (jj - a->j0) : jj;                               \
+        const int64_t n = (int64_t)(K) * (G) * VW;                                          \
+        w_widen(wide, (const char *)(WBASE).p + (int64_t)(j / VW) * n * W_SIZE((WBASE).wt), n, \
+                (WBASE).wt);                                                                \
+        const char *W = (const char *)wide;                                                 \
+        const float *S = (WBASE).scale;                                                     \
+        FRNN_ROW_BLOCKS(BLOCK)                                                              \
+    }
+#define FRNN_WIDE_FN(W_)                                                                    \
+    static __attribute__((noinline)) void rec_step_wide_##W_(const frnn_rec_args *a, float *wide) { \
+        const int WT = W_;   /* FRNN_W_F32 (from bf16) or FRNN_W_I8W */                      \
+        const int nblk = (a->B + V_RB - 1) / V_RB, bq = a->B / nblk, br = a->B % nblk;      \
+        FRNN_CELLS(FRNN_WIDE_TILES)                                                         \
+    }
+FRNN_WIDE_FN(0) FRNN_WIDE_FN(3)
+#undef FRNN_WIDE_FN
+
 void ISA_SUFFIX(rec_step)(const frnn_rec_args *a) {
+    const int wt = a->Whh.wt;
 #if V_TILE_LANES
     if (a->B == 1 && tile_floats(a) <= FRNN_TILE_LANES_MAX) {
-        rec_step_groups(a);
+        if (wt == FRNN_W_I8) rec_step_groups_2(a);
+        else if (wt == FRNN_W_BF16) rec_step_groups_1(a);
+        else if (wt == FRNN_W_I8W) rec_step_groups_3(a);
+        else rec_step_groups_0(a);
         return;
     }
 #endif
-    const int nblk = (a->B + V_RB - 1) / V_RB, bq = a->B / nblk, br = a->B % nblk;
-    FRNN_CELLS(FRNN_TILES)
+    if ((wt == FRNN_W_BF16 || wt == FRNN_W_I8) && a->B > V_RB) {
+        void *wide = NULL;
+        const int G = a->cell == FRNN_CELL_LSTM ? 4 : a->cell == FRNN_CELL_GRU ? 3 : 1;
+        const int64_t n = (int64_t)(a->cell == FRNN_CELL_GRU ? a->H : a->R) * G * VW;  /* >= any pass's tile */
+        if (!posix_memalign(&wide, 64, (size_t)n * 4)) {
+            if (wt == FRNN_W_I8) rec_step_wide_3(a, wide);
+            else rec_step_wide_0(a, wide);
+            free(wide);
+            return;
+        }
+    }
+    if (wt == FRNN_W_I8) rec_step_tiles_2(a);
+    else if (wt == FRNN_W_BF16) rec_step_tiles_1(a);
+    else if (wt == FRNN_W_I8W) rec_step_tiles_3(a);
+    else rec_step_tiles_0(a);
 }
 #endif

@@ -23,6 +23,21 @@ static inline vf v_zero(void) { return _mm512_setzero_ps(); }
 static inline vf v_set1(float a) { return _mm512_set1_ps(a); }
 static inline vf v_load(const float *p) { return _mm512_loadu_ps(p); }
 static inline void v_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
+/* VW reduced-precision weights widened to fp32 (exact): bfloat16 bit patterns, int8 */
+static inline vf v_load_bf16(const uint16_t *p) {
+    __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+}
+static inline vf v_load_i8(const int8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+/* v itself, as an opaque value: the compiler cannot fuse the multiply that made it into a
+ * following add (GNU C contracts a * b + c into an FMA where it sees both), so every path that
+ * scales an int8 sum rounds the product the same way (kernels.h, batch invariance). */
+static inline vf v_opaque(vf v) {
+    __asm__("" : "+v"(v));
+    return v;
+}
 static inline vf v_load_n(const float *p, int n) {
     return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
 }

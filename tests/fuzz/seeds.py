@@ -75,9 +75,12 @@ def _frnn_models():
                                 {"parts": [[2, 0]], "stack": False, "cols": [0, 2]}]}}
     out = []
     with tempfile.TemporaryDirectory(prefix="fastrnn-fuzz-seeds-") as d:
-        for name, layers in (("ids", ids), ("float", flt), ("head", head)):
+        # reduced precision (format version 2: BF16 / I8 tensors and their scales)
+        for name, layers, prec in (("ids", ids, None), ("float", flt, None), ("head", head, None),
+                                   ("ids_int8", ids, "int8"), ("float_bf16", flt, "bf16")):
             path = os.path.join(d, f"{name}.frnn")
-            fastrnn.Model(layers, meta={"source": "tests/fuzz", "seed": name}, signature=sigs.get(name)).save(path)
+            m = fastrnn.Model(layers, meta={"source": "tests/fuzz", "seed": name}, signature=sigs.get(name))
+            (m.with_precision(prec) if prec else m).save(path)
             with open(path, "rb") as f:
                 out.append((f"{name}.frnn", f.read()))
     return out
