@@ -324,3 +324,23 @@ def test_kernels_at_tile_edges_match_the_reference_and_are_batch_invariant(prec,
     s = m.stream(batch_size=3)
     for t in range(4):
         np.testing.assert_array_equal(s.step(x[:3, t]), y[:3, t])
+
+
+@pytest.mark.parametrize("prec", ["bf16", "int8"])
+def test_threads_give_the_same_bits_at_every_precision(prec):
+    """Two threads split a stream step's units (the input projection's columns from an offset,
+    with their scales) and a batch's rows; the results stay those of one thread."""
+    m, wl = _model("stream_lstm256")                 # 1 MiB matrices: packed reduced
+    r = m.with_precision(prec)
+    x = _x(m, wl, 16, 12, seed=5)
+    one = r.predict(x)
+    s1 = r.stream(batch_size=1)
+    ys1 = [s1.step(x[:1, t]) for t in range(12)]
+    fastrnn.set_num_threads(2)
+    try:
+        np.testing.assert_array_equal(r.predict(x), one)
+        s2 = r.stream(batch_size=1)
+        for t in range(12):
+            np.testing.assert_array_equal(s2.step(x[:1, t]), ys1[t])
+    finally:
+        fastrnn.set_num_threads(1)
