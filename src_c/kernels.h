@@ -13,17 +13,20 @@ enum { FRNN_PF_K = 8 };
  * FRNN_W_I8: int8, symmetric; the product's sum for output column n is multiplied by scale[n]
  * after the summation (weight-only: x stays fp32, sums are fp32 FMAs of the widened q). The
  * layout (panels, tiles) is the fp32 one with elements of W_SIZE(wt) bytes; scale (I8 only) is
- * laid out like the bias of the same product (gemm: padded columns; rec: [gate][Hp]). */
+ * laid out like the bias of the same product (gemm: padded columns; rec: [gate][Hp]); it is
+ * non-NULL exactly for int8 (FRNN_W_I8, FRNN_W_I8W), and the kernels scale when it is.
+ * The kernels read bf16 / int8 elements as they are only for one row (a stream step: the
+ * weights are read once); for more rows they widen each panel / tile once into an fp32 scratch
+ * and run the fp32 code over it (gemm/impl.h gemm_panels, rec/impl.h rec_step). */
 enum { FRNN_W_F32 = 0, FRNN_W_BF16 = 1, FRNN_W_I8 = 2,
-       FRNN_W_I8W = 3 };   /* kernels only: int8 weights already widened to fp32 in a scratch
-                              (fp32 loads, the int8 scales after the sum) */
+       FRNN_W_I8W = 3 };   /* int8 q stored as floats (small matrices, engine.c storage_wt):
+                              fp32 loads, the scales after the sum */
 typedef struct {
     const void *p;
     const float *scale;
     int wt;
 } frnn_wmat;
 #define W_SIZE(wt) ((wt) == FRNN_W_BF16 ? 2 : (wt) == FRNN_W_I8 ? 1 : 4)
-#define W_SCALED(wt) ((wt) == FRNN_W_I8 || (wt) == FRNN_W_I8W)
 
 /* One time step of one direction of a recurrent layer for B rows (rec/impl.h).
  * Packed weights come from frnn_pack_rec (engine.c). Strides are in floats. */

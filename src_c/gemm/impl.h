@@ -145,7 +145,7 @@ gemm_tile(const int WT, const int NV, const int mr, int K, const float *const *a
                 for (int v = 0; v < NV; v++) a[r][v] = v_add(a[r][v], q[r][v]);
         }
     }
-    if (W_SCALED(WT)) {
+    if (scale) {
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             vf sc = v_load(scale + v * VW);
@@ -191,7 +191,7 @@ gemm_kblock(const int WT, const int NV, const int mr, int K, int s, const float 
         for (int v = 0; v < NV; v++) {
             vf a = v_add(s > 0 ? v_load(p + v * VW) : v_zero(), q[r][v]);
             if (s < GB - 1) { v_store(p + v * VW, a); continue; }
-            if (W_SCALED(WT)) a = v_opaque(v_mul(a, v_load(scale + v * VW)));
+            if (scale) a = v_opaque(v_mul(a, v_load(scale + v * VW)));
             if (bias) a = v_add(a, v_load(bias + v * VW));
             const int n = ncols - v * VW;
             if (n >= VW) v_store(c + v * VW, a);
@@ -284,9 +284,7 @@ enum { G_FEW = 2 * (G_MR4 ? G_MR4 : G_MR) };
         int64_t ldc, int ncols) {                                                                       \
         gemm_tile(WT, NV, MR, K, ar, Bp, scale, bias, C, ldc, ncols);                                   \
     }
-/* ... per precision (FRNN_W_F32, _BF16, _I8, _I8W = 0, 1, 2, 3) */
-#define FRNN_TILE_FN(NV, MR) FRNN_TILE_FN1(0, NV, MR) FRNN_TILE_FN1(1, NV, MR) FRNN_TILE_FN1(2, NV, MR) \
-    FRNN_TILE_FN1(3, NV, MR)
+#define FRNN_TILE_FN(NV, MR) FRNN_TILE_FN1(0, NV, MR)
 /* every (vectors, rows) tile shape of this ISA */
 #if G_MR > 6
 #define FRNN_FEW_2(X) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6) X(2, 7) X(2, 8)
@@ -297,29 +295,36 @@ enum { G_FEW = 2 * (G_MR4 ? G_MR4 : G_MR) };
 #endif
 #if G_MR4
 #define FRNN_FEW_SHAPES(X) FRNN_FEW_2(X) X(4, 1) X(4, 2) X(4, 3) X(4, 4) X(4, 5) X(4, 6)
+#define FRNN_ROW1_SHAPES(X, WT) X(WT, 2, 1) X(WT, 4, 1)
 #else
 #define FRNN_FEW_SHAPES(X) FRNN_FEW_2(X)
+#define FRNN_ROW1_SHAPES(X, WT) X(WT, 2, 1)
 #endif
 _Static_assert(G_MR <= 8 && (!G_MR4 || G_MR4 == 6), "FRNN_FEW_SHAPES must list every tile shape");
 FRNN_FEW_SHAPES(FRNN_TILE_FN)
+/* one row over bf16 / int8 panels, widened in registers (a stream step); more rows widen the
+ * panel once first and take the fp32 tiles (gemm_panels) */
+FRNN_ROW1_SHAPES(FRNN_TILE_FN1, 1) FRNN_ROW1_SHAPES(FRNN_TILE_FN1, 2)
 #undef FRNN_TILE_FN
 #undef FRNN_TILE_FN1
 
-/* rows [m, m + mr) (mr <= the panel's MR) against one panel of nv vectors of precision wt */
+/* rows [m, m + mr) (mr <= the panel's MR) against one panel of nv vectors with elements of
+ * precision wt: FRNN_W_F32 for any mr, bf16 / int8 for mr = 1 */
 static void gemm_few_tile(int wt, int nv, int mr, int K, const float *const *ar, const char *panel,
                           const float *scale, const float *bias, float *C, int64_t ldc, int ncols) {
     switch (wt * 256 + nv * 16 + mr) {
 #define FRNN_TILE_CASE1(WT, NV, MR) \
     case WT * 256 + NV * 16 + MR: gemm_tile_##WT##_##NV##_##MR(K, ar, panel, scale, bias, C, ldc, ncols); return;
-#define FRNN_TILE_CASE(NV, MR) FRNN_TILE_CASE1(0, NV, MR) FRNN_TILE_CASE1(1, NV, MR) FRNN_TILE_CASE1(2, NV, MR) \
-    FRNN_TILE_CASE1(3, NV, MR)
+#define FRNN_TILE_CASE(NV, MR) FRNN_TILE_CASE1(0, NV, MR)
         FRNN_FEW_SHAPES(FRNN_TILE_CASE)
+        FRNN_ROW1_SHAPES(FRNN_TILE_CASE1, 1) FRNN_ROW1_SHAPES(FRNN_TILE_CASE1, 2)
 #undef FRNN_TILE_CASE
 #undef FRNN_TILE_CASE1
     default: return;   /* unreachable: the list has every shape (the _Static_assert above) */
     }
 }
 #undef FRNN_FEW_SHAPES
+#undef FRNN_ROW1_SHAPES
 #undef FRNN_FEW_2
 
 /* rows [m0, m1) (pointers ar) against every panel: few (< G_FEW rows, a compile-time
@@ -331,81 +336,71 @@ static void gemm_few_tile(int wt, int nv, int mr, int K, const float *const *ar,
  * every step is LRU's worst case (a line is evicted just before it is needed again). With this
  * sweep alternating too (desc = the step's zig), a stream step of LSTM 256 took 0.89-0.94x the
  * time (one process, the same weights, the two orders alternated, 15 pairs, 3 runs); GRU 256
- * (1.5 MiB), LSTM 64 and LSTM 256 batch 1 T = 100 within noise. */
+ * (1.5 MiB), LSTM 64 and LSTM 256 batch 1 T = 100 within noise.
+ * wide (bf16 / int8 elements, several rows): each panel is first widened into it (K x the
+ * panel's width floats) and read as fp32. A tile widening its own loads pays 2 conversions per
+ * vector per tile of rows, which the FMAs cannot hide (bilstm2 128x256 batch 32 1.13x, LSTM 256
+ * batch 64 1.12x the fp32 time, Zen 3); the widened panel pays them once per block of rows. Same
+ * values, same order, int8 sums scaled the same way: the same bits as one row's (batch
+ * invariance). Without wide, the elements are read as they are packed (fp32 and int8 stored as
+ * floats for any rows, bf16 / int8 for one row). */
 static inline __attribute__((always_inline)) void
-gemm_panels(const int WT, const int few, int m0, int m1, int N, int K, const float *const *ar,
-            const frnn_wmat *B, const float *bias, float *P, float *C, int64_t ldc, int desc) {
-    const int full = panel_nv(INT_MAX) * VW, np = (N + full - 1) / full;
-    const int wt = few ? B->wt : WT;     /* few rows: the precision is chosen per tile function */
+gemm_panels(const int few, int m0, int m1, int N, int K, const float *const *ar, const frnn_wmat *B,
+            const float *bias, float *P, float *C, int64_t ldc, int desc, float *wide) {
+    const int full = panel_nv(INT_MAX) * VW, np = (N + full - 1) / full, ES = W_SIZE(B->wt);
+    const int lw = wide || B->wt == FRNN_W_I8W ? FRNN_W_F32 : B->wt;   /* how the tiles load */
     for (int i = 0; i < np; i++) {
         const int n0 = (desc ? np - 1 - i : i) * full, nv = panel_nv(N - n0);
-        const char *panel = (const char *)B->p + (int64_t)n0 * K * W_SIZE(wt);
-        const float *bp = bias ? bias + n0 : NULL, *sp = W_SCALED(wt) ? B->scale + n0 : NULL;
+        const char *panel = (const char *)B->p + (int64_t)n0 * K * ES;
+        const float *bp = bias ? bias + n0 : NULL, *sp = B->scale ? B->scale + n0 : NULL;
+        if (wide) {
+            w_widen(wide, panel, (int64_t)K * nv * VW, B->wt);
+            panel = (const char *)wide;
+        }
         if (few) {
             const int MR = nv == 4 ? G_MR4 : G_MR;
             for (int m = m0; m < m1; m += MR)
-                gemm_few_tile(wt, nv, m1 - m < MR ? m1 - m : MR, K, ar + (m - m0), panel, sp, bp,
+                gemm_few_tile(lw, nv, m1 - m < MR ? m1 - m : MR, K, ar + (m - m0), panel, sp, bp,
                               C + m * ldc + n0, ldc, N - n0);
             continue;
         }
 #if G_MR4
         if (nv == 4) {
-            gemm_panel(WT, 4, G_MR4, m0, m1, K, ar, panel, sp, bp, P, C + n0, ldc, N - n0);
+            gemm_panel(FRNN_W_F32, 4, G_MR4, m0, m1, K, ar, panel, sp, bp, P, C + n0, ldc, N - n0);
             continue;
         }
 #endif
-        gemm_panel(WT, 2, G_MR, m0, m1, K, ar, panel, sp, bp, P, C + n0, ldc, N - n0);
+        gemm_panel(FRNN_W_F32, 2, G_MR, m0, m1, K, ar, panel, sp, bp, P, C + n0, ldc, N - n0);
     }
 }
 
 static void gemm_few(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
-                     const frnn_wmat *B, const float *bias, float *C, int64_t ldc, int desc) {
+                     const frnn_wmat *B, const float *bias, float *C, int64_t ldc, int desc, float *wide) {
     const float *ar[G_FEW];
     row_ptrs(ar, 0, M, A, lda, grp, gld);
-    gemm_panels(FRNN_W_F32, 1, 0, M, N, K, ar, B, bias, NULL, C, ldc, desc);   /* WT unused when few */
+    gemm_panels(1, 0, M, N, K, ar, B, bias, NULL, C, ldc, desc, wide);
 }
 
-/* the many-row path of one precision (a function each: inlined into one, the paths were 3x
- * the code of the fp32 path alone in gemm_impl) */
-#define FRNN_MANY_FN(WT)                                                                          \
-    static __attribute__((noinline)) void gemm_many_##WT(int m0, int m1, int N, int K,            \
-                                                         const float *const *ar, const frnn_wmat *B, \
-                                                         const float *bias, float *P, float *C,   \
-                                                         int64_t ldc, int desc) {                 \
-        gemm_panels(WT, 0, m0, m1, N, K, ar, B, bias, P, C, ldc, desc);                           \
-    }
-FRNN_MANY_FN(0) FRNN_MANY_FN(1) FRNN_MANY_FN(2) FRNN_MANY_FN(3)   /* 1, 2: out of memory for `wide` */
-#undef FRNN_MANY_FN
-
-/* Many rows of bf16 / int8 weights: each panel widened to fp32 once (into `wide`, K x its width
- * floats), then the fp32 tiles over it, int8 sums scaled as the few-row tiles scale them. A tile
- * widening its own loads pays 2 conversions per vector per tile of rows, which the fp32 tiles'
- * FMAs cannot hide (bilstm2 128x256 batch 32 1.13x, LSTM 256 batch 64 1.12x the fp32 time, on
- * Zen 3); the widened panel pays them once per block of up to MC rows. Same values, same
- * summation order: the same bits as the few-row path (batch invariance). */
-static void gemm_many_wide(int m0, int m1, int N, int K, const float *const *ar, const frnn_wmat *B,
-                           const float *bias, float *P, float *C, int64_t ldc, int desc, float *wide) {
-    const int full = panel_nv(INT_MAX) * VW, np = (N + full - 1) / full, ES = W_SIZE(B->wt);
-    for (int i = 0; i < np; i++) {
-        const int n0 = (desc ? np - 1 - i : i) * full, nr = panel_nv(N - n0) * VW;
-        const char *src = (const char *)B->p + (int64_t)n0 * K * ES;
-        const int64_t n = (int64_t)K * nr;
-        w_widen(wide, src, n, B->wt);
-        /* the one panel, as a matrix of N - n0 columns whose first panel is `wide` */
-        const frnn_wmat one = {wide, B->scale ? B->scale + n0 : NULL,
-                               B->wt == FRNN_W_I8 ? FRNN_W_I8W : FRNN_W_F32};
-        const int cols = N - n0 < nr ? N - n0 : nr;
-        if (one.wt == FRNN_W_I8W)
-            gemm_many_3(m0, m1, cols, K, ar, &one, bias ? bias + n0 : NULL, P, C + n0, ldc, 0);
-        else
-            gemm_many_0(m0, m1, cols, K, ar, &one, bias ? bias + n0 : NULL, P, C + n0, ldc, 0);
-    }
+/* the many-row path (a function of its own, as it was before precisions: fp32 loads only) */
+static __attribute__((noinline)) void gemm_many(int m0, int m1, int N, int K, const float *const *ar,
+                                                const frnn_wmat *B, const float *bias, float *P, float *C,
+                                                int64_t ldc, int desc, float *wide) {
+    gemm_panels(0, m0, m1, N, K, ar, B, bias, P, C, ldc, desc, wide);
 }
 
 static void gemm_impl(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
                       const frnn_wmat *B, const float *bias, float *C, int64_t ldc, int desc) {
+    void *wide = NULL;
+    if ((B->wt == FRNN_W_BF16 || B->wt == FRNN_W_I8) && M > 1 &&
+        posix_memalign(&wide, 64, (size_t)(K > 0 ? K : 1) * panel_nv(INT_MAX) * VW * 4)) {
+        for (int m = 0; m < M; m++)      /* no scratch: one row at a time (the same bits) */
+            gemm_few(1, N, K, A + (int64_t)(m / grp) * gld + (int64_t)(m % grp) * lda, lda, 1, 0, B, bias,
+                     C + (int64_t)m * ldc, ldc, desc, NULL);
+        return;
+    }
     if (M < G_FEW) {
-        gemm_few(M, N, K, A, lda, grp, gld, B, bias, C, ldc, desc);
+        gemm_few(M, N, K, A, lda, grp, gld, B, bias, C, ldc, desc, wide);
+        free(wide);
         return;
     }
     float P[G_KB_ROWS * 4 * VW] __attribute__((aligned(64)));
@@ -413,17 +408,10 @@ static void gemm_impl(int M, int N, int K, const float *A, int64_t lda, int grp,
     int MC = (int)((256 * 1024) / ((int64_t)(K > 0 ? K : 1) * 4)) / G_KB_ROWS * G_KB_ROWS;
     if (MC < G_KB_ROWS) MC = G_KB_ROWS;
     if (MC > G_MC_MAX) MC = G_MC_MAX;
-    void *wide = NULL;
-    if ((B->wt == FRNN_W_BF16 || B->wt == FRNN_W_I8) && posix_memalign(&wide, 64, (size_t)(K > 0 ? K : 1) * panel_nv(INT_MAX) * VW * 4))
-        wide = NULL;
     for (int m0 = 0; m0 < M; m0 += MC) {
         const int m1 = M - m0 < MC ? M : m0 + MC;
         row_ptrs(ar, m0, m1, A, lda, grp, gld);
-        if (wide) gemm_many_wide(m0, m1, N, K, ar, B, bias, P, C, ldc, desc, wide);
-        else if (B->wt == FRNN_W_I8) gemm_many_2(m0, m1, N, K, ar, B, bias, P, C, ldc, desc);
-        else if (B->wt == FRNN_W_BF16) gemm_many_1(m0, m1, N, K, ar, B, bias, P, C, ldc, desc);
-        else if (B->wt == FRNN_W_I8W) gemm_many_3(m0, m1, N, K, ar, B, bias, P, C, ldc, desc);
-        else gemm_many_0(m0, m1, N, K, ar, B, bias, P, C, ldc, desc);
+        gemm_many(m0, m1, N, K, ar, B, bias, P, C, ldc, desc, wide);
     }
     free(wide);
 }

@@ -273,10 +273,11 @@ FRNN_INLINE void prefetch_xp(const frnn_rec_args *a, const int G, const int nb, 
     }
 }
 
-/* int8 tiles: the nb lanes' sums of each gate times their units' scales (lane r: unit j + r js) */
-FRNN_INLINE void scale_n(const int WT, const int G, const int nb, const float *S, int64_t Hp, int j,
-                         const int js, vf acc[4][V_RB]) {
-    if (!W_SCALED(WT)) return;
+/* int8 tiles (S: the scales; NULL for fp32 and bf16): the nb lanes' sums of each gate times
+ * their units' scales (lane r: unit j + r js) */
+FRNN_INLINE void scale_n(const int G, const int nb, const float *S, int64_t Hp, int j, const int js,
+                         vf acc[4][V_RB]) {
+    if (!S) return;
 #pragma GCC unroll 4
     for (int g = 0; g < G; g++)
         FRNN_LANES(nb, r) acc[g][r] = v_opaque(v_mul(acc[g][r], v_load(S + g * Hp + j + r * js)));
@@ -290,7 +291,7 @@ FRNN_INLINE void scale_n(const int WT, const int G, const int nb, const float *S
         vf acc[4][V_RB];                                                                         \
         prefetch_xp(a, G, nb, b0, j);                                                            \
         rec_gemv(WT, G, nb, K, W, (HIN) + b0 * (HS), HS, acc);                                   \
-        scale_n(WT, G, nb, S, a->Hp, j, 0, acc);                                                 \
+        scale_n(G, nb, S, a->Hp, j, 0, acc);                                                     \
         EPI(a, nb, b0, j, acc, 1, 0);                                                            \
     }
 /* Batch 1 with short tiles (V_TILE_LANES, simd/<isa>.h): the one row, nt consecutive tiles from
@@ -298,32 +299,25 @@ FRNN_INLINE void scale_n(const int WT, const int G, const int nb, const float *S
  * tiles (row 0, unit j + r VW), so a step's gate math is nt chains in lockstep instead of one chain per
  * tile. The GEMV of each tile and each lane's operations are the one-row form's: the same bits. */
 #if V_TILE_LANES
-#define FRNN_GEMV1(NAME, WT, G, K, HIN, HS)                                                     \
-    static __attribute__((noinline)) void NAME##_gemv1_##WT(const frnn_rec_args *a, const char *W, \
-                                                            vf at[4][V_RB]) {                   \
-        rec_gemv(WT, G, 1, K, W, HIN, HS, at);                                                   \
-    }
 #define FRNN_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
     FRNN_ROW_BLOCK(NAME, G, K, HIN, HS, EPI)                                                    \
-    /* a function of its own (per precision): inlined, GCC kept the GEMV's pointers on the   \
-       stack (GRU 64 1.15x) */                                                                   \
-    FRNN_GEMV1(NAME, 0, G, K, HIN, HS) FRNN_GEMV1(NAME, 1, G, K, HIN, HS)                        \
-    FRNN_GEMV1(NAME, 2, G, K, HIN, HS) FRNN_GEMV1(NAME, 3, G, K, HIN, HS)                        \
-    FRNN_INLINE void NAME##_t(const frnn_rec_args *a, const int WT, const int nt, int j,       \
-                              const char *W, const float *S, int desc) {                         \
+    /* a function of its own: inlined, GCC kept the GEMV's pointers on the stack (GRU 64 1.15x) */ \
+    static __attribute__((noinline)) void NAME##_gemv1(const frnn_rec_args *a, const char *W,   \
+                                                       vf at[4][V_RB]) {                        \
+        rec_gemv(FRNN_W_F32, G, 1, K, W, HIN, HS, at);                                           \
+    }                                                                                            \
+    /* fp32 loads only (fp32, int8 stored as floats: rec_step) */                                \
+    FRNN_INLINE void NAME##_t(const frnn_rec_args *a, const int nt, int j, const char *W,       \
+                              const float *S, int desc) {                                        \
         vf acc[4][V_RB];                                                                         \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) prefetch_xp(a, G, 1, 0, j + t * VW); \
         _Pragma("GCC unroll 8") for (int i = 0; i < nt; i++) {                                  \
             const int t = desc ? nt - 1 - i : i;                                                 \
             vf at[4][V_RB];                                                                      \
-            const char *Wt = W + (int64_t)t * (K) * (G) * VW * W_SIZE(WT);                       \
-            if (WT == FRNN_W_I8) NAME##_gemv1_2(a, Wt, at);                                      \
-            else if (WT == FRNN_W_BF16) NAME##_gemv1_1(a, Wt, at);                               \
-            else if (WT == FRNN_W_I8W) NAME##_gemv1_3(a, Wt, at);                                \
-            else NAME##_gemv1_0(a, Wt, at);                                                      \
+            NAME##_gemv1(a, W + (int64_t)t * (K) * (G) * VW * 4, at);                            \
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) acc[g][t] = at[g][0];            \
         }                                                                                        \
-        scale_n(WT, G, nt, S, a->Hp, j, VW, acc);                                                \
+        scale_n(G, nt, S, a->Hp, j, VW, acc);                                                    \
         EPI(a, nt, 0, j, acc, 0, VW);                                                            \
     }
 #else
@@ -358,10 +352,17 @@ FRNN_BLOCK(rnn_block, 1, a->R, a->h, a->h_stride, rnn_epi)
         }                                                                                   \
         b0 = b1;                                                                            \
     }
+/* every tile, read as fp32 (WT): fp32 or int8-as-float weights, or with `wide` (bf16 / int8
+ * weights, several rows) each tile first widened to fp32 there */
 #define FRNN_TILES(BLOCK, G, K, WBASE)                                                     \
     for (int jj = a->j0; jj < a->j1; jj += VW) {                                           \
         const int j = a->zig ? a->j1 - VW - (jj - a->j0) : jj;                               \
-        const char *W = (const char *)(WBASE).p + (int64_t)(j / VW) * (K) * (G) * VW * W_SIZE(WT); \
+        const int64_t n = (int64_t)(K) * (G) * VW;   /* elements of a tile */               \
+        const char *W = (const char *)(WBASE).p + (int64_t)(j / VW) * n * W_SIZE((WBASE).wt); \
+        if (wide) {                                                                          \
+            w_widen(wide, W, n, (WBASE).wt);                                                 \
+            W = (const char *)wide;                                                          \
+        }                                                                                    \
         const float *S = (WBASE).scale;                                                     \
         FRNN_ROW_BLOCKS(BLOCK)                                                              \
     }
@@ -402,7 +403,7 @@ enum { FRNN_TILE_LANES_MAX = 8192 };
     for (int i = 0, t0 = 0; i < ng; i++) {                                                  \
         const int nt = tq + (i < tr), g0 = a->zig ? ntl - t0 - nt : t0;                     \
         const int j = a->j0 + g0 * VW;                                                       \
-        const char *W = (const char *)(WBASE).p + (int64_t)(j / VW) * (K) * (G) * VW * W_SIZE(WT); \
+        const char *W = (const char *)(WBASE).p + (int64_t)(j / VW) * (K) * (G) * VW * 4;    \
         const float *S = (WBASE).scale;                                                     \
         switch (nt) {                                                                        \
             FRNN_NB_CASES(FRNN_TCALL_##BLOCK)                                                \
@@ -410,11 +411,11 @@ enum { FRNN_TILE_LANES_MAX = 8192 };
         }                                                                                    \
         t0 += nt;                                                                            \
     }
-#define FRNN_TCALL_lstm_block(N) lstm_block_t(a, WT, N, j, W, S, a->zig)
-#define FRNN_TCALL_gru_block(N) gru_block_t(a, WT, N, j, W, S, a->zig)
-#define FRNN_TCALL_gru0_block1(N) gru0_block1_t(a, WT, N, j, W, S, a->zig)
-#define FRNN_TCALL_gru0_block2(N) gru0_block2_t(a, WT, N, j, W, S, a->zig)
-#define FRNN_TCALL_rnn_block(N) rnn_block_t(a, WT, N, j, W, S, a->zig)
+#define FRNN_TCALL_lstm_block(N) lstm_block_t(a, N, j, W, S, a->zig)
+#define FRNN_TCALL_gru_block(N) gru_block_t(a, N, j, W, S, a->zig)
+#define FRNN_TCALL_gru0_block1(N) gru0_block1_t(a, N, j, W, S, a->zig)
+#define FRNN_TCALL_gru0_block2(N) gru0_block2_t(a, N, j, W, S, a->zig)
+#define FRNN_TCALL_rnn_block(N) rnn_block_t(a, N, j, W, S, a->zig)
 
 /* floats of W_hh per tile (GRU linear_before_reset=0: both passes' together) */
 static inline int64_t tile_floats(const frnn_rec_args *a) {
@@ -422,76 +423,82 @@ static inline int64_t tile_floats(const frnn_rec_args *a) {
     return (int64_t)(a->cell == FRNN_CELL_GRU ? a->H : a->R) * G * VW;
 }
 
-#define FRNN_GROUPS_FN(W_)                                                                 \
-    static __attribute__((noinline)) void rec_step_groups_##W_(const frnn_rec_args *a) {   \
-        const int WT = W_;   /* the precision FRNN_GROUPS's blocks are instantiated for */  \
-        const int ntl = (a->j1 - a->j0) / VW, ng = (ntl + V_RB - 1) / V_RB;                \
-        if (ng == 0) return;                                                                \
-        const int tq = ntl / ng, tr = ntl % ng;                                             \
-        FRNN_CELLS(FRNN_GROUPS)                                                             \
-    }
-FRNN_GROUPS_FN(0) FRNN_GROUPS_FN(1) FRNN_GROUPS_FN(2) FRNN_GROUPS_FN(3)
-#undef FRNN_GROUPS_FN
+/* batch 1, fp32 loads (fp32 and int8-as-float weights) */
+static __attribute__((noinline)) void rec_step_groups(const frnn_rec_args *a) {
+    const int ntl = (a->j1 - a->j0) / VW, ng = (ntl + V_RB - 1) / V_RB;
+    if (ng == 0) return;
+    const int tq = ntl / ng, tr = ntl % ng;
+    FRNN_CELLS(FRNN_GROUPS)
+}
 #endif
 
-/* every tile and block of rows at one precision (a function each, as the GEMM's) */
-#define FRNN_TILES_FN(W_)                                                                   \
-    static __attribute__((noinline)) void rec_step_tiles_##W_(const frnn_rec_args *a) {    \
-        const int WT = W_;                                                                  \
-        const int nblk = (a->B + V_RB - 1) / V_RB, bq = a->B / nblk, br = a->B % nblk;      \
-        FRNN_CELLS(FRNN_TILES)                                                              \
-    }
-FRNN_TILES_FN(0) FRNN_TILES_FN(1) FRNN_TILES_FN(2) FRNN_TILES_FN(3)
-#undef FRNN_TILES_FN
+/* every tile and block of rows, fp32 loads: fp32 weights, int8 stored as floats (engine.c,
+ * storage_wt), or bf16 / int8 widened tile by tile into `wide` */
+static __attribute__((noinline)) void rec_step_tiles(const frnn_rec_args *a, float *wide) {
+    const int WT = FRNN_W_F32;
+    const int nblk = (a->B + V_RB - 1) / V_RB, bq = a->B / nblk, br = a->B % nblk;
+    FRNN_CELLS(FRNN_TILES)
+}
 
-/* Several blocks of rows over bf16 / int8 weights: each tile widened to fp32 once a step (into
- * `wide`), then every block's fp32 GEMV over it, int8 sums scaled as the one-block path scales
- * them (the same values and order: the same bits). Widening in every block's GEMV cost 2
- * conversions per vector per block, which the FMAs cannot hide (as the GEMM's many rows). */
-#define FRNN_WIDE_TILES(BLOCK, G, K, WBASE)                                                 \
+/* One row over bf16 or int8 weights, widened in registers (a stream step reads the weights once:
+ * widening them into a scratch first would only add its stores) */
+#define FRNN_ROW1(BLOCK, G, K, WBASE)                                                      \
     for (int jj = a->j0; jj < a->j1; jj += VW) {                                           \
-        const int j = a->zig ? a->j1 - VW - (jj - a->j0) : jj;                               \
-        const int64_t n = (int64_t)(K) * (G) * VW;                                          \
-        w_widen(wide, (const char *)(WBASE).p + (int64_t)(j / VW) * n * W_SIZE((WBASE).wt), n, \
-                (WBASE).wt);                                                                \
-        const char *W = (const char *)wide;                                                 \
+        const int j = a->zig ? a->j1 - VW - (jj - a->j0) : jj, b0 = 0;                       \
+        const char *W = (const char *)(WBASE).p + (int64_t)(j / VW) * (K) * (G) * VW * W_SIZE(WT); \
         const float *S = (WBASE).scale;                                                     \
-        FRNN_ROW_BLOCKS(BLOCK)                                                              \
+        FRNN_CALL_##BLOCK(1);                                                               \
     }
-#define FRNN_WIDE_FN(W_)                                                                    \
-    static __attribute__((noinline)) void rec_step_wide_##W_(const frnn_rec_args *a, float *wide) { \
-        const int WT = W_;   /* FRNN_W_F32 (from bf16) or FRNN_W_I8W */                      \
-        const int nblk = (a->B + V_RB - 1) / V_RB, bq = a->B / nblk, br = a->B % nblk;      \
-        FRNN_CELLS(FRNN_WIDE_TILES)                                                         \
+#define FRNN_ROW1_FN(W_)                                                                    \
+    static __attribute__((noinline)) void rec_step_row1_##W_(const frnn_rec_args *a) {     \
+        const int WT = W_;                                                                  \
+        FRNN_CELLS(FRNN_ROW1)                                                               \
     }
-FRNN_WIDE_FN(0) FRNN_WIDE_FN(3)
-#undef FRNN_WIDE_FN
+FRNN_ROW1_FN(1) FRNN_ROW1_FN(2)
+#undef FRNN_ROW1_FN
+
+/* the rows one by one (bf16 / int8 weights when the scratch to widen them cannot be had): each
+ * row is the one-row step over its own rows of every buffer, the same bits as in any batch */
+static void rec_step_rows(const frnn_rec_args *a) {
+    for (int b = 0; b < a->B; b++) {
+        frnn_rec_args r = *a;
+        r.B = 1;
+        if (a->xp_rows) r.xp_rows = a->xp_rows + (int64_t)b * a->xp_stride;
+        else r.xp = a->xp + (int64_t)b * a->xp_stride;
+        r.h = a->h + (int64_t)b * a->h_stride;
+        r.c = a->c ? a->c + (int64_t)b * a->Hp : NULL;
+        r.h_out = a->h_out + (int64_t)b * a->h_out_stride;
+        r.c_out = a->c_out ? a->c_out + (int64_t)b * a->Hp : NULL;
+        if (a->Whh.wt == FRNN_W_I8) rec_step_row1_2(&r);
+        else rec_step_row1_1(&r);
+    }
+}
 
 void ISA_SUFFIX(rec_step)(const frnn_rec_args *a) {
     const int wt = a->Whh.wt;
-#if V_TILE_LANES
-    if (a->B == 1 && tile_floats(a) <= FRNN_TILE_LANES_MAX) {
-        if (wt == FRNN_W_I8) rec_step_groups_2(a);
-        else if (wt == FRNN_W_BF16) rec_step_groups_1(a);
-        else if (wt == FRNN_W_I8W) rec_step_groups_3(a);
-        else rec_step_groups_0(a);
-        return;
-    }
-#endif
-    if ((wt == FRNN_W_BF16 || wt == FRNN_W_I8) && a->B > V_RB) {
+    if (wt == FRNN_W_BF16 || wt == FRNN_W_I8) {
+        if (a->B == 1) {
+            if (wt == FRNN_W_I8) rec_step_row1_2(a);
+            else rec_step_row1_1(a);
+            return;
+        }
         void *wide = NULL;
         const int G = a->cell == FRNN_CELL_LSTM ? 4 : a->cell == FRNN_CELL_GRU ? 3 : 1;
         const int64_t n = (int64_t)(a->cell == FRNN_CELL_GRU ? a->H : a->R) * G * VW;  /* >= any pass's tile */
-        if (!posix_memalign(&wide, 64, (size_t)n * 4)) {
-            if (wt == FRNN_W_I8) rec_step_wide_3(a, wide);
-            else rec_step_wide_0(a, wide);
-            free(wide);
+        if (posix_memalign(&wide, 64, (size_t)n * 4)) {
+            rec_step_rows(a);
             return;
         }
+        rec_step_tiles(a, wide);
+        free(wide);
+        return;
     }
-    if (wt == FRNN_W_I8) rec_step_tiles_2(a);
-    else if (wt == FRNN_W_BF16) rec_step_tiles_1(a);
-    else if (wt == FRNN_W_I8W) rec_step_tiles_3(a);
-    else rec_step_tiles_0(a);
+#if V_TILE_LANES
+    if (a->B == 1 && tile_floats(a) <= FRNN_TILE_LANES_MAX) {
+        rec_step_groups(a);
+        return;
+    }
+#endif
+    rec_step_tiles(a, NULL);
 }
 #endif
