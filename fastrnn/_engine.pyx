@@ -626,6 +626,7 @@ cdef class StreamPool:
     cdef readonly object model
     cdef int out_size, ids, in_size, busy
     cdef object head, head_parts
+    cdef int head_width
 
     def __cinit__(self):
         self.p = NULL
@@ -653,6 +654,7 @@ cdef class StreamPool:
         self.head = getattr(model, "_head", None)
         if self.head is not None:    # signature head: run on the stepped slots' states (Model._head_forward)
             self.head_parts = [(k, d) + tuple(self.cm.state_dims(k)) for k, d in model._head_parts]
+            self.head_width = sum(w for _, _, _, w in self.head_parts)
             self.out_size = self.head.output_size
         self.ids = self.cm.input_ids
         self.in_size = self.cm.input_size
@@ -761,8 +763,7 @@ cdef class StreamPool:
 
     cdef int _head_step(self, cnp.ndarray slots, Py_ssize_t n, cnp.ndarray out) except -1:
         """A signature head (Model._head_forward) over the stepped slots' states, into out."""
-        width = sum(w for _, _, _, w in self.head_parts)
-        cdef cnp.ndarray feats = np.empty((n, 1, width), np.float32)
+        cdef cnp.ndarray feats = np.empty((n, 1, self.head_width), np.float32)
         cdef cnp.ndarray one
         cdef Py_ssize_t r
         cdef int64_t s

@@ -716,6 +716,7 @@ def _meta_text(meta):
 def _model_info(path):
     """(everything `fastrnn info` says as a JSON-able dict, the loaded Model)."""
     import fastrnn
+    from .precision import weight_bytes
     before = _heap_in_use()
     model = _load_model(path)
     after = _heap_in_use()
@@ -740,7 +741,7 @@ def _model_info(path):
         "source": model.meta.get("source"), "meta": model.meta,
         "input": inp, "num_outputs": model.num_outputs, "outputs": _outputs_info(model),
         "layers": layers, "params": params, "precision": model.precision,
-        "weight_bytes": _weight_bytes(model), "memory_bytes": memory,
+        "weight_bytes": weight_bytes(model), "memory_bytes": memory,
         "states": _states_info(model),
         "stream_states": [{"shape": s} for s in _symbolic(model.native_state_shapes(2),
                                                            model.native_state_shapes(3), (2,), (3,))],
@@ -748,11 +749,6 @@ def _model_info(path):
         "can_stream": can_stream, "stream_unsupported": why,
         "onnx": _graph_info(model),
     }, model
-
-
-def _weight_bytes(model):
-    from .precision import weight_bytes
-    return weight_bytes(model)
 
 
 def _table(rows, indent="  ", right=()):

@@ -313,39 +313,25 @@ def load(src, precision=None):
         names = ls["tensors"]
         if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
             _fail(path, f"layer {i}: tensors must be a list of names")
-        parts, stored = {}, {}
+        parts, reduced = {}, set()
         for t in names:
             key = f"layers.{i}.{t}"
             if key not in tensors or key in used:
                 _fail(path, f"layer {i}: tensor {key!r} missing or listed twice")
             used.add(key)
-            parts[t] = tensors[key]
+            parts[t] = _decoded(path, i, t, key, tensors, used, file_prec, scales)
+            if tensors[key].dtype != np.float32:
+                reduced.add(t)
         try:
-            layer = ir.layer_from_parts(ls["type"], ls["options"],
-                                        {t: _widened(a) for t, a in parts.items()})
+            layer = ir.layer_from_parts(ls["type"], ls["options"], parts)
         except ModelFormatError as e:
             _fail(path, f"layer {i}: {e}")
-        # reduced tensors: exactly the layer's matrices, in the file's precision
-        small = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
-        want = {"fp32": "float32", "bf16": "uint16", "int8": "int8"}
-        for t, a in parts.items():
-            if a.dtype.name != want[file_prec if t in small else "fp32"]:
-                _fail(path, f"layer {i}: tensor {t!r} is {a.dtype.name}, expected "
-                            f"{want[file_prec if t in small else 'fp32']} in a {file_prec} model")
-            if t in small and file_prec == "bf16":
-                stored[t] = prec.from_bf16_bits(a).reshape(a.shape)
-            elif t in small:
-                key = f"layers.{i}.{t}@scale"
-                s = tensors.get(key)
-                if s is None or s.dtype != np.float32 or s.shape != (a.shape[0],) or key in used:
-                    _fail(path, f"layer {i}: int8 tensor {t!r} needs a float32 {key!r} of shape ({a.shape[0]},)")
-                if not np.all(np.isfinite(s)) or np.any(s < 0):
-                    _fail(path, f"layer {i}: {key!r} holds a negative or non-finite scale")
-                used.add(key)
-                scales[(i, t)] = np.array(s)
-                stored[t] = prec.dequantize_int8(a, s)
-        if stored:
-            layer = prec._with_tensors(layer, stored)
+        # the reduced tensors are exactly the layer's matrices (precision.reduced_names)
+        want = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
+        if reduced != want:
+            _fail(path, f"layer {i}: tensors {sorted(reduced ^ want)} are "
+                        f"{'not ' if want - reduced else ''}in the model's precision {file_prec}, "
+                        f"expected exactly {sorted(want)} (the rest float32)")
         layers.append(layer)
     if used != set(tensors):
         _fail(path, f"tensors not used by any layer: {sorted(set(tensors) - used)[:5]}")
@@ -357,6 +343,24 @@ def load(src, precision=None):
     return model if precision is None or precision == file_prec else model.with_precision(precision)
 
 
-def _widened(a):
-    """A stored tensor as ir validates it: float32 (reduced tensors are replaced after)."""
-    return a if a.dtype == np.float32 else a.astype(np.float32)
+def _decoded(path, i, t, key, tensors, used, file_prec, scales):
+    """Tensor t of layer i as float32: as stored, or a reduced one (BF16 bits widened; I8 times
+    its "@scale" tensor, recorded in scales) when its dtype is the file's precision."""
+    from . import precision as prec
+    a = tensors[key]
+    if a.dtype == np.float32:
+        return a
+    expect = {"fp32": "float32", "bf16": "uint16", "int8": "int8"}[file_prec]
+    if a.dtype.name != expect:
+        _fail(path, f"layer {i}: tensor {t!r} is {a.dtype.name}, expected {expect} in a {file_prec} model")
+    if file_prec == "bf16":
+        return prec.from_bf16_bits(a).reshape(a.shape)
+    sk = key + "@scale"
+    s = tensors.get(sk)
+    if a.ndim < 1 or s is None or s.dtype != np.float32 or s.shape != (a.shape[0],) or sk in used:
+        _fail(path, f"layer {i}: int8 tensor {t!r} needs a float32 {sk!r} of shape ({a.shape[0] if a.ndim else 0},)")
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        _fail(path, f"layer {i}: {sk!r} holds a negative or non-finite scale")
+    used.add(sk)
+    scales[(i, t)] = np.array(s)
+    return prec.dequantize_int8(a, s)

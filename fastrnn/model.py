@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from . import _engine, ir, signature as sig_
+from .adapters import join_steps
 from .errors import ArgumentTypeError, ShapeError, UnsupportedError
 from .fileformat import check_meta
 
@@ -187,7 +188,6 @@ class Model:
         one array."""
         if not isinstance(x, tuple) or not self.meta.get("step_inputs"):
             return x
-        from .adapters import join_steps
         try:
             return join_steps(self.meta, x, what)
         except ValueError as e:
