@@ -28,13 +28,6 @@ static inline vf v_load_bf16(const uint16_t *p) {
 static inline vf v_load_i8(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
-/* v itself, as an opaque value: the compiler cannot fuse the multiply that made it into a
- * following add (GNU C contracts a * b + c into an FMA where it sees both), so every path that
- * scales an int8 sum rounds the product the same way (kernels.h, batch invariance). */
-static inline vf v_opaque(vf v) {
-    __asm__("" : "+x"(v));
-    return v;
-}
 static inline __m256i v_tailmask_(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }

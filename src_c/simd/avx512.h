@@ -31,13 +31,6 @@ static inline vf v_load_bf16(const uint16_t *p) {
 static inline vf v_load_i8(const int8_t *p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
-/* v itself, as an opaque value: the compiler cannot fuse the multiply that made it into a
- * following add (GNU C contracts a * b + c into an FMA where it sees both), so every path that
- * scales an int8 sum rounds the product the same way (kernels.h, batch invariance). */
-static inline vf v_opaque(vf v) {
-    __asm__("" : "+v"(v));
-    return v;
-}
 static inline vf v_load_n(const float *p, int n) {
     return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
 }

@@ -31,17 +31,6 @@ static inline vf v_load_bf16(const uint16_t *p) {
     return f;
 }
 static inline vf v_load_i8(const int8_t *p) { return (float)*p; }
-/* v itself, as an opaque value: the compiler cannot fuse the multiply that made it into a
- * following add (GNU C contracts a * b + c into an FMA where it sees both), so every path that
- * scales an int8 sum rounds the product the same way (kernels.h, batch invariance). */
-static inline vf v_opaque(vf v) {
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__("" : "+x"(v));
-#else
-    __asm__("" : "+g"(v));
-#endif
-    return v;
-}
 static inline vf v_load_n(const float *p, int n) { return n > 0 ? *p : 0.0f; }
 static inline void v_store_n(float *p, vf v, int n) { if (n > 0) *p = v; }
 static inline vf v_add(vf a, vf b) { return a + b; }

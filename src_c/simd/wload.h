@@ -9,6 +9,19 @@ static inline __attribute__((always_inline)) vf w_load(const int WT, const char 
     return v_load((const float *)p);        /* FRNN_W_F32, FRNN_W_I8W */
 }
 
+/* v itself, as an opaque value: the compiler cannot fuse the multiply that made it into a
+ * following add (GNU C contracts a * b + c into an FMA where it sees both), so every path that
+ * scales an int8 sum rounds the product the same way (kernels.h, batch invariance). "v": any
+ * SSE / AVX / AVX-512 register, so one definition serves every ISA's vf (and the scalar float). */
+static inline __attribute__((always_inline)) vf v_opaque(vf v) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__("" : "+v"(v));
+#else
+    __asm__("" : "+g"(v));
+#endif
+    return v;
+}
+
 /* n elements (a multiple of VW) of bf16 or int8 weights at src -> fp32 at dst (exact) */
 static inline void w_widen(float *dst, const char *src, int64_t n, int wt) {
     if (wt == FRNN_W_BF16)
