@@ -66,6 +66,7 @@ cdef extern from "fastrnn.h" nogil:
     frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value)
     frnn_status frnn_model_add_dense(frnn_model *m, int inp, int out, const float *W, const float *b, frnn_act act)
     frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act)
+    frnn_status frnn_model_add_carry(frnn_model *m, int start, int stop)
     frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d)
     frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over)
     frnn_status frnn_model_add_conv1d(frnn_model *m, int in_, int out, int kernel, int stride, int dilation,
@@ -247,7 +248,7 @@ cdef class CModel:
             elif t is ir.Masking:
                 st = frnn_model_add_masking(self.m, L.size, L.mask_value)
             elif t is ir.Dense:
-                st = frnn_model_add_dense(self.m, L.input_size, L.output_size, _fptr(L.weight),
+                st = frnn_model_add_dense(self.m, L.input_size, L.own_size, _fptr(L.weight),
                                           _fptr(L.bias), _act(L.activation))
             elif t is ir.Activation:
                 st = frnn_model_add_activation(self.m, L.size, _act(L.activation))
@@ -289,6 +290,9 @@ cdef class CModel:
                     d.w[i].P = _fptr(w.get("P"))
                     d.w[i].W_hr = _fptr(w.get("W_hr"))
                 st = frnn_model_add_recurrent(self.m, &d)
+            for i, j in getattr(L, "carry", ()):
+                if st == FRNN_OK:
+                    st = frnn_model_add_carry(self.m, i, j)
             if st:
                 _raise(st, f"adding {type(L).__name__}")
         st = frnn_model_finalize(self.m, input_size)

@@ -543,6 +543,11 @@ def _layer_params(layer):
     return sum(int(t.size) for t in layer.tensors().values())
 
 
+def _carry_str(layer):
+    """', carry=[a:b] [c:d]': the input columns a branch carries past the layer (ir.Dense)."""
+    return f", carry={' '.join(f'[{a}:{b}]' for a, b in layer.carry)}" if layer.carry else ""
+
+
 def _layer_text(layer, masks):
     """(name, sizes, options) of one layer for the text table."""
     if isinstance(layer, ir.Embedding):
@@ -551,9 +556,10 @@ def _layer_text(layer, masks):
         return "Masking", f"{layer.size} -> {layer.size}", f"mask_value={layer.mask_value:g}"
     if isinstance(layer, ir.Dense):
         opts = f"activation={_act_str(layer.activation)}" + ("" if layer.bias is not None else ", no bias")
-        return "Dense", f"{layer.input_size} -> {layer.output_size}", opts
+        return "Dense", f"{layer.input_size} -> {layer.output_size}", opts + _carry_str(layer)
     if isinstance(layer, ir.Activation):
-        return "Activation", f"{layer.size} -> {layer.size}", f"activation={_act_str(layer.activation)}"
+        return "Activation", f"{layer.input_size} -> {layer.output_size}", \
+            f"activation={_act_str(layer.activation)}" + _carry_str(layer)
     if isinstance(layer, ir.Pool):
         return "Pool over time", f"{layer.size} -> {layer.output_size}", \
             f"kinds={'+'.join(layer.kinds)}, over={layer.over}"

@@ -4,8 +4,9 @@ Layout (safetensors): 8-byte little-endian header length N, N bytes of JSON head
 tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: weight, bias, or
 "<direction>.W_ih" ...). The header's "__metadata__" holds three strings:
   format          "fastrnn"
-  format_version  "1", or "2" for a reduced-precision model (a file with a higher major version
-                  is refused, not misread; this reader reads both)
+  format_version  "1"; "2" for a reduced-precision model; "3" when a Dense or Activation has a
+                  carry (a branch, ir.Dense); the lowest that holds the model is written (a file
+                  with a higher major version is refused, not misread; this reader reads all three)
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
                          "signature": {...},   (fastrnn/signature.py; optional, added in
@@ -45,7 +46,7 @@ from . import signature as sig_
 from .errors import ArgumentTypeError, ModelFormatError, ShapeError
 
 FORMAT = "fastrnn"
-VERSION = 2                      # the highest this reader reads; fp32 models are written as 1
+VERSION = 3                      # the highest this reader reads; a model is written as the lowest that holds it
 MAX_HEADER = 64 << 20            # a header over 64 MiB is not one we wrote
 MAX_META_DEPTH = 32              # lists and dicts inside Model.meta, counting meta itself
 _DTYPES = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2"), "I8": np.dtype("i1")}
@@ -76,7 +77,7 @@ def save(model, path):
     if reduced:
         spec["precision"] = model.precision
     spec_json = json.dumps(spec, sort_keys=True, allow_nan=False)
-    header = {"__metadata__": {"format": FORMAT, "format_version": "2" if reduced else "1", "spec": spec_json}}
+    header = {"__metadata__": {"format": FORMAT, "format_version": str(_version(model, reduced)), "spec": spec_json}}
     dtype_names = {v.str: k for k, v in _DTYPES.items()}
     pos = 0
     for name in sorted(tensors):
@@ -89,6 +90,13 @@ def save(model, path):
     if len(h) > MAX_HEADER:              # load refuses such a header: so does save
         raise ModelFormatError(f"model.meta makes a {len(h)}-byte header, over the {MAX_HEADER}-byte limit")
     _write_atomic(path, [struct.pack("<Q", len(h)), h] + [tensors[name] for name in sorted(tensors)])
+
+
+def _version(model, reduced):
+    """The lowest version that holds the model: 3 with a carry (a branch), 2 reduced, else 1."""
+    if any(getattr(l, "carry", ()) for l in model.layers):
+        return 3
+    return 2 if reduced else 1
 
 
 def _write_atomic(path, parts):
@@ -326,6 +334,8 @@ def load(src, precision=None):
             layer = ir.layer_from_parts(ls["type"], ls["options"], parts)
         except ModelFormatError as e:
             _fail(path, f"layer {i}: {e}")
+        if int(ver) < 3 and "carry" in ls["options"]:
+            _fail(path, f"layer {i}: option carry in a version {ver} file (carry is version 3)")
         # the reduced tensors are exactly the layer's matrices (precision.reduced_names)
         want = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
         if reduced != want:

@@ -179,10 +179,13 @@ class Masking:
 
 @dataclass(eq=False)
 class Dense:
-    """y = activation(x W^T + b) on the last axis; per step when its input is a sequence."""
+    """y = activation(x W^T + b) on the last axis; per step when its input is a sequence.
+    carry: input column ranges ((start, stop), ...) copied after y unchanged, in that order (a
+    branch of the model's graph: a later layer reads them beside y; converters/graph.py)."""
     weight: np.ndarray
     bias: np.ndarray | None = None
     activation: Act | str = "linear"
+    carry: tuple = ()
 
     def __post_init__(self):
         self.weight = _f32("Dense.weight", self.weight, 2)
@@ -192,35 +195,73 @@ class Dense:
             self.bias = _f32("Dense.bias", self.bias, 1)
             _shape("Dense.bias", self.bias, (self.weight.shape[0],))
         self.activation = Act.of(self.activation)
+        self.carry = _carry("Dense.carry", self.carry, self.weight.shape[1])
 
     input_size = property(lambda self: self.weight.shape[1])
-    output_size = property(lambda self: self.weight.shape[0])
+    own_size = property(lambda self: self.weight.shape[0])
+    output_size = property(lambda self: self.weight.shape[0] + carried(self.carry))
 
     def tensors(self):
         return {"weight": self.weight} | ({"bias": self.bias} if self.bias is not None else {})
 
     def options(self):
-        return {"activation": self.activation.to_json()}
+        return {"activation": self.activation.to_json()} | _carry_json(self.carry)
 
 
 @dataclass(eq=False)
 class Activation:
-    """An activation alone (size: features)."""
+    """An activation alone on the first `size` input features; carry as Dense's (the input is
+    then max(size, the carry's last stop) wide)."""
     size: int
     activation: Act | str = "linear"
+    carry: tuple = ()
 
     def __post_init__(self):
         self.size = _pos_int("Activation.size", self.size)
         self.activation = Act.of(self.activation)
+        self.carry = _carry("Activation.carry", self.carry, None)
 
-    input_size = property(lambda self: self.size)
-    output_size = property(lambda self: self.size)
+    input_size = property(lambda self: max([self.size] + [e for _, e in self.carry]))
+    own_size = property(lambda self: self.size)
+    output_size = property(lambda self: self.size + carried(self.carry))
 
     def tensors(self):
         return {}
 
     def options(self):
-        return {"size": self.size, "activation": self.activation.to_json()}
+        return {"size": self.size, "activation": self.activation.to_json()} | _carry_json(self.carry)
+
+
+MAX_CARRY = 1024                 # ranges of one layer's carry
+
+
+def carried(carry):
+    """How many columns a carry copies."""
+    return sum(e - s for s, e in carry)
+
+
+def _carry(name, carry, width):
+    """carry as a tuple of (start, stop) int pairs, 0 <= start < stop (<= width when known)."""
+    try:
+        pairs = [tuple(p) for p in carry]
+    except TypeError:
+        raise ModelFormatError(f"{name}: expected a list of [start, stop] pairs, got {carry!r}") from None
+    if len(pairs) > MAX_CARRY:
+        raise ModelFormatError(f"{name}: {len(pairs)} ranges (at most {MAX_CARRY})")
+    out = []
+    for p in pairs:
+        if len(p) != 2:
+            raise ModelFormatError(f"{name}: {p!r} is not a [start, stop] pair")
+        s = _pos_int(f"{name} start", p[0], 0)
+        e = _pos_int(f"{name} stop", p[1], 1)
+        if e <= s or (width is not None and e > width):
+            raise ModelFormatError(f"{name}: range [{s}, {e}) is empty or outside the {width} input features")
+        out.append((s, e))
+    return tuple(out)
+
+
+def _carry_json(carry):
+    return {"carry": [list(p) for p in carry]} if carry else {}
 
 
 POOL_KINDS = ("mean", "max", "sum")
@@ -615,6 +656,10 @@ OPTION_TYPES = {
 }
 
 
+# options a layer writes only when they are not their default (a file with one is format version 3)
+OPTIONAL_OPTIONS = {"dense": {"carry": list}, "activation": {"carry": list}}
+
+
 def layer_from_parts(type_name, options, tensors):
     """Rebuild a layer from its JSON options and named tensors (the inverse of options()/tensors()).
     Every option must be present with its JSON type: a file is never guessed at."""
@@ -623,10 +668,14 @@ def layer_from_parts(type_name, options, tensors):
         raise ModelFormatError(f"unknown layer type {type_name!r}")
     if not isinstance(options, dict):
         raise ModelFormatError(f"{type_name}: options must be an object")
-    types = OPTION_TYPES[type_name]
-    if set(options) != set(types):
-        raise ModelFormatError(f"{type_name}: options must be exactly {sorted(types)}, got {sorted(options)}")
-    for k, t in types.items():
+    types, extra = OPTION_TYPES[type_name], OPTIONAL_OPTIONS.get(type_name, {})
+    if not set(types) <= set(options) <= set(types) | set(extra):
+        raise ModelFormatError(f"{type_name}: options must be exactly {sorted(types)}"
+                               f"{' (and optionally ' + ', '.join(sorted(extra)) + ')' if extra else ''}, "
+                               f"got {sorted(options)}")
+    for k, t in (types | extra).items():
+        if k not in options:
+            continue
         v = options[k]
         if not isinstance(v, t) or (isinstance(v, bool) and t is not bool):
             raise ModelFormatError(f"{type_name}: option {k}={v!r} has the wrong type")

@@ -458,10 +458,11 @@ def _describe(l):
         return f"{l.cell.upper()}({l.input_size}->{l.hidden_size}{d})"
     if isinstance(l, ir.Embedding):
         return f"Embedding({l.vocab_size}, {l.output_size})"
+    c = f"+{ir.carried(l.carry)}" if getattr(l, "carry", ()) else ""     # columns a branch carries
     if isinstance(l, ir.Dense):
-        return f"Dense({l.input_size}->{l.output_size}, {l.activation.kind})"
+        return f"Dense({l.input_size}->{l.own_size}{c}, {l.activation.kind})"
     if isinstance(l, ir.Activation):
-        return f"Activation({l.activation.kind})"
+        return f"Activation({l.activation.kind}{', ' + str(l.size) + c if c else ''})"
     if isinstance(l, ir.Pool):
         return f"Pool({'+'.join(l.kinds)}, {l.over})"
     if isinstance(l, ir.Conv1D):

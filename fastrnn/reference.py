@@ -111,6 +111,11 @@ def _cell_step(layer, w, acts, x, h, c):
     return (1.0 - z) * n + z * h, None
 
 
+def _carried(layer, y, x):
+    """y with the layer's carried input columns after it (ir.Dense.carry)."""
+    return np.concatenate([y] + [x[..., a:b] for a, b in layer.carry], axis=-1) if layer.carry else y
+
+
 def _recurrent(layer, x, active, len_ok, carry, init):
     """x (B, T, I); active (B, T) bool or None: the step runs (lengths and Keras mask); len_ok
     (B, T) bool or None: within the row's length (outside it the output is 0 whatever the mask
@@ -251,13 +256,12 @@ def run(layers, x, lengths=None, initial_state=None):
             mask = np.any(h != layer.mask_value, axis=-1)
             h = h * mask[..., None]      # Keras: masked steps are zeroed
         elif isinstance(layer, Dense):
-            w = layer.weight.astype(np.float64)
-            h = h @ w.T
+            y = h @ layer.weight.astype(np.float64).T
             if layer.bias is not None:
-                h = h + layer.bias
-            h = act(layer.activation, h)
+                y = y + layer.bias
+            h = _carried(layer, act(layer.activation, y), h)
         elif isinstance(layer, Activation):
-            h = act(layer.activation, h)
+            h = _carried(layer, act(layer.activation, h[..., :layer.size]), h)
         elif isinstance(layer, Recurrent):
             n = 2 if layer.cell == "lstm" else 1
             init = None if initial_state is None else initial_state[si:si + n]

@@ -39,8 +39,10 @@ typedef struct {
     float *table; int vocab, mask_zero;
     /* masking */
     float mask_value;
-    /* dense / activation (and conv1d's weights) */
+    /* dense / activation (and conv1d's weights); own: the columns they compute (out counts the
+       carried ones after them: ncarry ranges [carry[2i], carry[2i+1]) of the input) */
     frnn_wmat Wp; float *bp; frnn_act act;
+    int own, ncarry, *carry;
     /* recurrent */
     frnn_rec_desc d;               /* options; weight pointers cleared */
     int G, H, R, Hp, Rp, ndir, nx, nr, state0, slot0;   /* nx = ndir*G*Hp; nr: W_ih's full panel width */
@@ -249,7 +251,7 @@ frnn_status frnn_model_set_precision(frnn_model *m, int wt) {
 }
 
 static void layer_free(layer *L) {
-    free(L->table); wmat_free(&L->Wp); free(L->bp); free(L->emb_xp);
+    free(L->carry); free(L->table); wmat_free(&L->Wp); free(L->bp); free(L->emb_xp);
     for (int d = 0; d < 2; d++) {
         wmat_free(&L->Wih_p[d]); free(L->bih_p[d]);
         wmat_free(&L->Whh_p[d]); wmat_free(&L->Whh_n_p[d]); free(L->bhn[d]); free(L->peep[d]);
@@ -324,16 +326,45 @@ frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W,
                                  frnn_act act) {
     if (in < 1 || out < 1 || !W || !act_ok(act, 1)) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_DENSE)
-    L->in = in; L->out = out; L->act = act;
+    L->in = in; L->out = L->own = out; L->act = act;
     return gemm_layer(m, L, W, out, in, b);
 }
 
 frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act) {
     if (size < 1 || !act_ok(act, 1)) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_ACT)
-    L->in = L->out = size; L->act = act;
+    L->in = L->out = L->own = size; L->act = act;
     m->nlayers++;
     return FRNN_OK;
+}
+
+frnn_status frnn_model_add_carry(frnn_model *m, int start, int stop) {
+    if (m->finalized) return FRNN_ESTATE;
+    if (!m->nlayers) return FRNN_EINVAL;
+    layer *L = &m->L[m->nlayers - 1];
+    if ((L->type != L_DENSE && L->type != L_ACT) || start < 0 || stop <= start ||
+        (L->type == L_DENSE && stop > L->in) || (int64_t)L->out + (stop - start) > INT32_MAX / 4)
+        return FRNN_EINVAL;
+    int *c = realloc(L->carry, (size_t)(L->ncarry + 1) * 2 * sizeof(int));
+    if (!c) return FRNN_ENOMEM;
+    L->carry = c;
+    c[2 * L->ncarry] = start; c[2 * L->ncarry + 1] = stop;
+    L->ncarry++;
+    L->out += stop - start;
+    if (stop > L->in) L->in = stop;          /* an activation's input reaches its last carried column */
+    return FRNN_OK;
+}
+
+/* The carried columns of rows of `in` after each output row's own ones. */
+static void carry_rows(const layer *L, const float *in, int64_t ld, float *out, int64_t rows) {
+    for (int64_t i = 0; i < rows; i++) {
+        float *o = out + i * L->out + L->own;
+        for (int r = 0; r < L->ncarry; r++) {
+            const int a = L->carry[2 * r], n = L->carry[2 * r + 1] - a;
+            memcpy(o, in + i * ld + a, (size_t)n * 4);
+            o += n;
+        }
+    }
 }
 
 frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over) {
@@ -1101,12 +1132,14 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             }
             break;
         case L_DENSE:
-            m->k->gemm((int)rows, L->out, L->in, cur, ld, &L->Wp, L->bp, out, L->out);
-            m->k->act_rows(L->act, out, (int)rows, L->out, L->out);
+            m->k->gemm((int)rows, L->own, L->in, cur, ld, &L->Wp, L->bp, out, L->out);
+            m->k->act_rows(L->act, out, (int)rows, L->own, L->out);
+            carry_rows(L, cur, ld, out, rows);
             break;
         case L_ACT:
-            for (int64_t i = 0; i < rows; i++) memcpy(out + i * L->out, cur + i * ld, (size_t)L->out * 4);
-            m->k->act_rows(L->act, out, (int)rows, L->out, L->out);
+            for (int64_t i = 0; i < rows; i++) memcpy(out + i * L->out, cur + i * ld, (size_t)L->own * 4);
+            m->k->act_rows(L->act, out, (int)rows, L->own, L->out);
+            carry_rows(L, cur, ld, out, rows);
             break;
         case L_POOL:
             run_pool(L, c, cur, ld, has_mask ? c->mask : NULL, lenok, out);
@@ -1174,7 +1207,7 @@ double frnn_model_row_step_flops(const frnn_model *m) {
     double f = 0;
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
-        if (L->type == L_DENSE) f += 2.0 * L->in * L->out;
+        if (L->type == L_DENSE) f += 2.0 * L->in * L->own;
         if (L->type == L_CONV) f += 2.0 * L->win * L->in * L->out / L->stride;
         if (L->type == L_REC) f += rec_row_flops(L);
     }

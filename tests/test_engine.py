@@ -114,6 +114,42 @@ def test_dense_heads(rng, kind, out):
     check(layers, rng.normal(size=(3, 5, 4)).astype(np.float32))
 
 
+@pytest.mark.parametrize("out", [1, 16, 17])
+@pytest.mark.parametrize("kind", ["relu", "softmax"])
+@pytest.mark.parametrize("seq", [True, False])
+def test_carried_columns(rng, out, kind, seq):
+    """Dense / Activation carry (a branch of the source's graph): input column ranges, repeated and
+    in any order, copied after the layer's own output; per step on a sequence or after the last
+    step; streamed step by step as predict gives, and read by a later layer."""
+    r = rec(rng, "lstm", 3, 16, return_sequences=seq)
+    d1 = ir.Dense(rng.uniform(-1, 1, (out, 16)).astype(np.float32), None, kind, carry=((0, 16), (3, 5), (3, 5)))
+    w1 = out + 20
+    a = ir.Activation(out, "tanh", carry=((out, w1), (0, 1)))
+    d2 = ir.Dense(rng.uniform(-1, 1, (7, w1 + 1)).astype(np.float32), rng.uniform(-1, 1, 7).astype(np.float32),
+                  "linear", carry=((w1, w1 + 1), (2 % out, 2 % out + 1)))
+    layers = [r, d1, a, d2]
+    x = rng.normal(size=(5, 11, 3)).astype(np.float32)
+    m, y = check(layers, x)
+    assert y.shape == ((5, 11, 9) if seq else (5, 9)) and m.output_size == 9
+    if seq:
+        check(layers, x, lengths=rng.integers(0, 12, 5))
+        s = m.stream(5)
+        got = np.stack([s.step(x[:, t]) for t in range(11)], 1)
+        np.testing.assert_array_equal(got, y)
+
+
+def test_carry_is_validated():
+    W = np.ones((2, 3), np.float32)
+    for bad in (((0, 4),), ((2, 2),), ((-1, 1),), ((0,),), 5, ((0.5, 1),), ((True, 2),)):
+        with pytest.raises(fastrnn.ModelFormatError, match="carry"):
+            ir.Dense(W, carry=bad)
+    with pytest.raises(fastrnn.ModelFormatError, match="carry"):
+        ir.Activation(2, carry=((3, 3),))
+    assert ir.Activation(2, carry=((4, 6),)).input_size == 6      # its input reaches the carried columns
+    with pytest.raises(fastrnn.ModelFormatError, match="expects 6 input features"):
+        fastrnn.Model([ir.Dense(W), ir.Activation(2, carry=((4, 6),))])
+
+
 @pytest.mark.parametrize("masked_output", ["carry", "zero"])
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 def test_keras_mask_semantics(rng, masked_output, direction):

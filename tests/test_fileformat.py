@@ -88,9 +88,9 @@ def _rewrite_meta(src, dst, **changes):
 def test_version_and_format_checked(rng, tmp_path):
     m = fastrnn.Model([rec(rng, "rnn", 2, 3)])
     m.save(tmp_path / "m.frnn")
-    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v3.frnn", format_version="3")
+    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v4.frnn", format_version="4")
     with pytest.raises(fastrnn.ModelFormatError, match="newer fastrnn"):
-        fastrnn.load(tmp_path / "v3.frnn")
+        fastrnn.load(tmp_path / "v4.frnn")
     _rewrite_meta(tmp_path / "m.frnn", tmp_path / "other.frnn", format="pt")
     with pytest.raises(fastrnn.ModelFormatError, match="expected 'fastrnn'"):
         fastrnn.load(tmp_path / "other.frnn")
@@ -99,6 +99,32 @@ def test_version_and_format_checked(rng, tmp_path):
     save_file({"w": np.zeros(3, np.float32)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(fastrnn.ModelFormatError, match="format is None"):
         fastrnn.load(tmp_path / "plain.safetensors")
+
+
+def test_carry_is_version_3(rng, tmp_path):
+    """A model with a carry (a branch) is written as version 3, round-trips bit for bit and is
+    refused in a file that claims an older version (an older reader refuses the option too);
+    a model without one is still written as version 1."""
+    layers = [rec(rng, "gru", 3, 4), ir.Dense(rng.normal(size=(2, 4)), None, "relu", carry=((1, 3), (0, 4))),
+              ir.Activation(2, "tanh", carry=((2, 8),))]
+    m = fastrnn.Model(layers)
+    m.save(tmp_path / "m.frnn")
+    raw = (tmp_path / "m.frnn").read_bytes()
+    meta = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+    assert meta["format_version"] == "3"
+    assert json.loads(meta["spec"])["layers"][1]["options"]["carry"] == [[1, 3], [0, 4]]
+    m2 = fastrnn.load(tmp_path / "m.frnn")
+    assert [l.carry for l in m2.layers[1:]] == [((1, 3), (0, 4)), ((2, 8),)]
+    x = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(m2.predict(x), m.predict(x))
+    m2.save(tmp_path / "again.frnn")
+    assert (tmp_path / "again.frnn").read_bytes() == raw
+    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v2.frnn", format_version="2")
+    with pytest.raises(fastrnn.ModelFormatError, match="carry is version 3"):
+        fastrnn.load(tmp_path / "v2.frnn")
+    fastrnn.Model(layers[:1]).save(tmp_path / "plain.frnn")
+    raw = (tmp_path / "plain.frnn").read_bytes()
+    assert json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]["format_version"] == "1"
 
 
 def test_truncated_files(rng, tmp_path):

@@ -70,14 +70,21 @@ def _frnn_models():
         ir.Dense(u(2, 5), u(2), "relu"),
         ir.Activation(2, "log_softmax"),
     ]
+    branch = [      # carried columns (format version 3): a residual head
+        ir.Recurrent("gru", [{"W_ih": u(6, 3), "W_hh": u(6, 2)}]),
+        ir.Dense(u(3, 2), u(3), "relu", carry=((0, 2), (1, 2))),
+        ir.Activation(3, "tanh", carry=((3, 6),)),
+        ir.Dense(u(2, 6), None, "linear", carry=((5, 6),)),
+    ]
     sigs = {"head": {"head": {"from": 2, "parts": [[0, 0], [2, 0]]},
                      "states": [{"parts": [[0, 0]], "stack": False}, {"parts": [[1, 0]], "stack": False},
                                 {"parts": [[2, 0]], "stack": False, "cols": [0, 2]}]}}
     out = []
     with tempfile.TemporaryDirectory(prefix="fastrnn-fuzz-seeds-") as d:
-        # reduced precision (format version 2: BF16 / I8 tensors and their scales)
+        # reduced precision (format version 2: BF16 / I8 tensors and their scales); carry (3)
         for name, layers, prec in (("ids", ids, None), ("float", flt, None), ("head", head, None),
-                                   ("ids_int8", ids, "int8"), ("float_bf16", flt, "bf16")):
+                                   ("ids_int8", ids, "int8"), ("float_bf16", flt, "bf16"),
+                                   ("branch", branch, None)):
             path = os.path.join(d, f"{name}.frnn")
             m = fastrnn.Model(layers, meta={"source": "tests/fuzz", "seed": name}, signature=sigs.get(name))
             (m.with_precision(prec) if prec else m).save(path)
