@@ -223,6 +223,8 @@ class Lowering:
         self.chain_state = {}         # cell chain -> (its first native state, made per step)
         self.state_cols = {}          # recurrent layer -> the source state's width (signature cols)
         self.head = None              # (first head layer, native (k, d) parts, width): a head over final states
+        self.carried = {}             # (pos, cols) of a tensor -> where reach() carried it to
+        self.finals = {}              # (rnn, h_n rows, axes) -> the pipeline tensor _final made of them
 
     # ---- helpers ------------------------------------------------------------------------
     def fail(self, why):
@@ -275,14 +277,70 @@ class Lowering:
 
     def pipe_width(self, x):
         """The pipeline's own width where x was made (x.width counts only x's columns)."""
-        return self.layers[x.pos - 1].output_size if x.pos else x.width
+        if not x.pos or (self.head is not None and x.pos == self.head[0]):
+            return x.width                 # the input, or a head's input (final states)
+        return self.layers[x.pos - 1].output_size
 
     def at_end(self, x):
         if x.pos != len(self.layers):
             self.fail("reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline")
+        if x.cols is None and x.pos and x.width is not None and self.pipe_width(x) != x.width * x.dirs:
+            self.fail("reads some of the columns at the end of the pipeline (others carried beside them for "
+                      "a branch); only a Linear, an activation or arithmetic can read them")
         if isinstance(x, PT) and x.time is None and x.pos in self.cut and "T" in [self.lab(a) for a in x.axes]:
             self.fail("uses every step of a recurrent layer whose final state is also used (fastrnn runs "
                       "that layer without its per-step output)")
+
+    def reach(self, x):
+        """x readable at the end of the pipeline, for a reader that acts per row (a Linear, an
+        activation, arithmetic, a concat). When later layers exist (a branch of the source's
+        graph: a residual connection, two heads on one tensor) and all of them act per row
+        (Dense, Activation), each is made to carry x's columns after its own (ir.Dense.carry),
+        so x is the last columns at the end; a tensor carried once is found where it went
+        (self.carried). -> x at the end, cols explicit where the pipeline there is wider; the
+        columns nothing reads in the end are dropped by passes.prune."""
+        if not isinstance(x, PT):
+            self.fail(f"expects a tensor of the pipeline, got {_what(x)}")
+        n = len(self.layers)
+        key = lambda v: (v.pos, v.cols if v.cols is not None else ((0, v.width),))   # noqa: E731
+        while x.pos < n and key(x) in self.carried:
+            x = replace(x, **self.carried[key(x)])
+        if x.pos < n:
+            k = key(x)
+            later = self.layers[x.pos:]
+            bad = [l for l in later if not isinstance(l, (ir.Dense, ir.Activation))]
+            if bad or x.packed or (self.head is not None and x.pos < self.head[0]):
+                what = type(bad[0]).__name__ if bad else "a head over final states" if not x.packed else "a packing"
+                self.fail(f"reads a tensor from before a later {what} (a branch around layers other than Linear "
+                          f"and activations): fastrnn runs a linear pipeline")
+            cols = x.cols if x.cols is not None else ((0, x.width),)
+            c = sum(e - a for a, e in cols)
+            for i in range(x.pos, n):
+                l = self.layers[i]
+                if i > x.pos:                      # the columns carried by the layer before
+                    w = l.input_size
+                    if isinstance(l, ir.Dense):
+                        l = replace(l, weight=np.concatenate([l.weight, np.zeros((l.own_size, c), np.float32)], 1))
+                    cols = ((w, w + c),)
+                self.layers[i] = replace(l, carry=l.carry + tuple(cols))
+            end = self.layers[-1].output_size
+            moved = {"pos": n, "cols": ((end - c, end),)}
+            self.carried[k] = moved
+            x = replace(x, **moved)
+        if x.cols is None and x.pos and x.width is not None and self.pipe_width(x) != x.width * x.dirs:
+            x = replace(x, cols=((0, x.width * x.dirs),))
+        return x
+
+    def whole(self, x):
+        """x is every column of the pipeline at its end: x reached, then, when it is only some of
+        the columns there or in another order, a Dense selecting them (passes fold it away)."""
+        x = self.reach(x)
+        if x.cols is None:
+            return x
+        idx = np.concatenate([np.arange(a, b) for a, b in x.cols])
+        if len(idx) == self.pipe_width(x) and (idx == np.arange(len(idx))).all():
+            return replace(x, cols=None)
+        return self.append(ir.Dense(np.eye(self.pipe_width(x), dtype=np.float32)[idx]), x)
 
     def check_rows(self, v, what):
         """An output must have its rows in the input's order (a packing's sort undone)."""
@@ -310,6 +368,14 @@ class Lowering:
         if v.kind != "h":
             self.fail("uses c_n as a tensor of the pipeline (only h_n rows are outputs of the layers)")
         axes = tuple(self.lab(a) for a in v.axes)
+        made = self.finals.get((v.rnn, v.parts, axes))
+        if made is not None:                  # read again after later layers: reach() carries it
+            return made
+        y = self._final_new(v, axes)
+        self.finals[(v.rnn, v.parts, axes)] = y
+        return y
+
+    def _final_new(self, v, axes):
         if axes not in (("B", "F"), ("B", ("S", "F"))):
             self.fail(f"uses h_n with axes {_axes_str(axes)} as a pipeline tensor; take rows (h_n[-1]) or "
                       f"flatten them per batch row")
@@ -588,7 +654,7 @@ def permute_columns(W, cols, total=None):
     pipeline's own `total` columns (columns not in cols get zero weights)."""
     idx = np.concatenate([np.arange(a, b) for a, b in cols])
     W2 = np.zeros((W.shape[0], total if total is not None else W.shape[1]), W.dtype)
-    W2[:, idx] = W
+    np.add.at(W2.T, idx, W.T)            # a column read twice (torch.cat([x, x])) sums
     return W2
 
 
@@ -600,6 +666,12 @@ def _has_bad(v):
     if isinstance(v, dict):
         return any(_has_bad(x) for x in v.values())
     return False
+
+
+def _permutes(low, x):
+    """x's cols are every column of the pipeline where it is, each once."""
+    idx = np.concatenate([np.arange(a, b) for a, b in x.cols])
+    return len(idx) == low.pipe_width(x) and len(set(idx.tolist())) == len(idx)
 
 
 def _what(v):
@@ -773,9 +845,9 @@ def _linear(low, x, weight, bias=None):
             low.fail("a Linear whose weights are not constants")
         return _ps_op(low, x, ("linear",), (cells.intern(low, weight), None if bias is None else cells.intern(low, bias)))
     x = low.tensor(x)
-    low.at_end(x)
     if x.packed:
         low.fail("a Linear on a PackedSequence")
+    x = low.reach(x)
     if x.dirs > 1:
         low.fail("a Linear over directions that are not merged into the features")
     if not isinstance(weight, np.ndarray) or weight.ndim != 2:
@@ -826,7 +898,6 @@ def activation(low, x, kind, alpha=None, dim=None):
             low.fail(f"{kind} over dim={dim} of one step (batch, features)")
         return _ps_op(low, x, ("act",), (kind, alpha, -1 if kind in ir.ROW_WISE else None))
     x = low.tensor(x)
-    low.at_end(x)
     if x.packed:
         low.fail(f"{kind} of a PackedSequence")
     if x.width is None:
@@ -837,16 +908,14 @@ def activation(low, x, kind, alpha=None, dim=None):
         i = low.feature_axis(x, -1 if dim is None else dim)
         if low.lab(x.axes[i]) != "F":
             low.fail(f"{kind} over dim={dim} (axis {low.lab(x.axes[i])!r}): only the feature axis is supported")
-    elif x.cols is not None:
-        pass                              # elementwise: the column order carries over
+    x = low.reach(x)
+    if x.cols is not None and (kind in ir.ROW_WISE or not _permutes(low, x)):
+        x = low.whole(x)                  # some columns, or a row-wise one of permuted columns
     a = ir.Act(kind, alpha) if alpha is not None else ir.Act(kind)
-    last = low.layers[-1] if low.layers else None
-    cols = x.cols if kind not in ir.ROW_WISE else None
-    if kind in ir.ROW_WISE and x.cols is not None:
-        low.fail(f"{kind} of features in a permuted order (a concat of final states taken in reverse)")
-    del last                          # a Dense before it takes it in passes.fold (not here: another
-    low.layers.append(ir.Activation(x.width, a))      # reader may need the value before it)
-    return replace(x, pos=len(low.layers), cols=cols)
+    # a Dense before it takes it in passes.fold (not here: another reader may need the value before
+    # it); elementwise on every column in a permuted order, the order carries over
+    low.layers.append(ir.Activation(x.width, a))
+    return replace(x, pos=len(low.layers))
 
 
 for _name, _kind in (("sigmoid", "sigmoid"), ("tanh", "tanh"), ("relu", "relu"), ("selu", "selu"),
@@ -919,9 +988,11 @@ def _affine(low, x, scale, shift, what, dim=-1):
     vectors (along dim, the feature axis) a diagonal Dense (passes fold both into a neighbouring
     Dense)."""
     x = low.tensor(x)
-    low.at_end(x)
     if x.width is None or x.packed:
         low.fail(f"{what} of {'a PackedSequence' if x.packed else 'the token ids'}")
+    x = low.reach(x)
+    if x.cols is not None and not _permutes(low, x):
+        x = low.whole(x)
     s, b = np.asarray(scale, np.float32), np.asarray(shift, np.float32)
     if s.size == 1 and b.size == 1:
         low.layers.append(ir.Activation(x.width, ir.Act("affine", float(s.ravel()[0]), float(b.ravel()[0]))))
@@ -999,6 +1070,10 @@ def _arith(low, op, a, b, alpha=1):
         return np.asarray(r, np.float32) if isinstance(r, np.ndarray) else r
     if isinstance(a, Zeros) and _is_const(b) and op in ("mul", "div"):
         return a
+    if op in ("add", "sub", "rsub") and isinstance(a, (PT, HN)) and isinstance(b, (PT, HN)):
+        if op == "rsub":
+            a, b = b, a
+        return _sum(low, a, b, -float(alpha) if op != "add" else float(alpha))
     if op in ("add", "sub", "rsub") and alpha != 1 and _is_const(b):
         b = b * alpha
     if op == "rsub":                                 # b - a
@@ -1014,32 +1089,33 @@ def _arith(low, op, a, b, alpha=1):
             return _affine(low, a, 1.0 / np.asarray(b, np.float64), 0.0, "div")
     if _is_const(a) and not _is_const(b) and op in ("add", "mul"):
         return _arith(low, op, b, a)
-    if op in ("add",) and isinstance(a, (PT, HN)) and isinstance(b, (PT, HN)):
-        return _residual(low, low.tensor(a), low.tensor(b))
     low.fail(f"{op} of {_what(a)} and {_what(b)}")
 
 
-def _residual(low, a, b):
-    """f(x) + x where f is the layers between them, all Dense without activation (a Linear, and a
-    bias or scale an exporter wrote as its own node), composing to a square map: one Dense of
-    W + I (a residual connection around a linear head)."""
-    if a.pos < b.pos:
-        a, b = b, a
-    between = low.layers[b.pos:a.pos]
-    if not (a.pos == len(low.layers) and between and all(isinstance(l, ir.Dense) and l.activation.kind == "linear"
-                                                          for l in between)
-            and a.axes == b.axes and a.time == b.time and b.cols is None and a.cols is None):
-        low.fail("an add of two tensors of the pipeline other than a residual connection around linear layers")
-    W = between[0].weight.astype(np.float64)
-    bias = between[0].bias.astype(np.float64) if between[0].bias is not None else np.zeros(W.shape[0])
-    for l in between[1:]:
-        Wl = l.weight.astype(np.float64)
-        W, bias = Wl @ W, Wl @ bias + (l.bias if l.bias is not None else 0)
-    if W.shape[0] != W.shape[1]:
-        low.fail(f"a residual add around layers of {W.shape[1]} -> {W.shape[0]} features")
-    del low.layers[b.pos:]
-    low.layers.append(ir.Dense((W + np.eye(W.shape[0])).astype(np.float32), bias.astype(np.float32)))
-    return replace(a, pos=len(low.layers))
+def _sum(low, a, b, sign):
+    """a + sign * b of two tensors of the pipeline (a residual connection, heads added): both
+    reached at the end (Lowering.reach carries the earlier one through the layers between),
+    then one Dense of 0 / 1 / sign weights reading their columns. Each output is one float sum,
+    as the source computes it; passes.fold then merges it with its linear neighbours (around a
+    Linear, x + W x is one Dense of W + I)."""
+    a, b = low.tensor(a), low.tensor(b)
+    for v in (a, b):
+        if v.packed or v.width is None or v.dirs > 1:
+            low.fail(f"an add of {'a PackedSequence' if v.packed else 'the token ids' if v.width is None else 'directions'}")
+    if (tuple(low.lab(a.axes)), a.time, a.rows, a.padded, a.width) != \
+            (tuple(low.lab(b.axes)), b.time, b.rows, b.padded, b.width):
+        low.fail(f"an add of tensors of the pipeline of different shapes {low.shape(a)} and {low.shape(b)} "
+                 f"(broadcasting between them is not supported)")
+    a = low.reach(a)
+    b = low.reach(b)
+    a = low.reach(a)                     # b's carry widened the pipeline after a's columns
+    w, n = a.width, low.pipe_width(a)
+    W = np.zeros((w, n), np.float32)
+    rows = np.arange(w)
+    for v, s in ((a, 1.0), (b, sign)):
+        idx = np.concatenate([np.arange(p, q) for p, q in v.cols]) if v.cols is not None else rows
+        np.add.at(W, (rows, idx), np.float32(s))
+    return low.append(ir.Dense(W), a, w)
 
 
 for _op in ("add", "sub", "mul", "div", "rsub"):
@@ -1621,7 +1697,29 @@ def _cat(low, tensors, dim=0):
                 parts = sum((t.parts for t in tensors), ())
                 axes = t0.axes[:-1] + (("S", "F"),)
                 return replace(t0, parts=parts, axes=axes)
-    low.fail("torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))")
+    if len(tensors) > 1 and all(isinstance(t, PT) for t in tensors):
+        return _cat_features(low, tensors, dim)
+    low.fail("torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1)) or "
+             "features of tensors of the pipeline")
+
+
+def _cat_features(low, tensors, dim):
+    """torch.cat of tensors of the pipeline along their features (two heads side by side, a
+    tensor beside a later one): each reached at the end (Lowering.reach), the result their
+    columns side by side, in that order."""
+    t0 = tensors[0]
+    n = len(t0.axes)
+    if not isinstance(dim, int) or low.lab(t0.axes[dim % n]) != "F":
+        low.fail("torch.cat of tensors of the pipeline along an axis other than the features")
+    for t in tensors:
+        if t.packed or t.width is None or t.dirs > 1 or \
+                (tuple(low.lab(t.axes)), t.time, t.rows, t.padded) != (tuple(low.lab(t0.axes)), t0.time, t0.rows, t0.padded):
+            low.fail(f"torch.cat of tensors of the pipeline of shapes {[low.shape(v) for v in tensors]} "
+                     f"(only their features may differ)")
+    reached = [low.reach(t) for t in tensors]
+    reached = [low.reach(t) for t in reached]       # later carries widened the pipeline after the first
+    cols = sum((t.cols if t.cols is not None else ((0, t.width),) for t in reached), ())
+    return replace(reached[-1], cols=cols, width=sum(t.width for t in reached))
 
 
 def _step_cat(low, tensors, dim):

@@ -186,6 +186,56 @@ class Residual(nn.Module):
         return (self.proj(out) + out) * self.scale
 
 
+class ResidualHeads(nn.Module):
+    """Head features added to the features they came from and two heads side by side, on the
+    last hidden state (the Kaggle Jigsaw kernel's h + relu(linear1(h)) + relu(linear2(h)) and
+    torch.cat([linear_out(hidden), linear_aux_out(hidden)], 1), tests/corpus; here with a
+    subtraction, a scaled branch, a row-wise head and a head reading the first features)."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True)
+        self.l1, self.l2 = nn.Linear(H, H), nn.Linear(H, H)
+        self.cls, self.reg = nn.Linear(H, 3), nn.Linear(H, 1)
+
+    def forward(self, x):
+        _, h = self.rnn(x)
+        h = h[-1]
+        z = h + torch.tanh(self.l1(h))
+        z = z - 0.5 * F.relu(self.l2(z))
+        return torch.cat([F.log_softmax(self.cls(z), dim=1), torch.sigmoid(self.reg(h))], 1)
+
+
+class PerStepResidual(nn.Module):
+    """A residual block per step of the sequence output, out + relu(fc(out)), then a tagger
+    reading it beside the block's input (torch.cat([y, out], -1)): a DenseNet-style skip."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, H, batch_first=True)
+        self.fc = nn.Linear(H, H)
+        self.tag = nn.Linear(2 * H, 4)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        y = out + F.relu(self.fc(out))
+        return self.tag(torch.cat([y, out], -1))
+
+
+class DeadBranch(nn.Module):
+    """An auxiliary head computed in forward and not returned (an auxiliary loss's head left in
+    forward): nothing of it remains in the model."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True)
+        self.aux = nn.Linear(H, 7)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        aux = torch.tanh(self.aux(out))
+        del aux
+        return self.fc(out)
+
+
 class LastSteps(nn.Module):
     """out[:, -k:] of a bidirectional layer, then a per-step head (xiaojihh/stockPredict's
     self.out(r_out[:, -pred_days:, :])); a sequence shorter than k gives all its steps."""
@@ -359,6 +409,9 @@ CASES = {
     "permute_view": (PermuteView, "ids"),
     "sequential_head_scalars": (SequentialHead, "floats"),
     "residual_scale": (Residual, "floats"),
+    "residual_heads": (ResidualHeads, "floats"),
+    "per_step_residual": (PerStepResidual, "floats"),
+    "dead_branch": (DeadBranch, "floats"),
     "transposed": (Transposed, "floats"),
     "last_steps": (LastSteps, "floats"),
     "conv_front": (ConvFront, "floats"),
@@ -430,6 +483,21 @@ def test_idiom_converts_and_matches(case, tmp_path):
     f.save(tmp_path / "m.frnn")
     args, x, kw = _forward_args(kind, m, B1 if kind != "unbatched" else 1, T1, 3)
     _close(fastrnn.load(tmp_path / "m.frnn").predict(x, **kw), _torch_out(kind, m, args), "saved and loaded")
+
+
+def test_branches_stream_and_keep_only_what_is_read():
+    """A per-step branch streams step by step as predict gives; the dead auxiliary head leaves
+    nothing, the residual block composes into the layers around it."""
+    torch.manual_seed(5)
+    x = _floats(B1, T1, 5, 9)
+    f = fastrnn.convert(PerStepResidual().eval(), example_input=_floats(B0, T0, 5, 0))
+    s = f.stream(B1)
+    got = np.stack([s.step(x[:, t].numpy()) for t in range(T1)], 1)
+    np.testing.assert_array_equal(got, f.predict(x.numpy()))
+    assert [type(l).__name__ for l in f.layers] == ["Recurrent", "Dense", "Dense"]
+    assert f.layers[1].carry == ((0, H),) and not f.layers[2].carry
+    dead = fastrnn.convert(DeadBranch().eval(), example_input=_floats(B0, T0, 5, 0))
+    assert [(type(l).__name__, l.output_size) for l in dead.layers] == [("Recurrent", H), ("Dense", 2)]
 
 
 def test_unbatched_predict_takes_a_batch():

@@ -765,7 +765,7 @@ def _convert(model, name, T):
             io_in.append({"name": iname, "role": "state", "axes": axes, "parts": [list(taken[r]) for r in range(n)]})
         else:
             io_in.append(None)              # read by nothing fastrnn runs
-    time = None
+    time, ends = None, []
     for oname, v in outs:
         if oname in finals:
             s, lead = finals[oname]
@@ -781,11 +781,12 @@ def _convert(model, name, T):
             low.check_rows(y, "it")
         except G.REFUSALS as e:
             raise UnsupportedError(f"convert: graph output {oname!r}: {G.why(e)}") from None
-        if y.pos != len(low.layers):
+        try:
+            y = low.whole(y)
+        except G.REFUSALS as e:
             raise UnsupportedError(f"convert: graph output {oname!r} is an intermediate tensor of the pipeline "
-                                   f"(only the end of the pipeline and final states can be outputs)")
-        if y.cols is not None:
-            raise UnsupportedError(f"convert: graph output {oname!r} holds the features in another order")
+                                   f"(only the end of the pipeline and final states can be outputs): "
+                                   f"{G.why(e)}") from None
         last = {"final": "final", "last": "step"}.get(y.time)
         if last is None and "T" not in [p for l in y.axes for p in (low.lab(l) if isinstance(low.lab(l), tuple)
                                                                         else (low.lab(l),))]:
@@ -802,6 +803,11 @@ def _convert(model, name, T):
             l = low.lab(l)
             axes.append("*".join(l) if isinstance(l, tuple) else l)
         io_out.append({"name": oname, "kind": "y", "axes": axes, "dirs": y.dirs, "last": last})
+        ends.append((oname, y))
+    for oname, y in ends:                  # the engine has one output: each "y" must be all of it
+        if y.pos != len(low.layers) or y.cols is not None:
+            raise UnsupportedError(f"convert: graph output {oname!r} is an intermediate tensor of the pipeline "
+                                   f"(only the end of the pipeline and final states can be outputs)")
     _final_first(low, io_out)
     ys = [(o["last"], tails.get(o["name"])) for o in io_out if o["kind"] == "y"]
     if len(set(ys)) > 1:

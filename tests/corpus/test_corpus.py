@@ -65,14 +65,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
     'deepspeech_rnns-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0); the graph frontend: graph output 'output_lengths' is the lengths input itself",
-    'kaggle_jigsaw_simple_lstm-module':
-        "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: fastrnn runs a linear pipeline",
-    'kaggle_jigsaw_simple_lstm-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_240' (Mul, node 18): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_Reshape_259', Reshape): view(7, -1, 16) of a tenso",
-    'kaggle_jigsaw_simple_lstm-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/ReduceMean' (ReduceMean, node 34): is not supported (fastrnn reads LSTM/GRU/RNN and the glue around them: docs/onnx.md) linear (ONNX node '/linear2/Gemm', Gemm):",
-    'kaggle_jigsaw_simple_lstm-trace':
-        "UnsupportedError: convert: JigsawNeuralNet: 2 operations cannot be lowered to fastrnn's pipeline: linear: reads a tensor from before a later layer (a branch): fastrnn runs a linear pipeline",
     'tut_char_rnn_generation_step-script':
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_generation_step-trace':
