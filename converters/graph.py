@@ -268,6 +268,11 @@ class Lowering:
             return v.shape
         if isinstance(v, np.ndarray):
             return v.shape
+        if isinstance(v, Att):
+            return tuple(1 if a == "1" else self.size(a) for a in v.axes)
+        if isinstance(v, Pooled):             # a pool not made yet: the time axis gone or kept as a unit
+            shp = _kept_shape(self, v)
+            return tuple(shp) if v.keepdim else tuple(n for a, n in zip(v.x.axes, shp) if self.lab(a) != "T")
         self.fail(f"expects a tensor, got {_what(v)}")
 
     def _hn_size(self, v, a):
@@ -358,6 +363,11 @@ class Lowering:
             return _ps_final(self, x)
         if isinstance(x, Pooled):
             return self.pool_layer([x])
+        if isinstance(x, Att) and x.bias is None and x.stage != "norm" and "1" not in x.axes:
+            y = x.score                            # exp(scores) used as a tensor: per-step layers
+            for k in ([x.act] if x.act != "linear" else []) + (["exponential"] if x.stage == "exp" else []):
+                y = activation(self, y, k)
+            return y
         if not isinstance(x, PT):
             self.fail(f"expects {what}, got {_what(x)}")
         return x
@@ -685,6 +695,8 @@ def _what(v):
         return f"the argument {v.name!r}"
     if cells.is_step(v):
         return "a step value of a loop over time"
+    if isinstance(v, Att):
+        return "attention weights"
     return type(v).__name__
 
 
@@ -863,8 +875,18 @@ def _linear(low, x, weight, bias=None):
     return low.append(ir.Dense(W, bias), x, int(weight.shape[0]))
 
 
+@handles("bmm")
+def _bmm(low, a, x):
+    r = _att_bmm(low, a, x)
+    if r is None:
+        low.fail(f"a batched matmul of {_what(a)} and {_what(x)} (only attention weights and a sequence)")
+    return r
+
+
 @handles("matmul", "mm")
 def _matmul(low, x, w):
+    if isinstance(x, Att):
+        return _bmm(low, x, w)
     if isinstance(x, np.ndarray) and isinstance(w, np.ndarray):
         return np.matmul(x, w).astype(np.float32)
     if not isinstance(w, np.ndarray) or w.ndim != 2:
@@ -897,6 +919,9 @@ def activation(low, x, kind, alpha=None, dim=None):
         if kind in ir.ROW_WISE and dim not in (None, -1, 1):
             low.fail(f"{kind} over dim={dim} of one step (batch, features)")
         return _ps_op(low, x, ("act",), (kind, alpha, -1 if kind in ir.ROW_WISE else None))
+    if isinstance(x, Att) or (kind == "exponential" and _is_score(low, x)
+                              and "F" not in [low.lab(a) for a in x.axes]):
+        return _att_act(low, _att_of(low, x, kind), kind)      # attention scores (Att)
     x = low.tensor(x)
     if x.packed:
         low.fail(f"{kind} of a PackedSequence")
@@ -947,7 +972,7 @@ handles("clamp_max")(lambda low, x, hi: _clamp(low, x, None, hi))
 
 @handles("softmax", "_softmax", "special_softmax")
 def _softmax(low, x, dim=None, *args, **kwargs):
-    return activation(low, x, "softmax", dim=dim)
+    return _att_softmax(low, x, dim) or activation(low, x, "softmax", dim=dim)
 
 
 @handles("log_softmax", "_log_softmax", "special_log_softmax")
@@ -1054,6 +1079,10 @@ def _step_arith(a, b):
 
 
 def _arith(low, op, a, b, alpha=1):
+    if alpha == 1 and not _step_arith(a, b):
+        r = _att_arith(low, op, a, b)          # attention weights (Att)
+        if r is not None:
+            return r
     if _step_arith(a, b):
         if alpha != 1:
             if not _is_const(b):
@@ -1428,6 +1457,10 @@ def _unsqueeze(low, x, dim):
     if isinstance(x, Input) and x.index == low.lengths_index and len(x.shape) == 1 \
             and dim in (1, -1):                 # lengths.unsqueeze(1): a column to divide a pooled sum by
         return replace(x, shape=(x.shape[0], 1))
+    if isinstance(x, Att):
+        axes = list(x.axes)
+        axes.insert(dim % (len(axes) + 1), "1")
+        return replace(x, axes=tuple(axes))
     if isinstance(x, Input) and x.row_axis == -1:       # h0[0].unsqueeze(0): still that one row
         s = list(x.shape)
         s.insert(dim % (len(s) + 1), 1)
@@ -1985,6 +2018,7 @@ class Pooled:
     kind: str
     keepdim: bool
     over: str | None = None           # ir.Pool over, when not the tensor's own (a masked mean: "valid")
+    att: object = None                # kind "attn": its weights (Att)
 
 
 def _masked_mean(low, p, n):
@@ -2008,6 +2042,13 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
         return (r, None) if op in ("max", "min") and dim is not None and not isinstance(dim, (list, tuple)) else r
     if isinstance(x, PS):
         x = low.tensor(x)
+    if isinstance(x, (Att, Weighted)) and op == "sum" and isinstance(dim, (list, tuple)) and len(dim) == 1:
+        dim = dim[0]
+    if isinstance(x, (Att, Weighted)) and op == "sum" and isinstance(dim, int):
+        if isinstance(x, Weighted):                 # (x * a.unsqueeze(-1)).sum(1)
+            return _att_pool(low, x.x, x.att, keepdim, dim % len(x.x.axes))
+        if x.stage == "exp" and x.axes[dim % len(x.axes)] == "T" and keepdim:
+            return AttSum(x)                        # what exp(z) is divided by
     if not isinstance(x, PT):
         low.fail(f"{op} of {_what(x)}")
     if op in ("amin", "min"):
@@ -2033,7 +2074,6 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
         low.fail(f"{op} of a PackedSequence")
     if x.time is not None:
         low.fail(f"{op} over time of a tensor already cut in time (its last step or last steps)")
-    low.at_end(x)
     kind = {"amax": "max"}.get(op, op)
     p = Pooled(x, kind, bool(keepdim))
     return (p, ArgMax()) if op == "max" and not isinstance(dim, (list, tuple)) else p
@@ -2103,22 +2143,172 @@ for _op in ("mean", "sum", "amax", "max", "amin", "min"):
     handles(_op)((lambda op: lambda low, x, *a, **k: _reduce(low, op, x, *a, **k))(_op))
 
 
+# ---- attention over time ----------------------------------------------------------------------
+#
+# Attention pooling as public code writes it: a score per step from a Linear of the sequence (or
+# an MLP of it), optionally a bias per position (the Kaggle Attention module's self.b of
+# step_dim), an activation, normalised over time (F.softmax(., dim=1), or exp then a division by
+# its own sum over time, plus 1e-10), and the sequence weighted by it and summed over time
+# (x * a.unsqueeze(-1) then .sum(1), or torch.bmm(a.unsqueeze(1), x)). The weights are an
+# abstract value (Att) until that sum, which is an ir.Pool of the "attn" kind reading the score
+# beside the sequence (both reached at the end of the pipeline: the score's Linear carries the
+# sequence's columns, Lowering.reach). Streams keep the online softmax as the pool's state.
+
+@dataclass(frozen=True, eq=False)
+class Att:
+    """Weights over time (section note). score: the one-feature pipeline tensor of the scores;
+    axes: the weights' own axes (the score's, a unit axis "1" where unsqueezed); then bias (one
+    per position, or None), act, and stage: "score" (act may still come), "exp" (exp taken, not
+    yet divided by its sum over time), "norm" (normalised, eps added)."""
+    score: PT
+    axes: tuple
+    bias: object = None
+    act: str = "linear"
+    stage: str = "score"
+    eps: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class AttSum:
+    """The sum over time (keepdim) of Att weights in stage "exp": what normalises them."""
+    att: Att
+
+
+@dataclass(frozen=True, eq=False)
+class Weighted:
+    """A sequence of the pipeline times attention weights: summed over time, an attention pool."""
+    x: PT
+    att: Att
+
+
+def _is_score(low, x):
+    """x is a per-step scalar of the pipeline: one feature, its feature axis squeezed away or of
+    size 1, and a time axis."""
+    if not isinstance(x, PT) or x.width != 1 or not x.pos or x.packed or x.time is not None or x.dirs > 1:
+        return False
+    labels = [low.lab(a) for a in x.axes]
+    return "T" in labels and all(isinstance(a, str) for a in labels)
+
+
+def _att_of(low, x, what):
+    """Att in stage "score" of a score tensor, or x itself when it is an Att."""
+    if isinstance(x, Att):
+        return x
+    if _is_score(low, x):
+        return Att(x, tuple(low.lab(a) for a in x.axes))
+    low.fail(f"{what} of {_what(x)}")
+
+
+def _time_bias(low, a, b):
+    """a + b where a is a score and b a constant along its time axis alone (a bias per
+    position: the Kaggle Attention module's self.b): -> Att with that bias, or None."""
+    if not (isinstance(a, Att) or _is_score(low, a)) or not isinstance(b, np.ndarray) or b.size < 2:
+        return None
+    att = _att_of(low, a, "a bias per position")
+    shape = low.shape(att)
+    if b.ndim > len(shape):
+        return None
+    full = (1,) * (len(shape) - b.ndim) + tuple(b.shape)
+    big = [i for i, n in enumerate(full) if n != 1]
+    if len(big) != 1 or att.axes[big[0]] != "T" or full[big[0]] != shape[big[0]]:
+        return None
+    if att.stage != "score" or att.bias is not None or att.act != "linear":
+        low.fail("a bias per position added after the scores' activation or normalisation")
+    return replace(att, bias=np.asarray(b, np.float32).reshape(-1))
+
+
+def _att_act(low, att, kind):
+    """An activation of attention scores: the score's own, exp (stage "exp"), or, once a bias
+    per position is added, the pool's score activation."""
+    if att.stage != "score":
+        low.fail(f"{kind} of attention weights already {'normalised' if att.stage == 'norm' else 'exponentiated'}")
+    if kind == "exponential":
+        return replace(att, stage="exp")
+    if kind in ir.ROW_WISE or att.act != "linear":
+        low.fail(f"{kind} of attention scores after {att.act}")
+    return replace(att, act=kind)
+
+
+def _att_softmax(low, x, dim):
+    """softmax over the time axis of scores: normalised attention weights; None when dim is not
+    a time axis of a score."""
+    if not (isinstance(x, Att) or _is_score(low, x)) or not isinstance(dim, int):
+        return None
+    att = _att_of(low, x, "softmax")
+    if att.axes[dim % len(att.axes)] != "T":
+        return None
+    if att.stage != "score":
+        low.fail("a softmax of attention weights already normalised or exponentiated")
+    return replace(att, stage="norm")
+
+
+def _att_arith(low, op, a, b):
+    """Arithmetic of attention weights: a bias per position, the division by their sum over
+    time, + eps after it, and a sequence times them. -> the value, or None when it is not that."""
+    if op == "add" and (isinstance(a, Att) or _is_score(low, a)) and isinstance(b, np.ndarray):
+        r = _time_bias(low, a, b)
+        if r is not None:
+            return r
+    if not isinstance(a, Att) and not (isinstance(b, Att) and op == "mul"):
+        return None
+    if op == "div" and isinstance(b, AttSum) and b.att is a and a.stage == "exp":
+        return replace(a, stage="norm")
+    if op == "add" and _is_num(b) and a.stage == "norm" and a.eps == 0:
+        return replace(a, eps=float(b))
+    if op == "mul":
+        att, x = (a, b) if isinstance(a, Att) else (b, a)
+        if isinstance(x, PT) and att.stage == "norm":
+            labels = tuple(low.lab(v) for v in x.axes)
+            if labels == tuple("F" if v == "1" else v for v in att.axes) and "F" in labels:
+                return Weighted(x, att)
+        low.fail(f"attention weights times {_what(x)} (only a sequence of the pipeline whose feature axis "
+                 f"the weights have as a unit axis: x * a.unsqueeze(-1))")
+    low.fail(f"{op} of attention weights (in stage {a.stage}) and {_what(b)}")
+
+
+def _att_pool(low, x, att, keepdim, at):
+    """The weighted sequence summed over time (axis index `at`): Pooled of the attn kind."""
+    if att.stage != "norm":
+        low.fail("a sum over time of weights that are not normalised over time (a softmax)")
+    if low.lab(x.axes[at]) != "T":
+        low.fail("attention weights summed over an axis other than time")
+    return Pooled(x, "attn", bool(keepdim), att=att)
+
+
+def _att_bmm(low, a, x):
+    """torch.bmm(a.unsqueeze(1), x): (B, 1, T) weights times a (B, T, F) sequence -> (B, 1, F)."""
+    if not (isinstance(a, Att) and isinstance(x, PT)) or a.stage != "norm":
+        return None
+    labels = tuple(low.lab(v) for v in x.axes)
+    if len(labels) != 3 or labels[1:] != ("T", "F") or a.axes != (labels[0], "1", "T"):
+        low.fail("a batched matmul of attention weights (B, 1, T) with anything but a (B, T, F) sequence")
+    return Pooled(x, "attn", True, att=a)
+
+
 def _pool_layer(low, pools):
     """Pooled values of one sequence (side by side) -> one ir.Pool layer; the PT after it."""
     x = pools[0].x
     if any(p.x != x for p in pools) or len({p.keepdim for p in pools}) != 1:
         low.fail("torch.cat of pools of different tensors")
-    low.at_end(x)
+    atts = [p.att for p in pools if p.kind == "attn"]
+    if len(atts) > 1 or len({p.kind for p in pools}) != len(pools):
+        low.fail("torch.cat of a pool with another of the same kind (two attentions over one sequence)")
     i = [low.lab(a) for a in x.axes].index("T")
+    opts = {}
+    if atts:                      # the pool reads [score, x] (Lowering.reach, whole)
+        a = atts[0]
+        score = replace(a.score, axes=x.axes, time=x.time, padded=x.padded, rows=x.rows)
+        low.whole(_cat_features(low, [score, x], len(x.axes) - 1))
+        opts = {"score_activation": a.act, "score_bias": a.bias, "eps": a.eps}
+    elif x.width is not None:
+        low.whole(x)
     over = "longest" if x.padded == "longest" else "steps"
     if len({p.over for p in pools}) != 1:
         low.fail("torch.cat of a masked mean (a sum divided by the lengths) and another pool over the padded steps")
     over = pools[0].over or over
     if x.width is None:
         low.fail("pooling token ids")
-    if x.cols is not None:
-        low.fail("pooling features in a permuted order")
-    low.layers.append(ir.Pool(x.width, tuple(p.kind for p in pools), over))
+    low.layers.append(ir.Pool(x.width, tuple(p.kind for p in pools), over, **opts))
     axes = x.axes[:i] + (("1",) if pools[0].keepdim else ()) + x.axes[i + 1:]
     return replace(x, pos=len(low.layers), axes=axes, width=x.width * len(pools), padded=None)
 

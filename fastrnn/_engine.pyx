@@ -46,7 +46,7 @@ cdef extern from "fastrnn.h" nogil:
         pass
     ctypedef struct frnn_streampool:
         pass
-    int FRNN_OK, FRNN_ENOMEM, FRNN_EINVAL, FRNN_EIDRANGE, FRNN_ESTATE, FRNN_EUNSUPPORTED, FRNN_EISA
+    int FRNN_OK, FRNN_ENOMEM, FRNN_EINVAL, FRNN_EIDRANGE, FRNN_ESTATE, FRNN_EUNSUPPORTED, FRNN_EISA, FRNN_ESTEPS
     int FRNN_DT_F32, FRNN_DT_F64, FRNN_DT_I8, FRNN_DT_I16, FRNN_DT_I32, FRNN_DT_I64
     int FRNN_DT_U8, FRNN_DT_U16, FRNN_DT_U32, FRNN_DT_U64
     int FRNN_ISA_COUNT
@@ -67,6 +67,7 @@ cdef extern from "fastrnn.h" nogil:
     frnn_status frnn_model_add_dense(frnn_model *m, int inp, int out, const float *W, const float *b, frnn_act act)
     frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act)
     frnn_status frnn_model_add_carry(frnn_model *m, int start, int stop)
+    frnn_status frnn_model_set_pool_attention(frnn_model *m, frnn_act act, float eps, int nbias, const float *bias)
     frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d)
     frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over)
     frnn_status frnn_model_add_conv1d(frnn_model *m, int in_, int out, int kernel, int stride, int dilation,
@@ -114,6 +115,9 @@ cdef object _raise(frnn_status st, str what):
         raise ShapeError(f"{what}: a token id is outside [0, vocab_size)")
     if st == FRNN_EUNSUPPORTED:
         raise UnsupportedError(what)
+    if st == FRNN_ESTEPS:
+        raise ShapeError(f"{what}: a step past the last position the attention pool has a bias for "
+                         f"(its source was written for sequences of at most that many steps)")
     raise FastRNNError(f"{what}: engine status {st}")
 
 
@@ -200,7 +204,7 @@ cdef frnn_act _act(object a):
 
 
 _CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
-_POOLS = {"mean": 0, "max": 1, "sum": 2}
+_POOLS = {"mean": 0, "max": 1, "sum": 2, "attn": 3}
 _POOL_OVER = {"valid": 0, "steps": 1, "longest": 2}
 _PADS = {"valid": 0, "same": 1, "causal": 2}
 
@@ -256,6 +260,10 @@ cdef class CModel:
                 for i, k in enumerate(L.kinds):
                     kinds[i] = _POOLS[k]
                 st = frnn_model_add_pool(self.m, L.size, len(L.kinds), kinds, _POOL_OVER[L.over])
+                if st == FRNN_OK and "attn" in L.kinds:
+                    st = frnn_model_set_pool_attention(self.m, _act(L.score_activation), L.eps,
+                                                       0 if L.score_bias is None else len(L.score_bias),
+                                                       _fptr(L.score_bias))
             elif t is ir.Conv1D:
                 pm, pb, pa = _pad(L.padding)
                 st = frnn_model_add_conv1d(self.m, L.input_size, L.output_size, L.kernel, L.stride, L.dilation,

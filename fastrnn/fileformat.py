@@ -5,7 +5,7 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
 "<direction>.W_ih" ...). The header's "__metadata__" holds three strings:
   format          "fastrnn"
   format_version  "1"; "2" for a reduced-precision model; "3" when a Dense or Activation has a
-                  carry (a branch, ir.Dense); the lowest that holds the model is written (a file
+                  carry (a branch, ir.Dense) or a Pool the attn kind; the lowest that holds the model is written (a file
                   with a higher major version is refused, not misread; this reader reads all three)
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
@@ -93,8 +93,9 @@ def save(model, path):
 
 
 def _version(model, reduced):
-    """The lowest version that holds the model: 3 with a carry (a branch), 2 reduced, else 1."""
-    if any(getattr(l, "carry", ()) for l in model.layers):
+    """The lowest version that holds the model: 3 with a carry (a branch) or an attention pool, 2
+    reduced, else 1."""
+    if any(getattr(l, "carry", ()) or "attn" in getattr(l, "kinds", ()) for l in model.layers):
         return 3
     return 2 if reduced else 1
 
@@ -334,8 +335,8 @@ def load(src, precision=None):
             layer = ir.layer_from_parts(ls["type"], ls["options"], parts)
         except ModelFormatError as e:
             _fail(path, f"layer {i}: {e}")
-        if int(ver) < 3 and "carry" in ls["options"]:
-            _fail(path, f"layer {i}: option carry in a version {ver} file (carry is version 3)")
+        if int(ver) < 3 and ("carry" in ls["options"] or "attn" in getattr(layer, "kinds", ())):
+            _fail(path, f"layer {i}: a carry or an attention pool in a version {ver} file (they are version 3)")
         # the reduced tensors are exactly the layer's matrices (precision.reduced_names)
         want = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
         if reduced != want:

@@ -264,7 +264,7 @@ def _carry_json(carry):
     return {"carry": [list(p) for p in carry]} if carry else {}
 
 
-POOL_KINDS = ("mean", "max", "sum")
+POOL_KINDS = ("mean", "max", "sum", "attn")
 POOL_OVER = ("valid", "steps", "longest")
 
 
@@ -281,10 +281,19 @@ class Pool:
                  pad_packed_sequence's output), every step without lengths.
     A stream keeps the running pool as a state (width len(kinds) * size + 1: the running sums /
     maxima and the count), so step t gives the pool over steps 0..t. A mean over no step is
-    0 / 0 (NaN, as Keras computes for a fully masked row)."""
+    0 / 0 (NaN, as Keras computes for a fully masked row).
+    "attn" (attention over time; at most once): the input is then size + 1 features, a score e_t
+    first and the values v_t after it (every kind pools the values); per row
+    z_t = score_activation(e_t + score_bias[t]) (t the step's position, score_bias (positions,)
+    or None), and the pool is sum_t (softmax(z)_t + eps) v_t over the steps that count. Its state
+    is 2 * size + 3 wide (sum of w v, sum of v, running max, sum of w, position; engine note in
+    src_c/fastrnn.h); a step past the bias's positions is a ShapeError."""
     size: int
     kinds: tuple = ("mean",)
     over: str = "steps"
+    score_activation: Act | str = "linear"
+    score_bias: np.ndarray | None = None
+    eps: float = 0.0
 
     def __post_init__(self):
         self.size = _pos_int("Pool.size", self.size)
@@ -296,17 +305,33 @@ class Pool:
         self.kinds = tuple(self.kinds)
         if not _is_one_of(self.over, POOL_OVER):
             raise ModelFormatError(f"Pool.over: expected one of {POOL_OVER}, got {self.over!r}")
-        if self.size * len(self.kinds) + 1 > 2**29:
+        if self.size * (len(self.kinds) + 2) + 4 > 2**29:
             raise ModelFormatError(f"Pool.size: {self.size} is too large")
+        if len(set(self.kinds)) != len(self.kinds):
+            raise ModelFormatError(f"Pool.kinds: {self.kinds!r} names a kind twice")
+        self.score_activation = Act.of(self.score_activation)
+        if self.score_activation.kind in ROW_WISE:
+            raise ModelFormatError(f"Pool.score_activation: {self.score_activation.kind} is not elementwise")
+        self.eps = _float("Pool.eps", self.eps)
+        if self.score_bias is not None:
+            self.score_bias = _f32("Pool.score_bias", self.score_bias, 1)
+            if not 1 <= len(self.score_bias) <= 2**24:
+                raise ModelFormatError(f"Pool.score_bias: {len(self.score_bias)} positions")
+        if "attn" not in self.kinds and (self.score_bias is not None or self.eps != 0
+                                         or self.score_activation.kind != "linear"):
+            raise ModelFormatError("Pool: score_activation, score_bias and eps are options of the attn kind")
 
-    input_size = property(lambda self: self.size)
+    input_size = property(lambda self: self.size + ("attn" in self.kinds))
     output_size = property(lambda self: self.size * len(self.kinds))
 
     def tensors(self):
-        return {}
+        return {"score_bias": self.score_bias} if self.score_bias is not None else {}
 
     def options(self):
-        return {"size": self.size, "kinds": list(self.kinds), "over": self.over}
+        o = {"size": self.size, "kinds": list(self.kinds), "over": self.over}
+        if "attn" in self.kinds:
+            o |= {"score_activation": self.score_activation.to_json(), "eps": self.eps}
+        return o
 
 
 def _padding(name, p):
@@ -657,7 +682,8 @@ OPTION_TYPES = {
 
 
 # options a layer writes only when they are not their default (a file with one is format version 3)
-OPTIONAL_OPTIONS = {"dense": {"carry": list}, "activation": {"carry": list}}
+OPTIONAL_OPTIONS = {"dense": {"carry": list}, "activation": {"carry": list},
+                    "pool": {"score_activation": dict, "eps": _NUM}}
 
 
 def layer_from_parts(type_name, options, tensors):
@@ -695,6 +721,10 @@ def layer_from_parts(type_name, options, tensors):
         if cls is Embedding:
             return Embedding(weight=tensors.get("weight"), **options) if set(tensors) == {"weight"} \
                 else _bad(type_name, tensors)
+        if cls is Pool:
+            if not set(tensors) <= {"score_bias"}:
+                _bad(type_name, tensors)
+            return Pool(score_bias=tensors.get("score_bias"), **options)
         if cls in (Dense, Conv1D):
             if not set(tensors) <= {"weight", "bias"} or "weight" not in tensors:
                 _bad(type_name, tensors)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ShapeError
 from .ir import (SELU_ALPHA, SELU_SCALE, Activation, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, Recurrent,
                  RepeatVector, window_steps)
 
@@ -197,9 +198,15 @@ def _pool(layer, h, mask, len_active, lengths, init):
     """Pooling over time (ir.Pool) continuing from its state init ((1, B, n*F + 1): running
     values, then the count) -> (B, n*F) and the new state."""
     B, T, F = h.shape
+    att = "attn" in layer.kinds
+    if att:
+        F -= 1
+        score, h = h[..., 0], h[..., 1:]
     n = len(layer.kinds)
+    width = [2 * F + 3 if k == "attn" else F for k in layer.kinds]
+    starts = np.concatenate([[0], np.cumsum(width)]).astype(int)
     count = np.zeros(B) if init is None else np.asarray(init, np.float64)[0, :, -1].copy()
-    acc = np.zeros((B, n * F)) if init is None else np.asarray(init, np.float64)[0, :, :-1].copy()
+    st = np.zeros((B, starts[-1])) if init is None else np.asarray(init, np.float64)[0, :, :-1].copy()
     if layer.over == "valid":
         take = np.ones((B, T), bool)
         if len_active is not None:
@@ -214,21 +221,55 @@ def _pool(layer, h, mask, len_active, lengths, init):
     out = np.empty((B, n * F))
     new_count = count + take.sum(1)
     for k, kind in enumerate(layer.kinds):
-        a = acc[:, k * F:(k + 1) * F]
+        a = st[:, starts[k]:starts[k] + F]
+        if kind == "attn":
+            out[:, k * F:(k + 1) * F] = _attention(layer, score, h, take, count, st[:, starts[k]:starts[k + 1]])
+            continue
         if kind == "max":
             vals = np.where(take[..., None], h, -np.inf)
             m = vals.max(axis=1)
             # NaN propagates (as torch.max); no step taken leaves the state as it was
             m = np.where(np.isnan(h).any(1) & take.any(1)[:, None], np.nan, m)
             a = np.where(count[:, None] > 0, np.maximum(a, m), m)
-            a = np.where(take.any(1)[:, None], a, acc[:, k * F:(k + 1) * F])
+            a = np.where(take.any(1)[:, None], a, st[:, starts[k]:starts[k] + F])
         else:
             a = a + np.where(take[..., None], h, 0.0).sum(axis=1)
-        acc[:, k * F:(k + 1) * F] = a
+        st[:, starts[k]:starts[k] + F] = a
         with np.errstate(invalid="ignore", divide="ignore"):
             out[:, k * F:(k + 1) * F] = a / new_count[:, None] if kind == "mean" else a
-    state = np.concatenate([acc, new_count[:, None]], axis=1)[None]
+    state = np.concatenate([st, new_count[:, None]], axis=1)[None]
     return out, state
+
+
+def _attention(layer, score, v, take, count, s):
+    """The attn kind of ir.Pool continuing from its state s (B, 2F + 3: sum w v, sum v, max z, sum w,
+    position; updated in place): softmax over the steps taken of z_t = act(e_t + bias[pos + t]),
+    plus eps, weighting v. In float64 with the engine's online order (a running max)."""
+    B, T, F = v.shape
+    acc, sv, mx, sw, pos = s[:, :F], s[:, F:2 * F], s[:, 2 * F], s[:, 2 * F + 1], s[:, 2 * F + 2]
+    n = count.copy()
+    bias = layer.score_bias
+    for t in range(T):
+        z = score[:, t].astype(np.float64)
+        if bias is not None:
+            if np.any(pos >= len(bias)):
+                raise ShapeError("a step past the last position the attention pool has a bias for")
+            z = z + bias[pos.astype(int)]
+        pos += 1
+        z = act(layer.score_activation, z)
+        for b in np.flatnonzero(take[:, t]):
+            if n[b] == 0:
+                mx[b], sw[b], acc[b], sv[b] = z[b], 1.0, v[b, t], v[b, t]
+            else:
+                m = max(mx[b], z[b])
+                q, w = np.exp(mx[b] - m), np.exp(z[b] - m)
+                acc[b] = acc[b] * q + w * v[b, t]
+                sw[b] = sw[b] * q + w
+                sv[b] = sv[b] + v[b, t]
+                mx[b] = m
+            n[b] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return acc / sw[:, None] + layer.eps * sv
 
 
 def run(layers, x, lengths=None, initial_state=None):

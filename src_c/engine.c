@@ -56,6 +56,7 @@ typedef struct {
     /* pooling over time: kinds side by side; its state (one slot, R = npool*in + 1 floats a
        row: the running sums / maxima, then the count of steps taken) */
     int pool_kinds[3], npool, pool_over;
+    frnn_act att_act; float att_eps, *att_bias; int att_nbias;   /* FRNN_POOL_ATTN (run_pool) */
     /* windows over time (conv1d, pool1d): kernel, stride, dilation, padding; repeat: n */
     int win, stride, dil, pad_mode, pad_b, pad_a, p1kind, count_pad, repeat_n;
 } layer;
@@ -251,7 +252,7 @@ frnn_status frnn_model_set_precision(frnn_model *m, int wt) {
 }
 
 static void layer_free(layer *L) {
-    free(L->carry); free(L->table); wmat_free(&L->Wp); free(L->bp); free(L->emb_xp);
+    free(L->carry); free(L->att_bias); free(L->table); wmat_free(&L->Wp); free(L->bp); free(L->emb_xp);
     for (int d = 0; d < 2; d++) {
         wmat_free(&L->Wih_p[d]); free(L->bih_p[d]);
         wmat_free(&L->Whh_p[d]); wmat_free(&L->Whh_n_p[d]); free(L->bhn[d]); free(L->peep[d]);
@@ -371,16 +372,42 @@ frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *
     if (size < 1 || nkinds < 1 || nkinds > 3 || !kinds || over < FRNN_POOL_VALID || over > FRNN_POOL_LONGEST ||
         (int64_t)size * nkinds + 1 > INT32_MAX / 4)
         return FRNN_EINVAL;
-    for (int k = 0; k < nkinds; k++)
-        if (kinds[k] < FRNN_POOL_MEAN || kinds[k] > FRNN_POOL_SUM) return FRNN_EINVAL;
+    int natt = 0;
+    for (int k = 0; k < nkinds; k++) {
+        if (kinds[k] < FRNN_POOL_MEAN || kinds[k] > FRNN_POOL_ATTN) return FRNN_EINVAL;
+        natt += kinds[k] == FRNN_POOL_ATTN;
+    }
+    if (natt > 1 || (int64_t)size * (nkinds + 2) + 4 > INT32_MAX / 4) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_POOL)
-    L->in = size; L->out = size * nkinds;
+    L->in = size + natt; L->out = size * nkinds;
     L->npool = nkinds; L->pool_over = over;
     for (int k = 0; k < nkinds; k++) L->pool_kinds[k] = kinds[k];
     L->ndir = 1;
-    L->R = L->Rp = size * nkinds + 1;
+    L->R = L->Rp = size * nkinds + natt * (size + 3) + 1;
     m->nlayers++;
     return FRNN_OK;
+}
+
+frnn_status frnn_model_set_pool_attention(frnn_model *m, frnn_act act, float eps, int nbias, const float *bias) {
+    if (m->finalized) return FRNN_ESTATE;
+    layer *L = m->nlayers ? &m->L[m->nlayers - 1] : NULL;
+    int natt = 0;
+    for (int k = 0; L && L->type == L_POOL && k < L->npool; k++) natt += L->pool_kinds[k] == FRNN_POOL_ATTN;
+    if (!natt || !act_ok(act, 0) || !isfinite(eps) || nbias < 0 || (nbias > 0 && !bias)) return FRNN_EINVAL;
+    float *copy = NULL;
+    if (nbias) {
+        if (!(copy = malloc((size_t)nbias * sizeof(float)))) return FRNN_ENOMEM;
+        memcpy(copy, bias, (size_t)nbias * sizeof(float));
+    }
+    free(L->att_bias);
+    L->att_bias = copy; L->att_nbias = nbias; L->att_act = act; L->att_eps = eps;
+    return FRNN_OK;
+}
+
+/* The floats of pool kind k's running values in a row of its state. */
+static int pool_width(const layer *L, int k) {
+    const int F = L->out / L->npool;
+    return L->pool_kinds[k] == FRNN_POOL_ATTN ? 2 * F + 3 : F;
 }
 
 static int pad_ok(int mode, int b, int a) {
@@ -991,23 +1018,50 @@ static void run_rec(const frnn_model *m, const layer *L, ctx *c, const float *in
     if (bimerge) merge_dirs(L->d.merge, c->merge, seq_out ? (int64_t)B * T : B, R, out);
 }
 
-/* The whole pipeline over the context's B rows and T steps; x float (B*T, input_size) or ids. */
 /* Pooling over time: each row's running pool (its state: the npool running values of `in`
  * features, then the count of steps taken) continues over this call's steps, then the pool so
- * far is the output (a stream's step t: the pool over steps 0..t). Maxima propagate NaN. */
-static void run_pool(const layer *L, ctx *c, const float *in, int64_t ld, const uint8_t *mask,
-                     const uint8_t *lenok, float *out) {
-    const int B = c->B, T = c->T, F = L->in, slot = L->slot0;
+ * far is the output (a stream's step t: the pool over steps 0..t). Maxima propagate NaN. The
+ * attention kind reads the score in column 0 and updates its online softmax (fastrnn.h). */
+static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const float *in, int64_t ld,
+                            const uint8_t *mask, const uint8_t *lenok, float *out) {
+    const int B = c->B, T = c->T, F = L->out / L->npool, voff = L->in - F, slot = L->slot0;
     const int extent = L->pool_over == FRNN_POOL_LONGEST && c->tlong > 0 && c->tlong < T ? c->tlong : T;
     float *st0 = c->h[c->cur[slot]][slot];
     for (int b = 0; b < B; b++) {
-        float *st = st0 + (size_t)b * L->Rp, *cnt = st + (size_t)L->npool * F;
+        float *st = st0 + (size_t)b * L->Rp, *cnt = st + L->R - 1;
         for (int t = 0; t < extent; t++) {
             const int64_t r = (int64_t)b * T + t;
-            if (L->pool_over == FRNN_POOL_VALID && ((lenok && !lenok[r]) || (mask && !mask[r]))) continue;
-            const float *x = in + r * ld;
-            for (int k = 0; k < L->npool; k++) {
-                float *a = st + (size_t)k * F;
+            const int skip = L->pool_over == FRNN_POOL_VALID && ((lenok && !lenok[r]) || (mask && !mask[r]));
+            const float *x = in + r * ld + voff;
+            float *a = st;
+            for (int k = 0; k < L->npool; a += pool_width(L, k), k++) {
+                if (L->pool_kinds[k] == FRNN_POOL_ATTN) {
+                    /* a: sum w v (F), sum v (F), max z, sum w, position (fastrnn.h) */
+                    float *sv = a + F, *mx = sv + F, *sw = mx + 1, *pos = sw + 1;
+                    float z = in[r * ld];
+                    if (L->att_bias) {
+                        if (!(*pos < (float)L->att_nbias)) return FRNN_ESTEPS;
+                        z += L->att_bias[(int)*pos];
+                    }
+                    *pos += 1;
+                    if (skip) continue;
+                    m->k->act_rows(L->att_act, &z, 1, 1, 1);
+                    if (*cnt == 0) {
+                        *mx = z; *sw = 1;
+                        memcpy(a, x, (size_t)F * 4);
+                        memcpy(sv, x, (size_t)F * 4);
+                    } else if (z > *mx) {             /* rescale what was summed to the new max */
+                        const float q = expf(*mx - z);
+                        *mx = z; *sw = *sw * q + 1;
+                        for (int f = 0; f < F; f++) { a[f] = a[f] * q + x[f]; sv[f] += x[f]; }
+                    } else {
+                        const float w = expf(z - *mx);
+                        *sw += w;
+                        for (int f = 0; f < F; f++) { a[f] += w * x[f]; sv[f] += x[f]; }
+                    }
+                    continue;
+                }
+                if (skip) continue;
                 if (L->pool_kinds[k] != FRNN_POOL_MAX) {
                     for (int f = 0; f < F; f++) a[f] += x[f];
                 } else if (*cnt == 0) {
@@ -1017,17 +1071,21 @@ static void run_pool(const layer *L, ctx *c, const float *in, int64_t ld, const 
                         if (!isnan(a[f]) && (isnan(x[f]) || x[f] > a[f])) a[f] = x[f];
                 }
             }
-            *cnt += 1;
+            *cnt += !skip;
         }
         float *o = out + (size_t)b * L->out;
-        for (int k = 0; k < L->npool; k++) {
-            const float *a = st + (size_t)k * F;
+        const float *a = st;
+        for (int k = 0; k < L->npool; a += pool_width(L, k), k++) {
             if (L->pool_kinds[k] == FRNN_POOL_MEAN)
                 for (int f = 0; f < F; f++) o[k * F + f] = a[f] / *cnt;
-            else
+            else if (L->pool_kinds[k] == FRNN_POOL_ATTN) {
+                const float sw = a[2 * F + 1], e = L->att_eps;
+                for (int f = 0; f < F; f++) o[k * F + f] = a[f] / sw + (e != 0 ? e * a[F + f] : 0.0f);
+            } else
                 memcpy(o + (size_t)k * F, a, (size_t)F * 4);
         }
     }
+    return FRNN_OK;
 }
 
 /* Conv1D: each output step's window of input steps side by side (im2col, zeros outside the
@@ -1085,6 +1143,7 @@ static frnn_status run_pool1d(const layer *L, ctx *c, const float *in, int64_t l
     return FRNN_OK;
 }
 
+/* The whole pipeline over the context's B rows and T steps; x float (B*T, input_size) or ids. */
 static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_t *ids,
                        const int64_t *lengths, float *y) {
     const int B = c->B, T = c->T;
@@ -1142,7 +1201,7 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             carry_rows(L, cur, ld, out, rows);
             break;
         case L_POOL:
-            run_pool(L, c, cur, ld, has_mask ? c->mask : NULL, lenok, out);
+            st = run_pool(m, L, c, cur, ld, has_mask ? c->mask : NULL, lenok, out);
             seq = 0; has_mask = 0;
             break;
         case L_CONV:          /* a mask ends here (Keras: Conv1D and pooling drop it) */

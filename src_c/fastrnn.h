@@ -25,7 +25,8 @@ typedef enum {
     FRNN_EIDRANGE = 3,      /* a token id outside [0, vocab) */
     FRNN_ESTATE = 4,        /* call out of order (e.g. adding a layer after finalize) */
     FRNN_EUNSUPPORTED = 5,  /* e.g. streaming a bidirectional/reverse layer */
-    FRNN_EISA = 6           /* requested ISA not available on this CPU */
+    FRNN_EISA = 6,          /* requested ISA not available on this CPU */
+    FRNN_ESTEPS = 7         /* a step past the last position an attention pool has a bias for */
 } frnn_status;
 
 /* Activation kinds; codes shared with fastrnn/ir.py ACTIVATIONS. */
@@ -41,7 +42,7 @@ enum {
 typedef struct { int kind; float alpha, beta; } frnn_act;
 
 /* Pooling over time (frnn_model_add_pool): what is computed, and which steps count. */
-enum { FRNN_POOL_MEAN = 0, FRNN_POOL_MAX = 1, FRNN_POOL_SUM = 2 };
+enum { FRNN_POOL_MEAN = 0, FRNN_POOL_MAX = 1, FRNN_POOL_SUM = 2, FRNN_POOL_ATTN = 3 };
 enum {
     FRNN_POOL_VALID = 0,    /* the row's valid steps: within lengths and unmasked (Keras masks) */
     FRNN_POOL_STEPS = 1,    /* every step of the sequence (padding zeros included: torch) */
@@ -114,6 +115,14 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d);
  * keeps a state (dirs 1, width nkinds*size + 1: the running sums or maxima and the count of
  * steps taken), so a stream's step t gives the pool over steps 0..t; a mean of no step is 0/0. */
 frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over);
+/* FRNN_POOL_ATTN (attention over time; at most one per pool): the pool's input is then size + 1
+ * features, a score e_t first and the values after it (every kind pools the values). Per row,
+ * z_t = act(e_t + bias[t]) (t: the step's position; bias NULL: none, else nbias positions, a step
+ * past them is FRNN_ESTEPS), and the pool is sum_t (softmax(z)_t + eps) v_t over the steps that
+ * count, computed online (running max, sum and weighted sum: a stream's step t gives what a
+ * sequence of t + 1 steps gives, bit for bit). Its state: sum of w_t v_t (size), sum of v_t
+ * (size), the running max, the running sum of w_t, the position. Set on the last layer added. */
+frnn_status frnn_model_set_pool_attention(frnn_model *m, frnn_act act, float eps, int nbias, const float *bias);
 
 /* Layers that change the number of time steps (whole sequences only: a model with one cannot
  * stream, and takes no lengths). Padding of a window over time: */

@@ -120,8 +120,17 @@ def test_carry_is_version_3(rng, tmp_path):
     m2.save(tmp_path / "again.frnn")
     assert (tmp_path / "again.frnn").read_bytes() == raw
     _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v2.frnn", format_version="2")
-    with pytest.raises(fastrnn.ModelFormatError, match="carry is version 3"):
+    with pytest.raises(fastrnn.ModelFormatError, match="carry or an attention pool in a version 2 file"):
         fastrnn.load(tmp_path / "v2.frnn")
+    att = fastrnn.Model([rec(rng, "gru", 3, 4), ir.Dense(rng.normal(size=(1, 4)), carry=((0, 4),)),
+                         ir.Pool(4, ("attn",), score_bias=rng.normal(size=6), eps=1e-10)])
+    att.save(tmp_path / "att.frnn")
+    back = fastrnn.load(tmp_path / "att.frnn")
+    np.testing.assert_array_equal(back.layers[-1].score_bias, att.layers[-1].score_bias)
+    np.testing.assert_array_equal(back.predict(x[:, :6]), att.predict(x[:, :6]))
+    _rewrite_meta(tmp_path / "att.frnn", tmp_path / "att2.frnn", format_version="2")
+    with pytest.raises(fastrnn.ModelFormatError, match="attention pool in a version 2 file"):
+        fastrnn.load(tmp_path / "att2.frnn")
     fastrnn.Model(layers[:1]).save(tmp_path / "plain.frnn")
     raw = (tmp_path / "plain.frnn").read_bytes()
     assert json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]["format_version"] == "1"

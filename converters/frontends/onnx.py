@@ -526,11 +526,18 @@ class _Frontend:
 
     def op_Gemm(self, node, a, at, w):
         A, B, C = a[0], a[1], a[2] if len(a) > 2 else None
-        if at.get("alpha", 1.0) != 1.0 or at.get("beta", 1.0) != 1.0 or at.get("transA", 0):
-            self.low.fail("a Gemm with alpha, beta or transA (only x W^T + b)")
+        alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
+        if at.get("transA", 0):
+            self.low.fail("a Gemm with transA (only alpha x W^T + beta b)")
         if not isinstance(B, np.ndarray):
             self.low.fail("a Gemm whose weight is not a constant")
+        if beta == 0:                     # torch.mm exports as a Gemm with beta 0 and no C
+            C = None
         W = B if at.get("transB", 0) else self.derived(B, "T", lambda: np.ascontiguousarray(B.T))
+        if alpha != 1:
+            W = self.derived(W, ("alpha", alpha), lambda: (W * np.float32(alpha)).astype(np.float32))
+        if C is not None and beta != 1:
+            C = self.derived(C, ("beta", beta), lambda: (np.asarray(C) * np.float32(beta)).astype(np.float32))
         if C is not None and (not isinstance(C, np.ndarray) or C.size not in (1, W.shape[0])):
             self.low.fail("a Gemm bias that is not a vector")
         b = None if C is None else C if C.shape == (W.shape[0],) else self.derived(

@@ -65,6 +65,14 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
     'deepspeech_rnns-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0); the graph frontend: graph output 'output_lengths' is the lengths input itself",
+    'kaggle_quora_lstm_gru_attention-module':
+        "UnsupportedError: convert: QuoraAttentionNet: 1 operation cannot be lowered to fastrnn's pipeline: mm: fastrnn runs a linear pipeline",
+    'kaggle_quora_lstm_gru_attention-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_122' (Mul, node 15): a Mul other than merging a bidirectional layer's directions matmul (ONNX node 'node_mm', MatMul): reads a tensor from before a later Recurrent",
+    'kaggle_quora_lstm_gru_attention-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/lstm_attention/Gemm' (Gemm, node 47): reads a tensor from earlier in the model while later layers exist (a branch) linear (ONNX node '/lstm_attention/Gemm', Gemm): reads a tensor from before a later Recurrent",
+    'kaggle_quora_lstm_gru_attention-trace':
+        "UnsupportedError: convert: QuoraAttentionNet: 2 operations cannot be lowered to fastrnn's pipeline: mm: fastrnn runs a linear pipeline",
     'tut_char_rnn_generation_step-script':
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_generation_step-trace':
@@ -102,6 +110,8 @@ CAPTURE_FAILS_TODAY = {
         'torch.jit.script: RuntimeError: all inputs of range must be ints, found Tensor (inferred) in argument 0:',
     'ex_word_language_model_lstm-script':
         'torch.jit.script: RuntimeError: Arguments for call are not valid.',
+    'kaggle_quora_lstm_gru_attention-script':
+        'torch.jit.script: RuntimeError: Unsupported value kind: Tensor',
     'grucell_forecaster-trace':
         'torch.jit.trace: TypeError: torch.jit.trace cannot take a None argument',
     'kaggle_jigsaw_simple_lstm-script':

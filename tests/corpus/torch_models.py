@@ -862,6 +862,81 @@ class QuoraNeuralNet(nn.Module):
         return out
 
 
+class QuoraAttention(nn.Module):
+    """`Attention` of the same Kaggle kernel (and of many Quora / Jigsaw kernels after it): a
+    score per step torch.mm(x.view(-1, feature_dim), weight).view(-1, step_dim), a bias per
+    position, tanh, exp, divided by its sum over time plus 1e-10, x * a.unsqueeze(-1) summed."""
+
+    def __init__(self, feature_dim, step_dim, bias=True, **kwargs):
+        super(QuoraAttention, self).__init__(**kwargs)
+        self.supports_masking = True
+        self.bias = bias
+        self.feature_dim = feature_dim
+        self.step_dim = step_dim
+        self.features_dim = 0
+        weight = torch.zeros(feature_dim, 1)
+        nn.init.xavier_uniform_(weight)
+        self.weight = nn.Parameter(weight)
+        if bias:
+            self.b = nn.Parameter(torch.zeros(step_dim))
+
+    def forward(self, x, mask=None):
+        feature_dim = self.feature_dim
+        step_dim = self.step_dim
+        eij = torch.mm(x.contiguous().view(-1, feature_dim), self.weight).view(-1, step_dim)
+        if self.bias:
+            eij = eij + self.b
+        eij = torch.tanh(eij)
+        a = torch.exp(eij)
+        if mask is not None:
+            a = a * mask
+        a = a / torch.sum(a, 1, keepdim=True) + 1e-10
+        weighted_input = x * torch.unsqueeze(a, -1)
+        return torch.sum(weighted_input, 1)
+
+
+class QuoraAttentionNet(nn.Module):
+    """`NeuralNet` of the Kaggle kernel above with its two attention branches: the LSTM's output
+    attended beside the GRU that reads it, the GRU's output attended, mean and max pooled."""
+
+    def __init__(self, max_features, embed_size, maxlen, hidden_size=8):
+        super(QuoraAttentionNet, self).__init__()
+        self.embedding = nn.Embedding(max_features, embed_size)
+        self.embedding_dropout = nn.Dropout2d(0.1)
+        self.lstm = nn.LSTM(embed_size, hidden_size, bidirectional=True, batch_first=True)
+        self.gru = nn.GRU(hidden_size * 2, hidden_size, bidirectional=True, batch_first=True)
+        self.lstm_attention = QuoraAttention(hidden_size * 2, maxlen)
+        self.gru_attention = QuoraAttention(hidden_size * 2, maxlen)
+        self.linear = nn.Linear(hidden_size * 8, 16)
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(0.1)
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x):
+        h_embedding = self.embedding(x)
+        h_embedding = torch.squeeze(self.embedding_dropout(torch.unsqueeze(h_embedding, 0)))
+        h_lstm, _ = self.lstm(h_embedding)
+        h_gru, _ = self.gru(h_lstm)
+        h_lstm_atten = self.lstm_attention(h_lstm)
+        h_gru_atten = self.gru_attention(h_gru)
+        avg_pool = torch.mean(h_gru, 1)
+        max_pool, _ = torch.max(h_gru, 1)
+        conc = torch.cat((h_lstm_atten, h_gru_atten, avg_pool, max_pool), 1)
+        conc = self.relu(self.linear(conc))
+        conc = self.dropout(conc)
+        out = self.out(conc)
+        return out
+
+
+def _trained_bias(m):
+    """The attention biases start at zero; a trained model's are not."""
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, QuoraAttention) and mod.bias:
+                mod.b.copy_(torch.linspace(-0.5, 0.5, mod.step_dim))
+    return m
+
+
 class SequenceWise(nn.Module):
     """deepspeech.pytorch SequenceWise: collapses T*N*H to (T*N)*H for a per-frame module."""
 
@@ -1535,6 +1610,14 @@ CASES = [
          idioms=("SpatialDropout (Dropout2d with unsqueeze/permute/squeeze)", "two bidirectional LSTMs",
                  "torch.mean(h, 1) / torch.max(h, 1) pooling", "residual add of head features",
                  "torch.cat([result, aux_result], 1)")),
+    Case("kaggle_quora_lstm_gru_attention",
+         "https://www.kaggle.com/code/bminixhofer/deterministic-neural-networks-using-pytorch",
+         _seeded(lambda: _trained_bias(QuoraAttentionNet(VOCAB, EMB, 7))),
+         inputs=lambda m, B, T, rng: _x(ids_bt(rng, B, T)),
+         output="B", ids=True,
+         idioms=("Attention module: torch.mm(x.view(-1, F), w).view(-1, step_dim) + b, tanh, exp, a / a.sum(1) + 1e-10, "
+                 "torch.sum(x * a.unsqueeze(-1), 1)", "attention of the LSTM's output beside the GRU reading it",
+                 "torch.cat of attentions and mean/max pools")),
     Case("kaggle_quora_lstm_gru_pool",
          "https://www.kaggle.com/code/bminixhofer/deterministic-neural-networks-using-pytorch",
          _seeded(lambda: QuoraNeuralNet(VOCAB, EMB)),

@@ -76,6 +76,11 @@ def _frnn_models():
         ir.Activation(3, "tanh", carry=((3, 6),)),
         ir.Dense(u(2, 6), None, "linear", carry=((5, 6),)),
     ]
+    attention = [   # an attention pool with a bias per position (format version 3)
+        ir.Recurrent("gru", [{"W_ih": u(6, 3), "W_hh": u(6, 2)}]),
+        ir.Dense(u(1, 2), None, "linear", carry=((0, 2),)),
+        ir.Pool(2, ("attn", "max"), score_activation="tanh", score_bias=u(5), eps=1e-10),
+    ]
     sigs = {"head": {"head": {"from": 2, "parts": [[0, 0], [2, 0]]},
                      "states": [{"parts": [[0, 0]], "stack": False}, {"parts": [[1, 0]], "stack": False},
                                 {"parts": [[2, 0]], "stack": False, "cols": [0, 2]}]}}
@@ -84,7 +89,7 @@ def _frnn_models():
         # reduced precision (format version 2: BF16 / I8 tensors and their scales); carry (3)
         for name, layers, prec in (("ids", ids, None), ("float", flt, None), ("head", head, None),
                                    ("ids_int8", ids, "int8"), ("float_bf16", flt, "bf16"),
-                                   ("branch", branch, None)):
+                                   ("branch", branch, None), ("attention", attention, None)):
             path = os.path.join(d, f"{name}.frnn")
             m = fastrnn.Model(layers, meta={"source": "tests/fuzz", "seed": name}, signature=sigs.get(name))
             (m.with_precision(prec) if prec else m).save(path)

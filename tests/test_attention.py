@@ -1,0 +1,202 @@
+"""Attention pooling over time (ir.Pool kind "attn"): the layer against the float64 reference and
+its streams, and the attention modules public code writes, converted from the live module (and
+torch's ONNX exports) and compared with torch at sizes other than the example's."""
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import close, rec
+from torch import nn
+
+import fastrnn
+from fastrnn import ir, reference
+from tests.corpus.torch_models import QuoraAttention, _trained_bias
+
+V, E, H, T0 = 30, 6, 5, 7
+
+
+class KaggleAttentionNet(nn.Module):
+    """The Attention module of the Kaggle Quora / Jigsaw kernels (tests/corpus/torch_models.py,
+    QuoraAttention) in such a kernel's model: embedding, bi-LSTM, bi-GRU, the attention of
+    the GRU's output beside its mean and max pools, torch.cat, ReLU head."""
+    def __init__(self, bias=True):
+        super().__init__()
+        self.embedding = nn.Embedding(V, E)
+        self.lstm = nn.LSTM(E, H, bidirectional=True, batch_first=True)
+        self.gru = nn.GRU(2 * H, H, bidirectional=True, batch_first=True)
+        self.gru_attention = QuoraAttention(2 * H, T0, bias)
+        self.linear = nn.Linear(3 * 2 * H, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):
+        h_lstm, _ = self.lstm(self.embedding(x))
+        h_gru, _ = self.gru(h_lstm)
+        h_gru_atten = self.gru_attention(h_gru)
+        avg_pool = torch.mean(h_gru, 1)
+        max_pool, _ = torch.max(h_gru, 1)
+        conc = torch.cat((h_gru_atten, avg_pool, max_pool), 1)
+        return self.out(F.relu(self.linear(conc)))
+
+
+class KaggleAttentionLSTM(nn.Module):
+    """The same attention after one forward LSTM (a model that streams)."""
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(V, E)
+        self.lstm = nn.LSTM(E, H, batch_first=True)
+        self.attention = QuoraAttention(H, T0)
+        self.out = nn.Linear(H, 2)
+
+    def forward(self, x):
+        h, _ = self.lstm(self.embedding(x))
+        return self.out(self.attention(h))
+
+
+class SoftmaxBmm(nn.Module):
+    """Attention as many sentiment repositories write it: a Linear score per step, softmax over
+    time, torch.bmm(weights.unsqueeze(1), out).squeeze(1), a classifier."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, H, batch_first=True)
+        self.attn = nn.Linear(H, 1)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        w = F.softmax(self.attn(out).squeeze(-1), dim=1)
+        ctx = torch.bmm(w.unsqueeze(1), out).squeeze(1)
+        return F.log_softmax(self.fc(ctx), dim=1)
+
+
+class TanhMLPAttention(nn.Module):
+    """Additive attention of the hierarchical-attention-network kind: u = tanh(W out + b), a score
+    v(u), softmax over time of the (B, T, 1) scores, (a * out).sum(1)."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(4, H, batch_first=True, bidirectional=True)
+        self.W = nn.Linear(2 * H, 6)
+        self.v = nn.Linear(6, 1, bias=False)
+        self.fc = nn.Linear(2 * H, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        a = F.softmax(self.v(torch.tanh(self.W(out))), dim=1)
+        return self.fc((a * out).sum(1))
+
+
+def _seeded(cls, *a):
+    torch.manual_seed(3)
+    return _trained_bias(cls(*a)).eval()
+
+
+def _input(m, B, T, seed):
+    rng = np.random.default_rng(seed)
+    if isinstance(m, (KaggleAttentionNet, KaggleAttentionLSTM)):
+        return torch.from_numpy(rng.integers(0, V, (B, T)))
+    return torch.from_numpy(rng.normal(size=(B, T, 4)).astype(np.float32))
+
+
+CASES = {"kaggle": (KaggleAttentionNet, True), "kaggle_nobias": (KaggleAttentionNet, False),
+         "softmax_bmm": (SoftmaxBmm,), "tanh_mlp": (TanhMLPAttention,)}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_attention_module_converts_and_matches(name, tmp_path):
+    m = _seeded(*CASES[name])
+    f = fastrnn.convert(m, example_input=_input(m, 3, T0, 0))
+    assert any(isinstance(l, ir.Pool) and "attn" in l.kinds for l in f.layers)
+    fixed = isinstance(m, KaggleAttentionNet)          # step_dim: the module runs T0 steps only
+    for B, T, seed in ((3, T0, 0), (4, T0 if fixed else 11, 1), (1, T0 if fixed else 2, 2)):
+        x = _input(m, B, T, seed)
+        with torch.no_grad():
+            want = m(x).numpy()
+        close(f.predict(x.numpy()), want, f"{name} B={B} T={T}")
+    f.save(tmp_path / "m.frnn")
+    x = _input(m, 2, T0, 4)
+    np.testing.assert_array_equal(fastrnn.load(tmp_path / "m.frnn").predict(x.numpy()), f.predict(x.numpy()))
+
+
+@pytest.mark.parametrize("name", ["kaggle", "softmax_bmm", "tanh_mlp"])
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_attention_onnx_exports(name, dynamo, tmp_path):
+    m = _seeded(*CASES[name])
+    x = _input(m, 3, T0, 0)
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(m, (x,), str(path), dynamo=True, external_data=False)
+        else:
+            torch.onnx.export(m, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                              dynamic_axes={"x": {0: "b"}})
+    f = fastrnn.convert(str(path))
+    x2 = _input(m, 3, T0, 5)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x2.numpy()})[0]
+    feeds = {sess.get_inputs()[0].name: x2.numpy()}
+    close(f.run(None, feeds)[0], want)
+
+
+def test_streams_give_the_attention_of_the_prefix():
+    """A stream's step t is the attention pool of the first t + 1 steps (the online softmax is
+    the pool's state), bit for bit what predict gives for those steps; a step past the positions
+    of a bias per position is a ShapeError."""
+    m = _seeded(SoftmaxBmm)
+    f = fastrnn.convert(m, example_input=_input(m, 2, T0, 0))
+    x = _input(m, 3, 9, 6).numpy()
+    s = f.stream(3)
+    for t in range(9):
+        got = s.step(x[:, t])
+        np.testing.assert_array_equal(got, f.predict(x[:, :t + 1]))
+    with torch.no_grad():
+        close(got, m(torch.from_numpy(x)).numpy())
+    k = _seeded(KaggleAttentionLSTM)
+    fk = fastrnn.convert(k, example_input=_input(k, 2, T0, 0))
+    s = fk.stream(2)
+    ids = _input(k, 2, T0, 7).numpy()
+    for t in range(T0):
+        y = s.step(ids[:, t])
+    np.testing.assert_array_equal(y, fk.predict(ids))
+    with pytest.raises(fastrnn.ShapeError, match="position"):
+        s.step(ids[:, 0])
+    with pytest.raises(fastrnn.ShapeError, match="position"):
+        fk.predict(np.zeros((1, T0 + 1), np.int64))
+
+
+@pytest.mark.parametrize("over", ["steps", "valid", "longest"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_attention_pool_layer_against_the_reference(rng, over, bias):
+    """Pool(kinds with "attn"): [score, values] in, the values' softmax-weighted sum (+ eps times
+    their sum) beside other kinds; lengths, states and streams as the float64 reference."""
+    F_ = 17
+    layers = [rec(rng, "lstm", 3, F_), ir.Dense(rng.normal(size=(1, F_)).astype(np.float32), None, "linear",
+                                               carry=((0, F_),)),
+              ir.Pool(F_, ("max", "attn", "sum"), over, score_activation="tanh", eps=1e-3,
+                      score_bias=rng.normal(size=12).astype(np.float32) if bias else None)]
+    m = fastrnn.Model(layers)
+    x = rng.normal(size=(4, 12, 3)).astype(np.float32)
+    lengths = np.array([12, 5, 1, 9])
+    y, st = m.predict(x, lengths=lengths, return_state=True)
+    yr, sr = reference.run(layers, x, lengths=lengths)
+    close(y, yr)
+    for a, b in zip(st, sr):
+        close(a, b)
+    s = m.stream(4)
+    for t in range(12):
+        got = s.step(x[:, t])
+    np.testing.assert_array_equal(got, m.predict(x))
+
+
+def test_attention_options_are_validated():
+    with pytest.raises(fastrnn.ModelFormatError, match="attn kind"):
+        ir.Pool(3, ("mean",), eps=1e-3)
+    with pytest.raises(fastrnn.ModelFormatError, match="twice"):
+        ir.Pool(3, ("attn", "attn"))
+    with pytest.raises(fastrnn.ModelFormatError, match="not elementwise"):
+        ir.Pool(3, ("attn",), score_activation="softmax")
+    assert ir.Pool(3, ("attn", "max")).input_size == 4
