@@ -25,8 +25,15 @@ import tflite_convert
 import workloads as W
 
 PEERS = ("torch", "torch-nodnn", "onnxruntime", "openvino", "tflite")
+# reduced precision (opt-in with --peers): fastrnn's own bf16 / int8 and what users would pick
+# instead: torch quantize_dynamic qint8, onnxruntime quantize_dynamic QInt8 (DynamicQuantizeLSTM;
+# it leaves a GRU in fp32), OpenVINO with a bf16 inference precision hint (bf16 only where the CPU
+# has it)
+REDUCED = ("fastrnn-bf16", "fastrnn-int8", "torch-int8", "onnxruntime-int8", "openvino-bf16")
 MODULE = {"torch-nodnn": "torch",        # engine -> the package it needs, when the names differ
-          "tflite": "ai_edge_litert"}
+          "tflite": "ai_edge_litert", "fastrnn-bf16": "fastrnn", "fastrnn-int8": "fastrnn",
+          "torch-int8": "torch", "onnxruntime-int8": "onnxruntime", "openvino-bf16": "openvino"}
+TOLERANCE = {"bf16": 2e-2, "int8": 6e-2}   # vs the fp32 baseline: a sanity bound, the error is reported
 
 
 class Column:
@@ -58,11 +65,19 @@ class CarriedState:
 
 # ---------------------------------------------------------------- fastrnn
 
-def fastrnn_column(fastrnn, ctx, threads):
+def tolerance(engine, tol):
+    """The check's bound for an engine: tol (fp32), or its precision's (TOLERANCE)."""
+    return next((v for k, v in TOLERANCE.items() if engine.endswith("-" + k)), tol)
+
+
+def fastrnn_column(fastrnn, ctx, threads, precision="fp32"):
     m = fastrnn.Model(ctx.layers)
+    name = "fastrnn" if precision == "fp32" else f"fastrnn-{precision}"
+    if precision != "fp32":
+        m = m.with_precision(precision)
     enter = partial(fastrnn.set_num_threads, threads)
     if ctx.wl.kind == "seq":
-        return Column("fastrnn", threads, lambda x: x, m.predict, m.predict, enter)
+        return Column(name, threads, lambda x: x, m.predict, m.predict, enter)
     s = m.stream(batch_size=ctx.wl.batch)
     out = np.empty((ctx.wl.batch, ctx.wl.net.out_size), np.float32)
 
@@ -77,18 +92,37 @@ def fastrnn_column(fastrnn, ctx, threads):
         s.reset()
         return ys
 
-    return Column("fastrnn", threads, list, output, rep, enter)
+    return Column(name, threads, list, output, rep, enter)
+
+
+def fastrnn_reduced_column(ctx, threads, precision):
+    import fastrnn
+    return fastrnn_column(fastrnn, ctx, threads, precision)
 
 
 # ---------------------------------------------------------------- torch
 
-def torch_column(ctx, threads, onednn=True):
+def torch_column(ctx, threads, onednn=True, int8=False):
     """torch eager. onednn=False ("torch-nodnn") turns off torch's oneDNN (mkldnn) RNN path, which
-    torch takes by default on CPU: faster for whole sequences, much slower for single steps."""
+    torch takes by default on CPU: faster for whole sequences, much slower for single steps.
+    int8 ("torch-int8"): torch.ao.quantization.quantize_dynamic of the recurrent and Linear
+    modules to qint8 (int8 weights, activations quantized per call)."""
     import torch
 
-    name = "torch" if onednn else "torch-nodnn"
+    name = "torch-int8" if int8 else "torch" if onednn else "torch-nodnn"
     net = ctx.torch_module()
+    if int8:        # quantize_dynamic swaps submodules only: the bench's bare nn.LSTM goes in a holder
+        nn = torch.nn
+
+        class Holder(nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, *a):
+                return self.m(*a)
+
+        net = torch.ao.quantization.quantize_dynamic(Holder(net), {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)
 
     def enter():
         torch.set_num_threads(threads)
@@ -133,7 +167,9 @@ def _onnx_feed_stream(engine, threads, ctx, infer):
     return Column(engine, threads, lambda xs: [x[:, None] for x in xs], stream.output, stream.rep)
 
 
-def ort_column(ctx, threads):
+def ort_column(ctx, threads, int8=False):
+    """onnxruntime; int8 ("onnxruntime-int8"): onnxruntime.quantization.quantize_dynamic of the
+    same graph, QInt8 weights (its LSTM becomes DynamicQuantizeLSTM; a GRU stays fp32)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -141,28 +177,32 @@ def ort_column(ctx, threads):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    model = ctx.onnx_model(stream=ctx.wl.kind == "stream")
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    stream = ctx.wl.kind == "stream"
+    name = "onnxruntime-int8" if int8 else "onnxruntime"
+    src = ctx.onnx_int8_path(stream) if int8 else ctx.onnx_model(stream=stream).SerializeToString()
+    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     if ctx.wl.kind == "seq":
         def call(x):
             return sess.run(["y"], {"x": x})[0]
-        return Column("onnxruntime", threads, lambda x: x, call, call)
-    return _onnx_feed_stream("onnxruntime", threads, ctx, partial(sess.run, None))
+        return Column(name, threads, lambda x: x, call, call)
+    return _onnx_feed_stream(name, threads, ctx, partial(sess.run, None))
 
 
-def ov_column(ctx, threads):
+def ov_column(ctx, threads, bf16=False):
+    """OpenVINO at f32, or ("openvino-bf16") with the bf16 inference precision hint."""
     import openvino as ov
 
     model = ov.convert_model(ctx.onnx_path(stream=ctx.wl.kind == "stream"))
+    name = "openvino-bf16" if bf16 else "openvino"
     compiled = ov.Core().compile_model(model, "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
     req = compiled.create_infer_request()
     if ctx.wl.kind == "seq":
         def call(x):
             return req.infer({"x": x}, share_inputs=True).to_tuple()[0]
-        return Column("openvino", threads, lambda x: x, call, call)
-    return _onnx_feed_stream("openvino", threads, ctx,
+        return Column(name, threads, lambda x: x, call, call)
+    return _onnx_feed_stream(name, threads, ctx,
                              lambda feed: req.infer(feed, share_inputs=True).to_tuple())
 
 
@@ -212,7 +252,11 @@ def tflite_column(ctx, threads):
 
 
 BUILDERS = {"torch": torch_column, "torch-nodnn": partial(torch_column, onednn=False),
-            "onnxruntime": ort_column, "openvino": ov_column, "tflite": tflite_column}
+            "onnxruntime": ort_column, "openvino": ov_column, "tflite": tflite_column,
+            "fastrnn-bf16": partial(fastrnn_reduced_column, precision="bf16"),
+            "fastrnn-int8": partial(fastrnn_reduced_column, precision="int8"),
+            "torch-int8": partial(torch_column, int8=True), "onnxruntime-int8": partial(ort_column, int8=True),
+            "openvino-bf16": partial(ov_column, bf16=True)}
 
 
 # ---------------------------------------------------------------- per-workload context
@@ -251,6 +295,16 @@ class Context:
                 f.write(self.onnx_model(stream).SerializeToString())
             return path
         return self._cached(("path", stream), write)
+
+    def onnx_int8_path(self, stream):
+        """The ONNX model quantized by onnxruntime.quantization.quantize_dynamic (QInt8), a file."""
+        def make():
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+            path = self.onnx_path(stream)
+            out = path[:-5] + "_int8.onnx"
+            quantize_dynamic(path, out, weight_type=QuantType.QInt8)
+            return out
+        return self._cached(("onnx_int8", stream), make)
 
     def tflite_path(self, stream):
         """The cached .tflite file (converted on first use; raises with the reason if it cannot)."""

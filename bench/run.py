@@ -46,7 +46,9 @@ TIMING = {                 # warm-up: >= warm_s seconds and >= 1 rep; then reps 
     "quick": dict(warm_s=0.1, budget_s=0.4, min_reps=3, max_reps=50),
 }
 SHORT = {"fastrnn": "fastrnn", "torch": "torch", "torch-nodnn": "tnd", "onnxruntime": "ort",
-         "openvino": "ov", "tflite": "tfl"}          # the short names are accepted by --peers too
+         "openvino": "ov", "tflite": "tfl", "fastrnn-bf16": "fr16", "fastrnn-int8": "fr8",
+         "torch-int8": "t8", "onnxruntime-int8": "ort8", "openvino-bf16": "ov16"}
+# the short names are accepted by --peers too; "reduced" names every reduced-precision column
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -174,9 +176,10 @@ def check(ctx, cols, x_check, reference):
         if id(col) in outs:
             o = outs[id(col)]
             d = float(np.max(np.abs(o - b))) if o.shape == b.shape else float("inf")
-            ok = d <= TOL
+            tol = E.tolerance(col.engine, TOL)
+            ok = d <= tol
             res[id(col)] = dict(status="ok" if ok else "mismatch", max_abs_diff=d,
-                                reason=None if ok else f"max |diff| {d:.3g} vs baseline > {TOL:g}"
+                                reason=None if ok else f"max |diff| {d:.3g} vs baseline > {tol:g}"
                                 + ("" if o.shape == b.shape else f" (shape {o.shape} vs {b.shape})"))
     # the baseline against the float64 reference, on a short input (the reference is slow)
     wl, desc = ctx.wl, f"{base.engine}·{base.threads}t"
@@ -351,6 +354,19 @@ def print_tables(out, engine_names, threads):
         print(note)
 
 
+def print_errors(out, reduced):
+    """max |diff| of each reduced-precision column against the fp32 baseline (the check's input)."""
+    if not reduced:
+        return
+    print("\n== reduced precision: max |diff| vs the fp32 baseline (first thread count)")
+    print("  ".join(["workload".ljust(24)] + [e.rjust(16) for e in reduced]))
+    for w in out:
+        by = {r["engine"]: r for r in reversed(w["results"])}
+        print("  ".join([w["name"].ljust(24)] + [
+            (f"{by[e]['max_abs_diff']:.2g}" if "max_abs_diff" in by.get(e, {}) else "-").rjust(16)
+            for e in reduced]))
+
+
 # ---------------------------------------------------------------- main
 
 def parse_args(argv):
@@ -361,7 +377,8 @@ def parse_args(argv):
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2 (default 1)")
     p.add_argument("--peers", default=",".join(E.PEERS),
                    help=f"comma-separated peers to time (default {','.join(E.PEERS)}; "
-                        "tnd, ort, ov, tfl accepted)")
+                        f"also {','.join(E.REDUCED)}, or reduced for all of those; "
+                        "tnd, ort, ov, tfl, fr16, fr8, t8, ort8, ov16 accepted)")
     p.add_argument("--json", metavar="PATH", help="write every result and the machine info here")
     p.add_argument("--peers-only", action="store_true",
                    help="no fastrnn engine: check the peers against torch + the float64 reference "
@@ -388,9 +405,11 @@ def main(argv=None):
     except (ValueError, AssertionError):
         raise SystemExit(f"bench: --threads wants positive integers like 1,2, got {args.threads!r}")
     alias = {short: engine for engine, short in SHORT.items()}
-    wanted = [alias.get(p.strip(), p.strip()) for p in args.peers.split(",") if p.strip()]
-    if bad := [p for p in wanted if p not in E.PEERS]:
-        raise SystemExit(f"bench: unknown peer(s) {bad}; known: {', '.join(E.PEERS)}")
+    wanted = []
+    for p in (p.strip() for p in args.peers.split(",")):
+        wanted += list(E.REDUCED) if p == "reduced" else [alias.get(p, p)] if p else []
+    if bad := [p for p in wanted if p not in E.PEERS + E.REDUCED]:
+        raise SystemExit(f"bench: unknown peer(s) {bad}; known: {', '.join(E.PEERS + E.REDUCED)}, reduced")
 
     if args.peers_only:
         fastrnn = None
@@ -413,6 +432,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     out = [run_workload(wl, engine_names, threads, args, fastrnn, ir, reference) for wl in wls]
     print_tables(out, engine_names, threads)
+    print_errors(out, [e for e in engine_names if e in E.REDUCED])
     print(f"({len(wls)} workloads in {time.perf_counter() - t0:.0f} s)")
     if missing:
         print("unavailable peers: " + "; ".join(f"{k} ({v})" for k, v in missing.items()))
