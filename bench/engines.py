@@ -261,6 +261,16 @@ BUILDERS = {"torch": torch_column, "torch-nodnn": partial(torch_column, onednn=F
 
 # ---------------------------------------------------------------- per-workload context
 
+def has_vnni():
+    """The CPU has AVX512-VNNI or AVX-VNNI (Linux /proc/cpuinfo flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 class Context:
     """One workload's weights, IR layers and (lazily, shared by columns) torch / ONNX / TFLite
     models."""
@@ -302,7 +312,9 @@ class Context:
             from onnxruntime.quantization import QuantType, quantize_dynamic
             path = self.onnx_path(stream)
             out = path[:-5] + "_int8.onnx"
-            quantize_dynamic(path, out, weight_type=QuantType.QInt8)
+            # without VNNI, onnxruntime's u8 x s8 products saturate their 16-bit pair sums
+            # (vpmaddubsw) unless the weights keep 7 bits: its reduce_range option
+            quantize_dynamic(path, out, weight_type=QuantType.QInt8, reduce_range=not has_vnni())
             return out
         return self._cached(("onnx_int8", stream), make)
 

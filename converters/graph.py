@@ -299,8 +299,9 @@ class Lowering:
     def reach(self, x):
         """x readable at the end of the pipeline, for a reader that acts per row (a Linear, an
         activation, arithmetic, a concat). When later layers exist (a branch of the source's
-        graph: a residual connection, two heads on one tensor) and all of them act per row
-        (Dense, Activation), each is made to carry x's columns after its own (ir.Dense.carry),
+        graph: a residual connection, two heads on one tensor) and all of them act per step
+        (Dense, Activation, recurrent layers returning sequences), each is made to carry x's
+        columns after its own (ir.Dense.carry; a later one's weights read none of them),
         so x is the last columns at the end; a tensor carried once is found where it went
         (self.carried). -> x at the end, cols explicit where the pipeline there is wider; the
         columns nothing reads in the end are dropped by passes.prune."""
@@ -313,11 +314,13 @@ class Lowering:
         if x.pos < n:
             k = key(x)
             later = self.layers[x.pos:]
-            bad = [l for l in later if not isinstance(l, (ir.Dense, ir.Activation))]
+            bad = [l for l in later if not isinstance(l, (ir.Dense, ir.Activation))
+                   and not (isinstance(l, ir.Recurrent) and l.return_sequences)]
             if bad or x.packed or (self.head is not None and x.pos < self.head[0]):
                 what = type(bad[0]).__name__ if bad else "a head over final states" if not x.packed else "a packing"
                 self.fail(f"reads a tensor from before a later {what} (a branch around layers other than Linear "
-                          f"and activations): fastrnn runs a linear pipeline")
+                          f"layers, activations and recurrent layers returning sequences): fastrnn runs a "
+                          f"linear pipeline")
             cols = x.cols if x.cols is not None else ((0, x.width),)
             c = sum(e - a for a, e in cols)
             for i in range(x.pos, n):
@@ -326,6 +329,9 @@ class Lowering:
                     w = l.input_size
                     if isinstance(l, ir.Dense):
                         l = replace(l, weight=np.concatenate([l.weight, np.zeros((l.own_size, c), np.float32)], 1))
+                    elif isinstance(l, ir.Recurrent):  # its input projection reads none of them
+                        l = replace(l, weights=[dict(d, W_ih=np.concatenate(
+                            [d["W_ih"], np.zeros((d["W_ih"].shape[0], c), np.float32)], 1)) for d in l.weights])
                     cols = ((w, w + c),)
                 self.layers[i] = replace(l, carry=l.carry + tuple(cols))
             end = self.layers[-1].output_size
@@ -397,6 +403,8 @@ class Lowering:
         if sorted(parts) != top or len(parts) != r.D:
             return self._head_start(v, r)
         layer = self.layers[-1]
+        if layer.carry:
+            self.fail("uses the final state of a recurrent layer whose steps carry a branch's columns")
         layer.return_sequences = False
         self.cut.add(len(self.layers))
         cols = None
@@ -414,6 +422,8 @@ class Lowering:
         if v.rows is not None:
             self.fail("uses h_n rows in the order of their lengths (a pack_padded_sequence sort that is not undone)")
         layer = self.layers[-1]
+        if layer.carry:
+            self.fail("uses final states of recurrent layers whose steps carry a branch's columns")
         layer.return_sequences = False         # its per-step output is not read
         self.cut.add(len(self.layers))
         self.head = (len(self.layers), [list(p) for p in v.parts], v.width * len(v.parts))

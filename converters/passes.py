@@ -229,7 +229,8 @@ def cut_early(layers, time):
     if not rec:
         return layers, time
     r = rec[-1]
-    if layers[r].direction != "forward" or not all(isinstance(l, (ir.Dense, ir.Activation)) for l in layers[r + 1:]):
+    if layers[r].direction != "forward" or layers[r].carry or \
+            not all(isinstance(l, (ir.Dense, ir.Activation)) for l in layers[r + 1:]):
         return layers, time
     layers = list(layers)
     layers[r] = dataclasses.replace(layers[r], return_sequences=False)

@@ -181,7 +181,8 @@ class Masking:
 class Dense:
     """y = activation(x W^T + b) on the last axis; per step when its input is a sequence.
     carry: input column ranges ((start, stop), ...) copied after y unchanged, in that order (a
-    branch of the model's graph: a later layer reads them beside y; converters/graph.py)."""
+    branch of the model's graph: a later layer reads them beside y; converters/graph.py). A
+    Recurrent layer that returns sequences carries columns the same way, step by step."""
     weight: np.ndarray
     bias: np.ndarray | None = None
     activation: Act | str = "linear"
@@ -515,6 +516,7 @@ class Recurrent:
     linear_before_reset: bool = True
     return_sequences: bool = True
     masked_output: str = "carry"
+    carry: tuple = ()
     hidden_size: int = field(init=False)
     input_size: int = field(init=False)
     proj_size: int = field(init=False)
@@ -618,6 +620,9 @@ class Recurrent:
             raise ModelFormatError("input_forget is an LSTM option only")
         self.linear_before_reset = bool(self.linear_before_reset)
         self.return_sequences = bool(self.return_sequences)
+        self.carry = _carry("Recurrent.carry", self.carry, self.input_size)
+        if self.carry and not self.return_sequences:
+            raise ModelFormatError("Recurrent.carry: input columns are carried per step (return_sequences=True)")
 
     @property
     def num_directions(self):
@@ -633,9 +638,13 @@ class Recurrent:
         return self.proj_size or self.hidden_size
 
     @property
-    def output_size(self):
+    def own_size(self):
         n = self.state_size
         return 2 * n if self.direction == "bidirectional" and self.merge_mode == "concat" else n
+
+    @property
+    def output_size(self):
+        return self.own_size + carried(self.carry)
 
     def state_shapes(self, batch):
         """Shapes of this layer's states in the native layout: h, then c for an LSTM."""
@@ -655,7 +664,7 @@ class Recurrent:
             "clip": self.clip, "input_forget": self.input_forget,
             "linear_before_reset": self.linear_before_reset,
             "return_sequences": self.return_sequences, "masked_output": self.masked_output,
-        }
+        } | _carry_json(self.carry)
 
 
 LAYER_TYPES = {"embedding": Embedding, "masking": Masking, "dense": Dense,
@@ -682,7 +691,7 @@ OPTION_TYPES = {
 
 
 # options a layer writes only when they are not their default (a file with one is format version 3)
-OPTIONAL_OPTIONS = {"dense": {"carry": list}, "activation": {"carry": list},
+OPTIONAL_OPTIONS = {"dense": {"carry": list}, "activation": {"carry": list}, "recurrent": {"carry": list},
                     "pool": {"score_activation": dict, "eps": _NUM}}
 
 

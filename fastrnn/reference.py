@@ -310,7 +310,8 @@ def run(layers, x, lengths=None, initial_state=None):
             active = mask
             if len_active is not None:
                 active = len_active if active is None else active & len_active
-            h, st = _recurrent(layer, h, active, len_active, layer.masked_output == "carry", init)
+            y, st = _recurrent(layer, h, active, len_active, layer.masked_output == "carry", init)
+            h = _carried(layer, y, h)
             states_out += st
             if not layer.return_sequences:
                 mask = None

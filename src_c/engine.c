@@ -343,8 +343,9 @@ frnn_status frnn_model_add_carry(frnn_model *m, int start, int stop) {
     if (m->finalized) return FRNN_ESTATE;
     if (!m->nlayers) return FRNN_EINVAL;
     layer *L = &m->L[m->nlayers - 1];
-    if ((L->type != L_DENSE && L->type != L_ACT) || start < 0 || stop <= start ||
-        (L->type == L_DENSE && stop > L->in) || (int64_t)L->out + (stop - start) > INT32_MAX / 4)
+    const int rec = L->type == L_REC && L->d.return_sequences;    /* per step: a sequence out */
+    if ((L->type != L_DENSE && L->type != L_ACT && !rec) || start < 0 || stop <= start ||
+        ((L->type == L_DENSE || rec) && stop > L->in) || (int64_t)L->out + (stop - start) > INT32_MAX / 4)
         return FRNN_EINVAL;
     int *c = realloc(L->carry, (size_t)(L->ncarry + 1) * 2 * sizeof(int));
     if (!c) return FRNN_ENOMEM;
@@ -507,7 +508,7 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
     L->G = G; L->H = H; L->R = R; L->Hp = rup(H, vw); L->Rp = rup(R, vw); L->ndir = ndir; L->nr = nr;
     L->nx = ndir * G * L->Hp;
     L->in = I;
-    L->out = ndir == 2 && d->merge == FRNN_MERGE_CONCAT ? 2 * R : R;
+    L->out = L->own = ndir == 2 && d->merge == FRNN_MERGE_CONCAT ? 2 * R : R;
     int gru_lbr = d->cell == FRNN_CELL_GRU && d->linear_before_reset;
     /* W_ih per direction, packed with padded gate blocks; b_hh folded into its bias, except
      * GRU's n gate with linear_before_reset */
@@ -597,7 +598,7 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
     /* Embedding -> recurrent: project every token once, here, so that the layer's input GEMM
      * becomes a row lookup (bit-identical: the GEMM is batch-invariant). Only when the table
      * stays small. */
-    if (m->input_ids && m->nlayers > 1 && m->L[1].type == L_REC &&
+    if (m->input_ids && m->nlayers > 1 && m->L[1].type == L_REC && !m->L[1].ncarry &&
         (double)m->L[0].vocab * m->L[1].nx * 4 <= FRNN_EMB_FUSE_MAX_BYTES) {
         layer *E = &m->L[0], *R = &m->L[1];
         R->emb_xp = amalloc((size_t)E->vocab * R->nx * sizeof(float));
@@ -829,10 +830,10 @@ static void states_io(const frnn_model *m, ctx *c, int Btot, int b0, const float
     }
 }
 
-static void merge_dirs(int mode, const float *src, int64_t rows, int R, float *dst) {
+static void merge_dirs(int mode, const float *src, int64_t rows, int R, float *dst, int64_t ld) {
     for (int64_t r = 0; r < rows; r++) {
         const float *a = src + r * 2 * R, *b = a + R;
-        float *o = dst + r * R;
+        float *o = dst + r * ld;
         for (int u = 0; u < R; u++)
             o[u] = mode == FRNN_MERGE_SUM ? a[u] + b[u] : mode == FRNN_MERGE_MUL ? a[u] * b[u]
                                                                                   : (a[u] + b[u]) * 0.5f;
@@ -1015,7 +1016,8 @@ static void run_rec(const frnn_model *m, const layer *L, ctx *c, const float *in
     if (J.mode == PAR_SERIAL) nt = 1;
     if (J.mode == PAR_DIRS) nt = 2;
     frnn_parallel(nt, rec_part, &J, &J.bar);
-    if (bimerge) merge_dirs(L->d.merge, c->merge, seq_out ? (int64_t)B * T : B, R, out);
+    if (bimerge) merge_dirs(L->d.merge, c->merge, seq_out ? (int64_t)B * T : B, R, out, L->out);
+    if (L->ncarry) carry_rows(L, in, ld_in, out, (int64_t)B * T);      /* return_sequences only */
 }
 
 /* Pooling over time: each row's running pool (its state: the npool running values of `in`

@@ -138,6 +138,29 @@ def test_carried_columns(rng, out, kind, seq):
         np.testing.assert_array_equal(got, y)
 
 
+@pytest.mark.parametrize("direction, merge", [("forward", "concat"), ("bidirectional", "concat"),
+                                              ("bidirectional", "sum")])
+@pytest.mark.parametrize("emb", [False, True])
+def test_recurrent_layers_carry_columns(rng, direction, merge, emb):
+    """A recurrent layer returning sequences carries input columns step by step (a branch around
+    it), with lengths, merged directions and after an Embedding (which is then not folded into
+    the layer's input projection: its output is carried)."""
+    nd = 2 if direction == "bidirectional" else 1
+    r1 = rec(rng, "lstm", 4, 5, direction, merge_mode=merge)
+    r1 = ir.Recurrent("lstm", r1.weights, direction=direction, merge_mode=merge, carry=((0, 4), (1, 3)))
+    w = (10 if merge == "concat" and nd == 2 else 5) + 6
+    layers = ([ir.Embedding(rng.normal(size=(9, 4)).astype(np.float32))] if emb else []) + [
+        r1, ir.Recurrent("gru", rec(rng, "gru", w, 17).weights, carry=((0, 2),)), dense(rng, 19, 3)]
+    x = rng.integers(0, 9, (3, 6)) if emb else rng.normal(size=(3, 6, 4)).astype(np.float32)
+    m, y = check(layers, x)
+    check(layers, x, lengths=np.array([6, 2, 0]))
+    if nd == 1:
+        s = m.stream(3)
+        np.testing.assert_array_equal(np.stack([s.step(x[:, t]) for t in range(6)], 1), y)
+    with pytest.raises(fastrnn.ModelFormatError, match="return_sequences"):
+        ir.Recurrent("gru", rec(rng, "gru", 4, 3).weights, return_sequences=False, carry=((0, 1),))
+
+
 def test_carry_is_validated():
     W = np.ones((2, 3), np.float32)
     for bad in (((0, 4),), ((2, 2),), ((-1, 1),), ((0,),), 5, ((0.5, 1),), ((True, 2),)):

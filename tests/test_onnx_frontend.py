@@ -16,8 +16,9 @@ import test_torch_idioms as I
 
 LEGACY = ["h0_in_forward", "new_zeros", "rnn_none_squeeze", "word_lm", "permute_view", "sequential_head_scalars",
           "residual_scale", "transposed", "mean_max_pool", "time_major_mean_keepdim", "lstm_tagger_unbatched",
-          "per_step_on_rnn_output", "residual_heads", "per_step_residual"]
-DYNAMO = ["h0_in_forward", "residual_scale", "mean_max_pool", "permute_view", "residual_heads", "per_step_residual"]
+          "per_step_on_rnn_output", "residual_heads", "per_step_residual", "residual_stack"]
+DYNAMO = ["h0_in_forward", "residual_scale", "mean_max_pool", "permute_view", "residual_heads", "per_step_residual",
+          "residual_stack"]
 
 
 def _export(name, dynamo, path):

@@ -236,6 +236,25 @@ class DeadBranch(nn.Module):
         return self.fc(out)
 
 
+class ResidualStack(nn.Module):
+    """Residual connections between stacked recurrent layers (GNMT-style: out = lstm2(out) + out)
+    and a skip of the first layer's output past the second into the head (torch.cat)."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.l1 = nn.LSTM(E, H, batch_first=True)
+        self.l2 = nn.LSTM(H, H, batch_first=True)
+        self.l3 = nn.GRU(H, H, batch_first=True)
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x):
+        o1, _ = self.l1(self.emb(x))
+        o2, _ = self.l2(o1)
+        o2 = o2 + o1
+        o3, _ = self.l3(o2)
+        return self.fc(torch.cat([o3, o1], -1))
+
+
 class LastSteps(nn.Module):
     """out[:, -k:] of a bidirectional layer, then a per-step head (xiaojihh/stockPredict's
     self.out(r_out[:, -pred_days:, :])); a sequence shorter than k gives all its steps."""
@@ -412,6 +431,7 @@ CASES = {
     "residual_heads": (ResidualHeads, "floats"),
     "per_step_residual": (PerStepResidual, "floats"),
     "dead_branch": (DeadBranch, "floats"),
+    "residual_stack": (ResidualStack, "ids"),
     "transposed": (Transposed, "floats"),
     "last_steps": (LastSteps, "floats"),
     "conv_front": (ConvFront, "floats"),
@@ -727,3 +747,22 @@ def test_rows_left_in_length_order_are_refused(tmp_path):
     for src, kw in ((m, {"example_input": args}), (str(p), {})):
         with pytest.raises(fastrnn.UnsupportedError, match="in the order of their lengths"):
             fastrnn.convert(src, **kw)
+
+
+def test_a_branch_around_recurrent_layers_streams(tmp_path):
+    """The skip around recurrent layers carries the earlier output step by step: streams and a
+    StreamPool give predict's numbers."""
+    torch.manual_seed(4)
+    m = ResidualStack().eval()
+    f = fastrnn.convert(m, example_input=_ids(B0, T0, 0))
+    assert any(isinstance(l, fastrnn.ir.Recurrent) and l.carry for l in f.layers)
+    x = _ids(B1, T1, 8).numpy()
+    want = f.predict(x)
+    s = f.stream(B1)
+    np.testing.assert_array_equal(np.stack([s.step(x[:, t]) for t in range(T1)], 1), want)
+    pool = fastrnn.StreamPool(f, capacity=B1)
+    slots = [pool.open() for _ in range(B1)]
+    got = np.stack([pool.step(slots, x[:, t]) for t in range(T1)], 1)
+    np.testing.assert_array_equal(got, want)
+    f.save(tmp_path / "m.frnn")
+    np.testing.assert_array_equal(fastrnn.load(tmp_path / "m.frnn").predict(x), want)

@@ -649,7 +649,7 @@ def _final_first(low, outs):
         return
     o, r = outs[0], low.rnns[-1]
     layer = low.layers[-1]
-    if not isinstance(layer, ir.Recurrent) or r.last != len(low.layers) - 1:
+    if not isinstance(layer, ir.Recurrent) or r.last != len(low.layers) - 1 or layer.carry:
         return
     k = r.state0 + (2 if r.lstm else 1) * (r.L - 1)
     if o["parts"] != [[k, d] for d in range(r.D)] or ("S" not in o["axes"] and r.D != 1):
