@@ -117,7 +117,8 @@ cdef object _raise(frnn_status st, str what):
         raise UnsupportedError(what)
     if st == FRNN_ESTEPS:
         raise ShapeError(f"{what}: a step past the last position the attention pool has a bias for "
-                         f"(its source was written for sequences of at most that many steps)")
+                         f"(its source was written for sequences of at most that many steps), or a "
+                         f"state whose position is not one of them")
     raise FastRNNError(f"{what}: engine status {st}")
 
 

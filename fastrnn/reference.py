@@ -252,7 +252,7 @@ def _attention(layer, score, v, take, count, s):
     for t in range(T):
         z = score[:, t].astype(np.float64)
         if bias is not None:
-            if np.any(pos >= len(bias)):
+            if np.any(~((pos >= 0) & (pos < len(bias)))):
                 raise ShapeError("a step past the last position the attention pool has a bias for")
             z = z + bias[pos.astype(int)]
         pos += 1

@@ -1041,8 +1041,8 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
                     /* a: sum w v (F), sum v (F), max z, sum w, position (fastrnn.h) */
                     float *sv = a + F, *mx = sv + F, *sw = mx + 1, *pos = sw + 1;
                     float z = in[r * ld];
-                    if (L->att_bias) {
-                        if (!(*pos < (float)L->att_nbias)) return FRNN_ESTEPS;
+                    if (L->att_bias) {     /* a state set from outside may hold any position */
+                        if (!(*pos >= 0 && *pos < (float)L->att_nbias)) return FRNN_ESTEPS;
                         z += L->att_bias[(int)*pos];
                     }
                     *pos += 1;

@@ -161,6 +161,26 @@ def test_recurrent_layers_carry_columns(rng, direction, merge, emb):
         ir.Recurrent("gru", rec(rng, "gru", 4, 3).weights, return_sequences=False, carry=((0, 1),))
 
 
+@pytest.mark.parametrize("pos", [-1.0, -1e30, 5.0, 1e30, np.nan, np.inf])
+def test_attention_state_with_a_bad_position_is_refused(rng, pos):
+    """An attention pool's state holds the step's position, an index into its bias per position:
+    a state set from outside (initial_state, Stream.state, a StreamPool slot) with a position
+    outside [0, positions) is a ShapeError, never a read outside the bias."""
+    F_ = 3
+    layers = [ir.Dense(rng.normal(size=(1, F_)).astype(np.float32), carry=((0, F_),)),
+              ir.Pool(F_, ("attn",), score_bias=rng.normal(size=5).astype(np.float32))]
+    m = fastrnn.Model(layers, input_size=F_)
+    x = rng.normal(size=(2, 2, F_)).astype(np.float32)
+    st = np.zeros((1, 2, 2 * F_ + 4), np.float32)
+    st[0, :, 2 * F_ + 2] = pos
+    with pytest.raises(fastrnn.ShapeError, match="position"):
+        m.predict(x, initial_state=[st])
+    s = m.stream(2)
+    s.state = [st]
+    with pytest.raises(fastrnn.ShapeError, match="position"):
+        s.step(x[:, 0])
+
+
 def test_carry_is_validated():
     W = np.ones((2, 3), np.float32)
     for bad in (((0, 4),), ((2, 2),), ((-1, 1),), ((0,),), 5, ((0.5, 1),), ((True, 2),)):
