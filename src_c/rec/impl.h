@@ -38,10 +38,15 @@ FRNN_INLINE vf clipv(vf x, float clip) {
  * composition, thread chunks, stream pools): batch-invariant, bit for bit.
  * Speed: FMA latency x 2 ports wants >= 8 independent chains. With few accumulators (batch 1) the
  * NB blocks run in lockstep as separate chains (G*nb*NB of them); with many, one block at a time. */
+/* Chains in lockstep at most: 24 on AVX-512's 32 registers; on AVX2's 16 registers 24 chains
+ * spilled (LSTM batch 64: three rows' 24 accumulators went to the stack every k), 12 do not. */
+#ifndef REC_PAR_MAX
+#define REC_PAR_MAX (VW == 8 ? 12 : 24)
+#endif
 FRNN_INLINE void rec_gemv(const int WT, const int G, const int nb, int K, const char *W, const float *h,
                           int64_t hs, vf acc[4][V_RB]) {
     const int NB = G == 1 ? 8 : G == 4 ? 2 : 4;
-    const int PAR = G * nb * NB <= 24, ES = W_SIZE(WT);
+    const int PAR = G * nb * NB <= REC_PAR_MAX, ES = W_SIZE(WT);
     const int64_t ws = (int64_t)G * VW * ES;   /* bytes per k in the packed tile */
     const float *hr[V_RB];
 #pragma GCC unroll 8
