@@ -342,6 +342,11 @@ class Lowering:
             x = replace(x, cols=((0, x.width * x.dirs),))
         return x
 
+    def reach_all(self, xs):
+        """reach() of each x; a later one's carry widens the pipeline after an earlier one's
+        columns, so each is reached again (its columns stay where they went)."""
+        return [self.reach(x) for x in [self.reach(x) for x in xs]]
+
     def whole(self, x):
         """x is every column of the pipeline at its end: x reached, then, when it is only some of
         the columns there or in another order, a Dense selecting them (passes fold it away)."""
@@ -1145,9 +1150,7 @@ def _sum(low, a, b, sign):
             (tuple(low.lab(b.axes)), b.time, b.rows, b.padded, b.width):
         low.fail(f"an add of tensors of the pipeline of different shapes {low.shape(a)} and {low.shape(b)} "
                  f"(broadcasting between them is not supported)")
-    a = low.reach(a)
-    b = low.reach(b)
-    a = low.reach(a)                     # b's carry widened the pipeline after a's columns
+    a, b = low.reach_all([a, b])
     w, n = a.width, low.pipe_width(a)
     W = np.zeros((w, n), np.float32)
     rows = np.arange(w)
@@ -1759,8 +1762,7 @@ def _cat_features(low, tensors, dim):
                 (tuple(low.lab(t.axes)), t.time, t.rows, t.padded) != (tuple(low.lab(t0.axes)), t0.time, t0.rows, t0.padded):
             low.fail(f"torch.cat of tensors of the pipeline of shapes {[low.shape(v) for v in tensors]} "
                      f"(only their features may differ)")
-    reached = [low.reach(t) for t in tensors]
-    reached = [low.reach(t) for t in reached]       # later carries widened the pipeline after the first
+    reached = low.reach_all(tensors)
     cols = sum((t.cols if t.cols is not None else ((0, t.width),) for t in reached), ())
     return replace(reached[-1], cols=cols, width=sum(t.width for t in reached))
 

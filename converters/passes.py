@@ -19,11 +19,11 @@ merge what is one layer in the engine), run until none applies (fold):
   columns of a branch) is part of the first's linear map (rows selecting them); a Dense that
   carries columns itself is not composed into the one before.
 - prune: the columns nothing reads are dropped (prune's note).
-Not exact but within the accuracy contract (a few float32 roundings): compose and
-dense_into_recurrent sum in another order; the rest is exact.
 - cut_early (signature time "last", not a layer fold): the pipeline's last step taken from a
   forward recurrent layer followed only by per-step layers is its final state: the layer stops
   returning sequences and predict takes what the engine returns.
+Not exact but within the accuracy contract (a few float32 roundings): compose and
+dense_into_recurrent sum in another order; the rest is exact.
 """
 from __future__ import annotations
 

@@ -561,8 +561,11 @@ def _layer_text(layer, masks):
         return "Activation", f"{layer.input_size} -> {layer.output_size}", \
             f"activation={_act_str(layer.activation)}" + _carry_str(layer)
     if isinstance(layer, ir.Pool):
-        return "Pool over time", f"{layer.size} -> {layer.output_size}", \
-            f"kinds={'+'.join(layer.kinds)}, over={layer.over}"
+        att = "" if "attn" not in layer.kinds else \
+            f", score_activation={_act_str(layer.score_activation)}, eps={layer.eps:g}" + \
+            ("" if layer.score_bias is None else f", score_bias of {len(layer.score_bias)} positions")
+        return "Pool over time", f"{layer.input_size} -> {layer.output_size}", \
+            f"kinds={'+'.join(layer.kinds)}, over={layer.over}" + att
     if isinstance(layer, ir.Conv1D):
         return "Conv1D", f"{layer.input_size} -> {layer.output_size}", \
             (f"kernel={layer.kernel}, stride={layer.stride}, dilation={layer.dilation}, padding={layer.padding}, "
@@ -575,7 +578,7 @@ def _layer_text(layer, masks):
         return "RepeatVector", f"{layer.size} -> {layer.size}", f"n={layer.n}"
     name = f"Recurrent {layer.cell}, {layer.direction}"
     opts = [f"return_sequences={layer.return_sequences}"]
-    if layer.hidden_size != layer.output_size:
+    if layer.hidden_size != layer.own_size:
         opts.append(f"hidden={layer.hidden_size}")
     if layer.direction == "bidirectional":
         opts.append(f"merge_mode={layer.merge_mode}")
@@ -596,7 +599,7 @@ def _layer_text(layer, masks):
         opts.append("no bias")
     if masks or layer.masked_output != "carry":
         opts.append(f"masked_output={layer.masked_output}")
-    return name, f"{layer.input_size} -> {layer.output_size}", ", ".join(opts)
+    return name, f"{layer.input_size} -> {layer.output_size}", ", ".join(opts) + _carry_str(layer)
 
 
 def _layer_json(i, layer):

@@ -453,12 +453,12 @@ def _pool_states(layers):
 
 
 def _describe(l):
+    c = f"+{ir.carried(l.carry)}" if getattr(l, "carry", ()) else ""     # columns a branch carries
     if isinstance(l, ir.Recurrent):
         d = "" if l.direction == "forward" else f", {l.direction}"
-        return f"{l.cell.upper()}({l.input_size}->{l.hidden_size}{d})"
+        return f"{l.cell.upper()}({l.input_size}->{l.hidden_size}{c}{d})"
     if isinstance(l, ir.Embedding):
         return f"Embedding({l.vocab_size}, {l.output_size})"
-    c = f"+{ir.carried(l.carry)}" if getattr(l, "carry", ()) else ""     # columns a branch carries
     if isinstance(l, ir.Dense):
         return f"Dense({l.input_size}->{l.own_size}{c}, {l.activation.kind})"
     if isinstance(l, ir.Activation):

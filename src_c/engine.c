@@ -359,6 +359,7 @@ frnn_status frnn_model_add_carry(frnn_model *m, int start, int stop) {
 
 /* The carried columns of rows of `in` after each output row's own ones. */
 static void carry_rows(const layer *L, const float *in, int64_t ld, float *out, int64_t rows) {
+    if (!L->ncarry) return;
     for (int64_t i = 0; i < rows; i++) {
         float *o = out + i * L->out + L->own;
         for (int r = 0; r < L->ncarry; r++) {
@@ -1017,7 +1018,7 @@ static void run_rec(const frnn_model *m, const layer *L, ctx *c, const float *in
     if (J.mode == PAR_DIRS) nt = 2;
     frnn_parallel(nt, rec_part, &J, &J.bar);
     if (bimerge) merge_dirs(L->d.merge, c->merge, seq_out ? (int64_t)B * T : B, R, out, L->out);
-    if (L->ncarry) carry_rows(L, in, ld_in, out, (int64_t)B * T);      /* return_sequences only */
+    carry_rows(L, in, ld_in, out, (int64_t)B * T);      /* carries only when it returns sequences */
 }
 
 /* Pooling over time: each row's running pool (its state: the npool running values of `in`
@@ -1047,7 +1048,7 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
                     }
                     *pos += 1;
                     if (skip) continue;
-                    m->k->act_rows(L->att_act, &z, 1, 1, 1);
+                    if (L->att_act.kind != FRNN_ACT_LINEAR) m->k->act_rows(L->att_act, &z, 1, 1, 1);
                     if (*cnt == 0) {
                         *mx = z; *sw = 1;
                         memcpy(a, x, (size_t)F * 4);

@@ -105,9 +105,9 @@ frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value);
 frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W, const float *b,
                                  frnn_act act);
 frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act);
-/* The last layer added (a Dense or an Activation) also copies input columns [start, stop) after
- * its output, after those of earlier calls (a branch: ir.Dense.carry). An activation's input
- * then reaches at least column stop. */
+/* The last layer added (a Dense, an Activation, or a recurrent layer that returns sequences) also
+ * copies input columns [start, stop) after its output, step by step, after those of earlier
+ * calls (a branch: ir.Dense.carry). An activation's input then reaches at least column stop. */
 frnn_status frnn_model_add_carry(frnn_model *m, int start, int stop);
 frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d);
 /* Pooling over time of a sequence of `size` features into one step of nkinds*size: the kinds
