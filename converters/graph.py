@@ -2265,8 +2265,9 @@ def _att_arith(low, op, a, b):
         return None
     if op == "div" and isinstance(b, AttSum) and b.att is a and a.stage == "exp":
         return replace(a, stage="norm")
-    if op == "add" and _is_num(b) and a.stage == "norm" and a.eps == 0:
-        return replace(a, eps=float(b))
+    if op == "add" and (_is_num(b) or isinstance(b, np.ndarray) and b.size == 1) and a.stage == "norm" \
+            and a.eps == 0:
+        return replace(a, eps=float(np.asarray(b).reshape(-1)[0]))   # a trace's constants are arrays
     if op == "mul":
         att, x = (a, b) if isinstance(a, Att) else (b, a)
         if isinstance(x, PT) and att.stage == "norm":
@@ -2298,31 +2299,58 @@ def _att_bmm(low, a, x):
 
 
 def _pool_layer(low, pools):
-    """Pooled values of one sequence (side by side) -> one ir.Pool layer; the PT after it."""
+    """Pooled values side by side -> one ir.Pool layer; the PT after it. Pools of one sequence
+    (at most one attention) are the simple form; pools of several tensors, or several attentions,
+    are ir.PoolTerm over the columns of their tensors (and scores) placed side by side."""
     x = pools[0].x
-    if any(p.x != x for p in pools) or len({p.keepdim for p in pools}) != 1:
-        low.fail("torch.cat of pools of different tensors")
-    atts = [p.att for p in pools if p.kind == "attn"]
-    if len(atts) > 1 or len({p.kind for p in pools}) != len(pools):
-        low.fail("torch.cat of a pool with another of the same kind (two attentions over one sequence)")
-    i = [low.lab(a) for a in x.axes].index("T")
-    opts = {}
-    if atts:                      # the pool reads [score, x] (Lowering.reach, whole)
-        a = atts[0]
-        score = replace(a.score, axes=x.axes, time=x.time, padded=x.padded, rows=x.rows)
-        low.whole(_cat_features(low, [score, x], len(x.axes) - 1))
-        opts = {"score_activation": a.act, "score_bias": a.bias, "eps": a.eps}
-    elif x.width is not None:
-        low.whole(x)
-    over = "longest" if x.padded == "longest" else "steps"
+    if len({p.keepdim for p in pools}) != 1:
+        low.fail("torch.cat of pools that keep the time axis and pools that do not")
     if len({p.over for p in pools}) != 1:
         low.fail("torch.cat of a masked mean (a sum divided by the lengths) and another pool over the padded steps")
-    over = pools[0].over or over
-    if x.width is None:
+    if any(p.x.width is None for p in pools):
         low.fail("pooling token ids")
-    low.layers.append(ir.Pool(x.width, tuple(p.kind for p in pools), over, **opts))
+    i = [low.lab(a) for a in x.axes].index("T")
+    over = pools[0].over or ("longest" if x.padded == "longest" else "steps")
+    kinds = [p.kind for p in pools]
+    if all(p.x == x for p in pools) and kinds.count("attn") <= 1 and len(set(kinds)) == len(kinds):
+        opts = {}
+        if "attn" in kinds:       # the pool reads [score, x] (Lowering.reach, whole)
+            a = next(p.att for p in pools if p.kind == "attn")
+            low.whole(_cat_features(low, [_att_score(a, x), x], len(x.axes) - 1))
+            opts = {"score_activation": a.act, "score_bias": a.bias, "eps": a.eps}
+        else:
+            low.whole(x)
+        layer = ir.Pool(x.width, tuple(kinds), over, **opts)
+    else:
+        parts, at = [], []        # the tensors side by side, and where each one starts
+
+        def place(t):
+            for j, q in enumerate(parts):
+                if q == t:
+                    return at[j]
+            at.append(sum(q.width for q in parts))
+            parts.append(t)
+            return at[-1]
+        terms = []
+        for p in pools:
+            start = place(p.x)
+            if p.kind == "attn":
+                score = place(_att_score(p.att, p.x))
+                terms.append(ir.PoolTerm("attn", start, start + p.x.width, score, p.att.act, p.att.bias, p.att.eps))
+            else:
+                terms.append(ir.PoolTerm(p.kind, start, start + p.x.width))
+        if len(terms) > ir.POOL_MAX_TERMS:
+            low.fail(f"torch.cat of {len(terms)} pools (at most {ir.POOL_MAX_TERMS})")
+        x = low.whole(_cat_features(low, parts, len(x.axes) - 1))
+        layer = ir.Pool(x.width, over=over, terms=tuple(terms))
+    low.layers.append(layer)
     axes = x.axes[:i] + (("1",) if pools[0].keepdim else ()) + x.axes[i + 1:]
-    return replace(x, pos=len(low.layers), axes=axes, width=x.width * len(pools), padded=None)
+    return replace(x, pos=len(low.layers), axes=axes, width=layer.output_size, padded=None)
+
+
+def _att_score(a, x):
+    """The score tensor of attention weights a, as a one-feature tensor of x's axes."""
+    return replace(a.score, axes=x.axes, time=x.time, padded=x.padded, rows=x.rows)
 
 
 Lowering.pool_layer = lambda self, pools: _pool_layer(self, pools)

@@ -12,7 +12,7 @@ import os as _os
 
 from .errors import ArgumentTypeError, FastRNNError, ModelFormatError, ShapeError, UnsupportedError
 from . import ir
-from .ir import Act, Activation, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, Recurrent, RepeatVector
+from .ir import Act, Activation, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, PoolTerm, Recurrent, RepeatVector
 from . import _engine
 from ._engine import Stream, StreamPool, get_num_threads, set_num_threads
 from .model import Model
@@ -40,5 +40,5 @@ def convert(src, **opts):
 
 
 __all__ = ["Model", "Stream", "StreamPool", "load", "convert", "cpu_info", "set_num_threads", "get_num_threads",
-           "Embedding", "Masking", "Dense", "Activation", "Recurrent", "Pool", "Conv1D", "Pool1D", "RepeatVector", "Act", "ir",
+           "Embedding", "Masking", "Dense", "Activation", "Recurrent", "Pool", "PoolTerm", "Conv1D", "Pool1D", "RepeatVector", "Act", "ir",
            "FastRNNError", "ModelFormatError", "ShapeError", "ArgumentTypeError", "UnsupportedError"]

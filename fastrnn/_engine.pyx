@@ -67,9 +67,11 @@ cdef extern from "fastrnn.h" nogil:
     frnn_status frnn_model_add_dense(frnn_model *m, int inp, int out, const float *W, const float *b, frnn_act act)
     frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act)
     frnn_status frnn_model_add_carry(frnn_model *m, int start, int stop)
-    frnn_status frnn_model_set_pool_attention(frnn_model *m, frnn_act act, float eps, int nbias, const float *bias)
+    frnn_status frnn_model_set_pool_term_attention(frnn_model *m, int term, frnn_act act, float eps, int nbias,
+                                                   const float *bias)
     frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d)
-    frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over)
+    frnn_status frnn_model_add_pool_terms(frnn_model *m, int in_, int nterms, const int *kinds, const int *starts,
+                                          const int *widths, const int *scores, int over)
     frnn_status frnn_model_add_conv1d(frnn_model *m, int in_, int out, int kernel, int stride, int dilation,
                                       int pad_mode, int pad_before, int pad_after, const float *W,
                                       const float *b, frnn_act act)
@@ -244,7 +246,10 @@ cdef class CModel:
             _raise(st, "model precision")
         cdef frnn_rec_desc d
         cdef int i, j
-        cdef int kinds[3]
+        cdef int kinds[16]
+        cdef int starts[16]
+        cdef int widths[16]
+        cdef int scores[16]
         for L in layers:
             t = type(L)
             if t is ir.Embedding:
@@ -258,13 +263,17 @@ cdef class CModel:
             elif t is ir.Activation:
                 st = frnn_model_add_activation(self.m, L.size, _act(L.activation))
             elif t is ir.Pool:
-                for i, k in enumerate(L.kinds):
-                    kinds[i] = _POOLS[k]
-                st = frnn_model_add_pool(self.m, L.size, len(L.kinds), kinds, _POOL_OVER[L.over])
-                if st == FRNN_OK and "attn" in L.kinds:
-                    st = frnn_model_set_pool_attention(self.m, _act(L.score_activation), L.eps,
-                                                       0 if L.score_bias is None else len(L.score_bias),
-                                                       _fptr(L.score_bias))
+                terms = L.term_list()
+                for i, pt in enumerate(terms):
+                    kinds[i], starts[i], widths[i] = _POOLS[pt.kind], pt.start, pt.width
+                    scores[i] = -1 if pt.score is None else pt.score
+                st = frnn_model_add_pool_terms(self.m, L.input_size, len(terms), kinds, starts, widths, scores,
+                                               _POOL_OVER[L.over])
+                for i, pt in enumerate(terms):
+                    if st == FRNN_OK and pt.kind == "attn":
+                        st = frnn_model_set_pool_term_attention(self.m, i, _act(pt.score_activation), pt.eps,
+                                                                0 if pt.score_bias is None else len(pt.score_bias),
+                                                                _fptr(pt.score_bias))
             elif t is ir.Conv1D:
                 pm, pb, pa = _pad(L.padding)
                 st = frnn_model_add_conv1d(self.m, L.input_size, L.output_size, L.kernel, L.stride, L.dilation,

@@ -548,6 +548,14 @@ def _carry_str(layer):
     return f", carry={' '.join(f'[{a}:{b}]' for a, b in layer.carry)}" if layer.carry else ""
 
 
+def _term_str(t):
+    """'attn[1:9] (score 0, tanh, eps=1e-10, score_bias of 7 positions)' / 'max[9:17]': a pool term."""
+    if t.kind != "attn":
+        return f"{t.kind}[{t.start}:{t.stop}]"
+    return (f"attn[{t.start}:{t.stop}] (score {t.score}, {_act_str(t.score_activation)}, eps={t.eps:g}"
+            + ("" if t.score_bias is None else f", score_bias of {len(t.score_bias)} positions") + ")")
+
+
 def _layer_text(layer, masks):
     """(name, sizes, options) of one layer for the text table."""
     if isinstance(layer, ir.Embedding):
@@ -560,6 +568,9 @@ def _layer_text(layer, masks):
     if isinstance(layer, ir.Activation):
         return "Activation", f"{layer.input_size} -> {layer.output_size}", \
             f"activation={_act_str(layer.activation)}" + _carry_str(layer)
+    if isinstance(layer, ir.Pool) and layer.terms is not None:
+        return "Pool over time", f"{layer.input_size} -> {layer.output_size}", \
+            f"terms={' + '.join(_term_str(t) for t in layer.terms)}, over={layer.over}"
     if isinstance(layer, ir.Pool):
         att = "" if "attn" not in layer.kinds else \
             f", score_activation={_act_str(layer.score_activation)}, eps={layer.eps:g}" + \

@@ -288,16 +288,26 @@ class Pool:
     z_t = score_activation(e_t + score_bias[t]) (t the step's position, score_bias (positions,)
     or None), and the pool is sum_t (softmax(z)_t + eps) v_t over the steps that count. Its state
     is 2 * size + 3 wide (sum of w v, sum of v, running max, sum of w, position; engine note in
-    src_c/fastrnn.h); a step past the bias's positions is a ShapeError."""
+    src_c/fastrnn.h); a step past the bias's positions is a ShapeError.
+    terms (the general form; format version 4): pools of different columns side by side, as
+    torch.cat([attn(h1), attn(h2), h2.mean(1), h2.max(1)[0]], 1) of the Kaggle Quora kernels.
+    `size` is then the input's width, each PoolTerm pools its columns [start, stop) (an attn term
+    reading its score from column `score`, with its own options), the output is the terms' results
+    side by side, and kinds (derived) and the pool-wide attn options stay unset. The simple form is
+    the terms of term_list()."""
     size: int
     kinds: tuple = ("mean",)
     over: str = "steps"
     score_activation: Act | str = "linear"
     score_bias: np.ndarray | None = None
     eps: float = 0.0
+    terms: tuple | None = None
 
     def __post_init__(self):
         self.size = _pos_int("Pool.size", self.size)
+        if self.terms is not None:
+            self._check_terms()
+            return
         if isinstance(self.kinds, str):
             self.kinds = (self.kinds,)
         if not isinstance(self.kinds, (list, tuple)) or not 1 <= len(self.kinds) <= 3 \
@@ -322,17 +332,114 @@ class Pool:
                                          or self.score_activation.kind != "linear"):
             raise ModelFormatError("Pool: score_activation, score_bias and eps are options of the attn kind")
 
-    input_size = property(lambda self: self.size + ("attn" in self.kinds))
-    output_size = property(lambda self: self.size * len(self.kinds))
+    def _check_terms(self):
+        if not isinstance(self.terms, (list, tuple)) or not 1 <= len(self.terms) <= POOL_MAX_TERMS \
+                or not all(isinstance(t, PoolTerm) for t in self.terms):
+            raise ModelFormatError(f"Pool.terms: 1 to {POOL_MAX_TERMS} PoolTerm, got {self.terms!r}")
+        if not _is_one_of(self.over, POOL_OVER):
+            raise ModelFormatError(f"Pool.over: expected one of {POOL_OVER}, got {self.over!r}")
+        self.terms = tuple(self.terms)
+        for i, t in enumerate(self.terms):
+            if t.stop > self.size or (t.score is not None and t.score >= self.size):
+                raise ModelFormatError(f"Pool.terms[{i}]: columns outside the {self.size} input features")
+        kinds = tuple(t.kind for t in self.terms)
+        if tuple(self.kinds) not in (("mean",), kinds) or self.score_bias is not None or self.eps != 0 \
+                or Act.of(self.score_activation).kind != "linear":
+            raise ModelFormatError("Pool: with terms, kinds and the attn options are the terms' own")
+        self.kinds, self.score_activation = kinds, Act.of("linear")
+        if self.size * 3 + sum(t.state_width for t in self.terms) + 4 > 2**29:
+            raise ModelFormatError(f"Pool.size: {self.size} is too large")
+
+    def term_list(self):
+        """The terms the pool computes: its own, or those of the simple form (an attn score in
+        column 0, the values after it)."""
+        if self.terms is not None:
+            return self.terms
+        a = int("attn" in self.kinds)
+        return tuple(PoolTerm(k, a, a + self.size, 0, self.score_activation, self.score_bias, self.eps)
+                     if k == "attn" else PoolTerm(k, a, a + self.size) for k in self.kinds)
+
+    input_size = property(lambda self: self.size if self.terms is not None else self.size + ("attn" in self.kinds))
+    output_size = property(lambda self: sum(t.stop - t.start for t in self.term_list()))
 
     def tensors(self):
+        if self.terms is not None:
+            return {f"score_bias.{i}": t.score_bias for i, t in enumerate(self.terms) if t.score_bias is not None}
         return {"score_bias": self.score_bias} if self.score_bias is not None else {}
 
     def options(self):
+        if self.terms is not None:
+            return {"size": self.size, "kinds": list(self.kinds), "over": self.over,
+                    "terms": [t.options() for t in self.terms]}
         o = {"size": self.size, "kinds": list(self.kinds), "over": self.over}
         if "attn" in self.kinds:
             o |= {"score_activation": self.score_activation.to_json(), "eps": self.eps}
         return o
+
+
+POOL_MAX_TERMS = 16
+
+
+@dataclass(eq=False)
+class PoolTerm:
+    """One pool of ir.Pool's general form: kind over the input columns [start, stop); an attn
+    term reads its score from column `score` and has the attn options of ir.Pool."""
+    kind: str
+    start: int
+    stop: int
+    score: int | None = None
+    score_activation: Act | str = "linear"
+    score_bias: np.ndarray | None = None
+    eps: float = 0.0
+
+    def __post_init__(self):
+        if not _is_one_of(self.kind, POOL_KINDS):
+            raise ModelFormatError(f"PoolTerm.kind: expected one of {POOL_KINDS}, got {self.kind!r}")
+        self.start = _pos_int("PoolTerm.start", self.start, 0)
+        self.stop = _pos_int("PoolTerm.stop", self.stop, 1)
+        if self.stop <= self.start:
+            raise ModelFormatError(f"PoolTerm: columns [{self.start}, {self.stop}) are empty")
+        self.score_activation = Act.of(self.score_activation)
+        if self.score_activation.kind in ROW_WISE:
+            raise ModelFormatError(f"PoolTerm.score_activation: {self.score_activation.kind} is not elementwise")
+        self.eps = _float("PoolTerm.eps", self.eps)
+        if self.kind == "attn":
+            if self.score is None:
+                raise ModelFormatError("PoolTerm: an attn term needs its score column")
+            self.score = _pos_int("PoolTerm.score", self.score, 0)
+            if self.score_bias is not None:
+                self.score_bias = _f32("PoolTerm.score_bias", self.score_bias, 1)
+                if not 1 <= len(self.score_bias) <= 2**24:
+                    raise ModelFormatError(f"PoolTerm.score_bias: {len(self.score_bias)} positions")
+        elif self.score is not None or self.score_bias is not None or self.eps != 0 \
+                or self.score_activation.kind != "linear":
+            raise ModelFormatError("PoolTerm: score, score_activation, score_bias and eps are options of the attn kind")
+
+    width = property(lambda self: self.stop - self.start)
+    state_width = property(lambda self: 2 * self.width + 3 if self.kind == "attn" else self.width)
+
+    def options(self):
+        o = {"kind": self.kind, "start": self.start, "stop": self.stop}
+        if self.kind == "attn":
+            o |= {"score": self.score, "score_activation": self.score_activation.to_json(), "eps": self.eps}
+        return o
+
+    @staticmethod
+    def from_json(i, o, bias):
+        if not isinstance(o, dict):
+            raise ModelFormatError(f"pool: terms[{i}] must be an object")
+        keys = {"kind", "start", "stop"} | ({"score", "score_activation", "eps"} if o.get("kind") == "attn" else set())
+        if set(o) != keys:
+            raise ModelFormatError(f"pool: terms[{i}] must have exactly {sorted(keys)}, got {sorted(o)}")
+        types = {"kind": str, "start": int, "stop": int, "score": int, "score_activation": dict, "eps": _NUM}
+        for k, v in o.items():
+            if not isinstance(v, types[k]) or isinstance(v, bool):
+                raise ModelFormatError(f"pool: terms[{i}].{k}={v!r} has the wrong type")
+        if bias is not None and o["kind"] != "attn":
+            raise ModelFormatError(f"pool: a score_bias for terms[{i}], which is not an attn term")
+        sa = o.get("score_activation")
+        return PoolTerm(o["kind"], o["start"], o["stop"], o.get("score"), "linear" if sa is None else sa,
+                        bias, o.get("eps", 0.0))
 
 
 def _padding(name, p):
@@ -692,7 +799,7 @@ OPTION_TYPES = {
 
 # options a layer writes only when they are not their default (a file with one is format version 3)
 OPTIONAL_OPTIONS = {"dense": {"carry": list}, "activation": {"carry": list}, "recurrent": {"carry": list},
-                    "pool": {"score_activation": dict, "eps": _NUM}}
+                    "pool": {"score_activation": dict, "eps": _NUM, "terms": list}}
 
 
 def layer_from_parts(type_name, options, tensors):
@@ -731,6 +838,14 @@ def layer_from_parts(type_name, options, tensors):
             return Embedding(weight=tensors.get("weight"), **options) if set(tensors) == {"weight"} \
                 else _bad(type_name, tensors)
         if cls is Pool:
+            if "terms" in options:
+                o = dict(options)
+                n = len(o["terms"])
+                if not 1 <= n <= POOL_MAX_TERMS or not set(tensors) <= {f"score_bias.{i}" for i in range(n)}:
+                    _bad(type_name, tensors)
+                o["terms"] = tuple(PoolTerm.from_json(i, t, tensors.get(f"score_bias.{i}"))
+                                   for i, t in enumerate(o["terms"]))
+                return Pool(**o)
             if not set(tensors) <= {"score_bias"}:
                 _bad(type_name, tensors)
             return Pool(score_bias=tensors.get("score_bias"), **options)

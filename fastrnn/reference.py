@@ -195,16 +195,11 @@ def _pool1d(layer, h):
 
 
 def _pool(layer, h, mask, len_active, lengths, init):
-    """Pooling over time (ir.Pool) continuing from its state init ((1, B, n*F + 1): running
-    values, then the count) -> (B, n*F) and the new state."""
-    B, T, F = h.shape
-    att = "attn" in layer.kinds
-    if att:
-        F -= 1
-        score, h = h[..., 0], h[..., 1:]
-    n = len(layer.kinds)
-    width = [2 * F + 3 if k == "attn" else F for k in layer.kinds]
-    starts = np.concatenate([[0], np.cumsum(width)]).astype(int)
+    """Pooling over time (ir.Pool) continuing from its state init ((1, B, R): each term's running
+    values, then the count) -> (B, output_size) and the new state."""
+    B, T, _ = h.shape
+    terms = layer.term_list()
+    starts = np.concatenate([[0], np.cumsum([t.state_width for t in terms])]).astype(int)
     count = np.zeros(B) if init is None else np.asarray(init, np.float64)[0, :, -1].copy()
     st = np.zeros((B, starts[-1])) if init is None else np.asarray(init, np.float64)[0, :, :-1].copy()
     if layer.over == "valid":
@@ -218,37 +213,40 @@ def _pool(layer, h, mask, len_active, lengths, init):
         if layer.over == "longest" and lengths is not None and len(lengths):
             extent = min(T, int(np.max(lengths)))
         take = np.broadcast_to(np.arange(T)[None, :] < extent, (B, T))
-    out = np.empty((B, n * F))
+    outs = []
     new_count = count + take.sum(1)
-    for k, kind in enumerate(layer.kinds):
-        a = st[:, starts[k]:starts[k] + F]
-        if kind == "attn":
-            out[:, k * F:(k + 1) * F] = _attention(layer, score, h, take, count, st[:, starts[k]:starts[k + 1]])
+    for k, term in enumerate(terms):
+        v = h[..., term.start:term.stop]
+        F = term.width
+        if term.kind == "attn":
+            outs.append(_attention(term, h[..., term.score], v, take, count, st[:, starts[k]:starts[k + 1]]))
             continue
-        if kind == "max":
-            vals = np.where(take[..., None], h, -np.inf)
+        a = st[:, starts[k]:starts[k] + F]
+        if term.kind == "max":
+            vals = np.where(take[..., None], v, -np.inf)
             m = vals.max(axis=1)
             # NaN propagates (as torch.max); no step taken leaves the state as it was
-            m = np.where(np.isnan(h).any(1) & take.any(1)[:, None], np.nan, m)
+            m = np.where(np.isnan(v).any(1) & take.any(1)[:, None], np.nan, m)
             a = np.where(count[:, None] > 0, np.maximum(a, m), m)
             a = np.where(take.any(1)[:, None], a, st[:, starts[k]:starts[k] + F])
         else:
-            a = a + np.where(take[..., None], h, 0.0).sum(axis=1)
+            a = a + np.where(take[..., None], v, 0.0).sum(axis=1)
         st[:, starts[k]:starts[k] + F] = a
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, k * F:(k + 1) * F] = a / new_count[:, None] if kind == "mean" else a
+            outs.append(a / new_count[:, None] if term.kind == "mean" else a)
     state = np.concatenate([st, new_count[:, None]], axis=1)[None]
-    return out, state
+    return np.concatenate(outs, axis=1), state
 
 
-def _attention(layer, score, v, take, count, s):
-    """The attn kind of ir.Pool continuing from its state s (B, 2F + 3: sum w v, sum v, max z, sum w,
-    position; updated in place): softmax over the steps taken of z_t = act(e_t + bias[pos + t]),
-    plus eps, weighting v. In float64 with the engine's online order (a running max)."""
+def _attention(term, score, v, take, count, s):
+    """An attn term of ir.Pool (ir.PoolTerm) continuing from its state s (B, 2F + 3: sum w v, sum v,
+    max z, sum w, position; updated in place): softmax over the steps taken of
+    z_t = act(e_t + bias[pos + t]), plus eps, weighting v. In float64 with the engine's online
+    order (a running max)."""
     B, T, F = v.shape
     acc, sv, mx, sw, pos = s[:, :F], s[:, F:2 * F], s[:, 2 * F], s[:, 2 * F + 1], s[:, 2 * F + 2]
     n = count.copy()
-    bias = layer.score_bias
+    bias = term.score_bias
     for t in range(T):
         z = score[:, t].astype(np.float64)
         if bias is not None:
@@ -256,7 +254,7 @@ def _attention(layer, score, v, take, count, s):
                 raise ShapeError("a step past the last position the attention pool has a bias for")
             z = z + bias[pos.astype(int)]
         pos += 1
-        z = act(layer.score_activation, z)
+        z = act(term.score_activation, z)
         for b in np.flatnonzero(take[:, t]):
             if n[b] == 0:
                 mx[b], sw[b], acc[b], sv[b] = z[b], 1.0, v[b, t], v[b, t]
@@ -269,7 +267,7 @@ def _attention(layer, score, v, take, count, s):
                 mx[b] = m
             n[b] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        return acc / sw[:, None] + layer.eps * sv
+        return acc / sw[:, None] + term.eps * sv
 
 
 def run(layers, x, lengths=None, initial_state=None):

@@ -33,6 +33,13 @@
 enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC, L_POOL, L_CONV, L_POOL1, L_REPEAT };
 #define FRNN_EMB_FUSE_MAX_BYTES (64.0 * 1024 * 1024)
 
+/* one pool of a pooling layer: kind over input columns [start, start + width); an attention
+ * term reads its score in column score, with its activation, eps and bias per position */
+typedef struct {
+    int kind, start, width, score, nbias;
+    frnn_act act; float eps, *bias;
+} pool_term;
+
 typedef struct {
     int type, in, out;
     /* embedding */
@@ -53,10 +60,9 @@ typedef struct {
     int fused;                     /* embedding: its output goes only into the layer's emb_xp */
     frnn_wmat Whh_p[2], Whh_n_p[2], Whr_p[2];
     float *bhn[2], *peep[2];
-    /* pooling over time: kinds side by side; its state (one slot, R = npool*in + 1 floats a
-       row: the running sums / maxima, then the count of steps taken) */
-    int pool_kinds[3], npool, pool_over;
-    frnn_act att_act; float att_eps, *att_bias; int att_nbias;   /* FRNN_POOL_ATTN (run_pool) */
+    /* pooling over time: its terms side by side; its state (one slot, R floats a row: each
+       term's running values (pool_width), then the count of steps taken) */
+    pool_term terms[FRNN_POOL_TERMS]; int npool, pool_over;
     /* windows over time (conv1d, pool1d): kernel, stride, dilation, padding; repeat: n */
     int win, stride, dil, pad_mode, pad_b, pad_a, p1kind, count_pad, repeat_n;
 } layer;
@@ -252,7 +258,8 @@ frnn_status frnn_model_set_precision(frnn_model *m, int wt) {
 }
 
 static void layer_free(layer *L) {
-    free(L->carry); free(L->att_bias); free(L->table); wmat_free(&L->Wp); free(L->bp); free(L->emb_xp);
+    for (int k = 0; k < L->npool; k++) free(L->terms[k].bias);
+    free(L->carry); free(L->table); wmat_free(&L->Wp); free(L->bp); free(L->emb_xp);
     for (int d = 0; d < 2; d++) {
         wmat_free(&L->Wih_p[d]); free(L->bih_p[d]);
         wmat_free(&L->Whh_p[d]); wmat_free(&L->Whh_n_p[d]); free(L->bhn[d]); free(L->peep[d]);
@@ -370,46 +377,74 @@ static void carry_rows(const layer *L, const float *in, int64_t ld, float *out, 
     }
 }
 
-frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over) {
-    if (size < 1 || nkinds < 1 || nkinds > 3 || !kinds || over < FRNN_POOL_VALID || over > FRNN_POOL_LONGEST ||
-        (int64_t)size * nkinds + 1 > INT32_MAX / 4)
+/* The floats of pool term k's running values in a row of its state. */
+static int pool_width(const layer *L, int k) {
+    const pool_term *t = &L->terms[k];
+    return t->kind == FRNN_POOL_ATTN ? 2 * t->width + 3 : t->width;
+}
+
+frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const int *kinds, const int *starts,
+                                      const int *widths, const int *scores, int over) {
+    if (in < 1 || nterms < 1 || nterms > FRNN_POOL_TERMS || !kinds || !starts || !widths || !scores ||
+        over < FRNN_POOL_VALID || over > FRNN_POOL_LONGEST)
         return FRNN_EINVAL;
-    int natt = 0;
-    for (int k = 0; k < nkinds; k++) {
-        if (kinds[k] < FRNN_POOL_MEAN || kinds[k] > FRNN_POOL_ATTN) return FRNN_EINVAL;
-        natt += kinds[k] == FRNN_POOL_ATTN;
+    int64_t out = 0, R = 1;
+    for (int k = 0; k < nterms; k++) {
+        if (kinds[k] < FRNN_POOL_MEAN || kinds[k] > FRNN_POOL_ATTN || starts[k] < 0 || widths[k] < 1 ||
+            (int64_t)starts[k] + widths[k] > in || (kinds[k] == FRNN_POOL_ATTN && (scores[k] < 0 || scores[k] >= in)))
+            return FRNN_EINVAL;
+        out += widths[k];
+        R += kinds[k] == FRNN_POOL_ATTN ? 2 * (int64_t)widths[k] + 3 : widths[k];
     }
-    if (natt > 1 || (int64_t)size * (nkinds + 2) + 4 > INT32_MAX / 4) return FRNN_EINVAL;
+    if (out + R + in > INT32_MAX / 4) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_POOL)
-    L->in = size + natt; L->out = size * nkinds;
-    L->npool = nkinds; L->pool_over = over;
-    for (int k = 0; k < nkinds; k++) L->pool_kinds[k] = kinds[k];
+    L->in = in; L->out = (int)out;
+    L->npool = nterms; L->pool_over = over;
+    for (int k = 0; k < nterms; k++) {
+        pool_term *t = &L->terms[k];
+        t->kind = kinds[k]; t->start = starts[k]; t->width = widths[k];
+        t->score = kinds[k] == FRNN_POOL_ATTN ? scores[k] : -1;
+        t->act.kind = FRNN_ACT_LINEAR;
+    }
     L->ndir = 1;
-    L->R = L->Rp = size * nkinds + natt * (size + 3) + 1;
+    L->R = L->Rp = (int)R;
     m->nlayers++;
     return FRNN_OK;
 }
 
-frnn_status frnn_model_set_pool_attention(frnn_model *m, frnn_act act, float eps, int nbias, const float *bias) {
+frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *kinds, int over) {
+    if (size < 1 || nkinds < 1 || nkinds > 3 || !kinds) return FRNN_EINVAL;
+    int natt = 0, starts[3], widths[3], scores[3] = {0, 0, 0};
+    for (int k = 0; k < nkinds; k++) natt += kinds[k] == FRNN_POOL_ATTN;
+    if (natt > 1 || (int64_t)size * (nkinds + 2) + 4 > INT32_MAX / 4) return FRNN_EINVAL;
+    for (int k = 0; k < nkinds; k++) { starts[k] = natt; widths[k] = size; }
+    return frnn_model_add_pool_terms(m, size + natt, nkinds, kinds, starts, widths, scores, over);
+}
+
+frnn_status frnn_model_set_pool_term_attention(frnn_model *m, int term, frnn_act act, float eps, int nbias,
+                                               const float *bias) {
     if (m->finalized) return FRNN_ESTATE;
     layer *L = m->nlayers ? &m->L[m->nlayers - 1] : NULL;
-    int natt = 0;
-    for (int k = 0; L && L->type == L_POOL && k < L->npool; k++) natt += L->pool_kinds[k] == FRNN_POOL_ATTN;
-    if (!natt || !act_ok(act, 0) || !isfinite(eps) || nbias < 0 || (nbias > 0 && !bias)) return FRNN_EINVAL;
+    if (!L || L->type != L_POOL || term < 0 || term >= L->npool || L->terms[term].kind != FRNN_POOL_ATTN ||
+        !act_ok(act, 0) || !isfinite(eps) || nbias < 0 || (nbias > 0 && !bias))
+        return FRNN_EINVAL;
     float *copy = NULL;
     if (nbias) {
         if (!(copy = malloc((size_t)nbias * sizeof(float)))) return FRNN_ENOMEM;
         memcpy(copy, bias, (size_t)nbias * sizeof(float));
     }
-    free(L->att_bias);
-    L->att_bias = copy; L->att_nbias = nbias; L->att_act = act; L->att_eps = eps;
+    pool_term *t = &L->terms[term];
+    free(t->bias);
+    t->bias = copy; t->nbias = nbias; t->act = act; t->eps = eps;
     return FRNN_OK;
 }
 
-/* The floats of pool kind k's running values in a row of its state. */
-static int pool_width(const layer *L, int k) {
-    const int F = L->out / L->npool;
-    return L->pool_kinds[k] == FRNN_POOL_ATTN ? 2 * F + 3 : F;
+frnn_status frnn_model_set_pool_attention(frnn_model *m, frnn_act act, float eps, int nbias, const float *bias) {
+    if (m->finalized) return FRNN_ESTATE;
+    const layer *L = m->nlayers ? &m->L[m->nlayers - 1] : NULL;
+    for (int k = 0; L && L->type == L_POOL && k < L->npool; k++)
+        if (L->terms[k].kind == FRNN_POOL_ATTN) return frnn_model_set_pool_term_attention(m, k, act, eps, nbias, bias);
+    return FRNN_EINVAL;
 }
 
 static int pad_ok(int mode, int b, int a) {
@@ -1021,13 +1056,13 @@ static void run_rec(const frnn_model *m, const layer *L, ctx *c, const float *in
     carry_rows(L, in, ld_in, out, (int64_t)B * T);      /* carries only when it returns sequences */
 }
 
-/* Pooling over time: each row's running pool (its state: the npool running values of `in`
- * features, then the count of steps taken) continues over this call's steps, then the pool so
- * far is the output (a stream's step t: the pool over steps 0..t). Maxima propagate NaN. The
- * attention kind reads the score in column 0 and updates its online softmax (fastrnn.h). */
+/* Pooling over time: each row's running pool (its state: each term's running values, then the
+ * count of steps taken) continues over this call's steps, then the pool so far is the output (a
+ * stream's step t: the pool over steps 0..t). Maxima propagate NaN. An attention term reads its
+ * score column and updates its online softmax (fastrnn.h). */
 static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const float *in, int64_t ld,
                             const uint8_t *mask, const uint8_t *lenok, float *out) {
-    const int B = c->B, T = c->T, F = L->out / L->npool, voff = L->in - F, slot = L->slot0;
+    const int B = c->B, T = c->T, slot = L->slot0;
     const int extent = L->pool_over == FRNN_POOL_LONGEST && c->tlong > 0 && c->tlong < T ? c->tlong : T;
     float *st0 = c->h[c->cur[slot]][slot];
     for (int b = 0; b < B; b++) {
@@ -1035,20 +1070,22 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
         for (int t = 0; t < extent; t++) {
             const int64_t r = (int64_t)b * T + t;
             const int skip = L->pool_over == FRNN_POOL_VALID && ((lenok && !lenok[r]) || (mask && !mask[r]));
-            const float *x = in + r * ld + voff;
             float *a = st;
             for (int k = 0; k < L->npool; a += pool_width(L, k), k++) {
-                if (L->pool_kinds[k] == FRNN_POOL_ATTN) {
+                const pool_term *pt = &L->terms[k];
+                const float *x = in + r * ld + pt->start;
+                const int F = pt->width;
+                if (pt->kind == FRNN_POOL_ATTN) {
                     /* a: sum w v (F), sum v (F), max z, sum w, position (fastrnn.h) */
                     float *sv = a + F, *mx = sv + F, *sw = mx + 1, *pos = sw + 1;
-                    float z = in[r * ld];
-                    if (L->att_bias) {     /* a state set from outside may hold any position */
-                        if (!(*pos >= 0 && *pos < (float)L->att_nbias)) return FRNN_ESTEPS;
-                        z += L->att_bias[(int)*pos];
+                    float z = in[r * ld + pt->score];
+                    if (pt->bias) {        /* a state set from outside may hold any position */
+                        if (!(*pos >= 0 && *pos < (float)pt->nbias)) return FRNN_ESTEPS;
+                        z += pt->bias[(int)*pos];
                     }
                     *pos += 1;
                     if (skip) continue;
-                    if (L->att_act.kind != FRNN_ACT_LINEAR) m->k->act_rows(L->att_act, &z, 1, 1, 1);
+                    if (pt->act.kind != FRNN_ACT_LINEAR) m->k->act_rows(pt->act, &z, 1, 1, 1);
                     if (*cnt == 0) {
                         *mx = z; *sw = 1;
                         memcpy(a, x, (size_t)F * 4);
@@ -1065,7 +1102,7 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
                     continue;
                 }
                 if (skip) continue;
-                if (L->pool_kinds[k] != FRNN_POOL_MAX) {
+                if (pt->kind != FRNN_POOL_MAX) {
                     for (int f = 0; f < F; f++) a[f] += x[f];
                 } else if (*cnt == 0) {
                     memcpy(a, x, (size_t)F * 4);
@@ -1078,14 +1115,16 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
         }
         float *o = out + (size_t)b * L->out;
         const float *a = st;
-        for (int k = 0; k < L->npool; a += pool_width(L, k), k++) {
-            if (L->pool_kinds[k] == FRNN_POOL_MEAN)
-                for (int f = 0; f < F; f++) o[k * F + f] = a[f] / *cnt;
-            else if (L->pool_kinds[k] == FRNN_POOL_ATTN) {
-                const float sw = a[2 * F + 1], e = L->att_eps;
-                for (int f = 0; f < F; f++) o[k * F + f] = a[f] / sw + (e != 0 ? e * a[F + f] : 0.0f);
+        for (int k = 0; k < L->npool; a += pool_width(L, k), o += L->terms[k].width, k++) {
+            const pool_term *pt = &L->terms[k];
+            const int F = pt->width;
+            if (pt->kind == FRNN_POOL_MEAN)
+                for (int f = 0; f < F; f++) o[f] = a[f] / *cnt;
+            else if (pt->kind == FRNN_POOL_ATTN) {
+                const float sw = a[2 * F + 1], e = pt->eps;
+                for (int f = 0; f < F; f++) o[f] = a[f] / sw + (e != 0 ? e * a[F + f] : 0.0f);
             } else
-                memcpy(o + (size_t)k * F, a, (size_t)F * 4);
+                memcpy(o, a, (size_t)F * 4);
         }
     }
     return FRNN_OK;

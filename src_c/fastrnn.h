@@ -123,6 +123,17 @@ frnn_status frnn_model_add_pool(frnn_model *m, int size, int nkinds, const int *
  * sequence of t + 1 steps gives, bit for bit). Its state: sum of w_t v_t (size), sum of v_t
  * (size), the running max, the running sum of w_t, the position. Set on the last layer added. */
 frnn_status frnn_model_set_pool_attention(frnn_model *m, frnn_act act, float eps, int nbias, const float *bias);
+/* The general pool (ir.Pool terms): nterms (1 to FRNN_POOL_TERMS) pools side by side over an
+ * input of `in` features, term k of kind kinds[k] over columns [starts[k], starts[k] + widths[k]),
+ * an attention term reading its score in column scores[k] (ignored for the other kinds). The state
+ * is each term's running values (widths[k], or 2 * widths[k] + 3 for attention, as above) in
+ * order, then the count. frnn_model_add_pool is the terms of one range after the score column. */
+enum { FRNN_POOL_TERMS = 16 };
+frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const int *kinds, const int *starts,
+                                      const int *widths, const int *scores, int over);
+/* The options of attention term `term` of the last layer added (a pool); as above. */
+frnn_status frnn_model_set_pool_term_attention(frnn_model *m, int term, frnn_act act, float eps, int nbias,
+                                               const float *bias);
 
 /* Layers that change the number of time steps (whole sequences only: a model with one cannot
  * stream, and takes no lengths). Padding of a window over time: */

@@ -89,6 +89,47 @@ class TanhMLPAttention(nn.Module):
         return self.fc((a * out).sum(1))
 
 
+class QuoraTwoAttentions(nn.Module):
+    """The Kaggle Quora kernel's NeuralNet with both of its attention modules (corpus
+    kaggle_quora_lstm_gru_attention): the LSTM's output attended beside the GRU that reads it,
+    the GRU's output attended, mean and max pooled -- pools of two tensors side by side."""
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(V, E)
+        self.lstm = nn.LSTM(E, H, bidirectional=True, batch_first=True)
+        self.gru = nn.GRU(2 * H, H, bidirectional=True, batch_first=True)
+        self.lstm_attention = QuoraAttention(2 * H, T0)
+        self.gru_attention = QuoraAttention(2 * H, T0)
+        self.linear = nn.Linear(4 * 2 * H, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):
+        h_lstm, _ = self.lstm(self.embedding(x))
+        h_gru, _ = self.gru(h_lstm)
+        conc = torch.cat((self.lstm_attention(h_lstm), self.gru_attention(h_gru), torch.mean(h_gru, 1),
+                          torch.max(h_gru, 1)[0]), 1)
+        return self.out(F.relu(self.linear(conc)))
+
+
+class StackPools(nn.Module):
+    """Pools of every layer of a stack (a feature-pyramid head): the lower LSTM's max beside the
+    upper one's mean and max, and a softmax attention of each layer's output with its own score."""
+    def __init__(self):
+        super().__init__()
+        self.l1 = nn.LSTM(4, H, batch_first=True)
+        self.l2 = nn.LSTM(H, H + 1, batch_first=True)
+        self.s1 = nn.Linear(H, 1)
+        self.s2 = nn.Linear(H + 1, 1)
+        self.fc = nn.Linear(H + 3 * (H + 1) + H, 2)
+
+    def forward(self, x):
+        o1, _ = self.l1(x)
+        o2, _ = self.l2(o1)
+        a1 = F.softmax(self.s1(o1), dim=1)
+        a2 = F.softmax(self.s2(o2), dim=1)
+        return self.fc(torch.cat([o1.max(1)[0], o2.mean(1), o2.amax(1), (a2 * o2).sum(1), (a1 * o1).sum(1)], 1))
+
+
 def _seeded(cls, *a):
     torch.manual_seed(3)
     return _trained_bias(cls(*a)).eval()
@@ -96,13 +137,14 @@ def _seeded(cls, *a):
 
 def _input(m, B, T, seed):
     rng = np.random.default_rng(seed)
-    if isinstance(m, (KaggleAttentionNet, KaggleAttentionLSTM)):
+    if isinstance(m, (KaggleAttentionNet, KaggleAttentionLSTM, QuoraTwoAttentions)):
         return torch.from_numpy(rng.integers(0, V, (B, T)))
     return torch.from_numpy(rng.normal(size=(B, T, 4)).astype(np.float32))
 
 
 CASES = {"kaggle": (KaggleAttentionNet, True), "kaggle_nobias": (KaggleAttentionNet, False),
-         "softmax_bmm": (SoftmaxBmm,), "tanh_mlp": (TanhMLPAttention,)}
+         "softmax_bmm": (SoftmaxBmm,), "tanh_mlp": (TanhMLPAttention,), "quora_two": (QuoraTwoAttentions,),
+         "stack_pools": (StackPools,)}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -110,7 +152,7 @@ def test_attention_module_converts_and_matches(name, tmp_path):
     m = _seeded(*CASES[name])
     f = fastrnn.convert(m, example_input=_input(m, 3, T0, 0))
     assert any(isinstance(l, ir.Pool) and "attn" in l.kinds for l in f.layers)
-    fixed = isinstance(m, KaggleAttentionNet)          # step_dim: the module runs T0 steps only
+    fixed = isinstance(m, (KaggleAttentionNet, QuoraTwoAttentions))          # step_dim: the module runs T0 steps only
     for B, T, seed in ((3, T0, 0), (4, T0 if fixed else 11, 1), (1, T0 if fixed else 2, 2)):
         x = _input(m, B, T, seed)
         with torch.no_grad():
@@ -121,7 +163,7 @@ def test_attention_module_converts_and_matches(name, tmp_path):
     np.testing.assert_array_equal(fastrnn.load(tmp_path / "m.frnn").predict(x.numpy()), f.predict(x.numpy()))
 
 
-@pytest.mark.parametrize("name", ["kaggle", "softmax_bmm", "tanh_mlp"])
+@pytest.mark.parametrize("name", ["kaggle", "softmax_bmm", "tanh_mlp", "quora_two", "stack_pools"])
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
 def test_attention_onnx_exports(name, dynamo, tmp_path):
     m = _seeded(*CASES[name])
@@ -168,16 +210,9 @@ def test_streams_give_the_attention_of_the_prefix():
         fk.predict(np.zeros((1, T0 + 1), np.int64))
 
 
-@pytest.mark.parametrize("over", ["steps", "valid", "longest"])
-@pytest.mark.parametrize("bias", [False, True])
-def test_attention_pool_layer_against_the_reference(rng, over, bias):
-    """Pool(kinds with "attn"): [score, values] in, the values' softmax-weighted sum (+ eps times
-    their sum) beside other kinds; lengths, states and streams as the float64 reference."""
-    F_ = 17
-    layers = [rec(rng, "lstm", 3, F_), ir.Dense(rng.normal(size=(1, F_)).astype(np.float32), None, "linear",
-                                               carry=((0, F_),)),
-              ir.Pool(F_, ("max", "attn", "sum"), over, score_activation="tanh", eps=1e-3,
-                      score_bias=rng.normal(size=12).astype(np.float32) if bias else None)]
+def _check_against_the_reference(rng, layers):
+    """predict with lengths and its states as the float64 reference; a stream's last step is
+    predict's bits. -> (model, x, lengths, y)"""
     m = fastrnn.Model(layers)
     x = rng.normal(size=(4, 12, 3)).astype(np.float32)
     lengths = np.array([12, 5, 1, 9])
@@ -190,6 +225,20 @@ def test_attention_pool_layer_against_the_reference(rng, over, bias):
     for t in range(12):
         got = s.step(x[:, t])
     np.testing.assert_array_equal(got, m.predict(x))
+    return m, x, lengths, y
+
+
+@pytest.mark.parametrize("over", ["steps", "valid", "longest"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_attention_pool_layer_against_the_reference(rng, over, bias):
+    """Pool(kinds with "attn"): [score, values] in, the values' softmax-weighted sum (+ eps times
+    their sum) beside other kinds; lengths, states and streams as the float64 reference."""
+    F_ = 17
+    layers = [rec(rng, "lstm", 3, F_), ir.Dense(rng.normal(size=(1, F_)).astype(np.float32), None, "linear",
+                                               carry=((0, F_),)),
+              ir.Pool(F_, ("max", "attn", "sum"), over, score_activation="tanh", eps=1e-3,
+                      score_bias=rng.normal(size=12).astype(np.float32) if bias else None)]
+    _check_against_the_reference(rng, layers)
 
 
 def test_attention_options_are_validated():
@@ -200,3 +249,83 @@ def test_attention_options_are_validated():
     with pytest.raises(fastrnn.ModelFormatError, match="not elementwise"):
         ir.Pool(3, ("attn",), score_activation="softmax")
     assert ir.Pool(3, ("attn", "max")).input_size == 4
+
+
+def _terms_pool(rng, F1, F2, over, bias):
+    """lstm(3 -> F1) -> [score1 | lstm(F1 -> F2) carrying o1] -> [score2 | ...] -> a Pool of terms:
+    attn(o1), max(o2), attn(o2), mean(o1), sum(o2)."""
+    W1 = rng.normal(size=(1, F1)).astype(np.float32)
+    layers = [rec(rng, "lstm", 3, F1), rec(rng, "gru", F1, F2, return_sequences=True, carry=((0, F1),))]
+    layers.append(ir.Dense(np.concatenate([np.zeros((1, F2), np.float32), W1], 1), None, carry=((0, F2 + F1),)))
+    layers.append(ir.Dense(rng.normal(size=(1, F2 + F1 + 1)).astype(np.float32) * [[1] * F2 + [0] * (F1 + 1)],
+                           None, carry=((0, F2 + F1 + 1),)))
+    # columns: score2 | o2 | o1 | score1
+    s2, o2, o1, s1 = 0, 1, 1 + F2, 1 + F2 + F1
+    b = (lambda: rng.normal(size=12).astype(np.float32)) if bias else (lambda: None)
+    terms = (ir.PoolTerm("attn", o1, o1 + F1, s1, "tanh", b(), 1e-3), ir.PoolTerm("max", o2, o2 + F2),
+             ir.PoolTerm("attn", o2, o2 + F2, s2, "linear", b()), ir.PoolTerm("mean", o1, o1 + F1),
+             ir.PoolTerm("sum", o2, o2 + F2))
+    return layers + [ir.Pool(s1 + 1, over=over, terms=terms)]
+
+
+@pytest.mark.parametrize("over", ["steps", "valid", "longest"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_pool_of_terms_against_the_reference(rng, over, bias, tmp_path):
+    """ir.Pool's general form: pools of different columns (two attentions with their own scores
+    and options) side by side; lengths, states, streams and a StreamPool as the float64
+    reference; saved as format version 4."""
+    F1, F2 = 5, 17
+    layers = _terms_pool(rng, F1, F2, over, bias)
+    m, x, lengths, y = _check_against_the_reference(rng, layers)
+    assert m.output_size == 2 * F1 + 3 * F2
+    pool = fastrnn.StreamPool(m, 3)
+    slot = pool.open()
+    for t in range(12):
+        one = pool.step(np.array([slot]), x[2:3, t])
+    np.testing.assert_array_equal(one, m.predict(x[2:3]))
+    m.save(tmp_path / "t.frnn")
+    import json, struct
+    raw = (tmp_path / "t.frnn").read_bytes()
+    head = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    assert head["__metadata__"]["format_version"] == "4"
+    back = fastrnn.load(tmp_path / "t.frnn")
+    assert [t.options() for t in back.layers[-1].terms] == [t.options() for t in layers[-1].terms]
+    np.testing.assert_array_equal(back.predict(x, lengths=lengths), y)
+
+
+def test_pool_terms_are_validated():
+    """Columns outside the input, attn options on other kinds, a score missing, too many terms,
+    and kinds or attn options beside terms: each a ModelFormatError naming it."""
+    T_ = ir.PoolTerm
+    bad = [(lambda: ir.Pool(4, terms=(T_("mean", 2, 5),)), "outside"),
+           (lambda: ir.Pool(4, terms=(T_("attn", 1, 3, 4),)), "outside"),
+           (lambda: T_("attn", 0, 2), "score column"),
+           (lambda: T_("max", 0, 2, 3), "attn kind"),
+           (lambda: T_("mean", 0, 2, eps=0.1), "attn kind"),
+           (lambda: T_("mean", 2, 2), "empty"),
+           (lambda: T_("avg", 0, 2), "kind"),
+           (lambda: ir.Pool(4, terms=()), "PoolTerm"),
+           (lambda: ir.Pool(4, terms=(T_("mean", 0, 1),) * 17), "PoolTerm"),
+           (lambda: ir.Pool(4, ("max",), terms=(T_("mean", 0, 1),)), "terms' own"),
+           (lambda: ir.Pool(4, eps=1.0, terms=(T_("mean", 0, 1),)), "terms' own")]
+    for make, match in bad:
+        with pytest.raises(fastrnn.ModelFormatError, match=match):
+            make()
+    p = ir.Pool(6, terms=(T_("attn", 1, 4, 0), T_("max", 2, 6), T_("mean", 0, 1)))
+    assert (p.kinds, p.input_size, p.output_size) == (("attn", "max", "mean"), 6, 8)
+
+
+def test_a_pool_of_terms_in_an_older_file_is_refused(rng, tmp_path):
+    """A version 3 file (or older) that holds terms was not written by fastrnn: refused."""
+    import json, struct
+    layers = _terms_pool(rng, 3, 4, "steps", True)
+    fastrnn.Model(layers).save(tmp_path / "t.frnn")
+    raw = (tmp_path / "t.frnn").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    head["__metadata__"]["format_version"] = "3"
+    h = json.dumps(head).encode()
+    h += b" " * (-len(h) % 8)
+    (tmp_path / "old.frnn").write_bytes(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+    with pytest.raises(fastrnn.ModelFormatError, match="version 4"):
+        fastrnn.load(tmp_path / "old.frnn")

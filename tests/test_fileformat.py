@@ -88,9 +88,10 @@ def _rewrite_meta(src, dst, **changes):
 def test_version_and_format_checked(rng, tmp_path):
     m = fastrnn.Model([rec(rng, "rnn", 2, 3)])
     m.save(tmp_path / "m.frnn")
-    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v4.frnn", format_version="4")
+    newer = str(fastrnn.fileformat.VERSION + 1)
+    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "newer.frnn", format_version=newer)
     with pytest.raises(fastrnn.ModelFormatError, match="newer fastrnn"):
-        fastrnn.load(tmp_path / "v4.frnn")
+        fastrnn.load(tmp_path / "newer.frnn")
     _rewrite_meta(tmp_path / "m.frnn", tmp_path / "other.frnn", format="pt")
     with pytest.raises(fastrnn.ModelFormatError, match="expected 'fastrnn'"):
         fastrnn.load(tmp_path / "other.frnn")

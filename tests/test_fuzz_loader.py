@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 
 import fastrnn
 from fastrnn import ir
+from fastrnn.fileformat import VERSION
 
 MFE = fastrnn.ModelFormatError
 
@@ -632,7 +633,7 @@ def test_bad_spec_structure(tmp_path, bases, spec_json, word):
     refuse(tmp_path, with_spec(bases["ids"], lambda s: None, raw=spec_json), word)
 
 
-@pytest.mark.parametrize("version", ["4", "10", "999"])
+@pytest.mark.parametrize("version", [str(VERSION + 1), "10", "999"])
 def test_newer_format_version(tmp_path, bases, version):
     data = with_header(bases["ids"], lambda h: h["__metadata__"].__setitem__("format_version", version))
     e = refuse(tmp_path, data, "newer")

@@ -1130,13 +1130,15 @@ def _traced_lengths(module):
     example's steps (x[:, t] for t up to T - 1 as constants) and bakes len(x) into views, and saves
     no input shape, so after the stand-ins of _script_inputs: (B, T, F), (T,) and (B, T) ones of
     1 + the largest step a select takes, of the steps a split into ones unpacks
-    (input.split(1, dim=1)), and of the first size a view names."""
+    (input.split(1, dim=1)), and of the first four sizes views name (view(len(sentence), 1, -1);
+    the Kaggle Attention module's view(-1, step_dim) after a view(-1, feature_dim))."""
     torch = _torch()
 
     def const_int(v):
         n = v.node()
         return n.i("value") if n.kind() == "prim::Constant" and n.output().type().kind() == "IntType" else None
-    steps, sizes, stack = [], [], [module.forward.graph.block()]
+    steps, sizes = [], []
+    stack = [m.forward.graph.block() for m in module.modules() if hasattr(m, "forward") and hasattr(m.forward, "graph")]
     while stack:
         b = stack.pop()
         for n in b.nodes():
@@ -1150,7 +1152,7 @@ def _traced_lengths(module):
             elif n.kind() == "prim::ListUnpack" and ins[0].node().kind() in ("aten::split", "aten::unsafe_split") \
                     and const_int(list(ins[0].node().inputs())[1]) == 1:
                 steps.append(len(list(n.outputs())) - 1)
-    lengths = ([max(steps) + 1] if steps else []) + sizes[:1]
+    lengths = ([max(steps) + 1] if steps else []) + list(dict.fromkeys(sizes))[:4]
     out, base = [], _script_inputs(module)
     for T in dict.fromkeys(lengths):
         if not 1 < T <= G.MAX_UNROLL or T == EX_T:
@@ -1162,7 +1164,7 @@ def _traced_lengths(module):
                 out.append(torch.zeros((x.shape[0], T, x.shape[2]), dtype=x.dtype))
             elif x.dim() == 1 and (x.shape[0] == EX_B or x.is_floating_point()):   # one sequence (T,)
                 out.append(torch.zeros((T,), dtype=x.dtype))
-            elif x.dim() == 2 and x.is_floating_point() and tuple(x.shape) == (EX_B, EX_T):   # a series
+            elif x.dim() == 2 and tuple(x.shape) == (EX_B, EX_T):     # a series, or a batch of ids
                 out.append(torch.zeros((EX_B, T), dtype=x.dtype))
     return out
 

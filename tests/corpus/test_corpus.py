@@ -65,14 +65,6 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
     'deepspeech_rnns-onnx_legacy':
         "UnsupportedError: convert: ONNX node '/rnns.0/rnn/LSTM' (LSTM, node 35): X has axes ['F', 'B', 'T'], expected ['T', 'B', 'F'] (layout 0); the graph frontend: graph output 'output_lengths' is the lengths input itself",
-    'kaggle_quora_lstm_gru_attention-module':
-        "UnsupportedError: convert: QuoraAttentionNet: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of pools of different tensors",
-    'kaggle_quora_lstm_gru_attention-onnx_dynamo':
-        "UnsupportedError: convert: ONNX node 'node_Mul_122' (Mul, node 15): a Mul other than merging a bidirectional layer's directions view (ONNX node 'node_view_1', Reshape): view(-1, 7) of a tensor of shape (15, 1)",
-    'kaggle_quora_lstm_gru_attention-onnx_legacy':
-        "UnsupportedError: convert: ONNX node '/lstm_attention/Gemm' (Gemm, node 47): reads a tensor from earlier in the model while later layers exist (a branch) view (ONNX node '/lstm_attention/Reshape_1', Reshape): view(-1, 7) of a tensor of shape (15, 1)",
-    'kaggle_quora_lstm_gru_attention-trace':
-        "UnsupportedError: convert: QuoraAttentionNet: 2 operations cannot be lowered to fastrnn's pipeline: view: view(-1, 7) of a tensor of shape (15, 1)",
     'tut_char_rnn_generation_step-script':
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_generation_step-trace':

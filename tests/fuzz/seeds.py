@@ -81,15 +81,23 @@ def _frnn_models():
         ir.Dense(u(1, 2), None, "linear", carry=((0, 2),)),
         ir.Pool(2, ("attn", "max"), score_activation="tanh", score_bias=u(5), eps=1e-10),
     ]
+    terms = [       # a pool of terms over two tensors (format version 4)
+        ir.Recurrent("gru", [{"W_ih": u(6, 3), "W_hh": u(6, 2)}]),
+        ir.Dense(u(1, 2), None, "linear", carry=((0, 2),)),
+        ir.Recurrent("rnn", [{"W_ih": u(2, 3), "W_hh": u(2, 2)}], carry=((0, 3),)),
+        ir.Pool(5, terms=(ir.PoolTerm("attn", 3, 5, 2, "tanh", u(4), 1e-10), ir.PoolTerm("max", 0, 2),
+                          ir.PoolTerm("attn", 0, 2, 4), ir.PoolTerm("mean", 3, 5))),
+    ]
     sigs = {"head": {"head": {"from": 2, "parts": [[0, 0], [2, 0]]},
                      "states": [{"parts": [[0, 0]], "stack": False}, {"parts": [[1, 0]], "stack": False},
                                 {"parts": [[2, 0]], "stack": False, "cols": [0, 2]}]}}
     out = []
     with tempfile.TemporaryDirectory(prefix="fastrnn-fuzz-seeds-") as d:
-        # reduced precision (format version 2: BF16 / I8 tensors and their scales); carry (3)
+        # reduced precision (format version 2: BF16 / I8 tensors and their scales); carry (3); terms (4)
         for name, layers, prec in (("ids", ids, None), ("float", flt, None), ("head", head, None),
                                    ("ids_int8", ids, "int8"), ("float_bf16", flt, "bf16"),
-                                   ("branch", branch, None), ("attention", attention, None)):
+                                   ("branch", branch, None), ("attention", attention, None),
+                                   ("terms", terms, None)):
             path = os.path.join(d, f"{name}.frnn")
             m = fastrnn.Model(layers, meta={"source": "tests/fuzz", "seed": name}, signature=sigs.get(name))
             (m.with_precision(prec) if prec else m).save(path)
