@@ -963,6 +963,42 @@ for _name, _kind in (("sigmoid", "sigmoid"), ("tanh", "tanh"), ("relu", "relu"),
     handles(_name, _name + "_")((lambda k: lambda low, x, *a, **kw: activation(low, x, k))(_kind))
 
 
+@handles("gelu")
+def _gelu(low, x, approximate="none"):
+    """GELU, exact (x Phi(x)) or its tanh form (torch's approximate="tanh")."""
+    if approximate not in ("none", "tanh"):
+        low.fail(f"gelu with approximate={approximate!r}")
+    return activation(low, x, "gelu" if approximate == "none" else "gelu_tanh")
+
+
+@handles("layer_norm")
+def _layer_norm(low, x, normalized_shape, weight=None, bias=None, eps=1e-5, *rest):
+    """LayerNorm over the features: the row-wise layer_norm activation, then its scale and shift
+    as a per-feature affine map (folded into the Dense after it)."""
+    shape = list(normalized_shape) if isinstance(normalized_shape, (list, tuple)) else [normalized_shape]
+    if len(shape) != 1:
+        low.fail(f"a layer_norm over the last {len(shape)} axes (only over the features)")
+    if not all(v is None or isinstance(v, np.ndarray) for v in (weight, bias)):
+        low.fail("a layer_norm whose scale or shift is not a constant")
+    width = getattr(x, "width", None)
+    if isinstance(x, PT) and width is not None and int(shape[0]) != width:
+        low.fail(f"a layer_norm over {shape[0]} features of a tensor of {width}")
+    y = activation(low, x, "layer_norm", alpha=float(eps), dim=-1)
+    if weight is None and bias is None:
+        return y
+    n = int(shape[0])
+    s = np.ones(n, np.float32) if weight is None else np.asarray(weight, np.float32).reshape(-1)
+    b = np.zeros(n, np.float32) if bias is None else np.asarray(bias, np.float32).reshape(-1)
+    if cells.is_step(y) or isinstance(y, PS):
+        return _arith(low, "add", _arith(low, "mul", y, s), b)
+    return _affine(low, y, s, b, "layer_norm", dim=-1)
+
+
+@handles("native_layer_norm")
+def _native_layer_norm(low, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    return _layer_norm(low, x, normalized_shape, weight, bias, eps), None, None
+
+
 @handles("clamp", "clip", "clamp_min")
 def _clamp(low, x, lo=None, hi=None):
     """Bounds of a step value (a gate's hard sigmoid, clip(a x + b, 0, 1)); max/min with a

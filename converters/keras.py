@@ -654,7 +654,7 @@ def _act(name, version, where, allow_rowwise=False):
     if n == "elu":
         return ir.Act("elu", 1.0)
     simple = {"linear", "sigmoid", "tanh", "relu", "softsign", "softplus", "selu", "exponential",
-              "relu6", "swish", "silu"}
+              "relu6", "swish", "silu", "gelu"}
     if n in simple:
         return ir.Act(n)
     if n in ("softmax", "log_softmax"):
@@ -839,6 +839,8 @@ class _Builder:
             return self._dense(l, c)
         if cls == "BatchNormalization":
             return self._batchnorm(l, c)
+        if cls == "LayerNormalization":
+            return self._layernorm(l, c)
         if cls in GLOBAL_POOLS:
             return self._global_pool(l, c, GLOBAL_POOLS[cls])
         if cls == "_PoolConcat":
@@ -860,7 +862,7 @@ class _Builder:
                                    f"rebuild it as {cls[5:]} and load its weights")
         raise UnsupportedError(f"{_where(l)}: class {cls} is not supported (fastrnn converts Embedding, "
                                f"Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), "
-                               f"Activation, BatchNormalization, Conv1D, 1-D pooling, global pooling, "
+                               f"Activation, BatchNormalization, LayerNormalization, Conv1D, 1-D pooling, global pooling, "
                                f"RepeatVector and dropout-like layers)")
 
     def _embedding(self, l, c):
@@ -899,6 +901,28 @@ class _Builder:
                               "adjustment"})
         if c.get("renorm") or c.get("virtual_batch_size") is not None or c.get("adjustment") is not None:
             raise UnsupportedError(f"{_where(l)}: batch renormalisation options are not supported")
+        gamma, beta, (mean, var) = self._norm_weights(l, c, 2)
+        s = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(c.get("epsilon", 1e-3))))
+        t = beta.astype(np.float64) - mean.astype(np.float64) * s
+        self._diagonal(s, t)
+
+    def _layernorm(self, l, c):
+        """LayerNormalization over the features: the row-wise layer_norm activation (epsilon as
+        Keras's, 1e-3 by default), then gamma and beta as a diagonal Dense (folded into the Dense
+        after it). Keras stores [gamma (scale=True), beta (center=True)]."""
+        _refuse_extras(l, c, {"axis", "epsilon", "center", "scale", "rms_scaling", "beta_initializer",
+                              "gamma_initializer", "beta_regularizer", "gamma_regularizer", "beta_constraint",
+                              "gamma_constraint"})
+        if c.get("rms_scaling"):
+            raise UnsupportedError(f"{_where(l)}: option rms_scaling=True is not supported")
+        gamma, beta, _ = self._norm_weights(l, c, 0)
+        self.layers.append(ir.Activation(self.width, ir.Act("layer_norm", float(c.get("epsilon", 1e-3)))))
+        if c.get("center", True) or c.get("scale", True):
+            self._diagonal(gamma, beta)
+
+    def _norm_weights(self, l, c, extra):
+        """A normalisation over the feature axis: (gamma, beta, the `extra` vectors after them);
+        gamma and beta ones and zeros where scale / center are off."""
         axis = c.get("axis", -1)
         axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
         if self.width is None:
@@ -907,13 +931,13 @@ class _Builder:
             raise UnsupportedError(f"{_where(l)}: option axis={axis!r} (only the feature axis, -1) is not supported")
         n = self.width
         center, scale = bool(c.get("center", True)), bool(c.get("scale", True))
-        shapes = [(n,)] * (2 + center + scale)
-        ws = _weights(l, self.reader.get(l), shapes)
+        ws = _weights(l, self.reader.get(l), [(n,)] * (extra + center + scale))
         gamma = ws.pop(0) if scale else np.ones(n, np.float32)
         beta = ws.pop(0) if center else np.zeros(n, np.float32)
-        mean, var = ws
-        s = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(c.get("epsilon", 1e-3))))
-        t = beta.astype(np.float64) - mean.astype(np.float64) * s
+        return gamma, beta, ws
+
+    def _diagonal(self, s, t):
+        """x * s + t per feature (Keras's order): a diagonal Dense in the IR's column order."""
         if self.cols is not None:               # Keras feature j is IR column idx[j]
             idx = np.concatenate([np.arange(a, b) for a, b in self.cols])
             s2, t2 = np.empty_like(s), np.empty_like(t)

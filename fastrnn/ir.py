@@ -50,11 +50,15 @@ ACTIVATIONS = {
     "exponential": (13, 0.0, 0.0),      # exp(x)
     "silu": (14, 0.0, 0.0),             # x*sigmoid(x) (Keras swish)
     "relu6": (15, 0.0, 0.0),            # min(max(x, 0), 6)
+    "gelu": (16, 0.0, 0.0),             # x Phi(x) (torch's GELU, Keras's gelu(approximate=False))
+    "gelu_tanh": (17, 0.0, 0.0),        # x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2
     "softmax": (32, 0.0, 0.0),          # over the feature axis; Dense and Activation only
     "log_softmax": (33, 0.0, 0.0),
+    "layer_norm": (34, 1e-5, 0.0),      # (x - mean) / sqrt(var + alpha) over the features (row-wise;
+                                        # LayerNorm's scale and shift are a Dense after it)
 }
 ALIASES = {"swish": "silu", "identity": "linear", "none": "linear"}
-ROW_WISE = ("softmax", "log_softmax")
+ROW_WISE = ("softmax", "log_softmax", "layer_norm")
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -82,6 +86,8 @@ class Act:
         beta = _float(f"activation {kind} beta", self.beta) if not _isnan(self.beta) else db
         object.__setattr__(self, "alpha", float(alpha))
         object.__setattr__(self, "beta", float(beta))
+        if kind == "layer_norm" and not alpha >= 0:
+            raise ModelFormatError(f"activation layer_norm: its epsilon (alpha) must be >= 0, got {alpha}")
 
     @property
     def code(self) -> int:

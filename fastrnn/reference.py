@@ -15,6 +15,8 @@ Returns (y, final_states).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import ShapeError
@@ -70,7 +72,17 @@ def act(a, x):
         if k == "log_softmax":
             s = x - x.max(axis=-1, keepdims=True)
             return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+        if k == "gelu":
+            return x * 0.5 * _erfc(-x / math.sqrt(2.0))
+        if k == "gelu_tanh":
+            return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+        if k == "layer_norm":
+            d = x - x.mean(axis=-1, keepdims=True)
+            return d / np.sqrt((d * d).mean(axis=-1, keepdims=True) + al)
     raise ValueError(f"unknown activation {k}")
+
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 def _cell_step(layer, w, acts, x, h, c):

@@ -313,8 +313,9 @@ frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value) {
 }
 
 static int act_ok(frnn_act a, int rowwise_ok) {
-    return (a.kind >= 0 && a.kind <= FRNN_ACT_RELU6) ||
-           (rowwise_ok && (a.kind == FRNN_ACT_SOFTMAX || a.kind == FRNN_ACT_LOG_SOFTMAX));
+    return (a.kind >= 0 && a.kind <= FRNN_ACT_GELU_TANH) ||
+           (rowwise_ok && (a.kind == FRNN_ACT_SOFTMAX || a.kind == FRNN_ACT_LOG_SOFTMAX ||
+                           (a.kind == FRNN_ACT_LAYER_NORM && isfinite(a.alpha) && a.alpha >= 0)));
 }
 
 /* L's GEMM weights W (out, K) packed, and its bias (NULL: none) padded to the panel width; the

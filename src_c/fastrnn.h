@@ -35,8 +35,9 @@ enum {
     FRNN_ACT_HARD_SIGMOID = 4, FRNN_ACT_ELU = 5, FRNN_ACT_SOFTSIGN = 6, FRNN_ACT_SOFTPLUS = 7,
     FRNN_ACT_AFFINE = 8, FRNN_ACT_LEAKY_RELU = 9, FRNN_ACT_THRESHOLDED_RELU = 10,
     FRNN_ACT_SCALED_TANH = 11, FRNN_ACT_SELU = 12, FRNN_ACT_EXPONENTIAL = 13, FRNN_ACT_SILU = 14,
-    FRNN_ACT_RELU6 = 15,
-    FRNN_ACT_SOFTMAX = 32, FRNN_ACT_LOG_SOFTMAX = 33   /* row-wise, Dense/Activation only */
+    FRNN_ACT_RELU6 = 15, FRNN_ACT_GELU = 16 /* x Phi(x) */, FRNN_ACT_GELU_TANH = 17 /* tanh form */,
+    FRNN_ACT_SOFTMAX = 32, FRNN_ACT_LOG_SOFTMAX = 33,  /* row-wise, Dense/Activation only */
+    FRNN_ACT_LAYER_NORM = 34   /* row-wise: (x - mean) / sqrt(var + alpha), alpha the epsilon */
 };
 
 typedef struct { int kind; float alpha, beta; } frnn_act;

@@ -55,7 +55,7 @@ def models(tmp_path_factory):
     y, h, c = L.LSTM(6, return_sequences=True, return_state=True)(i)
     paths["multi"] = d / "multi.keras"
     rnd(keras.Model(i, [y, h, c])).save(paths["multi"])
-    conv = rnd(keras.Sequential([keras.Input((10, 4)), L.LayerNormalization(name="my_norm"), L.LSTM(4)]))
+    conv = rnd(keras.Sequential([keras.Input((10, 4)), L.LayerNormalization(rms_scaling=True, name="my_norm"), L.LSTM(4)]))
     paths["conv"] = d / "conv.keras"
     conv.save(paths["conv"])
     return {k: str(v) for k, v in paths.items()}

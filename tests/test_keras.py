@@ -377,8 +377,8 @@ def test_keras3_cell_order_in_bidi_states():
 
 
 UNSUPPORTED = {
-    "layernorm": (lambda: _seq(FLOAT, L.LayerNormalization(), L.LSTM(4)), "layernormalization"),
-    "gelu": (lambda: _seq(FLOAT, L.SimpleRNN(4, activation="gelu")), "gelu"),
+    "layernorm_rms": (lambda: _seq(FLOAT, L.LayerNormalization(rms_scaling=True), L.LSTM(4)), "rms_scaling"),
+    "mish": (lambda: _seq(FLOAT, L.SimpleRNN(4, activation="mish")), "mish"),
     "mask_after_back": (lambda: _seq(IDS, L.Embedding(20, 5, mask_zero=True),
                                      L.LSTM(4, go_backwards=True, return_sequences=True), L.LSTM(4)), "go_backwards"),
     "two_inputs": (lambda: (lambda a, b: keras.Model([a, b], L.LSTM(4)(a, initial_state=[b, b])))(

@@ -598,6 +598,10 @@ def _torch_acts():
         "relu6": (ir.Act("relu6"), F.relu6),
         "softmax": (ir.Act("softmax"), lambda t: F.softmax(t, dim=-1)),
         "log_softmax": (ir.Act("log_softmax"), lambda t: F.log_softmax(t, dim=-1)),
+        "gelu": (ir.Act("gelu"), F.gelu),
+        "gelu_tanh": (ir.Act("gelu_tanh"), lambda t: F.gelu(t, approximate="tanh")),
+        "layer_norm": (ir.Act("layer_norm", 1e-5), lambda t: F.layer_norm(t, t.shape[-1:], eps=1e-5)),
+        "layer_norm_eps": (ir.Act("layer_norm", 0.1), lambda t: F.layer_norm(t, t.shape[-1:], eps=0.1)),
     }
 
 

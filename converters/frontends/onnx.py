@@ -160,7 +160,7 @@ class _Frontend:
     # -- the walk ----------------------------------------------------------------------------------
     def run(self):
         self.bind_inputs()
-        self.run_nodes(self.model.graph.node)
+        self.run_nodes(fuse_elementwise(self.model.graph))
         return [(o.name, self.env.get(o.name)) for o in self.model.graph.output]
 
     def run_nodes(self, nodes):
@@ -583,6 +583,23 @@ class _Frontend:
 
     op_Relu = op_Sigmoid = op_Tanh = op_Softsign = op_Softplus = op_Selu = op_Exp = _act
 
+    def op_LayerNormalization(self, node, a, at, w):
+        x = a[0]
+        n = len(self.low.shape(x))
+        axis = int(at.get("axis", -1))
+        if axis % n != n - 1:
+            self.low.fail(f"a LayerNormalization from axis {axis} (only over the last, the features)")
+        if int(at.get("stash_type", 1)) != 1:
+            self.low.fail("a LayerNormalization computed in a type other than float")
+        if any(o for o in node.output[1:]):
+            self.low.fail("a LayerNormalization whose mean or inverse deviation is read")
+        scale = a[1] if len(a) > 1 else None
+        bias = a[2] if len(a) > 2 else None
+        return self.call("layer_norm", [x, [self.low.shape(x)[-1]], scale, bias, at.get("epsilon", 1e-5)], w)
+
+    def op_Gelu(self, node, a, at, w):
+        return self.call("gelu", [a[0], at.get("approximate", "none")], w)
+
     def op_LeakyRelu(self, node, a, at, w):
         return self.call("leaky_relu", [a[0], at.get("alpha", 0.01)], w)
 
@@ -638,6 +655,130 @@ class _Frontend:
         return self._recurrent(node, a, at, w)
 
     op_GRU = op_RNN = op_LSTM
+
+
+# ---- elementwise functions written as several nodes --------------------------------------------
+#
+# torch's legacy exporter writes GELU as Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5 (its
+# tanh form with Pow / Mul / Tanh), in some order of the operands. Such a chain becomes one Gelu
+# node before the walk: from each Erf / Tanh, up through elementwise nodes with constants to a
+# source x, down through single consumers to a root; the nodes between are evaluated on probe
+# values, and a chain that computes gelu(x) (or its tanh form) is replaced. The same check for
+# every way of writing it, no pattern per exporter.
+
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Erf", "Tanh", "Neg", "Sqrt"}
+_PROBE = np.linspace(-6.0, 6.0, 49)
+
+
+def _erf(v):
+    import math
+    return np.vectorize(math.erf, otypes=[np.float64])(v)
+
+
+_FUSED = {"gelu": lambda v: v * 0.5 * (1.0 + _erf(v / np.sqrt(2.0))),
+          "tanh": lambda v: 0.5 * v * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (v + 0.044715 * v ** 3)))}
+
+
+def _graph_consts(graph):
+    from onnx import numpy_helper
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return consts
+
+
+def _eval_chain(nodes, x, consts):
+    """The value of the chain's last node for x = the probe (None when it reads another tensor)."""
+    env = {x: _PROBE}
+    fns = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Pow": np.power}
+    with np.errstate(all="ignore"):
+        for n in nodes:
+            args = []
+            for i in n.input:
+                if i in env:
+                    args.append(env[i])
+                elif i in consts and consts[i].size == 1 and consts[i].dtype.kind == "f":
+                    args.append(float(consts[i].reshape(-1)[0]))
+                else:
+                    return None
+            op = n.op_type
+            if op in fns and len(args) == 2:
+                env[n.output[0]] = fns[op](args[0], args[1])
+            elif op in ("Erf", "Tanh", "Neg", "Sqrt") and len(args) == 1:
+                env[n.output[0]] = {"Erf": _erf, "Tanh": np.tanh, "Neg": np.negative, "Sqrt": np.sqrt}[op](args[0])
+            else:
+                return None
+    return np.broadcast_to(env[nodes[-1].output[0]], _PROBE.shape)
+
+
+def fuse_elementwise(graph):
+    """The graph's nodes with GELU chains made one Gelu node each (section note)."""
+    nodes = list(graph.node)
+    if not any(n.op_type in ("Erf", "Tanh") for n in nodes):
+        return nodes
+    from onnx import helper
+    consts = _graph_consts(graph)
+    prod = {o: n for n in nodes for o in n.output}
+    users = {}
+    for n in nodes:
+        for i in set(n.input):
+            users.setdefault(i, []).append(n)
+    outs = {o.name for o in graph.output}
+    gone, put = set(), {}
+
+    def between(x, root):
+        """The nodes from x (exclusive) to root, in graph order, or None when one reads another
+        non-constant tensor or is used outside the chain."""
+        seen, stack = set(), [root]
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            for i in n.input:
+                if i == x or i in consts:
+                    continue
+                p = prod.get(i)
+                if p is None or p.op_type not in _ELEMENTWISE:
+                    return None
+                stack.append(p)
+        chain = [n for n in nodes if id(n) in seen]
+        inner = {o for n in chain for o in n.output} - {root.output[0]}
+        if any(o in outs or any(id(u) not in seen for u in users.get(o, ())) for o in inner):
+            return None
+        return chain
+    for t in nodes:
+        if t.op_type not in ("Erf", "Tanh") or id(t) in gone:
+            continue
+        sources, todo = [], [t.input[0]]
+        while todo and len(sources) < 12:   # up: the candidates for x, the nearest first
+            u = todo.pop(0)
+            if u in sources or u in consts:
+                continue
+            sources.append(u)
+            p = prod.get(u)
+            if p is not None and p.op_type in _ELEMENTWISE:
+                todo += list(p.input)
+        best, r = None, t
+        for _ in range(6):                  # down: the candidates for the root
+            us = users.get(r.output[0], [])
+            if len(us) != 1 or us[0].op_type not in _ELEMENTWISE:
+                break
+            r = us[0]
+            for x in sources:
+                chain = between(x, r)
+                v = _eval_chain(chain, x, consts) if chain else None
+                kind = next((k for k, f in _FUSED.items()
+                             if v is not None and np.allclose(v, f(_PROBE), rtol=1e-5, atol=1e-6)), None)
+                if kind:
+                    best = (x, r, chain, kind)
+        if best:
+            x, r, chain, kind = best
+            gone.update(id(n) for n in chain)
+            put[id(r)] = helper.make_node("Gelu", [x], [r.output[0]], name=(r.name or "") + "/gelu",
+                                          approximate="none" if kind == "gelu" else "tanh")
+    return [put.get(id(n), n) for n in nodes if id(n) not in gone or id(n) in put]
 
 
 def _final_first(low, outs):

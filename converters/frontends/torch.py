@@ -440,6 +440,11 @@ def module_call(low, mod, args, kwargs, where):
         return low.call("softplus", (x, mod.beta, mod.threshold), {}, where)
     if nm == "Flatten":
         return low.call("flatten", (x, mod.start_dim, mod.end_dim), {}, where)
+    if nm == "GELU":
+        return low.call("gelu", (x, getattr(mod, "approximate", "none")), {}, where)
+    if nm == "LayerNorm":
+        c = [None if t is None else _const(low, t, f"{where}.{n}") for n, t in (("weight", mod.weight), ("bias", mod.bias))]
+        return low.call("layer_norm", (x, list(mod.normalized_shape), *c, mod.eps), {}, where)
     if isinstance(mod, nn.modules.batchnorm._BatchNorm):
         c = [None if t is None else _const(low, t, f"{where}.{n}")
              for n, t in (("weight", mod.weight), ("bias", mod.bias), ("running_mean", mod.running_mean),

@@ -4,11 +4,34 @@
 #define FRNN_ACT_IMPL_H
 #include "vec.h"
 
-/* In place over `rows` rows of `cols` floats, row stride ld. Softmax kinds work per row. */
+/* In place over `rows` rows of `cols` floats, row stride ld. Softmax kinds and layer_norm work per row. */
 void ISA_SUFFIX(act_rows)(frnn_act a, float *x, int rows, int cols, int64_t ld) {
     const int full = cols - cols % VW, tail = cols - full;
     for (int r = 0; r < rows; r++) {
         float *p = x + (int64_t)r * ld;
+        if (a.kind == FRNN_ACT_LAYER_NORM) {
+            /* a first mean m0, then the sums of d = x - m0 and d^2: the mean m0 + sum d / n is
+             * then right to the rounding of small numbers, and the variance has no cancellation */
+            vf acc = v_zero(), sq = v_zero();
+            for (int j = 0; j < full; j += VW) acc = v_add(acc, v_load(p + j));
+            if (tail) acc = v_add(acc, v_load_n(p + full, tail));
+            const float m0 = v_hsum(acc) / (float)cols;
+            vf vm = v_set1(m0);
+            acc = v_zero();
+            for (int j = 0; j < full; j += VW) {
+                vf d = v_sub(v_load(p + j), vm);
+                acc = v_add(acc, d);
+                sq = v_fma(d, d, sq);
+            }
+            float sd = v_hsum(acc), sd2 = v_hsum(sq);
+            for (int j = full; j < cols; j++) { const float d = p[j] - m0; sd += d; sd2 += d * d; }
+            const float dm = sd / (float)cols, var = sd2 / (float)cols - dm * dm;
+            vf inv = v_set1(1.0f / sqrtf((var > 0 ? var : 0.0f) + a.alpha));
+            vf vd = v_set1(dm);     /* (x - m0) - dm: no rounding of m0 + dm */
+            for (int j = 0; j < full; j += VW) v_store(p + j, v_mul(v_sub(v_sub(v_load(p + j), vm), vd), inv));
+            if (tail) v_store_n(p + full, v_mul(v_sub(v_sub(v_load_n(p + full, tail), vm), vd), inv), tail);
+            continue;
+        }
         if (a.kind != FRNN_ACT_SOFTMAX && a.kind != FRNN_ACT_LOG_SOFTMAX) {
             if (a.kind == FRNN_ACT_LINEAR) continue;
             for (int j = 0; j < full; j += VW) v_store(p + j, act_generic(a, v_load(p + j)));

@@ -178,6 +178,29 @@ FRNN_INLINE vf v_log1p_unit(vf y) {
     return v_add(lg, v_div(v_sub(y, v_sub(u, v_set1(1.0f))), u));
 }
 
+/* GELU, x Phi(x), Phi the standard normal CDF: Phi(x) = erfc(-x / sqrt(2)) / 2 with
+ * erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z / 2), z >= 0 (the Chebyshev fit of Numerical
+ * Recipes' erfcc, relative error < 1.2e-7 for every z >= 0), and erfc(-z) = 2 - erfc(z): for
+ * x < 0 the product keeps its relative accuracy far into the tail (no 1 - 1 cancellation).
+ * z is clamped to 10 (erfc(10) = 2e-45 underflows in float32 anyway). NaN propagates. */
+FRNN_INLINE vf v_gelu(vf x) {
+    vf z = v_min(v_set1(10.0f), v_mul(v_abs(x), v_set1(0x1.6a09e6p-1f)));     /* |x| / sqrt(2) */
+    vf t = v_rcp(v_fma(z, v_set1(0.5f), v_set1(1.0f)));
+    vf p = v_set1(0.17087277f);
+    p = v_fma(p, t, v_set1(-0.82215223f));
+    p = v_fma(p, t, v_set1(1.48851587f));
+    p = v_fma(p, t, v_set1(-1.13520398f));
+    p = v_fma(p, t, v_set1(0.27886807f));
+    p = v_fma(p, t, v_set1(-0.18628806f));
+    p = v_fma(p, t, v_set1(0.09678418f));
+    p = v_fma(p, t, v_set1(0.37409196f));
+    p = v_fma(p, t, v_set1(1.00002368f));
+    p = v_fma(p, t, v_set1(-1.26551223f));
+    vf half_erfc = v_mul(v_mul(t, v_set1(0.5f)), v_exp(v_fma(v_sub(v_zero(), z), z, p)));   /* Phi(-|x|) */
+    vf phi = v_select(v_lt(x, v_zero()), half_erfc, v_sub(v_set1(1.0f), half_erfc));
+    return v_mul(x, phi);
+}
+
 /* any elementwise kind (not the row-wise softmax ones) */
 static vf act_generic(frnn_act a, vf x) {
     vf one = v_set1(1.0f), zero = v_zero();
@@ -203,6 +226,11 @@ static vf act_generic(frnn_act a, vf x) {
     case FRNN_ACT_EXPONENTIAL: return v_exp(x);
     case FRNN_ACT_SILU: return v_mul(x, v_sigmoid(x));
     case FRNN_ACT_RELU6: return v_min(v_set1(6.0f), v_max(zero, x));
+    case FRNN_ACT_GELU: return v_gelu(x);
+    case FRNN_ACT_GELU_TANH:     /* x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2 */
+        return v_mul(v_mul(v_set1(0.5f), x),
+                     v_add(one, v_tanh(v_mul(v_set1(0.7978845608f),
+                                             v_fma(v_mul(v_set1(0.044715f), x), v_mul(x, x), x)))));
     default: return x;   /* linear */
     }
 }
