@@ -501,6 +501,11 @@ cdef class Stream:
     def __cinit__(self):
         self.s = NULL
 
+    def __reduce__(self):
+        raise TypeError("a Stream cannot be pickled: it holds a live state in this process. Pickle its model "
+                        "(a Model pickles as its .frnn bytes) and its state (stream.state), then set "
+                        "model.stream().state = state where you unpickle them")
+
     def __dealloc__(self):
         frnn_stream_free(self.s)
 
@@ -652,6 +657,11 @@ cdef class StreamPool:
 
     def __cinit__(self):
         self.p = NULL
+
+    def __reduce__(self):
+        raise TypeError("a StreamPool cannot be pickled: it holds live conversations in this process. "
+                        "Pickle its model (a Model pickles as its .frnn bytes) and each slot's pool.state(slot), "
+                        "then set_state them into a new pool")
 
     def __dealloc__(self):
         frnn_streampool_free(self.p)

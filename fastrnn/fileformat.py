@@ -58,6 +58,16 @@ def save(model, path):
     """Write `model` to `path` (.frnn). Deterministic: the same model always gives the same bytes
     (sorted JSON keys, tensors in name order), which the safetensors package's own writer does
     not promise; the result is a standard safetensors file (tests read it back with it)."""
+    _write_atomic(path, _parts(model))
+
+
+def to_bytes(model):
+    """The .frnn bytes save() writes (what a Model pickles as; load() takes them back)."""
+    return b"".join(p if isinstance(p, bytes) else memoryview(p).cast("B").tobytes() for p in _parts(model))
+
+
+def _parts(model):
+    """The .frnn file as a list of bytes and arrays, in file order."""
     from . import precision as prec
     tensors, layers = {}, []
     reduced = model.precision != "fp32"
@@ -91,7 +101,7 @@ def save(model, path):
     h += b" " * (-len(h) % 8)            # 8-byte aligned data, as safetensors pads
     if len(h) > MAX_HEADER:              # load refuses such a header: so does save
         raise ModelFormatError(f"model.meta makes a {len(h)}-byte header, over the {MAX_HEADER}-byte limit")
-    _write_atomic(path, [struct.pack("<Q", len(h)), h] + [tensors[name] for name in sorted(tensors)])
+    return [struct.pack("<Q", len(h)), h] + [tensors[name] for name in sorted(tensors)]
 
 
 def _version(model, reduced):

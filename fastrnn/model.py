@@ -291,6 +291,18 @@ class Model:
         from .fileformat import save
         save(self, path)
 
+    def __reduce__(self):
+        """A Model pickles as its .frnn bytes (never as Python objects): unpickling runs them
+        through the validating loader, so a pickle from elsewhere is as safe to load as a file,
+        and precision, meta and signature come back with the weights."""
+        from .fileformat import to_bytes
+        return _from_bytes, (to_bytes(self),)
+
+
+def _from_bytes(data):
+    from .fileformat import load
+    return load(data)
+
 
 def _to_axes(a, have, want):
     """Array `a` whose axes are labelled `have` -> labels `want` ('1' = a unit axis; 'T*B' = the
