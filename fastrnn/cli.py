@@ -433,7 +433,37 @@ def _main_parser():
                    help="show the progress bar on stderr even when it is not a terminal")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     b.set_defaults(func=_bench)
+
+    v = sub.add_parser("serve", help="serve a model: conversations over HTTP and WebSocket (docs/serving.md)",
+                       description="Serve MODEL to many conversations at once: POST /v1/sequences/{id}/steps, "
+                                   "the WebSocket /v1/ws, GET/PUT /v1/sequences/{id}/state (a snapshot that "
+                                   "moves a conversation to another server), POST /v1/predict for whole "
+                                   "sequences, /healthz, /readyz and Prometheus /metrics. Each tick steps every "
+                                   "conversation with input waiting as one batch. Needs aiohttp: "
+                                   "pip install \"fastrnn[serve]\". SIGINT / SIGTERM drain queued steps, then stop.")
+    v.add_argument("model", metavar="MODEL", help=".frnn file")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--capacity", type=_positive_int, default=1024, metavar="N",
+                   help="live conversations at most (StreamPool slots; default 1024); past it, 503 + Retry-After")
+    v.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="S",
+                   help="close a conversation after S seconds without a message (default 60)")
+    v.add_argument("--max-batch", type=_positive_int, metavar="N",
+                   help="conversations stepped per engine call at most (default: the capacity)")
+    v.add_argument("--threads", type=_positive_int, metavar="N", help="fastrnn.set_num_threads(N) (default 1)")
+    v.set_defaults(func=_serve)
     return p
+
+
+def _serve(args):
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise _Error('fastrnn serve needs aiohttp: pip install "fastrnn[serve]"') from None
+    from .serve import run
+    _load_model(args.model)              # a clear error for a bad file before the server starts
+    run(args.model, args.host, args.port, args.capacity, args.idle_timeout, args.max_batch, args.threads)
+    return 0
 
 
 def main(argv=None):
