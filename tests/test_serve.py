@@ -358,3 +358,39 @@ def test_slot_changes_during_engine_calls_under_load():
         else:
             assert sid in doomed and status in (404, 409), (sid, status, got)
     assert sum(st == 200 for st, _ in results) >= len(convs) - len(doomed)
+
+
+def _frame(sid, x, start=False, end=False):
+    import struct
+    e = sid.encode()
+    return struct.pack("<BH", start | 2 * end, len(e)) + e + struct.pack("<I", len(x)) + np.asarray(x).tobytes()
+
+
+def test_binary_websocket_frames():
+    """Binary frames carry float32 / int32 as they are: each step's frame holds its output's
+    bits; a malformed frame gets a JSON error frame and the socket goes on."""
+    import struct
+    m = _model()
+    ids = np.random.default_rng(9).integers(0, V, 9).astype("<i4")
+
+    async def run(client):
+        ws = await client.ws_connect("/v1/ws")
+        await ws.send_bytes(b"\x07\x00")                                   # too short
+        e1 = await ws.receive_json()
+        await ws.send_bytes(_frame("b", ids[:5], start=True)[:-2])          # payload cut
+        e2 = await ws.receive_json()
+        await ws.send_bytes(_frame("b", ids[:5], start=True))
+        await ws.send_bytes(_frame("b", ids[5:], end=True))
+        frames = [(await ws.receive()).data for _ in range(9)]
+        await ws.close()
+        return e1, e2, frames
+    e1, e2, frames = serve(m, run)
+    assert "too short" in e1["error"] and "bytes" in e2["error"]
+    rows, flags = [], []
+    for f in frames:
+        fl, n = struct.unpack_from("<BH", f)
+        assert f[3:3 + n] == b"b"
+        flags.append(fl)
+        rows.append(np.frombuffer(f, "<f4", offset=7 + n))
+    assert flags == [0, 0, 0, 0, 1, 0, 0, 0, 3]
+    np.testing.assert_array_equal(np.stack(rows), _offline(m, ids))
