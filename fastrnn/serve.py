@@ -533,6 +533,13 @@ def _flag(v, name):
     raise ServeError(400, f"{name}: true or false, got {v!r}")
 
 
+async def _text(request):
+    try:
+        return (await request.read()).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ServeError(400, f"the body is not UTF-8 text: {e}") from None
+
+
 def _json_body(text, allowed):
     try:
         msg = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
@@ -574,7 +581,7 @@ def make_app(model, model_bytes=None, capacity=1024, idle_timeout=60.0, max_batc
                 x = _npy_load(await request.read(), "body")
                 start, end = _flag(request.query.get("start"), "start"), _flag(request.query.get("end"), "end")
             else:
-                msg = _json_body(await request.text(), {"inputs", "start", "end"})
+                msg = _json_body(await _text(request), {"inputs", "start", "end"})
                 if "inputs" not in msg:
                     raise ServeError(400, "missing field inputs")
                 x = msg["inputs"]
@@ -610,7 +617,7 @@ def make_app(model, model_bytes=None, capacity=1024, idle_timeout=60.0, max_batc
             if request.content_type == NPY:
                 x, lengths = _npy_load(await request.read(), "body"), None
             else:
-                msg = _json_body(await request.text(), {"inputs", "lengths"})
+                msg = _json_body(await _text(request), {"inputs", "lengths"})
                 if "inputs" not in msg:
                     raise ServeError(400, "missing field inputs")
                 x, lengths = msg["inputs"], msg.get("lengths")
@@ -722,7 +729,21 @@ def make_app(model, model_bytes=None, capacity=1024, idle_timeout=60.0, max_batc
         await app[P].drain()
         await app[B].drain()
 
-    app = web.Application(client_max_size=max_body)
+    @web.middleware
+    async def json_errors(request, handler):
+        """aiohttp's own refusals (no such route, a method not allowed, a body over the limit)
+        in the server's error form, {"error": ...}."""
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return web.json_response({"error": f"{e.reason}: {request.method} {request.path}"
+                                      + (f" ({e.text})" if e.text and e.text != f"{e.status}: {e.reason}" else "")},
+                                     status=e.status, headers={k: v for k, v in e.headers.items()
+                                                               if k in ("Allow", "Retry-After")})
+
+    app = web.Application(client_max_size=max_body, middlewares=[json_errors])
     app.router.add_post("/v1/sequences/{sid}/steps", steps)
     app.router.add_delete("/v1/sequences/{sid}", delete)
     app.router.add_get("/v1/sequences/{sid}/state", get_state)

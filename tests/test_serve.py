@@ -394,3 +394,63 @@ def test_binary_websocket_frames():
         rows.append(np.frombuffer(f, "<f4", offset=7 + n))
     assert flags == [0, 0, 0, 0, 1, 0, 0, 0, 3]
     np.testing.assert_array_equal(np.stack(rows), _offline(m, ids))
+
+
+def test_protocol_fuzz_http_and_websocket():
+    """Random bodies, queries, ids and frames (hypothesis-made) at both endpoints: every answer
+    is a 2xx or a 4xx / error frame with a message (never a 500, a dropped connection or a stuck
+    server), and a well-formed conversation afterwards still matches its offline Stream."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    m = _model()
+    js = st.recursive(st.none() | st.booleans() | st.integers(-5, 40) | st.floats(allow_nan=False) | st.text(max_size=5),
+                      lambda c: st.lists(c, max_size=4) | st.dictionaries(
+                          st.sampled_from(["inputs", "start", "end", "id", "x"]), c, max_size=4), max_leaves=12)
+    bodies = st.one_of(js.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64))
+    ids = st.text(min_size=0, max_size=8).filter(lambda s: "/" not in s and "?" not in s and "#" not in s)
+    frames = st.one_of(st.binary(max_size=48),
+                       st.builds(lambda f, sid, k, pay: bytes([f]) + len(sid.encode()).to_bytes(2, "little")
+                                 + sid.encode() + k.to_bytes(4, "little") + pay,
+                                 st.integers(0, 255), st.text(max_size=4), st.integers(0, 6), st.binary(max_size=24)))
+    cases = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(st.tuples(ids, bodies, st.sampled_from(["", "?start=1", "?end=true", "?start=2"]),
+                              st.sampled_from(["application/json", "application/x-npy"])), min_size=1, max_size=3),
+           st.lists(frames, max_size=3), st.lists(js.map(json.dumps), max_size=2))
+    def collect(posts, bins, texts):
+        cases.append((posts, bins, texts))
+    collect()
+
+    async def run(client):
+        import urllib.parse
+        bad = []
+        ws = await client.ws_connect("/v1/ws")
+        for posts, bins, texts in cases:
+            for sid, body, q, ctype in posts:
+                path = "/v1/sequences/" + urllib.parse.quote(sid or "x", safe="") + "/steps" + q
+                r = await client.post(path, data=body, headers={"Content-Type": ctype})
+                text = await r.text()
+                if not (r.status < 300 or (400 <= r.status < 500 and "error" in json.loads(text))):
+                    bad.append((path, body, r.status, text))
+            for f in bins:
+                await ws.send_bytes(f)
+            for t in texts:
+                await ws.send_str(t)
+        await ws.send_json({"id": "end-marker", "inputs": [1], "start": True, "end": True})
+        while True:                                 # every frame: an output, a done, or a 4xx error
+            msg = await ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            f = json.loads(msg.data)
+            if "error" in f and not 400 <= f["status"] < 500:
+                bad.append(("ws", f))
+            if f.get("id") == "end-marker" and f.get("done"):
+                break
+        ids_ = np.array([3, 1, 4, 1, 5])
+        r = await client.post("/v1/sequences/after/steps", json={"inputs": ids_.tolist(), "start": True})
+        return bad, r.status, f32((await r.json())["outputs"]), ids_
+    bad, status, got, ids_ = serve(m, run)
+    assert not bad, bad[:3]
+    assert status == 200
+    np.testing.assert_array_equal(got, _offline(m, ids_))
