@@ -17,6 +17,7 @@ from . import _engine
 from ._engine import Stream, StreamPool, get_num_threads, set_num_threads
 from .model import Model
 from .fileformat import load
+from .ragged import predict_ragged
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,6 @@ def convert(src, **opts):
     return _convert(src, **opts)
 
 
-__all__ = ["Model", "Stream", "StreamPool", "load", "convert", "cpu_info", "set_num_threads", "get_num_threads",
+__all__ = ["Model", "Stream", "StreamPool", "load", "convert", "predict_ragged", "cpu_info", "set_num_threads", "get_num_threads",
            "Embedding", "Masking", "Dense", "Activation", "Recurrent", "Pool", "PoolTerm", "Conv1D", "Pool1D", "RepeatVector", "Act", "ir",
            "FastRNNError", "ModelFormatError", "ShapeError", "ArgumentTypeError", "UnsupportedError"]
