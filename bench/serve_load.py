@@ -139,9 +139,14 @@ async def drive(port, xs, nsock):
             async for m in ws:
                 if m.type != aiohttp.WSMsgType.BINARY:
                     raise RuntimeError(f"server error: {m.data}")
-                flags, n = struct.unpack_from("<BH", m.data)
-                if flags & 1:                  # the message's last step: its output
-                    waiting.pop(m.data[3:3 + n].decode()).set_result(np.frombuffer(m.data, "<f4", offset=7 + n))
+                data, pos = m.data, 0
+                while pos < len(data):         # one or more step records
+                    flags, n = struct.unpack_from("<BH", data, pos)
+                    end = pos + 7 + n + 4 * NET.hidden
+                    if flags & 1:              # the message's last step: its output
+                        waiting.pop(data[pos + 3:pos + 3 + n].decode()).set_result(
+                            np.frombuffer(data, "<f4", NET.hidden, pos + 7 + n))
+                    pos = end
         readers = [asyncio.get_running_loop().create_task(reader(ws)) for ws in socks]
 
         async def conv(i):

@@ -478,8 +478,9 @@ class Batcher:
 # client that streams many floats sends and gets them raw.
 #   client -> server: flags (u8: 1 start, 2 end), id length (u16), id (UTF-8), k (u32), then k
 #                     steps: int32 token ids, or k x input_size float32 (little-endian)
-#   server -> client, one per step: flags (u8: 1 the message's last step, 2 the sequence ended),
-#                     id length (u16), id, step (u32), the output's float32 values
+#   server -> client: one or more step records back to back (those ready together), each
+#                     flags (u8: 1 the message's last step, 2 the sequence ended), id length
+#                     (u16), id, step (u32), the output's float32 values
 WS_HEAD = struct.Struct("<BH")
 
 
@@ -636,14 +637,25 @@ def make_app(model, model_bytes=None, capacity=1024, idle_timeout=60.0, max_batc
         owned = set()
 
         async def writer():
-            while True:
-                m = await out.get()
-                if m is None:
-                    return
+            """Replies in order. Binary step records waiting together go out as one frame (a
+            tick makes one per stepped sequence of this socket: one frame, one write for them)."""
+            m = await out.get()
+            while m is not None:
                 if isinstance(m, bytes):
-                    await sock.send_bytes(m)
-                else:
-                    await sock.send_json(m)
+                    parts = [m]
+                    m = None
+                    while not out.empty():
+                        m = out.get_nowait()
+                        if not isinstance(m, bytes):
+                            break
+                        parts.append(m)
+                        m = None
+                    await sock.send_bytes(b"".join(parts) if len(parts) > 1 else parts[0])
+                    if m is None:
+                        m = await out.get()
+                    continue
+                await sock.send_json(m)
+                m = await out.get()
         wtask = asyncio.get_running_loop().create_task(writer())
 
         def binary_steps(sid, k, end):

@@ -381,17 +381,20 @@ def test_binary_websocket_frames():
         e2 = await ws.receive_json()
         await ws.send_bytes(_frame("b", ids[:5], start=True))
         await ws.send_bytes(_frame("b", ids[5:], end=True))
-        frames = [(await ws.receive()).data for _ in range(9)]
+        records = []
+        while len(records) < 9:                 # a frame holds one or more step records
+            f, pos = (await ws.receive()).data, 0
+            while pos < len(f):
+                fl, n = struct.unpack_from("<BH", f, pos)
+                records.append((fl, f[pos + 3:pos + 3 + n], struct.unpack_from("<I", f, pos + 3 + n)[0],
+                                np.frombuffer(f, "<f4", 5, pos + 7 + n)))
+                pos += 7 + n + 4 * 5
         await ws.close()
-        return e1, e2, frames
-    e1, e2, frames = serve(m, run)
+        return e1, e2, records
+    e1, e2, records = serve(m, run)
     assert "too short" in e1["error"] and "bytes" in e2["error"]
-    rows, flags = [], []
-    for f in frames:
-        fl, n = struct.unpack_from("<BH", f)
-        assert f[3:3 + n] == b"b"
-        flags.append(fl)
-        rows.append(np.frombuffer(f, "<f4", offset=7 + n))
+    assert [r[1] for r in records] == [b"b"] * 9 and [r[2] for r in records] == [0, 1, 2, 3, 4, 0, 1, 2, 3]
+    flags, rows = [r[0] for r in records], [r[3] for r in records]
     assert flags == [0, 0, 0, 0, 1, 0, 0, 0, 3]
     np.testing.assert_array_equal(np.stack(rows), _offline(m, ids))
 
