@@ -989,8 +989,6 @@ def _layer_norm(low, x, normalized_shape, weight=None, bias=None, eps=1e-5, *res
     n = int(shape[0])
     s = np.ones(n, np.float32) if weight is None else np.asarray(weight, np.float32).reshape(-1)
     b = np.zeros(n, np.float32) if bias is None else np.asarray(bias, np.float32).reshape(-1)
-    if cells.is_step(y) or isinstance(y, PS):
-        return _arith(low, "add", _arith(low, "mul", y, s), b)
     return _affine(low, y, s, b, "layer_norm", dim=-1)
 
 
@@ -1062,7 +1060,9 @@ def _softplus(low, x, beta=1, threshold=20, *args):
 def _affine(low, x, scale, shift, what, dim=-1):
     """x * scale + shift on a pipeline tensor: scalars become an affine Activation, per-feature
     vectors (along dim, the feature axis) a diagonal Dense (passes fold both into a neighbouring
-    Dense)."""
+    Dense); of a step inside a loop over time, the step's own arithmetic."""
+    if cells.is_step(x) or isinstance(x, PS):
+        return _arith(low, "add", _arith(low, "mul", x, scale), shift)
     x = low.tensor(x)
     if x.width is None or x.packed:
         low.fail(f"{what} of {'a PackedSequence' if x.packed else 'the token ids'}")
@@ -1102,8 +1102,6 @@ def _batch_norm(low, x, weight, bias, mean, var, training=False, momentum=0.1, e
     var64 = np.asarray(var, np.float64)
     scale = (np.ones_like(var64) if weight is None else np.asarray(weight, np.float64)) / np.sqrt(var64 + float(eps))
     shift = (0.0 if bias is None else np.asarray(bias, np.float64)) - np.asarray(mean, np.float64) * scale
-    if cells.is_step(x) or isinstance(x, PS):
-        return _arith(low, "add", _arith(low, "mul", x, scale.astype(np.float32)), shift.astype(np.float32))
     return _affine(low, x, scale.astype(np.float32), shift.astype(np.float32), "batch_norm", dim=1)
 
 

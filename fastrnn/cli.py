@@ -461,8 +461,8 @@ def _serve(args):
     except ImportError:
         raise _Error('fastrnn serve needs aiohttp: pip install "fastrnn[serve]"') from None
     from .serve import run
-    _load_model(args.model)              # a clear error for a bad file before the server starts
-    run(args.model, args.host, args.port, args.capacity, args.idle_timeout, args.max_batch, args.threads)
+    run(_load_model(args.model), args.model, args.host, args.port, args.capacity, args.idle_timeout,
+        args.max_batch, args.threads)
     return 0
 
 

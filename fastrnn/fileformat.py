@@ -63,7 +63,7 @@ def save(model, path):
 
 def to_bytes(model):
     """The .frnn bytes save() writes (what a Model pickles as; load() takes them back)."""
-    return b"".join(p if isinstance(p, bytes) else memoryview(p).cast("B").tobytes() for p in _parts(model))
+    return b"".join(p if isinstance(p, bytes) else memoryview(p).cast("B") for p in _parts(model))
 
 
 def _parts(model):

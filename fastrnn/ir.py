@@ -366,7 +366,8 @@ class Pool:
                      if k == "attn" else PoolTerm(k, a, a + self.size) for k in self.kinds)
 
     input_size = property(lambda self: self.size if self.terms is not None else self.size + ("attn" in self.kinds))
-    output_size = property(lambda self: sum(t.stop - t.start for t in self.term_list()))
+    output_size = property(lambda self: self.size * len(self.kinds) if self.terms is None
+                           else sum(t.width for t in self.terms))
 
     def tensors(self):
         if self.terms is not None:

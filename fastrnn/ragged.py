@@ -31,7 +31,7 @@ from .errors import ArgumentTypeError, ShapeError
 __all__ = ["predict_ragged"]
 
 
-def _as_list(sequences, ids, width):
+def _as_list(sequences, width):
     """The sequences as a list of NumPy arrays ((T,) ids or (T, width) floats)."""
     mod = type(sequences).__module__
     if mod.startswith("pyarrow"):
@@ -72,7 +72,7 @@ def predict_ragged(model, sequences, max_batch=256, max_steps=None):
         raise ArgumentTypeError(f"predict_ragged: max_steps must be an integer >= 1 or None, got {max_steps!r}")
     ids = model.input_kind == "ids"
     width = model.input_size
-    seqs = _as_list(sequences, ids, width)
+    seqs = _as_list(sequences, width)
     arrs = []
     for i, s in enumerate(seqs):
         a = np.asarray(s)
@@ -85,7 +85,7 @@ def predict_ragged(model, sequences, max_batch=256, max_steps=None):
         arrs.append(a)
     n = len(arrs)
     lens = np.fromiter((len(a) for a in arrs), np.int64, n)
-    fixed = any(type(l).__name__ in ("Conv1D", "Pool1D", "RepeatVector") for l in model.layers)
+    fixed = bool(model._cm.changes_time)       # predict takes no lengths then
     order = np.argsort(lens, kind="stable")
     per_step = model.output_is_sequence
     out = [None] * n if per_step else None

@@ -29,6 +29,7 @@ docs/serving.md.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import hashlib
 import io
@@ -39,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .errors import FastRNNError, ShapeError
+from .errors import FastRNNError
 
 SNAPSHOT_MAGIC = b"FRNNSTAT"
 SNAPSHOT_VERSION = 1
@@ -140,8 +141,7 @@ class Histogram:
         self.sum = 0.0
 
     def add(self, v, n=1):
-        i = next((k for k, b in enumerate(self.buckets) if v <= b), len(self.buckets))
-        self.counts[i] += n
+        self.counts[bisect.bisect_left(self.buckets, v)] += n
         self.sum += v * n
 
     def text(self, name, help_):
@@ -177,8 +177,7 @@ class Batcher:
         self.in_size = model.input_size
         self.vocab = model.layers[0].vocab_size if self.ids else None
         self.out_size = model.output_size
-        self.shapes = [tuple(a.shape) for a in self.pool.state(self.pool.open())]
-        self.pool.close(0)
+        self.shapes = model.native_state_shapes(1)
         self.seqs = {}
         self.ready = collections.deque()         # sequences with queued steps, in turn order
         self.pending = 0                         # steps queued, over all sequences
@@ -308,33 +307,28 @@ class Batcher:
         """Run a message's steps on sequence sid -> their (k, output) outputs. start opens it (or
         restarts a live one from a zero state); end closes it after them. on_step(i, row) is
         called as each step's output comes."""
-        return await (await self.enqueue(sid, x, start, end, owner, on_step))
+        return await self.enqueue(sid, x, start, end, owner, on_step)
 
-    async def enqueue(self, sid, x, start=False, end=False, owner=None, on_step=None):
-        """Queue a message's steps (submit's first half) -> the future of their outputs. Messages
-        enqueued one after the other run in that order."""
+    def enqueue(self, sid, x, start=False, end=False, owner=None, on_step=None):
+        """Queue a message's steps (submit's first half; no waiting: a start's slot is taken by
+        the ticker) -> the future of their outputs. Messages enqueued one after the other run in
+        that order."""
         self._check_id(sid)
         x = self.inputs(x)
-        if start:
-            s = self.seqs.get(sid)
-            self._admit(x)
-            if s is None:
-                s = self._open(sid, owner)
-            elif s.queue or s.ending:
-                raise ServeError(409, f"sequence {sid!r} is live with steps queued: start it again after them")
-            else:
-                s.zero, s.steps, s.owner = True, 0, owner
-            fut = self._enqueue(s, x, end, on_step)
-        else:
-            s = self.seqs.get(sid)
-            if s is None:
-                raise ServeError(404, f"no live sequence {sid!r}: send start=true first (it may have ended or "
-                                      f"timed out after {self.idle_timeout:g} s idle)")
-            if s.ending:
-                raise ServeError(409, f"sequence {sid!r} is ending")
-            self._admit(x)
-            fut = self._enqueue(s, x, end, on_step)
-        return fut
+        s = self.seqs.get(sid)
+        if s is None and not start:
+            raise ServeError(404, f"no live sequence {sid!r}: send start=true first (it may have ended or "
+                                  f"timed out after {self.idle_timeout:g} s idle)")
+        if s is not None and s.ending:
+            raise ServeError(409, f"sequence {sid!r} is ending")
+        if s is not None and start and s.queue:
+            raise ServeError(409, f"sequence {sid!r} is live with steps queued: start it again after them")
+        self._admit(x)
+        if s is None:
+            s = self._open(sid, owner)
+        elif start:
+            s.zero, s.steps, s.owner = True, 0, owner
+        return self._enqueue(s, x, end, on_step)
 
     def _admit(self, x):
         if self.draining:
@@ -498,7 +492,6 @@ def ws_parse(data, b):
         sid = bytes(data[WS_HEAD.size:pos]).decode("utf-8")
     except UnicodeDecodeError:
         raise ServeError(400, "the sequence id is not UTF-8") from None
-    b._check_id(sid)
     (k,) = struct.unpack_from("<I", data, pos)
     width = 1 if b.ids else b.in_size
     if len(data) - pos - 4 != 4 * k * width:
@@ -565,7 +558,10 @@ def make_app(model, model_bytes=None, capacity=1024, idle_timeout=60.0, max_batc
     """The aiohttp application serving `model` (docs/serving.md)."""
     from aiohttp import WSMsgType, web
 
-    fp = model_fingerprint(model_bytes) if model_bytes is not None else model_fingerprint(model_to_bytes(model))
+    if model_bytes is None:
+        from .fileformat import to_bytes
+        model_bytes = to_bytes(model)
+    fp = model_fingerprint(model_bytes)
     B = web.AppKey("batcher", Batcher)
     P = web.AppKey("predict", PredictBatcher)
 
@@ -683,7 +679,7 @@ def make_app(model, model_bytes=None, capacity=1024, idle_timeout=60.0, max_batc
                     owned.discard(sid)
             return cb
 
-        async def intake(m):
+        def intake(m):
             """One message: parsed and queued before the next is read (a socket's messages run
             in their order); its replies come from the ticker."""
             sid, text = None, m.type == WSMsgType.TEXT
@@ -691,7 +687,6 @@ def make_app(model, model_bytes=None, capacity=1024, idle_timeout=60.0, max_batc
                 if text:
                     msg = _json_body(m.data, {"id", "inputs", "start", "end"})
                     sid = msg.get("id")
-                    b._check_id(sid)
                     if "inputs" not in msg:
                         raise ServeError(400, "missing field inputs")
                     x, start, end = (msg["inputs"], _flag(msg.get("start", False), "start"),
@@ -700,7 +695,7 @@ def make_app(model, model_bytes=None, capacity=1024, idle_timeout=60.0, max_batc
                 else:
                     sid, x, start, end = ws_parse(m.data, b)
                     on_step = binary_steps(sid, len(x), end)
-                fut = await b.enqueue(sid, x, start, end, owner=sock, on_step=on_step)
+                fut = b.enqueue(sid, x, start, end, owner=sock, on_step=on_step)
             except ServeError as e:
                 out.put_nowait({"id": sid if isinstance(sid, str) else None, "error": str(e), "status": e.status})
                 return
@@ -710,7 +705,7 @@ def make_app(model, model_bytes=None, capacity=1024, idle_timeout=60.0, max_batc
         try:
             async for m in sock:
                 if m.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    await intake(m)
+                    intake(m)
                 elif m.type == WSMsgType.ERROR:
                     break
         finally:
@@ -778,7 +773,7 @@ class PredictBatcher:
         self.model, self.exec, self.delay, self.max_rows = model, executor, float(delay), int(max_rows)
         self.groups = {}
         self.draining = False
-        self.inflight = set()
+        self.flushes = set()         # running flush tasks (the loop keeps only weak references)
 
     def inputs(self, x, lengths):
         m = self.model
@@ -809,13 +804,17 @@ class PredictBatcher:
         g = self.groups.get(key)
         if g is None:
             g = self.groups[key] = []
-            t = loop.call_later(self.delay, lambda: loop.create_task(self._flush(key)))
-            self.inflight.add(t)
+            loop.call_later(self.delay, self._spawn, key)
         fut = loop.create_future()
         g.append((a, n, fut))
         if sum(len(r[0]) for r in g) >= self.max_rows:
-            loop.create_task(self._flush(key))
+            self._spawn(key)
         return await fut
+
+    def _spawn(self, key):
+        t = asyncio.get_running_loop().create_task(self._flush(key))
+        self.flushes.add(t)
+        t.add_done_callback(self.flushes.discard)
 
     def _predict(self, x, n):
         return self.model.predict(x, lengths=n)
@@ -828,7 +827,7 @@ class PredictBatcher:
         n = None if g[0][1] is None else np.concatenate([r[1] for r in g])
         try:
             y = await asyncio.get_running_loop().run_in_executor(self.exec, self._predict, x, n)
-        except (FastRNNError, ShapeError, ValueError) as e:
+        except (FastRNNError, ValueError) as e:
             for *_, fut in g:
                 if not fut.done():
                     fut.set_exception(ServeError(400, f"predict: {e}"))
@@ -845,24 +844,18 @@ class PredictBatcher:
         self.draining = True
         for key in list(self.groups):
             await self._flush(key)
+        await asyncio.gather(*self.flushes, return_exceptions=True)
 
 
-def model_to_bytes(model):
-    from .fileformat import to_bytes
-    return to_bytes(model)
-
-
-def run(path, host="127.0.0.1", port=8000, capacity=1024, idle_timeout=60.0, max_batch=None, threads=None):
-    """`fastrnn serve`: load the model, serve until SIGINT / SIGTERM (graceful: queued steps drain)."""
+def run(model, name, host="127.0.0.1", port=8000, capacity=1024, idle_timeout=60.0, max_batch=None, threads=None):
+    """`fastrnn serve`: serve a loaded model (name: its file, for the banner) until SIGINT /
+    SIGTERM (graceful: queued steps drain)."""
     from aiohttp import web
 
-    from . import load, set_num_threads
-    with open(path, "rb") as f:
-        data = f.read()
-    model = load(data)
+    from . import set_num_threads
     if threads:
         set_num_threads(int(threads))
-    app = make_app(model, data, capacity, idle_timeout, max_batch)
-    print(f"fastrnn serve: {path} on http://{host}:{port} (capacity {capacity}, idle timeout {idle_timeout:g} s)",
+    app = make_app(model, None, capacity, idle_timeout, max_batch)
+    print(f"fastrnn serve: {name} on http://{host}:{port} (capacity {capacity}, idle timeout {idle_timeout:g} s)",
           flush=True)
     web.run_app(app, host=host, port=port, print=None, shutdown_timeout=15)

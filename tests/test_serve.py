@@ -41,7 +41,7 @@ def _float_model(seed=1):
 def _offline(model, steps):
     """What a batch-1 Stream gives for these steps."""
     s = model.stream(1)
-    return np.stack([s.step(np.asarray(steps[t:t + 1])) [0] for t in range(len(steps))])
+    return np.stack([s.step(np.asarray(steps[t:t + 1]))[0] for t in range(len(steps))])
 
 
 def serve(model, coro, **kw):
