@@ -8,10 +8,14 @@ cd "$(dirname "$0")/.."
 export OPENBLAS_NUM_THREADS=1   # NumPy's BLAS threads would compete with ours on 2 cores
 export KERAS_BACKEND=torch      # the Keras tests run Keras 3 on torch: no TensorFlow needed
 python -m pip install -q --disable-pip-version-check -e ".[test]"
-# the integration tests' outside components (pytest -m integration): nginx from Debian's packages
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null; then
+# the integration tests' outside components (pytest -m integration), from Debian's packages:
+# nginx (the serve scale-out test) and a headless browser for the web example's page
+need=""
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need="$need nginx-light"
+command -v chromium >/dev/null || need="$need chromium"
+if [ -n "$need" ] && command -v apt-get >/dev/null; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx-light >/dev/null
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $need >/dev/null
 fi
 python -m pytest -q "$@"
 best=$(python -c "import fastrnn; print(fastrnn.cpu_info()['isa'])")

@@ -16,7 +16,8 @@ fastrnn model's layers, which keep PyTorch's layout), checks that both chose the
 and gave the same next-character probabilities (within 1e-5), and prints both speeds.
 
 The functions here (CharLM, generate, greedy_fastrnn, torch_modules, greedy_torch) are what
-../web/server.py and tests/test_examples.py use.
+tests/test_examples.py uses (the web page in ../web/ samples in the client with its own seeded
+rule, so a seed there gives other text than here).
 """
 import argparse
 import json
@@ -78,8 +79,8 @@ def generate(lm, prompt, tokens, temperature=DEFAULT_TEMPERATURE, seed=0, stream
 
 def generate_steps(lm, prompt, tokens, temperature=DEFAULT_TEMPERATURE, seed=0, stream=None):
     """generate(), yielding after every model step: None after each prompt character, then the
-    generated characters. A server awaits between steps so that a long prompt does not hold up
-    its other clients (examples/web/server.py)."""
+    generated characters. A server stepping one Stream per client in its event loop awaits
+    between steps so that a long prompt does not hold up its other clients."""
     stream = stream if stream is not None else lm.model.stream(batch_size=1)
     stream.reset()
     rng = np.random.default_rng(seed)
