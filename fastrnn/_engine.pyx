@@ -63,6 +63,7 @@ cdef extern from "fastrnn.h" nogil:
     frnn_status frnn_model_set_precision(frnn_model *m, int wt)
     void frnn_model_free(frnn_model *m)
     frnn_status frnn_model_add_embedding(frnn_model *m, int vocab, int dim, const float *table, int mask_zero)
+    frnn_status frnn_model_set_embedding_pool_mask(frnn_model *m, int64_t id)
     frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value)
     frnn_status frnn_model_add_dense(frnn_model *m, int inp, int out, const float *W, const float *b, frnn_act act)
     frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act)
@@ -207,7 +208,7 @@ cdef frnn_act _act(object a):
 
 
 _CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
-_POOLS = {"mean": 0, "max": 1, "sum": 2, "attn": 3}
+_POOLS = {"mean": 0, "max": 1, "sum": 2, "attn": 3, "last": 4, "first": 5}
 _POOL_OVER = {"valid": 0, "steps": 1, "longest": 2}
 _PADS = {"valid": 0, "same": 1, "causal": 2}
 
@@ -255,6 +256,8 @@ cdef class CModel:
             if t is ir.Embedding:
                 st = frnn_model_add_embedding(self.m, L.weight.shape[0], L.weight.shape[1],
                                               _fptr(L.weight), L.mask_zero)
+                if st == 0 and L.pool_mask is not None:
+                    st = frnn_model_set_embedding_pool_mask(self.m, L.pool_mask)
             elif t is ir.Masking:
                 st = frnn_model_add_masking(self.m, L.size, L.mask_value)
             elif t is ir.Dense:

@@ -6,9 +6,10 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
   format          "fastrnn"
   format_version  "1"; "2" for a reduced-precision model; "3" when a Dense or Activation has a
                   carry (a branch, ir.Dense) or a Pool the attn kind; "4" when a Pool has terms (pools
-                  of different columns side by side, ir.PoolTerm); the lowest that holds the model is
-                  written (a file with a higher major version is refused, not misread; this reader
-                  reads all four)
+                  of different columns side by side, ir.PoolTerm); "5" when an Embedding has a
+                  pool_mask (pools that leave out the steps of a padding id); the lowest that holds
+                  the model is written (also "5" for a Pool of the "last" / "first" kinds) (a file with a higher major version is refused, not misread;
+                  this reader reads all five)
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
                          "signature": {...},   (fastrnn/signature.py; optional, added in
@@ -48,7 +49,7 @@ from . import signature as sig_
 from .errors import ArgumentTypeError, ModelFormatError, ShapeError
 
 FORMAT = "fastrnn"
-VERSION = 4                      # the highest this reader reads; a model is written as the lowest that holds it
+VERSION = 5                      # the highest this reader reads; a model is written as the lowest that holds it
 MAX_HEADER = 64 << 20            # a header over 64 MiB is not one we wrote
 MAX_META_DEPTH = 32              # lists and dicts inside Model.meta, counting meta itself
 _DTYPES = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2"), "I8": np.dtype("i1")}
@@ -105,8 +106,11 @@ def _parts(model):
 
 
 def _version(model, reduced):
-    """The lowest version that holds the model: 4 with a Pool of terms, 3 with a carry (a branch) or an attention pool, 2
-    reduced, else 1."""
+    """The lowest version that holds the model: 5 with an Embedding's pool_mask, 4 with a Pool of terms, 3 with a carry
+    (a branch) or an attention pool, 2 reduced, else 1."""
+    if any(getattr(l, "pool_mask", None) is not None or set(getattr(l, "kinds", ())) & {"last", "first"}
+           for l in model.layers):
+        return 5
     if any(getattr(l, "terms", None) is not None for l in model.layers):
         return 4
     if any(getattr(l, "carry", ()) or "attn" in getattr(l, "kinds", ()) for l in model.layers):
@@ -353,6 +357,9 @@ def load(src, precision=None):
             _fail(path, f"layer {i}: a carry or an attention pool in a version {ver} file (they are version 3)")
         if int(ver) < 4 and "terms" in ls["options"]:
             _fail(path, f"layer {i}: a pool of terms in a version {ver} file (they are version 4)")
+        if int(ver) < 5 and ("pool_mask" in ls["options"] or set(getattr(layer, "kinds", ())) & {"last", "first"}):
+            _fail(path, f"layer {i}: an embedding's pool_mask or a pool of the last / first kind in a version {ver} "
+                        f"file (they are version 5)")
         # the reduced tensors are exactly the layer's matrices (precision.reduced_names)
         want = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
         if reduced != want:

@@ -56,9 +56,11 @@ ACTIVATIONS = {
     "log_softmax": (33, 0.0, 0.0),
     "layer_norm": (34, 1e-5, 0.0),      # (x - mean) / sqrt(var + alpha) over the features (row-wise;
                                         # LayerNorm's scale and shift are a Dense after it)
+    "l2_normalize": (35, 1e-12, 0.0),   # x / max(||x||, alpha) (beta 0: F.normalize) or x / (||x|| + alpha)
+                                        # (beta 1), ||x|| the L2 norm of the row's features (row-wise)
 }
 ALIASES = {"swish": "silu", "identity": "linear", "none": "linear"}
-ROW_WISE = ("softmax", "log_softmax", "layer_norm")
+ROW_WISE = ("softmax", "log_softmax", "layer_norm", "l2_normalize")
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -88,6 +90,9 @@ class Act:
         object.__setattr__(self, "beta", float(beta))
         if kind == "layer_norm" and not alpha >= 0:
             raise ModelFormatError(f"activation layer_norm: its epsilon (alpha) must be >= 0, got {alpha}")
+        if kind == "l2_normalize" and not (alpha >= 0 and beta in (0.0, 1.0)):
+            raise ModelFormatError(f"activation l2_normalize: epsilon (alpha) >= 0 and mode (beta) 0 or 1 expected, "
+                                   f"got {alpha}, {beta}")
 
     @property
     def code(self) -> int:
@@ -142,15 +147,23 @@ MERGE_MODES = ("concat", "sum", "mul", "ave")
 
 @dataclass(eq=False)
 class Embedding:
-    """Token ids (batch, time) -> vectors. mask_zero: id 0 masks its step (Keras semantics)."""
+    """Token ids (batch, time) -> vectors. mask_zero: id 0 masks its step (Keras semantics: every
+    layer after it sees the mask). pool_mask: steps whose id is pool_mask are left out of the pools
+    over valid steps (Pool over="valid") after it, and nothing else: recurrent layers still run
+    them (torch's masks made from the ids, x != pad, that only a pooling or attention reads)."""
     weight: np.ndarray
     mask_zero: bool = False
+    pool_mask: int | None = None
 
     def __post_init__(self):
         self.weight = _f32("Embedding.weight", self.weight, 2)
         if self.weight.shape[0] < 1 or self.weight.shape[1] < 1:
             raise ModelFormatError(f"Embedding.weight: empty shape {self.weight.shape}")
         self.mask_zero = bool(self.mask_zero)
+        if self.pool_mask is not None:
+            self.pool_mask = _pos_int("Embedding.pool_mask", self.pool_mask, 0)
+            if self.mask_zero:
+                raise ModelFormatError("Embedding: mask_zero and pool_mask together")
 
     vocab_size = property(lambda self: self.weight.shape[0])
     output_size = property(lambda self: self.weight.shape[1])
@@ -160,7 +173,7 @@ class Embedding:
         return {"weight": self.weight}
 
     def options(self):
-        return {"mask_zero": self.mask_zero}
+        return {"mask_zero": self.mask_zero} | ({"pool_mask": self.pool_mask} if self.pool_mask is not None else {})
 
 
 @dataclass(eq=False)
@@ -271,7 +284,7 @@ def _carry_json(carry):
     return {"carry": [list(p) for p in carry]} if carry else {}
 
 
-POOL_KINDS = ("mean", "max", "sum", "attn")
+POOL_KINDS = ("mean", "max", "sum", "attn", "last", "first")
 POOL_OVER = ("valid", "steps", "longest")
 
 
@@ -295,6 +308,11 @@ class Pool:
     or None), and the pool is sum_t (softmax(z)_t + eps) v_t over the steps that count. Its state
     is 2 * size + 3 wide (sum of w v, sum of v, running max, sum of w, position; engine note in
     src_c/fastrnn.h); a step past the bias's positions is a ShapeError.
+    "last" and "first" (format version 5): the value at a row's last step within its lengths
+    (every step without lengths) and at its first step, whatever `over` and masks say: a
+    recurrent layer's final state beside pools of its output (torch.cat([h_n[-2], h_n[-1],
+    out.mean(1)], 1): a forward direction's final state is its last step, a backward one's its
+    first). "first" keeps size + 1 state floats (the value, whether it is taken).
     terms (the general form; format version 4): pools of different columns side by side, as
     torch.cat([attn(h1), attn(h2), h2.mean(1), h2.max(1)[0]], 1) of the Kaggle Quora kernels.
     `size` is then the input's width, each PoolTerm pools its columns [start, stop) (an attn term
@@ -423,7 +441,8 @@ class PoolTerm:
             raise ModelFormatError("PoolTerm: score, score_activation, score_bias and eps are options of the attn kind")
 
     width = property(lambda self: self.stop - self.start)
-    state_width = property(lambda self: 2 * self.width + 3 if self.kind == "attn" else self.width)
+    state_width = property(lambda self: 2 * self.width + 3 if self.kind == "attn"
+                           else self.width + 1 if self.kind == "first" else self.width)
 
     def options(self):
         o = {"kind": self.kind, "start": self.start, "stop": self.stop}
@@ -805,7 +824,7 @@ OPTION_TYPES = {
 
 
 # options a layer writes only when they are not their default (a file with one is format version 3)
-OPTIONAL_OPTIONS = {"dense": {"carry": list}, "activation": {"carry": list}, "recurrent": {"carry": list},
+OPTIONAL_OPTIONS = {"embedding": {"pool_mask": int}, "dense": {"carry": list}, "activation": {"carry": list}, "recurrent": {"carry": list},
                     "pool": {"score_activation": dict, "eps": _NUM, "terms": list}}
 
 

@@ -76,6 +76,9 @@ def act(a, x):
             return x * 0.5 * _erfc(-x / math.sqrt(2.0))
         if k == "gelu_tanh":
             return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+        if k == "l2_normalize":
+            n = np.sqrt((x * x).sum(axis=-1, keepdims=True))
+            return x / (n + al if be else np.maximum(n, al))
         if k == "layer_norm":
             d = x - x.mean(axis=-1, keepdims=True)
             return d / np.sqrt((d * d).mean(axis=-1, keepdims=True) + al)
@@ -233,6 +236,16 @@ def _pool(layer, h, mask, len_active, lengths, init):
         if term.kind == "attn":
             outs.append(_attention(term, h[..., term.score], v, take, count, st[:, starts[k]:starts[k + 1]]))
             continue
+        if term.kind in ("last", "first"):           # a row's last step within lengths, its first step
+            s = st[:, starts[k]:starts[k + 1]]
+            ok = np.ones((B, T), bool) if len_active is None else len_active
+            for t in range(T):
+                rows = ok[:, t] & ((s[:, F] == 0) if term.kind == "first" else True)
+                s[rows, :F] = v[rows, t]
+                if term.kind == "first":
+                    s[rows, F] = 1
+            outs.append(s[:, :F].copy())
+            continue
         a = st[:, starts[k]:starts[k] + F]
         if term.kind == "max":
             vals = np.where(take[..., None], v, -np.inf)
@@ -285,12 +298,14 @@ def _attention(term, score, v, take, count, s):
 def run(layers, x, lengths=None, initial_state=None):
     """Run the pipeline in float64. Returns (y, final_states) (native state layout)."""
     first = layers[0]
-    mask = None
+    mask = pool_mask = None
     if isinstance(first, Embedding):
         ids = np.asarray(x)
         h = first.weight.astype(np.float64)[ids]
         if first.mask_zero:
             mask = ids != 0
+        elif first.pool_mask is not None:         # read by pools only (below)
+            pool_mask = ids != first.pool_mask
         rest = layers[1:]
     else:
         h = np.asarray(x, dtype=np.float64)
@@ -324,18 +339,18 @@ def run(layers, x, lengths=None, initial_state=None):
             h = _carried(layer, y, h)
             states_out += st
             if not layer.return_sequences:
-                mask = None
+                mask = pool_mask = None
         elif isinstance(layer, Conv1D):
-            h, mask = _conv1d(layer, h), None            # a mask ends here (Keras drops it)
+            h, mask, pool_mask = _conv1d(layer, h), None, None      # a mask ends here (Keras drops it)
         elif isinstance(layer, Pool1D):
-            h, mask = _pool1d(layer, h), None
+            h, mask, pool_mask = _pool1d(layer, h), None, None
         elif isinstance(layer, RepeatVector):
             h = np.repeat(h[:, None, :], layer.n, axis=1)
         elif isinstance(layer, Pool):
             init = None if initial_state is None else initial_state[si]
             si += 1
-            h, st = _pool(layer, h, mask, len_active, lengths, init)
+            h, st = _pool(layer, h, mask if mask is not None else pool_mask, len_active, lengths, init)
             states_out.append(st)
-            mask = None
+            mask = pool_mask = None
     assert B == h.shape[0]
     return h, states_out

@@ -24,6 +24,9 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
     "longest"       y[:, :n], n = max(lengths) (T without lengths): pad_packed_sequence pads to
                     the longest row, not to T.
     "longest_last"  y[:, n-1]: out[:, -1] of pad_packed_sequence's output.
+    "valid_last"    y[b, lengths[b]-1] (y[:, T-1] without lengths; step 0 for a length 0): each
+                    row's last valid step, torch's out[torch.arange(B), lengths - 1] or
+                    out.gather(1, (lengths - 1).view(-1, 1, 1).expand(...)).
     {"tail": k}     y[:, max(T-k, 0):]: torch's out[:, -k:] (the last k steps of the padded time
                     axis, fewer when T < k, as the slice gives; lengths do not move them).
   states: None (native layout), or a list of entries, one array per entry, for
@@ -97,8 +100,9 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
         tail = isinstance(time, dict)
         if tail and (set(time) != {"tail"} or not _int(time["tail"]) or not 1 <= time["tail"] <= 1 << 31):
             raise ModelFormatError(f"signature time {{'tail': k}} needs a number of steps k >= 1, got {time!r}")
-        if (not tail and time not in ("last", "longest", "longest_last")) or not output_is_sequence:
-            raise ModelFormatError(f"signature time must be 'last', 'longest', 'longest_last' or {{'tail': k}} on a "
+        if (not tail and time not in ("last", "longest", "longest_last", "valid_last")) or not output_is_sequence:
+            raise ModelFormatError(f"signature time must be 'last', 'longest', 'longest_last', 'valid_last' or "
+                                   f"{{'tail': k}} on a "
                                    f"model that outputs every step, got {time!r}")
         output_is_sequence = keeps_time(time)
     if outs is not None:
@@ -293,6 +297,11 @@ def cut_time(sig, y, lengths):
     if isinstance(t, dict):
         k = min(t["tail"], y.shape[1])
         return np.ascontiguousarray(y[:, y.shape[1] - k:])
+    if t == "valid_last":
+        if lengths is None or not len(lengths):
+            return np.ascontiguousarray(y[:, -1])
+        idx = np.clip(np.asarray(lengths, np.int64) - 1, 0, y.shape[1] - 1)
+        return np.ascontiguousarray(y[np.arange(y.shape[0]), idx])
     n = y.shape[1] if t == "last" or lengths is None or not len(lengths) else max(int(lengths.max()), 1)
     if t != "longest":
         return np.ascontiguousarray(y[:, n - 1])

@@ -43,7 +43,8 @@ typedef struct {
 typedef struct {
     int type, in, out;
     /* embedding */
-    float *table; int vocab, mask_zero;
+    float *table; int vocab, mask_zero; int64_t mask_id;   /* mask_zero 1: Keras (id 0 masks every
+                                                             layer), 2: id mask_id masks pools only */
     /* masking */
     float mask_value;
     /* dense / activation (and conv1d's weights); own: the columns they compute (out counts the
@@ -304,6 +305,13 @@ frnn_status frnn_model_add_embedding(frnn_model *m, int vocab, int dim, const fl
     return FRNN_OK;
 }
 
+frnn_status frnn_model_set_embedding_pool_mask(frnn_model *m, int64_t id) {
+    if (!m || m->finalized) return FRNN_ESTATE;
+    if (m->nlayers != 1 || m->L[0].type != L_EMB || m->L[0].mask_zero || id < 0) return FRNN_EINVAL;
+    m->L[0].mask_zero = 2; m->L[0].mask_id = id;
+    return FRNN_OK;
+}
+
 frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value) {
     if (size < 1) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_MASK)
@@ -315,7 +323,9 @@ frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value) {
 static int act_ok(frnn_act a, int rowwise_ok) {
     return (a.kind >= 0 && a.kind <= FRNN_ACT_GELU_TANH) ||
            (rowwise_ok && (a.kind == FRNN_ACT_SOFTMAX || a.kind == FRNN_ACT_LOG_SOFTMAX ||
-                           (a.kind == FRNN_ACT_LAYER_NORM && isfinite(a.alpha) && a.alpha >= 0)));
+                           (a.kind == FRNN_ACT_LAYER_NORM && isfinite(a.alpha) && a.alpha >= 0) ||
+                           (a.kind == FRNN_ACT_L2_NORMALIZE && isfinite(a.alpha) && a.alpha >= 0 &&
+                            (a.beta == 0 || a.beta == 1))));
 }
 
 /* L's GEMM weights W (out, K) packed, and its bias (NULL: none) padded to the panel width; the
@@ -381,7 +391,7 @@ static void carry_rows(const layer *L, const float *in, int64_t ld, float *out, 
 /* The floats of pool term k's running values in a row of its state. */
 static int pool_width(const layer *L, int k) {
     const pool_term *t = &L->terms[k];
-    return t->kind == FRNN_POOL_ATTN ? 2 * t->width + 3 : t->width;
+    return t->kind == FRNN_POOL_ATTN ? 2 * t->width + 3 : t->kind == FRNN_POOL_FIRST ? t->width + 1 : t->width;
 }
 
 frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const int *kinds, const int *starts,
@@ -391,11 +401,11 @@ frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const i
         return FRNN_EINVAL;
     int64_t out = 0, R = 1;
     for (int k = 0; k < nterms; k++) {
-        if (kinds[k] < FRNN_POOL_MEAN || kinds[k] > FRNN_POOL_ATTN || starts[k] < 0 || widths[k] < 1 ||
+        if (kinds[k] < FRNN_POOL_MEAN || kinds[k] > FRNN_POOL_FIRST || starts[k] < 0 || widths[k] < 1 ||
             (int64_t)starts[k] + widths[k] > in || (kinds[k] == FRNN_POOL_ATTN && (scores[k] < 0 || scores[k] >= in)))
             return FRNN_EINVAL;
         out += widths[k];
-        R += kinds[k] == FRNN_POOL_ATTN ? 2 * (int64_t)widths[k] + 3 : widths[k];
+        R += kinds[k] == FRNN_POOL_ATTN ? 2 * (int64_t)widths[k] + 3 : widths[k] + (kinds[k] == FRNN_POOL_FIRST);
     }
     if (out + R + in > INT32_MAX / 4) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_POOL)
@@ -1102,6 +1112,12 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
                     }
                     continue;
                 }
+                if (pt->kind == FRNN_POOL_LAST || pt->kind == FRNN_POOL_FIRST) {
+                    if ((lenok && !lenok[r]) || (pt->kind == FRNN_POOL_FIRST && a[F] != 0)) continue;
+                    memcpy(a, x, (size_t)F * 4);
+                    if (pt->kind == FRNN_POOL_FIRST) a[F] = 1;
+                    continue;
+                }
                 if (skip) continue;
                 if (pt->kind != FRNN_POOL_MAX) {
                     for (int f = 0; f < F; f++) a[f] += x[f];
@@ -1213,7 +1229,7 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
                 int64_t id = ids[i];
                 if (id < 0 || id >= L->vocab) return FRNN_EIDRANGE;
                 if (!L->fused) memcpy(out + i * L->out, L->table + id * L->out, (size_t)L->out * 4);
-                if (L->mask_zero) c->mask[i] = id != 0;
+                if (L->mask_zero) c->mask[i] = id != L->mask_id;
             }
             has_mask = L->mask_zero;
             break;
@@ -1262,7 +1278,7 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             Tc = L->repeat_n; seq = 1;
             break;
         default:
-            run_rec(m, L, c, cur, ld, ids, has_mask ? c->mask : NULL, lenok, out);
+            run_rec(m, L, c, cur, ld, ids, has_mask == 1 ? c->mask : NULL, lenok, out);   /* 2: pools only */
             if (!L->d.return_sequences) { seq = 0; has_mask = 0; }
             break;
         }

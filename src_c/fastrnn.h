@@ -37,13 +37,18 @@ enum {
     FRNN_ACT_SCALED_TANH = 11, FRNN_ACT_SELU = 12, FRNN_ACT_EXPONENTIAL = 13, FRNN_ACT_SILU = 14,
     FRNN_ACT_RELU6 = 15, FRNN_ACT_GELU = 16 /* x Phi(x) */, FRNN_ACT_GELU_TANH = 17 /* tanh form */,
     FRNN_ACT_SOFTMAX = 32, FRNN_ACT_LOG_SOFTMAX = 33,  /* row-wise, Dense/Activation only */
-    FRNN_ACT_LAYER_NORM = 34   /* row-wise: (x - mean) / sqrt(var + alpha), alpha the epsilon */
+    FRNN_ACT_LAYER_NORM = 34,  /* row-wise: (x - mean) / sqrt(var + alpha), alpha the epsilon */
+    FRNN_ACT_L2_NORMALIZE = 35 /* row-wise: x / max(||x||, alpha) (beta 0) or x / (||x|| + alpha) (beta 1) */
 };
 
 typedef struct { int kind; float alpha, beta; } frnn_act;
 
 /* Pooling over time (frnn_model_add_pool): what is computed, and which steps count. */
-enum { FRNN_POOL_MEAN = 0, FRNN_POOL_MAX = 1, FRNN_POOL_SUM = 2, FRNN_POOL_ATTN = 3 };
+enum { FRNN_POOL_MEAN = 0, FRNN_POOL_MAX = 1, FRNN_POOL_SUM = 2, FRNN_POOL_ATTN = 3,
+       /* the value at the row's last step within its lengths (every step without lengths), and
+        * at its first step (a recurrent layer's final state beside pools of its output: a forward
+        * direction's is its last step, a backward one's its first); masks and `over` do not move them */
+       FRNN_POOL_LAST = 4, FRNN_POOL_FIRST = 5 };
 enum {
     FRNN_POOL_VALID = 0,    /* the row's valid steps: within lengths and unmasked (Keras masks) */
     FRNN_POOL_STEPS = 1,    /* every step of the sequence (padding zeros included: torch) */
@@ -102,6 +107,10 @@ frnn_status frnn_model_set_precision(frnn_model *m, int wt);
 void frnn_model_free(frnn_model *m);
 frnn_status frnn_model_add_embedding(frnn_model *m, int vocab, int dim, const float *table,
                                      int mask_zero);
+/* The embedding (the first and only layer so far, without mask_zero): steps whose id is `id` are
+ * left out of the pools over valid steps (FRNN_POOL_VALID) after it; recurrent layers still run
+ * them (torch's masks made from the ids, x != pad, that only a pooling reads). */
+frnn_status frnn_model_set_embedding_pool_mask(frnn_model *m, int64_t id);
 frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value);
 frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W, const float *b,
                                  frnn_act act);
@@ -127,8 +136,8 @@ frnn_status frnn_model_set_pool_attention(frnn_model *m, frnn_act act, float eps
 /* The general pool (ir.Pool terms): nterms (1 to FRNN_POOL_TERMS) pools side by side over an
  * input of `in` features, term k of kind kinds[k] over columns [starts[k], starts[k] + widths[k]),
  * an attention term reading its score in column scores[k] (ignored for the other kinds). The state
- * is each term's running values (widths[k], or 2 * widths[k] + 3 for attention, as above) in
- * order, then the count. frnn_model_add_pool is the terms of one range after the score column. */
+ * is each term's running values (widths[k]; 2 * widths[k] + 3 for attention, as above; widths[k]
+ * + 1 for FRNN_POOL_FIRST: the value and whether it is taken) in order, then the count. frnn_model_add_pool is the terms of one range after the score column. */
 enum { FRNN_POOL_TERMS = 16 };
 frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const int *kinds, const int *starts,
                                       const int *widths, const int *scores, int over);

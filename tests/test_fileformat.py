@@ -180,3 +180,27 @@ def test_load_from_bytes_and_buffers(rng, tmp_path):
             fastrnn.load(raw[:cut])
     with pytest.raises(TypeError, match="path or bytes"):
         fastrnn.load(12)
+
+
+@pytest.mark.parametrize("what", ["pool_mask", "last_first"])
+def test_version_5_features_in_an_older_file_are_refused(what, tmp_path):
+    """An Embedding's pool_mask and the "last" / "first" pool kinds are written as format version
+    5; a file of an older version holding them was not written by fastrnn: refused."""
+    rng = np.random.default_rng(0)
+    if what == "pool_mask":
+        layers = [ir.Embedding(rng.normal(size=(9, 3)).astype(np.float32), pool_mask=0),
+                  rec(rng, "gru", 3, 4), ir.Pool(4, ("mean",), "valid")]
+    else:
+        layers = [rec(rng, "gru", 3, 4), ir.Pool(4, ("last", "max"))]
+    fastrnn.Model(layers).save(tmp_path / "m.frnn")
+    raw = (tmp_path / "m.frnn").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    assert head["__metadata__"]["format_version"] == "5"
+    head["__metadata__"]["format_version"] = "4"
+    h = json.dumps(head).encode()
+    h += b" " * (-len(h) % 8)
+    (tmp_path / "old.frnn").write_bytes(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+    with pytest.raises(fastrnn.ModelFormatError, match="version 5"):
+        fastrnn.load(tmp_path / "old.frnn")
+    np.testing.assert_array_equal(fastrnn.load(tmp_path / "m.frnn").layers[-1].kinds, layers[-1].kinds)

@@ -41,14 +41,17 @@ def test_elementwise_accuracy(kind):
         assert not bad.any(), (kind, x[bad][:5], y[bad][:5], want[bad][:5])
 
 
-@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "layer_norm"])
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "layer_norm", "l2_normalize", "l2_normalize_add"])
 @pytest.mark.parametrize("n", [1, 7, 16, 17, 33, 100])
 def test_rowwise_accuracy(kind, n):
     rng = np.random.default_rng(n)
     x = (rng.normal(size=(5, n)) * 6 + (40 if kind == "layer_norm" else 0)).astype(np.float32)
-    m = fastrnn.Model([ir.Activation(n, kind)])
+    x[4] *= 1e-7                             # l2_normalize: a row whose norm is under the epsilon
+    a = ir.Act("l2_normalize", 1e-6) if kind == "l2_normalize" else \
+        ir.Act("l2_normalize", 1e-5, 1) if kind == "l2_normalize_add" else ir.Act(kind)
+    m = fastrnn.Model([ir.Activation(n, a)])
     y = m.predict(x[:, None])[:, 0]
-    np.testing.assert_allclose(y, reference.act(ir.Act(kind), x.astype(np.float64)), rtol=1e-6,
+    np.testing.assert_allclose(y, reference.act(a, x.astype(np.float64)), rtol=1e-6,
                                atol=3e-7 if kind != "layer_norm" else 1e-6)
 
 

@@ -602,6 +602,9 @@ def _torch_acts():
         "gelu_tanh": (ir.Act("gelu_tanh"), lambda t: F.gelu(t, approximate="tanh")),
         "layer_norm": (ir.Act("layer_norm", 1e-5), lambda t: F.layer_norm(t, t.shape[-1:], eps=1e-5)),
         "layer_norm_eps": (ir.Act("layer_norm", 0.1), lambda t: F.layer_norm(t, t.shape[-1:], eps=0.1)),
+        "l2_normalize": (ir.Act("l2_normalize", 1e-12), lambda t: F.normalize(t, dim=-1)),
+        "l2_normalize_eps": (ir.Act("l2_normalize", 50.0), lambda t: F.normalize(t, dim=-1, eps=50.0)),
+        "l2_normalize_add": (ir.Act("l2_normalize", 1e-5, 1), lambda t: t / (torch.norm(t, dim=-1, keepdim=True) + 1e-5)),
     }
 
 

@@ -4,7 +4,8 @@
 #define FRNN_ACT_IMPL_H
 #include "vec.h"
 
-/* In place over `rows` rows of `cols` floats, row stride ld. Softmax kinds and layer_norm work per row. */
+/* In place over `rows` rows of `cols` floats, row stride ld. Softmax kinds, layer_norm and
+ * l2_normalize work per row. */
 void ISA_SUFFIX(act_rows)(frnn_act a, float *x, int rows, int cols, int64_t ld) {
     const int full = cols - cols % VW, tail = cols - full;
     for (int r = 0; r < rows; r++) {
@@ -30,6 +31,18 @@ void ISA_SUFFIX(act_rows)(frnn_act a, float *x, int rows, int cols, int64_t ld) 
             vf vd = v_set1(dm);     /* (x - m0) - dm: no rounding of m0 + dm */
             for (int j = 0; j < full; j += VW) v_store(p + j, v_mul(v_sub(v_sub(v_load(p + j), vm), vd), inv));
             if (tail) v_store_n(p + full, v_mul(v_sub(v_sub(v_load_n(p + full, tail), vm), vd), inv), tail);
+            continue;
+        }
+        if (a.kind == FRNN_ACT_L2_NORMALIZE) {
+            /* divided, not multiplied by a reciprocal: each element as x / norm rounds it */
+            vf sq = v_zero();
+            for (int j = 0; j < full; j += VW) { vf v = v_load(p + j); sq = v_fma(v, v, sq); }
+            float ss = v_hsum(sq);
+            for (int j = full; j < cols; j++) ss += p[j] * p[j];
+            const float n = sqrtf(ss), d = a.beta != 0 ? n + a.alpha : (n > a.alpha ? n : a.alpha);
+            vf vd = v_set1(d);
+            for (int j = 0; j < full; j += VW) v_store(p + j, v_div(v_load(p + j), vd));
+            if (tail) v_store_n(p + full, v_div(v_load_n(p + full, tail), vd), tail);
             continue;
         }
         if (a.kind != FRNN_ACT_SOFTMAX && a.kind != FRNN_ACT_LOG_SOFTMAX) {
