@@ -154,6 +154,13 @@ def lift(low, v):
         return st[key][0], len(shape) - 2
     if G._is_const(v):
         a = np.asarray(v, np.float32)
+        batch = low.size("B") if low.bind else None        # the input's axes not told apart yet: either
+        if a.ndim >= 2 and all(d == 1 for d in a.shape[:-2]) and a.shape[-2] > 1 and \
+                (a.shape[-2] == batch if batch else a.shape[-2] in low.xsizes.values()) and \
+                (a == a[..., :1, :]).all():
+            # the same row for each of the example's rows: a static-shape export's h0 (zeros), or
+            # the first step's U h0 + b folded into a constant: its per-feature vector
+            a = a[..., :1, :]
         if a.ndim > 1 and any(d != 1 for d in a.shape[:-1]):
             low.fail(f"a constant of shape {a.shape} in a step's arithmetic (only scalars and per-feature vectors)")
         a = a.reshape(-1)

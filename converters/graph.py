@@ -103,6 +103,7 @@ class HN:
     rnn: int                          # which recurrent call made it
     pos: int
     rows: str | None = None           # as PT.rows
+    group: int = 0                    # h_n.view(L, D, B, H): axes "L", "S" split the rows, "S" has group
 
 
 @dataclass(frozen=True)
@@ -268,8 +269,10 @@ class Lowering:
             return v.shape
         if isinstance(v, np.ndarray):
             return v.shape
-        if isinstance(v, Att):
+        if isinstance(v, (Att, IdMask)):
             return tuple(1 if a == "1" else self.size(a) for a in v.axes)
+        if isinstance(v, MaskedPT):
+            return self.shape(v.x)
         if isinstance(v, Pooled):             # a pool not made yet: the time axis gone or kept as a unit
             shp = _kept_shape(self, v)
             return tuple(shp) if v.keepdim else tuple(n for a, n in zip(v.x.axes, shp) if self.lab(a) != "T")
@@ -278,7 +281,8 @@ class Lowering:
     def _hn_size(self, v, a):
         if isinstance(a, tuple):
             return int(np.prod([self._hn_size(v, x) for x in a]))
-        return {"S": len(v.parts), "F": v.width, "B": self.size("B"), "1": 1}[a]
+        return {"S": v.group or len(v.parts), "L": len(v.parts) // (v.group or 1), "F": v.width,
+                "B": self.size("B"), "1": 1}[a]
 
     def pipe_width(self, x):
         """The pipeline's own width where x was made (x.width counts only x's columns)."""
@@ -712,6 +716,10 @@ def _what(v):
         return "a step value of a loop over time"
     if isinstance(v, Att):
         return "attention weights"
+    if isinstance(v, IdMask):
+        return f"a mask of the padding id {v.pad}" + (" (its count of steps)" if v.count else "")
+    if isinstance(v, MaskedPT):
+        return f"a sequence under a mask of the padding id {v.pad} (read by a pooling over time only)"
     return type(v).__name__
 
 
@@ -904,6 +912,8 @@ def _matmul(low, x, w):
         return _bmm(low, x, w)
     if isinstance(x, np.ndarray) and isinstance(w, np.ndarray):
         return np.matmul(x, w).astype(np.float32)
+    if isinstance(w, np.ndarray) and w.ndim == 1:        # x @ v: a Linear to one feature, squeezed
+        return _squeeze(low, _linear(low, x, np.ascontiguousarray(w[None, :]), None), -1)
     if not isinstance(w, np.ndarray) or w.ndim != 2:
         low.fail("a matmul of the pipeline with something other than a constant matrix")
     return _linear(low, x, np.ascontiguousarray(w.T), None)
@@ -925,7 +935,9 @@ def _t(low, x):
 
 # ---- activations -------------------------------------------------------------------------------
 
-def activation(low, x, kind, alpha=None, dim=None):
+def activation(low, x, kind, alpha=None, dim=None, beta=None):
+    if beta is not None and (cells.is_step(x) or isinstance(x, (PS, Att))):
+        low.fail(f"{kind} inside a loop over time")
     if cells.is_step(x):
         if kind in ir.ROW_WISE and dim not in (None, -1, 1):
             low.fail(f"{kind} over dim={dim} of one step (batch, features)")
@@ -951,7 +963,7 @@ def activation(low, x, kind, alpha=None, dim=None):
     x = low.reach(x)
     if x.cols is not None and (kind in ir.ROW_WISE or not _permutes(low, x)):
         x = low.whole(x)                  # some columns, or a row-wise one of permuted columns
-    a = ir.Act(kind, alpha) if alpha is not None else ir.Act(kind)
+    a = ir.Act(kind, alpha if alpha is not None else float("nan"), beta if beta is not None else float("nan"))
     # a Dense before it takes it in passes.fold (not here: another reader may need the value before
     # it); elementwise on every column in a permuted order, the order carries over
     low.layers.append(ir.Activation(x.width, a))
@@ -1005,6 +1017,10 @@ def _clamp(low, x, lo=None, hi=None):
         return np.clip(x, lo, hi).astype(np.float32)
     if not (lo is None or isinstance(lo, (int, float))) or not (hi is None or isinstance(hi, (int, float))):
         low.fail("bounds that are not numbers")
+    if isinstance(x, IdMask) and x.count and hi is None and lo is not None and 0 < float(lo) <= 1:
+        return x                 # count.clamp(min=1e-9): the same where a row has a kept step
+    if isinstance(x, Norm) and hi is None and lo is not None and x.eps is None:
+        return replace(x, eps=float(lo), mode=0)      # F.normalize's norm.clamp_min(eps)
     if cells.is_step(x):
         if lo is not None:
             x = cells.act(low, x, "max", float(lo))
@@ -1128,6 +1144,8 @@ def _step_arith(a, b):
 
 
 def _arith(low, op, a, b, alpha=1):
+    if any(isinstance(v, (IdMask, MaskedPT)) for v in (a, b)):
+        return _mask_arith(low, op, a, b)
     if alpha == 1 and not _step_arith(a, b):
         r = _att_arith(low, op, a, b)          # attention weights (Att)
         if r is not None:
@@ -1138,6 +1156,12 @@ def _arith(low, op, a, b, alpha=1):
                 low.fail(f"{op} with alpha={alpha} of step values")
             b = b * alpha
         return cells.arith(low, op, a, b)      # a cell's arithmetic, unrolled (converters/cells.py)
+    if isinstance(a, Norm) or isinstance(b, Norm):
+        return _norm_arith(low, op, a, b)
+    if isinstance(b, np.ndarray) and b.ndim == 0 and b.dtype.kind in "iu":
+        b = int(b)                                           # a trace's 0-d integer constant
+    if op == "sub" and isinstance(a, Input) and len(a.shape) == 1 and a.rows is None and _is_num(b) and b == int(b):
+        return StepIdx(a, int(b) * int(alpha), a.shape)     # lengths - 1: each row's last step
     if op == "div" and isinstance(a, Pooled) and isinstance(b, Input):
         m = _masked_mean(low, a, b)
         if m is not None:
@@ -1313,6 +1337,8 @@ def _view(low, x, *shape):
         shape = low.shape(shape[0])
     if isinstance(x, np.ndarray):
         return x.reshape(tuple(int(s) for s in shape))
+    if isinstance(x, StepIdx):
+        return _step_idx_view(low, x, shape)
     if isinstance(x, Zeros):
         n = int(np.prod(x.shape))
         known = int(np.prod([s for s in shape if s != -1]))
@@ -1339,6 +1365,10 @@ def _reshape(low, x, shape):
     if int(np.prod(tgt) if tgt else 1) != total:
         low.fail(f"view{tuple(shape)} of a tensor of shape {tuple(sizes)}")
     axes = _regroup(low, x, src, sizes, tgt)
+    if axes is None and isinstance(x, HN):
+        h = _hn_split(low, x, sizes, tgt)
+        if h is not None:
+            return h
     if axes is None and isinstance(x, PT):
         d = _directions_split(low, x, tgt)
         if d is not None:
@@ -1355,6 +1385,15 @@ def _reshape(low, x, shape):
     if _featureless(low, x) and axes and axes[-1] == "1":
         axes[-1] = "F"                           # view(T, 1, -1) of a series: its feature axis
     return replace(x, axes=tuple(axes))
+
+
+def _hn_split(low, x, sizes, tgt):
+    """h_n.view(num_layers, num_directions, B, H) (torch's documented way to tell layers and
+    directions apart): the rows as axes "L" x "S" (HN.group rows each); None if it is not that."""
+    if x.group or low.lab(x.axes[0]) != "S" or len(tgt) != len(sizes) + 1 or tgt[2:] != list(sizes[1:]) \
+            or tgt[0] * tgt[1] != len(x.parts) or tgt[1] < 1:
+        return None
+    return replace(x, axes=("L", "S") + tuple(x.axes[1:]), group=tgt[1])
 
 
 def _directions_split(low, x, tgt):
@@ -1501,6 +1540,14 @@ def _unsqueeze(low, x, dim):
         s = list(x.shape)
         s.insert(dim % (len(s) + 1), 1)
         return Zeros(tuple(s))
+    if isinstance(x, StepIdx):
+        s = list(x.shape)
+        s.insert(dim % (len(s) + 1), 1)
+        return replace(x, shape=tuple(s))
+    if isinstance(x, IdMask):
+        axes = list(x.axes)
+        axes.insert(dim % (len(axes) + 1), "1")
+        return replace(x, axes=tuple(axes))
     if isinstance(x, Input) and x.index == low.lengths_index and len(x.shape) == 1 \
             and dim in (1, -1):                 # lengths.unsqueeze(1): a column to divide a pooled sum by
         return replace(x, shape=(x.shape[0], 1))
@@ -1601,6 +1648,15 @@ def _hn_select(low, x, dim, index):
     n = len(x.axes)
     i = dim % n
     a = low.lab(x.axes[i])
+    if a in ("L", "S") and x.group:             # of h_n.view(L, D, B, H)
+        g, n = x.group, len(x.parts) // x.group
+        k = n if a == "L" else g
+        if not -k <= index < k:
+            low.fail(f"{x.kind}_n.view has {k} rows along that axis, row {index} asked")
+        index %= k
+        parts = x.parts[index * g:(index + 1) * g] if a == "L" else x.parts[index::g]
+        axes = tuple("S" if b == "L" else b for j, b in enumerate(x.axes) if j != i)
+        return replace(x, parts=parts, axes=axes, group=0)
     if a != "S":
         if a == "1":
             return replace(x, axes=x.axes[:i] + x.axes[i + 1:])
@@ -1649,7 +1705,7 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         s2 = list(x.shape)
         s2[i] = len(range(s, e, st))
         return Zeros(tuple(s2))
-    if isinstance(x, HN) and low.lab(x.axes[i]) == "S":
+    if isinstance(x, HN) and low.lab(x.axes[i]) == "S" and not x.group:
         return replace(x, parts=tuple(x.parts[s:e:st]))
     if isinstance(x, PT) and low.lab(x.axes[i]) == "T" and st == 1 and e == size and start is not None and start < -1:
         return _last_steps(low, x, -start)
@@ -1684,15 +1740,28 @@ def _direction_final(low, v, s, e):
 
 
 def _columns(low, x, s, e, st):
-    """Feature columns [s:e] of a pipeline tensor: the directions of a bidirectional output,
-    as Keras-like column ranges (only as an output, or read by a Linear)."""
+    """Feature columns [s:e] of a pipeline tensor (one direction of a bidirectional output,
+    out[..., :H] + out[..., H:] of the chatbot tutorial, a chunk): the same tensor reading only
+    those columns (PT.cols), as a select of one direction does; its readers (a Linear, an add,
+    an activation, a concat) take columns."""
     if st != 1:
         low.fail("a strided slice of the features")
+    if x.dirs > 1:
+        low.fail("a slice of features whose directions are not merged")
     base = list(x.cols) if x.cols is not None else [(0, x.width)]
     flat = np.concatenate([np.arange(a, b) for a, b in base])[s:e]
-    low.fail(f"a slice [{s}:{e}] of the {x.width} features (e.g. one direction of a bidirectional output) "
-             f"feeding the rest of the model; take h_n rows instead")
-    return flat
+    return replace(x, width=len(flat), cols=_ranges(flat))
+
+
+def _ranges(idx):
+    """Column indices -> ((start, stop), ...) of their runs."""
+    out = []
+    for i in idx.tolist():
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return tuple(map(tuple, out))
 
 
 @handles("narrow")
@@ -1715,6 +1784,9 @@ def _getitem(low, x, idx):
     if not isinstance(x, (PT, HN, Zeros)):
         low.fail(f"indexing {_what(x)}")
     items = idx if isinstance(idx, tuple) else (idx,)
+    if any(isinstance(it, (StepIdx, np.ndarray, range)) for it in items):
+        return _index(low, x, [None if isinstance(it, slice) and it == slice(None) else
+                               np.arange(it.start, it.stop, it.step) if isinstance(it, range) else it for it in items])
     n = len(low.shape(x))
     if Ellipsis in items:
         k = items.index(Ellipsis)
@@ -1741,6 +1813,8 @@ def _cat(low, tensors, dim=0):
     if step is not None:
         return step
     tensors = _steps_as_ps(low, tensors)
+    if any(isinstance(t, Pooled) for t in tensors) and any(isinstance(t, HN) for t in tensors):
+        tensors = _finals_as_pools(low, tensors)
     if tensors and all(isinstance(t, Pooled) for t in tensors):      # pools side by side: one layer
         n = len(tensors[0].x.axes) - (0 if tensors[0].keepdim else 1)
         axes = [low.lab(a) for a in tensors[0].x.axes if tensors[0].keepdim or low.lab(a) != "T"]
@@ -2051,6 +2125,328 @@ def _pad(low, seq, batch_first=False, padding_value=0.0, total_length=None):
     return (replace(seq, axes=axes, packed=False, padded="longest" if total_length is None else "T"), Lengths())
 
 
+# ---- masks made from the token ids -----------------------------------------------------------------
+#
+# mask = (ids != pad) (or ids > 0, or ids == pad and its negation), unsqueezed and cast, read by
+# pooling only: (out * mask).sum(1) / mask.sum(1) (a masked mean, sentence-embedding style),
+# (out * mask).sum(1), out.masked_fill(mask == 0, -inf).max(1), attention scores
+# masked_fill(mask == 0, -1e10) before their softmax, or exp(scores) * mask (the Kaggle Attention
+# module's mask). The recurrence still runs the padding (the source never packs it away); the
+# pools leave those steps out: ir.Embedding.pool_mask, ir.Pool over="valid".
+
+@dataclass(frozen=True)
+class IdMask:
+    """ids != pad (keep=True: true at the steps kept) or ids == pad (keep=False); axes: the ids',
+    unit axes "1" where unsqueezed. count: its sum over time (the number of kept steps per row)."""
+    pad: int
+    keep: bool
+    axes: tuple
+    count: bool = False
+
+
+@dataclass(frozen=True)
+class MaskedPT:
+    """A sequence of the pipeline with its padding steps zeroed (fill "zero": a sum then leaves them
+    out) or set to a large negative value (fill "neg": a max then leaves them out)."""
+    x: PT
+    pad: int
+    fill: str
+
+
+def _mask_over(pad):
+    return {} if pad is None else {"over": "valid", "mask": pad}
+
+
+def _is_ids(low, x):
+    return isinstance(x, PT) and x.width is None and not x.pos
+
+
+def _int_const(v):
+    if isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "iub":
+        v = int(v.reshape(-1)[0])
+    return v if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else None
+
+
+def _compare(low, op, a, b):
+    if _is_const(a) and _is_const(b):
+        f = {"eq": np.equal, "ne": np.not_equal, "gt": np.greater, "lt": np.less, "ge": np.greater_equal,
+             "le": np.less_equal}[op]
+        return np.asarray(f(a, b))
+    if _int_const(a) is not None and op in ("eq", "ne"):
+        a, b = b, a
+    c = _int_const(b)
+    if _is_ids(low, a) and c is not None:
+        if op in ("ne", "eq"):
+            return IdMask(int(c), op == "ne", tuple(a.axes))
+        if (op, c) in (("gt", 0), ("ge", 1)):           # ids are >= 0: id 0 is the padding
+            return IdMask(0, True, tuple(a.axes))
+    if isinstance(a, IdMask) and not a.count and c in (0, 1) and op in ("eq", "ne", "gt"):
+        same = (op == "eq") == (c == 1) if op != "gt" else c == 0
+        return a if same else replace(a, keep=not a.keep)
+    low.fail(f"{op} of {_what(a)} and {_what(b)} (comparisons make masks of the token ids only: ids != pad)")
+
+
+for _op in ("eq", "ne", "gt", "lt", "ge", "le"):
+    handles(_op, _op + "_")((lambda op: lambda low, a, b: _compare(low, op, a, b))(_op))
+
+
+@handles("logical_not", "bitwise_not")
+def _logical_not(low, x):
+    if isinstance(x, IdMask) and not x.count:
+        return replace(x, keep=not x.keep)
+    if isinstance(x, np.ndarray):
+        return np.logical_not(x)
+    low.fail(f"not of {_what(x)}")
+
+
+def _mask_fits(low, m, x, unit_features):
+    """m's axes are x's (a sequence of the pipeline or scores) with, when unit_features, a unit
+    axis where x has its features."""
+    labels = tuple(low.lab(a) for a in x.axes)
+    want = tuple("1" if v == "F" else v for v in labels) if unit_features else labels
+    return tuple(low.lab(a) if a not in ("1",) else "1" for a in m.axes) == want
+
+
+def _mask_arith(low, op, a, b):
+    if op == "mul" and isinstance(b, IdMask) and not isinstance(a, IdMask):
+        a, b = b, a
+    if op == "mul" and isinstance(a, IdMask) and not a.count:
+        if not a.keep:
+            low.fail("a product with the padding steps' mask (ids == pad): only the kept steps' (ids != pad)")
+        if isinstance(b, Att) and b.stage == "exp" and _mask_fits(low, a, b, False):
+            return replace(b, mask=a.pad)               # exp(scores) * mask (the Kaggle Attention's)
+        if isinstance(b, PT) and b.width is not None and _mask_fits(low, a, b, True):
+            return MaskedPT(b, a.pad, "zero")
+        if isinstance(b, np.ndarray) and b.size == 1 and float(b.reshape(-1)[0]) == 1:
+            return a                                      # mask * 1.0 (a cast)
+    if op == "div" and isinstance(a, Pooled) and isinstance(b, IdMask) and b.count and a.kind == "sum" \
+            and a.mask == b.pad and [low.lab(v) for v in b.axes if low.lab(v) != "1"] == ["B"]:
+        return replace(a, kind="mean")                    # (out * mask).sum(1) / mask.sum(1)
+    low.fail(f"{op} of {_what(a)} and {_what(b)} (a mask of the padding id is read by a product with a sequence "
+             f"then a sum over time, or by masked_fill before a max or a softmax over time)")
+
+
+def _mask_reduce(low, op, x, dim, keepdim):
+    dims = dim if isinstance(dim, (list, tuple)) else [dim]
+    if dim is None or len(dims) != 1:
+        low.fail(f"{op} of a mask over {dim}")
+    i = int(dims[0])
+    if isinstance(x, IdMask):
+        if op != "sum" or x.count or low.lab(x.axes[i % len(x.axes)]) not in ("T", "x0", "x1"):
+            low.fail(f"{op} of a mask of the padding id (only its sum over time: the number of kept steps)")
+        axes = list(x.axes)
+        if keepdim:
+            axes[i % len(axes)] = "1"
+        else:
+            del axes[i % len(axes)]
+        return replace(x, axes=tuple(axes), count=True)
+    r = _reduce(low, op, x.x, dim, keepdim)
+    p, rest = (r[0], r[1:]) if isinstance(r, tuple) else (r, ())
+    if not (isinstance(p, Pooled) and ((p.kind == "sum" and x.fill == "zero") or (p.kind == "max" and x.fill == "neg"))):
+        low.fail(f"{op} over time of a sequence whose padding steps are {'zeroed' if x.fill == 'zero' else 'set to -inf'} "
+                 f"(a sum of the zeroed one, a max of the other)")
+    p = replace(p, **_mask_over(x.pad))
+    return (p,) + rest if rest else p
+
+
+@handles("masked_fill", "masked_fill_")
+def _masked_fill(low, x, mask, value):
+    """x.masked_fill(mask == 0, v) with a mask of the padding id: 0 before a sum, a large negative
+    value before a max or a softmax of attention scores."""
+    v = float(np.asarray(value).reshape(-1)[0]) if _is_const(value) else None
+    if not isinstance(mask, IdMask) or mask.count or v is None:
+        low.fail(f"masked_fill of {_what(x)} where {_what(mask)} (only by a mask of the padding id)")
+    if mask.keep:
+        low.fail("masked_fill of the kept steps (ids != pad); the padding's (ids == pad, mask == 0) is")
+    if isinstance(x, (Att, PT)) and (isinstance(x, Att) or _is_score(low, x)) and v <= -1e4:
+        att = _att_of(low, x, "masked_fill")
+        if not _mask_fits(low, mask, att, False) or att.stage != "score":
+            low.fail("masked_fill of attention scores by a mask of other axes, or after their softmax")
+        return replace(att, mask=mask.pad)
+    if isinstance(x, PT) and x.width is not None and _mask_fits(low, mask, x, True) and (v == 0 or v <= -1e4):
+        return MaskedPT(x, mask.pad, "zero" if v == 0 else "neg")
+    low.fail(f"masked_fill of {_what(x)} with {v} (0 before a sum, -inf or a large negative value before a max "
+             f"or a softmax over time)")
+
+
+def _pool_mask_to_embedding(low, pad):
+    first = low.layers[0] if low.layers else None
+    if not isinstance(first, ir.Embedding) or first.mask_zero:
+        low.fail("a pool under a mask of the token ids in a model that does not start with an Embedding")
+    if first.pool_mask is not None and first.pool_mask != pad:
+        low.fail(f"pools under masks of two padding ids ({first.pool_mask} and {pad})")
+    low.layers[0] = replace(first, pool_mask=pad)
+
+
+# ---- each row's last valid step ------------------------------------------------------------------
+#
+# out[torch.arange(B), lengths - 1] and out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, H))
+# of a recurrent layer's per-step output: the signature's time "valid_last" (fastrnn/signature.py),
+# lengths a predict argument. The pipeline runs every step; predict takes each row's step.
+
+@dataclass(frozen=True)
+class StepIdx:
+    """lengths - back, lengths a forward argument (B,), viewed to `shape`."""
+    inp: Input
+    back: int
+    shape: tuple
+
+
+def _step_idx_view(low, x, shape):
+    shape = tuple(int(s) for s in shape)
+    n = int(np.prod(x.shape))
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1])) or 1
+        shape = tuple(n // known if s == -1 else s for s in shape)
+    if int(np.prod(shape)) != n:
+        low.fail(f"view{shape} of lengths - {x.back}")
+    return replace(x, shape=shape)
+
+
+def _valid_last(low, x, tdim, idx):
+    """x's step lengths - 1 per row (tdim: its time axis)."""
+    if idx.back != 1:
+        low.fail(f"step lengths - {idx.back} of each row (only lengths - 1, the last valid step)")
+    x = low.tensor(x)
+    if low.lab(x.axes[tdim]) != "T" and low.lab(x.axes[tdim]) not in ("x0", "x1"):
+        low.fail("an index by lengths - 1 along an axis that is not the time axis")
+    if low.lengths_index is None:
+        # the recurrence ran over the padding too: its steps before each row's length are those of
+        # a run with lengths when every layer so far is causal (nothing reads later steps)
+        bad = [l for l in low.layers if not isinstance(l, (ir.Embedding, ir.Dense, ir.Activation))
+               and not (isinstance(l, ir.Recurrent) and l.num_directions == 1 and l.return_sequences
+                        and not getattr(l, "go_backwards", False))]
+        if bad or not low.rnns:
+            low.fail(f"an index by lengths - 1 after {type(bad[0]).__name__ if bad else 'no recurrent layer'} "
+                     f"(without pack_padded_sequence, only after causal layers: its steps then depend on the "
+                     f"padding)")
+        low.takes_lengths = True
+        low.lengths_index = idx.inp.index
+    elif idx.inp.index != low.lengths_index:
+        low.fail("an index by another argument than pack_padded_sequence's lengths")
+    low.at_end(x)
+    if x.time is not None or x.packed:
+        low.fail("the last valid step of a tensor already cut in time")
+    axes = x.axes[:tdim] + x.axes[tdim + 1:]
+    return replace(x, axes=axes, time="valid_last", padded=None)
+
+
+def _index(low, x, items):
+    """x[i0, i1, ...] with tensors: rows every row (arange(B)) and lengths - 1 along time."""
+    shp = low.shape(x) if isinstance(x, (PT, HN, PS)) else None
+    if shp is None:
+        low.fail(f"advanced indexing of {_what(x)}")
+    items = list(items) + [None] * (len(shp) - len(items))
+    kinds = []
+    for d, it in enumerate(items):
+        if it is None:
+            kinds.append("all")
+        elif isinstance(it, StepIdx) and len(it.shape) == 1:
+            kinds.append("step")
+        elif isinstance(it, np.ndarray) and it.ndim == 1 and len(it) == shp[d] and (it == np.arange(shp[d])).all():
+            kinds.append("rows")
+        else:
+            kinds.append("other")
+    if sorted(kinds) != sorted(["rows", "step"] + ["all"] * (len(shp) - 2)):
+        low.fail("advanced indexing other than out[torch.arange(B), lengths - 1] (each row's last valid step)")
+    t, r = kinds.index("step"), kinds.index("rows")
+    if abs(t - r) != 1:
+        low.fail("an index by arange(B) and lengths - 1 on axes that are not next to each other")
+    x = low.tensor(x)
+    if low.lab(x.axes[r]) not in ("B", "x0", "x1"):
+        low.fail("arange(B) along an axis that is not the batch")
+    return _valid_last(low, x, t, items[t])
+
+
+@handles("index", "_unsafe_index")
+def _index_op(low, x, indices):
+    return _index(low, x, [None if i is None else i for i in indices])
+
+
+@handles("gather")
+def _gather(low, x, dim, index, *rest, **kw):
+    """x.gather(dim, (lengths - 1).view(-1, 1, 1).expand(-1, 1, H)): each row's last valid step,
+    a unit time axis kept."""
+    if not isinstance(index, StepIdx) or not isinstance(x, (PT, PS)):
+        low.fail(f"gather of {_what(x)} by {_what(index)} (only by lengths - 1 along the time axis)")
+    shp = low.shape(x)
+    dim %= len(shp)
+    want = list(shp)
+    want[dim] = 1
+    if list(index.shape) != want and list(index.shape) != want[:-1] + [1]:
+        low.fail(f"gather by lengths - 1 viewed as {index.shape} (expected {tuple(want)})")
+    return _unsqueeze(low, _valid_last(low, x, dim, index), dim)
+
+
+@handles("long", "int")
+def _to_int(low, x, *rest):
+    if isinstance(x, np.ndarray):
+        return x.astype(np.int64)
+    if isinstance(x, (StepIdx, Input, Size, int)):
+        return x
+    low.fail(f"an integer cast of {_what(x)}")
+
+
+# ---- L2 normalisation -------------------------------------------------------------------------
+#
+# x / x.norm(dim=-1, keepdim=True) of a tensor of the pipeline, with F.normalize's
+# norm.clamp_min(eps).expand_as(x) or a speaker encoder's (norm + eps): the row-wise
+# l2_normalize activation. The norm alone is a Norm until the division says what it is for.
+
+@dataclass(frozen=True, eq=False)
+class Norm:
+    x: PT
+    keepdim: bool
+    eps: float | None = None          # None: not bounded yet
+    mode: int = 0                     # 0: max(norm, eps); 1: norm + eps (ir.ACTIVATIONS l2_normalize)
+
+
+@handles("linalg_vector_norm", "norm", "linalg_norm", "frobenius_norm")
+def _norm(low, x, p=2, dim=None, keepdim=False, *rest, **kw):
+    keepdim = kw.get("keepdim", keepdim)
+    dim = kw.get("dim", dim)
+    p = kw.get("ord", kw.get("p", p))
+    if isinstance(x, np.ndarray):
+        return np.asarray(np.linalg.norm(x, ord=None if p in (2, "fro") else p,
+                                         axis=None if dim is None else tuple(np.atleast_1d(dim)),
+                                         keepdims=bool(keepdim)), np.float32)
+    x = low.tensor(x)
+    dims = list(np.atleast_1d(dim)) if dim is not None else list(range(len(x.axes)))
+    if p not in (2, 2.0, "fro", None) or len(dims) != 1 or low.lab(x.axes[low.feature_axis(x, int(dims[0]))]) != "F":
+        low.fail(f"a norm (p={p}, dim={dim}) other than the L2 norm over the features")
+    return Norm(x, bool(keepdim))
+
+
+@handles("normalize")
+def _normalize(low, x, p=2.0, dim=1, eps=1e-12, *rest):
+    """F.normalize as one call (a capture that keeps it whole)."""
+    return _norm_arith(low, "div", x, replace(_norm(low, x, p, [dim], True), eps=float(eps), mode=0))
+
+
+@handles("expand_as", "expand")
+def _expand_as(low, x, *shape, **kw):
+    if isinstance(x, Norm) and x.keepdim:
+        return x                          # broadcast against its tensor by the division
+    if isinstance(x, StepIdx):             # the same step for each feature: the view's shape is kept
+        return x
+    low.fail(f"expand of {_what(x)}")
+
+
+def _norm_arith(low, op, a, b):
+    if op == "add" and isinstance(b, Norm):
+        a, b = b, a
+    if isinstance(a, Norm) and op == "add" and a.eps is None and \
+            (_is_num(b) or (isinstance(b, np.ndarray) and b.size == 1)):
+        return replace(a, eps=float(np.asarray(b).reshape(-1)[0]), mode=1)
+    if op == "div" and isinstance(b, Norm) and not isinstance(a, Norm):
+        x = low.tensor(a)
+        if x != b.x or not b.keepdim:
+            low.fail("a division by the norm of another tensor (only x / x.norm(dim=-1, keepdim=True))")
+        return activation(low, x, "l2_normalize", alpha=b.eps or 0.0, beta=float(b.mode), dim=-1)
+    low.fail(f"{op} of {_what(a)} and {_what(b)} (a norm is read only by the division normalising its "
+             f"tensor: x / x.norm(dim=-1, keepdim=True), F.normalize)")
+
+
 # ---- reductions: pooling over time ------------------------------------------------------------
 #
 # out.mean(1), torch.max(out, 1)[0], out.sum(dim=1), amax over the time axis of a sequence of the
@@ -2065,6 +2461,7 @@ class Pooled:
     keepdim: bool
     over: str | None = None           # ir.Pool over, when not the tensor's own (a masked mean: "valid")
     att: object = None                # kind "attn": its weights (Att)
+    mask: int | None = None           # the padding id whose steps it leaves out (IdMask; over "valid")
 
 
 def _masked_mean(low, p, n):
@@ -2088,6 +2485,8 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
         return (r, None) if op in ("max", "min") and dim is not None and not isinstance(dim, (list, tuple)) else r
     if isinstance(x, PS):
         x = low.tensor(x)
+    if isinstance(x, (IdMask, MaskedPT)):
+        return _mask_reduce(low, op, x, dim, keepdim)
     if isinstance(x, (Att, Weighted)) and op == "sum" and isinstance(dim, (list, tuple)) and len(dim) == 1:
         dim = dim[0]
     if isinstance(x, (Att, Weighted)) and op == "sum" and isinstance(dim, int):
@@ -2212,6 +2611,7 @@ class Att:
     act: str = "linear"
     stage: str = "score"
     eps: float = 0.0
+    mask: int | None = None           # the padding id whose steps the weights leave out (IdMask)
 
 
 @dataclass(frozen=True, eq=False)
@@ -2319,7 +2719,7 @@ def _att_pool(low, x, att, keepdim, at):
         low.fail("a sum over time of weights that are not normalised over time (a softmax)")
     if low.lab(x.axes[at]) != "T":
         low.fail("attention weights summed over an axis other than time")
-    return Pooled(x, "attn", bool(keepdim), att=att)
+    return Pooled(x, "attn", bool(keepdim), att=att, **_mask_over(att.mask))
 
 
 def _att_bmm(low, a, x):
@@ -2329,7 +2729,7 @@ def _att_bmm(low, a, x):
     labels = tuple(low.lab(v) for v in x.axes)
     if len(labels) != 3 or labels[1:] != ("T", "F") or a.axes != (labels[0], "1", "T"):
         low.fail("a batched matmul of attention weights (B, 1, T) with anything but a (B, T, F) sequence")
-    return Pooled(x, "attn", True, att=a)
+    return Pooled(x, "attn", True, att=a, **_mask_over(a.mask))
 
 
 def _pool_layer(low, pools):
@@ -2339,8 +2739,11 @@ def _pool_layer(low, pools):
     x = pools[0].x
     if len({p.keepdim for p in pools}) != 1:
         low.fail("torch.cat of pools that keep the time axis and pools that do not")
-    if len({p.over for p in pools}) != 1:
-        low.fail("torch.cat of a masked mean (a sum divided by the lengths) and another pool over the padded steps")
+    if len({p.over for p in pools}) != 1 or len({p.mask for p in pools}) != 1:
+        low.fail("torch.cat of a masked pool (a sum divided by the lengths, or under a mask of the padding id) and "
+                 "another pool over the padded steps")
+    if pools[0].mask is not None:
+        _pool_mask_to_embedding(low, pools[0].mask)
     if any(p.x.width is None for p in pools):
         low.fail("pooling token ids")
     i = [low.lab(a) for a in x.axes].index("T")
@@ -2362,9 +2765,15 @@ def _pool_layer(low, pools):
             for j, q in enumerate(parts):
                 if q == t:
                     return at[j]
+                if t.cols is not None and len(t.cols) == 1 and q.cols is None and \
+                        replace(t, cols=None, width=q.width) == q:
+                    return at[j] + t.cols[0][0]        # some columns of a tensor placed whole
             at.append(sum(q.width for q in parts))
             parts.append(t)
             return at[-1]
+        for p in pools:                                # whole tensors first: column ranges read them
+            if p.x.cols is None:
+                place(p.x)
         terms = []
         for p in pools:
             start = place(p.x)
@@ -2380,6 +2789,34 @@ def _pool_layer(low, pools):
     low.layers.append(layer)
     axes = x.axes[:i] + (("1",) if pools[0].keepdim else ()) + x.axes[i + 1:]
     return replace(x, pos=len(low.layers), axes=axes, width=layer.output_size, padded=None)
+
+
+def _finals_as_pools(low, tensors):
+    """torch.cat([h_n[-2], h_n[-1], out.mean(1), out.max(1)[0]], 1): the top layer's final states
+    beside pools of its own output are pools of that output too -- a forward direction's final
+    state its last step (within lengths), a backward one's its first (ir.Pool kinds "last",
+    "first"). -> the tensors with each h_n row made such a Pooled."""
+    ref = next(t for t in tensors if isinstance(t, Pooled))
+    out = []
+    for t in tensors:
+        if not isinstance(t, HN):
+            out.append(t)
+            continue
+        r = low.rnns[t.rnn] if 0 <= t.rnn < len(low.rnns) else None
+        seq = ref.x
+        top = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1) if r else None
+        axes = tuple(low.lab(a) for a in t.axes)
+        if t.kind != "h" or r is None or t.rnn != len(low.rnns) - 1 or t.rows is not None \
+                or axes not in (("B", "F"), ("B", ("S", "F"))) or any(k != top for k, _ in t.parts) \
+                or seq.pos != r.last + 1 or seq.cols is not None or seq.dirs != 1 or seq.width != r.D * r.width \
+                or seq.time is not None:
+            low.fail("torch.cat of final states with pools of another tensor than the recurrent layer's own "
+                     "output (only its top layer's h_n rows beside pools of its output)")
+        H = r.width
+        for _, d in t.parts:
+            x = seq if r.D == 1 else replace(seq, width=H, cols=((d * H, (d + 1) * H),))
+            out.append(Pooled(x, "last" if d == 0 else "first", ref.keepdim, over=ref.over, mask=ref.mask))
+    return out
 
 
 def _att_score(a, x):

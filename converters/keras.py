@@ -841,6 +841,8 @@ class _Builder:
             return self._batchnorm(l, c)
         if cls == "LayerNormalization":
             return self._layernorm(l, c)
+        if cls == "UnitNormalization":
+            return self._unitnorm(l, c)
         if cls in GLOBAL_POOLS:
             return self._global_pool(l, c, GLOBAL_POOLS[cls])
         if cls == "_PoolConcat":
@@ -919,6 +921,16 @@ class _Builder:
         self.layers.append(ir.Activation(self.width, ir.Act("layer_norm", float(c.get("epsilon", 1e-3)))))
         if c.get("center", True) or c.get("scale", True):
             self._diagonal(gamma, beta)
+
+    def _unitnorm(self, l, c):
+        """UnitNormalization over the features: x * min(rsqrt(sum x^2), 1 / 1e-12) in Keras 3, the
+        row-wise l2_normalize activation x / max(||x||, 1e-12)."""
+        _refuse_extras(l, c, {"axis"})
+        axis = c.get("axis", -1)
+        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+        if axis not in (-1, 2 if self.seq else 1):
+            raise UnsupportedError(f"{_where(l)}: option axis={axis!r} (only the feature axis, -1) is not supported")
+        self.layers.append(ir.Activation(self.width, ir.Act("l2_normalize", 1e-12, 0)))
 
     def _norm_weights(self, l, c, extra):
         """A normalisation over the feature axis: (gamma, beta, the `extra` vectors after them);

@@ -1,5 +1,8 @@
 """Shared helpers: random layer specs with non-trivial weights, and the tolerance of the accuracy
 contract (DESIGN.md section 4: 1e-5 absolute where outputs are O(1), rtol 1e-4 otherwise)."""
+import contextlib
+import io
+import warnings
 import zlib
 
 import numpy as np
@@ -33,6 +36,16 @@ def rec(rng, cell, I, H, direction="forward", *, bias=True, peepholes=False, pro
 def dense(rng, I, O, activation="linear", bias=True):
     return ir.Dense(rng.uniform(-0.5, 0.5, (O, I)).astype(np.float32),
                     rng.uniform(-0.5, 0.5, O).astype(np.float32) if bias else None, activation)
+
+
+def quiet():
+    """A context that silences warnings and what an exporter prints (torch.jit / torch.onnx)."""
+    s = contextlib.ExitStack()
+    s.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    s.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    s.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    return s
 
 
 def close(got, want, what=""):

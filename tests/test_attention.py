@@ -89,6 +89,21 @@ class TanhMLPAttention(nn.Module):
         return self.fc((a * out).sum(1))
 
 
+class VectorAttention(nn.Module):
+    """Att-BLSTM style (relation classification): M = tanh(H), scores torch.matmul(M, self.w) with
+    a parameter VECTOR w (no Linear), softmax over time, (H * alpha.unsqueeze(-1)).sum(1), tanh."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, H, batch_first=True, bidirectional=True)
+        self.w = nn.Parameter(torch.randn(2 * H))
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        alpha = F.softmax(torch.matmul(torch.tanh(out), self.w), dim=1)
+        return self.fc(torch.tanh((out * alpha.unsqueeze(-1)).sum(1)))
+
+
 class QuoraTwoAttentions(nn.Module):
     """The Kaggle Quora kernel's NeuralNet with both of its attention modules (corpus
     kaggle_quora_lstm_gru_attention): the LSTM's output attended beside the GRU that reads it,
@@ -144,7 +159,7 @@ def _input(m, B, T, seed):
 
 CASES = {"kaggle": (KaggleAttentionNet, True), "kaggle_nobias": (KaggleAttentionNet, False),
          "softmax_bmm": (SoftmaxBmm,), "tanh_mlp": (TanhMLPAttention,), "quora_two": (QuoraTwoAttentions,),
-         "stack_pools": (StackPools,)}
+         "stack_pools": (StackPools,), "vector": (VectorAttention,)}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -163,7 +178,7 @@ def test_attention_module_converts_and_matches(name, tmp_path):
     np.testing.assert_array_equal(fastrnn.load(tmp_path / "m.frnn").predict(x.numpy()), f.predict(x.numpy()))
 
 
-@pytest.mark.parametrize("name", ["kaggle", "softmax_bmm", "tanh_mlp", "quora_two", "stack_pools"])
+@pytest.mark.parametrize("name", ["kaggle", "softmax_bmm", "tanh_mlp", "quora_two", "stack_pools", "vector"])
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
 def test_attention_onnx_exports(name, dynamo, tmp_path):
     m = _seeded(*CASES[name])

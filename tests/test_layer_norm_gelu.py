@@ -4,10 +4,7 @@ F.layer_norm of the final state, Keras's LayerNormalization and gelu. Each from 
 module, TorchScript, a trace and both ONNX exporters (the legacy one writes GELU as an Erf or
 Tanh chain of nodes, fused back into one), against torch / Keras / onnxruntime; streams step by
 step against predict."""
-import contextlib
-import io
 import os
-import warnings
 
 import numpy as np
 import onnx
@@ -17,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, TensorProto
 from torch import nn
+
+from conftest import quiet
 
 import fastrnn
 from fastrnn import UnsupportedError, ir
@@ -84,15 +83,6 @@ def _x(m, B, T, seed):
     return x.transpose(1, 0, 2).copy() if isinstance(m, StreamNorm) else x     # StreamNorm is time-major
 
 
-def _quiet():
-    s = contextlib.ExitStack()
-    s.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    s.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    s.enter_context(contextlib.redirect_stderr(io.StringIO()))
-    return s
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("capture", ["module", "script", "trace"])
 def test_torch_layer_norm_and_gelu(name, capture, tmp_path):
@@ -101,7 +91,7 @@ def test_torch_layer_norm_and_gelu(name, capture, tmp_path):
     if capture == "module":
         f = fastrnn.convert(m, example_input=ex)
     else:
-        with _quiet():
+        with quiet():
             (torch.jit.script(m) if capture == "script" else torch.jit.trace(m, (ex,))).save(str(tmp_path / "m.pt"))
         f = fastrnn.convert(str(tmp_path / "m.pt"), example_input=ex)
     kinds = {l.activation.kind for l in f.layers if isinstance(l, (ir.Activation, ir.Dense))}
@@ -123,7 +113,7 @@ def test_onnx_exports(name, dynamo, tmp_path):
     m = _build(name)
     ex = torch.from_numpy(_x(m, 3, 7, 0))
     path = tmp_path / "m.onnx"
-    with _quiet():
+    with quiet():
         if dynamo:
             torch.onnx.export(m, (ex,), str(path), dynamo=True, external_data=False)
         else:

@@ -8,6 +8,8 @@ Each module is small and seeded; the example given to convert is what the code p
 forward; the comparison input has another batch size and length, so nothing the capture saw
 as a number (batch 3, 7 steps) may stay baked in.
 """
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +132,109 @@ class PackedTagger(nn.Module):
         out, _ = self.rnn(p)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return self.fc(out)
+
+
+class LastValidIndex(nn.Module):
+    """out[torch.arange(out.size(0)), lengths - 1] of pad_packed_sequence's output (each row's
+    last valid step), a unidirectional GRU."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.GRU(E, H, batch_first=True)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x, lengths):
+        p = nn.utils.rnn.pack_padded_sequence(self.emb(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(p)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        return self.fc(out[torch.arange(out.size(0)), lengths - 1])
+
+
+class LastValidBi(nn.Module):
+    """The same of a bidirectional LSTM: the forward half is its final state, the backward half
+    its output at that step (what torch's indexing gives)."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.LSTM(E, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, 2)
+
+    def forward(self, x, lengths):
+        p = nn.utils.rnn.pack_padded_sequence(self.emb(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(p)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        return self.fc(out[torch.arange(out.shape[0]), lengths - 1, :])
+
+
+class LastValidGather(nn.Module):
+    """out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, H)).squeeze(1): the same by gather."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.LSTM(E, H, batch_first=True)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x, lengths):
+        p = nn.utils.rnn.pack_padded_sequence(self.emb(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(p)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
+        return self.fc(out.gather(1, idx).squeeze(1))
+
+
+class LastValidUnpacked(nn.Module):
+    """No packing: a 2-layer GRU runs over the padding too, then out[arange(B), lengths - 1]
+    (causal layers only, so each row's step there does not depend on its padding)."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.GRU(E, H, batch_first=True, num_layers=2)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x, lengths):
+        out, _ = self.rnn(self.emb(x))
+        return self.fc(out[torch.arange(x.size(0)), lengths - 1])
+
+
+class LastValidTimeMajor(nn.Module):
+    """Time-major: out[lengths - 1, torch.arange(B)]."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.GRU(E, H)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x, lengths):
+        p = nn.utils.rnn.pack_padded_sequence(self.emb(x.t()), lengths, enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(p)[0])
+        return self.fc(out[lengths - 1, torch.arange(out.size(1))])
+
+
+class SumDirectionsBySlices(nn.Module):
+    """out[:, :, :H] + out[:, :, H:] of a bidirectional GRU (the chatbot tutorial's encoder),
+    a per-step head."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out[:, :, :H] + out[:, :, H:])
+
+
+class HnViewLayersDirections(nn.Module):
+    """h_n.view(num_layers, num_directions, B, H)[-1] (torch's documented way to tell them
+    apart), the top layer's two directions concatenated."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, H, num_layers=3, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, 2)
+
+    def forward(self, x):
+        _, (h, _) = self.rnn(x)
+        h = h.view(3, 2, x.size(0), H)[-1]
+        return self.fc(torch.cat((h[0], h[1]), dim=1))
 
 
 class LSTMTagger(nn.Module):
@@ -424,6 +529,13 @@ CASES = {
     "word_lm": (WordLM, "ids_hidden"),
     "packed_dotted": (Packed, "ids_lengths"),
     "packed_tagger": (PackedTagger, "ids_lengths"),
+    "last_valid_index": (LastValidIndex, "ids_lengths"),
+    "last_valid_bidirectional": (LastValidBi, "ids_lengths"),
+    "last_valid_gather": (LastValidGather, "ids_lengths"),
+    "last_valid_unpacked": (LastValidUnpacked, "ids_lengths"),
+    "last_valid_time_major": (LastValidTimeMajor, "ids_lengths"),
+    "sum_directions_by_slices": (SumDirectionsBySlices, "floats"),
+    "hn_view_layers_directions": (HnViewLayersDirections, "floats"),
     "lstm_tagger_unbatched": (LSTMTagger, "unbatched"),
     "permute_view": (PermuteView, "ids"),
     "sequential_head_scalars": (SequentialHead, "floats"),
@@ -766,3 +878,37 @@ def test_a_branch_around_recurrent_layers_streams(tmp_path):
     np.testing.assert_array_equal(got, want)
     f.save(tmp_path / "m.frnn")
     np.testing.assert_array_equal(fastrnn.load(tmp_path / "m.frnn").predict(x), want)
+
+
+@pytest.mark.parametrize("capture", ["script", "trace"])
+@pytest.mark.parametrize("name", ["last_valid_index", "last_valid_bidirectional", "last_valid_gather",
+                                  "last_valid_unpacked", "last_valid_time_major"])
+def test_last_valid_step_from_archives(name, capture, tmp_path):
+    """TorchScript and a trace (the trace records the packing's sort and the index's arange as
+    ops) give each row's last valid step too, at other batch sizes and lengths."""
+    cls, kind = CASES[name]
+    torch.manual_seed(len(name))
+    m = cls().eval()
+    ex, _, _ = _forward_args(kind, m, B0, T0, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = torch.jit.script(m) if capture == "script" else torch.jit.trace(m, ex)
+    a.save(str(tmp_path / "m.pt"))
+    f = fastrnn.convert(str(tmp_path / "m.pt"), example_input=list(ex))
+    args, x, kw = _forward_args(kind, m, B1, T1, 5)
+    _close(f.predict(x, **kw), _torch_out(kind, m, args), name)
+
+
+def test_last_valid_step_after_a_non_causal_layer_is_refused():
+    """Without packing, a bidirectional layer's steps before a row's length depend on its padding:
+    out[arange(B), lengths - 1] is refused, saying why."""
+    class BiUnpacked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(4, 5, batch_first=True, bidirectional=True)
+
+        def forward(self, x, lengths):
+            return self.rnn(x)[0][torch.arange(x.size(0)), lengths - 1]
+
+    with pytest.raises(fastrnn.UnsupportedError, match="only after causal layers"):
+        fastrnn.convert(BiUnpacked().eval(), example_input=[torch.randn(3, 6, 4), torch.tensor([6, 3, 2])])

@@ -240,6 +240,40 @@ def test_dynamo_unrolled_rnn_keeps_one_input_projection(tmp_path):
         _close(m.predict(x), module(torch.from_numpy(x)).numpy())
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_dynamo_rnn_exported_directly_with_dynamic_shapes(nonlinearity, tmp_path):
+    """torch.onnx.export(module, dynamic_shapes=...) with Dim.AUTO on batch and time: torch
+    specializes the time of the unrolled loop, which it walks with SplitToSequence / SequenceAt
+    while the graph's input says the time axis is symbolic; the converter finds the length from
+    the steps the graph takes."""
+    import contextlib
+    import io
+    torch.manual_seed(1)
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.RNN(F_IN, H, batch_first=True, nonlinearity=nonlinearity)
+
+        def forward(self, x):
+            return self.rnn(x)[0][:, -1]
+
+    module = M().eval()
+    p = tmp_path / "rnn.onnx"
+    A = torch.export.Dim.AUTO
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        torch.onnx.export(module, (torch.from_numpy(_x(3, 0)),), str(p), dynamo=True, external_data=False,
+                          dynamic_shapes=({0: A, 1: A},))
+    import onnx
+    assert "SequenceAt" in {n.op_type for n in onnx.load(str(p)).graph.node}
+    m = fastrnn.convert(str(p))
+    x = _x(4, 5)
+    want = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    _close(m.run(None, {"x": x})[0], want)
+    with torch.no_grad():
+        _close(m.predict(x), module(torch.from_numpy(x)).numpy())
+
+
 def test_per_step_arithmetic_that_is_no_cell_is_refused(tmp_path):
     module = NotACell().eval()
     p = tmp_path / "leaky.onnx"

@@ -247,7 +247,11 @@ class _Frontend:
     def _compare(self, node, a, at, w):
         x, y = a[0], a[1] if len(a) > 1 else None
         if not all(isinstance(v, (np.ndarray, int, float, np.number)) for v in a):
-            self.low.fail(f"{node.op_type} of {' and '.join(G._what(v) for v in a)} (only of constants)")
+            op = {"Equal": "eq", "Greater": "gt", "GreaterOrEqual": "ge", "Less": "lt", "LessOrEqual": "le",
+                  "Not": "logical_not"}.get(node.op_type)
+            if op is None:
+                self.low.fail(f"{node.op_type} of {' and '.join(G._what(v) for v in a)} (only of constants)")
+            return self.call(op, a[:1] if op == "logical_not" else a[:2], w)   # a mask of the token ids
         f = {"Less": np.less, "LessOrEqual": np.less_equal, "Greater": np.greater, "GreaterOrEqual": np.greater_equal,
              "Equal": np.equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}.get(node.op_type)
         return np.asarray(np.logical_not(x) if node.op_type == "Not" else f(x, y))
@@ -298,6 +302,13 @@ class _Frontend:
 
     def op_Dropout(self, node, a, at, w):
         return [a[0], None]
+
+    def op_Where(self, node, a, at, w):
+        """Where(mask, fill, x): torch's masked_fill as the exporters write it."""
+        cond, fill, x = a[:3]
+        if all(isinstance(v, np.ndarray) for v in (cond, fill, x)):
+            return np.where(cond, fill, x)
+        return self.call("masked_fill", [x, cond, fill], w)
 
     def op_Cast(self, node, a, at, w):
         v = a[0]
@@ -357,7 +368,7 @@ class _Frontend:
                 i - (len(out) - len(shape))] != 1 else out[i] for i in range(len(out))))
         if isinstance(x, np.ndarray):
             return np.broadcast_to(x, [int(d) for d in shape]).copy()
-        self.low.fail(f"expand of {G._what(x)}")
+        return self.call("expand", [x, list(shape)], w)
 
     def op_Gather(self, node, a, at, w):
         x, idx = a[0], np.asarray(a[1]) if isinstance(a[1], np.number) else a[1]
@@ -491,7 +502,10 @@ class _Frontend:
         seq, pos = a
         if not isinstance(seq, tuple):
             self.low.fail(f"SequenceAt of {G._what(seq)}")
-        return seq[int(_ints(pos)[0])]
+        i = int(_ints(pos)[0])
+        if not -len(seq) <= i < len(seq):
+            self.low.fail(f"SequenceAt {i} of a sequence of {len(seq)} tensors")
+        return seq[i]
 
     def op_MatMul(self, node, a, at, w):
         return self.call("matmul", a[:2], w)
@@ -611,7 +625,7 @@ class _Frontend:
         hi = at.get("max") if self.opset < 11 else (float(a[2]) if len(a) > 2 and a[2] is not None else None)
         if (lo, hi) == (0, 6):
             return self.call("relu6", a[:1], w)
-        self.low.fail(f"a Clip to [{lo}, {hi}] (only relu6's [0, 6])")
+        return self.call("clamp", [a[0], lo, hi], w)
 
     def _softmax(self, node, a, at, w):
         x = a[0]
@@ -629,10 +643,12 @@ class _Frontend:
             axes = _ints(a[1])                              # an input since
         if axes is None or len(axes) != 1:
             self.low.fail(f"{node.op_type} over {axes}: pooling reduces the time axis alone")
+        if node.op_type == "ReduceL2":
+            return self.call("linalg_vector_norm", [a[0], 2, list(axes), bool(at.get("keepdims", 1))], w)
         op = {"ReduceMean": "mean", "ReduceMax": "amax", "ReduceSum": "sum"}[node.op_type]
         return self.call(op, [a[0], list(axes), bool(at.get("keepdims", 1))], w)
 
-    op_ReduceMean = op_ReduceMax = op_ReduceSum = _reduce
+    op_ReduceMean = op_ReduceMax = op_ReduceSum = op_ReduceL2 = _reduce
 
     # -- recurrent nodes -------------------------------------------------------------------------
     def _recurrent(self, node, a, at, w):
@@ -821,7 +837,7 @@ def convert(model, name):
 def _time_candidates(model):
     """Positive sizes written into Reshape targets (constants), most frequent first, at most 3;
     then the length an unrolled loop steps through (one more than the largest single step a
-    Gather or Slice takes: the exporter fixed the loop's length), and an input axis named by a
+    Gather, Slice or SequenceAt takes: the exporter fixed the loop's length), and an input axis named by a
     number (the dynamo exporter's name for a size it specialized)."""
     from collections import Counter
     consts = {t.name: t for t in model.graph.initializer}
@@ -844,7 +860,7 @@ def _time_candidates(model):
         try:
             if len(n.input) < 2:
                 continue
-            if n.op_type == "Gather" and n.input[1] in consts:
+            if n.op_type in ("Gather", "SequenceAt") and n.input[1] in consts:
                 idx = _array(consts[n.input[1]])
                 if idx.ndim == 0 or idx.size == 1:
                     steps.append(int(idx.reshape(-1)[0]))

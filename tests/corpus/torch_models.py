@@ -540,6 +540,30 @@ class Seq2SeqPackedEncoder(nn.Module):
         return outputs, hidden
 
 
+class ChatbotEncoderRNN(nn.Module):
+    """`EncoderRNN` of the PyTorch chatbot tutorial (beginner_source/chatbot_tutorial.py): an
+    embedding shared with the decoder passed in, a bidirectional GRU over
+    pack_padded_sequence(embedded, input_lengths) (batches sorted by length), pad_packed_sequence,
+    the two directions summed with outputs[:, :, :self.hidden_size] + outputs[:, :, self.hidden_size:];
+    forward(input_seq, input_lengths, hidden=None) returns (outputs, hidden)."""
+
+    def __init__(self, hidden_size, embedding, n_layers=1, dropout=0):
+        super(ChatbotEncoderRNN, self).__init__()
+        self.n_layers = n_layers
+        self.hidden_size = hidden_size
+        self.embedding = embedding
+        self.gru = nn.GRU(hidden_size, hidden_size, n_layers,
+                          dropout=(0 if n_layers == 1 else dropout), bidirectional=True)
+
+    def forward(self, input_seq, input_lengths, hidden=None):
+        embedded = self.embedding(input_seq)
+        packed = nn.utils.rnn.pack_padded_sequence(embedded, input_lengths.cpu())
+        outputs, hidden = self.gru(packed, hidden)
+        outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs)
+        outputs = outputs[:, :, :self.hidden_size] + outputs[:, :, self.hidden_size:]
+        return outputs, hidden
+
+
 class BiLSTMPOSTagger(nn.Module):
     """`BiLSTMPOSTagger` of bentrevett/pytorch-pos-tagging 1 - BiLSTM for PoS Tagging: time-major
     text, 2-layer bidirectional LSTM, fc(dropout(outputs)) per token ([sent len, batch, tags])."""
@@ -558,6 +582,48 @@ class BiLSTMPOSTagger(nn.Module):
         outputs, (hidden, cell) = self.lstm(embedded)
         predictions = self.fc(self.dropout(outputs))
         return predictions
+
+
+class SpeakerEncoder(nn.Module):
+    """`SpeakerEncoder` of CorentinJ/Real-Time-Voice-Cloning (encoder/model.py, GE2E speaker
+    verification): a 3-layer LSTM over mel frames, forward(utterances, hidden_init=None),
+    relu(linear(hidden[-1])), then L2-normalised: embeds_raw / (torch.norm(embeds_raw, dim=1,
+    keepdim=True) + 1e-5). The loss parameters are moved with .to(loss_device) as the source does."""
+
+    def __init__(self, device, loss_device, mel_n_channels=10, model_hidden_size=HID, model_num_layers=3,
+                 model_embedding_size=HID):
+        super().__init__()
+        self.loss_device = loss_device
+        self.lstm = nn.LSTM(input_size=mel_n_channels, hidden_size=model_hidden_size,
+                            num_layers=model_num_layers, batch_first=True).to(device)
+        self.linear = nn.Linear(in_features=model_hidden_size, out_features=model_embedding_size).to(device)
+        self.relu = torch.nn.ReLU().to(device)
+        self.similarity_weight = nn.Parameter(torch.tensor([10.])).to(loss_device)
+        self.similarity_bias = nn.Parameter(torch.tensor([-5.])).to(loss_device)
+        self.loss_fn = nn.CrossEntropyLoss().to(loss_device)
+
+    def forward(self, utterances, hidden_init=None):
+        out, (hidden, cell) = self.lstm(utterances, hidden_init)
+        embeds_raw = self.relu(self.linear(hidden[-1]))
+        embeds = embeds_raw / (torch.norm(embeds_raw, dim=1, keepdim=True) + 1e-5)
+        return embeds
+
+
+class ResemblyzerVoiceEncoder(nn.Module):
+    """`VoiceEncoder` of resemble-ai/Resemblyzer (resemblyzer/voice_encoder.py): LSTM over mel
+    frames, _, (hidden, _) = self.lstm(mels), relu(linear(hidden[-1])), divided by its
+    torch.norm(dim=1, keepdim=True) (no epsilon)."""
+
+    def __init__(self, mel_n_channels=10, model_hidden_size=HID, model_num_layers=3, model_embedding_size=HID):
+        super().__init__()
+        self.lstm = nn.LSTM(mel_n_channels, model_hidden_size, model_num_layers, batch_first=True)
+        self.linear = nn.Linear(model_hidden_size, model_embedding_size)
+        self.relu = nn.ReLU()
+
+    def forward(self, mels: torch.FloatTensor):
+        _, (hidden, _) = self.lstm(mels)
+        embeds_raw = self.relu(self.linear(hidden[-1]))
+        return embeds_raw / torch.norm(embeds_raw, dim=1, keepdim=True)
 
 
 class YunjeyRNN(nn.Module):
@@ -1521,12 +1587,34 @@ CASES = [
          layout="time_major", output="TB", roles=("x", "lengths"), sorted_lengths=True, ids=True,
          idioms=("pack_padded_sequence(src_len.to('cpu')) sorted", "pad_packed_sequence (time-major)",
                  "torch.tanh(fc(torch.cat((hidden[-2,:,:], hidden[-1,:,:]), dim=1)))", "bidirectional GRU")),
+    Case("tut_chatbot_encoder",
+         "https://github.com/pytorch/tutorials/blob/main/beginner_source/chatbot_tutorial.py (EncoderRNN)",
+         _seeded(lambda: ChatbotEncoderRNN(HID, nn.Embedding(VOCAB, HID), 2, 0.1)),
+         inputs=lambda m, B, T, rng: (lambda L: (pad_after(ids_bt(rng, B, T), L).t().contiguous(), L))(
+             lengths_for(B, T, True)),
+         layout="time_major", output="TB", roles=("x", "lengths"), sorted_lengths=True, ids=True,
+         idioms=("embedding passed to the constructor", "pack_padded_sequence(embedded, input_lengths.cpu()) sorted",
+                 "forward(input_seq, input_lengths, hidden=None)", "2-layer bidirectional GRU",
+                 "outputs[:, :, :H] + outputs[:, :, H:] (directions summed by slices)")),
     Case("bentrevett_pos_tagger",
          "https://github.com/bentrevett/pytorch-pos-tagging/blob/master/1%20-%20BiLSTM%20for%20PoS%20Tagging.ipynb",
          _seeded(lambda: BiLSTMPOSTagger(VOCAB, EMB, HID, 6, 2, True, 0.25, 0)),
          inputs=lambda m, B, T, rng: _x(ids_bt(rng, B, T).t().contiguous()),
          layout="time_major", output="TB", ids=True,
          idioms=("time-major tagger", "2-layer bidirectional LSTM", "fc(dropout(outputs)) per step")),
+    Case("rtvc_speaker_encoder",
+         "https://github.com/CorentinJ/Real-Time-Voice-Cloning/blob/master/encoder/model.py (SpeakerEncoder)",
+         _seeded(lambda: SpeakerEncoder(device, torch.device("cpu"))),
+         inputs=lambda m, B, T, rng: _x(floats(rng, B, T, 10)),
+         output="B",
+         idioms=("forward(utterances, hidden_init=None)", "relu(linear(hidden[-1]))",
+                 "embeds_raw / (torch.norm(embeds_raw, dim=1, keepdim=True) + 1e-5)")),
+    Case("resemblyzer_voice_encoder",
+         "https://github.com/resemble-ai/Resemblyzer/blob/master/resemblyzer/voice_encoder.py (VoiceEncoder)",
+         _seeded(lambda: ResemblyzerVoiceEncoder()),
+         inputs=lambda m, B, T, rng: _x(floats(rng, B, T, 10)),
+         output="B",
+         idioms=("_, (hidden, _) = self.lstm(mels)", "embeds_raw / torch.norm(embeds_raw, dim=1, keepdim=True)")),
     Case("yunjey_rnn",
          "https://github.com/yunjey/pytorch-tutorial/blob/master/tutorials/02-intermediate/recurrent_neural_network/main.py",
          _seeded(lambda: YunjeyRNN(8, HID, 2, 10)),
