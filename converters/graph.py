@@ -887,6 +887,8 @@ def _linear(low, x, weight, bias=None):
         low.fail("a Linear over directions that are not merged into the features")
     if not isinstance(weight, np.ndarray) or weight.ndim != 2:
         low.fail("a Linear whose weight is not a constant matrix")
+    if low.lab(x.axes[-1]) == ("T", "F"):
+        x = _flatten_steps(low, x, weight.shape[1])
     if low.lab(x.axes[-1]) != "F":
         low.fail(f"a Linear over the last axis of a tensor with axes {_axes_str(low.lab(x.axes))}, which is "
                  f"not the feature axis")
@@ -896,6 +898,21 @@ def _linear(low, x, weight, bias=None):
         low.fail("a Linear whose bias is not a constant")
     W = permute_columns(weight, x.cols, low.pipe_width(x)) if x.cols is not None else weight
     return low.append(ir.Dense(W, bias), x, int(weight.shape[0]))
+
+
+def _flatten_steps(low, x, n_in):
+    """out.reshape(B, -1) (steps, then features) read by a Linear of n_in inputs: the Linear fixes
+    the number of steps (n_in / features); an ir.Flatten of them, then the Linear over its output."""
+    if x.time is not None or x.padded or x.packed or low.takes_lengths or n_in % x.width:
+        low.fail("a Linear over steps flattened with their features, of a tensor cut in time or with lengths "
+                 f"(or {n_in} inputs for {x.width} features a step)")
+    x = low.whole(x)
+    n = n_in // x.width
+    if n != low.size("T"):
+        low.time_hint = n              # an ONNX graph's made-up length: its frontend tries this one
+        low.fail(f"a Linear over {n} flattened steps of a {low.size('T')}-step example")
+    low.layers.append(ir.Flatten(x.width, n))
+    return replace(x, pos=len(low.layers), axes=x.axes[:-1] + ("F",), width=x.width * n, cols=None)
 
 
 @handles("bmm")

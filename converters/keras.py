@@ -823,8 +823,12 @@ class _Builder:
             if a.kind != "linear":
                 self.layers.append(ir.Activation(self.width, a))
             return
+        if cls in ("ReLU", "LeakyReLU", "ELU", "Softmax"):
+            return self._activation_layer(l, c, cls)
         if cls == "Flatten" and not self.seq:
             return
+        if cls == "Flatten":
+            return self._flatten(l, c)
         if cls == "TimeDistributed":
             inner = c.get("layer")
             if not isinstance(inner, dict) or inner.get("class_name") not in ("Dense", "Activation") \
@@ -864,8 +868,9 @@ class _Builder:
                                    f"rebuild it as {cls[5:]} and load its weights")
         raise UnsupportedError(f"{_where(l)}: class {cls} is not supported (fastrnn converts Embedding, "
                                f"Masking, SimpleRNN/LSTM/GRU, Bidirectional, Dense, TimeDistributed(Dense), "
-                               f"Activation, BatchNormalization, LayerNormalization, Conv1D, 1-D pooling, global pooling, "
-                               f"RepeatVector and dropout-like layers)")
+                               f"Activation, LeakyReLU, ReLU, ELU, Softmax, BatchNormalization, LayerNormalization, "
+                               f"UnitNormalization, Conv1D, 1-D pooling, global pooling, RepeatVector and dropout-like "
+                               f"layers)")
 
     def _embedding(self, l, c):
         if self.layers or self.width is not None:
@@ -921,6 +926,31 @@ class _Builder:
         self.layers.append(ir.Activation(self.width, ir.Act("layer_norm", float(c.get("epsilon", 1e-3)))))
         if c.get("center", True) or c.get("scale", True):
             self._diagonal(gamma, beta)
+
+    def _activation_layer(self, l, c, cls):
+        """The activation layers: ReLU(max_value, negative_slope, threshold 0) -> relu / relu6 /
+        leaky_relu, LeakyReLU(negative_slope; Keras 2's alpha), ELU(alpha), Softmax(axis=-1)."""
+        if self.width is None:
+            raise UnsupportedError(f"{_where(l)}: the input feature size is unknown")
+        if cls == "ReLU":
+            _refuse_extras(l, c, {"max_value", "negative_slope", "threshold"})
+            mx, slope, th = c.get("max_value"), float(c.get("negative_slope") or 0.0), float(c.get("threshold") or 0.0)
+            if th != 0 or (mx is not None and (float(mx) != 6.0 or slope != 0)):
+                raise UnsupportedError(f"{_where(l)}: ReLU(max_value={mx}, negative_slope={slope}, threshold={th}) "
+                                       f"(only relu, relu6 and a leaky slope)")
+            a = ir.Act("relu6") if mx is not None else ir.Act("leaky_relu", slope) if slope else ir.Act("relu")
+        elif cls == "LeakyReLU":
+            _refuse_extras(l, c, {"negative_slope", "alpha"})
+            a = ir.Act("leaky_relu", float(c.get("negative_slope", c.get("alpha", 0.3))))
+        elif cls == "ELU":
+            _refuse_extras(l, c, {"alpha"})
+            a = ir.Act("elu", float(c.get("alpha", 1.0)))
+        else:
+            _refuse_extras(l, c, {"axis"})
+            if c.get("axis", -1) not in (-1, 2 if self.seq else 1, [-1]):
+                raise UnsupportedError(f"{_where(l)}: Softmax(axis={c.get('axis')!r}) (only over the features)")
+            a = ir.Act("softmax")
+        self.layers.append(ir.Activation(self.width, a))
 
     def _unitnorm(self, l, c):
         """UnitNormalization over the features: x * min(rsqrt(sum x^2), 1 / 1e-12) in Keras 3, the
@@ -1040,6 +1070,21 @@ class _Builder:
         if padding not in ("valid", "same"):
             raise UnsupportedError(f"{_where(l)}: option padding={padding!r} is not supported")
         self.layers.append(ir.Pool1D(self.width, kind, size, stride, padding, False))
+
+    def _flatten(self, l, c):
+        """Flatten of a sequence (after a layer returning sequences): its steps side by side, which
+        the Input's fixed length (through the windows before it) says how many are."""
+        _refuse_extras(l, c, {"data_format"})
+        T = getattr(self, "steps", None)
+        for p in self.layers:
+            if T is not None and isinstance(p, ir.TIME_CHANGING):
+                T = p.steps(T)
+        if not T or self.width is None:
+            raise UnsupportedError(f"{_where(l)}: Flatten of a sequence of unknown length (give the Input its "
+                                   f"number of steps: Input(shape=(T, features)))")
+        self.layers.append(ir.Flatten(self.width, int(T)))
+        self.width *= int(T)
+        self.seq = False
 
     def _repeat(self, l, c):
         _refuse_extras(l, c, {"n"})
@@ -1261,6 +1306,7 @@ def _convert(cfg, version, reader):
     dims = [d if isinstance(d, int) else None for d in shape] if isinstance(shape, list) else []
     dims += [None] * (2 - len(dims))
     batch, steps = dims[0], dims[1]
+    b.steps = steps
     for i, l in enumerate(body):
         try:
             b.add(i, l)

@@ -79,6 +79,7 @@ cdef extern from "fastrnn.h" nogil:
     frnn_status frnn_model_add_pool1d(frnn_model *m, int size, int kind, int window, int stride, int pad_mode,
                                       int pad_before, int pad_after, int count_pad)
     frnn_status frnn_model_add_repeat(frnn_model *m, int size, int n)
+    frnn_status frnn_model_add_flatten(frnn_model *m, int size, int steps)
     int frnn_model_output_steps(const frnn_model *m, int T)
     int frnn_model_changes_time(const frnn_model *m)
     frnn_status frnn_model_finalize(frnn_model *m, int input_size)
@@ -287,6 +288,8 @@ cdef class CModel:
                                            pm, pb, pa, L.count_pad)
             elif t is ir.RepeatVector:
                 st = frnn_model_add_repeat(self.m, L.size, L.n)
+            elif t is ir.Flatten:
+                st = frnn_model_add_flatten(self.m, L.size, L.n)
             else:
                 memset(&d, 0, sizeof(d))
                 d.cell = _CELLS[L.cell]
@@ -466,7 +469,7 @@ cdef int _check_can_stream(CModel cm) except -1:
     if not cm.can_stream:
         if frnn_model_changes_time(cm.m):
             raise UnsupportedError(
-                "this model cannot stream: a Conv1D, Pool1D or RepeatVector layer changes the number of "
+                "this model cannot stream: a Conv1D, Pool1D, RepeatVector or Flatten layer changes the number of "
                 "time steps (a window over steps, or steps made from one), so its output at step t is not "
                 "a function of the first t+1 inputs; use predict() on whole sequences")
         raise UnsupportedError(

@@ -617,6 +617,8 @@ def _layer_text(layer, masks):
             (", count_pad" if layer.count_pad else "")
     if isinstance(layer, ir.RepeatVector):
         return "RepeatVector", f"{layer.size} -> {layer.size}", f"n={layer.n}"
+    if isinstance(layer, ir.Flatten):
+        return "Flatten", f"{layer.size} -> {layer.output_size}", f"{layer.n} steps"
     name = f"Recurrent {layer.cell}, {layer.direction}"
     opts = [f"return_sequences={layer.return_sequences}"]
     if layer.hidden_size != layer.own_size:

@@ -8,7 +8,8 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
                   carry (a branch, ir.Dense) or a Pool the attn kind; "4" when a Pool has terms (pools
                   of different columns side by side, ir.PoolTerm); "5" when an Embedding has a
                   pool_mask (pools that leave out the steps of a padding id); the lowest that holds
-                  the model is written (also "5" for a Pool of the "last" / "first" kinds) (a file with a higher major version is refused, not misread;
+                  the model is written (also "5" for a Pool of the "last" / "first" kinds and a
+                  Flatten layer) (a file with a higher major version is refused, not misread;
                   this reader reads all five)
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
@@ -109,7 +110,7 @@ def _version(model, reduced):
     """The lowest version that holds the model: 5 with an Embedding's pool_mask, 4 with a Pool of terms, 3 with a carry
     (a branch) or an attention pool, 2 reduced, else 1."""
     if any(getattr(l, "pool_mask", None) is not None or set(getattr(l, "kinds", ())) & {"last", "first"}
-           for l in model.layers):
+           or isinstance(l, ir.Flatten) for l in model.layers):
         return 5
     if any(getattr(l, "terms", None) is not None for l in model.layers):
         return 4
@@ -357,9 +358,10 @@ def load(src, precision=None):
             _fail(path, f"layer {i}: a carry or an attention pool in a version {ver} file (they are version 3)")
         if int(ver) < 4 and "terms" in ls["options"]:
             _fail(path, f"layer {i}: a pool of terms in a version {ver} file (they are version 4)")
-        if int(ver) < 5 and ("pool_mask" in ls["options"] or set(getattr(layer, "kinds", ())) & {"last", "first"}):
-            _fail(path, f"layer {i}: an embedding's pool_mask or a pool of the last / first kind in a version {ver} "
-                        f"file (they are version 5)")
+        if int(ver) < 5 and ("pool_mask" in ls["options"] or set(getattr(layer, "kinds", ())) & {"last", "first"}
+                             or isinstance(layer, ir.Flatten)):
+            _fail(path, f"layer {i}: an embedding's pool_mask, a pool of the last / first kind or a Flatten in a "
+                        f"version {ver} file (they are version 5)")
         # the reduced tensors are exactly the layer's matrices (precision.reduced_names)
         want = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
         if reduced != want:

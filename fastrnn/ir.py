@@ -601,7 +601,34 @@ class RepeatVector:
         return {"size": self.size, "n": self.n}
 
 
-TIME_CHANGING = (Conv1D, Pool1D, RepeatVector)
+@dataclass(eq=False)
+class Flatten:
+    """A sequence of exactly n steps of `size` features -> one vector of n * size, step after step
+    (batch, n * size): Keras Flatten after a layer returning sequences, torch's out.reshape(B, -1)
+    before a Linear of n * size inputs. Whole sequences of n steps only (format version 5)."""
+    size: int
+    n: int
+
+    def __post_init__(self):
+        self.size = _pos_int("Flatten.size", self.size)
+        self.n = _pos_int("Flatten.n", self.n, 1, 1 << 24)
+        if self.size * self.n > 1 << 28:
+            raise ModelFormatError(f"Flatten: {self.n} steps of {self.size} features are too many")
+
+    input_size = property(lambda self: self.size)
+    output_size = property(lambda self: self.size * self.n)
+
+    def steps(self, T):
+        return int(T == self.n)
+
+    def tensors(self):
+        return {}
+
+    def options(self):
+        return {"size": self.size, "n": self.n}
+
+
+TIME_CHANGING = (Conv1D, Pool1D, RepeatVector, Flatten)
 
 
 def _pos_int(name, v, lo=1, hi=2**31 - 1):
@@ -802,7 +829,7 @@ class Recurrent:
 
 LAYER_TYPES = {"embedding": Embedding, "masking": Masking, "dense": Dense,
                "activation": Activation, "recurrent": Recurrent, "pool": Pool, "conv1d": Conv1D,
-               "pool1d": Pool1D, "repeat": RepeatVector}
+               "pool1d": Pool1D, "repeat": RepeatVector, "flatten": Flatten}
 TYPE_NAMES = {v: k for k, v in LAYER_TYPES.items()}
 
 
@@ -817,6 +844,7 @@ OPTION_TYPES = {
     "conv1d": {"stride": int, "dilation": int, "padding": (str, list), "activation": dict},
     "pool1d": {"size": int, "kind": str, "window": int, "stride": int, "padding": (str, list), "count_pad": bool},
     "repeat": {"size": int, "n": int},
+    "flatten": {"size": int, "n": int},
     "recurrent": {"cell": str, "direction": str, "merge_mode": str, "activations": list,
                   "clip": _NUM + (type(None),), "input_forget": bool, "linear_before_reset": bool,
                   "return_sequences": bool, "masked_output": str},
@@ -942,6 +970,10 @@ def check_pipeline(layers, input_size=None):
             if seq:
                 raise ModelFormatError(f"layer {i}: RepeatVector repeats one step, but its input is a sequence")
             seq = True
+        if isinstance(l, Flatten):
+            if not seq:
+                raise ModelFormatError(f"layer {i}: Flatten needs a sequence, but an earlier layer ends the sequence")
+            seq = False
         if isinstance(l, Masking) and any(isinstance(p, TIME_CHANGING) for p in layers[:i]):
             raise ModelFormatError(f"layer {i}: Masking after a layer that changes the number of steps")
 

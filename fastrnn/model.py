@@ -228,7 +228,11 @@ class Model:
         if self._cm.changes_time:
             if lengths is not None:
                 raise ShapeError("predict: lengths with a layer that changes the number of steps (Conv1D, Pool1D, "
-                                 "RepeatVector): pad the sequences instead")
+                                 "RepeatVector, Flatten): pad the sequences instead")
+            flat = [l for l in self.layers if isinstance(l, ir.Flatten)]
+            if flat and self._cm.output_steps(T) < 1:
+                raise ShapeError(f"predict: the model flattens exactly {flat[0].n} steps (Keras Flatten, a Linear "
+                                 f"over torch's out.reshape(B, -1)); {T} time steps do not give that many there")
             if self._cm.output_steps(T) < 1:
                 raise ShapeError(f"predict: {T} time steps are too few for the model's convolution or pooling "
                                  f"windows")
@@ -483,4 +487,6 @@ def _describe(l):
         return f"Pool1D({l.kind}, {l.window})"
     if isinstance(l, ir.RepeatVector):
         return f"RepeatVector({l.n})"
+    if isinstance(l, ir.Flatten):
+        return f"Flatten({l.n} steps)"
     return f"Masking({l.mask_value})"

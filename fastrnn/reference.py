@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import ShapeError
 from .ir import (SELU_ALPHA, SELU_SCALE, Activation, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, Recurrent,
-                 RepeatVector, window_steps)
+                 RepeatVector, Flatten, window_steps)
 
 
 def _sigmoid(x):
@@ -346,6 +346,10 @@ def run(layers, x, lengths=None, initial_state=None):
             h, mask, pool_mask = _pool1d(layer, h), None, None
         elif isinstance(layer, RepeatVector):
             h = np.repeat(h[:, None, :], layer.n, axis=1)
+        elif isinstance(layer, Flatten):
+            if h.shape[1] != layer.n:
+                raise ShapeError(f"Flatten of {layer.n} steps given {h.shape[1]}")
+            h, mask, pool_mask = h.reshape(B, -1), None, None
         elif isinstance(layer, Pool):
             init = None if initial_state is None else initial_state[si]
             si += 1

@@ -30,7 +30,7 @@
 #include "kernels.h"
 #include "pool.h"
 
-enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC, L_POOL, L_CONV, L_POOL1, L_REPEAT };
+enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC, L_POOL, L_CONV, L_POOL1, L_REPEAT, L_FLAT };
 #define FRNN_EMB_FUSE_MAX_BYTES (64.0 * 1024 * 1024)
 
 /* one pool of a pooling layer: kind over input columns [start, start + width); an attention
@@ -65,10 +65,12 @@ typedef struct {
        term's running values (pool_width), then the count of steps taken) */
     pool_term terms[FRNN_POOL_TERMS]; int npool, pool_over;
     /* windows over time (conv1d, pool1d): kernel, stride, dilation, padding; repeat: n */
-    int win, stride, dil, pad_mode, pad_b, pad_a, p1kind, count_pad, repeat_n;
+    int win, stride, dil, pad_mode, pad_b, pad_a, p1kind, count_pad, repeat_n;   /* flatten: repeat_n steps */
 } layer;
 
-static int changes_time(const layer *L) { return L->type == L_CONV || L->type == L_POOL1 || L->type == L_REPEAT; }
+static int changes_time(const layer *L) {
+    return L->type == L_CONV || L->type == L_POOL1 || L->type == L_REPEAT || L->type == L_FLAT;
+}
 
 /* The padding and output steps of a window layer for T input steps (*To 0: T too short). */
 static void window_steps(const layer *L, int T, int *pb, int *pa, int *To) {
@@ -90,6 +92,7 @@ static void window_steps(const layer *L, int T, int *pb, int *pa, int *To) {
 static int layer_steps(const layer *L, int T) {
     int pb, pa, To;
     if (L->type == L_REPEAT) return L->repeat_n;
+    if (L->type == L_FLAT) return T == L->repeat_n;      /* one vector, of exactly that many steps */
     if (L->type != L_CONV && L->type != L_POOL1) return T;
     window_steps(L, T, &pb, &pa, &To);
     return To;
@@ -507,6 +510,15 @@ frnn_status frnn_model_add_repeat(frnn_model *m, int size, int n) {
     return FRNN_OK;
 }
 
+frnn_status frnn_model_add_flatten(frnn_model *m, int size, int steps) {
+    if (size < 1 || steps < 1 || (int64_t)size * steps > 1 << 28) return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_FLAT)
+    L->in = size; L->out = size * steps;
+    L->repeat_n = steps;
+    m->nlayers++;
+    return FRNN_OK;
+}
+
 int frnn_model_output_steps(const frnn_model *m, int T) {
     for (int l = 0; l < m->nlayers && T > 0; l++) T = layer_steps(&m->L[l], T);
     return T;
@@ -625,6 +637,10 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
             if (seq) return FRNN_EINVAL;
             seq = 1;
         }
+        if (L->type == L_FLAT) {
+            if (!seq) return FRNN_EINVAL;
+            seq = 0;
+        }
         if (changes_time(L)) { m->time_changes = 1; m->can_stream = 0; }
         if (L->type == L_REC) {
             if (!seq) return FRNN_EINVAL;
@@ -639,7 +655,8 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
             if (L->ndir == 2 && L->d.merge != FRNN_MERGE_CONCAT) m->max_merge = imax(m->max_merge, 2 * L->R);
         }
         w = L->out;
-        m->max_w = imax(m->max_w, w);
+        /* a flatten's B rows of steps * in floats fit in the B * steps rows of its input */
+        m->max_w = imax(m->max_w, L->type == L_FLAT ? L->in : w);
     }
     m->max_w = imax(m->max_w, m->L[0].out);
     /* Embedding -> recurrent: project every token once, here, so that the layer's input GEMM
@@ -1270,6 +1287,14 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
         case L_POOL1:
             st = run_pool1d(L, c, cur, ld, Tc, out, &Tc);
             has_mask = 0;
+            break;
+        case L_FLAT:          /* step after step: row b is its steps' features side by side */
+            if (!seq || Tc != L->repeat_n) return FRNN_EINVAL;
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < Tc; t++)
+                    memcpy(out + (int64_t)b * L->out + (int64_t)t * L->in, cur + ((int64_t)b * Tc + t) * ld,
+                           (size_t)L->in * 4);
+            seq = 0; has_mask = 0;
             break;
         case L_REPEAT:
             for (int b = 0; b < B; b++)

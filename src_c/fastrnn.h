@@ -166,6 +166,10 @@ frnn_status frnn_model_add_pool1d(frnn_model *m, int size, int kind, int window,
                                   int pad_before, int pad_after, int count_pad);
 /* RepeatVector: one step (batch, size) -> n steps of it (batch, n, size). */
 frnn_status frnn_model_add_repeat(frnn_model *m, int size, int n);
+/* A sequence of exactly `steps` steps of `size` features -> one vector of steps * size (step after
+ * step): Keras Flatten after a layer returning sequences, a Linear over torch's out.reshape(B, -1).
+ * Whole sequences of that many steps only (frnn_model_output_steps is 0 for any other length). */
+frnn_status frnn_model_add_flatten(frnn_model *m, int size, int steps);
 /* Time steps of the output for T input steps (0: too few for a window); and whether some
  * layer changes the number of steps. */
 int frnn_model_output_steps(const frnn_model *m, int T);

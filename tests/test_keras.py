@@ -231,6 +231,12 @@ MODELS.update({
     "addition_rnn": (lambda: _seq({"shape": (7, 4)}, L.LSTM(8), L.RepeatVector(4),
                                   L.LSTM(8, return_sequences=True), L.Dense(5, activation="softmax")),
                      "float", 1.0),
+    # the activation layers (LeakyReLU between Dense layers is the usual Keras head), and
+    # UnitNormalization (an L2-normalised embedding)
+    "activation_layers": (lambda: _seq(FLOAT, L.LSTM(6, return_sequences=True), L.Dense(5), L.LeakyReLU(0.2),
+                                       L.Dense(5), L.ReLU(negative_slope=0.1), L.Dense(5), L.ReLU(max_value=6.0),
+                                       L.Dense(4), L.ELU(0.5), L.Dense(3), L.Softmax()), "float", 3.0),
+    "unit_normalization": (lambda: _seq(FLOAT, L.GRU(6), L.Dense(4), L.UnitNormalization()), "float", 1.0),
 })
 
 
@@ -400,6 +406,7 @@ UNSUPPORTED = {
         L.Embedding(20, 5, mask_zero=True)(x)))), "unmasked steps next to a max"),
     "concat_of_two_rnns": (lambda: _fn(FLOAT, lambda x: L.Concatenate()([L.LSTM(3)(x), L.GRU(3)(x)])),
                            "not a chain"),
+    "relu_threshold": (lambda: _seq(FLOAT, L.LSTM(4), L.ReLU(threshold=0.5)), "threshold"),
 }
 
 

@@ -821,14 +821,15 @@ def convert(model, name):
     sequence input has a symbolic time axis but that fixes the time elsewhere (torch's dynamo
     exporter specializes it when forward reshapes with x.size(1)) lowers only at that length:
     when the made-up length fails, the lengths the graph's Reshape shapes name are tried."""
+    hint = []
     try:
-        return _convert(model, name, None)
+        return _convert(model, name, None, hint)
     except UnsupportedError as e:
         first = e
-    for T in _time_candidates(model):
+    for T in list(dict.fromkeys(hint + _time_candidates(model))):
         for time_first in (False, True):
             try:
-                return _convert(model, name, (T, time_first))
+                return _convert(model, name, (T, time_first), [])
             except UnsupportedError:
                 continue
     raise first
@@ -884,13 +885,16 @@ def _time_candidates(model):
     return list(dict.fromkeys(out))
 
 
-def _convert(model, name, T):
+def _convert(model, name, T, hint):
+    """hint: the lengths the lowering asked for (a Linear over flattened steps fixes the time)."""
     from fastrnn import Model
     from ..passes import cut_early, fold
     fe = _Frontend(model, name)
     fe.time_size = T
     outs = fe.run()
     low = fe.low
+    if getattr(low, "time_hint", None):
+        hint.append(low.time_hint)
     tails = {}                        # graph output -> k of its out[:, -k:]
     for oname, v in outs:
         if isinstance(v, G.Bad):
