@@ -2757,7 +2757,7 @@ def _pool_layer(low, pools):
     if len({p.keepdim for p in pools}) != 1:
         low.fail("torch.cat of pools that keep the time axis and pools that do not")
     if len({p.over for p in pools}) != 1 or len({p.mask for p in pools}) != 1:
-        low.fail("torch.cat of a masked pool (a sum divided by the lengths, or under a mask of the padding id) and "
+        low.fail("torch.cat of a masked mean or pool (a sum divided by the lengths, or under a mask of the padding id) and "
                  "another pool over the padded steps")
     if pools[0].mask is not None:
         _pool_mask_to_embedding(low, pools[0].mask)
