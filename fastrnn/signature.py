@@ -54,7 +54,8 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
                 {"name", "role": "state", "axes": [...],       initial states; row r of axis S
                  "parts": [[k, d], ...]}],                     initialises native state k, dir d
      "outputs": [{"name", "kind": "y", "axes": [...], "dirs": D, "last": None | "final" | "step"},
-                 {"name", "kind": "state", "axes": [...], "parts": [[k, d], ...]}]}
+                 {"name", "kind": "state", "axes": [...], "parts": [[k, d], ...]},
+                 {"name", "kind": "lengths", "input": name, "dtype": "int32" | "int64"}]}
     y's features split into (D, F) when its axes hold D; "last": the output has no T axis.
 
 The signature is plain JSON and is saved in the .frnn file with the layers.
@@ -281,6 +282,10 @@ def _check_graph(g, state_dims, output_size, output_is_sequence, input_size=None
         if e.get("kind") == "state" and set(e) == {"name", "kind", "axes", "parts"} and parts_ok(e["parts"]) \
                 and axes_ok(e["axes"], "state", "BF") and ("S" in e["axes"] or len(e["parts"]) == 1):
             continue
+        if e.get("kind") == "lengths" and set(e) == {"name", "kind", "input", "dtype"} \
+                and e["dtype"] in ("int32", "int64") and any(i.get("name") == e["input"] and i.get("role") == "lengths"
+                                                             for i in g["inputs"]):
+            continue                  # the lengths input passed through (deepspeech returns its lengths)
         bad(f"output {e!r}")
     return g
 

@@ -74,3 +74,39 @@ def test_exported_idiom_runs_as_onnxruntime(name, dynamo, tmp_path):
         assert len(got) == len(want)
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=f"{name} B={B} T={T}")
+
+
+def test_lengths_returned_as_a_graph_output(tmp_path):
+    """forward(x, lengths) returning (y, lengths.int()) (deepspeech's (x, output_lengths)): the
+    legacy export's second output is the lengths input passed through (Cast to int32); run()
+    returns it as the graph does, beside y."""
+    class PackedWithLengths(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 4, batch_first=True)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x, lengths):
+            lengths = lengths.cpu().int()
+            p = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            o, _ = self.rnn(p)
+            o, _ = torch.nn.utils.rnn.pad_packed_sequence(o, batch_first=True, total_length=x.size(1))
+            return self.fc(o), lengths
+
+    torch.manual_seed(0)
+    m = PackedWithLengths().eval()
+    x = torch.randn(3, 6, 3)
+    lens = torch.tensor([6, 2, 4])
+    p = str(tmp_path / "m.onnx")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x, lens), p, dynamo=False, opset_version=17, input_names=["x", "lengths"],
+                          output_names=["y", "out_lengths"],
+                          dynamic_axes={"x": {0: "B", 1: "T"}, "lengths": {0: "B"}})
+    f = fastrnn.convert(p)
+    feeds = {"x": np.random.default_rng(1).normal(size=(4, 5, 3)).astype(np.float32),
+             "lengths": np.array([5, 1, 3, 4])}
+    want = ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = f.run(None, feeds)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    assert got[1].dtype == want[1].dtype and np.array_equal(got[1], want[1])

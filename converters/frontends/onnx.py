@@ -885,6 +885,14 @@ def _time_candidates(model):
     return list(dict.fromkeys(out))
 
 
+def _out_dtype(model, oname):
+    """A graph output's integer dtype ("int32" | "int64"; int64 when the graph does not say)."""
+    from onnx import TensorProto
+    vi = next((o for o in model.graph.output if o.name == oname), None)
+    t = vi.type.tensor_type.elem_type if vi is not None else 0
+    return "int32" if t == TensorProto.INT32 else "int64"
+
+
 def _convert(model, name, T, hint):
     """hint: the lengths the lowering asked for (a Linear over flattened steps fixes the time)."""
     from fastrnn import Model
@@ -918,6 +926,8 @@ def _convert(model, name, T, hint):
         if isinstance(v, PT):
             if low.series_of is not None and v == low.series_of:
                 v = G._as_series(low, v)
+            if low.channel_first:          # (N, F, T): the lowering swapped its last two axes' roles
+                v = G.replace(v, axes=tuple({"x1": "F", "F": "x1"}.get(a, a) for a in v.axes))
             axes = [low.lab(l) for l in v.axes]
             if any(l in ("x0", "x1") for l in axes):
                 raise UnsupportedError(f"convert: the graph input {iname!r} never reaches a recurrent node")
@@ -938,6 +948,10 @@ def _convert(model, name, T, hint):
         if oname in finals:
             s, lead = finals[oname]
             io_out.append({"name": oname, "kind": "state", "axes": ["S"] * lead + ["B", "F"], "parts": [[s, 0]]})
+            continue
+        if isinstance(v, G.Input) and v.index in low.length_inputs and v.rows is None:
+            iname = next(n for n, w in fe.inputs if isinstance(w, G.Input) and w.index == v.index)
+            io_out.append({"name": oname, "kind": "lengths", "input": iname, "dtype": _out_dtype(model, oname)})
             continue
         try:
             low.check_rows(v, "it")
