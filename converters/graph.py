@@ -1193,6 +1193,8 @@ def _arith(low, op, a, b, alpha=1):
         if op == "rsub":
             a, b = b, a
         return _sum(low, a, b, -float(alpha) if op != "add" else float(alpha))
+    if op == "mul" and isinstance(a, (PT, HN)) and isinstance(b, (PT, HN)):
+        return _product(low, a, b)
     if op in ("add", "sub", "rsub") and alpha != 1 and _is_const(b):
         b = b * alpha
     if op == "rsub":                                 # b - a
@@ -1218,13 +1220,7 @@ def _sum(low, a, b, sign):
     as the source computes it; passes.fold then merges it with its linear neighbours (around a
     Linear, x + W x is one Dense of W + I)."""
     a, b = low.tensor(a), low.tensor(b)
-    for v in (a, b):
-        if v.packed or v.width is None or v.dirs > 1:
-            low.fail(f"an add of {'a PackedSequence' if v.packed else 'the token ids' if v.width is None else 'directions'}")
-    if (tuple(low.lab(a.axes)), a.time, a.rows, a.padded, a.width) != \
-            (tuple(low.lab(b.axes)), b.time, b.rows, b.padded, b.width):
-        low.fail(f"an add of tensors of the pipeline of different shapes {low.shape(a)} and {low.shape(b)} "
-                 f"(broadcasting between them is not supported)")
+    _same_shape(low, a, b, "an add")
     a, b = low.reach_all([a, b])
     w, n = a.width, low.pipe_width(a)
     W = np.zeros((w, n), np.float32)
@@ -1233,6 +1229,40 @@ def _sum(low, a, b, sign):
         idx = np.concatenate([np.arange(p, q) for p, q in v.cols]) if v.cols is not None else rows
         np.add.at(W, (rows, idx), np.float32(s))
     return low.append(ir.Dense(W), a, w)
+
+
+def _product(low, a, b):
+    """a * b of two tensors of the pipeline (a gating product: self.a(o) * torch.sigmoid(self.g(o)),
+    torch.tanh(x1) * torch.sigmoid(x2) of a chunk): both reached at the end, side by side (a Dense
+    selecting their columns when they are not already; the passes fold it), then the row-wise
+    mul_halves activation, whose first half is the product."""
+    a, b = low.tensor(a), low.tensor(b)
+    _same_shape(low, a, b, "a product")
+    a, b = low.reach_all([a, b])
+    x = low.whole(_cat_features(low, [a, b], len(a.axes) - 1))
+    w = a.width
+    low.layers.append(ir.Activation(2 * w, ir.Act("mul_halves")))
+    return replace(x, pos=len(low.layers), width=w, cols=((0, w),))
+
+
+@handles("glu")
+def _glu(low, x, dim=-1):
+    """F.glu / nn.GLU: the first half of the features times the sigmoid of the second."""
+    x = low.tensor(x)
+    if low.lab(x.axes[low.feature_axis(x, dim)]) != "F" or x.width is None or x.width % 2:
+        low.fail(f"glu over dim={dim} (only over an even number of features)")
+    h = x.width // 2
+    return _product(low, _columns(low, x, 0, h, 1), activation(low, _columns(low, x, h, 2 * h, 1), "sigmoid"))
+
+
+def _same_shape(low, a, b, what):
+    for v in (a, b):
+        if v.packed or v.width is None or v.dirs > 1:
+            low.fail(f"{what} of {'a PackedSequence' if v.packed else 'the token ids' if v.width is None else 'directions'}")
+    if (tuple(low.lab(a.axes)), a.time, a.rows, a.padded, a.width) != \
+            (tuple(low.lab(b.axes)), b.time, b.rows, b.padded, b.width):
+        low.fail(f"{what} of tensors of the pipeline of different shapes {low.shape(a)} and {low.shape(b)} "
+                 f"(broadcasting between them is not supported)")
 
 
 for _op in ("add", "sub", "mul", "div", "rsub"):
@@ -1714,6 +1744,9 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         hn = _direction_final(low, x, s, e)
         if hn is not None:
             return hn
+    if isinstance(x, PS) and i == n - 1 and st == 1 and x.src[0] == "seq" and not x.ops and x.src[1].pos \
+            and x.src[1].pos == len(low.layers) and x.t == low.shape(x.src[1])[x.src[2]] - 1:
+        return _columns(low, low.tensor(x), s, e, st)   # columns of a layer's last step (out[:, -1].chunk(2, -1))
     if (cells.is_step(x) or isinstance(x, PS)) and i == n - 1 and st == 1:
         return cells.cols(low, x, s, e)          # a cell's gates (a Split of the gate columns)
     if isinstance(x, PS):

@@ -58,9 +58,11 @@ ACTIVATIONS = {
                                         # LayerNorm's scale and shift are a Dense after it)
     "l2_normalize": (35, 1e-12, 0.0),   # x / max(||x||, alpha) (beta 0: F.normalize) or x / (||x|| + alpha)
                                         # (beta 1), ||x|| the L2 norm of the row's features (row-wise)
+    "mul_halves": (36, 0.0, 0.0),       # over 2n features: x[:n] * x[n:], then x[n:] as it was (row-wise;
+                                        # a gating product a(o) * sigmoid(g(o)) of two tensors side by side)
 }
 ALIASES = {"swish": "silu", "identity": "linear", "none": "linear"}
-ROW_WISE = ("softmax", "log_softmax", "layer_norm", "l2_normalize")
+ROW_WISE = ("softmax", "log_softmax", "layer_norm", "l2_normalize", "mul_halves")
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -216,6 +218,7 @@ class Dense:
             _shape("Dense.bias", self.bias, (self.weight.shape[0],))
         self.activation = Act.of(self.activation)
         self.carry = _carry("Dense.carry", self.carry, self.weight.shape[1])
+        _even_halves("Dense", self.activation, self.weight.shape[0])
 
     input_size = property(lambda self: self.weight.shape[1])
     own_size = property(lambda self: self.weight.shape[0])
@@ -240,6 +243,7 @@ class Activation:
         self.size = _pos_int("Activation.size", self.size)
         self.activation = Act.of(self.activation)
         self.carry = _carry("Activation.carry", self.carry, None)
+        _even_halves("Activation", self.activation, self.size)
 
     input_size = property(lambda self: max([self.size] + [e for _, e in self.carry]))
     own_size = property(lambda self: self.size)
@@ -250,6 +254,11 @@ class Activation:
 
     def options(self):
         return {"size": self.size, "activation": self.activation.to_json()} | _carry_json(self.carry)
+
+
+def _even_halves(what, act, width):
+    if act.kind == "mul_halves" and width % 2:
+        raise ModelFormatError(f"{what}: mul_halves over {width} features (an even number: two halves)")
 
 
 MAX_CARRY = 1024                 # ranges of one layer's carry
@@ -520,6 +529,7 @@ class Conv1D:
         self.dilation = _pos_int("Conv1D.dilation", self.dilation, 1, 1 << 20)
         self.padding = _padding("Conv1D", self.padding)
         self.activation = Act.of(self.activation)
+        _even_halves("Conv1D", self.activation, self.weight.shape[0])
 
     input_size = property(lambda self: self.weight.shape[1])
     output_size = property(lambda self: self.weight.shape[0])

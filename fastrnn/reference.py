@@ -76,6 +76,9 @@ def act(a, x):
             return x * 0.5 * _erfc(-x / math.sqrt(2.0))
         if k == "gelu_tanh":
             return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+        if k == "mul_halves":
+            n = x.shape[-1] // 2
+            return np.concatenate([x[..., :n] * x[..., n:], x[..., n:]], axis=-1)
         if k == "l2_normalize":
             n = np.sqrt((x * x).sum(axis=-1, keepdims=True))
             return x / (n + al if be else np.maximum(n, al))

@@ -323,7 +323,9 @@ frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value) {
     return FRNN_OK;
 }
 
-static int act_ok(frnn_act a, int rowwise_ok) {
+/* width: the columns the activation acts on (mul_halves needs an even number) */
+static int act_ok(frnn_act a, int rowwise_ok, int width) {
+    if (a.kind == FRNN_ACT_MUL_HALVES) return rowwise_ok && width % 2 == 0;
     return (a.kind >= 0 && a.kind <= FRNN_ACT_GELU_TANH) ||
            (rowwise_ok && (a.kind == FRNN_ACT_SOFTMAX || a.kind == FRNN_ACT_LOG_SOFTMAX ||
                            (a.kind == FRNN_ACT_LAYER_NORM && isfinite(a.alpha) && a.alpha >= 0) ||
@@ -346,14 +348,14 @@ static frnn_status gemm_layer(frnn_model *m, layer *L, const float *W, int out, 
 
 frnn_status frnn_model_add_dense(frnn_model *m, int in, int out, const float *W, const float *b,
                                  frnn_act act) {
-    if (in < 1 || out < 1 || !W || !act_ok(act, 1)) return FRNN_EINVAL;
+    if (in < 1 || out < 1 || !W || !act_ok(act, 1, out)) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_DENSE)
     L->in = in; L->out = L->own = out; L->act = act;
     return gemm_layer(m, L, W, out, in, b);
 }
 
 frnn_status frnn_model_add_activation(frnn_model *m, int size, frnn_act act) {
-    if (size < 1 || !act_ok(act, 1)) return FRNN_EINVAL;
+    if (size < 1 || !act_ok(act, 1, size)) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_ACT)
     L->in = L->out = L->own = size; L->act = act;
     m->nlayers++;
@@ -440,7 +442,7 @@ frnn_status frnn_model_set_pool_term_attention(frnn_model *m, int term, frnn_act
     if (m->finalized) return FRNN_ESTATE;
     layer *L = m->nlayers ? &m->L[m->nlayers - 1] : NULL;
     if (!L || L->type != L_POOL || term < 0 || term >= L->npool || L->terms[term].kind != FRNN_POOL_ATTN ||
-        !act_ok(act, 0) || !isfinite(eps) || nbias < 0 || (nbias > 0 && !bias))
+        !act_ok(act, 0, 1) || !isfinite(eps) || nbias < 0 || (nbias > 0 && !bias))
         return FRNN_EINVAL;
     float *copy = NULL;
     if (nbias) {
@@ -468,7 +470,7 @@ static int pad_ok(int mode, int b, int a) {
 frnn_status frnn_model_add_conv1d(frnn_model *m, int in, int out, int kernel, int stride, int dilation,
                                   int pad_mode, int pad_before, int pad_after, const float *W,
                                   const float *b, frnn_act act) {
-    if (in < 1 || out < 1 || kernel < 1 || stride < 1 || dilation < 1 || !W || !act_ok(act, 1) ||
+    if (in < 1 || out < 1 || kernel < 1 || stride < 1 || dilation < 1 || !W || !act_ok(act, 1, out) ||
         !pad_ok(pad_mode, pad_before, pad_after) || (int64_t)kernel * in > INT32_MAX / 4 ||
         (int64_t)(kernel - 1) * dilation > 1 << 20)
         return FRNN_EINVAL;
@@ -556,7 +558,7 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
             (!w->W_hr) != (d->proj_size == 0))
             return FRNN_EINVAL;
         for (int a = 0; a < 3; a++)
-            if (!act_ok(d->acts[i][a], 0)) return FRNN_EINVAL;
+            if (!act_ok(d->acts[i][a], 0, 1)) return FRNN_EINVAL;
     }
     NEW_LAYER(L, m, L_REC)
     int vw = m->vw, nr = m->k->gemm_nr(INT_MAX), G = gates[d->cell], H = d->hidden_size;

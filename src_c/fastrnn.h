@@ -38,7 +38,9 @@ enum {
     FRNN_ACT_RELU6 = 15, FRNN_ACT_GELU = 16 /* x Phi(x) */, FRNN_ACT_GELU_TANH = 17 /* tanh form */,
     FRNN_ACT_SOFTMAX = 32, FRNN_ACT_LOG_SOFTMAX = 33,  /* row-wise, Dense/Activation only */
     FRNN_ACT_LAYER_NORM = 34,  /* row-wise: (x - mean) / sqrt(var + alpha), alpha the epsilon */
-    FRNN_ACT_L2_NORMALIZE = 35 /* row-wise: x / max(||x||, alpha) (beta 0) or x / (||x|| + alpha) (beta 1) */
+    FRNN_ACT_L2_NORMALIZE = 35, /* row-wise: x / max(||x||, alpha) (beta 0) or x / (||x|| + alpha) (beta 1) */
+    FRNN_ACT_MUL_HALVES = 36   /* row-wise over an even width 2n: x[:n] *= x[n:], x[n:] kept (a gating
+                                  product of two tensors placed side by side) */
 };
 
 typedef struct { int kind; float alpha, beta; } frnn_act;

@@ -41,10 +41,12 @@ def test_elementwise_accuracy(kind):
         assert not bad.any(), (kind, x[bad][:5], y[bad][:5], want[bad][:5])
 
 
-@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "layer_norm", "l2_normalize", "l2_normalize_add"])
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "layer_norm", "l2_normalize", "l2_normalize_add",
+                                  "mul_halves"])
 @pytest.mark.parametrize("n", [1, 7, 16, 17, 33, 100])
 def test_rowwise_accuracy(kind, n):
     rng = np.random.default_rng(n)
+    n *= 2 if kind == "mul_halves" else 1          # two halves
     x = (rng.normal(size=(5, n)) * 6 + (40 if kind == "layer_norm" else 0)).astype(np.float32)
     x[4] *= 1e-7                             # l2_normalize: a row whose norm is under the epsilon
     a = ir.Act("l2_normalize", 1e-6) if kind == "l2_normalize" else \

@@ -605,6 +605,8 @@ def _torch_acts():
         "l2_normalize": (ir.Act("l2_normalize", 1e-12), lambda t: F.normalize(t, dim=-1)),
         "l2_normalize_eps": (ir.Act("l2_normalize", 50.0), lambda t: F.normalize(t, dim=-1, eps=50.0)),
         "l2_normalize_add": (ir.Act("l2_normalize", 1e-5, 1), lambda t: t / (torch.norm(t, dim=-1, keepdim=True) + 1e-5)),
+        "mul_halves": (ir.Act("mul_halves"), lambda t: torch.cat([t[..., :t.shape[-1] // 2] * t[..., t.shape[-1] // 2:],
+                                                                  t[..., t.shape[-1] // 2:]], -1)),
     }
 
 

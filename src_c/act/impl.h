@@ -33,6 +33,12 @@ void ISA_SUFFIX(act_rows)(frnn_act a, float *x, int rows, int cols, int64_t ld) 
             if (tail) v_store_n(p + full, v_mul(v_sub(v_sub(v_load_n(p + full, tail), vm), vd), inv), tail);
             continue;
         }
+        if (a.kind == FRNN_ACT_MUL_HALVES) {
+            const int n = cols / 2, nf = n - n % VW;
+            for (int j = 0; j < nf; j += VW) v_store(p + j, v_mul(v_load(p + j), v_load(p + n + j)));
+            for (int j = nf; j < n; j++) p[j] *= p[n + j];
+            continue;
+        }
         if (a.kind == FRNN_ACT_L2_NORMALIZE) {
             /* divided, not multiplied by a reciprocal: each element as x / norm rounds it */
             vf sq = v_zero();
