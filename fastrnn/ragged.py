@@ -42,6 +42,7 @@ def _as_list(sequences, width):
         if col.null_count:
             raise ShapeError(f"predict_ragged: {col.null_count} null sequence(s) in the column")
         offs = np.asarray(col.offsets)
+        offs = offs - offs[0]            # a slice's offsets count from its parent's start; flatten() does not
         flat = col.flatten()
         if pa.types.is_list(flat.type) or pa.types.is_large_list(flat.type):      # list<list<float>>
             inner = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), np.float32)

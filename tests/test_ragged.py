@@ -63,6 +63,20 @@ def test_ragged_arrow_ids_column_and_empty_inputs(rng):
     assert fastrnn.predict_ragged(m, []).shape == (0, 3)
 
 
+def test_ragged_arrow_slices(rng):
+    """A slice of a list column (what Ray hands a batch function) holds offsets that count from
+    its parent's start, at both list levels: each row is still its own sequence's."""
+    m = _final(rng)
+    seqs = [rng.integers(0, V, int(n)) for n in rng.integers(1, 20, 40)]
+    col = pa.array([s.tolist() for s in seqs], pa.list_(pa.int32()))
+    np.testing.assert_array_equal(fastrnn.predict_ragged(m, col.slice(7, 20)), fastrnn.predict_ragged(m, seqs[7:27]))
+    m = _steps(rng)
+    fl = [rng.normal(size=(int(n), 4)).astype(np.float32) for n in rng.integers(1, 9, 30)]
+    col = pa.chunked_array([pa.array([s.tolist() for s in fl]).slice(5, 12)])
+    for a, s in zip(fastrnn.predict_ragged(m, col), fl[5:17]):
+        np.testing.assert_array_equal(a, _alone(m, s))
+
+
 def test_ragged_conv_model_buckets_equal_lengths(rng):
     """A Conv1D takes no lengths: batches hold sequences of one length, each row still its own."""
     m = fastrnn.Model([ir.Conv1D(rng.normal(size=(5, 4, 3)).astype(np.float32), None, padding="same"),
