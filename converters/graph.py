@@ -2544,6 +2544,8 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
             return _att_pool(low, x.x, x.att, keepdim, dim % len(x.x.axes))
         if x.stage == "exp" and x.axes[dim % len(x.axes)] == "T" and keepdim:
             return AttSum(x)                        # what exp(z) is divided by
+    if isinstance(x, HN) and op in ("sum", "mean"):
+        return _hn_reduce(low, op, x, dim, keepdim)
     if not isinstance(x, PT):
         low.fail(f"{op} of {_what(x)}")
     if op in ("amin", "min"):
@@ -2572,6 +2574,22 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
     kind = {"amax": "max"}.get(op, op)
     p = Pooled(x, kind, bool(keepdim))
     return (p, ArgMax()) if op == "max" and not isinstance(dim, (list, tuple)) else p
+
+
+def _hn_reduce(low, op, x, dim, keepdim):
+    """h_n.sum(0) / h_n.mean(0): the final states (rows of layers and directions) summed or
+    averaged per batch row: those states side by side (the top layer's final step, or a head over
+    the native states), then a Dense adding their blocks (folded into the next Linear)."""
+    dims = dim if isinstance(dim, (list, tuple)) else [dim]
+    if dim is None or len(dims) != 1 or keepdim or x.kind != "h" or x.group:
+        low.fail(f"{op} of {x.kind}_n over {dim} (only over its rows, h_n.{op}(0))")
+    i = int(dims[0]) % len(x.axes)
+    if low.lab(x.axes[i]) != "S" or [low.lab(a) for j, a in enumerate(x.axes) if j != i] != ["B", "F"]:
+        low.fail(f"{op} of h_n over its {low.lab(x.axes[i])} axis (only over its rows, h_n.{op}(0))")
+    y = low.whole(low.tensor(replace(x, axes=("B", ("S", "F")))))
+    n, H = len(x.parts), x.width
+    W = np.tile(np.eye(H, dtype=np.float32), (1, n)) * np.float32(1.0 / n if op == "mean" else 1.0)
+    return low.append(ir.Dense(W), y, H)
 
 
 class ArgMax:

@@ -237,6 +237,33 @@ class HnViewLayersDirections(nn.Module):
         return self.fc(torch.cat((h[0], h[1]), dim=1))
 
 
+class HnSum(nn.Module):
+    """h_n.sum(0) of a 2-layer bidirectional LSTM (every layer's and direction's final state
+    added), and h_n.mean(0) of a bidirectional GRU beside it."""
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(5, H, num_layers=2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(2 * H, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x):
+        out, (h, _) = self.lstm(x)
+        _, g = self.gru(out)
+        return self.fc(h.sum(0)), self.fc(g.mean(0))
+
+
+class HnMeanTop(nn.Module):
+    """h_n.mean(dim=0) of a one-layer bidirectional GRU: its two directions averaged."""
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(5, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        _, h = self.gru(x)
+        return self.fc(h.mean(dim=0))
+
+
 class LSTMTagger(nn.Module):
     """The PyTorch sequence-models tutorial's tagger: one unbatched sentence, len(sentence),
     view(len(sentence), 1, -1), log_softmax over dim=1."""
@@ -536,6 +563,8 @@ CASES = {
     "last_valid_time_major": (LastValidTimeMajor, "ids_lengths"),
     "sum_directions_by_slices": (SumDirectionsBySlices, "floats"),
     "hn_view_layers_directions": (HnViewLayersDirections, "floats"),
+    "hn_mean_top": (HnMeanTop, "floats"),
+    "hn_sum": (HnSum, "floats"),
     "lstm_tagger_unbatched": (LSTMTagger, "unbatched"),
     "permute_view": (PermuteView, "ids"),
     "sequential_head_scalars": (SequentialHead, "floats"),
