@@ -237,6 +237,9 @@ MODELS.update({
                                        L.Dense(5), L.ReLU(negative_slope=0.1), L.Dense(5), L.ReLU(max_value=6.0),
                                        L.Dense(4), L.ELU(0.5), L.Dense(3), L.Softmax()), "float", 3.0),
     "unit_normalization": (lambda: _seq(FLOAT, L.GRU(6), L.Dense(4), L.UnitNormalization()), "float", 1.0),
+    # a sequence flattened (a fixed-length Input), then repeated into a decoder
+    "repeat_of_a_flattened_sequence": (lambda: _seq(FLOAT, L.LSTM(4, return_sequences=True), L.Flatten(),
+                                                    L.RepeatVector(3), L.LSTM(4)), "float", 1.0),
 })
 
 
@@ -391,8 +394,6 @@ UNSUPPORTED = {
         keras.Input((T, F)), keras.Input((4,))), "inputs"),
     "branch": (lambda: _fn(FLOAT, lambda x: [L.LSTM(4)(x), L.GRU(4)(x)]), "chain"),
     "stacked_cells": (lambda: _seq(FLOAT, L.RNN([L.LSTMCell(4), L.LSTMCell(4)])), "cell"),
-    "repeat_of_a_sequence": (lambda: _seq(FLOAT, L.LSTM(4, return_sequences=True), L.Flatten(), L.RepeatVector(3),
-                                          L.LSTM(4)), "flatten"),
     # an explicit mask other than the Embedding's own (id != 0) is not dropped
     "mask_not_3": (lambda: _fn(IDS, lambda x: L.LSTM(4)(L.Embedding(20, 5, mask_zero=True)(x),
                                                         mask=keras.ops.not_equal(x, 3))), "chain"),
