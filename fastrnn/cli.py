@@ -589,7 +589,8 @@ def _term_str(t):
 def _layer_text(layer, masks):
     """(name, sizes, options) of one layer for the text table."""
     if isinstance(layer, ir.Embedding):
-        return "Embedding", f"{layer.vocab_size} x {layer.output_size}", f"mask_zero={layer.mask_zero}"
+        return "Embedding", f"{layer.vocab_size} x {layer.output_size}", f"mask_zero={layer.mask_zero}" + (
+            f", pool_mask={layer.pool_mask} (pools leave out id {layer.pool_mask})" if layer.pool_mask is not None else "")
     if isinstance(layer, ir.Masking):
         return "Masking", f"{layer.size} -> {layer.size}", f"mask_value={layer.mask_value:g}"
     if isinstance(layer, ir.Dense):
