@@ -46,6 +46,7 @@ import numpy as np
 from fastrnn import ir
 from fastrnn.errors import FastRNNError, UnsupportedError
 
+from .passes import col_ranges
 from .registry import handler, handles
 
 # ---------------------------------------------------------------------------------------------
@@ -1800,18 +1801,7 @@ def _columns(low, x, s, e, st):
         low.fail("a slice of features whose directions are not merged")
     base = list(x.cols) if x.cols is not None else [(0, x.width)]
     flat = np.concatenate([np.arange(a, b) for a, b in base])[s:e]
-    return replace(x, width=len(flat), cols=_ranges(flat))
-
-
-def _ranges(idx):
-    """Column indices -> ((start, stop), ...) of their runs."""
-    out = []
-    for i in idx.tolist():
-        if out and out[-1][1] == i:
-            out[-1][1] = i + 1
-        else:
-            out.append([i, i + 1])
-    return tuple(map(tuple, out))
+    return replace(x, width=len(flat), cols=col_ranges(flat.tolist()))
 
 
 @handles("narrow")
@@ -2230,8 +2220,8 @@ def _compare(low, op, a, b):
             return IdMask(int(c), op == "ne", tuple(a.axes))
         if (op, c) in (("gt", 0), ("ge", 1)):           # ids are >= 0: id 0 is the padding
             return IdMask(0, True, tuple(a.axes))
-    if isinstance(a, IdMask) and not a.count and c in (0, 1) and op in ("eq", "ne", "gt"):
-        same = (op == "eq") == (c == 1) if op != "gt" else c == 0
+    if isinstance(a, IdMask) and not a.count and ((c in (0, 1) and op in ("eq", "ne")) or (op, c) == ("gt", 0)):
+        same = op == "gt" or (op == "eq") == (c == 1)     # mask == 1, mask != 0, mask > 0: itself
         return a if same else replace(a, keep=not a.keep)
     low.fail(f"{op} of {_what(a)} and {_what(b)} (comparisons make masks of the token ids only: ids != pad)")
 
@@ -2254,7 +2244,7 @@ def _mask_fits(low, m, x, unit_features):
     axis where x has its features."""
     labels = tuple(low.lab(a) for a in x.axes)
     want = tuple("1" if v == "F" else v for v in labels) if unit_features else labels
-    return tuple(low.lab(a) if a not in ("1",) else "1" for a in m.axes) == want
+    return tuple(low.lab(a) for a in m.axes) == want
 
 
 def _mask_arith(low, op, a, b):
@@ -2364,8 +2354,7 @@ def _valid_last(low, x, tdim, idx):
         # the recurrence ran over the padding too: its steps before each row's length are those of
         # a run with lengths when every layer so far is causal (nothing reads later steps)
         bad = [l for l in low.layers if not isinstance(l, (ir.Embedding, ir.Dense, ir.Activation))
-               and not (isinstance(l, ir.Recurrent) and l.num_directions == 1 and l.return_sequences
-                        and not getattr(l, "go_backwards", False))]
+               and not (isinstance(l, ir.Recurrent) and l.direction == "forward" and l.return_sequences)]
         if bad or not low.rnns:
             low.fail(f"an index by lengths - 1 after {type(bad[0]).__name__ if bad else 'no recurrent layer'} "
                      f"(without pack_padded_sequence, only after causal layers: its steps then depend on the "

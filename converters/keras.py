@@ -761,6 +761,7 @@ class _Builder:
         self.reader = reader
         self.layers = []
         self.width = None          # features of the current tensor (None: not known yet)
+        self.steps = None          # steps of the Input, when it fixes them (Flatten needs them)
         self.seq = True
         self.parity = False        # Keras tensor = time-flip of the IR tensor
         self.cols = None           # Keras feature order as IR column ranges (None = identity)
@@ -947,8 +948,7 @@ class _Builder:
             a = ir.Act("elu", float(c.get("alpha", 1.0)))
         else:
             _refuse_extras(l, c, {"axis"})
-            if c.get("axis", -1) not in (-1, 2 if self.seq else 1, [-1]):
-                raise UnsupportedError(f"{_where(l)}: Softmax(axis={c.get('axis')!r}) (only over the features)")
+            self._feature_axis(l, c)
             a = ir.Act("softmax")
         self.layers.append(ir.Activation(self.width, a))
 
@@ -956,21 +956,22 @@ class _Builder:
         """UnitNormalization over the features: x * min(rsqrt(sum x^2), 1 / 1e-12) in Keras 3, the
         row-wise l2_normalize activation x / max(||x||, 1e-12)."""
         _refuse_extras(l, c, {"axis"})
-        axis = c.get("axis", -1)
-        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-        if axis not in (-1, 2 if self.seq else 1):
-            raise UnsupportedError(f"{_where(l)}: option axis={axis!r} (only the feature axis, -1) is not supported")
+        self._feature_axis(l, c)
         self.layers.append(ir.Activation(self.width, ir.Act("l2_normalize", 1e-12, 0)))
 
-    def _norm_weights(self, l, c, extra):
-        """A normalisation over the feature axis: (gamma, beta, the `extra` vectors after them);
-        gamma and beta ones and zeros where scale / center are off."""
+    def _feature_axis(self, l, c):
+        """A layer's `axis` option must be the feature axis (-1, or its index), its width known."""
         axis = c.get("axis", -1)
         axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
         if self.width is None:
             raise UnsupportedError(f"{_where(l)}: the input feature size is unknown")
         if axis not in (-1, 2 if self.seq else 1):
             raise UnsupportedError(f"{_where(l)}: option axis={axis!r} (only the feature axis, -1) is not supported")
+
+    def _norm_weights(self, l, c, extra):
+        """A normalisation over the feature axis: (gamma, beta, the `extra` vectors after them);
+        gamma and beta ones and zeros where scale / center are off."""
+        self._feature_axis(l, c)
         n = self.width
         center, scale = bool(c.get("center", True)), bool(c.get("scale", True))
         ws = _weights(l, self.reader.get(l), [(n,)] * (extra + center + scale))
@@ -1075,7 +1076,7 @@ class _Builder:
         """Flatten of a sequence (after a layer returning sequences): its steps side by side, which
         the Input's fixed length (through the windows before it) says how many are."""
         _refuse_extras(l, c, {"data_format"})
-        T = getattr(self, "steps", None)
+        T = self.steps
         for p in self.layers:
             if T is not None and isinstance(p, ir.TIME_CHANGING):
                 T = p.steps(T)
@@ -1306,7 +1307,7 @@ def _convert(cfg, version, reader):
     dims = [d if isinstance(d, int) else None for d in shape] if isinstance(shape, list) else []
     dims += [None] * (2 - len(dims))
     batch, steps = dims[0], dims[1]
-    b.steps = steps
+    b.steps = steps if isinstance(steps, int) else None
     for i, l in enumerate(body):
         try:
             b.add(i, l)

@@ -105,7 +105,7 @@ def _flat(carry):
     return [c for a, b in carry for c in range(a, b)]
 
 
-def _ranges(cols):
+def col_ranges(cols):
     """Column indices -> (start, stop) ranges, consecutive runs merged."""
     out = []
     for c in cols:
@@ -182,9 +182,9 @@ def prune(layers):
         if isinstance(l, ir.Dense):
             W = l.weight[rows][:, layout] if layout is not None else l.weight[rows]
             nl = ir.Dense(np.ascontiguousarray(W), None if l.bias is None else l.bias[rows], l.activation,
-                          carry=_ranges(kept))
+                          carry=col_ranges(kept))
         else:
-            nl = ir.Activation(l.size, l.activation, carry=_ranges(kept))
+            nl = ir.Activation(l.size, l.activation, carry=col_ranges(kept))
         same = len(rows) == l.own_size and js == list(range(len(src))) and \
             (layout is None or layout == list(range(len(layout))))
         out.append(l if same else nl)

@@ -171,9 +171,7 @@ def _arrow_sequences(col, model, name):
     if model.input_size != 1:
         raise ShapeError(f"column {name!r} is {t} (one number per step); the model takes "
                          f"{model.input_size} features per step: {_expects(model)} expected")
-    vals = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32)[:, None]
-    offs = np.asarray(col.offsets) - col.offsets[0].as_py()
-    return [vals[a:b] for a, b in zip(offs[:-1], offs[1:])]
+    return col                                  # predict_ragged reads (T,) steps of a 1-feature model
 
 
 def _numpy_sequences(col, model, name):

@@ -107,16 +107,21 @@ def _parts(model):
 
 
 def _version(model, reduced):
-    """The lowest version that holds the model: 5 with an Embedding's pool_mask, 4 with a Pool of terms, 3 with a carry
+    """The lowest version that holds the model: 5 with what _needs_v5 names, 4 with a Pool of terms, 3 with a carry
     (a branch) or an attention pool, 2 reduced, else 1."""
-    if any(getattr(l, "pool_mask", None) is not None or set(getattr(l, "kinds", ())) & {"last", "first"}
-           or isinstance(l, ir.Flatten) for l in model.layers):
+    if any(_needs_v5(l) for l in model.layers):
         return 5
     if any(getattr(l, "terms", None) is not None for l in model.layers):
         return 4
     if any(getattr(l, "carry", ()) or "attn" in getattr(l, "kinds", ()) for l in model.layers):
         return 3
     return 2 if reduced else 1
+
+
+def _needs_v5(layer):
+    """An Embedding's pool_mask, a Pool of the last / first kind, a Flatten: format version 5."""
+    return getattr(layer, "pool_mask", None) is not None or bool(set(getattr(layer, "kinds", ())) & {"last", "first"}) \
+        or isinstance(layer, ir.Flatten)
 
 
 def _write_atomic(path, parts):
@@ -358,8 +363,7 @@ def load(src, precision=None):
             _fail(path, f"layer {i}: a carry or an attention pool in a version {ver} file (they are version 3)")
         if int(ver) < 4 and "terms" in ls["options"]:
             _fail(path, f"layer {i}: a pool of terms in a version {ver} file (they are version 4)")
-        if int(ver) < 5 and ("pool_mask" in ls["options"] or set(getattr(layer, "kinds", ())) & {"last", "first"}
-                             or isinstance(layer, ir.Flatten)):
+        if int(ver) < 5 and _needs_v5(layer):
             _fail(path, f"layer {i}: an embedding's pool_mask, a pool of the last / first kind or a Flatten in a "
                         f"version {ver} file (they are version 5)")
         # the reduced tensors are exactly the layer's matrices (precision.reduced_names)

@@ -3,7 +3,8 @@
     y = fastrnn.predict_ragged(model, sequences, max_batch=256)
 
 `sequences` is a list (or tuple) of arrays, one per sequence: token ids (T_i,) for a model that
-starts with an Embedding, else floats (T_i, features); or a pyarrow list column (ListArray,
+starts with an Embedding, else floats (T_i, features) ((T_i,) for a model of one feature a step);
+or a pyarrow list column (ListArray,
 LargeListArray, ChunkedArray of them; a list<list<float>> column for float steps) or a pandas
 Series of lists / arrays. The sequences are sorted by length, cut into batches of at most
 `max_batch` sequences and `max_steps` padded steps, each batch padded to its longest member and
@@ -81,7 +82,9 @@ def predict_ragged(model, sequences, max_batch=256, max_steps=None):
             if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
                 raise ShapeError(f"predict_ragged: sequence {i}: token ids (T,) of integers expected, got "
                                  f"{a.dtype} {a.shape}")
-        elif a.ndim != 2 or a.shape[1] != width:
+        elif a.ndim == 1 and width == 1:       # one feature a step, given as (T,) (a list<float> column)
+            a = a[:, None]
+        if not ids and (a.ndim != 2 or a.shape[1] != width):
             raise ShapeError(f"predict_ragged: sequence {i}: (steps, {width}) floats expected, got {a.shape}")
         arrs.append(a)
     n = len(arrs)

@@ -216,7 +216,20 @@ def test_masks_read_otherwise_are_refused():
             e = self.emb(x) * (x != 0).unsqueeze(-1).float()
             return self.rnn(e)[0][:, -1]
 
+    class MaskAboveOne(nn.Module):
+        """(mask > 1) is false everywhere: not the mask, nor its negation."""
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(V, E)
+            self.rnn = nn.GRU(E, H, batch_first=True)
+
+        def forward(self, x):
+            out, _ = self.rnn(self.emb(x))
+            return (out * ((x != 0) > 1).unsqueeze(-1).float()).sum(1)
+
     ex = torch.from_numpy(_ids("x", 3, 7, 0))
+    with pytest.raises(UnsupportedError, match="comparisons make masks"):
+        fastrnn.convert(MaskAboveOne().eval(), example_input=ex)
     with pytest.raises(UnsupportedError, match="a sum of the zeroed one"):
         fastrnn.convert(MeanOfMasked().eval(), example_input=ex)
     with pytest.raises(UnsupportedError, match="pool_mask|mask of the padding id|masks of the token ids"):
