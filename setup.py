@@ -23,7 +23,7 @@ c_sources = sorted(glob.glob("src_c/*.c"))
 for fam in ("gemm", "act", "rec"):
     c_sources += [f"src_c/{fam}/scalar.c"]
     if X86:
-        c_sources += [f"src_c/{fam}/avx2.c", f"src_c/{fam}/avx512.c"]
+        c_sources += [f"src_c/{fam}/avx2.c", f"src_c/{fam}/avx512.c", f"src_c/{fam}/avx512_vnni.c"]
 
 cflags = ["-O3", "-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden"]
 if os.environ.get("FASTRNN_WERROR") == "1":

@@ -6,7 +6,7 @@ Dense heads) on the CPU, fast, from Python. See README.md and docs/.
     s = m.stream(batch_size=1); y_t = s.step(x_t)
     pool = fastrnn.StreamPool(m, capacity); y = pool.step(slots, x)   # many conversations
 
-FASTRNN_ISA=scalar|avx2|avx512 (read at import) forces the kernels new models use.
+FASTRNN_ISA=scalar|avx2|avx512|avx512_vnni (read at import) forces the kernels new models use.
 """
 import os as _os
 

@@ -16,11 +16,15 @@ row per step: not where the bytes of a step go), states, cell math and every sum
          sums of q * x are symmetric too), the weight the model computes with is q * scale_r.
          A row of zeros has scale 0.
 
-The numbers: a reduced-precision model computes with the reduced weights (the values above,
-exactly representable in fp32), accumulating in fp32. The engine packs them at their precision
-(src_c/kernels.h, frnn_wmat: 2 or 1 bytes a weight) and widens them in registers; an int8 sum
-is multiplied by its row's scale after the summation, so it differs from the float64 reference
-run on the dequantized weights by the rounding of fp32 sums only.
+The numbers: a bf16 model computes with the reduced weights (the values above, exactly
+representable in fp32), accumulating in fp32: the engine packs them as bf16 and widens them in
+registers, so it differs from the float64 reference on those weights by fp32 rounding only.
+An int8 model's products run on integer kernels (src_c/simd/q8.h): the other operand (a step's
+input, the state) is quantized per row and call to u8 codes (quantize_activations) and the sums
+of codes are exact integers, scaled after (q8_matmul computes the same bits in NumPy; the tests
+give it to fastrnn.reference.run as its matmul). Without VNNI, int8 matrices of at most 128 KiB
+in fp32 run weight-only instead (fp32 activations, the int8 weights widened: the dequantized
+weights' product, fp32 rounding only); engine.c storage_wt says why.
 
 Files: a bf16 model stores its reduced tensors as safetensors "BF16", an int8 model as "I8" plus
 one F32 tensor "<name>@scale" per matrix (fileformat.py); such files are format version 2.
@@ -94,6 +98,44 @@ def dequantize_int8(q, scales):
     q = np.asarray(q, np.int8)
     rows = q.reshape(q.shape[0], -1).astype(np.float32) * np.asarray(scales, np.float32)[:, None]
     return rows.reshape(q.shape)
+
+
+def quantize_activations(x):
+    """Rows of x (..., K) -> (u, s, zp): the engine's dynamic u8 quantization of a matrix
+    product's other operand (src_c/simd/q8.h), in the same float32 operations:
+    lo = min(0, min x), hi = max(0, max x), inv = 255 / (hi - lo), s = (hi - lo) / 255,
+    zp = rint(-lo inv), u = clip(rint(x inv) + zp, 0, 255); x ~ s (u - zp). A row of zeros
+    has s = 0; a row holding an inf or NaN has s = NaN."""
+    x = np.asarray(x, np.float32)
+    f = np.float32
+    lo = np.minimum(x.min(-1, initial=0), f(0)).astype(f)
+    hi = np.maximum(x.max(-1, initial=0), f(0)).astype(f)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        rng = (hi - lo).astype(f)
+        bad = ~np.isfinite(x).all(-1)
+        ok = (rng > 0) & ~bad
+        inv = np.where(ok, f(255) / np.where(ok, rng, f(1)), f(0)).astype(f)
+        zp = np.where(ok, np.rint((-lo * inv).astype(f)), f(0)).astype(f)
+        u = np.clip(np.rint((x * inv[..., None]).astype(f)) + zp[..., None], 0, 255)
+        u = np.where(ok[..., None], u, 0).astype(np.int64)
+        s = np.where(bad, f(np.nan), np.where(ok, (rng / f(255)).astype(f), f(0))).astype(f)
+    return u, s, zp.astype(np.int64)
+
+
+def q8_matmul(x, q, scales, bias=None):
+    """x (..., K) float32 times int8 weights q (N, K) with their row scales, as the engine's
+    integer kernel computes it (src_c/simd/q8.h): exact int sums of the codes, then
+    (float32)(sum - zp csum) * (s * scale) (+ bias), every step rounded to float32."""
+    u, s, zp = quantize_activations(x)
+    q = np.asarray(q, np.int64)
+    acc = u @ q.T - zp[..., None] * q.sum(1)
+    f = np.float32
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = acc.astype(f) * (s[..., None] * np.asarray(scales, f)).astype(f)
+        y = y.astype(f)
+        if bias is not None:
+            y = (y + np.asarray(bias, f)).astype(f)
+    return y
 
 
 # ---- models -----------------------------------------------------------------------------------

@@ -91,18 +91,25 @@ def act(a, x):
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
-def _cell_step(layer, w, acts, x, h, c):
-    """One step of one direction for all rows. x (B, I), h (B, R), c (B, H) or None."""
+def _matmul(a, W):
+    return a @ W.T
+
+
+def _cell_step(layer, w, acts, x, h, c, matmul=_matmul):
+    """One step of one direction for all rows. x (B, I), h (B, R), c (B, H) or None.
+    matmul(a, W): a @ W.T (run's argument)."""
+    def mm(a, name, rows=slice(None)):
+        return matmul(a, w[name][rows])
     H = layer.hidden_size
     clip = layer.clip
     cl = (lambda v: np.clip(v, -clip, clip)) if clip is not None else (lambda v: v)
     bi = w["b_ih"] if layer.use_bias else 0.0
     bh = w["b_hh"] if layer.use_bias else 0.0
-    xi = x @ w["W_ih"].T + bi
+    xi = mm(x, "W_ih") + bi
     if layer.cell == "rnn":
-        return act(acts[0], cl(xi + h @ w["W_hh"].T + bh)), None
+        return act(acts[0], cl(xi + mm(h, "W_hh") + bh)), None
     if layer.cell == "lstm":
-        g = xi + h @ w["W_hh"].T + bh
+        g = xi + mm(h, "W_hh") + bh
         gi, gf, gg, go = (g[:, k * H:(k + 1) * H] for k in range(4))
         if layer.peepholes:
             gi = gi + w["P"][0] * c
@@ -115,18 +122,17 @@ def _cell_step(layer, w, acts, x, h, c):
         o = act(acts[0], cl(go))
         h2 = o * act(acts[2], c2)
         if layer.proj_size:
-            h2 = h2 @ w["W_hr"].T
+            h2 = mm(h2, "W_hr")
         return h2, c2
     # gru, gates r, z, n
-    Wh = w["W_hh"]
     bh = bh if layer.use_bias else np.zeros(3 * H)
-    hr = h @ Wh[:2 * H].T + bh[:2 * H]
+    hr = mm(h, "W_hh", slice(0, 2 * H)) + bh[:2 * H]
     r = act(acts[0], cl(xi[:, :H] + hr[:, :H]))
     z = act(acts[0], cl(xi[:, H:2 * H] + hr[:, H:]))
     if layer.linear_before_reset:
-        n = act(acts[1], cl(xi[:, 2 * H:] + r * (h @ Wh[2 * H:].T + bh[2 * H:])))
+        n = act(acts[1], cl(xi[:, 2 * H:] + r * (mm(h, "W_hh", slice(2 * H, None)) + bh[2 * H:])))
     else:
-        n = act(acts[1], cl(xi[:, 2 * H:] + (r * h) @ Wh[2 * H:].T + bh[2 * H:]))
+        n = act(acts[1], cl(xi[:, 2 * H:] + mm(r * h, "W_hh", slice(2 * H, None)) + bh[2 * H:]))
     return (1.0 - z) * n + z * h, None
 
 
@@ -135,7 +141,7 @@ def _carried(layer, y, x):
     return np.concatenate([y] + [x[..., a:b] for a, b in layer.carry], axis=-1) if layer.carry else y
 
 
-def _recurrent(layer, x, active, len_ok, carry, init):
+def _recurrent(layer, x, active, len_ok, carry, init, matmul=_matmul):
     """x (B, T, I); active (B, T) bool or None: the step runs (lengths and Keras mask); len_ok
     (B, T) bool or None: within the row's length (outside it the output is 0 whatever the mask
     mode); init: list of state arrays or None."""
@@ -151,7 +157,7 @@ def _recurrent(layer, x, active, len_ok, carry, init):
         y = np.zeros((B, T, R))
         reverse = layer.direction == "reverse" or d == 1
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
-            h2, c2 = _cell_step(layer, w, acts, x[:, t].astype(np.float64), h, c)
+            h2, c2 = _cell_step(layer, w, acts, x[:, t].astype(np.float64), h, c, matmul)
             if active is None:
                 h, c = h2, c2
                 y[:, t] = h
@@ -187,14 +193,15 @@ def _windows(h, T, window, stride, dilation, padding):
     return np.where((idx >= 0) & (idx < T), idx, -1)
 
 
-def _conv1d(layer, h):
+def _conv1d(layer, h, matmul=_matmul):
     B, T, _ = h.shape
     idx = _windows(h, T, layer.kernel, layer.stride, layer.dilation, layer.padding)
     if not idx.size:
         raise ValueError(f"{T} steps are too few for the window")
     padded = np.concatenate([h, np.zeros((B, 1, h.shape[2]))], axis=1)      # index -1: zeros
     win = padded[:, idx]                                                     # (B, To, k, in)
-    y = np.einsum("btki,oik->bto", win, layer.weight.astype(np.float64))
+    w = layer.weight.astype(np.float64)                                      # (out, in, k)
+    y = matmul(win.reshape(B, win.shape[1], -1), w.transpose(0, 2, 1).reshape(w.shape[0], -1))
     if layer.bias is not None:
         y = y + layer.bias
     return act(layer.activation, y)
@@ -298,8 +305,10 @@ def _attention(term, score, v, take, count, s):
         return acc / sw[:, None] + term.eps * sv
 
 
-def run(layers, x, lengths=None, initial_state=None):
-    """Run the pipeline in float64. Returns (y, final_states) (native state layout)."""
+def run(layers, x, lengths=None, initial_state=None, matmul=_matmul):
+    """Run the pipeline in float64. Returns (y, final_states) (native state layout).
+    matmul(a, W): every matrix product a @ W.T of Dense, Conv1D and recurrent layers (a test
+    gives the int8 kernels' own arithmetic here, tests/test_precision.py)."""
     first = layers[0]
     mask = pool_mask = None
     if isinstance(first, Embedding):
@@ -325,7 +334,7 @@ def run(layers, x, lengths=None, initial_state=None):
             mask = np.any(h != layer.mask_value, axis=-1)
             h = h * mask[..., None]      # Keras: masked steps are zeroed
         elif isinstance(layer, Dense):
-            y = h @ layer.weight.astype(np.float64).T
+            y = matmul(h, layer.weight.astype(np.float64))
             if layer.bias is not None:
                 y = y + layer.bias
             h = _carried(layer, act(layer.activation, y), h)
@@ -338,13 +347,13 @@ def run(layers, x, lengths=None, initial_state=None):
             active = mask
             if len_active is not None:
                 active = len_active if active is None else active & len_active
-            y, st = _recurrent(layer, h, active, len_active, layer.masked_output == "carry", init)
+            y, st = _recurrent(layer, h, active, len_active, layer.masked_output == "carry", init, matmul)
             h = _carried(layer, y, h)
             states_out += st
             if not layer.return_sequences:
                 mask = pool_mask = None
         elif isinstance(layer, Conv1D):
-            h, mask, pool_mask = _conv1d(layer, h), None, None      # a mask ends here (Keras drops it)
+            h, mask, pool_mask = _conv1d(layer, h, matmul), None, None      # a mask ends here (Keras drops it)
         elif isinstance(layer, Pool1D):
             h, mask, pool_mask = _pool1d(layer, h), None, None
         elif isinstance(layer, RepeatVector):

@@ -7,7 +7,7 @@
 #include "kernels.h"
 
 #define X(name, ret, args) ret frnn_##name##_scalar args; ret frnn_##name##_avx2 args; \
-                           ret frnn_##name##_avx512 args;
+                           ret frnn_##name##_avx512 args; ret frnn_##name##_avx512_vnni args;
 #include "kernels.inc"
 #undef X
 
@@ -23,6 +23,12 @@ const frnn_kernels frnn_kernels_avx2 = {"avx2",
 };
 const frnn_kernels frnn_kernels_avx512 = {"avx512",
 #define X(name, ret, args) frnn_##name##_avx512,
+#include "kernels.inc"
+#undef X
+};
+
+const frnn_kernels frnn_kernels_avx512_vnni = {"avx512_vnni",
+#define X(name, ret, args) frnn_##name##_avx512_vnni,
 #include "kernels.inc"
 #undef X
 };
@@ -57,7 +63,7 @@ static int detect(void) {
     if (!((b >> 5) & 1)) return FRNN_ISA_SCALAR;                   /* AVX2 */
     int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
     if (f && dq && bw && vl && (xcr0 & 0xe6) == 0xe6)              /* + opmask, ZMM state */
-        return FRNN_ISA_AVX512;
+        return (c >> 11) & 1 ? FRNN_ISA_AVX512_VNNI : FRNN_ISA_AVX512;   /* AVX512_VNNI */
     return FRNN_ISA_AVX2;
 }
 #else
@@ -81,11 +87,12 @@ frnn_status frnn_isa_set(int isa) {
     return FRNN_OK;
 }
 const char *frnn_isa_name(int isa) {
-    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    static const char *const names[] = {"scalar", "avx2", "avx512", "avx512_vnni"};
     return isa >= 0 && isa < FRNN_ISA_COUNT ? names[isa] : "?";
 }
 const frnn_kernels *frnn_kernels_for(int isa) {
-    return isa == FRNN_ISA_AVX512 ? &frnn_kernels_avx512
+    return isa == FRNN_ISA_AVX512_VNNI ? &frnn_kernels_avx512_vnni
+         : isa == FRNN_ISA_AVX512 ? &frnn_kernels_avx512
          : isa == FRNN_ISA_AVX2 ? &frnn_kernels_avx2 : &frnn_kernels_scalar;
 }
 void frnn_set_num_threads(int n) { atomic_store(&nthreads, n < 1 ? 1 : n); }

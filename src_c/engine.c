@@ -162,7 +162,7 @@ static void put_w(int wt, int st, void *P, size_t i, float v, float scale) {
     } else if (wt == FRNN_W_I8) {
         double q = scale > 0.0f ? rint((double)v / scale) : 0.0;
         q = q > 127 ? 127 : q < -127 ? -127 : q;
-        if (st == FRNN_W_I8) { ((int8_t *)P)[i] = (int8_t)q; return; }
+        if (st == FRNN_W_I8 || st == FRNN_W_Q8) { ((int8_t *)P)[i] = (int8_t)q; return; }
         v = (float)q;
     }
     ((float *)P)[i] = v;
@@ -175,23 +175,42 @@ static void put_w(int wt, int st, void *P, size_t i, float v, float scale) {
  * weights come from L1/L2 anyway. Above this size the step streams the weights and 2 or 1 bytes
  * a weight win (LSTM 256: 0.72x / 0.60x). */
 #define FRNN_WIDE_PACK_MAX (128 * 1024)
-/* the limit in bytes, FRNN_WIDE_PACK_MAX unless FASTRNN_PACK_WIDE_BYTES says otherwise (read when
- * a model is created; the tests set 0 to run the reduced kernels on small matrices) */
+/* int8 matrices above the limit run on the integer kernels (FRNN_W_Q8), which quantize the other
+ * operand: where a step streams the weights, their bytes win (without VNNI, on AVX2 / AVX-512,
+ * LSTM 256 stream 0.40x / 0.27x the fp32 time; batches 1.01-1.03x: vpmaddwd and an add do the
+ * work of two FMAs, no faster). At or below it, without VNNI, int8 is weight-only (I8W: fp32
+ * speed, fp32 activations: the more accurate). With VNNI, vpdpbusd's 64 products a cycle win at
+ * every size (Sapphire Rapids, 1 thread: LSTM 64 stream 0.50x, Embedding -> LSTM 32 batch 128
+ * 0.93x, where I8W gave 0.98x / 1.04x), so every int8 matrix runs on them (limit 0 for int8).
+ * The choice is the model's, made at packing: every batch size gets the same kernel (batch
+ * invariance). */
+#define FRNN_WIDE_DEFAULT ((size_t)-1)
+/* FASTRNN_PACK_WIDE_BYTES (read when a model is created; the tests set 0 to run the reduced
+ * kernels on small matrices, or a large value for the wide ones), else FRNN_WIDE_DEFAULT */
 static size_t wide_pack_max(void) {
     const char *e = getenv("FASTRNN_PACK_WIDE_BYTES");
-    if (!e || !*e) return FRNN_WIDE_PACK_MAX;
+    if (!e || !*e) return FRNN_WIDE_DEFAULT;
     char *end;
     unsigned long long v = strtoull(e, &end, 10);
-    return *end ? FRNN_WIDE_PACK_MAX : (size_t)v;
+    return *end ? FRNN_WIDE_DEFAULT : (size_t)v;
 }
 /* elems: of the whole matrix the kernel sees as one (a GRU's W_hh packed in two passes: both) */
 static int storage_wt(const frnn_model *m, size_t elems) {
-    if (m->wt == FRNN_W_F32 || elems * 4 > m->wide_max) return m->wt;
+    size_t max = m->wide_max;
+    if (max == FRNN_WIDE_DEFAULT)
+        max = m->wt == FRNN_W_I8 && m->isa == FRNN_ISA_AVX512_VNNI ? 0 : FRNN_WIDE_PACK_MAX;
+    if (m->wt == FRNN_W_F32 || elems * 4 > max) return m->wt;
     return m->wt == FRNN_W_I8 ? FRNN_W_I8W : FRNN_W_F32;
 }
 static void wmat_free(frnn_wmat *w) {
-    free((void *)w->p); free((void *)w->scale);
-    w->p = NULL; w->scale = NULL;
+    free((void *)w->p); free((void *)w->scale); free((void *)w->csum);
+    w->p = NULL; w->scale = NULL; w->csum = NULL;
+}
+/* the columns from n0 on of a GEMM's packed matrix with K rows (n0: a panel's start) */
+static frnn_wmat wmat_cols(const frnn_model *m, const frnn_wmat *w, int n0, int K) {
+    const int64_t kp = w->wt == FRNN_W_Q8 ? (int64_t)rup(K, m->k->q8_kg()) : K;
+    return (frnn_wmat){(const char *)w->p + n0 * kp * W_SIZE(w->wt), w->scale ? w->scale + n0 : NULL, w->wt,
+                       w->csum ? w->csum + n0 : NULL};
 }
 
 /* B (N, K) row-major -> panels of k->gemm_nr(columns left) columns, the panel at column n0 at
@@ -203,10 +222,15 @@ static int pack_gemm(frnn_wmat *out, const frnn_model *m, const float *W, int N,
     const frnn_kernels *k = m->k;
     const int wt = m->wt;
     const size_t Npad = (size_t)rup(N, k->gemm_nr(INT_MAX));
-    const int st = storage_wt(m, Npad * K);
-    void *P = azalloc(Npad * K * W_SIZE(st));
+    int st = storage_wt(m, Npad * K);
+    /* int8 where the bytes matter: the integer kernel (kernels.h FRNN_W_Q8), its k in groups of kg */
+    if (st == FRNN_W_I8 && K <= FRNN_Q8_K_MAX) st = FRNN_W_Q8;
+    const int kg = st == FRNN_W_Q8 ? k->q8_kg() : 1;
+    const size_t KP = (size_t)rup(K, kg);
+    void *P = azalloc(Npad * KP * W_SIZE(st));
     float *S = wt == FRNN_W_I8 ? azalloc(Npad * sizeof(float)) : NULL;
-    if (!P || (wt == FRNN_W_I8 && !S)) { free(P); free(S); return 0; }
+    int32_t *CS = st == FRNN_W_Q8 ? azalloc(Npad * sizeof(int32_t)) : NULL;
+    if (!P || (wt == FRNN_W_I8 && !S) || (st == FRNN_W_Q8 && !CS)) { free(P); free(S); free(CS); return 0; }
     for (int n0 = 0, nr; n0 < N; n0 += nr) {
         nr = k->gemm_nr(N - n0);
         for (int n = n0; n < N && n < n0 + nr; n++) {
@@ -214,10 +238,14 @@ static int pack_gemm(frnn_wmat *out, const frnn_model *m, const float *W, int N,
             if (src < 0) continue;
             const float *s = W + (size_t)src * K;
             const float sc = S ? (S[n] = row_scale(s, K)) : 0.0f;
-            for (int k = 0; k < K; k++) put_w(wt, st, P, (size_t)n0 * K + (n - n0) + (size_t)k * nr, s[k], sc);
+            for (int k = 0; k < K; k++)   /* element (k, n): group k / kg, column n, k % kg */
+                put_w(wt, st, P, n0 * KP + ((size_t)(k / kg) * nr + (n - n0)) * kg + k % kg, s[k], sc);
+            if (CS)
+                for (int k = 0; k < K; k++)
+                    CS[n] += ((const int8_t *)P)[n0 * KP + ((size_t)(k / kg) * nr + (n - n0)) * kg + k % kg];
         }
     }
-    *out = (frnn_wmat){P, S, st};
+    *out = (frnn_wmat){P, S, st, CS};
     return 1;
 }
 
@@ -227,18 +255,27 @@ static int pack_rec(frnn_wmat *out, const frnn_model *m, const float *W, int H, 
                     int Gall) {
     const int wt = m->wt, vw = m->vw;
     int Hp = rup(H, vw);
-    const int st = storage_wt(m, (size_t)Hp * K * Gall);
-    void *P = azalloc((size_t)Hp * K * G * W_SIZE(st));
+    int st = storage_wt(m, (size_t)Hp * K * Gall);
+    if (st == FRNN_W_I8 && K <= FRNN_Q8_K_MAX) st = FRNN_W_Q8;   /* as pack_gemm */
+    const int kg = st == FRNN_W_Q8 ? m->k->q8_kg() : 1;
+    const size_t KP = (size_t)rup(K, kg);
+    void *P = azalloc((size_t)Hp * KP * G * W_SIZE(st));
     float *S = wt == FRNN_W_I8 ? azalloc((size_t)G * Hp * sizeof(float)) : NULL;
-    if (!P || (wt == FRNN_W_I8 && !S)) { free(P); free(S); return 0; }
+    int32_t *CS = st == FRNN_W_Q8 ? azalloc((size_t)G * Hp * sizeof(int32_t)) : NULL;
+    if (!P || (wt == FRNN_W_I8 && !S) || (st == FRNN_W_Q8 && !CS)) { free(P); free(S); free(CS); return 0; }
     for (int u = 0; u < H; u++)
         for (int g = 0; g < G; g++) {
             const float *s = W + (size_t)((g0 + g) * H + u) * K;
             const float sc = S ? (S[(size_t)g * Hp + u] = row_scale(s, K)) : 0.0f;
-            const size_t at = ((size_t)(u / vw) * K * G + g) * vw + u % vw;
-            for (int k = 0; k < K; k++) put_w(wt, st, P, at + (size_t)k * G * vw, s[k], sc);
+            /* element k: [tile][k / kg][gate][lane][k % kg] (kg = 1: [tile][k][gate][lane]) */
+            const size_t at = (size_t)(u / vw) * KP * G * vw + ((size_t)g * vw + u % vw) * kg;
+            for (int k = 0; k < K; k++) {
+                const size_t i = at + (size_t)(k / kg) * G * vw * kg + k % kg;
+                put_w(wt, st, P, i, s[k], sc);
+                if (CS) CS[(size_t)g * Hp + u] += ((const int8_t *)P)[i];
+            }
         }
-    *out = (frnn_wmat){P, S, st};
+    *out = (frnn_wmat){P, S, st, CS};
     return 1;
 }
 
@@ -1010,9 +1047,7 @@ static void rec_part(void *arg, int tid, int nt) {
             const int n = T - st0 < tc ? T - st0 : tc, tlo = rev ? T - st0 - n : st0;
             if (!L->emb_xp) {   /* xp row b * n + i: input row b * T + tlo + i */
                 if (n1 > n0) {
-                    const frnn_wmat *Wi = &L->Wih_p[d];   /* columns from n0 (a thread's share) */
-                    const frnn_wmat part = {(const char *)Wi->p + (int64_t)n0 * L->in * W_SIZE(Wi->wt),
-                                            Wi->scale ? Wi->scale + n0 : NULL, Wi->wt};
+                    const frnn_wmat part = wmat_cols(m, &L->Wih_p[d], n0, L->in);   /* a thread's share */
                     k->gemm_groups(B * n, n1 - n0, L->in, J->in + (int64_t)tlo * J->ld_in, J->ld_in, n,
                                    (int64_t)T * J->ld_in, &part, L->bih_p[d] + n0, xpc + n0, nxd,
                                    (c->zig + st0) & 1);   /* the panels' order: gemm_panels */

@@ -83,7 +83,10 @@ typedef struct {
 } frnn_rec_desc;
 
 /* ---- ISA dispatch ---------------------------------------------------------------------- */
-enum { FRNN_ISA_SCALAR = 0, FRNN_ISA_AVX2 = 1, FRNN_ISA_AVX512 = 2, FRNN_ISA_COUNT = 3 };
+/* ordered: each includes the ones before it. AVX512_VNNI: AVX-512 + VNNI, whose only difference
+ * is the int8 dot product (kernels.h FRNN_W_Q8): every ISA gives int8 models the same bits. */
+enum { FRNN_ISA_SCALAR = 0, FRNN_ISA_AVX2 = 1, FRNN_ISA_AVX512 = 2, FRNN_ISA_AVX512_VNNI = 3,
+       FRNN_ISA_COUNT = 4 };
 int frnn_isa_best(void);                 /* best this CPU supports (CPUID + XGETBV) */
 int frnn_isa_current(void);              /* the one new models will use */
 frnn_status frnn_isa_set(int isa);       /* FRNN_EISA if the CPU lacks it */

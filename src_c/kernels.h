@@ -19,14 +19,21 @@ enum { FRNN_PF_K = 8 };
  * weights are read once); for more rows they widen each panel / tile once into an fp32 scratch
  * and run the fp32 code over it (gemm/impl.h gemm_panels, rec/impl.h rec_step). */
 enum { FRNN_W_F32 = 0, FRNN_W_BF16 = 1, FRNN_W_I8 = 2,
-       FRNN_W_I8W = 3 };   /* int8 q stored as floats (small matrices, engine.c storage_wt):
-                              fp32 loads, the scales after the sum */
+       FRNN_W_I8W = 3,    /* int8 q stored as floats (small matrices, engine.c storage_wt):
+                             fp32 loads, the scales after the sum */
+       FRNN_W_Q8 = 4 };   /* int8 with dynamic activations (simd/q8.h): each row of the other
+                             operand quantized to u8 per call, integer dot products (VNNI's
+                             vpdpbusd; vpmaddwd elsewhere), int32 sums. Packed with the k of a
+                             column in groups of Q_KG (simd/<isa>.h; the table's q8_kg); csum:
+                             each column's sum of q (int32), laid out like scale */
+enum { FRNN_Q8_K_MAX = 32768 };   /* FRNN_W_Q8's longest K: its int32 sums stay exact (simd/q8.h) */
 typedef struct {
     const void *p;
     const float *scale;
     int wt;
+    const int32_t *csum;  /* FRNN_W_Q8 only */
 } frnn_wmat;
-#define W_SIZE(wt) ((wt) == FRNN_W_BF16 ? 2 : (wt) == FRNN_W_I8 ? 1 : 4)
+#define W_SIZE(wt) ((wt) == FRNN_W_BF16 ? 2 : (wt) == FRNN_W_I8 || (wt) == FRNN_W_Q8 ? 1 : 4)
 
 /* One time step of one direction of a recurrent layer for B rows (rec/impl.h).
  * Packed weights come from frnn_pack_rec (engine.c). Strides are in floats. */
@@ -88,6 +95,7 @@ typedef struct {
 #undef X
 } frnn_kernels;
 
-extern const frnn_kernels frnn_kernels_scalar, frnn_kernels_avx2, frnn_kernels_avx512;
+extern const frnn_kernels frnn_kernels_scalar, frnn_kernels_avx2, frnn_kernels_avx512,
+    frnn_kernels_avx512_vnni;
 const frnn_kernels *frnn_kernels_for(int isa);
 #endif

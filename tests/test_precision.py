@@ -68,7 +68,8 @@ def test_int8_is_symmetric_per_output_row():
 # ---- the API ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("prec", ["bf16", "int8"])
-def test_with_precision_is_a_new_model_computing_with_the_reduced_weights(prec):
+def test_with_precision_is_a_new_model_computing_with_the_reduced_weights(prec, monkeypatch):
+    monkeypatch.setenv("FASTRNN_PACK_WIDE_BYTES", "0")   # every int8 matrix on the integer kernels
     m, wl = _model("bilstm2_128x256_b32")
     x = _x(m, wl, 2, 6)
     before = m.predict(x)
@@ -83,8 +84,9 @@ def test_with_precision_is_a_new_model_computing_with_the_reduced_weights(prec):
         for n, a in la.tensors().items():               # biases stay fp32
             if n not in P.reduced_names(la):
                 np.testing.assert_array_equal(lb.tensors()[n], a)
-    # the float64 reference on the reduced weights is what the reduced model computes
-    y64, _ = reference.run(r.layers, x)
+    # the float64 reference on the reduced weights is what the reduced model computes (int8:
+    # with the integer kernels' products, which quantize the other operand too: q8mm)
+    y64, _ = reference.run(r.layers, x, matmul=q8mm if prec == "int8" else reference._matmul)
     np.testing.assert_allclose(r.predict(x), y64, rtol=1e-5, atol=2e-6)
     assert r.with_precision(prec).precision == prec
     assert r.with_precision("fp32").precision == "fp32"
@@ -211,8 +213,12 @@ def test_reduced_files_store_reduced_weights_and_load_bit_for_bit(tmp_path, prec
     np.testing.assert_array_equal(fastrnn.load(raw).predict(x), r.predict(x))      # from bytes too
     up = fastrnn.load(tmp_path / "r.frnn", precision="fp32")
     assert up.precision == "fp32"
-    # its values, now as fp32 weights (the int8 kernels scale each sum after it: rounding only)
-    np.testing.assert_allclose(up.predict(x), r.predict(x), rtol=1e-5, atol=1e-6)
+    # its values, now as fp32 weights: what the float64 reference computes with them
+    np.testing.assert_allclose(up.predict(x), reference.run(r.layers, x)[0], rtol=1e-5, atol=2e-6)
+    if prec == "bf16":   # the same products, fp32 sums
+        np.testing.assert_allclose(up.predict(x), r.predict(x), rtol=1e-5, atol=1e-6)
+    else:                # int8 also quantizes each product's other operand (simd/q8.h)
+        assert np.abs(up.predict(x) - r.predict(x)).max() <= BOUND["int8"]
     assert fastrnn.load(tmp_path / "m.frnn", precision=prec).precision == prec
     with pytest.raises(fastrnn.ArgumentTypeError, match="precision"):
         fastrnn.load(tmp_path / "m.frnn", precision="int4")
@@ -317,7 +323,8 @@ def test_kernels_at_tile_edges_match_the_reference_and_are_batch_invariant(prec,
     m = _rec_model(rng, cell, 5, H, prec, **kw)
     x = rng.standard_normal((27, 4, 5)).astype(np.float32)
     y = m.predict(x)
-    want, _ = reference.run(m.layers, x)            # float64 on the reduced weights
+    # float64 on the reduced weights (int8 packed reduced: with the integer kernels' products)
+    want, _ = reference.run(m.layers, x, matmul=q8mm if prec == "int8" and packed == "reduced" else reference._matmul)
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
     for B in (1, 2, 5, 7, 13):                      # any batch gives each row the same bits
         np.testing.assert_array_equal(m.predict(x[:B]), y[:B])
@@ -344,3 +351,96 @@ def test_threads_give_the_same_bits_at_every_precision(prec):
             np.testing.assert_array_equal(s2.step(x[:1, t]), ys1[t])
     finally:
         fastrnn.set_num_threads(1)
+
+
+# ---- int8 with dynamic activations (src_c/simd/q8.h) -----------------------------------------
+
+def q8mm(a, W):
+    """The engine's integer product a @ W.T for an int8 matrix W (reference.run's matmul):
+    fastrnn.precision.q8_matmul, exact int sums of u8 activation codes and W's int8 codes with
+    the float32 scaling, as float64."""
+    return P.q8_matmul(np.asarray(a, np.float32), *P.quantize_int8(np.asarray(W, np.float32))).astype(np.float64)
+
+
+def test_activation_quantization_is_exact_at_its_edges():
+    x = np.array([[0, 0, 0], [1, -1, 0.5], [2, 3, 4], [-2, -1, -0.25], [np.inf, 1, 0], [np.nan, 0, 1]],
+                 np.float32)
+    u, s, zp = P.quantize_activations(x)
+    assert s[0] == 0 and not u[0].any() and zp[0] == 0                   # a row of zeros
+    assert s[1] == np.float32(2) / 255 and zp[1] == 128 and u[1, 2] == 192   # zero is exact: u = zp
+    assert zp[2] == 0 and u[2, 2] == 255 and zp[3] == 255 and u[3, 0] == 0  # 0 joins one-signed rows
+    assert np.isnan(s[4]) and np.isnan(s[5])                              # non-finite rows give NaN
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 77)).astype(np.float32)
+    u, s, zp = P.quantize_activations(x)
+    back = s[:, None] * (u - zp[:, None])
+    assert np.all(np.abs(back - x) <= s[:, None] * (0.5 + 1e-5))         # half a step at most
+
+
+@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {}), ("gru", {"linear_before_reset": False}),
+                                     ("rnn", {}), ("lstm", {"proj_size": 6})])
+@pytest.mark.parametrize("H", [7, 16, 33])
+def test_int8_recurrence_is_the_integer_arithmetic_step_by_step(cell, kw, H, monkeypatch):
+    kw = dict(kw)
+    """Every matrix packed for the integer kernels (FASTRNN_PACK_WIDE_BYTES=0); each stream
+    step, from the engine's own state, against the float64 step whose matrix products are
+    q8_matmul's (the same codes, the same integer sums): equal up to the fp32 gate math, except
+    that GRU linear_before_reset=0 quantizes r*h, which the reference forms in float64 (a code
+    may round the other way: one step of r*h times the weight, at most)."""
+    monkeypatch.setenv("FASTRNN_PACK_WIDE_BYTES", "0")
+    rng = np.random.default_rng(H)
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    k, I = 1 / np.sqrt(H), 11
+    R = kw.pop("proj_size", None) or H
+    w = {"W_ih": rng.uniform(-k, k, (G * H, I)).astype(np.float32),
+         "W_hh": rng.uniform(-k, k, (G * H, R)).astype(np.float32),
+         "b_ih": rng.uniform(-k, k, G * H).astype(np.float32), "b_hh": rng.uniform(-k, k, G * H).astype(np.float32)}
+    if R != H:
+        w["W_hr"] = rng.uniform(-k, k, (R, H)).astype(np.float32)
+    m = fastrnn.Model([fastrnn.Recurrent(cell, [w], **kw)]).with_precision("int8")
+    layer = m.layers[0]
+    w64 = {n: a.astype(np.float64) for n, a in layer.weights[0].items()}
+    x = rng.standard_normal((5, 30, I)).astype(np.float32) * 2
+    s = m.stream(batch_size=5)
+    tol = 3e-6 if kw.get("linear_before_reset", True) else 2 / 255 * k * 1.01 + 3e-6
+    worst = 0.0
+    for t in range(30):
+        st = s.state
+        h0 = st[0][0].astype(np.float64)
+        c0 = st[1][0].astype(np.float64) if cell == "lstm" else None
+        y = s.step(x[:, t])
+        h1, c1 = reference._cell_step(layer, w64, layer.activations[0], x[:, t].astype(np.float64), h0, c0,
+                                      q8mm)
+        worst = max(worst, float(np.abs(y - h1).max()))
+        if cell == "lstm":
+            worst = max(worst, float(np.abs(s.state[1][0] - c1).max()))
+    assert worst <= tol, worst
+    # and the whole sequence at once is the stream, row by row (batch invariance)
+    y = m.predict(x)
+    s2 = m.stream(batch_size=1)
+    for t in range(30):
+        np.testing.assert_array_equal(s2.step(x[2:3, t]), y[2:3, t])
+
+
+def test_int8_products_give_the_same_bits_under_every_isa(monkeypatch):
+    """Integer sums are exact and their scaling is the same IEEE operations everywhere: an int8
+    matrix product does not depend on the ISA (fp32's sums are blocked per ISA; the gate math
+    after a recurrent product still is ISA's own). Dense layers: products and biases only."""
+    monkeypatch.setenv("FASTRNN_PACK_WIDE_BYTES", "0")
+    from fastrnn import _engine
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((9, 13, 40)).astype(np.float32)
+    ws = [(rng.uniform(-.2, .2, (70, 40)).astype(np.float32), rng.uniform(-1, 1, 70).astype(np.float32)),
+          (rng.uniform(-.2, .2, (33, 70)).astype(np.float32), rng.uniform(-1, 1, 33).astype(np.float32))]
+    outs = {}
+    try:
+        for isa in fastrnn.cpu_info()["available"]:
+            _engine.set_isa(isa)
+            m = fastrnn.Model([fastrnn.Dense(w, b) for w, b in ws]).with_precision("int8")
+            outs[isa] = m.predict(x)
+    finally:
+        _engine.set_isa(fastrnn.cpu_info()["available"][-1])
+    q = [P.quantize_int8(m.layers[i].weight) for i in range(2)]
+    want = P.q8_matmul(P.q8_matmul(x, *q[0], ws[0][1]), *q[1], ws[1][1])
+    for isa, y in outs.items():
+        np.testing.assert_array_equal(y, want, err_msg=isa)

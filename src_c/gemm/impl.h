@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include "../simd/wload.h"
+#include "../simd/q8.h"
 
 /* Panels are 4 vectors wide on ISAs with G_MR4 (AVX-512), else 2; a last panel of at most 2
  * vectors' columns is 2 wide (a Dense head with 1 output computes 32 lanes, not 64). The width
@@ -38,6 +39,7 @@ static inline int panel_nv(int ncols) { return G_MR4 && ncols > 2 * VW ? 4 : 2; 
 
 int ISA_SUFFIX(vw)(void) { return VW; }
 int ISA_SUFFIX(gemm_nr)(int ncols) { return panel_nv(ncols) * VW; }
+int ISA_SUFFIX(q8_kg)(void) { return Q_KG; }
 
 /* FRNN_PF_K (kernels.h): rows of k ahead that the many-row tiles ask into L1 (the first tile
  * of a block of rows reads the panel's block of K from L2). Measured before the blocks of K, on
@@ -323,6 +325,91 @@ static void gemm_few_tile(int wt, int nv, int mr, int K, const float *const *ar,
     default: return;   /* unreachable: the list has every shape (the _Static_assert above) */
     }
 }
+/* ---- int8 with dynamic activations (FRNN_W_Q8, simd/q8.h) ---------------------------------------
+ * Panels of the same widths as above; the panel at column n0 starts at byte n0 * KP (KP: K rounded
+ * up to Q_KG) and holds, group of Q_KG k after group, its nr columns' Q_KG weights each. The rows
+ * of A are quantized a block at a time (gemm_q8); a tile of mr rows x NV vectors sums all of K in
+ * int32 registers (exact, so no order to keep), then q8_out scales each sum and the bias is added. */
+static inline __attribute__((always_inline)) void
+q8_tile(const int NV, const int mr, int ng, const uint8_t *xq, int64_t xs, const float *sx, const int32_t *zp,
+        const int8_t *panel, const float *sw, const int32_t *csum, const float *bias, float *C, int64_t ldc,
+        int ncols) {
+    const int NR = NV * VW;
+    vq acc[G_MR][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[r][v] = q_zero();
+    const int8_t *w = panel;
+    for (int g = 0; g < ng; g++, w += NR * Q_KG) {
+        vqw wv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) wv[v] = q_wload(w + v * VW * Q_KG);
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++) {
+            const vqw xb = q_xload(xq + r * xs + g * 4);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[r][v] = q_dot(acc[r][v], wv[v], xb);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        float *c = C + r * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            vf y = q8_out(acc[r][v], sx[r], zp[r], csum + v * VW, sw + v * VW);
+            if (bias) y = v_add(y, v_load(bias + v * VW));
+            const int n = ncols - v * VW;
+            if (n >= VW) v_store(c + v * VW, y);
+            else if (n > 0) v_store_n(c + v * VW, y, n);
+        }
+    }
+}
+#define FRNN_Q8_FN(NV, MR)                                                                           \
+    static __attribute__((noinline)) void q8_tile_##NV##_##MR(                                       \
+        int ng, const uint8_t *xq, int64_t xs, const float *sx, const int32_t *zp, const int8_t *panel,  \
+        const float *sw, const int32_t *csum, const float *bias, float *C, int64_t ldc, int ncols) {     \
+        q8_tile(NV, MR, ng, xq, xs, sx, zp, panel, sw, csum, bias, C, ldc, ncols);                       \
+    }
+FRNN_FEW_SHAPES(FRNN_Q8_FN)
+#undef FRNN_Q8_FN
+
+enum { Q8_BLOCK = 65536, Q8_ROWS = 256 };   /* bytes of codes, rows, quantized at a time (stack) */
+_Static_assert(FRNN_Q8_K_MAX / Q_KG * 4 <= Q8_BLOCK, "one row of codes fits the block");
+static void gemm_q8(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld, const frnn_wmat *B,
+                    const float *bias, float *C, int64_t ldc, int desc) {
+    const int64_t xs = q8_row_bytes(K), kp = xs / 4 * Q_KG;
+    const int ng = (int)(xs / 4), full = panel_nv(INT_MAX) * VW, np = (N + full - 1) / full;
+    int MB = (int)(Q8_BLOCK / xs);
+    if (MB > Q8_ROWS) MB = Q8_ROWS;
+    uint8_t xq[Q8_BLOCK] __attribute__((aligned(64)));
+    float sx[Q8_ROWS];
+    int32_t zp[Q8_ROWS];
+    for (int m0 = 0; m0 < M; m0 += MB) {
+        const int m1 = M - m0 < MB ? M : m0 + MB;
+        for (int m = m0; m < m1; m++)
+            q8_row(A + (int64_t)(m / grp) * gld + (int64_t)(m % grp) * lda, K, xq + (m - m0) * xs, sx + (m - m0),
+                   zp + (m - m0));
+        for (int i = 0; i < np; i++) {
+            const int n0 = (desc ? np - 1 - i : i) * full, nv = panel_nv(N - n0), MR = nv == 4 ? G_MR4 : G_MR;
+            const int8_t *panel = (const int8_t *)B->p + (int64_t)n0 * kp;
+            const float *bp = bias ? bias + n0 : NULL;
+            for (int m = m0; m < m1; m += MR) {
+                const int mr = m1 - m < MR ? m1 - m : MR, o = m - m0;
+                switch (nv * 16 + mr) {
+#define FRNN_Q8_CASE(NV, R)                                                                          \
+    case NV * 16 + R:                                                                                \
+        q8_tile_##NV##_##R(ng, xq + o * xs, xs, sx + o, zp + o, panel, B->scale + n0, B->csum + n0, bp, \
+                           C + (int64_t)m * ldc + n0, ldc, N - n0);                                   \
+        break;
+                    FRNN_FEW_SHAPES(FRNN_Q8_CASE)
+#undef FRNN_Q8_CASE
+                default: break;   /* unreachable: every shape is listed */
+                }
+            }
+        }
+    }
+}
+
 #undef FRNN_FEW_SHAPES
 #undef FRNN_ROW1_SHAPES
 #undef FRNN_FEW_2
@@ -390,6 +477,10 @@ static __attribute__((noinline)) void gemm_many(int m0, int m1, int N, int K, co
 
 static void gemm_impl(int M, int N, int K, const float *A, int64_t lda, int grp, int64_t gld,
                       const frnn_wmat *B, const float *bias, float *C, int64_t ldc, int desc) {
+    if (B->wt == FRNN_W_Q8) {
+        gemm_q8(M, N, K, A, lda, grp, gld, B, bias, C, ldc, desc);
+        return;
+    }
     void *wide = NULL;
     if ((B->wt == FRNN_W_BF16 || B->wt == FRNN_W_I8) && M > 1 &&
         posix_memalign(&wide, 64, (size_t)(K > 0 ? K : 1) * panel_nv(INT_MAX) * VW * 4)) {

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include "../act/vec.h"
 #include "../simd/wload.h"
+#include "../simd/q8.h"
 
 #ifndef V_TILE_LANES
 #define V_TILE_LANES 0   /* simd/<isa>.h: 1 = batch 1 runs groups of tiles as the epilogue's lanes */
@@ -437,6 +438,136 @@ static __attribute__((noinline)) void rec_step_groups(const frnn_rec_args *a) {
 }
 #endif
 
+/* ---- int8 with dynamic activations (FRNN_W_Q8, simd/q8.h) ------------------------------------
+ * The tile at unit j holds, group of Q_KG k after group, G gates x VW units x Q_KG int8:
+ * [tile][K / Q_KG][G][VW][Q_KG]; csum and scale [gate][Hp]. Each step quantizes the rows of its
+ * input (h; GRU linear_before_reset=0's second pass: r*h) a block of rows at a time, sums every
+ * gate of a tile in int32 registers (exact: no order to keep), scales them (q8_out) and runs
+ * the fp32 epilogue. With few sums at once (batch 1) each is split into NS over interleaved
+ * groups of k, so that NS x G x nb dot products are in flight (vpdpbusd's latency is 5 cycles). */
+FRNN_INLINE void rec_gemv_q8(const int G, const int nb, int ng, const int8_t *W, const uint8_t *xq, int64_t xs,
+                             vq acc[4][V_RB]) {
+    const int NS = G * nb >= 8 ? 1 : G * nb >= 4 ? 2 : 4;
+    const int64_t ws = (int64_t)G * VW * Q_KG;   /* bytes per group of k */
+    vq part[4][4][V_RB];
+#pragma GCC unroll 4
+    for (int s = 0; s < NS; s++)
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+            for (int r = 0; r < nb; r++) part[s][g][r] = q_zero();
+#define FRNN_Q8_GROUP(s, k)                                                                       \
+    do {                                                                                          \
+        const int8_t *w_ = W + (int64_t)(k) * ws;                                                 \
+        vqw wv[4];                                                                                \
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) wv[g] = q_wload(w_ + g * VW * Q_KG);  \
+        _Pragma("GCC unroll 8") for (int r = 0; r < nb; r++) {                                   \
+            const vqw xb = q_xload(xq + r * xs + (int64_t)(k) * 4);                               \
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) part[s][g][r] = q_dot(part[s][g][r], wv[g], xb); \
+        }                                                                                         \
+    } while (0)
+    int k = 0;
+    for (; k + NS <= ng; k += NS) {
+#pragma GCC unroll 4
+        for (int s = 0; s < NS; s++) FRNN_Q8_GROUP(s, k + s);
+    }
+    for (; k < ng; k++) FRNN_Q8_GROUP(0, k);
+#undef FRNN_Q8_GROUP
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+        for (int r = 0; r < nb; r++) {
+            vq t = part[0][g][r];
+#pragma GCC unroll 4
+            for (int s = 1; s < NS; s++) t = q_add(t, part[s][g][r]);
+            acc[g][r] = t;
+        }
+}
+
+/* nb rows from b0 (xq, s, zp: row b0's codes, scale, zero point) for the tile at unit j (W) */
+#define FRNN_Q8_BLOCK(NAME, G, EPI)                                                              \
+    FRNN_INLINE void NAME##_q8(const frnn_rec_args *a, const int nb, int b0, int j, const int8_t *W, int ng, \
+                               const uint8_t *xq, int64_t xs, const float *s, const int32_t *zp,    \
+                               const frnn_wmat *Wm) {                                                 \
+        vq q[4][V_RB];                                                                            \
+        vf acc[4][V_RB];                                                                          \
+        prefetch_xp(a, G, nb, b0, j);                                                             \
+        rec_gemv_q8(G, nb, ng, W, xq, xs, q);                                                     \
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)                                      \
+            _Pragma("GCC unroll 8") for (int r = 0; r < nb; r++)                                 \
+                acc[g][r] = q8_out(q[g][r], s[r], zp[r], Wm->csum + g * a->Hp + j, Wm->scale + g * a->Hp + j); \
+        EPI(a, nb, b0, j, acc, 1, 0);                                                             \
+    }
+FRNN_Q8_BLOCK(lstm_block, 4, lstm_epi)
+FRNN_Q8_BLOCK(gru_block, 3, gru_epi)
+FRNN_Q8_BLOCK(gru0_block1, 2, gru0_epi1)
+FRNN_Q8_BLOCK(gru0_block2, 1, gru0_epi2)
+FRNN_Q8_BLOCK(rnn_block, 1, rnn_epi)
+#undef FRNN_Q8_BLOCK
+
+enum { Q8_REC_BLOCK = 65536, Q8_REC_ROWS = 256 };   /* bytes of codes, rows, quantized at a time */
+/* one pass: rows of HIN (stride HS, K floats) quantized a block at a time, then every tile of
+ * this call's units for the block's rows */
+#define FRNN_Q8_TILES(BLOCK, G, K, WBASE, HIN, HS)                                                 \
+    {                                                                                              \
+        const int ng = ((K) + Q_KG - 1) / Q_KG;                                                    \
+        const int64_t xs = q8_row_bytes(K);                                                        \
+        int CB = (int)(Q8_REC_BLOCK / xs);                                                         \
+        if (CB > Q8_REC_ROWS) CB = Q8_REC_ROWS;                                                    \
+        for (int cb0 = 0; cb0 < a->B; cb0 += CB) {                                                 \
+            const int cb1 = a->B - cb0 < CB ? a->B : cb0 + CB, rows = cb1 - cb0;                    \
+            for (int b = cb0; b < cb1; b++)                                                        \
+                q8_row((HIN) + (int64_t)b * (HS), K, xq + (b - cb0) * xs, sx + (b - cb0), zp + (b - cb0)); \
+            const int nblk = (rows + V_RB - 1) / V_RB, bq = rows / nblk, br = rows % nblk;         \
+            for (int jj = a->j0; jj < a->j1; jj += VW) {                                           \
+                const int j = a->zig ? a->j1 - VW - (jj - a->j0) : jj;                               \
+                const int8_t *W = (const int8_t *)(WBASE).p + (int64_t)(j / VW) * ng * (G) * VW * Q_KG; \
+                for (int i = 0, b0 = cb0; i < nblk; i++) {                                         \
+                    const int nb = bq + (i < br), o = b0 - cb0;                                    \
+                    switch (nb) {                                                                  \
+                        FRNN_NB_CASES(FRNN_QCALL_##BLOCK)                                          \
+                    default: break;                                                                \
+                    }                                                                              \
+                    b0 += nb;                                                                      \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+#define FRNN_QCALL(NAME, N) NAME##_q8(a, N, b0, j, W, ng, xq + o * xs, xs, sx + o, zp + o, &cur)
+#define FRNN_QCALL_lstm_block(N) FRNN_QCALL(lstm_block, N)
+#define FRNN_QCALL_gru_block(N) FRNN_QCALL(gru_block, N)
+#define FRNN_QCALL_gru0_block1(N) FRNN_QCALL(gru0_block1, N)
+#define FRNN_QCALL_gru0_block2(N) FRNN_QCALL(gru0_block2, N)
+#define FRNN_QCALL_rnn_block(N) FRNN_QCALL(rnn_block, N)
+
+static __attribute__((noinline)) void rec_step_q8(const frnn_rec_args *a) {
+    uint8_t xq[Q8_REC_BLOCK] __attribute__((aligned(64)));
+    float sx[Q8_REC_ROWS];
+    int32_t zp[Q8_REC_ROWS];
+    frnn_wmat cur;
+    switch (a->cell) {
+    case FRNN_CELL_LSTM:
+        cur = a->Whh;
+        FRNN_Q8_TILES(lstm_block, 4, a->R, a->Whh, a->h, a->h_stride)
+        break;
+    case FRNN_CELL_GRU:
+        cur = a->Whh;
+        if (a->lbr) {
+            FRNN_Q8_TILES(gru_block, 3, a->H, a->Whh, a->h, a->h_stride)
+        } else {
+            FRNN_Q8_TILES(gru0_block1, 2, a->H, a->Whh, a->h, a->h_stride)
+            cur = a->Whh_n;
+            FRNN_Q8_TILES(gru0_block2, 1, a->H, a->Whh_n, a->scratch, (int64_t)a->Hp)
+        }
+        break;
+    default:
+        cur = a->Whh;
+        FRNN_Q8_TILES(rnn_block, 1, a->R, a->Whh, a->h, a->h_stride)
+        break;
+    }
+}
+#undef FRNN_QCALL
+
 /* every tile and block of rows, fp32 loads: fp32 weights, int8 stored as floats (engine.c,
  * storage_wt), or bf16 / int8 widened tile by tile into `wide` */
 static __attribute__((noinline)) void rec_step_tiles(const frnn_rec_args *a, float *wide) {
@@ -481,6 +612,10 @@ static void rec_step_rows(const frnn_rec_args *a) {
 
 void ISA_SUFFIX(rec_step)(const frnn_rec_args *a) {
     const int wt = a->Whh.wt;
+    if (wt == FRNN_W_Q8) {
+        rec_step_q8(a);
+        return;
+    }
     if (wt == FRNN_W_BF16 || wt == FRNN_W_I8) {
         if (a->B == 1) {
             if (wt == FRNN_W_I8) rec_step_row1_2(a);

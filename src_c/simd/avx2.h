@@ -3,6 +3,7 @@
 #define FRNN_SIMD_AVX2_H
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #define ISA_SUFFIX(name) frnn_##name##_avx2
 #define VW 8
@@ -73,6 +74,26 @@ static inline float v_hsum(vf a) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+/* int8 with dynamic activations (Q8, simd/q8.h): a weight vector is 8 columns x 2 k (16 bytes)
+ * widened to int16, the row's 2 u16 broadcast, vpmaddwd (products of at most 255 x 127, pairs
+ * of at most 64770: exact in its int32 lanes; vpmaddubsw's int16 pair sums would saturate) */
+#define Q_KG 2
+typedef __m256i vqw;
+typedef __m256i vq;
+static inline vqw q_wload(const int8_t *w) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w)); }
+static inline vqw q_xload(const uint8_t *x) { int32_t u; memcpy(&u, x, 4); return _mm256_set1_epi32(u); }
+static inline vq q_dot(vq acc, vqw w, vqw x) { return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x)); }
+static inline vq q_add(vq a, vq b) { return _mm256_add_epi32(a, b); }
+static inline vq q_zero(void) { return _mm256_setzero_si256(); }
+static inline vf q_fix(vq acc, int32_t zp, const int32_t *csum) {
+    __m256i c = _mm256_mullo_epi32(_mm256_set1_epi32(zp), _mm256_loadu_si256((const __m256i *)csum));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(acc, c));
+}
+static inline void q_store(uint8_t *row, int64_t k, vf u) {
+    __m256i i = _mm256_cvtps_epi32(u);
+    __m128i p = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storeu_si128((__m128i *)(row + 2 * k), p);
 }
 static inline float v_hmax(vf a) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));

@@ -3,8 +3,13 @@
 #define FRNN_SIMD_AVX512_H
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
+#ifdef FRNN_VNNI   /* the same kernels, with AVX512-VNNI for the int8 (Q8) dot products */
+#define ISA_SUFFIX(name) frnn_##name##_avx512_vnni
+#else
 #define ISA_SUFFIX(name) frnn_##name##_avx512
+#endif
 #define VW 16
 #define V_RB 6
 #define G_MR 8
@@ -72,5 +77,45 @@ static inline vf v_getmant(vf a, vf *e) {
     return _mm512_castsi512_ps(u);
 }
 static inline float v_hsum(vf a) { return _mm512_reduce_add_ps(a); }
+
+/* int8 with dynamic activations (Q8, simd/q8.h). With VNNI: a weight vector is 16 columns x 4 k
+ * (64 bytes), the row's 4 u8 broadcast, vpdpbusd sums the 4 products u8 x s8 into each int32.
+ * Without: 16 columns x 2 k (32 bytes) widened to int16, the row's 2 u16 broadcast, vpmaddwd
+ * (products of at most 255 x 127, pairs of at most 64770: exact in its int32 lanes; vpmaddubsw's
+ * int16 pair sums would saturate) and an add. */
+#ifdef FRNN_VNNI
+#define Q_KG 4
+typedef __m512i vqw;
+static inline vqw q_wload(const int8_t *w) { return _mm512_loadu_si512((const void *)w); }
+static inline vqw q_xload(const uint8_t *x) { int32_t u; memcpy(&u, x, 4); return _mm512_set1_epi32(u); }
+static inline __m512i q_dot(__m512i acc, vqw w, vqw x) { return _mm512_dpbusd_epi32(acc, x, w); }
+#else
+#define Q_KG 2
+typedef __m512i vqw;
+static inline vqw q_wload(const int8_t *w) {
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)w));
+}
+static inline vqw q_xload(const uint8_t *x) { int32_t u; memcpy(&u, x, 4); return _mm512_set1_epi32(u); }
+static inline __m512i q_dot(__m512i acc, vqw w, vqw x) {
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(w, x));
+}
+#endif
+typedef __m512i vq;
+static inline vq q_add(vq a, vq b) { return _mm512_add_epi32(a, b); }
+static inline vq q_zero(void) { return _mm512_setzero_si512(); }
+/* acc - zp * csum[0..VW), as floats */
+static inline vf q_fix(vq acc, int32_t zp, const int32_t *csum) {
+    __m512i c = _mm512_mullo_epi32(_mm512_set1_epi32(zp), _mm512_loadu_si512((const void *)csum));
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, c));
+}
+/* VW quantized activations (floats of integers in [0, 255]) to elements k.. of a row */
+static inline void q_store(uint8_t *row, int64_t k, vf u) {
+    __m512i i = _mm512_cvtps_epi32(u);
+#if Q_KG == 4
+    _mm_storeu_si128((__m128i *)(row + k), _mm512_cvtepi32_epi8(i));
+#else
+    _mm256_storeu_si256((__m256i *)(row + 2 * k), _mm512_cvtepi32_epi16(i));
+#endif
+}
 static inline float v_hmax(vf a) { return _mm512_reduce_max_ps(a); }
 #endif

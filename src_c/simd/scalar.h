@@ -62,5 +62,24 @@ static inline vf v_getmant(vf a, vf *e) {
     u = (u & 0x007fffffu) | 0x3f800000u; float m; memcpy(&m, &u, 4); return m;
 }
 static inline float v_hsum(vf a) { return a; }
+
+/* int8 with dynamic activations (Q8, simd/q8.h): a column's 2 k of weights, the row's 2 u16 */
+#define Q_KG 2
+typedef struct { int32_t a, b; } vqw;
+typedef int32_t vq;
+static inline vqw q_wload(const int8_t *w) { return (vqw){w[0], w[1]}; }
+static inline vqw q_xload(const uint8_t *x) {
+    uint16_t u[2];
+    memcpy(u, x, 4);
+    return (vqw){u[0], u[1]};
+}
+static inline vq q_dot(vq acc, vqw w, vqw x) { return acc + w.a * x.a + w.b * x.b; }
+static inline vq q_add(vq a, vq b) { return a + b; }
+static inline vq q_zero(void) { return 0; }
+static inline vf q_fix(vq acc, int32_t zp, const int32_t *csum) { return (float)(acc - zp * *csum); }
+static inline void q_store(uint8_t *row, int64_t k, vf u) {
+    const uint16_t v = (uint16_t)(int32_t)u;
+    memcpy(row + 2 * k, &v, 2);
+}
 static inline float v_hmax(vf a) { return a; }
 #endif

@@ -4,7 +4,9 @@
  * C API (fastrnn.h): a Dense layer (the GEMM kernels) and RNN / LSTM / GRU layers (the
  * recurrent step kernels, batched and one row), against a float64 reference written here, with
  * the weights rounded as the engine rounds them (engine.c put_w, fastrnn/precision.py). Also
- * batch invariance: each row run alone gives the batched run's bits.
+ * batch invariance: each row run alone gives the batched run's bits. int8 runs on the integer
+ * kernels (src_c/simd/q8.h): their Dense products are checked bit for bit against their exact
+ * arithmetic (q8_ref), and the recurrent reference takes its products from it.
  *
  * FASTRNN_PACK_WIDE_BYTES=0 (set below, read when a model is made) packs every reduced matrix
  * reduced, so the bf16 / int8 loads run even on the small matrices here.
@@ -56,6 +58,49 @@ static double *rounded(int wt, const float *W, int rows, int cols) {
     return d;
 }
 
+/* int8 weights run on the integer kernels (FRNN_W_Q8, src_c/simd/q8.h): the engine's product of a
+ * row x (K) with W (N x K, rounded per row as above) in its own float32 operations: u8 codes of x
+ * (dynamic, asymmetric), exact integer sums, out[n] = (float)(sum u q - zp csum) * (s * sw[n]) */
+static void q8_ref(const float *x, int K, const float *W, int N, float *out) {
+    float lo = 0.0f, hi = 0.0f;
+    int bad = 0;
+    for (int k = 0; k < K; k++) {
+        if (!isfinite(x[k])) bad = 1;
+        lo = x[k] < lo ? x[k] : lo;
+        hi = x[k] > hi ? x[k] : hi;
+    }
+    const volatile float range = hi - lo;
+    int32_t *u = calloc((size_t)K + 1, sizeof *u), zp = 0;
+    float s = 0.0f;
+    if (bad) s = NAN;
+    else if (range > 0.0f) {
+        const volatile float inv = 255.0f / range;
+        s = range / 255.0f;
+        zp = (int32_t)nearbyintf(-lo * inv);
+        for (int k = 0; k < K; k++) {
+            const volatile float p = x[k] * inv;
+            float v = nearbyintf(p) + (float)zp;
+            u[k] = (int32_t)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
+        }
+    }
+    for (int n = 0; n < N; n++) {
+        const float *w = W + (size_t)n * K;
+        float mx = 0.0f;
+        for (int k = 0; k < K; k++) mx = fmaxf(mx, fabsf(w[k]));
+        const float sw = mx / 127.0f;
+        int64_t acc = 0, cs = 0;
+        for (int k = 0; k < K; k++) {
+            double q = sw > 0.0f ? rint((double)w[k] / sw) : 0.0;
+            q = q > 127 ? 127 : q < -127 ? -127 : q;
+            acc += (int64_t)u[k] * (int64_t)q;
+            cs += (int64_t)q;
+        }
+        const volatile float ss = s * sw;
+        out[n] = (float)(acc - zp * cs) * ss;
+    }
+    free(u);
+}
+
 static int failures, checks;
 static void check(const char *what, int isa, int wt, const float *got, const double *want, const double *mag,
                   size_t n) {
@@ -95,6 +140,17 @@ static void dense_case(int isa, int wt, int M, int N, int K) {
     double *Wd = rounded(wt, W, N, K), *want = malloc((size_t)M * N * sizeof *want),
            *mag = malloc((size_t)M * N * sizeof *mag);
     frnn_forward(m, M, 1, x, NULL, NULL, y, NULL);
+    char what[64];
+    snprintf(what, sizeof what, "dense M=%d N=%d K=%d", M, N, K);
+    if (wt == 2) {   /* the integer kernels: their exact arithmetic, bit for bit */
+        float *yq = malloc((size_t)M * N * sizeof *yq);
+        for (int r = 0; r < M; r++) {
+            q8_ref(x + (size_t)r * K, K, W, N, yq + (size_t)r * N);
+            for (int n = 0; n < N; n++) yq[(size_t)r * N + n] += b[n];
+        }
+        same_bits(what, isa, wt, y, yq, (size_t)M * N);
+        free(yq);
+    }
     for (int r = 0; r < M; r++)
         for (int n = 0; n < N; n++) {
             double s = b[n], a = fabs(b[n]);
@@ -105,9 +161,7 @@ static void dense_case(int isa, int wt, int M, int N, int K) {
             want[(size_t)r * N + n] = s;
             mag[(size_t)r * N + n] = a;
         }
-    char what[64];
-    snprintf(what, sizeof what, "dense M=%d N=%d K=%d", M, N, K);
-    check(what, isa, wt, y, want, mag, (size_t)M * N);
+    if (wt != 2) check(what, isa, wt, y, want, mag, (size_t)M * N);
     for (int r = 0; r < M; r++) {
         frnn_forward(m, 1, 1, x + (size_t)r * K, NULL, NULL, y1, NULL);
         same_bits(what, isa, wt, y + (size_t)r * N, y1, N);
@@ -121,7 +175,7 @@ static double sg(double v) { return 1 / (1 + exp(-v)); }
 
 /* float64 reference of one layer over T steps of B rows, zero initial state: y (B, T, H) */
 static void rec_ref(int cell, int B, int T, int I, int H, const double *Wi, const double *Wh, const float *bi,
-                    const float *bh, const float *x, double *y, double *mag) {
+                    const float *bh, const float *x, double *y, double *mag, const float *Wq_i, const float *Wq_h) {
     const int G = cell == FRNN_CELL_LSTM ? 4 : cell == FRNN_CELL_GRU ? 3 : 1;
     double *h = calloc(H, sizeof *h), *c = calloc(H, sizeof *c), *gx = malloc(G * H * sizeof *gx),
            *gh = malloc(G * H * sizeof *gh), *ax = malloc(G * H * sizeof *ax);
@@ -134,6 +188,15 @@ static void rec_ref(int cell, int B, int T, int I, int H, const double *Wi, cons
                 for (int k = 0; k < I; k++) { s += Wi[(size_t)g * I + k] * xt[k]; a += fabs(Wi[(size_t)g * I + k] * xt[k]); }
                 for (int k = 0; k < H; k++) { sh += Wh[(size_t)g * H + k] * h[k]; a += fabs(Wh[(size_t)g * H + k] * h[k]); }
                 gx[g] = s; gh[g] = sh; ax[g] = a;
+            }
+            if (Wq_i) {   /* int8 on the integer kernels: their products (of h as float) */
+                float *hf = malloc((size_t)H * sizeof *hf), *p = malloc((size_t)G * H * sizeof *p);
+                q8_ref(xt, I, Wq_i, G * H, p);
+                for (int g = 0; g < G * H; g++) gx[g] = bi[g] + (double)p[g];
+                for (int k = 0; k < H; k++) hf[k] = (float)h[k];
+                q8_ref(hf, H, Wq_h, G * H, p);
+                for (int g = 0; g < G * H; g++) gh[g] = bh[g] + (double)p[g];
+                free(hf); free(p);
             }
             double *o = y + ((size_t)b * T + t) * H, *om = mag + ((size_t)b * T + t) * H;
             for (int u = 0; u < H; u++) {
@@ -179,7 +242,7 @@ static void rec_case(int isa, int wt, int cell, int B, int T, int I, int H) {
     double *want = calloc(n, sizeof *want), *mag = calloc(n, sizeof *mag);
     double *Wid = rounded(wt, Wi, G * H, I), *Whd = rounded(wt, Wh, G * H, H);
     frnn_forward(m, B, T, x, NULL, NULL, y, NULL);
-    rec_ref(cell, B, T, I, H, Wid, Whd, bi, bh, x, want, mag);
+    rec_ref(cell, B, T, I, H, Wid, Whd, bi, bh, x, want, mag, wt == 2 ? Wi : NULL, wt == 2 ? Wh : NULL);
     char what[80];
     snprintf(what, sizeof what, "%s B=%d T=%d I=%d H=%d", cell == FRNN_CELL_LSTM ? "lstm" : cell == FRNN_CELL_GRU ? "gru" : "rnn",
              B, T, I, H);
