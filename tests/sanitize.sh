@@ -6,7 +6,8 @@
 # uninstrumented build first on sys.path, and TSan would report its unseen atomics as races).
 #
 #   bash tests/sanitize.sh asan [pytest args]   AddressSanitizer + UndefinedBehaviorSanitizer:
-#                                               engine, stream, pool, loader and fuzz tests
+#                                               engine, stream, pool, loader, fuzz and precision
+#                                               (the bf16 / int8 kernels) tests
 #   bash tests/sanitize.sh tsan [pytest args]   ThreadSanitizer: tests/test_threads.py
 #
 # Python itself is not instrumented, so the sanitizer runtime is preloaded (LD_PRELOAD). Leak
@@ -19,7 +20,7 @@ shift
 case "$kind" in
     asan) flags=address,undefined; runtime=libasan.so
           tests=(tests/test_engine.py tests/test_stream.py tests/test_pool.py tests/test_fileformat.py
-                 tests/test_fuzz_loader.py tests/test_misuse.py tests/fuzz) ;;
+                 tests/test_fuzz_loader.py tests/test_misuse.py tests/fuzz tests/test_precision.py) ;;
     tsan) flags=thread; runtime=libtsan.so
           tests=(tests/test_threads.py) ;;
     *) echo "tests/sanitize.sh: asan or tsan, got $kind" >&2; exit 2 ;;
@@ -33,7 +34,7 @@ dir=$base/$kind
 rm -rf "$dir"
 mkdir -p "$dir"
 # the sources the build needs, and the Python package laid out as installed
-cp -r setup.py pyproject.toml src_c tests "$dir"/
+cp -r setup.py pyproject.toml src_c tests bench examples "$dir"/
 mkdir -p "$dir/fastrnn"
 cp fastrnn/*.py fastrnn/*.pyx "$dir/fastrnn/"
 cp -r converters "$dir/fastrnn/converters"
