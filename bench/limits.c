@@ -1,11 +1,13 @@
 /* limits.c - this machine's single-core limits, the floors of docs/performance.md:
- *   peak fp32 FMA throughput (AVX-512 and AVX2: 12-24 independent FMA chains, no memory), and
+ *   peak fp32 FMA throughput (AVX-512 and AVX2: 12-24 independent FMA chains, no memory), the
+ *   int8 and bf16 dot products' (vpdpbusd, vdpbf16ps) where the CPU has them, and
  *   read bandwidth by working-set size (L1, L2, L3, memory): vector loads (the widest the CPU
  *   has) summed, best of 5.
  *
  *   gcc -O2 bench/limits.c -o /tmp/limits && /tmp/limits
  *
- * x86-64 with AVX2+FMA; the AVX-512 lines run only when the CPU has AVX-512F. */
+ * x86-64 with AVX2+FMA; the AVX-512 lines run only when the CPU has AVX-512F, the VNNI and BF16
+ * ones only with AVX512-VNNI / AVX512-BF16. */
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +40,28 @@ __attribute__((target("avx512f"))) static double peak512(long n) {
           "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm30", "xmm31");
     return n * 24.0 * 32 / (now() - t) / 1e9;
 }
+
+/* the same 24 chains of another accumulating instruction: vpdpbusd (VNNI: 64 u8 x s8 products
+ * a zmm, the int8 kernels' dot product) or vdpbf16ps (AVX512-BF16: 32 bf16 products); ops = 2
+ * per product */
+#define OP3(OP, a) OP " %%zmm31,%%zmm30,%%zmm" #a "\n"
+#define PEAK24(NAME, TARGET, OP, PRODUCTS)                                                         \
+    __attribute__((target(TARGET))) static double NAME(long n) {                                  \
+        double t = now();                                                                          \
+        long i = n;                                                                                \
+        __asm__ volatile(                                                                          \
+            "vpxord %%zmm30,%%zmm30,%%zmm30\n vpxord %%zmm31,%%zmm31,%%zmm31\n"                   \
+            "1:\n" OP3(OP, 0) OP3(OP, 1) OP3(OP, 2) OP3(OP, 3) OP3(OP, 4) OP3(OP, 5) OP3(OP, 6)      \
+            OP3(OP, 7) OP3(OP, 8) OP3(OP, 9) OP3(OP, 10) OP3(OP, 11) OP3(OP, 12) OP3(OP, 13)        \
+            OP3(OP, 14) OP3(OP, 15) OP3(OP, 16) OP3(OP, 17) OP3(OP, 18) OP3(OP, 19) OP3(OP, 20)     \
+            OP3(OP, 21) OP3(OP, 22) OP3(OP, 23) "dec %0\n jnz 1b\n"                               \
+            : "+r"(i)::"memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",  \
+              "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16",       \
+              "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm30", "xmm31");     \
+        return n * 24.0 * 2 * (PRODUCTS) / (now() - t) / 1e9;                                      \
+    }
+PEAK24(peak_vnni, "avx512f,avx512vnni", "vpdpbusd", 64)
+PEAK24(peak_bf16, "avx512f,avx512bf16", "vdpbf16ps", 32)
 
 /* 12 independent FMA chains on ymm0..11 (ymm14/15 the constant operands) */
 __attribute__((target("avx2,fma"))) static double peak256(long n) {
@@ -90,6 +114,19 @@ int main(void) {
     }
     if (p5) printf("peak fp32 FMA, AVX-512: %.0f GFLOP/s\n", p5);
     printf("peak fp32 FMA, AVX2:    %.0f GFLOP/s\n", p2);
+    double pv = 0, pb = 0;
+    for (int r = 0; r < 5; r++) {
+        if (__builtin_cpu_supports("avx512vnni")) {
+            double g = peak_vnni(20000000);
+            pv = g > pv ? g : pv;
+        }
+        if (__builtin_cpu_supports("avx512bf16")) {
+            double g = peak_bf16(20000000);
+            pb = g > pb ? g : pb;
+        }
+    }
+    if (pv) printf("peak int8 vpdpbusd (VNNI): %.0f GOP/s\n", pv);
+    if (pb) printf("peak bf16 vdpbf16ps:       %.0f GFLOP/s\n", pb);
     if (__builtin_cpu_supports("avx512f")) sum_fn = sum512;
     const size_t kib[] = {16, 256, 512, 2048, 8192, 32768, 262144};
     for (int s = 0; s < 7; s++) {
