@@ -238,11 +238,11 @@ static int pack_gemm(frnn_wmat *out, const frnn_model *m, const float *W, int N,
             if (src < 0) continue;
             const float *s = W + (size_t)src * K;
             const float sc = S ? (S[n] = row_scale(s, K)) : 0.0f;
-            for (int k = 0; k < K; k++)   /* element (k, n): group k / kg, column n, k % kg */
-                put_w(wt, st, P, n0 * KP + ((size_t)(k / kg) * nr + (n - n0)) * kg + k % kg, s[k], sc);
-            if (CS)
-                for (int k = 0; k < K; k++)
-                    CS[n] += ((const int8_t *)P)[n0 * KP + ((size_t)(k / kg) * nr + (n - n0)) * kg + k % kg];
+            for (int k = 0; k < K; k++) {   /* element (k, n): group k / kg, column n, k % kg */
+                const size_t i = n0 * KP + ((size_t)(k / kg) * nr + (n - n0)) * kg + k % kg;
+                put_w(wt, st, P, i, s[k], sc);
+                if (CS) CS[n] += ((const int8_t *)P)[i];
+            }
         }
     }
     *out = (frnn_wmat){P, S, st, CS};

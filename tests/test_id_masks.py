@@ -194,35 +194,26 @@ def test_pool_mask_against_the_reference():
 
 
 def test_masks_read_otherwise_are_refused():
-    class MeanOfMasked(nn.Module):
-        """(out * mask).mean(1): divided by every step, which a masked pool is not."""
+    class EmbGRU(nn.Module):
         def __init__(self):
             super().__init__()
             self.emb = nn.Embedding(V, E)
             self.rnn = nn.GRU(E, H, batch_first=True)
 
+    class MeanOfMasked(EmbGRU):
+        """(out * mask).mean(1): divided by every step, which a masked pool is not."""
         def forward(self, x):
             out, _ = self.rnn(self.emb(x))
             return (out * (x != 0).unsqueeze(-1).float()).mean(1)
 
-    class MaskIntoRecurrence(nn.Module):
+    class MaskIntoRecurrence(EmbGRU):
         """The mask multiplies the embeddings before the GRU: not a pool's."""
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Embedding(V, E)
-            self.rnn = nn.GRU(E, H, batch_first=True)
-
         def forward(self, x):
             e = self.emb(x) * (x != 0).unsqueeze(-1).float()
             return self.rnn(e)[0][:, -1]
 
-    class MaskAboveOne(nn.Module):
+    class MaskAboveOne(EmbGRU):
         """(mask > 1) is false everywhere: not the mask, nor its negation."""
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Embedding(V, E)
-            self.rnn = nn.GRU(E, H, batch_first=True)
-
         def forward(self, x):
             out, _ = self.rnn(self.emb(x))
             return (out * ((x != 0) > 1).unsqueeze(-1).float()).sum(1)
