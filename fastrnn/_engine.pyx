@@ -209,7 +209,7 @@ cdef frnn_act _act(object a):
 
 
 _CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
-_POOLS = {"mean": 0, "max": 1, "sum": 2, "attn": 3, "last": 4, "first": 5}
+_POOLS = {"mean": 0, "max": 1, "sum": 2, "attn": 3, "last": 4, "first": 5, "query": 6}
 _POOL_OVER = {"valid": 0, "steps": 1, "longest": 2}
 _PADS = {"valid": 0, "same": 1, "causal": 2}
 
@@ -224,7 +224,7 @@ _MERGES = {"concat": 0, "sum": 1, "mul": 2, "ave": 3}
 cdef class CModel:
     """The packed, immutable engine model built from a list of ir layers."""
     cdef frnn_model *m
-    cdef readonly int num_states, output_size, output_is_sequence, can_stream
+    cdef readonly int num_states, output_size, output_is_sequence, can_stream, query_pool
     cdef readonly int input_ids, input_size, changes_time
     cdef readonly str isa
     cdef readonly double row_step_flops   # flops of one step of one row (the GIL rule below)
@@ -270,11 +270,11 @@ cdef class CModel:
                 terms = L.term_list()
                 for i, pt in enumerate(terms):
                     kinds[i], starts[i], widths[i] = _POOLS[pt.kind], pt.start, pt.width
-                    scores[i] = -1 if pt.score is None else pt.score
+                    scores[i] = pt.split if pt.kind == "query" else -1 if pt.score is None else pt.score
                 st = frnn_model_add_pool_terms(self.m, L.input_size, len(terms), kinds, starts, widths, scores,
                                                _POOL_OVER[L.over])
                 for i, pt in enumerate(terms):
-                    if st == FRNN_OK and pt.kind == "attn":
+                    if st == FRNN_OK and pt.kind in ("attn", "query"):
                         st = frnn_model_set_pool_term_attention(self.m, i, _act(pt.score_activation), pt.eps,
                                                                 0 if pt.score_bias is None else len(pt.score_bias),
                                                                 _fptr(pt.score_bias))
@@ -327,6 +327,7 @@ cdef class CModel:
         self.output_is_sequence = frnn_model_output_is_sequence(self.m)
         self.changes_time = frnn_model_changes_time(self.m)
         self.can_stream = frnn_model_can_stream(self.m)
+        self.query_pool = any(isinstance(L, ir.Pool) and "query" in L.kinds for L in layers)
         self.input_ids = isinstance(layers[0], ir.Embedding)
         self.input_size = input_size
         self.isa = frnn_model_isa(self.m).decode()
@@ -467,6 +468,11 @@ cdef cnp.ndarray _step_input(object x, int *code, int ids, Py_ssize_t B, int in_
 
 cdef int _check_can_stream(CModel cm) except -1:
     if not cm.can_stream:
+        if cm.query_pool:
+            raise UnsupportedError(
+                "this model cannot stream: an attention pool's query is the sequence's final value (torch's "
+                "torch.bmm(out, h_n[-1].unsqueeze(2)) scores), known only after the last step; use predict() "
+                "on whole sequences")
         if frnn_model_changes_time(cm.m):
             raise UnsupportedError(
                 "this model cannot stream: a Conv1D, Pool1D, RepeatVector or Flatten layer changes the number of "

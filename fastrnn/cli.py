@@ -580,6 +580,9 @@ def _carry_str(layer):
 
 def _term_str(t):
     """'attn[1:9] (score 0, tanh, eps=1e-10, score_bias of 7 positions)' / 'max[9:17]': a pool term."""
+    if t.kind == "query":
+        return (f"query[{t.start}:{t.stop}] (against the final value: last step [{t.start}:{t.start + t.split}], "
+                f"first step [{t.start + t.split}:{t.stop}], {_act_str(t.score_activation)})")
     if t.kind != "attn":
         return f"{t.kind}[{t.start}:{t.stop}]"
     return (f"attn[{t.start}:{t.stop}] (score {t.score}, {_act_str(t.score_activation)}, eps={t.eps:g}"

@@ -9,8 +9,9 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
                   of different columns side by side, ir.PoolTerm); "5" when an Embedding has a
                   pool_mask (pools that leave out the steps of a padding id); the lowest that holds
                   the model is written (also "5" for a Pool of the "last" / "first" kinds and a
-                  Flatten layer) (a file with a higher major version is refused, not misread;
-                  this reader reads all five)
+                  Flatten layer); "6" when a Pool has a term of the "query" kind (attention whose
+                  query is the final value) (a file with a higher major version is refused, not
+                  misread; this reader reads all six)
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
                          "signature": {...},   (fastrnn/signature.py; optional, added in
@@ -50,7 +51,7 @@ from . import signature as sig_
 from .errors import ArgumentTypeError, ModelFormatError, ShapeError
 
 FORMAT = "fastrnn"
-VERSION = 5                      # the highest this reader reads; a model is written as the lowest that holds it
+VERSION = 6                      # the highest this reader reads; a model is written as the lowest that holds it
 MAX_HEADER = 64 << 20            # a header over 64 MiB is not one we wrote
 MAX_META_DEPTH = 32              # lists and dicts inside Model.meta, counting meta itself
 _DTYPES = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2"), "I8": np.dtype("i1")}
@@ -107,8 +108,10 @@ def _parts(model):
 
 
 def _version(model, reduced):
-    """The lowest version that holds the model: 5 with what _needs_v5 names, 4 with a Pool of terms, 3 with a carry
-    (a branch) or an attention pool, 2 reduced, else 1."""
+    """The lowest version that holds the model: 6 with a query pool term, 5 with what _needs_v5 names, 4 with a
+    Pool of terms, 3 with a carry (a branch) or an attention pool, 2 reduced, else 1."""
+    if any(_needs_v6(l) for l in model.layers):
+        return 6
     if any(_needs_v5(l) for l in model.layers):
         return 5
     if any(getattr(l, "terms", None) is not None for l in model.layers):
@@ -122,6 +125,11 @@ def _needs_v5(layer):
     """An Embedding's pool_mask, a Pool of the last / first kind, a Flatten: format version 5."""
     return getattr(layer, "pool_mask", None) is not None or bool(set(getattr(layer, "kinds", ())) & {"last", "first"}) \
         or isinstance(layer, ir.Flatten)
+
+
+def _needs_v6(layer):
+    """A Pool with a term of the query kind: format version 6."""
+    return "query" in getattr(layer, "kinds", ())
 
 
 def _write_atomic(path, parts):
@@ -366,6 +374,8 @@ def load(src, precision=None):
         if int(ver) < 5 and _needs_v5(layer):
             _fail(path, f"layer {i}: an embedding's pool_mask, a pool of the last / first kind or a Flatten in a "
                         f"version {ver} file (they are version 5)")
+        if int(ver) < 6 and _needs_v6(layer):
+            _fail(path, f"layer {i}: a pool of the query kind in a version {ver} file (it is version 6)")
         # the reduced tensors are exactly the layer's matrices (precision.reduced_names)
         want = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
         if reduced != want:

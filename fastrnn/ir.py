@@ -293,7 +293,7 @@ def _carry_json(carry):
     return {"carry": [list(p) for p in carry]} if carry else {}
 
 
-POOL_KINDS = ("mean", "max", "sum", "attn", "last", "first")
+POOL_KINDS = ("mean", "max", "sum", "attn", "last", "first", "query")
 POOL_OVER = ("valid", "steps", "longest")
 
 
@@ -317,6 +317,8 @@ class Pool:
     or None), and the pool is sum_t (softmax(z)_t + eps) v_t over the steps that count. Its state
     is 2 * size + 3 wide (sum of w v, sum of v, running max, sum of w, position; engine note in
     src_c/fastrnn.h); a step past the bias's positions is a ShapeError.
+    "query" (terms only; format version 6): attention whose query is the row's own final value
+    (torch.bmm(out, h_n[-1].unsqueeze(2)) scores, PoolTerm). A model with one cannot stream.
     "last" and "first" (format version 5): the value at a row's last step within its lengths
     (every step without lengths) and at its first step, whatever `over` and masks say: a
     recurrent layer's final state beside pools of its output (torch.cat([h_n[-2], h_n[-1],
@@ -344,7 +346,7 @@ class Pool:
         if isinstance(self.kinds, str):
             self.kinds = (self.kinds,)
         if not isinstance(self.kinds, (list, tuple)) or not 1 <= len(self.kinds) <= 3 \
-                or not all(isinstance(k, str) and k in POOL_KINDS for k in self.kinds):
+                or not all(isinstance(k, str) and k in POOL_KINDS and k != "query" for k in self.kinds):
             raise ModelFormatError(f"Pool.kinds: expected 1 to 3 of {POOL_KINDS}, got {self.kinds!r}")
         self.kinds = tuple(self.kinds)
         if not _is_one_of(self.over, POOL_OVER):
@@ -417,7 +419,13 @@ POOL_MAX_TERMS = 16
 @dataclass(eq=False)
 class PoolTerm:
     """One pool of ir.Pool's general form: kind over the input columns [start, stop); an attn
-    term reads its score from column `score` and has the attn options of ir.Pool."""
+    term reads its score from column `score` and has the attn options of ir.Pool.
+    A "query" term is attention whose query q is the row's own final value: its first `split`
+    columns at the row's last step within its lengths (every step without lengths), the others
+    at its first step (a forward direction's final state, a backward one's: torch's
+    torch.cat([h_n[-2], h_n[-1]], 1) of a bidirectional layer is split = width / 2);
+    z_t = score_activation(v_t . q) (an affine one scales it), then sum_t softmax(z)_t v_t over
+    the steps that count. q needs the whole sequence, so a model with one cannot stream."""
     kind: str
     start: int
     stop: int
@@ -425,6 +433,7 @@ class PoolTerm:
     score_activation: Act | str = "linear"
     score_bias: np.ndarray | None = None
     eps: float = 0.0
+    split: int | None = None
 
     def __post_init__(self):
         if not _is_one_of(self.kind, POOL_KINDS):
@@ -437,6 +446,12 @@ class PoolTerm:
         if self.score_activation.kind in ROW_WISE:
             raise ModelFormatError(f"PoolTerm.score_activation: {self.score_activation.kind} is not elementwise")
         self.eps = _float("PoolTerm.eps", self.eps)
+        if self.kind == "query":
+            if self.score is not None or self.score_bias is not None or self.eps != 0:
+                raise ModelFormatError("PoolTerm: a query term has no score column, score_bias or eps")
+            self.split = _pos_int("PoolTerm.split", self.width if self.split is None else self.split, 0, self.width)
+        elif self.split is not None:
+            raise ModelFormatError("PoolTerm: split is an option of the query kind")
         if self.kind == "attn":
             if self.score is None:
                 raise ModelFormatError("PoolTerm: an attn term needs its score column")
@@ -445,28 +460,32 @@ class PoolTerm:
                 self.score_bias = _f32("PoolTerm.score_bias", self.score_bias, 1)
                 if not 1 <= len(self.score_bias) <= 2**24:
                     raise ModelFormatError(f"PoolTerm.score_bias: {len(self.score_bias)} positions")
-        elif self.score is not None or self.score_bias is not None or self.eps != 0 \
-                or self.score_activation.kind != "linear":
+        elif self.kind != "query" and (self.score is not None or self.score_bias is not None or self.eps != 0
+                                       or self.score_activation.kind != "linear"):
             raise ModelFormatError("PoolTerm: score, score_activation, score_bias and eps are options of the attn kind")
 
     width = property(lambda self: self.stop - self.start)
-    state_width = property(lambda self: 2 * self.width + 3 if self.kind == "attn"
+    state_width = property(lambda self: 2 * self.width + 3 if self.kind in ("attn", "query")
                            else self.width + 1 if self.kind == "first" else self.width)
 
     def options(self):
         o = {"kind": self.kind, "start": self.start, "stop": self.stop}
         if self.kind == "attn":
             o |= {"score": self.score, "score_activation": self.score_activation.to_json(), "eps": self.eps}
+        if self.kind == "query":
+            o |= {"split": self.split, "score_activation": self.score_activation.to_json()}
         return o
 
     @staticmethod
     def from_json(i, o, bias):
         if not isinstance(o, dict):
             raise ModelFormatError(f"pool: terms[{i}] must be an object")
-        keys = {"kind", "start", "stop"} | ({"score", "score_activation", "eps"} if o.get("kind") == "attn" else set())
+        keys = {"kind", "start", "stop"} | ({"score", "score_activation", "eps"} if o.get("kind") == "attn" else
+                                            {"split", "score_activation"} if o.get("kind") == "query" else set())
         if set(o) != keys:
             raise ModelFormatError(f"pool: terms[{i}] must have exactly {sorted(keys)}, got {sorted(o)}")
-        types = {"kind": str, "start": int, "stop": int, "score": int, "score_activation": dict, "eps": _NUM}
+        types = {"kind": str, "start": int, "stop": int, "score": int, "score_activation": dict, "eps": _NUM,
+                 "split": int}
         for k, v in o.items():
             if not isinstance(v, types[k]) or isinstance(v, bool):
                 raise ModelFormatError(f"pool: terms[{i}].{k}={v!r} has the wrong type")
@@ -474,7 +493,7 @@ class PoolTerm:
             raise ModelFormatError(f"pool: a score_bias for terms[{i}], which is not an attn term")
         sa = o.get("score_activation")
         return PoolTerm(o["kind"], o["start"], o["stop"], o.get("score"), "linear" if sa is None else sa,
-                        bias, o.get("eps", 0.0))
+                        bias, o.get("eps", 0.0), o.get("split"))
 
 
 def _padding(name, p):

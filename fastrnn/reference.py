@@ -20,8 +20,8 @@ import math
 import numpy as np
 
 from .errors import ShapeError
-from .ir import (SELU_ALPHA, SELU_SCALE, Activation, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, Recurrent,
-                 RepeatVector, Flatten, window_steps)
+from .ir import (SELU_ALPHA, SELU_SCALE, Activation, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, PoolTerm,
+                 Recurrent, RepeatVector, Flatten, window_steps)
 
 
 def _sigmoid(x):
@@ -246,6 +246,9 @@ def _pool(layer, h, mask, len_active, lengths, init):
         if term.kind == "attn":
             outs.append(_attention(term, h[..., term.score], v, take, count, st[:, starts[k]:starts[k + 1]]))
             continue
+        if term.kind == "query":
+            outs.append(_query(term, v, take, len_active, count, st[:, starts[k]:starts[k + 1]]))
+            continue
         if term.kind in ("last", "first"):           # a row's last step within lengths, its first step
             s = st[:, starts[k]:starts[k + 1]]
             ok = np.ones((B, T), bool) if len_active is None else len_active
@@ -303,6 +306,24 @@ def _attention(term, score, v, take, count, s):
             n[b] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         return acc / sw[:, None] + term.eps * sv
+
+
+def _query(term, v, take, len_active, count, s):
+    """A query term of ir.Pool (attention whose query is the row's final value): q from the
+    row's last step within its lengths (its first `split` columns) and its first step (the
+    others), z_t = act(v_t . q), then the attn term's softmax; its state keeps q where attn
+    keeps the sum of v. The whole sequence must be in this call."""
+    B, T, F = v.shape
+    if np.any(s[:, 2 * F + 2] != 0):
+        raise ShapeError("an attention pool whose query is the final value continued from a state")
+    last = np.full(B, T - 1) if len_active is None else \
+        np.where(len_active.any(1), T - 1 - np.argmax(len_active[:, ::-1], axis=1), 0)
+    q = np.concatenate([v[np.arange(B), last, :term.split], v[:, 0, term.split:]], axis=1)
+    score = np.einsum("btf,bf->bt", v, q)
+    plain = PoolTerm("attn", 0, F, 0, term.score_activation)
+    out = _attention(plain, score, v, take, count, s)
+    s[:, F:2 * F] = q
+    return out
 
 
 def run(layers, x, lengths=None, initial_state=None, matmul=_matmul):

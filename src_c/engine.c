@@ -433,7 +433,8 @@ static void carry_rows(const layer *L, const float *in, int64_t ld, float *out, 
 /* The floats of pool term k's running values in a row of its state. */
 static int pool_width(const layer *L, int k) {
     const pool_term *t = &L->terms[k];
-    return t->kind == FRNN_POOL_ATTN ? 2 * t->width + 3 : t->kind == FRNN_POOL_FIRST ? t->width + 1 : t->width;
+    return t->kind == FRNN_POOL_ATTN || t->kind == FRNN_POOL_QUERY ? 2 * t->width + 3
+         : t->kind == FRNN_POOL_FIRST ? t->width + 1 : t->width;
 }
 
 frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const int *kinds, const int *starts,
@@ -443,11 +444,13 @@ frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const i
         return FRNN_EINVAL;
     int64_t out = 0, R = 1;
     for (int k = 0; k < nterms; k++) {
-        if (kinds[k] < FRNN_POOL_MEAN || kinds[k] > FRNN_POOL_FIRST || starts[k] < 0 || widths[k] < 1 ||
-            (int64_t)starts[k] + widths[k] > in || (kinds[k] == FRNN_POOL_ATTN && (scores[k] < 0 || scores[k] >= in)))
+        if (kinds[k] < FRNN_POOL_MEAN || kinds[k] > FRNN_POOL_QUERY || starts[k] < 0 || widths[k] < 1 ||
+            (int64_t)starts[k] + widths[k] > in || (kinds[k] == FRNN_POOL_ATTN && (scores[k] < 0 || scores[k] >= in)) ||
+            (kinds[k] == FRNN_POOL_QUERY && (scores[k] < 0 || scores[k] > widths[k])))
             return FRNN_EINVAL;
         out += widths[k];
-        R += kinds[k] == FRNN_POOL_ATTN ? 2 * (int64_t)widths[k] + 3 : widths[k] + (kinds[k] == FRNN_POOL_FIRST);
+        R += kinds[k] == FRNN_POOL_ATTN || kinds[k] == FRNN_POOL_QUERY ? 2 * (int64_t)widths[k] + 3
+             : widths[k] + (kinds[k] == FRNN_POOL_FIRST);
     }
     if (out + R + in > INT32_MAX / 4) return FRNN_EINVAL;
     NEW_LAYER(L, m, L_POOL)
@@ -456,7 +459,7 @@ frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const i
     for (int k = 0; k < nterms; k++) {
         pool_term *t = &L->terms[k];
         t->kind = kinds[k]; t->start = starts[k]; t->width = widths[k];
-        t->score = kinds[k] == FRNN_POOL_ATTN ? scores[k] : -1;
+        t->score = kinds[k] == FRNN_POOL_ATTN || kinds[k] == FRNN_POOL_QUERY ? scores[k] : -1;
         t->act.kind = FRNN_ACT_LINEAR;
     }
     L->ndir = 1;
@@ -478,8 +481,10 @@ frnn_status frnn_model_set_pool_term_attention(frnn_model *m, int term, frnn_act
                                                const float *bias) {
     if (m->finalized) return FRNN_ESTATE;
     layer *L = m->nlayers ? &m->L[m->nlayers - 1] : NULL;
-    if (!L || L->type != L_POOL || term < 0 || term >= L->npool || L->terms[term].kind != FRNN_POOL_ATTN ||
-        !act_ok(act, 0, 1) || !isfinite(eps) || nbias < 0 || (nbias > 0 && !bias))
+    if (!L || L->type != L_POOL || term < 0 || term >= L->npool ||
+        (L->terms[term].kind != FRNN_POOL_ATTN && L->terms[term].kind != FRNN_POOL_QUERY) ||
+        !act_ok(act, 0, 1) || !isfinite(eps) || nbias < 0 || (nbias > 0 && !bias) ||
+        (L->terms[term].kind == FRNN_POOL_QUERY && (eps != 0 || nbias)))
         return FRNN_EINVAL;
     float *copy = NULL;
     if (nbias) {
@@ -681,6 +686,8 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
             seq = 0;
         }
         if (changes_time(L)) { m->time_changes = 1; m->can_stream = 0; }
+        for (int k = 0; L->type == L_POOL && k < L->npool; k++)
+            if (L->terms[k].kind == FRNN_POOL_QUERY) m->can_stream = 0;     /* its query is the final value */
         if (L->type == L_REC) {
             if (!seq) return FRNN_EINVAL;
             seq = L->d.return_sequences;
@@ -1132,6 +1139,19 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
     float *st0 = c->h[c->cur[slot]][slot];
     for (int b = 0; b < B; b++) {
         float *st = st0 + (size_t)b * L->Rp, *cnt = st + L->R - 1;
+        float *qa = st;
+        for (int k = 0; k < L->npool; qa += pool_width(L, k), k++) {
+            const pool_term *pt = &L->terms[k];
+            if (pt->kind != FRNN_POOL_QUERY) continue;
+            /* q: the first pt->score columns at the row's last step within its lengths, the
+             * others at its first step; the whole sequence must be in this call */
+            const int F = pt->width, split = pt->score;
+            if (qa[2 * F + 2] != 0) return FRNN_EINVAL;
+            int tl = extent - 1;
+            while (lenok && tl > 0 && !lenok[(int64_t)b * T + tl]) tl--;
+            memcpy(qa + F, in + ((int64_t)b * T + tl) * ld + pt->start, (size_t)split * 4);
+            memcpy(qa + F + split, in + (int64_t)b * T * ld + pt->start + split, (size_t)(F - split) * 4);
+        }
         for (int t = 0; t < extent; t++) {
             const int64_t r = (int64_t)b * T + t;
             const int skip = L->pool_over == FRNN_POOL_VALID && ((lenok && !lenok[r]) || (mask && !mask[r]));
@@ -1140,13 +1160,19 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
                 const pool_term *pt = &L->terms[k];
                 const float *x = in + r * ld + pt->start;
                 const int F = pt->width;
-                if (pt->kind == FRNN_POOL_ATTN) {
-                    /* a: sum w v (F), sum v (F), max z, sum w, position (fastrnn.h) */
+                if (pt->kind == FRNN_POOL_ATTN || pt->kind == FRNN_POOL_QUERY) {
+                    /* a: sum w v (F), sum v (F; a query term's q), max z, sum w, position (fastrnn.h) */
+                    const int query = pt->kind == FRNN_POOL_QUERY;
                     float *sv = a + F, *mx = sv + F, *sw = mx + 1, *pos = sw + 1;
-                    float z = in[r * ld + pt->score];
-                    if (pt->bias) {        /* a state set from outside may hold any position */
-                        if (!(*pos >= 0 && *pos < (float)pt->nbias)) return FRNN_ESTEPS;
-                        z += pt->bias[(int)*pos];
+                    float z = 0;
+                    if (query) {
+                        for (int f = 0; f < F; f++) z += x[f] * sv[f];
+                    } else {
+                        z = in[r * ld + pt->score];
+                        if (pt->bias) {        /* a state set from outside may hold any position */
+                            if (!(*pos >= 0 && *pos < (float)pt->nbias)) return FRNN_ESTEPS;
+                            z += pt->bias[(int)*pos];
+                        }
                     }
                     *pos += 1;
                     if (skip) continue;
@@ -1154,15 +1180,17 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
                     if (*cnt == 0) {
                         *mx = z; *sw = 1;
                         memcpy(a, x, (size_t)F * 4);
-                        memcpy(sv, x, (size_t)F * 4);
+                        if (!query) memcpy(sv, x, (size_t)F * 4);
                     } else if (z > *mx) {             /* rescale what was summed to the new max */
                         const float q = expf(*mx - z);
                         *mx = z; *sw = *sw * q + 1;
-                        for (int f = 0; f < F; f++) { a[f] = a[f] * q + x[f]; sv[f] += x[f]; }
+                        for (int f = 0; f < F; f++) a[f] = a[f] * q + x[f];
+                        if (!query) for (int f = 0; f < F; f++) sv[f] += x[f];
                     } else {
                         const float w = expf(z - *mx);
                         *sw += w;
-                        for (int f = 0; f < F; f++) { a[f] += w * x[f]; sv[f] += x[f]; }
+                        for (int f = 0; f < F; f++) a[f] += w * x[f];
+                        if (!query) for (int f = 0; f < F; f++) sv[f] += x[f];
                     }
                     continue;
                 }
@@ -1191,7 +1219,7 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
             const int F = pt->width;
             if (pt->kind == FRNN_POOL_MEAN)
                 for (int f = 0; f < F; f++) o[f] = a[f] / *cnt;
-            else if (pt->kind == FRNN_POOL_ATTN) {
+            else if (pt->kind == FRNN_POOL_ATTN || pt->kind == FRNN_POOL_QUERY) {
                 const float sw = a[2 * F + 1], e = pt->eps;
                 for (int f = 0; f < F; f++) o[f] = a[f] / sw + (e != 0 ? e * a[F + f] : 0.0f);
             } else

@@ -50,7 +50,9 @@ enum { FRNN_POOL_MEAN = 0, FRNN_POOL_MAX = 1, FRNN_POOL_SUM = 2, FRNN_POOL_ATTN 
        /* the value at the row's last step within its lengths (every step without lengths), and
         * at its first step (a recurrent layer's final state beside pools of its output: a forward
         * direction's is its last step, a backward one's its first); masks and `over` do not move them */
-       FRNN_POOL_LAST = 4, FRNN_POOL_FIRST = 5 };
+       FRNN_POOL_LAST = 4, FRNN_POOL_FIRST = 5,
+       /* attention whose query is the row's own final value (frnn_model_add_pool_terms) */
+       FRNN_POOL_QUERY = 6 };
 enum {
     FRNN_POOL_VALID = 0,    /* the row's valid steps: within lengths and unmasked (Keras masks) */
     FRNN_POOL_STEPS = 1,    /* every step of the sequence (padding zeros included: torch) */
@@ -142,7 +144,15 @@ frnn_status frnn_model_set_pool_attention(frnn_model *m, frnn_act act, float eps
  * input of `in` features, term k of kind kinds[k] over columns [starts[k], starts[k] + widths[k]),
  * an attention term reading its score in column scores[k] (ignored for the other kinds). The state
  * is each term's running values (widths[k]; 2 * widths[k] + 3 for attention, as above; widths[k]
- * + 1 for FRNN_POOL_FIRST: the value and whether it is taken) in order, then the count. frnn_model_add_pool is the terms of one range after the score column. */
+ * + 1 for FRNN_POOL_FIRST: the value and whether it is taken) in order, then the count. frnn_model_add_pool is the terms of one range after the score column.
+ * A FRNN_POOL_QUERY term is attention whose query is the row's own final value (torch's
+ * torch.bmm(out, h_n[-1].unsqueeze(2)) scores): q is the term's first scores[k] columns at the
+ * row's last step within its lengths (every step without lengths) and the others at its first
+ * step (a forward direction's final state, a backward one's), z_t = act(v_t . q) (act from
+ * frnn_model_set_pool_term_attention, eps 0, no bias), then the softmax-weighted sum of v_t over
+ * the steps that count, as FRNN_POOL_ATTN computes it (its state holds q where ATTN keeps the
+ * sum of v_t). q needs the whole sequence: a call continuing a state (a position > 0) is
+ * FRNN_EINVAL, and a model with one cannot stream. */
 enum { FRNN_POOL_TERMS = 16 };
 frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const int *kinds, const int *starts,
                                       const int *widths, const int *scores, int over);
