@@ -200,6 +200,7 @@ class Lowering:
         self.nstates = 0
         self.bind = {}                # "x0"/"x1" -> "B"/"T"
         self.xsizes = {}              # "x0"/"x1" -> the example input's size
+        self.static = set()           # input labels the capture fixed to the example's size (torch.export)
         self.input_ids = None
         self.takes_lengths = False
         self.unbatched = False
@@ -266,13 +267,19 @@ class Lowering:
         if cells.is_step(v):
             node, lead = cells.lift(self, v)
             return (1,) * lead + (self.size("B"), node.width)
-        if isinstance(v, Input):
+        if isinstance(v, (Input, StepIdx)):
             return v.shape
         if isinstance(v, np.ndarray):
             return v.shape
-        if isinstance(v, (Att, IdMask)):
+        if isinstance(v, Att):
+            return tuple(1 if a == "1" else v.score.width if a == "F" else self.size(a) for a in v.axes)
+        if isinstance(v, IdMask):
             return tuple(1 if a == "1" else self.size(a) for a in v.axes)
-        if isinstance(v, MaskedPT):
+        if isinstance(v, Heads):
+            return (self.size("B"), len(v.pools), v.pools[0].x.width)
+        if isinstance(v, QScore):
+            return tuple(1 if a == "1" else self.size(a) for a in v.axes)
+        if isinstance(v, (MaskedPT, Flipped)):
             return self.shape(v.x)
         if isinstance(v, Pooled):             # a pool not made yet: the time axis gone or kept as a unit
             shp = _kept_shape(self, v)
@@ -379,7 +386,11 @@ class Lowering:
             return _ps_final(self, x)
         if isinstance(x, Pooled):
             return self.pool_layer([x])
-        if isinstance(x, Att) and x.bias is None and x.stage != "norm" and "1" not in x.axes:
+        if isinstance(x, Flipped):
+            self.fail(f"{what} reads a sequence in reversed time order (torch.flip): only a recurrent layer, "
+                      f"per-step layers, a flip back, its last step or a pool over time can read one")
+        if isinstance(x, Att) and x.bias is None and x.stage != "norm" and "1" not in x.axes \
+                and isinstance(x.score, PT):
             y = x.score                            # exp(scores) used as a tensor: per-step layers
             for k in ([x.act] if x.act != "linear" else []) + (["exponential"] if x.stage == "exp" else []):
                 y = activation(self, y, k)
@@ -462,6 +473,8 @@ class Lowering:
         try:
             if fn is None:
                 self.fail(f"op {op!r} is not supported{_hint(op)}")
+            if op in FLIP_PER_STEP and any(isinstance(a, Flipped) for a in args):
+                return _flipped_per_step(self, fn, args, kwargs)
             return fn(self, *args, **kwargs)
         except REFUSALS as e:
             self.errors.append(f"{op}{where}: {why(e)}")
@@ -490,6 +503,11 @@ class Lowering:
         if not all(isinstance(p, np.ndarray) for p in params):
             self.fail("recurrent weights that are not constants (computed in forward)")
         hx_items = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+        flipped = isinstance(x, Flipped)
+        if flipped:
+            if D == 2:
+                self.fail("a bidirectional layer reading a sequence in reversed time order (torch.flip)")
+            x = x.x
         x = _channels_first(self, x, ("B", "T", "F") if batch_first else ("T", "B", "F"))
         axes = self._rnn_input(x, ("B", "T", "F") if batch_first else ("T", "B", "F"), hx_items, mode)
         if x.cols is not None:
@@ -497,12 +515,18 @@ class Lowering:
             for d in range(D):
                 params[d * per] = permute_columns(params[d * per], x.cols, self.pipe_width(x))
         layers = torch_layers(mode, params, L, D, has_biases, proj_size)
+        if flipped:
+            t_label = _flip_label(self, x)
+            for layer in layers:            # rnn(torch.flip(x, [time])): each layer runs backwards
+                layer.direction = "reverse"
         r, h, c = self._add_rnn(layers, x, hx)
         idx, pos = len(self.rnns) - 1, len(self.layers)
         out_axes = x.axes
         if self.one_step:           # the unit axis that played the time (in the order the op read it)
             out_axes = tuple("1" if a == "T" else a for a in axes)
         out = PT(pos, out_axes, D * r.width, packed=x.packed, rows=x.rows)
+        if flipped:
+            out = Flipped(out, t_label)
         hn = HN(tuple(h), ("S", "B", "F"), r.width, "h", idx, pos, x.rows)
         cn = HN(tuple(c), ("S", "B", "F"), r.hidden, "c", idx, pos, x.rows) if c else None
         return out, hn, cn
@@ -575,8 +599,16 @@ class Lowering:
         """An ONNX LSTM / GRU / RNN node as one ir.Recurrent (weights already in the IR's
         layout): X (T, B, F) (layout 0) or (B, T, F) (1); -> (Y, Y_h, Y_c): Y with a direction axis
         D ((T, D, B, F) / (B, T, D, F)), Y_h / Y_c rows (S, B, F) / (B, S, F)."""
+        flipped = isinstance(x, Flipped)
+        if flipped:
+            if layer.direction == "bidirectional":
+                self.fail("a bidirectional layer reading a sequence in reversed time order (torch.flip)")
+            x = x.x
         x = _channels_first(self, x, ("B", "T", "F") if layout else ("T", "B", "F"))
         axes = self._rnn_input(x, ("B", "T", "F") if layout else ("T", "B", "F"), [initial_h, initial_c], "X")
+        if flipped:
+            t_label = _flip_label(self, x)
+            layer = replace(layer, direction="forward" if layer.direction == "reverse" else "reverse")
         if x.cols is not None:
             for w in layer.weights:
                 w["W_ih"] = permute_columns(w["W_ih"], x.cols, self.pipe_width(x))
@@ -598,6 +630,8 @@ class Lowering:
         y_axes = ("B", "T", "D", "F") if layout else ("T", "D", "B", "F")
         del axes
         y = PT(pos, y_axes, r.width, dirs=r.D, rows=x.rows)
+        if flipped:
+            y = Flipped(y, t_label)
         yh = HN(tuple(h), s_axes, r.width, "h", idx, pos, x.rows)
         yc = HN(tuple(c), s_axes, r.hidden, "c", idx, pos, x.rows) if c else None
         return y, yh, yc
@@ -715,8 +749,14 @@ def _what(v):
         return f"the argument {v.name!r}"
     if cells.is_step(v):
         return "a step value of a loop over time"
+    if isinstance(v, Flipped):
+        return "a sequence in reversed time order (torch.flip)"
     if isinstance(v, Att):
-        return "attention weights"
+        return "attention weights" + (f" of {v.score.width} heads" if v.score.width > 1 else "")
+    if isinstance(v, Heads):
+        return f"the attention pools of {len(v.pools)} heads (B, heads, F)"
+    if isinstance(v, QScore):
+        return "attention scores against the final state"
     if isinstance(v, IdMask):
         return f"a mask of the padding id {v.pad}" + (" (its count of steps)" if v.count else "")
     if isinstance(v, MaskedPT):
@@ -756,11 +796,15 @@ def _dim(low, x):
 
 @handles("size", "sym_size")
 def _size(low, x, dim=None):
+    if isinstance(x, Flipped):
+        x = x.x
+    if isinstance(x, FlatStepIdx) and dim in (None, 0, -1):     # one index per row
+        return (Size(low.size("B"), "B"),) if dim is None else Size(low.size("B"), "B")
     if isinstance(x, BatchSizes) and dim == 0:      # batch_sizes.size(0): the longest row's length
         return Size(low.size("T"), "longest")
     if isinstance(x, Perm) and dim in (None, 0):    # a row order: one index per row
         return (Size(low.size("B"), "B"),) if dim is None else Size(low.size("B"), "B")
-    if isinstance(x, (PT, HN, Zeros, Input, np.ndarray, PS)) or cells.is_step(x):
+    if isinstance(x, (PT, HN, Zeros, Input, np.ndarray, PS, Heads)) or cells.is_step(x):
         shp = low.shape(x)
         if dim is None:
             return tuple(_sized(low, x, i, s) for i, s in enumerate(shp))
@@ -778,7 +822,7 @@ def _sized(low, x, i, s):
     if isinstance(x, PS) or cells.is_step(x):        # one step: (1, ...,) batch, features
         n = len(low.shape(x))
         return Size(s, "B") if i == n - 2 else s
-    if isinstance(x, HN) and low.lab(x.axes[i]) == "B":
+    if isinstance(x, HN) and low.lab(x.axes[i]) == "B" or isinstance(x, Heads) and i == 0:
         return Size(s, "B")
     return s
 
@@ -918,7 +962,7 @@ def _flatten_steps(low, x, n_in):
 
 @handles("bmm")
 def _bmm(low, a, x):
-    r = _att_bmm(low, a, x)
+    r = _query_bmm(low, a, x) or _att_bmm(low, a, x)
     if r is None:
         low.fail(f"a batched matmul of {_what(a)} and {_what(x)} (only attention weights and a sequence)")
     return r
@@ -926,7 +970,7 @@ def _bmm(low, a, x):
 
 @handles("matmul", "mm")
 def _matmul(low, x, w):
-    if isinstance(x, Att):
+    if isinstance(x, Att) or isinstance(w, (HN, Att)):
         return _bmm(low, x, w)
     if isinstance(x, np.ndarray) and isinstance(w, np.ndarray):
         return np.matmul(x, w).astype(np.float32)
@@ -1165,6 +1209,8 @@ def _arith(low, op, a, b, alpha=1):
     if any(isinstance(v, (IdMask, MaskedPT)) for v in (a, b)):
         return _mask_arith(low, op, a, b)
     if alpha == 1 and not _step_arith(a, b):
+        if isinstance(a, QScore) and op in ("mul", "div"):
+            a = _att_of(low, a, op)
         r = _att_arith(low, op, a, b)          # attention weights (Att)
         if r is not None:
             return r
@@ -1180,6 +1226,10 @@ def _arith(low, op, a, b, alpha=1):
         b = int(b)                                           # a trace's 0-d integer constant
     if op == "sub" and isinstance(a, Input) and len(a.shape) == 1 and a.rows is None and _is_num(b) and b == int(b):
         return StepIdx(a, int(b) * int(alpha), a.shape)     # lengths - 1: each row's last step
+    if op in ("add", "mul") and alpha == 1:
+        flat = _flat_step(low, op, a, b)
+        if flat is not None:
+            return flat
     if op == "div" and isinstance(a, Pooled) and isinstance(b, Input):
         m = _masked_mean(low, a, b)
         if m is not None:
@@ -1340,6 +1390,8 @@ def _channels_first(low, x, want):
 # ---- layout ---------------------------------------------------------------------------------------
 
 def _layout(low, x):
+    if isinstance(x, Att) and x.score.width > 1:          # A.transpose(1, 2) of several heads' weights
+        return x
     if isinstance(x, (PS, Pooled)) or cells.is_step(x):
         x = low.tensor(x)
     if isinstance(x, (PT, HN)):
@@ -1391,6 +1443,8 @@ def _view(low, x, *shape):
         n = int(np.prod(x.shape))
         known = int(np.prod([s for s in shape if s != -1]))
         return Zeros(tuple(n // known if s == -1 else int(s) for s in shape))
+    if isinstance(x, Heads):
+        return _heads_flat(low, x, shape)
     un = _unkept(low, x, shape)                  # view(B, -1) of adaptive_max_pool1d(..., 1)
     if un is not None:
         return un
@@ -1516,6 +1570,9 @@ def _flatten(low, x, start_dim=0, end_dim=-1):
         n = len(s)
         a, b = start_dim % n, end_dim % n
         return x.reshape(s[:a] + (-1,) + s[b + 1:])
+    if isinstance(x, Heads):
+        return _heads_flat(low, x, (-1, int(np.prod(low.shape(x)[1:]))) if start_dim % 3 == 1 and end_dim % 3 == 2
+                           else ())
     x = _layout(low, x)
     sizes = low.shape(x)
     n = len(sizes)
@@ -1540,6 +1597,8 @@ def _squeeze(low, x, dim=None):
     if isinstance(x, PS) and x.ops and x.ops[-1][0] == "unsq" and dim is not None and \
             dim % len(low.shape(x)) == x.ops[-1][1] % len(low.shape(x)):
         return replace(x, ops=x.ops[:-1])        # x[:, t:t+1].squeeze(1): step t
+    if isinstance(x, QScore) and isinstance(dim, int) and x.axes[dim % len(x.axes)] == "1":
+        return replace(x, axes=x.axes[:dim % len(x.axes)] + x.axes[dim % len(x.axes) + 1:])
     if isinstance(x, Pooled) and isinstance(dim, int):
         kept = _kept_shape(low, x)
         un = _unkept(low, x, kept[:dim % len(kept)] + kept[dim % len(kept) + 1:])
@@ -1635,6 +1694,8 @@ def _select(low, x, dim, index):
         return x.rows[index]
     if isinstance(x, BatchSizes) and index == 0:      # batch_sizes[0]: the batch
         return Size(low.size("B"), "B")
+    if isinstance(x, Flipped):
+        return _flipped_select(low, x, dim, index)
     x = low.tensor(x)
     n = len(x.axes)
     i = dim % n
@@ -1732,15 +1793,20 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         shape = list(x.shape)
         shape[dim % len(shape)] = len(picked)
         return replace(x, rows=picked, row_axis=dim % len(x.shape), shape=tuple(shape))
-    shp = low.shape(x) if isinstance(x, (PT, HN, Zeros, PS)) or cells.is_step(x) else None
+    shp = low.shape(x) if isinstance(x, (PT, HN, Zeros, PS, Flipped)) or cells.is_step(x) else None
     if shp is None:
         low.fail(f"slice of {_what(x)}")
     n = len(shp)
     i = dim % n
     size = shp[i]
-    s, e, st = slice(start, None if end is None or end >= 2**62 else end, step).indices(size)
+    e0 = None if end is None or end >= 2**62 or end <= -2**62 else end
+    s, e, st = slice(start, e0, step).indices(size)
     if (s, e, st) == (0, size, 1):
         return x
+    if st == -1 and len(range(s, e, st)) == size and size > 1:
+        return _flip(low, x, [i])                # x[:, ::-1] (an ONNX export of torch.flip)
+    if isinstance(x, Flipped):
+        low.fail(f"a slice of {_what(x)}")
     if isinstance(x, PS) and i == n - 1 and st == 1:
         hn = _direction_final(low, x, s, e)
         if hn is not None:
@@ -1768,6 +1834,97 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
         # x[:, t:t+1]: step t with a unit axis (out[:, -1:] is the last step, resolved where used)
         return _ps_op(low, _select(low, x, i, s), ("unsq", i))
     low.fail(f"a slice [{start}:{end}:{step}] of the {low.lab(x.axes[i]) if isinstance(x, (PT, HN)) else i} axis")
+
+
+# ---- reversed time (torch.flip) ------------------------------------------------------------------
+#
+# rnn(torch.flip(x, [1])) runs the recurrence from the last step to the first: a recurrent layer
+# of direction "reverse" reading x, whose output is that layer's in reversed order. The lowering
+# carries the order as Flipped(x) (never a layer: the engine has no time reversal): per-step ops
+# keep it, a recurrent layer reading it runs backwards, a second flip or a pool over time drops
+# it, out[:, -1] of it is the reverse layer's final state. Anything else refuses it (a flip
+# with lengths would move each row's padding to its front: refused too).
+
+@dataclass(frozen=True, eq=False)
+class Flipped:
+    x: PT
+    label: object                      # the raw label of the reversed (time) axis
+
+
+# ops that act on each step alone: a Flipped argument passes through them
+FLIP_PER_STEP = {"linear", "relu", "relu_", "tanh", "sigmoid", "dropout", "feature_dropout", "alpha_dropout",
+                 "dropout_", "gelu", "elu", "leaky_relu", "hardtanh", "softplus", "silu", "contiguous", "clone",
+                 "detach", "detach_", "to", "_to_copy", "type_as", "alias", "lift_fresh_copy", "permute",
+                 "transpose", "add", "mul", "sub", "div", "rsub", "neg", "clamp", "layer_norm", "float", "squeeze",
+                 "unsqueeze", "matmul", "addmm", "softsign", "selu", "view", "reshape", "_unsafe_view",
+                 "_reshape_alias", "flatten"}   # a reshape keeping the time axis whole (_flipped_per_step)
+
+
+def _flip_label(low, x):
+    """The time axis's raw label of a flipped recurrent layer's input x, checked."""
+    label = next((a for a in x.axes if low.lab(a) == "T"), None)
+    if label is None:
+        low.fail("torch.flip of a sequence without a time axis")
+    _check_flip(low, x, label)
+    return label
+
+
+def _check_flip(low, x, label):
+    if low.lab(label) != "T":
+        low.fail("torch.flip of another axis than the time axis")
+    if low.takes_lengths or low.lengths_index is not None or x.padded or x.packed:
+        low.fail("torch.flip of a sequence with lengths (it moves each row's padding to its front)")
+
+
+@handles("flip")
+def _flip(low, x, dims):
+    if isinstance(x, np.ndarray):
+        return np.flip(x, dims).copy()
+    dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    if isinstance(x, (PT, Flipped)):               # a unit axis reversed is itself
+        y = x.x if isinstance(x, Flipped) else x
+        dims = [d for d in dims if low.lab(y.axes[d % len(y.axes)]) != "1"] or dims
+    if isinstance(x, Flipped):
+        if len(dims) != 1 or low.lab(x.x.axes[dims[0] % len(x.x.axes)]) != low.lab(x.label):
+            low.fail(f"torch.flip({list(dims)}) of {_what(x)} (only back along its time axis)")
+        return x.x
+    if not isinstance(x, PT) or len(dims) != 1:
+        low.fail(f"torch.flip({dims}) of {_what(x)} (only a sequence of the pipeline along its time axis)")
+    label = x.axes[dims[0] % len(x.axes)]
+    if low.lab(label) not in ("T", "x0", "x1") or x.time is not None:
+        low.fail(f"torch.flip along the {low.lab(label)} axis (only along time, to run a recurrence backwards)")
+    if low.lab(label) == "T":
+        _check_flip(low, x, label)
+    return Flipped(x, label)
+
+
+def _flipped_per_step(low, fn, args, kwargs):
+    """A per-step op of Flipped sequences: the op of their unflipped values, still flipped."""
+    flips = [a for a in args if isinstance(a, Flipped)]
+    if any(isinstance(a, (PT, HN, PS, Pooled, Att)) for a in args) or len({low.lab(f.label) for f in flips}) != 1:
+        low.fail("arithmetic of a sequence in reversed time order (torch.flip) and one in order")
+    y = fn(low, *[a.x if isinstance(a, Flipped) else a for a in args], **kwargs)
+    if not isinstance(y, PT) or low.lab(flips[0].label) not in [low.lab(a) for a in y.axes] or y.time is not None:
+        low.fail(f"{_what(y)} made from a sequence in reversed time order (torch.flip)")
+    return Flipped(y, flips[0].label)
+
+
+def _flipped_select(low, x, dim, index):
+    """out[:, -1] of rnn(torch.flip(x, [1])): the reverse layer's final state (its step 0)."""
+    seq = x.x
+    i = dim % len(seq.axes)
+    if low.lab(seq.axes[i]) != low.lab(x.label) or low.lab(x.label) != "T":
+        low.fail(f"select along the {low.lab(seq.axes[i])} axis of {_what(x)}")
+    if index not in (-1, low.size("T") - 1):
+        low.fail(f"step {index} of {_what(x)} (only its last step, the reverse layer's final state)")
+    r = low.rnns[-1] if low.rnns else None
+    layer = low.layers[-1] if low.layers else None
+    if r is None or seq.pos != len(low.layers) or r.last != len(low.layers) - 1 or seq.cols is not None \
+            or not isinstance(layer, ir.Recurrent) or layer.direction != "reverse" or seq.width != r.width:
+        low.fail(f"the last step of {_what(x)} that is not a recurrent layer's own output")
+    k = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1)
+    return HN(((k, 0),), tuple(a for j, a in enumerate(seq.axes) if j != i), r.width, "h", len(low.rnns) - 1,
+              seq.pos, seq.rows)
 
 
 def _direction_final(low, v, s, e):
@@ -1849,6 +2006,8 @@ def _getitem(low, x, idx):
 
 @handles("cat", "concat", "concatenate")
 def _cat(low, tensors, dim=0):
+    if any(isinstance(t, StepIdx) for t in tensors):
+        return _pair_idx(low, tensors, dim)
     step = _step_cat(low, tensors, dim)
     if step is not None:
         return step
@@ -2332,6 +2491,53 @@ class StepIdx:
     shape: tuple
 
 
+@dataclass(frozen=True)
+class FlatStepIdx:
+    """Each row's step lengths - back as a row of a sequence flattened to (B*T, ...): arange(B) * T
+    + (lengths - back), or (T*B, ...) time-major: (lengths - back) * B + arange(B) (torch's
+    legacy ONNX export of out[arange(B), lengths - 1] / out[lengths - 1, arange(B)] gathers those
+    rows of out flattened). scaled: only the product (lengths - back) * B so far."""
+    step: StepIdx
+    time_major: bool = False
+    scaled: bool = False
+
+
+def _flat_step(low, op, a, b):
+    """a + b or a * b as a FlatStepIdx, or None."""
+    if isinstance(b, (StepIdx, FlatStepIdx)):
+        a, b = b, a
+    B, T = low.size("B"), low.size("T")
+    if op == "mul":
+        if isinstance(a, StepIdx) and len(a.shape) == 1 and _is_num(b) and int(b) == B != T:
+            return FlatStepIdx(a, True, True)
+        return None
+    if not (isinstance(a, (StepIdx, FlatStepIdx)) and len(getattr(a, "shape", (B,))) == 1
+            and isinstance(b, np.ndarray) and b.ndim == 1) or b.shape != (B,) or B == T:
+        return None
+    if isinstance(a, FlatStepIdx) and a.scaled and np.array_equal(b, np.arange(B)):
+        return FlatStepIdx(a.step, True)
+    if isinstance(a, StepIdx) and np.array_equal(b, np.arange(B) * T):
+        return FlatStepIdx(a)
+    return None
+
+
+@dataclass(frozen=True)
+class PairIdx:
+    """torch.cat([arange(B)[:, None], (lengths - back)[:, None]], -1): (row, step) pairs, the
+    indices of a GatherND (torch's dynamo ONNX export of out[arange(B), lengths - 1])."""
+    step: StepIdx
+
+
+def _pair_idx(low, tensors, dim):
+    B = low.size("B")
+    rows = [t for t in tensors if isinstance(t, np.ndarray)]
+    steps = [t for t in tensors if isinstance(t, StepIdx)]
+    if len(tensors) != 2 or len(rows) != 1 or not isinstance(tensors[1], StepIdx) or dim % 2 != 1 \
+            or rows[0].shape != (B, 1) or steps[0].shape != (B, 1) or not np.array_equal(rows[0][:, 0], np.arange(B)):
+        low.fail("a concatenation of lengths - 1 with anything but the rows arange(B) before it")
+    return PairIdx(replace(steps[0], shape=(B,)))
+
+
 def _step_idx_view(low, x, shape):
     shape = tuple(int(s) for s in shape)
     n = int(np.prod(x.shape))
@@ -2361,6 +2567,7 @@ def _valid_last(low, x, tdim, idx):
                      f"padding)")
         low.takes_lengths = True
         low.lengths_index = idx.inp.index
+        low.length_inputs.add(idx.inp.index)       # an ONNX graph input of role "lengths"
     elif idx.inp.index != low.lengths_index:
         low.fail("an index by another argument than pack_padded_sequence's lengths")
     low.at_end(x)
@@ -2375,6 +2582,13 @@ def _index(low, x, items):
     shp = low.shape(x) if isinstance(x, (PT, HN, PS)) else None
     if shp is None:
         low.fail(f"advanced indexing of {_what(x)}")
+    if items and isinstance(items[0], FlatStepIdx) and not items[0].scaled:
+        x = low.tensor(x)
+        flat = ("T", "B") if items[0].time_major else ("B", "T")
+        if low.lab(x.axes[0]) != flat or any(i is not None for i in items[1:]):
+            low.fail(f"rows of each row's step lengths - 1 of a tensor whose first axis is not {'*'.join(flat)} "
+                     f"flattened")
+        return _valid_last(low, replace(x, axes=tuple(x.axes[0]) + x.axes[1:]), flat.index("T"), items[0].step)
     items = list(items) + [None] * (len(shp) - len(items))
     kinds = []
     for d, it in enumerate(items):
@@ -2526,6 +2740,11 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
         x = low.tensor(x)
     if isinstance(x, (IdMask, MaskedPT)):
         return _mask_reduce(low, op, x, dim, keepdim)
+    if isinstance(x, Flipped):                # mean / max / sum over time do not see the order
+        dims = dim if isinstance(dim, (list, tuple)) else [dim]
+        if dim is None or len(dims) != 1 or low.lab(x.x.axes[dims[0] % len(x.x.axes)]) != low.lab(x.label):
+            low.fail(f"{op} of {_what(x)} over another axis than its time")
+        x = x.x
     if isinstance(x, (Att, Weighted)) and op == "sum" and isinstance(dim, (list, tuple)) and len(dim) == 1:
         dim = dim[0]
     if isinstance(x, (Att, Weighted)) and op == "sum" and isinstance(dim, int):
@@ -2535,6 +2754,8 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
             return AttSum(x)                        # what exp(z) is divided by
     if isinstance(x, HN) and op in ("sum", "mean"):
         return _hn_reduce(low, op, x, dim, keepdim)
+    if isinstance(x, Heads):
+        return _heads_reduce(low, op, x, dim, keepdim)
     if not isinstance(x, PT):
         low.fail(f"{op} of {_what(x)}")
     if op in ("amin", "min"):
@@ -2684,20 +2905,23 @@ class Weighted:
     att: Att
 
 
-def _is_score(low, x):
+def _is_score(low, x, heads=False):
     """x is a per-step scalar of the pipeline: one feature, its feature axis squeezed away or of
-    size 1, and a time axis."""
-    if not isinstance(x, PT) or x.width != 1 or not x.pos or x.packed or x.time is not None or x.dirs > 1:
+    size 1, and a time axis; with heads, also scores of several heads, one per feature."""
+    if not isinstance(x, PT) or not x.pos or x.packed or x.time is not None or x.dirs > 1 \
+            or x.width != 1 and not (heads and x.width and x.width > 1 and "F" in [low.lab(a) for a in x.axes]):
         return False
     labels = [low.lab(a) for a in x.axes]
     return "T" in labels and all(isinstance(a, str) for a in labels)
 
 
-def _att_of(low, x, what):
+def _att_of(low, x, what, heads=False):
     """Att in stage "score" of a score tensor, or x itself when it is an Att."""
     if isinstance(x, Att):
         return x
-    if _is_score(low, x):
+    if isinstance(x, QScore):
+        return Att(x, x.axes)
+    if _is_score(low, x, heads):
         return Att(x, tuple(low.lab(a) for a in x.axes))
     low.fail(f"{what} of {_what(x)}")
 
@@ -2735,9 +2959,9 @@ def _att_act(low, att, kind):
 def _att_softmax(low, x, dim):
     """softmax over the time axis of scores: normalised attention weights; None when dim is not
     a time axis of a score."""
-    if not (isinstance(x, Att) or _is_score(low, x)) or not isinstance(dim, int):
+    if not (isinstance(x, (Att, QScore)) or _is_score(low, x, heads=True)) or not isinstance(dim, int):
         return None
-    att = _att_of(low, x, "softmax")
+    att = _att_of(low, x, "softmax", heads=True)
     if att.axes[dim % len(att.axes)] != "T":
         return None
     if att.stage != "score":
@@ -2754,8 +2978,14 @@ def _att_arith(low, op, a, b):
             return r
     if not isinstance(a, Att) and not (isinstance(b, Att) and op == "mul"):
         return None
+    for w in (a, b):
+        if isinstance(w, Att) and w.score.width > 1:
+            low.fail(f"{op} of {_what(w)} (several heads' weights are read by torch.bmm(weights, sequence) only)")
     if op == "div" and isinstance(b, AttSum) and b.att is a and a.stage == "exp":
         return replace(a, stage="norm")
+    if op in ("mul", "div") and _is_num(b) and float(b) != 0 and a.stage == "score" and a.act == "linear" \
+            and a.bias is None:             # scores / sqrt(d): an affine score activation
+        return replace(a, act=ir.Act("affine", float(b) if op == "mul" else 1.0 / float(b), 0.0))
     if op == "add" and (_is_num(b) or isinstance(b, np.ndarray) and b.size == 1) and a.stage == "norm" \
             and a.eps == 0:
         return replace(a, eps=float(np.asarray(b).reshape(-1)[0]))   # a trace's constants are arrays
@@ -2780,13 +3010,90 @@ def _att_pool(low, x, att, keepdim, at):
 
 
 def _att_bmm(low, a, x):
-    """torch.bmm(a.unsqueeze(1), x): (B, 1, T) weights times a (B, T, F) sequence -> (B, 1, F)."""
+    """torch.bmm(a.unsqueeze(1), x): (B, 1, T) weights times a (B, T, F) sequence -> (B, 1, F);
+    torch.bmm(A, x) of r heads' weights (B, r, T) -> Heads."""
     if not (isinstance(a, Att) and isinstance(x, PT)) or a.stage != "norm":
         return None
     labels = tuple(low.lab(v) for v in x.axes)
-    if len(labels) != 3 or labels[1:] != ("T", "F") or a.axes != (labels[0], "1", "T"):
+    if a.score.width > 1:
+        if len(labels) != 3 or labels[1:] != ("T", "F") or a.axes != (labels[0], "F", "T") or a.bias is not None:
+            low.fail(f"a batched matmul of {_what(a)} {_axes_str(a.axes)} with anything but a (B, T, F) sequence")
+        return Heads(tuple(Pooled(x, "attn", False, att=replace(a, score=_columns(low, a.score, j, j + 1, 1)),
+                                  **_mask_over(a.mask)) for j in range(a.score.width)))
+    if len(labels) != 3 or labels[1:] != ("T", "F") or a.axes not in ((labels[0], "1", "T"), (labels[0], "F", "T")):
         low.fail("a batched matmul of attention weights (B, 1, T) with anything but a (B, T, F) sequence")
     return Pooled(x, "attn", True, att=a, **_mask_over(a.mask))
+
+
+@dataclass(frozen=True, eq=False)
+class QScore:
+    """torch.bmm(out, q.unsqueeze(2)) of a recurrent layer's own output out (B, T, F) and its final
+    state q (h_n rows: the forward direction's final state, then the backward one's): each step's
+    score v_t . q against the sequence's final value (ir.PoolTerm kind "query": q is the value at
+    the row's last step within its lengths for the first `split` columns, at its first step for
+    the others). axes: (B, T, "1") until squeezed. Predict only: q is known after the last step."""
+    x: PT
+    split: int
+    axes: tuple
+    width = 1
+
+
+def _query_bmm(low, a, x):
+    """torch.bmm(out, h.unsqueeze(2)) -> QScore; torch.bmm(out.transpose(1, 2), w.unsqueeze(2)) of
+    attention weights w (B, T) -> their pool, (B, F, 1); None when it is neither."""
+    if isinstance(a, PT) and isinstance(x, HN):
+        labels = tuple(low.lab(v) for v in a.axes)
+        xl = tuple(low.lab(v) for v in x.axes)
+        r = low.rnns[x.rnn] if 0 <= x.rnn < len(low.rnns) else None
+        top = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1) if r else None
+        if labels != ("B", "T", "F") or xl not in (("B", "F", "1"), ("B", ("S", "F"), "1")) or x.kind != "h" \
+                or r is None or x.rnn != len(low.rnns) - 1 or list(x.parts) != [(top, d) for d in range(r.D)] \
+                or a.pos != r.last + 1 or a.cols is not None or a.dirs != 1 or a.width != r.D * r.width \
+                or a.time is not None or a.packed or x.rows is not None:
+            low.fail("a batched matmul of a sequence with h_n other than a recurrent layer's own output with its "
+                     "top layer's final state (forward direction first): attention against the final state")
+        return QScore(a, r.width, ("B", "T", "1"))
+    if isinstance(a, PT) and isinstance(x, Att) and x.stage == "norm":
+        labels = tuple(low.lab(v) for v in a.axes)
+        if labels != ("B", "F", "T") or x.axes != ("B", "T", "1") or x.score.width != 1:
+            low.fail(f"a batched matmul of a tensor with axes {_axes_str(labels)} and attention weights "
+                     f"{_axes_str(x.axes)} (only out.transpose(1, 2) with w.unsqueeze(2))")
+        seq = replace(a, axes=(a.axes[0], a.axes[2], a.axes[1]))
+        y = low.pool_layer([Pooled(seq, "attn", False, att=x, **_mask_over(x.mask))])
+        return _unsqueeze(low, y, 2)
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class Heads:
+    """torch.bmm(A, x) of the weights of r heads A (B, r, T) and a sequence x (B, T, F): (B, r, F),
+    the structured self-attention of Lin et al. 2017 (a score MLP to r columns, softmax over
+    time). Each head's row is an attention pool of x with its own score column; flattened to
+    (B, r * F) they are r attn terms of one ir.Pool side by side, summed or averaged over the heads
+    a Dense adds those blocks."""
+    pools: tuple
+
+
+def _heads_flat(low, h, shape):
+    """view(B, r * F) / flatten(1) of Heads: the pools side by side."""
+    r, F_ = len(h.pools), h.pools[0].x.width
+    tgt = [int(v) for v in shape]
+    if len(tgt) != 2 or tgt[1] != r * F_ or tgt[0] not in (-1, low.size("B")):
+        low.fail(f"view{tuple(shape)} of {_what(h)}: only flattened to (B, {r * F_})")
+    return low.pool_layer(list(h.pools))
+
+
+def _heads_reduce(low, op, h, dim, keepdim):
+    """Heads summed or averaged over the heads axis: the pools side by side, then a Dense adding
+    their blocks (folded into the next Linear)."""
+    if isinstance(dim, (list, tuple)) and len(dim) == 1:
+        dim = dim[0]
+    if op not in ("sum", "mean") or not isinstance(dim, int) or dim % 3 != 1 or keepdim:
+        low.fail(f"{op} of {_what(h)} over {dim} (only a sum or mean over the heads, axis 1)")
+    y = low.pool_layer(list(h.pools))
+    r, F_ = len(h.pools), h.pools[0].x.width
+    W = np.tile(np.eye(F_, dtype=np.float32), (1, r)) * np.float32(1.0 / r if op == "mean" else 1.0)
+    return low.append(ir.Dense(W), y, F_)
 
 
 def _pool_layer(low, pools):
@@ -2806,7 +3113,8 @@ def _pool_layer(low, pools):
     i = [low.lab(a) for a in x.axes].index("T")
     over = pools[0].over or ("longest" if x.padded == "longest" else "steps")
     kinds = [p.kind for p in pools]
-    if all(p.x == x for p in pools) and kinds.count("attn") <= 1 and len(set(kinds)) == len(kinds):
+    query = [p for p in pools if p.att is not None and isinstance(p.att.score, QScore)]
+    if all(p.x == x for p in pools) and kinds.count("attn") <= 1 and len(set(kinds)) == len(kinds) and not query:
         opts = {}
         if "attn" in kinds:       # the pool reads [score, x] (Lowering.reach, whole)
             a = next(p.att for p in pools if p.kind == "attn")
@@ -2834,7 +3142,14 @@ def _pool_layer(low, pools):
         terms = []
         for p in pools:
             start = place(p.x)
-            if p.kind == "attn":
+            if p in query:
+                q = p.att.score
+                if q.x != p.x or p.att.bias is not None or p.att.eps != 0:
+                    low.fail("attention against a final state that weights another tensor than the sequence whose "
+                             "final state it is, or with a bias per position or an eps")
+                terms.append(ir.PoolTerm("query", start, start + p.x.width, score_activation=p.att.act,
+                                         split=q.split))
+            elif p.kind == "attn":
                 score = place(_att_score(p.att, p.x))
                 terms.append(ir.PoolTerm("attn", start, start + p.x.width, score, p.att.act, p.att.bias, p.att.eps))
             else:
@@ -2989,6 +3304,16 @@ def _pool1d(low, op, x, kernel_size, stride=None, padding=0, *rest):
     kind = "avg" if op == "avg_pool1d" else "max"
     if op == "_max_pool1d" and len(rest) > 2 and rest[2]:
         op = "max_pool1d_with_indices"
+    if isinstance(kernel_size, (list, tuple)) and len(kernel_size) == 1:
+        kernel_size = kernel_size[0]
+    whole = isinstance(kernel_size, Size) and kernel_size.sym and low.lab(kernel_size.sym) == "T" \
+        or _one(kernel_size) == low.size("T") > 1 and low._label_of("T") in low.static
+    if whole and _one(padding) == 0 and (stride is None or _one(stride) in (kernel_size, [])) \
+            and not (rest[1] if kind == "max" and len(rest) > 1 else rest[0] if kind == "avg" and rest else False) \
+            and (kind == "avg" or not rest or _one(rest[0]) == 1):
+        # F.max_pool1d(y, y.size(2)): a window as long as the sequence, the pool over time
+        y = _reduce(low, "amax" if kind == "max" else "mean", x, -1, True)
+        return (y, None) if op == "max_pool1d_with_indices" else y
     kernel_size, stride = _one(kernel_size), _one(stride)
     if isinstance(stride, (list, tuple)) and not stride:     # torch's default: the kernel
         stride = None

@@ -48,6 +48,28 @@ def quiet():
     return s
 
 
+def uniform_module(make, seed, scale):
+    """make() in eval mode with every parameter drawn from U(-scale, scale) (seeded)."""
+    import torch
+    torch.manual_seed(seed)
+    m = make().eval()
+    for p in m.parameters():
+        p.data.uniform_(-scale, scale)
+    return m
+
+
+def onnx_export(module, args, path, dynamo, input_names=("x",), dynamic_axes=None):
+    """torch.onnx.export of module(*args) to path: the dynamo exporter (static shapes), or the
+    legacy one at opset 17 with input_names and dynamic_axes; quiet."""
+    import torch
+    with quiet():
+        if dynamo:
+            torch.onnx.export(module, tuple(args), str(path), dynamo=True, external_data=False)
+        else:
+            torch.onnx.export(module, tuple(args), str(path), dynamo=False, opset_version=17,
+                              input_names=list(input_names), dynamic_axes=dynamic_axes)
+
+
 def close(got, want, what=""):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=what)
 

@@ -145,6 +145,46 @@ class StackPools(nn.Module):
         return self.fc(torch.cat([o1.max(1)[0], o2.mean(1), o2.amax(1), (a2 * o2).sum(1), (a1 * o1).sum(1)], 1))
 
 
+class StructuredSelfAttention(nn.Module):
+    """Structured self-attention (Lin et al. 2017) as the prakashpandey9/Text-Classification-Pytorch
+    selfAttention.py model writes it (tests/corpus/torch_models.py keeps that model itself): r
+    heads' scores W_s2(tanh(W_s1(out))), permute(0, 2, 1), softmax over time (dim=2),
+    torch.bmm(A, out) -> (B, r, 2H), flattened to (B, r * 2H); `reduce` averages (or sums) the
+    heads instead, as other implementations do."""
+    def __init__(self, reduce=None, r=3):
+        super().__init__()
+        self.reduce = reduce
+        self.rnn = nn.LSTM(4, H, batch_first=True, bidirectional=True)
+        self.W_s1 = nn.Linear(2 * H, 6)
+        self.W_s2 = nn.Linear(6, r)
+        self.fc = nn.Linear(2 * H if reduce else r * 2 * H, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        A = F.softmax(self.W_s2(torch.tanh(self.W_s1(out))).permute(0, 2, 1), dim=2)
+        M = torch.bmm(A, out)
+        if self.reduce == "mean":
+            return self.fc(M.mean(1))
+        if self.reduce == "sum":
+            return self.fc(torch.sum(M, 1))
+        return self.fc(M.view(-1, M.size()[1] * M.size()[2]))
+
+
+class HeadsTransposed(nn.Module):
+    """The same r heads softmaxed over dim=1 of the (B, T, r) scores, then
+    torch.bmm(A.transpose(1, 2), out) and flatten(1)."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(4, H, batch_first=True)
+        self.score = nn.Linear(H, 2)
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        A = F.softmax(self.score(out), dim=1)
+        return self.fc(torch.bmm(A.transpose(1, 2), out).flatten(1))
+
+
 def _seeded(cls, *a):
     torch.manual_seed(3)
     return _trained_bias(cls(*a)).eval()
@@ -159,7 +199,9 @@ def _input(m, B, T, seed):
 
 CASES = {"kaggle": (KaggleAttentionNet, True), "kaggle_nobias": (KaggleAttentionNet, False),
          "softmax_bmm": (SoftmaxBmm,), "tanh_mlp": (TanhMLPAttention,), "quora_two": (QuoraTwoAttentions,),
-         "stack_pools": (StackPools,), "vector": (VectorAttention,)}
+         "stack_pools": (StackPools,), "vector": (VectorAttention,), "heads": (StructuredSelfAttention,),
+         "heads_mean": (StructuredSelfAttention, "mean"), "heads_sum": (StructuredSelfAttention, "sum"),
+         "heads_one": (StructuredSelfAttention, None, 1), "heads_transposed": (HeadsTransposed,)}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -178,7 +220,8 @@ def test_attention_module_converts_and_matches(name, tmp_path):
     np.testing.assert_array_equal(fastrnn.load(tmp_path / "m.frnn").predict(x.numpy()), f.predict(x.numpy()))
 
 
-@pytest.mark.parametrize("name", ["kaggle", "softmax_bmm", "tanh_mlp", "quora_two", "stack_pools", "vector"])
+@pytest.mark.parametrize("name", ["kaggle", "softmax_bmm", "tanh_mlp", "quora_two", "stack_pools", "vector", "heads",
+                                  "heads_mean", "heads_transposed"])
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
 def test_attention_onnx_exports(name, dynamo, tmp_path):
     m = _seeded(*CASES[name])

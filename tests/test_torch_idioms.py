@@ -928,6 +928,28 @@ def test_last_valid_step_from_archives(name, capture, tmp_path):
     _close(f.predict(x, **kw), _torch_out(kind, m, args), name)
 
 
+@pytest.mark.parametrize("name, dynamo", [("last_valid_unpacked", False), ("last_valid_unpacked", True),
+                                          ("last_valid_time_major", False), ("last_valid_index", False)])
+def test_last_valid_step_from_onnx_exports(name, dynamo, tmp_path):
+    """torch's ONNX exports of out[arange(B), lengths - 1]: the legacy exporter gathers rows
+    arange(B) * T + lengths - 1 of out flattened to (B*T, F) (time-major: (lengths - 1) * B +
+    arange(B) of (T*B, F)), the dynamo one a GatherND of (row, step) pairs; compared with
+    onnxruntime. (The dynamo exporter cannot export pack_padded_sequence.)"""
+    import onnxruntime as ort
+    from conftest import onnx_export
+    cls, kind = CASES[name]
+    torch.manual_seed(len(name))
+    m = cls().eval()
+    ex, _, _ = _forward_args(kind, m, B0, T0, 0)
+    path = str(tmp_path / "m.onnx")
+    onnx_export(m, ex, path, dynamo, ("x", "lengths"), {"x": {0: "b", 1: "t"}, "lengths": {0: "b"}})
+    f = fastrnn.convert(path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    args, _, _ = _forward_args(kind, m, B0, T0, 5) if dynamo else _forward_args(kind, m, B1, T1, 5)
+    feeds = {"x": args[0].numpy(), "lengths": args[1].numpy()}
+    _close(f.run(None, feeds)[0], sess.run(None, feeds)[0], name)
+
+
 def test_last_valid_step_after_a_non_causal_layer_is_refused():
     """Without packing, a bidirectional layer's steps before a row's length depend on its padding:
     out[arange(B), lengths - 1] is refused, saying why."""

@@ -381,6 +381,8 @@ class _Frontend:
             return self.call("embedding", [x, idx], w)
         if isinstance(x, np.ndarray) and isinstance(idx, np.ndarray):
             return np.take(x, idx, axis=axis)
+        if isinstance(idx, G.FlatStepIdx) and axis == 0:      # rows arange(B) * T + lengths - 1
+            return self.call("index", [x, [idx]], w)
         if isinstance(idx, G.Perm):           # rows in a packing's order, or back
             return self.call("index_select", [x, axis, idx], w)
         if isinstance(idx, np.ndarray) and idx.dtype.kind in "iu":
@@ -392,6 +394,12 @@ class _Frontend:
                 i = i % n
                 return self.call("slice", [x, axis, i, i + 1, 1], w)
         self.low.fail(f"gathers {G._what(idx)} from {G._what(x)}")
+
+    def op_GatherND(self, node, a, at, w):
+        x, idx = a[0], a[1]
+        if isinstance(idx, G.PairIdx) and not at.get("batch_dims", 0):    # out[arange(B), lengths - 1]
+            return self.call("index", [x, [np.arange(self.low.size("B")), idx.step]], w)
+        self.low.fail(f"a GatherND of {G._what(x)} by {G._what(idx)} (only each row's step lengths - 1)")
 
     def op_Unsqueeze(self, node, a, at, w):
         axes = at.get("axes") if self.opset < 13 else _ints(a[1])
@@ -571,6 +579,9 @@ class _Frontend:
         if (isinstance(x, Size) or isinstance(y, Size)) and _int_scalar(x) and _int_scalar(y):
             p, q = (v if isinstance(v, Size) else int(v) for v in (x, y))      # s * b of x.shape: one size
             return _PYOPS[node.op_type](p, q)
+        if any(isinstance(p, G.StepIdx) and isinstance(q, tuple) for p, q in ((x, y), (y, x))):
+            # lengths - 1 + arange(B) * T (that product computed as shape arithmetic)
+            x, y = (np.asarray([int(v) for v in p], np.int64) if isinstance(p, tuple) else p for p in (x, y))
         if isinstance(x, tuple) or isinstance(y, tuple) or isinstance(x, Size) or isinstance(y, Size):
             xs, ys = _ints(x) if not isinstance(x, Size) else [x], _ints(y) if not isinstance(y, Size) else [y]
             n = max(len(xs), len(ys))
@@ -904,6 +915,7 @@ def _convert(model, name, T, hint):
     if getattr(low, "time_hint", None):
         hint.append(low.time_hint)
     tails = {}                        # graph output -> k of its out[:, -k:]
+    valid = set()                     # graph outputs taking each row's step lengths - 1
     for oname, v in outs:
         if isinstance(v, G.Bad):
             continue
@@ -969,7 +981,9 @@ def _convert(model, name, T, hint):
             raise UnsupportedError(f"convert: graph output {oname!r} is an intermediate tensor of the pipeline "
                                    f"(only the end of the pipeline and final states can be outputs): "
                                    f"{G.why(e)}") from None
-        last = {"final": "final", "last": "step"}.get(y.time)
+        last = {"final": "final", "last": "step", "valid_last": "step"}.get(y.time)
+        if y.time == "valid_last":
+            valid.add(oname)
         if last is None and "T" not in [p for l in y.axes for p in (low.lab(l) if isinstance(low.lab(l), tuple)
                                                                         else (low.lab(l),))]:
             last = "final"            # pooled over time: one step
@@ -991,12 +1005,12 @@ def _convert(model, name, T, hint):
             raise UnsupportedError(f"convert: graph output {oname!r} is an intermediate tensor of the pipeline "
                                    f"(only the end of the pipeline and final states can be outputs)")
     _final_first(low, io_out)
-    ys = [(o["last"], tails.get(o["name"])) for o in io_out if o["kind"] == "y"]
+    ys = [(o["last"], tails.get(o["name"]), o["name"] in valid) for o in io_out if o["kind"] == "y"]
     if len(set(ys)) > 1:
         raise UnsupportedError("convert: graph outputs take the pipeline's steps in different ways (every step, "
                                "the last step, the last steps)")
     if ys and ys[0][0] == "step":
-        time = "last"
+        time = "valid_last" if ys[0][2] else "last"
     if ys and ys[0][1] is not None:
         time = {"tail": ys[0][1]}
     meta = {"source": "onnx", "opset": fe.opset, "producer": model.producer_name or None,

@@ -559,6 +559,13 @@ def capture_export(module, args, name):
     env = {}
     out_node = None
     nodes = list(ep.graph.nodes)
+    x_node = next((n for n in nodes if n.op == "placeholder" and low.x_leaf is not None
+                   and n.name == user[low.x_leaf]), None)
+    if x_node is not None and hasattr(x_node.meta.get("val"), "shape"):
+        # the sequence's axes that forward's code fixed to the example's size (a window as long as
+        # the example: F.max_pool1d(y, y.size(2)), graph.py)
+        low.static = {lab for lab, n in zip(("x0", "x1"), x_node.meta["val"].shape)
+                      if type(n) is int or getattr(getattr(getattr(n, "node", None), "expr", None), "is_number", False)}
     for n in nodes:
         if n.op == "output":
             out_node = n

@@ -67,6 +67,14 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_generation_step-trace':
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
+    'pp_text_rnn-onnx_dynamo':
+        'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node (the dynamo exporter unrolls nn.RNN)',
+    'pp_text_rcnn-trace':
+        "UnsupportedError: convert: PPTextRCNN: 1 operation cannot be lowered to fastrnn's pipeline: max_pool1d: a max pooling with no output step for the example's 5 steps (the trace fixed the window to 7 steps)",
+    'pp_text_rcnn-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/If' (If, node 36): control flow is not supported",
+    'pp_text_rcnn-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_cat' (Concat, node 5): concatenates values that are not final states or shapes",
 }
 
 CRASHES_TODAY = {
@@ -132,6 +140,16 @@ CAPTURE_FAILS_TODAY = {
         'torch.jit.script: RuntimeError: Arguments for call are not valid.',
     'yunjey_birnn-script':
         "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local",
+    'pp_text_lstm-script':
+        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local (the global device written for the source's .cuda())",
+    'pp_text_lstm_attn-script':
+        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local (the global device written for the source's .cuda())",
+    'pp_text_rnn-script':
+        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local (the global device written for the source's .cuda())",
+    'pp_text_rcnn-script':
+        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local (the global device written for the source's .cuda())",
+    'pp_text_self_attention-script':
+        "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local (the global device written for the source's .cuda())",
     'yunjey_rnn-script':
         "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local",
 }

@@ -1427,6 +1427,173 @@ class D2STGNNRNNLayer(nn.Module):
         return output
 
 
+# ---- prakashpandey9/Text-Classification-Pytorch (models/*.py) ---------------------------------
+# Five classifiers of one popular repository, each re-typed with its forward as written: ids
+# (batch, time) permuted to time-major, h_0 / c_0 made in forward from self.batch_size (the
+# `batch_size=None` branch the training loop takes) with Variable(...).cuda() -- written here
+# .to(device), the CPU the tests run on. The GloVe table assignment is dropped (random weights).
+
+class PPTextLSTM(nn.Module):
+    """models/LSTM.py (LSTMClassifier): self.label(final_hidden_state[-1])."""
+
+    def __init__(self, batch_size, output_size, hidden_size, vocab_size, embedding_length):
+        super(PPTextLSTM, self).__init__()
+        self.batch_size = batch_size
+        self.hidden_size = hidden_size
+        self.word_embeddings = nn.Embedding(vocab_size, embedding_length)
+        self.lstm = nn.LSTM(embedding_length, hidden_size)
+        self.label = nn.Linear(hidden_size, output_size)
+
+    def forward(self, input_sentence, batch_size=None):
+        input = self.word_embeddings(input_sentence)
+        input = input.permute(1, 0, 2)
+        if batch_size is None:
+            h_0 = Variable(torch.zeros(1, self.batch_size, self.hidden_size).to(device))
+            c_0 = Variable(torch.zeros(1, self.batch_size, self.hidden_size).to(device))
+        else:
+            h_0 = Variable(torch.zeros(1, batch_size, self.hidden_size).to(device))
+            c_0 = Variable(torch.zeros(1, batch_size, self.hidden_size).to(device))
+        output, (final_hidden_state, final_cell_state) = self.lstm(input, (h_0, c_0))
+        final_output = self.label(final_hidden_state[-1])
+        return final_output
+
+
+class PPTextLSTMAttn(nn.Module):
+    """models/LSTM_Attn.py (AttentionModel): attention whose query is the final hidden state,
+    torch.bmm(lstm_output, hidden.unsqueeze(2)).squeeze(2), softmax over time,
+    torch.bmm(lstm_output.transpose(1, 2), soft_attn_weights.unsqueeze(2)).squeeze(2)."""
+
+    def __init__(self, batch_size, output_size, hidden_size, vocab_size, embedding_length):
+        super(PPTextLSTMAttn, self).__init__()
+        self.batch_size = batch_size
+        self.hidden_size = hidden_size
+        self.word_embeddings = nn.Embedding(vocab_size, embedding_length)
+        self.lstm = nn.LSTM(embedding_length, hidden_size)
+        self.label = nn.Linear(hidden_size, output_size)
+
+    def attention_net(self, lstm_output, final_state):
+        hidden = final_state.squeeze(0)
+        attn_weights = torch.bmm(lstm_output, hidden.unsqueeze(2)).squeeze(2)
+        soft_attn_weights = F.softmax(attn_weights, 1)
+        new_hidden_state = torch.bmm(lstm_output.transpose(1, 2), soft_attn_weights.unsqueeze(2)).squeeze(2)
+        return new_hidden_state
+
+    def forward(self, input_sentences, batch_size=None):
+        input = self.word_embeddings(input_sentences)
+        input = input.permute(1, 0, 2)
+        if batch_size is None:
+            h_0 = Variable(torch.zeros(1, self.batch_size, self.hidden_size).to(device))
+            c_0 = Variable(torch.zeros(1, self.batch_size, self.hidden_size).to(device))
+        else:
+            h_0 = Variable(torch.zeros(1, batch_size, self.hidden_size).to(device))
+            c_0 = Variable(torch.zeros(1, batch_size, self.hidden_size).to(device))
+        output, (final_hidden_state, final_cell_state) = self.lstm(input, (h_0, c_0))
+        output = output.permute(1, 0, 2)
+        attn_output = self.attention_net(output, final_hidden_state)
+        logits = self.label(attn_output)
+        return logits
+
+
+class PPTextRNN(nn.Module):
+    """models/RNN.py: 2-layer bidirectional nn.RNN, h_n.permute(1, 0, 2).contiguous().view(B, 4H)."""
+
+    def __init__(self, batch_size, output_size, hidden_size, vocab_size, embedding_length):
+        super(PPTextRNN, self).__init__()
+        self.batch_size = batch_size
+        self.hidden_size = hidden_size
+        self.word_embeddings = nn.Embedding(vocab_size, embedding_length)
+        self.rnn = nn.RNN(embedding_length, hidden_size, num_layers=2, bidirectional=True)
+        self.label = nn.Linear(4 * hidden_size, output_size)
+
+    def forward(self, input_sentences, batch_size=None):
+        input = self.word_embeddings(input_sentences)
+        input = input.permute(1, 0, 2)
+        if batch_size is None:
+            h_0 = Variable(torch.zeros(4, self.batch_size, self.hidden_size).to(device))
+        else:
+            h_0 = Variable(torch.zeros(4, batch_size, self.hidden_size).to(device))
+        output, h_n = self.rnn(input, h_0)
+        h_n = h_n.permute(1, 0, 2)
+        h_n = h_n.contiguous().view(h_n.size()[0], h_n.size()[1] * h_n.size()[2])
+        logits = self.label(h_n)
+        return logits
+
+
+class PPTextRCNN(nn.Module):
+    """models/RCNN.py (Lai et al. 2015): torch.cat((output, input), 2) -- the bi-LSTM's output
+    beside its own input --, W2, F.max_pool1d(y, y.size()[2]) (a window as long as the
+    sequence), squeeze(2)."""
+
+    def __init__(self, batch_size, output_size, hidden_size, vocab_size, embedding_length):
+        super(PPTextRCNN, self).__init__()
+        self.batch_size = batch_size
+        self.hidden_size = hidden_size
+        self.word_embeddings = nn.Embedding(vocab_size, embedding_length)
+        self.dropout = 0.8
+        self.lstm = nn.LSTM(embedding_length, hidden_size, dropout=self.dropout, bidirectional=True)
+        self.W2 = nn.Linear(2 * hidden_size + embedding_length, hidden_size)
+        self.label = nn.Linear(hidden_size, output_size)
+
+    def forward(self, input_sentence, batch_size=None):
+        input = self.word_embeddings(input_sentence)
+        input = input.permute(1, 0, 2)
+        if batch_size is None:
+            h_0 = Variable(torch.zeros(2, self.batch_size, self.hidden_size).to(device))
+            c_0 = Variable(torch.zeros(2, self.batch_size, self.hidden_size).to(device))
+        else:
+            h_0 = Variable(torch.zeros(2, batch_size, self.hidden_size).to(device))
+            c_0 = Variable(torch.zeros(2, batch_size, self.hidden_size).to(device))
+        output, (final_hidden_state, final_cell_state) = self.lstm(input, (h_0, c_0))
+        final_encoding = torch.cat((output, input), 2).permute(1, 0, 2)
+        y = self.W2(final_encoding)
+        y = y.permute(0, 2, 1)
+        y = F.max_pool1d(y, y.size()[2])
+        y = y.squeeze(2)
+        logits = self.label(y)
+        return logits
+
+
+class PPTextSelfAttention(nn.Module):
+    """models/selfAttention.py (structured self-attention, Lin et al. 2017): r heads'
+    scores W_s2(F.tanh(W_s1(out))), permute(0, 2, 1), F.softmax(dim=2), torch.bmm(A, output),
+    hidden_matrix.view(-1, size()[1] * size()[2]); r = 30 and d_a = 350 in the source, smaller here."""
+
+    def __init__(self, batch_size, output_size, hidden_size, vocab_size, embedding_length, r=4, d_a=10):
+        super(PPTextSelfAttention, self).__init__()
+        self.batch_size = batch_size
+        self.hidden_size = hidden_size
+        self.word_embeddings = nn.Embedding(vocab_size, embedding_length)
+        self.dropout = 0.8
+        self.bilstm = nn.LSTM(embedding_length, hidden_size, dropout=self.dropout, bidirectional=True)
+        self.W_s1 = nn.Linear(2 * hidden_size, d_a)
+        self.W_s2 = nn.Linear(d_a, r)
+        self.fc_layer = nn.Linear(r * 2 * hidden_size, 20)
+        self.label = nn.Linear(20, output_size)
+
+    def attention_net(self, lstm_output):
+        attn_weight_matrix = self.W_s2(F.tanh(self.W_s1(lstm_output)))
+        attn_weight_matrix = attn_weight_matrix.permute(0, 2, 1)
+        attn_weight_matrix = F.softmax(attn_weight_matrix, dim=2)
+        return attn_weight_matrix
+
+    def forward(self, input_sentences, batch_size=None):
+        input = self.word_embeddings(input_sentences)
+        input = input.permute(1, 0, 2)
+        if batch_size is None:
+            h_0 = Variable(torch.zeros(2, self.batch_size, self.hidden_size).to(device))
+            c_0 = Variable(torch.zeros(2, self.batch_size, self.hidden_size).to(device))
+        else:
+            h_0 = Variable(torch.zeros(2, batch_size, self.hidden_size).to(device))
+            c_0 = Variable(torch.zeros(2, batch_size, self.hidden_size).to(device))
+        output, (h_n, c_n) = self.bilstm(input, (h_0, c_0))
+        output = output.permute(1, 0, 2)
+        attn_weight_matrix = self.attention_net(output)
+        hidden_matrix = torch.bmm(attn_weight_matrix, output)
+        fc_out = self.fc_layer(hidden_matrix.view(-1, hidden_matrix.size()[1] * hidden_matrix.size()[2]))
+        logits = self.label(fc_out)
+        return logits
+
+
 # =============================================================================================
 # registry
 # =============================================================================================
@@ -1814,6 +1981,31 @@ CASES = [
          inputs=lambda m, B, T, rng: _x(floats(rng, B, T, HID)),
          output="TB",
          idioms=("torch.zeros_like(X[:, 0, :])", "nn.GRUCell in a Python loop", "torch.stack(output, dim=0)")),
+    # ---- prakashpandey9/Text-Classification-Pytorch: self.batch_size zeros, so B is the example's --------
+    Case("pp_text_lstm", "https://github.com/prakashpandey9/Text-Classification-Pytorch/blob/master/models/LSTM.py",
+         _seeded(lambda: PPTextLSTM(3, 2, HID, VOCAB, EMB)),
+         inputs=lambda m, B, T, rng: _x(ids_bt(rng, B, T)), output="B", ids=True,
+         idioms=("forward(input_sentence, batch_size=None)", "Variable(torch.zeros(1, self.batch_size, H))",
+                 "input.permute(1, 0, 2)", "self.label(final_hidden_state[-1])")),
+    Case("pp_text_lstm_attn", "https://github.com/prakashpandey9/Text-Classification-Pytorch/blob/master/models/LSTM_Attn.py",
+         _seeded(lambda: PPTextLSTMAttn(3, 2, HID, VOCAB, EMB)),
+         inputs=lambda m, B, T, rng: _x(ids_bt(rng, B, T)), output="B", ids=True,
+         idioms=("attention whose query is h_n: torch.bmm(lstm_output, hidden.unsqueeze(2)).squeeze(2)",
+                 "F.softmax(attn_weights, 1)", "torch.bmm(lstm_output.transpose(1, 2), w.unsqueeze(2)).squeeze(2)")),
+    Case("pp_text_rnn", "https://github.com/prakashpandey9/Text-Classification-Pytorch/blob/master/models/RNN.py",
+         _seeded(lambda: PPTextRNN(3, 2, HID, VOCAB, EMB)),
+         inputs=lambda m, B, T, rng: _x(ids_bt(rng, B, T)), output="B", ids=True,
+         idioms=("2-layer bidirectional nn.RNN", "h_n.permute(1, 0, 2).contiguous().view(B, 4H)")),
+    Case("pp_text_rcnn", "https://github.com/prakashpandey9/Text-Classification-Pytorch/blob/master/models/RCNN.py",
+         _seeded(lambda: PPTextRCNN(3, 2, HID, VOCAB, EMB)),
+         inputs=lambda m, B, T, rng: _x(ids_bt(rng, B, T)), output="B", ids=True,
+         idioms=("torch.cat((output, input), 2): a recurrent layer's output beside its input",
+                 "F.max_pool1d(y, y.size()[2]) then squeeze(2)")),
+    Case("pp_text_self_attention", "https://github.com/prakashpandey9/Text-Classification-Pytorch/blob/master/models/selfAttention.py",
+         _seeded(lambda: PPTextSelfAttention(3, 2, HID, VOCAB, EMB)),
+         inputs=lambda m, B, T, rng: _x(ids_bt(rng, B, T)), output="B", ids=True,
+         idioms=("structured self-attention: r heads softmaxed over time (dim=2)", "torch.bmm(A, output)",
+                 "hidden_matrix.view(-1, size()[1] * size()[2])")),
 ]
 
 BY_NAME = {c.name: c for c in CASES}
