@@ -201,6 +201,7 @@ class Lowering:
         self.bind = {}                # "x0"/"x1" -> "B"/"T"
         self.xsizes = {}              # "x0"/"x1" -> the example input's size
         self.static = set()           # input labels the capture fixed to the example's size (torch.export)
+        self.rnn_out = {}             # index in rnns -> the output sequence of a torch-layout recurrent op
         self.input_ids = None
         self.takes_lengths = False
         self.unbatched = False
@@ -509,6 +510,7 @@ class Lowering:
                 self.fail("a bidirectional layer reading a sequence in reversed time order (torch.flip)")
             x = x.x
         x = _channels_first(self, x, ("B", "T", "F") if batch_first else ("T", "B", "F"))
+        x = self._reach_rnn_input(x)
         axes = self._rnn_input(x, ("B", "T", "F") if batch_first else ("T", "B", "F"), hx_items, mode)
         if x.cols is not None:
             params = list(params)                      # layer 0's W_ih of each direction
@@ -525,11 +527,20 @@ class Lowering:
         if self.one_step:           # the unit axis that played the time (in the order the op read it)
             out_axes = tuple("1" if a == "T" else a for a in axes)
         out = PT(pos, out_axes, D * r.width, packed=x.packed, rows=x.rows)
+        self.rnn_out[idx] = out
         if flipped:
             out = Flipped(out, t_label)
         hn = HN(tuple(h), ("S", "B", "F"), r.width, "h", idx, pos, x.rows)
         cn = HN(tuple(c), ("S", "B", "F"), r.hidden, "c", idx, pos, x.rows) if c else None
         return out, hn, cn
+
+    def _reach_rnn_input(self, x):
+        """A recurrent layer's input made before later layers (recurrences side by side over one
+        input: torch.cat([self.lstm(e)[0], self.gru(e)[0]], 2), a hand-written bidirectional
+        layer): carried past them to the end (reach), read as columns."""
+        if isinstance(x, PT) and x.pos < len(self.layers) and not x.packed and x.time is None:
+            return self.reach(x)
+        return x
 
     def _rnn_input(self, x, want, hx_items, what):
         """Check x as a recurrent layer's input and bind its axes to want ((B, T, F) or
@@ -605,6 +616,7 @@ class Lowering:
                 self.fail("a bidirectional layer reading a sequence in reversed time order (torch.flip)")
             x = x.x
         x = _channels_first(self, x, ("B", "T", "F") if layout else ("T", "B", "F"))
+        x = self._reach_rnn_input(x)
         axes = self._rnn_input(x, ("B", "T", "F") if layout else ("T", "B", "F"), [initial_h, initial_c], "X")
         if flipped:
             t_label = _flip_label(self, x)
@@ -630,6 +642,7 @@ class Lowering:
         y_axes = ("B", "T", "D", "F") if layout else ("T", "D", "B", "F")
         del axes
         y = PT(pos, y_axes, r.width, dirs=r.D, rows=x.rows)
+        self.rnn_out[idx] = PT(pos, tuple(a for a in y_axes if a != "D"), r.D * r.width, rows=x.rows)
         if flipped:
             y = Flipped(y, t_label)
         yh = HN(tuple(h), s_axes, r.width, "h", idx, pos, x.rows)
@@ -2052,6 +2065,8 @@ def _cat(low, tensors, dim=0):
                 return replace(t0, parts=parts, axes=axes)
     if len(tensors) > 1 and all(isinstance(t, PT) for t in tensors):
         return _cat_features(low, tensors, dim)
+    if len(tensors) > 1 and all(isinstance(t, HN) for t in tensors) and len({t.rnn for t in tensors}) > 1:
+        return _finals_of_side_by_side(low, tensors, dim)
     low.fail("torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1)) or "
              "features of tensors of the pipeline")
 
@@ -3189,6 +3204,27 @@ def _finals_as_pools(low, tensors):
             x = seq if r.D == 1 else replace(seq, width=H, cols=((d * H, (d + 1) * H),))
             out.append(Pooled(x, "last" if d == 0 else "first", ref.keepdim, over=ref.over, mask=ref.mask))
     return out
+
+
+def _finals_of_side_by_side(low, tensors, dim):
+    """torch.cat([h1[-1], h2[-1]], 1) of recurrent layers side by side over one input: each
+    top-layer row is its layer's last step (a forward direction's final state, within lengths)
+    or first step (a backward one's), pools of those layers' outputs carried to the end."""
+    pools = []
+    for t in tensors:
+        r = low.rnns[t.rnn] if 0 <= t.rnn < len(low.rnns) else None
+        out = low.rnn_out.get(t.rnn)
+        top = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1) if r else None
+        axes = tuple(low.lab(a) for a in t.axes)
+        if t.kind != "h" or out is None or t.rows is not None or axes not in (("B", "F"), ("B", ("S", "F"))) \
+                or dim % len(axes) != len(axes) - 1 or any(k != top for k, _ in t.parts) or out.packed:
+            low.fail("torch.cat of final states of several recurrent layers other than their top layers' h_n rows "
+                     "along the features")
+        reverse = low.layers[r.last].direction == "reverse"
+        for _, d in t.parts:
+            x = out if r.D == 1 else replace(out, width=r.width, cols=((d * r.width, (d + 1) * r.width),))
+            pools.append(Pooled(x, "last" if (d == 0) != reverse else "first", False))
+    return low.pool_layer(pools)
 
 
 def _att_score(a, x):

@@ -144,7 +144,7 @@ class Refused(nn.Module):
     ("features", "flip along the F axis"),
     ("bidirectional", "bidirectional layer reading a sequence in reversed time order"),
     ("returned", "reversed time order"),
-    ("mixed", "a branch|reversed time order"),
+    ("mixed", "arithmetic of a sequence in reversed time order"),
 ])
 def test_flips_that_cannot_be_lowered_are_refused_by_name(how, match):
     with pytest.raises(fastrnn.UnsupportedError, match=match):
