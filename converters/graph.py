@@ -3175,7 +3175,7 @@ def _pool_layer(low, pools):
         layer = ir.Pool(x.width, over=over, terms=tuple(terms))
     low.layers.append(layer)
     axes = x.axes[:i] + (("1",) if pools[0].keepdim else ()) + x.axes[i + 1:]
-    return replace(x, pos=len(low.layers), axes=axes, width=layer.output_size, padded=None)
+    return replace(x, pos=len(low.layers), axes=axes, width=layer.output_size, padded=None, cols=None)
 
 
 def _finals_as_pools(low, tensors):
@@ -3247,6 +3247,8 @@ def _window_input(low, x, what):
     if isinstance(x, PS):
         low.fail(f"a {what} inside a loop over time")
     x = low.tensor(x)
+    if x.cols is not None and x.dirs == 1 and not x.packed:
+        x = low.whole(x)              # columns in another order (torch.cat((embed, out), 2)): a Dense selecting them
     low.at_end(x)
     labels = [low.lab(a) for a in x.axes]
     if len(labels) != 3 or labels[1] != "F":

@@ -95,7 +95,7 @@ def predict_args(meta, args):
     """forward's arguments (NumPy; the sequence first) -> predict's keyword arguments: x batch-
     major, lengths= when forward takes them, initial_state= from forward's state argument(s)."""
     axes = list(meta["input_axes"])
-    x = np.asarray(args[0])
+    x = np.asarray(_flat(args)[0])
     if meta.get("step_inputs"):           # x_t from several arguments, side by side
         leaves = _flat(args)
         x = join_steps(meta, [leaves[s["arg"]] for s in meta["step_inputs"]], "example_input")
@@ -107,7 +107,7 @@ def predict_args(meta, args):
         x, have = x[None], ["B"] + have
     want = [l for l in ("B", "T", "F") if l in have]
     kw = {"x": np.ascontiguousarray(np.transpose(x, [have.index(l) for l in want]))}
-    rest = list(args[1:])
+    rest = _flat(args)[1:]
     if meta.get("takes_lengths"):
         lens = next((np.asarray(a) for a in rest if a is not None and np.asarray(a).ndim == 1), None)
         if lens is not None:
@@ -120,9 +120,11 @@ def predict_args(meta, args):
 
 
 def _flat(args):
-    """forward's arguments with one level of tuples / lists flattened (Input.index counts these)."""
-    out = [args[0]]
-    for a in args[1:]:
+    """forward's arguments with one level of tuples / lists flattened (Input.index counts these):
+    a first argument that is a tuple (forward(self, x) with x, seq_len = x, as
+    Chinese-Text-Classification-Pytorch's models take it) gives its items, the sequence first."""
+    out = []
+    for a in args:
         out += list(a) if isinstance(a, (list, tuple)) else [a]
     return out
 

@@ -341,7 +341,7 @@ def _onnx_run(model, g, output_names, feeds):
         raise ShapeError(f"run: feeds must be a dict of input name -> array, got {type(feeds).__name__}")
     names = [e["name"] for e in g["inputs"]]
     missing = [n for n in names if n not in feeds]
-    extra = [n for n in feeds if n not in names]
+    extra = [n for n in feeds if n not in names and n not in model.meta.get("unused_inputs", ())]
     if missing or extra:
         raise ShapeError("run: " + "; ".join(
             ([f"missing input(s) {', '.join(map(repr, missing))}"] if missing else [])

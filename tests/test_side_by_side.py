@@ -111,3 +111,42 @@ def test_side_by_side_onnx_exports(name, dynamo, tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     feeds = {sess.get_inputs()[0].name: _x(name, 3, 7, 5).numpy()}
     close(f.run(None, feeds)[0], sess.run(None, feeds)[0], name)
+
+
+class EmbedBesideOutput(nn.Module):
+    """torch.cat((embed, out), 2) (the embeddings first, the layer's output after them: the
+    pipeline holds them the other way round), then a max over time: the pool reads the columns in
+    the concatenation's order. Before, the pool's output kept the concatenation's column order
+    and was reordered twice (a wrong result that only the module capture's check caught)."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, 4)
+        self.lstm = nn.LSTM(4, 3, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x, unused):
+        e = self.emb(x)
+        out, _ = self.lstm(e)
+        return self.fc(torch.cat((e, out), 2).max(1)[0])
+
+
+@pytest.mark.parametrize("capture", ["module", "legacy", "dynamo"])
+def test_a_pool_reads_columns_in_the_concatenations_order(capture, tmp_path):
+    m = uniform_module(EmbedBesideOutput, 4, 0.7)
+    args = [_x("pools", 3, 7, 0), torch.zeros(3)]
+    if capture == "module":
+        f = fastrnn.convert(m, example_input=args)
+        x = _x("pools", 2, 10, 1)
+        with torch.no_grad():
+            close(f.predict(x.numpy()), m(x, None).numpy())
+        return
+    path = tmp_path / "m.onnx"
+    onnx_export(m, args, path, capture == "dynamo", ("x", "unused"), {"x": {0: "b", 1: "t"}, "unused": {0: "b"}})
+    f = fastrnn.convert(str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), [_x("pools", 3, 7, 2), torch.zeros(3)])}
+    want = sess.run(None, feeds)[0]
+    # every input the graph declares is accepted, as onnxruntime accepts it, the unused one ignored
+    close(f.run(None, feeds)[0], want)
+    with pytest.raises(fastrnn.ShapeError, match="unknown input"):
+        f.run(None, dict(feeds, other=np.zeros(3, np.float32)))

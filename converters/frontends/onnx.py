@@ -933,7 +933,7 @@ def _convert(model, name, T, hint):
             outs[[o for o, _ in outs].index(oname)] = (oname, low.tensor(v))
         except G.REFUSALS as e:
             raise UnsupportedError(f"convert: graph output {oname!r}: {G.why(e)}") from None
-    io_in, io_out = [], []
+    io_in, io_out, unused = [], [], []
     for iname, v in fe.inputs:
         if isinstance(v, PT):
             if low.series_of is not None and v == low.series_of:
@@ -955,6 +955,7 @@ def _convert(model, name, T, hint):
             io_in.append({"name": iname, "role": "state", "axes": axes, "parts": [list(taken[r]) for r in range(n)]})
         else:
             io_in.append(None)              # read by nothing fastrnn runs
+            unused.append(iname)
     time, ends = None, []
     for oname, v in outs:
         if oname in finals:
@@ -1015,6 +1016,8 @@ def _convert(model, name, T, hint):
         time = {"tail": ys[0][1]}
     meta = {"source": "onnx", "opset": fe.opset, "producer": model.producer_name or None,
             "frontend": "graph"}
+    if unused:                             # run() accepts (and ignores) feeds for them, as onnxruntime does
+        meta["unused_inputs"] = unused
     layers, head = G.split_head(low, fold)
     layers, time = cut_early(layers, time)
     return Model(layers, meta=meta, signature={"outputs": None, "states": None, "time": time, "head": head,

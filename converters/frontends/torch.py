@@ -1095,8 +1095,8 @@ def _ts_example(t, default):
     a tuple; an Optional or other type None."""
     torch = _torch()
     kind = t.kind()
-    if kind == "TupleType":
-        return tuple(_ts_example(e, None) for e in t.elements())
+    if kind == "TupleType":      # the sequence may be a tuple's first item: forward(x) with x, seq_len = x
+        return tuple(_ts_example(e, default if j == 0 else None) for j, e in enumerate(t.elements()))
     if kind != "TensorType":
         return None
     sizes = t.sizes() if hasattr(t, "sizes") else None

@@ -114,8 +114,14 @@ def expected_output(case, y, B):
     return y          # "B", "BT", "state": as forward gives it
 
 
+def seq_arg(args):
+    """forward's sequence: its first argument, or that argument's first item when it is a tuple
+    (Chinese-Text-Classification-Pytorch's forward(self, x) with x, seq_len = x)."""
+    return args[0][0] if isinstance(args[0], (tuple, list)) else args[0]
+
+
 def _roles(case, args):
-    out = {"x": args[0]}
+    out = {"x": seq_arg(args)}
     for r, a in zip(case.roles[1:], args[1:]):
         out[r] = a
     return out
@@ -191,9 +197,9 @@ def check_sequence(model, runner, case, args, rng, twin=None):
     dequantized float model of a quantized module (sets the tolerance, quantized_tolerance)."""
     atol = ATOL if twin is None else quantized_tolerance(runner, twin, args)
     out = run(runner, args, case.reset)
-    B = np_(args[0]).shape[{"time_major": 1}.get(case.layout, 0)]
+    B = np_(seq_arg(args)).shape[{"time_major": 1}.get(case.layout, 0)]
     want = expected_output(case, first(out), B)
-    x = batch_major_x(case, args[0])
+    x = batch_major_x(case, seq_arg(args))
     kw = predict_kwargs(case, args)
     r = _roles(case, args)
     has_hidden = "hidden" in r

@@ -67,6 +67,12 @@ REFUSED_TODAY = {
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
     'tut_char_rnn_generation_step-trace':
         "UnsupportedError: convert: TutCharRNNGenerator: 1 operation cannot be lowered to fastrnn's pipeline: cat: torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1))",
+    'ctc_text_rcnn-trace':
+        "UnsupportedError: convert: CTCTextRCNN: 1 operation cannot be lowered to fastrnn's pipeline: max_pool1d: a max pooling with no output step for the example's 5 steps (the trace's tuple input keeps no sizes; MaxPool1d(pad_size) needs pad_size steps)",
+    'ctc_text_rcnn-onnx_legacy':
+        "UnsupportedError: convert: ONNX node '/Concat' (Concat, node 26): concatenates values that are not final states or shapes linear (ONNX node '/fc/Gemm', Gemm): a Linear over the last axis of a tensor with axes (B, F, T), which is not the feature axis)",
+    'ctc_text_rcnn-onnx_dynamo':
+        "UnsupportedError: convert: ONNX node 'node_Mul_122' (Mul, node 13): a Mul other than merging a bidirectional layer's directions linear (ONNX node 'node_linear', Gemm): a Linear over the last axis of a tensor with axes (B, F, T), which is not the feature axis)",
     'pp_text_rnn-onnx_dynamo':
         'UnsupportedError: convert: the graph has no LSTM, GRU or RNN node (the dynamo exporter unrolls nn.RNN)',
     'pp_text_rcnn-trace':
@@ -140,6 +146,12 @@ CAPTURE_FAILS_TODAY = {
         'torch.jit.script: RuntimeError: Arguments for call are not valid.',
     'yunjey_birnn-script':
         "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local",
+    'ctc_text_rnn-script':
+        'torch.jit.script: RuntimeError: Tensor (inferred) cannot be used as a tuple: (TorchScript types an unannotated x as a Tensor; the source unpacks x, _ = x)',
+    'ctc_text_rnn_att-script':
+        'torch.jit.script: RuntimeError: Tensor (inferred) cannot be used as a tuple: (TorchScript types an unannotated x as a Tensor; the source unpacks x, _ = x)',
+    'ctc_text_rcnn-script':
+        'torch.jit.script: RuntimeError: Tensor (inferred) cannot be used as a tuple: (TorchScript types an unannotated x as a Tensor; the source unpacks x, _ = x)',
     'pp_text_lstm-script':
         "torch.jit.script: RuntimeError: python value of type 'device' cannot be used as a value. Perhaps it is a closed over global variable? If so, please consider passing it in as an argument or use a local (the global device written for the source's .cuda())",
     'pp_text_lstm_attn-script':

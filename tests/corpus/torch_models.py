@@ -1594,6 +1594,115 @@ class PPTextSelfAttention(nn.Module):
         return logits
 
 
+# ---- 649453932/Chinese-Text-Classification-Pytorch (models/*.py) ------------------------------
+# The repository's recurrent classifiers, re-typed with their forward as written: forward(self,
+# x) takes the tuple (ids, seq_len) its data iterator yields and unpacks it (x, _ = x); the
+# embedding has padding_idx = n_vocab - 1; the sizes come from a Config object (smaller here).
+
+class CTCConfig:
+    """The fields of the repository's Config the models read (random embeddings)."""
+
+    def __init__(self, pad_size=7):
+        self.embedding_pretrained = None
+        self.n_vocab = VOCAB
+        self.embed = EMB
+        self.hidden_size = HID
+        self.num_layers = 2
+        self.dropout = 0.5
+        self.num_classes = 4
+        self.hidden_size2 = 6
+        self.pad_size = pad_size
+
+
+def _filled_w(m):
+    """The source leaves self.w = nn.Parameter(torch.Tensor(n)) uninitialised until training:
+    a trained-like vector instead."""
+    with torch.no_grad():
+        m.w.uniform_(-0.5, 0.5)
+    return m
+
+
+class CTCTextRNN(nn.Module):
+    """models/TextRNN.py: 2-layer bidirectional LSTM, self.fc(out[:, -1, :])."""
+
+    def __init__(self, config):
+        super(CTCTextRNN, self).__init__()
+        if config.embedding_pretrained is not None:
+            self.embedding = nn.Embedding.from_pretrained(config.embedding_pretrained, freeze=False)
+        else:
+            self.embedding = nn.Embedding(config.n_vocab, config.embed, padding_idx=config.n_vocab - 1)
+        self.lstm = nn.LSTM(config.embed, config.hidden_size, config.num_layers,
+                            bidirectional=True, batch_first=True, dropout=config.dropout)
+        self.fc = nn.Linear(config.hidden_size * 2, config.num_classes)
+
+    def forward(self, x):
+        x, _ = x
+        out = self.embedding(x)
+        out, _ = self.lstm(out)
+        out = self.fc(out[:, -1, :])
+        return out
+
+
+class CTCTextRNNAtt(nn.Module):
+    """models/TextRNN_Att.py (Att-BLSTM): M = tanh(H), alpha = F.softmax(torch.matmul(M, self.w),
+    dim=1).unsqueeze(-1) with a parameter vector w, torch.sum(H * alpha, 1), relu, fc1, fc."""
+
+    def __init__(self, config):
+        super(CTCTextRNNAtt, self).__init__()
+        if config.embedding_pretrained is not None:
+            self.embedding = nn.Embedding.from_pretrained(config.embedding_pretrained, freeze=False)
+        else:
+            self.embedding = nn.Embedding(config.n_vocab, config.embed, padding_idx=config.n_vocab - 1)
+        self.lstm = nn.LSTM(config.embed, config.hidden_size, config.num_layers,
+                            bidirectional=True, batch_first=True, dropout=config.dropout)
+        self.tanh1 = nn.Tanh()
+        self.w = nn.Parameter(torch.Tensor(config.hidden_size * 2))
+        self.tanh2 = nn.Tanh()
+        self.fc1 = nn.Linear(config.hidden_size * 2, config.hidden_size2)
+        self.fc = nn.Linear(config.hidden_size2, config.num_classes)
+
+    def forward(self, x):
+        x, _ = x
+        emb = self.embedding(x)
+        H, _ = self.lstm(emb)
+        M = self.tanh1(H)
+        alpha = F.softmax(torch.matmul(M, self.w), dim=1).unsqueeze(-1)
+        out = H * alpha
+        out = torch.sum(out, 1)
+        out = F.relu(out)
+        out = self.fc1(out)
+        out = self.fc(out)
+        return out
+
+
+class CTCTextRCNN(nn.Module):
+    """models/TextRCNN.py: torch.cat((embed, out), 2) -- the embeddings beside the bi-LSTM's
+    output --, relu, permute, nn.MaxPool1d(config.pad_size) (a window as long as the padded
+    sentence), .squeeze(), fc."""
+
+    def __init__(self, config):
+        super(CTCTextRCNN, self).__init__()
+        if config.embedding_pretrained is not None:
+            self.embedding = nn.Embedding.from_pretrained(config.embedding_pretrained, freeze=False)
+        else:
+            self.embedding = nn.Embedding(config.n_vocab, config.embed, padding_idx=config.n_vocab - 1)
+        self.lstm = nn.LSTM(config.embed, config.hidden_size, 1,
+                            bidirectional=True, batch_first=True, dropout=config.dropout)
+        self.maxpool = nn.MaxPool1d(config.pad_size)
+        self.fc = nn.Linear(config.hidden_size * 2 + config.embed, config.num_classes)
+
+    def forward(self, x):
+        x, _ = x
+        embed = self.embedding(x)
+        out, _ = self.lstm(embed)
+        out = torch.cat((embed, out), 2)
+        out = F.relu(out)
+        out = out.permute(0, 2, 1)
+        out = self.maxpool(out).squeeze()
+        out = self.fc(out)
+        return out
+
+
 # =============================================================================================
 # registry
 # =============================================================================================
@@ -2006,6 +2115,22 @@ CASES = [
          inputs=lambda m, B, T, rng: _x(ids_bt(rng, B, T)), output="B", ids=True,
          idioms=("structured self-attention: r heads softmaxed over time (dim=2)", "torch.bmm(A, output)",
                  "hidden_matrix.view(-1, size()[1] * size()[2])")),
+    # ---- 649453932/Chinese-Text-Classification-Pytorch: forward takes the tuple (ids, seq_len) ----
+    Case("ctc_text_rnn", "https://github.com/649453932/Chinese-Text-Classification-Pytorch/blob/master/models/TextRNN.py",
+         _seeded(lambda: CTCTextRNN(CTCConfig())),
+         inputs=lambda m, B, T, rng: ((ids_bt(rng, B, T), torch.full((B,), T)),), output="B", ids=True,
+         idioms=("forward(self, x) with x, _ = x (ids, seq_len)", "padding_idx=n_vocab - 1",
+                 "2-layer bidirectional LSTM", "self.fc(out[:, -1, :])")),
+    Case("ctc_text_rnn_att", "https://github.com/649453932/Chinese-Text-Classification-Pytorch/blob/master/models/TextRNN_Att.py",
+         _seeded(lambda: _filled_w(CTCTextRNNAtt(CTCConfig()))),
+         inputs=lambda m, B, T, rng: ((ids_bt(rng, B, T), torch.full((B,), T)),), output="B", ids=True,
+         idioms=("forward(self, x) with x, _ = x", "F.softmax(torch.matmul(tanh(H), self.w), dim=1).unsqueeze(-1)",
+                 "torch.sum(H * alpha, 1)", "relu, fc1, fc")),
+    Case("ctc_text_rcnn", "https://github.com/649453932/Chinese-Text-Classification-Pytorch/blob/master/models/TextRCNN.py",
+         _seeded(lambda: CTCTextRCNN(CTCConfig(pad_size=7))),
+         inputs=lambda m, B, T, rng: ((ids_bt(rng, B, T), torch.full((B,), T)),), output="B", ids=True,
+         idioms=("forward(self, x) with x, _ = x", "torch.cat((embed, out), 2): the embeddings beside the output",
+                 "nn.MaxPool1d(pad_size) over the padded sentence", ".squeeze()")),
 ]
 
 BY_NAME = {c.name: c for c in CASES}
