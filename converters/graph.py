@@ -1916,6 +1916,12 @@ def _flipped_per_step(low, fn, args, kwargs):
     flips = [a for a in args if isinstance(a, Flipped)]
     if any(isinstance(a, (PT, HN, PS, Pooled, Att)) for a in args) or len({low.lab(f.label) for f in flips}) != 1:
         low.fail("arithmetic of a sequence in reversed time order (torch.flip) and one in order")
+    x = flips[0].x
+    t = [low.lab(a) for a in x.axes].index(low.lab(flips[0].label))
+    for a in args:                    # a constant that varies along time (a bias per position) sees the steps reversed
+        j = t - (len(x.axes) - a.ndim) if isinstance(a, np.ndarray) else -1
+        if 0 <= j < a.ndim and a.shape[j] > 1:
+            low.fail("a constant that varies along time applied to a sequence in reversed time order (torch.flip)")
     y = fn(low, *[a.x if isinstance(a, Flipped) else a for a in args], **kwargs)
     if not isinstance(y, PT) or low.lab(flips[0].label) not in [low.lab(a) for a in y.axes] or y.time is not None:
         low.fail(f"{_what(y)} made from a sequence in reversed time order (torch.flip)")

@@ -128,10 +128,13 @@ class Refused(nn.Module):
         super().__init__()
         self.how = how
         self.rnn = nn.GRU(4, 5, batch_first=True, bidirectional=how == "bidirectional")
+        self.register_buffer("pos", torch.linspace(-1, 1, 5)[None, :, None])
 
     def forward(self, x):
         if self.how == "features":
             return self.rnn(torch.flip(x, [2]))[0]
+        if self.how == "position":          # a bias per position on the reversed steps
+            return self.rnn(torch.flip(x, [1]) + self.pos)[0][:, -1]
         out, _ = self.rnn(torch.flip(x, [1]))
         if self.how == "mixed":
             return out + self.rnn(x)[0]
@@ -145,6 +148,7 @@ class Refused(nn.Module):
     ("bidirectional", "bidirectional layer reading a sequence in reversed time order"),
     ("returned", "reversed time order"),
     ("mixed", "arithmetic of a sequence in reversed time order"),
+    ("position", "a constant that varies along time"),
 ])
 def test_flips_that_cannot_be_lowered_are_refused_by_name(how, match):
     with pytest.raises(fastrnn.UnsupportedError, match=match):
