@@ -165,6 +165,11 @@ class _Rnn:
     lstm: bool
     state0: int                       # native index of its first state
 
+    @property
+    def top(self):
+        """The native index of its top layer's h."""
+        return self.state0 + (2 * (self.L - 1) if self.lstm else self.L - 1)
+
 
 def why(e):
     """What a refusal (REFUSALS) says: a handler's own reason, or what could not be interpreted."""
@@ -274,12 +279,10 @@ class Lowering:
             return v.shape
         if isinstance(v, Att):
             return tuple(1 if a == "1" else v.score.width if a == "F" else self.size(a) for a in v.axes)
-        if isinstance(v, IdMask):
+        if isinstance(v, (IdMask, QScore)):
             return tuple(1 if a == "1" else self.size(a) for a in v.axes)
         if isinstance(v, Heads):
             return (self.size("B"), len(v.pools), v.pools[0].x.width)
-        if isinstance(v, QScore):
-            return tuple(1 if a == "1" else self.size(a) for a in v.axes)
         if isinstance(v, (MaskedPT, Flipped)):
             return self.shape(v.x)
         if isinstance(v, Pooled):             # a pool not made yet: the time axis gone or kept as a unit
@@ -420,7 +423,7 @@ class Lowering:
         r = self.rnns[v.rnn]
         if v.rnn != len(self.rnns) - 1 or v.pos != len(self.layers) or r.last != len(self.layers) - 1:
             self.fail("uses the final state of a recurrent layer that is not the last layer so far")
-        top = [(r.state0 + 2 * (r.L - 1) if r.lstm else r.state0 + r.L - 1, d) for d in range(r.D)]
+        top = [(r.top, d) for d in range(r.D)]
         parts = list(v.parts)
         if sorted(parts) != top or len(parts) != r.D:
             return self._head_start(v, r)
@@ -1941,7 +1944,7 @@ def _flipped_select(low, x, dim, index):
     if r is None or seq.pos != len(low.layers) or r.last != len(low.layers) - 1 or seq.cols is not None \
             or not isinstance(layer, ir.Recurrent) or layer.direction != "reverse" or seq.width != r.width:
         low.fail(f"the last step of {_what(x)} that is not a recurrent layer's own output")
-    k = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1)
+    k = r.top
     return HN(((k, 0),), tuple(a for j, a in enumerate(seq.axes) if j != i), r.width, "h", len(low.rnns) - 1,
               seq.pos, seq.rows)
 
@@ -1962,7 +1965,7 @@ def _direction_final(low, v, s, e):
     d = 0 if (s, e, v.t) == (0, H, T - 1) else 1 if (s, e, v.t) == (H, 2 * H, 0) else None
     if d is None:
         return None
-    k = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1)
+    k = r.top
     return HN(((k, d),), ("B", "F"), H, "h", len(low.rnns) - 1, seq.pos, seq.rows)
 
 
@@ -2532,12 +2535,11 @@ def _flat_step(low, op, a, b):
         if isinstance(a, StepIdx) and len(a.shape) == 1 and _is_num(b) and int(b) == B != T:
             return FlatStepIdx(a, True, True)
         return None
-    if not (isinstance(a, (StepIdx, FlatStepIdx)) and len(getattr(a, "shape", (B,))) == 1
-            and isinstance(b, np.ndarray) and b.ndim == 1) or b.shape != (B,) or B == T:
+    if not isinstance(b, np.ndarray) or b.shape != (B,) or B == T:
         return None
     if isinstance(a, FlatStepIdx) and a.scaled and np.array_equal(b, np.arange(B)):
         return FlatStepIdx(a.step, True)
-    if isinstance(a, StepIdx) and np.array_equal(b, np.arange(B) * T):
+    if isinstance(a, StepIdx) and len(a.shape) == 1 and np.array_equal(b, np.arange(B) * T):
         return FlatStepIdx(a)
     return None
 
@@ -3066,7 +3068,7 @@ def _query_bmm(low, a, x):
         labels = tuple(low.lab(v) for v in a.axes)
         xl = tuple(low.lab(v) for v in x.axes)
         r = low.rnns[x.rnn] if 0 <= x.rnn < len(low.rnns) else None
-        top = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1) if r else None
+        top = r.top if r else None
         if labels != ("B", "T", "F") or xl not in (("B", "F", "1"), ("B", ("S", "F"), "1")) or x.kind != "h" \
                 or r is None or x.rnn != len(low.rnns) - 1 or list(x.parts) != [(top, d) for d in range(r.D)] \
                 or a.pos != r.last + 1 or a.cols is not None or a.dirs != 1 or a.width != r.D * r.width \
@@ -3197,7 +3199,7 @@ def _finals_as_pools(low, tensors):
             continue
         r = low.rnns[t.rnn] if 0 <= t.rnn < len(low.rnns) else None
         seq = ref.x
-        top = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1) if r else None
+        top = r.top if r else None
         axes = tuple(low.lab(a) for a in t.axes)
         if t.kind != "h" or r is None or t.rnn != len(low.rnns) - 1 or t.rows is not None \
                 or axes not in (("B", "F"), ("B", ("S", "F"))) or any(k != top for k, _ in t.parts) \
@@ -3205,11 +3207,18 @@ def _finals_as_pools(low, tensors):
                 or seq.time is not None:
             low.fail("torch.cat of final states with pools of another tensor than the recurrent layer's own "
                      "output (only its top layer's h_n rows beside pools of its output)")
-        H = r.width
-        for _, d in t.parts:
-            x = seq if r.D == 1 else replace(seq, width=H, cols=((d * H, (d + 1) * H),))
-            out.append(Pooled(x, "last" if d == 0 else "first", ref.keepdim, over=ref.over, mask=ref.mask))
+        out += _hn_pools(low, t, seq, ref.keepdim, over=ref.over, mask=ref.mask)
     return out
+
+
+def _hn_pools(low, t, seq, keepdim, **kw):
+    """h_n rows t of a recurrent op's top layer as pools of its output seq: a forward direction's
+    final state is its last step (within lengths), a backward one's -- or a layer run backwards
+    over torch.flip(x) -- its first."""
+    r = low.rnns[t.rnn]
+    reverse = low.layers[r.last].direction == "reverse"
+    return [Pooled(seq if r.D == 1 else replace(seq, width=r.width, cols=((d * r.width, (d + 1) * r.width),)),
+                   "last" if (d == 0) != reverse else "first", keepdim, **kw) for _, d in t.parts]
 
 
 def _finals_of_side_by_side(low, tensors, dim):
@@ -3220,16 +3229,13 @@ def _finals_of_side_by_side(low, tensors, dim):
     for t in tensors:
         r = low.rnns[t.rnn] if 0 <= t.rnn < len(low.rnns) else None
         out = low.rnn_out.get(t.rnn)
-        top = r.state0 + (2 * (r.L - 1) if r.lstm else r.L - 1) if r else None
+        top = r.top if r else None
         axes = tuple(low.lab(a) for a in t.axes)
         if t.kind != "h" or out is None or t.rows is not None or axes not in (("B", "F"), ("B", ("S", "F"))) \
                 or dim % len(axes) != len(axes) - 1 or any(k != top for k, _ in t.parts) or out.packed:
             low.fail("torch.cat of final states of several recurrent layers other than their top layers' h_n rows "
                      "along the features")
-        reverse = low.layers[r.last].direction == "reverse"
-        for _, d in t.parts:
-            x = out if r.D == 1 else replace(out, width=r.width, cols=((d * r.width, (d + 1) * r.width),))
-            pools.append(Pooled(x, "last" if (d == 0) != reverse else "first", False))
+        pools += _hn_pools(low, t, out, False)
     return low.pool_layer(pools)
 
 

@@ -54,7 +54,20 @@ class FlipFinalState(nn.Module):
         return self.fc(out.mean(1) if self.pool else h[-1])
 
 
-CASES = {"latent": LatentEncoder, "flip_back": FlipBackTagger, "final_state": lambda: FlipFinalState(nn.GRU),
+class FlipStateBesidePool(nn.Module):
+    """torch.cat([h_n[-1], out.mean(1)], 1) of a GRU over the reversed sequence: the final state
+    beside a pool of the output is a pool term of it, its first step (the layer runs backwards)."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(4, 5, batch_first=True)
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x):
+        out, h = self.rnn(torch.flip(x, [1]))
+        return self.fc(torch.cat([h[-1], out.mean(1)], 1))
+
+
+CASES = {"latent": LatentEncoder, "state_beside_pool": FlipStateBesidePool, "flip_back": FlipBackTagger, "final_state": lambda: FlipFinalState(nn.GRU),
          "pool": lambda: FlipFinalState(nn.LSTM, pool=True), "rnn": lambda: FlipFinalState(nn.RNN)}
 # torch's dynamo exporter writes nn.RNN as an unrolled loop of MatMul / Tanh (docs/onnx.md)
 ONNX = [(n, d) for n in sorted(CASES) for d in (False, True) if not (n == "rnn" and d)]

@@ -819,7 +819,7 @@ def _final_first(low, outs):
     layer = low.layers[-1]
     if not isinstance(layer, ir.Recurrent) or r.last != len(low.layers) - 1 or layer.carry:
         return
-    k = r.state0 + (2 if r.lstm else 1) * (r.L - 1)
+    k = r.top
     if o["parts"] != [[k, d] for d in range(r.D)] or ("S" not in o["axes"] and r.D != 1):
         return
     layer.return_sequences = False

@@ -251,7 +251,7 @@ def _state_output(low, v):
     axes = tuple(low.lab(a) for a in v.axes)
     if v.kind == "h" and v.rnn == len(low.rnns) - 1 and v.pos == len(low.layers) and axes in (("B", "F"),):
         r = low.rnns[v.rnn]
-        top = [(r.state0 + 2 * (r.L - 1) if r.lstm else r.state0 + r.L - 1, d) for d in range(r.D)]
+        top = [(r.top, d) for d in range(r.D)]
         if list(v.parts) == top[:1] and r.D == 1:
             return None
     if axes == ("S", "B", "F"):
