@@ -63,7 +63,7 @@ typedef struct {
     float *bhn[2], *peep[2];
     /* pooling over time: its terms side by side; its state (one slot, R floats a row: each
        term's running values (pool_width), then the count of steps taken) */
-    pool_term terms[FRNN_POOL_TERMS]; int npool, pool_over;
+    pool_term terms[FRNN_POOL_TERMS]; int npool, pool_over, pool_query;   /* pool_query: a FRNN_POOL_QUERY term */
     /* windows over time (conv1d, pool1d): kernel, stride, dilation, padding; repeat: n */
     int win, stride, dil, pad_mode, pad_b, pad_a, p1kind, count_pad, repeat_n;   /* flatten: repeat_n steps */
 } layer;
@@ -460,6 +460,7 @@ frnn_status frnn_model_add_pool_terms(frnn_model *m, int in, int nterms, const i
         pool_term *t = &L->terms[k];
         t->kind = kinds[k]; t->start = starts[k]; t->width = widths[k];
         t->score = kinds[k] == FRNN_POOL_ATTN || kinds[k] == FRNN_POOL_QUERY ? scores[k] : -1;
+        L->pool_query |= kinds[k] == FRNN_POOL_QUERY;
         t->act.kind = FRNN_ACT_LINEAR;
     }
     L->ndir = 1;
@@ -686,8 +687,7 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
             seq = 0;
         }
         if (changes_time(L)) { m->time_changes = 1; m->can_stream = 0; }
-        for (int k = 0; L->type == L_POOL && k < L->npool; k++)
-            if (L->terms[k].kind == FRNN_POOL_QUERY) m->can_stream = 0;     /* its query is the final value */
+        if (L->type == L_POOL && L->pool_query) m->can_stream = 0;      /* its query is the final value */
         if (L->type == L_REC) {
             if (!seq) return FRNN_EINVAL;
             seq = L->d.return_sequences;
@@ -1140,7 +1140,7 @@ static frnn_status run_pool(const frnn_model *m, const layer *L, ctx *c, const f
     for (int b = 0; b < B; b++) {
         float *st = st0 + (size_t)b * L->Rp, *cnt = st + L->R - 1;
         float *qa = st;
-        for (int k = 0; k < L->npool; qa += pool_width(L, k), k++) {
+        for (int k = 0; L->pool_query && k < L->npool; qa += pool_width(L, k), k++) {
             const pool_term *pt = &L->terms[k];
             if (pt->kind != FRNN_POOL_QUERY) continue;
             /* q: the first pt->score columns at the row's last step within its lengths, the
