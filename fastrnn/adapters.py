@@ -54,10 +54,14 @@ def to_canonical(y, axes, B, T):
     labels = [labels[i] for i in keep]
     if "B" not in labels:
         y, labels = y[None], ["B"] + labels
-    want = [l for l in ("B", "T", "F") if l in labels]
-    if sorted(want) != sorted(labels):
+    split = [l for l in labels if l[:1] == "#"]          # the features split (fc(h).view(B, k, -1))
+    want = [l for l in ("B", "T") if l in labels] + split + (["F"] if "F" in labels else [])
+    if sorted(want) != sorted(labels) or split and "F" not in labels:
         raise ValueError(f"cannot read axes {axes} as batch, time and features")
-    return np.ascontiguousarray(np.transpose(y, [labels.index(l) for l in want]))
+    y = np.transpose(y, [labels.index(l) for l in want])
+    if split:
+        y = y.reshape(y.shape[:len(want) - len(split) - 1] + (-1,))
+    return np.ascontiguousarray(y)
 
 
 def predict_axes(axes):
@@ -75,7 +79,10 @@ def to_predict(y, axes, B, T):
         return np.asarray(y)
     c = to_canonical(y, axes, B, T)
     sizes = dict(zip([l for l in ("B", "T", "F") if l in predict_axes(axes) or l == "F"][:c.ndim], c.shape))
-    return c.reshape([1 if a == "1" else sizes[a] for a in predict_axes(axes)])
+    split = [int(a[1:]) for a in predict_axes(axes) if a[:1] == "#"]
+    if split:
+        sizes["F"] //= int(np.prod(split))
+    return c.reshape([1 if a == "1" else int(a[1:]) if a[:1] == "#" else sizes[a] for a in predict_axes(axes)])
 
 
 def source_x(x, axes):

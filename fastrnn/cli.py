@@ -620,7 +620,7 @@ def _layer_text(layer, masks):
             f"window={layer.window}, stride={layer.stride}, padding={layer.padding}" + \
             (", count_pad" if layer.count_pad else "")
     if isinstance(layer, ir.RepeatVector):
-        return "RepeatVector", f"{layer.size} -> {layer.size}", f"n={layer.n}"
+        return "RepeatVector", f"{layer.size} -> {layer.size}", f"n={layer.n or 'T'}"
     if isinstance(layer, ir.Flatten):
         return "Flatten", f"{layer.size} -> {layer.output_size}", f"{layer.n} steps"
     name = f"Recurrent {layer.cell}, {layer.direction}"
@@ -722,8 +722,9 @@ def _graph_info(model):
     native = _state_parts(model)
 
     def shape(axes, F=None, S=None, D=None):
-        m = {"B": "batch", "T": "time", "1": 1, "F": F, "S": S, "D": D}
-        return [m[a] for a in axes]
+        split = [int(a[1:]) for a in axes if a[:1] == "#"]        # the features viewed as (k..., F)
+        m = {"B": "batch", "T": "time", "1": 1, "F": F // int(np.prod(split)) if split and F else F, "S": S, "D": D}
+        return [int(a[1:]) if a[:1] == "#" else m[a] for a in axes]
 
     def state(e, role):
         parts = _parts_info(native, e["parts"])

@@ -10,8 +10,9 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
                   pool_mask (pools that leave out the steps of a padding id); the lowest that holds
                   the model is written (also "5" for a Pool of the "last" / "first" kinds and a
                   Flatten layer); "6" when a Pool has a term of the "query" kind (attention whose
-                  query is the final value) (a file with a higher major version is refused, not
-                  misread; this reader reads all six)
+                  query is the final value); "7" when an activation is mish, hardswish or
+                  clip, or a RepeatVector has n 0 (the steps of the sequence it follows) (a file with a higher major version is refused, not misread; this reader
+                  reads all seven)
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
                          "signature": {...},   (fastrnn/signature.py; optional, added in
@@ -51,7 +52,7 @@ from . import signature as sig_
 from .errors import ArgumentTypeError, ModelFormatError, ShapeError
 
 FORMAT = "fastrnn"
-VERSION = 6                      # the highest this reader reads; a model is written as the lowest that holds it
+VERSION = 7                      # the highest this reader reads; a model is written as the lowest that holds it
 MAX_HEADER = 64 << 20            # a header over 64 MiB is not one we wrote
 MAX_META_DEPTH = 32              # lists and dicts inside Model.meta, counting meta itself
 _DTYPES = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2"), "I8": np.dtype("i1")}
@@ -108,8 +109,10 @@ def _parts(model):
 
 
 def _version(model, reduced):
-    """The lowest version that holds the model: 6 with a query pool term, 5 with what _needs_v5 names, 4 with a
+    """The lowest version that holds the model: 7 with an activation of _V7_ACTS, 6 with a query pool term, 5 with what _needs_v5 names, 4 with a
     Pool of terms, 3 with a carry (a branch) or an attention pool, 2 reduced, else 1."""
+    if any(_needs_v7(l) for l in model.layers):
+        return 7
     if any(_needs_v6(l) for l in model.layers):
         return 6
     if any(_needs_v5(l) for l in model.layers):
@@ -130,6 +133,26 @@ def _needs_v5(layer):
 def _needs_v6(layer):
     """A Pool with a term of the query kind: format version 6."""
     return "query" in getattr(layer, "kinds", ())
+
+
+_V7_ACTS = frozenset({"mish", "hardswish", "clip"})
+
+
+def _needs_v7(layer):
+    """An activation of a kind version 7 added (_V7_ACTS), anywhere in the layer's options, or a
+    RepeatVector of the sequence's own steps (n 0)."""
+    if isinstance(layer, ir.RepeatVector) and layer.n == 0:
+        return True
+    todo = [layer.options()]
+    while todo:
+        o = todo.pop()
+        if isinstance(o, dict):
+            if o.get("kind") in _V7_ACTS:
+                return True
+            todo += list(o.values())
+        elif isinstance(o, (list, tuple)):
+            todo += list(o)
+    return False
 
 
 def _write_atomic(path, parts):
@@ -376,6 +399,9 @@ def load(src, precision=None):
                         f"version {ver} file (they are version 5)")
         if int(ver) < 6 and _needs_v6(layer):
             _fail(path, f"layer {i}: a pool of the query kind in a version {ver} file (it is version 6)")
+        if int(ver) < 7 and _needs_v7(layer):
+            _fail(path, f"layer {i}: a {'/'.join(sorted(_V7_ACTS))} activation or a RepeatVector of n 0 in a "
+                        f"version {ver} file (they are version 7)")
         # the reduced tensors are exactly the layer's matrices (precision.reduced_names)
         want = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
         if reduced != want:

@@ -52,6 +52,9 @@ ACTIVATIONS = {
     "relu6": (15, 0.0, 0.0),            # min(max(x, 0), 6)
     "gelu": (16, 0.0, 0.0),             # x Phi(x) (torch's GELU, Keras's gelu(approximate=False))
     "gelu_tanh": (17, 0.0, 0.0),        # x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2
+    "mish": (18, 0.0, 0.0),             # x tanh(softplus(x))
+    "hardswish": (19, 0.0, 0.0),        # x relu6(x + 3) / 6 (torch's Hardswish, Keras's hard_silu)
+    "clip": (20, -1.0, 1.0),            # min(max(x, alpha), beta) (torch's Hardtanh and clamp, ONNX Clip)
     "softmax": (32, 0.0, 0.0),          # over the feature axis; Dense and Activation only
     "log_softmax": (33, 0.0, 0.0),
     "layer_norm": (34, 1e-5, 0.0),      # (x - mean) / sqrt(var + alpha) over the features (row-wise;
@@ -61,7 +64,7 @@ ACTIVATIONS = {
     "mul_halves": (36, 0.0, 0.0),       # over 2n features: x[:n] * x[n:], then x[n:] as it was (row-wise;
                                         # a gating product a(o) * sigmoid(g(o)) of two tensors side by side)
 }
-ALIASES = {"swish": "silu", "identity": "linear", "none": "linear"}
+ALIASES = {"hard_swish": "hardswish", "hard_silu": "hardswish", "hard_tanh": "clip", "swish": "silu", "identity": "linear", "none": "linear"}
 ROW_WISE = ("softmax", "log_softmax", "layer_norm", "l2_normalize", "mul_halves")
 
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -90,6 +93,9 @@ class Act:
         beta = _float(f"activation {kind} beta", self.beta) if not _isnan(self.beta) else db
         object.__setattr__(self, "alpha", float(alpha))
         object.__setattr__(self, "beta", float(beta))
+        if kind == "clip" and not alpha <= beta:
+            raise ModelFormatError(f"activation clip: its lower bound (alpha) must not exceed its upper (beta), "
+                                   f"got {alpha}, {beta}")
         if kind == "layer_norm" and not alpha >= 0:
             raise ModelFormatError(f"activation layer_norm: its epsilon (alpha) must be >= 0, got {alpha}")
         if kind == "l2_normalize" and not (alpha >= 0 and beta in (0.0, 1.0)):
@@ -609,19 +615,22 @@ class Pool1D:
 @dataclass(eq=False)
 class RepeatVector:
     """One step (batch, size) -> n steps of it (batch, n, size): Keras RepeatVector, between an
-    encoder that ends on its last step and a decoder. Whole sequences only."""
+    encoder that ends on its last step and a decoder. n 0: as many steps as the sequence the
+    encoder ended had (torch's h.unsqueeze(1).repeat(1, x.size(1), 1); .frnn format version 7).
+    Whole sequences only."""
     size: int
     n: int
 
     def __post_init__(self):
         self.size = _pos_int("RepeatVector.size", self.size)
-        self.n = _pos_int("RepeatVector.n", self.n, 1, 1 << 24)
+        self.n = _pos_int("RepeatVector.n", self.n, 0, 1 << 24)
 
     input_size = property(lambda self: self.size)
     output_size = property(lambda self: self.size)
 
     def steps(self, T):
-        return self.n
+        """Steps after it, T the steps of the sequence before the layer that ended it."""
+        return self.n or T
 
     def tensors(self):
         return {}

@@ -66,6 +66,12 @@ def act(a, x):
             return x * _sigmoid(x)
         if k == "relu6":
             return np.clip(x, 0.0, 6.0)
+        if k == "mish":
+            return x * np.tanh(np.logaddexp(0.0, x))
+        if k == "hardswish":
+            return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+        if k == "clip":
+            return np.clip(x, al, be)
         if k == "softmax":
             e = np.exp(x - x.max(axis=-1, keepdims=True))
             return e / e.sum(axis=-1, keepdims=True)
@@ -351,6 +357,8 @@ def run(layers, x, lengths=None, initial_state=None, matmul=_matmul):
     states_out = []
     si = 0
     for layer in rest:
+        if h.ndim == 3:
+            steps = h.shape[1]          # a RepeatVector of n 0 repeats as many steps as the last sequence had
         if isinstance(layer, Masking):
             mask = np.any(h != layer.mask_value, axis=-1)
             h = h * mask[..., None]      # Keras: masked steps are zeroed
@@ -378,7 +386,7 @@ def run(layers, x, lengths=None, initial_state=None, matmul=_matmul):
         elif isinstance(layer, Pool1D):
             h, mask, pool_mask = _pool1d(layer, h), None, None
         elif isinstance(layer, RepeatVector):
-            h = np.repeat(h[:, None, :], layer.n, axis=1)
+            h = np.repeat(h[:, None, :], layer.n or steps, axis=1)
         elif isinstance(layer, Flatten):
             if h.shape[1] != layer.n:
                 raise ShapeError(f"Flatten of {layer.n} steps given {h.shape[1]}")

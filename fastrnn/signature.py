@@ -177,11 +177,18 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
     axes = sig.get("axes")
     if axes is not None:
         core = ["B", "T", "F"] if output_is_sequence else ["B", "F"]
-        if not isinstance(axes, list) or not all(isinstance(a, str) and a in ("B", "T", "F", "1") for a in axes) \
-                or [a for a in axes if a != "1"] not in (core, core[:-1] if output_size == 1 else core) \
-                or not axes or axes[0] != "B" or outs is not None or graph is not None:
+        split = [a for a in axes if _split_axis(a)] if isinstance(axes, list) else []
+        k = int(np.prod([int(a[1:]) for a in split])) if split else 1
+        if not isinstance(axes, list) or not all(isinstance(a, str) and (a in ("B", "T", "F", "1") or _split_axis(a))
+                                                 for a in axes) \
+                or [a for a in axes if a != "1" and a not in split] not in (core, core[:-1] if output_size == 1 else core) \
+                or not axes or axes[0] != "B" or outs is not None or graph is not None \
+                or split and ("F" not in axes or axes[axes.index("F") - len(split):axes.index("F")] != split
+                              or output_size % k):
             raise ModelFormatError(f"signature axes {axes!r}: expected {core} with unit axes '1' after 'B' "
-                                   f"(and without 'F' only for one output feature), on a single-output model")
+                                   f"(and without 'F' only for one output feature), the features possibly split "
+                                   f"as '#k' axes right before 'F' (k dividing the output size), on a "
+                                   f"single-output model")
     if head is not None:
         head = {"from": head["from"], "parts": [list(p) for p in head["parts"]]}     # checked by head_parts
     return {"outputs": outs, "states": states, "time": time, "graph": graph, "axes": axes, "head": head}
@@ -243,6 +250,11 @@ def _check_graph(g, state_dims, output_size, output_is_sequence, input_size=None
             return False
         atoms = [p for l in axes for p in (l.split("*") if kind == "y" and "*" in l else [l])]
         merged = [l for l in axes if "*" in l]
+        split = [l for l in atoms if kind == "y" and _split_axis(l)]      # the features split: '#k' before 'F'
+        if split and ("F" not in atoms or atoms[atoms.index("F") - len(split):atoms.index("F")] != split
+                      or output_size % int(np.prod([int(l[1:]) for l in split]))):
+            return False
+        atoms = [l for l in atoms if l not in split]
         return all(l in _LABELS[kind] for l in atoms) \
             and all(set(l.split("*")) <= {"B", "T"} and len(l.split("*")) == 2 for l in merged) \
             and all(atoms.count(l) == 1 for l in need) and all(atoms.count(l) <= 1 for l in atoms if l != "1")
@@ -342,13 +354,25 @@ def outputs_list(sig, y, native):
     return res
 
 
+def _split_axis(a):
+    """'#k': k of the features' rows, outer to the rest ('F'): torch's fc(h).view(B, k, -1)."""
+    return isinstance(a, str) and a[:1] == "#" and a[1:].isdigit() and 1 <= int(a[1:]) <= 1 << 24 and a[1:2] != "0"
+
+
+def _axis_sizes(axes, shape):
+    """The size of each label of axes for an engine y of `shape` ((B, T, F) or (B, F))."""
+    sizes = dict(zip(["B", "T", "F"] if len(shape) == 3 else ["B", "F"], shape))
+    k = [int(a[1:]) for a in axes if _split_axis(a)]
+    sizes["F"] //= int(np.prod(k)) if k else 1
+    return [1 if a == "1" else int(a[1:]) if _split_axis(a) else sizes[a] for a in axes]
+
+
 def shape_y(sig, y):
     """predict's y from the engine's (B, T, F) / (B, F): sig["axes"] (see above)."""
     axes = sig["axes"]
     if axes is None:
         return y
-    sizes = dict(zip(["B", "T", "F"] if y.ndim == 3 else ["B", "F"], y.shape))
-    return y.reshape([1 if a == "1" else sizes[a] for a in axes])
+    return y.reshape(_axis_sizes(axes, y.shape))
 
 
 def output_shapes(sig, state_dims, output_size, steps, batch, time, longest=None):
@@ -369,8 +393,7 @@ def output_shapes(sig, state_dims, output_size, steps, batch, time, longest=None
     if sig["outputs"] is None:
         axes = sig["axes"]
         if axes is not None:
-            sizes = dict(zip(["B", "T", "F"] if len(y) == 3 else ["B", "F"], y))
-            y = tuple(1 if a == "1" else sizes[a] for a in axes)
+            y = tuple(_axis_sizes(axes, y))
         return [y]
     out = []
     for o in sig["outputs"]:

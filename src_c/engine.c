@@ -91,7 +91,7 @@ static void window_steps(const layer *L, int T, int *pb, int *pa, int *To) {
 /* steps after layer L for T steps before it */
 static int layer_steps(const layer *L, int T) {
     int pb, pa, To;
-    if (L->type == L_REPEAT) return L->repeat_n;
+    if (L->type == L_REPEAT) return L->repeat_n ? L->repeat_n : T;   /* T passes a pool unchanged */
     if (L->type == L_FLAT) return T == L->repeat_n;      /* one vector, of exactly that many steps */
     if (L->type != L_CONV && L->type != L_POOL1) return T;
     window_steps(L, T, &pb, &pa, &To);
@@ -363,7 +363,8 @@ frnn_status frnn_model_add_masking(frnn_model *m, int size, float mask_value) {
 /* width: the columns the activation acts on (mul_halves needs an even number) */
 static int act_ok(frnn_act a, int rowwise_ok, int width) {
     if (a.kind == FRNN_ACT_MUL_HALVES) return rowwise_ok && width % 2 == 0;
-    return (a.kind >= 0 && a.kind <= FRNN_ACT_GELU_TANH) ||
+    if (a.kind == FRNN_ACT_CLIP) return a.alpha <= a.beta;          /* false for a NaN bound */
+    return (a.kind >= 0 && a.kind <= FRNN_ACT_HARDSWISH) ||
            (rowwise_ok && (a.kind == FRNN_ACT_SOFTMAX || a.kind == FRNN_ACT_LOG_SOFTMAX ||
                            (a.kind == FRNN_ACT_LAYER_NORM && isfinite(a.alpha) && a.alpha >= 0) ||
                            (a.kind == FRNN_ACT_L2_NORMALIZE && isfinite(a.alpha) && a.alpha >= 0 &&
@@ -547,7 +548,7 @@ frnn_status frnn_model_add_pool1d(frnn_model *m, int size, int kind, int window,
 }
 
 frnn_status frnn_model_add_repeat(frnn_model *m, int size, int n) {
-    if (size < 1 || n < 1 || n > 1 << 24) return FRNN_EINVAL;
+    if (size < 1 || n < 0 || n > 1 << 24) return FRNN_EINVAL;     /* n 0: the steps the sequence had */
     NEW_LAYER(L, m, L_REPEAT)
     L->in = L->out = size;
     L->repeat_n = n;
@@ -1361,12 +1362,14 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
                            (size_t)L->in * 4);
             seq = 0; has_mask = 0;
             break;
-        case L_REPEAT:
+        case L_REPEAT: {
+            const int n = layer_steps(L, Tc);
             for (int b = 0; b < B; b++)
-                for (int t = 0; t < L->repeat_n; t++)
-                    memcpy(out + ((int64_t)b * L->repeat_n + t) * L->out, cur + b * ld, (size_t)L->out * 4);
-            Tc = L->repeat_n; seq = 1;
+                for (int t = 0; t < n; t++)
+                    memcpy(out + ((int64_t)b * n + t) * L->out, cur + b * ld, (size_t)L->out * 4);
+            Tc = n; seq = 1;
             break;
+        }
         default:
             run_rec(m, L, c, cur, ld, ids, has_mask == 1 ? c->mask : NULL, lenok, out);   /* 2: pools only */
             if (!L->d.return_sequences) { seq = 0; has_mask = 0; }

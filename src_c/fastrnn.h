@@ -36,6 +36,8 @@ enum {
     FRNN_ACT_AFFINE = 8, FRNN_ACT_LEAKY_RELU = 9, FRNN_ACT_THRESHOLDED_RELU = 10,
     FRNN_ACT_SCALED_TANH = 11, FRNN_ACT_SELU = 12, FRNN_ACT_EXPONENTIAL = 13, FRNN_ACT_SILU = 14,
     FRNN_ACT_RELU6 = 15, FRNN_ACT_GELU = 16 /* x Phi(x) */, FRNN_ACT_GELU_TANH = 17 /* tanh form */,
+    FRNN_ACT_MISH = 18 /* x tanh(softplus(x)) */, FRNN_ACT_HARDSWISH = 19 /* x relu6(x + 3) / 6 */,
+    FRNN_ACT_CLIP = 20 /* min(max(x, alpha), beta) */,
     FRNN_ACT_SOFTMAX = 32, FRNN_ACT_LOG_SOFTMAX = 33,  /* row-wise, Dense/Activation only */
     FRNN_ACT_LAYER_NORM = 34,  /* row-wise: (x - mean) / sqrt(var + alpha), alpha the epsilon */
     FRNN_ACT_L2_NORMALIZE = 35, /* row-wise: x / max(||x||, alpha) (beta 0) or x / (||x|| + alpha) (beta 1) */

@@ -8,7 +8,7 @@ import pytest
 from conftest import dense, rec
 
 import fastrnn
-from fastrnn import ir
+from fastrnn import ir, reference
 
 
 def every_layer_kind(rng):
@@ -206,3 +206,51 @@ def test_version_5_features_in_an_older_file_are_refused(what, tmp_path):
     with pytest.raises(fastrnn.ModelFormatError, match="version 5"):
         fastrnn.load(tmp_path / "old.frnn")
     assert fastrnn.load(tmp_path / "m.frnn").layers[1].options() == layers[1].options()
+
+
+@pytest.mark.parametrize("what", ["mish", "hardswish", "clip", "repeat_own_steps"])
+def test_version_7_features(what, tmp_path):
+    """The mish, hardswish and clip activations and a RepeatVector of the sequence's own steps
+    (n 0) are format version 7: written as such, read back to the same numbers, refused in a file
+    that claims version 6 (a reader of version 6 has no such kinds); a model without them is still
+    written at the lowest version that holds it."""
+    rng = np.random.default_rng(1)
+    if what == "repeat_own_steps":
+        layers = [rec(rng, "gru", 3, 4, return_sequences=False), ir.RepeatVector(4, 0), rec(rng, "lstm", 4, 2)]
+    else:
+        act = ir.Act(what, -0.25, 0.5) if what == "clip" else ir.Act(what)
+        layers = [rec(rng, "gru", 3, 4), ir.Dense(rng.normal(size=(2, 4)), None, act)]
+    m = fastrnn.Model(layers)
+    m.save(tmp_path / "m.frnn")
+    raw = (tmp_path / "m.frnn").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    assert json.loads(raw[8:8 + n])["__metadata__"]["format_version"] == "7"
+    x = rng.normal(size=(2, 6, 3)).astype(np.float32)
+    back = fastrnn.load(tmp_path / "m.frnn")
+    np.testing.assert_array_equal(back.predict(x), m.predict(x))
+    np.testing.assert_allclose(m.predict(x), reference.run(m.layers, x)[0], rtol=1e-5, atol=1e-6)
+    if what == "repeat_own_steps":
+        assert m.predict(x).shape == (2, 6, 2) and m.predict(x[:, :4]).shape == (2, 4, 2)
+    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v6.frnn", format_version="6")
+    with pytest.raises(fastrnn.ModelFormatError, match="version 7"):
+        fastrnn.load(tmp_path / "v6.frnn")
+    with pytest.raises(fastrnn.ModelFormatError, match="lower bound"):
+        ir.Act("clip", 1.0, -1.0)
+
+
+def test_signature_axes_split_the_features(tmp_path):
+    """Signature axes '#k' view the features as (k, F / k) (a forecaster's fc(h).view(B, horizon,
+    n_features)): predict and output_shapes give that shape, saved and loaded; a k that does not
+    divide the features, a '#k' not right before 'F', or a malformed one is a ModelFormatError."""
+    rng = np.random.default_rng(3)
+    layers = [rec(rng, "gru", 3, 4, return_sequences=False), dense(rng, 4, 12)]
+    x = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    plain = fastrnn.Model(layers).predict(x)
+    m = fastrnn.Model(layers, signature={"axes": ["B", "#4", "F"]})
+    np.testing.assert_array_equal(m.predict(x), plain.reshape(2, 4, 3))
+    assert m.output_shapes(batch_size=2, time_steps=5) == [(2, 4, 3)]
+    m.save(tmp_path / "m.frnn")
+    np.testing.assert_array_equal(fastrnn.load(tmp_path / "m.frnn").predict(x), plain.reshape(2, 4, 3))
+    for bad in (["B", "#5", "F"], ["B", "F", "#4"], ["B", "#0", "F"], ["B", "#x", "F"], ["B", "#4"]):
+        with pytest.raises(fastrnn.ModelFormatError, match="signature axes"):
+            fastrnn.Model(layers, signature={"axes": bad})

@@ -9,7 +9,7 @@ from fastrnn import ir, reference
 
 GRID = np.concatenate([np.linspace(-12, 12, 4801), np.linspace(-0.7, 0.7, 1401),
                        [-100.0, -87.5, -30.0, -1e-6, -1e-30, 0.0, 1e-30, 1e-6, 30.0, 80.0, 100.0]])
-PARAMS = {"hard_sigmoid": (1 / 6, 0.5), "elu": (0.7, 0), "affine": (0.8, -0.3), "leaky_relu": (0.1, 0),
+PARAMS = {"hard_sigmoid": (1 / 6, 0.5), "clip": (-0.5, 2.0), "elu": (0.7, 0), "affine": (0.8, -0.3), "leaky_relu": (0.1, 0),
           "thresholded_relu": (0.25, 0), "scaled_tanh": (1.7, 0.66)}
 # absolute error bounds (|y| <= ~1) and relative ones for unbounded kinds
 ABS = {"sigmoid": 2e-7, "tanh": 3e-7, "softsign": 2e-7, "hard_sigmoid": 1e-7, "scaled_tanh": 6e-7}

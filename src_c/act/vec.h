@@ -201,6 +201,11 @@ FRNN_INLINE vf v_gelu(vf x) {
     return v_mul(x, phi);
 }
 
+/* log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|) */
+FRNN_INLINE vf v_softplus(vf x) {
+    return v_add(v_max(v_zero(), x), v_log1p_unit(v_exp(v_sub(v_zero(), v_abs(x)))));
+}
+
 /* any elementwise kind (not the row-wise softmax ones) */
 static vf act_generic(frnn_act a, vf x) {
     vf one = v_set1(1.0f), zero = v_zero();
@@ -213,8 +218,7 @@ static vf act_generic(frnn_act a, vf x) {
     case FRNN_ACT_ELU:
         return v_select(v_gt(x, zero), x, v_mul(v_set1(a.alpha), v_sub(v_exp(x), one)));
     case FRNN_ACT_SOFTSIGN: return v_div(x, v_add(one, v_abs(x)));
-    case FRNN_ACT_SOFTPLUS:
-        return v_add(v_max(zero, x), v_log1p_unit(v_exp(v_sub(zero, v_abs(x)))));
+    case FRNN_ACT_SOFTPLUS: return v_softplus(x);
     case FRNN_ACT_AFFINE: return v_fma(v_set1(a.alpha), x, v_set1(a.beta));
     case FRNN_ACT_LEAKY_RELU: return v_select(v_ge(x, zero), x, v_mul(v_set1(a.alpha), x));
     case FRNN_ACT_THRESHOLDED_RELU: return v_select(v_gt(x, v_set1(a.alpha)), x, zero);
@@ -231,6 +235,10 @@ static vf act_generic(frnn_act a, vf x) {
         return v_mul(v_mul(v_set1(0.5f), x),
                      v_add(one, v_tanh(v_mul(v_set1(0.7978845608f),
                                              v_fma(v_mul(v_set1(0.044715f), x), v_mul(x, x), x)))));
+    case FRNN_ACT_MISH: return v_mul(x, v_tanh(v_softplus(x)));
+    case FRNN_ACT_HARDSWISH:     /* as torch computes it: x * relu6(x + 3) / 6 */
+        return v_div(v_mul(x, v_min(v_set1(6.0f), v_max(zero, v_add(x, v_set1(3.0f))))), v_set1(6.0f));
+    case FRNN_ACT_CLIP: return v_min(v_set1(a.beta), v_max(v_set1(a.alpha), x));   /* NaN passes */
     default: return x;   /* linear */
     }
 }
