@@ -122,6 +122,39 @@ def _state(low):
     return low.sx
 
 
+def at_last_step(low, v):
+    """Whether v, a step value, reads only the last step of sequences (out[:, -1] and per-step
+    layers and arithmetic of it), no cell state: a head's value, not a loop's. Such a value is a
+    tensor of the pipeline (graph._arith resolves it before a product or sum of two of them,
+    which no cell matcher needs to see)."""
+    seen, todo = set(), [v]
+    while todo:
+        n = todo.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n, G.PS):
+            if n.src[0] != "seq" or n.t != G._ps_steps(low, n.src) - 1:
+                return False
+        elif isinstance(n, Leaf):
+            todo.append(n.ps)
+        elif isinstance(n, (ZLeaf, ILeaf)):
+            return False
+        elif isinstance(n, (Add, Mul)):
+            todo += [n.a, n.b]
+        elif isinstance(n, Aff):
+            todo.append(n.src)
+        elif isinstance(n, Atom):
+            todo.append(n.arg)
+        elif isinstance(n, Lead):
+            todo.append(n.inner)
+        elif isinstance(n, Cat):
+            todo += list(n.parts)
+        elif not isinstance(n, Const):
+            return False
+    return True
+
+
 def lift(low, v):
     """v as (node, leading unit axes)."""
     if isinstance(v, Lead):

@@ -206,6 +206,7 @@ class Lowering:
         self.bind = {}                # "x0"/"x1" -> "B"/"T"
         self.xsizes = {}              # "x0"/"x1" -> the example input's size
         self.static = set()           # input labels the capture fixed to the example's size (torch.export)
+        self.guessed_repeats = []     # (ir.RepeatVector of n 0, the example's steps): graph._tile
         self.rnn_out = {}             # index in rnns -> the output sequence of a torch-layout recurrent op
         self.input_ids = None
         self.takes_lengths = False
@@ -773,10 +774,14 @@ def _what(v):
         return f"the attention pools of {len(v.pools)} heads (B, heads, F)"
     if isinstance(v, QScore):
         return "attention scores against the final state"
+    if isinstance(v, FeatSplit):
+        return f"features viewed as {v.ks + (v.x.width // int(np.prod(v.ks)),)} (forward's output only)"
     if isinstance(v, IdMask):
-        return f"a mask of the padding id {v.pad}" + (" (its count of steps)" if v.count else "")
+        return (f"a mask of the padding id {v.pad}" if v.pad != LENGTHS else "a mask of the steps before lengths") + \
+            (" (its count of steps)" if v.count else "")
     if isinstance(v, MaskedPT):
-        return f"a sequence under a mask of the padding id {v.pad} (read by a pooling over time only)"
+        return f"a sequence under a mask of {'the padding id ' + str(v.pad) if v.pad != LENGTHS else 'lengths'} " \
+               f"(read by a pooling over time only)"
     return type(v).__name__
 
 
@@ -914,6 +919,10 @@ def _embedding(low, weight, indices, padding_idx=None, scale_grad_by_freq=False,
         low.fail("Embedding(max_norm=...) renormalises rows at lookup: not supported")
     if not isinstance(weight, np.ndarray) or weight.ndim != 2:
         low.fail("an embedding whose table is not a constant matrix")
+    if isinstance(indices, np.ndarray) and indices.dtype.kind in "iu":     # positions arange(T): rows of the table
+        if indices.size and (indices.min() < 0 or indices.max() >= weight.shape[0]):
+            low.fail(f"an embedding of constant indices outside its {weight.shape[0]} rows")
+        return weight[indices].astype(np.float32)
     if not isinstance(indices, PT) or indices.pos != 0 or low.layers or indices.width is not None:
         low.fail("an Embedding must read the model's input (token ids) first")
     low.input_ids = True
@@ -1049,7 +1058,8 @@ def activation(low, x, kind, alpha=None, dim=None, beta=None):
 
 
 for _name, _kind in (("sigmoid", "sigmoid"), ("tanh", "tanh"), ("relu", "relu"), ("selu", "selu"),
-                     ("silu", "silu"), ("softsign", "softsign"), ("relu6", "relu6"), ("exp", "exponential")):
+                     ("silu", "silu"), ("softsign", "softsign"), ("relu6", "relu6"), ("exp", "exponential"),
+                     ("mish", "mish"), ("hardswish", "hardswish")):
     handles(_name, _name + "_")((lambda k: lambda low, x, *a, **kw: activation(low, x, k))(_kind))
 
 
@@ -1103,11 +1113,25 @@ def _clamp(low, x, lo=None, hi=None):
         if lo is not None:
             x = cells.act(low, x, "max", float(lo))
         return x if hi is None else cells.act(low, x, "min", float(hi))
+    return _clip(low, x, lo, hi)
+
+
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def _clip(low, x, lo, hi):
+    """x bounded to [lo, hi] (either None: unbounded) on the pipeline: relu, relu6, or the clip
+    activation (an absent bound is the float32 maximum: only an infinite input tells)."""
+    if lo is None and hi is None:
+        return x
     if (lo, hi) == (0, None):
         return activation(low, x, "relu")
     if (lo, hi) == (0, 6):
         return activation(low, x, "relu6")
-    low.fail(f"a clamp to [{lo}, {hi}] of {_what(x)} (only of steps of an unrolled cell, or relu / relu6)")
+    lo, hi = (-_FLT_MAX if lo is None else float(lo)), (_FLT_MAX if hi is None else float(hi))
+    if not lo <= hi:
+        low.fail(f"a clamp to [{lo}, {hi}] (an empty range)")
+    return activation(low, x, "clip", alpha=lo, beta=hi)
 
 
 handles("clamp_max")(lambda low, x, hi: _clamp(low, x, None, hi))
@@ -1137,9 +1161,63 @@ def _leaky_relu(low, x, negative_slope=0.01, *args):
 
 @handles("hardtanh", "hardtanh_")
 def _hardtanh(low, x, min_val=-1.0, max_val=1.0, *args):
-    if (min_val, max_val) == (0, 6):
-        return activation(low, x, "relu6")
-    low.fail(f"hardtanh({min_val}, {max_val}) (only relu6's (0, 6) has an equivalent)")
+    return _clamp(low, x, float(min_val), float(max_val))
+
+
+@handles("pow")
+def _pow(low, x, e):
+    """x ** 2 (x * x, a gating product of x with itself); of constants, folded."""
+    if _is_const(x) and _is_const(e):
+        return np.power(np.asarray(x, np.float32), np.asarray(e, np.float32))
+    if not _is_num(e) or float(e) not in (1.0, 2.0):
+        low.fail(f"a power {e!r} of {_what(x)} (only squares, x ** 2)")
+    return x if float(e) == 1 else _arith(low, "mul", x, x)
+
+
+handles("square")(lambda low, x: _pow(low, x, 2))
+
+
+@handles("_weight_norm", "_weight_norm_interface")
+def _weight_norm(low, v, g, dim=0):
+    """nn.utils.weight_norm's weight g * v / ||v|| (the norm over every axis but dim): folded."""
+    if not (isinstance(v, np.ndarray) and isinstance(g, np.ndarray)):
+        low.fail("a weight_norm of weights that are not constants")
+    v64 = v.astype(np.float64)
+    axes = tuple(i for i in range(v.ndim) if i != dim % v.ndim) if dim is not None and dim != -1 or v.ndim == 1 \
+        else tuple(range(v.ndim))
+    w = v64 * (g.astype(np.float64) / np.sqrt((v64 * v64).sum(axis=axes, keepdims=True)))
+    return w.astype(np.float32)
+
+
+@handles("hard_sigmoid")
+def _hard_sigmoid(low, x, alpha=0.2, beta=0.5):
+    """clip(alpha x + beta, 0, 1) (ONNX HardSigmoid, Keras's hard_sigmoid)."""
+    return activation(low, x, "hard_sigmoid", alpha=float(alpha), beta=float(beta))
+
+
+@handles("hardsigmoid", "hardsigmoid_")
+def _hardsigmoid(low, x):
+    """torch's relu6(x + 3) / 6: the hard_sigmoid kind with alpha 1/6, beta 1/2."""
+    return _hard_sigmoid(low, x, 1 / 6, 0.5)
+
+
+@handles("prelu", "_prelu_kernel")
+def _prelu(low, x, weight):
+    """nn.PReLU: one learned slope is leaky_relu; a slope per feature is relu(x) - a relu(-x),
+    two branches the pipeline already runs (a Dense of [I; -I], relu, a Dense of [I, -diag(a)]),
+    each output exact (x or a x plus zeros)."""
+    if not isinstance(weight, np.ndarray):
+        low.fail("a PReLU whose slope is not a constant")
+    a = np.asarray(weight, np.float32).reshape(-1)
+    if a.size == 1:
+        return activation(low, x, "leaky_relu", alpha=float(a[0]))
+    x = low.tensor(x)
+    if x.width != a.size or len(x.axes) < 2 or low.lab(x.axes[1]) != "F":    # torch's channels: dim 1
+        low.fail(f"a PReLU of {a.size} slopes over {low.shape(x)} (one slope per feature, the features on dim 1)")
+    n, eye = a.size, np.eye(a.size, dtype=np.float32)
+    y = low.append(ir.Dense(np.concatenate([eye, -eye], 0)), low.whole(low.reach(x)), 2 * n)
+    y = activation(low, y, "relu")
+    return low.append(ir.Dense(np.concatenate([eye, -np.diag(a)], 1)), y, n)
 
 
 @handles("softplus")
@@ -1230,6 +1308,9 @@ def _arith(low, op, a, b, alpha=1):
         r = _att_arith(low, op, a, b)          # attention weights (Att)
         if r is not None:
             return r
+    if any(map(cells.loopish, (a, b))) and all(
+            cells.at_last_step(low, v) if cells.loopish(v) else isinstance(v, (PT, HN)) for v in (a, b)):
+        a, b = low.tensor(a), low.tensor(b)    # two values of a head on out[:, -1] (a gate times a value)
     if _step_arith(a, b):
         if alpha != 1:
             if not _is_const(b):
@@ -1250,6 +1331,13 @@ def _arith(low, op, a, b, alpha=1):
         m = _masked_mean(low, a, b)
         if m is not None:
             return m
+    sym = getattr(b, "sym", None)
+    if op == "div" and isinstance(a, Pooled) and a.kind == "sum" and a.over is None and a.mask is None \
+            and not a.x.padded and _is_num(b) and b == low.size("T") \
+            and (sym is not None and low.lab(sym) == "T" or sym is None and low._label_of("T") in low.static):
+        # out.sum(1) / x.size(1): the mean. torch.export fixed the time axis (an nn.LSTM's), so the
+        # size is the example's number; the module capture checks the reading on a longer input
+        return replace(a, kind="mean")
     if _is_const(a) and _is_const(b):
         r = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
              "rsub": lambda p, q: q - p}[op](a, b * alpha if op in ("add", "sub") else b)
@@ -1465,8 +1553,8 @@ def _view(low, x, *shape):
     if un is not None:
         return un
     x = _layout(low, x)
-    if shape and int(shape[-1]) == 1 and len(shape) > len(x.axes):
-        x = _as_series(low, x) or x             # view(B, T, 1) of a (B, T) series
+    if shape and int(shape[-1]) == 1 and len(shape) > len(x.axes) and getattr(x, "width", None) != 1:
+        x = _as_series(low, x) or x             # view(B, T, 1) of a (B, T) series (a (T, 1) input keeps its F)
     return _reshape(low, x, shape)
 
 
@@ -1491,6 +1579,9 @@ def _reshape(low, x, shape):
         d = _directions_split(low, x, tgt)
         if d is not None:
             return d
+        s = _features_split(low, x, sizes, tgt)
+        if s is not None:
+            return s
     if axes is None:
         low.fail(f"view{tuple(shape)} of a tensor with axes {_axes_str(low.lab(x.axes))} and shape "
                  f"{tuple(sizes)}: not a flattening or unflattening of whole axes")
@@ -1503,6 +1594,30 @@ def _reshape(low, x, shape):
     if _featureless(low, x) and axes and axes[-1] == "1":
         axes[-1] = "F"                           # view(T, 1, -1) of a series: its feature axis
     return replace(x, axes=tuple(axes))
+
+
+@dataclass(frozen=True)
+class FeatSplit:
+    """The features of x viewed as (k..., F): a multi-step forecaster's self.fc(h).view(B, horizon,
+    n_features). Forward's output only: predict reshapes the engine's y the same way (signature
+    axes '#k', fastrnn/signature.py)."""
+    x: PT
+    ks: tuple
+
+
+def _features_split(low, x, sizes, tgt):
+    """view(B, k, F) of a (B, k*F) tensor (the leading axes kept, the last one split); None if it
+    is not that."""
+    labels = [low.lab(a) for a in x.axes]
+    n = len(sizes)
+    if x.width is None or x.dirs != 1 or x.packed or labels[-1] != "F" or len(tgt) <= n \
+            or list(tgt[:n - 1]) != list(sizes[:n - 1]) or any(int(k) < 1 for k in tgt[n - 1:]) \
+            or int(np.prod(tgt[n - 1:])) != x.width:
+        return None
+    ks = tuple(int(k) for k in tgt[n - 1:-1] if int(k) != 1)
+    if not ks:
+        return None
+    return FeatSplit(x, ks)
 
 
 def _hn_split(low, x, sizes, tgt):
@@ -1671,9 +1786,9 @@ def _unsqueeze(low, x, dim):
         axes = list(x.axes)
         axes.insert(dim % (len(axes) + 1), "1")
         return replace(x, axes=tuple(axes))
-    if isinstance(x, Input) and x.index == low.lengths_index and len(x.shape) == 1 \
-            and dim in (1, -1):                 # lengths.unsqueeze(1): a column to divide a pooled sum by
-        return replace(x, shape=(x.shape[0], 1))
+    if isinstance(x, Input) and len(x.shape) == 1 and (x.rows is None or tuple(x.rows) == tuple(range(x.shape[0]))) \
+            and dim in (1, -1):                 # lengths.unsqueeze(1), lengths[:, None]: a column (a divisor, a mask)
+        return replace(x, shape=(x.shape[0], 1), rows=None, row_axis=None)
     if isinstance(x, Att):
         axes = list(x.axes)
         axes.insert(dim % (len(axes) + 1), "1")
@@ -2000,9 +2115,14 @@ def _getitem(low, x, idx):
         return x[idx]
     if isinstance(x, np.ndarray) and not isinstance(idx, (PT, HN)):
         return x[idx]
+    items = idx if isinstance(idx, tuple) else (idx,)
+    if isinstance(x, Input) and all(it is None or it == slice(None) for it in items):   # lengths[:, None]
+        for dim, it in enumerate(items):
+            if it is None:
+                x = _unsqueeze(low, x, dim)
+        return x
     if not isinstance(x, (PT, HN, Zeros)):
         low.fail(f"indexing {_what(x)}")
-    items = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(it, (StepIdx, np.ndarray, range)) for it in items):
         return _index(low, x, [None if isinstance(it, slice) and it == slice(None) else
                                np.arange(it.start, it.stop, it.step) if isinstance(it, range) else it for it in items])
@@ -2034,6 +2154,10 @@ def _cat(low, tensors, dim=0):
     if step is not None:
         return step
     tensors = _steps_as_ps(low, tensors)
+    if len(tensors) > 1 and any(isinstance(t, PS) for t in tensors) and all(
+            isinstance(t, (PT, HN)) or isinstance(t, PS) and cells.at_last_step(low, t)
+            and not any(op[0] == "unsq" for op in t.ops) for t in tensors):
+        tensors = [low.tensor(t) for t in tensors]    # torch.cat([out[:, -1], x[:, -1]], 1): last steps side by side
     if any(isinstance(t, Pooled) for t in tensors) and any(isinstance(t, HN) for t in tensors):
         tensors = _finals_as_pools(low, tensors)
     if tensors and all(isinstance(t, Pooled) for t in tensors):      # pools side by side: one layer
@@ -2360,11 +2484,17 @@ def _pad(low, seq, batch_first=False, padding_value=0.0, total_length=None):
 @dataclass(frozen=True)
 class IdMask:
     """ids != pad (keep=True: true at the steps kept) or ids == pad (keep=False); axes: the ids',
-    unit axes "1" where unsqueezed. count: its sum over time (the number of kept steps per row)."""
-    pad: int
+    unit axes "1" where unsqueezed. count: its sum over time (the number of kept steps per row).
+    pad LENGTHS: arange(T)[None, :] < lengths[:, None], each row's first lengths steps (inp: the
+    lengths argument's Input.index), read as pools over the valid steps (_lengths_mask)."""
+    pad: int | str
     keep: bool
     axes: tuple
     count: bool = False
+    inp: int | None = None
+
+
+LENGTHS = "lengths"
 
 
 @dataclass(frozen=True)
@@ -2377,7 +2507,58 @@ class MaskedPT:
 
 
 def _mask_over(pad):
-    return {} if pad is None else {"over": "valid", "mask": pad}
+    return {} if pad is None else {"over": "valid"} if pad == LENGTHS else {"over": "valid", "mask": pad}
+
+
+def _mask_key(p):
+    """What a pool's steps are masked by: its padding id, LENGTHS, or None."""
+    return p.mask if p.mask is not None else LENGTHS if p.over == "valid" else None
+
+
+def _lengths_mask(low, op, a, b):
+    """arange(T)[None, :] < lengths[:, None] (or lengths.unsqueeze(1) > arange(T); >= / <= give the
+    padding steps): the mask of each row's first lengths steps, an IdMask of pad LENGTHS; None
+    when a op b is not that. The capture fixed T to the example's (an arange of it)."""
+    if isinstance(a, Input) and _is_const(b):
+        a, b, op = b, a, {"gt": "lt", "le": "ge", "lt": "gt", "ge": "le"}.get(op)
+    if op not in ("lt", "ge") or not isinstance(b, Input) or not _is_const(a):
+        return None
+    r = np.asarray(a)
+    if r.dtype.kind not in "iuf" or r.ndim not in (1, 2) or r.shape[:-1] not in ((), (1,)) \
+            or not np.array_equal(r.reshape(-1), np.arange(r.size)) or len(b.shape) != 2 or b.shape[1] != 1 \
+            or b.rows is not None:
+        return None
+    bl, tl = low._label_of("B"), low._label_of("T")
+    if bl is None or tl is None:               # before the input's axes are bound: by their example sizes
+        bl, tl = (next((k for k in ("x0", "x1") if k not in low.bind and low.xsizes.get(k) == n
+                        and low.xsizes.get("x0") != low.xsizes.get("x1")), None) for n in (b.shape[0], r.size))
+    if bl is None or tl is None or bl == tl or low.size(bl) != b.shape[0] or low.size(tl) != r.size:
+        return None
+    return IdMask(LENGTHS, op == "lt", (bl, tl), inp=b.index)
+
+
+def _lengths_role(low, m):
+    """A mask of lengths read by a pool: its argument is predict's lengths. Without packing, the
+    layers so far ran over the padding; their steps before each row's length are those of a run
+    with lengths only when every one is causal (nothing reads later steps)."""
+    if m.pad != LENGTHS:
+        return
+    if low.lengths_index is None:
+        _causal_so_far(low, "a mask of the steps before lengths")
+        low.takes_lengths = True
+        low.lengths_index = m.inp
+        low.length_inputs.add(m.inp)       # an ONNX graph input of role "lengths"
+    elif m.inp != low.lengths_index:
+        low.fail("a mask of the steps before another argument than pack_padded_sequence's lengths")
+
+
+def _causal_so_far(low, what):
+    bad = [l for l in low.layers if not isinstance(l, (ir.Embedding, ir.Dense, ir.Activation))
+           and not (isinstance(l, ir.Recurrent) and l.direction == "forward" and l.return_sequences)]
+    if bad or not low.rnns:
+        low.fail(f"{what} after {type(bad[0]).__name__ + (' ' + bad[0].direction if isinstance(bad[0], ir.Recurrent) else '') if bad else 'no recurrent layer'} "
+                 f"(without pack_padded_sequence, only after causal layers: their steps then depend on the "
+                 f"padding)")
 
 
 def _is_ids(low, x):
@@ -2406,7 +2587,11 @@ def _compare(low, op, a, b):
     if isinstance(a, IdMask) and not a.count and ((c in (0, 1) and op in ("eq", "ne")) or (op, c) == ("gt", 0)):
         same = op == "gt" or (op == "eq") == (c == 1)     # mask == 1, mask != 0, mask > 0: itself
         return a if same else replace(a, keep=not a.keep)
-    low.fail(f"{op} of {_what(a)} and {_what(b)} (comparisons make masks of the token ids only: ids != pad)")
+    m = _lengths_mask(low, op, a, b)
+    if m is not None:
+        return m
+    low.fail(f"{op} of {_what(a)} and {_what(b)} (comparisons make masks of the token ids, ids != pad, and of "
+             f"the steps before lengths, arange(T)[None, :] < lengths[:, None])")
 
 
 for _op in ("eq", "ne", "gt", "lt", "ge", "le"):
@@ -2437,13 +2622,15 @@ def _mask_arith(low, op, a, b):
         if not a.keep:
             low.fail("a product with the padding steps' mask (ids == pad): only the kept steps' (ids != pad)")
         if isinstance(b, Att) and b.stage == "exp" and _mask_fits(low, a, b, False):
+            _lengths_role(low, a)
             return replace(b, mask=a.pad)               # exp(scores) * mask (the Kaggle Attention's)
         if isinstance(b, PT) and b.width is not None and _mask_fits(low, a, b, True):
+            _lengths_role(low, a)
             return MaskedPT(b, a.pad, "zero")
         if isinstance(b, np.ndarray) and b.size == 1 and float(b.reshape(-1)[0]) == 1:
             return a                                      # mask * 1.0 (a cast)
     if op == "div" and isinstance(a, Pooled) and isinstance(b, IdMask) and b.count and a.kind == "sum" \
-            and a.mask == b.pad and [low.lab(v) for v in b.axes if low.lab(v) != "1"] == ["B"]:
+            and _mask_key(a) == b.pad and [low.lab(v) for v in b.axes if low.lab(v) != "1"] == ["B"]:
         return replace(a, kind="mean")                    # (out * mask).sum(1) / mask.sum(1)
     low.fail(f"{op} of {_what(a)} and {_what(b)} (a mask of the padding id is read by a product with a sequence "
              f"then a sum over time, or by masked_fill before a max or a softmax over time)")
@@ -2485,8 +2672,10 @@ def _masked_fill(low, x, mask, value):
         att = _att_of(low, x, "masked_fill")
         if not _mask_fits(low, mask, att, False) or att.stage != "score":
             low.fail("masked_fill of attention scores by a mask of other axes, or after their softmax")
+        _lengths_role(low, mask)
         return replace(att, mask=mask.pad)
     if isinstance(x, PT) and x.width is not None and _mask_fits(low, mask, x, True) and (v == 0 or v <= -1e4):
+        _lengths_role(low, mask)
         return MaskedPT(x, mask.pad, "zero" if v == 0 else "neg")
     low.fail(f"masked_fill of {_what(x)} with {v} (0 before a sum, -inf or a large negative value before a max "
              f"or a softmax over time)")
@@ -2582,12 +2771,7 @@ def _valid_last(low, x, tdim, idx):
     if low.lengths_index is None:
         # the recurrence ran over the padding too: its steps before each row's length are those of
         # a run with lengths when every layer so far is causal (nothing reads later steps)
-        bad = [l for l in low.layers if not isinstance(l, (ir.Embedding, ir.Dense, ir.Activation))
-               and not (isinstance(l, ir.Recurrent) and l.direction == "forward" and l.return_sequences)]
-        if bad or not low.rnns:
-            low.fail(f"an index by lengths - 1 after {type(bad[0]).__name__ if bad else 'no recurrent layer'} "
-                     f"(without pack_padded_sequence, only after causal layers: its steps then depend on the "
-                     f"padding)")
+        _causal_so_far(low, "an index by lengths - 1")
         low.takes_lengths = True
         low.lengths_index = idx.inp.index
         low.length_inputs.add(idx.inp.index)       # an ONNX graph input of role "lengths"
@@ -2705,7 +2889,86 @@ def _expand_as(low, x, *shape, **kw):
         return x                          # broadcast against its tensor by the division
     if isinstance(x, StepIdx):             # the same step for each feature: the view's shape is kept
         return x
+    labels = None
+    if len(shape) == 1 and isinstance(shape[0], (PT, HN)):
+        labels = [low.lab(a) for a in shape[0].axes]
+        shape = low.shape(shape[0])       # expand_as
+    if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+        shape = tuple(shape[0])
+    if labels is None:
+        labels = [low.lab(n.sym) if isinstance(n, Size) else None for n in shape]
+    if isinstance(x, np.ndarray) and x.ndim == len(shape) and all(
+            n in (-1, d) or (d == 1 and lab in ("B", "x0", "x1")) for n, d, lab in zip(shape, x.shape, labels)):
+        return x                          # arange(T).unsqueeze(0).expand_as(ids): broadcast over the batch later
+    if isinstance(x, (PT, HN, PS)) or cells.is_step(x):
+        return _tile(low, x, shape, "expand")
     low.fail(f"expand of {_what(x)}")
+
+
+@handles("repeat")
+def _repeat(low, x, *sizes):
+    return _tile(low, x, sizes, "repeat")
+
+
+_TIME_CHANGING = (ir.Conv1D, ir.Pool1D, ir.RepeatVector, ir.Flatten)
+
+
+def _tile(low, x, sizes, op):
+    """One vector per row made a sequence: x.unsqueeze(1).repeat(1, n, 1) or .expand(-1, n, -1)
+    of an encoder's final value (an LSTM autoencoder's decoder input; h.repeat(n, 1, 1) of a
+    (1, B, H) state, time-major). The unit axis becomes the time axis, an ir.RepeatVector of n
+    steps, or of the input's own steps (n 0) when n is x.size(1) the capture kept symbolic."""
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = tuple(sizes[0])
+    unit = [i for i, a in enumerate(x.axes) if low.lab(a) == "1" or low.lab(a) == "S" and len(x.parts) == 1] \
+        if isinstance(x, HN) else []
+    rest = tuple(a for j, a in enumerate(x.axes) if j not in unit) if unit else ()
+    if unit and low.unbatched and tuple(map(low.lab, rest)) == ("F",):
+        x = replace(low.tensor(replace(x, axes=("B", "F"))), axes=rest)   # one sequence's: no batch axis
+    else:
+        x = low.tensor(replace(x, axes=rest) if unit else x)
+    for i in unit:                        # h_n of one layer, h_n[-1].unsqueeze(1): its rows, unit axes kept
+        x = replace(x, axes=x.axes[:i] + ("1",) + x.axes[i:])
+    if x.time == "last":                  # out[:, -1:]: the last step made a vector (a Pool of that kind)
+        i = [low.lab(a) for a in x.axes].index("1") if "1" in [low.lab(a) for a in x.axes] else None
+        b = next(a for a in x.axes if low.lab(a) == "B")
+        v = low.pool_layer([Pooled(replace(x, axes=(b, low._label_of("T") or "T", "F"), time=None), "last", False)])
+        x = v if i is None else replace(v, axes=v.axes[:i] + ("1",) + v.axes[i:])
+    if x.packed or x.width is None or x.dirs > 1:
+        low.fail(f"{op} of {'a PackedSequence' if x.packed else 'the token ids' if x.width is None else 'directions'}")
+    labs = [low.lab(a) for a in x.axes]
+    if len(sizes) != len(labs):
+        low.fail(f"{op} to {len(sizes)} axes of a tensor of {len(labs)} (only along an existing unit axis)")
+    have = low.shape(x)
+    grow = [i for i, (n, h) in enumerate(zip(sizes, have))        # expand: -1 (torch) or 1 (ONNX) keeps an axis
+            if not (op == "expand" and (n in (-1, 1) or n == h)) and not (op == "repeat" and n == 1)]
+    if not grow and op == "expand":
+        return x                          # to its own shape (the dynamo exporter's Expand before a Tile)
+    if len(grow) != 1 or labs[grow[0]] != "1" or "T" in labs or any(isinstance(a, tuple) for a in labs):
+        low.fail(f"{op} {tuple(sizes)} of a tensor of shape {tuple(have)} (axes {_axes_str(labs)}): only a vector "
+                 f"per row repeated along a new unit axis, as the time axis (x.unsqueeze(1).repeat(1, T, 1))")
+    i, n = grow[0], sizes[grow[0]]
+    if not isinstance(n, int):
+        low.fail(f"{op} by {_what(n)} steps")
+    # x.size(1) of the input: a size the capture kept symbolic, or the example's own number of steps
+    # (torch.export fixes the time axis of every nn.LSTM; a trace fixes every size). The second is a
+    # guess (a constant of the same value reads the same): the module capture settles it on a longer
+    # input (frontends/torch.py, settle_repeats); other captures keep the input's steps.
+    sym = isinstance(n, Size) and low.lab(n.sym) == "T"
+    changed = any(isinstance(l, _TIME_CHANGING) for l in low.layers)
+    own = sym or (not changed and getattr(n, "sym", None) is None and int(n) == low.size("T"))
+    if own and changed:
+        low.fail(f"{op} by the input's steps after a layer that changed them (a Conv1D, pooling window or "
+                 f"RepeatVector)")
+    if n < 1:
+        low.fail(f"{op} by {n} steps")
+    x = low.whole(low.reach(x))
+    key = low._label_of("T") or "T"
+    layer = ir.RepeatVector(x.width, 0 if own else int(n))
+    if own and not sym:
+        low.guessed_repeats.append((layer, int(n)))
+    y = _window_out(low, x, layer, x.width, op)
+    return replace(y, axes=x.axes[:i] + (key,) + x.axes[i + 1:], time=None)
 
 
 def _norm_arith(low, op, a, b):
@@ -2743,7 +3006,8 @@ class Pooled:
 def _masked_mean(low, p, n):
     """out.sum(1) / lengths (as a column, or as it is) of pad_packed_sequence's output: its padding
     is zeros, so that is the mean over each row's own steps (Pool over="valid")."""
-    if not (isinstance(p, Pooled) and p.kind == "sum" and p.over is None and p.x.padded and isinstance(n, Input)
+    if not (isinstance(p, Pooled) and p.kind == "sum" and (p.over is None and p.x.padded or _mask_key(p) == LENGTHS)
+            and isinstance(n, Input)
             and n.index == low.lengths_index and len(n.shape) in (1, 2)
             and n.shape[-1] == (low.size("B") if len(n.shape) == 1 else 1)):
         return None
@@ -3182,6 +3446,7 @@ def _pool_layer(low, pools):
         x = low.whole(_cat_features(low, parts, len(x.axes) - 1))
         layer = ir.Pool(x.width, over=over, terms=tuple(terms))
     low.layers.append(layer)
+    low.nstates += 1                  # its own (internal) state: a recurrent layer after it numbers on
     axes = x.axes[:i] + (("1",) if pools[0].keepdim else ()) + x.axes[i + 1:]
     return replace(x, pos=len(low.layers), axes=axes, width=layer.output_size, padded=None, cols=None)
 
@@ -3515,6 +3780,8 @@ def _ps_made(low, src, ops, sequence):
         else:
             if a in ("x0", "x1") and a not in low.bind:
                 _bind_steps(low, x, axis)
+            if x.pos < len(low.layers) and not x.packed:    # x[:, -1] of the input read after a layer: carried
+                x = low.reach(x)
             v = _last_step(low, x, axis)
     else:
         v = _chain_layer(low, src[1], sequence)

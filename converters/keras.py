@@ -654,9 +654,9 @@ def _act(name, version, where, allow_rowwise=False):
     if n == "elu":
         return ir.Act("elu", 1.0)
     simple = {"linear", "sigmoid", "tanh", "relu", "softsign", "softplus", "selu", "exponential",
-              "relu6", "swish", "silu", "gelu"}
+              "relu6", "swish", "silu", "gelu", "mish", "hard_silu", "hard_swish", "hard_tanh"}
     if n in simple:
-        return ir.Act(n)
+        return ir.Act(n)            # hard_silu / hard_swish: ir's hardswish; hard_tanh: clip(-1, 1) (ir.ALIASES)
     if n in ("softmax", "log_softmax"):
         if not allow_rowwise:
             raise UnsupportedError(f"{where}: activation {name!r} inside a recurrent cell is not supported")

@@ -139,9 +139,10 @@ for _c, _mk in CELLS.items():
 
 # activations: SimpleRNN's activation, LSTM/GRU's activation and recurrent_activation
 ACTS = ["tanh", "sigmoid", "relu", "hard_sigmoid", "elu", "selu", "softsign", "softplus", "swish",
-        "silu", "relu6", "linear", "leaky_relu", "exponential"]
+        "silu", "relu6", "linear", "leaky_relu", "exponential", "mish", "hard_silu", "hard_tanh"]
 for _a in ACTS:
-    _s = 0.2 if _a == "exponential" else 0.5 if _a in ("linear", "relu", "elu", "selu", "softplus", "relu6", "leaky_relu") \
+    _s = 0.2 if _a == "exponential" else 0.5 if _a in ("linear", "relu", "elu", "selu", "softplus", "relu6", "leaky_relu",
+                                                      "mish", "hard_silu") \
         else 2.5 if _a == "hard_sigmoid" else 1.0
     MODELS[f"act_rnn_{_a}"] = (lambda a=_a: _seq(FLOAT, L.SimpleRNN(6, activation=a, return_sequences=True)),
                                "float", _s)
@@ -387,7 +388,7 @@ def test_keras3_cell_order_in_bidi_states():
 
 UNSUPPORTED = {
     "layernorm_rms": (lambda: _seq(FLOAT, L.LayerNormalization(rms_scaling=True), L.LSTM(4)), "rms_scaling"),
-    "mish": (lambda: _seq(FLOAT, L.SimpleRNN(4, activation="mish")), "mish"),
+    "tanh_shrink": (lambda: _seq(FLOAT, L.SimpleRNN(4, activation="tanh_shrink")), "tanh_shrink"),
     "mask_after_back": (lambda: _seq(IDS, L.Embedding(20, 5, mask_zero=True),
                                      L.LSTM(4, go_backwards=True, return_sequences=True), L.LSTM(4)), "go_backwards"),
     "two_inputs": (lambda: (lambda a, b: keras.Model([a, b], L.LSTM(4)(a, initial_state=[b, b])))(

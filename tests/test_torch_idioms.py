@@ -543,6 +543,188 @@ class TimeMajorMeanKeepdim(nn.Module):
         return self.fc(out.mean(0, keepdim=True))
 
 
+def _valid(x, lengths):
+    """Each row's first lengths steps, as models without packing write it."""
+    return torch.arange(x.size(1), device=x.device)[None, :] < lengths[:, None]
+
+
+class LengthsMaskMean(nn.Module):
+    """A mean over each row's own steps without packing: (out * mask).sum(1) / lengths, the mask
+    arange(T) < lengths[:, None] (a causal LSTM: its valid steps do not see the padding)."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E, padding_idx=0)
+        self.rnn = nn.LSTM(E, H, batch_first=True)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x, lengths):
+        out, _ = self.rnn(self.emb(x))
+        mask = _valid(x, lengths).float()
+        return self.fc((out * mask.unsqueeze(-1)).sum(1) / lengths[:, None].float())
+
+
+class LengthsMaskMax(nn.Module):
+    """A max over the valid steps: masked_fill of the padding's steps with -1e9."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.GRU(E, H, batch_first=True)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x, lengths):
+        out, _ = self.rnn(self.emb(x))
+        return self.fc(out.masked_fill(~_valid(x, lengths).unsqueeze(-1), -1e9).max(dim=1)[0])
+
+
+class LengthsMaskAttention(nn.Module):
+    """Attention over the valid steps: scores masked to -inf past each row's length, softmax,
+    weighted sum; the mask's own sum as the count of a mean beside it."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.LSTM(E, H, batch_first=True)
+        self.att = nn.Linear(H, 1)
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x, lengths):
+        out, _ = self.rnn(self.emb(x))
+        mask = _valid(x, lengths)
+        a = torch.softmax(self.att(out).squeeze(-1).masked_fill(mask == 0, float("-inf")), dim=1)
+        m = mask.float()
+        mean = (out * m.unsqueeze(2)).sum(1) / m.sum(1, keepdim=True)
+        return self.fc(torch.cat([(a.unsqueeze(-1) * out).sum(1), mean], 1))
+
+
+class LengthsMaskPacked(nn.Module):
+    """A packed bidirectional GRU, padded again, then the same masked mean."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.GRU(E, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(x), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.size(1))
+        m = _valid(x, lengths).float().unsqueeze(-1)
+        return self.fc((out * m).sum(1) / lengths.unsqueeze(1).float())
+
+
+class HighwayHead(nn.Module):
+    """A highway layer on the last step (Srivastava et al.): g * relu(W h) + (1 - g) * h."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, H, batch_first=True)
+        self.gate = nn.Linear(H, H)
+        self.proj = nn.Linear(H, H)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        h = out[:, -1]
+        g = torch.sigmoid(self.gate(h))
+        return self.fc(g * F.relu(self.proj(h)) + (1 - g) * h)
+
+
+class ActivationsHead(nn.Module):
+    """The activations of torch.nn a head may use: Mish, Hardswish, Hardsigmoid, Hardtanh(0, 20)
+    (deepspeech's), clamp, PReLU with one slope (per step) and with a slope per feature (of the
+    last step: torch's PReLU takes its channels on dim 1)."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True)
+        self.fc1 = nn.Linear(H, H)
+        self.prelu = nn.PReLU(H, init=0.2)
+        self.prelu1 = nn.PReLU(init=0.3)
+        self.fc2 = nn.Linear(H, 3)
+        with torch.no_grad():
+            self.prelu.weight.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        y = self.fc1(out) * 4
+        y = F.mish(y) + F.hardswish(y) + F.hardsigmoid(y) + F.hardtanh(y, 0, 20) + torch.clamp(y, -1.0, 2.0)
+        return self.fc2(self.prelu(self.prelu1(y)[:, -1]))
+
+
+class AutoencoderRepeat(nn.Module):
+    """An LSTM autoencoder (time-series anomaly detection tutorials): the encoder's final state
+    repeated over the input's own steps, x.size(1), decoded and projected back."""
+    def __init__(self, how="repeat"):
+        super().__init__()
+        self.how = how
+        self.enc = nn.LSTM(5, H, num_layers=2, batch_first=True)
+        self.dec = nn.LSTM(H, H, batch_first=True)
+        self.out = nn.Linear(H, 5)
+
+    def forward(self, x):
+        o, (h, _) = self.enc(x)
+        if self.how == "repeat":
+            z = h[-1].unsqueeze(1).repeat(1, x.size(1), 1)
+        elif self.how == "expand":
+            z = o[:, -1:, :].expand(-1, x.shape[1], -1)
+        else:                                   # a constant count: RepeatVector(4)
+            z = h[-1].unsqueeze(1).repeat(1, 4, 1)
+        y, _ = self.dec(z)
+        return self.out(y)
+
+
+class AutoencoderSeqLen(AutoencoderRepeat):
+    """A decoder of a fixed self.seq_len steps, equal to the example's: the module run on a longer
+    input tells it from x.size(1)."""
+    seq_len = T0
+
+    def forward(self, x):
+        _, (h, _) = self.enc(x)
+        y, _ = self.dec(h[-1].unsqueeze(1).repeat(1, self.seq_len, 1))
+        return self.out(y)
+
+
+class SumOverSize(nn.Module):
+    """out.sum(1) / x.size(1): the mean (torch.export fixes an LSTM's time axis, so the size is
+    the example's number in the graph; the capture reads it as the mean, checked on a longer input)."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = nn.GRU(E, H, batch_first=True)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(self.emb(x))
+        return self.fc(torch.sum(out, dim=1) / x.size(1))
+
+
+class WeightNormSquareSkip(nn.Module):
+    """A weight-normalised Linear (nn.utils.parametrizations.weight_norm), the last step beside
+    its square, and the input's own last step beside the output's (a skip connection)."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, H, batch_first=True)
+        self.fc = nn.utils.parametrizations.weight_norm(nn.Linear(2 * H + 5, 3))
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        h = out[:, -1]
+        return self.fc(torch.cat([h, h ** 2, x[:, -1]], 1))
+
+
+class HorizonView(nn.Module):
+    """A multi-horizon forecaster: self.fc(out[:, -1]).view(-1, horizon, n_features); per step
+    too (self.fc(out).view(B, T, 3, 4)): predict returns those shapes."""
+    def __init__(self, per_step=False):
+        super().__init__()
+        self.per_step = per_step
+        self.rnn = nn.GRU(5, H, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(H, 12)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        if self.per_step:
+            return self.fc(out).view(x.size(0), x.size(1), 3, 4)
+        return self.fc(out[:, -1]).view(-1, 3, 4)
+
+
 CASES = {
     "mean_max_pool": (MeanMaxPool, "ids"),
     "packed_sum_max_pool": (PackedSumPool, "ids_lengths"),
@@ -576,6 +758,20 @@ CASES = {
     "transposed": (Transposed, "floats"),
     "last_steps": (LastSteps, "floats"),
     "conv_front": (ConvFront, "floats"),
+    "lengths_mask_mean": (LengthsMaskMean, "ids_lengths"),
+    "lengths_mask_max": (LengthsMaskMax, "ids_lengths"),
+    "lengths_mask_attention": (LengthsMaskAttention, "ids_lengths"),
+    "lengths_mask_packed": (LengthsMaskPacked, "ids_lengths"),
+    "highway_head": (HighwayHead, "floats"),
+    "activations_head": (ActivationsHead, "floats"),
+    "autoencoder_repeat": (AutoencoderRepeat, "floats"),
+    "autoencoder_expand": (lambda: AutoencoderRepeat("expand"), "floats"),
+    "autoencoder_constant": (lambda: AutoencoderRepeat("constant"), "floats"),
+    "autoencoder_seq_len": (AutoencoderSeqLen, "floats"),
+    "sum_over_size": (SumOverSize, "ids"),
+    "weight_norm_square_skip": (WeightNormSquareSkip, "floats"),
+    "horizon_view": (HorizonView, "floats"),
+    "horizon_view_per_step": (lambda: HorizonView(True), "floats"),
 }
 for _c in (nn.LSTMCell, nn.GRUCell, nn.RNNCell):
     for _s in (False, True):
@@ -963,3 +1159,76 @@ def test_last_valid_step_after_a_non_causal_layer_is_refused():
 
     with pytest.raises(fastrnn.UnsupportedError, match="only after causal layers"):
         fastrnn.convert(BiUnpacked().eval(), example_input=[torch.randn(3, 6, 4), torch.tensor([6, 3, 2])])
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("name", ["lengths_mask_mean", "lengths_mask_max", "lengths_mask_attention",
+                                  "highway_head", "activations_head", "autoencoder_repeat", "autoencoder_expand",
+                                  "autoencoder_constant", "horizon_view", "horizon_view_per_step", "sum_over_size",
+                                  "weight_norm_square_skip"])
+def test_heads_masks_and_autoencoders_from_onnx_exports(name, dynamo, tmp_path):
+    """The ONNX exports of the same idioms, compared with onnxruntime: the mask's arange is a
+    Range over the graph's own time axis (legacy, dynamic axes) or a constant (dynamo, whose LSTM
+    fixes the time axis); the repeat a Tile or an Expand; Mish at opset 17 is x * tanh(softplus(x))."""
+    import onnxruntime as ort
+    from conftest import onnx_export
+    cls, kind = CASES[name]
+    torch.manual_seed(len(name))
+    m = cls().eval()
+    ex, _, _ = _forward_args(kind, m, B0, T0, 0)
+    path = str(tmp_path / "m.onnx")
+    names = ("x", "lengths") if kind == "ids_lengths" else ("x",)
+    axes = {"x": {0: "b", 1: "t"}, "lengths": {0: "b"}} if kind == "ids_lengths" else {"x": {0: "b", 1: "t"}}
+    onnx_export(m, ex, path, dynamo, names, axes)
+    f = fastrnn.convert(path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    args, _, _ = _forward_args(kind, m, B0, T0, 5) if dynamo else _forward_args(kind, m, B1, T1, 5)
+    feeds = dict(zip([i.name for i in sess.get_inputs()], [a.numpy() for a in args]))
+    _close(f.run(None, feeds)[0], sess.run(None, feeds)[0], name)
+
+
+def test_lengths_mask_after_a_non_causal_layer_is_refused():
+    """Without packing, a bidirectional layer's valid steps depend on the padding: a mask of the
+    steps before lengths is refused, saying why (predict with lengths would differ)."""
+    class BiMasked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(4, 5, batch_first=True, bidirectional=True)
+
+        def forward(self, x, lengths):
+            m = _valid(x, lengths).float().unsqueeze(-1)
+            return (self.rnn(x)[0] * m).sum(1) / lengths[:, None]
+
+    with pytest.raises(fastrnn.UnsupportedError, match="mask of the steps before lengths after Recurrent "
+                                                       "bidirectional"):
+        fastrnn.convert(BiMasked().eval(), example_input=[torch.randn(3, 6, 4), torch.tensor([6, 3, 2])])
+
+
+def test_autoencoder_runs_the_inputs_steps():
+    """A repeat by x.size(1) is a RepeatVector of the input's own steps (n 0): predict returns as
+    many steps as it was given; a constant count stays that count; the module told the example's
+    seq_len from x.size(1) (settle_repeats)."""
+    ex = _floats(B0, T0, 5, 0)
+    f = fastrnn.convert(AutoencoderRepeat().eval(), example_input=ex)
+    assert [l.n for l in f.layers if isinstance(l, fastrnn.RepeatVector)] == [0]
+    assert f.predict(_floats(2, 11, 5, 1).numpy()).shape == (2, 11, 5)
+    with pytest.raises(fastrnn.FastRNNError, match="lengths"):
+        f.predict(_floats(2, 11, 5, 1).numpy(), lengths=np.array([11, 3]))
+    c = fastrnn.convert(AutoencoderRepeat("constant").eval(), example_input=ex)
+    assert [l.n for l in c.layers if isinstance(l, fastrnn.RepeatVector)] == [4]
+    s = fastrnn.convert(AutoencoderSeqLen().eval(), example_input=ex)
+    assert [l.n for l in s.layers if isinstance(l, fastrnn.RepeatVector)] == [T0]
+    assert s.predict(_floats(2, 11, 5, 1).numpy()).shape == (2, T0, 5)
+
+
+def test_a_size_the_capture_fixed_is_checked_on_a_longer_input():
+    """A sum divided by a constant that equals the example's length reads as the mean (above); when
+    the module divides by that constant at every length, the longer input shows it and the
+    conversion is refused instead of giving a wrong result."""
+    class SumOverConstant(SumOverSize):
+        def forward(self, x):
+            out, _ = self.rnn(self.emb(x))
+            return self.fc(torch.sum(out, dim=1) / T0)
+
+    with pytest.raises(fastrnn.UnsupportedError, match="input larger than the example"):
+        fastrnn.convert(SumOverConstant().eval(), example_input=_ids(B0, T0, 0))

@@ -31,7 +31,7 @@ from ..graph import Input, Lowering, PT, Size, Zeros
 EX_B, EX_T = 3, 5
 
 _ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softsign": "softsign", "Softplus": "softplus",
-         "Selu": "selu", "Exp": "exp"}
+         "Selu": "selu", "Exp": "exp", "Mish": "mish", "HardSwish": "hardswish"}
 _ARITH = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 _PYOPS = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul, "Div": operator.floordiv}
 
@@ -46,6 +46,8 @@ def _ints(v):
         return list(v)
     if isinstance(v, np.ndarray) and v.dtype.kind in "iu":
         return [int(i) for i in v.reshape(-1)]
+    if isinstance(v, np.ndarray) and v.dtype.kind == "O" and all(isinstance(i, (int, np.integer)) for i in v.reshape(-1)):
+        return [i if isinstance(i, Size) else int(i) for i in v.reshape(-1)]     # shape arithmetic with Sizes
     if isinstance(v, (int, np.integer)):
         return [int(v)]
     return None
@@ -246,6 +248,9 @@ class _Frontend:
 
     def _compare(self, node, a, at, w):
         x, y = a[0], a[1] if len(a) > 1 else None
+        if any(isinstance(v, _Shape) for v in a) and all(isinstance(v, (_Shape, np.ndarray, int, np.number)) for v in a):
+            a = [np.asarray(list(v), dtype=object) if isinstance(v, _Shape) else v for v in a]   # shape arithmetic
+            x, y = a[0], a[1] if len(a) > 1 else None
         if not all(isinstance(v, (np.ndarray, int, float, np.number)) for v in a):
             op = {"Equal": "eq", "Greater": "gt", "GreaterOrEqual": "ge", "Less": "lt", "LessOrEqual": "le",
                   "Not": "logical_not"}.get(node.op_type)
@@ -306,6 +311,11 @@ class _Frontend:
     def op_Where(self, node, a, at, w):
         """Where(mask, fill, x): torch's masked_fill as the exporters write it."""
         cond, fill, x = a[:3]
+        if isinstance(cond, np.ndarray) and any(isinstance(v, _Shape) for v in (fill, x)) and \
+                all(isinstance(v, (_Shape, np.ndarray)) for v in (fill, x)):    # shape arithmetic (expand's -1)
+            f, v = (np.broadcast_to(np.asarray(list(u) if isinstance(u, _Shape) else u, dtype=object), cond.shape)
+                    for u in (fill, x))
+            return _Shape(p if isinstance(p, Size) else int(p) for p in np.where(cond, f, v).reshape(-1))
         if all(isinstance(v, np.ndarray) for v in (cond, fill, x)):
             return np.where(cond, fill, x)
         return self.call("masked_fill", [x, cond, fill], w)
@@ -332,6 +342,9 @@ class _Frontend:
         self.low.fail("a Constant without a value")
 
     def op_Shape(self, node, a, at, w):
+        if isinstance(a[0], (_Shape, np.ndarray)):     # of shape arithmetic or a constant: its length, its shape
+            shape = (len(a[0]),) if isinstance(a[0], _Shape) else a[0].shape
+            return _Shape(shape[at.get("start", 0):at.get("end", len(shape))])
         shape = self.call("size", [a[0]], w)
         if isinstance(shape, G.Bad):
             return shape
@@ -345,17 +358,19 @@ class _Frontend:
         shape = _ints(a[0])
         if shape is None:
             self.low.fail(f"a shape that is {G._what(a[0])}")
-        value = 0.0
+        value, dtype = 0.0, np.float32
         if "value" in at:
             from onnx import numpy_helper
-            value = float(numpy_helper.to_array(at["value"]).reshape(-1)[0])
+            v = numpy_helper.to_array(at["value"]).reshape(-1)
+            integer = v.dtype.kind in "iu"          # an integer shape (the legacy export of repeat's ones)
+            value, dtype = (int(v[0]), np.int64) if integer else (float(v[0]), np.float32)
         if value == 0 and any(isinstance(d, Size) and d.sym for d in shape):
             return Zeros(tuple(shape))
         n = int(np.prod([max(int(d), 0) for d in shape], dtype=object))
         if n > MAX_CONSTANT:           # a shape the graph declares, not one an exporter writes
             self.low.fail(f"a ConstantOfShape of {n} elements (shape {[int(d) for d in shape]}): over the "
                           f"{MAX_CONSTANT} fastrnn materialises")
-        return np.full([int(d) for d in shape], value, np.float32)
+        return np.full([int(d) for d in shape], value, dtype)
 
     def op_Expand(self, node, a, at, w):
         x, shape = a[0], _ints(a[1])
@@ -369,6 +384,14 @@ class _Frontend:
         if isinstance(x, np.ndarray):
             return np.broadcast_to(x, [int(d) for d in shape]).copy()
         return self.call("expand", [x, list(shape)], w)
+
+    def op_Tile(self, node, a, at, w):
+        reps = _ints(a[1])
+        if reps is None:
+            self.low.fail(f"tiles by {G._what(a[1])}")
+        if isinstance(a[0], np.ndarray):
+            return np.tile(a[0], [int(r) for r in reps])
+        return self.call("repeat", [a[0], list(reps)], w)
 
     def op_Gather(self, node, a, at, w):
         x, idx = a[0], np.asarray(a[1]) if isinstance(a[1], np.number) else a[1]
@@ -579,6 +602,8 @@ class _Frontend:
         if (isinstance(x, Size) or isinstance(y, Size)) and _int_scalar(x) and _int_scalar(y):
             p, q = (v if isinstance(v, Size) else int(v) for v in (x, y))      # s * b of x.shape: one size
             return _PYOPS[node.op_type](p, q)
+        if isinstance(y, Size) and isinstance(x, G.Pooled) and node.op_type == "Div":
+            return self.call("div", [x, y], w)      # out.sum(1) / x.size(1): a pool by the time axis's size
         if any(isinstance(p, G.StepIdx) and isinstance(q, tuple) for p, q in ((x, y), (y, x))):
             # lengths - 1 + arange(B) * T (that product computed as shape arithmetic)
             x, y = (np.asarray([int(v) for v in p], np.int64) if isinstance(p, tuple) else p for p in (x, y))
@@ -600,13 +625,25 @@ class _Frontend:
 
     op_Add = op_Sub = op_Mul = op_Div = _arith
 
+    def op_Pow(self, node, a, at, w):
+        e = a[1]
+        if isinstance(e, np.ndarray) and e.size == 1 and not isinstance(a[0], np.ndarray):
+            e = float(e.reshape(-1)[0])
+        return self.call("pow", [a[0], e], w)
+
     def op_Neg(self, node, a, at, w):
         return self.call("neg", a[:1], w)
 
     def _act(self, node, a, at, w):
         return self.call(_ACTS[node.op_type], a[:1], w)
 
-    op_Relu = op_Sigmoid = op_Tanh = op_Softsign = op_Softplus = op_Selu = op_Exp = _act
+    op_Relu = op_Sigmoid = op_Tanh = op_Softsign = op_Softplus = op_Selu = op_Exp = op_Mish = op_HardSwish = _act
+
+    def op_HardSigmoid(self, node, a, at, w):
+        return self.call("hard_sigmoid", [a[0], float(at.get("alpha", 0.2)), float(at.get("beta", 0.5))], w)
+
+    def op_PRelu(self, node, a, at, w):
+        return self.call("prelu", a[:2], w)
 
     def op_LayerNormalization(self, node, a, at, w):
         x = a[0]
@@ -634,8 +671,6 @@ class _Frontend:
     def op_Clip(self, node, a, at, w):
         lo = at.get("min") if self.opset < 11 else (float(a[1]) if len(a) > 1 and a[1] is not None else None)
         hi = at.get("max") if self.opset < 11 else (float(a[2]) if len(a) > 2 and a[2] is not None else None)
-        if (lo, hi) == (0, 6):
-            return self.call("relu6", a[:1], w)
         return self.call("clamp", [a[0], lo, hi], w)
 
     def _softmax(self, node, a, at, w):
@@ -958,6 +993,9 @@ def _convert(model, name, T, hint):
             unused.append(iname)
     time, ends = None, []
     for oname, v in outs:
+        split = ()
+        if isinstance(v, G.FeatSplit):       # Reshape of the features to (k, F): run() gives that shape
+            v, split = v.x, v.ks
         if oname in finals:
             s, lead = finals[oname]
             io_out.append({"name": oname, "kind": "state", "axes": ["S"] * lead + ["B", "F"], "parts": [[s, 0]]})
@@ -999,6 +1037,10 @@ def _convert(model, name, T, hint):
         for l in y.axes:
             l = low.lab(l)
             axes.append("*".join(l) if isinstance(l, tuple) else l)
+        if split:
+            if axes[-1] != "F" or y.dirs != 1:
+                raise UnsupportedError(f"convert: graph output {oname!r} splits an axis other than its features")
+            axes = axes[:-1] + [f"#{k}" for k in split] + ["F"]
         io_out.append({"name": oname, "kind": "y", "axes": axes, "dirs": y.dirs, "last": last})
         ends.append((oname, y))
     for oname, y in ends:                  # the engine has one output: each "y" must be all of it

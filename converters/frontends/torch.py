@@ -179,7 +179,9 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     first = result
     while isinstance(first, (tuple, list)) and first:
         first = first[0]
-    y, state_out = None, None
+    y, state_out, split = None, None, ()
+    if isinstance(first, G.FeatSplit):       # self.fc(h).view(B, horizon, F): predict reshapes y so
+        first, split = first.x, first.ks
     if isinstance(first, G.HN) and not low.errors:
         state_out = _state_output(low, first)
         if state_out is not None:
@@ -211,6 +213,11 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
                                f"fastrnn maps one module's (h, c) argument to initial_state")
     layers, head = G.split_head(low, fold)
     out_axes = [low.lab(a) for a in y.axes]
+    if split:
+        if out_axes[-1] != "F":
+            raise UnsupportedError(f"convert: {name}: features split (view(B, k, -1)) of an output whose last "
+                                   f"axis is not its features")
+        out_axes = out_axes[:-1] + [f"#{k}" for k in split] + ["F"]
     if low.unbatched:
         layout = "unbatched"
     else:
@@ -235,13 +242,38 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     canonical = ["B", "T", "F"] if "T" in paxes else ["B", "F"]
     if low.one_step:
         paxes = canonical = ["B", "T", "F"]
-    model = Model(layers, meta=meta, signature={"outputs": None, "states": low.states, "time": time,
+    def build():
+        m = Model(layers, meta=meta, signature={"outputs": None, "states": low.states, "time": time,
                                                 "axes": None if paxes == canonical else paxes, "head": head})
-    if getattr(low, "quantized", False):
-        model.meta["quantized_source"] = "int8 weights dequantized to fp32"
-        model._quantized_source = True
+        if getattr(low, "quantized", False):
+            m.meta["quantized_source"] = "int8 weights dequantized to fp32"
+            m._quantized_source = True
+        return m
+    model = build()
     if module is not None and example is not None:
-        check_example(module, model, example, other_size=capture == "torch.jit.trace")
+        # also on a larger input: a trace fixes every size, and torch.export the time axis of every
+        # nn.LSTM / GRU / RNN (x.size(1) is then the example's number in the graph)
+        grown = capture in ("torch.jit.trace", "torch.export")
+        try:
+            check_example(module, model, example, other_size=grown)
+        except UnsupportedError as e:
+            if not (grown and low.guessed_repeats):
+                raise
+            model = settle_repeats(low, module, example, build, e)
+    return model
+
+
+def settle_repeats(low, module, example, build, first):
+    """A repeat by the example's own number of steps (graph._tile: the capture fixed x.size(1))
+    was read as repeating the input's steps; the module run on a larger input said otherwise:
+    a constant of that value, if that reproduces it."""
+    for layer, n in low.guessed_repeats:
+        layer.n = n
+    model = build()
+    try:
+        check_example(module, model, example, other_size=True)
+    except UnsupportedError:
+        raise first from None
     return model
 
 
@@ -311,11 +343,19 @@ def check_example(module, model, args, other_size=False):
             _compare(module, model, variant, "forward on an input larger than the example", optional=True)
 
 
+def _attributes(module):
+    """Each submodule's plain attributes (self.hidden of a module that keeps its state between
+    calls), to put back after a comparison's call: every call starts where the user's does."""
+    return [(m, {k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training"})
+            for m in module.modules()]
+
+
 def _compare(module, model, args, what, optional=False):
     torch = _torch()
     from fastrnn import adapters
     with torch.no_grad():
         training = module.training
+        kept = _attributes(module)
         try:
             ref = module.eval()(*args)
         except Exception:  # noqa: BLE001 - a module written for one size rejects another: nothing to compare
@@ -324,6 +364,8 @@ def _compare(module, model, args, what, optional=False):
             raise
         finally:
             module.train(training)
+            for m, attrs in kept:
+                m.__dict__.update(attrs)
     while isinstance(ref, (tuple, list)):
         ref = ref[0]
     try:
@@ -424,6 +466,7 @@ def module_call(low, mod, args, kwargs, where):
                         {"max_norm": mod.max_norm}, where)
     simple = {"Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu", "SELU": "selu", "SiLU": "silu",
               "Softsign": "softsign", "ReLU6": "relu6", "Identity": "identity", "Dropout": "dropout",
+              "Mish": "mish", "Hardswish": "hardswish", "Hardsigmoid": "hardsigmoid",
               "AlphaDropout": "dropout", "Dropout1d": "dropout", "Dropout2d": "dropout",
               "FeatureAlphaDropout": "dropout"}
     if nm in simple:
@@ -436,6 +479,8 @@ def module_call(low, mod, args, kwargs, where):
         return low.call("leaky_relu", (x, mod.negative_slope), {}, where)
     if nm == "Hardtanh":
         return low.call("hardtanh", (x, mod.min_val, mod.max_val), {}, where)
+    if nm == "PReLU":
+        return low.call("prelu", (x, _const(low, mod.weight, f"{where}.weight")), {}, where)
     if nm == "Softplus":
         return low.call("softplus", (x, mod.beta, mod.threshold), {}, where)
     if nm == "Flatten":
@@ -1304,4 +1349,8 @@ def convert_script(module, example_input=None):
         raise UnsupportedError(f"{error}\n(TorchScript keeps no argument shapes, and forward takes "
                                f"{len(tensors)} tensors: pass example_input=[...] with forward's arguments, "
                                f"e.g. the first step of your loop)") from None
+    if args is None:
+        raise UnsupportedError(f"{error}\n(TorchScript keeps no argument shapes: fastrnn tried stand-in inputs of a "
+                               f"few steps; a forward written for one size needs example_input=[...] with its "
+                               f"arguments)") from None
     raise error

@@ -61,6 +61,8 @@ torch.set_num_threads(1)
 # today's state (the ratchet)
 
 REFUSED_TODAY = {
+    'curiousily_lstm_autoencoder-script':    # a forward of one fixed size: converts with example_input
+        "UnsupportedError: convert: CuriousilyRecurrentAutoencoder: 1 operation cannot be lowered to fastrnn's pipeline: reshape: view(1, 7, 1) of a tensor of shape (3, 5, 1)",
     'bentrevett_seq2seq_packed_encoder-onnx_legacy':
         "UnsupportedError: convert: graph output '156' is an intermediate tensor of the pipeline (only the end of the pipeline and final states can be outputs)",
     'tut_char_rnn_generation_step-script':

@@ -1707,6 +1707,57 @@ class CTCTextRCNN(nn.Module):
 # registry
 # =============================================================================================
 
+# ---- curiousily: "Time Series Anomaly Detection using LSTM Autoencoders with PyTorch in Python"
+# (https://curiousily.com/posts/time-series-anomaly-detection-using-lstm-autoencoder-with-pytorch-in-python/,
+# the ECG5000 notebook of github.com/curiousily/Getting-Things-Done-with-Pytorch): one (seq_len, 1)
+# sequence per call, reshaped to a batch of one; the encoder's h_n repeated seq_len times into the
+# decoder. Re-typed with small sizes; seq_len is the test's T.
+
+class CuriousilyEncoder(nn.Module):
+    def __init__(self, seq_len, n_features, embedding_dim=64):
+        super(CuriousilyEncoder, self).__init__()
+        self.seq_len, self.n_features = seq_len, n_features
+        self.embedding_dim, self.hidden_dim = embedding_dim, 2 * embedding_dim
+        self.rnn1 = nn.LSTM(input_size=n_features, hidden_size=self.hidden_dim, num_layers=1, batch_first=True)
+        self.rnn2 = nn.LSTM(input_size=self.hidden_dim, hidden_size=embedding_dim, num_layers=1, batch_first=True)
+
+    def forward(self, x):
+        x = x.reshape((1, self.seq_len, self.n_features))
+        x, (_, _) = self.rnn1(x)
+        x, (hidden_n, _) = self.rnn2(x)
+        return hidden_n.reshape((self.n_features, self.embedding_dim))
+
+
+class CuriousilyDecoder(nn.Module):
+    def __init__(self, seq_len, input_dim=64, n_features=1):
+        super(CuriousilyDecoder, self).__init__()
+        self.seq_len, self.input_dim = seq_len, input_dim
+        self.hidden_dim, self.n_features = 2 * input_dim, n_features
+        self.rnn1 = nn.LSTM(input_size=input_dim, hidden_size=input_dim, num_layers=1, batch_first=True)
+        self.rnn2 = nn.LSTM(input_size=input_dim, hidden_size=self.hidden_dim, num_layers=1, batch_first=True)
+        self.output_layer = nn.Linear(self.hidden_dim, n_features)
+
+    def forward(self, x):
+        x = x.repeat(self.seq_len, self.n_features)
+        x = x.reshape((self.n_features, self.seq_len, self.input_dim))
+        x, (hidden_n, cell_n) = self.rnn1(x)
+        x, (hidden_n, cell_n) = self.rnn2(x)
+        x = x.reshape((self.seq_len, self.hidden_dim))
+        return self.output_layer(x)
+
+
+class CuriousilyRecurrentAutoencoder(nn.Module):
+    def __init__(self, seq_len, n_features, embedding_dim=64):
+        super(CuriousilyRecurrentAutoencoder, self).__init__()
+        self.encoder = CuriousilyEncoder(seq_len, n_features, embedding_dim)
+        self.decoder = CuriousilyDecoder(seq_len, embedding_dim, n_features)
+
+    def forward(self, x):
+        x = self.encoder(x)
+        x = self.decoder(x)
+        return x
+
+
 def _x(t):
     return (t,)
 
@@ -1956,6 +2007,14 @@ CASES = [
          inputs=lambda m, B, T, rng: _x(floats(rng, B, T, 1)),
          output="BT",
          idioms=("per-step Linear regression head",)),
+    Case("curiousily_lstm_autoencoder",
+         "https://curiousily.com/posts/time-series-anomaly-detection-using-lstm-autoencoder-with-pytorch-in-python/",
+         _seeded(lambda: CuriousilyRecurrentAutoencoder(7, 1, 6)),
+         inputs=lambda m, B, T, rng: _x(floats(rng, m.encoder.seq_len, 1)),
+         kind="unbatched", output="BT",
+         idioms=("unbatched (seq_len, 1) floats", "x.reshape((1, seq_len, n_features))",
+                 "hidden_n.reshape((n_features, embedding_dim))", "x.repeat(seq_len, n_features): RepeatVector",
+                 "x.reshape((seq_len, hidden_dim)) into a Linear")),
     Case("stackabuse_airline_lstm",
          "https://stackabuse.com/time-series-prediction-using-lstm-with-pytorch-in-python/",
          _seeded(lambda: StackAbuseLSTM()),
