@@ -2893,8 +2893,8 @@ def _expand_as(low, x, *shape, **kw):
     if len(shape) == 1 and isinstance(shape[0], (PT, HN)):
         labels = [low.lab(a) for a in shape[0].axes]
         shape = low.shape(shape[0])       # expand_as
-    if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
-        shape = tuple(shape[0])
+    if shape and isinstance(shape[0], (list, tuple)):
+        shape = tuple(shape[0])           # TorchScript's expand(self, size, implicit)
     if labels is None:
         labels = [low.lab(n.sym) if isinstance(n, Size) else None for n in shape]
     if isinstance(x, np.ndarray) and x.ndim == len(shape) and all(
@@ -2950,13 +2950,15 @@ def _tile(low, x, sizes, op):
     i, n = grow[0], sizes[grow[0]]
     if not isinstance(n, int):
         low.fail(f"{op} by {_what(n)} steps")
-    # x.size(1) of the input: a size the capture kept symbolic, or the example's own number of steps
-    # (torch.export fixes the time axis of every nn.LSTM; a trace fixes every size). The second is a
-    # guess (a constant of the same value reads the same): the module capture settles it on a longer
-    # input (frontends/torch.py, settle_repeats); other captures keep the input's steps.
+    # x.size(1) of the input: a size the capture kept symbolic, or, where torch.export fixed the time
+    # axis (it does for every nn.LSTM), the example's own number of steps. The second is a guess (a
+    # constant of the same value reads the same): the module capture settles it on a longer input
+    # (frontends/torch.py, settle_repeats). A trace records x.size(1) as an op, and a number in an
+    # archive or an ONNX graph is the constant it runs with.
     sym = isinstance(n, Size) and low.lab(n.sym) == "T"
     changed = any(isinstance(l, _TIME_CHANGING) for l in low.layers)
-    own = sym or (not changed and getattr(n, "sym", None) is None and int(n) == low.size("T"))
+    own = sym or (not changed and getattr(n, "sym", None) is None and int(n) == low.size("T")
+                  and low._label_of("T") in low.static)
     if own and changed:
         low.fail(f"{op} by the input's steps after a layer that changed them (a Conv1D, pooling window or "
                  f"RepeatVector)")

@@ -1232,3 +1232,29 @@ def test_a_size_the_capture_fixed_is_checked_on_a_longer_input():
 
     with pytest.raises(fastrnn.UnsupportedError, match="input larger than the example"):
         fastrnn.convert(SumOverConstant().eval(), example_input=_ids(B0, T0, 0))
+
+
+_ARCHIVES = [(n, c) for n in ("highway_head", "autoencoder_repeat", "autoencoder_expand", "autoencoder_constant",
+                              "sum_over_size", "horizon_view", "horizon_view_per_step") for c in ("script", "trace")] + \
+    [(n, "trace") for n in ("lengths_mask_mean", "lengths_mask_max", "lengths_mask_attention", "lengths_mask_packed",
+                            "activations_head", "autoencoder_seq_len", "weight_norm_square_skip")]
+
+
+@pytest.mark.parametrize("name, capture", _ARCHIVES)
+def test_new_idioms_from_archives(name, capture, tmp_path):
+    """The same idioms from TorchScript archives, compared with torch at another batch and length
+    (a trace records x.size(1) as an op, so a repeat by it follows the input and a constant
+    seq_len stays the constant). torch.jit.script refuses the activations head (F.hardtanh(y, 0,
+    20): ints for floats), the autoencoder's class attribute and weight_norm's Parametrization;
+    the masks call a Python helper (_valid), a function call the script capture does not inline."""
+    cls, kind = CASES[name]
+    torch.manual_seed(len(name))
+    m = cls().eval()
+    ex, _, _ = _forward_args(kind, m, B0, T0, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = torch.jit.script(m) if capture == "script" else torch.jit.trace(m, ex)
+    a.save(str(tmp_path / "m.pt"))
+    f = fastrnn.convert(str(tmp_path / "m.pt"), example_input=list(ex))
+    args, x, kw = _forward_args(kind, m, B1, T1, 5)
+    _close(f.predict(x, **kw), _torch_out(kind, m, args), f"{name} {capture}")
