@@ -207,6 +207,7 @@ class Lowering:
         self.xsizes = {}              # "x0"/"x1" -> the example input's size
         self.static = set()           # input labels the capture fixed to the example's size (torch.export)
         self.guessed_repeats = []     # (ir.RepeatVector of n 0, the example's steps): graph._tile
+        self.lengths_pad = None       # pack_padded_sequence by (ids != pad).sum(1): that pad (signature)
         self.rnn_out = {}             # index in rnns -> the output sequence of a torch-layout recurrent op
         self.input_ids = None
         self.takes_lengths = False
@@ -1761,6 +1762,26 @@ def _squeeze(low, x, dim=None):
     return out
 
 
+def _feature_sum(low, x, i, keepdim, scale):
+    """x.sum(-1) / x.mean(-1) over the features: a Dense of one output (bentrevett's
+    (o * self.query_weights).sum(-1), a bias-free Linear written out; folded with the scale
+    before it); the axis kept with one feature, or gone."""
+    x = low.reach(x)
+    W = np.zeros((1, low.pipe_width(x)), np.float32)
+    idx = np.concatenate([np.arange(p, q) for p, q in x.cols]) if x.cols is not None else np.arange(x.width)
+    W[0, idx] = np.float32(scale)
+    y = low.append(ir.Dense(W), x, 1)
+    return y if keepdim else replace(y, axes=y.axes[:i] + y.axes[i + 1:])
+
+
+def _select_feature(low, x, i, index):
+    """x[..., k]: one feature column, its axis gone (a forecaster's out[:, -1, 0], predicts[:, :, -1])."""
+    if x.width is None or x.dirs != 1 or not -x.width <= index < x.width:
+        low.fail(f"select of feature {index} of {_what(x)}")
+    y = _columns(low, x, index % x.width, index % x.width + 1, 1)
+    return replace(y, axes=y.axes[:i] + y.axes[i + 1:])
+
+
 def _dims(dim, n):
     ds = dim if isinstance(dim, (list, tuple)) else [dim]
     return {d % n for d in ds}
@@ -1849,6 +1870,8 @@ def _select(low, x, dim, index):
         if x.cols is not None:
             low.fail("a direction of features already reordered")
         return replace(x, axes=x.axes[:i] + x.axes[i + 1:], dirs=1, cols=((d * x.width, (d + 1) * x.width),))
+    if a == "F" and not x.packed:
+        return _select_feature(low, x, i, index)
     low.fail(f"select of index {index} along the {a} axis")
 
 
@@ -1964,7 +1987,9 @@ def _slice(low, x, dim=0, start=None, end=None, step=1):
     if isinstance(x, PT) and _steps_axis(low, x, i) and st == 1 and e == s + 1:
         # x[:, t:t+1]: step t with a unit axis (out[:, -1:] is the last step, resolved where used)
         return _ps_op(low, _select(low, x, i, s), ("unsq", i))
-    low.fail(f"a slice [{start}:{end}:{step}] of the {low.lab(x.axes[i]) if isinstance(x, (PT, HN)) else i} axis")
+    shown = lambda v: "" if v is None or abs(v) >= 1 << 62 else v     # noqa: E731 - torch's open end is 2**63 - 1
+    low.fail(f"a slice [{shown(start)}:{shown(end)}:{step}] of the "
+             f"{low.lab(x.axes[i]) if isinstance(x, (PT, HN)) else i} axis")
 
 
 # ---- reversed time (torch.flip) ------------------------------------------------------------------
@@ -2349,6 +2374,12 @@ def _pack(low, x, lengths, batch_first=False, enforce_sorted=True):
     if isinstance(lengths, Input):
         low.takes_lengths = True
         low.lengths_index = lengths.index         # a masked mean divides by them (_masked_mean)
+    elif isinstance(lengths, IdMask) and lengths.count and lengths.keep and lengths.pad != LENGTHS \
+            and [low.lab(a) for a in lengths.axes if low.lab(a) != "1"] in (["B"], ["x0" if batch_first else "x1"]) \
+            and not low.takes_lengths:
+        if low.lengths_pad not in (None, lengths.pad):
+            low.fail("pack_padded_sequence by the counts of two padding ids")
+        low.lengths_pad = lengths.pad             # (ids != pad).sum(1): predict counts them (signature lengths_pad)
     elif not isinstance(lengths, Lengths):
         low.fail(f"pack_padded_sequence with lengths that are {_what(lengths)}, not an argument of forward")
     a = low.lab(x.axes[0 if batch_first else 1])
@@ -3064,6 +3095,8 @@ def _reduce(low, op, x, dim=None, keepdim=False, *rest, **kwargs):
         a = "T"
     if a == "D" and op in ("sum", "mean") and not keepdim:
         return _merge_directions(low, x, i, "sum" if op == "sum" else "ave")
+    if a == "F" and op in ("sum", "mean") and x.width is not None and x.dirs == 1 and not x.packed:
+        return _feature_sum(low, x, i, keepdim, 1.0 if op == "sum" else 1.0 / x.width)
     if a != "T":
         low.fail(f"{op} over the {a} axis: only pooling over time is supported")
     if x.packed:

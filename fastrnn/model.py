@@ -236,6 +236,9 @@ class Model:
             if self._cm.output_steps(T) < 1:
                 raise ShapeError(f"predict: {T} time steps are too few for the model's convolution or pooling "
                                  f"windows")
+        if lengths is None and self.signature["lengths_pad"] is not None:
+            # the source packs by (ids != pad).sum(1) (signature lengths_pad): the same lengths
+            lengths = (a != self.signature["lengths_pad"]).sum(axis=1)
         if lengths is not None:
             lens = np.asarray(lengths)
             if lens.dtype.kind not in "iu":

@@ -85,10 +85,15 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
     which a graph's sequence input must carry on an F axis (optional for one feature, absent for
     ids). Raises ModelFormatError."""
     if sig is None:
-        return {"outputs": None, "states": None, "time": None, "graph": None, "axes": None, "head": None}
-    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph", "axes", "head"}:
-        raise ModelFormatError(f"signature must be a dict with outputs, states, time, graph, axes and/or head, "
-                               f"got {sig!r}")
+        return {"outputs": None, "states": None, "time": None, "graph": None, "axes": None, "head": None,
+                "lengths_pad": None}
+    if not isinstance(sig, dict) or not set(sig) <= {"outputs", "states", "time", "graph", "axes", "head",
+                                                     "lengths_pad"}:
+        raise ModelFormatError(f"signature must be a dict with outputs, states, time, graph, axes, head and/or "
+                               f"lengths_pad, got {sig!r}")
+    pad = sig.get("lengths_pad")
+    if pad is not None and (not _int(pad) or pad < 0 or input_size is not None):
+        raise ModelFormatError(f"signature lengths_pad {pad!r}: a padding id (an int >= 0) of a model of token ids")
     head = sig.get("head")
     if head is not None and (sig.get("outputs") is not None or sig.get("time") is not None):
         raise ModelFormatError("signature head: the model's output is the head's (no outputs, no time)")
@@ -191,7 +196,8 @@ def check(sig, state_dims, output_size, output_is_sequence, internal=(), input_s
                                    f"single-output model")
     if head is not None:
         head = {"from": head["from"], "parts": [list(p) for p in head["parts"]]}     # checked by head_parts
-    return {"outputs": outs, "states": states, "time": time, "graph": graph, "axes": axes, "head": head}
+    return {"outputs": outs, "states": states, "time": time, "graph": graph, "axes": axes, "head": head,
+            "lengths_pad": pad}
 
 
 def head_from(sig, layers):

@@ -725,6 +725,51 @@ class HorizonView(nn.Module):
         return self.fc(out[:, -1]).view(-1, 3, 4)
 
 
+class FeatureSelect(nn.Module):
+    """One feature of each step: a forecaster's self.fc(out)[:, -3:, -1] (RoloVoid/InformerTBM's
+    LSTM baseline predicts[:, -pred_len:, -1])."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, H, batch_first=True)
+        self.fc = nn.Linear(H, 4)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out)[:, -3:, -1]
+
+
+class QueryWeights(nn.Module):
+    """Attention scores as a bias-free Linear written out, (o * self.query_weights).sum(-1)
+    (bentrevett/pytorch-sentiment-analysis's RNNClassification), softmax over time."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, H, batch_first=True, bidirectional=True)
+        self.query_weights = nn.Parameter(torch.randn(2 * H))
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x):
+        o, _ = self.rnn(x)
+        a = torch.softmax((o * self.query_weights).sum(dim=-1), dim=1)
+        return self.fc((o * a[..., None]).sum(1))
+
+
+class PackByCount(nn.Module):
+    """pack_padded_sequence by lengths counted from the ids, (x != 0).sum(1): forward takes the
+    ids only; predict counts them (signature lengths_pad)."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, E, padding_idx=0)
+        self.rnn = nn.GRU(E, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x):
+        lengths = x.gt(0).long().sum(-1)
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(x), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        _, h = self.rnn(packed)
+        return self.fc(torch.cat([h[-2], h[-1]], 1))
+
+
 CASES = {
     "mean_max_pool": (MeanMaxPool, "ids"),
     "packed_sum_max_pool": (PackedSumPool, "ids_lengths"),
@@ -772,6 +817,8 @@ CASES = {
     "weight_norm_square_skip": (WeightNormSquareSkip, "floats"),
     "horizon_view": (HorizonView, "floats"),
     "horizon_view_per_step": (lambda: HorizonView(True), "floats"),
+    "feature_select": (FeatureSelect, "floats"),
+    "query_weights": (QueryWeights, "floats"),
 }
 for _c in (nn.LSTMCell, nn.GRUCell, nn.RNNCell):
     for _s in (False, True):
@@ -1165,7 +1212,7 @@ def test_last_valid_step_after_a_non_causal_layer_is_refused():
 @pytest.mark.parametrize("name", ["lengths_mask_mean", "lengths_mask_max", "lengths_mask_attention",
                                   "highway_head", "activations_head", "autoencoder_repeat", "autoencoder_expand",
                                   "autoencoder_constant", "horizon_view", "horizon_view_per_step", "sum_over_size",
-                                  "weight_norm_square_skip"])
+                                  "weight_norm_square_skip", "feature_select", "query_weights"])
 def test_heads_masks_and_autoencoders_from_onnx_exports(name, dynamo, tmp_path):
     """The ONNX exports of the same idioms, compared with onnxruntime: the mask's arange is a
     Range over the graph's own time axis (legacy, dynamic axes) or a constant (dynamo, whose LSTM
@@ -1258,3 +1305,26 @@ def test_new_idioms_from_archives(name, capture, tmp_path):
     f = fastrnn.convert(str(tmp_path / "m.pt"), example_input=list(ex))
     args, x, kw = _forward_args(kind, m, B1, T1, 5)
     _close(f.predict(x, **kw), _torch_out(kind, m, args), f"{name} {capture}")
+
+
+def test_pack_by_counted_lengths():
+    """Lengths counted from the padding id inside forward: predict counts them the same way
+    (padded rows, other batch and length, saved and loaded); given lengths are used as given."""
+    torch.manual_seed(4)
+    m = PackByCount().eval()
+    x = _ids(B0, T0, 0)
+    x[1, 4:] = 0
+    x[2, 1:] = 0
+    f = fastrnn.convert(m, example_input=x)
+    assert f.signature["lengths_pad"] == 0 and not f.meta["takes_lengths"]
+    x = _ids(B1, T1, 1)
+    x[0, 2:] = 0
+    x[3, 7:] = 0
+    with torch.no_grad():
+        want = m(x).numpy()
+    _close(f.predict(x.numpy()), want)
+    _close(f.predict(x.numpy(), lengths=(x.numpy() != 0).sum(1)), want)
+    back = fastrnn.Model(f.layers, meta=f.meta, signature=f.signature)
+    _close(back.predict(x.numpy()), want)
+    with pytest.raises(fastrnn.ModelFormatError, match="lengths_pad"):
+        fastrnn.Model(f.layers, signature=dict(f.signature, lengths_pad=-1))

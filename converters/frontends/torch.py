@@ -244,7 +244,8 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         paxes = canonical = ["B", "T", "F"]
     def build():
         m = Model(layers, meta=meta, signature={"outputs": None, "states": low.states, "time": time,
-                                                "axes": None if paxes == canonical else paxes, "head": head})
+                                                "axes": None if paxes == canonical else paxes, "head": head,
+                                                "lengths_pad": low.lengths_pad})
         if getattr(low, "quantized", False):
             m.meta["quantized_source"] = "int8 weights dequantized to fp32"
             m._quantized_source = True
