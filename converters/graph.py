@@ -3558,7 +3558,7 @@ def _window_input(low, x, what):
     """x as (batch, features, time) for a window op: checks, binds unbound input axes; -> x."""
     if isinstance(x, PS):
         low.fail(f"a {what} inside a loop over time")
-    x = low.tensor(x)
+    x = _channels_first(low, low.tensor(x), ("B", "F", "T"))    # the model's own N x C x T input
     if x.cols is not None and x.dirs == 1 and not x.packed:
         x = low.whole(x)              # columns in another order (torch.cat((embed, out), 2)): a Dense selecting them
     low.at_end(x)

@@ -1328,3 +1328,46 @@ def test_pack_by_counted_lengths():
     _close(back.predict(x.numpy()), want)
     with pytest.raises(fastrnn.ModelFormatError, match="lengths_pad"):
         fastrnn.Model(f.layers, signature=dict(f.signature, lengths_pad=-1))
+
+
+class ConvOnChannelsFirst(nn.Module):
+    """A Conv1d on the model's own (N, C, T) input (Tacotron 2's encoder convolutions over
+    (B, C, T), then transpose(1, 2) into a bidirectional LSTM)."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(6, 8, 5, padding=2)
+        self.bn = nn.BatchNorm1d(8)
+        self.rnn = nn.LSTM(8, 4, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(8, 3)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        x = F.dropout(F.relu(self.bn(self.conv(x))), 0.5, self.training)
+        out, _ = self.rnn(x.transpose(1, 2))
+        return self.fc(out)
+
+
+@pytest.mark.parametrize("source", ["module", "onnx_legacy", "onnx_dynamo"])
+def test_conv_on_a_channels_first_input(source, tmp_path):
+    """predict takes (B, T, C) as always (DESIGN section 1); the source's (B, C, T) is recorded
+    for --check; the ONNX exports' run() takes the graph's own (B, C, T)."""
+    import onnxruntime as ort
+    from conftest import onnx_export
+    torch.manual_seed(2)
+    m = ConvOnChannelsFirst().eval()
+    ex = torch.randn(B0, 6, T0)
+    x = torch.randn(B1, 6, T1) if source != "onnx_dynamo" else torch.randn(B0, 6, T0)
+    with torch.no_grad():
+        want = m(x).numpy()
+    if source == "module":
+        f = fastrnn.convert(m, example_input=ex)
+        assert f.meta["input_axes"] == ["B", "F", "T"]
+        _close(f.predict(x.numpy().transpose(0, 2, 1)), want)
+        return
+    path = str(tmp_path / "m.onnx")
+    onnx_export(m, (ex,), path, source == "onnx_dynamo", ("x",), {"x": {0: "b", 2: "t"}})
+    f = fastrnn.convert(path)
+    feeds = {ort.InferenceSession(path).get_inputs()[0].name: x.numpy()}
+    _close(f.run(None, feeds)[0], want)
