@@ -568,7 +568,8 @@ class Lowering:
         if len(axes) != 3 or axes[2] != "F":
             self.fail(f"a recurrent layer reads a tensor with axes {_axes_str(axes)}; expected {_axes_str(want)}")
         if (not self.bind and not self.rnns and any(isinstance(v, Input) for v in hx_items)
-                and len(self.xsizes) == 1 and sorted(axes[:2]) == sorted(("x0", "1"))):
+                and len(self.xsizes) == 1 and sorted(axes[:2]) == sorted(("x0", "1"))
+                and (axes.index("1") == want.index("T") or self.xsizes["x0"] == 1)):
             # forward(x_t, hidden) -> (y_t, hidden) on one step (x_t has no time axis; the RNN reads
             # it as a one-step sequence): a module the user's own loop drives. Its input's axis is
             # the batch, the unit axis the time: predict and stream() replay that loop.

@@ -1371,3 +1371,32 @@ def test_conv_on_a_channels_first_input(source, tmp_path):
     f = fastrnn.convert(path)
     feeds = {ort.InferenceSession(path).get_inputs()[0].name: x.numpy()}
     _close(f.run(None, feeds)[0], want)
+
+
+class UnbatchedWithState(nn.Module):
+    """One (T, F) utterance viewed (T, 1, F) into a time-major bidirectional LSTM with an
+    init_hidden() of batch one passed to forward, directions averaged by slices (a TIMIT phone
+    recogniser from public code): an unbatched sequence, not a one-step module."""
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(5, H, num_layers=2, bidirectional=True)
+        self.out = nn.Linear(H, 4)
+
+    def init_hidden(self):
+        return torch.zeros(4, 1, H), torch.zeros(4, 1, H)
+
+    def forward(self, x, hidden):
+        out, hidden = self.lstm(x.view(len(x), 1, -1), hidden)
+        out = (out[:, :, :H] + out[:, :, H:]) / 2
+        return F.log_softmax(self.out(out.view(out.size(0), -1)), dim=1)
+
+
+def test_unbatched_sequence_with_a_state_argument():
+    torch.manual_seed(6)
+    m = UnbatchedWithState().eval()
+    f = fastrnn.convert(m, example_input=[torch.randn(T0, 5), m.init_hidden()])
+    assert f.meta["input_layout"] == "unbatched" and not f.meta.get("one_step")
+    x = torch.randn(T1, 5)
+    with torch.no_grad():
+        want = m(x, m.init_hidden()).numpy()
+    _close(f.predict(x.numpy()[None])[0], want)
