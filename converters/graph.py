@@ -812,6 +812,14 @@ def _identity(low, x, *args, **kwargs):
     return x
 
 
+@handles("numpy")
+def _numpy(low, x, *args):
+    """lengths.cpu().numpy() into pack_padded_sequence (Tacotron 2's encoder): the same lengths."""
+    if not isinstance(x, (Input, np.ndarray)):
+        low.fail(f".numpy() of {_what(x)} (only of forward's lengths or a constant)")
+    return x
+
+
 @handles("dim")
 def _dim(low, x):
     return len(low.shape(x))

@@ -82,6 +82,7 @@ cdef extern from "fastrnn.h" nogil:
     frnn_status frnn_model_add_flatten(frnn_model *m, int size, int steps)
     int frnn_model_output_steps(const frnn_model *m, int T)
     int frnn_model_changes_time(const frnn_model *m)
+    int frnn_model_keeps_steps(const frnn_model *m)
     frnn_status frnn_model_finalize(frnn_model *m, int input_size)
     int frnn_model_num_states(const frnn_model *m)
     void frnn_model_state_dims(const frnn_model *m, int i, int *dirs, int *width)
@@ -225,7 +226,7 @@ cdef class CModel:
     """The packed, immutable engine model built from a list of ir layers."""
     cdef frnn_model *m
     cdef readonly int num_states, output_size, output_is_sequence, can_stream, query_pool
-    cdef readonly int input_ids, input_size, changes_time
+    cdef readonly int input_ids, input_size, changes_time, keeps_steps
     cdef readonly str isa
     cdef readonly double row_step_flops   # flops of one step of one row (the GIL rule below)
 
@@ -326,6 +327,7 @@ cdef class CModel:
         self.output_size = frnn_model_output_size(self.m)
         self.output_is_sequence = frnn_model_output_is_sequence(self.m)
         self.changes_time = frnn_model_changes_time(self.m)
+        self.keeps_steps = frnn_model_keeps_steps(self.m)
         self.can_stream = frnn_model_can_stream(self.m)
         self.query_pool = any(isinstance(L, ir.Pool) and "query" in L.kinds for L in layers)
         self.input_ids = isinstance(layers[0], ir.Embedding)

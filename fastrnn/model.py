@@ -226,9 +226,10 @@ class Model:
             raise ShapeError("predict: sequences need at least one time step")
         lens = None
         if self._cm.changes_time:
-            if lengths is not None:
-                raise ShapeError("predict: lengths with a layer that changes the number of steps (Conv1D, Pool1D, "
-                                 "RepeatVector, Flatten): pad the sequences instead")
+            if lengths is not None and not self._cm.keeps_steps:
+                raise ShapeError("predict: lengths with a layer that changes the number of steps (Conv1D, Pool1D "
+                                 "other than stride 1 padded 'same' or causally, RepeatVector, Flatten): pad the "
+                                 "sequences instead")
             flat = [l for l in self.layers if isinstance(l, ir.Flatten)]
             if flat and self._cm.output_steps(T) < 1:
                 raise ShapeError(f"predict: the model flattens exactly {flat[0].n} steps (Keras Flatten, a Linear "

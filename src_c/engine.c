@@ -72,6 +72,15 @@ static int changes_time(const layer *L) {
     return L->type == L_CONV || L->type == L_POOL1 || L->type == L_REPEAT || L->type == L_FLAT;
 }
 
+/* a window whose output has as many steps as its input, for every T (stride 1, padded by its
+ * span - 1): step t of a row is still step t, so lengths keep their meaning through it */
+static int keeps_steps(const layer *L) {
+    if (L->type != L_CONV && L->type != L_POOL1) return !changes_time(L);
+    const int64_t eff = (int64_t)(L->win - 1) * L->dil + 1;
+    return L->stride == 1 && (L->pad_mode == FRNN_PAD_SAME || L->pad_mode == FRNN_PAD_CAUSAL ||
+                              (L->pad_mode == FRNN_PAD_EXPLICIT && (int64_t)L->pad_b + L->pad_a == eff - 1));
+}
+
 /* The padding and output steps of a window layer for T input steps (*To 0: T too short). */
 static void window_steps(const layer *L, int T, int *pb, int *pa, int *To) {
     const int64_t eff = (int64_t)(L->win - 1) * L->dil + 1, s = L->stride;
@@ -115,6 +124,7 @@ struct frnn_model {
     int nstates, nslots, can_stream, emb_fused;
     int max_w, max_Hp, max_Rp, max_merge;
     int time_changes, max_cols;   /* a layer changes the steps; conv1d im2col row width */
+    int keeps_steps;              /* every such layer is a window of stride 1 padded to keep T steps */
 };
 
 /* ---- allocation ------------------------------------------------------------------------ */
@@ -571,6 +581,7 @@ int frnn_model_output_steps(const frnn_model *m, int T) {
 }
 
 int frnn_model_changes_time(const frnn_model *m) { return m->time_changes; }
+int frnn_model_keeps_steps(const frnn_model *m) { return m->keeps_steps; }
 
 /* the most steps any layer sees or makes for T input steps */
 static int max_steps(const frnn_model *m, int T) {
@@ -666,6 +677,7 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
     int w = m->input_ids ? m->L[0].out : input_size, seq = 1;
     if (w < 1) return FRNN_EINVAL;
     m->can_stream = 1;
+    m->keeps_steps = 1;
     for (int i = m->input_ids; i < m->nlayers; i++) {
         layer *L = &m->L[i];
         if (L->type == L_EMB || L->in != w) return FRNN_EINVAL;
@@ -688,6 +700,7 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
             seq = 0;
         }
         if (changes_time(L)) { m->time_changes = 1; m->can_stream = 0; }
+        if (!keeps_steps(L)) m->keeps_steps = 0;
         if (L->type == L_POOL && L->pool_query) m->can_stream = 0;      /* its query is the final value */
         if (L->type == L_REC) {
             if (!seq) return FRNN_EINVAL;
@@ -1432,9 +1445,11 @@ static frnn_status forward(const frnn_model *m, int B, int T, const void *x, con
                            const float *const *init, float *y, float *const *final) {
     if (!m || !m->finalized || B < 1 || T < 1 || !x || !y || (int64_t)B * T > INT32_MAX)
         return FRNN_EINVAL;
-    if (m->time_changes) {   /* no lengths; every layer's steps exist and fit the row limit */
+    if (m->time_changes) {   /* lengths only through windows that keep the steps; every layer's steps
+                                exist and fit the row limit */
         const int Tm = max_steps(m, T);
-        if (lengths || frnn_model_output_steps(m, T) < 1 || (int64_t)B * Tm > INT32_MAX) return FRNN_EINVAL;
+        if ((lengths && !m->keeps_steps) || frnn_model_output_steps(m, T) < 1 || (int64_t)B * Tm > INT32_MAX)
+            return FRNN_EINVAL;
     }
     if (lengths)
         for (int b = 0; b < B; b++)

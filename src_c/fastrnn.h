@@ -191,6 +191,9 @@ frnn_status frnn_model_add_flatten(frnn_model *m, int size, int steps);
  * layer changes the number of steps. */
 int frnn_model_output_steps(const frnn_model *m, int T);
 int frnn_model_changes_time(const frnn_model *m);
+/* 1 when every layer that may change the number of steps keeps it (windows of stride 1 padded
+ * "same" or causally): predict then takes lengths */
+int frnn_model_keeps_steps(const frnn_model *m);
 /* input_size: features of a float input (ignored when the first layer is an Embedding). */
 frnn_status frnn_model_finalize(frnn_model *m, int input_size);
 /* Number of state tensors (per recurrent layer: h, then c for an LSTM; per pooling layer: its

@@ -1400,3 +1400,26 @@ def test_unbatched_sequence_with_a_state_argument():
     with torch.no_grad():
         want = m(x, m.init_hidden()).numpy()
     _close(f.predict(x.numpy()[None])[0], want)
+
+
+class ConvThenPacked(ConvOnChannelsFirst):
+    """Tacotron 2's encoder: convolutions (stride 1, padded to keep the steps) over the padded
+    (B, C, T) input, then input_lengths.cpu().numpy() into pack_padded_sequence and a
+    bidirectional LSTM, padded back."""
+    def forward(self, x, input_lengths):
+        x = F.dropout(F.relu(self.bn(self.conv(x))), 0.5, self.training).transpose(1, 2)
+        input_lengths = input_lengths.cpu().numpy()
+        x = nn.utils.rnn.pack_padded_sequence(x, input_lengths, batch_first=True, enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(x)[0], batch_first=True)
+        return self.fc(out)
+
+
+def test_conv_before_a_packed_recurrence_takes_lengths():
+    torch.manual_seed(3)
+    m = ConvThenPacked().eval()
+    f = fastrnn.convert(m, example_input=[torch.randn(B0, 6, T0), torch.tensor([T0, 5, 2])])
+    x, lens = torch.randn(B1, 6, T1), torch.tensor([T1, 3, 8, 1])
+    with torch.no_grad():
+        want = m(x, lens).numpy()
+    got = f.predict(x.numpy().transpose(0, 2, 1), lengths=lens.numpy())
+    _close(got, want)

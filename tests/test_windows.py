@@ -119,3 +119,21 @@ def test_fastrnn_info_lists_them(rng, tmp_path, capsys):
     assert main(["info", str(tmp_path / "w.frnn")]) == 0
     out = capsys.readouterr().out
     assert "Conv1D" in out and "Pool1D max" in out and "RepeatVector" in out and "n=3" in out
+
+
+def test_lengths_through_windows_that_keep_the_steps(rng):
+    """Windows of stride 1 padded "same" or causally keep step t at step t: predict takes
+    lengths, as the float64 reference computes them (the windows read the padding); a stride, a
+    valid window or a RepeatVector still refuses them."""
+    layers = [_conv(rng, 3, 4, 5, padding="same"), ir.Pool1D(4, "max", 3, 1, "same"),
+              _conv(rng, 4, 4, 3, padding="causal"), rec(rng, "gru", 4, 5), ir.Pool(5, ("mean", "last"), "valid")]
+    m = fastrnn.Model(layers)
+    x = rng.normal(size=(3, 9, 3)).astype(np.float32)
+    lens = np.array([9, 4, 1])
+    np.testing.assert_allclose(m.predict(x, lengths=lens), reference.run(layers, x, lengths=lens)[0],
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(m.predict(x, lengths=lens), m.predict(x))
+    for bad in ([_conv(rng, 3, 4, 3), rec(rng, "gru", 4, 5)],
+                [_conv(rng, 3, 4, 3, padding="same", stride=2), rec(rng, "gru", 4, 5)]):
+        with pytest.raises(fastrnn.ShapeError, match="lengths"):
+            fastrnn.Model(bad).predict(x, lengths=lens)

@@ -496,6 +496,24 @@ def module_call(low, mod, args, kwargs, where):
              for n, t in (("weight", mod.weight), ("bias", mod.bias), ("running_mean", mod.running_mean),
                           ("running_var", mod.running_var))]
         return low.call("batch_norm", (x, *c, False, mod.momentum, mod.eps), {}, where)
+    if nm == "Conv1d":                # torch.fx keeps the module (a packed model: its capture is fx's)
+        if mod.padding_mode != "zeros":
+            return low.refuse("conv1d", f"a Conv1d with padding_mode={mod.padding_mode!r}", where)
+        return low.call("conv1d", (x, _const(low, mod.weight, f"{where}.weight"),
+                                   None if mod.bias is None else _const(low, mod.bias, f"{where}.bias"),
+                                   mod.stride, mod.padding, mod.dilation, mod.groups), {}, where)
+    if nm in ("MaxPool1d", "AvgPool1d"):
+        if nm == "MaxPool1d":
+            return low.call("max_pool1d", (x, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
+                                           mod.ceil_mode), {}, where)
+        return low.call("avg_pool1d", (x, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode,
+                                       mod.count_include_pad), {}, where)
+    if nm in ("AdaptiveMaxPool1d", "AdaptiveAvgPool1d"):
+        if nm == "AdaptiveMaxPool1d" and mod.return_indices:
+            return low.refuse("adaptive_max_pool1d", "an AdaptiveMaxPool1d returning indices", where)
+        r = low.call(nm.replace("Adaptive", "adaptive_").replace("MaxPool1d", "max_pool1d").replace(
+            "AvgPool1d", "avg_pool1d"), (x, mod.output_size), {}, where)
+        return r[0] if isinstance(r, tuple) else r
     if nm == "Sequential":
         for m in mod:
             x = module_call(low, m, (x,), {}, where)
