@@ -2974,6 +2974,9 @@ def _tile(low, x, sizes, op):
         b = next(a for a in x.axes if low.lab(a) == "B")
         v = low.pool_layer([Pooled(replace(x, axes=(b, low._label_of("T") or "T", "F"), time=None), "last", False)])
         x = v if i is None else replace(v, axes=v.axes[:i] + ("1",) + v.axes[i:])
+    if x.time not in (None, "final"):
+        low.fail(f"{op} of a step the pipeline takes at its end ({x.time}: each row's last valid step, the "
+                 f"longest row's, the last k)")
     if x.packed or x.width is None or x.dirs > 1:
         low.fail(f"{op} of {'a PackedSequence' if x.packed else 'the token ids' if x.width is None else 'directions'}")
     labs = [low.lab(a) for a in x.axes]

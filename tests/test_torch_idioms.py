@@ -1423,3 +1423,21 @@ def test_conv_before_a_packed_recurrence_takes_lengths():
         want = m(x, lens).numpy()
     got = f.predict(x.numpy().transpose(0, 2, 1), lengths=lens.numpy())
     _close(got, want)
+
+
+def test_repeat_of_a_step_taken_at_the_end_is_refused():
+    """Each row's last valid step is taken at the pipeline's end (signature time): repeating it
+    into a decoder is refused with a reason, not a malformed model."""
+    class ValidLastRepeated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.GRU(5, H, batch_first=True)
+            self.dec = nn.GRU(H, H, batch_first=True)
+
+        def forward(self, x, lengths):
+            o, _ = self.enc(x)
+            z = o[torch.arange(x.size(0)), lengths - 1].unsqueeze(1).repeat(1, x.size(1), 1)
+            return self.dec(z)[0]
+
+    with pytest.raises(fastrnn.UnsupportedError, match="repeat of a step the pipeline takes at its end"):
+        fastrnn.convert(ValidLastRepeated().eval(), example_input=[torch.randn(3, 7, 5), torch.tensor([7, 5, 2])])
