@@ -42,7 +42,11 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
   axes: None, or the axes of predict's output y for a source that drops or adds unit axes
     (a regressor's .squeeze(-1), an out[:, -1:]): labels among "B", "T", "F", "1" in that
     order apart from the units, "B" first; "F" may be missing only when the output has one
-    feature. predict reshapes the engine's (B, T, F) / (B, F) to it; streams do not.
+    feature. "#k" axes right before "F" view the features as (k, ..., F / prod(k)) (a
+    forecaster's self.fc(h).view(B, horizon, n_features)); a graph output's axes may hold them
+    too. predict reshapes the engine's (B, T, F) / (B, F) to it; streams do not.
+  lengths_pad: None, or a padding id of a model of token ids whose source packs its rows by
+    (ids != pad).sum(1): predict without lengths counts them the same way.
   head: None, or {"from": n, "parts": [[k, d], ...]}: layers n.. (Dense and Activation layers) are
     a head over the final states: they read native states (k, d), each (B, width), side by side,
     and predict returns their output (B, out) (torch's h_n.permute(1, 0, 2).reshape(B, -1) of a
