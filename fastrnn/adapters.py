@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .signature import split_size
+
 
 def axes_json(axes):
     """Axis labels as strings ("T*B" for a flattened axis)."""
@@ -54,7 +56,7 @@ def to_canonical(y, axes, B, T):
     labels = [labels[i] for i in keep]
     if "B" not in labels:
         y, labels = y[None], ["B"] + labels
-    split = [l for l in labels if l[:1] == "#"]          # the features split (fc(h).view(B, k, -1))
+    split = [l for l in labels if split_size(l)]          # the features split (fc(h).view(B, k, -1))
     want = [l for l in ("B", "T") if l in labels] + split + (["F"] if "F" in labels else [])
     if sorted(want) != sorted(labels) or split and "F" not in labels:
         raise ValueError(f"cannot read axes {axes} as batch, time and features")
@@ -79,10 +81,10 @@ def to_predict(y, axes, B, T):
         return np.asarray(y)
     c = to_canonical(y, axes, B, T)
     sizes = dict(zip([l for l in ("B", "T", "F") if l in predict_axes(axes) or l == "F"][:c.ndim], c.shape))
-    split = [int(a[1:]) for a in predict_axes(axes) if a[:1] == "#"]
+    split = [split_size(a) for a in predict_axes(axes) if split_size(a)]
     if split:
         sizes["F"] //= int(np.prod(split))
-    return c.reshape([1 if a == "1" else int(a[1:]) if a[:1] == "#" else sizes[a] for a in predict_axes(axes)])
+    return c.reshape([1 if a == "1" else split_size(a) or sizes[a] for a in predict_axes(axes)])
 
 
 def source_x(x, axes):

@@ -94,7 +94,7 @@ import zlib
 
 import numpy as np
 
-from . import ir
+from . import ir, signature as sig_
 
 PROG = "fastrnn-convert"
 
@@ -722,9 +722,9 @@ def _graph_info(model):
     native = _state_parts(model)
 
     def shape(axes, F=None, S=None, D=None):
-        split = [int(a[1:]) for a in axes if a[:1] == "#"]        # the features viewed as (k..., F)
+        split = [sig_.split_size(a) for a in axes if sig_.split_size(a)]        # the features viewed as (k..., F)
         m = {"B": "batch", "T": "time", "1": 1, "F": F // int(np.prod(split)) if split and F else F, "S": S, "D": D}
-        return [int(a[1:]) if a[:1] == "#" else m[a] for a in axes]
+        return [sig_.split_size(a) or m[a] for a in axes]
 
     def state(e, role):
         parts = _parts_info(native, e["parts"])

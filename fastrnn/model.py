@@ -316,10 +316,10 @@ def _to_axes(a, have, want):
     """Array `a` whose axes are labelled `have` -> labels `want` ('1' = a unit axis; 'T*B' = the
     axes T and B flattened together, T outer). A label of have missing from want must be a unit
     axis (the batch of one of an unbatched graph, the feature of a squeezed one-wide output)."""
-    split = [l for l in want if l[:1] == "#"]          # the features viewed as (k..., F)
+    split = [l for l in want if sig_.split_size(l)]          # the features viewed as (k..., F)
     if split and "F" in have:
         i = have.index("F")
-        a = a.reshape(a.shape[:i] + tuple(int(l[1:]) for l in split) + (-1,) + a.shape[i + 1:])
+        a = a.reshape(a.shape[:i] + tuple(sig_.split_size(l) for l in split) + (-1,) + a.shape[i + 1:])
         have = have[:i] + split + have[i:]
     atoms = [p for l in want if l != "1" for p in l.split("*")]
     drop = [i for i, l in enumerate(have) if l not in atoms]

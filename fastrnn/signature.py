@@ -364,17 +364,23 @@ def outputs_list(sig, y, native):
     return res
 
 
+def split_size(a):
+    """k of an axis label '#k' (k of the features' rows, outer to the rest, 'F': torch's
+    fc(h).view(B, k, -1)), else None."""
+    ok = isinstance(a, str) and a[:1] == "#" and a[1:].isdigit() and a[1:2] != "0" and int(a[1:]) <= 1 << 24
+    return int(a[1:]) if ok else None
+
+
 def _split_axis(a):
-    """'#k': k of the features' rows, outer to the rest ('F'): torch's fc(h).view(B, k, -1)."""
-    return isinstance(a, str) and a[:1] == "#" and a[1:].isdigit() and 1 <= int(a[1:]) <= 1 << 24 and a[1:2] != "0"
+    return split_size(a) is not None
 
 
 def _axis_sizes(axes, shape):
     """The size of each label of axes for an engine y of `shape` ((B, T, F) or (B, F))."""
     sizes = dict(zip(["B", "T", "F"] if len(shape) == 3 else ["B", "F"], shape))
-    k = [int(a[1:]) for a in axes if _split_axis(a)]
+    k = [split_size(a) for a in axes if _split_axis(a)]
     sizes["F"] //= int(np.prod(k)) if k else 1
-    return [1 if a == "1" else int(a[1:]) if _split_axis(a) else sizes[a] for a in axes]
+    return [1 if a == "1" else split_size(a) or sizes[a] for a in axes]
 
 
 def shape_y(sig, y):

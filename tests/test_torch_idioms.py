@@ -1158,6 +1158,12 @@ def test_a_branch_around_recurrent_layers_streams(tmp_path):
 def test_last_valid_step_from_archives(name, capture, tmp_path):
     """TorchScript and a trace (the trace records the packing's sort and the index's arange as
     ops) give each row's last valid step too, at other batch sizes and lengths."""
+    _check_archive(name, capture, tmp_path)
+
+
+def _check_archive(name, capture, tmp_path):
+    """CASES[name] saved as a script or trace archive, converted with its example and compared
+    with torch at another batch size and length."""
     cls, kind = CASES[name]
     torch.manual_seed(len(name))
     m = cls().eval()
@@ -1168,7 +1174,7 @@ def test_last_valid_step_from_archives(name, capture, tmp_path):
     a.save(str(tmp_path / "m.pt"))
     f = fastrnn.convert(str(tmp_path / "m.pt"), example_input=list(ex))
     args, x, kw = _forward_args(kind, m, B1, T1, 5)
-    _close(f.predict(x, **kw), _torch_out(kind, m, args), name)
+    _close(f.predict(x, **kw), _torch_out(kind, m, args), f"{name} {capture}")
 
 
 @pytest.mark.parametrize("name, dynamo", [("last_valid_unpacked", False), ("last_valid_unpacked", True),
@@ -1178,6 +1184,13 @@ def test_last_valid_step_from_onnx_exports(name, dynamo, tmp_path):
     arange(B) * T + lengths - 1 of out flattened to (B*T, F) (time-major: (lengths - 1) * B +
     arange(B) of (T*B, F)), the dynamo one a GatherND of (row, step) pairs; compared with
     onnxruntime. (The dynamo exporter cannot export pack_padded_sequence.)"""
+    _check_onnx(name, dynamo, tmp_path)
+
+
+def _check_onnx(name, dynamo, tmp_path):
+    """CASES[name] exported to ONNX (legacy with dynamic batch and time axes, or dynamo), converted
+    and compared with onnxruntime on the graph's own inputs (the dynamo export at the example's
+    sizes, which its LSTM fixes)."""
     import onnxruntime as ort
     from conftest import onnx_export
     cls, kind = CASES[name]
@@ -1185,11 +1198,13 @@ def test_last_valid_step_from_onnx_exports(name, dynamo, tmp_path):
     m = cls().eval()
     ex, _, _ = _forward_args(kind, m, B0, T0, 0)
     path = str(tmp_path / "m.onnx")
-    onnx_export(m, ex, path, dynamo, ("x", "lengths"), {"x": {0: "b", 1: "t"}, "lengths": {0: "b"}})
+    names = ("x", "lengths") if kind == "ids_lengths" else ("x",)
+    axes = {"x": {0: "b", 1: "t"}, "lengths": {0: "b"}} if kind == "ids_lengths" else {"x": {0: "b", 1: "t"}}
+    onnx_export(m, ex, path, dynamo, names, axes)
     f = fastrnn.convert(path)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     args, _, _ = _forward_args(kind, m, B0, T0, 5) if dynamo else _forward_args(kind, m, B1, T1, 5)
-    feeds = {"x": args[0].numpy(), "lengths": args[1].numpy()}
+    feeds = dict(zip([i.name for i in sess.get_inputs()], [a.numpy() for a in args]))
     _close(f.run(None, feeds)[0], sess.run(None, feeds)[0], name)
 
 
@@ -1217,21 +1232,7 @@ def test_heads_masks_and_autoencoders_from_onnx_exports(name, dynamo, tmp_path):
     """The ONNX exports of the same idioms, compared with onnxruntime: the mask's arange is a
     Range over the graph's own time axis (legacy, dynamic axes) or a constant (dynamo, whose LSTM
     fixes the time axis); the repeat a Tile or an Expand; Mish at opset 17 is x * tanh(softplus(x))."""
-    import onnxruntime as ort
-    from conftest import onnx_export
-    cls, kind = CASES[name]
-    torch.manual_seed(len(name))
-    m = cls().eval()
-    ex, _, _ = _forward_args(kind, m, B0, T0, 0)
-    path = str(tmp_path / "m.onnx")
-    names = ("x", "lengths") if kind == "ids_lengths" else ("x",)
-    axes = {"x": {0: "b", 1: "t"}, "lengths": {0: "b"}} if kind == "ids_lengths" else {"x": {0: "b", 1: "t"}}
-    onnx_export(m, ex, path, dynamo, names, axes)
-    f = fastrnn.convert(path)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    args, _, _ = _forward_args(kind, m, B0, T0, 5) if dynamo else _forward_args(kind, m, B1, T1, 5)
-    feeds = dict(zip([i.name for i in sess.get_inputs()], [a.numpy() for a in args]))
-    _close(f.run(None, feeds)[0], sess.run(None, feeds)[0], name)
+    _check_onnx(name, dynamo, tmp_path)
 
 
 def test_lengths_mask_after_a_non_causal_layer_is_refused():
@@ -1294,17 +1295,7 @@ def test_new_idioms_from_archives(name, capture, tmp_path):
     seq_len stays the constant). torch.jit.script refuses the activations head (F.hardtanh(y, 0,
     20): ints for floats), the autoencoder's class attribute and weight_norm's Parametrization;
     the masks call a Python helper (_valid), a function call the script capture does not inline."""
-    cls, kind = CASES[name]
-    torch.manual_seed(len(name))
-    m = cls().eval()
-    ex, _, _ = _forward_args(kind, m, B0, T0, 0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        a = torch.jit.script(m) if capture == "script" else torch.jit.trace(m, ex)
-    a.save(str(tmp_path / "m.pt"))
-    f = fastrnn.convert(str(tmp_path / "m.pt"), example_input=list(ex))
-    args, x, kw = _forward_args(kind, m, B1, T1, 5)
-    _close(f.predict(x, **kw), _torch_out(kind, m, args), f"{name} {capture}")
+    _check_archive(name, capture, tmp_path)
 
 
 def test_pack_by_counted_lengths():

@@ -53,6 +53,12 @@ def _ints(v):
     return None
 
 
+def _shape_like(v):
+    """A value of shape arithmetic: a shape, a size, an integer or an integer array (a size with a
+    tensor of the pipeline, out.sum(1) / x.size(1), is the tensor's arithmetic instead)."""
+    return isinstance(v, (tuple, int, np.integer)) or isinstance(v, np.ndarray) and v.dtype.kind in "iuO"
+
+
 MAX_CONSTANT = 1 << 24          # elements of a constant the frontend makes (64 MiB of float32)
 
 
@@ -602,12 +608,10 @@ class _Frontend:
         if (isinstance(x, Size) or isinstance(y, Size)) and _int_scalar(x) and _int_scalar(y):
             p, q = (v if isinstance(v, Size) else int(v) for v in (x, y))      # s * b of x.shape: one size
             return _PYOPS[node.op_type](p, q)
-        if isinstance(y, Size) and isinstance(x, G.Pooled) and node.op_type == "Div":
-            return self.call("div", [x, y], w)      # out.sum(1) / x.size(1): a pool by the time axis's size
         if any(isinstance(p, G.StepIdx) and isinstance(q, tuple) for p, q in ((x, y), (y, x))):
             # lengths - 1 + arange(B) * T (that product computed as shape arithmetic)
             x, y = (np.asarray([int(v) for v in p], np.int64) if isinstance(p, tuple) else p for p in (x, y))
-        if isinstance(x, tuple) or isinstance(y, tuple) or isinstance(x, Size) or isinstance(y, Size):
+        if (isinstance(x, (tuple, Size)) or isinstance(y, (tuple, Size))) and _shape_like(x) and _shape_like(y):
             xs, ys = _ints(x) if not isinstance(x, Size) else [x], _ints(y) if not isinstance(y, Size) else [y]
             n = max(len(xs), len(ys))
             xs, ys = xs * (n // len(xs)), ys * (n // len(ys))
