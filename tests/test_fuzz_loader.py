@@ -219,7 +219,7 @@ def entry_mutation(draw, header):
                                     json_values))
     elif op == "shape_near":   # same number of bytes, or a plausible other shape
         k = draw(st.sampled_from(["perm", "flat", "scalar", "extra1", "zero", "neg", "overflow"]))
-        s = e["shape"]
+        s = e["shape"] if all(type(v) is int and abs(v) < 2**62 for v in e["shape"]) else [3]   # after a "shape"
         e["shape"] = {"perm": s[::-1], "flat": [math.prod(s)], "scalar": [], "extra1": s + [1],
                       "zero": [0] + s[1:], "neg": [-1] + s[1:],
                       "overflow": [2**62, 2**62] + s}[k]
