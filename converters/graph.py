@@ -589,17 +589,16 @@ class Lowering:
                 self.fail(f"{what} reads a tensor with axes {_axes_str(axes)} (expected {_axes_str(want)})")
         return axes
 
-    def _add_rnn(self, layers, x, hx):
+    def _add_rnn(self, layers, x, hx, s_axes=("S", "B", "F")):
         """Append recurrent layers (one op: stacked layers of one cell) reading x; initial states
-        hx; -> (the _Rnn, h parts, c parts) in torch's stacking (layer * D + d)."""
+        hx, their axes s_axes; -> (the _Rnn, h parts, c parts) in torch's stacking (layer * D + d)."""
         if layers[0].input_size != (self.pipe_width(x) if x.cols is not None else x.width):
             self.fail(f"a recurrent layer of {layers[0].input_size} inputs reads {x.width} features")
         first = len(self.layers)
         L, D = len(layers), layers[0].num_directions
         lstm = layers[0].cell == "lstm"
         r = _Rnn(first, first + L - 1, L, D, layers[-1].state_size, layers[-1].hidden_size, lstm, self.nstates)
-        self._initial_state(hx, r)
-        self.layers += layers
+        self.layers += self._initial_state(hx, r, layers, s_axes)
         h, c = [], []
         for l in range(L):
             k0 = r.state0 + (2 * l if r.lstm else l)
@@ -643,7 +642,7 @@ class Lowering:
                 if v.rows is not None and v.row_axis != s_axes.index("S"):
                     self.fail(f"initial states sliced along another axis than the directions of layout {layout}")
                 self.state_axes[v.index] = s_axes
-        r, h, c = self._add_rnn([layer], x, hx if layer.cell == "lstm" else initial_h)
+        r, h, c = self._add_rnn([layer], x, hx if layer.cell == "lstm" else initial_h, s_axes)
         idx, pos = len(self.rnns) - 1, len(self.layers)
         y_axes = ("B", "T", "D", "F") if layout else ("T", "D", "B", "F")
         del axes
@@ -655,17 +654,21 @@ class Lowering:
         yc = HN(tuple(c), s_axes, r.hidden, "c", idx, pos, x.rows) if c else None
         return y, yh, yc
 
-    def _initial_state(self, hx, r):
-        """hx: None or zeros (nothing to do), or forward's own state argument(s) -> predict's
-        initial_state (recorded in state_inputs)."""
+    def _initial_state(self, hx, r, layers, s_axes=("S", "B", "F")):
+        """hx: None or zeros (nothing to do); forward's own state argument(s) -> predict's
+        initial_state (recorded in state_inputs); a constant broadcast over the batch (a learned
+        initial state) -> the layers' h0 / c0. s_axes: the states' axes. -> layers."""
         items = list(hx) if isinstance(hx, (list, tuple)) else [hx]
         for i, v in enumerate(items):
+            role = "hc"[i] if r.lstm and len(items) == 2 else "h"
             if v is None or isinstance(v, Zeros):
                 continue
             if isinstance(v, np.ndarray) and not v.any():
                 continue
+            if isinstance(v, np.ndarray):
+                layers = self._learned_state(v, role, r, layers, s_axes)
+                continue
             if isinstance(v, Input):
-                role = "hc"[i] if r.lstm and len(items) == 2 else "h"
                 rows = v.rows if v.rows is not None else range(r.L * r.D)
                 if len(rows) != r.L * r.D:
                     self.fail(f"an initial state of {len(rows)} rows for {r.L} layer(s) x {r.D} direction(s)")
@@ -681,8 +684,31 @@ class Lowering:
                         self.fail("one state argument initialises two recurrent layers")
                     self.state_inputs[v.index] = (len(self.rnns), role)
                 continue
-            self.fail(f"an initial state that is {_what(v)}: only zeros or a state passed to forward "
-                      f"(predict's initial_state) are supported")
+            self.fail(f"an initial state that is {_what(v)}: only zeros, a constant (a learned initial state) "
+                      f"or a state passed to forward (predict's initial_state) are supported")
+        return layers
+
+    def _learned_state(self, v, role, r, layers, s_axes):
+        """A constant initial state, the same for every row (an nn.Parameter h0 expanded or repeated
+        to the batch size, or with a batch of one): rows of axis S are (layer, direction) in torch's
+        stacking -> h0 / c0 of those layers' directions."""
+        v = np.asarray(v, np.float32)
+        width = r.hidden if role == "c" else r.width
+        b = s_axes.index("B")
+        if v.ndim != 3 or v.shape[b] not in (1, self.size("B")) or v.shape[s_axes.index("S")] != r.L * r.D \
+                or v.shape[2] != width:
+            self.fail(f"a constant initial {role} of shape {v.shape}: a learned initial state has "
+                      f"{r.L * r.D} rows (layers x directions) of {width} for a batch of one, broadcast over "
+                      f"the batch (axes {_axes_str(s_axes)})")
+        per_row = np.moveaxis(v, b, 0)                 # (B, S, F)
+        if not (per_row == per_row[:1]).all():       # the dynamo exporter's expand, folded at the example's batch
+            self.fail(f"a constant initial {role} that differs between the rows of the batch")
+        rows = per_row[0]
+        out = []
+        for l, layer in enumerate(layers):
+            ws = [dict(w, **{role + "0": rows[l * r.D + d]}) for d, w in enumerate(layer.weights)]
+            out.append(replace(layer, weights=ws))
+        return out
 
 
 def split_head(low, fold):
@@ -2935,11 +2961,8 @@ def _expand_as(low, x, *shape, **kw):
         shape = low.shape(shape[0])       # expand_as
     if shape and isinstance(shape[0], (list, tuple)):
         shape = tuple(shape[0])           # TorchScript's expand(self, size, implicit)
-    if labels is None:
-        labels = [low.lab(n.sym) if isinstance(n, Size) else None for n in shape]
-    if isinstance(x, np.ndarray) and x.ndim == len(shape) and all(
-            n in (-1, d) or (d == 1 and lab in ("B", "x0", "x1")) for n, d, lab in zip(shape, x.shape, labels)):
-        return x                          # arange(T).unsqueeze(0).expand_as(ids): broadcast over the batch later
+    if isinstance(x, np.ndarray):
+        return _const_over_batch(low, x, shape, labels, "expand")
     if isinstance(x, (PT, HN, PS)) or cells.is_step(x):
         return _tile(low, x, shape, "expand")
     low.fail(f"expand of {_what(x)}")
@@ -2947,7 +2970,25 @@ def _expand_as(low, x, *shape, **kw):
 
 @handles("repeat")
 def _repeat(low, x, *sizes):
+    if isinstance(x, np.ndarray):
+        return _const_over_batch(low, x, sizes, None, "repeat")
     return _tile(low, x, sizes, "repeat")
+
+
+def _const_over_batch(low, x, sizes, labels, op):
+    """A constant expanded or repeated along a unit axis to the batch size: itself, broadcast over
+    the batch where it is used (arange(T).unsqueeze(0).expand_as(ids); a learned initial state,
+    self.h0.expand(-1, B, -1) or self.h0.repeat(1, B, 1), Lowering._initial_state). labels: the
+    axes' labels when known (expand_as), else those of the sizes."""
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = tuple(sizes[0])
+    if labels is None:
+        labels = [low.lab(n.sym) if isinstance(n, Size) else None for n in sizes]
+    keep = (-1, 1) if op == "repeat" else (-1,)
+    if x.ndim == len(sizes) and all(n in keep or (op == "expand" and n == d) or (d == 1 and lab in ("B", "x0", "x1"))
+                                    for n, d, lab in zip(sizes, x.shape, labels)):
+        return x
+    low.fail(f"{op} {tuple(sizes)} of a constant of shape {x.shape} (only along a unit axis, to the batch size)")
 
 
 _TIME_CHANGING = (ir.Conv1D, ir.Pool1D, ir.RepeatVector, ir.Flatten)
@@ -3880,7 +3921,8 @@ def _chain_layer(low, k, sequence):
     low.nstates += 2 if lstm else 1
     rnn = _Rnn(first, first, 1, 1, layer.state_size, layer.hidden_size, lstm, s0)
     if any(isinstance(v, Input) for v in ch.init):      # a state forward takes: predict's initial_state
-        low._initial_state(list(ch.init), rnn)          # (before the append: it records the layer's index)
+        # (before the append: it records the layer's index)
+        low.layers[first:] = low._initial_state(list(ch.init), rnn, low.layers[first:])
     low.rnns.append(rnn)
     low.chain_state[k] = (s0, sequence)
     pos = len(low.layers)

@@ -33,6 +33,8 @@ cdef extern from "fastrnn.h" nogil:
         const float *b_hh
         const float *P
         const float *W_hr
+        const float *h0
+        const float *c0
     ctypedef struct frnn_rec_desc:
         int cell, direction, merge
         int input_size, hidden_size, proj_size
@@ -314,6 +316,8 @@ cdef class CModel:
                     d.w[i].b_hh = _fptr(w.get("b_hh"))
                     d.w[i].P = _fptr(w.get("P"))
                     d.w[i].W_hr = _fptr(w.get("W_hr"))
+                    d.w[i].h0 = _fptr(w.get("h0"))
+                    d.w[i].c0 = _fptr(w.get("c0"))
                 st = frnn_model_add_recurrent(self.m, &d)
             for i, j in getattr(L, "carry", ()):
                 if st == FRNN_OK:

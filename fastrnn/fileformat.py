@@ -11,8 +11,9 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
                   the model is written (also "5" for a Pool of the "last" / "first" kinds and a
                   Flatten layer); "6" when a Pool has a term of the "query" kind (attention whose
                   query is the final value); "7" when an activation is mish, hardswish or
-                  clip, or a RepeatVector has n 0 (the steps of the sequence it follows) (a file with a higher major version is refused, not misread; this reader
-                  reads all seven)
+                  clip, or a RepeatVector has n 0 (the steps of the sequence it follows); "8" when a
+                  Recurrent layer has a learned initial state (h0 / c0 tensors) (a file with a
+                  higher major version is refused, not misread; this reader reads all eight)
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
                          "signature": {...},   (fastrnn/signature.py; optional, added in
@@ -52,7 +53,7 @@ from . import signature as sig_
 from .errors import ArgumentTypeError, ModelFormatError, ShapeError
 
 FORMAT = "fastrnn"
-VERSION = 7                      # the highest this reader reads; a model is written as the lowest that holds it
+VERSION = 8                      # the highest this reader reads; a model is written as the lowest that holds it
 MAX_HEADER = 64 << 20            # a header over 64 MiB is not one we wrote
 MAX_META_DEPTH = 32              # lists and dicts inside Model.meta, counting meta itself
 _DTYPES = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2"), "I8": np.dtype("i1")}
@@ -109,14 +110,11 @@ def _parts(model):
 
 
 def _version(model, reduced):
-    """The lowest version that holds the model: 7 with an activation of _V7_ACTS, 6 with a query pool term, 5 with what _needs_v5 names, 4 with a
-    Pool of terms, 3 with a carry (a branch) or an attention pool, 2 reduced, else 1."""
-    if any(_needs_v7(l) for l in model.layers):
-        return 7
-    if any(_needs_v6(l) for l in model.layers):
-        return 6
-    if any(_needs_v5(l) for l in model.layers):
-        return 5
+    """The lowest version that holds the model: the highest of _LAYER_VERSIONS any layer needs, 4
+    with a Pool of terms, 3 with a carry (a branch) or an attention pool, 2 reduced, else 1."""
+    for v, needs, _ in _LAYER_VERSIONS:
+        if any(needs(l) for l in model.layers):
+            return v
     if any(getattr(l, "terms", None) is not None for l in model.layers):
         return 4
     if any(getattr(l, "carry", ()) or "attn" in getattr(l, "kinds", ()) for l in model.layers):
@@ -153,6 +151,20 @@ def _needs_v7(layer):
         elif isinstance(o, (list, tuple)):
             todo += list(o)
     return False
+
+
+def _needs_v8(layer):
+    """A Recurrent layer with a learned initial state (h0 / c0): format version 8."""
+    return isinstance(layer, ir.Recurrent) and any("h0" in w or "c0" in w for w in layer.weights)
+
+
+# per-layer features of the later versions, the highest first: (version, test, what it is)
+_LAYER_VERSIONS = (
+    (8, _needs_v8, "a learned initial state (Recurrent h0 / c0)"),
+    (7, _needs_v7, f"a {'/'.join(sorted(_V7_ACTS))} activation or a RepeatVector of n 0"),
+    (6, _needs_v6, "a pool of the query kind"),
+    (5, _needs_v5, "an embedding's pool_mask, a pool of the last / first kind or a Flatten"),
+)
 
 
 def _write_atomic(path, parts):
@@ -394,14 +406,9 @@ def load(src, precision=None):
             _fail(path, f"layer {i}: a carry or an attention pool in a version {ver} file (they are version 3)")
         if int(ver) < 4 and "terms" in ls["options"]:
             _fail(path, f"layer {i}: a pool of terms in a version {ver} file (they are version 4)")
-        if int(ver) < 5 and _needs_v5(layer):
-            _fail(path, f"layer {i}: an embedding's pool_mask, a pool of the last / first kind or a Flatten in a "
-                        f"version {ver} file (they are version 5)")
-        if int(ver) < 6 and _needs_v6(layer):
-            _fail(path, f"layer {i}: a pool of the query kind in a version {ver} file (it is version 6)")
-        if int(ver) < 7 and _needs_v7(layer):
-            _fail(path, f"layer {i}: a {'/'.join(sorted(_V7_ACTS))} activation or a RepeatVector of n 0 in a "
-                        f"version {ver} file (they are version 7)")
+        for v, needs, what in _LAYER_VERSIONS:
+            if int(ver) < v and needs(layer):
+                _fail(path, f"layer {i}: {what} in a version {ver} file (that is version {v})")
         # the reduced tensors are exactly the layer's matrices (precision.reduced_names)
         want = set(prec.reduced_names(layer)) if file_prec != "fp32" else set()
         if reduced != want:

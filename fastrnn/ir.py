@@ -11,6 +11,10 @@ Canonical weight layout (PyTorch's, whatever the source):
     b_ih, b_hh (G*H)  kept apart (GRU's n gate needs them apart); both present or both absent
     P    (3, H)       LSTM peepholes, rows in the order i, f, o (ONNX stores i, o, f)
     W_hr (proj, H)    LSTM projection (torch proj_size)
+    h0 (R), c0 (H)    the state every sequence starts from when no initial state is given (a
+                      learned initial state, torch's nn.Parameter h0 expanded over the batch);
+                      absent: zeros. c0 is an LSTM's only. predict, streams, Stream.reset and a
+                      StreamPool's new / reset slots all start from it.
   Dense: weight (out, in), bias (out,) or none.  Embedding: weight (vocab, dim).
 
 Equations (per direction, x_t the input, h/c the state; f, g, h the activations in ONNX's naming):
@@ -765,7 +769,7 @@ class Recurrent:
         self.peepholes = "P" in w0
         if self.peepholes and self.cell != "lstm":
             raise ModelFormatError("peepholes (P) are an LSTM option only")
-        allowed = {"W_ih", "W_hh", "b_ih", "b_hh", "P", "W_hr"}
+        allowed = {"W_ih", "W_hh", "b_ih", "b_hh", "P", "W_hr", "h0", "c0"}
         norm = []
         for d, w in enumerate(self.weights):
             extra = set(w) - allowed
@@ -778,6 +782,12 @@ class Recurrent:
                 expect["P"] = (3, H)
             if has_proj:
                 expect["W_hr"] = (P, H)
+            if "h0" in w:
+                expect["h0"] = (R,)
+            if "c0" in w:
+                if self.cell != "lstm":
+                    raise ModelFormatError(f"Recurrent.weights[{d}]: c0 (an initial cell state) is an LSTM's only")
+                expect["c0"] = (H,)
             if set(w) != set(expect):
                 raise ModelFormatError(
                     f"Recurrent.weights[{d}]: expected tensors {sorted(expect)}, got {sorted(w)}")

@@ -194,11 +194,27 @@ class Model:
             raise ShapeError(str(e)) from None
 
     def _check_states(self, states, batch, what):
-        """Native states (Stream.state setter)."""
+        """Native states (Stream.state setter); None entries: the initial state."""
         n = self._cm.num_states
         if isinstance(states, (list, tuple)) and len(states) != n:
             raise ShapeError(f"{what}: expected {n} arrays ({self._state_names()}), got {len(states)}")
-        return sig_.check_states_shape(states, self.native_state_shapes(batch), what)
+        return sig_.check_states_shape(states, self.native_state_shapes(batch), what, self._start_states(batch))
+
+    def _start_states(self, batch):
+        """The native states every row starts from: a Recurrent layer's learned initial state (h0 /
+        c0, broadcast over the rows), else zeros."""
+        out = []
+        for l in self.layers:
+            if isinstance(l, ir.Recurrent):
+                names = ["h0", "c0"] if l.cell == "lstm" else ["h0"]
+                for name, shp in zip(names, l.state_shapes(batch)):
+                    out.append(np.zeros(shp, np.float32))
+                    for d, w in enumerate(l.weights):
+                        if name in w:
+                            out[-1][d] = w[name]
+            elif isinstance(l, ir.Pool):
+                out.append(np.zeros(self.native_state_shapes(batch)[len(out)], np.float32))
+        return out
 
     def _state_names(self):
         names, i, p = [], 0, 0
@@ -218,7 +234,8 @@ class Model:
         Returns y ((batch, time, out), or (batch, out) when the model ends on its last step) -- a
         list of arrays for a multi-output source model (Keras return_state=True, merge_mode=None)
         -- or (y, states) with return_state=True. lengths: (batch,) valid steps per row.
-        initial_state: list of arrays shaped as state_shapes(batch) (None entries = zeros).
+        initial_state: list of arrays shaped as state_shapes(batch) (None entries: the state every
+        sequence starts from, zeros or the model's learned initial state).
         """
         a = self._check_x(self._join(x, "predict"))
         B, T = a.shape[0], a.shape[1]
@@ -255,8 +272,10 @@ class Model:
             if self.signature["states"] is None:
                 init = self._check_states(initial_state, B, "initial_state")
             else:
+                start = self._start_states(B)
                 init = sig_.from_source(self.signature, sig_.check_states_shape(
-                    initial_state, self.state_shapes(B), "initial_state"), self._dims, B)
+                    initial_state, self.state_shapes(B), "initial_state",
+                    sig_.to_source(self.signature, start)), start)
         want = bool(return_state) or self._outputs_states or self._head is not None
         if B == 0:
             shape = (0, self._cm.output_steps(T), self.output_size) if self.output_is_sequence else (0, self.output_size)
@@ -386,7 +405,7 @@ def _onnx_run(model, g, output_names, feeds):
         elif e["role"] == "state":
             a = _from_axes(np.asarray(a), e["axes"], ["S", "B", "F"], e["name"])
             if init is None:
-                init = [np.zeros(s, np.float32) for s in model.native_state_shapes(B)]
+                init = model._start_states(B)
             w = model._dims[e["parts"][0][0]][1]
             if a.shape != (len(e["parts"]), B, w) or a.dtype.kind != "f":
                 raise ShapeError(f"run: input {e['name']!r}: expected float states of shape "
@@ -484,7 +503,8 @@ def _describe(l):
     c = f"+{ir.carried(l.carry)}" if getattr(l, "carry", ()) else ""     # columns a branch carries
     if isinstance(l, ir.Recurrent):
         d = "" if l.direction == "forward" else f", {l.direction}"
-        return f"{l.cell.upper()}({l.input_size}->{l.hidden_size}{c}{d})"
+        h0 = ", learned initial state" if any("h0" in w or "c0" in w for w in l.weights) else ""
+        return f"{l.cell.upper()}({l.input_size}->{l.hidden_size}{c}{d}{h0})"
     if isinstance(l, ir.Embedding):
         return f"Embedding({l.vocab_size}, {l.output_size})"
     if isinstance(l, ir.Dense):

@@ -150,7 +150,8 @@ def _carried(layer, y, x):
 def _recurrent(layer, x, active, len_ok, carry, init, matmul=_matmul):
     """x (B, T, I); active (B, T) bool or None: the step runs (lengths and Keras mask); len_ok
     (B, T) bool or None: within the row's length (outside it the output is 0 whatever the mask
-    mode); init: list of state arrays or None."""
+    mode); init: list of state arrays (None entries) or None: the layer's initial state (h0 / c0,
+    or zeros)."""
     B, T, _ = x.shape
     R, H = layer.state_size, layer.hidden_size
     lstm = layer.cell == "lstm"
@@ -158,8 +159,12 @@ def _recurrent(layer, x, active, len_ok, carry, init, matmul=_matmul):
     for d in range(layer.num_directions):
         w = {k: v.astype(np.float64) for k, v in layer.weights[d].items()}
         acts = layer.activations[d]
-        h = np.zeros((B, R)) if init is None else init[0][d].astype(np.float64)
-        c = (np.zeros((B, H)) if init is None else init[1][d].astype(np.float64)) if lstm else None
+        def start(i, k, n):
+            if init is not None and init[i] is not None:
+                return init[i][d].astype(np.float64)
+            return np.broadcast_to(w[k], (B, n)).copy() if k in w else np.zeros((B, n))
+        h = start(0, "h0", R)
+        c = start(1, "c0", H) if lstm else None
         y = np.zeros((B, T, R))
         reverse = layer.direction == "reverse" or d == 1
         for t in (range(T - 1, -1, -1) if reverse else range(T)):

@@ -461,11 +461,12 @@ def to_source(sig, native):
     return out
 
 
-def from_source(sig, states, state_dims, batch):
-    """States in the source's layout (already shape-checked, float32) -> native list."""
+def from_source(sig, states, start):
+    """States in the source's layout (already shape-checked, float32) -> native list; start: the
+    native states every row starts from (what columns no source state covers keep)."""
     if sig["states"] is None:
         return states
-    native = [np.zeros((d, batch, w), np.float32) for d, w in state_dims]
+    native = [np.array(a) for a in start]
     for e, a in zip(sig["states"], states):
         cols = _cols(e)
         for j, (k, d) in enumerate(e["parts"]):
@@ -473,9 +474,9 @@ def from_source(sig, states, state_dims, batch):
     return native
 
 
-def check_states_shape(states, shps, what):
+def check_states_shape(states, shps, what, start):
     """Common shape/dtype check of a list of state arrays; returns float32 contiguous arrays
-    (None entries become zeros)."""
+    (None entries become those of start, the states every row starts from)."""
     if not isinstance(states, (list, tuple)):
         raise ShapeError(f"{what}: expected a list of {len(shps)} arrays, got {type(states).__name__}")
     if len(states) != len(shps):
@@ -483,7 +484,7 @@ def check_states_shape(states, shps, what):
     out = []
     for i, (s, shp) in enumerate(zip(states, shps)):
         if s is None:
-            out.append(np.zeros(shp, np.float32))
+            out.append(np.ascontiguousarray(start[i], dtype=np.float32))
             continue
         a = np.asarray(s)
         if a.dtype.kind not in "fiu":

@@ -61,6 +61,7 @@ typedef struct {
     int fused;                     /* embedding: its output goes only into the layer's emb_xp */
     frnn_wmat Whh_p[2], Whh_n_p[2], Whr_p[2];
     float *bhn[2], *peep[2];
+    float *h0[2], *c0[2];          /* per direction: the initial h (R floats) and c (H), NULL: zeros */
     /* pooling over time: its terms side by side; its state (one slot, R floats a row: each
        term's running values (pool_width), then the count of steps taken) */
     pool_term terms[FRNN_POOL_TERMS]; int npool, pool_over, pool_query;   /* pool_query: a FRNN_POOL_QUERY term */
@@ -125,6 +126,7 @@ struct frnn_model {
     int max_w, max_Hp, max_Rp, max_merge;
     int time_changes, max_cols;   /* a layer changes the steps; conv1d im2col row width */
     int keeps_steps;              /* every such layer is a window of stride 1 padded to keep T steps */
+    int has_init;                 /* a recurrent layer starts from a state other than zeros */
 };
 
 /* ---- allocation ------------------------------------------------------------------------ */
@@ -314,7 +316,7 @@ static void layer_free(layer *L) {
     for (int d = 0; d < 2; d++) {
         wmat_free(&L->Wih_p[d]); free(L->bih_p[d]);
         wmat_free(&L->Whh_p[d]); wmat_free(&L->Whh_n_p[d]); free(L->bhn[d]); free(L->peep[d]);
-        wmat_free(&L->Whr_p[d]);
+        wmat_free(&L->Whr_p[d]); free(L->h0[d]); free(L->c0[d]);
     }
 }
 
@@ -610,7 +612,7 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
         const frnn_rec_weights *w = &d->w[i];
         if (!w->W_ih || !w->W_hh || (!w->b_ih) != (!w->b_hh) || (!w->b_ih) != (!d->w[0].b_ih) ||
             (!w->P) != (!d->w[0].P) || (w->P && d->cell != FRNN_CELL_LSTM) ||
-            (!w->W_hr) != (d->proj_size == 0))
+            (!w->W_hr) != (d->proj_size == 0) || (w->c0 && d->cell != FRNN_CELL_LSTM))
             return FRNN_EINVAL;
         for (int a = 0; a < 3; a++)
             if (!act_ok(d->acts[i][a], 0, 1)) return FRNN_EINVAL;
@@ -661,7 +663,12 @@ frnn_status frnn_model_add_recurrent(frnn_model *m, const frnn_rec_desc *d) {
         }
         if (ok && w->W_hr)
             ok &= pack_gemm(&L->Whr_p[i], m, w->W_hr, R, H, NULL, NULL);
+        if (ok && w->h0 && (ok = !!(L->h0[i] = amalloc((size_t)R * 4))))
+            memcpy(L->h0[i], w->h0, (size_t)R * 4);
+        if (ok && w->c0 && (ok = !!(L->c0[i] = amalloc((size_t)H * 4))))
+            memcpy(L->c0[i], w->c0, (size_t)H * 4);
         if (!ok) { layer_free(L); return FRNN_ENOMEM; }
+        m->has_init |= w->h0 || w->c0;
     }
     m->nlayers++;
     return FRNN_OK;
@@ -923,9 +930,18 @@ static frnn_status ctx_alloc(const frnn_model *m, int B, int T, int cached, ctx 
     return FRNN_OK;
 }
 
+/* The state a row of layer L starts from (h, or c when is_c; direction d): its initial state
+ * (Recurrent h0 / c0), or zeros. The padding columns stay as they are (zero). */
+static void state_init(const layer *L, int is_c, int d, float *row) {
+    const float *v = is_c ? L->c0[d] : L->h0[d];
+    const size_t n = (size_t)(is_c ? L->H : L->R) * 4;
+    if (v) memcpy(row, v, n);
+    else memset(row, 0, n);
+}
+
 /* State tensor i (h, or c when is_c) of layer L in context c <-> the API's (dirs, Btot, width)
  * array, for the context's rows, which are rows b0.. of the API's batch. api NULL when reading
- * into the context means zeros. */
+ * into the context means the initial state (state_init). */
 static void state_copy(const layer *L, int is_c, ctx *c, int Btot, int b0, float *api, int to_api) {
     const int width = is_c ? L->H : L->R, stride = is_c ? L->Hp : L->Rp;
     for (int d = 0; d < L->ndir; d++) {
@@ -935,20 +951,20 @@ static void state_copy(const layer *L, int is_c, ctx *c, int Btot, int b0, float
             float *x = api ? api + ((size_t)d * Btot + b0 + b) * width : NULL, *y = buf + (size_t)b * stride;
             if (to_api) memcpy(x, y, (size_t)width * 4);
             else if (x) memcpy(y, x, (size_t)width * 4);
-            else memset(y, 0, (size_t)width * 4);
+            else state_init(L, is_c, d, y);
         }
     }
 }
 
-/* every state: in (NULL entries = zeros) into the context, or the context out (NULL entries
- * skipped) */
-static void states_io(const frnn_model *m, ctx *c, int Btot, int b0, const float *const *in,
+/* every state into the context (start 1: in, its NULL entries the initial states, or in NULL:
+ * the initial states; a fresh context holds zeros), or the context out (NULL entries skipped) */
+static void states_io(const frnn_model *m, ctx *c, int Btot, int b0, int start, const float *const *in,
                       float *const *out) {
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
         if (!has_state(L)) continue;
         for (int is_c = 0; is_c < num_layer_states(L); is_c++) {
-            if (in) state_copy(L, is_c, c, Btot, b0, (float *)in[L->state0 + is_c], 0);   /* read only */
+            if (start) state_copy(L, is_c, c, Btot, b0, in ? (float *)in[L->state0 + is_c] : NULL, 0);   /* read only */
             if (out && out[L->state0 + is_c]) state_copy(L, is_c, c, Btot, b0, out[L->state0 + is_c], 1);
         }
     }
@@ -1410,14 +1426,14 @@ static void run_chunk(chunk *ch) {
     if (ch->st) return;
     c.par = ch->par;
     c.tlong = ch->tlong;
-    if (ch->init) states_io(m, &c, ch->Btot, ch->b0, ch->init, NULL);   /* else zeros */
+    if (ch->init || m->has_init) states_io(m, &c, ch->Btot, ch->b0, 1, ch->init, NULL);   /* else zeros */
     const int64_t rows0 = (int64_t)ch->b0 * ch->T;
     const float *xf = m->input_ids ? NULL : (const float *)ch->x + rows0 * m->input_size;
     const int64_t *ids = m->input_ids ? (const int64_t *)ch->x + rows0 : NULL;
     const int To = m->time_changes ? frnn_model_output_steps(m, ch->T) : ch->T;
     float *y = ch->y + (m->output_seq ? (int64_t)ch->b0 * To : ch->b0) * (int64_t)m->output_size;
     ch->st = run(m, &c, xf, ids, ch->lengths ? ch->lengths + ch->b0 : NULL, y);
-    if (!ch->st && ch->final) states_io(m, &c, ch->Btot, ch->b0, NULL, ch->final);
+    if (!ch->st && ch->final) states_io(m, &c, ch->Btot, ch->b0, 0, NULL, ch->final);
     ctx_free(&c);
 }
 
@@ -1497,6 +1513,7 @@ frnn_status frnn_stream_new(const frnn_model *m, int B, frnn_stream **out) {
     s->m = m;
     frnn_status st = ctx_alloc(m, B, 1, 0, &s->c);
     if (st) { free(s); return st; }
+    if (m->has_init) frnn_stream_reset(s);
     *out = s;
     return FRNN_OK;
 }
@@ -1514,8 +1531,13 @@ void frnn_stream_reset(frnn_stream *s) {
         if (!has_state(L)) continue;
         for (int d = 0; d < L->ndir; d++)
             for (int b = 0; b < 2; b++) {
-                memset(s->c.h[b][L->slot0 + d], 0, (size_t)s->c.B * L->Rp * 4);
-                memset(s->c.c[b][L->slot0 + d], 0, (size_t)s->c.B * L->Hp * 4);
+                float *h = s->c.h[b][L->slot0 + d], *c = s->c.c[b][L->slot0 + d];
+                memset(h, 0, (size_t)s->c.B * L->Rp * 4);
+                memset(c, 0, (size_t)s->c.B * L->Hp * 4);
+                for (int r = 0; m->has_init && r < s->c.B; r++) {
+                    state_init(L, 0, d, h + (size_t)r * L->Rp);
+                    if (num_layer_states(L) == 2) state_init(L, 1, d, c + (size_t)r * L->Hp);
+                }
             }
     }
 }
@@ -1658,28 +1680,32 @@ int frnn_streampool_is_open(const frnn_streampool *p, int64_t slot) {
     return slot >= 0 && slot < p->cap && p->open[slot];
 }
 
-static void slot_zero(frnn_streampool *p, int64_t slot) {
+/* a slot's state back to the initial state (state_init) */
+static void slot_init(frnn_streampool *p, int64_t slot) {
     const frnn_model *m = p->m;
     for (int l = 0; l < m->nlayers; l++) {
         const layer *L = &m->L[l];
         if (!has_state(L)) continue;
         for (int d = 0; d < L->ndir; d++) {
-            memset(p->sh[L->slot0 + d] + slot * L->Rp, 0, (size_t)L->Rp * 4);
-            if (p->sc[L->slot0 + d]) memset(p->sc[L->slot0 + d] + slot * L->Hp, 0, (size_t)L->Hp * 4);
+            state_init(L, 0, d, p->sh[L->slot0 + d] + slot * L->Rp);
+            if (p->sc[L->slot0 + d]) state_init(L, 1, d, p->sc[L->slot0 + d] + slot * L->Hp);
         }
     }
 }
 
 int frnn_streampool_open(frnn_streampool *p) {
     if (!p->nfree && p->fresh == p->cap) return -1;
-    const int slot = p->nfree ? p->free[--p->nfree] : p->fresh++;   /* the lowest free slot */
-    p->open[slot] = 1;   /* its state is zero: calloc'ed, or zeroed when it was closed */
+    /* the lowest free slot; it holds the initial state: set when it was closed, or, never opened,
+       calloc'ed zeros until now */
+    const int slot = p->nfree ? p->free[--p->nfree] : p->fresh++;
+    if (slot == p->fresh - 1 && p->m->has_init) slot_init(p, slot);
+    p->open[slot] = 1;
     return slot;
 }
 
 frnn_status frnn_streampool_close(frnn_streampool *p, int64_t slot) {
     if (!frnn_streampool_is_open(p, slot)) return FRNN_EINVAL;
-    slot_zero(p, slot);
+    slot_init(p, slot);
     p->open[slot] = 0;
     /* keep the stack sorted, lowest on top: open() hands out the lowest free slot */
     int i = p->nfree++;
@@ -1690,7 +1716,7 @@ frnn_status frnn_streampool_close(frnn_streampool *p, int64_t slot) {
 
 frnn_status frnn_streampool_reset(frnn_streampool *p, int64_t slot) {
     if (!frnn_streampool_is_open(p, slot)) return FRNN_EINVAL;
-    slot_zero(p, slot);
+    slot_init(p, slot);
     return FRNN_OK;
 }
 

@@ -74,6 +74,8 @@ typedef struct {
     const float *b_hh;   /* (G*H) or NULL */
     const float *P;      /* (3, H) peepholes i,f,o, LSTM only, or NULL */
     const float *W_hr;   /* (proj, H), LSTM projection, or NULL */
+    const float *h0;     /* (R) the state every row starts from (a learned initial state), or NULL: zeros */
+    const float *c0;     /* (H) the LSTM cell's, or NULL: zeros */
 } frnn_rec_weights;
 
 typedef struct {

@@ -363,3 +363,63 @@ def test_denormals_are_flushed_inside_the_engine_and_the_callers_fpu_is_restored
     for t in range(30):
         pool.step([slot], x[:1, t])
     assert caller_makes_denormals()
+
+
+def _learned(rng, layer, c=True):
+    """layer with a learned initial state per direction: h0, and c0 for an LSTM when c."""
+    ws = []
+    for w in layer.weights:
+        w = dict(w, h0=rng.normal(size=layer.state_size).astype(np.float32))
+        if c and layer.cell == "lstm":
+            w["c0"] = rng.normal(size=layer.hidden_size).astype(np.float32)
+        ws.append(w)
+    return ir.Recurrent(layer.cell, ws, direction=layer.direction, return_sequences=layer.return_sequences)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_learned_initial_state(rng, cell, direction):
+    """Recurrent h0 / c0 (a learned initial state): every row starts from it, in predict with and
+    without lengths (a row of length 0 keeps it), with initial_state entries None (those states
+    start from it) or given (they replace it), against the float64 reference."""
+    layers = [_learned(rng, rec(rng, cell, 5, 17, direction)),
+              _learned(rng, rec(rng, cell, 34 if direction == "bidirectional" else 17, 6, proj=0), c=False),
+              dense(rng, 6, 3)]
+    x = rng.normal(size=(7, 9, 5)).astype(np.float32)
+    m, y = check(layers, x)
+    check(layers, x, lengths=np.array([9, 0, 3, 1, 9, 2, 5]))
+    n = m._cm.num_states
+    check(layers, x, init=[None] * n)
+    given = [rng.normal(size=s).astype(np.float32) for s in m.state_shapes(7)]
+    check(layers, x, init=[given[0]] + [None] * (n - 1))
+    assert not np.allclose(y, fastrnn.Model([_without_start(l) for l in layers]).predict(x))   # it is used
+
+
+def _without_start(layer):
+    if not isinstance(layer, ir.Recurrent):
+        return layer
+    ws = [{k: v for k, v in w.items() if k not in ("h0", "c0")} for w in layer.weights]
+    return ir.Recurrent(layer.cell, ws, direction=layer.direction, return_sequences=layer.return_sequences)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_streams_and_pool_slots_start_from_the_learned_state(rng, cell):
+    """A Stream (new, and after reset) and a StreamPool's slots (fresh, reopened after a close,
+    reset) start from h0 / c0: each gives predict's steps bit for bit."""
+    layers = [_learned(rng, rec(rng, cell, 4, 17)), _learned(rng, rec(rng, cell, 17, 5)), dense(rng, 5, 2)]
+    m = fastrnn.Model(layers)
+    x = rng.normal(size=(3, 6, 4)).astype(np.float32)
+    y = m.predict(x)
+    s = m.stream(3)
+    for _ in range(2):
+        np.testing.assert_array_equal(np.stack([s.step(x[:, t]) for t in range(6)], 1), y)
+        s.reset()
+    p = fastrnn.StreamPool(m, 3)
+    a, b = p.open(), p.open()
+    p.step([a, b], x[:2, 0])
+    p.close(a)
+    a = p.open()                     # reopened
+    p.reset(b)
+    c = p.open()                     # never opened before
+    got = np.stack([p.step([a, b, c], x[:, t]) for t in range(6)], 1)
+    np.testing.assert_array_equal(got, y)

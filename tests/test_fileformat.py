@@ -208,6 +208,14 @@ def test_version_5_features_in_an_older_file_are_refused(what, tmp_path):
     assert fastrnn.load(tmp_path / "m.frnn").layers[1].options() == layers[1].options()
 
 
+def _saved_version(m, path):
+    """m saved at path; -> the format_version the file was written as."""
+    m.save(path)
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(raw[8:8 + n])["__metadata__"]["format_version"]
+
+
 @pytest.mark.parametrize("what", ["mish", "hardswish", "clip", "repeat_own_steps"])
 def test_version_7_features(what, tmp_path):
     """The mish, hardswish and clip activations and a RepeatVector of the sequence's own steps
@@ -221,10 +229,7 @@ def test_version_7_features(what, tmp_path):
         act = ir.Act(what, -0.25, 0.5) if what == "clip" else ir.Act(what)
         layers = [rec(rng, "gru", 3, 4), ir.Dense(rng.normal(size=(2, 4)), None, act)]
     m = fastrnn.Model(layers)
-    m.save(tmp_path / "m.frnn")
-    raw = (tmp_path / "m.frnn").read_bytes()
-    n = struct.unpack("<Q", raw[:8])[0]
-    assert json.loads(raw[8:8 + n])["__metadata__"]["format_version"] == "7"
+    assert _saved_version(m, tmp_path / "m.frnn") == "7"
     x = rng.normal(size=(2, 6, 3)).astype(np.float32)
     back = fastrnn.load(tmp_path / "m.frnn")
     np.testing.assert_array_equal(back.predict(x), m.predict(x))
@@ -236,6 +241,30 @@ def test_version_7_features(what, tmp_path):
         fastrnn.load(tmp_path / "v6.frnn")
     with pytest.raises(fastrnn.ModelFormatError, match="lower bound"):
         ir.Act("clip", 1.0, -1.0)
+
+
+def test_version_8_learned_initial_state(tmp_path):
+    """A Recurrent layer's learned initial state (h0 / c0) is format version 8: written as such,
+    read back to the same numbers (also as int8: the state stays float32), refused in a file that
+    claims version 7; a c0 outside an LSTM, or of the wrong width, is a ModelFormatError."""
+    rng = np.random.default_rng(4)
+    layer = rec(rng, "lstm", 3, 4)
+    w = dict(layer.weights[0], h0=rng.normal(size=4).astype(np.float32), c0=rng.normal(size=4).astype(np.float32))
+    m = fastrnn.Model([ir.Recurrent("lstm", [w])])
+    assert _saved_version(m, tmp_path / "m.frnn") == "8"
+    x = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    back = fastrnn.load(tmp_path / "m.frnn")
+    np.testing.assert_array_equal(back.predict(x), m.predict(x))
+    np.testing.assert_array_equal(back.layers[0].weights[0]["c0"], w["c0"])
+    m.with_precision("int8").save(tmp_path / "m8.frnn")
+    np.testing.assert_array_equal(fastrnn.load(tmp_path / "m8.frnn").layers[0].weights[0]["h0"], w["h0"])
+    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v7.frnn", format_version="7")
+    with pytest.raises(fastrnn.ModelFormatError, match="learned initial state.*version 8"):
+        fastrnn.load(tmp_path / "v7.frnn")
+    with pytest.raises(fastrnn.ModelFormatError, match="LSTM's only"):
+        ir.Recurrent("gru", [dict(rec(rng, "gru", 3, 4).weights[0], c0=np.zeros(4, np.float32))])
+    with pytest.raises(fastrnn.ModelFormatError, match="h0"):
+        ir.Recurrent("lstm", [dict(layer.weights[0], h0=np.zeros(5, np.float32))])
 
 
 def test_signature_axes_split_the_features(tmp_path):

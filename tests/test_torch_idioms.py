@@ -770,7 +770,59 @@ class PackByCount(nn.Module):
         return self.fc(torch.cat([h[-2], h[-1]], 1))
 
 
+class LearnedH0(nn.Module):
+    """A learned initial state: nn.Parameter h0 / c0 of (layers * directions, 1, H) expanded (or
+    repeated) to the batch, as nn_classes/architecture's forecaster and many sequence models write
+    it; the model starts every sequence (predict, streams, a StreamPool's slots) from it."""
+    def __init__(self, how="expand", bidirectional=True):
+        super().__init__()
+        D = 2 if bidirectional else 1
+        self.how = how
+        self.rnn = nn.LSTM(5, H, num_layers=2, batch_first=True, bidirectional=bidirectional)
+        self.h0 = nn.Parameter(torch.randn(2 * D, 1, H))
+        self.c0 = nn.Parameter(torch.randn(2 * D, 1, H))
+        self.fc = nn.Linear(D * H, 3)
+
+    def forward(self, x):
+        B = x.size(0)
+        if self.how == "expand":
+            h0, c0 = self.h0.expand(-1, B, -1).contiguous(), self.c0.expand(-1, B, -1).contiguous()
+        elif self.how == "repeat":
+            h0, c0 = self.h0.repeat(1, B, 1), self.c0.repeat(1, B, 1)
+        else:                                    # a learned h and a zero c
+            h0, c0 = self.h0.repeat(1, B, 1), torch.zeros(self.c0.shape[0], B, self.c0.shape[2])
+        out, _ = self.rnn(x, (h0, c0))
+        return self.fc(out)
+
+
+class LearnedH0Repeat(LearnedH0):      # one class per variant: TorchScript compiles a class once
+    def __init__(self):
+        super().__init__("repeat")
+
+
+class LearnedHZeroC(LearnedH0):
+    def __init__(self):
+        super().__init__("zero_c", bidirectional=False)
+
+
+class LearnedH0GRU(nn.Module):
+    """A GRU's learned h0 of (1, H), unsqueezed and repeated to the batch."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True)
+        self.h0 = nn.Parameter(torch.randn(1, H))
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x, self.h0.unsqueeze(1).repeat(1, x.size(0), 1))
+        return self.fc(out)
+
+
 CASES = {
+    "learned_h0_expand": (LearnedH0, "floats"),
+    "learned_h0_repeat": (LearnedH0Repeat, "floats"),
+    "learned_h_zero_c": (LearnedHZeroC, "floats"),
+    "learned_h0_gru": (LearnedH0GRU, "floats"),
     "mean_max_pool": (MeanMaxPool, "ids"),
     "packed_sum_max_pool": (PackedSumPool, "ids_lengths"),
     "time_major_mean_keepdim": (TimeMajorMeanKeepdim, "floats"),
@@ -1227,12 +1279,49 @@ def test_last_valid_step_after_a_non_causal_layer_is_refused():
 @pytest.mark.parametrize("name", ["lengths_mask_mean", "lengths_mask_max", "lengths_mask_attention",
                                   "highway_head", "activations_head", "autoencoder_repeat", "autoencoder_expand",
                                   "autoencoder_constant", "horizon_view", "horizon_view_per_step", "sum_over_size",
-                                  "weight_norm_square_skip", "feature_select", "query_weights"])
+                                  "weight_norm_square_skip", "feature_select", "query_weights",
+                                  "learned_h0_expand", "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru"])
 def test_heads_masks_and_autoencoders_from_onnx_exports(name, dynamo, tmp_path):
     """The ONNX exports of the same idioms, compared with onnxruntime: the mask's arange is a
     Range over the graph's own time axis (legacy, dynamic axes) or a constant (dynamo, whose LSTM
-    fixes the time axis); the repeat a Tile or an Expand; Mish at opset 17 is x * tanh(softplus(x))."""
+    fixes the time axis); the repeat a Tile or an Expand; Mish at opset 17 is x * tanh(softplus(x));
+    a learned initial state a Tile / Expand of the constant to the graph's batch (legacy) or the
+    constant already expanded to the example's batch (dynamo: its rows are all equal)."""
     _check_onnx(name, dynamo, tmp_path)
+
+
+def test_a_learned_initial_state_starts_every_stream():
+    """The learned h0 of LearnedHZeroC (a unidirectional LSTM) starts a Stream, a reset one and a
+    StreamPool's slots: step t gives torch's output at step t of the whole sequence."""
+    torch.manual_seed(3)
+    m = LearnedHZeroC().eval()
+    f = fastrnn.convert(m, example_input=_floats(B0, T0, 5, 0))
+    assert "h0" in f.layers[0].weights[0] and "c0" not in f.layers[0].weights[0]
+    x = _floats(B1, T1, 5, 4)
+    want = _torch_out("floats", m, (x,))
+    s = f.stream(B1)
+    for _ in range(2):
+        _close(np.stack([s.step(x[:, t].numpy()) for t in range(T1)], 1), want, "stream")
+        s.reset()
+    p = fastrnn.StreamPool(f, B1)
+    slots = [p.open() for _ in range(B1)]
+    _close(np.stack([p.step(slots, x[:, t].numpy()) for t in range(T1)], 1), want, "pool")
+
+
+def test_constant_initial_states_that_are_not_one_row_are_refused():
+    """A constant initial state that differs between rows (no learned state: a fixed batch) is
+    refused, saying why."""
+    class PerRow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(4, 5, batch_first=True)
+            self.register_buffer("h0", torch.randn(1, 3, 5))
+
+        def forward(self, x):
+            return self.rnn(x, self.h0)[0]
+
+    with pytest.raises(fastrnn.UnsupportedError, match="differs between the rows"):
+        fastrnn.convert(PerRow().eval(), example_input=torch.randn(3, 6, 4))
 
 
 def test_lengths_mask_after_a_non_causal_layer_is_refused():
@@ -1283,7 +1372,9 @@ def test_a_size_the_capture_fixed_is_checked_on_a_longer_input():
 
 
 _ARCHIVES = [(n, c) for n in ("highway_head", "autoencoder_repeat", "autoencoder_expand", "autoencoder_constant",
-                              "sum_over_size", "horizon_view", "horizon_view_per_step") for c in ("script", "trace")] + \
+                              "sum_over_size", "horizon_view", "horizon_view_per_step", "learned_h0_expand",
+                              "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru")
+             for c in ("script", "trace")] + \
     [(n, "trace") for n in ("lengths_mask_mean", "lengths_mask_max", "lengths_mask_attention", "lengths_mask_packed",
                             "activations_head", "autoencoder_seq_len", "weight_norm_square_skip")]
 

@@ -53,6 +53,12 @@ def _ints(v):
     return None
 
 
+def _by_batch(sizes, ndim):
+    """Expand / Tile sizes of a constant of ndim axes that hold the graph's batch size: the
+    constant is broadcast over the batch (a learned initial state; graph.py _const_over_batch)."""
+    return len(sizes) == ndim and any(isinstance(n, Size) and n.sym == "B" for n in sizes)
+
+
 def _shape_like(v):
     """A value of shape arithmetic: a shape, a size, an integer or an integer array (a size with a
     tensor of the pipeline, out.sum(1) / x.size(1), is the tensor's arithmetic instead)."""
@@ -387,15 +393,15 @@ class _Frontend:
             out = list(np.broadcast_shapes(tuple(int(d) for d in xs), tuple(int(d) for d in shape)))
             return Zeros(tuple(shape[i - (len(out) - len(shape))] if i >= len(out) - len(shape) and shape[
                 i - (len(out) - len(shape))] != 1 else out[i] for i in range(len(out))))
-        if isinstance(x, np.ndarray):
-            return np.broadcast_to(x, [int(d) for d in shape]).copy()
+        if isinstance(x, np.ndarray) and not _by_batch(shape, x.ndim):
+            return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))).copy()
         return self.call("expand", [x, list(shape)], w)
 
     def op_Tile(self, node, a, at, w):
         reps = _ints(a[1])
         if reps is None:
             self.low.fail(f"tiles by {G._what(a[1])}")
-        if isinstance(a[0], np.ndarray):
+        if isinstance(a[0], np.ndarray) and not _by_batch(reps, a[0].ndim):
             return np.tile(a[0], [int(r) for r in reps])
         return self.call("repeat", [a[0], list(reps)], w)
 
