@@ -124,17 +124,24 @@ def predict_args(meta, args):
     states = meta.get("state_args") or {}
     if states:
         leaves = [np.asarray(v) for v in _flat(args)]
-        kw["initial_state"] = [leaves[int(i)] for i in sorted(states, key=lambda s: "hc".index(states[s]["role"]))]
+        kw["initial_state"] = [leaves[int(i)] for i in sorted(states, key=lambda s: _state_place(states[s]))]
     return kw
 
 
+def _state_place(e):
+    """A state argument's place in predict's initial_state (files before state_args had "state":
+    one module's h, then c)."""
+    return e.get("state", "hc".index(e["role"]))
+
+
 def _flat(args):
-    """forward's arguments with one level of tuples / lists flattened (Input.index counts these):
-    a first argument that is a tuple (forward(self, x) with x, seq_len = x, as
-    Chinese-Text-Classification-Pytorch's models take it) gives its items, the sequence first."""
+    """forward's arguments with their tuples / lists flattened, depth first (Input.index counts
+    these): a first argument that is a tuple (forward(self, x) with x, seq_len = x, as
+    Chinese-Text-Classification-Pytorch's models take it) gives its items, the sequence first; a
+    list of (h, c) pairs (one per recurrent module) gives h, c, h, c, ..."""
     out = []
     for a in args:
-        out += list(a) if isinstance(a, (list, tuple)) else [a]
+        out += _flat(a) if isinstance(a, (list, tuple)) else [a]
     return out
 
 
@@ -176,10 +183,28 @@ def source_args(meta, x, lengths=None):
         args.append(np.full((B,), T, np.int64) if lengths is None else np.asarray(lengths, np.int64))
     states = meta.get("state_args") or {}
     if states:
-        zs = [np.zeros([B if d == "B" else d for d in states[k]["shape"]], np.float32)
-              for k in sorted(states, key=int)]
-        args.append(tuple(zs) if len(zs) > 1 else zs[0])
+        keys = sorted(states, key=int)
+        zs = [np.zeros([B if d == "B" else d for d in states[k]["shape"]], np.float32) for k in keys]
+        if any("path" in states[k] for k in keys):      # nested: lists of (h, c) tuples, by path
+            tree = {}
+            for k, z in zip(keys, zs):
+                node, path = tree, states[k]["path"][1:]
+                for i in path[:-1]:
+                    node = node.setdefault(i, {})
+                node[path[-1]] = z
+            args.append(_nested(tree))
+        else:
+            args.append(tuple(zs) if len(zs) > 1 else zs[0])
     return args
+
+
+def _nested(tree):
+    """{index: leaf or subtree} -> a list of its items; the innermost level (the leaves, an
+    (h, c) pair) a tuple."""
+    items = [tree[i] for i in sorted(tree)]
+    if all(isinstance(v, dict) for v in items):
+        return [_nested(v) for v in items]
+    return tuple(items)
 
 
 def step_to_predict(y, axes, B):

@@ -770,6 +770,31 @@ class PackByCount(nn.Module):
         return self.fc(torch.cat([h[-2], h[-1]], 1))
 
 
+class StackOfModules(nn.Module):
+    """salesforce/awd-lstm-lm's RNNModel (model.py): one nn.LSTM module per layer, of different
+    widths, time-major; forward(input, hidden) with hidden a list of one (h, c) per module, from
+    init_hidden; returns (output viewed as (T, B, V), the list of new (h, c))."""
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Embedding(V, E)
+        self.sizes = [(E, H), (H, H), (H, E)]
+        self.rnns = nn.ModuleList([nn.LSTM(i, o, 1) for i, o in self.sizes])
+        self.decoder = nn.Linear(E, V)
+
+    def init_hidden(self, bsz):
+        weight = next(self.parameters()).data
+        return [(weight.new(1, bsz, o).zero_(), weight.new(1, bsz, o).zero_()) for _, o in self.sizes]
+
+    def forward(self, input, hidden):
+        raw_output = self.encoder(input)
+        new_hidden = []
+        for l, rnn in enumerate(self.rnns):
+            raw_output, new_h = rnn(raw_output, hidden[l])
+            new_hidden.append(new_h)
+        decoded = self.decoder(raw_output.view(raw_output.size(0) * raw_output.size(1), raw_output.size(2)))
+        return decoded.view(raw_output.size(0), raw_output.size(1), decoded.size(1)), new_hidden
+
+
 class LearnedH0(nn.Module):
     """A learned initial state: nn.Parameter h0 / c0 of (layers * directions, 1, H) expanded (or
     repeated) to the batch, as nn_classes/architecture's forecaster and many sequence models write
@@ -819,6 +844,7 @@ class LearnedH0GRU(nn.Module):
 
 
 CASES = {
+    "stack_of_modules": (StackOfModules, "ids_hidden"),
     "learned_h0_expand": (LearnedH0, "floats"),
     "learned_h0_repeat": (LearnedH0Repeat, "floats"),
     "learned_h_zero_c": (LearnedHZeroC, "floats"),
@@ -1288,6 +1314,29 @@ def test_heads_masks_and_autoencoders_from_onnx_exports(name, dynamo, tmp_path):
     a learned initial state a Tile / Expand of the constant to the graph's batch (legacy) or the
     constant already expanded to the example's batch (dynamo: its rows are all equal)."""
     _check_onnx(name, dynamo, tmp_path)
+
+
+def test_state_arguments_of_several_modules():
+    """AWD-LSTM's hidden, a list of one (h, c) per nn.LSTM module: predict's initial_state is
+    those arrays in that order (h, c of the first module, then the second's ...), return_state
+    gives the new list flattened the same way; --check's source arguments rebuild the list of
+    tuples."""
+    from fastrnn import adapters
+    torch.manual_seed(4)
+    m = StackOfModules().eval()
+    f = fastrnn.convert(m, example_input=[_ids(B0, T0, 0).t(), m.init_hidden(B0)])
+    x = _ids(B1, T1, 5)
+    rng = np.random.default_rng(6)
+    hidden = [tuple(torch.from_numpy(rng.normal(size=(1, B1, o)).astype(np.float32)) for _ in "hc")
+              for _, o in m.sizes]
+    with torch.no_grad():
+        want, new_hidden = m(x.t().contiguous(), hidden)
+    y, states = f.predict(x.numpy(), initial_state=[t.numpy() for hc in hidden for t in hc], return_state=True)
+    _close(y, want.numpy().transpose(1, 0, 2))
+    for got, w in zip(states, [t for hc in new_hidden for t in hc]):
+        _close(got, w.numpy())
+    args = adapters.source_args(f.meta, x.numpy())
+    assert [tuple(a.shape for a in hc) for hc in args[1]] == [((1, B1, o), (1, B1, o)) for _, o in m.sizes]
 
 
 def test_a_learned_initial_state_starts_every_stream():

@@ -208,9 +208,6 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         return _finish_states(low, state_out, name, kind, capture, module, example)
     if y is None:
         raise UnsupportedError(f"convert: {name}.forward returns {G._what(first)}, not a tensor of the pipeline")
-    if len(low.state_inputs) and len(low.rnns) > 1:
-        raise UnsupportedError(f"convert: {name}: state arguments with {len(low.rnns)} recurrent modules: "
-                               f"fastrnn maps one module's (h, c) argument to initial_state")
     layers, head = G.split_head(low, fold)
     out_axes = [low.lab(a) for a in y.axes]
     if split:
@@ -229,7 +226,7 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
     meta = {"source": "torch", "kind": kind, "class": name, "capture": capture,
             "input_layout": layout, "input_axes": _input_axes(low),
             "output_axes": adapters.axes_json(out_axes), "takes_lengths": bool(low.takes_lengths),
-            "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
+            "state_args": _state_args(low, example),
             "batch_first": layout != "time_major",
             "output_layout": "time_major" if out_axes[:2] == ["T", "B"] else "batch_first"}
     if low.one_step:
@@ -304,7 +301,7 @@ def _finish_states(low, out, name, kind, capture, module, example):
     meta = {"source": "torch", "kind": kind, "class": name, "capture": capture, "input_layout": layout,
             "input_axes": _input_axes(low),
             "output_axes": axes, "output_is_state": True, "takes_lengths": bool(low.takes_lengths),
-            "state_args": {str(k): _state_arg(low, r, role) for k, (r, role) in sorted(low.state_inputs.items())},
+            "state_args": _state_args(low, example),
             "batch_first": layout != "time_major", "output_layout": "state"}
     model = Model(fold(low.layers), meta=meta, signature={"outputs": [out], "states": low.states})
     if module is not None and example is not None:
@@ -324,12 +321,40 @@ def _input_axes(low):
     return adapters.axes_json(axes)
 
 
-def _state_arg(low, r, role):
-    """How forward's state argument looks: its role (h or c) and shape, "B" for the batch."""
-    rnn = low.rnns[r]
-    if r in low.state_cols:              # (B, H): the h columns of a one-step module's state
-        return {"role": role, "shape": ["B", low.state_cols[r]]}
-    return {"role": role, "shape": [rnn.L * rnn.D, "B", rnn.width if role == "h" else rnn.hidden]}
+def _state_args(low, example):
+    """meta state_args: forward's state arguments by leaf index (adapters._flat), each with its
+    role (h or c), shape ("B" the batch), its place in predict's initial_state ("state": the
+    signature states entry of its module and role), and, for a state nested deeper than one
+    tuple, its path in forward's arguments (AWD-LSTM's list of one (h, c) per LSTM module)."""
+    paths = _leaf_paths(example) if example is not None else None
+    out = {}
+    for k, (r, role) in sorted(low.state_inputs.items()):
+        rnn = low.rnns[r]
+        e = {"role": role, "state": sum(2 if q.lstm else 1 for q in low.rnns[:r]) + (role == "c")}
+        if r in low.state_cols:          # (B, H): the h columns of a one-step module's state
+            e["shape"] = ["B", low.state_cols[r]]
+        else:
+            e["shape"] = [rnn.L * rnn.D, "B", rnn.width if role == "h" else rnn.hidden]
+        if paths is not None and len(paths[k]) > 2:
+            e["path"] = paths[k]
+        out[str(k)] = e
+    return out
+
+
+def _leaf_paths(args):
+    """The path (indices into forward's arguments, then into their nested tuples / lists) of each
+    leaf, in adapters._flat's order."""
+    out = []
+
+    def walk(v, path):
+        if isinstance(v, (tuple, list)):
+            for i, e in enumerate(v):
+                walk(e, path + [i])
+        else:
+            out.append(path)
+    for i, a in enumerate(args):
+        walk(a, [i])
+    return out
 
 
 def check_example(module, model, args, other_size=False):
@@ -409,14 +434,25 @@ def _grown(meta, args):
         if isinstance(a, torch.Tensor) and a.dim() == 1 and not a.dtype.is_floating_point and B and T:
             out.append(torch.full((B,), T, dtype=a.dtype))          # lengths: every row full
         elif isinstance(a, (tuple, list)) or (isinstance(a, torch.Tensor) and a.dim() == 3):
-            states = list(a) if isinstance(a, (tuple, list)) else [a]
-            if not B or not all(isinstance(s, torch.Tensor) and s.dim() == 3 for s in states):
+            grown = _grown_states(a) if B else None
+            if grown is None:
                 return None
-            grown = [torch.cat([s, s.narrow(1, 0, 1)], 1) for s in states]
-            out.append(type(a)(grown) if isinstance(a, (tuple, list)) else grown[0])
+            out.append(grown)
         else:
             out.append(a)
     return out
+
+
+def _grown_states(a):
+    """States (L*D, B, H), alone or in nested tuples / lists, with one more batch row; None when
+    a leaf is not such a state."""
+    torch = _torch()
+    if isinstance(a, (tuple, list)):
+        items = [_grown_states(s) for s in a]
+        return None if any(s is None for s in items) else type(a)(items)
+    if isinstance(a, torch.Tensor) and a.dim() == 3:
+        return torch.cat([a, a.narrow(1, 0, 1)], 1)
+    return None
 
 
 def _np_tree(a):
