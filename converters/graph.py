@@ -2503,6 +2503,13 @@ def _scatter(low, x, dim, index, src, *rest):
         out = x.copy()
         np.put_along_axis(out, index, src, axis=dim)
         return out
+    zero = isinstance(x, Zeros) or isinstance(x, np.ndarray) and x.dtype.kind == "f" and not x.any()
+    ones = _is_num(src) and src == 1 or isinstance(src, np.ndarray) and src.size and (src == 1).all()
+    if zero and ones and len(x.shape) == 2 and dim in (1, -1) and isinstance(index, PT) and index.pos == 0 \
+            and index.width is None and len(index.axes) == 2 and low.lab(index.axes[1]) == "1":
+        # buffer.zero_().scatter_(1, ids.view(-1, 1), 1): the ids one-hot (GRU4Rec's onehot_encode;
+        # ONNX ScatterElements of ones into a zero constant)
+        return _one_hot(low, replace(index, axes=index.axes[:1]), int(x.shape[1]))
     low.fail(f"scatter into {_what(x)}")
 
 

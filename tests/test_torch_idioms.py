@@ -1165,6 +1165,53 @@ def test_one_step_module_streams_the_users_loop(make, B_example):
     _close(run_source(m, x.numpy(), meta=f.meta)[0], want, "--check's run of the loop")
 
 
+class OneHotSession(nn.Module):
+    """GRU4Rec (hungthanhpham94/GRU4REC-pytorch lib/model.py): a one-step session model whose
+    item ids are one-hot encoded by scatter_ into a zeroed buffer of the training batch size, then
+    a time-major GRU on that one step and a tanh head; forward(input, hidden) -> (logit, hidden)."""
+    def __init__(self, batch_size):
+        super().__init__()
+        self.onehot_buffer = torch.FloatTensor(batch_size, V)
+        self.gru = nn.GRU(V, H, 1)
+        self.h2o = nn.Linear(H, V)
+
+    def forward(self, input, hidden):
+        self.onehot_buffer.zero_()
+        embedded = self.onehot_buffer.scatter_(1, input.view(-1, 1), 1).unsqueeze(0)
+        output, hidden = self.gru(embedded, hidden)
+        return torch.tanh(self.h2o(output.view(-1, output.size(-1)))), hidden
+
+
+def test_one_hot_by_scatter_into_a_buffer():
+    """The scatter_ one-hot is an Embedding of the identity (its GRU's input projection folds into
+    a table): the converted model's stream is the user's loop over sessions' items. (The source
+    runs at its buffer's batch size only.)"""
+    torch.manual_seed(15)
+    m = OneHotSession(B0).eval()
+    x = _ids(B0, T1, 16)
+    f = fastrnn.convert(m, example_input=[x[:, 0], torch.zeros(1, B0, H)])
+    assert f.meta["one_step"] and isinstance(f.layers[0], fastrnn.ir.Embedding)
+    hidden, want = torch.zeros(1, B0, H), []
+    with torch.no_grad():
+        for t in range(T1):
+            y, hidden = m(x[:, t], hidden)
+            want.append(y.numpy())
+    s = f.stream(B0)
+    _close(np.stack([s.step(x[:, t].numpy()) for t in range(T1)], 1), np.stack(want, 1))
+
+
+def test_a_one_step_onnx_graph_is_refused_saying_why(tmp_path):
+    """The legacy ONNX export of the one-step session model (ScatterElements of ones into a zero
+    constant, read as the one-hot) has a graph input with no time axis: run() takes sequences, so
+    it is refused with the reason and what converts instead."""
+    from conftest import onnx_export
+    torch.manual_seed(15)
+    m = OneHotSession(B0).eval()
+    onnx_export(m, (_ids(B0, 1, 0)[:, 0], torch.zeros(1, B0, H)), str(tmp_path / "m.onnx"), False, ("x", "h"), {})
+    with pytest.raises(fastrnn.UnsupportedError, match="is one step .*convert the PyTorch module"):
+        fastrnn.convert(str(tmp_path / "m.onnx"))
+
+
 def test_convolutions_the_engine_does_not_run_are_refused_by_name():
     """A grouped (depthwise) Conv1d, a 2-D convolution, a MaxPool1d with ceil_mode: each named."""
     class Front(nn.Module):

@@ -988,6 +988,10 @@ def _convert(model, name, T, hint):
             axes = [low.lab(l) for l in v.axes]
             if any(l in ("x0", "x1") for l in axes):
                 raise UnsupportedError(f"convert: the graph input {iname!r} never reaches a recurrent node")
+            if "T" not in axes:
+                raise UnsupportedError(f"convert: the graph input {iname!r} is one step (axes {', '.join(axes)}: no "
+                                       f"time axis), a step of a loop the graph's user drives: fastrnn's run() takes "
+                                       f"sequences; convert the PyTorch module instead (its stream() is that loop)")
             io_in.append({"name": iname, "role": "x", "axes": axes})
         elif v.index in low.length_inputs:
             io_in.append({"name": iname, "role": "lengths"})
