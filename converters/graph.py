@@ -853,7 +853,7 @@ def _dim(low, x):
 
 @handles("size", "sym_size")
 def _size(low, x, dim=None):
-    if isinstance(x, Flipped):
+    if isinstance(x, (Flipped, NegLengths)):
         x = x.x
     if isinstance(x, FlatStepIdx) and dim in (None, 0, -1):     # one index per row
         return (Size(low.size("B"), "B"),) if dim is None else Size(low.size("B"), "B")
@@ -1464,6 +1464,8 @@ for _op in ("add", "sub", "mul", "div", "rsub"):
 def _neg(low, x):
     if _is_const(x):
         return -x
+    if _is_lengths(x):
+        return NegLengths(x)
     if cells.is_step(x):
         return cells.neg(low, x)
     return _affine(low, x, -1.0, 0.0, "neg")
@@ -2176,6 +2178,8 @@ def _getitem(low, x, idx):
     if isinstance(x, np.ndarray) and not isinstance(idx, (PT, HN)):
         return x[idx]
     items = idx if isinstance(idx, tuple) else (idx,)
+    if isinstance(items[0], Perm) and all(it == slice(None) for it in items[1:]):
+        return _index_select(low, x, 0, items[0])       # x[sort_idx]: rows reordered
     if isinstance(x, Input) and all(it is None or it == slice(None) for it in items):   # lengths[:, None]
         for dim, it in enumerate(items):
             if it is None:
@@ -2443,21 +2447,40 @@ class Perm:
 
 
 @dataclass(frozen=True)
+class NegLengths:
+    """-lengths, sorted to put the rows in length order (ABSA-PyTorch's DynamicLSTM:
+    torch.sort(-x_len)[1])."""
+    x: object
+
+
+def _is_lengths(v):
+    """forward's lengths argument or lengths counted from the ids ((ids != pad).sum(1))."""
+    return isinstance(v, Input) or isinstance(v, IdMask) and v.count and v.keep
+
+
+@dataclass(frozen=True)
 class BatchSizes:
     """The batch_sizes of a traced PackedSequence."""
 
 
 @handles("sort")
 def _sort(low, x, dim=-1, descending=False, *rest):
-    if isinstance(x, Input):             # the lengths of pack_padded_sequence(enforce_sorted=False)
+    """The lengths sorted: by a traced pack_padded_sequence(enforce_sorted=False), or by hand before
+    one with enforce_sorted=True, and the order sorted again (its inverse, to put the rows back).
+    fastrnn's rows are independent, so the orders are abstract (Perm) and the values are kept."""
+    if _is_lengths(x) or isinstance(x, NegLengths):
         return x, Perm("sorted")
-    low.fail(f"a sort of {_what(x)} (only the lengths of a traced pack_padded_sequence)")
+    if isinstance(x, Perm) and x.kind == "sorted":
+        return x, Perm("inverse")
+    low.fail(f"a sort of {_what(x)} (only the lengths, to pack the rows in their order)")
 
 
 @handles("index_select")
 def _index_select(low, x, dim, index):
     if isinstance(x, np.ndarray) and isinstance(index, np.ndarray):
         return np.take(x, index, axis=dim)
+    if isinstance(index, Perm) and index.kind == "sorted" and _is_lengths(x):
+        return x                             # the lengths in the rows' new order: still each row's
     if isinstance(index, Perm) and isinstance(x, (PT, HN)):
         axis = low.lab(x.axes[dim % len(x.axes)])
         if axis != "B" and not (axis in ("x0", "x1") and axis not in low.bind):
@@ -2893,6 +2916,8 @@ def _index(low, x, items):
 
 @handles("index", "_unsafe_index")
 def _index_op(low, x, indices):
+    if indices and isinstance(indices[0], Perm) and all(i is None for i in indices[1:]):
+        return _index_select(low, x, 0, indices[0])      # x[sort_idx]: rows reordered
     return _index(low, x, [None if i is None else i for i in indices])
 
 

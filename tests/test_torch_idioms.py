@@ -795,6 +795,54 @@ class StackOfModules(nn.Module):
         return decoded.view(raw_output.size(0), raw_output.size(1), decoded.size(1)), new_hidden
 
 
+class DynamicLSTM(nn.Module):
+    """ABSA-PyTorch's layers/dynamic_rnn.py: the rows sorted by length by hand (torch.sort(-x_len)),
+    packed with enforce_sorted=True, h_n and the padded output put back in the rows' order with the
+    inverse order (torch.sort of the order)."""
+    def __init__(self, input_size, hidden_size, bidirectional=False):
+        super().__init__()
+        self.RNN = nn.LSTM(input_size, hidden_size, batch_first=True, bidirectional=bidirectional)
+
+    def forward(self, x, x_len):
+        x_sort_idx = torch.sort(-x_len)[1].long()
+        x_unsort_idx = torch.sort(x_sort_idx)[1].long()
+        x_len = x_len[x_sort_idx]
+        x = x[x_sort_idx]
+        x_emb_p = nn.utils.rnn.pack_padded_sequence(x, x_len.cpu(), batch_first=True)
+        out_pack, (ht, ct) = self.RNN(x_emb_p, None)
+        ht = torch.transpose(ht, 0, 1)[x_unsort_idx]
+        ht = torch.transpose(ht, 0, 1)
+        out = nn.utils.rnn.pad_packed_sequence(out_pack, batch_first=True)[0]
+        return out[x_unsort_idx], ht
+
+
+class SortedByHand(nn.Module):
+    """ABSA-PyTorch's models/lstm.py: lengths counted from the ids, DynamicLSTM, a head on h_n[0]."""
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        self.lstm = DynamicLSTM(E, H)
+        self.dense = nn.Linear(H, 3)
+
+    def forward(self, text_raw_indices):
+        x_len = torch.sum(text_raw_indices != 0, dim=-1)
+        _, h_n = self.lstm(self.embed(text_raw_indices), x_len)
+        return self.dense(h_n[0])
+
+
+class SortedByHandTagger(nn.Module):
+    """forward(ids, lengths) through a bidirectional DynamicLSTM, a per-step head on its output."""
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        self.lstm = DynamicLSTM(E, H, bidirectional=True)
+        self.dense = nn.Linear(2 * H, 4)
+
+    def forward(self, ids, lengths):
+        out, _ = self.lstm(self.embed(ids), lengths)
+        return self.dense(out)
+
+
 class LearnedH0(nn.Module):
     """A learned initial state: nn.Parameter h0 / c0 of (layers * directions, 1, H) expanded (or
     repeated) to the batch, as nn_classes/architecture's forecaster and many sequence models write
@@ -844,6 +892,8 @@ class LearnedH0GRU(nn.Module):
 
 
 CASES = {
+    "sorted_by_hand": (SortedByHand, "ids_padded"),
+    "sorted_by_hand_tagger": (SortedByHandTagger, "ids_lengths"),
     "stack_of_modules": (StackOfModules, "ids_hidden"),
     "learned_h0_expand": (LearnedH0, "floats"),
     "learned_h0_repeat": (LearnedH0Repeat, "floats"),
@@ -910,6 +960,12 @@ def _forward_args(kind, m, B, T, seed):
         return (x,), x.numpy(), {}
     if kind == "floats":
         x = _floats(B, T, 5, seed)
+        return (x,), x.numpy(), {}
+    if kind == "ids_padded":                  # rows padded with id 0 after their lengths (row 0 full)
+        x = _ids(B, T, seed)
+        lens = np.random.default_rng(seed).integers(1, T + 1, B)
+        lens[0] = T
+        x[torch.arange(T)[None, :] >= torch.from_numpy(lens)[:, None]] = 0
         return (x,), x.numpy(), {}
     if kind == "ids_lengths":
         x = _ids(B, T, seed)
@@ -1386,6 +1442,13 @@ def test_state_arguments_of_several_modules():
     assert [tuple(a.shape for a in hc) for hc in args[1]] == [((1, B1, o), (1, B1, o)) for _, o in m.sizes]
 
 
+def test_rows_sorted_by_hand_from_the_legacy_onnx_export(tmp_path):
+    """DynamicLSTM's sort by hand in torch's legacy ONNX export: TopK of -lengths (smallest first)
+    and TopK of the order (its inverse), compared with onnxruntime. (Both exporters refuse the
+    ABSA-style model that counts its lengths, and the dynamo exporter the sort itself.)"""
+    _check_onnx("sorted_by_hand_tagger", False, tmp_path)
+
+
 def test_a_learned_initial_state_starts_every_stream():
     """The learned h0 of LearnedHZeroC (a unidirectional LSTM) starts a Stream, a reset one and a
     StreamPool's slots: step t gives torch's output at step t of the whole sequence."""
@@ -1469,7 +1532,8 @@ def test_a_size_the_capture_fixed_is_checked_on_a_longer_input():
 
 _ARCHIVES = [(n, c) for n in ("highway_head", "autoencoder_repeat", "autoencoder_expand", "autoencoder_constant",
                               "sum_over_size", "horizon_view", "horizon_view_per_step", "learned_h0_expand",
-                              "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru")
+                              "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru", "sorted_by_hand",
+                              "sorted_by_hand_tagger")
              for c in ("script", "trace")] + \
     [(n, "trace") for n in ("lengths_mask_mean", "lengths_mask_max", "lengths_mask_attention", "lengths_mask_packed",
                             "activations_head", "autoencoder_seq_len", "weight_norm_square_skip")]

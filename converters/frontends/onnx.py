@@ -292,10 +292,9 @@ class _Frontend:
     op_Min = op_Max = _minmax
 
     def op_TopK(self, node, a, at, w):
-        """The legacy export's sort of pack_padded_sequence's lengths (largest first)."""
-        if not isinstance(a[0], Input) or not at.get("largest", 1):
-            self.low.fail(f"TopK of {G._what(a[0])} (only the lengths of a pack_padded_sequence, largest first)")
-        return list(self.call("sort", [a[0], at.get("axis", -1), True], w))
+        """The legacy export's sort of the lengths (pack_padded_sequence's, or torch.sort(-lengths)
+        before one) or of their order (its inverse): the shared sort (graph.py)."""
+        return list(self.call("sort", [a[0], at.get("axis", -1), bool(at.get("largest", 1))], w))
 
     def op_ReduceProd(self, node, a, at, w):
         if isinstance(a[0], tuple):          # the number of elements of a shape (Size products kept)
