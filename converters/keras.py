@@ -1288,7 +1288,17 @@ def _convert(cfg, version, reader):
     from fastrnn import Model
     if not isinstance(cfg, dict):
         raise ModelFormatError("the model config is not an object")
-    all_layers, body, outputs, inp = _chain(cfg)
+    try:
+        all_layers, body, outputs, inp = _chain(cfg)
+    except UnsupportedError as e:
+        if cfg.get("class_name") not in ("Functional", "Model"):
+            raise
+        # not a chain: a functional graph of branches, on the importers' shared lowering
+        from .frontends import keras as frontend
+        try:
+            return frontend.convert(cfg, version, reader, cfg.get("config", {}).get("name") or "model")
+        except UnsupportedError as e2:
+            raise UnsupportedError(f"{e}\n(the graph frontend also refuses it: {e2})") from None
     if isinstance(reader, _ZipWeights):
         for l in all_layers:
             l["_wkey"] = reader.key(l)

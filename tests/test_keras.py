@@ -244,6 +244,29 @@ MODELS.update({
 })
 
 
+# functional graphs that are not a chain: the graph frontend on the shared lowering
+# (converters/frontends/keras.py), through the same matrix (three sources, streams)
+MODELS.update({
+    "graph_residual_lstms": (lambda: _fn(FLOAT, lambda x: (lambda a: L.Dense(3, activation="softmax")(
+        L.GlobalAveragePooling1D()(L.Add()([a, L.LSTM(6, return_sequences=True)(a)]))))(
+        L.LSTM(6, return_sequences=True)(x))), "float", 1.0),
+    "graph_gate_multiply": (lambda: _fn(FLOAT, lambda x: (lambda a: L.Dense(2)(L.GlobalMaxPooling1D()(
+        L.Multiply()([a, L.Dense(6, activation="sigmoid")(a)]))))(L.GRU(6, return_sequences=True)(x))), "float", 1.0),
+    "graph_concat_of_two_rnns": (lambda: _fn(FLOAT, lambda x: L.Dense(2)(L.Concatenate()([L.LSTM(3)(x), L.GRU(3)(x)]))),
+                                 "float", 1.0),
+    "graph_skip_from_input": (lambda: _fn(FLOAT, lambda x: L.Add()([L.Dense(6)(x), L.SimpleRNN(
+        6, activation="relu", return_sequences=True)(x)])), "float", 1.0),
+    "graph_average_subtract": (lambda: _fn(FLOAT, lambda x: (lambda a, b: L.TimeDistributed(L.Dense(2))(
+        L.Average()([a, L.Subtract()([a, b])])))(L.LSTM(5, return_sequences=True)(x),
+                                               L.GRU(5, return_sequences=True, reset_after=False)(x))), "float", 1.0),
+    "graph_ids_bidi_sum_layernorm": (lambda: _fn(IDS, lambda x: (lambda e: L.Dense(3)(L.LayerNormalization()(L.LSTM(6)(
+        L.Add()([L.Dense(4)(e), L.Bidirectional(L.LSTM(4, return_sequences=True), merge_mode="sum")(e)])))))(
+        L.Embedding(20, 8)(x))), "ids", 1.0),
+    "graph_bidi_last_concat": (lambda: _fn(FLOAT, lambda x: L.Dense(2)(L.Concatenate()([
+        L.Bidirectional(L.GRU(4))(x), L.LSTM(3)(x)]))), "float", 1.0),
+})
+
+
 def _pool_concat(x):
     h = L.Bidirectional(L.LSTM(4, return_sequences=True))(L.GRU(5, return_sequences=True, go_backwards=True)(x))
     return L.Dense(3)(L.Concatenate()([L.GlobalMaxPooling1D()(h), L.GlobalAveragePooling1D()(h)]))
@@ -329,6 +352,14 @@ def test_keras3(keras_cache, name, source):
                 _close(steps[-1][i], w, f"stream output {i} (last step)")
 
 
+def test_keras3_graphs_take_the_graph_frontend(keras_cache):
+    """The functional graphs that are not a chain convert through the shared lowering (meta says
+    so); a chain still takes the chain builder."""
+    for name in (n for n in MODELS if n.startswith("graph_")):
+        assert fastrnn.convert(keras_cache(name)[0]).meta["frontend"] == "graph", name
+    assert "frontend" not in fastrnn.convert(keras_cache("lstm_last")[0]).meta
+
+
 def test_keras3_hard_sigmoid_is_keras3s(keras_cache):
     m = fastrnn.convert(keras_cache("act_lstm_rec_hard_sigmoid")[0])
     assert m.layers[0].activations[0][0] == ir.Act("hard_sigmoid", 1 / 6, 0.5)
@@ -406,8 +437,14 @@ UNSUPPORTED = {
     # Keras's masked mean counts the unmasked steps, its max every step: one Pool has one rule
     "pool_concat_masked": (lambda: _fn(IDS, lambda x: _pooled(L.GRU(5, return_sequences=True)(
         L.Embedding(20, 5, mask_zero=True)(x)))), "unmasked steps next to a max"),
-    "concat_of_two_rnns": (lambda: _fn(FLOAT, lambda x: L.Concatenate()([L.LSTM(3)(x), L.GRU(3)(x)])),
-                           "not a chain"),
+    # not a chain, and beyond the graph frontend (converters/frontends/keras.py): each reason named
+    "graph_lambda": (lambda: _fn(FLOAT, lambda x: L.Add()([L.LSTM(3, return_sequences=True)(x),
+                                                            L.Lambda(lambda t: t * 2.0)(L.GRU(3, return_sequences=True)(x))])),
+                     "a lambda layer"),
+    "graph_mask_zero": (lambda: _fn(IDS, lambda x: (lambda e: L.Add()([L.LSTM(5, return_sequences=True)(e), e]))(
+        L.Embedding(20, 5, mask_zero=True)(x))), "mask_zero=true"),
+    "graph_shared_layer": (lambda: _fn(FLOAT, lambda x: (lambda d: L.Add()([d(x), d(L.LSTM(5, return_sequences=True)(x))]))(
+        L.Dense(5))), "a shared layer"),
     "relu_threshold": (lambda: _seq(FLOAT, L.LSTM(4), L.ReLU(threshold=0.5)), "threshold"),
 }
 
