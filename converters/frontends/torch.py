@@ -960,7 +960,10 @@ class ScriptCapture:
                 env.update(zip(outs, self.loop(n, args, env, site, where)))
                 continue
             res = self.node(n, kind, args, where)
-            if len(outs) == 1:
+            if len(outs) == 1 and kind in ("prim::TupleUnpack", "prim::ListUnpack") and \
+                    isinstance(res, (tuple, list)) and len(res) == 1:
+                env[outs[0]] = res[0]         # a, = inputs: the one item
+            elif len(outs) == 1:
                 env[outs[0]] = res
             elif isinstance(res, G.Bad):
                 env.update({o: res for o in outs})
@@ -1177,6 +1180,8 @@ def capture_script(module, name, first, others=None):
         if default is None and i > 0 and cell is not None and "hid" in v.debugName().lower():
             default = cell              # forward(x, hidden) of a cell loop: hidden is (B, H)
         ex = _ts_example(v.type(), default)
+        if ex is None and v.type().kind() == "ListType":
+            ex = _list_example(v, default)
         shaped.append(ex)
         if isinstance(ex, tuple):          # a (h, c) argument: one leaf each
             leaves += [(f"{v.debugName()}_{j}", e) for j, e in enumerate(ex)]
@@ -1204,6 +1209,26 @@ def _ts_example(t, default):
     if sizes is not None and all(isinstance(d, int) for d in sizes):
         return torch.zeros(sizes, dtype=dtype or torch.float32)
     return default if default is not None else torch.zeros((1, EX_B, 1))
+
+
+def _list_example(v, default):
+    """Stand-ins for a graph input that is a list of tensors, forward(inputs) with inputs[0] the
+    sequence (ABSA-PyTorch's models): as many as the graph unpacks (prim::ListUnpack) or indexes
+    (aten::__getitem__ by a constant), the first the sequence's; None when neither says."""
+    n = 0
+    for u in v.uses():
+        node = u.user
+        if node.kind() == "prim::ListUnpack":
+            n = max(n, len(list(node.outputs())))
+        elif node.kind() == "aten::__getitem__":
+            idx = list(node.inputs())[1].node()
+            if idx.kind() == "prim::Constant" and idx.output().type().kind() == "IntType":
+                n = max(n, idx.i("value") + 1)
+    if not n:
+        return None
+    torch = _torch()
+    return tuple(default if j == 0 and default is not None else torch.zeros((1, EX_B, 1)) if j == 0 else None
+                 for j in range(n))
 
 
 def _cell_state_standin(module):

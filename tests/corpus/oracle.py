@@ -62,11 +62,12 @@ def first(out):
 
 
 def state_list(h):
-    """torch's hidden argument or returned state -> [h] or [h, c] as numpy arrays."""
+    """torch's hidden argument or returned state -> [h] or [h, c] as numpy arrays (a list of one
+    (h, c) per module, AWD-LSTM's, flattened in order: h1, c1, h2, c2, ...)."""
     if h is None:
         return None
     if isinstance(h, (tuple, list)):
-        return [np_(a) for a in h]
+        return [a for x in h for a in state_list(x)]
     return [np_(h)]
 
 

@@ -1703,6 +1703,206 @@ class CTCTextRCNN(nn.Module):
         return out
 
 
+# ---- salesforce/awd-lstm-lm (model.py, weight_drop.py, locked_dropout.py, embed_regularize.py) ----
+# One nn.LSTM module per layer (the last one ninp wide, its decoder tied to the embedding), the
+# hidden state a list of one (h, c) per module, WeightDrop on weight_hh_l0 (identity in eval).
+
+def awd_embedded_dropout(embed, words, dropout=0.1, scale=None):
+    if dropout:
+        mask = embed.weight.data.new().resize_((embed.weight.size(0), 1)).bernoulli_(1 - dropout).expand_as(
+            embed.weight) / (1 - dropout)
+        masked_embed_weight = mask * embed.weight
+    else:
+        masked_embed_weight = embed.weight
+    if scale:
+        masked_embed_weight = scale.expand_as(masked_embed_weight) * masked_embed_weight
+    padding_idx = embed.padding_idx
+    if padding_idx is None:
+        padding_idx = -1
+    return F.embedding(words, masked_embed_weight, padding_idx, embed.max_norm, embed.norm_type,
+                       embed.scale_grad_by_freq, embed.sparse)
+
+
+class AWDLockedDropout(nn.Module):
+    def forward(self, x, dropout=0.5):
+        if not self.training or not dropout:
+            return x
+        m = x.data.new(1, x.size(1), x.size(2)).bernoulli_(1 - dropout)
+        mask = Variable(m, requires_grad=False) / (1 - dropout)
+        return mask.expand_as(x) * x
+
+
+class AWDWeightDrop(nn.Module):
+    def __init__(self, module, weights, dropout=0, variational=False):
+        super(AWDWeightDrop, self).__init__()
+        self.module, self.weights, self.dropout, self.variational = module, weights, dropout, variational
+        self._setup()
+
+    def widget_demagnetizer_y2k_edition(*args, **kwargs):
+        return
+
+    def _setup(self):
+        if issubclass(type(self.module), torch.nn.RNNBase):
+            self.module.flatten_parameters = self.widget_demagnetizer_y2k_edition
+        for name_w in self.weights:
+            w = getattr(self.module, name_w)
+            del self.module._parameters[name_w]
+            self.module.register_parameter(name_w + '_raw', nn.Parameter(w.data))
+
+    def _setweights(self):
+        for name_w in self.weights:
+            raw_w = getattr(self.module, name_w + '_raw')
+            w = F.dropout(raw_w, p=self.dropout, training=self.training)
+            setattr(self.module, name_w, nn.Parameter(w))
+
+    def forward(self, *args):
+        self._setweights()
+        return self.module.forward(*args)
+
+
+class AWDRNNModel(nn.Module):
+    def __init__(self, rnn_type, ntoken, ninp, nhid, nlayers, dropout=0.5, dropouth=0.5, dropouti=0.5,
+                 dropoute=0.1, wdrop=0, tie_weights=False):
+        super(AWDRNNModel, self).__init__()
+        self.lockdrop = AWDLockedDropout()
+        self.encoder = nn.Embedding(ntoken, ninp)
+        self.rnns = [torch.nn.LSTM(ninp if l == 0 else nhid, nhid if l != nlayers - 1 else (ninp if tie_weights else nhid),
+                                   1, dropout=0) for l in range(nlayers)]
+        if wdrop:
+            self.rnns = [AWDWeightDrop(rnn, ['weight_hh_l0'], dropout=wdrop) for rnn in self.rnns]
+        self.rnns = torch.nn.ModuleList(self.rnns)
+        self.decoder = nn.Linear(nhid, ntoken)
+        if tie_weights:
+            self.decoder.weight = self.encoder.weight
+        self.ninp, self.nhid, self.nlayers = ninp, nhid, nlayers
+        self.dropout, self.dropouti, self.dropouth, self.dropoute = dropout, dropouti, dropouth, dropoute
+        self.tie_weights = tie_weights
+
+    def forward(self, input, hidden, return_h=False):
+        emb = awd_embedded_dropout(self.encoder, input, dropout=self.dropoute if self.training else 0)
+        emb = self.lockdrop(emb, self.dropouti)
+        raw_output = emb
+        new_hidden, raw_outputs, outputs = [], [], []
+        for l, rnn in enumerate(self.rnns):
+            raw_output, new_h = rnn(raw_output, hidden[l])
+            new_hidden.append(new_h)
+            raw_outputs.append(raw_output)
+            if l != self.nlayers - 1:
+                raw_output = self.lockdrop(raw_output, self.dropouth)
+                outputs.append(raw_output)
+        hidden = new_hidden
+        output = self.lockdrop(raw_output, self.dropout)
+        outputs.append(output)
+        decoded = self.decoder(output.view(output.size(0) * output.size(1), output.size(2)))
+        result = decoded.view(output.size(0), output.size(1), decoded.size(1))
+        if return_h:
+            return result, hidden, raw_outputs, outputs
+        return result, hidden
+
+    def init_hidden(self, bsz):
+        weight = next(self.parameters()).data
+        return [(Variable(weight.new(1, bsz, self.nhid if l != self.nlayers - 1 else
+                                     (self.ninp if self.tie_weights else self.nhid)).zero_()),
+                 Variable(weight.new(1, bsz, self.nhid if l != self.nlayers - 1 else
+                                     (self.ninp if self.tie_weights else self.nhid)).zero_()))
+                for l in range(self.nlayers)]
+
+
+# ---- songyouwei/ABSA-PyTorch (layers/dynamic_rnn.py, models/lstm.py): the rows sorted by length
+# by hand around a pack with enforce_sorted=True, the lengths counted from the ids.
+
+class ABSADynamicLSTM(nn.Module):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True, dropout=0,
+                 bidirectional=False, only_use_last_hidden_state=False, rnn_type='LSTM'):
+        super(ABSADynamicLSTM, self).__init__()
+        self.batch_first, self.only_use_last_hidden_state, self.rnn_type = batch_first, only_use_last_hidden_state, rnn_type
+        rnn = nn.LSTM if rnn_type == 'LSTM' else nn.GRU
+        self.RNN = rnn(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, bias=bias,
+                       batch_first=batch_first, dropout=dropout, bidirectional=bidirectional)
+
+    def forward(self, x, x_len):
+        """sort"""
+        x_sort_idx = torch.sort(-x_len)[1].long()
+        x_unsort_idx = torch.sort(x_sort_idx)[1].long()
+        x_len = x_len[x_sort_idx]
+        x = x[x_sort_idx]
+        """pack"""
+        x_emb_p = torch.nn.utils.rnn.pack_padded_sequence(x, x_len.cpu(), batch_first=self.batch_first)
+        if self.rnn_type == 'LSTM':
+            out_pack, (ht, ct) = self.RNN(x_emb_p, None)
+        else:
+            out_pack, ht = self.RNN(x_emb_p, None)
+            ct = None
+        """unsort: h"""
+        ht = torch.transpose(ht, 0, 1)[x_unsort_idx]
+        ht = torch.transpose(ht, 0, 1)
+        if self.only_use_last_hidden_state:
+            return ht
+        out = torch.nn.utils.rnn.pad_packed_sequence(out_pack, batch_first=self.batch_first)[0]
+        out = out[x_unsort_idx]
+        if self.rnn_type == 'LSTM':
+            ct = torch.transpose(ct, 0, 1)[x_unsort_idx]
+            ct = torch.transpose(ct, 0, 1)
+        return out, (ht, ct)
+
+
+class ABSALSTM(nn.Module):
+    def __init__(self, embedding_matrix, embed_dim, hidden_dim, polarities_dim):
+        super(ABSALSTM, self).__init__()
+        self.embed = nn.Embedding.from_pretrained(torch.tensor(embedding_matrix, dtype=torch.float))
+        self.lstm = ABSADynamicLSTM(embed_dim, hidden_dim, num_layers=1, batch_first=True)
+        self.dense = nn.Linear(hidden_dim, polarities_dim)
+
+    def forward(self, inputs):
+        text_raw_indices = inputs[0]
+        x = self.embed(text_raw_indices)
+        x_len = torch.sum(text_raw_indices != 0, dim=-1)
+        _, (h_n, _) = self.lstm(x, x_len)
+        return self.dense(h_n[0])
+
+
+# ---- hungthanhpham94/GRU4REC-pytorch (lib/model.py): a session's next item, one step per call,
+# the item one-hot encoded by scatter_ into a buffer of the training batch size.
+
+class GRU4REC(nn.Module):
+    def __init__(self, input_size, hidden_size, output_size, num_layers=1, final_act='tanh',
+                 dropout_hidden=.5, dropout_input=0, batch_size=50, embedding_dim=-1):
+        super(GRU4REC, self).__init__()
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.num_layers, self.batch_size, self.embedding_dim = num_layers, batch_size, embedding_dim
+        self.dropout_input = dropout_input
+        self.onehot_buffer = self.init_emb()
+        self.h2o = nn.Linear(hidden_size, output_size)
+        self.final_activation = nn.Tanh() if final_act == 'tanh' else nn.ReLU()
+        if self.embedding_dim != -1:
+            self.look_up = nn.Embedding(input_size, self.embedding_dim)
+            self.gru = nn.GRU(self.embedding_dim, self.hidden_size, self.num_layers, dropout=dropout_hidden)
+        else:
+            self.gru = nn.GRU(self.input_size, self.hidden_size, self.num_layers, dropout=dropout_hidden)
+
+    def forward(self, input, hidden):
+        if self.embedding_dim == -1:
+            embedded = self.onehot_encode(input)
+            embedded = embedded.unsqueeze(0)
+        else:
+            embedded = self.look_up(input.unsqueeze(0))
+        output, hidden = self.gru(embedded, hidden)
+        output = output.view(-1, output.size(-1))
+        logit = self.final_activation(self.h2o(output))
+        return logit, hidden
+
+    def init_emb(self):
+        return torch.FloatTensor(self.batch_size, self.output_size)
+
+    def onehot_encode(self, input):
+        self.onehot_buffer.zero_()
+        index = input.view(-1, 1)
+        return self.onehot_buffer.scatter_(1, index, 1)
+
+    def init_hidden(self):
+        return torch.zeros(self.num_layers, self.batch_size, self.hidden_size)
+
+
 # =============================================================================================
 # registry
 # =============================================================================================
@@ -2190,6 +2390,36 @@ CASES = [
          inputs=lambda m, B, T, rng: ((ids_bt(rng, B, T), torch.full((B,), T)),), output="B", ids=True,
          idioms=("forward(self, x) with x, _ = x", "torch.cat((embed, out), 2): the embeddings beside the output",
                  "nn.MaxPool1d(pad_size) over the padded sentence", ".squeeze()")),
+]
+
+CASES += [
+    Case("salesforce_awd_lstm",
+         "https://github.com/salesforce/awd-lstm-lm/blob/master/model.py (+ weight_drop.py, locked_dropout.py, "
+         "embed_regularize.py)",
+         _seeded(lambda: AWDRNNModel('LSTM', VOCAB, EMB, HID, 3, dropout=0.4, dropouth=0.25, dropouti=0.4,
+                                     dropoute=0.1, wdrop=0.5, tie_weights=True)),
+         inputs=lambda m, B, T, rng: (ids_bt(rng, B, T).t().contiguous(), m.init_hidden(B)),
+         layout="time_major", output="TB", roles=("x", "hidden"), ids=True,
+         idioms=("one nn.LSTM module per layer, of different widths", "hidden: a list of one (h, c) per module",
+                 "WeightDrop on weight_hh_l0", "LockedDropout", "embedded_dropout", "decoder tied to the embedding",
+                 "output.view(T * B, H) then decoded.view(T, B, V)")),
+    Case("absa_pytorch_lstm",
+         "https://github.com/songyouwei/ABSA-PyTorch/blob/master/models/lstm.py (+ layers/dynamic_rnn.py)",
+         _seeded(lambda: ABSALSTM(np.random.default_rng(0).standard_normal((VOCAB, EMB)), EMB, HID, 3)),
+         inputs=lambda m, B, T, rng: ([pad_after(ids_bt(rng, B, T), lengths_for(B, T, False))],),
+         output="B", ids=True,
+         idioms=("forward(inputs) with inputs[0] the ids", "x_len = torch.sum(ids != 0, dim=-1)",
+                 "torch.sort(-x_len)[1]: rows sorted by hand", "pack_padded_sequence(enforce_sorted=True)",
+                 "torch.transpose(ht, 0, 1)[x_unsort_idx]", "nn.Embedding.from_pretrained")),
+    Case("gru4rec_session_step",
+         "https://github.com/hungthanhpham94/GRU4REC-pytorch/blob/master/lib/model.py",
+         _seeded(lambda: GRU4REC(VOCAB, HID, VOCAB, batch_size=1)),
+         inputs=lambda m, B, T, rng: (ids_bt(rng, 1, 1)[:, 0], m.init_hidden()),
+         kind="step", output="B", roles=("x", "hidden"), ids=True,
+         seq=lambda B, T, rng: ids_bt(rng, B, T), init=lambda m: m.init_hidden(),
+         step=_step_default, feed=_feed_default,
+         idioms=("step module in a user loop", "one-hot by onehot_buffer.zero_().scatter_(1, ids.view(-1, 1), 1)",
+                 "time-major GRU on one step", "output.view(-1, H)", "tanh of the item scores")),
 ]
 
 BY_NAME = {c.name: c for c in CASES}
