@@ -1380,6 +1380,15 @@ def _arith(low, op, a, b, alpha=1):
         return np.asarray(r, np.float32) if isinstance(r, np.ndarray) else r
     if isinstance(a, Zeros) and _is_const(b) and op in ("mul", "div"):
         return a
+    if op in ("add", "sub", "rsub", "mul") and any(isinstance(v, Pooled) for v in (a, b)) and \
+            all(isinstance(v, (Pooled, HN)) for v in (a, b)):
+        # out.mean(1) + h.squeeze(0): pools of one sequence (a final state is its last step) side by
+        # side in one Pool layer, as torch.cat of them is, then their sum or product
+        if op == "rsub":
+            a, b, op = b, a, "sub"
+        y = _cat(low, [a, b], -1)
+        w = y.width // 2
+        a, b = _columns(low, y, 0, w, 1), _columns(low, y, w, 2 * w, 1)
     if op in ("add", "sub", "rsub") and isinstance(a, (PT, HN)) and isinstance(b, (PT, HN)):
         if op == "rsub":
             a, b = b, a

@@ -843,6 +843,20 @@ class SortedByHandTagger(nn.Module):
         return self.dense(out)
 
 
+class PoolPlusFinal(nn.Module):
+    """The mean over time plus the final state (h.squeeze(0)): pools of one sequence side by side
+    (the final state its last step), then their sum. (Two such combinations of pools of one
+    sequence would need two Pool layers over it: refused.)"""
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.GRU(5, H, batch_first=True)
+        self.fc = nn.Linear(H, 4)
+
+    def forward(self, x):
+        out, h = self.enc(x)
+        return self.fc(out.mean(dim=1) + h.squeeze(0))
+
+
 class LearnedH0(nn.Module):
     """A learned initial state: nn.Parameter h0 / c0 of (layers * directions, 1, H) expanded (or
     repeated) to the batch, as nn_classes/architecture's forecaster and many sequence models write
@@ -892,6 +906,7 @@ class LearnedH0GRU(nn.Module):
 
 
 CASES = {
+    "pool_plus_final": (PoolPlusFinal, "floats"),
     "sorted_by_hand": (SortedByHand, "ids_padded"),
     "sorted_by_hand_tagger": (SortedByHandTagger, "ids_lengths"),
     "stack_of_modules": (StackOfModules, "ids_hidden"),
@@ -1409,7 +1424,8 @@ def test_last_valid_step_after_a_non_causal_layer_is_refused():
                                   "highway_head", "activations_head", "autoencoder_repeat", "autoencoder_expand",
                                   "autoencoder_constant", "horizon_view", "horizon_view_per_step", "sum_over_size",
                                   "weight_norm_square_skip", "feature_select", "query_weights",
-                                  "learned_h0_expand", "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru"])
+                                  "learned_h0_expand", "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru",
+                                  "pool_plus_final"])
 def test_heads_masks_and_autoencoders_from_onnx_exports(name, dynamo, tmp_path):
     """The ONNX exports of the same idioms, compared with onnxruntime: the mask's arange is a
     Range over the graph's own time axis (legacy, dynamic axes) or a constant (dynamo, whose LSTM
@@ -1533,7 +1549,7 @@ def test_a_size_the_capture_fixed_is_checked_on_a_longer_input():
 _ARCHIVES = [(n, c) for n in ("highway_head", "autoencoder_repeat", "autoencoder_expand", "autoencoder_constant",
                               "sum_over_size", "horizon_view", "horizon_view_per_step", "learned_h0_expand",
                               "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru", "sorted_by_hand",
-                              "sorted_by_hand_tagger")
+                              "sorted_by_hand_tagger", "pool_plus_final")
              for c in ("script", "trace")] + \
     [(n, "trace") for n in ("lengths_mask_mean", "lengths_mask_max", "lengths_mask_attention", "lengths_mask_packed",
                             "activations_head", "autoencoder_seq_len", "weight_norm_square_skip")]
