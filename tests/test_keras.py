@@ -262,6 +262,11 @@ MODELS.update({
     "graph_ids_bidi_sum_layernorm": (lambda: _fn(IDS, lambda x: (lambda e: L.Dense(3)(L.LayerNormalization()(L.LSTM(6)(
         L.Add()([L.Dense(4)(e), L.Bidirectional(L.LSTM(4, return_sequences=True), merge_mode="sum")(e)])))))(
         L.Embedding(20, 8)(x))), "ids", 1.0),
+    "graph_conv_residual": (lambda: _fn(FLOAT, lambda x: (lambda c: L.Dense(2)(L.GlobalAveragePooling1D()(L.Add()([
+        L.LSTM(5, return_sequences=True)(c), c]))))(L.Conv1D(5, 3, padding="same", activation="relu")(x))), "float", 1.0),
+    "graph_conv_pool_concat": (lambda: _fn(FLOAT, lambda x: (lambda c: L.Dense(2)(L.Concatenate()([
+        L.GRU(5, return_sequences=True)(c), c])))(L.MaxPooling1D(2)(L.Conv1D(5, 3, padding="causal")(x)))),
+                               "float", 1.0),
     "graph_bidi_last_concat": (lambda: _fn(FLOAT, lambda x: L.Dense(2)(L.Concatenate()([
         L.Bidirectional(L.GRU(4))(x), L.LSTM(3)(x)]))), "float", 1.0),
 })

@@ -13,7 +13,8 @@ Embedding without mask_zero; Dense (on the last axis, any activation fastrnn has
 SimpleRNN / LSTM / GRU and RNN(cell) with their standard activations (SimpleRNN: tanh or relu),
 return_sequences either way, no masks, go_backwards, return_state or stateful; Bidirectional of
 those (every merge mode); Activation / ReLU / Softmax / LeakyReLU / ELU; TimeDistributed(Dense /
-Activation); LayerNormalization over the features; GlobalAverage/MaxPooling1D; Add, Subtract,
+Activation); Conv1D and Max/AveragePooling1D (made by the chain builder, placed as torch's
+windows); LayerNormalization over the features; GlobalAverage/MaxPooling1D; Add, Subtract,
 Multiply, Average and Concatenate on the last axis; dropout-like layers (identity). One output. Each layer is called
 once (a shared layer, a Siamese encoder, is refused). Everything else is refused by name, all
 refusals listed at once as for the other frontends; converts() then reports the chain builder's
@@ -177,6 +178,8 @@ def _layer(low, l, args, version, reader, where):
             low.fail("a TimeDistributed of other than Dense or Activation")
         return _layer(low, {"class_name": inner["class_name"], "config": inner.get("config", {}), "name": l["name"],
                             "_wkey": l.get("_wkey")}, args, version, reader, where)
+    if cls in _WINDOWS:
+        return _window(low, l, x, version, reader, where)
     if cls == "Lambda":
         low.fail("a Lambda layer (Python code in the model, which a converter cannot read): write it with Keras "
                  "layers")
@@ -197,6 +200,25 @@ def _activation(low, x, a, where):
     if a.kind == "linear":
         return x
     return G.activation(low, x, a.kind, alpha=a.alpha, beta=a.beta, dim=-1 if a.kind in ir.ROW_WISE else None)
+
+
+_WINDOWS = ("Conv1D", "Convolution1D", "MaxPooling1D", "AveragePooling1D", "MaxPool1D", "AvgPool1D")
+
+
+def _window(low, l, x, version, reader, where):
+    """Conv1D and 1-D pooling: the chain builder makes the layer (Keras's padding and kernel
+    layout, converters/keras.py), the shared lowering places it as the windows of torch's Conv1d
+    over (batch, channels, time)."""
+    from ..keras import _Builder
+    x = low.tensor(x)
+    b = _Builder(version, reader)
+    b.width = x.width
+    b.add(0, l)
+    (layer,) = b.layers
+    what = "convolution" if isinstance(layer, ir.Conv1D) else "pooling"
+    xc = G._window_input(low, G.handler("transpose")(low, x, 1, 2), what)
+    y = G._window_out(low, xc, layer, b.width, what)
+    return G.handler("transpose")(low, y, 1, 2)
 
 
 _INFERENCE_OPTIONS = ("units", "activation", "recurrent_activation", "use_bias", "reset_after", "return_sequences",
