@@ -215,6 +215,7 @@ class Lowering:
         self.one_step = False             # forward(x_t, hidden): one step of a user's loop
         self.x_leaf, self.x_name = 0, "x"   # which of forward's (flattened) arguments is the sequence
         self.step_inputs = None           # [(argument, name, width)]: x_t read from several arguments
+        self.static_inputs = []           # [(argument, name, width)]: per-row features added to the input (_static_columns)
         self.series = False           # the input is a float series without a feature axis (below)
         self.series_of = None         # the 2-D input PT it was read from
         self.series_size = None       # the example's size of that input's second axis (if not its width)
@@ -2230,7 +2231,10 @@ def _cat(low, tensors, dim=0):
     if len(tensors) > 1 and any(isinstance(t, PS) for t in tensors) and all(
             isinstance(t, (PT, HN)) or isinstance(t, PS) and cells.at_last_step(low, t)
             and not any(op[0] == "unsq" for op in t.ops) for t in tensors):
-        tensors = [low.tensor(t) for t in tensors]    # torch.cat([out[:, -1], x[:, -1]], 1): last steps side by side
+        # torch.cat([out[:, -1], x[:, -1]], 1): last steps side by side (h_n[-1] as its layer's last
+        # step first, so that the input's columns can still be carried past the layer)
+        tensors = [_hn_last_step(low, t) if isinstance(t, HN) else t for t in tensors]
+        tensors = [low.tensor(t) for t in tensors]
     if any(isinstance(t, Pooled) for t in tensors) and any(isinstance(t, HN) for t in tensors):
         tensors = _finals_as_pools(low, tensors)
     if tensors and all(isinstance(t, Pooled) for t in tensors):      # pools side by side: one layer
@@ -2269,12 +2273,77 @@ def _cat(low, tensors, dim=0):
                 parts = sum((t.parts for t in tensors), ())
                 axes = t0.axes[:-1] + (("S", "F"),)
                 return replace(t0, parts=parts, axes=axes)
+    if len(tensors) > 1 and any(_is_static(low, t) for t in tensors) and \
+            all(isinstance(t, (PT, HN)) or _is_static(low, t) for t in tensors):
+        tensors = [_hn_last_step(low, t) if isinstance(t, HN) else t for t in tensors]
+        ref = next(t for t in tensors if isinstance(t, PT))
+        tensors = [_static_columns(low, t, ref) if isinstance(t, Input) else t for t in tensors]
+    if len(tensors) > 1 and all(isinstance(t, (PT, HN)) for t in tensors) and \
+            any(isinstance(t, PT) for t in tensors) and any(isinstance(t, HN) for t in tensors):
+        tensors = [_hn_last_step(low, t) if isinstance(t, HN) else t for t in tensors]   # torch.cat([h_n[-1], x[:, -1]], 1)
     if len(tensors) > 1 and all(isinstance(t, PT) for t in tensors):
         return _cat_features(low, tensors, dim)
     if len(tensors) > 1 and all(isinstance(t, HN) for t in tensors) and len({t.rnn for t in tensors}) > 1:
         return _finals_of_side_by_side(low, tensors, dim)
     low.fail("torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1)) or "
              "features of tensors of the pipeline")
+
+
+# ---- static inputs: a second argument of per-row features beside the sequence ----------------------
+#
+# torch.cat([h_n[-1], static], 1) of forward(x, static), static (B, S): features of each row that do
+# not change over time (a customer's or a sensor's own attributes beside its history). They become
+# S more columns of the model's input, the same at every step (predict and streams take the tuple
+# (x, static) and join it, meta step_inputs with "static"), read by no recurrent weight and carried
+# past the layers to where forward concatenates them (Lowering.reach), exactly as x[:, -1] of the
+# input is when forward concatenates that.
+
+def _is_static(low, t):
+    """t: a (B, S) argument of forward no other use has claimed (lengths, states)."""
+    return isinstance(t, Input) and len(t.shape) == 2 and t.rows is None and t.row_axis is None \
+        and t.index not in low.state_inputs and t.index != low.lengths_index and t.index not in low.length_inputs
+
+
+def _hn_last_step(low, t):
+    """h_n[-1] of a forward layer as its output's last step (the same values; the layer keeps
+    returning its sequence, so columns can be carried past it), else as low.tensor reads it."""
+    r = low.rnns[t.rnn] if 0 <= t.rnn < len(low.rnns) else None
+    seq = low.rnn_out.get(t.rnn)
+    if r is not None and seq is not None and t.kind == "h" and r.D == 1 and t.rows is None \
+            and [low.lab(a) for a in t.axes] == ["B", "F"] and list(t.parts) == [(r.top, 0)] \
+            and low.layers[r.last].direction == "forward" and seq.pos == len(low.layers) and not seq.packed:
+        return _last_step(low, seq, [low.lab(a) for a in seq.axes].index("T"))
+    return low.tensor(t)
+
+
+def _static_columns(low, inp, ref):
+    """The argument inp as columns added to the model's input, carried to the end and taken at
+    the step ref is (its values are the same at every step)."""
+    if low.input_ids or low.series or low.unbatched or low.one_step or low.channel_first or not low.layers:
+        low.fail(f"the argument {inp.name!r} beside {'token ids' if low.input_ids else 'this input'} (static "
+                 f"features join a batch-first or time-major float sequence)")
+    if low.takes_lengths or low.lengths_pad is not None:
+        low.fail(f"the argument {inp.name!r} beside a packed sequence (its columns would be cut at each row's length)")
+    if [low.lab(a) for a in ref.axes] != ["B", "F"] or ref.time is None:
+        low.fail(f"the argument {inp.name!r} concatenated with a tensor of axes {_axes_str([low.lab(a) for a in ref.axes])} "
+                 f"(only beside a final state or a step: (batch, features))")
+    first = low.layers[0]
+    F, S = first.input_size, int(inp.shape[1])
+    if isinstance(first, ir.Recurrent):
+        low.layers[0] = replace(first, weights=[dict(w, W_ih=np.concatenate(
+            [w["W_ih"], np.zeros((w["W_ih"].shape[0], S), np.float32)], 1)) for w in first.weights])
+    elif isinstance(first, ir.Dense):
+        low.layers[0] = replace(first, weight=np.concatenate([first.weight, np.zeros((first.own_size, S), np.float32)], 1))
+    else:
+        low.fail(f"the argument {inp.name!r} beside an input read first by a {type(first).__name__} (only a "
+                 f"recurrent or Linear layer takes the added columns)")
+    if not low.static_inputs:
+        low.static_base = F               # the sequence's own features, the static ones after them
+    low.static_inputs.append((inp.index, inp.name, S))
+    t = next(k for k in ("x0", "x1") if low.bind.get(k) == "T")
+    axes = ("x0", "x1", "F")
+    x = low.reach(PT(0, axes, S, cols=((F, F + S),)))
+    return replace(x, axes=tuple(a for a in x.axes if a != t), time=ref.time)
 
 
 def _cat_features(low, tensors, dim):

@@ -10,7 +10,8 @@ for --check (run the source on predict's input) and for checking a conversion on
   to_canonical(y, axes, B, T)      a source output -> predict's layout
   source_x(x, axes)                predict's x -> the source's sequence argument
   predict_args(meta, args)         forward's arguments -> predict's keyword arguments
-  join_steps / split_steps         a one-step module's per-step arguments <-> the model's x_t
+  join_steps / split_steps         the arguments read side by side (a one-step module's, or a
+                                   sequence and static features) <-> the model's x / x_t
 
 An unbatched source (one sequence, no batch axis) has no "B" label: its predict rows are run one
 by one through the source.
@@ -104,10 +105,11 @@ def predict_args(meta, args):
     """forward's arguments (NumPy; the sequence first) -> predict's keyword arguments: x batch-
     major, lengths= when forward takes them, initial_state= from forward's state argument(s)."""
     axes = list(meta["input_axes"])
-    x = np.asarray(_flat(args)[0])
-    if meta.get("step_inputs"):           # x_t from several arguments, side by side
-        leaves = _flat(args)
-        x = join_steps(meta, [leaves[s["arg"]] for s in meta["step_inputs"]], "example_input")
+    leaves = _flat(args)
+    static = meta.get("step_inputs") and not meta.get("one_step")
+    x = np.asarray(leaves[0])
+    if meta.get("step_inputs") and not static:    # x_t from several arguments, side by side
+        x = join_steps(meta, [leaves[s["arg"]] for s in _by_arg(meta)], "example_input")
     if meta.get("one_step"):              # x_t of a one-step module: predict on a one-step sequence
         axes = axes[:1] + ["T"] + axes[1:]
         x = np.expand_dims(x, axes.index("T"))
@@ -115,7 +117,10 @@ def predict_args(meta, args):
     if "B" not in have:
         x, have = x[None], ["B"] + have
     want = [l for l in ("B", "T", "F") if l in have]
-    kw = {"x": np.ascontiguousarray(np.transpose(x, [have.index(l) for l in want]))}
+    x = np.ascontiguousarray(np.transpose(x, [have.index(l) for l in want]))
+    if static:                            # the sequence (batch-major now) beside per-row static features
+        x = join_steps(meta, [x if not s.get("static") else leaves[s["arg"]] for s in _by_arg(meta)], "example_input")
+    kw = {"x": x}
     rest = _flat(args)[1:]
     if meta.get("takes_lengths"):
         lens = next((np.asarray(a) for a in rest if a is not None and np.asarray(a).ndim == 1), None)
@@ -145,28 +150,44 @@ def _flat(args):
     return out
 
 
+def _by_arg(meta):
+    """meta step_inputs (in the model's column order) in forward's argument order."""
+    return sorted(meta["step_inputs"], key=lambda s: s["arg"])
+
+
 def join_steps(meta, parts, what):
-    """The arguments a one-step module reads at every step (meta step_inputs: forward(category,
-    input, hidden)), each (..., width) -> the model's input, (..., sum of widths): side by side
-    in forward's order. Steps (B, w) give x_t, sequences (B, T, w) give predict's x."""
-    spec = meta["step_inputs"]
+    """The arguments the model reads side by side (meta step_inputs), given in forward's order ->
+    the model's input, (..., sum of widths) in its column order: a one-step module's per-step
+    arguments (forward(category, input, hidden)), each (..., width); or a sequence and per-row
+    static features (forward(x, static)), the static ones (batch, width) the same at every step.
+    Steps ((B, w) each) give x_t, sequences (B, T, w) give predict's x."""
+    spec = _by_arg(meta)
     if len(parts) != len(spec):
-        raise ValueError(f"{what}: this model reads {len(spec)} arrays per step "
+        raise ValueError(f"{what}: this model reads {len(spec)} arrays {'per step ' if meta.get('one_step') else ''}"
                          f"({', '.join(str(s['name']) + ' (' + str(s['width']) + ')' for s in spec)}), got {len(parts)}")
     parts = [np.asarray(p) for p in parts]
-    lead = parts[0].shape[:-1]
+    lead = next(p.shape[:-1] for p, s in zip(parts, spec) if not s.get("static"))
+    out = {}
     for p, s in zip(parts, spec):
-        if p.ndim < 1 or p.shape[:-1] != lead or p.shape[-1] != s["width"] or p.dtype.kind != "f":
-            raise ValueError(f"{what}: {s['name']} must be float of shape {lead + (s['width'],)} (the other "
-                             f"arguments' leading axes, then its {s['width']} features), got "
-                             f"{p.dtype} {p.shape}")
-    return np.concatenate(parts, axis=-1)
+        want = lead[:1] + (s["width"],) if s.get("static") else lead + (s["width"],)
+        if p.ndim < 1 or p.shape != want or p.dtype.kind != "f":
+            raise ValueError(f"{what}: {s['name']} must be float of shape {want} (the other arguments' leading "
+                             f"axes, then its {s['width']} features{'; the same at every step' if s.get('static') else ''}),"
+                             f" got {p.dtype} {p.shape}")
+        if s.get("static") and len(lead) > 1:
+            p = np.broadcast_to(p[:, None, :], lead + (s["width"],))
+        out[id(s)] = p
+    return np.concatenate([out[id(s)] for s in meta["step_inputs"]], axis=-1)
 
 
 def split_steps(meta, xt):
-    """join_steps undone: x_t (B, sum of widths) -> the step arguments in forward's order."""
-    cuts = np.cumsum([s["width"] for s in meta["step_inputs"]])[:-1]
-    return [np.ascontiguousarray(p) for p in np.split(xt, cuts, axis=-1)]
+    """join_steps undone: the model's x_t (B, sum of widths), or x (B, T, ...) -> the arguments in
+    forward's order (a static one from the first step)."""
+    spec = meta["step_inputs"]
+    cuts = np.cumsum([s["width"] for s in spec])[:-1]
+    parts = {id(s): p for s, p in zip(spec, np.split(xt, cuts, axis=-1))}
+    return [np.ascontiguousarray(parts[id(s)][:, 0] if s.get("static") and xt.ndim == 3 else parts[id(s)])
+            for s in _by_arg(meta)]
 
 
 def source_args(meta, x, lengths=None):
@@ -174,8 +195,11 @@ def source_args(meta, x, lengths=None):
     the sequence in the source's axes (a one-step module's first step, split into the
     arguments it reads per step), then lengths (all steps when not given) and zero states
     in the order forward takes them (init_hidden's zeros)."""
-    if meta.get("step_inputs"):
+    if meta.get("step_inputs") and meta.get("one_step"):
         args = split_steps(meta, x[:, 0])
+    elif meta.get("step_inputs"):        # the sequence beside per-row static features
+        args = [p if s.get("static") else source_x(p, meta["input_axes"])
+                for p, s in zip(split_steps(meta, x), _by_arg(meta))]
     else:
         args = [np.ascontiguousarray(x[:, 0]) if meta.get("one_step") else source_x(x, meta["input_axes"])]
     B, T = x.shape[0], x.shape[1]

@@ -12,7 +12,8 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
                   Flatten layer); "6" when a Pool has a term of the "query" kind (attention whose
                   query is the final value); "7" when an activation is mish, hardswish or
                   clip, or a RepeatVector has n 0 (the steps of the sequence it follows); "8" when a
-                  Recurrent layer has a learned initial state (h0 / c0 tensors) (a file with a
+                  Recurrent layer has a learned initial state (h0 / c0 tensors) or an ONNX graph
+                  signature has an input of per-row static features (role "static") (a file with a
                   higher major version is refused, not misread; this reader reads all eight)
   spec            JSON: {"input_size": int|null, "meta": {...},
                          "layers": [{"type": ..., "options": {...}, "tensors": [names]}],
@@ -112,6 +113,8 @@ def _parts(model):
 def _version(model, reduced):
     """The lowest version that holds the model: the highest of _LAYER_VERSIONS any layer needs, 4
     with a Pool of terms, 3 with a carry (a branch) or an attention pool, 2 reduced, else 1."""
+    if _static_graph_inputs(model.signature):
+        return 8
     for v, needs, _ in _LAYER_VERSIONS:
         if any(needs(l) for l in model.layers):
             return v
@@ -156,6 +159,13 @@ def _needs_v7(layer):
 def _needs_v8(layer):
     """A Recurrent layer with a learned initial state (h0 / c0): format version 8."""
     return isinstance(layer, ir.Recurrent) and any("h0" in w or "c0" in w for w in layer.weights)
+
+
+def _static_graph_inputs(signature):
+    """An ONNX graph signature with per-row static features (an input of role "static"): version 8."""
+    g = signature.get("graph") if isinstance(signature, dict) else None
+    ins = g.get("inputs") if isinstance(g, dict) else None
+    return isinstance(ins, list) and any(isinstance(e, dict) and e.get("role") == "static" for e in ins)
 
 
 # per-layer features of the later versions, the highest first: (version, test, what it is)
@@ -419,6 +429,8 @@ def load(src, precision=None):
     if used != set(tensors):
         _fail(path, f"tensors not used by any layer: {sorted(set(tensors) - used)[:5]}")
     try:
+        if int(ver) < 8 and _static_graph_inputs(spec.get("signature")):
+            raise ModelFormatError("a graph input of static features in a version " + ver + " file (that is version 8)")
         model = Model(layers, input_size=in_size, meta=spec["meta"], signature=spec.get("signature"),
                       _precision=file_prec, _scales=scales)
     except (ModelFormatError, ShapeError) as e:

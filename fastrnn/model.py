@@ -182,11 +182,18 @@ class Model:
         return np.ascontiguousarray(a, dtype=np.float32)
 
     def _join(self, x, what):
-        """A one-step module that reads several arguments per step (meta step_inputs: the
-        tutorial's forward(category, input, hidden)) takes them as a tuple in forward's order,
-        each (batch, time, width) in predict and (batch, width) in a step, or side by side in
-        one array."""
-        if not isinstance(x, tuple) or not self.meta.get("step_inputs"):
+        """A model that reads several arguments side by side (meta step_inputs: a one-step
+        module's forward(category, input, hidden), or a sequence and per-row static features,
+        forward(x, static)) takes them as a tuple in forward's order -- each (batch, time, width)
+        in predict and (batch, width) in a step, a static one (batch, width) in both -- or side by
+        side in one array."""
+        spec = self.meta.get("step_inputs")
+        if spec and not isinstance(x, tuple) and np.ndim(x) >= 1 and np.shape(x)[-1] != sum(s["width"] for s in spec):
+            raise ShapeError(f"{what}: this model reads {len(spec)} arrays side by side ("
+                             f"{', '.join(str(s['name']) + ' (' + str(s['width']) + ')' for s in sorted(spec, key=lambda s: s['arg']))}"
+                             f"): pass them as a tuple in that order, or joined into one array of "
+                             f"{sum(s['width'] for s in spec)} features")
+        if not isinstance(x, tuple) or not spec:
             return x
         try:
             return join_steps(self.meta, x, what)
@@ -385,12 +392,24 @@ def _onnx_run(model, g, output_names, feeds):
             raise ShapeError(f"run: input {xe['name']!r}: expected rank {len(xe['axes'])} "
                              f"({', '.join(xe['axes'])}), got shape {x.shape}")
         x, xe = x[None], dict(xe, axes=["B"] + list(xe["axes"]))
-    if "F" in xe["axes"] and x.ndim == len(xe["axes"]) and x.shape[xe["axes"].index("F")] != model.input_size:
-        want = tuple(model.input_size if l == "F" else 1 if l == "1" else l for l in xe["axes"])
+    statics = sorted((e for e in g["inputs"] if e["role"] == "static"), key=lambda e: e["cols"][0])
+    F0 = model.input_size - sum(e["cols"][1] - e["cols"][0] for e in statics) if model.input_size else None
+    if "F" in xe["axes"] and x.ndim == len(xe["axes"]) and x.shape[xe["axes"].index("F")] != F0:
+        want = tuple(F0 if l == "F" else 1 if l == "1" else l for l in xe["axes"])
         raise ShapeError(f"run: input {xe['name']!r}: expected shape {want} (axes {', '.join(xe['axes'])}), "
                          f"got {x.shape}")
     x = _from_axes(x, xe["axes"], ["B", "T", "F"] if "F" in xe["axes"] else ["B", "T"], xe["name"])
     B = x.shape[0]
+    if statics:                                 # per-row features: the input's last columns, every step
+        parts = [x]
+        for e in statics:
+            a = np.asarray(feeds[e["name"]])
+            w = e["cols"][1] - e["cols"][0]
+            if a.shape != (B, w) or a.dtype.kind != "f":
+                raise ShapeError(f"run: input {e['name']!r}: expected float static features of shape ({B}, {w}), "
+                                 f"got {a.dtype} {a.shape}")
+            parts.append(np.broadcast_to(a[:, None, :], (B, x.shape[1], w)))
+        x = np.concatenate(parts, axis=-1)
     lens, init = None, None
     for e in g["inputs"]:
         a = feeds[e["name"]]

@@ -55,6 +55,8 @@ the source model returns (DESIGN.md section 1, conventions 2 and 3):
   graph: None, or an ONNX graph's own inputs and outputs, for Model.run (converters/onnx.py):
     {"inputs": [{"name", "role": "x", "axes": [...]},          the sequence; axes label its
                 {"name", "role": "lengths"},                   dims (B, T, F; 1 a unit axis)
+                {"name", "role": "static", "cols": [a, b]},    per-row features (B, b - a): the
+                                                               input's columns a..b at every step
                 {"name", "role": "state", "axes": [...],       initial states; row r of axis S
                  "parts": [[k, d], ...]}],                     initialises native state k, dir d
      "outputs": [{"name", "kind": "y", "axes": [...], "dirs": D, "last": None | "final" | "step"},
@@ -281,6 +283,10 @@ def _check_graph(g, state_dims, output_size, output_is_sequence, input_size=None
                      "F" not in e["axes"] if input_size is None else True):
             continue                  # no "B": one unbatched sequence (run() feeds it as a batch of one)
         if role == "lengths" and set(e) == {"name", "role"}:
+            continue
+        if role == "static" and set(e) == {"name", "role", "cols"} and isinstance(e["cols"], list) \
+                and len(e["cols"]) == 2 and all(_int(c) for c in e["cols"]) and input_size \
+                and 0 < e["cols"][0] < e["cols"][1] <= input_size:
             continue
         if role == "state" and set(e) == {"name", "role", "axes", "parts"} and axes_ok(e["axes"], "state", "SBF") \
                 and parts_ok(e["parts"]):

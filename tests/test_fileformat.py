@@ -208,6 +208,24 @@ def test_version_5_features_in_an_older_file_are_refused(what, tmp_path):
     assert fastrnn.load(tmp_path / "m.frnn").layers[1].options() == layers[1].options()
 
 
+def test_version_8_static_graph_inputs(tmp_path):
+    """An ONNX graph signature with a static-features input (role "static", converters/graph.py
+    _static_columns) is version 8: written as such, run() reads it back the same, refused in a
+    file that claims version 7."""
+    rng = np.random.default_rng(5)
+    sig = {"outputs": None, "states": None, "time": None, "graph": {
+        "inputs": [{"name": "x", "role": "x", "axes": ["B", "T", "F"]}, {"name": "s", "role": "static", "cols": [3, 5]}],
+        "outputs": [{"name": "y", "kind": "y", "axes": ["B", "T", "F"], "dirs": 1, "last": None}]}}
+    m = fastrnn.Model([rec(rng, "gru", 5, 4)], signature=sig)
+    assert _saved_version(m, tmp_path / "m.frnn") == "8"
+    feeds = {"x": rng.normal(size=(2, 6, 3)).astype(np.float32), "s": rng.normal(size=(2, 2)).astype(np.float32)}
+    joined = np.concatenate([feeds["x"], np.broadcast_to(feeds["s"][:, None], (2, 6, 2))], -1)
+    np.testing.assert_array_equal(fastrnn.load(tmp_path / "m.frnn").run(None, feeds)[0], m.predict(joined))
+    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v7.frnn", format_version="7")
+    with pytest.raises(fastrnn.ModelFormatError, match="static features.*version 8"):
+        fastrnn.load(tmp_path / "v7.frnn")
+
+
 def _saved_version(m, path):
     """m saved at path; -> the format_version the file was written as."""
     m.save(path)

@@ -857,6 +857,39 @@ class PoolPlusFinal(nn.Module):
         return self.fc(out.mean(dim=1) + h.squeeze(0))
 
 
+class StaticFeatures(nn.Module):
+    """forward(x, static): a history and each row's static features (B, S), concatenated with the
+    final state before the head (sales / sensor models with per-item attributes); predict and
+    streams take the tuple (x, static)."""
+    def __init__(self, time_major=False):
+        super().__init__()
+        self.time_major = time_major
+        self.rnn = nn.LSTM(5, H, batch_first=not time_major)
+        self.fc1 = nn.Linear(H + 3, 6)
+        self.fc2 = nn.Linear(6, 2)
+
+    def forward(self, x, static):
+        _, (h, _) = self.rnn(x)
+        return self.fc2(torch.relu(self.fc1(torch.cat([h[-1], static], dim=1))))
+
+
+class StaticFeaturesTimeMajor(StaticFeatures):
+    def __init__(self):
+        super().__init__(True)
+
+
+class FinalBesideLastInput(nn.Module):
+    """torch.cat([h_n[-1], x[:, -1]], 1): the final state beside the last input step."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True)
+        self.fc = nn.Linear(H + 5, 2)
+
+    def forward(self, x):
+        _, h = self.rnn(x)
+        return self.fc(torch.cat([h[-1], x[:, -1]], 1))
+
+
 class LearnedH0(nn.Module):
     """A learned initial state: nn.Parameter h0 / c0 of (layers * directions, 1, H) expanded (or
     repeated) to the batch, as nn_classes/architecture's forecaster and many sequence models write
@@ -906,6 +939,9 @@ class LearnedH0GRU(nn.Module):
 
 
 CASES = {
+    "static_features": (StaticFeatures, "floats_static"),
+    "static_features_time_major": (StaticFeaturesTimeMajor, "floats_static_tm"),
+    "final_beside_last_input": (FinalBesideLastInput, "floats"),
     "pool_plus_final": (PoolPlusFinal, "floats"),
     "sorted_by_hand": (SortedByHand, "ids_padded"),
     "sorted_by_hand_tagger": (SortedByHandTagger, "ids_lengths"),
@@ -976,6 +1012,9 @@ def _forward_args(kind, m, B, T, seed):
     if kind == "floats":
         x = _floats(B, T, 5, seed)
         return (x,), x.numpy(), {}
+    if kind in ("floats_static", "floats_static_tm"):    # forward(x, static): predict takes the tuple
+        x, st = _floats(B, T, 5, seed), torch.from_numpy(np.random.default_rng(seed + 7).normal(size=(B, 3)).astype(np.float32))
+        return ((x.transpose(0, 1).contiguous() if kind.endswith("_tm") else x), st), (x.numpy(), st.numpy()), {}
     if kind == "ids_padded":                  # rows padded with id 0 after their lengths (row 0 full)
         x = _ids(B, T, seed)
         lens = np.random.default_rng(seed).integers(1, T + 1, B)
@@ -1394,8 +1433,9 @@ def _check_onnx(name, dynamo, tmp_path):
     m = cls().eval()
     ex, _, _ = _forward_args(kind, m, B0, T0, 0)
     path = str(tmp_path / "m.onnx")
-    names = ("x", "lengths") if kind == "ids_lengths" else ("x",)
-    axes = {"x": {0: "b", 1: "t"}, "lengths": {0: "b"}} if kind == "ids_lengths" else {"x": {0: "b", 1: "t"}}
+    second = {"ids_lengths": "lengths", "floats_static": "static"}.get(kind)
+    names = ("x", second) if second else ("x",)
+    axes = {"x": {0: "b", 1: "t"}} | ({second: {0: "b"}} if second else {})
     onnx_export(m, ex, path, dynamo, names, axes)
     f = fastrnn.convert(path)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -1425,7 +1465,7 @@ def test_last_valid_step_after_a_non_causal_layer_is_refused():
                                   "autoencoder_constant", "horizon_view", "horizon_view_per_step", "sum_over_size",
                                   "weight_norm_square_skip", "feature_select", "query_weights",
                                   "learned_h0_expand", "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru",
-                                  "pool_plus_final"])
+                                  "pool_plus_final", "final_beside_last_input", "static_features"])
 def test_heads_masks_and_autoencoders_from_onnx_exports(name, dynamo, tmp_path):
     """The ONNX exports of the same idioms, compared with onnxruntime: the mask's arange is a
     Range over the graph's own time axis (legacy, dynamic axes) or a constant (dynamo, whose LSTM
@@ -1463,6 +1503,25 @@ def test_rows_sorted_by_hand_from_the_legacy_onnx_export(tmp_path):
     and TopK of the order (its inverse), compared with onnxruntime. (Both exporters refuse the
     ABSA-style model that counts its lengths, and the dynamo exporter the sort itself.)"""
     _check_onnx("sorted_by_hand_tagger", False, tmp_path)
+
+
+def test_static_features_stream_and_are_checked():
+    """A model of forward(x, static) streams with (x_t, static) per step, the same numbers as
+    predict; a missing or misshapen static argument is a ShapeError naming it; its ONNX export
+    (a graph input fastrnn's run() has no role for) is refused saying so."""
+    torch.manual_seed(9)
+    m = StaticFeatures().eval()
+    ex, _, _ = _forward_args("floats_static", m, B0, T0, 0)
+    f = fastrnn.convert(m, example_input=list(ex))
+    args, (x, st), _ = _forward_args("floats_static", m, B1, T1, 2)
+    s = f.stream(B1)
+    ys = [s.step((x[:, t], st)) for t in range(T1)]
+    np.testing.assert_array_equal(ys[-1], f.predict((x, st)))
+    _close(ys[-1], _torch_out("floats_static", m, args))
+    with pytest.raises(fastrnn.ShapeError, match="2 arrays"):
+        f.predict(x)
+    with pytest.raises(fastrnn.ShapeError, match="static must be float of shape"):
+        f.predict((x, st[:, :2]))
 
 
 def test_a_learned_initial_state_starts_every_stream():
@@ -1549,7 +1608,7 @@ def test_a_size_the_capture_fixed_is_checked_on_a_longer_input():
 _ARCHIVES = [(n, c) for n in ("highway_head", "autoencoder_repeat", "autoencoder_expand", "autoencoder_constant",
                               "sum_over_size", "horizon_view", "horizon_view_per_step", "learned_h0_expand",
                               "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru", "sorted_by_hand",
-                              "sorted_by_hand_tagger", "pool_plus_final")
+                              "sorted_by_hand_tagger", "pool_plus_final", "static_features", "final_beside_last_input")
              for c in ("script", "trace")] + \
     [(n, "trace") for n in ("lengths_mask_mean", "lengths_mask_max", "lengths_mask_attention", "lengths_mask_packed",
                             "activations_head", "autoencoder_seq_len", "weight_norm_square_skip")]

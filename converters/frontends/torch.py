@@ -235,6 +235,9 @@ def finish(low, result, name, kind, capture, module=None, example=None, leaves=N
         if low.step_inputs:              # x_t is several arguments side by side (cells.one_step_linear)
             meta["step_inputs"] = [{"arg": i, "name": re.sub(r"\.\d+$", "", n), "width": w}   # TorchScript's input.1
                                    for i, n, w in low.step_inputs]
+    if low.static_inputs:                # per-row features beside the sequence, in the input's columns
+        meta["step_inputs"] = [{"arg": low.x_leaf, "name": re.sub(r"\.\d+$", "", low.x_name), "width": low.static_base}] + \
+            [{"arg": i, "name": re.sub(r"\.\d+$", "", n), "width": w, "static": True} for i, n, w in low.static_inputs]
     paxes = adapters.predict_axes(meta["output_axes"])
     canonical = ["B", "T", "F"] if "T" in paxes else ["B", "F"]
     if low.one_step:
@@ -433,6 +436,8 @@ def _grown(meta, args):
     for a in args[1:]:
         if isinstance(a, torch.Tensor) and a.dim() == 1 and not a.dtype.is_floating_point and B and T:
             out.append(torch.full((B,), T, dtype=a.dtype))          # lengths: every row full
+        elif isinstance(a, torch.Tensor) and a.dim() == 2 and a.dtype.is_floating_point and B and a.shape[0] == B - 1:
+            out.append(torch.cat([a, a[:1]], 0))                      # per-row static features
         elif isinstance(a, (tuple, list)) or (isinstance(a, torch.Tensor) and a.dim() == 3):
             grown = _grown_states(a) if B else None
             if grown is None:
