@@ -333,13 +333,13 @@ class Lowering:
         if x.pos < n:
             k = key(x)
             later = self.layers[x.pos:]
-            bad = [l for l in later if not isinstance(l, (ir.Dense, ir.Activation))
+            bad = [l for l in later if not isinstance(l, (ir.Dense, ir.Activation, ir.Attention))
                    and not (isinstance(l, ir.Recurrent) and l.return_sequences)]
             if bad or x.packed or (self.head is not None and x.pos < self.head[0]):
                 what = type(bad[0]).__name__ if bad else "a head over final states" if not x.packed else "a packing"
                 self.fail(f"reads a tensor from before a later {what} (a branch around layers other than Linear "
-                          f"layers, activations and recurrent layers returning sequences): fastrnn runs a "
-                          f"linear pipeline")
+                          f"layers, activations, self-attention and recurrent layers returning sequences): "
+                          f"fastrnn runs a linear pipeline")
             cols = x.cols if x.cols is not None else ((0, x.width),)
             c = sum(e - a for a, e in cols)
             for i in range(x.pos, n):
@@ -351,6 +351,8 @@ class Lowering:
                     elif isinstance(l, ir.Recurrent):  # its input projection reads none of them
                         l = replace(l, weights=[dict(d, W_ih=np.concatenate(
                             [d["W_ih"], np.zeros((d["W_ih"].shape[0], c), np.float32)], 1)) for d in l.weights])
+                    elif isinstance(l, ir.Attention):  # columns past its q, k, v
+                        l = replace(l, extra=l.extra + c)
                     cols = ((w, w + c),)
                 self.layers[i] = replace(l, carry=l.carry + tuple(cols))
             end = self.layers[-1].output_size
@@ -2287,6 +2289,26 @@ def _cat(low, tensors, dim=0):
         return _finals_of_side_by_side(low, tensors, dim)
     low.fail("torch.cat of tensors other than rows of one h_n (e.g. torch.cat([h_n[-2], h_n[-1]], 1)) or "
              "features of tensors of the pipeline")
+
+
+# ---- self-attention ------------------------------------------------------------------------------
+
+@handles("self_attention")
+def _self_attention(low, x, in_w, in_b, out_w, out_b, heads, causal=False, scale=None):
+    """Multi-head self-attention over the steps of x (torch's nn.MultiheadAttention(x, x, x),
+    Keras's MultiHeadAttention()(x, x)): the q, k, v projections as one Linear (in_w: 3E rows,
+    q then k then v, each head's columns together), an ir.Attention layer, the output Linear."""
+    if not all(isinstance(w, np.ndarray) for w in (in_w, out_w)) or in_w.ndim != 2 or in_w.shape[0] % 3:
+        low.fail("a self-attention whose projections are not constant matrices (3 E rows in, E columns out)")
+    E = in_w.shape[0] // 3
+    if not isinstance(heads, int) or heads < 1 or E % heads or out_w.shape[1] != E:
+        low.fail(f"a self-attention of {heads} heads over {E} features")
+    x = low.tensor(x)
+    if x.time is not None or x.packed or "T" not in [low.lab(a) for a in x.axes]:
+        low.fail("a self-attention over a tensor that is not a whole sequence (every step of the pipeline)")
+    qkv = low.whole(_linear(low, x, in_w, in_b))
+    y = low.append(ir.Attention(E, heads, bool(causal), scale), qkv, E)
+    return _linear(low, y, out_w, out_b)
 
 
 # ---- static inputs: a second argument of per-row features beside the sequence ----------------------

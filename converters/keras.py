@@ -129,7 +129,8 @@ class _H5Weights:
 class _ZipWeights:
     """.keras archive: model.weights.h5, variables under layers/<snake_case class>[_n]."""
 
-    _ORDER = ("cell", "layer", "forward_layer", "backward_layer")
+    _ORDER = ("cell", "layer", "forward_layer", "backward_layer",          # then MultiHeadAttention's,
+              "query_dense", "key_dense", "value_dense", "output_dense")  # in its weights' order
 
     def __init__(self, h5, path):
         self.h5, self.path = h5, path

@@ -82,6 +82,7 @@ cdef extern from "fastrnn.h" nogil:
                                       int pad_before, int pad_after, int count_pad)
     frnn_status frnn_model_add_repeat(frnn_model *m, int size, int n)
     frnn_status frnn_model_add_flatten(frnn_model *m, int size, int steps)
+    frnn_status frnn_model_add_attention(frnn_model *m, int size, int heads, int causal, float scale, int input_size)
     int frnn_model_output_steps(const frnn_model *m, int T)
     int frnn_model_changes_time(const frnn_model *m)
     int frnn_model_keeps_steps(const frnn_model *m)
@@ -227,7 +228,7 @@ _MERGES = {"concat": 0, "sum": 1, "mul": 2, "ave": 3}
 cdef class CModel:
     """The packed, immutable engine model built from a list of ir layers."""
     cdef frnn_model *m
-    cdef readonly int num_states, output_size, output_is_sequence, can_stream, query_pool
+    cdef readonly int num_states, output_size, output_is_sequence, can_stream, query_pool, attention
     cdef readonly int input_ids, input_size, changes_time, keeps_steps
     cdef readonly str isa
     cdef readonly double row_step_flops   # flops of one step of one row (the GIL rule below)
@@ -293,6 +294,8 @@ cdef class CModel:
                 st = frnn_model_add_repeat(self.m, L.size, L.n)
             elif t is ir.Flatten:
                 st = frnn_model_add_flatten(self.m, L.size, L.n)
+            elif t is ir.Attention:
+                st = frnn_model_add_attention(self.m, L.size, L.heads, L.causal, L.scale, 3 * L.size + L.extra)
             else:
                 memset(&d, 0, sizeof(d))
                 d.cell = _CELLS[L.cell]
@@ -334,6 +337,7 @@ cdef class CModel:
         self.keeps_steps = frnn_model_keeps_steps(self.m)
         self.can_stream = frnn_model_can_stream(self.m)
         self.query_pool = any(isinstance(L, ir.Pool) and "query" in L.kinds for L in layers)
+        self.attention = any(isinstance(L, ir.Attention) for L in layers)
         self.input_ids = isinstance(layers[0], ir.Embedding)
         self.input_size = input_size
         self.isa = frnn_model_isa(self.m).decode()
@@ -484,6 +488,11 @@ cdef int _check_can_stream(CModel cm) except -1:
                 "this model cannot stream: a Conv1D, Pool1D, RepeatVector or Flatten layer changes the number of "
                 "time steps (a window over steps, or steps made from one), so its output at step t is not "
                 "a function of the first t+1 inputs; use predict() on whole sequences")
+        if cm.attention:
+            raise UnsupportedError(
+                "this model cannot stream: a self-attention layer's output at step t reads every step of "
+                "the sequence (or, causal, every step so far, which a stream does not keep); use predict() "
+                "on whole sequences")
         raise UnsupportedError(
             "this model cannot stream: it has a reverse or bidirectional recurrent layer, whose "
             "output at step t depends on steps after t; use predict() on whole sequences")

@@ -623,6 +623,9 @@ def _layer_text(layer, masks):
         return "RepeatVector", f"{layer.size} -> {layer.size}", f"n={layer.n or 'T'}"
     if isinstance(layer, ir.Flatten):
         return "Flatten", f"{layer.size} -> {layer.output_size}", f"{layer.n} steps"
+    if isinstance(layer, ir.Attention):
+        return "Self-attention", f"{layer.input_size} -> {layer.output_size}", \
+            f"heads={layer.heads}, causal={layer.causal}, scale={layer.scale:g}"
     name = f"Recurrent {layer.cell}, {layer.direction}"
     opts = [f"return_sequences={layer.return_sequences}"]
     if layer.hidden_size != layer.own_size:

@@ -12,7 +12,8 @@ tensor bytes. Tensors are float32, named "layers.<i>.<name>" (<name> as in ir: w
                   Flatten layer); "6" when a Pool has a term of the "query" kind (attention whose
                   query is the final value); "7" when an activation is mish, hardswish or
                   clip, or a RepeatVector has n 0 (the steps of the sequence it follows); "8" when a
-                  Recurrent layer has a learned initial state (h0 / c0 tensors) or an ONNX graph
+                  Recurrent layer has a learned initial state (h0 / c0 tensors), a layer is
+                  self-attention (ir.Attention), or an ONNX graph
                   signature has an input of per-row static features (role "static") (a file with a
                   higher major version is refused, not misread; this reader reads all eight)
   spec            JSON: {"input_size": int|null, "meta": {...},
@@ -158,7 +159,8 @@ def _needs_v7(layer):
 
 def _needs_v8(layer):
     """A Recurrent layer with a learned initial state (h0 / c0): format version 8."""
-    return isinstance(layer, ir.Recurrent) and any("h0" in w or "c0" in w for w in layer.weights)
+    return isinstance(layer, ir.Recurrent) and any("h0" in w or "c0" in w for w in layer.weights) \
+        or isinstance(layer, ir.Attention)
 
 
 def _static_graph_inputs(signature):
@@ -170,7 +172,7 @@ def _static_graph_inputs(signature):
 
 # per-layer features of the later versions, the highest first: (version, test, what it is)
 _LAYER_VERSIONS = (
-    (8, _needs_v8, "a learned initial state (Recurrent h0 / c0)"),
+    (8, _needs_v8, "a learned initial state (Recurrent h0 / c0) or a self-attention layer"),
     (7, _needs_v7, f"a {'/'.join(sorted(_V7_ACTS))} activation or a RepeatVector of n 0"),
     (6, _needs_v6, "a pool of the query kind"),
     (5, _needs_v5, "an embedding's pool_mask, a pool of the last / first kind or a Flatten"),

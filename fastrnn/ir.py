@@ -644,6 +644,47 @@ class RepeatVector:
 
 
 @dataclass(eq=False)
+class Attention:
+    """Self-attention over the steps of each row (torch's nn.MultiheadAttention(x, x, x), Keras's
+    MultiHeadAttention()(x, x) between their projections): the input holds q, k and v side by side
+    (3 * size columns, each `heads` heads of size / heads); step i's output per head is
+    sum_j softmax_j(scale * q_i . k_j) v_j over the row's steps j (within lengths; j <= i when
+    causal); size columns out. scale None: 1 / sqrt(size / heads). A step past a row's length gives
+    zeros. Whole sequences only: every step reads the others (format version 8)."""
+    size: int
+    heads: int = 1
+    causal: bool = False
+    scale: float | None = None
+    extra: int = 0                    # input columns after q, k, v it does not read (a branch's, carried)
+    carry: tuple = ()
+
+    def __post_init__(self):
+        self.size = _pos_int("Attention.size", self.size)
+        self.extra = _pos_int("Attention.extra", self.extra, 0)
+        self.heads = _pos_int("Attention.heads", self.heads)
+        if self.size % self.heads:
+            raise ModelFormatError(f"Attention: size {self.size} is not a multiple of heads {self.heads}")
+        self.causal = bool(self.causal)
+        if self.scale is None:
+            self.scale = 1.0 / math.sqrt(self.size // self.heads)
+        self.scale = _float("Attention.scale", self.scale)
+        if not self.scale > 0:
+            raise ModelFormatError(f"Attention.scale must be a positive finite number, got {self.scale}")
+        self.carry = _carry("Attention.carry", self.carry, self.input_size)
+
+    input_size = property(lambda self: 3 * self.size + self.extra)
+    own_size = property(lambda self: self.size)
+    output_size = property(lambda self: self.size + carried(self.carry))
+
+    def tensors(self):
+        return {}
+
+    def options(self):
+        return {"size": self.size, "heads": self.heads, "causal": self.causal, "scale": self.scale,
+                "extra": self.extra} | _carry_json(self.carry)
+
+
+@dataclass(eq=False)
 class Flatten:
     """A sequence of exactly n steps of `size` features -> one vector of n * size, step after step
     (batch, n * size): Keras Flatten after a layer returning sequences, torch's out.reshape(B, -1)
@@ -877,7 +918,7 @@ class Recurrent:
 
 LAYER_TYPES = {"embedding": Embedding, "masking": Masking, "dense": Dense,
                "activation": Activation, "recurrent": Recurrent, "pool": Pool, "conv1d": Conv1D,
-               "pool1d": Pool1D, "repeat": RepeatVector, "flatten": Flatten}
+               "pool1d": Pool1D, "repeat": RepeatVector, "flatten": Flatten, "attention": Attention}
 TYPE_NAMES = {v: k for k, v in LAYER_TYPES.items()}
 
 
@@ -893,6 +934,7 @@ OPTION_TYPES = {
     "pool1d": {"size": int, "kind": str, "window": int, "stride": int, "padding": (str, list), "count_pad": bool},
     "repeat": {"size": int, "n": int},
     "flatten": {"size": int, "n": int},
+    "attention": {"size": int, "heads": int, "causal": bool, "scale": _NUM, "extra": int},
     "recurrent": {"cell": str, "direction": str, "merge_mode": str, "activations": list,
                   "clip": _NUM + (type(None),), "input_forget": bool, "linear_before_reset": bool,
                   "return_sequences": bool, "masked_output": str},
@@ -901,6 +943,7 @@ OPTION_TYPES = {
 
 # options a layer writes only when they are not their default (a file with one is format version 3)
 OPTIONAL_OPTIONS = {"embedding": {"pool_mask": int}, "dense": {"carry": list}, "activation": {"carry": list}, "recurrent": {"carry": list},
+                    "attention": {"carry": list},
                     "pool": {"score_activation": dict, "eps": _NUM, "terms": list}}
 
 

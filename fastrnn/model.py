@@ -540,4 +540,6 @@ def _describe(l):
         return f"RepeatVector({l.n or 'T'})"
     if isinstance(l, ir.Flatten):
         return f"Flatten({l.n} steps)"
+    if isinstance(l, ir.Attention):
+        return f"Attention({l.size}{c}, heads={l.heads}{', causal' if l.causal else ''})"
     return f"Masking({l.mask_value})"

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .errors import ShapeError
-from .ir import (SELU_ALPHA, SELU_SCALE, Activation, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, PoolTerm,
+from .ir import (SELU_ALPHA, SELU_SCALE, Activation, Attention, Conv1D, Dense, Embedding, Masking, Pool, Pool1D, PoolTerm,
                  Recurrent, RepeatVector, Flatten, window_steps)
 
 
@@ -195,6 +195,24 @@ def _recurrent(layer, x, active, len_ok, carry, init, matmul=_matmul):
                else parts[0] * parts[1] if m == "mul" else (parts[0] + parts[1]) / 2)
     states = [np.stack(hs)] + ([np.stack(cs)] if lstm else [])
     return out, states
+
+
+def _self_attention(layer, h, len_active):
+    """ir.Attention in float64: per row and head, softmax(scale q k^T) v over the row's steps
+    (causal: the steps so far); steps past the row's length give zeros."""
+    B, T, _ = h.shape
+    E, d = layer.size, layer.size // layer.heads
+    out = np.zeros((B, T, E))
+    for b in range(B):
+        n = T if len_active is None else int(len_active[b].sum())
+        for hd in range(layer.heads if n else 0):
+            q, k, v = (h[b, :n, j * E + hd * d: j * E + (hd + 1) * d] for j in range(3))
+            s = layer.scale * (q @ k.T)
+            if layer.causal:
+                s = np.where(np.tril(np.ones((n, n), bool)), s, -np.inf)
+            p = np.exp(s - s.max(axis=1, keepdims=True))
+            out[b, :n, hd * d:(hd + 1) * d] = (p / p.sum(axis=1, keepdims=True)) @ v
+    return out
 
 
 def _windows(h, T, window, stride, dilation, padding):
@@ -390,6 +408,8 @@ def run(layers, x, lengths=None, initial_state=None, matmul=_matmul):
             h, mask, pool_mask = _conv1d(layer, h, matmul), None, None      # a mask ends here (Keras drops it)
         elif isinstance(layer, Pool1D):
             h, mask, pool_mask = _pool1d(layer, h), None, None
+        elif isinstance(layer, Attention):
+            h = _carried(layer, _self_attention(layer, h, len_active), h)
         elif isinstance(layer, RepeatVector):
             h = np.repeat(h[:, None, :], layer.n or steps, axis=1)
         elif isinstance(layer, Flatten):

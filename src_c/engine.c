@@ -30,7 +30,7 @@
 #include "kernels.h"
 #include "pool.h"
 
-enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC, L_POOL, L_CONV, L_POOL1, L_REPEAT, L_FLAT };
+enum { L_EMB, L_MASK, L_DENSE, L_ACT, L_REC, L_POOL, L_CONV, L_POOL1, L_REPEAT, L_FLAT, L_ATTN };
 #define FRNN_EMB_FUSE_MAX_BYTES (64.0 * 1024 * 1024)
 
 /* one pool of a pooling layer: kind over input columns [start, start + width); an attention
@@ -67,6 +67,8 @@ typedef struct {
     pool_term terms[FRNN_POOL_TERMS]; int npool, pool_over, pool_query;   /* pool_query: a FRNN_POOL_QUERY term */
     /* windows over time (conv1d, pool1d): kernel, stride, dilation, padding; repeat: n */
     int win, stride, dil, pad_mode, pad_b, pad_a, p1kind, count_pad, repeat_n;   /* flatten: repeat_n steps */
+    /* self-attention: heads over the out columns of q, k and v (in = 3 * out), causal, scale */
+    int heads, causal; float scale;
 } layer;
 
 static int changes_time(const layer *L) {
@@ -417,8 +419,9 @@ frnn_status frnn_model_add_carry(frnn_model *m, int start, int stop) {
     if (!m->nlayers) return FRNN_EINVAL;
     layer *L = &m->L[m->nlayers - 1];
     const int rec = L->type == L_REC && L->d.return_sequences;    /* per step: a sequence out */
-    if ((L->type != L_DENSE && L->type != L_ACT && !rec) || start < 0 || stop <= start ||
-        ((L->type == L_DENSE || rec) && stop > L->in) || (int64_t)L->out + (stop - start) > INT32_MAX / 4)
+    const int fixed_in = L->type == L_DENSE || L->type == L_ATTN || rec;
+    if ((L->type != L_DENSE && L->type != L_ACT && L->type != L_ATTN && !rec) || start < 0 || stop <= start ||
+        (fixed_in && stop > L->in) || (int64_t)L->out + (stop - start) > INT32_MAX / 4)
         return FRNN_EINVAL;
     int *c = realloc(L->carry, (size_t)(L->ncarry + 1) * 2 * sizeof(int));
     if (!c) return FRNN_ENOMEM;
@@ -577,6 +580,17 @@ frnn_status frnn_model_add_flatten(frnn_model *m, int size, int steps) {
     return FRNN_OK;
 }
 
+frnn_status frnn_model_add_attention(frnn_model *m, int size, int heads, int causal, float scale, int in) {
+    if (size < 1 || heads < 1 || size % heads || !(scale > 0.0f) || !isfinite(scale) || size > INT32_MAX / 4 ||
+        in < 3 * size)
+        return FRNN_EINVAL;
+    NEW_LAYER(L, m, L_ATTN)
+    L->in = in; L->out = L->own = size;      /* columns past q, k, v: carried (frnn_model_add_carry) or not read */
+    L->heads = heads; L->causal = !!causal; L->scale = scale;
+    m->nlayers++;
+    return FRNN_OK;
+}
+
 int frnn_model_output_steps(const frnn_model *m, int T) {
     for (int l = 0; l < m->nlayers && T > 0; l++) T = layer_steps(&m->L[l], T);
     return T;
@@ -705,6 +719,10 @@ frnn_status frnn_model_finalize(frnn_model *m, int input_size) {
         if (L->type == L_FLAT) {
             if (!seq) return FRNN_EINVAL;
             seq = 0;
+        }
+        if (L->type == L_ATTN) {      /* every step reads every other: predict only */
+            if (!seq) return FRNN_EINVAL;
+            m->can_stream = 0;
         }
         if (changes_time(L)) { m->time_changes = 1; m->can_stream = 0; }
         if (!keeps_steps(L)) m->keeps_steps = 0;
@@ -1315,6 +1333,49 @@ static frnn_status run_pool1d(const layer *L, ctx *c, const float *in, int64_t l
 }
 
 /* The whole pipeline over the context's B rows and T steps; x float (B*T, input_size) or ids. */
+/* Self-attention over the steps of each row: per head h (d = out / heads columns), step i's
+ * output is sum_j p_ij v_j with p_i = softmax_j(scale * q_i . k_j) over the steps j a row has
+ * (j < its length; j <= i when causal); a step past the row's length outputs zeros. q, k, v are
+ * the input's columns [0, out), [out, 2 out), [2 out, 3 out). Each sum runs in step order, in
+ * float, the same for every batch and thread split. */
+static frnn_status run_attention(const layer *L, ctx *c, const float *in, int64_t ld, const uint8_t *lenok,
+                                 int T, float *out) {
+    const int E = L->own, d = E / L->heads;
+    float *p = malloc((size_t)T * sizeof *p);
+    if (!p) return FRNN_ENOMEM;
+    for (int b = 0; b < c->B; b++) {
+        int n = T;                                   /* the row's steps */
+        if (lenok)
+            while (n > 0 && !lenok[(int64_t)b * T + n - 1]) n--;
+        const float *x = in + (int64_t)b * T * ld;
+        for (int i = 0; i < T; i++) {
+            float *o = out + ((int64_t)b * T + i) * L->out;
+            if (i >= n) { memset(o, 0, (size_t)E * 4); continue; }
+            const int nj = L->causal ? i + 1 : n;
+            for (int h = 0; h < L->heads; h++) {
+                const float *q = x + (int64_t)i * ld + h * d;
+                float mx = -INFINITY, sum = 0.0f;
+                for (int j = 0; j < nj; j++) {
+                    const float *k = x + (int64_t)j * ld + E + h * d;
+                    float s = 0.0f;
+                    for (int e = 0; e < d; e++) s += q[e] * k[e];
+                    p[j] = s * L->scale;
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int j = 0; j < nj; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+                float *oh = o + h * d;
+                memset(oh, 0, (size_t)d * 4);
+                for (int j = 0; j < nj; j++) {
+                    const float *v = x + (int64_t)j * ld + 2 * E + h * d, w = p[j] / sum;
+                    for (int e = 0; e < d; e++) oh[e] += w * v[e];
+                }
+            }
+        }
+    }
+    free(p);
+    return FRNN_OK;
+}
+
 static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_t *ids,
                        const int64_t *lengths, float *y) {
     const int B = c->B, T = c->T;
@@ -1390,6 +1451,10 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
                     memcpy(out + (int64_t)b * L->out + (int64_t)t * L->in, cur + ((int64_t)b * Tc + t) * ld,
                            (size_t)L->in * 4);
             seq = 0; has_mask = 0;
+            break;
+        case L_ATTN:
+            st = run_attention(L, c, cur, ld, lenok, Tc, out);
+            carry_rows(L, cur, ld, out, rows);
             break;
         case L_REPEAT: {
             const int n = layer_steps(L, Tc);

@@ -189,6 +189,11 @@ frnn_status frnn_model_add_repeat(frnn_model *m, int size, int n);
  * step): Keras Flatten after a layer returning sequences, a Linear over torch's out.reshape(B, -1).
  * Whole sequences of that many steps only (frnn_model_output_steps is 0 for any other length). */
 frnn_status frnn_model_add_flatten(frnn_model *m, int size, int steps);
+/* self-attention over the steps of each row: the first 3 * size of its `in` columns are q, k, v
+ * (of `heads` heads side by side), out = size (then any carried columns, frnn_model_add_carry);
+ * scores scale * q.k (causal: the steps so far), softmax, the weighted sum of v; a step past the
+ * row's length gives zeros. A model with it does not stream. */
+frnn_status frnn_model_add_attention(frnn_model *m, int size, int heads, int causal, float scale, int in);
 /* Time steps of the output for T input steps (0: too few for a window); and whether some
  * layer changes the number of steps. */
 int frnn_model_output_steps(const frnn_model *m, int T);

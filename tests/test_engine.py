@@ -423,3 +423,31 @@ def test_streams_and_pool_slots_start_from_the_learned_state(rng, cell):
     c = p.open()                     # never opened before
     got = np.stack([p.step([a, b, c], x[:, t]) for t in range(6)], 1)
     np.testing.assert_array_equal(got, y)
+
+
+@pytest.mark.parametrize("heads, causal", [(1, False), (2, False), (4, True), (3, True)])
+@pytest.mark.parametrize("BT", [(1, 1), (3, 9), (7, 17)], ids=lambda s: f"B{s[0]}T{s[1]}")
+def test_self_attention(rng, heads, causal, BT):
+    """ir.Attention (q, k, v side by side from the Dense before it; a carried branch beside them)
+    against the float64 reference: heads, causal, lengths (a row of length 0 gives zeros), the
+    columns it carries; a model with it does not stream; the batch split over threads gives the
+    serial bits."""
+    B, T = BT
+    E = 6 * heads
+    layers = [rec(rng, "gru", 5, 7), dense(rng, 7, 3 * E), ir.Attention(E, heads, causal, extra=7, carry=((3 * E, 3 * E + 7),)),
+              dense(rng, E + 7, 4)]
+    layers[1] = ir.Dense(layers[1].weight, layers[1].bias, carry=((0, 7),))
+    x = rng.normal(size=(B, T, 5)).astype(np.float32)
+    m, y = check(layers, x)
+    lens = rng.integers(0, T + 1, B)
+    lens[0] = T
+    check(layers, x, lengths=lens)
+    with pytest.raises(fastrnn.UnsupportedError, match="self-attention"):
+        m.stream(1)
+    big = rng.normal(size=(32, T, 5)).astype(np.float32)
+    one = m.predict(big)
+    fastrnn.set_num_threads(2)
+    try:
+        np.testing.assert_array_equal(m.predict(big), one)
+    finally:
+        fastrnn.set_num_threads(1)

@@ -285,6 +285,27 @@ def test_version_8_learned_initial_state(tmp_path):
         ir.Recurrent("lstm", [dict(layer.weights[0], h0=np.zeros(5, np.float32))])
 
 
+def test_version_8_self_attention(tmp_path):
+    """A self-attention layer (ir.Attention) is format version 8: saved and loaded to the same
+    numbers with its options and carry, refused in a file claiming version 7; bad options are
+    ModelFormatErrors."""
+    rng = np.random.default_rng(6)
+    att = ir.Attention(4, 2, True, 0.3, extra=3, carry=((12, 15),))
+    m = fastrnn.Model([rec(rng, "gru", 3, 3), ir.Dense(rng.normal(size=(12, 3)).astype(np.float32), None, carry=((0, 3),)),
+                       att, ir.Dense(rng.normal(size=(2, 7)).astype(np.float32))])
+    assert _saved_version(m, tmp_path / "m.frnn") == "8"
+    back = fastrnn.load(tmp_path / "m.frnn")
+    assert back.layers[2].options() == att.options()
+    x = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(back.predict(x), m.predict(x))
+    _rewrite_meta(tmp_path / "m.frnn", tmp_path / "v7.frnn", format_version="7")
+    with pytest.raises(fastrnn.ModelFormatError, match="self-attention layer in a version 7"):
+        fastrnn.load(tmp_path / "v7.frnn")
+    for bad in ({"size": 6, "heads": 4}, {"size": 4, "scale": 0.0}, {"size": 4, "carry": ((10, 13),)}):
+        with pytest.raises(fastrnn.ModelFormatError):
+            ir.Attention(**bad)
+
+
 def test_signature_axes_split_the_features(tmp_path):
     """Signature axes '#k' view the features as (k, F / k) (a forecaster's fc(h).view(B, horizon,
     n_features)): predict and output_shapes give that shape, saved and loaded; a k that does not

@@ -267,6 +267,10 @@ MODELS.update({
     "graph_conv_pool_concat": (lambda: _fn(FLOAT, lambda x: (lambda c: L.Dense(2)(L.Concatenate()([
         L.GRU(5, return_sequences=True)(c), c])))(L.MaxPooling1D(2)(L.Conv1D(5, 3, padding="causal")(x)))),
                                "float", 1.0),
+    "graph_mha_residual": (lambda: _fn(FLOAT, lambda x: (lambda a: L.Dense(3)(L.GlobalAveragePooling1D()(L.Add()([
+        a, L.MultiHeadAttention(num_heads=2, key_dim=3)(a, a)]))))(L.LSTM(6, return_sequences=True)(x))), "float", 1.0),
+    "graph_mha_causal": (lambda: _fn(FLOAT, lambda x: (lambda a: L.Dense(2)(L.MultiHeadAttention(num_heads=1, key_dim=6)(
+        a, a, use_causal_mask=True)))(L.GRU(6, return_sequences=True)(x))), "float", 1.0),
     "graph_bidi_last_concat": (lambda: _fn(FLOAT, lambda x: L.Dense(2)(L.Concatenate()([
         L.Bidirectional(L.GRU(4))(x), L.LSTM(3)(x)]))), "float", 1.0),
 })
@@ -346,6 +350,9 @@ def test_keras3(keras_cache, name, source):
         _close(g, w, f"output {i}")
     if any(isinstance(l, ir.TIME_CHANGING) for l in m.layers):     # windows over time: predict only
         with pytest.raises(fastrnn.UnsupportedError, match="number of time steps"):
+            m.stream(x.shape[0])
+    elif any(isinstance(l, ir.Attention) for l in m.layers):       # every step reads the others
+        with pytest.raises(fastrnn.UnsupportedError, match="self-attention"):
             m.stream(x.shape[0])
     elif source == "keras" and all(l.direction == "forward" for l in m.layers if isinstance(l, ir.Recurrent)):
         s = m.stream(x.shape[0])

@@ -890,6 +890,23 @@ class FinalBesideLastInput(nn.Module):
         return self.fc(torch.cat([h[-1], x[:, -1]], 1))
 
 
+class LSTMSelfAttention(nn.Module):
+    """A bidirectional LSTM, nn.MultiheadAttention over its output (self-attention, 4 heads),
+    a residual add and the mean over time (the BiLSTM + self-attention classifiers of many text
+    and sensor repositories); torch.fx keeps the attention module whole."""
+    def __init__(self, batch_first=True):
+        super().__init__()
+        self.batch_first = batch_first
+        self.rnn = nn.LSTM(5, H, batch_first=batch_first, bidirectional=True)
+        self.att = nn.MultiheadAttention(2 * H, 4, batch_first=batch_first)
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        a, _ = self.att(out, out, out)
+        return self.fc((out + a).mean(dim=1 if self.batch_first else 0))
+
+
 class LearnedH0(nn.Module):
     """A learned initial state: nn.Parameter h0 / c0 of (layers * directions, 1, H) expanded (or
     repeated) to the batch, as nn_classes/architecture's forecaster and many sequence models write
@@ -939,6 +956,7 @@ class LearnedH0GRU(nn.Module):
 
 
 CASES = {
+    "lstm_self_attention": (LSTMSelfAttention, "floats"),
     "static_features": (StaticFeatures, "floats_static"),
     "static_features_time_major": (StaticFeaturesTimeMajor, "floats_static_tm"),
     "final_beside_last_input": (FinalBesideLastInput, "floats"),
@@ -1522,6 +1540,38 @@ def test_static_features_stream_and_are_checked():
         f.predict(x)
     with pytest.raises(fastrnn.ShapeError, match="static must be float of shape"):
         f.predict((x, st[:, :2]))
+
+
+def test_self_attention_time_major_and_what_is_refused():
+    """nn.MultiheadAttention time-major (batch_first=False) converts too; attention between two
+    different tensors, or with a key_padding_mask, is refused naming the reason; the model does
+    not stream."""
+    torch.manual_seed(12)
+    m = LSTMSelfAttention(batch_first=False).eval()
+    f = fastrnn.convert(m, example_input=_floats(T0, B0, 5, 0))
+    x = _floats(B1, T1, 5, 3)
+    with torch.no_grad():
+        want = m(x.transpose(0, 1)).numpy()
+    _close(f.predict(x.numpy()), want)
+    with pytest.raises(fastrnn.UnsupportedError, match="self-attention"):
+        f.stream(1)
+
+    class Cross(nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.mask = mask
+            self.rnn = nn.GRU(5, 8, batch_first=True)
+            self.att = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            if self.mask:
+                return self.att(out, out, out, key_padding_mask=x[:, :, 0] > 10)[0]
+            return self.att(out, out * 2, out)[0]
+
+    for mask, why in ((False, "attention between different tensors"), (True, "key_padding_mask")):
+        with pytest.raises(fastrnn.UnsupportedError, match=why):
+            fastrnn.convert(Cross(mask).eval(), example_input=torch.randn(3, 7, 5))
 
 
 def test_a_learned_initial_state_starts_every_stream():

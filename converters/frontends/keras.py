@@ -130,6 +130,8 @@ def _layer(low, l, args, version, reader, where):
         for a in args[1:]:
             y = call(_MERGE.get(cls, "add"), y, a)
         return call("mul", y, 1.0 / len(args)) if cls == "Average" else y
+    if cls == "MultiHeadAttention":
+        return _mha(low, l, args, reader, where)
     x = args[0]
     if len(args) != 1:
         low.fail(f"{len(args)} inputs (initial states, masks or several tensors: the graph frontend reads one)")
@@ -200,6 +202,42 @@ def _activation(low, x, a, where):
     if a.kind == "linear":
         return x
     return G.activation(low, x, a.kind, alpha=a.alpha, beta=a.beta, dim=-1 if a.kind in ir.ROW_WISE else None)
+
+
+def _mha(low, l, args, reader, where):
+    """MultiHeadAttention()(x, x) (self-attention: query, value and key the same tensor): the shared
+    self_attention op, its q / k / v kernels (E, heads, key_dim) as one Linear of 3 heads * key_dim
+    rows, the output kernel (heads, key_dim, E') as the Linear after it."""
+    from ..keras import _refuse_extras, _weights
+    c = l["config"]
+    _refuse_extras(l, c, {"num_heads", "key_dim", "value_dim", "use_bias", "output_shape", "attention_axes",
+                          "use_gate", "sliding_window", "flash_attention", "seed"})
+    h, kd = int(c["num_heads"]), int(c["key_dim"])
+    if c.get("value_dim") not in (None, kd) or c.get("output_shape") is not None or c.get("use_gate") \
+            or c.get("sliding_window") is not None or c.get("attention_axes") not in (None, [1], (1,), 1, [-2]):
+        low.fail("value_dim other than key_dim, output_shape, use_gate, sliding_window or attention_axes other "
+                 "than the time axis")
+    if len(args) < 2 or any(a != args[0] for a in args[1:]):
+        low.fail("attention between different tensors, or with an attention mask (only self-attention: "
+                 "query, value and key the same sequence)")
+    node = (l.get("inbound_nodes") or [{}])[0]
+    kw = node.get("kwargs", {}) if isinstance(node, dict) else {}
+    x = low.tensor(args[0])
+    E, bias = x.width, bool(c.get("use_bias", True))
+    arrs = reader.get(l)
+    shapes = []
+    for _ in range(3):
+        shapes += [(E, h, kd)] + ([(h, kd)] if bias else [])
+    out_shape = arrs[-2 if bias else -1].shape if arrs else (h, kd, E)
+    shapes += [(h, kd, out_shape[-1])] + ([(out_shape[-1],)] if bias else [])
+    ws = _weights(l, arrs, shapes)
+    step = 2 if bias else 1
+    in_w = np.concatenate([ws[i * step].reshape(E, h * kd).T for i in range(3)])
+    in_b = np.concatenate([ws[i * step + 1].reshape(-1) for i in range(3)]) if bias else None
+    out_w = np.ascontiguousarray(ws[3 * step].reshape(h * kd, -1).T)
+    out_b = ws[3 * step + 1] if bias else None
+    return G.handler("self_attention")(low, x, np.ascontiguousarray(in_w), in_b, out_w, out_b, h,
+                                       bool(kw.get("use_causal_mask")), 1.0 / float(np.sqrt(kd)))
 
 
 _WINDOWS = ("Conv1D", "Convolution1D", "MaxPooling1D", "AveragePooling1D", "MaxPool1D", "AvgPool1D")

@@ -537,6 +537,8 @@ def module_call(low, mod, args, kwargs, where):
              for n, t in (("weight", mod.weight), ("bias", mod.bias), ("running_mean", mod.running_mean),
                           ("running_var", mod.running_var))]
         return low.call("batch_norm", (x, *c, False, mod.momentum, mod.eps), {}, where)
+    if nm == "MultiheadAttention":    # torch.fx keeps it whole (torch.export would decompose it)
+        return _mha_call(low, mod, args, kwargs, where)
     if nm == "Conv1d":                # torch.fx keeps the module (a packed model: its capture is fx's)
         if mod.padding_mode != "zeros":
             return low.refuse("conv1d", f"a Conv1d with padding_mode={mod.padding_mode!r}", where)
@@ -560,6 +562,29 @@ def module_call(low, mod, args, kwargs, where):
             x = module_call(low, m, (x,), {}, where)
         return x
     return low.refuse(nm.lower(), f"module {nm} is not supported", where)
+
+
+def _mha_call(low, mod, args, kwargs, where):
+    """nn.MultiheadAttention(x, x, x) (self-attention, no masks): -> (its output, None: the
+    attention weights are not computed)."""
+    names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
+             "is_causal")
+    a = dict(zip(names, args)) | kwargs
+    q, k, v = a.get("query"), a.get("key"), a.get("value")
+    if not (q == k == v):
+        return low.refuse("multi_head_attention", "attention between different tensors (only self-attention: "
+                                                  "query, key and value the same sequence)", where)
+    if a.get("key_padding_mask") is not None or a.get("attn_mask") is not None or a.get("is_causal"):
+        return low.refuse("multi_head_attention", "a key_padding_mask, attn_mask or is_causal (fastrnn's "
+                                                  "attention masks only by lengths)", where)
+    if not mod._qkv_same_embed_dim or mod.bias_k is not None or mod.add_zero_attn:
+        return low.refuse("multi_head_attention", "kdim / vdim other than embed_dim, add_bias_kv or add_zero_attn",
+                          where)
+    c = lambda t, n: None if t is None else _const(low, t, f"{where}.{n}")   # noqa: E731
+    y = low.call("self_attention", (q, c(mod.in_proj_weight, "in_proj_weight"), c(mod.in_proj_bias, "in_proj_bias"),
+                                    c(mod.out_proj.weight, "out_proj.weight"), c(mod.out_proj.bias, "out_proj.bias"),
+                                    mod.num_heads), {}, where)
+    return (y, None)
 
 
 def _quantized(mod):
@@ -1351,8 +1376,9 @@ def convert_module(module, example_input=None, kind="module"):
     module.eval()
     try:
         captured, why = None, []
-        # quantized modules: torch.fx keeps them whole (export would record their int8 kernels)
-        if not any(_quantized(m) for m in module.modules()):
+        # quantized modules and nn.MultiheadAttention: torch.fx keeps them whole (export would record
+        # their int8 kernels, or the attention's decomposition)
+        if not any(_quantized(m) or isinstance(m, _torch().nn.MultiheadAttention) for m in module.modules()):
             try:
                 captured = capture_export(module, args, name), "torch.export"
             except FastRNNError:
