@@ -286,6 +286,8 @@ class Lowering:
             return tuple(1 if a == "1" else self.size(a) for a in v.axes)
         if isinstance(v, Heads):
             return (self.size("B"), len(v.pools), v.pools[0].x.width)
+        if isinstance(v, SelfScores):         # (batch, queries, keys)
+            return (self.size("B"), self.size("T"), self.size("T"))
         if isinstance(v, (MaskedPT, Flipped)):
             return self.shape(v.x)
         if isinstance(v, Pooled):             # a pool not made yet: the time axis gone or kept as a unit
@@ -1024,8 +1026,50 @@ def _flatten_steps(low, x, n_in):
     return replace(x, pos=len(low.layers), axes=x.axes[:-1] + ("F",), width=x.width * n, cols=None)
 
 
+@dataclass(frozen=True, eq=False)
+class SelfScores:
+    """bmm(q, k.transpose(1, 2)) of two sequences of the pipeline: the T x T attention scores of
+    a hand-written self-attention, times `scale` since; weights: after a softmax over the keys."""
+    q: PT
+    k: PT
+    scale: float = 1.0
+    weights: bool = False
+
+
+def _is_seq(low, x, axes=("B", "T", "F")):
+    return isinstance(x, PT) and x.time is None and not x.packed and x.width is not None and \
+        tuple(low.lab(a) for a in x.axes) == axes
+
+
+def _attend(low, q, k, v, scale, causal=False):
+    """softmax(scale q k^T) v of three sequences of the pipeline of one width: q, k and v side by
+    side (each reached at the end), then an ir.Attention of one head."""
+    if not (q.width == k.width == v.width):
+        low.fail(f"a self-attention of queries, keys and values of {q.width}, {k.width} and {v.width} features "
+                 f"(fastrnn's attention layer takes one width)")
+    qkv = low.whole(_cat_features(low, [q, k, v], -1))
+    return low.append(ir.Attention(q.width, 1, bool(causal), float(scale)), qkv, q.width)
+
+
+@handles("scaled_dot_product_attention")
+def _sdpa(low, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *rest, **kw):
+    """F.scaled_dot_product_attention(q, k, v) of (B, T, E) sequences (one head)."""
+    if attn_mask is not None or kw.get("enable_gqa"):
+        low.fail("scaled_dot_product_attention with an attn_mask (fastrnn's attention masks only by lengths)")
+    if not all(_is_seq(low, t) for t in (q, k, v)):
+        low.fail("scaled_dot_product_attention of tensors other than (batch, time, features) sequences of the "
+                 "pipeline (heads split by view / transpose are not read)")
+    return _attend(low, q, k, v, scale if scale is not None else 1.0 / np.sqrt(q.width), is_causal)
+
+
 @handles("bmm")
 def _bmm(low, a, x):
+    if _is_seq(low, a) and _is_seq(low, x, ("B", "F", "T")):
+        return SelfScores(a, replace(x, axes=(x.axes[0], x.axes[2], x.axes[1])))    # q @ k^T
+    if isinstance(a, SelfScores) and a.weights and _is_seq(low, x):
+        return _attend(low, a.q, a.k, x, a.scale)                                  # weights @ v
+    if isinstance(a, SelfScores) or isinstance(x, SelfScores):
+        low.fail("a product of attention scores other than softmax(q k^T) v")
     r = _query_bmm(low, a, x) or _att_bmm(low, a, x)
     if r is None:
         low.fail(f"a batched matmul of {_what(a)} and {_what(x)} (only attention weights and a sequence)")
@@ -1034,7 +1078,7 @@ def _bmm(low, a, x):
 
 @handles("matmul", "mm")
 def _matmul(low, x, w):
-    if isinstance(x, Att) or isinstance(w, (HN, Att)):
+    if isinstance(x, (Att, SelfScores)) or isinstance(w, (HN, Att)) or isinstance(x, PT) and isinstance(w, PT):
         return _bmm(low, x, w)
     if isinstance(x, np.ndarray) and isinstance(w, np.ndarray):
         return np.matmul(x, w).astype(np.float32)
@@ -1178,6 +1222,10 @@ handles("clamp_max")(lambda low, x, hi: _clamp(low, x, None, hi))
 
 @handles("softmax", "_softmax", "special_softmax")
 def _softmax(low, x, dim=None, *args, **kwargs):
+    if isinstance(x, SelfScores):
+        if x.weights or dim not in (-1, 2):
+            low.fail(f"a softmax of attention scores over dim={dim} (only over the keys, the last axis)")
+        return replace(x, weights=True)
     return _att_softmax(low, x, dim) or activation(low, x, "softmax", dim=dim)
 
 
@@ -1341,6 +1389,13 @@ def _step_arith(a, b):
 def _arith(low, op, a, b, alpha=1):
     if any(isinstance(v, (IdMask, MaskedPT)) for v in (a, b)):
         return _mask_arith(low, op, a, b)
+    if isinstance(a, SelfScores) or isinstance(b, SelfScores):   # scores / sqrt(d), scores * c
+        a, b = (float(np.asarray(v).reshape(-1)[0]) if isinstance(v, np.ndarray) and v.size == 1 else v for v in (a, b))
+        if isinstance(a, SelfScores) and not a.weights and op in ("mul", "div") and _is_num(b) and b:
+            return replace(a, scale=a.scale * (float(b) if op == "mul" else 1.0 / float(b)))
+        if isinstance(b, SelfScores) and not b.weights and op == "mul" and _is_num(a):
+            return replace(b, scale=b.scale * float(a))
+        low.fail(f"{op} of attention scores other than a scale (softmax(q k^T / c) v)")
     if alpha == 1 and not _step_arith(a, b):
         if isinstance(a, QScore) and op in ("mul", "div"):
             a = _att_of(low, a, op)

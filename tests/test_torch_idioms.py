@@ -907,6 +907,32 @@ class LSTMSelfAttention(nn.Module):
         return self.fc((out + a).mean(dim=1 if self.batch_first else 0))
 
 
+class HandSelfAttention(nn.Module):
+    """Self-attention written by hand over a recurrent layer's output: q, k, v Linears,
+    torch.bmm(Q, K.transpose(1, 2)) times 1 / sqrt(d), softmax over the keys, torch.bmm(w, V) (or
+    F.scaled_dot_product_attention), then a mean over time."""
+    def __init__(self, sdpa=False):
+        super().__init__()
+        self.sdpa, self.scale = sdpa, 1.0 / float(np.sqrt(H))
+        self.rnn = nn.LSTM(5, H, batch_first=True)
+        self.q, self.k, self.v = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
+        self.fc = nn.Linear(H, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        Q, K, V = self.q(out), self.k(out), self.v(out)
+        if self.sdpa:
+            ctx = F.scaled_dot_product_attention(Q, K, V)
+        else:
+            ctx = torch.bmm(F.softmax(torch.bmm(Q, K.transpose(1, 2)) * self.scale, dim=-1), V)
+        return self.fc(ctx.mean(1))
+
+
+class SdpaSelfAttention(HandSelfAttention):
+    def __init__(self):
+        super().__init__(True)
+
+
 class LearnedH0(nn.Module):
     """A learned initial state: nn.Parameter h0 / c0 of (layers * directions, 1, H) expanded (or
     repeated) to the batch, as nn_classes/architecture's forecaster and many sequence models write
@@ -956,6 +982,8 @@ class LearnedH0GRU(nn.Module):
 
 
 CASES = {
+    "hand_self_attention": (HandSelfAttention, "floats"),
+    "sdpa_self_attention": (SdpaSelfAttention, "floats"),
     "lstm_self_attention": (LSTMSelfAttention, "floats"),
     "static_features": (StaticFeatures, "floats_static"),
     "static_features_time_major": (StaticFeaturesTimeMajor, "floats_static_tm"),
@@ -1483,7 +1511,8 @@ def test_last_valid_step_after_a_non_causal_layer_is_refused():
                                   "autoencoder_constant", "horizon_view", "horizon_view_per_step", "sum_over_size",
                                   "weight_norm_square_skip", "feature_select", "query_weights",
                                   "learned_h0_expand", "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru",
-                                  "pool_plus_final", "final_beside_last_input", "static_features"])
+                                  "pool_plus_final", "final_beside_last_input", "static_features",
+                                  "hand_self_attention"])
 def test_heads_masks_and_autoencoders_from_onnx_exports(name, dynamo, tmp_path):
     """The ONNX exports of the same idioms, compared with onnxruntime: the mask's arange is a
     Range over the graph's own time axis (legacy, dynamic axes) or a constant (dynamo, whose LSTM
@@ -1514,6 +1543,13 @@ def test_state_arguments_of_several_modules():
         _close(got, w.numpy())
     args = adapters.source_args(f.meta, x.numpy())
     assert [tuple(a.shape for a in hc) for hc in args[1]] == [((1, B1, o), (1, B1, o)) for _, o in m.sizes]
+
+
+def test_sdpa_from_the_legacy_onnx_export(tmp_path):
+    """F.scaled_dot_product_attention in the legacy export: q and k each times sqrt(1 / sqrt(E))
+    (computed from the graph's shape), MatMul, Softmax, MatMul. (The dynamo exporter cannot
+    export it here.)"""
+    _check_onnx("sdpa_self_attention", False, tmp_path)
 
 
 def test_rows_sorted_by_hand_from_the_legacy_onnx_export(tmp_path):
@@ -1658,7 +1694,8 @@ def test_a_size_the_capture_fixed_is_checked_on_a_longer_input():
 _ARCHIVES = [(n, c) for n in ("highway_head", "autoencoder_repeat", "autoencoder_expand", "autoencoder_constant",
                               "sum_over_size", "horizon_view", "horizon_view_per_step", "learned_h0_expand",
                               "learned_h0_repeat", "learned_h_zero_c", "learned_h0_gru", "sorted_by_hand",
-                              "sorted_by_hand_tagger", "pool_plus_final", "static_features", "final_beside_last_input")
+                              "sorted_by_hand_tagger", "pool_plus_final", "static_features", "final_beside_last_input",
+                              "hand_self_attention", "sdpa_self_attention")
              for c in ("script", "trace")] + \
     [(n, "trace") for n in ("lengths_mask_mean", "lengths_mask_max", "lengths_mask_attention", "lengths_mask_packed",
                             "activations_head", "autoencoder_seq_len", "weight_norm_square_skip")]

@@ -549,6 +549,15 @@ class _Frontend:
             self.low.fail(f"SequenceAt {i} of a sequence of {len(seq)} tensors")
         return seq[i]
 
+    def op_Sqrt(self, node, a, at, w):
+        """The square root of a size (the legacy export of scaled_dot_product_attention computes its
+        scale from the features' size); of a tensor, the shared op."""
+        v = _ints(a[0]) if isinstance(a[0], tuple) else a[0]      # a shape's sizes
+        if isinstance(v, list) or isinstance(v, (int, float, np.number)) or \
+                isinstance(v, np.ndarray) and v.dtype.kind in "fiu":
+            return np.sqrt(np.asarray(v, np.float64)).astype(np.float32)
+        return self.call("sqrt", [a[0]], w)
+
     def op_MatMul(self, node, a, at, w):
         return self.call("matmul", a[:2], w)
 
