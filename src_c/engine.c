@@ -1333,46 +1333,70 @@ static frnn_status run_pool1d(const layer *L, ctx *c, const float *in, int64_t l
 }
 
 /* The whole pipeline over the context's B rows and T steps; x float (B*T, input_size) or ids. */
-/* Self-attention over the steps of each row: per head h (d = out / heads columns), step i's
+/* W (N x K, element (n, k) at W[n * sn + k * sk]) -> fp32 GEMM panels in pack_gemm's layout
+ * (gemm/impl.h): panel n0 of nr = gemm_nr(N - n0) columns at P + n0 * K, element (k, n) at
+ * k * nr + n - n0, the columns past N zero. */
+static void pack_f32(const frnn_kernels *k, float *P, const float *W, int64_t sn, int64_t sk, int N, int K) {
+    for (int n0 = 0, nr; n0 < N; n0 += nr) {
+        nr = k->gemm_nr(N - n0);
+        float *pp = P + (size_t)n0 * K;
+        for (int kk = 0; kk < K; kk++)
+            for (int n = 0; n < nr; n++)
+                pp[(size_t)kk * nr + n] = n0 + n < N ? W[(int64_t)(n0 + n) * sn + (int64_t)kk * sk] : 0.0f;
+    }
+}
+
+/* Self-attention over the steps of each row: per head h (d = own / heads columns), step i's
  * output is sum_j p_ij v_j with p_i = softmax_j(scale * q_i . k_j) over the steps j a row has
  * (j < its length; j <= i when causal); a step past the row's length outputs zeros. q, k, v are
- * the input's columns [0, out), [out, 2 out), [2 out, 3 out). Each sum runs in step order, in
- * float, the same for every batch and thread split. */
-static frnn_status run_attention(const layer *L, ctx *c, const float *in, int64_t ld, const uint8_t *lenok,
-                                 int T, float *out) {
-    const int E = L->own, d = E / L->heads;
-    float *p = malloc((size_t)T * sizeof *p);
-    if (!p) return FRNN_ENOMEM;
+ * the input's columns [0, E), [E, 2E), [2E, 3E). Per (row, head) the keys and v are packed as a
+ * GEMM's matrices and the ISA's fp32 GEMM makes the scores (Q K^T) and the output (P V): each
+ * sum in the kernel's fixed order, the same bits for every batch and thread split; the
+ * exponentials are the ISA's vector exp (the exponential activation). (4-head attention over 128
+ * features, batch 32, T 100, 1 thread, Sapphire Rapids, the layer alone: 18.6 ms as scalar dot
+ * products and expf, 8.6 ms with the GEMMs, 5.1 ms with the vector exp; bench in the commit.) */
+static frnn_status run_attention(const frnn_model *m, const layer *L, ctx *c, const float *in, int64_t ld,
+                                 const uint8_t *lenok, int T, float *out) {
+    static const frnn_act EXP = {FRNN_ACT_EXPONENTIAL, 0.0f, 0.0f};
+    const frnn_kernels *k = m->k;
+    const int E = L->own, d = E / L->heads, nrmax = k->gemm_nr(INT_MAX);
+    const size_t kp = (size_t)rup(T, nrmax) * d, vp = (size_t)rup(d, nrmax) * T, sc = (size_t)T * T;
+    float *buf = amalloc((kp + vp + sc) * sizeof(float));
+    if (!buf) return FRNN_ENOMEM;
+    float *Kp = buf, *Vp = buf + kp, *S = Vp + vp;
     for (int b = 0; b < c->B; b++) {
         int n = T;                                   /* the row's steps */
         if (lenok)
             while (n > 0 && !lenok[(int64_t)b * T + n - 1]) n--;
         const float *x = in + (int64_t)b * T * ld;
-        for (int i = 0; i < T; i++) {
-            float *o = out + ((int64_t)b * T + i) * L->out;
-            if (i >= n) { memset(o, 0, (size_t)E * 4); continue; }
-            const int nj = L->causal ? i + 1 : n;
-            for (int h = 0; h < L->heads; h++) {
-                const float *q = x + (int64_t)i * ld + h * d;
-                float mx = -INFINITY, sum = 0.0f;
+        float *ob = out + (int64_t)b * T * L->out;
+        for (int i = n; i < T; i++) memset(ob + (int64_t)i * L->out, 0, (size_t)E * 4);
+        for (int h = 0; h < L->heads && n; h++) {
+            pack_f32(k, Kp, x + E + h * d, ld, 1, n, d);          /* keys: N = n, K = d */
+            pack_f32(k, Vp, x + 2 * E + h * d, 1, ld, d, n);      /* v^T: N = d, K = n */
+            const frnn_wmat Kw = {Kp, NULL, FRNN_W_F32, NULL}, Vw = {Vp, NULL, FRNN_W_F32, NULL};
+            k->gemm(n, n, d, x + h * d, ld, &Kw, NULL, S, n);    /* S = Q K^T */
+            for (int i = 0; i < n; i++) {                         /* scale * s - the row's max */
+                float *p = S + (int64_t)i * n, mx = -INFINITY;
+                const int nj = L->causal ? i + 1 : n;
                 for (int j = 0; j < nj; j++) {
-                    const float *k = x + (int64_t)j * ld + E + h * d;
-                    float s = 0.0f;
-                    for (int e = 0; e < d; e++) s += q[e] * k[e];
-                    p[j] = s * L->scale;
+                    p[j] *= L->scale;
                     mx = p[j] > mx ? p[j] : mx;
                 }
-                for (int j = 0; j < nj; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
-                float *oh = o + h * d;
-                memset(oh, 0, (size_t)d * 4);
-                for (int j = 0; j < nj; j++) {
-                    const float *v = x + (int64_t)j * ld + 2 * E + h * d, w = p[j] / sum;
-                    for (int e = 0; e < d; e++) oh[e] += w * v[e];
-                }
+                for (int j = 0; j < nj; j++) p[j] -= mx;
+                for (int j = nj; j < n; j++) p[j] = -INFINITY;      /* exp: 0 */
             }
+            k->act_rows(EXP, S, n, n, n);                         /* the ISA's exp, every row at once */
+            for (int i = 0; i < n; i++) {
+                float *p = S + (int64_t)i * n, sum = 0.0f;
+                for (int j = 0; j < n; j++) sum += p[j];
+                const float inv = 1.0f / sum;
+                for (int j = 0; j < n; j++) p[j] *= inv;
+            }
+            k->gemm(n, d, n, S, n, &Vw, NULL, ob + h * d, L->out);   /* O = P V */
         }
     }
-    free(p);
+    free(buf);
     return FRNN_OK;
 }
 
@@ -1453,7 +1477,7 @@ static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_
             seq = 0; has_mask = 0;
             break;
         case L_ATTN:
-            st = run_attention(L, c, cur, ld, lenok, Tc, out);
+            st = run_attention(m, L, c, cur, ld, lenok, Tc, out);
             carry_rows(L, cur, ld, out, rows);
             break;
         case L_REPEAT: {
