@@ -301,6 +301,15 @@ class Lowering:
         return {"S": v.group or len(v.parts), "L": len(v.parts) // (v.group or 1), "F": v.width,
                 "B": self.size("B"), "1": 1}[a]
 
+    def static_cols(self, index):
+        """The input columns (start, stop) of the static argument `index` (_static_columns), or None."""
+        a = getattr(self, "static_base", 0)
+        for i, _, w in self.static_inputs:
+            if i == index:
+                return a, a + w
+            a += w
+        return None
+
     def pipe_width(self, x):
         """The pipeline's own width where x was made (x.width counts only x's columns)."""
         if not x.pos or (self.head is not None and x.pos == self.head[0]):
@@ -348,13 +357,7 @@ class Lowering:
                 l = self.layers[i]
                 if i > x.pos:                      # the columns carried by the layer before
                     w = l.input_size
-                    if isinstance(l, ir.Dense):
-                        l = replace(l, weight=np.concatenate([l.weight, np.zeros((l.own_size, c), np.float32)], 1))
-                    elif isinstance(l, ir.Recurrent):  # its input projection reads none of them
-                        l = replace(l, weights=[dict(d, W_ih=np.concatenate(
-                            [d["W_ih"], np.zeros((d["W_ih"].shape[0], c), np.float32)], 1)) for d in l.weights])
-                    elif isinstance(l, ir.Attention):  # columns past its q, k, v
-                        l = replace(l, extra=l.extra + c)
+                    l = _widened(l, c)
                     cols = ((w, w + c),)
                 self.layers[i] = replace(l, carry=l.carry + tuple(cols))
             end = self.layers[-1].output_size
@@ -714,6 +717,20 @@ class Lowering:
             ws = [dict(w, **{role + "0": rows[l * r.D + d]}) for d, w in enumerate(layer.weights)]
             out.append(replace(layer, weights=ws))
         return out
+
+
+def _widened(l, c):
+    """Layer l reading c more input columns after its own, which none of its weights read (a
+    branch's columns carried past it, static features added to the input); an Activation reads
+    them only through a carry. None for a layer that cannot."""
+    if isinstance(l, ir.Dense):
+        return replace(l, weight=np.concatenate([l.weight, np.zeros((l.own_size, c), np.float32)], 1))
+    if isinstance(l, ir.Recurrent):             # its input projection reads none of them
+        return replace(l, weights=[dict(d, W_ih=np.concatenate(
+            [d["W_ih"], np.zeros((d["W_ih"].shape[0], c), np.float32)], 1)) for d in l.weights])
+    if isinstance(l, ir.Attention):             # columns past its q, k, v
+        return replace(l, extra=l.extra + c)
+    return l if isinstance(l, ir.Activation) else None
 
 
 def split_head(low, fold):
@@ -2330,14 +2347,15 @@ def _cat(low, tensors, dim=0):
                 parts = sum((t.parts for t in tensors), ())
                 axes = t0.axes[:-1] + (("S", "F"),)
                 return replace(t0, parts=parts, axes=axes)
-    if len(tensors) > 1 and any(_is_static(low, t) for t in tensors) and \
-            all(isinstance(t, (PT, HN)) or _is_static(low, t) for t in tensors):
+    if len(tensors) > 1 and all(isinstance(t, (PT, HN)) or _is_static(low, t) for t in tensors) and \
+            any(isinstance(t, HN) for t in tensors) and not all(isinstance(t, HN) for t in tensors):
+        # torch.cat([h_n[-1], x[:, -1]], 1), torch.cat([h_n[-1], static], 1): h_n[-1] as its layer's
+        # last step, so that the other columns can still be carried past the layer
         tensors = [_hn_last_step(low, t) if isinstance(t, HN) else t for t in tensors]
+    if len(tensors) > 1 and any(_is_static(low, t) for t in tensors) and \
+            all(isinstance(t, PT) or _is_static(low, t) for t in tensors):
         ref = next(t for t in tensors if isinstance(t, PT))
         tensors = [_static_columns(low, t, ref) if isinstance(t, Input) else t for t in tensors]
-    if len(tensors) > 1 and all(isinstance(t, (PT, HN)) for t in tensors) and \
-            any(isinstance(t, PT) for t in tensors) and any(isinstance(t, HN) for t in tensors):
-        tensors = [_hn_last_step(low, t) if isinstance(t, HN) else t for t in tensors]   # torch.cat([h_n[-1], x[:, -1]], 1)
     if len(tensors) > 1 and all(isinstance(t, PT) for t in tensors):
         return _cat_features(low, tensors, dim)
     if len(tensors) > 1 and all(isinstance(t, HN) for t in tensors) and len({t.rnn for t in tensors}) > 1:
@@ -2404,22 +2422,21 @@ def _static_columns(low, inp, ref):
     if [low.lab(a) for a in ref.axes] != ["B", "F"] or ref.time is None:
         low.fail(f"the argument {inp.name!r} concatenated with a tensor of axes {_axes_str([low.lab(a) for a in ref.axes])} "
                  f"(only beside a final state or a step: (batch, features))")
-    first = low.layers[0]
-    F, S = first.input_size, int(inp.shape[1])
-    if isinstance(first, ir.Recurrent):
-        low.layers[0] = replace(first, weights=[dict(w, W_ih=np.concatenate(
-            [w["W_ih"], np.zeros((w["W_ih"].shape[0], S), np.float32)], 1)) for w in first.weights])
-    elif isinstance(first, ir.Dense):
-        low.layers[0] = replace(first, weight=np.concatenate([first.weight, np.zeros((first.own_size, S), np.float32)], 1))
-    else:
-        low.fail(f"the argument {inp.name!r} beside an input read first by a {type(first).__name__} (only a "
-                 f"recurrent or Linear layer takes the added columns)")
-    if not low.static_inputs:
-        low.static_base = F               # the sequence's own features, the static ones after them
-    low.static_inputs.append((inp.index, inp.name, S))
+    cols = low.static_cols(inp.index)
+    if cols is None:                      # first use: S more input columns, after those already added
+        first = low.layers[0]
+        F, S = first.input_size, int(inp.shape[1])
+        widened = _widened(first, S) if isinstance(first, (ir.Dense, ir.Recurrent)) else None
+        if widened is None:
+            low.fail(f"the argument {inp.name!r} beside an input read first by a {type(first).__name__} (only a "
+                     f"recurrent or Linear layer takes the added columns)")
+        low.layers[0] = widened
+        if not low.static_inputs:
+            low.static_base = F           # the sequence's own features, the static ones after them
+        low.static_inputs.append((inp.index, inp.name, S))
+        cols = (F, F + S)
     t = next(k for k in ("x0", "x1") if low.bind.get(k) == "T")
-    axes = ("x0", "x1", "F")
-    x = low.reach(PT(0, axes, S, cols=((F, F + S),)))
+    x = low.reach(PT(0, ("x0", "x1", "F"), cols[1] - cols[0], cols=(cols,)))
     return replace(x, axes=tuple(a for a in x.axes if a != t), time=ref.time)
 
 

@@ -150,6 +150,11 @@ def _flat(args):
     return out
 
 
+def inputs_text(meta):
+    """The arguments a model reads side by side, in forward's order: "x (5), static (3)"."""
+    return ", ".join(f"{s['name']} ({s['width']})" for s in _by_arg(meta))
+
+
 def _by_arg(meta):
     """meta step_inputs (in the model's column order) in forward's argument order."""
     return sorted(meta["step_inputs"], key=lambda s: s["arg"])
@@ -164,7 +169,7 @@ def join_steps(meta, parts, what):
     spec = _by_arg(meta)
     if len(parts) != len(spec):
         raise ValueError(f"{what}: this model reads {len(spec)} arrays {'per step ' if meta.get('one_step') else ''}"
-                         f"({', '.join(str(s['name']) + ' (' + str(s['width']) + ')' for s in spec)}), got {len(parts)}")
+                         f"({inputs_text(meta)}), got {len(parts)}")
     parts = [np.asarray(p) for p in parts]
     lead = next(p.shape[:-1] for p, s in zip(parts, spec) if not s.get("static"))
     out = {}

@@ -158,7 +158,8 @@ def _needs_v7(layer):
 
 
 def _needs_v8(layer):
-    """A Recurrent layer with a learned initial state (h0 / c0): format version 8."""
+    """A Recurrent layer with a learned initial state (h0 / c0), or a self-attention layer:
+    format version 8."""
     return isinstance(layer, ir.Recurrent) and any("h0" in w or "c0" in w for w in layer.weights) \
         or isinstance(layer, ir.Attention)
 
@@ -430,9 +431,9 @@ def load(src, precision=None):
         layers.append(layer)
     if used != set(tensors):
         _fail(path, f"tensors not used by any layer: {sorted(set(tensors) - used)[:5]}")
+    if int(ver) < 8 and _static_graph_inputs(spec.get("signature")):
+        _fail(path, f"a graph input of static features in a version {ver} file (that is version 8)")
     try:
-        if int(ver) < 8 and _static_graph_inputs(spec.get("signature")):
-            raise ModelFormatError("a graph input of static features in a version " + ver + " file (that is version 8)")
         model = Model(layers, input_size=in_size, meta=spec["meta"], signature=spec.get("signature"),
                       _precision=file_prec, _scales=scales)
     except (ModelFormatError, ShapeError) as e:

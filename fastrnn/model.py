@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from . import _engine, ir, signature as sig_
-from .adapters import join_steps
+from .adapters import inputs_text, join_steps
 from .errors import ArgumentTypeError, ShapeError, UnsupportedError
 from .fileformat import check_meta
 
@@ -189,9 +189,8 @@ class Model:
         side in one array."""
         spec = self.meta.get("step_inputs")
         if spec and not isinstance(x, tuple) and np.ndim(x) >= 1 and np.shape(x)[-1] != sum(s["width"] for s in spec):
-            raise ShapeError(f"{what}: this model reads {len(spec)} arrays side by side ("
-                             f"{', '.join(str(s['name']) + ' (' + str(s['width']) + ')' for s in sorted(spec, key=lambda s: s['arg']))}"
-                             f"): pass them as a tuple in that order, or joined into one array of "
+            raise ShapeError(f"{what}: this model reads {len(spec)} arrays side by side ({inputs_text(self.meta)}): "
+                             f"pass them as a tuple in that order, or joined into one array of "
                              f"{sum(s['width'] for s in spec)} features")
         if not isinstance(x, tuple) or not spec:
             return x

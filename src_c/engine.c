@@ -67,7 +67,7 @@ typedef struct {
     pool_term terms[FRNN_POOL_TERMS]; int npool, pool_over, pool_query;   /* pool_query: a FRNN_POOL_QUERY term */
     /* windows over time (conv1d, pool1d): kernel, stride, dilation, padding; repeat: n */
     int win, stride, dil, pad_mode, pad_b, pad_a, p1kind, count_pad, repeat_n;   /* flatten: repeat_n steps */
-    /* self-attention: heads over the out columns of q, k and v (in = 3 * out), causal, scale */
+    /* self-attention: heads over the own columns of each of q, k and v (the first 3 * own of in), causal, scale */
     int heads, causal; float scale;
 } layer;
 
@@ -1332,7 +1332,6 @@ static frnn_status run_pool1d(const layer *L, ctx *c, const float *in, int64_t l
     return FRNN_OK;
 }
 
-/* The whole pipeline over the context's B rows and T steps; x float (B*T, input_size) or ids. */
 /* W (N x K, element (n, k) at W[n * sn + k * sk]) -> fp32 GEMM panels in pack_gemm's layout
  * (gemm/impl.h): panel n0 of nr = gemm_nr(N - n0) columns at P + n0 * K, element (k, n) at
  * k * nr + n - n0, the columns past N zero. */
@@ -1400,6 +1399,7 @@ static frnn_status run_attention(const frnn_model *m, const layer *L, ctx *c, co
     return FRNN_OK;
 }
 
+/* The whole pipeline over the context's B rows and T steps; x float (B*T, input_size) or ids. */
 static frnn_status run(const frnn_model *m, ctx *c, const float *x, const int64_t *ids,
                        const int64_t *lengths, float *y) {
     const int B = c->B, T = c->T;
@@ -1786,8 +1786,9 @@ int frnn_streampool_open(frnn_streampool *p) {
     if (!p->nfree && p->fresh == p->cap) return -1;
     /* the lowest free slot; it holds the initial state: set when it was closed, or, never opened,
        calloc'ed zeros until now */
-    const int slot = p->nfree ? p->free[--p->nfree] : p->fresh++;
-    if (slot == p->fresh - 1 && p->m->has_init) slot_init(p, slot);
+    const int never = !p->nfree;
+    const int slot = never ? p->fresh++ : p->free[--p->nfree];
+    if (never && p->m->has_init) slot_init(p, slot);
     p->open[slot] = 1;
     return slot;
 }

@@ -873,6 +873,20 @@ class StaticFeatures(nn.Module):
         return self.fc2(torch.relu(self.fc1(torch.cat([h[-1], static], dim=1))))
 
 
+class StaticFeaturesTwice(nn.Module):
+    """The static features read twice: beside the final state and again beside the head's
+    hidden layer (one set of input columns, carried to both)."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(5, H, batch_first=True)
+        self.a, self.b = nn.Linear(H + 3, 6), nn.Linear(6 + 3, 2)
+
+    def forward(self, x, static):
+        _, h = self.rnn(x)
+        z = torch.relu(self.a(torch.cat([h[-1], static], 1)))
+        return self.b(torch.cat([z, static], 1))
+
+
 class StaticFeaturesTimeMajor(StaticFeatures):
     def __init__(self):
         super().__init__(True)
@@ -987,6 +1001,7 @@ CASES = {
     "lstm_self_attention": (LSTMSelfAttention, "floats"),
     "static_features": (StaticFeatures, "floats_static"),
     "static_features_time_major": (StaticFeaturesTimeMajor, "floats_static_tm"),
+    "static_features_twice": (StaticFeaturesTwice, "floats_static"),
     "final_beside_last_input": (FinalBesideLastInput, "floats"),
     "pool_plus_final": (PoolPlusFinal, "floats"),
     "sorted_by_hand": (SortedByHand, "ids_padded"),

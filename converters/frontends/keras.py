@@ -76,9 +76,10 @@ def convert(cfg, version, reader, name):
         if l["class_name"] in IDENTITY:
             env[(l["name"], 0, 0)] = args[0]
             continue
-        low.where = where
         try:
             env[(l["name"], 0, 0)] = _layer(low, l, args, version, reader, where)
+        except ModelFormatError:
+            raise                                 # a malformed file, not a refusal
         except G.REFUSALS as e:                   # also a Keras option the helpers refuse
             env[(l["name"], 0, 0)] = low.refuse(l["name"], G.why(e), f" ({l['class_name']})")
     y = env.get(tuple(outs[0]))
@@ -117,8 +118,8 @@ def _input(low, l):
 def _layer(low, l, args, version, reader, where):
     from ..keras import _act, _refuse_extras, _weights
     cls, c = l["class_name"], l["config"]
-    def call(op, *a, **k):
-        return _call(low, op, list(a), k, where)
+    def call(op, *a):
+        return _call(low, op, *a)
     if cls in _MERGE or cls in ("Average", "Concatenate"):
         if cls == "Concatenate" and c.get("axis", -1) not in (-1, 2):
             low.fail(f"a Concatenate along axis {c.get('axis')} (only the features)")
@@ -131,7 +132,7 @@ def _layer(low, l, args, version, reader, where):
             y = call(_MERGE.get(cls, "add"), y, a)
         return call("mul", y, 1.0 / len(args)) if cls == "Average" else y
     if cls == "MultiHeadAttention":
-        return _mha(low, l, args, reader, where)
+        return _mha(low, l, args, reader)
     x = args[0]
     if len(args) != 1:
         low.fail(f"{len(args)} inputs (initial states, masks or several tensors: the graph frontend reads one)")
@@ -145,17 +146,17 @@ def _layer(low, l, args, version, reader, where):
         _refuse_extras(l, c, {"units"})
         U = int(c["units"])
         arrs = reader.get(l)
-        k, *b = _weights(l, arrs, [(arrs[0].shape[0], U)] + ([(U,)] if c.get("use_bias", True) else []))
+        k, *b = _weights(l, arrs, [(_in_width(arrs, x), U)] + ([(U,)] if c.get("use_bias", True) else []))
         y = call("linear", x, np.ascontiguousarray(k.T), b[0] if b else None)
-        return _activation(low, y, _act(c.get("activation"), version, where, allow_rowwise=True), where)
+        return _activation(low, y, _act(c.get("activation"), version, where, allow_rowwise=True))
     if cls == "Activation":
-        return _activation(low, x, _act(c.get("activation"), version, where, allow_rowwise=True), where)
+        return _activation(low, x, _act(c.get("activation"), version, where, allow_rowwise=True))
     if cls in _ACT_LAYERS:
         if cls == "ReLU" and (c.get("max_value") is not None or c.get("negative_slope") or c.get("threshold")):
             low.fail("a ReLU with max_value, negative_slope or threshold")
         if cls == "Softmax" and c.get("axis", -1) not in (-1, 2):
             low.fail(f"a Softmax over axis {c.get('axis')}")
-        return _activation(low, x, ir.Act(_ACT_LAYERS[cls]), where)
+        return _activation(low, x, ir.Act(_ACT_LAYERS[cls]))
     if cls == "LeakyReLU":
         return call("leaky_relu", x, float(c.get("negative_slope", c.get("alpha", 0.3))))
     if cls == "ELU":
@@ -181,7 +182,7 @@ def _layer(low, l, args, version, reader, where):
         return _layer(low, {"class_name": inner["class_name"], "config": inner.get("config", {}), "name": l["name"],
                             "_wkey": l.get("_wkey")}, args, version, reader, where)
     if cls in _WINDOWS:
-        return _window(low, l, x, version, reader, where)
+        return _window(low, l, x, version, reader)
     if cls == "Lambda":
         low.fail("a Lambda layer (Python code in the model, which a converter cannot read): write it with Keras "
                  "layers")
@@ -190,21 +191,27 @@ def _layer(low, l, args, version, reader, where):
     return _recurrent(low, l, x, version, reader, where)
 
 
-def _call(low, op, args, kwargs, where):
+def _in_width(arrs, x):
+    """A layer's input features: its kernel's rows, or (no weights in the file: _weights then says
+    so) those of the tensor it reads."""
+    return arrs[0].shape[0] if arrs and len(arrs[0].shape) >= 2 else getattr(x, "width", None)
+
+
+def _call(low, op, *args):
     """One shared op's handler; its refusal refuses the layer (convert records it once)."""
     fn = G.handler(op)
     if fn is None:
         low.fail(f"op {op!r} is not supported")
-    return fn(low, *args, **kwargs)
+    return fn(low, *args)
 
 
-def _activation(low, x, a, where):
+def _activation(low, x, a):
     if a.kind == "linear":
         return x
     return G.activation(low, x, a.kind, alpha=a.alpha, beta=a.beta, dim=-1 if a.kind in ir.ROW_WISE else None)
 
 
-def _mha(low, l, args, reader, where):
+def _mha(low, l, args, reader):
     """MultiHeadAttention()(x, x) (self-attention: query, value and key the same tensor): the shared
     self_attention op, its q / k / v kernels (E, heads, key_dim) as one Linear of 3 heads * key_dim
     rows, the output kernel (heads, key_dim, E') as the Linear after it."""
@@ -243,7 +250,7 @@ def _mha(low, l, args, reader, where):
 _WINDOWS = ("Conv1D", "Convolution1D", "MaxPooling1D", "AveragePooling1D", "MaxPool1D", "AvgPool1D")
 
 
-def _window(low, l, x, version, reader, where):
+def _window(low, l, x, version, reader):
     """Conv1D and 1-D pooling: the chain builder makes the layer (Keras's padding and kernel
     layout, converters/keras.py), the shared lowering places it as the windows of torch's Conv1d
     over (batch, channels, time)."""
@@ -296,30 +303,27 @@ def _recurrent(low, l, x, version, reader, where, bidirectional=False):
         mode = "rnn_relu"
     elif act != "tanh" or (rec != _STANDARD[cell][1] and cell != "rnn"):
         low.fail(f"activation={act!r}, recurrent_activation={rec!r} (the graph frontend reads the standard ones)")
-    n = len(arrs) // (2 if bidirectional else 1)
-    I = arrs[0].shape[0]
-    params, reset_after = [], True
-    for d in range(2 if bidirectional else 1):
+    D = 2 if bidirectional else 1
+    n, I = len(arrs) // D, _in_width(arrs, x)
+    params = []
+    for d in range(D):
         w, H, reset_after = _cell_weights(l, cell, c, arrs[d * n:(d + 1) * n], I, version)
         params += [w["W_ih"], w["W_hh"]] + ([w["b_ih"], w["b_hh"]] if "b_ih" in w else [])
     if cell == "gru" and not reset_after:
         mode = "gru_v1"
-    out, hn, _ = low.recurrent(mode, x, None, params, len(params) // (2 if bidirectional else 1) == 4, 1,
-                               bidirectional, True)
+    out, hn, _ = low.recurrent(mode, x, None, params, "b_ih" in w, 1, bidirectional, True)
     seq = bool(c.get("return_sequences", False))
     if not bidirectional:
-        return out if seq else _call(low, "select", [hn, 0, -1], {}, "")
+        return out if seq else _call(low, "select", hn, 0, -1)
     if seq:
         y = out
     else:
-        y = _call(low, "cat", [[_call(low, "select", [hn, 0, 0], {}, ""), _call(low, "select", [hn, 0, 1], {}, "")],
-                               -1], {}, "")
+        y = _call(low, "cat", [_call(low, "select", hn, 0, 0), _call(low, "select", hn, 0, 1)], -1)
     merge = outer.get("merge_mode", "concat")
     if merge == "concat":
         return y
     H = params[1].shape[1]
-    a = _call(low, "slice", [y, -1, 0, H], {}, "")
-    b = _call(low, "slice", [y, -1, H, 2 * H], {}, "")
-    z = _call(low, {"sum": "add", "ave": "add", "mul": "mul"}[merge], [a, b], {}, "")
-    return _call(low, "mul", [z, 0.5], {}, "") if merge == "ave" else z
+    a, b = _call(low, "slice", y, -1, 0, H), _call(low, "slice", y, -1, H, 2 * H)
+    z = _call(low, {"sum": "add", "ave": "add", "mul": "mul"}[merge], a, b)
+    return _call(low, "mul", z, 0.5) if merge == "ave" else z
 

@@ -1003,9 +1003,8 @@ def _convert(model, name, T, hint):
             io_in.append({"name": iname, "role": "x", "axes": axes})
         elif v.index in low.length_inputs:
             io_in.append({"name": iname, "role": "lengths"})
-        elif v.index in [i for i, _, _ in low.static_inputs]:
-            a = low.static_base + sum(w for i, _, w in low.static_inputs[:[i for i, _, _ in low.static_inputs].index(v.index)])
-            io_in.append({"name": iname, "role": "static", "cols": [a, a + int(v.shape[1])]})
+        elif low.static_cols(v.index) is not None:
+            io_in.append({"name": iname, "role": "static", "cols": list(low.static_cols(v.index))})
         elif v.index in low.state_rows:
             taken = low.state_rows[v.index]
             axes = list(low.state_axes.get(v.index, ("S", "B", "F")))

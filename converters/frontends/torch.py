@@ -1256,9 +1256,8 @@ def _list_example(v, default):
                 n = max(n, idx.i("value") + 1)
     if not n:
         return None
-    torch = _torch()
-    return tuple(default if j == 0 and default is not None else torch.zeros((1, EX_B, 1)) if j == 0 else None
-                 for j in range(n))
+    first = default if default is not None else _torch().zeros((1, EX_B, 1))
+    return (first,) + (None,) * (n - 1)
 
 
 def _cell_state_standin(module):
